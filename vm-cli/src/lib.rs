@@ -1,0 +1,1 @@
+//! vm-cli: the `vm` command line. The only crate that prints.

@@ -1,0 +1,2 @@
+//! The `vm` binary.
+fn main() {}

@@ -1,0 +1,38 @@
+//! vm-core: values, the op list, the assembler, the binary module format, the verifier, the
+//! disassembler, and the stepper.
+//!
+//! **This crate has no tokio, no threads, no I/O and nothing `async`, and forbids `unsafe`.**
+//! The assembler reads included files through the [`asm::SourceLoader`] trait, which the caller
+//! implements; the stepper reaches the outside world only through [`step::Host`] and by returning
+//! [`step::Effect`]s.
+//!
+//! The pipeline: `asm::assemble` (text → [`Module`]) → `bytecode::encode` (→ `.vbc` bytes) →
+//! `bytecode::decode` + `verify::verify` (= [`load`]) → `interp::step`.
+
+#![forbid(unsafe_code)]
+
+pub mod asm;
+pub mod atom;
+pub mod bytecode;
+pub mod disasm;
+pub mod exception;
+pub mod interp;
+pub mod module;
+pub mod ops;
+pub mod step;
+pub mod value;
+pub mod verify;
+
+pub use atom::{Atom, atoms};
+pub use exception::Exception;
+pub use module::{Function, Location, Module};
+pub use ops::{Instr, Opcode, OperandKind};
+pub use step::{ActorState, Effect, Fault, Host, Resume, Step};
+pub use value::{Closure, Handle, Pid, Value};
+
+/// Decodes and verifies a `.vbc` file: the only way bytes become a runnable module.
+pub fn load(bytes: &[u8]) -> Result<Module, bytecode::LoadError> {
+    let module = bytecode::decode(bytes)?;
+    verify::verify(&module).map_err(bytecode::LoadError::Verify)?;
+    Ok(module)
+}

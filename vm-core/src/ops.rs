@@ -1,0 +1,478 @@
+//! The op list: the one place instructions are defined.
+//!
+//! [`for_each_op!`] lists every instruction once: its group, enum variant, mnemonic, named
+//! operands with their kinds, and its documentation. Everything else derives from that list by
+//! expanding the macro: the [`Instr`] enum the interpreter matches on, the [`Opcode`] byte used by
+//! the binary format, the mnemonic table used by the assembler and disassembler, the operand kinds
+//! the verifier checks, and `docs/isa.md` (rendered by [`isa_markdown`] and checked by a test).
+//!
+//! Operand kinds ([`OperandKind`]):
+//! - `Dst`: a register the instruction writes. A blocking instruction's result is written there
+//!   when the runtime resumes it.
+//! - `Reg`: a register the instruction reads.
+//! - `Count`: a number of registers; it always follows a `Reg` operand and the two name the
+//!   register window `reg .. reg+count` (arguments of a call, items of a tuple).
+//! - `Const`: an index into the module's constant pool (written as a literal in assembly).
+//! - `Label`: an instruction index in the same function (written as a label name).
+//! - `Func`: a function index in the module (written as the function's name).
+//! - `Imm`: a signed 32-bit immediate integer.
+
+use serde::{Deserialize, Serialize};
+
+/// A register index within the current frame.
+pub type Reg = u16;
+
+/// The kind of an operand; see the module docs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OperandKind {
+    /// A register written by the instruction.
+    Dst,
+    /// A register read by the instruction.
+    Reg,
+    /// The length of the register window starting at the previous `Reg` operand.
+    Count,
+    /// A constant-pool index.
+    Const,
+    /// An instruction index in the same function.
+    Label,
+    /// A function index.
+    Func,
+    /// A signed 32-bit immediate.
+    Imm,
+}
+
+impl OperandKind {
+    /// The inclusive range of values an operand of this kind can hold in the binary format.
+    pub fn range(self) -> (i64, i64) {
+        match self {
+            OperandKind::Dst | OperandKind::Reg | OperandKind::Count => (0, u16::MAX as i64),
+            OperandKind::Const | OperandKind::Label | OperandKind::Func => (0, u32::MAX as i64),
+            OperandKind::Imm => (i32::MIN as i64, i32::MAX as i64),
+        }
+    }
+
+    /// How many bytes an operand of this kind takes in the binary format (little endian).
+    pub fn width(self) -> usize {
+        match self {
+            OperandKind::Dst | OperandKind::Reg | OperandKind::Count => 2,
+            _ => 4,
+        }
+    }
+}
+
+/// Calls `$m!` with the whole op list. Each entry is
+/// `group Variant "mnemonic" (name: Kind, ...) "documentation";`.
+#[macro_export]
+macro_rules! for_each_op {
+    ($m:ident) => {
+        $m! {
+            // ---- moves and constants
+            moves Nop "nop" () "Does nothing.";
+            moves Move "move" (dst: Dst, src: Reg) "`dst = src`.";
+            moves Const "const" (dst: Dst, k: Const) "Loads a constant: `const r0, \"hi\"`, `const r1, {:ok, [1, 2.5]}`.";
+            moves Int "int" (dst: Dst, imm: Imm) "Loads a small integer.";
+            moves Nil "nil" (dst: Dst) "Loads `nil`.";
+            moves Typeof "typeof" (dst: Dst, a: Reg) "The type of `a` as an atom: `:nil :bool :int :float :atom :str :bytes :tuple :list :map :pid :chan :resource :fun`.";
+            // ---- arithmetic
+            arith Add "add" (dst: Dst, a: Reg, b: Reg) "`a + b`. Two ints give an int (overflow raises `:overflow`); an int and a float give a float; anything else raises `:type_error`.";
+            arith Sub "sub" (dst: Dst, a: Reg, b: Reg) "`a - b`, typed as `add`.";
+            arith Mul "mul" (dst: Dst, a: Reg, b: Reg) "`a * b`, typed as `add`.";
+            arith Div "div" (dst: Dst, a: Reg, b: Reg) "`a / b`. Ints divide truncating toward zero; an int divisor of 0 raises `:div_by_zero`; floats follow IEEE 754.";
+            arith Rem "rem" (dst: Dst, a: Reg, b: Reg) "Remainder with the sign of `a`; an int divisor of 0 raises `:div_by_zero`.";
+            arith Neg "neg" (dst: Dst, a: Reg) "`-a`; negating the smallest int raises `:overflow`.";
+            arith Addi "addi" (dst: Dst, a: Reg, imm: Imm) "`a + imm`, typed as `add`.";
+            arith Band "band" (dst: Dst, a: Reg, b: Reg) "Bitwise and of two ints.";
+            arith Bor "bor" (dst: Dst, a: Reg, b: Reg) "Bitwise or of two ints.";
+            arith Bxor "bxor" (dst: Dst, a: Reg, b: Reg) "Bitwise exclusive or of two ints.";
+            arith Shl "shl" (dst: Dst, a: Reg, b: Reg) "`a << b` for `0 <= b < 64` (else `:badarg`); bits shifted out are lost.";
+            arith Shr "shr" (dst: Dst, a: Reg, b: Reg) "Arithmetic `a >> b` for `0 <= b < 64` (else `:badarg`).";
+            arith Tofloat "tofloat" (dst: Dst, a: Reg) "An int or float as a float; a string is parsed (`:badarg` if it is not a number).";
+            arith Toint "toint" (dst: Dst, a: Reg) "An int; a float is truncated (`:badarg` if NaN or out of range); a string or bytes value is parsed as a decimal integer (`:badarg` if it is not one).";
+            // ---- comparison
+            compare Eq "eq" (dst: Dst, a: Reg, b: Reg) "`true` when `a` and `b` are structurally equal (`1` and `1.0` are not).";
+            compare Ne "ne" (dst: Dst, a: Reg, b: Reg) "The negation of `eq`.";
+            compare Lt "lt" (dst: Dst, a: Reg, b: Reg) "`a < b` in the term order (numbers compare numerically; see the language guide).";
+            compare Le "le" (dst: Dst, a: Reg, b: Reg) "`a <= b` in the term order.";
+            compare Gt "gt" (dst: Dst, a: Reg, b: Reg) "`a > b` in the term order.";
+            compare Ge "ge" (dst: Dst, a: Reg, b: Reg) "`a >= b` in the term order.";
+            compare Cmp "cmp" (dst: Dst, a: Reg, b: Reg) "`-1`, `0` or `1` as `a` is less than, equal to or greater than `b` in the term order.";
+            // ---- boolean logic
+            logic Not "not" (dst: Dst, a: Reg) "`true` if `a` is falsy (`nil` or `false`), else `false`.";
+            logic And "and" (dst: Dst, a: Reg, b: Reg) "`true` if both are truthy.";
+            logic Or "or" (dst: Dst, a: Reg, b: Reg) "`true` if either is truthy.";
+            // ---- jumps and branches
+            jump Jmp "jmp" (target: Label) "Jumps to `target`.";
+            jump Jt "jt" (a: Reg, target: Label) "Jumps if `a` is truthy.";
+            jump Jf "jf" (a: Reg, target: Label) "Jumps if `a` is falsy.";
+            jump Jeq "jeq" (a: Reg, b: Reg, target: Label) "Jumps if `a == b` (as `eq`).";
+            jump Jne "jne" (a: Reg, b: Reg, target: Label) "Jumps if `a != b`.";
+            jump Jlt "jlt" (a: Reg, b: Reg, target: Label) "Jumps if `a < b` (as `lt`).";
+            jump Jle "jle" (a: Reg, b: Reg, target: Label) "Jumps if `a <= b`.";
+            jump Jgt "jgt" (a: Reg, b: Reg, target: Label) "Jumps if `a > b`.";
+            jump Jge "jge" (a: Reg, b: Reg, target: Label) "Jumps if `a >= b`.";
+            jump Jeqi "jeqi" (a: Reg, imm: Imm, target: Label) "Jumps if `a` is the int `imm`.";
+            jump Jnei "jnei" (a: Reg, imm: Imm, target: Label) "Jumps unless `a` is the int `imm`.";
+            jump Jlti "jlti" (a: Reg, imm: Imm, target: Label) "Jumps if `a < imm` (as `lt`).";
+            jump Jlei "jlei" (a: Reg, imm: Imm, target: Label) "Jumps if `a <= imm`.";
+            jump Jgti "jgti" (a: Reg, imm: Imm, target: Label) "Jumps if `a > imm`.";
+            jump Jgei "jgei" (a: Reg, imm: Imm, target: Label) "Jumps if `a >= imm`.";
+            // ---- calls and function values
+            call Call "call" (dst: Dst, f: Func, args: Reg, n: Count) "Calls function `f` with the `n` registers from `args` as its arguments; its return value goes to `dst`. The verifier checks `n` against `f`'s arity. Costs fuel.";
+            call Callv "callv" (dst: Dst, f: Reg, args: Reg, n: Count) "Calls the function value in `f` (captured values first, then the `n` arguments); a wrong count raises `:badarity`, a non-function `:type_error`. Costs fuel.";
+            call Tcall "tcall" (f: Func, args: Reg, n: Count) "Tail call: replaces the current frame with a call of `f`, so tail recursion runs in constant space. Costs fuel.";
+            call Tcallv "tcallv" (f: Reg, args: Reg, n: Count) "Tail call of a function value. Costs fuel.";
+            call Ret "ret" (a: Reg) "Returns `a` to the caller (from `main`, ends the actor with that value).";
+            call Fun "fun" (dst: Dst, f: Func) "The function value of `f`.";
+            call Closure "closure" (dst: Dst, f: Func, env: Reg, n: Count) "A function value of `f` capturing the `n` registers from `env`; they are passed before the call's own arguments.";
+            // ---- tuples, lists and maps
+            data Tuple "tuple" (dst: Dst, items: Reg, n: Count) "A tuple of the `n` registers from `items`.";
+            data List "list" (dst: Dst, items: Reg, n: Count) "A list of the `n` registers from `items`.";
+            data Tget "tget" (dst: Dst, t: Reg, i: Imm) "Element `i` (from 0) of a tuple or list; out of range raises `:index`.";
+            data Index "index" (dst: Dst, c: Reg, i: Reg) "Element `i` (from 0) of a tuple or list; a negative `i` counts from the end; out of range raises `:index`.";
+            data Lset "lset" (dst: Dst, c: Reg, i: Reg, v: Reg) "A copy of tuple or list `c` with element `i` replaced by `v` (in place when `c` is not shared).";
+            data Len "len" (dst: Dst, a: Reg) "Length of a tuple, list or map, or of a string or bytes value in bytes.";
+            data Append "append" (dst: Dst, l: Reg, v: Reg) "List `l` with `v` added at the end (in place when `l` is not shared).";
+            data Map "map" (dst: Dst) "An empty map.";
+            data Mput "mput" (dst: Dst, m: Reg, k: Reg, v: Reg) "Map `m` with key `k` set to `v`.";
+            data Mget "mget" (dst: Dst, m: Reg, k: Reg) "The value of key `k` in map `m`, or `nil` if absent.";
+            data Mhas "mhas" (dst: Dst, m: Reg, k: Reg) "`true` if map `m` has key `k`.";
+            data Mdel "mdel" (dst: Dst, m: Reg, k: Reg) "Map `m` without key `k`.";
+            data Mkeys "mkeys" (dst: Dst, m: Reg) "The keys of map `m` as a list, in term order.";
+            // ---- strings and bytes
+            text Concat "concat" (dst: Dst, a: Reg, b: Reg) "Concatenates two strings, two bytes values or two lists.";
+            text Slice "slice" (dst: Dst, s: Reg, from: Reg, to: Reg) "The part `from..to` of a string, bytes value or list (byte offsets for strings, which must fall on character boundaries); out of range raises `:index`.";
+            text Find "find" (dst: Dst, hay: Reg, needle: Reg) "The byte offset of the first `needle` in `hay` (strings or bytes), or `-1`.";
+            text Split "split" (dst: Dst, s: Reg, sep: Reg) "The list of parts of `s` between occurrences of the non-empty `sep`.";
+            text Trim "trim" (dst: Dst, s: Reg) "`s` without leading and trailing ASCII whitespace.";
+            text Upper "upper" (dst: Dst, s: Reg) "`s` with ASCII letters in upper case.";
+            text Lower "lower" (dst: Dst, s: Reg) "`s` with ASCII letters in lower case.";
+            text Byte "byte" (dst: Dst, s: Reg, i: Reg) "The byte at offset `i` of a string or bytes value, as an int; out of range raises `:index`.";
+            text Tostr "tostr" (dst: Dst, a: Reg) "The print form of `a` as a string (a string is returned as is).";
+            text Btos "btos" (dst: Dst, b: Reg) "Decodes bytes as UTF-8; invalid UTF-8 raises `:badarg`.";
+            text Stob "stob" (dst: Dst, s: Reg) "The UTF-8 bytes of a string.";
+            // ---- exceptions
+            exception Raise "raise" (kind: Reg, msg: Reg) "Raises the exception `{kind, msg}`; `kind` must be an atom.";
+            exception Rethrow "rethrow" (e: Reg) "Raises the exception value `e` (as caught by `try`) again.";
+            exception Try "try" (dst: Dst, target: Label) "Installs a handler: an exception raised before the matching `endtry`, in this frame or any callee, unwinds to this frame, stores `{kind, msg}` in `dst` and jumps to `target`.";
+            exception Endtry "endtry" () "Removes the handler installed by the innermost `try` of this frame.";
+            // ---- actors and effects
+            actor Print "print" (a: Reg) "Writes the print form of `a` and a newline to standard output (an effect).";
+            actor Self_ "self" (dst: Dst) "The pid of the running actor.";
+            actor Spawn "spawn" (dst: Dst, f: Reg, args: Reg, n: Count) "Starts a new actor running function value `f` with the `n` registers from `args`; returns its pid.";
+            actor Send "send" (to: Reg, msg: Reg) "Sends `msg` to the pid `to`; never blocks. Sending to an actor that has exited drops the message.";
+            actor Recv "recv" (dst: Dst) "Takes the oldest message from the mailbox, waiting for one if it is empty.";
+            actor Recvt "recvt" (dst: Dst, ms: Reg, target: Label) "As `recv`, but waits at most `ms` milliseconds; on timeout jumps to `target` leaving `dst` unchanged.";
+            actor Sleep "sleep" (ms: Reg) "Suspends the actor for `ms` milliseconds.";
+            actor Now "now" (dst: Dst) "Monotonic time in milliseconds since the VM started.";
+        }
+    };
+}
+
+macro_rules! operand_ty {
+    (Dst) => {
+        Reg
+    };
+    (Reg) => {
+        Reg
+    };
+    (Count) => {
+        u16
+    };
+    (Const) => {
+        u32
+    };
+    (Label) => {
+        u32
+    };
+    (Func) => {
+        u32
+    };
+    (Imm) => {
+        i32
+    };
+}
+
+macro_rules! define_ops {
+    ($( $group:ident $name:ident $mn:literal ( $($f:ident : $k:ident),* ) $doc:literal ; )*) => {
+        /// A decoded instruction. Generated from [`for_each_op!`].
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+        #[allow(missing_docs)]
+        pub enum Instr {
+            $( #[doc = $doc] $name { $($f: operand_ty!($k)),* }, )*
+        }
+
+        /// The opcode byte of each instruction, in op-list order. Generated from [`for_each_op!`].
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        #[repr(u8)]
+        #[allow(missing_docs)]
+        pub enum Opcode {
+            $( $name, )*
+        }
+
+        impl Opcode {
+            /// Every opcode, indexed by its byte.
+            pub const ALL: &'static [Opcode] = &[$(Opcode::$name),*];
+
+            /// The assembly mnemonic.
+            pub fn mnemonic(self) -> &'static str {
+                match self { $(Opcode::$name => $mn,)* }
+            }
+
+            /// The operand kinds, in order.
+            pub fn operands(self) -> &'static [OperandKind] {
+                match self { $(Opcode::$name => &[$(OperandKind::$k),*],)* }
+            }
+
+            /// The operand names, in order (for documentation and diagnostics).
+            pub fn operand_names(self) -> &'static [&'static str] {
+                match self { $(Opcode::$name => &[$(stringify!($f)),*],)* }
+            }
+
+            /// The documentation line.
+            pub fn doc(self) -> &'static str {
+                match self { $(Opcode::$name => $doc,)* }
+            }
+
+            /// The op-list group (`moves`, `arith`, ...).
+            pub fn group(self) -> &'static str {
+                match self { $(Opcode::$name => stringify!($group),)* }
+            }
+        }
+
+        impl Instr {
+            /// The instruction's opcode.
+            pub fn opcode(&self) -> Opcode {
+                match self { $(Instr::$name { .. } => Opcode::$name,)* }
+            }
+
+            /// The operand values in op-list order, widened to `i64`.
+            pub fn operands(&self) -> Operands {
+                match *self {
+                    $(Instr::$name { $($f),* } => Operands::from_slice(&[$($f as i64),*]),)*
+                }
+            }
+
+            /// Builds an instruction from an opcode and operand values, checking the count and
+            /// each value's range.
+            pub fn from_operands(op: Opcode, vals: &[i64]) -> Result<Instr, OperandError> {
+                let kinds = op.operands();
+                if vals.len() != kinds.len() {
+                    return Err(OperandError::Count { expected: kinds.len(), found: vals.len() });
+                }
+                for (i, (&v, &k)) in vals.iter().zip(kinds).enumerate() {
+                    let (lo, hi) = k.range();
+                    if v < lo || v > hi {
+                        return Err(OperandError::Range { index: i, kind: k, value: v });
+                    }
+                }
+                #[allow(unused_mut, unused_variables, unused_assignments)]
+                let instr = match op {
+                    $(Opcode::$name => {
+                        let mut it = vals.iter();
+                        Instr::$name { $($f: *it.next().expect("count checked") as operand_ty!($k)),* }
+                    })*
+                };
+                Ok(instr)
+            }
+        }
+    };
+}
+
+for_each_op!(define_ops);
+
+/// Operand values of one instruction (at most four).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Operands {
+    vals: [i64; 4],
+    len: u8,
+}
+
+impl Operands {
+    fn from_slice(s: &[i64]) -> Operands {
+        let mut vals = [0; 4];
+        vals[..s.len()].copy_from_slice(s);
+        Operands { vals, len: s.len() as u8 }
+    }
+
+    /// The values as a slice.
+    pub fn as_slice(&self) -> &[i64] {
+        &self.vals[..self.len as usize]
+    }
+}
+
+/// Why [`Instr::from_operands`] refused its input.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum OperandError {
+    /// Wrong number of operands.
+    #[error("expected {expected} operands, found {found}")]
+    Count {
+        /// How many the op takes.
+        expected: usize,
+        /// How many were given.
+        found: usize,
+    },
+    /// An operand does not fit its kind.
+    #[error("operand {index} ({kind:?}) out of range: {value}")]
+    Range {
+        /// Operand position.
+        index: usize,
+        /// Its kind.
+        kind: OperandKind,
+        /// The offending value.
+        value: i64,
+    },
+}
+
+impl Opcode {
+    /// The opcode with byte `b`, if any.
+    pub fn from_byte(b: u8) -> Option<Opcode> {
+        Opcode::ALL.get(b as usize).copied()
+    }
+
+    /// The opcode byte.
+    pub fn byte(self) -> u8 {
+        self as u8
+    }
+
+    /// The opcode with the given mnemonic.
+    pub fn from_mnemonic(m: &str) -> Option<Opcode> {
+        Opcode::ALL.iter().copied().find(|op| op.mnemonic() == m)
+    }
+
+    /// Position of the `Dst` operand, if the op writes a register.
+    pub fn dst_index(self) -> Option<usize> {
+        self.operands().iter().position(|k| *k == OperandKind::Dst)
+    }
+
+    /// Position of the first `Label` operand, if any.
+    pub fn label_index(self) -> Option<usize> {
+        self.operands().iter().position(|k| *k == OperandKind::Label)
+    }
+
+    /// True if execution never continues to the next instruction.
+    pub fn is_terminator(self) -> bool {
+        matches!(
+            self,
+            Opcode::Jmp | Opcode::Ret | Opcode::Tcall | Opcode::Tcallv | Opcode::Raise | Opcode::Rethrow
+        )
+    }
+}
+
+impl Instr {
+    /// The register the instruction writes, if any.
+    pub fn dst(&self) -> Option<Reg> {
+        self.opcode().dst_index().map(|i| self.operands().as_slice()[i] as Reg)
+    }
+
+    /// The first label operand, if any.
+    pub fn label(&self) -> Option<u32> {
+        self.opcode().label_index().map(|i| self.operands().as_slice()[i] as u32)
+    }
+}
+
+/// Renders `docs/isa.md` from the op list.
+pub fn isa_markdown() -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    out.push_str("# Instruction set\n\n");
+    out.push_str(
+        "Generated from `vm-core/src/ops.rs` (`for_each_op!`); a test fails when this file is out of\n",
+    );
+    out.push_str("date. Regenerate with `UPDATE_ISA=1 cargo test -p vm-core isa_doc`.\n\n");
+    out.push_str(
+        "Operand kinds: `rN` registers (`dst` is written, others read); `n` counts the registers of a\n",
+    );
+    out.push_str("window starting at the register before it; constants are literals; labels and functions\n");
+    out.push_str(
+        "are names; `imm` is a signed 32-bit integer. Fuel is charged on backward jumps and calls.\n",
+    );
+    let mut group = "";
+    for op in Opcode::ALL {
+        if op.group() != group {
+            group = op.group();
+            let _ = write!(out, "\n## {}\n\n| instruction | meaning |\n|---|---|\n", group_title(group));
+        }
+        let mut syntax = op.mnemonic().to_string();
+        for (i, (name, kind)) in op.operand_names().iter().zip(op.operands()).enumerate() {
+            syntax.push_str(if i == 0 { " " } else { ", " });
+            match kind {
+                OperandKind::Dst | OperandKind::Reg => syntax.push_str(name),
+                OperandKind::Count => syntax.push('n'),
+                OperandKind::Const => syntax.push_str("CONST"),
+                OperandKind::Label => syntax.push_str("LABEL"),
+                OperandKind::Func => syntax.push_str("FUNC"),
+                OperandKind::Imm => syntax.push_str("imm"),
+            }
+        }
+        let _ = writeln!(out, "| `{syntax}` | {} |", op.doc());
+    }
+    out
+}
+
+fn group_title(g: &str) -> &'static str {
+    match g {
+        "moves" => "Moves and constants",
+        "arith" => "Arithmetic",
+        "compare" => "Comparison",
+        "logic" => "Boolean logic",
+        "jump" => "Jumps and branches",
+        "call" => "Calls and function values",
+        "data" => "Tuples, lists and maps",
+        "text" => "Strings and bytes",
+        "exception" => "Exceptions",
+        "actor" => "Actors and effects",
+        _ => "Other",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mnemonics_are_unique_and_round_trip() {
+        for (i, op) in Opcode::ALL.iter().enumerate() {
+            assert_eq!(op.byte() as usize, i);
+            assert_eq!(Opcode::from_mnemonic(op.mnemonic()), Some(*op));
+        }
+        assert!(Opcode::ALL.len() < 256);
+    }
+
+    #[test]
+    fn count_follows_a_register() {
+        for op in Opcode::ALL {
+            let k = op.operands();
+            for i in 0..k.len() {
+                if k[i] == OperandKind::Count {
+                    assert!(i > 0 && k[i - 1] == OperandKind::Reg, "{op:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn operands_round_trip() {
+        let i = Instr::Call { dst: 3, f: 7, args: 4, n: 2 };
+        let back = Instr::from_operands(i.opcode(), i.operands().as_slice()).unwrap();
+        assert_eq!(i, back);
+        assert_eq!(i.dst(), Some(3));
+        assert!(Instr::from_operands(Opcode::Move, &[1]).is_err());
+        assert!(Instr::from_operands(Opcode::Move, &[1, 70000]).is_err());
+    }
+
+    #[test]
+    fn instr_stays_small() {
+        assert!(std::mem::size_of::<Instr>() <= 12, "{}", std::mem::size_of::<Instr>());
+    }
+
+    #[test]
+    fn isa_doc_is_up_to_date() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/isa.md");
+        let want = isa_markdown();
+        if std::env::var_os("UPDATE_ISA").is_some() {
+            std::fs::write(path, &want).unwrap();
+        }
+        let have = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(have == want, "docs/isa.md is out of date: run UPDATE_ISA=1 cargo test -p vm-core isa_doc");
+    }
+}

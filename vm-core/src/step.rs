@@ -1,0 +1,209 @@
+//! The stepper contract: what the interpreter returns and what it needs from its host.
+//!
+//! [`crate::interp::step`] runs one actor for a budget of fuel and returns a [`Step`]; it never
+//! blocks and never awaits. Things that complete at once (spawn, send, a message already in the
+//! mailbox, the clock) go through the synchronous [`Host`] trait. Anything that would wait is
+//! returned as [`Step::Blocked`] with an [`Effect`] describing it, as plain data.
+//!
+//! **Rewind before suspend.** When an instruction blocks, the actor's program counter stays *on*
+//! that instruction and its operands stay in their registers. The runtime completes the effect and
+//! calls [`ActorState::resume`]:
+//! - [`Resume::Value`]: the result is written to the instruction's `dst` register (if it has one)
+//!   and execution continues after it;
+//! - [`Resume::Raise`]: the exception is raised *at* the instruction, so a surrounding `try`
+//!   catches it exactly as if the instruction had failed by itself;
+//! - [`Resume::Timeout`]: execution continues at the instruction's label operand (`recvt`);
+//! - [`Resume::Retry`]: nothing changes and the instruction runs again on the next step.
+//!
+//! A blocked actor is therefore plain data: it can be serialised (serde), restored, interrupted
+//! or timed out without any Rust future being involved, and after a restore the runtime may simply
+//! step it again, which re-issues the effect.
+
+use crate::exception::Exception;
+use crate::module::Module;
+use crate::ops::Reg;
+use crate::value::{Closure, Pid, Value};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+/// Default maximum frame-stack depth; deeper recursion raises `:stack_overflow`.
+pub const DEFAULT_MAX_FRAMES: u32 = 100_000;
+
+/// One activation record on the VM-managed frame stack (no Rust recursion is involved in calls).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Frame {
+    /// Function index.
+    pub func: u32,
+    /// Program counter: the next instruction to run, or the blocked instruction.
+    pub pc: u32,
+    /// Index of this frame's `r0` in [`ActorState::regs`].
+    pub base: u32,
+    /// The caller's register that receives this frame's return value.
+    pub ret: Reg,
+}
+
+/// An exception handler installed by `try`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Handler {
+    /// Index in [`ActorState::frames`] of the frame that installed it.
+    pub frame: u32,
+    /// Where to continue in that frame.
+    pub target: u32,
+    /// The register that receives the exception value.
+    pub dst: Reg,
+}
+
+/// Everything the interpreter knows about one actor. Serialisable: a snapshot of a blocked or
+/// yielded actor is this value plus the module it runs.
+///
+/// Invariant: `regs.len()` is the top of the current frame (`base + nregs` of the last frame), and
+/// each frame's registers are `regs[base .. base + nregs]`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ActorState {
+    /// The register stack.
+    pub regs: Vec<Value>,
+    /// The frame stack; the last frame is running. Empty once the actor has exited.
+    pub frames: Vec<Frame>,
+    /// Installed exception handlers, innermost last.
+    pub handlers: Vec<Handler>,
+    /// An exception to raise at the current instruction on the next step (set by `resume`).
+    pub pending: Option<Exception>,
+    /// Fuel spent so far (BEAM's "reductions").
+    pub reductions: u64,
+    /// Maximum frame-stack depth.
+    pub max_frames: u32,
+}
+
+/// What the actor waits for. Plain data; the runtime decides how to wait.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Effect {
+    /// Write a line to standard output (the text has no trailing newline).
+    Print(String),
+    /// Wait for a message; resume with [`Resume::Value`] carrying it (already taken from the
+    /// mailbox), or [`Resume::Timeout`] when `timeout_ms` passes first.
+    Receive {
+        /// How long to wait, from when the effect was first issued; `None` waits forever.
+        timeout_ms: Option<u64>,
+    },
+    /// Sleep; resume with [`Resume::Value`] (the value is ignored).
+    Sleep {
+        /// Milliseconds.
+        ms: u64,
+    },
+}
+
+/// How the runtime completes a blocked instruction. See the module docs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Resume {
+    /// The instruction completed with this result.
+    Value(Value),
+    /// The instruction failed with this exception.
+    Raise(Exception),
+    /// The instruction's deadline passed: continue at its label.
+    Timeout,
+    /// Run the instruction again.
+    Retry,
+}
+
+/// An uncaught exception and where it was raised.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Fault {
+    /// The exception.
+    pub exception: Exception,
+    /// Function index where it was raised.
+    pub func: u32,
+    /// Instruction index where it was raised.
+    pub pc: u32,
+}
+
+/// What one call of `step` did.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Step {
+    /// The fuel ran out; the actor is runnable and should be stepped again after yielding.
+    Yielded,
+    /// The actor waits for an effect; complete it and call [`ActorState::resume`].
+    Blocked(Effect),
+    /// The actor's first function returned this value.
+    Exited(Value),
+    /// An exception was not caught.
+    Failed(Fault),
+}
+
+/// Services that never wait, provided by the runtime.
+pub trait Host {
+    /// The running actor's pid.
+    fn self_pid(&self) -> Pid;
+    /// Starts an actor running `fun` with `args`.
+    fn spawn(&mut self, fun: Arc<Closure>, args: Vec<Value>) -> Result<Pid, Exception>;
+    /// Delivers `msg` to `to`'s mailbox. Never blocks.
+    fn send(&mut self, to: Pid, msg: Value) -> Result<(), Exception>;
+    /// Takes the oldest message from the running actor's mailbox, if there is one.
+    fn try_receive(&mut self) -> Option<Value>;
+    /// Monotonic milliseconds since the VM started.
+    fn now_ms(&self) -> i64;
+}
+
+impl ActorState {
+    /// An actor about to run function `func` of `module` with `args`. Fails with `:badarity` if
+    /// the count is wrong and `:badarg` if there is no such function.
+    pub fn new(module: &Module, func: u32, args: Vec<Value>) -> Result<ActorState, Exception> {
+        let f = module
+            .funcs
+            .get(func as usize)
+            .ok_or_else(|| Exception::badarg(format!("no function #{func}")))?;
+        if args.len() != f.arity as usize {
+            return Err(Exception::new(
+                crate::atom::atoms::BADARITY,
+                format!("{} takes {} arguments, got {}", f.name, f.arity, args.len()),
+            ));
+        }
+        let mut regs = args;
+        regs.resize(f.nregs as usize, Value::Nil);
+        Ok(ActorState {
+            regs,
+            frames: vec![Frame { func, pc: 0, base: 0, ret: 0 }],
+            handlers: Vec::new(),
+            pending: None,
+            reductions: 0,
+            max_frames: DEFAULT_MAX_FRAMES,
+        })
+    }
+
+    /// An actor about to call the function value `fun` with `args` (captured values first).
+    pub fn from_closure(module: &Module, fun: &Closure, args: Vec<Value>) -> Result<ActorState, Exception> {
+        let mut all = fun.env.clone();
+        all.extend(args);
+        ActorState::new(module, fun.func, all)
+    }
+
+    /// Completes the blocked instruction at the current program counter. See the module docs.
+    pub fn resume(&mut self, module: &Module, how: Resume) {
+        let Some(frame) = self.frames.last_mut() else { return };
+        let Some(instr) = module.funcs.get(frame.func as usize).and_then(|f| f.code.get(frame.pc as usize))
+        else {
+            return;
+        };
+        match how {
+            Resume::Value(v) => {
+                if let Some(dst) = instr.dst() {
+                    let i = frame.base as usize + dst as usize;
+                    if let Some(slot) = self.regs.get_mut(i) {
+                        *slot = v;
+                    }
+                }
+                frame.pc += 1;
+            }
+            Resume::Raise(e) => self.pending = Some(e),
+            Resume::Timeout => match instr.label() {
+                Some(target) => frame.pc = target,
+                None => frame.pc += 1,
+            },
+            Resume::Retry => {}
+        }
+    }
+
+    /// Where the actor is now: function index and program counter of the running frame.
+    pub fn position(&self) -> Option<(u32, u32)> {
+        self.frames.last().map(|f| (f.func, f.pc))
+    }
+}

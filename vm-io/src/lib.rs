@@ -1,0 +1,1 @@
+//! vm-io: the only crate that touches the OS (sockets, files, timers, stdio).

@@ -1,0 +1,1 @@
+//! vm-sched: the runtime. The only crate that spawns tasks.
