@@ -453,248 +453,290 @@ fn run<H: Host + ?Sized>(st: &mut ActorState, m: &Module, host: &mut H, mut fuel
                     }
                 }
             }
-            Instr::Fun { dst, f } => {
-                let v = Value::Fun(Arc::new(Closure { func: f, env: Vec::new() }));
-                store(&mut reg!(dst), v);
-                pc += 1;
-            }
-            Instr::Closure { dst, f, env, n } => {
-                let env = window(regs, env as usize, n);
-                let v = Value::Fun(Arc::new(Closure { func: f, env }));
-                store(&mut reg!(dst), v);
-                pc += 1;
-            }
-
-            Instr::Tuple { dst, items, n } => {
-                let v = Value::tuple(window(regs, items as usize, n));
-                store(&mut reg!(dst), v);
-                pc += 1;
-            }
-            Instr::List { dst, items, n } => {
-                let v = Value::list(window(regs, items as usize, n));
-                store(&mut reg!(dst), v);
-                pc += 1;
-            }
             Instr::Tget { dst, t, i } => put!(dst, element(&reg!(t), i as i64, false)),
-            Instr::Index { dst, c, i } => {
-                let v = match &reg!(i) {
-                    Value::Int(i) => element(&reg!(c), *i, true),
-                    x => Err(type_err("index", "an int index", x)),
-                };
-                put!(dst, v)
-            }
-            Instr::Lset { dst, c, i, v } => {
-                let item = reg!(v).clone();
-                let idx = reg!(i).clone();
-                let coll = take_or_clone(regs, dst, c);
-                put!(dst, set_element(coll, &idx, item))
-            }
-            Instr::Len { dst, a } => put!(dst, length(&reg!(a))),
-            Instr::Append { dst, l, v } => {
-                let item = reg!(v).clone();
-                let list = take_or_clone(regs, dst, l);
-                let r = match list {
-                    Value::List(mut items) => {
-                        Arc::make_mut(&mut items).push(item);
-                        Ok(Value::List(items))
-                    }
-                    x => Err(type_err("append", "a list", &x)),
-                };
-                put!(dst, r)
-            }
-            Instr::Map { dst } => {
-                let v = Value::Map(Arc::default());
-                store(&mut reg!(dst), v);
-                pc += 1;
-            }
-            Instr::Mput { dst, m: mr, k, v } => {
-                let key = reg!(k).clone();
-                let val = reg!(v).clone();
-                let map = take_or_clone(regs, dst, mr);
-                let r = match map {
-                    Value::Map(mut map) => {
-                        Arc::make_mut(&mut map).insert(key, val);
-                        Ok(Value::Map(map))
-                    }
-                    x => Err(type_err("mput", "a map", &x)),
-                };
-                put!(dst, r)
-            }
-            Instr::Mget { dst, m: mr, k } => {
-                let r = match &reg!(mr) {
-                    Value::Map(map) => Ok(map.get(&reg!(k)).cloned().unwrap_or_default()),
-                    x => Err(type_err("mget", "a map", x)),
-                };
-                put!(dst, r)
-            }
-            Instr::Mhas { dst, m: mr, k } => {
-                let r = match &reg!(mr) {
-                    Value::Map(map) => Ok(Value::Bool(map.contains_key(&reg!(k)))),
-                    x => Err(type_err("mhas", "a map", x)),
-                };
-                put!(dst, r)
-            }
-            Instr::Mdel { dst, m: mr, k } => {
-                let key = reg!(k).clone();
-                let map = take_or_clone(regs, dst, mr);
-                let r = match map {
-                    Value::Map(mut map) => {
-                        if map.contains_key(&key) {
-                            Arc::make_mut(&mut map).remove(&key);
-                        }
-                        Ok(Value::Map(map))
-                    }
-                    x => Err(type_err("mdel", "a map", &x)),
-                };
-                put!(dst, r)
-            }
-            Instr::Mkeys { dst, m: mr } => {
-                let r = match &reg!(mr) {
-                    Value::Map(map) => Ok(Value::list(map.keys().cloned().collect())),
-                    x => Err(type_err("mkeys", "a map", x)),
-                };
-                put!(dst, r)
-            }
-
-            Instr::Concat { dst, a, b } => {
-                let right = reg!(b).clone();
-                let left = take_or_clone(regs, dst, a);
-                put!(dst, concat(left, &right))
-            }
-            Instr::Slice { dst, s, from, to } => put!(dst, slice(&reg!(s), &reg!(from), &reg!(to))),
-            Instr::Find { dst, hay, needle } => put!(dst, find(&reg!(hay), &reg!(needle))),
-            Instr::Split { dst, s, sep } => put!(dst, split(&reg!(s), &reg!(sep))),
-            Instr::Trim { dst, s } => put!(dst, map_text("trim", &reg!(s), |t| t.trim_ascii().to_vec())),
-            Instr::Upper { dst, s } => put!(dst, map_text("upper", &reg!(s), |t| t.to_ascii_uppercase())),
-            Instr::Lower { dst, s } => put!(dst, map_text("lower", &reg!(s), |t| t.to_ascii_lowercase())),
-            Instr::Byte { dst, s, i } => put!(dst, byte_at(&reg!(s), &reg!(i))),
-            Instr::Tostr { dst, a } => {
-                let v = match &reg!(a) {
-                    s @ Value::Str(_) => s.clone(),
-                    x => Value::str(x.to_string()),
-                };
-                let v = v;
-                store(&mut reg!(dst), v);
-                pc += 1;
-            }
-            Instr::Btos { dst, b } => {
-                let r = match &reg!(b) {
-                    Value::Bytes(bytes) => match std::str::from_utf8(bytes) {
-                        Ok(s) => Ok(Value::str(s)),
-                        Err(e) => Err(Exception::badarg(format!("btos: invalid UTF-8: {e}"))),
-                    },
-                    s @ Value::Str(_) => Ok(s.clone()),
-                    x => Err(type_err("btos", "bytes", x)),
-                };
-                put!(dst, r)
-            }
-            Instr::Stob { dst, s } => {
-                let r = match &reg!(s) {
-                    Value::Str(s) => Ok(Value::bytes(s.as_bytes().to_vec())),
-                    b @ Value::Bytes(_) => Ok(b.clone()),
-                    x => Err(type_err("stob", "a string", x)),
-                };
-                put!(dst, r)
-            }
-
-            Instr::Raise { kind, msg } => {
-                let e = match &reg!(kind) {
-                    Value::Atom(k) => Exception { kind: *k, msg: reg!(msg).clone() },
-                    x => type_err("raise", "an atom kind", x),
-                };
-                throw!(e)
-            }
-            Instr::Rethrow { e } => {
-                let e = Exception::from_value(&reg!(e))
-                    .unwrap_or_else(|| type_err("rethrow", "an exception {kind, msg}", &reg!(e)));
-                throw!(e)
-            }
-            Instr::Try { dst, target } => {
-                let frame = (st.frames.len() - 1) as u32;
-                st.handlers.push(Handler { frame, target, dst });
-                pc += 1;
-            }
-            Instr::Endtry {} => {
-                let depth = (st.frames.len() - 1) as u32;
-                if st.handlers.last().is_some_and(|h| h.frame == depth) {
-                    st.handlers.pop();
+            other => match cold(other, regs, host, &mut st.handlers, (st.frames.len() - 1) as u32) {
+                Flow::Next => pc += 1,
+                Flow::Jump(target) => branch!(true, target),
+                Flow::Throw(e) => throw!(e),
+                Flow::Block(effect) => {
+                    save!();
+                    return (Step::Blocked(effect), fuel);
                 }
-                pc += 1;
-            }
+            },
+        }
+    }
+}
 
-            Instr::Print { a } => {
-                save!();
-                return (Step::Blocked(Effect::Print(reg!(a).to_string())), fuel);
-            }
-            Instr::Self_ { dst } => {
-                let v = Value::Pid(host.self_pid());
-                store(&mut reg!(dst), v);
-                pc += 1;
-            }
-            Instr::Spawn { dst, f, args, n } => {
-                let r = match &reg!(f) {
-                    Value::Fun(c) => host.spawn(c.clone(), window(regs, args as usize, n)).map(Value::Pid),
-                    x => Err(type_err("spawn", "a function value", x)),
-                };
-                put!(dst, r)
-            }
-            Instr::Send { to, msg } => {
-                let r = match &reg!(to) {
-                    Value::Pid(p) => host.send(*p, reg!(msg).clone()),
-                    x => Err(type_err("send", "a pid", x)),
-                };
-                match r {
-                    Ok(()) => pc += 1,
-                    Err(e) => throw!(e),
+/// What an instruction run out of line asks the interpreter loop to do next.
+enum Flow {
+    /// Continue with the next instruction.
+    Next,
+    /// Continue at this instruction index (charging fuel if it is a backward jump).
+    Jump(u32),
+    /// Raise this exception at the instruction.
+    Throw(Exception),
+    /// Suspend on this effect, leaving the program counter on the instruction.
+    Block(Effect),
+}
+
+/// The instructions that are not on the hot path (data structures, text, exceptions, actor
+/// operations). Keeping them out of `run` keeps the interpreter loop small enough for the
+/// compiler to hold its state in registers, which is most of the loop's speed.
+#[inline(never)]
+fn cold<H: Host + ?Sized>(
+    instr: Instr,
+    regs: &mut [Value],
+    host: &mut H,
+    handlers: &mut Vec<Handler>,
+    depth: u32,
+) -> Flow {
+    macro_rules! reg {
+        ($r:expr) => {
+            regs[$r as usize]
+        };
+    }
+    macro_rules! put {
+        ($dst:expr, $v:expr) => {{
+            let v: Result<Value, Exception> = $v;
+            match v {
+                Ok(v) => {
+                    store(&mut reg!($dst), v);
+                    Flow::Next
                 }
+                Err(e) => Flow::Throw(e),
             }
-            Instr::Recv { dst } => match host.try_receive() {
+        }};
+    }
+    match instr {
+        Instr::Fun { dst, f } => {
+            let v = Value::Fun(Arc::new(Closure { func: f, env: Vec::new() }));
+            store(&mut reg!(dst), v);
+            Flow::Next
+        }
+        Instr::Closure { dst, f, env, n } => {
+            let env = window(regs, env as usize, n);
+            let v = Value::Fun(Arc::new(Closure { func: f, env }));
+            store(&mut reg!(dst), v);
+            Flow::Next
+        }
+
+        Instr::Tuple { dst, items, n } => {
+            let v = Value::tuple(window(regs, items as usize, n));
+            store(&mut reg!(dst), v);
+            Flow::Next
+        }
+        Instr::List { dst, items, n } => {
+            let v = Value::list(window(regs, items as usize, n));
+            store(&mut reg!(dst), v);
+            Flow::Next
+        }
+        Instr::Index { dst, c, i } => {
+            let v = match &reg!(i) {
+                Value::Int(i) => element(&reg!(c), *i, true),
+                x => Err(type_err("index", "an int index", x)),
+            };
+            put!(dst, v)
+        }
+        Instr::Lset { dst, c, i, v } => {
+            let item = reg!(v).clone();
+            let idx = reg!(i).clone();
+            let coll = take_or_clone(regs, dst, c);
+            put!(dst, set_element(coll, &idx, item))
+        }
+        Instr::Len { dst, a } => put!(dst, length(&reg!(a))),
+        Instr::Append { dst, l, v } => {
+            let item = reg!(v).clone();
+            let list = take_or_clone(regs, dst, l);
+            let r = match list {
+                Value::List(mut items) => {
+                    Arc::make_mut(&mut items).push(item);
+                    Ok(Value::List(items))
+                }
+                x => Err(type_err("append", "a list", &x)),
+            };
+            put!(dst, r)
+        }
+        Instr::Map { dst } => {
+            let v = Value::Map(Arc::default());
+            store(&mut reg!(dst), v);
+            Flow::Next
+        }
+        Instr::Mput { dst, m: mr, k, v } => {
+            let key = reg!(k).clone();
+            let val = reg!(v).clone();
+            let map = take_or_clone(regs, dst, mr);
+            let r = match map {
+                Value::Map(mut map) => {
+                    Arc::make_mut(&mut map).insert(key, val);
+                    Ok(Value::Map(map))
+                }
+                x => Err(type_err("mput", "a map", &x)),
+            };
+            put!(dst, r)
+        }
+        Instr::Mget { dst, m: mr, k } => {
+            let r = match &reg!(mr) {
+                Value::Map(map) => Ok(map.get(&reg!(k)).cloned().unwrap_or_default()),
+                x => Err(type_err("mget", "a map", x)),
+            };
+            put!(dst, r)
+        }
+        Instr::Mhas { dst, m: mr, k } => {
+            let r = match &reg!(mr) {
+                Value::Map(map) => Ok(Value::Bool(map.contains_key(&reg!(k)))),
+                x => Err(type_err("mhas", "a map", x)),
+            };
+            put!(dst, r)
+        }
+        Instr::Mdel { dst, m: mr, k } => {
+            let key = reg!(k).clone();
+            let map = take_or_clone(regs, dst, mr);
+            let r = match map {
+                Value::Map(mut map) => {
+                    if map.contains_key(&key) {
+                        Arc::make_mut(&mut map).remove(&key);
+                    }
+                    Ok(Value::Map(map))
+                }
+                x => Err(type_err("mdel", "a map", &x)),
+            };
+            put!(dst, r)
+        }
+        Instr::Mkeys { dst, m: mr } => {
+            let r = match &reg!(mr) {
+                Value::Map(map) => Ok(Value::list(map.keys().cloned().collect())),
+                x => Err(type_err("mkeys", "a map", x)),
+            };
+            put!(dst, r)
+        }
+
+        Instr::Concat { dst, a, b } => {
+            let right = reg!(b).clone();
+            let left = take_or_clone(regs, dst, a);
+            put!(dst, concat(left, &right))
+        }
+        Instr::Slice { dst, s, from, to } => put!(dst, slice(&reg!(s), &reg!(from), &reg!(to))),
+        Instr::Find { dst, hay, needle } => put!(dst, find(&reg!(hay), &reg!(needle))),
+        Instr::Split { dst, s, sep } => put!(dst, split(&reg!(s), &reg!(sep))),
+        Instr::Trim { dst, s } => put!(dst, map_text("trim", &reg!(s), |t| t.trim_ascii().to_vec())),
+        Instr::Upper { dst, s } => put!(dst, map_text("upper", &reg!(s), |t| t.to_ascii_uppercase())),
+        Instr::Lower { dst, s } => put!(dst, map_text("lower", &reg!(s), |t| t.to_ascii_lowercase())),
+        Instr::Byte { dst, s, i } => put!(dst, byte_at(&reg!(s), &reg!(i))),
+        Instr::Tostr { dst, a } => {
+            let v = match &reg!(a) {
+                s @ Value::Str(_) => s.clone(),
+                x => Value::str(x.to_string()),
+            };
+            store(&mut reg!(dst), v);
+            Flow::Next
+        }
+        Instr::Btos { dst, b } => {
+            let r = match &reg!(b) {
+                Value::Bytes(bytes) => match std::str::from_utf8(bytes) {
+                    Ok(s) => Ok(Value::str(s)),
+                    Err(e) => Err(Exception::badarg(format!("btos: invalid UTF-8: {e}"))),
+                },
+                s @ Value::Str(_) => Ok(s.clone()),
+                x => Err(type_err("btos", "bytes", x)),
+            };
+            put!(dst, r)
+        }
+        Instr::Stob { dst, s } => {
+            let r = match &reg!(s) {
+                Value::Str(s) => Ok(Value::bytes(s.as_bytes().to_vec())),
+                b @ Value::Bytes(_) => Ok(b.clone()),
+                x => Err(type_err("stob", "a string", x)),
+            };
+            put!(dst, r)
+        }
+
+        Instr::Raise { kind, msg } => {
+            let e = match &reg!(kind) {
+                Value::Atom(k) => Exception { kind: *k, msg: reg!(msg).clone() },
+                x => type_err("raise", "an atom kind", x),
+            };
+            Flow::Throw(e)
+        }
+        Instr::Rethrow { e } => {
+            let e = Exception::from_value(&reg!(e))
+                .unwrap_or_else(|| type_err("rethrow", "an exception {kind, msg}", &reg!(e)));
+            Flow::Throw(e)
+        }
+        Instr::Try { dst, target } => {
+            let frame = depth;
+            handlers.push(Handler { frame, target, dst });
+            Flow::Next
+        }
+        Instr::Endtry {} => {
+            let depth = depth;
+            if handlers.last().is_some_and(|h| h.frame == depth) {
+                handlers.pop();
+            }
+            Flow::Next
+        }
+
+        Instr::Print { a } => Flow::Block(Effect::Print(reg!(a).to_string())),
+        Instr::Self_ { dst } => {
+            let v = Value::Pid(host.self_pid());
+            store(&mut reg!(dst), v);
+            Flow::Next
+        }
+        Instr::Spawn { dst, f, args, n } => {
+            let r = match &reg!(f) {
+                Value::Fun(c) => host.spawn(c.clone(), window(regs, args as usize, n)).map(Value::Pid),
+                x => Err(type_err("spawn", "a function value", x)),
+            };
+            put!(dst, r)
+        }
+        Instr::Send { to, msg } => {
+            let r = match &reg!(to) {
+                Value::Pid(p) => host.send(*p, reg!(msg).clone()),
+                x => Err(type_err("send", "a pid", x)),
+            };
+            match r {
+                Ok(()) => Flow::Next,
+                Err(e) => Flow::Throw(e),
+            }
+        }
+        Instr::Recv { dst } => match host.try_receive() {
+            Some(msg) => {
+                let v = msg;
+                store(&mut reg!(dst), v);
+                Flow::Next
+            }
+            None => Flow::Block(Effect::Receive { timeout_ms: None }),
+        },
+        Instr::Recvt { dst, ms, target } => {
+            let ms = match millis("recvt", &reg!(ms)) {
+                Ok(ms) => ms,
+                Err(e) => return Flow::Throw(e),
+            };
+            match host.try_receive() {
                 Some(msg) => {
                     let v = msg;
                     store(&mut reg!(dst), v);
-                    pc += 1;
+                    Flow::Next
                 }
-                None => {
-                    save!();
-                    return (Step::Blocked(Effect::Receive { timeout_ms: None }), fuel);
-                }
-            },
-            Instr::Recvt { dst, ms, target } => {
-                let ms = match millis("recvt", &reg!(ms)) {
-                    Ok(ms) => ms,
-                    Err(e) => throw!(e),
-                };
-                match host.try_receive() {
-                    Some(msg) => {
-                        let v = msg;
-                        store(&mut reg!(dst), v);
-                        pc += 1;
-                    }
-                    None if ms == 0 => branch!(true, target),
-                    None => {
-                        save!();
-                        return (Step::Blocked(Effect::Receive { timeout_ms: Some(ms) }), fuel);
-                    }
-                }
-            }
-            Instr::Sleep { ms } => {
-                let ms = match millis("sleep", &reg!(ms)) {
-                    Ok(ms) => ms,
-                    Err(e) => throw!(e),
-                };
-                if ms == 0 {
-                    pc += 1;
-                } else {
-                    save!();
-                    return (Step::Blocked(Effect::Sleep { ms }), fuel);
-                }
-            }
-            Instr::Now { dst } => {
-                let v = Value::Int(host.now_ms());
-                store(&mut reg!(dst), v);
-                pc += 1;
+                None if ms == 0 => Flow::Jump(target),
+                None => Flow::Block(Effect::Receive { timeout_ms: Some(ms) }),
             }
         }
+        Instr::Sleep { ms } => {
+            let ms = match millis("sleep", &reg!(ms)) {
+                Ok(ms) => ms,
+                Err(e) => return Flow::Throw(e),
+            };
+            if ms == 0 { Flow::Next } else { Flow::Block(Effect::Sleep { ms }) }
+        }
+        Instr::Now { dst } => {
+            let v = Value::Int(host.now_ms());
+            store(&mut reg!(dst), v);
+            Flow::Next
+        }
+        hot => Flow::Throw(Exception::badarg(format!(
+            "internal error: {:?} reached the cold path",
+            hot.opcode()
+        ))),
     }
 }
 
