@@ -663,12 +663,10 @@ fn cold<H: Host + ?Sized>(
             Flow::Throw(e)
         }
         Instr::Try { dst, target } => {
-            let frame = depth;
-            handlers.push(Handler { frame, target, dst });
+            handlers.push(Handler { frame: depth, target, dst });
             Flow::Next
         }
         Instr::Endtry {} => {
-            let depth = depth;
             if handlers.last().is_some_and(|h| h.frame == depth) {
                 handlers.pop();
             }
