@@ -16,10 +16,10 @@
 use crate::mailbox::{Signal, Wait, WaitSpec, Woken};
 use crate::sync::Ordering;
 use crate::vm::{ActorCell, Outcome, RunState, Vm};
-use std::collections::HashMap;
-use std::future::{Future, poll_fn};
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 use vm_core::interp;
 use vm_core::{
@@ -64,7 +64,7 @@ pub(crate) async fn drive(
     report: Option<tokio::sync::oneshot::Sender<Outcome>>,
 ) {
     let reason = {
-        let mut host = ActorHost { vm: &vm, cell: &cell, monitors: HashMap::new(), last_target: None };
+        let mut host = ActorHost { vm: &vm, cell: &cell, monitors: Vec::new(), last_target: None };
         run(&mut host, &module, &mut st).await
     };
     if let ExitReason::Failed(f) = &reason {
@@ -149,7 +149,7 @@ async fn run(host: &mut ActorHost<'_>, module: &Module, st: &mut ActorState) -> 
                 }
                 Effect::Sleep { ms } => {
                     cell.set_state(RunState::Waiting);
-                    match wait(vm, cell, None, false, Some(ms), Wait::Sleep(ms)).await {
+                    match WaitFor::new(vm, cell, None, false, Some(ms)).await {
                         None | Some(Woken::Message(_)) => st.resume(module, Resume::Value(Value::Nil)),
                         Some(Woken::Signal(sig)) => {
                             if let Some(end) = blocked_signal(module, st, sig) {
@@ -160,8 +160,7 @@ async fn run(host: &mut ActorHost<'_>, module: &Module, st: &mut ActorState) -> 
                 }
                 Effect::Receive { pattern, timeout_ms } => {
                     cell.set_state(RunState::Waiting);
-                    let what = Wait::Receive { pattern: pattern.clone(), timeout_ms };
-                    match wait(vm, cell, pattern, true, timeout_ms, what).await {
+                    match WaitFor::new(vm, cell, pattern, true, timeout_ms).await {
                         Some(Woken::Message(m)) => st.resume(module, Resume::Value(m)),
                         None => st.resume(module, Resume::Timeout),
                         Some(Woken::Signal(sig)) => {
@@ -190,46 +189,62 @@ fn blocked_signal(module: &Module, st: &mut ActorState, sig: Signal) -> Option<E
     }
 }
 
-/// Waits for a signal, a matching message (when `receive`), or the timeout. `None` means the
-/// timeout passed with nothing delivered.
-async fn wait(
-    vm: &Vm,
-    cell: &ActorCell,
+/// Waits for a signal, a matching message (when `receive`), or the timeout; `None` means the
+/// timeout passed with nothing delivered. A hand-written future rather than an `async fn`, to keep
+/// every actor's task small (an idle actor is mostly this and its interpreter state).
+struct WaitFor<'a> {
+    vm: &'a Vm,
+    cell: &'a ActorCell,
     pattern: Option<Value>,
     receive: bool,
     timeout_ms: Option<u64>,
-    what: Wait,
-) -> Option<Woken> {
-    // Boxed so that an actor's task stays small while it is not sleeping.
-    let mut timer: Option<Pin<Box<tokio::time::Sleep>>> =
-        timeout_ms.map(|ms| Box::pin(tokio::time::sleep(Duration::from_millis(ms))));
-    let mut what = Some(what);
-    let guard = WaitGuard { vm, cell, done: false };
-    let out = poll_fn(|cx| {
-        let passed = timer.as_mut().is_some_and(|t| t.as_mut().poll(cx).is_ready());
-        let describe = || what.take().unwrap_or(Wait::Other("wait".into()));
-        let spec = WaitSpec { receive, pattern: pattern.as_ref(), indefinite: timeout_ms.is_none() };
-        let (p, idle) = cell.mailbox.poll_wait(cx, &spec, passed, describe, &vm.shared.active);
-        if idle {
-            vm.shared.idle.notify_one();
-        }
-        p
-    })
-    .await;
-    let mut guard = guard;
-    guard.done = true;
-    out
-}
-
-/// Undoes a wait's bookkeeping if the waiting future is dropped before it completes (runtime
-/// shutdown), so the accounting stays balanced.
-struct WaitGuard<'a> {
-    vm: &'a Vm,
-    cell: &'a ActorCell,
+    /// Boxed so the future stays small when there is no deadline.
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
     done: bool,
 }
 
-impl Drop for WaitGuard<'_> {
+impl<'a> WaitFor<'a> {
+    fn new(
+        vm: &'a Vm,
+        cell: &'a ActorCell,
+        pattern: Option<Value>,
+        receive: bool,
+        timeout_ms: Option<u64>,
+    ) -> Self {
+        let timer = timeout_ms.map(|ms| Box::pin(tokio::time::sleep(Duration::from_millis(ms))));
+        WaitFor { vm, cell, pattern, receive, timeout_ms, timer, done: false }
+    }
+}
+
+impl Future for WaitFor<'_> {
+    type Output = Option<Woken>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Woken>> {
+        let this = self.get_mut();
+        let passed = this.timer.as_mut().is_some_and(|t| t.as_mut().poll(cx).is_ready());
+        let spec = WaitSpec {
+            receive: this.receive,
+            pattern: this.pattern.as_ref(),
+            indefinite: this.timeout_ms.is_none(),
+        };
+        let describe = || match (this.receive, this.timeout_ms) {
+            (true, t) => Wait::Receive { pattern: this.pattern.clone(), timeout_ms: t },
+            (false, t) => Wait::Sleep(t.unwrap_or(0)),
+        };
+        let (p, idle) = this.cell.mailbox.poll_wait(cx, &spec, passed, describe, &this.vm.shared.active);
+        if idle {
+            this.vm.shared.idle.notify_one();
+        }
+        if p.is_ready() {
+            this.done = true;
+        }
+        p
+    }
+}
+
+/// Undoes a wait's bookkeeping if the future is dropped before it completes (runtime shutdown),
+/// so the accounting stays balanced.
+impl Drop for WaitFor<'_> {
     fn drop(&mut self) {
         if !self.done {
             self.cell.mailbox.cancel_wait(&self.vm.shared.active);
@@ -241,8 +256,8 @@ impl Drop for WaitGuard<'_> {
 pub(crate) struct ActorHost<'a> {
     vm: &'a Vm,
     cell: &'a Arc<ActorCell>,
-    /// Monitors this actor holds: reference → monitored actor (for `demonitor`).
-    monitors: HashMap<i64, Pid>,
+    /// Monitors this actor holds: (reference, monitored actor), for `demonitor`.
+    monitors: Vec<(i64, Pid)>,
     /// The actor this one sent to last. Actors mostly talk to the same peer, and this saves the
     /// registry lookup; a cached actor that has exited just drops the message, as the registry
     /// would.
@@ -263,7 +278,7 @@ impl Host for ActorHost<'_> {
         let module = self.cell.module.clone();
         let (pid, r) = self.vm.spawn(module, &fun, args, opts, Some(self.cell.pid))?;
         if let Some(r) = r {
-            self.monitors.insert(r, pid);
+            self.monitors.push((r, pid));
         }
         Ok((pid, r))
     }
@@ -342,7 +357,7 @@ impl Host for ActorHost<'_> {
                     })
                 });
                 if alive {
-                    self.monitors.insert(r, pid);
+                    self.monitors.push((r, pid));
                 } else {
                     let down = Value::tuple(vec![
                         Value::Atom(atoms::DOWN),
@@ -355,7 +370,9 @@ impl Host for ActorHost<'_> {
                 Ok(Value::Int(r))
             }
             ActorOp::Demonitor(r) => {
-                if let Some(pid) = self.monitors.remove(&r)
+                let held =
+                    self.monitors.iter().position(|(x, _)| *x == r).map(|i| self.monitors.swap_remove(i).1);
+                if let Some(pid) = held
                     && let Some(c) = vm.lookup(pid)
                 {
                     c.mailbox.with(|i| i.monitors.retain(|(x, _)| *x != r));

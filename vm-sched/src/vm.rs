@@ -119,6 +119,11 @@ impl ActorCell {
         }
     }
 
+    #[cfg(test)]
+    pub(crate) fn new_for_test(pid: Pid, module: Arc<Module>) -> ActorCell {
+        ActorCell::new(pid, module, None)
+    }
+
     pub(crate) fn set_state(&self, s: RunState) {
         self.state.store(s as u8, Ordering::Relaxed);
     }
