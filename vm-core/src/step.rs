@@ -56,8 +56,11 @@ pub struct Handler {
 /// Everything the interpreter knows about one actor. Serialisable: a snapshot of a blocked or
 /// yielded actor is this value plus the module it runs.
 ///
-/// Invariant: `regs.len()` is the top of the current frame (`base + nregs` of the last frame), and
-/// each frame's registers are `regs[base .. base + nregs]`.
+/// Invariants: each frame's registers are `regs[base .. base + nregs]` and the running frame's
+/// top (`base + nregs`) is at most `regs.len()`. The register stack is kept at its high-water mark
+/// rather than shrunk on every return (shrinking costs a drop loop per call); slots above the
+/// running frame's top hold only scalars (nil, bools, numbers, atoms, pids), so they keep no
+/// message, channel or resource alive.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ActorState {
     /// The register stack.
