@@ -187,6 +187,16 @@ mod tests {
     }
 
     #[test]
+    fn block_on_run_builds_a_runtime_and_runs_main_to_the_end() {
+        let mut m = module_with_main(1);
+        // main(args) returns its argument list; it prints nothing, keeping test output clean.
+        m.funcs[0].code = vec![Instr::Ret { a: 0 }];
+        let opts = RunOptions { workers: NonZeroUsize::new(1), ..RunOptions::default() };
+        let outcome = block_on_run(Arc::new(m), vec!["a".into()], opts).unwrap();
+        assert_eq!(outcome, Outcome::Exited(Value::list(vec![Value::str("a")])));
+    }
+
+    #[test]
     fn default_options() {
         let o = RunOptions::default();
         assert_eq!(o.fuel_per_slice, DEFAULT_FUEL_PER_SLICE);
