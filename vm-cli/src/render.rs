@@ -67,10 +67,11 @@ pub fn asm_errors(file: &str, errors: &AsmErrors, style: Style) -> String {
 }
 
 /// One assembler diagnostic. Falls back to a single `error: file:line:col: message` line (plus
-/// `help:`) when the file's text is not available, e.g. when the file itself could not be read.
+/// `help:`) when there is no text to show, e.g. when the file itself could not be read.
 pub fn asm_diagnostic(d: &Diagnostic, errors: &AsmErrors, style: Style) -> String {
     let headline = format!("{}:{}:{}: {}", d.file, d.line, d.col, d.message);
-    let Some((_, text)) = errors.sources.iter().find(|(name, _)| *name == d.file) else {
+    let source = errors.sources.iter().find(|(name, text)| *name == d.file && !text.is_empty());
+    let Some((_, text)) = source else {
         let mut s = format!("error: {headline}\n");
         if let Some(hint) = &d.hint {
             s.push_str(&format!("  help: {hint}\n"));
@@ -181,7 +182,11 @@ mod tests {
                 diag("p.vasm", 99, 1, 10_000, 50, "offset past the end"),
                 diag("u.vasm", 1, 2, 1, 1, "inside a multi-byte character"),
             ],
-            sources: vec![("p.vasm".into(), SRC.into()), ("u.vasm".into(), "é = 1\n".into())],
+            sources: vec![
+                ("gone.vasm".into(), String::new()),
+                ("p.vasm".into(), SRC.into()),
+                ("u.vasm".into(), "é = 1\n".into()),
+            ],
         };
         let out = asm_errors("p.vasm", &errors, Style::plain());
         assert!(out.contains("error: gone.vasm:1:1: cannot read gone.vasm"), "{out}");
