@@ -385,6 +385,70 @@ mod tests {
         assert!(err.starts_with("error: cannot read ") && err.contains("vm-cli-missing"), "{err}");
     }
 
+    /// Writes `files` into a fresh directory and returns it.
+    fn scratch(test: &str, files: &[(&str, &str)]) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("vm-cli-{test}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        for (name, text) in files {
+            let path = dir.join(name);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        }
+        dir
+    }
+
+    /// The whole path from the command line to the exit status, in-process. The programs print
+    /// nothing, because a program's output goes to the real standard output.
+    #[test]
+    fn commands_exit_with_the_contracted_statuses() {
+        let dir = scratch(
+            "statuses",
+            &[
+                (
+                    "ok.vasm",
+                    ".include \"lib/args.vasm\"\n.func main 1\n    call r1, count, r0, 1\n    ret r1\n.end\n",
+                ),
+                ("lib/args.vasm", ".func count 1\n    len r1, r0\n    ret r1\n.end\n"),
+                ("zero.vasm", ".func main 0\n    nil r0\n    ret r0\n.end\n"),
+                ("raise.vasm", ".func main 0\n    const r0, :boom\n    raise r0, r0\n.end\n"),
+                ("dead.vasm", ".func main 0\n    recv r0\n    ret r0\n.end\n"),
+                ("bad.vasm", ".func main 0\n    ad r0, r0, r0\n    ret r0\n    jmp nowhere\n.end\n"),
+                ("arity.vasm", ".func main 2\n    ret r0\n.end\n"),
+                ("nomain.vasm", ".func start 0\n    nil r0\n    ret r0\n.end\n"),
+            ],
+        );
+        let path = |name: &str| dir.join(name).to_string_lossy().into_owned();
+        let vm = |args: &[&str]| run_cli(std::iter::once("vm").chain(args.iter().copied()));
+        assert_eq!(vm(&["run", &path("ok.vasm"), "-a", "--b"]), EXIT_OK);
+        assert_eq!(vm(&["run", "--workers", "1", "--fuel", "1", &path("zero.vasm")]), EXIT_OK);
+        assert_eq!(vm(&["run", &path("raise.vasm")]), EXIT_EXCEPTION);
+        assert_eq!(vm(&["run", &path("dead.vasm")]), EXIT_DEADLOCK);
+        assert_eq!(vm(&["run", &path("bad.vasm")]), EXIT_USAGE);
+        assert_eq!(vm(&["run", &path("arity.vasm")]), EXIT_USAGE);
+        assert_eq!(vm(&["run", &path("nomain.vasm")]), EXIT_USAGE);
+        assert_eq!(vm(&["run", &path("missing.vasm")]), EXIT_USAGE);
+        assert_eq!(vm(&["check", &path("ok.vasm")]), EXIT_OK);
+        assert_eq!(vm(&["check", &path("bad.vasm")]), EXIT_USAGE);
+        assert_eq!(vm(&["asm", &path("bad.vasm")]), EXIT_USAGE);
+        assert!(!dir.join("bad.vbc").exists(), "a failed assembly wrote a module");
+        assert_eq!(vm(&["asm", &path("ok.vasm"), "-o", &path("ok.vasm")]), EXIT_USAGE);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn every_assembly_error_is_reported() {
+        let dir = scratch(
+            "every",
+            &[("bad.vasm", ".func main 0\n    ad r0, r0, r0\n    ret r0\n    jmp nowhere\n.end\n")],
+        );
+        let name = dir.join("bad.vasm").to_string_lossy().into_owned();
+        let msg = assemble_and_verify(Path::new(&name), Style::plain()).unwrap_err();
+        assert!(msg.contains(&format!("{name}:2:5:")), "{msg}");
+        assert!(msg.contains(&format!("{name}:4:9:")), "{msg}");
+        assert!(msg.ends_with(&format!("error: 2 errors in {name}\n")), "{msg}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[test]
     fn outcomes_map_to_exit_statuses() {
         assert_eq!(outcome_report("p", Ok(Outcome::Exited(Value::Nil))), (EXIT_OK, String::new()));
