@@ -30,12 +30,13 @@
 //! exception with no handler leaves the frames in place (so the location is known) and ends the
 //! step with [`Step::Failed`].
 
+use crate::atom::Atom;
 use crate::atom::atoms;
 use crate::exception::Exception;
 use crate::module::Module;
 use crate::ops::Instr;
-use crate::step::{ActorState, Effect, Fault, Frame, Handler, Host, Step};
-use crate::value::{Closure, Value};
+use crate::step::{ActorOp, ActorState, Effect, Fault, Frame, Handler, Host, SpawnOpts, Step};
+use crate::value::{Closure, Pid, Value};
 use std::cmp::Ordering;
 use std::sync::Arc;
 
@@ -680,44 +681,111 @@ fn cold<H: Host + ?Sized>(
             Flow::Next
         }
         Instr::Spawn { dst, f, args, n } => {
-            let r = match &reg!(f) {
-                Value::Fun(c) => host.spawn(c.clone(), window(regs, args as usize, n)).map(Value::Pid),
-                x => Err(type_err("spawn", "a function value", x)),
-            };
-            put!(dst, r)
+            put!(dst, spawn(host, &reg!(f), window(regs, args as usize, n), SpawnOpts::default()))
+        }
+        Instr::Spawnl { dst, f, args, n } => {
+            let opts = SpawnOpts { link: true, monitor: false };
+            put!(dst, spawn(host, &reg!(f), window(regs, args as usize, n), opts))
+        }
+        Instr::Spawnm { dst, f, args, n } => {
+            let opts = SpawnOpts { link: false, monitor: true };
+            put!(dst, spawn(host, &reg!(f), window(regs, args as usize, n), opts))
         }
         Instr::Send { to, msg } => {
-            let r = match &reg!(to) {
-                Value::Pid(p) => host.send(*p, reg!(msg).clone()),
-                x => Err(type_err("send", "a pid", x)),
+            let r = match pid_of(host, "send", &reg!(to)) {
+                Ok(pid) => host.send(pid, reg!(msg).clone()),
+                Err(e) => Err(e),
             };
             match r {
                 Ok(()) => Flow::Next,
                 Err(e) => Flow::Throw(e),
             }
         }
-        Instr::Recv { dst } => match host.try_receive() {
-            Some(msg) => {
-                let v = msg;
-                store(&mut reg!(dst), v);
-                Flow::Next
-            }
-            None => Flow::Block(Effect::Receive { timeout_ms: None }),
+        Instr::Recv { dst } => receive(host, regs, dst, None, None, 0),
+        Instr::Recvt { dst, ms, target } => match millis("recvt", &reg!(ms)) {
+            Ok(ms) => receive(host, regs, dst, None, Some(ms), target),
+            Err(e) => Flow::Throw(e),
         },
-        Instr::Recvt { dst, ms, target } => {
-            let ms = match millis("recvt", &reg!(ms)) {
-                Ok(ms) => ms,
-                Err(e) => return Flow::Throw(e),
-            };
-            match host.try_receive() {
-                Some(msg) => {
-                    let v = msg;
-                    store(&mut reg!(dst), v);
-                    Flow::Next
-                }
-                None if ms == 0 => Flow::Jump(target),
-                None => Flow::Block(Effect::Receive { timeout_ms: Some(ms) }),
+        Instr::Recvp { dst, pat } => {
+            let pat = reg!(pat).clone();
+            receive(host, regs, dst, Some(pat), None, 0)
+        }
+        Instr::Recvpt { dst, pat, ms, target } => match millis("recvpt", &reg!(ms)) {
+            Ok(ms) => {
+                let pat = reg!(pat).clone();
+                receive(host, regs, dst, Some(pat), Some(ms), target)
             }
+            Err(e) => Flow::Throw(e),
+        },
+        Instr::Yield {} => Flow::Block(Effect::Yield(None)),
+        Instr::Yieldto { pid } => match pid_of(host, "yieldto", &reg!(pid)) {
+            Ok(p) => Flow::Block(Effect::Yield(Some(p))),
+            Err(e) => Flow::Throw(e),
+        },
+        Instr::Register { name, pid } => {
+            let op = match (&reg!(name), &reg!(pid)) {
+                (Value::Atom(a), Value::Pid(p)) => Ok(ActorOp::Register(*a, *p)),
+                (n, p) => Err(Exception::type_error(format!(
+                    "register: expected an atom and a pid, got {} and {}",
+                    n.type_atom(),
+                    p.type_atom()
+                ))),
+            };
+            control(host, op)
+        }
+        Instr::Unregister { name } => {
+            let op = atom_of("unregister", &reg!(name)).map(ActorOp::Unregister);
+            control(host, op)
+        }
+        Instr::Whereis { dst, name } => {
+            put!(dst, atom_of("whereis", &reg!(name)).and_then(|a| host.control(ActorOp::Whereis(a))))
+        }
+        Instr::Link { pid } => {
+            let op = pid_of(host, "link", &reg!(pid)).map(ActorOp::Link);
+            control(host, op)
+        }
+        Instr::Unlink { pid } => {
+            let op = pid_of(host, "unlink", &reg!(pid)).map(ActorOp::Unlink);
+            control(host, op)
+        }
+        Instr::Monitor { dst, pid } => {
+            put!(dst, pid_of(host, "monitor", &reg!(pid)).and_then(|p| host.control(ActorOp::Monitor(p))))
+        }
+        Instr::Demonitor { r } => {
+            let op = match &reg!(r) {
+                Value::Int(r) => Ok(ActorOp::Demonitor(*r)),
+                x => Err(type_err("demonitor", "a monitor reference", x)),
+            };
+            control(host, op)
+        }
+        Instr::Trapexit { dst, on } => {
+            let on = reg!(on).truthy();
+            put!(dst, host.control(ActorOp::TrapExit(on)))
+        }
+        Instr::Exit { pid, reason } => {
+            let reason = reg!(reason).clone();
+            {
+                let op = pid_of(host, "exit", &reg!(pid)).map(|p| ActorOp::Exit(p, reason));
+                control(host, op)
+            }
+        }
+        Instr::Kill { pid } => {
+            let op = pid_of(host, "kill", &reg!(pid)).map(ActorOp::Kill);
+            control(host, op)
+        }
+        Instr::Stop { reason } => Flow::Block(Effect::Stop(reg!(reason).clone())),
+        Instr::Interrupt { pid, exc, mode } => {
+            let op =
+                match (pid_of(host, "interrupt", &reg!(pid)), Exception::from_value(&reg!(exc)), &reg!(mode))
+                {
+                    (Ok(p), Some(e), Value::Int(m @ 0..=2)) => Ok(ActorOp::Interrupt(p, e, *m as u8)),
+                    (Err(e), _, _) => Err(e),
+                    (_, None, _) => Err(type_err("interrupt", "an exception {kind, msg}", &reg!(exc))),
+                    (_, _, m) => {
+                        Err(Exception::badarg(format!("interrupt: mode must be 0, 1 or 2, got {}", m.repr())))
+                    }
+                };
+            control(host, op)
         }
         Instr::Sleep { ms } => {
             let ms = match millis("sleep", &reg!(ms)) {
@@ -735,6 +803,70 @@ fn cold<H: Host + ?Sized>(
             "internal error: {:?} reached the cold path",
             hot.opcode()
         ))),
+    }
+}
+
+/// Starts an actor from a function value.
+fn spawn<H: Host + ?Sized>(
+    host: &mut H,
+    f: &Value,
+    args: Vec<Value>,
+    opts: SpawnOpts,
+) -> Result<Value, Exception> {
+    let Value::Fun(c) = f else {
+        return Err(type_err("spawn", "a function value", f));
+    };
+    let (pid, monitor) = host.spawn(c.clone(), args, opts)?;
+    Ok(match monitor {
+        Some(r) => Value::tuple(vec![Value::Pid(pid), Value::Int(r)]),
+        None => Value::Pid(pid),
+    })
+}
+
+/// The receive instructions: the fast path takes a message already in the mailbox; otherwise a
+/// zero timeout jumps at once and anything else blocks.
+fn receive<H: Host + ?Sized>(
+    host: &mut H,
+    regs: &mut [Value],
+    dst: u16,
+    pattern: Option<Value>,
+    timeout_ms: Option<u64>,
+    target: u32,
+) -> Flow {
+    match host.try_receive(pattern.as_ref()) {
+        Some(msg) => {
+            store(&mut regs[dst as usize], msg);
+            Flow::Next
+        }
+        None if timeout_ms == Some(0) => Flow::Jump(target),
+        None => Flow::Block(Effect::Receive { pattern, timeout_ms }),
+    }
+}
+
+/// A pid operand: a pid, or an atom naming a registered actor.
+fn pid_of<H: Host + ?Sized>(host: &mut H, op: &str, v: &Value) -> Result<Pid, Exception> {
+    match v {
+        Value::Pid(p) => Ok(*p),
+        Value::Atom(name) => match host.control(ActorOp::Whereis(*name))? {
+            Value::Pid(p) => Ok(p),
+            _ => Err(Exception::new(atoms::NOPROC, format!("{op}: no actor registered as {}", v.repr()))),
+        },
+        x => Err(type_err(op, "a pid or registered name", x)),
+    }
+}
+
+fn atom_of(op: &str, v: &Value) -> Result<Atom, Exception> {
+    match v {
+        Value::Atom(a) => Ok(*a),
+        x => Err(type_err(op, "an atom", x)),
+    }
+}
+
+/// Runs an actor operation whose result is not kept.
+fn control<H: Host + ?Sized>(host: &mut H, op: Result<ActorOp, Exception>) -> Flow {
+    match op.and_then(|op| host.control(op)) {
+        Ok(_) => Flow::Next,
+        Err(e) => Flow::Throw(e),
     }
 }
 
@@ -1215,7 +1347,6 @@ mod tests {
     use super::*;
     use crate::module::Function;
     use crate::step::Resume;
-    use crate::value::Pid;
     use std::collections::VecDeque;
 
     /// A host for one actor whose mailbox is filled by the test.
@@ -1229,18 +1360,30 @@ mod tests {
         fn self_pid(&self) -> Pid {
             Pid(1)
         }
-        fn spawn(&mut self, _: Arc<Closure>, _: Vec<Value>) -> Result<Pid, Exception> {
-            Ok(Pid(2))
+        fn spawn(
+            &mut self,
+            _: Arc<Closure>,
+            _: Vec<Value>,
+            _: SpawnOpts,
+        ) -> Result<(Pid, Option<i64>), Exception> {
+            Ok((Pid(2), None))
         }
         fn send(&mut self, to: Pid, msg: Value) -> Result<(), Exception> {
             self.sent.push((to, msg));
             Ok(())
         }
-        fn try_receive(&mut self) -> Option<Value> {
-            self.mailbox.pop_front()
+        fn try_receive(&mut self, pattern: Option<&Value>) -> Option<Value> {
+            let i = self.mailbox.iter().position(|m| pattern.is_none_or(|p| crate::value::matches(p, m)))?;
+            self.mailbox.remove(i)
         }
         fn now_ms(&self) -> i64 {
             7
+        }
+        fn control(&mut self, op: ActorOp) -> Result<Value, Exception> {
+            match op {
+                ActorOp::Whereis(_) => Ok(Value::Nil),
+                _ => Ok(Value::Nil),
+            }
         }
     }
 
@@ -1473,7 +1616,10 @@ mod tests {
         let mut host = TestHost::default();
         assert_eq!(step(&mut st, &m, &mut host, 100), Step::Blocked(Effect::Print("got one".into())));
         st.resume(&m, Resume::Value(Value::Nil));
-        assert_eq!(step(&mut st, &m, &mut host, 100), Step::Blocked(Effect::Receive { timeout_ms: None }));
+        assert_eq!(
+            step(&mut st, &m, &mut host, 100),
+            Step::Blocked(Effect::Receive { pattern: None, timeout_ms: None })
+        );
         assert_eq!(st.position(), Some((0, 2)), "rewound onto the recv");
 
         let json = serde_json::to_string(&st).unwrap();
@@ -1514,7 +1660,7 @@ mod tests {
         let mut st = ActorState::new(&m, 0, vec![]).unwrap();
         assert_eq!(
             step(&mut st, &m, &mut host, 100),
-            Step::Blocked(Effect::Receive { timeout_ms: Some(50) })
+            Step::Blocked(Effect::Receive { pattern: None, timeout_ms: Some(50) })
         );
         let mut interrupted = st.clone();
         st.resume(&m, Resume::Timeout);
