@@ -18,7 +18,7 @@
 //! | status | meaning |
 //! |---|---|
 //! | 0 | success (`main` returned) |
-//! | 1 | uncaught exception in the main actor |
+//! | 1 | uncaught exception in the main actor, or it ended with an exit reason other than `:normal` |
 //! | 2 | usage, assembly, load or verification error |
 //! | 3 | deadlock |
 //! | 101 | internal error (the VM panicked; Rust's own status for a panic) |
@@ -34,7 +34,7 @@ use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use vm_core::Module;
+use vm_core::{Module, Value};
 use vm_sched::{Outcome, RunError, RunOptions};
 
 /// Exit status: success.
@@ -235,6 +235,12 @@ pub fn outcome_report(file: &str, result: Result<Outcome, RunError>) -> (u8, Str
     match result {
         Ok(Outcome::Exited(_)) => (EXIT_OK, String::new()),
         Ok(Outcome::Failed { fault, location }) => (EXIT_EXCEPTION, render::uncaught(&fault, &location)),
+        Ok(Outcome::Stopped { reason, .. }) if reason == Value::Atom(vm_core::atoms::NORMAL) => {
+            (EXIT_OK, String::new())
+        }
+        Ok(Outcome::Stopped { reason, location }) => {
+            (EXIT_EXCEPTION, render::stopped(&reason, location.as_ref()))
+        }
         Ok(Outcome::Deadlock(report)) => {
             let mut report = report;
             if !report.ends_with('\n') {
@@ -315,7 +321,7 @@ pub fn command() -> clap::Command {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vm_core::{Atom, Exception, Fault, Location, Value};
+    use vm_core::{Atom, Exception, Fault, Location};
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
         Cli::try_parse_from(std::iter::once("vm").chain(args.iter().copied()))
@@ -459,6 +465,17 @@ mod tests {
         assert_eq!(
             msg,
             "error: uncaught exception in actor <1> (main)\n  badarg: no\n  at main instruction 1\n"
+        );
+        let normal = Outcome::Stopped { reason: Value::atom("normal"), location: None };
+        assert_eq!(outcome_report("p", Ok(normal)), (EXIT_OK, String::new()));
+        let location =
+            Some(Location { func: "main".into(), pc: 4, file: Some("p.vasm".into()), line: Some(9) });
+        let (status, msg) =
+            outcome_report("p", Ok(Outcome::Stopped { reason: Value::atom("killed"), location }));
+        assert_eq!(status, EXIT_EXCEPTION);
+        assert_eq!(
+            msg,
+            "error: actor <1> (main) exited with reason :killed\n  at p.vasm:9 (in main, instruction 4)\n"
         );
         let (status, msg) = outcome_report("p", Ok(Outcome::Deadlock("deadlock: x".into())));
         assert_eq!((status, msg.as_str()), (EXIT_DEADLOCK, "deadlock: x\n"));

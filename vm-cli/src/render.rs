@@ -134,6 +134,15 @@ pub fn uncaught(fault: &Fault, location: &Location) -> String {
     )
 }
 
+/// The report for a main actor that ended with an abnormal exit reason.
+pub fn stopped(reason: &vm_core::Value, location: Option<&Location>) -> String {
+    let mut s = format!("error: actor <1> (main) exited with reason {}\n", reason.repr());
+    if let Some(location) = location {
+        s.push_str(&format!("  at {location}\n"));
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

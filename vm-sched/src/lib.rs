@@ -11,12 +11,15 @@
 //! - `Yielded`: `tokio::task::yield_now()`, so a busy loop cannot hold a worker thread;
 //! - `Print`: the line goes to [`vm_io::Output`]; the actor resumes with `nil`, or with an
 //!   `:io_error` exception raised at the `print` if standard output failed;
-//! - `Sleep`: a tokio sleep, then resume;
-//! - `Receive`: the actor's own mailbox (only the actor itself can send to it for now, with
+//! - `Sleep`: a tokio sleep, then resume; `Yield`: `yield_now`, then resume;
+//! - `Stop(reason)`: the run ends with [`Outcome::Stopped`];
+//! - `Receive` (with an optional selective-receive pattern): the actor's own mailbox (only the actor itself can send to it for now, with
 //!   `send` to its own pid; sends to any other pid are dropped, as sends to exited actors are).
 //!   An empty mailbox and no timeout means nothing can ever wake the actor: the run ends with
 //!   [`Outcome::Deadlock`]. With a timeout the driver sleeps and resumes with `Timeout`.
-//! - `spawn` fails with an `:unsupported` exception until the scheduler exists.
+//! - `spawn` fails with an `:unsupported` exception until the scheduler exists; the other actor
+//!   operations (registry, links, monitors, signals, interrupts) act as they must when no other
+//!   actor exists (see [`driver`]).
 //!
 //! Before the actor waits on anything other than `print`, the output is flushed, and it is
 //! flushed again when the run ends, so the program's output is complete before the caller
@@ -71,6 +74,15 @@ pub enum Outcome {
         fault: Fault,
         /// Where that instruction came from.
         location: Location,
+    },
+    /// The main actor ended with an exit reason instead of returning: `stop reason`, `kill`, an
+    /// exit signal (`exit`, a link to an actor that is gone) or an interrupt in mode 2.
+    /// `:normal` is a normal end.
+    Stopped {
+        /// The exit reason.
+        reason: Value,
+        /// Where the actor was when it ended.
+        location: Option<Location>,
     },
     /// Every actor waits and nothing can wake any of them; the report says who waits where.
     Deadlock(String),
