@@ -94,7 +94,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "N")]
     pub workers: Option<NonZeroUsize>,
     /// Fuel per time slice before an actor yields (charged on backward jumps and calls).
-    #[arg(long, value_name = "N", default_value_t = vm_sched::DEFAULT_FUEL_PER_SLICE,
+    #[arg(long, value_name = "N", default_value_t = vm_sched::Config::default().fuel,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub fuel: u32,
     /// Maximum call depth; deeper recursion raises :stack_overflow.
@@ -153,22 +153,28 @@ where
     }
 }
 
-/// Logs go to stderr. `--trace` means everything at trace level; otherwise `RUST_LOG` is used
-/// when set, and `warn` when not.
+/// Logs go to stderr. `--trace` means everything at trace level, with timestamps; otherwise
+/// `RUST_LOG` is used when set, and `warn` when not, without timestamps (a warning is read by a
+/// person, not correlated with other events).
 fn init_tracing(trace: bool) {
     use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
-    let filter = if trace {
-        EnvFilter::new("trace")
-    } else {
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"))
-    };
+    let ansi = std::io::stderr().is_terminal();
+    let explicit = if trace { Some(EnvFilter::new("trace")) } else { EnvFilter::try_from_default_env().ok() };
     // `try_init` because in-process callers (tests) may run several commands.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .try_init();
+    let _ = match explicit {
+        Some(filter) => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .with_ansi(ansi)
+            .try_init(),
+        None => tracing_subscriber::fmt()
+            .with_env_filter(EnvFilter::new("warn"))
+            .with_writer(std::io::stderr)
+            .with_ansi(ansi)
+            .without_time()
+            .try_init(),
+    };
 }
 
 fn eprint_str(s: &str) {
@@ -235,12 +241,11 @@ pub fn outcome_report(file: &str, result: Result<Outcome, RunError>) -> (u8, Str
     match result {
         Ok(Outcome::Exited(_)) => (EXIT_OK, String::new()),
         Ok(Outcome::Failed { fault, location }) => (EXIT_EXCEPTION, render::uncaught(&fault, &location)),
-        Ok(Outcome::Stopped { reason, .. }) if reason == Value::Atom(vm_core::atoms::NORMAL) => {
+        // The scheduler already reports `stop :normal` as `Exited`; keep the rule here too.
+        Ok(Outcome::Stopped(reason)) if reason == Value::Atom(vm_core::atoms::NORMAL) => {
             (EXIT_OK, String::new())
         }
-        Ok(Outcome::Stopped { reason, location }) => {
-            (EXIT_EXCEPTION, render::stopped(&reason, location.as_ref()))
-        }
+        Ok(Outcome::Stopped(reason)) => (EXIT_EXCEPTION, render::stopped(&reason)),
         Ok(Outcome::Deadlock(report)) => {
             let mut report = report;
             if !report.ends_with('\n') {
@@ -346,7 +351,7 @@ mod tests {
     #[test]
     fn run_defaults_and_flags() {
         let Command::Run(run) = parse(&["run", "p.vbc"]).unwrap().command else { panic!() };
-        assert_eq!(run.fuel, vm_sched::DEFAULT_FUEL_PER_SLICE);
+        assert_eq!(run.fuel, vm_sched::Config::default().fuel);
         assert_eq!(run.max_frames, vm_core::step::DEFAULT_MAX_FRAMES);
         assert_eq!(run.workers, None);
         assert!(run.args().is_empty());
@@ -466,20 +471,16 @@ mod tests {
             msg,
             "error: uncaught exception in actor <1> (main)\n  badarg: no\n  at main instruction 1\n"
         );
-        let normal = Outcome::Stopped { reason: Value::atom("normal"), location: None };
-        assert_eq!(outcome_report("p", Ok(normal)), (EXIT_OK, String::new()));
-        let location =
-            Some(Location { func: "main".into(), pc: 4, file: Some("p.vasm".into()), line: Some(9) });
-        let (status, msg) =
-            outcome_report("p", Ok(Outcome::Stopped { reason: Value::atom("killed"), location }));
-        assert_eq!(status, EXIT_EXCEPTION);
         assert_eq!(
-            msg,
-            "error: actor <1> (main) exited with reason :killed\n  at p.vasm:9 (in main, instruction 4)\n"
+            outcome_report("p", Ok(Outcome::Stopped(Value::atom("normal")))),
+            (EXIT_OK, String::new())
         );
+        let (status, msg) = outcome_report("p", Ok(Outcome::Stopped(Value::atom("killed"))));
+        assert_eq!(status, EXIT_EXCEPTION);
+        assert_eq!(msg, "error: actor <1> (main) exited with reason :killed\n");
         let (status, msg) = outcome_report("p", Ok(Outcome::Deadlock("deadlock: x".into())));
         assert_eq!((status, msg.as_str()), (EXIT_DEADLOCK, "deadlock: x\n"));
-        let (status, msg) = outcome_report("p.vasm", Err(RunError::MainArity(3)));
+        let (status, msg) = outcome_report("p.vasm", Err(RunError::Usage("`main` takes 3 arguments".into())));
         assert_eq!(status, EXIT_USAGE);
         assert!(msg.starts_with("error: p.vasm: `main` takes 3 arguments"), "{msg}");
         assert_eq!(outcome_report("p", Err(RunError::Panicked("x".into()))).0, EXIT_INTERNAL);

@@ -134,13 +134,10 @@ pub fn uncaught(fault: &Fault, location: &Location) -> String {
     )
 }
 
-/// The report for a main actor that ended with an abnormal exit reason.
-pub fn stopped(reason: &vm_core::Value, location: Option<&Location>) -> String {
-    let mut s = format!("error: actor <1> (main) exited with reason {}\n", reason.repr());
-    if let Some(location) = location {
-        s.push_str(&format!("  at {location}\n"));
-    }
-    s
+/// The report for a main actor that ended with an abnormal exit reason (`stop`, a kill, an exit
+/// signal from a linked actor).
+pub fn stopped(reason: &vm_core::Value) -> String {
+    format!("error: actor <1> (main) exited with reason {}\n", reason.repr())
 }
 
 #[cfg(test)]

@@ -2,11 +2,11 @@
 //!
 //! Buffering policy (chosen for programs that print a lot; a `print` per loop iteration must not
 //! cost a system call):
-//! - Lines go into a 64 KiB buffer and reach the OS when it fills.
-//! - The runtime calls [`Output::flush`] whenever an actor blocks on something other than `print`
-//!   (a receive, a sleep, and later socket I/O), so output is never held back while the program
-//!   waits, and at the end of the run, before the CLI reports how the program ended. Output is
-//!   therefore complete and in order when the process exits, whatever its exit status.
+//! - Lines go into a 64 KiB buffer and reach the OS when it fills or when [`Output::flush`] is
+//!   called. The runtime (`vm_sched::run`) flushes a few milliseconds after output first appears
+//!   in an empty buffer, so a program that prints and then waits is not held back, and once more
+//!   when `main` has ended, before the CLI reports how the program ended. Output is therefore
+//!   complete and in order when the process exits, whatever its exit status.
 //! - When the destination is a terminal, every line is flushed as it is written (C's stdio does
 //!   the same), so an interactive user sees each line at once even from a program that computes
 //!   for a long time between prints.
@@ -14,8 +14,8 @@
 //!
 //! Errors are sticky: once a write or flush fails (typically `EPIPE` when the reader of a pipe
 //! has gone, e.g. `vm run prog.vasm | head -1`), every later call fails with the same kind of
-//! error, so the runtime can raise it in the program at the next `print` even when the failure
-//! was found by a flush that happened while the actor was about to wait for something else.
+//! error at once, so a failure found by a background flush is not lost and a dead pipe is not
+//! written to again.
 
 use std::io::{self, BufWriter, IsTerminal, Write};
 use std::sync::{Mutex, MutexGuard};
