@@ -4,7 +4,7 @@
 //! [`vm_sched::block_on_run`].
 //!
 //! All logic lives in this library so that the integration tests can build their own wrapper
-//! binary over [`main_entry`] (or call [`run_cli`] in-process); `main.rs` is one line.
+//! binary over [`main_entry`] (or call [`run_cli`] / [`run_command`] in-process); `main.rs` is one line.
 //!
 //! Commands and exit statuses are the stable CLI contract of DESIGN.md:
 //!
@@ -138,20 +138,41 @@ where
     let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(e) => {
-            // `--help` and `--version` are "errors" that print to stdout and exit 0.
+            // `--help` and `--version` are "errors" that print to stdout and exit 0; clap picks
+            // the stream and the colours.
             let _ = e.print();
             return if e.use_stderr() { EXIT_USAGE } else { EXIT_OK };
         }
     };
     init_tracing(cli.trace);
-    let style = Style::for_stderr();
-    match cli.command {
+    let mut stderr = std::io::stderr();
+    run_command(cli.command, &mut stderr, Style::for_stderr())
+}
+
+/// Runs a parsed command, writing the CLI's messages to `err` (standard error for the binary;
+/// tests pass a buffer). Returns the exit status.
+pub fn run_command(command: Command, err: &mut dyn std::io::Write, style: Style) -> u8 {
+    let mut say = |s: &str| {
+        // Nothing sensible can be done if standard error itself fails.
+        let _ = err.write_all(s.as_bytes()).and_then(|()| err.flush());
+    };
+    let result = match command {
         Command::Run(run) => cmd_run(run, style),
         Command::Asm { file, output } => cmd_asm(&file, output, style),
         Command::Disasm { file } => cmd_disasm(&file),
         Command::Check { file } => cmd_check(&file, style),
+    };
+    match result {
+        Ok(()) => EXIT_OK,
+        Err((status, message)) => {
+            say(&message);
+            status
+        }
     }
 }
+
+/// A command's failure: the exit status and the text for standard error.
+type Failure = (u8, String);
 
 /// Logs go to stderr. `--trace` means everything at trace level, with timestamps; otherwise
 /// `RUST_LOG` is used when set, and `warn` when not, without timestamps (a warning is read by a
@@ -175,12 +196,6 @@ fn init_tracing(trace: bool) {
             .without_time()
             .try_init(),
     };
-}
-
-fn eprint_str(s: &str) {
-    let mut err = std::io::stderr().lock();
-    let _ = err.write_all(s.as_bytes());
-    let _ = err.flush();
 }
 
 fn display(path: &Path) -> String {
@@ -219,21 +234,16 @@ fn is_vbc(file: &Path) -> bool {
     file.extension().is_some_and(|e| e == "vbc")
 }
 
-fn cmd_run(run: RunArgs, style: Style) -> u8 {
+fn cmd_run(run: RunArgs, style: Style) -> Result<(), Failure> {
     let file = run.file();
     let loaded = if is_vbc(&file) { load_module(&file) } else { assemble_and_verify(&file, style) };
-    let module = match loaded {
-        Ok(m) => m,
-        Err(msg) => {
-            eprint_str(&msg);
-            return EXIT_USAGE;
-        }
-    };
+    let module = loaded.map_err(|msg| (EXIT_USAGE, msg))?;
     let opts = RunOptions { fuel_per_slice: run.fuel, max_frames: run.max_frames, workers: run.workers };
     let result = vm_sched::block_on_run(Arc::new(module), run.args().to_vec(), opts);
-    let (status, message) = outcome_report(&display(&file), result);
-    eprint_str(&message);
-    status
+    match outcome_report(&display(&file), result) {
+        (EXIT_OK, _) => Ok(()),
+        failure => Err(failure),
+    }
 }
 
 /// The exit status and stderr text for how a run ended.
@@ -263,59 +273,32 @@ pub fn default_output(file: &Path) -> PathBuf {
     file.with_extension("vbc")
 }
 
-fn cmd_asm(file: &Path, output: Option<PathBuf>, style: Style) -> u8 {
-    let module = match assemble_and_verify(file, style) {
-        Ok(m) => m,
-        Err(msg) => {
-            eprint_str(&msg);
-            return EXIT_USAGE;
-        }
-    };
+fn cmd_asm(file: &Path, output: Option<PathBuf>, style: Style) -> Result<(), Failure> {
+    let module = assemble_and_verify(file, style).map_err(|msg| (EXIT_USAGE, msg))?;
     let output = output.unwrap_or_else(|| default_output(file));
     if output == file {
-        eprint_str(&format!("error: refusing to overwrite the source {} with the module\n", display(file)));
-        return EXIT_USAGE;
+        let msg = format!("error: refusing to overwrite the source {} with the module\n", display(file));
+        return Err((EXIT_USAGE, msg));
     }
     let bytes = vm_core::bytecode::encode(&module);
-    match vm_io::fs::write_bytes(&output, &bytes) {
-        Ok(()) => EXIT_OK,
-        Err(e) => {
-            eprint_str(&format!("error: cannot write {}: {e}\n", display(&output)));
-            EXIT_USAGE
-        }
-    }
+    vm_io::fs::write_bytes(&output, &bytes)
+        .map_err(|e| (EXIT_USAGE, format!("error: cannot write {}: {e}\n", display(&output))))
 }
 
-fn cmd_disasm(file: &Path) -> u8 {
-    let module = match load_module(file) {
-        Ok(m) => m,
-        Err(msg) => {
-            eprint_str(&msg);
-            return EXIT_USAGE;
-        }
-    };
+fn cmd_disasm(file: &Path) -> Result<(), Failure> {
+    let module = load_module(file).map_err(|msg| (EXIT_USAGE, msg))?;
     let text = vm_core::disasm::disassemble(&module);
     let mut out = std::io::stdout().lock();
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
-        Ok(()) => EXIT_OK,
+        Ok(()) => Ok(()),
         // The reader went away (`vm disasm x.vbc | head`): not an error worth reporting.
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => EXIT_OK,
-        Err(e) => {
-            drop(out);
-            eprint_str(&format!("error: cannot write to standard output: {e}\n"));
-            EXIT_USAGE
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err((EXIT_USAGE, format!("error: cannot write to standard output: {e}\n"))),
     }
 }
 
-fn cmd_check(file: &Path, style: Style) -> u8 {
-    match assemble_and_verify(file, style) {
-        Ok(_) => EXIT_OK,
-        Err(msg) => {
-            eprint_str(&msg);
-            EXIT_USAGE
-        }
-    }
+fn cmd_check(file: &Path, style: Style) -> Result<(), Failure> {
+    assemble_and_verify(file, style).map(drop).map_err(|msg| (EXIT_USAGE, msg))
 }
 
 /// The clap command, for documentation generators and tests.
@@ -330,6 +313,14 @@ mod tests {
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
         Cli::try_parse_from(std::iter::once("vm").chain(args.iter().copied()))
+    }
+
+    /// Runs `vm ARGS...` in-process; returns the exit status and what went to standard error.
+    fn vm(args: &[&str]) -> (u8, String) {
+        let cli = parse(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        let mut err = Vec::new();
+        let status = run_command(cli.command, &mut err, Style::plain());
+        (status, String::from_utf8(err).unwrap())
     }
 
     #[test]
@@ -369,9 +360,15 @@ mod tests {
         assert!(parse(&["run", "--workers", "0", "p.vasm"]).is_err());
         assert!(parse(&["run", "--fuel", "0", "p.vasm"]).is_err());
         assert!(parse(&["frobnicate"]).is_err());
-        assert_eq!(run_cli(["vm", "frobnicate"]), EXIT_USAGE);
-        assert_eq!(run_cli(["vm", "run", "--fuel", "x", "p.vasm"]), EXIT_USAGE);
-        assert_eq!(run_cli(["vm", "--version"]), EXIT_OK);
+        // `run_cli` exits with 2 exactly when clap reports on stderr; clap agrees on the codes.
+        for bad in [&["frobnicate"][..], &["run", "--fuel", "x", "p.vasm"], &["check"]] {
+            let e = parse(bad).unwrap_err();
+            assert!(e.use_stderr() && e.exit_code() == i32::from(EXIT_USAGE), "{bad:?}");
+        }
+        for info in [&["--version"][..], &["--help"], &["run", "--help"]] {
+            let e = parse(info).unwrap_err();
+            assert!(!e.use_stderr() && e.exit_code() == i32::from(EXIT_OK), "{info:?}");
+        }
     }
 
     #[test]
@@ -390,8 +387,15 @@ mod tests {
     fn missing_files_are_usage_errors() {
         let missing = std::env::temp_dir().join(format!("vm-cli-missing-{}.vbc", std::process::id()));
         let m = missing.to_string_lossy().into_owned();
-        assert_eq!(run_cli(["vm", "run", m.as_str()]), EXIT_USAGE);
-        assert_eq!(run_cli(["vm", "disasm", m.as_str()]), EXIT_USAGE);
+        let want = (EXIT_USAGE, format!("error: cannot read {m}: No such file or directory (os error 2)\n"));
+        assert_eq!(vm(&["run", &m]), want);
+        assert_eq!(vm(&["disasm", &m]), want);
+        // A missing source goes through the assembler, which names it with its location.
+        let src = m.replace(".vbc", ".vasm");
+        let (status, err) = vm(&["check", &src]);
+        assert_eq!(status, EXIT_USAGE);
+        assert!(err.starts_with(&format!("error: {src}:1:1: cannot read")), "{err}");
+        assert!(err.ends_with(&format!("error: 1 error in {src}\n")), "{err}");
         let err = load_module(&missing).unwrap_err();
         assert!(err.starts_with("error: cannot read ") && err.contains("vm-cli-missing"), "{err}");
     }
@@ -429,20 +433,44 @@ mod tests {
             ],
         );
         let path = |name: &str| dir.join(name).to_string_lossy().into_owned();
-        let vm = |args: &[&str]| run_cli(std::iter::once("vm").chain(args.iter().copied()));
-        assert_eq!(vm(&["run", &path("ok.vasm"), "-a", "--b"]), EXIT_OK);
-        assert_eq!(vm(&["run", "--workers", "1", "--fuel", "1", &path("zero.vasm")]), EXIT_OK);
-        assert_eq!(vm(&["run", &path("raise.vasm")]), EXIT_EXCEPTION);
-        assert_eq!(vm(&["run", &path("dead.vasm")]), EXIT_DEADLOCK);
-        assert_eq!(vm(&["run", &path("bad.vasm")]), EXIT_USAGE);
-        assert_eq!(vm(&["run", &path("arity.vasm")]), EXIT_USAGE);
-        assert_eq!(vm(&["run", &path("nomain.vasm")]), EXIT_USAGE);
-        assert_eq!(vm(&["run", &path("missing.vasm")]), EXIT_USAGE);
-        assert_eq!(vm(&["check", &path("ok.vasm")]), EXIT_OK);
-        assert_eq!(vm(&["check", &path("bad.vasm")]), EXIT_USAGE);
-        assert_eq!(vm(&["asm", &path("bad.vasm")]), EXIT_USAGE);
+        let ok = (EXIT_OK, String::new());
+        assert_eq!(vm(&["run", &path("ok.vasm"), "-a", "--b"]), ok);
+        assert_eq!(vm(&["run", "--workers", "1", "--fuel", "1", &path("zero.vasm")]), ok);
+        let raise = path("raise.vasm");
+        assert_eq!(
+            vm(&["run", &raise]),
+            (
+                EXIT_EXCEPTION,
+                format!(
+                    "error: uncaught exception in actor <1> (main)\n  boom: :boom\n  \
+                     at {raise}:3 (in main, instruction 1)\n"
+                )
+            )
+        );
+        let (status, err) = vm(&["run", &path("dead.vasm")]);
+        assert_eq!(status, EXIT_DEADLOCK);
+        assert!(err.starts_with("deadlock") && err.contains(&format!("{}:2", path("dead.vasm"))), "{err}");
+        let (status, err) = vm(&["run", &path("bad.vasm")]);
+        assert_eq!(status, EXIT_USAGE);
+        assert!(err.ends_with(&format!("error: 2 errors in {}\n", path("bad.vasm"))), "{err}");
+        let (status, err) = vm(&["run", &path("arity.vasm")]);
+        assert_eq!(status, EXIT_USAGE);
+        assert!(err.contains("`main` takes 2 arguments"), "{err}");
+        let (status, err) = vm(&["run", &path("nomain.vasm")]);
+        assert_eq!(
+            (status, err),
+            (EXIT_USAGE, format!("error: {}: the program has no `main` function\n", path("nomain.vasm")))
+        );
+        assert_eq!(vm(&["run", &path("missing.vasm")]).0, EXIT_USAGE);
+        assert_eq!(vm(&["check", &path("ok.vasm")]), ok);
+        let (status, err) = vm(&["check", &path("bad.vasm")]);
+        assert_eq!(status, EXIT_USAGE);
+        assert!(err.contains(&format!("{}:2:5:", path("bad.vasm"))), "{err}");
+        assert_eq!(vm(&["asm", &path("bad.vasm")]).0, EXIT_USAGE);
         assert!(!dir.join("bad.vbc").exists(), "a failed assembly wrote a module");
-        assert_eq!(vm(&["asm", &path("ok.vasm"), "-o", &path("ok.vasm")]), EXIT_USAGE);
+        let (status, err) = vm(&["asm", &path("ok.vasm"), "-o", &path("ok.vasm")]);
+        assert_eq!(status, EXIT_USAGE);
+        assert!(err.starts_with("error: refusing to overwrite the source"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
