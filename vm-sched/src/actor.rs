@@ -64,7 +64,7 @@ pub(crate) async fn drive(
     report: Option<tokio::sync::oneshot::Sender<Outcome>>,
 ) {
     let reason = {
-        let mut host = ActorHost { vm: &vm, cell: &cell, monitors: HashMap::new() };
+        let mut host = ActorHost { vm: &vm, cell: &cell, monitors: HashMap::new(), last_target: None };
         run(&mut host, &module, &mut st).await
     };
     if let ExitReason::Failed(f) = &reason {
@@ -94,7 +94,8 @@ async fn run(host: &mut ActorHost<'_>, module: &Module, st: &mut ActorState) -> 
     let fuel = vm.shared.config.fuel;
     let mut deferrals = 0u32;
     loop {
-        if cell.has_signals.swap(false, Ordering::SeqCst) {
+        // A plain load first: the read-modify-write is only paid when a signal is there.
+        if cell.has_signals.load(Ordering::Relaxed) && cell.has_signals.swap(false, Ordering::SeqCst) {
             while let Some(sig) = cell.mailbox.take_signal() {
                 match sig {
                     Signal::Kill(reason) => return ExitReason::Killed(reason),
@@ -242,6 +243,10 @@ pub(crate) struct ActorHost<'a> {
     cell: &'a Arc<ActorCell>,
     /// Monitors this actor holds: reference → monitored actor (for `demonitor`).
     monitors: HashMap<i64, Pid>,
+    /// The actor this one sent to last. Actors mostly talk to the same peer, and this saves the
+    /// registry lookup; a cached actor that has exited just drops the message, as the registry
+    /// would.
+    last_target: Option<Arc<ActorCell>>,
 }
 
 impl Host for ActorHost<'_> {
@@ -266,8 +271,16 @@ impl Host for ActorHost<'_> {
     fn send(&mut self, to: Pid, msg: Value) -> Result<(), Exception> {
         if to == self.cell.pid {
             self.vm.deliver(self.cell, msg);
-        } else {
-            self.vm.send(to, msg);
+            return Ok(());
+        }
+        match &self.last_target {
+            Some(c) if c.pid == to => self.vm.deliver(c, msg),
+            _ => {
+                if let Some(c) = self.vm.lookup(to) {
+                    self.vm.deliver(&c, msg);
+                    self.last_target = Some(c);
+                }
+            }
         }
         Ok(())
     }
