@@ -101,12 +101,11 @@ pub struct RunArgs {
     #[arg(long, value_name = "N", default_value_t = vm_core::step::DEFAULT_MAX_FRAMES,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_frames: u32,
-    /// The program (a `.vbc` module, or assembly source if it has any other extension), then the
+    /// The program (a `.vbc` module, or assembly source with any other extension), then the
     /// arguments for `main`, passed through untouched: everything after FILE belongs to the
     /// program, even words that look like `vm` options.
-    ///
-    /// (One clap argument holds both, because clap only stops recognising its own options once a
-    /// trailing argument has started, and it must start at FILE.)
+    // One clap argument holds both, because clap only stops recognising its own options once a
+    // trailing argument has started, and that must happen at FILE.
     #[arg(value_name = "FILE.vasm|FILE.vbc", required = true, num_args = 1..,
           trailing_var_arg = true, allow_hyphen_values = true)]
     pub program: Vec<String>,
