@@ -67,7 +67,8 @@ pub(crate) async fn drive(
         let mut host = ActorHost { vm: &vm, cell: &cell, monitors: Vec::new(), last_target: None };
         run(&mut host, &module, &mut st).await
     };
-    if let ExitReason::Failed(f) = &reason {
+    // The main actor's failure is reported by `vm run` itself; others are logged here.
+    if let (ExitReason::Failed(f), None) = (&reason, &report) {
         let loc = module.location(f.func, f.pc);
         tracing::error!(pid = %cell.pid, exception = %f.exception, location = %loc, "actor crashed");
     }
