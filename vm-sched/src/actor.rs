@@ -125,7 +125,9 @@ async fn run(host: &mut ActorHost<'_>, module: &Module, st: &mut ActorState) -> 
         deferrals = 0;
 
         cell.set_state(RunState::Running);
+        vm.shared.heartbeat.begin(cell.pid.0);
         let step = interp::step(st, module, host, fuel);
+        vm.shared.heartbeat.end();
         cell.record(st.position(), st.reductions);
         match step {
             Step::Yielded => {

@@ -714,3 +714,33 @@ fn per_actor_structures_stay_small() {
         assert!(std::mem::size_of_val(&task) <= 640, "driver future: {} bytes", std::mem::size_of_val(&task));
     });
 }
+
+#[test]
+fn the_heartbeat_reports_an_actor_that_never_yields() {
+    // With effectively unlimited fuel a busy loop never yields; the watchdog must notice.
+    let src = ".func main 0\n    int r0, 0\nloop:\n    addi r0, r0, 1\n    jlti r0, 30000000, loop\n    ret r0\n.end\n";
+    let module = Arc::new(vm_core::asm::assemble_str("t.vasm", src).unwrap());
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let hogs = rt.block_on(async move {
+        let config = Config { fuel: u32::MAX, hog_threshold_ms: 20, ..Config::default() };
+        let vm = Vm::new(config, Arc::new(Capture::default()));
+        vm.run_main(module, vec![]).await.unwrap();
+        vm.hog_reports()
+    });
+    rt.shutdown_background();
+    assert!(hogs >= 1, "no report");
+}
+
+#[test]
+fn the_heartbeat_stays_quiet_for_well_behaved_actors() {
+    let src = ".func main 0\n    int r0, 0\nloop:\n    addi r0, r0, 1\n    jlti r0, 3000000, loop\n    ret r0\n.end\n";
+    let module = Arc::new(vm_core::asm::assemble_str("t.vasm", src).unwrap());
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let hogs = rt.block_on(async move {
+        let vm = Vm::new(Config { hog_threshold_ms: 50, ..Config::default() }, Arc::new(Capture::default()));
+        vm.run_main(module, vec![]).await.unwrap();
+        vm.hog_reports()
+    });
+    rt.shutdown_background();
+    assert_eq!(hogs, 0);
+}

@@ -21,6 +21,7 @@
 //! that is delivered, so the receivers are counted back in first.
 
 use crate::actor::{self, ExitReason};
+use crate::heartbeat::Heartbeat;
 use crate::mailbox::{Delivery, Mailbox, Signal, Wait};
 use crate::sync::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Mutex, Ordering, lock};
 use std::collections::HashMap;
@@ -183,6 +184,7 @@ pub(crate) struct Shared {
     /// An actor that asked (through `yieldto`) to run next, as `pid + 1`; 0 for none.
     pub(crate) boost: AtomicU64,
     pub(crate) output: Arc<dyn Output>,
+    pub(crate) heartbeat: Arc<Heartbeat>,
     start: Instant,
 }
 
@@ -239,7 +241,8 @@ impl Vm {
     /// A runtime with `config`, printing through `output`. Must be used inside a tokio runtime.
     pub fn new(config: Config, output: Arc<dyn Output>) -> Vm {
         let shards = (0..SHARDS).map(|_| Mutex::new(PidMap::default())).collect();
-        Vm {
+        let config_hog = config.hog_threshold_ms;
+        let vm = Vm {
             shared: Arc::new(Shared {
                 config,
                 shards,
@@ -251,9 +254,22 @@ impl Vm {
                 idle: tokio::sync::Notify::new(),
                 boost: AtomicU64::new(0),
                 output,
+                heartbeat: Arc::new(Heartbeat::new(config_hog)),
                 start: Instant::now(),
             }),
-        }
+        };
+        let weak = Arc::downgrade(&vm.shared);
+        let locate = move |pid: u64| match weak.upgrade().and_then(|s| (Vm { shared: s }).lookup(Pid(pid))) {
+            Some(cell) => format!("{} at {}", cell.pid, cell.location()),
+            None => format!("<{pid}>"),
+        };
+        tokio::spawn(Heartbeat::watch(Arc::downgrade(&vm.shared.heartbeat), locate));
+        vm
+    }
+
+    /// How many times the heartbeat has seen an actor hold a worker thread too long.
+    pub fn hog_reports(&self) -> u64 {
+        self.shared.heartbeat.hogs()
     }
 
     /// The configuration.
