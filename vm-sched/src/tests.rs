@@ -686,7 +686,7 @@ loop:
     int r2, 0
 loop:
     interrupt r0, r1, r2
-    yield
+    yieldto r2
     jmp loop
 .end
 "#;
@@ -856,4 +856,30 @@ unknown:
 "#);
     assert_eq!(out, lines(&[":panic", ":badarg"]));
     assert_eq!(o, Outcome::Exited(Value::atom("badarg")));
+}
+
+#[test]
+fn yield_to_runs_the_named_actor_next() {
+    // On one worker: B and C are both runnable, C most recently spawned (so tokio would run it
+    // first); main yields to B, so B prints before C.
+    let src = r#"
+.func main 0
+    fun r0, say
+    const r1, "B"
+    spawn r2, r0, r1, 1
+    const r1, "C"
+    spawn r3, r0, r1, 1
+    yieldto r2
+    int r4, 50
+    sleep r4
+    ret r4
+.end
+
+.func say 1
+    print r0
+    ret r0
+.end
+"#;
+    let (_, out) = run_with(src, Config::default(), 1);
+    assert_eq!(out, lines(&["B", "C"]));
 }
