@@ -686,7 +686,7 @@ loop:
     int r2, 0
 loop:
     interrupt r0, r1, r2
-    yieldto r2
+    yield
     jmp loop
 .end
 "#;
