@@ -677,11 +677,13 @@ interrupted:
     jmp loop_end
 .end
 
-; Sends 1..200 to r0.
+; Sends 1..200 to r0, pausing a millisecond after each so that the receiver often waits.
 .func sender 1
     int r1, 1
+    int r2, 1
 loop:
     send r0, r1
+    sleep r2
     addi r1, r1, 1
     jlei r1, 200, loop
     ret r1
