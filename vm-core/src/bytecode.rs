@@ -966,8 +966,8 @@ mod tests {
         );
         let dup = file(&[c.clone(), c.clone(), f.clone()]);
         assert_eq!(err(&dup), "malformed module: duplicate constants section at offset 17");
-        assert_eq!(err(&file(&[c.clone()])), "malformed module: missing functions section");
-        assert_eq!(err(&file(&[f.clone()])), "malformed module: missing constants section");
+        assert_eq!(err(&file(std::slice::from_ref(&c))), "malformed module: missing functions section");
+        assert_eq!(err(&file(std::slice::from_ref(&f))), "malformed module: missing constants section");
         let unknown = file(&[c.clone(), (4, vec![]), f.clone()]);
         assert_eq!(err(&unknown), "malformed module: unknown section id 4 at offset 17");
         let zero = file(&[c.clone(), f.clone(), (0, vec![])]);

@@ -83,14 +83,14 @@ pub fn disassemble(module: &Module) -> String {
         let lines = fd.map(|fd| fd.lines.as_slice()).unwrap_or(&[]);
         let mut prev_line = None;
         for (pc, instr) in f.code.iter().enumerate() {
+            if targets.contains(&(pc as u32)) {
+                let _ = writeln!(out, "L{pc}:");
+            }
             if let Some(&line) = lines.get(pc)
                 && prev_line != Some(line)
             {
                 let _ = writeln!(out, ".line {line}");
                 prev_line = Some(line);
-            }
-            if targets.contains(&(pc as u32)) {
-                let _ = writeln!(out, "L{pc}:");
             }
             out.push_str("    ");
             write_instr(&mut out, module, f.code.len(), instr);
@@ -243,5 +243,183 @@ fn write_instr(out: &mut String, module: &Module, code_len: usize, instr: &Instr
                 None => write!(out, "#func<{v}>"),
             },
         };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bytecode::testgen::{canonical_module, sample};
+    use crate::module::{FuncDebug, Function};
+    use proptest::prelude::*;
+
+    const SAMPLE_TEXT: &str = r#".file "main.vasm"
+.func main 1 3
+.line 3
+    const r1, "hello\n"
+.line 4
+    print r1
+.line 5
+    int r2, 20
+    call r1, fib, r2, 1
+.line 6
+    print r1
+.line 7
+    const r2, {:ok, [1, 2.5, -0.0], b"\x00A\xff", %{:a => nil, "k" => true}, :"with space", nan, -inf, false, -9223372036854775808}
+.line 8
+    closure r2, fib, r1, 1
+.line 9
+    ret r1
+.end
+
+.file "lib/fib.vasm"
+.func fib 1 4
+.line 10
+    jlti r0, 2, L7
+.line 11
+    addi r1, r0, -1
+    call r1, fib, r1, 1
+.line 12
+    addi r2, r0, -2
+    call r2, fib, r2, 1
+.line 13
+    add r3, r1, r2
+    ret r3
+L7:
+.line 15
+    ret r0
+.end
+
+.file "main.vasm"
+.func spin 0 1
+L0:
+.line 20
+    now r0
+.line 21
+    jmp L0
+.end
+"#;
+
+    #[test]
+    fn sample_disassembles_as_expected() {
+        assert!(is_canonical(&sample()), "{:?}", canonical_problems(&sample()));
+        assert_eq!(disassemble(&sample()), SAMPLE_TEXT);
+    }
+
+    #[test]
+    fn without_debug_info_the_text_starts_with_nodebug() {
+        let m = Module { debug: None, ..sample() };
+        assert!(is_canonical(&m));
+        let text = disassemble(&m);
+        assert!(text.starts_with(".nodebug\n\n.func main 1 3\n    const r1, \"hello\\n\"\n"), "{text}");
+        assert!(!text.contains(".line") && !text.contains(".file"));
+    }
+
+    #[test]
+    fn a_pool_out_of_first_use_order_is_flagged_and_listed() {
+        let mut m = sample();
+        m.consts.swap(0, 1);
+        for f in &mut m.funcs {
+            for instr in &mut f.code {
+                if let Instr::Const { k, .. } = instr {
+                    *k = 1 - *k;
+                }
+            }
+        }
+        assert_eq!(crate::verify::verify(&m), Ok(()));
+        assert!(!is_canonical(&m));
+        let text = disassemble(&m);
+        assert!(
+            text.starts_with(
+                "; This module is not canonical, so this text will not re-assemble to identical bytes:\n\
+             ;   - its constant pool is not exactly the used constants in order of first use\n\
+             ; The constant pool as stored:\n\
+             ;   0: {:ok,"
+            ),
+            "{text}"
+        );
+        assert!(text.contains(";   1: \"hello\\n\"\n"), "{text}");
+        // The instructions still show the right constants.
+        assert!(text.contains("    const r1, \"hello\\n\"\n"), "{text}");
+
+        let mut unused = sample();
+        unused.consts.push(crate::Value::Int(99));
+        assert!(!is_canonical(&unused));
+        assert!(disassemble(&unused).contains(";   2: 99\n"));
+    }
+
+    #[test]
+    fn other_non_canonical_modules() {
+        let mut m = sample();
+        m.consts[1] = crate::Value::Float(f64::from_bits(f64::NAN.to_bits() | 1));
+        assert_eq!(
+            canonical_problems(&m),
+            ["constant 1 contains a NaN whose bits differ from the `nan` literal's, which the text cannot \
+              express"]
+        );
+
+        let mut m = sample();
+        m.funcs[2].name = "spin me".into();
+        assert_eq!(canonical_problems(&m), ["function name \"spin me\" is not an assembler identifier"]);
+        assert!(disassemble(&m).contains("\n.func \"spin me\" 0 1\n"));
+
+        let mut m = sample();
+        m.debug.as_mut().unwrap().files.swap(0, 1);
+        for fd in &mut m.debug.as_mut().unwrap().funcs {
+            fd.file = 1 - fd.file;
+        }
+        assert_eq!(
+            canonical_problems(&m),
+            ["the debug file list is not the functions' files in order of first function"]
+        );
+
+        let mut m = sample();
+        m.debug.as_mut().unwrap().funcs[0].lines.clear();
+        assert_eq!(
+            canonical_problems(&m),
+            ["function main has no line numbers although the module has debug info"]
+        );
+    }
+
+    #[test]
+    fn unverified_modules_still_disassemble() {
+        let m = Module {
+            consts: vec![],
+            funcs: vec![Function {
+                name: "bad".into(),
+                arity: 0,
+                nregs: 0,
+                code: vec![
+                    Instr::Const { dst: 5, k: 3 },
+                    Instr::Fun { dst: 0, f: 9 },
+                    Instr::Jt { a: 0, target: 40 },
+                ],
+            }],
+            debug: Some(crate::module::DebugInfo {
+                files: vec![],
+                funcs: vec![FuncDebug { file: 4, lines: vec![1] }],
+            }),
+        };
+        assert!(!is_canonical(&m));
+        let text = disassemble(&m);
+        assert!(text.starts_with("; This module is not canonical"), "{text}");
+        assert!(text.contains("fails verification (9 errors, the first: in function bad, instruction 2: the last instruction `jt` falls"), "{text}");
+        assert!(text.contains("; debug file index 4 out of range\n.func bad 0 0\n"), "{text}");
+        assert!(
+            text.contains("    const r5, #const<3>\n    fun r0, #func<9>\n    jt r0, #label<40>\n"),
+            "{text}"
+        );
+        assert_eq!(disassemble(&Module::default()), ".nodebug\n");
+    }
+
+    proptest! {
+        #[test]
+        fn canonical_modules_disassemble_with_one_func_per_function(m in canonical_module()) {
+            prop_assert!(is_canonical(&m), "{:?}", canonical_problems(&m));
+            let text = disassemble(&m);
+            prop_assert!(!text.contains("; This module is not canonical"));
+            prop_assert_eq!(text.matches("\n.func ").count() + usize::from(text.starts_with(".func ")), m.funcs.len());
+            prop_assert_eq!(text.matches(".end\n").count(), m.funcs.len());
+        }
     }
 }

@@ -310,3 +310,254 @@ fn check_instr(errors: &mut Errors, module: &Module, f: &Function, pc: usize, in
         _ => {}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bytecode::testgen::{canonical_module, sample};
+    use crate::module::{DebugInfo, FuncDebug};
+    use proptest::prelude::*;
+
+    /// The messages of `verify(m)`, as displayed.
+    fn errors(m: &Module) -> Vec<String> {
+        match verify(m) {
+            Ok(()) => Vec::new(),
+            Err(errors) => errors.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    /// The sample with instruction `pc` of function `func` replaced.
+    fn with_instr(func: usize, pc: usize, instr: Instr) -> Module {
+        let mut m = sample();
+        m.funcs[func].code[pc] = instr;
+        m
+    }
+
+    #[test]
+    fn the_sample_verifies() {
+        assert_eq!(verify(&sample()), Ok(()));
+    }
+
+    #[test]
+    fn display_names_the_position() {
+        let e = VerifyError { func: Some("fib".into()), pc: Some(3), message: "m".into() };
+        assert_eq!(e.to_string(), "in function fib, instruction 3: m");
+        let e = VerifyError { func: Some("fib".into()), pc: None, message: "m".into() };
+        assert_eq!(e.to_string(), "in function fib: m");
+        let e = VerifyError { func: None, pc: None, message: "m".into() };
+        assert_eq!(e.to_string(), "m");
+    }
+
+    #[test]
+    fn names_must_be_non_empty_and_unique() {
+        let mut m = sample();
+        m.funcs[2].name = "main".into();
+        assert_eq!(
+            errors(&m),
+            ["in function main: duplicate function name (function 2 has the name of function 0)"]
+        );
+        m.funcs[2].name = String::new();
+        assert_eq!(errors(&m), ["function 2 has an empty name"]);
+    }
+
+    #[test]
+    fn registers_must_cover_the_arguments() {
+        let mut m = sample();
+        m.funcs[2].arity = 2;
+        m.funcs[2].nregs = 1;
+        assert_eq!(errors(&m), ["in function spin: 1 registers is fewer than the arity 2"]);
+    }
+
+    #[test]
+    fn code_must_be_non_empty_and_end_in_a_terminator() {
+        let mut m = Module { debug: None, ..sample() };
+        m.funcs[2].code.clear();
+        assert_eq!(errors(&m), ["in function spin: function has no instructions"]);
+        let m = with_instr(2, 1, Instr::Nop {});
+        assert_eq!(
+            errors(&m),
+            ["in function spin, instruction 1: the last instruction `nop` falls through the end of the \
+              function (it must be ret, jmp, tcall, tcallv, raise or rethrow)"]
+        );
+        for last in [
+            Instr::Ret { a: 0 },
+            Instr::Jmp { target: 0 },
+            Instr::Tcall { f: 2, args: 0, n: 0 },
+            Instr::Tcallv { f: 0, args: 0, n: 0 },
+            Instr::Raise { kind: 0, msg: 0 },
+            Instr::Rethrow { e: 0 },
+        ] {
+            assert_eq!(errors(&with_instr(2, 1, last)), Vec::<String>::new(), "{last:?}");
+        }
+    }
+
+    #[test]
+    fn registers_must_be_in_range() {
+        let m = with_instr(1, 3, Instr::Addi { dst: 9, a: 0, imm: -2 });
+        assert_eq!(
+            errors(&m),
+            ["in function fib, instruction 3: register r9 out of range (function has 4 registers)"]
+        );
+        let m = with_instr(1, 5, Instr::Add { dst: 3, a: 4, b: 70 });
+        assert_eq!(
+            errors(&m),
+            [
+                "in function fib, instruction 5: register r4 out of range (function has 4 registers)",
+                "in function fib, instruction 5: register r70 out of range (function has 4 registers)",
+            ]
+        );
+    }
+
+    #[test]
+    fn register_windows_must_be_in_range() {
+        let m = with_instr(1, 5, Instr::Tuple { dst: 0, items: 2, n: 3 });
+        assert_eq!(
+            errors(&m),
+            ["in function fib, instruction 5: register window r2..r4 (3 registers from r2) out of range \
+              (function has 4 registers)"]
+        );
+        // A window may end exactly at the frame's end, and may be empty.
+        assert_eq!(errors(&with_instr(1, 5, Instr::Tuple { dst: 0, items: 2, n: 2 })), Vec::<String>::new());
+        assert_eq!(errors(&with_instr(1, 5, Instr::List { dst: 0, items: 3, n: 0 })), Vec::<String>::new());
+        // The largest window cannot overflow the arithmetic.
+        let m = with_instr(1, 5, Instr::List { dst: 0, items: 3, n: u16::MAX });
+        assert_eq!(errors(&m).len(), 1);
+    }
+
+    #[test]
+    fn indices_must_be_in_range() {
+        let m = with_instr(0, 0, Instr::Const { dst: 1, k: 2 });
+        assert_eq!(
+            errors(&m),
+            ["in function main, instruction 0: constant 2 out of range (module has 2 constants)"]
+        );
+        let m = with_instr(1, 0, Instr::Jlti { a: 0, imm: 2, target: 8 });
+        assert_eq!(
+            errors(&m),
+            ["in function fib, instruction 0: jump target 8 out of range (function has 8 instructions)"]
+        );
+        let m = with_instr(2, 0, Instr::Fun { dst: 0, f: 3 });
+        assert_eq!(
+            errors(&m),
+            ["in function spin, instruction 0: function 3 out of range (module has 3 functions)"]
+        );
+    }
+
+    #[test]
+    fn direct_calls_must_match_the_arity() {
+        let m = with_instr(1, 2, Instr::Call { dst: 1, f: 1, args: 1, n: 2 });
+        assert_eq!(
+            errors(&m),
+            ["in function fib, instruction 2: `call` of fib passes 2 arguments but fib takes 1"]
+        );
+        let m = with_instr(1, 7, Instr::Tcall { f: 2, args: 0, n: 1 });
+        assert_eq!(
+            errors(&m),
+            ["in function fib, instruction 7: `tcall` of spin passes 1 arguments but spin takes 0"]
+        );
+        let m = with_instr(0, 6, Instr::Closure { dst: 2, f: 1, env: 1, n: 2 });
+        assert_eq!(
+            errors(&m),
+            [
+                "in function main, instruction 6: `closure` of fib captures 2 values but fib takes only 1 arguments"
+            ]
+        );
+        assert_eq!(
+            errors(&with_instr(0, 6, Instr::Closure { dst: 2, f: 1, env: 1, n: 0 })),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn debug_info_must_match_the_functions() {
+        let mut m = sample();
+        m.debug.as_mut().unwrap().funcs.pop();
+        assert_eq!(errors(&m), ["debug info has 2 function entries but the module has 3 functions"]);
+        let mut m = sample();
+        m.debug.as_mut().unwrap().funcs[1].file = 2;
+        assert_eq!(errors(&m), ["in function fib: debug file index 2 out of range (debug info has 2 files)"]);
+        let mut m = sample();
+        m.debug.as_mut().unwrap().funcs[2].lines.push(22);
+        assert_eq!(
+            errors(&m),
+            ["in function spin: debug info has 3 line numbers for 2 instructions (it must have none or one \
+              per instruction)"]
+        );
+        let mut m = sample();
+        m.debug =
+            Some(DebugInfo { files: vec!["x".into()], funcs: vec![FuncDebug { file: 0, lines: vec![] }; 3] });
+        assert_eq!(verify(&m), Ok(()), "lines may be absent");
+    }
+
+    #[test]
+    fn constants_must_be_encodable() {
+        let mut m = sample();
+        m.consts[1] = Value::list(vec![Value::tuple(vec![Value::Pid(crate::Pid(4))])]);
+        assert_eq!(
+            errors(&m),
+            ["constant 1 contains a pid, which exists only at run time and cannot be a constant"]
+        );
+        let mut deep = Value::Nil;
+        for _ in 0..=MAX_CONST_DEPTH {
+            deep = Value::list(vec![deep]);
+        }
+        m.consts[1] = deep.clone();
+        assert_eq!(errors(&m), ["constant 1 nests containers more than 64 deep"]);
+        let Value::List(inner) = deep else { unreachable!() };
+        m.consts[1] = inner[0].clone();
+        assert_eq!(verify(&m), Ok(()));
+    }
+
+    #[test]
+    fn every_error_is_reported() {
+        let mut m = sample();
+        m.funcs[0].code[0] = Instr::Const { dst: 7, k: 9 };
+        m.funcs[1].name = "main".into();
+        m.funcs[2].code.pop();
+        assert_eq!(
+            errors(&m),
+            [
+                "in function main, instruction 0: register r7 out of range (function has 3 registers)",
+                "in function main, instruction 0: constant 9 out of range (module has 2 constants)",
+                "in function main: duplicate function name (function 1 has the name of function 0)",
+                "in function spin, instruction 0: the last instruction `now` falls through the end of the \
+                 function (it must be ret, jmp, tcall, tcallv, raise or rethrow)",
+                "in function spin: debug info has 2 line numbers for 1 instructions (it must have none or one \
+                 per instruction)",
+            ]
+        );
+    }
+
+    proptest! {
+        /// Breaking one operand of a valid module is always caught (when the new value is out
+        /// of the range the verifier allows for that operand).
+        #[test]
+        fn out_of_range_operands_are_caught(
+            m in canonical_module(),
+            pick in any::<prop::sample::Index>(),
+            excess in 0u32..3,
+        ) {
+            let mut m = m;
+            let total: usize = m.funcs.iter().map(|f| f.code.len()).sum();
+            let mut k = pick.index(total);
+            let fi = m.funcs.iter().position(|f| {
+                if k < f.code.len() { true } else { k -= f.code.len(); false }
+            }).unwrap();
+            let instr = m.funcs[fi].code[k];
+            let mut vals = instr.operands().as_slice().to_vec();
+            let kinds = instr.opcode().operands();
+            let Some(j) = kinds.iter().position(|k| !matches!(k, OperandKind::Imm | OperandKind::Count)) else {
+                return Ok(());
+            };
+            vals[j] = i64::from(excess) + match kinds[j] {
+                OperandKind::Dst | OperandKind::Reg => i64::from(m.funcs[fi].nregs),
+                OperandKind::Const => m.consts.len() as i64,
+                OperandKind::Label => m.funcs[fi].code.len() as i64,
+                _ => m.funcs.len() as i64,
+            };
+            m.funcs[fi].code[k] = Instr::from_operands(instr.opcode(), &vals).unwrap();
+            let errs = verify(&m).unwrap_err();
+            prop_assert!(errs.iter().any(|e| e.pc == Some(k as u32)), "{:?}", errs);
+        }
+    }
+}
