@@ -600,6 +600,26 @@ pub(crate) mod testgen {
     use std::collections::BTreeMap;
     use std::sync::Arc;
 
+    /// `fuzz/<sub>` in the repository.
+    pub fn fuzz_dir(sub: &str) -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz").join(sub)
+    }
+
+    /// The files of `fuzz/<sub>`, sorted, or none if the directory does not exist.
+    pub fn files_in(sub: &str) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+        let Ok(dir) = std::fs::read_dir(fuzz_dir(sub)) else { return Vec::new() };
+        let mut files: Vec<_> = dir
+            .map(|e| e.expect("readable directory entry").path())
+            .filter(|p| p.is_file())
+            .map(|p| {
+                let bytes = std::fs::read(&p).expect("readable corpus file");
+                (p, bytes)
+            })
+            .collect();
+        files.sort();
+        files
+    }
+
     /// A small program touching every constant kind, labels, calls, closures and debug info.
     pub fn sample() -> Module {
         let mut map = BTreeMap::new();
@@ -719,14 +739,12 @@ pub(crate) mod testgen {
             })
     }
 
-    const TERMINATORS: [Opcode; 6] =
-        [Opcode::Jmp, Opcode::Ret, Opcode::Tcall, Opcode::Tcallv, Opcode::Raise, Opcode::Rethrow];
-
     fn build(candidates: &[Value], specs: &[FuncSpec], with_debug: bool, file_names: &[String]) -> Module {
         let nfuncs = specs.len() as u32;
         // Every frame can hold the arguments of a call to any function, so any callee fits.
         let max_arity = specs.iter().map(|s| s.1).max().unwrap_or(0);
         let arities: Vec<u16> = specs.iter().map(|s| s.1).collect();
+        let terminators: Vec<Opcode> = Opcode::ALL.iter().copied().filter(|op| op.is_terminator()).collect();
         let mut consts: Vec<Value> = Vec::new();
         let mut funcs = Vec::new();
         for (i, (stem, arity, spare, code_spec, ..)) in specs.iter().enumerate() {
@@ -736,7 +754,7 @@ pub(crate) mod testgen {
             for (pc, &(choice, raw)) in code_spec.iter().enumerate() {
                 let mut op = Opcode::ALL[choice as usize % Opcode::ALL.len()];
                 if pc == len - 1 && !op.is_terminator() {
-                    op = TERMINATORS[choice as usize % TERMINATORS.len()];
+                    op = terminators[choice as usize % terminators.len()];
                 }
                 let kinds = op.operands();
                 let mut vals = vec![0i64; kinds.len()];
@@ -809,7 +827,7 @@ pub(crate) mod testgen {
 
 #[cfg(test)]
 mod tests {
-    use super::testgen::{canonical_module, sample};
+    use super::testgen::{canonical_module, files_in, fuzz_dir, sample};
     use super::*;
     use proptest::prelude::*;
 
@@ -1110,25 +1128,6 @@ mod tests {
             ("sample_nodebug.vbc", Module { debug: None, ..s.clone() }),
             ("spin.vbc", Module { consts: vec![], funcs: vec![s.funcs[2].clone()], debug: None }),
         ]
-    }
-
-    fn fuzz_dir(sub: &str) -> std::path::PathBuf {
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz").join(sub)
-    }
-
-    /// The files of `fuzz/<sub>`, sorted, or none if the directory does not exist.
-    pub(crate) fn files_in(sub: &str) -> Vec<(std::path::PathBuf, Vec<u8>)> {
-        let Ok(dir) = std::fs::read_dir(fuzz_dir(sub)) else { return Vec::new() };
-        let mut files: Vec<_> = dir
-            .map(|e| e.expect("readable directory entry").path())
-            .filter(|p| p.is_file())
-            .map(|p| {
-                let bytes = std::fs::read(&p).expect("readable corpus file");
-                (p, bytes)
-            })
-            .collect();
-        files.sort();
-        files
     }
 
     #[test]

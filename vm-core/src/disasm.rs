@@ -249,7 +249,8 @@ fn write_instr(out: &mut String, module: &Module, code_len: usize, instr: &Instr
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bytecode::testgen::{canonical_module, sample};
+    use crate::bytecode::encode;
+    use crate::bytecode::testgen::{canonical_module, files_in, fuzz_dir, sample};
     use crate::module::{FuncDebug, Function};
     use proptest::prelude::*;
 
@@ -412,7 +413,87 @@ L0:
         assert_eq!(disassemble(&Module::default()), ".nodebug\n");
     }
 
+    /// Assembles `text` and checks that the result encodes to the same bytes as `m`.
+    fn reassembles_identically(m: &Module, text: &str) -> Result<(), TestCaseError> {
+        let back = crate::asm::assemble_str("x.vasm", text)
+            .map_err(|e| TestCaseError::fail(format!("the disassembly does not assemble: {e}\n{text}")))?;
+        if encode(&back) != encode(m) {
+            return Err(TestCaseError::fail(format!(
+                "re-assembled module differs:\n{text}\nwanted {m:#?}\ngot {back:#?}"
+            )));
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn names_that_look_like_other_tokens_round_trip() {
+        // Function operands are parsed as names by position, so these are ordinary names.
+        for name in ["r1", "nil", "true", "nan", "inf", "L0", "a.b", "_", "func", "end", "ret", "r65536"] {
+            let m = Module {
+                consts: vec![],
+                funcs: vec![Function {
+                    name: name.into(),
+                    arity: 0,
+                    nregs: 1,
+                    code: vec![Instr::Fun { dst: 0, f: 0 }, Instr::Tcall { f: 0, args: 0, n: 0 }],
+                }],
+                debug: None,
+            };
+            assert!(is_canonical(&m));
+            reassembles_identically(&m, &disassemble(&m)).unwrap();
+        }
+    }
+
+    #[test]
+    fn the_sample_reassembles_to_identical_bytes() {
+        reassembles_identically(&sample(), SAMPLE_TEXT).unwrap();
+        let m = Module { debug: None, ..sample() };
+        reassembles_identically(&m, &disassemble(&m)).unwrap();
+    }
+
+    #[test]
+    fn sample_disassembly_seed_is_up_to_date() {
+        let path = fuzz_dir("seeds/assemble/sample_disasm.vasm");
+        if std::env::var_os("UPDATE_SEEDS").is_some() {
+            std::fs::write(&path, SAMPLE_TEXT).unwrap();
+        }
+        let have = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            have == SAMPLE_TEXT,
+            "fuzz/seeds/assemble/sample_disasm.vasm is out of date: run UPDATE_SEEDS=1 cargo test -p vm-core seed"
+        );
+    }
+
+    /// Every seed of the `assemble` fuzz target assembles, verifies and survives the round trip
+    /// the target checks; every regression input (a fixed crash) merely returns.
+    #[test]
+    fn replay_assemble_seeds_and_regressions() {
+        let seeds = files_in("seeds/assemble");
+        assert!(seeds.len() >= 4, "the seed corpus is missing");
+        for (path, bytes) in seeds {
+            let text = String::from_utf8(bytes).expect("seeds are UTF-8");
+            let m = crate::asm::assemble_str("seed.vasm", &text)
+                .unwrap_or_else(|e| panic!("seed {} does not assemble: {e}", path.display()));
+            assert_eq!(crate::verify::verify(&m), Ok(()), "{}", path.display());
+            assert!(is_canonical(&m), "{}: {:?}", path.display(), canonical_problems(&m));
+            reassembles_identically(&m, &disassemble(&m)).unwrap();
+        }
+        for (_, bytes) in files_in("regressions/assemble") {
+            if let Ok(text) = std::str::from_utf8(&bytes)
+                && let Ok(m) = crate::asm::assemble_str("regression.vasm", text)
+            {
+                let _ = crate::verify::verify(&m);
+                let _ = disassemble(&m);
+            }
+        }
+    }
+
     proptest! {
+        #[test]
+        fn disassembly_reassembles_to_identical_bytes(m in canonical_module()) {
+            reassembles_identically(&m, &disassemble(&m))?;
+        }
+
         #[test]
         fn canonical_modules_disassemble_with_one_func_per_function(m in canonical_module()) {
             prop_assert!(is_canonical(&m), "{:?}", canonical_problems(&m));

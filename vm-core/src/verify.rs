@@ -9,9 +9,10 @@
 //!    name) are unambiguous.
 //! 2. `f.nregs >= f.arity`: the arguments of a call always fit in the callee's frame.
 //! 3. `f.code` is non-empty, so a new frame always has an instruction at pc 0.
-//! 4. The last instruction of `f` is a terminator ([`Opcode::is_terminator`](crate::ops::Opcode::is_terminator): `jmp`, `ret`,
-//!    `tcall`, `tcallv`, `raise`, `rethrow`), so execution never runs off the end: together with
-//!    (8) every pc the interpreter reaches is `< f.code.len()`.
+//! 4. The last instruction of `f` is a terminator
+//!    ([`Opcode::is_terminator`](crate::ops::Opcode::is_terminator): an unconditional jump, a
+//!    return, a tail call or a raise), so execution never runs off the end: together with (8)
+//!    every pc the interpreter reaches is `< f.code.len()`.
 //! 5. Every `Dst` and `Reg` operand is `< f.nregs`.
 //! 6. For every `Reg` operand followed by a `Count` operand, `reg + count <= f.nregs`: the whole
 //!    register window (call arguments, tuple items, captured values) is inside the frame.
@@ -37,7 +38,7 @@
 
 use crate::bytecode::MAX_CONST_DEPTH;
 use crate::module::{Function, Module};
-use crate::ops::{Instr, OperandKind};
+use crate::ops::{Instr, Opcode, OperandKind};
 use crate::value::Value;
 use std::collections::HashMap;
 use std::fmt;
@@ -198,15 +199,22 @@ fn check_function(errors: &mut Errors, module: &Module, f: &Function) {
             f,
             f.code.len() - 1,
             format!(
-                "the last instruction `{}` falls through the end of the function (it must be ret, \
-                 jmp, tcall, tcallv, raise or rethrow)",
-                last.opcode().mnemonic()
+                "the last instruction `{}` falls through the end of the function (it must be one of {})",
+                last.opcode().mnemonic(),
+                terminators()
             ),
         );
     }
     for (pc, instr) in f.code.iter().enumerate() {
         check_instr(errors, module, f, pc, instr);
     }
+}
+
+/// The mnemonics of the instructions that do not fall through, from the op list.
+fn terminators() -> String {
+    let names: Vec<&str> =
+        Opcode::ALL.iter().filter(|op| op.is_terminator()).map(|op| op.mnemonic()).collect();
+    names.join(", ")
 }
 
 fn check_instr(errors: &mut Errors, module: &Module, f: &Function, pc: usize, instr: &Instr) {
@@ -377,7 +385,7 @@ mod tests {
         assert_eq!(
             errors(&m),
             ["in function spin, instruction 1: the last instruction `nop` falls through the end of the \
-              function (it must be ret, jmp, tcall, tcallv, raise or rethrow)"]
+              function (it must be one of jmp, tcall, tcallv, ret, raise, rethrow)"]
         );
         for last in [
             Instr::Ret { a: 0 },
@@ -521,7 +529,7 @@ mod tests {
                 "in function main, instruction 0: constant 9 out of range (module has 2 constants)",
                 "in function main: duplicate function name (function 1 has the name of function 0)",
                 "in function spin, instruction 0: the last instruction `now` falls through the end of the \
-                 function (it must be ret, jmp, tcall, tcallv, raise or rethrow)",
+                 function (it must be one of jmp, tcall, tcallv, ret, raise, rethrow)",
                 "in function spin: debug info has 2 line numbers for 1 instructions (it must have none or one \
                  per instruction)",
             ]
