@@ -77,6 +77,12 @@
 //! `Label` and `Func` indices are `u32`; `Imm` is `i32`. The decoder builds instructions with
 //! [`Instr::from_operands`], so the op list is the only instruction table there is.
 //!
+//! Because an opcode is a position in the op list, the list's order is part of the format:
+//! inserting or removing an op renumbers the ones after it, and `.vbc` files written before the
+//! change decode as different instructions (or fail to verify). While no `.vbc` files are kept
+//! across builds that is harmless; once they are, new ops go at the end of the list, and any
+//! other change bumps [`VERSION_MAJOR`].
+//!
 //! ## Debug (id 3)
 //!
 //! ```text
