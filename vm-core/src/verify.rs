@@ -26,9 +26,9 @@
 //!     `< files.len()`, and each entry's lines are empty or exactly one per instruction; so
 //!     [`Module::location`] finds what it looks for.
 //! 12. Every constant has a binary encoding: no pid, channel, resource or function value (those
-//!     exist only at run time), and containers nest at most
-//!     [`MAX_CONST_DEPTH`](crate::bytecode::MAX_CONST_DEPTH) deep. This one is for the file
-//!     format rather than the interpreter: a verified module encodes to bytes that load again.
+//!     exist only at run time), and containers nest at most [`MAX_CONST_DEPTH`] deep. This one
+//!     is for the file format rather than the interpreter: a verified module encodes to bytes
+//!     that load again.
 //!
 //! Things the verifier deliberately does **not** check, because the interpreter checks them at
 //! run time and raises an exception: the types of register contents, the arity of calls through
