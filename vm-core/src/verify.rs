@@ -384,9 +384,13 @@ mod tests {
         let m = with_instr(2, 1, Instr::Nop {});
         assert_eq!(
             errors(&m),
-            ["in function spin, instruction 1: the last instruction `nop` falls through the end of the \
-              function (it must be one of jmp, tcall, tcallv, ret, raise, rethrow)"]
+            [format!(
+                "in function spin, instruction 1: the last instruction `nop` falls through the end of the \
+                 function (it must be one of {})",
+                terminators()
+            )]
         );
+        assert!(terminators().starts_with("jmp, tcall, tcallv, ret, raise, rethrow"), "{}", terminators());
         for last in [
             Instr::Ret { a: 0 },
             Instr::Jmp { target: 0 },
@@ -394,6 +398,7 @@ mod tests {
             Instr::Tcallv { f: 0, args: 0, n: 0 },
             Instr::Raise { kind: 0, msg: 0 },
             Instr::Rethrow { e: 0 },
+            Instr::Stop { reason: 0 },
         ] {
             assert_eq!(errors(&with_instr(2, 1, last)), Vec::<String>::new(), "{last:?}");
         }
@@ -528,8 +533,11 @@ mod tests {
                 "in function main, instruction 0: register r7 out of range (function has 3 registers)",
                 "in function main, instruction 0: constant 9 out of range (module has 2 constants)",
                 "in function main: duplicate function name (function 1 has the name of function 0)",
-                "in function spin, instruction 0: the last instruction `now` falls through the end of the \
-                 function (it must be one of jmp, tcall, tcallv, ret, raise, rethrow)",
+                &format!(
+                    "in function spin, instruction 0: the last instruction `now` falls through the end of \
+                     the function (it must be one of {})",
+                    terminators()
+                ),
                 "in function spin: debug info has 2 line numbers for 1 instructions (it must have none or one \
                  per instruction)",
             ]
