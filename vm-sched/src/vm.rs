@@ -41,7 +41,10 @@ pub trait Output: Send + Sync {
 /// Runtime settings.
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// Fuel per slice: an actor yields to tokio after this many calls and backward jumps.
+    /// Fuel per slice: an actor yields to tokio after this many calls and backward jumps. The
+    /// default, 10,000, was chosen with `benches/programs/fairness.vasm` and `loop.vasm`
+    /// (docs/BENCHMARKS.md): 2,000 made a busy loop pay ~25% for yields (each wakes an idle
+    /// worker), while 50,000 let a 1 ms ticker beside four spinning actors fall late.
     pub fuel: u32,
     /// Default maximum frame depth of an actor.
     pub max_frames: u32,
@@ -54,7 +57,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Config {
         Config {
-            fuel: 2000,
+            fuel: 10_000,
             max_frames: vm_core::step::DEFAULT_MAX_FRAMES,
             max_actors: 4_000_000,
             hog_threshold_ms: 100,
