@@ -6,6 +6,7 @@
 //! - `actor`: the per-actor driver loop and the `Host` the interpreter sees.
 
 pub mod actor;
+pub mod chan;
 pub mod mailbox;
 mod sync;
 pub mod vm;
