@@ -800,15 +800,13 @@ fn cold<H: Host + ?Sized>(
         },
         Instr::Csend { ch, v } => match chan_of("csend", &reg!(ch)) {
             Ok(h) => {
-                let cases = vec![SelectCase::Send(h, reg!(v).clone())];
-                select(host, regs, None, 0, SelectShape::Send, cases, None)
+                let cases = [SelectCase::Send(h, reg!(v).clone())];
+                select(host, regs, None, 0, SelectShape::Send, &cases, None)
             }
             Err(e) => Flow::Throw(e),
         },
         Instr::Crecv { dst, ch, closed } => match chan_of("crecv", &reg!(ch)) {
-            Ok(h) => {
-                select(host, regs, Some(dst), closed, SelectShape::Recv, vec![SelectCase::Recv(h)], None)
-            }
+            Ok(h) => select(host, regs, Some(dst), closed, SelectShape::Recv, &[SelectCase::Recv(h)], None),
             Err(e) => Flow::Throw(e),
         },
         Instr::Ctrysend { dst, ch, v } => {
@@ -845,7 +843,7 @@ fn cold<H: Host + ?Sized>(
             };
             match (select_cases(&reg!(cases)), timeout) {
                 (Ok(cases), Ok(timeout)) => {
-                    select(host, regs, Some(dst), target, SelectShape::Select, cases, timeout)
+                    select(host, regs, Some(dst), target, SelectShape::Select, &cases, timeout)
                 }
                 (Err(e), _) | (_, Err(e)) => Flow::Throw(e),
             }
@@ -964,10 +962,12 @@ fn select<H: Host + ?Sized>(
     dst: Option<u16>,
     label: u32,
     shape: SelectShape,
-    cases: Vec<SelectCase>,
+    cases: &[SelectCase],
     timeout_ms: Option<u64>,
 ) -> Flow {
-    match host.chan_try(&cases) {
+    // The case list is only copied to the heap when the actor really has to wait.
+    let block = || Flow::Block(Effect::Select { shape, cases: cases.to_vec(), timeout_ms });
+    match host.chan_try(cases) {
         Ok(Some(fired)) => match crate::step::select_resume(shape, fired) {
             Resume::Value(v) => {
                 if let Some(d) = dst {
@@ -977,10 +977,10 @@ fn select<H: Host + ?Sized>(
             }
             Resume::Raise(e) => Flow::Throw(e),
             Resume::Timeout => Flow::Jump(label),
-            Resume::Retry => Flow::Block(Effect::Select { shape, cases, timeout_ms }),
+            Resume::Retry => block(),
         },
         Ok(None) if timeout_ms == Some(0) => Flow::Jump(label),
-        Ok(None) => Flow::Block(Effect::Select { shape, cases, timeout_ms }),
+        Ok(None) => block(),
         Err(e) => Flow::Throw(e),
     }
 }

@@ -395,6 +395,13 @@ fn channel_of(h: &Handle) -> Result<Arc<Channel>, Exception> {
         .ok_or_else(|| Exception::badarg(format!("#chan<{}> is not a live channel of this VM", h.id())))
 }
 
+/// The channel behind a handle, borrowed (no reference-count traffic on the fast path).
+fn channel_ref(h: &Handle) -> Result<&Channel, Exception> {
+    h.payload()
+        .and_then(|p| p.downcast_ref::<Channel>())
+        .ok_or_else(|| Exception::badarg(format!("#chan<{}> is not a live channel of this VM", h.id())))
+}
+
 /// A select's cases split into channel cases (for the channel core) and mailbox cases, with the
 /// program's case index of each.
 struct SplitCases {
@@ -590,6 +597,25 @@ impl Host for ActorHost<'_> {
     }
 
     fn chan_try(&mut self, cases: &[SelectCase]) -> Result<Option<Fired>, Exception> {
+        let active = &self.vm.shared.active;
+        // A plain send or receive: the channel's own single-case fast path, with no allocation.
+        match cases {
+            [SelectCase::Send(h, v)] => {
+                return match channel_ref(h)?.try_send(v.clone(), active) {
+                    Ok(()) => Ok(Some(Fired::Sent(0))),
+                    Err(chan::TrySendError::Closed(_)) => Ok(Some(Fired::SendClosed(0))),
+                    Err(chan::TrySendError::Full(_)) => Ok(None),
+                };
+            }
+            [SelectCase::Recv(h)] => {
+                return Ok(match channel_ref(h)?.try_recv(active) {
+                    chan::TryRecv::Value(v) => Some(Fired::Received(0, v)),
+                    chan::TryRecv::Closed => Some(Fired::Closed(0)),
+                    chan::TryRecv::Empty => None,
+                });
+            }
+            _ => {}
+        }
         let split = split_cases(cases)?;
         if let Some(f) = chan::try_select(&split.chans, &self.vm.shared.active) {
             return Ok(Some(split.fired(f)));
@@ -598,7 +624,7 @@ impl Host for ActorHost<'_> {
     }
 
     fn chan_close(&mut self, h: &Handle) -> Result<(), Exception> {
-        channel_of(h)?
+        channel_ref(h)?
             .close(&self.vm.shared.active)
             .map_err(|_| Exception::new(Atom::new("closed"), format!("#chan<{}> is already closed", h.id())))
     }
