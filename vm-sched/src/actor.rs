@@ -470,11 +470,12 @@ impl<'a> SelectWait<'a> {
     fn new(
         vm: &'a Vm,
         cell: &'a ActorCell,
-        split: SplitCases,
+        mut split: SplitCases,
         what: &'static str,
         timeout_ms: Option<u64>,
     ) -> Self {
-        let sel = Some(chan::Select::new(split.chans.clone(), timeout_ms.is_none()));
+        // The channel core owns the cases from here; `split` keeps only the index mapping.
+        let sel = Some(chan::Select::new(std::mem::take(&mut split.chans), timeout_ms.is_none()));
         let timer = timeout_ms.map(|ms| Box::pin(tokio::time::sleep(Duration::from_millis(ms))));
         SelectWait { vm, cell, split, sel, timer, what }
     }
