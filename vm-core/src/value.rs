@@ -49,6 +49,9 @@ pub type DropHook = Box<dyn Fn(u64) + Send + Sync>;
 /// The runtime object behind a handle, opaque to vm-core.
 pub type Payload = Arc<dyn std::any::Any + Send + Sync>;
 
+/// Called when a watched handle's reference count falls to the watch's threshold.
+pub type WatchHook = Box<dyn Fn() + Send + Sync>;
+
 #[derive(Serialize, Deserialize)]
 struct HandleInner {
     id: u64,
@@ -56,6 +59,35 @@ struct HandleInner {
     payload: Option<Payload>,
     #[serde(skip)]
     on_drop: Option<DropHook>,
+    /// Set while `watches` is non-empty, so unwatched handles pay one relaxed load per drop.
+    #[serde(skip)]
+    watched: std::sync::atomic::AtomicBool,
+    /// `(owner, threshold, hook)`: call `hook` when the count of handles falls to `threshold`.
+    #[serde(skip)]
+    watches: std::sync::Mutex<Vec<(u64, usize, WatchHook)>>,
+}
+
+/// Watches fire from here: a clone of a handle going away may leave only the references its
+/// watchers hold themselves (the runtime uses this to find channels no one else can reach).
+impl Drop for Handle {
+    fn drop(&mut self) {
+        if !self.0.watched.load(std::sync::atomic::Ordering::Acquire) {
+            return;
+        }
+        let remaining = Arc::strong_count(&self.0) - 1;
+        let watches = self.0.watches.lock().unwrap_or_else(|p| p.into_inner());
+        for (_, threshold, hook) in watches.iter() {
+            if remaining == *threshold {
+                hook();
+            }
+        }
+    }
+}
+
+impl HandleInner {
+    fn new(id: u64, payload: Option<Payload>, on_drop: Option<DropHook>) -> HandleInner {
+        HandleInner { id, payload, on_drop, watched: Default::default(), watches: Default::default() }
+    }
 }
 
 impl Drop for HandleInner {
@@ -69,18 +101,18 @@ impl Drop for HandleInner {
 impl Handle {
     /// A handle with no drop hook.
     pub fn new(id: u64) -> Handle {
-        Handle(Arc::new(HandleInner { id, payload: None, on_drop: None }))
+        Handle(Arc::new(HandleInner::new(id, None, None)))
     }
 
     /// A handle that calls `hook(id)` when its last clone is dropped.
     pub fn with_drop_hook(id: u64, hook: DropHook) -> Handle {
-        Handle(Arc::new(HandleInner { id, payload: None, on_drop: Some(hook) }))
+        Handle(Arc::new(HandleInner::new(id, None, Some(hook))))
     }
 
     /// A handle carrying the runtime's object itself, so using it needs no table lookup. The
     /// object lives as long as some handle (or the runtime) holds it.
     pub fn with_payload(id: u64, payload: Payload) -> Handle {
-        Handle(Arc::new(HandleInner { id, payload: Some(payload), on_drop: None }))
+        Handle(Arc::new(HandleInner::new(id, Some(payload), None)))
     }
 
     /// The runtime object, if this handle carries one (a handle restored from a snapshot does
@@ -97,6 +129,26 @@ impl Handle {
     /// How many clones of this handle exist.
     pub fn ref_count(&self) -> usize {
         Arc::strong_count(&self.0)
+    }
+
+    /// Calls `hook` when dropping a clone leaves exactly `threshold` clones. `owner` identifies
+    /// the watch for [`Handle::unwatch`]. Returns the count at the moment the watch was set, so
+    /// the caller can check whether the threshold was already reached (set first, then check:
+    /// a drop in between cannot be missed).
+    pub fn watch(&self, owner: u64, threshold: usize, hook: WatchHook) -> usize {
+        let mut w = self.0.watches.lock().unwrap_or_else(|p| p.into_inner());
+        w.push((owner, threshold, hook));
+        self.0.watched.store(true, std::sync::atomic::Ordering::Release);
+        Arc::strong_count(&self.0)
+    }
+
+    /// Removes the watches set by `owner`.
+    pub fn unwatch(&self, owner: u64) {
+        let mut w = self.0.watches.lock().unwrap_or_else(|p| p.into_inner());
+        w.retain(|(o, _, _)| *o != owner);
+        if w.is_empty() {
+            self.0.watched.store(false, std::sync::atomic::Ordering::Release);
+        }
     }
 }
 
@@ -340,6 +392,23 @@ mod map_as_pairs {
     }
 }
 
+/// How many times the handle with `id` (a channel or resource) occurs in `v`, looking inside
+/// tuples, lists, maps and closures. Iterative, so deep nesting cannot overflow the stack.
+pub fn count_handle_refs(v: &Value, id: u64) -> usize {
+    let mut n = 0;
+    let mut stack = vec![v];
+    while let Some(v) = stack.pop() {
+        match v {
+            Value::Chan(h) | Value::Res(h) if h.id() == id => n += 1,
+            Value::Tuple(t) | Value::List(t) => stack.extend(t.iter()),
+            Value::Map(m) => m.iter().for_each(|(k, v)| stack.extend([k, v])),
+            Value::Fun(c) => stack.extend(c.env.iter()),
+            _ => {}
+        }
+    }
+    n
+}
+
 /// Selective-receive pattern matching: a pattern matches a value equal to it; the atom `:_`
 /// matches anything; a tuple (or list) pattern matches a tuple (or list) of the same length whose
 /// elements match element by element. So `{:reply, :_, :_}` matches any three-element tuple
@@ -510,6 +579,32 @@ mod tests {
         assert!(!matches(&Value::tuple(vec![Value::atom("reply"), any.clone()]), &msg));
         assert!(matches(&Value::Int(7), &Value::Int(7)));
         assert!(!matches(&Value::Int(7), &Value::Float(7.0)));
+    }
+
+    #[test]
+    fn a_watch_fires_when_only_the_watchers_references_remain() {
+        use std::sync::atomic::{AtomicUsize, Ordering as O};
+        let fired = Arc::new(AtomicUsize::new(0));
+        let f2 = fired.clone();
+        let mine = Handle::new(5);
+        let theirs = mine.clone();
+        let nested = Value::list(vec![Value::tuple(vec![Value::Chan(theirs.clone())])]);
+        assert_eq!(count_handle_refs(&nested, 5), 1);
+        assert_eq!(
+            mine.watch(
+                1,
+                1,
+                Box::new(move || {
+                    f2.fetch_add(1, O::SeqCst);
+                })
+            ),
+            3
+        );
+        drop(nested);
+        assert_eq!(fired.load(O::SeqCst), 0, "two clones left");
+        drop(theirs);
+        assert_eq!(fired.load(O::SeqCst), 1, "only the watcher's own clone is left");
+        mine.unwatch(1);
     }
 
     #[test]

@@ -105,7 +105,7 @@ async fn run(host: &mut ActorHost<'_>, module: &Module, st: &mut ActorState) -> 
                     Signal::Exit { reason, .. } => return ExitReason::Stopped(reason),
                     Signal::Interrupt { exc, mode: 2 } => return ExitReason::Stopped(exception_reason(&exc)),
                     Signal::Interrupt { exc, mode: 1 } => st.pending = Some(exc),
-                    Signal::Interrupt { .. } => {}
+                    Signal::Interrupt { .. } | Signal::Orphaned(_) => {}
                 }
             }
         }
@@ -146,19 +146,14 @@ async fn run(host: &mut ActorHost<'_>, module: &Module, st: &mut ActorState) -> 
                 Effect::Stop(reason) => return ExitReason::Stopped(reason),
                 Effect::Select { shape, cases, timeout_ms } => {
                     cell.set_state(RunState::Waiting);
-                    let split = match split_cases(&cases) {
-                        Ok(s) => s,
+                    let wait = match start_select(vm, cell, st, shape, cases, timeout_ms) {
+                        Ok(w) => w,
                         Err(e) => {
                             st.resume(module, Resume::Raise(e));
                             continue;
                         }
                     };
-                    let what = match shape {
-                        SelectShape::Send => "channel send",
-                        SelectShape::Recv => "channel receive",
-                        SelectShape::Select => "select",
-                    };
-                    match Box::pin(SelectWait::new(vm, cell, split, what, timeout_ms)).await {
+                    match wait.await {
                         SelectEnd::Fired(f) => st.resume(module, select_resume(shape, f)),
                         SelectEnd::TimedOut => st.resume(module, Resume::Timeout),
                         SelectEnd::Signal(sig, committed) => {
@@ -167,7 +162,7 @@ async fn run(host: &mut ActorHost<'_>, module: &Module, st: &mut ActorState) -> 
                                 // actor: mode 0 no longer applies, mode 1 is raised next.
                                 st.resume(module, select_resume(shape, f));
                                 match sig {
-                                    Signal::Interrupt { mode: 0, .. } => {}
+                                    Signal::Interrupt { mode: 0, .. } | Signal::Orphaned(_) => {}
                                     Signal::Interrupt { exc, mode: 1 } => st.pending = Some(exc),
                                     other => {
                                         if let Some(end) = blocked_signal(module, st, other) {
@@ -200,7 +195,8 @@ async fn run(host: &mut ActorHost<'_>, module: &Module, st: &mut ActorState) -> 
                         natives::Kind::Blocking => {
                             cell.set_state(RunState::RealBlocked);
                             let job = tokio::task::spawn_blocking(move || natives::call(native, &args));
-                            match real_block(vm, cell, job).await {
+                            // Boxed: native calls are rare, and this keeps every task small.
+                            match Box::pin(real_block(vm, cell, job)).await {
                                 Ok((_, Some(interrupt))) => st.resume(module, Resume::Raise(interrupt)),
                                 Ok((result, None)) => st.resume(module, native_result(result)),
                                 Err(end) => return end,
@@ -288,7 +284,7 @@ async fn real_block(
             Ok(Ok(result)) => break Ok(result),
             Ok(Err(join)) => break Err(join.try_into_panic().map_or_else(|e| e.to_string(), panic_text)),
             Err(Signal::Interrupt { exc, mode: 1 }) => interrupt = Some(exc),
-            Err(Signal::Interrupt { mode: 0, .. }) => {}
+            Err(Signal::Interrupt { mode: 0, .. }) | Err(Signal::Orphaned(_)) => {}
             Err(Signal::Kill(reason)) => return Err(ExitReason::Killed(reason)),
             Err(Signal::Exit { reason, .. }) => return Err(ExitReason::Stopped(reason)),
             Err(Signal::Interrupt { exc, .. }) => return Err(ExitReason::Stopped(exception_reason(&exc))),
@@ -305,7 +301,7 @@ fn blocked_signal(module: &Module, st: &mut ActorState, sig: Signal) -> Option<E
         Signal::Kill(reason) => Some(ExitReason::Killed(reason)),
         Signal::Exit { reason, .. } => Some(ExitReason::Stopped(reason)),
         Signal::Interrupt { exc, mode: 2 } => Some(ExitReason::Stopped(exception_reason(&exc))),
-        Signal::Interrupt { exc, .. } => {
+        Signal::Interrupt { exc, .. } | Signal::Orphaned(exc) => {
             st.resume(module, Resume::Raise(exc));
             None
         }
@@ -395,6 +391,77 @@ fn channel_of(h: &Handle) -> Result<Arc<Channel>, Exception> {
         .ok_or_else(|| Exception::badarg(format!("#chan<{}> is not a live channel of this VM", h.id())))
 }
 
+/// Prepares a blocking select: splits its cases, sets up orphan detection (an indefinite wait
+/// on channels only — a mailbox case could still complete it — watches each channel for the
+/// moment no one but this actor holds it) and returns the boxed wait. A plain function, so that
+/// none of this setup's locals take room in every actor's task.
+fn start_select<'a>(
+    vm: &'a Vm,
+    cell: &'a ActorCell,
+    st: &ActorState,
+    shape: SelectShape,
+    cases: Vec<SelectCase>,
+    timeout_ms: Option<u64>,
+) -> Result<Pin<Box<SelectWait<'a>>>, Exception> {
+    let split = split_cases(&cases)?;
+    let watched =
+        if timeout_ms.is_none() && split.messages.is_empty() { channel_handles(&cases) } else { Vec::new() };
+    drop(cases);
+    if let Some(e) = watch_orphans(vm, cell, st, &watched) {
+        unwatch(cell, &watched);
+        return Err(e);
+    }
+    let what = match shape {
+        SelectShape::Send => "channel send",
+        SelectShape::Recv => "channel receive",
+        SelectShape::Select => "select",
+    };
+    Ok(Box::pin(SelectWait::new(vm, cell, split, what, timeout_ms, watched)))
+}
+
+/// The distinct channel handles of a select's cases.
+fn channel_handles(cases: &[SelectCase]) -> Vec<Handle> {
+    let mut out: Vec<Handle> = Vec::new();
+    for c in cases {
+        if let SelectCase::Send(h, _) | SelectCase::Recv(h) = c
+            && !out.iter().any(|o| o.id() == h.id())
+        {
+            out.push(h.clone());
+        }
+    }
+    out
+}
+
+fn orphaned(id: u64) -> Exception {
+    Exception::new(Atom::new("orphaned"), format!("orphaned channel: no other live actor holds #chan<{id}>"))
+}
+
+/// Watches each channel for the moment only this actor's own references remain (its registers,
+/// its mailbox, and the clone in `watched`); returns the exception at once if that is already
+/// so. See `Handle::watch`.
+fn watch_orphans(vm: &Vm, cell: &ActorCell, st: &ActorState, watched: &[Handle]) -> Option<Exception> {
+    let mut now = None;
+    for h in watched {
+        let id = h.id();
+        let in_regs: usize = st.regs.iter().map(|v| vm_core::value::count_handle_refs(v, id)).sum();
+        let in_mail: usize =
+            cell.mailbox.with(|i| i.messages.iter().map(|v| vm_core::value::count_handle_refs(v, id)).sum());
+        let own = in_regs + in_mail + 1;
+        let (vm2, pid) = (vm.clone(), cell.pid);
+        let count = h.watch(pid.0, own, Box::new(move || vm2.signal(pid, Signal::Orphaned(orphaned(id)))));
+        if count == own && now.is_none() {
+            now = Some(orphaned(id));
+        }
+    }
+    now
+}
+
+fn unwatch(cell: &ActorCell, watched: &[Handle]) {
+    for h in watched {
+        h.unwatch(cell.pid.0);
+    }
+}
+
 /// The channel behind a handle, borrowed (no reference-count traffic on the fast path).
 fn channel_ref(h: &Handle) -> Result<&Channel, Exception> {
     h.payload()
@@ -464,6 +531,8 @@ struct SelectWait<'a> {
     sel: Option<chan::Select>,
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
     what: &'static str,
+    /// Channels watched for being orphaned; unwatched when the wait ends.
+    watched: Vec<Handle>,
 }
 
 impl<'a> SelectWait<'a> {
@@ -473,11 +542,12 @@ impl<'a> SelectWait<'a> {
         mut split: SplitCases,
         what: &'static str,
         timeout_ms: Option<u64>,
+        watched: Vec<Handle>,
     ) -> Self {
         // The channel core owns the cases from here; `split` keeps only the index mapping.
         let sel = Some(chan::Select::new(std::mem::take(&mut split.chans), timeout_ms.is_none()));
         let timer = timeout_ms.map(|ms| Box::pin(tokio::time::sleep(Duration::from_millis(ms))));
-        SelectWait { vm, cell, split, sel, timer, what }
+        SelectWait { vm, cell, split, sel, timer, what, watched }
     }
 
     /// Cancels the channel select; `Some` if a channel case had committed first.
@@ -540,6 +610,7 @@ impl Future for SelectWait<'_> {
 /// entries for an actor that is gone.
 impl Drop for SelectWait<'_> {
     fn drop(&mut self) {
+        unwatch(self.cell, &self.watched);
         if self.sel.is_some() {
             self.cancel();
             self.cell.mailbox.cancel_wait(&self.vm.shared.active);

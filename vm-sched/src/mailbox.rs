@@ -47,6 +47,9 @@ pub enum Signal {
     },
     /// End the actor now with this reason; cannot be trapped or caught.
     Kill(Value),
+    /// The channel the actor waits on can no longer be reached by any other actor: raise this
+    /// at the blocked instruction (stale, and ignored, if the wait has already ended).
+    Orphaned(Exception),
     /// Raise an exception in the actor (modes 0 and 1), or end it with the exception (mode 2).
     Interrupt {
         /// The exception.

@@ -1143,16 +1143,90 @@ loop:
 
 #[test]
 fn deadlock_reports_name_channel_waits() {
+    // Two actors wait on a channel both hold: not orphaned, but nobody will ever send.
     let (o, _) = run(r#"
 .func main 0
     int r0, 0
     chan r1, r0
-    crecv r2, r1, closed
-    ret r2
+    fun r2, waiter
+    spawn r3, r2, r1, 1
+    crecv r4, r1, closed
+    ret r4
+closed:
+    ret r0
+.end
+
+.func waiter 1
+    crecv r1, r0, closed
+    ret r1
 closed:
     ret r0
 .end
 "#);
     let Outcome::Deadlock(report) = o else { panic!("expected a deadlock, got {o:?}") };
-    assert!(report.contains("channel receive"), "{report}");
+    assert!(report.contains("<1>: waiting in channel receive"), "{report}");
+    assert!(report.contains("<2>: waiting in channel receive"), "{report}");
+}
+
+#[test]
+fn waiting_on_a_channel_no_one_else_holds_raises_orphaned() {
+    let (_, out) = run(r#"
+.func main 0
+    int r0, 0
+    chan r1, r0
+    try r2, caught
+    crecv r3, r1, closed
+    ret r3
+caught:
+    tget r4, r2, 0
+    print r4
+    ret r4
+closed:
+    ret r0
+.end
+"#);
+    assert_eq!(out, lines(&[":orphaned"]));
+}
+
+#[test]
+fn a_channel_becomes_orphaned_when_its_last_other_holder_exits() {
+    // `holder` keeps the channel for 50 ms and exits without sending; main is then alone with it.
+    // A second holder that does send must not trigger the exception.
+    let (_, out) = run(r#"
+.func main 0
+    int r0, 0
+    chan r1, r0
+    fun r2, holder
+    spawn r3, r2, r1, 1
+    try r4, caught
+    crecv r5, r1, closed
+    ret r5
+caught:
+    tget r6, r4, 0
+    print r6
+    chan r1, r0
+    fun r2, sender
+    spawn r3, r2, r1, 1
+    crecv r5, r1, closed
+    print r5
+    ret r5
+closed:
+    ret r0
+.end
+
+.func holder 1
+    int r1, 50
+    sleep r1
+    ret r1
+.end
+
+.func sender 1
+    int r1, 50
+    sleep r1
+    const r2, "delivered"
+    csend r0, r2
+    ret r2
+.end
+"#);
+    assert_eq!(out, lines(&[":orphaned", "delivered"]));
 }
