@@ -110,9 +110,11 @@ struct ChanState {
     /// Buffered values, oldest first; never longer than `cap`.
     buf: VecDeque<Value>,
     closed: bool,
-    /// Parked receivers, oldest first. Non-empty only while `buf` is empty.
+    /// Parked receivers, oldest first. Holds live (unclaimed) entries only while `buf` is empty;
+    /// stale entries of selects claimed elsewhere are skipped and dropped by whoever meets them.
     recvq: VecDeque<Parked>,
-    /// Parked senders with their values, oldest first. Non-empty only while `buf` is full.
+    /// Parked senders with their values, oldest first. Holds live entries only while `buf` is
+    /// full (always, for a rendezvous channel).
     sendq: VecDeque<(Parked, Value)>,
 }
 
@@ -401,6 +403,10 @@ struct Locked<'a> {
 
 impl<'a> Locked<'a> {
     fn new(cases: &'a [Case]) -> Locked<'a> {
+        if let [case] = cases {
+            // A plain send or receive: nothing to order.
+            return Locked { guards: vec![lock(&case.chan.state)], guard_of: vec![0] };
+        }
         let mut idx: Vec<usize> = (0..cases.len()).collect();
         idx.sort_unstable_by_key(|&i| (cases[i].chan.id, Arc::as_ptr(&cases[i].chan).addr()));
         let mut guards = Vec::with_capacity(idx.len());
@@ -1251,6 +1257,13 @@ mod loom_tests {
         }))
     }
 
+    /// An actor thread exits. In the models that use this, someone else is always active when
+    /// an actor exits (the main thread, or a parked party the exiting one has woken and so
+    /// counted back in), so the exit must not bring `active` to zero.
+    fn exit(active: &AtomicUsize) {
+        assert!(active.fetch_sub(1, Ordering::SeqCst) > 1, "a woken actor was left counted out");
+    }
+
     /// Polls once (the driver's first poll), without blocking.
     fn poll_once(sel: &mut Select, active: &AtomicUsize) -> Poll<Fired> {
         sel.poll(&mut Context::from_waker(Waker::noop()), active).0
@@ -1266,7 +1279,7 @@ mod loom_tests {
                 let (c, active) = (c.clone(), active.clone());
                 loom::thread::spawn(move || {
                     let f = block(vec![Case::send(&c, Value::Int(7))], &active);
-                    active.fetch_sub(1, Ordering::SeqCst);
+                    exit(&active);
                     f
                 })
             };
@@ -1291,7 +1304,7 @@ mod loom_tests {
                 let (c, active) = (c.clone(), active.clone());
                 loom::thread::spawn(move || {
                     let f = block(vec![Case::send(&c, Value::Int(v))], &active);
-                    active.fetch_sub(1, Ordering::SeqCst);
+                    exit(&active);
                     f
                 })
             };
@@ -1393,7 +1406,7 @@ mod loom_tests {
                 let active = active.clone();
                 loom::thread::spawn(move || {
                     let f = block(vec![case], &active);
-                    active.fetch_sub(1, Ordering::SeqCst);
+                    exit(&active);
                     f
                 })
             };
