@@ -159,6 +159,12 @@ well_known! {
     CHAN = "chan",
     RESOURCE = "resource",
     FUN = "fun",
+    // Actor signals and patterns.
+    WILDCARD = "_",
+    EXIT = "EXIT",
+    DOWN = "DOWN",
+    KILL = "kill",
+    UNSUPPORTED = "unsupported",
 }
 
 #[cfg(test)]

@@ -1,9 +1,1749 @@
-//! The stepper (being written).
-use crate::module::Module;
-use crate::step::{ActorState, Host, Step};
+//! The stepper: runs one actor for a budget of fuel.
+//!
+//! [`step`] implements the contract of [`crate::step`]: it never blocks and never awaits, and it
+//! returns as soon as the fuel is spent, an instruction would wait (rewinding onto it), the
+//! actor's first function returns, or an exception escapes every handler.
+//!
+//! **Safety of indexing.** The interpreter indexes registers, constants, functions and code
+//! without re-checking operands, relying on the verifier's guarantees (see `verify`): operands in
+//! bounds, windows in bounds, call counts equal to callee arities, every function ending in a
+//! terminator. Indexing is still bounds-checked by Rust (no `unsafe`), so a bug or an unverified
+//! module panics instead of corrupting memory; but verified code never panics. Values that did not
+//! come from verified code (function values received in messages or restored from a snapshot, a
+//! deserialised `ActorState`) are checked where they are used.
+//!
+//! **Frames.** Calls use the VM-managed frame stack in [`ActorState::frames`], never Rust
+//! recursion. A call pushes the arguments onto the register stack after the caller's window,
+//! grows it to the callee's register count (new registers are `nil`) and pushes a [`Frame`]; a
+//! return truncates the register stack back to the caller's window, dropping the callee's values
+//! at once (so they stop keeping channels or messages alive). A caller's `pc` stays on its call
+//! instruction while the callee runs; the return continues after it.
+//!
+//! **Fuel** is charged one unit per call and per backward jump, never per instruction, so straight
+//! line code pays nothing and every loop pays once per iteration. A call with no fuel left yields
+//! *before* it happens (the actor resumes by running the call); a backward jump with no fuel left
+//! yields after it.
+//!
+//! **Exceptions.** `try` pushes a [`Handler`] naming its frame. Raising pops the innermost handler,
+//! truncates the frame stack to its frame, stores `{kind, msg}` in its register and jumps to its
+//! target. Returning from (or tail-calling out of) a frame discards the handlers it installed. An
+//! exception with no handler leaves the frames in place (so the location is known) and ends the
+//! step with [`Step::Failed`].
 
-/// Runs `state` for at most `fuel` units.
-pub fn step<H: Host + ?Sized>(state: &mut ActorState, module: &Module, host: &mut H, fuel: u32) -> Step {
-    let _ = (state, module, host, fuel);
-    Step::Yielded
+use crate::atom::Atom;
+use crate::atom::atoms;
+use crate::exception::Exception;
+use crate::module::Module;
+use crate::ops::Instr;
+use crate::step::{ActorOp, ActorState, Effect, Fault, Frame, Handler, Host, SpawnOpts, Step};
+use crate::value::{Closure, Pid, Value};
+use std::cmp::Ordering;
+use std::sync::Arc;
+
+/// Runs `st` for at most `fuel` units (see the module docs).
+pub fn step<H: Host + ?Sized>(st: &mut ActorState, m: &Module, host: &mut H, fuel: u32) -> Step {
+    let (result, left) = run(st, m, host, fuel);
+    st.reductions += u64::from(fuel - left);
+    result
+}
+
+/// The interpreter loop; returns the step and the fuel left.
+fn run<H: Host + ?Sized>(st: &mut ActorState, m: &Module, host: &mut H, mut fuel: u32) -> (Step, u32) {
+    // An exception left by `resume` is raised at the blocked instruction before anything runs.
+    if let Some(e) = st.pending.take()
+        && let Err(fault) = unwind(st, m, e)
+    {
+        return (Step::Failed(fault), fuel);
+    }
+    let Some(&cur) = st.frames.last() else {
+        return (
+            Step::Failed(Fault {
+                exception: Exception::badarg("the actor has already exited"),
+                func: 0,
+                pc: 0,
+            }),
+            fuel,
+        );
+    };
+    let Some(cur_fn) = m.funcs.get(cur.func as usize) else {
+        let msg = format!("actor state names function #{} not in the module", cur.func);
+        return (Step::Failed(Fault { exception: Exception::badarg(msg), func: cur.func, pc: cur.pc }), fuel);
+    };
+    let mut code: &[Instr] = &cur_fn.code;
+    let mut pc = cur.pc as usize;
+    let mut base = cur.base as usize;
+    // The top of the running frame: `base + nregs`. The register stack may be longer (see
+    // `ActorState`): slots above the top hold only scalars.
+    let mut top = base + cur_fn.nregs as usize;
+    if top > st.regs.len() || pc >= code.len() {
+        let msg = "actor state's registers or program counter do not match its frame";
+        return (Step::Failed(Fault { exception: Exception::badarg(msg), func: cur.func, pc: cur.pc }), fuel);
+    }
+    // The running frame's registers, from `base` to the end of the stack. Kept as a local slice
+    // (re-derived after anything that moves the register stack) so that a register access is one
+    // bounds check and one load.
+    let mut regs: &mut [Value] = &mut st.regs[base..];
+
+    // Reloads the cached frame registers from the frame stack after an unwind.
+    macro_rules! reload {
+        () => {{
+            let f = *st.frames.last().expect("unwind keeps the handler's frame");
+            code = &m.funcs[f.func as usize].code;
+            pc = f.pc as usize;
+            base = f.base as usize;
+            top = base + m.funcs[f.func as usize].nregs as usize;
+            regs = &mut st.regs[base..];
+        }};
+    }
+    macro_rules! save {
+        () => {
+            if let Some(f) = st.frames.last_mut() {
+                f.pc = pc as u32;
+            }
+        };
+    }
+    macro_rules! throw {
+        ($e:expr) => {{
+            let e: Exception = $e;
+            save!();
+            match unwind(st, m, e) {
+                Ok(()) => {
+                    reload!();
+                    continue;
+                }
+                Err(fault) => return (Step::Failed(fault), fuel),
+            }
+        }};
+    }
+    macro_rules! reg {
+        ($r:expr) => {
+            regs[$r as usize]
+        };
+    }
+    macro_rules! put {
+        ($dst:expr, $v:expr) => {{
+            let v: Result<Value, Exception> = $v;
+            match v {
+                Ok(v) => {
+                    store(&mut reg!($dst), v);
+                    pc += 1;
+                }
+                Err(e) => throw!(e),
+            }
+        }};
+    }
+    // Charges one unit of fuel; with none left, yields leaving `pc` where it is.
+    macro_rules! charge {
+        () => {
+            if fuel == 0 {
+                save!();
+                return (Step::Yielded, fuel);
+            }
+            fuel -= 1;
+        };
+    }
+    macro_rules! branch {
+        ($cond:expr, $target:expr) => {{
+            if $cond {
+                let t = $target as usize;
+                if t <= pc {
+                    pc = t;
+                    charge!();
+                } else {
+                    pc = t;
+                }
+            } else {
+                pc += 1;
+            }
+        }};
+    }
+    // Int-int arithmetic writes its result in place; everything else takes the slow path.
+    macro_rules! int_fast {
+        ($dst:expr, $a:expr, $b:expr, $checked:ident, $op:expr) => {{
+            let ints = match (&reg!($a), &reg!($b)) {
+                (Value::Int(x), Value::Int(y)) => Some((*x, *y)),
+                _ => None,
+            };
+            match ints {
+                Some((x, y)) => match x.$checked(y) {
+                    Some(z) => {
+                        set_int(&mut reg!($dst), z);
+                        pc += 1;
+                    }
+                    None => throw!(int_failure($op, y)),
+                },
+                None => {
+                    let v = arith($op, &reg!($a), &reg!($b));
+                    put!($dst, v)
+                }
+            }
+        }};
+    }
+    macro_rules! compare {
+        ($a:expr, $b:expr) => {
+            match (&reg!($a), &reg!($b)) {
+                (Value::Int(x), Value::Int(y)) => x.cmp(y),
+                (x, y) => x.cmp(y),
+            }
+        };
+    }
+    macro_rules! compare_imm {
+        ($a:expr, $imm:expr) => {
+            match &reg!($a) {
+                Value::Int(x) => x.cmp(&($imm as i64)),
+                x => x.cmp(&Value::Int($imm as i64)),
+            }
+        };
+    }
+
+    loop {
+        match code[pc] {
+            Instr::Nop {} => pc += 1,
+            Instr::Move { dst, src } => {
+                let v = reg!(src).clone();
+                store(&mut reg!(dst), v);
+                pc += 1;
+            }
+            Instr::Const { dst, k } => {
+                let v = m.consts[k as usize].clone();
+                store(&mut reg!(dst), v);
+                pc += 1;
+            }
+            Instr::Int { dst, imm } => {
+                set_int(&mut reg!(dst), imm as i64);
+                pc += 1;
+            }
+            Instr::Nil { dst } => {
+                let v = Value::Nil;
+                store(&mut reg!(dst), v);
+                pc += 1;
+            }
+            Instr::Typeof { dst, a } => {
+                let v = Value::Atom(reg!(a).type_atom());
+                store(&mut reg!(dst), v);
+                pc += 1;
+            }
+
+            Instr::Add { dst, a, b } => int_fast!(dst, a, b, checked_add, Arith::Add),
+            Instr::Sub { dst, a, b } => int_fast!(dst, a, b, checked_sub, Arith::Sub),
+            Instr::Mul { dst, a, b } => int_fast!(dst, a, b, checked_mul, Arith::Mul),
+            Instr::Div { dst, a, b } => int_fast!(dst, a, b, checked_div, Arith::Div),
+            Instr::Rem { dst, a, b } => int_fast!(dst, a, b, checked_rem, Arith::Rem),
+            Instr::Addi { dst, a, imm } => match reg!(a) {
+                Value::Int(x) => match x.checked_add(imm as i64) {
+                    Some(z) => {
+                        set_int(&mut reg!(dst), z);
+                        pc += 1;
+                    }
+                    None => throw!(int_failure(Arith::Add, imm as i64)),
+                },
+                _ => {
+                    let v = arith(Arith::Add, &reg!(a), &Value::Int(imm as i64));
+                    put!(dst, v)
+                }
+            },
+            Instr::Neg { dst, a } => {
+                let v = match &reg!(a) {
+                    Value::Int(x) => x
+                        .checked_neg()
+                        .map(Value::Int)
+                        .ok_or_else(|| Exception::new(atoms::OVERFLOW, "neg overflows")),
+                    Value::Float(x) => Ok(Value::Float(-x)),
+                    x => Err(type_err("neg", "a number", x)),
+                };
+                put!(dst, v)
+            }
+            Instr::Band { dst, a, b } => put!(dst, bitop("band", &reg!(a), &reg!(b), |x, y| Ok(x & y))),
+            Instr::Bor { dst, a, b } => put!(dst, bitop("bor", &reg!(a), &reg!(b), |x, y| Ok(x | y))),
+            Instr::Bxor { dst, a, b } => put!(dst, bitop("bxor", &reg!(a), &reg!(b), |x, y| Ok(x ^ y))),
+            Instr::Shl { dst, a, b } => {
+                put!(dst, bitop("shl", &reg!(a), &reg!(b), |x, y| shift_amount(y).map(|s| x.wrapping_shl(s))))
+            }
+            Instr::Shr { dst, a, b } => {
+                put!(dst, bitop("shr", &reg!(a), &reg!(b), |x, y| shift_amount(y).map(|s| x >> s)))
+            }
+            Instr::Tofloat { dst, a } => put!(dst, to_float(&reg!(a))),
+            Instr::Toint { dst, a } => put!(dst, to_int(&reg!(a))),
+
+            Instr::Eq { dst, a, b } => {
+                let v = Value::Bool(reg!(a) == reg!(b));
+                store(&mut reg!(dst), v);
+                pc += 1;
+            }
+            Instr::Ne { dst, a, b } => {
+                let v = Value::Bool(reg!(a) != reg!(b));
+                store(&mut reg!(dst), v);
+                pc += 1;
+            }
+            Instr::Lt { dst, a, b } => {
+                let v = Value::Bool(compare!(a, b) == Ordering::Less);
+                store(&mut reg!(dst), v);
+                pc += 1;
+            }
+            Instr::Le { dst, a, b } => {
+                let v = Value::Bool(compare!(a, b) != Ordering::Greater);
+                store(&mut reg!(dst), v);
+                pc += 1;
+            }
+            Instr::Gt { dst, a, b } => {
+                let v = Value::Bool(compare!(a, b) == Ordering::Greater);
+                store(&mut reg!(dst), v);
+                pc += 1;
+            }
+            Instr::Ge { dst, a, b } => {
+                let v = Value::Bool(compare!(a, b) != Ordering::Less);
+                store(&mut reg!(dst), v);
+                pc += 1;
+            }
+            Instr::Cmp { dst, a, b } => {
+                let v = Value::Int(compare!(a, b) as i64);
+                store(&mut reg!(dst), v);
+                pc += 1;
+            }
+            Instr::Not { dst, a } => {
+                let v = Value::Bool(!reg!(a).truthy());
+                store(&mut reg!(dst), v);
+                pc += 1;
+            }
+            Instr::And { dst, a, b } => {
+                let v = Value::Bool(reg!(a).truthy() && reg!(b).truthy());
+                store(&mut reg!(dst), v);
+                pc += 1;
+            }
+            Instr::Or { dst, a, b } => {
+                let v = Value::Bool(reg!(a).truthy() || reg!(b).truthy());
+                store(&mut reg!(dst), v);
+                pc += 1;
+            }
+
+            Instr::Jmp { target } => branch!(true, target),
+            Instr::Jt { a, target } => branch!(reg!(a).truthy(), target),
+            Instr::Jf { a, target } => branch!(!reg!(a).truthy(), target),
+            Instr::Jeq { a, b, target } => branch!(reg!(a) == reg!(b), target),
+            Instr::Jne { a, b, target } => branch!(reg!(a) != reg!(b), target),
+            Instr::Jlt { a, b, target } => branch!(compare!(a, b) == Ordering::Less, target),
+            Instr::Jle { a, b, target } => branch!(compare!(a, b) != Ordering::Greater, target),
+            Instr::Jgt { a, b, target } => branch!(compare!(a, b) == Ordering::Greater, target),
+            Instr::Jge { a, b, target } => branch!(compare!(a, b) != Ordering::Less, target),
+            Instr::Jeqi { a, imm, target } => {
+                branch!(matches!(reg!(a), Value::Int(x) if x == imm as i64), target)
+            }
+            Instr::Jnei { a, imm, target } => {
+                branch!(!matches!(reg!(a), Value::Int(x) if x == imm as i64), target)
+            }
+            Instr::Jlti { a, imm, target } => branch!(compare_imm!(a, imm) == Ordering::Less, target),
+            Instr::Jlei { a, imm, target } => branch!(compare_imm!(a, imm) != Ordering::Greater, target),
+            Instr::Jgti { a, imm, target } => branch!(compare_imm!(a, imm) == Ordering::Greater, target),
+            Instr::Jgei { a, imm, target } => branch!(compare_imm!(a, imm) != Ordering::Less, target),
+
+            Instr::Call { dst, f, args, n } => {
+                charge!();
+                if st.frames.len() >= st.max_frames as usize {
+                    throw!(stack_overflow(st.max_frames));
+                }
+                let callee = &m.funcs[f as usize];
+                let new_base = top;
+                let new_top = new_base + callee.nregs as usize;
+                if base + regs.len() < new_top {
+                    grow(&mut st.regs, new_top);
+                    regs = &mut st.regs[base..];
+                }
+                enter(regs, top - base, args as usize, n as usize, &[], callee.nregs as usize);
+                save!();
+                st.frames.push(Frame { func: f, pc: 0, base: new_base as u32, ret: dst });
+                code = &callee.code;
+                pc = 0;
+                base = new_base;
+                top = new_top;
+                regs = &mut st.regs[base..];
+            }
+            Instr::Callv { dst, f, args, n } => {
+                charge!();
+                if st.frames.len() >= st.max_frames as usize {
+                    throw!(stack_overflow(st.max_frames));
+                }
+                let clo = match closure_for_call(m, &reg!(f), n) {
+                    Ok(c) => c,
+                    Err(e) => throw!(e),
+                };
+                let callee = &m.funcs[clo.func as usize];
+                let new_base = top;
+                let new_top = new_base + callee.nregs as usize;
+                if base + regs.len() < new_top {
+                    grow(&mut st.regs, new_top);
+                    regs = &mut st.regs[base..];
+                }
+                enter(regs, top - base, args as usize, n as usize, &clo.env, callee.nregs as usize);
+                save!();
+                st.frames.push(Frame { func: clo.func, pc: 0, base: new_base as u32, ret: dst });
+                code = &callee.code;
+                pc = 0;
+                base = new_base;
+                top = new_top;
+                regs = &mut st.regs[base..];
+            }
+            Instr::Tcall { f, args, n } => {
+                charge!();
+                drop_frame_handlers(&mut st.handlers, st.frames.len());
+                let callee = &m.funcs[f as usize];
+                // The arguments are moved to the bottom of the frame. Moving forward is safe: the
+                // source index is never below the destination.
+                for i in 0..n as usize {
+                    let v = std::mem::take(&mut regs[args as usize + i]);
+                    regs[i] = v;
+                }
+                let new_top = base + callee.nregs as usize;
+                release(&mut regs[n as usize..top - base]);
+                if st.regs.len() < new_top {
+                    grow(&mut st.regs, new_top);
+                }
+                regs = &mut st.regs[base..];
+                let frame = st.frames.last_mut().expect("a running actor has a frame");
+                frame.func = f;
+                frame.pc = 0;
+                code = &callee.code;
+                pc = 0;
+                top = new_top;
+            }
+            Instr::Tcallv { f, args, n } => {
+                charge!();
+                let clo = match closure_for_call(m, &reg!(f), n) {
+                    Ok(c) => c,
+                    Err(e) => throw!(e),
+                };
+                drop_frame_handlers(&mut st.handlers, st.frames.len());
+                let callee = &m.funcs[clo.func as usize];
+                let mut new: Vec<Value> = clo.env.clone();
+                for i in 0..n as usize {
+                    new.push(std::mem::take(&mut regs[args as usize + i]));
+                }
+                release(&mut regs[..top - base]);
+                let new_top = base + callee.nregs as usize;
+                if st.regs.len() < new_top {
+                    grow(&mut st.regs, new_top);
+                }
+                regs = &mut st.regs[base..];
+                for (slot, v) in regs.iter_mut().zip(new) {
+                    *slot = v;
+                }
+                let frame = st.frames.last_mut().expect("a running actor has a frame");
+                frame.func = clo.func;
+                frame.pc = 0;
+                code = &callee.code;
+                pc = 0;
+                top = new_top;
+            }
+            Instr::Ret { a } => {
+                let v = std::mem::take(&mut reg!(a));
+                drop_frame_handlers(&mut st.handlers, st.frames.len());
+                release(&mut regs[..top - base]);
+                let done = st.frames.pop().expect("a running actor has a frame");
+                match st.frames.last() {
+                    None => {
+                        st.regs.clear();
+                        return (Step::Exited(v), fuel);
+                    }
+                    Some(caller) => {
+                        let caller_fn = &m.funcs[caller.func as usize];
+                        code = &caller_fn.code;
+                        pc = caller.pc as usize + 1;
+                        base = caller.base as usize;
+                        top = base + caller_fn.nregs as usize;
+                        regs = &mut st.regs[base..];
+                        store(&mut reg!(done.ret), v);
+                    }
+                }
+            }
+            Instr::Tget { dst, t, i } => put!(dst, element(&reg!(t), i as i64, false)),
+            other => match cold(other, regs, host, &mut st.handlers, (st.frames.len() - 1) as u32) {
+                Flow::Next => pc += 1,
+                Flow::Jump(target) => branch!(true, target),
+                Flow::Throw(e) => throw!(e),
+                Flow::Block(effect) => {
+                    save!();
+                    return (Step::Blocked(effect), fuel);
+                }
+            },
+        }
+    }
+}
+
+/// What an instruction run out of line asks the interpreter loop to do next.
+enum Flow {
+    /// Continue with the next instruction.
+    Next,
+    /// Continue at this instruction index (charging fuel if it is a backward jump).
+    Jump(u32),
+    /// Raise this exception at the instruction.
+    Throw(Exception),
+    /// Suspend on this effect, leaving the program counter on the instruction.
+    Block(Effect),
+}
+
+/// The instructions that are not on the hot path (data structures, text, exceptions, actor
+/// operations). Keeping them out of `run` keeps the interpreter loop small enough for the
+/// compiler to hold its state in registers, which is most of the loop's speed.
+#[inline(never)]
+fn cold<H: Host + ?Sized>(
+    instr: Instr,
+    regs: &mut [Value],
+    host: &mut H,
+    handlers: &mut Vec<Handler>,
+    depth: u32,
+) -> Flow {
+    macro_rules! reg {
+        ($r:expr) => {
+            regs[$r as usize]
+        };
+    }
+    macro_rules! put {
+        ($dst:expr, $v:expr) => {{
+            let v: Result<Value, Exception> = $v;
+            match v {
+                Ok(v) => {
+                    store(&mut reg!($dst), v);
+                    Flow::Next
+                }
+                Err(e) => Flow::Throw(e),
+            }
+        }};
+    }
+    match instr {
+        Instr::Fun { dst, f } => {
+            let v = Value::Fun(Arc::new(Closure { func: f, env: Vec::new() }));
+            store(&mut reg!(dst), v);
+            Flow::Next
+        }
+        Instr::Closure { dst, f, env, n } => {
+            let env = window(regs, env as usize, n);
+            let v = Value::Fun(Arc::new(Closure { func: f, env }));
+            store(&mut reg!(dst), v);
+            Flow::Next
+        }
+
+        Instr::Tuple { dst, items, n } => {
+            let v = Value::tuple(window(regs, items as usize, n));
+            store(&mut reg!(dst), v);
+            Flow::Next
+        }
+        Instr::List { dst, items, n } => {
+            let v = Value::list(window(regs, items as usize, n));
+            store(&mut reg!(dst), v);
+            Flow::Next
+        }
+        Instr::Index { dst, c, i } => {
+            let v = match &reg!(i) {
+                Value::Int(i) => element(&reg!(c), *i, true),
+                x => Err(type_err("index", "an int index", x)),
+            };
+            put!(dst, v)
+        }
+        Instr::Lset { dst, c, i, v } => {
+            let item = reg!(v).clone();
+            let idx = reg!(i).clone();
+            let coll = take_or_clone(regs, dst, c);
+            put!(dst, set_element(coll, &idx, item))
+        }
+        Instr::Len { dst, a } => put!(dst, length(&reg!(a))),
+        Instr::Append { dst, l, v } => {
+            let item = reg!(v).clone();
+            let list = take_or_clone(regs, dst, l);
+            let r = match list {
+                Value::List(mut items) => {
+                    Arc::make_mut(&mut items).push(item);
+                    Ok(Value::List(items))
+                }
+                x => Err(type_err("append", "a list", &x)),
+            };
+            put!(dst, r)
+        }
+        Instr::Map { dst } => {
+            let v = Value::Map(Arc::default());
+            store(&mut reg!(dst), v);
+            Flow::Next
+        }
+        Instr::Mput { dst, m: mr, k, v } => {
+            let key = reg!(k).clone();
+            let val = reg!(v).clone();
+            let map = take_or_clone(regs, dst, mr);
+            let r = match map {
+                Value::Map(mut map) => {
+                    Arc::make_mut(&mut map).insert(key, val);
+                    Ok(Value::Map(map))
+                }
+                x => Err(type_err("mput", "a map", &x)),
+            };
+            put!(dst, r)
+        }
+        Instr::Mget { dst, m: mr, k } => {
+            let r = match &reg!(mr) {
+                Value::Map(map) => Ok(map.get(&reg!(k)).cloned().unwrap_or_default()),
+                x => Err(type_err("mget", "a map", x)),
+            };
+            put!(dst, r)
+        }
+        Instr::Mhas { dst, m: mr, k } => {
+            let r = match &reg!(mr) {
+                Value::Map(map) => Ok(Value::Bool(map.contains_key(&reg!(k)))),
+                x => Err(type_err("mhas", "a map", x)),
+            };
+            put!(dst, r)
+        }
+        Instr::Mdel { dst, m: mr, k } => {
+            let key = reg!(k).clone();
+            let map = take_or_clone(regs, dst, mr);
+            let r = match map {
+                Value::Map(mut map) => {
+                    if map.contains_key(&key) {
+                        Arc::make_mut(&mut map).remove(&key);
+                    }
+                    Ok(Value::Map(map))
+                }
+                x => Err(type_err("mdel", "a map", &x)),
+            };
+            put!(dst, r)
+        }
+        Instr::Mkeys { dst, m: mr } => {
+            let r = match &reg!(mr) {
+                Value::Map(map) => Ok(Value::list(map.keys().cloned().collect())),
+                x => Err(type_err("mkeys", "a map", x)),
+            };
+            put!(dst, r)
+        }
+
+        Instr::Concat { dst, a, b } => {
+            let right = reg!(b).clone();
+            let left = take_or_clone(regs, dst, a);
+            put!(dst, concat(left, &right))
+        }
+        Instr::Slice { dst, s, from, to } => put!(dst, slice(&reg!(s), &reg!(from), &reg!(to))),
+        Instr::Find { dst, hay, needle } => put!(dst, find(&reg!(hay), &reg!(needle))),
+        Instr::Split { dst, s, sep } => put!(dst, split(&reg!(s), &reg!(sep))),
+        Instr::Trim { dst, s } => put!(dst, map_text("trim", &reg!(s), |t| t.trim_ascii().to_vec())),
+        Instr::Upper { dst, s } => put!(dst, map_text("upper", &reg!(s), |t| t.to_ascii_uppercase())),
+        Instr::Lower { dst, s } => put!(dst, map_text("lower", &reg!(s), |t| t.to_ascii_lowercase())),
+        Instr::Byte { dst, s, i } => put!(dst, byte_at(&reg!(s), &reg!(i))),
+        Instr::Tostr { dst, a } => {
+            let v = match &reg!(a) {
+                s @ Value::Str(_) => s.clone(),
+                x => Value::str(x.to_string()),
+            };
+            store(&mut reg!(dst), v);
+            Flow::Next
+        }
+        Instr::Btos { dst, b } => {
+            let r = match &reg!(b) {
+                Value::Bytes(bytes) => match std::str::from_utf8(bytes) {
+                    Ok(s) => Ok(Value::str(s)),
+                    Err(e) => Err(Exception::badarg(format!("btos: invalid UTF-8: {e}"))),
+                },
+                s @ Value::Str(_) => Ok(s.clone()),
+                x => Err(type_err("btos", "bytes", x)),
+            };
+            put!(dst, r)
+        }
+        Instr::Stob { dst, s } => {
+            let r = match &reg!(s) {
+                Value::Str(s) => Ok(Value::bytes(s.as_bytes().to_vec())),
+                b @ Value::Bytes(_) => Ok(b.clone()),
+                x => Err(type_err("stob", "a string", x)),
+            };
+            put!(dst, r)
+        }
+
+        Instr::Raise { kind, msg } => {
+            let e = match &reg!(kind) {
+                Value::Atom(k) => Exception { kind: *k, msg: reg!(msg).clone() },
+                x => type_err("raise", "an atom kind", x),
+            };
+            Flow::Throw(e)
+        }
+        Instr::Rethrow { e } => {
+            let e = Exception::from_value(&reg!(e))
+                .unwrap_or_else(|| type_err("rethrow", "an exception {kind, msg}", &reg!(e)));
+            Flow::Throw(e)
+        }
+        Instr::Try { dst, target } => {
+            handlers.push(Handler { frame: depth, target, dst });
+            Flow::Next
+        }
+        Instr::Endtry {} => {
+            if handlers.last().is_some_and(|h| h.frame == depth) {
+                handlers.pop();
+            }
+            Flow::Next
+        }
+
+        Instr::Print { a } => Flow::Block(Effect::Print(reg!(a).to_string())),
+        Instr::Self_ { dst } => {
+            let v = Value::Pid(host.self_pid());
+            store(&mut reg!(dst), v);
+            Flow::Next
+        }
+        Instr::Spawn { dst, f, args, n } => {
+            put!(dst, spawn(host, &reg!(f), window(regs, args as usize, n), SpawnOpts::default()))
+        }
+        Instr::Spawnl { dst, f, args, n } => {
+            let opts = SpawnOpts { link: true, monitor: false };
+            put!(dst, spawn(host, &reg!(f), window(regs, args as usize, n), opts))
+        }
+        Instr::Spawnm { dst, f, args, n } => {
+            let opts = SpawnOpts { link: false, monitor: true };
+            put!(dst, spawn(host, &reg!(f), window(regs, args as usize, n), opts))
+        }
+        Instr::Send { to, msg } => {
+            let r = match pid_of(host, "send", &reg!(to)) {
+                Ok(pid) => host.send(pid, reg!(msg).clone()),
+                Err(e) => Err(e),
+            };
+            match r {
+                Ok(()) => Flow::Next,
+                Err(e) => Flow::Throw(e),
+            }
+        }
+        Instr::Recv { dst } => receive(host, regs, dst, None, None, 0),
+        Instr::Recvt { dst, ms, target } => match millis("recvt", &reg!(ms)) {
+            Ok(ms) => receive(host, regs, dst, None, Some(ms), target),
+            Err(e) => Flow::Throw(e),
+        },
+        Instr::Recvp { dst, pat } => {
+            let pat = reg!(pat).clone();
+            receive(host, regs, dst, Some(pat), None, 0)
+        }
+        Instr::Recvpt { dst, pat, ms, target } => match millis("recvpt", &reg!(ms)) {
+            Ok(ms) => {
+                let pat = reg!(pat).clone();
+                receive(host, regs, dst, Some(pat), Some(ms), target)
+            }
+            Err(e) => Flow::Throw(e),
+        },
+        Instr::Yield {} => Flow::Block(Effect::Yield(None)),
+        Instr::Yieldto { pid } => match pid_of(host, "yieldto", &reg!(pid)) {
+            Ok(p) => Flow::Block(Effect::Yield(Some(p))),
+            Err(e) => Flow::Throw(e),
+        },
+        Instr::Register { name, pid } => {
+            let op = match (&reg!(name), &reg!(pid)) {
+                (Value::Atom(a), Value::Pid(p)) => Ok(ActorOp::Register(*a, *p)),
+                (n, p) => Err(Exception::type_error(format!(
+                    "register: expected an atom and a pid, got {} and {}",
+                    n.type_atom(),
+                    p.type_atom()
+                ))),
+            };
+            control(host, op)
+        }
+        Instr::Unregister { name } => {
+            let op = atom_of("unregister", &reg!(name)).map(ActorOp::Unregister);
+            control(host, op)
+        }
+        Instr::Whereis { dst, name } => {
+            put!(dst, atom_of("whereis", &reg!(name)).and_then(|a| host.control(ActorOp::Whereis(a))))
+        }
+        Instr::Link { pid } => {
+            let op = pid_of(host, "link", &reg!(pid)).map(ActorOp::Link);
+            control(host, op)
+        }
+        Instr::Unlink { pid } => {
+            let op = pid_of(host, "unlink", &reg!(pid)).map(ActorOp::Unlink);
+            control(host, op)
+        }
+        Instr::Monitor { dst, pid } => {
+            put!(dst, pid_of(host, "monitor", &reg!(pid)).and_then(|p| host.control(ActorOp::Monitor(p))))
+        }
+        Instr::Demonitor { r } => {
+            let op = match &reg!(r) {
+                Value::Int(r) => Ok(ActorOp::Demonitor(*r)),
+                x => Err(type_err("demonitor", "a monitor reference", x)),
+            };
+            control(host, op)
+        }
+        Instr::Trapexit { dst, on } => {
+            let on = reg!(on).truthy();
+            put!(dst, host.control(ActorOp::TrapExit(on)))
+        }
+        Instr::Exit { pid, reason } => {
+            let reason = reg!(reason).clone();
+            {
+                let op = pid_of(host, "exit", &reg!(pid)).map(|p| ActorOp::Exit(p, reason));
+                control(host, op)
+            }
+        }
+        Instr::Kill { pid } => {
+            let op = pid_of(host, "kill", &reg!(pid)).map(ActorOp::Kill);
+            control(host, op)
+        }
+        Instr::Stop { reason } => Flow::Block(Effect::Stop(reg!(reason).clone())),
+        Instr::Interrupt { pid, exc, mode } => {
+            let op =
+                match (pid_of(host, "interrupt", &reg!(pid)), Exception::from_value(&reg!(exc)), &reg!(mode))
+                {
+                    (Ok(p), Some(e), Value::Int(m @ 0..=2)) => Ok(ActorOp::Interrupt(p, e, *m as u8)),
+                    (Err(e), _, _) => Err(e),
+                    (_, None, _) => Err(type_err("interrupt", "an exception {kind, msg}", &reg!(exc))),
+                    (_, _, m) => {
+                        Err(Exception::badarg(format!("interrupt: mode must be 0, 1 or 2, got {}", m.repr())))
+                    }
+                };
+            control(host, op)
+        }
+        Instr::Sleep { ms } => {
+            let ms = match millis("sleep", &reg!(ms)) {
+                Ok(ms) => ms,
+                Err(e) => return Flow::Throw(e),
+            };
+            if ms == 0 { Flow::Next } else { Flow::Block(Effect::Sleep { ms }) }
+        }
+        Instr::Now { dst } => {
+            let v = Value::Int(host.now_ms());
+            store(&mut reg!(dst), v);
+            Flow::Next
+        }
+        hot => Flow::Throw(Exception::badarg(format!(
+            "internal error: {:?} reached the cold path",
+            hot.opcode()
+        ))),
+    }
+}
+
+/// Starts an actor from a function value.
+fn spawn<H: Host + ?Sized>(
+    host: &mut H,
+    f: &Value,
+    args: Vec<Value>,
+    opts: SpawnOpts,
+) -> Result<Value, Exception> {
+    let Value::Fun(c) = f else {
+        return Err(type_err("spawn", "a function value", f));
+    };
+    let (pid, monitor) = host.spawn(c.clone(), args, opts)?;
+    Ok(match monitor {
+        Some(r) => Value::tuple(vec![Value::Pid(pid), Value::Int(r)]),
+        None => Value::Pid(pid),
+    })
+}
+
+/// The receive instructions: the fast path takes a message already in the mailbox; otherwise a
+/// zero timeout jumps at once and anything else blocks.
+fn receive<H: Host + ?Sized>(
+    host: &mut H,
+    regs: &mut [Value],
+    dst: u16,
+    pattern: Option<Value>,
+    timeout_ms: Option<u64>,
+    target: u32,
+) -> Flow {
+    match host.try_receive(pattern.as_ref()) {
+        Some(msg) => {
+            store(&mut regs[dst as usize], msg);
+            Flow::Next
+        }
+        None if timeout_ms == Some(0) => Flow::Jump(target),
+        None => Flow::Block(Effect::Receive { pattern, timeout_ms }),
+    }
+}
+
+/// A pid operand: a pid, or an atom naming a registered actor.
+fn pid_of<H: Host + ?Sized>(host: &mut H, op: &str, v: &Value) -> Result<Pid, Exception> {
+    match v {
+        Value::Pid(p) => Ok(*p),
+        Value::Atom(name) => match host.control(ActorOp::Whereis(*name))? {
+            Value::Pid(p) => Ok(p),
+            _ => Err(Exception::new(atoms::NOPROC, format!("{op}: no actor registered as {}", v.repr()))),
+        },
+        x => Err(type_err(op, "a pid or registered name", x)),
+    }
+}
+
+fn atom_of(op: &str, v: &Value) -> Result<Atom, Exception> {
+    match v {
+        Value::Atom(a) => Ok(*a),
+        x => Err(type_err(op, "an atom", x)),
+    }
+}
+
+/// Runs an actor operation whose result is not kept.
+fn control<H: Host + ?Sized>(host: &mut H, op: Result<ActorOp, Exception>) -> Flow {
+    match op.and_then(|op| host.control(op)) {
+        Ok(_) => Flow::Next,
+        Err(e) => Flow::Throw(e),
+    }
+}
+
+/// Writes an int to a register. When the register already holds an int only the payload changes,
+/// which avoids both the drop glue and a partial-write stall on the hot arithmetic path.
+#[inline(always)]
+fn set_int(slot: &mut Value, z: i64) {
+    if let Value::Int(x) = slot {
+        *x = z;
+    } else {
+        store(slot, Value::Int(z));
+    }
+}
+
+/// Writes a value to a register, skipping the drop glue when the old value owns nothing.
+#[inline(always)]
+fn store(slot: &mut Value, v: Value) {
+    if owns_nothing(slot) {
+        // Forgetting a value that owns no heap memory leaks nothing.
+        std::mem::forget(std::mem::replace(slot, v));
+    } else {
+        *slot = v;
+    }
+}
+
+/// True for values with no heap part: dropping them does nothing.
+#[inline(always)]
+fn owns_nothing(v: &Value) -> bool {
+    matches!(
+        v,
+        Value::Nil | Value::Bool(_) | Value::Int(_) | Value::Float(_) | Value::Atom(_) | Value::Pid(_)
+    )
+}
+
+/// Transfers control to the innermost handler, or reports the exception as uncaught.
+#[inline(never)]
+fn unwind(st: &mut ActorState, m: &Module, e: Exception) -> Result<(), Fault> {
+    let (func, pc) = st.position().unwrap_or((0, 0));
+    let Some(h) = st.handlers.pop() else {
+        return Err(Fault { exception: e, func, pc });
+    };
+    let keep = h.frame as usize + 1;
+    let frame = match st.frames.get(h.frame as usize) {
+        Some(f) if keep <= st.frames.len() => *f,
+        _ => return Err(Fault { exception: e, func, pc }),
+    };
+    let Some(f) = m.funcs.get(frame.func as usize) else {
+        return Err(Fault { exception: e, func, pc });
+    };
+    st.frames.truncate(keep);
+    let top = frame.base as usize + f.nregs as usize;
+    if top > st.regs.len() {
+        return Err(Fault { exception: e, func, pc });
+    }
+    release(&mut st.regs[top..]);
+    st.regs[frame.base as usize + h.dst as usize] = e.to_value();
+    if let Some(last) = st.frames.last_mut() {
+        last.pc = h.target;
+    }
+    Ok(())
+}
+
+/// Grows the register stack to `len` slots (rare: only when calls go deeper than ever before).
+#[cold]
+#[inline(never)]
+fn grow(stack: &mut Vec<Value>, len: usize) {
+    stack.resize(len, Value::Nil);
+}
+
+/// Sets up a callee's registers: `regs` is the caller's window, `at` the callee's base relative
+/// to it. Captured values then arguments go first; the callee's other registers become nil.
+#[inline(always)]
+fn enter(regs: &mut [Value], at: usize, args: usize, n: usize, env: &[Value], nregs: usize) {
+    let k = env.len();
+    for (i, v) in env.iter().enumerate() {
+        store(&mut regs[at + i], v.clone());
+    }
+    for i in 0..n {
+        let v = regs[args + i].clone();
+        store(&mut regs[at + k + i], v);
+    }
+    for slot in &mut regs[at + k + n..at + nregs] {
+        store(slot, Value::Nil);
+    }
+}
+
+/// Drops the heap values in a frame that is being left, so they stop keeping memory, messages or
+/// channels alive; scalars may stay in place because they own nothing.
+#[inline(always)]
+fn release(window: &mut [Value]) {
+    for slot in window {
+        if !owns_nothing(slot) {
+            *slot = Value::Nil;
+        }
+    }
+}
+
+/// Discards the handlers installed by the running frame (it is returning or being replaced).
+#[inline]
+fn drop_frame_handlers(handlers: &mut Vec<Handler>, frames: usize) {
+    let depth = (frames - 1) as u32;
+    while handlers.last().is_some_and(|h| h.frame >= depth) {
+        handlers.pop();
+    }
+}
+
+fn stack_overflow(max: u32) -> Exception {
+    Exception::new(atoms::STACK_OVERFLOW, format!("more than {max} nested calls"))
+}
+
+/// Checks a function value before `callv`/`tcallv`: it must be a function of this module whose
+/// arity equals its captured values plus `n`.
+#[inline(never)]
+fn closure_for_call(m: &Module, f: &Value, n: u16) -> Result<Arc<Closure>, Exception> {
+    let Value::Fun(c) = f else {
+        return Err(type_err("callv", "a function value", f));
+    };
+    let Some(callee) = m.funcs.get(c.func as usize) else {
+        return Err(Exception::badarg(format!("function #{} is not in this module", c.func)));
+    };
+    if c.env.len() + n as usize != callee.arity as usize {
+        return Err(Exception::new(
+            atoms::BADARITY,
+            format!(
+                "{} takes {} arguments, called with {}",
+                callee.name,
+                callee.arity,
+                c.env.len() + n as usize
+            ),
+        ));
+    }
+    Ok(c.clone())
+}
+
+#[inline(never)]
+fn window(regs: &[Value], start: usize, n: u16) -> Vec<Value> {
+    regs[start..start + n as usize].to_vec()
+}
+
+/// Takes the value of register `src` for an instruction that produces a modified copy into `dst`.
+/// When `dst == src` the register is emptied first so that an unshared collection is updated in
+/// place (`append r1, r1, r2` in a loop is amortised O(1)); otherwise the value is cloned and the
+/// update copies it.
+fn take_or_clone(regs: &mut [Value], dst: u16, src: u16) -> Value {
+    if dst == src { std::mem::take(&mut regs[src as usize]) } else { regs[src as usize].clone() }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Arith {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Rem,
+}
+
+impl Arith {
+    fn name(self) -> &'static str {
+        match self {
+            Arith::Add => "add",
+            Arith::Sub => "sub",
+            Arith::Mul => "mul",
+            Arith::Div => "div",
+            Arith::Rem => "rem",
+        }
+    }
+}
+
+/// The exception for a failed checked int operation: a zero divisor, or overflow.
+#[cold]
+fn int_failure(op: Arith, divisor: i64) -> Exception {
+    match op {
+        Arith::Div | Arith::Rem if divisor == 0 => {
+            Exception::new(atoms::DIV_BY_ZERO, format!("{}: division by zero", op.name()))
+        }
+        _ => Exception::new(atoms::OVERFLOW, format!("{}: integer overflow", op.name())),
+    }
+}
+
+/// Arithmetic on anything but two ints.
+#[cold]
+fn arith(op: Arith, a: &Value, b: &Value) -> Result<Value, Exception> {
+    let (x, y) = match (a, b) {
+        (Value::Int(x), Value::Int(y)) => {
+            let r = match op {
+                Arith::Add => x.checked_add(*y),
+                Arith::Sub => x.checked_sub(*y),
+                Arith::Mul => x.checked_mul(*y),
+                Arith::Div => x.checked_div(*y),
+                Arith::Rem => x.checked_rem(*y),
+            };
+            return r.map(Value::Int).ok_or_else(|| int_failure(op, *y));
+        }
+        (Value::Float(x), Value::Float(y)) => (*x, *y),
+        (Value::Int(x), Value::Float(y)) => (*x as f64, *y),
+        (Value::Float(x), Value::Int(y)) => (*x, *y as f64),
+        _ => {
+            return Err(Exception::type_error(format!(
+                "{}: expected numbers, got {} and {}",
+                op.name(),
+                a.type_atom(),
+                b.type_atom()
+            )));
+        }
+    };
+    Ok(Value::Float(match op {
+        Arith::Add => x + y,
+        Arith::Sub => x - y,
+        Arith::Mul => x * y,
+        Arith::Div => x / y,
+        Arith::Rem => x % y,
+    }))
+}
+
+#[inline(never)]
+fn bitop(
+    name: &str,
+    a: &Value,
+    b: &Value,
+    f: impl Fn(i64, i64) -> Result<i64, Exception>,
+) -> Result<Value, Exception> {
+    match (a, b) {
+        (Value::Int(x), Value::Int(y)) => f(*x, *y).map(Value::Int),
+        _ => Err(Exception::type_error(format!(
+            "{name}: expected ints, got {} and {}",
+            a.type_atom(),
+            b.type_atom()
+        ))),
+    }
+}
+
+fn shift_amount(y: i64) -> Result<u32, Exception> {
+    if (0..64).contains(&y) {
+        Ok(y as u32)
+    } else {
+        Err(Exception::badarg(format!("shift amount {y} is not in 0..64")))
+    }
+}
+
+#[cold]
+fn type_err(op: &str, expected: &str, got: &Value) -> Exception {
+    Exception::type_error(format!("{op}: expected {expected}, got {}", got.type_atom()))
+}
+
+#[inline(never)]
+fn to_float(a: &Value) -> Result<Value, Exception> {
+    match a {
+        Value::Int(x) => Ok(Value::Float(*x as f64)),
+        Value::Float(x) => Ok(Value::Float(*x)),
+        Value::Str(s) => s
+            .trim()
+            .parse::<f64>()
+            .map(Value::Float)
+            .map_err(|_| Exception::badarg(format!("tofloat: {:?} is not a number", s.as_str()))),
+        x => Err(type_err("tofloat", "a number or string", x)),
+    }
+}
+
+#[inline(never)]
+fn to_int(a: &Value) -> Result<Value, Exception> {
+    let parse = |s: &str| {
+        s.parse::<i64>()
+            .map(Value::Int)
+            .map_err(|_| Exception::badarg(format!("toint: {s:?} is not an integer")))
+    };
+    match a {
+        Value::Int(x) => Ok(Value::Int(*x)),
+        // 2^63 is exactly representable, so the range check is exact.
+        Value::Float(x)
+            if x.is_finite() && *x >= -9_223_372_036_854_775_808.0 && *x < 9_223_372_036_854_775_808.0 =>
+        {
+            Ok(Value::Int(*x as i64))
+        }
+        Value::Float(x) => Err(Exception::badarg(format!("toint: {x} has no int value"))),
+        Value::Str(s) => parse(s),
+        Value::Bytes(b) => match std::str::from_utf8(b) {
+            Ok(s) => parse(s),
+            Err(_) => Err(Exception::badarg("toint: bytes are not UTF-8 digits")),
+        },
+        x => Err(type_err("toint", "a number, string or bytes", x)),
+    }
+}
+
+fn index_err(i: i64, len: usize) -> Exception {
+    Exception::new(atoms::INDEX, format!("index {i} out of range for length {len}"))
+}
+
+/// Element `i` of a tuple or list; negative indices count from the end when `negative` allows.
+#[inline(never)]
+fn element(c: &Value, i: i64, negative: bool) -> Result<Value, Exception> {
+    let items = match c {
+        Value::Tuple(t) | Value::List(t) => t,
+        x => return Err(type_err("index", "a tuple or list", x)),
+    };
+    let len = items.len();
+    let j = if i < 0 && negative { i + len as i64 } else { i };
+    if j < 0 || j as usize >= len {
+        return Err(index_err(i, len));
+    }
+    Ok(items[j as usize].clone())
+}
+
+#[inline(never)]
+fn set_element(c: Value, i: &Value, v: Value) -> Result<Value, Exception> {
+    let Value::Int(i) = *i else {
+        return Err(type_err("lset", "an int index", i));
+    };
+    let (mut items, is_tuple) = match c {
+        Value::Tuple(t) => (t, true),
+        Value::List(l) => (l, false),
+        x => return Err(type_err("lset", "a tuple or list", &x)),
+    };
+    let len = items.len();
+    let j = if i < 0 { i + len as i64 } else { i };
+    if j < 0 || j as usize >= len {
+        return Err(index_err(i, len));
+    }
+    Arc::make_mut(&mut items)[j as usize] = v;
+    Ok(if is_tuple { Value::Tuple(items) } else { Value::List(items) })
+}
+
+#[inline(never)]
+fn length(a: &Value) -> Result<Value, Exception> {
+    let n = match a {
+        Value::Tuple(t) | Value::List(t) => t.len(),
+        Value::Map(m) => m.len(),
+        Value::Str(s) => s.len(),
+        Value::Bytes(b) => b.len(),
+        x => return Err(type_err("len", "a collection, string or bytes", x)),
+    };
+    Ok(Value::Int(n as i64))
+}
+
+#[inline(never)]
+fn concat(a: Value, b: &Value) -> Result<Value, Exception> {
+    match (a, b) {
+        (Value::Str(mut x), Value::Str(y)) => {
+            Arc::make_mut(&mut x).push_str(y);
+            Ok(Value::Str(x))
+        }
+        (Value::Bytes(x), Value::Bytes(y)) => {
+            let mut out = Vec::with_capacity(x.len() + y.len());
+            out.extend_from_slice(&x);
+            out.extend_from_slice(y);
+            Ok(Value::bytes(out))
+        }
+        (Value::List(mut x), Value::List(y)) => {
+            Arc::make_mut(&mut x).extend(y.iter().cloned());
+            Ok(Value::List(x))
+        }
+        (x, y) => Err(Exception::type_error(format!(
+            "concat: expected two strings, two bytes or two lists, got {} and {}",
+            x.type_atom(),
+            y.type_atom()
+        ))),
+    }
+}
+
+#[inline(never)]
+fn slice(s: &Value, from: &Value, to: &Value) -> Result<Value, Exception> {
+    let (Value::Int(from), Value::Int(to)) = (from, to) else {
+        return Err(Exception::type_error("slice: bounds must be ints"));
+    };
+    let (from, to) = (*from, *to);
+    let bounds = |len: usize| -> Result<(usize, usize), Exception> {
+        if from < 0 || to < from || to as u64 > len as u64 {
+            Err(Exception::new(atoms::INDEX, format!("slice {from}..{to} out of range for length {len}")))
+        } else {
+            Ok((from as usize, to as usize))
+        }
+    };
+    match s {
+        Value::Str(st) => {
+            let (a, b) = bounds(st.len())?;
+            st.get(a..b).map(Value::str).ok_or_else(|| {
+                Exception::new(atoms::INDEX, format!("slice {a}..{b} splits a UTF-8 character"))
+            })
+        }
+        Value::Bytes(bs) => {
+            let (a, b) = bounds(bs.len())?;
+            Ok(Value::Bytes(Arc::new(bs.slice(a..b))))
+        }
+        Value::List(l) => {
+            let (a, b) = bounds(l.len())?;
+            Ok(Value::list(l[a..b].to_vec()))
+        }
+        x => Err(type_err("slice", "a string, bytes or list", x)),
+    }
+}
+
+/// The bytes of a string or bytes value, for text operations that work on both.
+fn text_bytes<'a>(op: &str, v: &'a Value) -> Result<&'a [u8], Exception> {
+    match v {
+        Value::Str(s) => Ok(s.as_bytes()),
+        Value::Bytes(b) => Ok(b),
+        x => Err(type_err(op, "a string or bytes", x)),
+    }
+}
+
+fn find_bytes(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    if needle.is_empty() {
+        return Some(0);
+    }
+    if needle.len() > hay.len() {
+        return None;
+    }
+    let first = needle[0];
+    (0..=hay.len() - needle.len()).find(|&i| hay[i] == first && &hay[i..i + needle.len()] == needle)
+}
+
+#[inline(never)]
+fn find(hay: &Value, needle: &Value) -> Result<Value, Exception> {
+    let h = text_bytes("find", hay)?;
+    let n = text_bytes("find", needle)?;
+    Ok(Value::Int(find_bytes(h, n).map_or(-1, |i| i as i64)))
+}
+
+#[inline(never)]
+fn split(s: &Value, sep: &Value) -> Result<Value, Exception> {
+    let sep_b = text_bytes("split", sep)?;
+    if sep_b.is_empty() {
+        return Err(Exception::badarg("split: empty separator"));
+    }
+    match s {
+        Value::Str(st) => {
+            let sep =
+                std::str::from_utf8(sep_b).map_err(|_| Exception::badarg("split: separator is not UTF-8"))?;
+            Ok(Value::list(st.split(sep).map(Value::str).collect()))
+        }
+        Value::Bytes(bs) => {
+            let mut parts = Vec::new();
+            let mut rest = 0;
+            while let Some(i) = find_bytes(&bs[rest..], sep_b) {
+                parts.push(Value::Bytes(Arc::new(bs.slice(rest..rest + i))));
+                rest += i + sep_b.len();
+            }
+            parts.push(Value::Bytes(Arc::new(bs.slice(rest..))));
+            Ok(Value::list(parts))
+        }
+        x => Err(type_err("split", "a string or bytes", x)),
+    }
+}
+
+/// Applies an ASCII-preserving byte transformation to a string or bytes value. The result of
+/// trimming or changing the case of ASCII letters in valid UTF-8 is still valid UTF-8.
+#[inline(never)]
+fn map_text(op: &str, v: &Value, f: impl Fn(&[u8]) -> Vec<u8>) -> Result<Value, Exception> {
+    match v {
+        Value::Str(s) => Ok(Value::str(String::from_utf8(f(s.as_bytes())).unwrap_or_default())),
+        Value::Bytes(b) => Ok(Value::bytes(f(b))),
+        x => Err(type_err(op, "a string or bytes", x)),
+    }
+}
+
+#[inline(never)]
+fn byte_at(s: &Value, i: &Value) -> Result<Value, Exception> {
+    let b = text_bytes("byte", s)?;
+    let Value::Int(i) = *i else {
+        return Err(type_err("byte", "an int index", i));
+    };
+    if i < 0 || i as u64 >= b.len() as u64 {
+        return Err(index_err(i, b.len()));
+    }
+    Ok(Value::Int(b[i as usize] as i64))
+}
+
+#[inline(never)]
+fn millis(op: &str, v: &Value) -> Result<u64, Exception> {
+    match v {
+        Value::Int(ms) if *ms >= 0 => Ok(*ms as u64),
+        Value::Int(ms) => Err(Exception::badarg(format!("{op}: negative time {ms}"))),
+        x => Err(type_err(op, "milliseconds as an int", x)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::module::Function;
+    use crate::step::Resume;
+    use std::collections::VecDeque;
+
+    /// A host for one actor whose mailbox is filled by the test.
+    #[derive(Default)]
+    struct TestHost {
+        mailbox: VecDeque<Value>,
+        sent: Vec<(Pid, Value)>,
+    }
+
+    impl Host for TestHost {
+        fn self_pid(&self) -> Pid {
+            Pid(1)
+        }
+        fn spawn(
+            &mut self,
+            _: Arc<Closure>,
+            _: Vec<Value>,
+            _: SpawnOpts,
+        ) -> Result<(Pid, Option<i64>), Exception> {
+            Ok((Pid(2), None))
+        }
+        fn send(&mut self, to: Pid, msg: Value) -> Result<(), Exception> {
+            self.sent.push((to, msg));
+            Ok(())
+        }
+        fn try_receive(&mut self, pattern: Option<&Value>) -> Option<Value> {
+            let i = self.mailbox.iter().position(|m| pattern.is_none_or(|p| crate::value::matches(p, m)))?;
+            self.mailbox.remove(i)
+        }
+        fn now_ms(&self) -> i64 {
+            7
+        }
+        fn control(&mut self, op: ActorOp) -> Result<Value, Exception> {
+            match op {
+                ActorOp::Whereis(_) => Ok(Value::Nil),
+                _ => Ok(Value::Nil),
+            }
+        }
+    }
+
+    fn func(name: &str, arity: u16, nregs: u16, code: Vec<Instr>) -> Function {
+        Function { name: name.into(), arity, nregs, code }
+    }
+
+    fn run_to_end(m: &Module, func: u32, args: Vec<Value>) -> Step {
+        let mut st = ActorState::new(m, func, args).unwrap();
+        let mut host = TestHost::default();
+        loop {
+            match step(&mut st, m, &mut host, 1000) {
+                Step::Yielded => continue,
+                other => return other,
+            }
+        }
+    }
+
+    fn fib_module() -> Module {
+        use Instr::*;
+        Module {
+            funcs: vec![func(
+                "fib",
+                1,
+                3,
+                vec![
+                    Jlti { a: 0, imm: 2, target: 6 },
+                    Addi { dst: 1, a: 0, imm: -1 },
+                    Call { dst: 1, f: 0, args: 1, n: 1 },
+                    Addi { dst: 2, a: 0, imm: -2 },
+                    Call { dst: 2, f: 0, args: 2, n: 1 },
+                    Add { dst: 0, a: 1, b: 2 },
+                    Ret { a: 0 },
+                ],
+            )],
+            ..Module::default()
+        }
+    }
+
+    #[test]
+    fn recursive_fib() {
+        assert_eq!(run_to_end(&fib_module(), 0, vec![Value::Int(20)]), Step::Exited(Value::Int(6765)));
+    }
+
+    #[test]
+    fn fuel_bounds_each_step_and_counts_reductions() {
+        let m = fib_module();
+        let mut st = ActorState::new(&m, 0, vec![Value::Int(15)]).unwrap();
+        let mut host = TestHost::default();
+        let mut yields = 0;
+        let result = loop {
+            match step(&mut st, &m, &mut host, 100) {
+                Step::Yielded => yields += 1,
+                other => break other,
+            }
+        };
+        assert_eq!(result, Step::Exited(Value::Int(610)));
+        // fib(15) makes 1972 calls, one unit each.
+        assert_eq!(st.reductions, 1972);
+        assert_eq!(yields, 19);
+    }
+
+    #[test]
+    fn division_by_zero_is_caught_by_try() {
+        use Instr::*;
+        let m = Module {
+            consts: vec![],
+            funcs: vec![func(
+                "main",
+                2,
+                4,
+                vec![
+                    Try { dst: 3, target: 4 },
+                    Div { dst: 2, a: 0, b: 1 },
+                    Endtry {},
+                    Ret { a: 2 },
+                    Tget { dst: 2, t: 3, i: 0 },
+                    Ret { a: 2 },
+                ],
+            )],
+            debug: None,
+        };
+        let r = run_to_end(&m, 0, vec![Value::Int(1), Value::Int(0)]);
+        assert_eq!(r, Step::Exited(Value::Atom(atoms::DIV_BY_ZERO)));
+        let r = run_to_end(&m, 0, vec![Value::Int(7), Value::Int(2)]);
+        assert_eq!(r, Step::Exited(Value::Int(3)));
+    }
+
+    #[test]
+    fn uncaught_exception_reports_where() {
+        use Instr::*;
+        let m = Module {
+            funcs: vec![
+                func("main", 0, 1, vec![Call { dst: 0, f: 1, args: 0, n: 0 }, Ret { a: 0 }]),
+                func(
+                    "bad",
+                    0,
+                    2,
+                    vec![
+                        Int { dst: 0, imm: i32::MAX },
+                        Mul { dst: 0, a: 0, b: 0 },
+                        Mul { dst: 0, a: 0, b: 0 },
+                        Ret { a: 0 },
+                    ],
+                ),
+            ],
+            ..Module::default()
+        };
+        match run_to_end(&m, 0, vec![]) {
+            Step::Failed(f) => {
+                assert_eq!(f.exception.kind, atoms::OVERFLOW);
+                assert_eq!((f.func, f.pc), (1, 2));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn deep_recursion_raises_a_catchable_stack_overflow() {
+        use Instr::*;
+        let m = Module {
+            funcs: vec![
+                func(
+                    "main",
+                    0,
+                    2,
+                    vec![
+                        Try { dst: 1, target: 3 },
+                        Call { dst: 0, f: 1, args: 0, n: 0 },
+                        Ret { a: 0 },
+                        Tget { dst: 0, t: 1, i: 0 },
+                        Ret { a: 0 },
+                    ],
+                ),
+                func("down", 0, 1, vec![Call { dst: 0, f: 1, args: 0, n: 0 }, Ret { a: 0 }]),
+            ],
+            ..Module::default()
+        };
+        let mut st = ActorState::new(&m, 0, vec![]).unwrap();
+        st.max_frames = 500;
+        let mut host = TestHost::default();
+        let r = loop {
+            match step(&mut st, &m, &mut host, 1000) {
+                Step::Yielded => continue,
+                other => break other,
+            }
+        };
+        assert_eq!(r, Step::Exited(Value::Atom(atoms::STACK_OVERFLOW)));
+        assert!(st.frames.is_empty());
+    }
+
+    #[test]
+    fn tail_calls_run_in_constant_space() {
+        use Instr::*;
+        // count(n, acc): if n == 0 return acc else count(n - 1, acc + 1)
+        let m = Module {
+            funcs: vec![func(
+                "count",
+                2,
+                3,
+                vec![
+                    Jeqi { a: 0, imm: 0, target: 4 },
+                    Addi { dst: 0, a: 0, imm: -1 },
+                    Addi { dst: 1, a: 1, imm: 1 },
+                    Tcall { f: 0, args: 0, n: 2 },
+                    Ret { a: 1 },
+                ],
+            )],
+            ..Module::default()
+        };
+        let mut st = ActorState::new(&m, 0, vec![Value::Int(1_000_000), Value::Int(0)]).unwrap();
+        st.max_frames = 4;
+        let mut host = TestHost::default();
+        let r = loop {
+            match step(&mut st, &m, &mut host, 10_000) {
+                Step::Yielded => assert!(st.frames.len() == 1 && st.regs.len() == 3),
+                other => break other,
+            }
+        };
+        assert_eq!(r, Step::Exited(Value::Int(1_000_000)));
+    }
+
+    #[test]
+    fn closures_pass_captured_values_first() {
+        use Instr::*;
+        let m = Module {
+            consts: vec![],
+            funcs: vec![
+                func(
+                    "main",
+                    0,
+                    4,
+                    vec![
+                        Int { dst: 0, imm: 10 },
+                        Closure { dst: 1, f: 1, env: 0, n: 1 },
+                        Int { dst: 2, imm: 3 },
+                        Callv { dst: 3, f: 1, args: 2, n: 1 },
+                        Ret { a: 3 },
+                    ],
+                ),
+                func("sub", 2, 2, vec![Sub { dst: 0, a: 0, b: 1 }, Ret { a: 0 }]),
+            ],
+            debug: None,
+        };
+        assert_eq!(run_to_end(&m, 0, vec![]), Step::Exited(Value::Int(7)));
+    }
+
+    /// The requirement: suspend at an effect, round-trip the state through serde, resume,
+    /// and get the same result as without the round trip.
+    #[test]
+    fn blocked_state_survives_a_serde_round_trip() {
+        use Instr::*;
+        let m = Module {
+            consts: vec![Value::str("got one")],
+            funcs: vec![func(
+                "main",
+                1,
+                4,
+                vec![
+                    Const { dst: 3, k: 0 },
+                    Print { a: 3 },
+                    Recv { dst: 1 },
+                    Add { dst: 2, a: 1, b: 0 },
+                    Ret { a: 2 },
+                ],
+            )],
+            debug: None,
+        };
+        let mut st = ActorState::new(&m, 0, vec![Value::Int(40)]).unwrap();
+        let mut host = TestHost::default();
+        assert_eq!(step(&mut st, &m, &mut host, 100), Step::Blocked(Effect::Print("got one".into())));
+        st.resume(&m, Resume::Value(Value::Nil));
+        assert_eq!(
+            step(&mut st, &m, &mut host, 100),
+            Step::Blocked(Effect::Receive { pattern: None, timeout_ms: None })
+        );
+        assert_eq!(st.position(), Some((0, 2)), "rewound onto the recv");
+
+        let json = serde_json::to_string(&st).unwrap();
+        let mut restored: ActorState = serde_json::from_str(&json).unwrap();
+
+        // Path 1: the runtime completes the receive with a value.
+        restored.resume(&m, Resume::Value(Value::Int(2)));
+        assert_eq!(step(&mut restored, &m, &mut host, 100), Step::Exited(Value::Int(42)));
+
+        // Path 2: after a restore the instruction simply runs again and finds the message.
+        let mut again: ActorState = serde_json::from_str(&json).unwrap();
+        host.mailbox.push_back(Value::Int(2));
+        assert_eq!(step(&mut again, &m, &mut host, 100), Step::Exited(Value::Int(42)));
+    }
+
+    #[test]
+    fn resume_can_raise_at_the_blocked_instruction_or_time_out() {
+        use Instr::*;
+        let m = Module {
+            consts: vec![Value::atom("late")],
+            funcs: vec![func(
+                "main",
+                0,
+                4,
+                vec![
+                    Try { dst: 3, target: 6 },
+                    Int { dst: 1, imm: 50 },
+                    Recvt { dst: 0, ms: 1, target: 4 },
+                    Ret { a: 0 },
+                    Const { dst: 0, k: 0 },
+                    Ret { a: 0 },
+                    Ret { a: 3 },
+                ],
+            )],
+            debug: None,
+        };
+        let mut host = TestHost::default();
+        let mut st = ActorState::new(&m, 0, vec![]).unwrap();
+        assert_eq!(
+            step(&mut st, &m, &mut host, 100),
+            Step::Blocked(Effect::Receive { pattern: None, timeout_ms: Some(50) })
+        );
+        let mut interrupted = st.clone();
+        st.resume(&m, Resume::Timeout);
+        assert_eq!(step(&mut st, &m, &mut host, 100), Step::Exited(Value::atom("late")));
+
+        let exc = Exception::new(atoms::INTERRUPT, "stop");
+        interrupted.resume(&m, Resume::Raise(exc.clone()));
+        assert_eq!(step(&mut interrupted, &m, &mut host, 100), Step::Exited(exc.to_value()));
+    }
+
+    #[test]
+    fn append_builds_a_list_in_a_loop() {
+        use Instr::*;
+        // l = []; for i in 0..1000: l = append(l, i); return {len(l), l[999]}
+        let m = Module {
+            funcs: vec![func(
+                "main",
+                0,
+                5,
+                vec![
+                    List { dst: 0, items: 0, n: 0 },
+                    Int { dst: 1, imm: 0 },
+                    Jgei { a: 1, imm: 1000, target: 6 },
+                    Append { dst: 0, l: 0, v: 1 },
+                    Addi { dst: 1, a: 1, imm: 1 },
+                    Jmp { target: 2 },
+                    Len { dst: 2, a: 0 },
+                    Tget { dst: 3, t: 0, i: 999 },
+                    Tuple { dst: 4, items: 2, n: 2 },
+                    Ret { a: 4 },
+                ],
+            )],
+            ..Module::default()
+        };
+        let want = Value::tuple(vec![Value::Int(1000), Value::Int(999)]);
+        assert_eq!(run_to_end(&m, 0, vec![]), Step::Exited(want));
+    }
+
+    #[test]
+    fn updating_a_shared_collection_leaves_the_original_alone() {
+        let original = Value::list(vec![Value::Int(1)]);
+        let mut regs = vec![original.clone(), Value::Nil];
+        let copy = take_or_clone(&mut regs, 1, 0);
+        let updated = set_element(copy, &Value::Int(0), Value::Int(2)).unwrap();
+        assert_eq!(regs[0], original);
+        assert_eq!(updated, Value::list(vec![Value::Int(2)]));
+    }
+
+    #[test]
+    fn strings_and_bytes_for_protocol_parsing() {
+        assert_eq!(find(&Value::str("GET / HTTP/1.1\r\n"), &Value::str("\r\n")).unwrap(), Value::Int(14));
+        assert_eq!(
+            split(&Value::str("a,b,,c"), &Value::str(",")).unwrap(),
+            Value::list(vec![Value::str("a"), Value::str("b"), Value::str(""), Value::str("c")])
+        );
+        assert_eq!(
+            split(&Value::bytes(&b"x\r\ny"[..]), &Value::str("\r\n")).unwrap(),
+            Value::list(vec![Value::bytes(&b"x"[..]), Value::bytes(&b"y"[..])])
+        );
+        assert_eq!(
+            map_text("trim", &Value::str("  hi \r\n"), |t| t.trim_ascii().to_vec()).unwrap(),
+            Value::str("hi")
+        );
+        assert_eq!(to_int(&Value::str("-42")).unwrap(), Value::Int(-42));
+        assert!(to_int(&Value::str("4x")).is_err());
+        assert!(to_int(&Value::Float(f64::NAN)).is_err());
+        assert_eq!(slice(&Value::str("héllo"), &Value::Int(0), &Value::Int(1)).unwrap(), Value::str("h"));
+        assert!(slice(&Value::str("héllo"), &Value::Int(0), &Value::Int(2)).is_err());
+        assert!(slice(&Value::str("abc"), &Value::Int(2), &Value::Int(9)).is_err());
+        assert_eq!(byte_at(&Value::str("A"), &Value::Int(0)).unwrap(), Value::Int(65));
+        assert_eq!(concat(Value::str("ab"), &Value::str("cd")).unwrap(), Value::str("abcd"));
+    }
+
+    #[test]
+    fn arithmetic_edge_cases() {
+        assert_eq!(arith(Arith::Add, &Value::Int(1), &Value::Float(0.5)).unwrap(), Value::Float(1.5));
+        assert_eq!(
+            arith(Arith::Div, &Value::Int(i64::MIN), &Value::Int(-1)).unwrap_err().kind,
+            atoms::OVERFLOW
+        );
+        assert_eq!(arith(Arith::Rem, &Value::Int(1), &Value::Int(0)).unwrap_err().kind, atoms::DIV_BY_ZERO);
+        assert_eq!(arith(Arith::Div, &Value::Int(-7), &Value::Int(2)).unwrap(), Value::Int(-3));
+        assert_eq!(arith(Arith::Add, &Value::str("a"), &Value::Int(1)).unwrap_err().kind, atoms::TYPE_ERROR);
+        assert!(shift_amount(64).is_err());
+    }
 }

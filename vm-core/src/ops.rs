@@ -158,12 +158,30 @@ macro_rules! for_each_op {
             // ---- actors and effects
             actor Print "print" (a: Reg) "Writes the print form of `a` and a newline to standard output (an effect).";
             actor Self_ "self" (dst: Dst) "The pid of the running actor.";
-            actor Spawn "spawn" (dst: Dst, f: Reg, args: Reg, n: Count) "Starts a new actor running function value `f` with the `n` registers from `args`; returns its pid.";
-            actor Send "send" (to: Reg, msg: Reg) "Sends `msg` to the pid `to`; never blocks. Sending to an actor that has exited drops the message.";
+            actor Spawn "spawn" (dst: Dst, f: Reg, args: Reg, n: Count) "Starts a new actor running function value `f` with the `n` registers from `args`; returns its pid. Past the VM's actor limit raises `:limit`.";
+            actor Spawnl "spawnl" (dst: Dst, f: Reg, args: Reg, n: Count) "As `spawn`, and links the new actor to this one atomically.";
+            actor Spawnm "spawnm" (dst: Dst, f: Reg, args: Reg, n: Count) "As `spawn`, and monitors the new actor atomically; returns `{pid, ref}`.";
+            actor Send "send" (to: Reg, msg: Reg) "Sends `msg` to `to` (a pid, or an atom registered as a name); never blocks. Sending to a pid that has exited drops the message; to an unregistered name raises `:noproc`.";
             actor Recv "recv" (dst: Dst) "Takes the oldest message from the mailbox, waiting for one if it is empty.";
             actor Recvt "recvt" (dst: Dst, ms: Reg, target: Label) "As `recv`, but waits at most `ms` milliseconds; on timeout jumps to `target` leaving `dst` unchanged.";
+            actor Recvp "recvp" (dst: Dst, pat: Reg) "Selective receive: takes the oldest message matching pattern `pat`, leaving the others in order. A pattern matches a value equal to it; the atom `:_` matches anything; a tuple or list pattern matches a tuple or list of the same length whose elements match.";
+            actor Recvpt "recvpt" (dst: Dst, pat: Reg, ms: Reg, target: Label) "As `recvp`, waiting at most `ms` milliseconds; on timeout jumps to `target`.";
             actor Sleep "sleep" (ms: Reg) "Suspends the actor for `ms` milliseconds.";
             actor Now "now" (dst: Dst) "Monotonic time in milliseconds since the VM started.";
+            actor Yield "yield" () "Lets other actors run before this one continues.";
+            actor Yieldto "yieldto" (pid: Reg) "Yields, asking that actor `pid` run next if it is runnable.";
+            actor Register "register" (name: Reg, pid: Reg) "Registers atom `name` for `pid`; raises `:badarg` if the name is taken or the actor is not alive.";
+            actor Unregister "unregister" (name: Reg) "Removes a registered name (no effect if it is not registered).";
+            actor Whereis "whereis" (dst: Dst, name: Reg) "The pid registered as `name`, or `nil`.";
+            actor Link "link" (pid: Reg) "Links this actor and `pid`: when one exits abnormally the other receives an exit signal. Linking to an actor that has exited delivers the signal at once (reason `:noproc`).";
+            actor Unlink "unlink" (pid: Reg) "Removes a link.";
+            actor Monitor "monitor" (dst: Dst, pid: Reg) "Monitors `pid`; returns a reference `r`. When `pid` exits this actor receives `{:DOWN, r, pid, reason}` (at once, with reason `:noproc`, if it is already gone).";
+            actor Demonitor "demonitor" (r: Reg) "Cancels a monitor.";
+            actor Trapexit "trapexit" (dst: Dst, on: Reg) "Sets whether exit signals from links arrive as messages `{:EXIT, pid, reason}` instead of ending this actor; returns the previous setting. `kill` cannot be trapped.";
+            actor Exit "exit" (pid: Reg, reason: Reg) "Sends an exit signal with `reason` to `pid` (as if a linked actor had exited with it); `:normal` is ignored unless the target traps exits.";
+            actor Kill "kill" (pid: Reg) "Ends `pid` with reason `:killed`; cannot be trapped or caught.";
+            actor Stop "stop" (reason: Reg) "Ends this actor with `reason` (`:normal` is a normal exit).";
+            actor Interrupt "interrupt" (pid: Reg, exc: Reg, mode: Reg) "Raises exception `exc` (`{kind, msg}`) in `pid`. Mode 0: only if it is waiting (receive, sleep, channel, I/O); mode 1: also if running (at its next fuel check) or in a blocking native call (when it returns); mode 2: stops it now with the exception as its exit reason. Returns nothing; an interrupt that does not apply is dropped.";
         }
     };
 }

@@ -56,8 +56,11 @@ pub struct Handler {
 /// Everything the interpreter knows about one actor. Serialisable: a snapshot of a blocked or
 /// yielded actor is this value plus the module it runs.
 ///
-/// Invariant: `regs.len()` is the top of the current frame (`base + nregs` of the last frame), and
-/// each frame's registers are `regs[base .. base + nregs]`.
+/// Invariants: each frame's registers are `regs[base .. base + nregs]` and the running frame's
+/// top (`base + nregs`) is at most `regs.len()`. The register stack is kept at its high-water mark
+/// rather than shrunk on every return (shrinking costs a drop loop per call); slots above the
+/// running frame's top hold only scalars (nil, bools, numbers, atoms, pids), so they keep no
+/// message, channel or resource alive.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ActorState {
     /// The register stack.
@@ -82,6 +85,9 @@ pub enum Effect {
     /// Wait for a message; resume with [`Resume::Value`] carrying it (already taken from the
     /// mailbox), or [`Resume::Timeout`] when `timeout_ms` passes first.
     Receive {
+        /// Only a message matching this pattern is taken (see [`crate::value::matches`]);
+        /// `None` takes the oldest message.
+        pattern: Option<Value>,
         /// How long to wait, from when the effect was first issued; `None` waits forever.
         timeout_ms: Option<u64>,
     },
@@ -90,6 +96,11 @@ pub enum Effect {
         /// Milliseconds.
         ms: u64,
     },
+    /// Let other actors run, then resume with [`Resume::Value`] (ignored). With a pid, ask that
+    /// actor to run next if it is runnable.
+    Yield(Option<Pid>),
+    /// End this actor with the reason (the `stop` instruction). The runtime does not resume it.
+    Stop(Value),
 }
 
 /// How the runtime completes a blocked instruction. See the module docs.
@@ -129,18 +140,64 @@ pub enum Step {
     Failed(Fault),
 }
 
+/// Options for starting an actor.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SpawnOpts {
+    /// Link the new actor to the spawner.
+    pub link: bool,
+    /// Monitor the new actor from the spawner.
+    pub monitor: bool,
+}
+
+/// Actor operations that complete at once, routed through [`Host::control`]. Each returns a value
+/// (often `nil`) or raises.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ActorOp {
+    /// Register a name; returns nil.
+    Register(crate::atom::Atom, Pid),
+    /// Remove a name; returns nil.
+    Unregister(crate::atom::Atom),
+    /// Look a name up; returns a pid or nil.
+    Whereis(crate::atom::Atom),
+    /// Link to an actor.
+    Link(Pid),
+    /// Remove a link.
+    Unlink(Pid),
+    /// Monitor an actor; returns the reference (an int).
+    Monitor(Pid),
+    /// Cancel a monitor by reference.
+    Demonitor(i64),
+    /// Set exit trapping; returns the previous setting.
+    TrapExit(bool),
+    /// Send an exit signal with a reason.
+    Exit(Pid, Value),
+    /// End an actor untrappably.
+    Kill(Pid),
+    /// Raise an exception in an actor, in mode 0, 1 or 2.
+    Interrupt(Pid, Exception, u8),
+}
+
 /// Services that never wait, provided by the runtime.
 pub trait Host {
     /// The running actor's pid.
     fn self_pid(&self) -> Pid;
-    /// Starts an actor running `fun` with `args`.
-    fn spawn(&mut self, fun: Arc<Closure>, args: Vec<Value>) -> Result<Pid, Exception>;
+    /// Starts an actor running `fun` with `args`; returns its pid and, when monitoring, the
+    /// monitor reference.
+    fn spawn(
+        &mut self,
+        fun: Arc<Closure>,
+        args: Vec<Value>,
+        opts: SpawnOpts,
+    ) -> Result<(Pid, Option<i64>), Exception>;
     /// Delivers `msg` to `to`'s mailbox. Never blocks.
     fn send(&mut self, to: Pid, msg: Value) -> Result<(), Exception>;
-    /// Takes the oldest message from the running actor's mailbox, if there is one.
-    fn try_receive(&mut self) -> Option<Value>;
+    /// Takes the oldest message (matching `pattern`, if given) from the running actor's mailbox,
+    /// leaving the others in order.
+    fn try_receive(&mut self, pattern: Option<&Value>) -> Option<Value>;
     /// Monotonic milliseconds since the VM started.
     fn now_ms(&self) -> i64;
+    /// Registry, links, monitors, signals and interrupts.
+    fn control(&mut self, op: ActorOp) -> Result<Value, Exception>;
 }
 
 impl ActorState {

@@ -20,7 +20,7 @@ use crate::atom::{Atom, atoms};
 use serde::{Deserialize, Serialize};
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
-use std::fmt::{self, Write as _};
+use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
@@ -314,6 +314,20 @@ mod map_as_pairs {
     }
 }
 
+/// Selective-receive pattern matching: a pattern matches a value equal to it; the atom `:_`
+/// matches anything; a tuple (or list) pattern matches a tuple (or list) of the same length whose
+/// elements match element by element. So `{:reply, :_, :_}` matches any three-element tuple
+/// tagged `:reply`.
+pub fn matches(pattern: &Value, v: &Value) -> bool {
+    match (pattern, v) {
+        (Value::Atom(a), _) if *a == atoms::WILDCARD => true,
+        (Value::Tuple(p), Value::Tuple(t)) | (Value::List(p), Value::List(t)) => {
+            p.len() == t.len() && p.iter().zip(t.iter()).all(|(p, x)| matches(p, x))
+        }
+        _ => pattern == v,
+    }
+}
+
 /// True when `name` can be written as a bare atom (`:name`) rather than a quoted one.
 pub fn is_bare_atom(name: &str) -> bool {
     let mut chars = name.chars();
@@ -458,6 +472,18 @@ mod tests {
         let json = serde_json::to_string(&v).unwrap();
         let back: Value = serde_json::from_str(&json).unwrap();
         assert_eq!(back, v);
+    }
+
+    #[test]
+    fn patterns_match_by_shape_with_wildcards() {
+        let msg = Value::tuple(vec![Value::atom("reply"), Value::Int(7), Value::str("x")]);
+        let any = Value::atom("_");
+        assert!(matches(&any, &msg));
+        assert!(matches(&Value::tuple(vec![Value::atom("reply"), any.clone(), any.clone()]), &msg));
+        assert!(!matches(&Value::tuple(vec![Value::atom("other"), any.clone(), any.clone()]), &msg));
+        assert!(!matches(&Value::tuple(vec![Value::atom("reply"), any.clone()]), &msg));
+        assert!(matches(&Value::Int(7), &Value::Int(7)));
+        assert!(!matches(&Value::Int(7), &Value::Float(7.0)));
     }
 
     #[test]
