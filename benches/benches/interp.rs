@@ -1,15 +1,17 @@
 //! The interpreter's hot loop, without the runtime: `benches/programs/fib.vasm` and `loop.vasm`
-//! are assembled in-process, encoded and loaded (decode + verify, as `vm run` does for a `.vbc`),
-//! and `vm_core::interp::step` is called until `main` returns, with a host that has no other
-//! actors, an empty mailbox and a frozen clock. This measures dispatch, calls and fuel accounting
-//! alone; `docs/BENCHMARKS.md` has the whole-program comparison with Lua.
+//! are assembled and verified in-process, and `vm_core::interp::step` is called until `main`
+//! returns, with a host that has no other actors, an empty mailbox and a frozen clock. This
+//! measures dispatch, calls and fuel accounting alone; `docs/BENCHMARKS.md` has the whole-program
+//! comparison with Lua.
 //!
 //! Run with `cargo bench -p vm-benches --bench interp`.
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use std::hint::black_box;
 use std::sync::Arc;
-use vm_core::{ActorState, Closure, Effect, Exception, Host, Module, Pid, Resume, Step, Value};
+use vm_core::{
+    ActorOp, ActorState, Closure, Effect, Exception, Host, Module, Pid, Resume, SpawnOpts, Step, Value,
+};
 
 /// Fuel per `step` call, of the order the runtime gives an actor before it yields to tokio.
 const FUEL: u32 = 4000;
@@ -22,7 +24,12 @@ impl Host for LoneHost {
         Pid(1)
     }
 
-    fn spawn(&mut self, _fun: Arc<Closure>, _args: Vec<Value>) -> Result<Pid, Exception> {
+    fn spawn(
+        &mut self,
+        _fun: Arc<Closure>,
+        _args: Vec<Value>,
+        _opts: SpawnOpts,
+    ) -> Result<(Pid, Option<i64>), Exception> {
         Err(Exception::badarg("the interpreter bench runs a single actor"))
     }
 
@@ -30,20 +37,27 @@ impl Host for LoneHost {
         Ok(())
     }
 
-    fn try_receive(&mut self) -> Option<Value> {
+    fn try_receive(&mut self, _pattern: Option<&Value>) -> Option<Value> {
         None
     }
 
     fn now_ms(&self) -> i64 {
         0
     }
+
+    fn control(&mut self, op: ActorOp) -> Result<Value, Exception> {
+        Err(Exception::badarg(format!("the interpreter bench runs a single actor: {op:?}")))
+    }
 }
 
-/// Assembles a benchmark program and loads it the way a `.vbc` file is loaded.
+/// Assembles a benchmark program and verifies it, as every module must be before it runs.
 fn load(name: &str, source: &str) -> Module {
     let module = vm_core::asm::assemble_str(name, source)
         .unwrap_or_else(|e| panic!("{name} does not assemble: {:?}", e.diagnostics));
-    vm_core::load(&vm_core::bytecode::encode(&module)).unwrap_or_else(|e| panic!("{name} does not load: {e}"))
+    if let Err(errors) = vm_core::verify::verify(&module) {
+        panic!("{name} does not verify: {errors:?}");
+    }
+    module
 }
 
 /// Runs `main(args)` to completion and returns what it returned. `print` effects are dropped
