@@ -1,1 +1,515 @@
-//! vm-cli: the `vm` command line. The only crate that prints.
+//! vm-cli: the `vm` command line. **The only crate that prints** its own messages (diagnostics,
+//! reports, disassembly); a program's own output goes through vm-io, and so does every file this
+//! crate reads or writes. It builds no runtime and spawns no task: `vm run` hands the module to
+//! [`vm_sched::block_on_run`].
+//!
+//! All logic lives in this library so that the integration tests can build their own wrapper
+//! binary over [`main_entry`] (or call [`run_cli`] / [`run_command`] in-process); `main.rs` is one line.
+//!
+//! Commands and exit statuses are the stable CLI contract of DESIGN.md:
+//!
+//! | command | does |
+//! |---|---|
+//! | `vm run [--workers N] [--fuel N] [--max-frames N] FILE [ARGS...]` | runs `main` with ARGS |
+//! | `vm asm FILE.vasm [-o FILE.vbc]` | assembles and verifies, writes the module |
+//! | `vm disasm FILE.vbc` | prints the module as assembly |
+//! | `vm check FILE.vasm` | assembles and verifies, reports every error, prints nothing if ok |
+//!
+//! | status | meaning |
+//! |---|---|
+//! | 0 | success (`main` returned) |
+//! | 1 | uncaught exception in the main actor, or it ended with an exit reason other than `:normal` |
+//! | 2 | usage, assembly, load or verification error |
+//! | 3 | deadlock |
+//! | 101 | internal error (the VM panicked; Rust's own status for a panic) |
+
+mod render;
+
+pub use render::Style;
+
+use clap::{Args, CommandFactory, Parser, Subcommand};
+use std::ffi::OsString;
+use std::io::Write as _;
+use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use vm_core::{Module, Value};
+use vm_sched::{Outcome, RunError, RunOptions};
+
+/// Exit status: success.
+pub const EXIT_OK: u8 = 0;
+/// Exit status: uncaught exception in the main actor.
+pub const EXIT_EXCEPTION: u8 = 1;
+/// Exit status: usage, assembly, load or verification error.
+pub const EXIT_USAGE: u8 = 2;
+/// Exit status: deadlock.
+pub const EXIT_DEADLOCK: u8 = 3;
+/// Exit status: the VM itself failed (a bug).
+pub const EXIT_INTERNAL: u8 = 101;
+
+/// The `vm` command line.
+#[derive(Debug, Parser)]
+#[command(name = "vm", version, about = "An actor VM: run, assemble, disassemble and check programs")]
+#[command(after_help = "Exit status: 0 ok, 1 uncaught exception, 2 usage or assembly error, 3 deadlock.")]
+pub struct Cli {
+    /// Log what the VM does to stderr at trace level (otherwise RUST_LOG decides; default warn).
+    #[arg(long, global = true)]
+    pub trace: bool,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// A `vm` command.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a program: `main` gets ARGS as a list of strings; the VM exits when it returns.
+    Run(RunArgs),
+    /// Assemble (and verify) a program into a binary module.
+    Asm {
+        /// The program's top-level file.
+        file: PathBuf,
+        /// Where to write the module (default: FILE with the extension `.vbc`).
+        #[arg(short, long, value_name = "FILE.vbc")]
+        output: Option<PathBuf>,
+    },
+    /// Print a binary module as assembly that re-assembles to the same bytes.
+    Disasm {
+        /// The module.
+        file: PathBuf,
+    },
+    /// Assemble and verify a program, report every error, print nothing if there is none.
+    Check {
+        /// The program's top-level file.
+        file: PathBuf,
+    },
+}
+
+/// Arguments of `vm run`.
+#[derive(Debug, Args)]
+#[command(override_usage = "vm run [OPTIONS] <FILE.vasm|FILE.vbc> [ARGS]...")]
+pub struct RunArgs {
+    /// Worker threads (default: one per core).
+    #[arg(long, value_name = "N")]
+    pub workers: Option<NonZeroUsize>,
+    /// Fuel per time slice before an actor yields (charged on backward jumps and calls).
+    #[arg(long, value_name = "N", default_value_t = vm_sched::Config::default().fuel,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub fuel: u32,
+    /// Maximum call depth; deeper recursion raises :stack_overflow.
+    #[arg(long, value_name = "N", default_value_t = vm_core::step::DEFAULT_MAX_FRAMES,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_frames: u32,
+    /// The program (a `.vbc` module, or assembly source with any other extension), then the
+    /// arguments for `main`, passed through untouched: everything after FILE belongs to the
+    /// program, even words that look like `vm` options.
+    // One clap argument holds both, because clap only stops recognising its own options once a
+    // trailing argument has started, and that must happen at FILE.
+    #[arg(value_name = "FILE.vasm|FILE.vbc", required = true, num_args = 1..,
+          trailing_var_arg = true, allow_hyphen_values = true)]
+    pub program: Vec<String>,
+}
+
+impl RunArgs {
+    /// The program file.
+    pub fn file(&self) -> PathBuf {
+        PathBuf::from(self.program.first().map_or("", String::as_str))
+    }
+
+    /// The arguments for `main`.
+    pub fn args(&self) -> &[String] {
+        self.program.get(1..).unwrap_or(&[])
+    }
+}
+
+/// The `vm` binary: parses `std::env::args_os()` and runs the command.
+pub fn main_entry() -> ExitCode {
+    ExitCode::from(run_cli(std::env::args_os()))
+}
+
+/// Parses `args` (the first is the program name) and runs the command; returns the exit status.
+pub fn run_cli<I, T>(args: I) -> u8
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            // `--help` and `--version` are "errors" that print to stdout and exit 0; clap picks
+            // the stream and the colours.
+            let _ = e.print();
+            return if e.use_stderr() { EXIT_USAGE } else { EXIT_OK };
+        }
+    };
+    init_tracing(cli.trace);
+    let mut stderr = std::io::stderr();
+    run_command(cli.command, &mut stderr, Style::for_stderr())
+}
+
+/// Runs a parsed command, writing the CLI's messages to `err` (standard error for the binary;
+/// tests pass a buffer). Returns the exit status.
+pub fn run_command(command: Command, err: &mut dyn std::io::Write, style: Style) -> u8 {
+    let mut say = |s: &str| {
+        // Nothing sensible can be done if standard error itself fails.
+        let _ = err.write_all(s.as_bytes()).and_then(|()| err.flush());
+    };
+    let result = match command {
+        Command::Run(run) => cmd_run(run, style),
+        Command::Asm { file, output } => cmd_asm(&file, output, style),
+        Command::Disasm { file } => cmd_disasm(&file),
+        Command::Check { file } => cmd_check(&file, style),
+    };
+    match result {
+        Ok(()) => EXIT_OK,
+        Err((status, message)) => {
+            say(&message);
+            status
+        }
+    }
+}
+
+/// A command's failure: the exit status and the text for standard error.
+type Failure = (u8, String);
+
+/// Logs go to stderr. `--trace` means everything at trace level, with timestamps; otherwise
+/// `RUST_LOG` is used when set, and `warn` when not, without timestamps (a warning is read by a
+/// person, not correlated with other events).
+fn init_tracing(trace: bool) {
+    use std::io::IsTerminal;
+    use tracing_subscriber::EnvFilter;
+    let ansi = std::io::stderr().is_terminal();
+    let explicit = if trace { Some(EnvFilter::new("trace")) } else { EnvFilter::try_from_default_env().ok() };
+    // `try_init` because in-process callers (tests) may run several commands.
+    let _ = match explicit {
+        Some(filter) => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .with_ansi(ansi)
+            .try_init(),
+        None => tracing_subscriber::fmt()
+            .with_env_filter(EnvFilter::new("warn"))
+            .with_writer(std::io::stderr)
+            .with_ansi(ansi)
+            .without_time()
+            .try_init(),
+    };
+}
+
+fn display(path: &Path) -> String {
+    path.to_string_lossy().into_owned()
+}
+
+/// Assembles `file` and verifies the result; on failure the rendered errors.
+fn assemble_and_verify(file: &Path, style: Style) -> Result<Module, String> {
+    let name = display(file);
+    let mut loader = vm_io::FsLoader::new();
+    let module = vm_core::asm::assemble(&name, &mut loader)
+        .map_err(|errors| render::asm_errors(&name, &errors, style))?;
+    vm_core::verify::verify(&module)
+        .map_err(|errors| render::verify_errors(&name, Some(&module), &errors))?;
+    Ok(module)
+}
+
+/// Reads, decodes and verifies a `.vbc` module; on failure the rendered error.
+fn load_module(file: &Path) -> Result<Module, String> {
+    let name = display(file);
+    let bytes = vm_io::fs::read_bytes(file).map_err(|e| format!("error: cannot read {name}: {e}\n"))?;
+    let module = vm_core::bytecode::decode(&bytes).map_err(|e| load_error(&name, None, e))?;
+    vm_core::verify::verify(&module)
+        .map_err(|errors| load_error(&name, Some(&module), vm_core::bytecode::LoadError::Verify(errors)))?;
+    Ok(module)
+}
+
+fn load_error(name: &str, module: Option<&Module>, e: vm_core::bytecode::LoadError) -> String {
+    match e {
+        vm_core::bytecode::LoadError::Verify(errors) => render::verify_errors(name, module, &errors),
+        other => format!("error: {name}: {other}\n"),
+    }
+}
+
+fn is_vbc(file: &Path) -> bool {
+    file.extension().is_some_and(|e| e == "vbc")
+}
+
+fn cmd_run(run: RunArgs, style: Style) -> Result<(), Failure> {
+    let file = run.file();
+    let loaded = if is_vbc(&file) { load_module(&file) } else { assemble_and_verify(&file, style) };
+    let module = loaded.map_err(|msg| (EXIT_USAGE, msg))?;
+    let opts = RunOptions { fuel_per_slice: run.fuel, max_frames: run.max_frames, workers: run.workers };
+    let result = vm_sched::block_on_run(Arc::new(module), run.args().to_vec(), opts);
+    match outcome_report(&display(&file), result) {
+        (EXIT_OK, _) => Ok(()),
+        failure => Err(failure),
+    }
+}
+
+/// The exit status and stderr text for how a run ended.
+pub fn outcome_report(file: &str, result: Result<Outcome, RunError>) -> (u8, String) {
+    match result {
+        Ok(Outcome::Exited(_)) => (EXIT_OK, String::new()),
+        Ok(Outcome::Failed { fault, location }) => (EXIT_EXCEPTION, render::uncaught(&fault, &location)),
+        // The scheduler already reports `stop :normal` as `Exited`; keep the rule here too.
+        Ok(Outcome::Stopped(reason)) if reason == Value::Atom(vm_core::atoms::NORMAL) => {
+            (EXIT_OK, String::new())
+        }
+        Ok(Outcome::Stopped(reason)) => (EXIT_EXCEPTION, render::stopped(&reason)),
+        Ok(Outcome::Deadlock(report)) => {
+            let mut report = report;
+            if !report.ends_with('\n') {
+                report.push('\n');
+            }
+            (EXIT_DEADLOCK, report)
+        }
+        Err(e @ RunError::Panicked(_)) => (EXIT_INTERNAL, format!("error: {e}\n")),
+        Err(e) => (EXIT_USAGE, format!("error: {file}: {e}\n")),
+    }
+}
+
+/// The default output of `vm asm FILE`: FILE with its extension replaced by `.vbc`.
+pub fn default_output(file: &Path) -> PathBuf {
+    file.with_extension("vbc")
+}
+
+fn cmd_asm(file: &Path, output: Option<PathBuf>, style: Style) -> Result<(), Failure> {
+    let module = assemble_and_verify(file, style).map_err(|msg| (EXIT_USAGE, msg))?;
+    let output = output.unwrap_or_else(|| default_output(file));
+    if output == file {
+        let msg = format!("error: refusing to overwrite the source {} with the module\n", display(file));
+        return Err((EXIT_USAGE, msg));
+    }
+    let bytes = vm_core::bytecode::encode(&module);
+    vm_io::fs::write_bytes(&output, &bytes)
+        .map_err(|e| (EXIT_USAGE, format!("error: cannot write {}: {e}\n", display(&output))))
+}
+
+fn cmd_disasm(file: &Path) -> Result<(), Failure> {
+    let module = load_module(file).map_err(|msg| (EXIT_USAGE, msg))?;
+    let text = vm_core::disasm::disassemble(&module);
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => Ok(()),
+        // The reader went away (`vm disasm x.vbc | head`): not an error worth reporting.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err((EXIT_USAGE, format!("error: cannot write to standard output: {e}\n"))),
+    }
+}
+
+fn cmd_check(file: &Path, style: Style) -> Result<(), Failure> {
+    assemble_and_verify(file, style).map(drop).map_err(|msg| (EXIT_USAGE, msg))
+}
+
+/// The clap command, for documentation generators and tests.
+pub fn command() -> clap::Command {
+    Cli::command()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vm_core::{Atom, Exception, Fault, Location};
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("vm").chain(args.iter().copied()))
+    }
+
+    /// Runs `vm ARGS...` in-process; returns the exit status and what went to standard error.
+    fn vm(args: &[&str]) -> (u8, String) {
+        let cli = parse(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        let mut err = Vec::new();
+        let status = run_command(cli.command, &mut err, Style::plain());
+        (status, String::from_utf8(err).unwrap())
+    }
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn run_passes_trailing_arguments_through_untouched() {
+        let cli =
+            parse(&["run", "--fuel", "10", "p.vasm", "--fuel", "-x", "--", "plain", "--trace"]).unwrap();
+        let Command::Run(run) = cli.command else { panic!() };
+        assert_eq!(run.fuel, 10);
+        assert_eq!(run.file(), PathBuf::from("p.vasm"));
+        assert_eq!(run.args(), ["--fuel", "-x", "--", "plain", "--trace"]);
+        assert!(!cli.trace);
+    }
+
+    #[test]
+    fn run_defaults_and_flags() {
+        let Command::Run(run) = parse(&["run", "p.vbc"]).unwrap().command else { panic!() };
+        assert_eq!(run.fuel, vm_sched::Config::default().fuel);
+        assert_eq!(run.max_frames, vm_core::step::DEFAULT_MAX_FRAMES);
+        assert_eq!(run.workers, None);
+        assert!(run.args().is_empty());
+        let cli = parse(&["--trace", "run", "--workers", "2", "--max-frames", "9", "p.vbc", "a"]).unwrap();
+        assert!(cli.trace);
+        let Command::Run(run) = cli.command else { panic!() };
+        assert_eq!(run.workers, NonZeroUsize::new(2));
+        assert_eq!(run.max_frames, 9);
+        assert_eq!(run.args(), ["a"]);
+    }
+
+    #[test]
+    fn usage_errors_exit_2_and_help_exits_0() {
+        assert!(parse(&["run"]).is_err());
+        assert!(parse(&["run", "--workers", "0", "p.vasm"]).is_err());
+        assert!(parse(&["run", "--fuel", "0", "p.vasm"]).is_err());
+        assert!(parse(&["frobnicate"]).is_err());
+        // `run_cli` exits with 2 exactly when clap reports on stderr; clap agrees on the codes.
+        for bad in [&["frobnicate"][..], &["run", "--fuel", "x", "p.vasm"], &["check"]] {
+            let e = parse(bad).unwrap_err();
+            assert!(e.use_stderr() && e.exit_code() == i32::from(EXIT_USAGE), "{bad:?}");
+        }
+        for info in [&["--version"][..], &["--help"], &["run", "--help"]] {
+            let e = parse(info).unwrap_err();
+            assert!(!e.use_stderr() && e.exit_code() == i32::from(EXIT_OK), "{info:?}");
+        }
+    }
+
+    #[test]
+    fn asm_output_defaults_to_the_same_stem() {
+        let Command::Asm { file, output } = parse(&["asm", "dir/p.vasm"]).unwrap().command else { panic!() };
+        assert_eq!(output, None);
+        assert_eq!(default_output(&file), PathBuf::from("dir/p.vbc"));
+        assert_eq!(default_output(Path::new("noext")), PathBuf::from("noext.vbc"));
+        let Command::Asm { output, .. } = parse(&["asm", "p.vasm", "-o", "out.vbc"]).unwrap().command else {
+            panic!()
+        };
+        assert_eq!(output, Some(PathBuf::from("out.vbc")));
+    }
+
+    #[test]
+    fn missing_files_are_usage_errors() {
+        let missing = std::env::temp_dir().join(format!("vm-cli-missing-{}.vbc", std::process::id()));
+        let m = missing.to_string_lossy().into_owned();
+        let want = (EXIT_USAGE, format!("error: cannot read {m}: No such file or directory (os error 2)\n"));
+        assert_eq!(vm(&["run", &m]), want);
+        assert_eq!(vm(&["disasm", &m]), want);
+        // A missing source goes through the assembler, which names it with its location.
+        let src = m.replace(".vbc", ".vasm");
+        let (status, err) = vm(&["check", &src]);
+        assert_eq!(status, EXIT_USAGE);
+        assert!(err.starts_with(&format!("error: {src}:1:1: cannot read")), "{err}");
+        assert!(err.ends_with(&format!("error: 1 error in {src}\n")), "{err}");
+        let err = load_module(&missing).unwrap_err();
+        assert!(err.starts_with("error: cannot read ") && err.contains("vm-cli-missing"), "{err}");
+    }
+
+    /// Writes `files` into a fresh directory and returns it.
+    fn scratch(test: &str, files: &[(&str, &str)]) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("vm-cli-{test}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        for (name, text) in files {
+            let path = dir.join(name);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        }
+        dir
+    }
+
+    /// The whole path from the command line to the exit status, in-process. The programs print
+    /// nothing, because a program's output goes to the real standard output.
+    #[test]
+    fn commands_exit_with_the_contracted_statuses() {
+        let dir = scratch(
+            "statuses",
+            &[
+                (
+                    "ok.vasm",
+                    ".include \"lib/args.vasm\"\n.func main 1\n    call r1, count, r0, 1\n    ret r1\n.end\n",
+                ),
+                ("lib/args.vasm", ".func count 1\n    len r1, r0\n    ret r1\n.end\n"),
+                ("zero.vasm", ".func main 0\n    nil r0\n    ret r0\n.end\n"),
+                ("raise.vasm", ".func main 0\n    const r0, :boom\n    raise r0, r0\n.end\n"),
+                ("dead.vasm", ".func main 0\n    recv r0\n    ret r0\n.end\n"),
+                ("bad.vasm", ".func main 0\n    ad r0, r0, r0\n    ret r0\n    jmp nowhere\n.end\n"),
+                ("arity.vasm", ".func main 2\n    ret r0\n.end\n"),
+                ("nomain.vasm", ".func start 0\n    nil r0\n    ret r0\n.end\n"),
+            ],
+        );
+        let path = |name: &str| dir.join(name).to_string_lossy().into_owned();
+        let ok = (EXIT_OK, String::new());
+        assert_eq!(vm(&["run", &path("ok.vasm"), "-a", "--b"]), ok);
+        assert_eq!(vm(&["run", "--workers", "1", "--fuel", "1", &path("zero.vasm")]), ok);
+        let raise = path("raise.vasm");
+        assert_eq!(
+            vm(&["run", &raise]),
+            (
+                EXIT_EXCEPTION,
+                format!(
+                    "error: uncaught exception in actor <1> (main)\n  boom: :boom\n  \
+                     at {raise}:3 (in main, instruction 1)\n"
+                )
+            )
+        );
+        let (status, err) = vm(&["run", &path("dead.vasm")]);
+        assert_eq!(status, EXIT_DEADLOCK);
+        assert!(err.starts_with("deadlock") && err.contains(&format!("{}:2", path("dead.vasm"))), "{err}");
+        let (status, err) = vm(&["run", &path("bad.vasm")]);
+        assert_eq!(status, EXIT_USAGE);
+        assert!(err.ends_with(&format!("error: 2 errors in {}\n", path("bad.vasm"))), "{err}");
+        let (status, err) = vm(&["run", &path("arity.vasm")]);
+        assert_eq!(status, EXIT_USAGE);
+        assert!(err.contains("`main` takes 2 arguments"), "{err}");
+        let (status, err) = vm(&["run", &path("nomain.vasm")]);
+        assert_eq!(
+            (status, err),
+            (EXIT_USAGE, format!("error: {}: the program has no `main` function\n", path("nomain.vasm")))
+        );
+        assert_eq!(vm(&["run", &path("missing.vasm")]).0, EXIT_USAGE);
+        assert_eq!(vm(&["check", &path("ok.vasm")]), ok);
+        let (status, err) = vm(&["check", &path("bad.vasm")]);
+        assert_eq!(status, EXIT_USAGE);
+        assert!(err.contains(&format!("{}:2:5:", path("bad.vasm"))), "{err}");
+        assert_eq!(vm(&["asm", &path("bad.vasm")]).0, EXIT_USAGE);
+        assert!(!dir.join("bad.vbc").exists(), "a failed assembly wrote a module");
+        let (status, err) = vm(&["asm", &path("ok.vasm"), "-o", &path("ok.vasm")]);
+        assert_eq!(status, EXIT_USAGE);
+        assert!(err.starts_with("error: refusing to overwrite the source"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn every_assembly_error_is_reported() {
+        let dir = scratch(
+            "every",
+            &[("bad.vasm", ".func main 0\n    ad r0, r0, r0\n    ret r0\n    jmp nowhere\n.end\n")],
+        );
+        let name = dir.join("bad.vasm").to_string_lossy().into_owned();
+        let msg = assemble_and_verify(Path::new(&name), Style::plain()).unwrap_err();
+        assert!(msg.contains(&format!("{name}:2:5:")), "{msg}");
+        assert!(msg.contains(&format!("{name}:4:9:")), "{msg}");
+        assert!(msg.ends_with(&format!("error: 2 errors in {name}\n")), "{msg}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn outcomes_map_to_exit_statuses() {
+        assert_eq!(outcome_report("p", Ok(Outcome::Exited(Value::Nil))), (EXIT_OK, String::new()));
+        let fault = Fault { exception: Exception::new(Atom::new("badarg"), "no"), func: 0, pc: 1 };
+        let location = Location { func: "main".into(), pc: 1, file: None, line: None };
+        let (status, msg) = outcome_report("p", Ok(Outcome::Failed { fault, location }));
+        assert_eq!(status, EXIT_EXCEPTION);
+        assert_eq!(
+            msg,
+            "error: uncaught exception in actor <1> (main)\n  badarg: no\n  at main instruction 1\n"
+        );
+        assert_eq!(
+            outcome_report("p", Ok(Outcome::Stopped(Value::atom("normal")))),
+            (EXIT_OK, String::new())
+        );
+        let (status, msg) = outcome_report("p", Ok(Outcome::Stopped(Value::atom("killed"))));
+        assert_eq!(status, EXIT_EXCEPTION);
+        assert_eq!(msg, "error: actor <1> (main) exited with reason :killed\n");
+        let (status, msg) = outcome_report("p", Ok(Outcome::Deadlock("deadlock: x".into())));
+        assert_eq!((status, msg.as_str()), (EXIT_DEADLOCK, "deadlock: x\n"));
+        let (status, msg) = outcome_report("p.vasm", Err(RunError::Usage("`main` takes 3 arguments".into())));
+        assert_eq!(status, EXIT_USAGE);
+        assert!(msg.starts_with("error: p.vasm: `main` takes 3 arguments"), "{msg}");
+        assert_eq!(outcome_report("p", Err(RunError::Panicked("x".into()))).0, EXIT_INTERNAL);
+    }
+}

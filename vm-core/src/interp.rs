@@ -684,12 +684,20 @@ fn cold<H: Host + ?Sized>(
             put!(dst, spawn(host, &reg!(f), window(regs, args as usize, n), SpawnOpts::default()))
         }
         Instr::Spawnl { dst, f, args, n } => {
-            let opts = SpawnOpts { link: true, monitor: false };
+            let opts = SpawnOpts { link: true, ..SpawnOpts::default() };
             put!(dst, spawn(host, &reg!(f), window(regs, args as usize, n), opts))
         }
         Instr::Spawnm { dst, f, args, n } => {
-            let opts = SpawnOpts { link: false, monitor: true };
+            let opts = SpawnOpts { monitor: true, ..SpawnOpts::default() };
             put!(dst, spawn(host, &reg!(f), window(regs, args as usize, n), opts))
+        }
+        Instr::Spawnx { dst, f, args, opts } => {
+            let r = match (&reg!(args), SpawnOpts::from_map(&reg!(opts))) {
+                (Value::List(a), Ok(o)) => spawn(host, &reg!(f), a.to_vec(), o),
+                (_, Err(e)) => Err(e),
+                (x, _) => Err(type_err("spawnx", "a list of arguments", x)),
+            };
+            put!(dst, r)
         }
         Instr::Send { to, msg } => {
             let r = match pid_of(host, "send", &reg!(to)) {

@@ -161,6 +161,7 @@ macro_rules! for_each_op {
             actor Spawn "spawn" (dst: Dst, f: Reg, args: Reg, n: Count) "Starts a new actor running function value `f` with the `n` registers from `args`; returns its pid. Past the VM's actor limit raises `:limit`.";
             actor Spawnl "spawnl" (dst: Dst, f: Reg, args: Reg, n: Count) "As `spawn`, and links the new actor to this one atomically.";
             actor Spawnm "spawnm" (dst: Dst, f: Reg, args: Reg, n: Count) "As `spawn`, and monitors the new actor atomically; returns `{pid, ref}`.";
+            actor Spawnx "spawnx" (dst: Dst, f: Reg, args: Reg, opts: Reg) "Starts an actor running `f` with the list `args`, with options from the map `opts`: `:link`, `:monitor` (then returns `{pid, ref}`), `:max_mailbox` (past it the actor is killed with reason `{:limit, :max_mailbox}`) and `:max_frames` (deeper calls raise `:stack_overflow`).";
             actor Send "send" (to: Reg, msg: Reg) "Sends `msg` to `to` (a pid, or an atom registered as a name); never blocks. Sending to a pid that has exited drops the message; to an unregistered name raises `:noproc`.";
             actor Recv "recv" (dst: Dst) "Takes the oldest message from the mailbox, waiting for one if it is empty.";
             actor Recvt "recvt" (dst: Dst, ms: Reg, target: Label) "As `recv`, but waits at most `ms` milliseconds; on timeout jumps to `target` leaving `dst` unchanged.";
@@ -371,7 +372,13 @@ impl Opcode {
     pub fn is_terminator(self) -> bool {
         matches!(
             self,
-            Opcode::Jmp | Opcode::Ret | Opcode::Tcall | Opcode::Tcallv | Opcode::Raise | Opcode::Rethrow
+            Opcode::Jmp
+                | Opcode::Ret
+                | Opcode::Tcall
+                | Opcode::Tcallv
+                | Opcode::Raise
+                | Opcode::Rethrow
+                | Opcode::Stop
         )
     }
 }

@@ -140,13 +140,54 @@ pub enum Step {
     Failed(Fault),
 }
 
-/// Options for starting an actor.
+/// Options for starting an actor (BEAM's spawn options).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SpawnOpts {
     /// Link the new actor to the spawner.
     pub link: bool,
     /// Monitor the new actor from the spawner.
     pub monitor: bool,
+    /// Maximum queued messages; past it the actor is killed with `{:limit, :max_mailbox}`.
+    pub max_mailbox: Option<usize>,
+    /// Maximum frame depth; deeper calls raise `:stack_overflow`.
+    pub max_frames: Option<u32>,
+}
+
+impl SpawnOpts {
+    /// Reads options from a map such as `%{:link => true, :max_mailbox => 100}`. Unknown keys
+    /// and values of the wrong type raise `:badarg`.
+    pub fn from_map(v: &Value) -> Result<SpawnOpts, Exception> {
+        let Value::Map(m) = v else {
+            return Err(Exception::badarg(format!("spawn options must be a map, got {}", v.type_atom())));
+        };
+        let mut o = SpawnOpts::default();
+        for (k, val) in m.iter() {
+            let key = match k {
+                Value::Atom(a) => a.name(),
+                other => {
+                    return Err(Exception::badarg(format!(
+                        "spawn option keys are atoms, got {}",
+                        other.repr()
+                    )));
+                }
+            };
+            let limit = |v: &Value| match v {
+                Value::Int(n) if *n > 0 => Ok(*n),
+                other => Err(Exception::badarg(format!(
+                    "spawn option :{key} must be a positive int, got {}",
+                    other.repr()
+                ))),
+            };
+            match &*key {
+                "link" => o.link = val.truthy(),
+                "monitor" => o.monitor = val.truthy(),
+                "max_mailbox" => o.max_mailbox = Some(limit(val)? as usize),
+                "max_frames" => o.max_frames = Some(limit(val)?.min(u32::MAX as i64) as u32),
+                _ => return Err(Exception::badarg(format!("unknown spawn option :{key}"))),
+            }
+        }
+        Ok(o)
+    }
 }
 
 /// Actor operations that complete at once, routed through [`Host::control`]. Each returns a value

@@ -1,1 +1,23 @@
-//! vm-sched: the runtime. The only crate that spawns tasks.
+//! vm-sched: the runtime. **The only crate that spawns tasks.**
+//!
+//! - `mailbox`: an actor's message queue, control port and the wake protocol (loom-checked).
+//! - `vm`: the runtime handle: registry, spawn, routing, exits, deadlock detection,
+//!   introspection.
+//! - `actor`: the per-actor driver loop and the `Host` the interpreter sees.
+//! - `heartbeat`: the watchdog that reports an actor holding a worker thread too long.
+//! - `run`: [`block_on_run`], which builds the tokio runtime and runs a program to its end with
+//!   its output on standard output (what `vm run` calls, so the CLI spawns nothing).
+
+pub mod actor;
+pub mod heartbeat;
+pub mod mailbox;
+pub mod run;
+mod sync;
+pub mod vm;
+
+pub use mailbox::{Signal, Wait};
+pub use run::{RunError, RunOptions, block_on_run};
+pub use vm::{ActorInfo, Config, Hold, Outcome, Output, RunState, Vm};
+
+#[cfg(all(test, not(vm_loom)))]
+mod tests;

@@ -1,0 +1,406 @@
+//! The per-actor driver loop and the [`Host`] the interpreter sees.
+//!
+//! One tokio task per actor runs [`drive`]:
+//! 1. At a safe point (before each slice), if the control port has signals, handle them: a kill,
+//!    an exit signal or a mode-2 interrupt ends the actor; a mode-1 interrupt is raised at the
+//!    current instruction; a stale mode-0 interrupt is dropped (it only applies to a waiting
+//!    actor, and this one is running).
+//! 2. Step the interpreter for one slice of fuel.
+//! 3. `Yielded` → yield to tokio so other actors run (preemption); `Blocked(effect)` → await the
+//!    effect, raced against the control port, and resume the actor with the result, an exception
+//!    or a timeout; `Exited`/`Failed` → end.
+//!
+//! Every wait goes through the mailbox's wake protocol (see `mailbox`), so a waiting actor is one
+//! parked task with a stored waker: no polling, no CPU.
+
+use crate::mailbox::{Signal, Wait, WaitSpec, Woken};
+use crate::sync::Ordering;
+use crate::vm::{ActorCell, Outcome, RunState, Vm};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use vm_core::interp;
+use vm_core::{
+    ActorOp, ActorState, Closure, Effect, Exception, Fault, Host, Module, Pid, Resume, SpawnOpts, Step,
+    Value, atoms,
+};
+
+/// Why an actor ended.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ExitReason {
+    /// Its first function returned this value (reason `:normal`).
+    Returned(Value),
+    /// It raised an exception nobody caught (reason `{:exception, kind, msg}`).
+    Failed(Fault),
+    /// `stop`, an exit signal, or a mode-2 interrupt ended it with this reason.
+    Stopped(Value),
+    /// It was killed (untrappable) with this reason.
+    Killed(Value),
+}
+
+impl ExitReason {
+    /// The reason value links and monitors see.
+    pub fn value(&self) -> Value {
+        match self {
+            ExitReason::Returned(_) => Value::Atom(atoms::NORMAL),
+            ExitReason::Failed(f) => exception_reason(&f.exception),
+            ExitReason::Stopped(v) | ExitReason::Killed(v) => v.clone(),
+        }
+    }
+}
+
+fn exception_reason(e: &Exception) -> Value {
+    Value::tuple(vec![Value::Atom(atoms::EXCEPTION), Value::Atom(e.kind), e.msg.clone()])
+}
+
+/// Runs one actor to completion; see the module docs.
+pub(crate) async fn drive(
+    vm: Vm,
+    cell: Arc<ActorCell>,
+    module: Arc<Module>,
+    mut st: ActorState,
+    report: Option<tokio::sync::oneshot::Sender<Outcome>>,
+) {
+    let reason = {
+        let mut host = ActorHost { vm: &vm, cell: &cell, monitors: Vec::new(), last_target: None };
+        run(&mut host, &module, &mut st).await
+    };
+    // The main actor's failure is reported by `vm run` itself; others are logged here.
+    if let (ExitReason::Failed(f), None) = (&reason, &report) {
+        let loc = module.location(f.func, f.pc);
+        tracing::error!(pid = %cell.pid, exception = %f.exception, location = %loc, "actor crashed");
+    }
+    // Main's outcome goes out before the exit bookkeeping: once main has ended, `vm run` is done,
+    // and reporting first keeps the deadlock detector from mistaking that moment for a deadlock.
+    if let Some(tx) = report {
+        let outcome = match reason.clone() {
+            ExitReason::Returned(v) => Outcome::Exited(v),
+            ExitReason::Failed(fault) => {
+                let location = module.location(fault.func, fault.pc);
+                Outcome::Failed { fault, location }
+            }
+            ExitReason::Stopped(Value::Atom(a)) if a == atoms::NORMAL => Outcome::Exited(Value::Nil),
+            ExitReason::Stopped(v) | ExitReason::Killed(v) => Outcome::Stopped(v),
+        };
+        let _ = tx.send(outcome);
+    }
+    vm.finish(&cell, &reason);
+}
+
+async fn run(host: &mut ActorHost<'_>, module: &Module, st: &mut ActorState) -> ExitReason {
+    let vm = host.vm;
+    let cell = host.cell;
+    let fuel = vm.shared.config.fuel;
+    let mut deferrals = 0u32;
+    loop {
+        // A plain load first: the read-modify-write is only paid when a signal is there.
+        if cell.has_signals.load(Ordering::Relaxed) && cell.has_signals.swap(false, Ordering::SeqCst) {
+            while let Some(sig) = cell.mailbox.take_signal() {
+                match sig {
+                    Signal::Kill(reason) => return ExitReason::Killed(reason),
+                    Signal::Exit { reason, .. } => return ExitReason::Stopped(reason),
+                    Signal::Interrupt { exc, mode: 2 } => return ExitReason::Stopped(exception_reason(&exc)),
+                    Signal::Interrupt { exc, mode: 1 } => st.pending = Some(exc),
+                    Signal::Interrupt { .. } => {}
+                }
+            }
+        }
+        // `yieldto`: step aside (a bounded number of times) while another actor asked to run next.
+        let boost = vm.shared.boost.load(Ordering::Relaxed);
+        if boost != 0 {
+            if boost == cell.pid.0 + 1 {
+                vm.shared.boost.store(0, Ordering::Relaxed);
+            } else if deferrals < 8
+                && vm.lookup(Pid(boost - 1)).is_some_and(|c| c.state() == RunState::Runnable)
+            {
+                deferrals += 1;
+                tokio::task::yield_now().await;
+                continue;
+            } else {
+                vm.shared.boost.store(0, Ordering::Relaxed);
+            }
+        }
+        deferrals = 0;
+
+        cell.set_state(RunState::Running);
+        vm.shared.heartbeat.begin(cell.pid.0);
+        let step = interp::step(st, module, host, fuel);
+        vm.shared.heartbeat.end();
+        cell.record(st.position(), st.reductions);
+        match step {
+            Step::Yielded => {
+                cell.set_state(RunState::Runnable);
+                tokio::task::yield_now().await;
+            }
+            Step::Exited(v) => return ExitReason::Returned(v),
+            Step::Failed(f) => return ExitReason::Failed(f),
+            Step::Blocked(effect) => match effect {
+                Effect::Print(text) => {
+                    vm.shared.output.line(&text);
+                    st.resume(module, Resume::Value(Value::Nil));
+                }
+                Effect::Stop(reason) => return ExitReason::Stopped(reason),
+                Effect::Yield(target) => {
+                    if let Some(t) = target {
+                        vm.shared.boost.store(t.0 + 1, Ordering::Relaxed);
+                    }
+                    cell.set_state(RunState::Runnable);
+                    tokio::task::yield_now().await;
+                    st.resume(module, Resume::Value(Value::Nil));
+                }
+                Effect::Sleep { ms } => {
+                    cell.set_state(RunState::Waiting);
+                    match WaitFor::new(vm, cell, None, false, Some(ms)).await {
+                        None | Some(Woken::Message(_)) => st.resume(module, Resume::Value(Value::Nil)),
+                        Some(Woken::Signal(sig)) => {
+                            if let Some(end) = blocked_signal(module, st, sig) {
+                                return end;
+                            }
+                        }
+                    }
+                }
+                Effect::Receive { pattern, timeout_ms } => {
+                    cell.set_state(RunState::Waiting);
+                    match WaitFor::new(vm, cell, pattern, true, timeout_ms).await {
+                        Some(Woken::Message(m)) => st.resume(module, Resume::Value(m)),
+                        None => st.resume(module, Resume::Timeout),
+                        Some(Woken::Signal(sig)) => {
+                            if let Some(end) = blocked_signal(module, st, sig) {
+                                return end;
+                            }
+                        }
+                    }
+                }
+            },
+        }
+    }
+}
+
+/// A signal that arrived while the actor was waiting: interrupts of mode 0 and 1 are raised at
+/// the blocked instruction (catchable); anything else ends the actor.
+fn blocked_signal(module: &Module, st: &mut ActorState, sig: Signal) -> Option<ExitReason> {
+    match sig {
+        Signal::Kill(reason) => Some(ExitReason::Killed(reason)),
+        Signal::Exit { reason, .. } => Some(ExitReason::Stopped(reason)),
+        Signal::Interrupt { exc, mode: 2 } => Some(ExitReason::Stopped(exception_reason(&exc))),
+        Signal::Interrupt { exc, .. } => {
+            st.resume(module, Resume::Raise(exc));
+            None
+        }
+    }
+}
+
+/// Waits for a signal, a matching message (when `receive`), or the timeout; `None` means the
+/// timeout passed with nothing delivered. A hand-written future rather than an `async fn`, to keep
+/// every actor's task small (an idle actor is mostly this and its interpreter state).
+struct WaitFor<'a> {
+    vm: &'a Vm,
+    cell: &'a ActorCell,
+    pattern: Option<Value>,
+    receive: bool,
+    timeout_ms: Option<u64>,
+    /// Boxed so the future stays small when there is no deadline.
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    done: bool,
+}
+
+impl<'a> WaitFor<'a> {
+    fn new(
+        vm: &'a Vm,
+        cell: &'a ActorCell,
+        pattern: Option<Value>,
+        receive: bool,
+        timeout_ms: Option<u64>,
+    ) -> Self {
+        let timer = timeout_ms.map(|ms| Box::pin(tokio::time::sleep(Duration::from_millis(ms))));
+        WaitFor { vm, cell, pattern, receive, timeout_ms, timer, done: false }
+    }
+}
+
+impl Future for WaitFor<'_> {
+    type Output = Option<Woken>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Woken>> {
+        let this = self.get_mut();
+        let passed = this.timer.as_mut().is_some_and(|t| t.as_mut().poll(cx).is_ready());
+        let spec = WaitSpec {
+            receive: this.receive,
+            pattern: this.pattern.as_ref(),
+            indefinite: this.timeout_ms.is_none(),
+        };
+        let describe = || match (this.receive, this.timeout_ms) {
+            (true, t) => Wait::Receive { pattern: this.pattern.clone(), timeout_ms: t },
+            (false, t) => Wait::Sleep(t.unwrap_or(0)),
+        };
+        let (p, idle) = this.cell.mailbox.poll_wait(cx, &spec, passed, describe, &this.vm.shared.active);
+        if idle {
+            this.vm.shared.idle.notify_one();
+        }
+        if p.is_ready() {
+            this.done = true;
+        }
+        p
+    }
+}
+
+/// Undoes a wait's bookkeeping if the future is dropped before it completes (runtime shutdown),
+/// so the accounting stays balanced.
+impl Drop for WaitFor<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.cell.mailbox.cancel_wait(&self.vm.shared.active);
+        }
+    }
+}
+
+/// The interpreter's view of the runtime, for one actor.
+pub(crate) struct ActorHost<'a> {
+    vm: &'a Vm,
+    cell: &'a Arc<ActorCell>,
+    /// Monitors this actor holds: (reference, monitored actor), for `demonitor`.
+    monitors: Vec<(i64, Pid)>,
+    /// The actor this one sent to last. Actors mostly talk to the same peer, and this saves the
+    /// registry lookup; a cached actor that has exited just drops the message, as the registry
+    /// would.
+    last_target: Option<Arc<ActorCell>>,
+}
+
+impl Host for ActorHost<'_> {
+    fn self_pid(&self) -> Pid {
+        self.cell.pid
+    }
+
+    fn spawn(
+        &mut self,
+        fun: Arc<Closure>,
+        args: Vec<Value>,
+        opts: SpawnOpts,
+    ) -> Result<(Pid, Option<i64>), Exception> {
+        let module = self.cell.module.clone();
+        let (pid, r) = self.vm.spawn(module, &fun, args, opts, Some(self.cell.pid))?;
+        if let Some(r) = r {
+            self.monitors.push((r, pid));
+        }
+        Ok((pid, r))
+    }
+
+    fn send(&mut self, to: Pid, msg: Value) -> Result<(), Exception> {
+        if to == self.cell.pid {
+            self.vm.deliver(self.cell, msg);
+            return Ok(());
+        }
+        match &self.last_target {
+            Some(c) if c.pid == to => self.vm.deliver(c, msg),
+            _ => {
+                if let Some(c) = self.vm.lookup(to) {
+                    self.vm.deliver(&c, msg);
+                    self.last_target = Some(c);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn try_receive(&mut self, pattern: Option<&Value>) -> Option<Value> {
+        self.cell.mailbox.try_take(pattern)
+    }
+
+    fn now_ms(&self) -> i64 {
+        self.vm.now_ms()
+    }
+
+    fn control(&mut self, op: ActorOp) -> Result<Value, Exception> {
+        let me = self.cell.pid;
+        let vm = self.vm;
+        match op {
+            ActorOp::Register(name, pid) => vm.register(name, pid).map(|()| Value::Nil),
+            ActorOp::Unregister(name) => {
+                vm.unregister(name);
+                Ok(Value::Nil)
+            }
+            ActorOp::Whereis(name) => Ok(vm.whereis(name).map_or(Value::Nil, Value::Pid)),
+            ActorOp::Link(pid) if pid == me => Ok(Value::Nil),
+            ActorOp::Link(pid) => {
+                let alive = vm.lookup(pid).is_some_and(|c| {
+                    c.mailbox.with(|i| {
+                        if !i.closed && !i.links.contains(&me) {
+                            i.links.push(me);
+                        }
+                        !i.closed
+                    })
+                });
+                if alive {
+                    self.cell.mailbox.with(|i| {
+                        if !i.links.contains(&pid) {
+                            i.links.push(pid);
+                        }
+                    });
+                } else {
+                    vm.signal_cell(self.cell, Signal::Exit { from: pid, reason: Value::Atom(atoms::NOPROC) });
+                }
+                Ok(Value::Nil)
+            }
+            ActorOp::Unlink(pid) => {
+                self.cell.mailbox.with(|i| i.links.retain(|p| *p != pid));
+                if let Some(c) = vm.lookup(pid) {
+                    c.mailbox.with(|i| i.links.retain(|p| *p != me));
+                }
+                Ok(Value::Nil)
+            }
+            ActorOp::Monitor(pid) => {
+                let r = vm.next_ref();
+                let alive = vm.lookup(pid).is_some_and(|c| {
+                    c.mailbox.with(|i| {
+                        if !i.closed {
+                            i.monitors.push((r, me));
+                        }
+                        !i.closed
+                    })
+                });
+                if alive {
+                    self.monitors.push((r, pid));
+                } else {
+                    let down = Value::tuple(vec![
+                        Value::Atom(atoms::DOWN),
+                        Value::Int(r),
+                        Value::Pid(pid),
+                        Value::Atom(atoms::NOPROC),
+                    ]);
+                    vm.deliver(self.cell, down);
+                }
+                Ok(Value::Int(r))
+            }
+            ActorOp::Demonitor(r) => {
+                let held =
+                    self.monitors.iter().position(|(x, _)| *x == r).map(|i| self.monitors.swap_remove(i).1);
+                if let Some(pid) = held
+                    && let Some(c) = vm.lookup(pid)
+                {
+                    c.mailbox.with(|i| i.monitors.retain(|(x, _)| *x != r));
+                }
+                Ok(Value::Nil)
+            }
+            ActorOp::TrapExit(on) => {
+                Ok(Value::Bool(self.cell.mailbox.with(|i| std::mem::replace(&mut i.trap_exit, on))))
+            }
+            ActorOp::Exit(pid, reason) => {
+                let sig = match &reason {
+                    Value::Atom(a) if *a == atoms::KILL => Signal::Kill(Value::Atom(atoms::KILLED)),
+                    _ => Signal::Exit { from: me, reason },
+                };
+                vm.signal(pid, sig);
+                Ok(Value::Nil)
+            }
+            ActorOp::Kill(pid) => {
+                vm.signal(pid, Signal::Kill(Value::Atom(atoms::KILLED)));
+                Ok(Value::Nil)
+            }
+            ActorOp::Interrupt(pid, exc, mode) => {
+                vm.signal(pid, Signal::Interrupt { exc, mode });
+                Ok(Value::Nil)
+            }
+        }
+    }
+}

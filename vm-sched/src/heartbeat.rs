@@ -1,0 +1,147 @@
+//! The heartbeat: notices an actor that holds a worker thread too long without yielding.
+//!
+//! Fuel-based preemption bounds how long a slice of *bytecode* runs, but one instruction can
+//! still take long (a huge `split`, a configuration with enormous fuel) and a blocking native call
+//! could be misclassified. The heartbeat makes that visible.
+//!
+//! Protocol:
+//! 1. Each worker thread owns one slot (assigned on first use, per VM). When a driver starts a
+//!    slice it writes its pid and the current *epoch* into its thread's slot; when the slice
+//!    ends it clears the pid. No clock is read on this path: the epoch is a counter.
+//! 2. The watchdog task advances the epoch every tick (a quarter of the threshold) and reports,
+//!    through `tracing`, a slot whose pid has not changed for at least the threshold — once per
+//!    slice — and counts it in [`Heartbeat::hogs`].
+//! 3. When no slot is busy the watchdog parks on a `Notify` instead of ticking; a driver starting
+//!    a slice wakes it if it is parked. So an idle VM has no timer firing at all (hibernation).
+
+use crate::sync::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::cell::Cell;
+use std::sync::Weak;
+use std::time::Duration;
+
+const SLOTS: usize = 64;
+
+struct Slot {
+    /// `pid + 1` of the actor running on this thread, or 0.
+    pid: AtomicU64,
+    /// The epoch when that slice started.
+    since: AtomicU64,
+    /// Set once this slice has been reported.
+    reported: AtomicBool,
+}
+
+/// Shared state of the heartbeat (one per VM).
+pub struct Heartbeat {
+    id: usize,
+    epoch: AtomicU64,
+    slots: Vec<Slot>,
+    next_slot: AtomicUsize,
+    parked: AtomicBool,
+    wake: tokio::sync::Notify,
+    hogs: AtomicU64,
+    tick: Duration,
+    threshold_ticks: u64,
+}
+
+static NEXT_ID: AtomicUsize = AtomicUsize::new(1);
+
+thread_local! {
+    /// (heartbeat id, slot index) of the current thread.
+    static SLOT: Cell<(usize, usize)> = const { Cell::new((0, 0)) };
+}
+
+impl Heartbeat {
+    /// A heartbeat that reports slices longer than `threshold_ms`.
+    pub fn new(threshold_ms: u64) -> Heartbeat {
+        let tick_ms = (threshold_ms / 4).max(1);
+        Heartbeat {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            epoch: AtomicU64::new(0),
+            slots: (0..SLOTS)
+                .map(|_| Slot {
+                    pid: AtomicU64::new(0),
+                    since: AtomicU64::new(0),
+                    reported: AtomicBool::new(false),
+                })
+                .collect(),
+            next_slot: AtomicUsize::new(0),
+            parked: AtomicBool::new(false),
+            wake: tokio::sync::Notify::new(),
+            hogs: AtomicU64::new(0),
+            tick: Duration::from_millis(tick_ms),
+            threshold_ticks: threshold_ms.div_ceil(tick_ms).max(1),
+        }
+    }
+
+    fn slot(&self) -> Option<&Slot> {
+        let (id, i) = SLOT.with(|s| s.get());
+        let i = if id == self.id {
+            i
+        } else {
+            let i = self.next_slot.fetch_add(1, Ordering::Relaxed);
+            SLOT.with(|s| s.set((self.id, i)));
+            i
+        };
+        self.slots.get(i)
+    }
+
+    /// Step 1: a slice of `pid` starts on this thread.
+    pub fn begin(&self, pid: u64) {
+        if let Some(s) = self.slot() {
+            s.since.store(self.epoch.load(Ordering::Relaxed), Ordering::Relaxed);
+            s.reported.store(false, Ordering::Relaxed);
+            // Sequentially consistent with the watchdog's `parked` store and slot check, so that
+            // either it sees this slice or this sees it parked (a Dekker-style handshake).
+            s.pid.store(pid + 1, Ordering::SeqCst);
+        }
+        if self.parked.load(Ordering::SeqCst) {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Step 1: the slice has ended.
+    pub fn end(&self) {
+        if let Some(s) = self.slot() {
+            s.pid.store(0, Ordering::Release);
+        }
+    }
+
+    /// How many over-long slices have been reported.
+    pub fn hogs(&self) -> u64 {
+        self.hogs.load(Ordering::Relaxed)
+    }
+
+    /// Steps 2 and 3: the watchdog loop. `locate` describes an actor for the report.
+    pub async fn watch(this: Weak<Heartbeat>, locate: impl Fn(u64) -> String) {
+        loop {
+            let Some(hb) = this.upgrade() else { return };
+            let tick = hb.tick;
+            drop(hb);
+            tokio::time::sleep(tick).await;
+            let Some(hb) = this.upgrade() else { return };
+            let now = hb.epoch.fetch_add(1, Ordering::Relaxed) + 1;
+            let mut busy = false;
+            for s in &hb.slots {
+                let pid = s.pid.load(Ordering::Acquire);
+                if pid == 0 {
+                    continue;
+                }
+                busy = true;
+                let held = now.saturating_sub(s.since.load(Ordering::Relaxed));
+                if held >= hb.threshold_ticks && !s.reported.swap(true, Ordering::Relaxed) {
+                    hb.hogs.fetch_add(1, Ordering::Relaxed);
+                    let ms = held * hb.tick.as_millis() as u64;
+                    tracing::warn!(pid = pid - 1, held_ms = ms, at = %locate(pid - 1), "actor has held a worker thread without yielding");
+                }
+            }
+            if !busy {
+                hb.parked.store(true, Ordering::SeqCst);
+                // Re-check after announcing: a slice that began in between has already notified.
+                if hb.slots.iter().all(|s| s.pid.load(Ordering::SeqCst) == 0) {
+                    hb.wake.notified().await;
+                }
+                hb.parked.store(false, Ordering::SeqCst);
+            }
+        }
+    }
+}

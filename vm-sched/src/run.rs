@@ -1,0 +1,325 @@
+//! Running a whole program on a runtime built here: what `vm run` calls, so that the CLI builds
+//! no runtime and spawns no task.
+//!
+//! [`block_on_run`] builds a multi-thread tokio runtime ([`RunOptions::workers`] threads, default
+//! one per core), creates a [`Vm`] whose `print` output goes to standard output through
+//! [`StdoutSink`], runs `main` as an actor with [`Vm::run_main`], and returns its [`Outcome`]
+//! once `main` ends or the VM deadlocks. `vm run` exits when `main` returns: other actors still
+//! running then are abandoned with the runtime, and lines they print after that are dropped.
+//!
+//! **Output buffering.** `print` output goes through [`vm_io::Output`], a 64 KiB buffer (a
+//! `print` per loop iteration must not cost a system call). The buffer is flushed
+//! - shortly after output appears: the first line written into an empty buffer wakes a flusher
+//!   task, which waits [`FLUSH_DELAY`] (so a burst of lines becomes one write) and flushes. A
+//!   program that prints and then waits (a server announcing its port) shows its output within a
+//!   few milliseconds, and a VM where nothing prints wakes nobody, keeping it at 0 % CPU;
+//! - after every line when standard output is a terminal (see [`vm_io::Output`]);
+//! - when the buffer fills, and once more when `main` has ended, before [`block_on_run`] returns
+//!   and the CLI reports the outcome. Output is therefore complete and in order at exit, whatever
+//!   the exit status.
+
+use crate::vm::{Config, Outcome, Output, Vm};
+use std::fmt;
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use vm_core::Module;
+
+/// How long the flusher waits after output first appears before it flushes.
+pub const FLUSH_DELAY: Duration = Duration::from_millis(5);
+
+/// How to run a program.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RunOptions {
+    /// Fuel per slice: an actor yields to tokio after this many calls and backward jumps
+    /// (at least 1; 0 is treated as 1).
+    pub fuel_per_slice: u32,
+    /// Default maximum frame depth of each actor; deeper recursion raises `:stack_overflow`.
+    pub max_frames: u32,
+    /// Worker threads; `None` means one per core.
+    pub workers: Option<NonZeroUsize>,
+}
+
+impl Default for RunOptions {
+    fn default() -> RunOptions {
+        let config = Config::default();
+        RunOptions { fuel_per_slice: config.fuel, max_frames: config.max_frames, workers: None }
+    }
+}
+
+impl RunOptions {
+    /// The VM configuration these options describe (other settings at their defaults).
+    pub fn config(&self) -> Config {
+        Config { fuel: self.fuel_per_slice.max(1), max_frames: self.max_frames, ..Config::default() }
+    }
+}
+
+/// Why a program could not be run to an [`Outcome`].
+#[derive(Debug)]
+pub enum RunError {
+    /// The module cannot be started: no `main`, or `main` with the wrong arity.
+    Usage(String),
+    /// The tokio runtime could not be built.
+    Runtime(std::io::Error),
+    /// The VM itself panicked: a bug, never the program's fault.
+    Panicked(String),
+}
+
+impl fmt::Display for RunError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RunError::Usage(msg) => f.write_str(msg),
+            RunError::Runtime(e) => write!(f, "cannot start the runtime: {e}"),
+            RunError::Panicked(msg) => write!(f, "internal error: the VM panicked: {msg}"),
+        }
+    }
+}
+
+impl std::error::Error for RunError {}
+
+/// Checks that `module` can be started by `vm run`: it has a `main` taking one argument (the
+/// command-line arguments as a list of strings) or none.
+pub fn check_main(module: &Module) -> Result<(), RunError> {
+    let main = module
+        .func_index("main")
+        .ok_or_else(|| RunError::Usage("the program has no `main` function".into()))?;
+    match module.funcs[main as usize].arity {
+        0 | 1 => Ok(()),
+        n => Err(RunError::Usage(format!(
+            "`main` takes {n} arguments; it must take 1 (the command-line arguments as a list of \
+             strings) or 0"
+        ))),
+    }
+}
+
+/// Runs `main` with `args` on a new multi-thread runtime, printing to standard output, and
+/// returns how it ended. See the module docs.
+pub fn block_on_run(module: Arc<Module>, args: Vec<String>, opts: RunOptions) -> Result<Outcome, RunError> {
+    // Usage errors are found before anything is built.
+    check_main(&module)?;
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = opts.workers {
+        builder.worker_threads(n.get());
+    }
+    let runtime = builder.enable_all().thread_name("vm-worker").build().map_err(RunError::Runtime)?;
+    let sink = Arc::new(StdoutSink::new(Arc::new(vm_io::Output::stdout())));
+    let config = opts.config();
+    let task = runtime.spawn({
+        let sink = sink.clone();
+        async move {
+            let flusher = tokio::spawn(sink.clone().flush_loop());
+            let vm = Vm::new(config, sink.clone());
+            let result = vm.run_main(module, args).await;
+            flusher.abort();
+            result
+        }
+    });
+    let joined = runtime.block_on(task);
+    // Whatever happened, what the program printed so far goes out before the caller reports.
+    sink.close();
+    // Actors still running are abandoned: `vm run` ends when `main` does.
+    runtime.shutdown_background();
+    match joined {
+        Ok(Ok(outcome)) => Ok(outcome),
+        Ok(Err(msg)) => Err(RunError::Usage(msg)),
+        Err(e) if e.is_panic() => Err(RunError::Panicked(panic_message(e.into_panic()))),
+        Err(e) => Err(RunError::Panicked(e.to_string())),
+    }
+}
+
+fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "(no message)".to_string()
+    }
+}
+
+/// The VM's [`Output`] for `vm run`: lines go to a [`vm_io::Output`], flushed by a flusher task
+/// shortly after they appear (see the module docs).
+pub struct StdoutSink {
+    out: Arc<vm_io::Output>,
+    /// Set by the first line after a flush; the flusher clears it.
+    dirty: AtomicBool,
+    wake: tokio::sync::Notify,
+    /// Set once the run has ended: later lines are dropped.
+    closed: AtomicBool,
+    /// Set after the first write error, so it is logged once.
+    failed: AtomicBool,
+}
+
+impl StdoutSink {
+    /// A sink writing to `out`.
+    pub fn new(out: Arc<vm_io::Output>) -> StdoutSink {
+        StdoutSink {
+            out,
+            dirty: AtomicBool::new(false),
+            wake: tokio::sync::Notify::new(),
+            closed: AtomicBool::new(false),
+            failed: AtomicBool::new(false),
+        }
+    }
+
+    /// Flushes shortly after output appears, forever; spawn it and abort it when done.
+    pub async fn flush_loop(self: Arc<Self>) {
+        loop {
+            self.wake.notified().await;
+            tokio::time::sleep(FLUSH_DELAY).await;
+            // Clear before flushing: a line written during the flush sets it again and wakes
+            // the next round, so no line can be left behind.
+            self.dirty.store(false, Ordering::SeqCst);
+            self.flush();
+        }
+    }
+
+    /// Flushes what is buffered and drops every later line.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        self.flush();
+    }
+
+    fn report(&self, e: std::io::Error) {
+        // Write errors are sticky in `vm_io::Output`; say it once. A reader that went away
+        // (`vm run prog | head`) is normal and not worth a warning.
+        if !self.failed.swap(true, Ordering::SeqCst) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                tracing::debug!("standard output closed: {e}");
+            } else {
+                tracing::warn!("cannot write to standard output: {e}");
+            }
+        }
+    }
+}
+
+impl Output for StdoutSink {
+    fn line(&self, text: &str) {
+        if self.closed.load(Ordering::SeqCst) {
+            return;
+        }
+        if let Err(e) = self.out.print_line(text) {
+            self.report(e);
+            return;
+        }
+        if !self.dirty.swap(true, Ordering::SeqCst) {
+            self.wake.notify_one();
+        }
+    }
+
+    fn flush(&self) {
+        if let Err(e) = self.out.flush() {
+            self.report(e);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{self, Write};
+    use std::sync::Mutex;
+    use vm_core::{Function, Instr, Value};
+
+    /// An in-memory standard output.
+    #[derive(Clone, Default)]
+    struct Capture(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Capture {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Capture {
+        fn text(&self) -> String {
+            String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+        }
+    }
+
+    fn module_with_main(arity: u16, code: Vec<Instr>) -> Module {
+        Module {
+            consts: vec![],
+            funcs: vec![Function { name: "main".into(), arity, nregs: arity.max(1), code }],
+            debug: None,
+        }
+    }
+
+    #[test]
+    fn main_must_exist_and_take_zero_or_one_arguments() {
+        let ret = || vec![Instr::Nil { dst: 0 }, Instr::Ret { a: 0 }];
+        assert!(check_main(&module_with_main(0, ret())).is_ok());
+        assert!(check_main(&module_with_main(1, ret())).is_ok());
+        let e = check_main(&module_with_main(2, ret())).unwrap_err();
+        assert!(e.to_string().contains("`main` takes 2 arguments"), "{e}");
+        let mut m = module_with_main(1, ret());
+        m.funcs[0].name = "start".into();
+        let e = block_on_run(Arc::new(m), vec![], RunOptions::default()).unwrap_err();
+        assert_eq!(e.to_string(), "the program has no `main` function");
+    }
+
+    #[test]
+    fn block_on_run_runs_main_to_the_end() {
+        // main(args) returns its argument list; it prints nothing, keeping test output clean.
+        let m = module_with_main(1, vec![Instr::Ret { a: 0 }]);
+        let opts = RunOptions { workers: NonZeroUsize::new(1), fuel_per_slice: 0, ..RunOptions::default() };
+        let outcome = block_on_run(Arc::new(m), vec!["a".into(), "-b".into()], opts).unwrap();
+        assert_eq!(outcome, Outcome::Exited(Value::list(vec![Value::str("a"), Value::str("-b")])));
+    }
+
+    #[test]
+    fn options_map_onto_the_vm_config() {
+        let o = RunOptions::default();
+        assert_eq!(o.fuel_per_slice, Config::default().fuel);
+        assert_eq!(o.max_frames, vm_core::step::DEFAULT_MAX_FRAMES);
+        assert_eq!(o.workers, None);
+        let c = RunOptions { fuel_per_slice: 0, max_frames: 7, workers: None }.config();
+        assert_eq!((c.fuel, c.max_frames), (1, 7));
+    }
+
+    #[tokio::test]
+    async fn output_is_flushed_shortly_after_it_appears() {
+        let cap = Capture::default();
+        let sink = Arc::new(StdoutSink::new(Arc::new(vm_io::Output::new(cap.clone(), false))));
+        let flusher = tokio::spawn(sink.clone().flush_loop());
+        sink.line("listening");
+        assert_eq!(cap.text(), "", "buffered, not written line by line");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while cap.text().is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        assert_eq!(cap.text(), "listening\n");
+        // A second burst wakes the flusher again.
+        sink.line("a");
+        sink.line("b");
+        while cap.text().len() < "listening\na\nb\n".len() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        assert_eq!(cap.text(), "listening\na\nb\n");
+        flusher.abort();
+    }
+
+    #[test]
+    fn close_flushes_and_drops_later_lines() {
+        let cap = Capture::default();
+        let sink = StdoutSink::new(Arc::new(vm_io::Output::new(cap.clone(), false)));
+        sink.line("before");
+        sink.close();
+        assert_eq!(cap.text(), "before\n");
+        sink.line("after");
+        sink.flush();
+        assert_eq!(cap.text(), "before\n");
+    }
+
+    #[test]
+    fn panic_messages_are_recovered() {
+        assert_eq!(panic_message(Box::new("boom")), "boom");
+        assert_eq!(panic_message(Box::new(String::from("bang"))), "bang");
+        assert_eq!(panic_message(Box::new(7)), "(no message)");
+    }
+}

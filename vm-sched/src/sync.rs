@@ -1,0 +1,22 @@
+//! Synchronisation primitives, swapped for loom's under `--cfg vm_loom` so the hand-made wake
+//! protocol in `mailbox` can be model-checked (`RUSTFLAGS="--cfg vm_loom" cargo test -p vm-sched
+//! --release --lib loom`). tokio uses `cfg(loom)` internally, hence a name of our own.
+
+#[cfg(vm_loom)]
+pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+#[cfg(vm_loom)]
+pub(crate) use loom::sync::{Arc, Mutex, MutexGuard};
+
+#[cfg(not(vm_loom))]
+pub(crate) use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+#[cfg(not(vm_loom))]
+pub(crate) use std::sync::{Mutex, MutexGuard};
+
+/// Locks a mutex, ignoring poisoning: a panic while holding an actor's lock is a VM bug, and the
+/// data (queues and flags) stays structurally valid, so other actors carry on.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}

@@ -1,0 +1,746 @@
+//! Actor semantics, tested by running assembly programs on a real multi-thread runtime.
+
+use crate::vm::{Config, Outcome, Output, Vm};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use vm_core::{Value, atoms};
+
+#[derive(Default)]
+struct Capture(Mutex<Vec<String>>);
+
+impl Output for Capture {
+    fn line(&self, text: &str) {
+        self.0.lock().unwrap().push(text.to_string());
+    }
+}
+
+fn run_with(src: &str, config: Config, workers: usize) -> (Outcome, Vec<String>) {
+    let module = vm_core::asm::assemble_str("t.vasm", src).unwrap_or_else(|e| panic!("{e}"));
+    vm_core::verify::verify(&module).unwrap();
+    let module = Arc::new(module);
+    let rt =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(workers).enable_all().build().unwrap();
+    let out = Arc::new(Capture::default());
+    let sink = out.clone();
+    let outcome = rt.block_on(async move {
+        let vm = Vm::new(config, sink);
+        tokio::time::timeout(Duration::from_secs(30), vm.run_main(module, vec![])).await
+    });
+    rt.shutdown_background();
+    let outcome = outcome.expect("the program did not finish within 30 s").expect("main starts");
+    let lines = out.0.lock().unwrap().clone();
+    (outcome, lines)
+}
+
+fn run(src: &str) -> (Outcome, Vec<String>) {
+    run_with(src, Config::default(), 2)
+}
+
+fn lines(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+#[test]
+fn selective_receive_takes_the_first_match_and_keeps_the_rest_in_order() {
+    let (o, out) = run(r#"
+.func main 0
+    self r0
+    const r1, {:a, 1}
+    send r0, r1
+    const r1, {:b, 2}
+    send r0, r1
+    const r1, {:a, 3}
+    send r0, r1
+    const r2, {:b, :_}
+    recvp r3, r2
+    print r3
+    recv r3
+    print r3
+    recv r3
+    print r3
+    ret r3
+.end
+"#);
+    assert_eq!(o, Outcome::Exited(Value::tuple(vec![Value::atom("a"), Value::Int(3)])));
+    assert_eq!(out, lines(&["{:b, 2}", "{:a, 1}", "{:a, 3}"]));
+}
+
+#[test]
+fn a_parked_selective_receive_skips_earlier_messages() {
+    // The worker sends {:a, 1} then {:b, 2} to main, which is already waiting for a :b.
+    let (_, out) = run(r#"
+.func main 0
+    self r0
+    fun r1, worker
+    spawn r2, r1, r0, 1
+    const r3, {:b, :_}
+    recvp r4, r3
+    print r4
+    recv r4
+    print r4
+    ret r4
+.end
+
+.func worker 1
+    int r1, 20
+    sleep r1
+    const r2, {:a, 1}
+    send r0, r2
+    const r2, {:b, 2}
+    send r0, r2
+    ret r2
+.end
+"#);
+    assert_eq!(out, lines(&["{:b, 2}", "{:a, 1}"]));
+}
+
+#[test]
+fn receive_times_out_and_jumps() {
+    let (_, out) = run(r#"
+.func main 0
+    int r1, 30
+    now r5
+    recvt r0, r1, late
+    ret r0
+late:
+    now r6
+    sub r6, r6, r5
+    jlti r6, 25, early
+    const r0, "timed out"
+    print r0
+    ret r0
+early:
+    const r0, "too early"
+    print r0
+    ret r0
+.end
+"#);
+    assert_eq!(out, lines(&["timed out"]));
+}
+
+const WATCH: &str = r#"
+; Runs `f` in a monitored actor and prints the DOWN reason.
+.func watch 1
+    list r1, r1, 0
+    const r2, %{:monitor => true}
+    spawnx r3, r0, r1, r2
+    tget r4, r3, 1
+    const r5, {:DOWN, :_, :_, :_}
+    recvp r6, r5
+    tget r7, r6, 1
+    jne r7, r4, wrongref
+    tget r8, r6, 3
+    print r8
+    ret r8
+wrongref:
+    const r8, "wrong monitor reference"
+    print r8
+    ret r8
+.end
+
+.func returns 0
+    int r0, 1
+    ret r0
+.end
+
+.func crashes 0
+    const r0, :boom
+    const r1, "bad"
+    raise r0, r1
+.end
+"#;
+
+#[test]
+fn monitors_see_normal_and_abnormal_exits() {
+    let src = format!(
+        "{WATCH}
+.func main 0
+    fun r0, returns
+    call r1, watch, r0, 1
+    fun r0, crashes
+    call r1, watch, r0, 1
+    ret r1
+.end
+"
+    );
+    let (_, out) = run(&src);
+    assert_eq!(out, lines(&[":normal", "{:exception, :boom, \"bad\"}"]));
+}
+
+#[test]
+fn monitoring_a_dead_actor_reports_noproc_at_once() {
+    let src = r#"
+.func main 0
+    fun r0, quick
+    spawnm r1, r0, r0, 0
+    const r2, {:DOWN, :_, :_, :_}
+    recvp r3, r2
+    tget r4, r1, 0
+    monitor r5, r4
+    recvp r3, r2
+    tget r6, r3, 3
+    print r6
+    ret r6
+.end
+
+.func quick 0
+    ret r0
+.end
+"#;
+    let (_, out) = run(src);
+    assert_eq!(out, lines(&[":noproc"]));
+}
+
+#[test]
+fn links_propagate_abnormal_exits_and_ignore_normal_ones() {
+    // `middle` links to a crasher and dies with the same reason; a second `middle` links to an
+    // actor that returns normally and survives to report.
+    let src = format!(
+        "{WATCH}
+.func main 0
+    fun r0, middle_crash
+    call r1, watch, r0, 1
+    fun r0, middle_normal
+    call r1, watch, r0, 1
+    ret r1
+.end
+
+.func middle_crash 0
+    fun r0, crashes
+    spawnl r1, r0, r0, 0
+    recv r2
+    ret r2
+.end
+
+.func middle_normal 0
+    fun r0, returns
+    spawnl r1, r0, r0, 0
+    int r2, 50
+    sleep r2
+    const r3, :survived
+    stop r3
+.end
+"
+    );
+    let (_, out) = run(&src);
+    assert_eq!(out, lines(&["{:exception, :boom, \"bad\"}", ":survived"]));
+}
+
+#[test]
+fn trapping_exits_turns_signals_into_messages() {
+    let src = format!(
+        "{WATCH}
+.func main 0
+    const r0, true
+    trapexit r1, r0
+    fun r0, crashes
+    spawnl r2, r0, r0, 0
+    recv r3
+    tget r4, r3, 0
+    print r4
+    tget r4, r3, 2
+    print r4
+    ret r4
+.end
+"
+    );
+    let (_, out) = run(&src);
+    assert_eq!(out, lines(&[":EXIT", "{:exception, :boom, \"bad\"}"]));
+}
+
+#[test]
+fn kill_cannot_be_trapped_or_caught() {
+    let src = format!(
+        "{WATCH}
+.func main 0
+    fun r0, killme
+    call r1, watch, r0, 1
+    ret r1
+.end
+
+.func killme 0
+    const r0, true
+    trapexit r1, r0
+    try r2, caught
+    self r3
+    kill r3
+    int r4, 1000
+    sleep r4
+    endtry
+    ret r4
+caught:
+    const r5, \"caught a kill\"
+    print r5
+    ret r5
+.end
+"
+    );
+    let (_, out) = run(&src);
+    assert_eq!(out, lines(&[":killed"]));
+}
+
+/// A worker that reports whether an interrupt reached it while doing `what`.
+const TARGETS: &str = r#"
+; r0 = parent. Sleeps inside a handler; reports :caught or :slept.
+.func sleeper 1
+    try r1, caught
+    int r2, 5000
+    sleep r2
+    endtry
+    const r3, :slept
+    send r0, r3
+    ret r3
+caught:
+    tget r3, r1, 0
+    send r0, r3
+    ret r3
+.end
+
+; r0 = parent. Waits for a message inside a handler.
+.func receiver 1
+    try r1, caught
+    recv r2
+    endtry
+    const r3, :received
+    send r0, r3
+    ret r3
+caught:
+    tget r3, r1, 0
+    send r0, r3
+    ret r3
+.end
+
+; r0 = parent. Busy-loops `r1` times inside a handler (forever when r1 < 0).
+.func busy 2
+    try r2, caught
+    int r3, 0
+loop:
+    jeq r3, r1, done
+    addi r3, r3, 1
+    jmp loop
+done:
+    endtry
+    const r4, :finished
+    send r0, r4
+    ret r4
+caught:
+    tget r4, r2, 0
+    send r0, r4
+    ret r4
+.end
+
+; Spawns `f(self, extra)`, waits `delay` ms, interrupts it with {:poke, "hey"} in `mode`,
+; and prints what the target reports.
+.func probe 4
+    self r4
+    move r5, r3
+    list r6, r4, 2
+    const r7, %{}
+    spawnx r8, r0, r6, r7
+    sleep r1
+    const r9, {:poke, "hey"}
+    interrupt r8, r9, r2
+    recv r10
+    print r10
+    ret r10
+.end
+"#;
+
+#[test]
+fn interrupt_mode_0_reaches_waiting_actors_only() {
+    let src = format!(
+        "{TARGETS}
+.func main 0
+    ; sleeping
+    fun r0, sleeper_1
+    int r1, 30
+    int r2, 0
+    int r3, 0
+    call r4, probe, r0, 4
+    ; receiving
+    fun r0, receiver_1
+    call r4, probe, r0, 4
+    ; busy for a while: mode 0 is dropped and the loop finishes
+    fun r0, busy
+    int r1, 0
+    int r3, 300000
+    call r4, probe, r0, 4
+    ret r4
+.end
+
+.func sleeper_1 2
+    call r0, sleeper, r0, 1
+    ret r0
+.end
+
+.func receiver_1 2
+    call r0, receiver, r0, 1
+    ret r0
+.end
+"
+    );
+    let (_, out) = run(&src);
+    assert_eq!(out, lines(&[":poke", ":poke", ":finished"]));
+}
+
+#[test]
+fn interrupt_mode_1_reaches_a_running_actor_which_can_carry_on() {
+    let src = format!(
+        "{TARGETS}
+.func main 0
+    fun r0, busy
+    int r1, 30
+    int r2, 1
+    int r3, -1
+    call r4, probe, r0, 4
+    ret r4
+.end
+"
+    );
+    let (_, out) = run(&src);
+    assert_eq!(out, lines(&[":poke"]));
+}
+
+#[test]
+fn interrupt_mode_2_stops_the_actor_with_the_exception() {
+    let src = format!(
+        "{WATCH}
+.func main 0
+    fun r0, forever
+    const r1, %{{:monitor => true}}
+    list r2, r0, 0
+    spawnx r3, r0, r2, r1
+    tget r4, r3, 0
+    int r5, 20
+    sleep r5
+    const r6, {{:stop_now, \"ctrl-c\"}}
+    int r7, 2
+    interrupt r4, r6, r7
+    recv r8
+    tget r9, r8, 3
+    print r9
+    ret r9
+.end
+
+.func forever 0
+    try r0, caught
+loop:
+    jmp loop
+caught:
+    const r1, \"caught a mode-2 interrupt\"
+    print r1
+    jmp loop
+.end
+"
+    );
+    let (_, out) = run(&src);
+    assert_eq!(out, lines(&["{:exception, :stop_now, \"ctrl-c\"}"]));
+}
+
+#[test]
+fn deadlock_is_reported_with_every_actor_and_what_it_waits_on() {
+    let (o, _) = run(r#"
+.func main 0
+    fun r0, stuck
+    spawn r1, r0, r0, 0
+    const r2, :ready
+    recvp r3, r2
+    ret r3
+.end
+
+.func stuck 0
+    recv r0
+    ret r0
+.end
+"#);
+    let Outcome::Deadlock(report) = o else { panic!("expected a deadlock, got {o:?}") };
+    assert!(report.contains("<1>") && report.contains("<2>"), "{report}");
+    assert!(report.contains("receive matching :ready"), "{report}");
+    assert!(report.contains("t.vasm:"), "names the source line: {report}");
+}
+
+#[test]
+fn a_sleeping_actor_is_not_a_deadlock() {
+    let (o, out) = run(r#"
+.func main 0
+    fun r0, later
+    self r1
+    spawn r2, r0, r1, 1
+    recv r3
+    print r3
+    ret r3
+.end
+
+.func later 1
+    int r1, 50
+    sleep r1
+    const r2, :woke
+    send r0, r2
+    ret r2
+.end
+"#);
+    assert_eq!(o, Outcome::Exited(Value::atom("woke")));
+    assert_eq!(out, lines(&[":woke"]));
+}
+
+#[test]
+fn uncaught_exception_in_main_is_a_failure_with_a_location() {
+    let (o, _) = run(".func main 0\n    int r0, 1\n    int r1, 0\n    div r2, r0, r1\n    ret r2\n.end\n");
+    match o {
+        Outcome::Failed { fault, location } => {
+            assert_eq!(fault.exception.kind, atoms::DIV_BY_ZERO);
+            assert_eq!(location.line, Some(4));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_busy_loop_does_not_starve_a_ticker() {
+    // Four actors spin forever on two workers; a ticker must still complete 50 sleeps of 1 ms.
+    let (o, _) = run(r#"
+.func main 0
+    fun r0, spin
+    spawn r1, r0, r0, 0
+    spawn r1, r0, r0, 0
+    spawn r1, r0, r0, 0
+    spawn r1, r0, r0, 0
+    int r2, 0
+    int r3, 1
+tick:
+    sleep r3
+    addi r2, r2, 1
+    jlti r2, 50, tick
+    ret r2
+.end
+
+.func spin 0
+loop:
+    jmp loop
+.end
+"#);
+    assert_eq!(o, Outcome::Exited(Value::Int(50)));
+}
+
+#[test]
+fn spawning_past_the_actor_limit_raises_a_catchable_limit() {
+    let config = Config { max_actors: 10, ..Config::default() };
+    let (o, _) = run_with(
+        r#"
+.func main 0
+    fun r0, wait
+    int r1, 0
+    try r2, full
+loop:
+    spawn r3, r0, r0, 0
+    addi r1, r1, 1
+    jmp loop
+full:
+    tget r2, r2, 0
+    tuple r5, r1, 2
+    ret r5
+.end
+
+.func wait 0
+    recv r0
+    ret r0
+.end
+"#,
+        config,
+        2,
+    );
+    // main itself is one of the ten.
+    assert_eq!(o, Outcome::Exited(Value::tuple(vec![Value::Int(9), Value::Atom(atoms::LIMIT)])));
+}
+
+#[test]
+fn flooding_a_mailbox_with_a_limit_kills_only_the_receiver() {
+    // Eight senders flood one slow receiver. With a mailbox limit the receiver is killed with a
+    // reason naming the limit, and the senders and main carry on.
+    let src = r#"
+.func main 0
+    fun r0, slow
+    list r1, r0, 0
+    const r2, %{:monitor => true, :max_mailbox => 100}
+    spawnx r3, r0, r1, r2
+    tget r4, r3, 0
+    fun r5, flood
+    spawn r6, r5, r4, 1
+    spawn r6, r5, r4, 1
+    spawn r6, r5, r4, 1
+    spawn r6, r5, r4, 1
+    spawn r6, r5, r4, 1
+    spawn r6, r5, r4, 1
+    spawn r6, r5, r4, 1
+    spawn r6, r5, r4, 1
+    const r7, {:DOWN, :_, :_, :_}
+    recvp r8, r7
+    tget r9, r8, 3
+    print r9
+    ret r9
+.end
+
+.func slow 0
+loop:
+    int r0, 5
+    sleep r0
+    recv r1
+    jmp loop
+.end
+
+.func flood 1
+    int r1, 0
+loop:
+    send r0, r1
+    addi r1, r1, 1
+    jlti r1, 10000, loop
+    ret r1
+.end
+"#;
+    let (_, out) = run(src);
+    assert_eq!(out, lines(&["{:limit, :max_mailbox}"]));
+}
+
+#[test]
+fn registered_names_route_messages_and_are_released_on_exit() {
+    let (_, out) = run(r#"
+.func main 0
+    fun r0, echo
+    spawn r1, r0, r0, 0
+    const r2, :echo
+    register r2, r1
+    whereis r3, r2
+    eq r4, r3, r1
+    print r4
+    self r5
+    send r2, r5
+    recv r6
+    print r6
+    int r7, 20
+    sleep r7
+    whereis r3, r2
+    print r3
+    ret r3
+.end
+
+.func echo 0
+    recv r0
+    const r1, :pong
+    send r0, r1
+    ret r1
+.end
+"#);
+    assert_eq!(out, lines(&["true", ":pong", "nil"]));
+}
+
+/// The counted stress test: 100 senders race a receiver whose receives time out constantly and
+/// which is interrupted over and over; every message must arrive exactly once.
+#[test]
+fn messages_survive_racing_timeouts_and_interrupts() {
+    let src = r#"
+.func main 0
+    self r0
+    fun r1, sender
+    int r2, 0
+spawn_senders:
+    spawn r3, r1, r0, 1
+    addi r2, r2, 1
+    jlti r2, 100, spawn_senders
+    fun r4, pester
+    spawn r5, r4, r0, 1
+    int r6, 0          ; count
+    int r7, 0          ; sum
+    int r8, 1          ; timeout (ms)
+loop:
+    try r9, interrupted
+    recvt r10, r8, timed_out
+    endtry
+    addi r6, r6, 1
+    add r7, r7, r10
+    jmp loop_end
+timed_out:
+    endtry
+loop_end:
+    jlti r6, 20000, loop
+    kill r5
+    tuple r11, r6, 2
+    print r11
+    ret r11
+interrupted:
+    jmp loop_end
+.end
+
+; Sends 1..200 to r0.
+.func sender 1
+    int r1, 1
+loop:
+    send r0, r1
+    addi r1, r1, 1
+    jlei r1, 200, loop
+    ret r1
+.end
+
+; Interrupts r0 forever in mode 0, which cancels whatever receive it is waiting in.
+.func pester 1
+    const r1, {:poke, "again"}
+    int r2, 0
+loop:
+    interrupt r0, r1, r2
+    yield
+    jmp loop
+.end
+"#;
+    let (_, out) = run(src);
+    // 100 senders × (1 + … + 200) = 100 × 20100.
+    assert_eq!(out, lines(&["{20000, 2010000}"]));
+}
+
+#[test]
+fn per_actor_structures_stay_small() {
+    // An idle actor is its shared cell, its task (the driver future holding the interpreter
+    // state), a registry entry and a few small heap blocks; the spawn benchmark measures the
+    // whole (docs/BENCHMARKS.md). These bounds catch regressions in the parts.
+    let cell = std::mem::size_of::<crate::vm::ActorCell>();
+    assert!(cell <= 256, "actor cell: {cell} bytes");
+    let state = std::mem::size_of::<vm_core::ActorState>();
+    assert!(state <= 128, "interpreter state: {state} bytes");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let vm = Vm::new(Config::default(), Arc::new(Capture::default()));
+        let m = Arc::new(vm_core::asm::assemble_str("t.vasm", ".func main 0\n ret r0\n.end\n").unwrap());
+        let st = vm_core::ActorState::new(&m, 0, vec![]).unwrap();
+        let cell = Arc::new(crate::vm::ActorCell::new_for_test(vm_core::Pid(1), m.clone()));
+        let task = crate::actor::drive(vm, cell, m, st, None);
+        assert!(std::mem::size_of_val(&task) <= 640, "driver future: {} bytes", std::mem::size_of_val(&task));
+    });
+}
+
+#[test]
+fn the_heartbeat_reports_an_actor_that_never_yields() {
+    // With effectively unlimited fuel a busy loop never yields; the watchdog must notice.
+    let src = ".func main 0\n    int r0, 0\nloop:\n    addi r0, r0, 1\n    jlti r0, 30000000, loop\n    ret r0\n.end\n";
+    let module = Arc::new(vm_core::asm::assemble_str("t.vasm", src).unwrap());
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let hogs = rt.block_on(async move {
+        let config = Config { fuel: u32::MAX, hog_threshold_ms: 20, ..Config::default() };
+        let vm = Vm::new(config, Arc::new(Capture::default()));
+        vm.run_main(module, vec![]).await.unwrap();
+        vm.hog_reports()
+    });
+    rt.shutdown_background();
+    assert!(hogs >= 1, "no report");
+}
+
+#[test]
+fn the_heartbeat_stays_quiet_for_well_behaved_actors() {
+    let src = ".func main 0\n    int r0, 0\nloop:\n    addi r0, r0, 1\n    jlti r0, 3000000, loop\n    ret r0\n.end\n";
+    let module = Arc::new(vm_core::asm::assemble_str("t.vasm", src).unwrap());
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let hogs = rt.block_on(async move {
+        let vm = Vm::new(Config { hog_threshold_ms: 50, ..Config::default() }, Arc::new(Capture::default()));
+        vm.run_main(module, vec![]).await.unwrap();
+        vm.hog_reports()
+    });
+    rt.shutdown_background();
+    assert_eq!(hogs, 0);
+}

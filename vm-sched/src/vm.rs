@@ -1,0 +1,576 @@
+//! The runtime: a set of actors on tokio's multi-thread executor.
+//!
+//! A [`Vm`] is a cheap handle on shared state: the actor registry (sharded by pid), the name
+//! registry, counters, configuration, and the output sink. Every actor is one tokio task running
+//! the driver loop in `actor` (step → on `Blocked`, await the effect raced against signals →
+//! resume). This module does everything that involves more than one actor: spawning, routing
+//! messages and signals, exit propagation over links and monitors, deadlock detection, and the
+//! introspection API that `vm repl` uses.
+//!
+//! **Deadlock detection.** `active` counts the actors that are not parked indefinitely (running,
+//! runnable, sleeping, waiting with a timeout, waiting on I/O), plus external holders such as a
+//! REPL session. The mailbox wake protocol keeps it exact: an actor counts itself out when it
+//! parks with no deadline, and whoever wakes it counts it back in *before* it could itself park
+//! (see `mailbox`). So `active == 0` is stable: nobody is left who could wake anyone. The last
+//! party to bring it to zero notifies `idle`; [`Vm::run_main`] then reports every actor with what
+//! it waits on and where.
+//!
+//! **Exit propagation.** When an actor ends, its mailbox is closed (later sends are dropped), its
+//! name is released, each linked actor gets an exit signal with the reason, and each monitor a
+//! `{:DOWN, ref, pid, reason}` message. The exiting actor stays counted as active until all of
+//! that is delivered, so the receivers are counted back in first.
+
+use crate::actor::{self, ExitReason};
+use crate::heartbeat::Heartbeat;
+use crate::mailbox::{Delivery, Mailbox, Signal, Wait};
+use crate::sync::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Mutex, Ordering, lock};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+use vm_core::module::Location;
+use vm_core::{Atom, Closure, Exception, Fault, Module, Pid, SpawnOpts, Value, atoms};
+
+/// How actors' `print` output leaves the VM (stdout for `vm run`, above the prompt for the REPL).
+pub trait Output: Send + Sync {
+    /// Writes one line (the text has no trailing newline).
+    fn line(&self, text: &str);
+    /// Flushes buffered output.
+    fn flush(&self) {}
+}
+
+/// Runtime settings.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Fuel per slice: an actor yields to tokio after this many calls and backward jumps.
+    pub fuel: u32,
+    /// Default maximum frame depth of an actor.
+    pub max_frames: u32,
+    /// Maximum number of live actors; spawning past it raises `:limit`.
+    pub max_actors: usize,
+    /// The heartbeat reports (through tracing) an actor that holds a worker longer than this.
+    pub hog_threshold_ms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            fuel: 2000,
+            max_frames: vm_core::step::DEFAULT_MAX_FRAMES,
+            max_actors: 4_000_000,
+            hog_threshold_ms: 100,
+        }
+    }
+}
+
+/// What an actor is doing, for introspection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum RunState {
+    /// Being stepped on a worker thread.
+    Running = 0,
+    /// Ready to run, waiting for a worker.
+    Runnable = 1,
+    /// Parked on a receive, a timer, a channel or I/O ("soft-blocked").
+    Waiting = 2,
+    /// In a blocking native call on another thread ("real-blocked").
+    RealBlocked = 3,
+    /// Finished.
+    Exited = 4,
+}
+
+impl RunState {
+    fn from_u8(v: u8) -> RunState {
+        match v {
+            0 => RunState::Running,
+            1 => RunState::Runnable,
+            2 => RunState::Waiting,
+            3 => RunState::RealBlocked,
+            _ => RunState::Exited,
+        }
+    }
+}
+
+/// The shared part of an actor: what other actors and the runtime can see and touch.
+pub struct ActorCell {
+    /// Its pid.
+    pub pid: Pid,
+    /// Its mailbox, control port and bookkeeping.
+    pub mailbox: Mailbox,
+    /// Set when a signal is queued, so a running actor checks its control port at the next
+    /// safe point without taking the lock every slice.
+    pub has_signals: AtomicBool,
+    state: AtomicU8,
+    /// `func << 32 | pc` of the running frame, updated after every slice.
+    position: AtomicU64,
+    reductions: AtomicU64,
+    /// The module the actor runs (for locations in reports).
+    pub module: Arc<Module>,
+}
+
+impl ActorCell {
+    fn new(pid: Pid, module: Arc<Module>, max_mailbox: Option<usize>) -> ActorCell {
+        ActorCell {
+            pid,
+            mailbox: Mailbox::with_limit(max_mailbox),
+            has_signals: AtomicBool::new(false),
+            state: AtomicU8::new(RunState::Runnable as u8),
+            position: AtomicU64::new(0),
+            reductions: AtomicU64::new(0),
+            module,
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn new_for_test(pid: Pid, module: Arc<Module>) -> ActorCell {
+        ActorCell::new(pid, module, None)
+    }
+
+    pub(crate) fn set_state(&self, s: RunState) {
+        self.state.store(s as u8, Ordering::Relaxed);
+    }
+
+    /// The current run state.
+    pub fn state(&self) -> RunState {
+        RunState::from_u8(self.state.load(Ordering::Relaxed))
+    }
+
+    pub(crate) fn record(&self, position: Option<(u32, u32)>, reductions: u64) {
+        if let Some((f, pc)) = position {
+            self.position.store((u64::from(f) << 32) | u64::from(pc), Ordering::Relaxed);
+        }
+        self.reductions.store(reductions, Ordering::Relaxed);
+    }
+
+    /// Where the actor is (or was last seen).
+    pub fn location(&self) -> Location {
+        let p = self.position.load(Ordering::Relaxed);
+        self.module.location((p >> 32) as u32, p as u32)
+    }
+}
+
+const SHARDS: usize = 64;
+
+/// Pids are sequential integers, so a multiplicative hash spreads them well; SipHash (the
+/// default) showed up at 5% of a message-passing benchmark.
+#[derive(Default)]
+pub(crate) struct PidHasher(u64);
+
+impl std::hash::Hasher for PidHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+type PidMap = HashMap<u64, Arc<ActorCell>, std::hash::BuildHasherDefault<PidHasher>>;
+
+pub(crate) struct Shared {
+    pub(crate) config: Config,
+    shards: Vec<Mutex<PidMap>>,
+    names: Mutex<HashMap<Atom, Pid>>,
+    next_pid: AtomicU64,
+    next_ref: AtomicU64,
+    live: AtomicUsize,
+    /// See the module docs: actors not parked indefinitely, plus external holders.
+    pub(crate) active: AtomicUsize,
+    pub(crate) idle: tokio::sync::Notify,
+    /// An actor that asked (through `yieldto`) to run next, as `pid + 1`; 0 for none.
+    pub(crate) boost: AtomicU64,
+    pub(crate) output: Arc<dyn Output>,
+    pub(crate) heartbeat: Arc<Heartbeat>,
+    start: Instant,
+}
+
+/// A handle on the runtime; clones share it.
+#[derive(Clone)]
+pub struct Vm {
+    pub(crate) shared: Arc<Shared>,
+}
+
+/// How the main actor (and so `vm run`) ended.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    /// `main` returned this value.
+    Exited(Value),
+    /// `main` raised an exception it did not catch.
+    Failed {
+        /// The exception and where.
+        fault: Fault,
+        /// The source location.
+        location: Location,
+    },
+    /// `main` was ended by a signal, a kill or `stop` with a reason other than `:normal`.
+    Stopped(Value),
+    /// No actor could ever run again; the report names each actor and what it waits on.
+    Deadlock(String),
+}
+
+/// One actor as the introspection API shows it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ActorInfo {
+    /// Its pid.
+    pub pid: Pid,
+    /// Its registered name.
+    pub name: Option<Atom>,
+    /// Running, runnable, waiting, real-blocked or exited.
+    pub state: RunState,
+    /// What it waits on, when waiting.
+    pub waiting: Option<Wait>,
+    /// Queued messages.
+    pub mailbox_len: usize,
+    /// Fuel spent so far.
+    pub reductions: u64,
+    /// Current function and source position.
+    pub location: Location,
+    /// Linked actors.
+    pub links: Vec<Pid>,
+    /// Actors monitoring this one.
+    pub monitored_by: Vec<Pid>,
+    /// Whether it traps exits.
+    pub trap_exit: bool,
+}
+
+impl Vm {
+    /// A runtime with `config`, printing through `output`. Must be used inside a tokio runtime.
+    pub fn new(config: Config, output: Arc<dyn Output>) -> Vm {
+        let shards = (0..SHARDS).map(|_| Mutex::new(PidMap::default())).collect();
+        let config_hog = config.hog_threshold_ms;
+        let vm = Vm {
+            shared: Arc::new(Shared {
+                config,
+                shards,
+                names: Mutex::new(HashMap::new()),
+                next_pid: AtomicU64::new(1),
+                next_ref: AtomicU64::new(1),
+                live: AtomicUsize::new(0),
+                active: AtomicUsize::new(0),
+                idle: tokio::sync::Notify::new(),
+                boost: AtomicU64::new(0),
+                output,
+                heartbeat: Arc::new(Heartbeat::new(config_hog)),
+                start: Instant::now(),
+            }),
+        };
+        let weak = Arc::downgrade(&vm.shared);
+        let locate = move |pid: u64| match weak.upgrade().and_then(|s| (Vm { shared: s }).lookup(Pid(pid))) {
+            Some(cell) => format!("{} at {}", cell.pid, cell.location()),
+            None => format!("<{pid}>"),
+        };
+        tokio::spawn(Heartbeat::watch(Arc::downgrade(&vm.shared.heartbeat), locate));
+        vm
+    }
+
+    /// How many times the heartbeat has seen an actor hold a worker thread too long.
+    pub fn hog_reports(&self) -> u64 {
+        self.shared.heartbeat.hogs()
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.shared.config
+    }
+
+    /// Milliseconds since the VM started.
+    pub fn now_ms(&self) -> i64 {
+        self.shared.start.elapsed().as_millis() as i64
+    }
+
+    pub(crate) fn next_ref(&self) -> i64 {
+        self.shared.next_ref.fetch_add(1, Ordering::Relaxed) as i64
+    }
+
+    fn shard(&self, pid: Pid) -> &Mutex<PidMap> {
+        &self.shared.shards[(pid.0 as usize) % SHARDS]
+    }
+
+    /// The live actor with this pid.
+    pub fn lookup(&self, pid: Pid) -> Option<Arc<ActorCell>> {
+        lock(self.shard(pid)).get(&pid.0).cloned()
+    }
+
+    /// The pid registered as `name`.
+    pub fn whereis(&self, name: Atom) -> Option<Pid> {
+        lock(&self.shared.names).get(&name).copied()
+    }
+
+    /// Starts an actor running `fun(args)` from `module`. `parent` is needed to link or monitor.
+    pub fn spawn(
+        &self,
+        module: Arc<Module>,
+        fun: &Closure,
+        args: Vec<Value>,
+        opts: SpawnOpts,
+        parent: Option<Pid>,
+    ) -> Result<(Pid, Option<i64>), Exception> {
+        self.spawn_reporting(module, fun, args, opts, parent, None)
+    }
+
+    fn spawn_reporting(
+        &self,
+        module: Arc<Module>,
+        fun: &Closure,
+        args: Vec<Value>,
+        opts: SpawnOpts,
+        parent: Option<Pid>,
+        report: Option<tokio::sync::oneshot::Sender<Outcome>>,
+    ) -> Result<(Pid, Option<i64>), Exception> {
+        let max = self.shared.config.max_actors;
+        if self.shared.live.fetch_add(1, Ordering::SeqCst) >= max {
+            self.shared.live.fetch_sub(1, Ordering::SeqCst);
+            return Err(Exception::new(
+                atoms::LIMIT,
+                format!("the VM already runs its maximum of {max} actors"),
+            ));
+        }
+        let mut state = match vm_core::ActorState::from_closure(&module, fun, args) {
+            Ok(s) => s,
+            Err(e) => {
+                self.shared.live.fetch_sub(1, Ordering::SeqCst);
+                return Err(e);
+            }
+        };
+        state.max_frames = opts.max_frames.unwrap_or(self.shared.config.max_frames);
+        let pid = Pid(self.shared.next_pid.fetch_add(1, Ordering::Relaxed));
+        let cell = Arc::new(ActorCell::new(pid, module.clone(), opts.max_mailbox));
+        let mut monitor = None;
+        if let Some(parent) = parent {
+            if opts.link {
+                cell.mailbox.with(|i| i.links.push(parent));
+                if let Some(p) = self.lookup(parent) {
+                    p.mailbox.with(|i| i.links.push(pid));
+                }
+            }
+            if opts.monitor {
+                let r = self.next_ref();
+                cell.mailbox.with(|i| i.monitors.push((r, parent)));
+                monitor = Some(r);
+            }
+        }
+        lock(self.shard(pid)).insert(pid.0, cell.clone());
+        // Counted in before it exists; the spawner is active, so the count cannot touch zero.
+        self.shared.active.fetch_add(1, Ordering::SeqCst);
+        tokio::spawn(actor::drive(self.clone(), cell, module, state, report));
+        Ok((pid, monitor))
+    }
+
+    /// Delivers a message to `to`; a message to an actor that has exited is dropped.
+    pub fn send(&self, to: Pid, msg: Value) {
+        if let Some(cell) = self.lookup(to) {
+            self.deliver(&cell, msg);
+        }
+    }
+
+    pub(crate) fn deliver(&self, cell: &ActorCell, msg: Value) {
+        match cell.mailbox.deliver(msg, &self.shared.active) {
+            Delivery::Wake(w) => w.wake(),
+            Delivery::Overflow(w) => {
+                cell.has_signals.store(true, Ordering::SeqCst);
+                if let Some(w) = w {
+                    w.wake();
+                }
+            }
+            Delivery::Queued | Delivery::Dropped => {}
+        }
+    }
+
+    /// Delivers a control signal to `to` (dropped if it has exited).
+    pub fn signal(&self, to: Pid, sig: Signal) {
+        if let Some(cell) = self.lookup(to) {
+            self.signal_cell(&cell, sig);
+        }
+    }
+
+    pub(crate) fn signal_cell(&self, cell: &ActorCell, sig: Signal) {
+        let is_message = matches!(sig, Signal::Exit { .. });
+        match cell.mailbox.signal(sig, &self.shared.active) {
+            Delivery::Wake(w) => {
+                cell.has_signals.store(true, Ordering::SeqCst);
+                w.wake();
+            }
+            Delivery::Queued => {
+                // An exit signal to a trapping actor became a message; anything else is a signal.
+                if !is_message || cell.mailbox.with(|i| !i.signals.is_empty()) {
+                    cell.has_signals.store(true, Ordering::SeqCst);
+                }
+            }
+            Delivery::Overflow(_) | Delivery::Dropped => {}
+        }
+    }
+
+    /// Registers `name` for `pid`.
+    pub fn register(&self, name: Atom, pid: Pid) -> Result<(), Exception> {
+        let mut names = lock(&self.shared.names);
+        if let Some(other) = names.get(&name) {
+            return Err(Exception::badarg(format!(
+                "{} is already registered to {other}",
+                Value::Atom(name).repr()
+            )));
+        }
+        let cell = self.lookup(pid).ok_or_else(|| Exception::badarg(format!("{pid} is not alive")))?;
+        cell.mailbox.with(|i| match i.name {
+            _ if i.closed => Err(Exception::badarg(format!("{pid} is not alive"))),
+            Some(old) => {
+                Err(Exception::badarg(format!("{pid} is already registered as {}", Value::Atom(old).repr())))
+            }
+            None => {
+                i.name = Some(name);
+                Ok(())
+            }
+        })?;
+        names.insert(name, pid);
+        Ok(())
+    }
+
+    /// Removes a registered name.
+    pub fn unregister(&self, name: Atom) {
+        if let Some(pid) = lock(&self.shared.names).remove(&name)
+            && let Some(cell) = self.lookup(pid)
+        {
+            cell.mailbox.with(|i| i.name = None);
+        }
+    }
+
+    /// Called by an actor's driver when it ends: closes its mailbox and notifies links and
+    /// monitors, then counts it out of the VM.
+    pub(crate) fn finish(&self, cell: &ActorCell, reason: &ExitReason) {
+        cell.set_state(RunState::Exited);
+        let (links, monitors, name) = cell.mailbox.close();
+        if let Some(name) = name {
+            let mut names = lock(&self.shared.names);
+            if names.get(&name) == Some(&cell.pid) {
+                names.remove(&name);
+            }
+        }
+        lock(self.shard(cell.pid)).remove(&cell.pid.0);
+        let reason_value = reason.value();
+        for l in links {
+            if let Some(other) = self.lookup(l) {
+                other.mailbox.with(|i| i.links.retain(|p| *p != cell.pid));
+                self.signal_cell(&other, Signal::Exit { from: cell.pid, reason: reason_value.clone() });
+            }
+        }
+        for (r, watcher) in monitors {
+            let down = Value::tuple(vec![
+                Value::Atom(atoms::DOWN),
+                Value::Int(r),
+                Value::Pid(cell.pid),
+                reason_value.clone(),
+            ]);
+            self.send(watcher, down);
+        }
+        self.shared.live.fetch_sub(1, Ordering::SeqCst);
+        if self.shared.active.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.shared.idle.notify_one();
+        }
+    }
+
+    /// Counts an external source of messages (a REPL session, a listener): while held, the VM is
+    /// never considered deadlocked.
+    pub fn hold(&self) -> Hold {
+        self.shared.active.fetch_add(1, Ordering::SeqCst);
+        Hold { vm: self.clone() }
+    }
+
+    /// Every live actor, in pid order.
+    pub fn actors(&self) -> Vec<ActorInfo> {
+        let mut cells: Vec<Arc<ActorCell>> =
+            self.shared.shards.iter().flat_map(|s| lock(s).values().cloned().collect::<Vec<_>>()).collect();
+        cells.sort_by_key(|c| c.pid);
+        cells.iter().map(|c| self.info_of(c)).collect()
+    }
+
+    /// One actor's details.
+    pub fn info(&self, pid: Pid) -> Option<ActorInfo> {
+        self.lookup(pid).map(|c| self.info_of(&c))
+    }
+
+    fn info_of(&self, c: &ActorCell) -> ActorInfo {
+        let (name, waiting, mailbox_len, links, monitored_by, trap_exit) = c.mailbox.with(|i| {
+            (
+                i.name,
+                i.waiting.clone(),
+                i.messages.len(),
+                i.links.clone(),
+                i.monitors.iter().map(|(_, p)| *p).collect(),
+                i.trap_exit,
+            )
+        });
+        ActorInfo {
+            pid: c.pid,
+            name,
+            state: c.state(),
+            waiting,
+            mailbox_len,
+            reductions: c.reductions.load(Ordering::Relaxed),
+            location: c.location(),
+            links,
+            monitored_by,
+            trap_exit,
+        }
+    }
+
+    /// The deadlock report: every actor and what it waits on, where.
+    pub fn deadlock_report(&self) -> String {
+        let mut out = String::from("deadlock: every actor is waiting and nothing can wake any of them\n");
+        for a in self.actors() {
+            let name = a.name.map(|n| format!(" ({n})")).unwrap_or_default();
+            let what =
+                a.waiting.map(|w| w.to_string()).unwrap_or_else(|| format!("{:?}", a.state).to_lowercase());
+            out.push_str(&format!("  {}{name}: waiting in {what} at {}\n", a.pid, a.location));
+        }
+        out
+    }
+
+    /// Runs `main` (arity 0, or 1 taking `args` as a list of strings) as the first actor and
+    /// waits until it ends or the VM deadlocks.
+    pub async fn run_main(&self, module: Arc<Module>, args: Vec<String>) -> Result<Outcome, String> {
+        let main = module.func_index("main").ok_or("the program has no `main` function")?;
+        let arity = module.funcs[main as usize].arity;
+        let args = match arity {
+            0 => vec![],
+            1 => vec![Value::list(args.into_iter().map(Value::str).collect())],
+            n => return Err(format!("`main` must take 0 or 1 arguments (the argument list), not {n}")),
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let fun = Closure { func: main, env: vec![] };
+        self.spawn_reporting(module, &fun, args, SpawnOpts::default(), None, Some(tx))
+            .map_err(|e| e.to_string())?;
+        let mut rx = rx;
+        loop {
+            tokio::select! {
+                biased;
+                done = &mut rx => return Ok(done.unwrap_or_else(|_| Outcome::Stopped(Value::atom("lost")))),
+                () = self.shared.idle.notified() => {
+                    if self.shared.active.load(Ordering::SeqCst) == 0 {
+                        // Main reports its outcome before it counts itself out, so an outcome
+                        // present now means main ended; otherwise nothing can run again.
+                        if let Ok(done) = rx.try_recv() {
+                            return Ok(done);
+                        }
+                        return Ok(Outcome::Deadlock(self.deadlock_report()));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// An external hold on the VM; see [`Vm::hold`].
+pub struct Hold {
+    vm: Vm,
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        if self.vm.shared.active.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.vm.shared.idle.notify_one();
+        }
+    }
+}
