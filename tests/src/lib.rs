@@ -196,6 +196,9 @@ pub fn check_golden(g: &Golden, run: &RunOutput) -> Vec<String> {
 
 /// Indents every line by four spaces, for nesting output inside a failure report.
 pub fn indent(s: &str) -> String {
+    if s.is_empty() {
+        return "    (empty)\n".to_string();
+    }
     let mut out = String::new();
     for line in s.lines() {
         let _ = writeln!(out, "    {line}");

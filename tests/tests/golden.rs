@@ -251,6 +251,7 @@ fn garbage_bytecode_is_refused_without_a_panic() {
     let asm = vm(&["asm", "tests/programs/hello.vasm", "-o", real.to_str().expect("utf-8 temp path")]);
     assert_eq!(asm.code, Some(0), "vm asm hello.vasm failed:\n{}", asm.stderr);
     let real = std::fs::read(&real).expect("hello.vbc");
+    assert!(real.len() > 16, "vm asm wrote only {} bytes for hello.vasm", real.len());
 
     let mut cases: Vec<(String, Vec<u8>)> = vec![("empty".into(), vec![])];
     let mut rng = XorShift::new(0x5eed);
