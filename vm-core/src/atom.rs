@@ -165,6 +165,7 @@ well_known! {
     DOWN = "DOWN",
     KILL = "kill",
     UNSUPPORTED = "unsupported",
+    PANIC = "panic",
 }
 
 #[cfg(test)]

@@ -455,7 +455,8 @@ fn run<H: Host + ?Sized>(st: &mut ActorState, m: &Module, host: &mut H, mut fuel
                 }
             }
             Instr::Tget { dst, t, i } => put!(dst, element(&reg!(t), i as i64, false)),
-            other => match cold(other, regs, host, &mut st.handlers, (st.frames.len() - 1) as u32) {
+            other => match cold(other, regs, &m.consts, host, &mut st.handlers, (st.frames.len() - 1) as u32)
+            {
                 Flow::Next => pc += 1,
                 Flow::Jump(target) => branch!(true, target),
                 Flow::Throw(e) => throw!(e),
@@ -487,6 +488,7 @@ enum Flow {
 fn cold<H: Host + ?Sized>(
     instr: Instr,
     regs: &mut [Value],
+    consts: &[Value],
     host: &mut H,
     handlers: &mut Vec<Handler>,
     depth: u32,
@@ -782,6 +784,13 @@ fn cold<H: Host + ?Sized>(
             control(host, op)
         }
         Instr::Stop { reason } => Flow::Block(Effect::Stop(reg!(reason).clone())),
+        Instr::Native { dst: _, name, args, n } => match &consts[name as usize] {
+            Value::Atom(a) => Flow::Block(Effect::Native { name: *a, args: window(regs, args as usize, n) }),
+            Value::Str(s) => {
+                Flow::Block(Effect::Native { name: Atom::new(s), args: window(regs, args as usize, n) })
+            }
+            other => Flow::Throw(type_err("native", "a name (an atom)", other)),
+        },
         Instr::Interrupt { pid, exc, mode } => {
             let op =
                 match (pid_of(host, "interrupt", &reg!(pid)), Exception::from_value(&reg!(exc)), &reg!(mode))

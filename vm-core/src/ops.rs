@@ -182,6 +182,7 @@ macro_rules! for_each_op {
             actor Exit "exit" (pid: Reg, reason: Reg) "Sends an exit signal with `reason` to `pid` (as if a linked actor had exited with it); `:normal` is ignored unless the target traps exits.";
             actor Kill "kill" (pid: Reg) "Ends `pid` with reason `:killed`; cannot be trapped or caught.";
             actor Stop "stop" (reason: Reg) "Ends this actor with `reason` (`:normal` is a normal exit).";
+            actor Native "native" (dst: Dst, name: Const, args: Reg, n: Count) "Calls the native function named by the constant (an atom) with the `n` registers from `args`. A native marked blocking runs off the scheduler threads while this actor is real-blocked; a panic in it raises `:panic` here. An unknown name raises `:badarg`.";
             actor Interrupt "interrupt" (pid: Reg, exc: Reg, mode: Reg) "Raises exception `exc` (`{kind, msg}`) in `pid`. Mode 0: only if it is waiting (receive, sleep, channel, I/O); mode 1: also if running (at its next fuel check) or in a blocking native call (when it returns); mode 2: stops it now with the exception as its exit reason. Returns nothing; an interrupt that does not apply is dropped.";
         }
     };

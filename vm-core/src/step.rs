@@ -101,6 +101,13 @@ pub enum Effect {
     Yield(Option<Pid>),
     /// End this actor with the reason (the `stop` instruction). The runtime does not resume it.
     Stop(Value),
+    /// Call a native function; resume with its result, or raise its exception.
+    Native {
+        /// The native's name.
+        name: crate::atom::Atom,
+        /// The arguments.
+        args: Vec<Value>,
+    },
 }
 
 /// How the runtime completes a blocked instruction. See the module docs.

@@ -6,8 +6,10 @@
 //! What is here today:
 //! - [`Output`]: the sink for the `print` effect (standard output), buffered for speed;
 //! - [`FsLoader`]: the assembler's [`SourceLoader`] backed by the file system;
-//! - [`fs`]: whole-file reads and writes for `.vbc` modules.
+//! - [`fs`]: whole-file reads and writes for `.vbc` modules;
+//! - [`natives`]: the registry of native functions (inline or blocking) callable from bytecode.
 
+pub mod natives;
 pub mod output;
 
 pub use output::Output;

@@ -26,6 +26,7 @@ use vm_core::{
     ActorOp, ActorState, Closure, Effect, Exception, Fault, Host, Module, Pid, Resume, SpawnOpts, Step,
     Value, atoms,
 };
+use vm_io::natives;
 
 /// Why an actor ended.
 #[derive(Clone, Debug, PartialEq)]
@@ -142,6 +143,33 @@ async fn run(host: &mut ActorHost<'_>, module: &Module, st: &mut ActorState) -> 
                     st.resume(module, Resume::Value(Value::Nil));
                 }
                 Effect::Stop(reason) => return ExitReason::Stopped(reason),
+                Effect::Native { name, args } => {
+                    let Some(native) = natives::lookup(name) else {
+                        let e = Exception::badarg(format!(
+                            "no native function named {}",
+                            Value::Atom(name).repr()
+                        ));
+                        st.resume(module, Resume::Raise(e));
+                        continue;
+                    };
+                    match native.kind {
+                        natives::Kind::Inline => {
+                            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                                natives::call(native, &args)
+                            }));
+                            st.resume(module, native_result(r.map_err(panic_text)));
+                        }
+                        natives::Kind::Blocking => {
+                            cell.set_state(RunState::RealBlocked);
+                            let job = tokio::task::spawn_blocking(move || natives::call(native, &args));
+                            match real_block(vm, cell, job).await {
+                                Ok((_, Some(interrupt))) => st.resume(module, Resume::Raise(interrupt)),
+                                Ok((result, None)) => st.resume(module, native_result(result)),
+                                Err(end) => return end,
+                            }
+                        }
+                    }
+                }
                 Effect::Yield(target) => {
                     if let Some(t) = target {
                         vm.shared.boost.store(t.0 + 1, Ordering::Relaxed);
@@ -176,6 +204,60 @@ async fn run(host: &mut ActorHost<'_>, module: &Module, st: &mut ActorState) -> 
             },
         }
     }
+}
+
+type NativeOutcome = Result<Result<Value, Exception>, String>;
+
+fn native_result(r: NativeOutcome) -> Resume {
+    match r {
+        Ok(Ok(v)) => Resume::Value(v),
+        Ok(Err(e)) => Resume::Raise(e),
+        Err(panic) => Resume::Raise(Exception::new(atoms::PANIC, format!("native call panicked: {panic}"))),
+    }
+}
+
+fn panic_text(payload: Box<dyn std::any::Any + Send>) -> String {
+    match payload.downcast::<String>() {
+        Ok(s) => *s,
+        Err(p) => p.downcast_ref::<&str>().map_or_else(|| "(no message)".to_string(), |s| s.to_string()),
+    }
+}
+
+/// Waits for a blocking native call while watching the control port. A kill, an exit signal or
+/// a mode-2 interrupt ends the actor at once, abandoning the call (its thread finishes on its own
+/// and the result is dropped); a mode-1 interrupt is kept and raised when the call returns; mode 0
+/// never arrives, because a real-blocked actor is not soft-blocked.
+async fn real_block(
+    vm: &Vm,
+    cell: &ActorCell,
+    mut job: tokio::task::JoinHandle<Result<Value, Exception>>,
+) -> Result<(NativeOutcome, Option<Exception>), ExitReason> {
+    let mut interrupt = None;
+    let outcome = loop {
+        let next = std::future::poll_fn(|cx| {
+            if let Poll::Ready(r) = Pin::new(&mut job).poll(cx) {
+                return Poll::Ready(Ok(r));
+            }
+            let spec = WaitSpec { receive: false, pattern: None, indefinite: false, soft: false };
+            let describe = || Wait::Other("native call".into());
+            match cell.mailbox.poll_wait(cx, &spec, false, describe, &vm.shared.active).0 {
+                Poll::Ready(Some(Woken::Signal(sig))) => Poll::Ready(Err(sig)),
+                _ => Poll::Pending,
+            }
+        })
+        .await;
+        match next {
+            Ok(Ok(result)) => break Ok(result),
+            Ok(Err(join)) => break Err(join.try_into_panic().map_or_else(|e| e.to_string(), panic_text)),
+            Err(Signal::Interrupt { exc, mode: 1 }) => interrupt = Some(exc),
+            Err(Signal::Interrupt { mode: 0, .. }) => {}
+            Err(Signal::Kill(reason)) => return Err(ExitReason::Killed(reason)),
+            Err(Signal::Exit { reason, .. }) => return Err(ExitReason::Stopped(reason)),
+            Err(Signal::Interrupt { exc, .. }) => return Err(ExitReason::Stopped(exception_reason(&exc))),
+        }
+    };
+    cell.mailbox.cancel_wait(&vm.shared.active);
+    Ok((outcome, interrupt))
 }
 
 /// A signal that arrived while the actor was waiting: interrupts of mode 0 and 1 are raised at
@@ -229,6 +311,7 @@ impl Future for WaitFor<'_> {
             receive: this.receive,
             pattern: this.pattern.as_ref(),
             indefinite: this.timeout_ms.is_none(),
+            soft: true,
         };
         let describe = || match (this.receive, this.timeout_ms) {
             (true, t) => Wait::Receive { pattern: this.pattern.clone(), timeout_ms: t },

@@ -107,6 +107,9 @@ pub struct WaitSpec<'a> {
     pub pattern: Option<&'a Value>,
     /// No deadline: the actor counts out of `active` while parked.
     pub indefinite: bool,
+    /// The actor is soft-blocked (receive, sleep, channel, I/O), so mode-0 interrupts reach it;
+    /// false while it is real-blocked in a native call.
+    pub soft: bool,
 }
 
 /// The result of delivering a message or signal.
@@ -266,7 +269,7 @@ impl Mailbox {
             }
             None => {
                 g.waker = Some(cx.waker().clone());
-                if g.waiting.is_none() {
+                if g.waiting.is_none() && spec.soft {
                     g.waiting = Some(wait());
                 }
                 let mut idle = false;
@@ -335,7 +338,7 @@ mod tests {
         let waker = Waker::from(flag.clone());
         let mut cx = Context::from_waker(&waker);
         let wait = || Wait::Receive { pattern: pattern.cloned(), timeout_ms: None };
-        let spec = WaitSpec { receive: true, pattern, indefinite: true };
+        let spec = WaitSpec { receive: true, pattern, indefinite: true, soft: true };
         let (p, idle) = mb.poll_wait(&mut cx, &spec, false, wait, active);
         (p, idle, flag)
     }
@@ -445,7 +448,7 @@ mod loom_tests {
     fn receive(mb: &Mailbox, active: &AtomicUsize) -> Option<Woken> {
         loom::future::block_on(poll_fn(|cx| {
             let wait = || Wait::Receive { pattern: None, timeout_ms: None };
-            let spec = WaitSpec { receive: true, pattern: None, indefinite: true };
+            let spec = WaitSpec { receive: true, pattern: None, indefinite: true, soft: true };
             mb.poll_wait(cx, &spec, false, wait, active).0
         }))
     }

@@ -651,6 +651,7 @@ spawn_senders:
     int r6, 0          ; count
     int r7, 0          ; sum
     int r8, 1          ; timeout (ms)
+    int r12, 0         ; interrupts caught
 loop:
     try r9, interrupted
     recvt r10, r8, timed_out
@@ -665,16 +666,24 @@ loop_end:
     kill r5
     tuple r11, r6, 2
     print r11
+    jgti r12, 0, saw_interrupts
+    ret r11
+saw_interrupts:
+    const r13, "interrupted"
+    print r13
     ret r11
 interrupted:
+    addi r12, r12, 1
     jmp loop_end
 .end
 
-; Sends 1..200 to r0.
+; Sends 1..200 to r0, pausing a millisecond after each so that the receiver often waits.
 .func sender 1
     int r1, 1
+    int r2, 1
 loop:
     send r0, r1
+    sleep r2
     addi r1, r1, 1
     jlei r1, 200, loop
     ret r1
@@ -692,7 +701,7 @@ loop:
 "#;
     let (_, out) = run(src);
     // 100 senders × (1 + … + 200) = 100 × 20100.
-    assert_eq!(out, lines(&["{20000, 2010000}"]));
+    assert_eq!(out, lines(&["{20000, 2010000}", "interrupted"]));
 }
 
 #[test]
@@ -743,4 +752,143 @@ fn the_heartbeat_stays_quiet_for_well_behaved_actors() {
     });
     rt.shutdown_background();
     assert_eq!(hogs, 0);
+}
+
+const BLOCKER: &str = r#"
+; r0 = parent, r1 = extra: calls the blocking native sleep_blocking(r1) inside a handler.
+.func blocker 2
+    try r2, caught
+    native r3, :sleep_blocking, r1, 1
+    endtry
+    const r4, :finished
+    send r0, r4
+    ret r4
+caught:
+    tget r4, r2, 0
+    send r0, r4
+    ret r4
+.end
+"#;
+
+#[test]
+fn interrupts_of_a_real_blocked_actor_follow_their_modes() {
+    let src = format!(
+        "{TARGETS}{BLOCKER}
+.func main 0
+    ; mode 0 does not reach a real-blocked actor: the call finishes
+    fun r0, blocker
+    int r1, 20
+    int r2, 0
+    int r3, 100
+    call r4, probe, r0, 4
+    ; mode 1 is raised when the call returns, not before
+    int r2, 1
+    int r3, 300
+    now r10
+    call r4, probe, r0, 4
+    now r11
+    sub r11, r11, r10
+    jlti r11, 280, early
+    const r12, \"raised after the call\"
+    print r12
+    ret r12
+early:
+    const r12, \"raised too early\"
+    print r12
+    ret r12
+.end
+"
+    );
+    let (_, out) = run(&src);
+    assert_eq!(out, lines(&[":finished", ":poke", "raised after the call"]));
+}
+
+#[test]
+fn interrupt_mode_2_abandons_a_blocking_call() {
+    let src = format!(
+        "{BLOCKER}
+.func main 0
+    self r0
+    int r1, 5000
+    list r2, r0, 2
+    const r3, %{{:monitor => true}}
+    fun r4, blocker
+    now r10
+    spawnx r5, r4, r2, r3
+    tget r6, r5, 0
+    int r7, 30
+    sleep r7
+    const r8, {{:halt, \"now\"}}
+    int r9, 2
+    interrupt r6, r8, r9
+    const r12, {{:DOWN, :_, :_, :_}}
+    recvp r13, r12
+    now r11
+    sub r11, r11, r10
+    tget r14, r13, 3
+    print r14
+    jgti r11, 2000, slow
+    ret r14
+slow:
+    const r15, \"waited for the call\"
+    print r15
+    ret r15
+.end
+"
+    );
+    let (_, out) = run(&src);
+    assert_eq!(out, lines(&["{:exception, :halt, \"now\"}"]));
+}
+
+#[test]
+fn a_panicking_native_raises_in_its_caller_only() {
+    let (o, out) = run(r#"
+.func main 0
+    const r0, "boom"
+    try r1, caught
+    native r2, :panic, r0, 1
+    endtry
+    ret r2
+caught:
+    tget r3, r1, 0
+    print r3
+    const r4, :no_such_native
+    try r1, unknown
+    native r2, :no_such_native, r0, 1
+    endtry
+    ret r2
+unknown:
+    tget r3, r1, 0
+    print r3
+    ret r3
+.end
+"#);
+    assert_eq!(out, lines(&[":panic", ":badarg"]));
+    assert_eq!(o, Outcome::Exited(Value::atom("badarg")));
+}
+
+#[test]
+fn yield_to_runs_the_named_actor_next() {
+    // On one worker: B and C are both runnable, C most recently spawned (so tokio would run it
+    // first); main yields to B, so B prints before C.
+    let src = r#"
+.func main 0
+    fun r0, say
+    const r1, "B"
+    spawn r2, r0, r1, 1
+    const r1, "C"
+    spawn r3, r0, r1, 1
+    yieldto r2
+    int r4, 50
+    sleep r4
+    ret r4
+.end
+
+.func say 1
+    print r0
+    ret r0
+.end
+"#;
+    let (_, out) = run_with(src, Config::default(), 1);
+    assert_eq!(out, lines(&["B", "C"]));
 }
