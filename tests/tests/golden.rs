@@ -295,3 +295,27 @@ fn locations_are_parsed_from_diagnostics() {
     let text = "error: x\n  ╭─[tests/p.vasm:5:3]\nerror at tests/p.vasm:7:12: y\ntests/p.vasm:9 no col\n";
     assert_eq!(locations(text, "tests/p.vasm"), [(5, 3), (7, 12)]);
 }
+
+/// Every instruction of the op list appears in at least one golden program, so a new op cannot
+/// land without a program that shows what it does.
+#[test]
+fn every_instruction_is_used_by_a_golden_program() {
+    let mut used = std::collections::BTreeSet::new();
+    for g in goldens() {
+        let text = std::fs::read_to_string(repo_root().join(&g.rel_path)).expect("golden source");
+        for line in text.lines() {
+            let code = line.split(';').next().unwrap_or("");
+            // Skip a leading `label:`; the mnemonic is the first word after it.
+            let code = match code.split_once(':') {
+                Some((label, rest)) if !label.contains(char::is_whitespace) && !label.is_empty() => rest,
+                _ => code,
+            };
+            if let Some(word) = code.split_whitespace().next() {
+                used.insert(word.to_string());
+            }
+        }
+    }
+    let missing: Vec<&str> =
+        vm_core::Opcode::ALL.iter().map(|op| op.mnemonic()).filter(|m| !used.contains(*m)).collect();
+    assert!(missing.is_empty(), "no golden program uses: {}", missing.join(", "));
+}
