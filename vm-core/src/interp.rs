@@ -35,7 +35,10 @@ use crate::atom::atoms;
 use crate::exception::Exception;
 use crate::module::Module;
 use crate::ops::Instr;
-use crate::step::{ActorOp, ActorState, Effect, Fault, Frame, Handler, Host, SpawnOpts, Step};
+use crate::step::{
+    ActorOp, ActorState, Effect, Fault, Fired, Frame, Handler, Host, Resume, SelectCase, SelectShape,
+    SpawnOpts, Step,
+};
 use crate::value::{Closure, Pid, Value};
 use std::cmp::Ordering;
 use std::sync::Arc;
@@ -791,6 +794,60 @@ fn cold<H: Host + ?Sized>(
             }
             other => Flow::Throw(type_err("native", "a name (an atom)", other)),
         },
+        Instr::Chan { dst, cap } => match &reg!(cap) {
+            Value::Int(c) if *c >= 0 => put!(dst, host.chan_new(*c as usize)),
+            x => Flow::Throw(type_err("chan", "a capacity (an int >= 0)", x)),
+        },
+        Instr::Csend { ch, v } => match chan_of("csend", &reg!(ch)) {
+            Ok(h) => {
+                let cases = [SelectCase::Send(h, reg!(v).clone())];
+                select(host, regs, None, 0, SelectShape::Send, &cases, None)
+            }
+            Err(e) => Flow::Throw(e),
+        },
+        Instr::Crecv { dst, ch, closed } => match chan_of("crecv", &reg!(ch)) {
+            Ok(h) => select(host, regs, Some(dst), closed, SelectShape::Recv, &[SelectCase::Recv(h)], None),
+            Err(e) => Flow::Throw(e),
+        },
+        Instr::Ctrysend { dst, ch, v } => {
+            let r = chan_of("ctrysend", &reg!(ch)).and_then(|h| {
+                match host.chan_try(&[SelectCase::Send(h, reg!(v).clone())])? {
+                    Some(Fired::SendClosed(_)) => {
+                        Err(Exception::new(Atom::new("closed"), "send on a closed channel"))
+                    }
+                    Some(_) => Ok(Value::Bool(true)),
+                    None => Ok(Value::Bool(false)),
+                }
+            });
+            put!(dst, r)
+        }
+        Instr::Ctryrecv { dst, ch } => {
+            let r = chan_of("ctryrecv", &reg!(ch)).and_then(|h| {
+                Ok(match host.chan_try(&[SelectCase::Recv(h)])? {
+                    Some(Fired::Received(_, v)) => Value::tuple(vec![Value::Atom(atoms::OK), v]),
+                    Some(_) => Value::atom("closed"),
+                    None => Value::atom("empty"),
+                })
+            });
+            put!(dst, r)
+        }
+        Instr::Cclose { ch } => match chan_of("cclose", &reg!(ch)).and_then(|h| host.chan_close(&h)) {
+            Ok(()) => Flow::Next,
+            Err(e) => Flow::Throw(e),
+        },
+        Instr::Select { dst, cases, ms, target } => {
+            let timeout = match &reg!(ms) {
+                Value::Int(ms) if *ms < 0 => Ok(None),
+                Value::Int(ms) => Ok(Some(*ms as u64)),
+                x => Err(type_err("select", "milliseconds as an int", x)),
+            };
+            match (select_cases(&reg!(cases)), timeout) {
+                (Ok(cases), Ok(timeout)) => {
+                    select(host, regs, Some(dst), target, SelectShape::Select, &cases, timeout)
+                }
+                (Err(e), _) | (_, Err(e)) => Flow::Throw(e),
+            }
+        }
         Instr::Interrupt { pid, exc, mode } => {
             let op =
                 match (pid_of(host, "interrupt", &reg!(pid)), Exception::from_value(&reg!(exc)), &reg!(mode))
@@ -857,6 +914,74 @@ fn receive<H: Host + ?Sized>(
         }
         None if timeout_ms == Some(0) => Flow::Jump(target),
         None => Flow::Block(Effect::Receive { pattern, timeout_ms }),
+    }
+}
+
+/// A channel operand.
+fn chan_of(op: &str, v: &Value) -> Result<crate::value::Handle, Exception> {
+    match v {
+        Value::Chan(h) => Ok(h.clone()),
+        x => Err(type_err(op, "a channel", x)),
+    }
+}
+
+/// Reads the case list of `select`: `{:send, ch, v}`, `{:recv, ch}` or `{:msg, pattern}`.
+fn select_cases(v: &Value) -> Result<Vec<SelectCase>, Exception> {
+    let Value::List(items) = v else {
+        return Err(type_err("select", "a list of cases", v));
+    };
+    let bad = |c: &Value| {
+        Exception::badarg(format!(
+            "select: {} is not {{:send, ch, v}}, {{:recv, ch}} or {{:msg, pattern}}",
+            c.repr()
+        ))
+    };
+    items
+        .iter()
+        .map(|c| {
+            let Value::Tuple(t) = c else { return Err(bad(c)) };
+            let tag = match t.first() {
+                Some(Value::Atom(a)) => a.name(),
+                _ => return Err(bad(c)),
+            };
+            match (&*tag, t.len()) {
+                ("send", 3) => Ok(SelectCase::Send(chan_of("select", &t[1])?, t[2].clone())),
+                ("recv", 2) => Ok(SelectCase::Recv(chan_of("select", &t[1])?)),
+                ("msg", 2) => Ok(SelectCase::Message(t[1].clone())),
+                _ => Err(bad(c)),
+            }
+        })
+        .collect()
+}
+
+/// The channel instructions: commit a ready case now (the fast path never leaves the stepper),
+/// jump at once for a zero timeout, or block on the whole select.
+fn select<H: Host + ?Sized>(
+    host: &mut H,
+    regs: &mut [Value],
+    dst: Option<u16>,
+    label: u32,
+    shape: SelectShape,
+    cases: &[SelectCase],
+    timeout_ms: Option<u64>,
+) -> Flow {
+    // The case list is only copied to the heap when the actor really has to wait.
+    let block = || Flow::Block(Effect::Select { shape, cases: cases.to_vec(), timeout_ms });
+    match host.chan_try(cases) {
+        Ok(Some(fired)) => match crate::step::select_resume(shape, fired) {
+            Resume::Value(v) => {
+                if let Some(d) = dst {
+                    store(&mut regs[d as usize], v);
+                }
+                Flow::Next
+            }
+            Resume::Raise(e) => Flow::Throw(e),
+            Resume::Timeout => Flow::Jump(label),
+            Resume::Retry => block(),
+        },
+        Ok(None) if timeout_ms == Some(0) => Flow::Jump(label),
+        Ok(None) => block(),
+        Err(e) => Flow::Throw(e),
     }
 }
 
@@ -1396,11 +1521,17 @@ mod tests {
         fn now_ms(&self) -> i64 {
             7
         }
-        fn control(&mut self, op: ActorOp) -> Result<Value, Exception> {
-            match op {
-                ActorOp::Whereis(_) => Ok(Value::Nil),
-                _ => Ok(Value::Nil),
-            }
+        fn control(&mut self, _: ActorOp) -> Result<Value, Exception> {
+            Ok(Value::Nil)
+        }
+        fn chan_new(&mut self, _: usize) -> Result<Value, Exception> {
+            Err(Exception::new(atoms::UNSUPPORTED, "no channels in this test host"))
+        }
+        fn chan_try(&mut self, _: &[SelectCase]) -> Result<Option<Fired>, Exception> {
+            Ok(None)
+        }
+        fn chan_close(&mut self, _: &crate::value::Handle) -> Result<(), Exception> {
+            Ok(())
         }
     }
 

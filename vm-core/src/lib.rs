@@ -27,7 +27,10 @@ pub use atom::{Atom, atoms};
 pub use exception::Exception;
 pub use module::{Function, Location, Module};
 pub use ops::{Instr, Opcode, OperandKind};
-pub use step::{ActorOp, ActorState, Effect, Fault, Host, Resume, SpawnOpts, Step};
+pub use step::{
+    ActorOp, ActorState, Effect, Fault, Fired, Host, Resume, SelectCase, SelectShape, SpawnOpts, Step,
+    select_resume,
+};
 pub use value::{Closure, Handle, Pid, Value};
 
 /// Decodes and verifies a `.vbc` file: the only way bytes become a runnable module.

@@ -184,6 +184,14 @@ macro_rules! for_each_op {
             actor Stop "stop" (reason: Reg) "Ends this actor with `reason` (`:normal` is a normal exit).";
             actor Native "native" (dst: Dst, name: Const, args: Reg, n: Count) "Calls the native function named by the constant (an atom) with the `n` registers from `args`. A native marked blocking runs off the scheduler threads while this actor is real-blocked; a panic in it raises `:panic` here. An unknown name raises `:badarg`.";
             actor Interrupt "interrupt" (pid: Reg, exc: Reg, mode: Reg) "Raises exception `exc` (`{kind, msg}`) in `pid`. Mode 0: only if it is waiting (receive, sleep, channel, I/O); mode 1: also if running (at its next fuel check) or in a blocking native call (when it returns); mode 2: stops it now with the exception as its exit reason. Returns nothing; an interrupt that does not apply is dropped.";
+            // ---- channels
+            chan Chan "chan" (dst: Dst, cap: Reg) "A new channel with capacity `cap` (an int >= 0; 0 is a rendezvous: a send completes only when a receiver takes the value). A channel is freed when no actor can reach it.";
+            chan Csend "csend" (ch: Reg, v: Reg) "Sends `v` on channel `ch`, waiting until a receiver takes it (rendezvous) or there is buffer room. Sending on a closed channel raises `:closed`.";
+            chan Crecv "crecv" (dst: Dst, ch: Reg, closed: Label) "Receives from channel `ch`, waiting for a value; once the channel is closed and drained, jumps to `closed` instead.";
+            chan Ctrysend "ctrysend" (dst: Dst, ch: Reg, v: Reg) "Sends `v` if that can complete now: `dst` is `true` if sent, `false` if it would wait. Raises `:closed` on a closed channel.";
+            chan Ctryrecv "ctryrecv" (dst: Dst, ch: Reg) "Receives if a value is ready now: `dst` is `{:ok, value}`, `:empty` if it would wait, or `:closed` if the channel is closed and drained.";
+            chan Cclose "cclose" (ch: Reg) "Closes a channel: parked receivers see it closed, parked senders raise `:closed`; buffered values can still be received. Closing twice raises `:closed`.";
+            chan Select "select" (dst: Dst, cases: Reg, ms: Reg, target: Label) "Waits for the first of a list of cases built at run time: `{:send, ch, v}`, `{:recv, ch}`, or `{:msg, pattern}` (a message matching `pattern` in this actor's mailbox; `:_` matches any). Commits to exactly one case and sets `dst` to `{i, :sent}`, `{i, :ok, value}` or `{i, :closed}` (`i` counts from 0). When several are ready one is chosen at random. `ms` < 0 waits forever; 0 jumps to `target` at once if nothing is ready (a default branch); > 0 jumps to `target` after that many milliseconds.";
         }
     };
 }
@@ -447,6 +455,7 @@ fn group_title(g: &str) -> &'static str {
         "text" => "Strings and bytes",
         "exception" => "Exceptions",
         "actor" => "Actors and effects",
+        "chan" => "Channels",
         _ => "Other",
     }
 }

@@ -101,6 +101,16 @@ pub enum Effect {
     Yield(Option<Pid>),
     /// End this actor with the reason (the `stop` instruction). The runtime does not resume it.
     Stop(Value),
+    /// Wait for the first of a set of channel (or mailbox) cases; resume with
+    /// [`select_resume`] of the case that fired, or [`Resume::Timeout`] when `timeout_ms` passes.
+    Select {
+        /// Which instruction waits (how its result is delivered).
+        shape: SelectShape,
+        /// The cases, in the program's order.
+        cases: Vec<SelectCase>,
+        /// `None` waits forever.
+        timeout_ms: Option<u64>,
+    },
     /// Call a native function; resume with its result, or raise its exception.
     Native {
         /// The native's name.
@@ -108,6 +118,63 @@ pub enum Effect {
         /// The arguments.
         args: Vec<Value>,
     },
+}
+
+/// One case of a channel select.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum SelectCase {
+    /// Send the value on the channel.
+    Send(crate::value::Handle, Value),
+    /// Receive from the channel.
+    Recv(crate::value::Handle),
+    /// Take a message matching the pattern from the actor's own mailbox.
+    Message(Value),
+}
+
+/// Which instruction issued a select, which decides how its result reaches the program.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SelectShape {
+    /// `csend`: nothing on success; `:closed` raised on a closed channel.
+    Send,
+    /// `crecv`: the value, or a jump to the instruction's label once closed and drained.
+    Recv,
+    /// `select`: a tuple naming the case.
+    Select,
+}
+
+/// The case of a select that committed.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Fired {
+    /// Case `i` sent its value.
+    Sent(usize),
+    /// Case `i` received a value (from a channel or, for a message case, the mailbox).
+    Received(usize, Value),
+    /// Case `i` is a receive on a closed, drained channel.
+    Closed(usize),
+    /// Case `i` is a send on a closed channel (an error).
+    SendClosed(usize),
+}
+
+/// How the result of a committed select reaches the program (see [`SelectShape`]). Used by the
+/// interpreter's fast path and by the runtime alike, so both give the same results.
+pub fn select_resume(shape: SelectShape, fired: Fired) -> Resume {
+    use crate::atom::Atom;
+    let closed = || Exception::new(Atom::new("closed"), "send on a closed channel");
+    match (shape, fired) {
+        (_, Fired::SendClosed(_)) => Resume::Raise(closed()),
+        (SelectShape::Send, _) => Resume::Value(Value::Nil),
+        (SelectShape::Recv, Fired::Received(_, v)) => Resume::Value(v),
+        (SelectShape::Recv, _) => Resume::Timeout,
+        (SelectShape::Select, Fired::Sent(i)) => {
+            Resume::Value(Value::tuple(vec![Value::Int(i as i64), Value::atom("sent")]))
+        }
+        (SelectShape::Select, Fired::Received(i, v)) => {
+            Resume::Value(Value::tuple(vec![Value::Int(i as i64), Value::Atom(crate::atom::atoms::OK), v]))
+        }
+        (SelectShape::Select, Fired::Closed(i)) => {
+            Resume::Value(Value::tuple(vec![Value::Int(i as i64), Value::atom("closed")]))
+        }
+    }
 }
 
 /// How the runtime completes a blocked instruction. See the module docs.
@@ -246,6 +313,12 @@ pub trait Host {
     fn now_ms(&self) -> i64;
     /// Registry, links, monitors, signals and interrupts.
     fn control(&mut self, op: ActorOp) -> Result<Value, Exception>;
+    /// A new channel of capacity `cap` (a `Value::Chan`).
+    fn chan_new(&mut self, cap: usize) -> Result<Value, Exception>;
+    /// Commits the first ready case of a select, if any is ready now, without waiting.
+    fn chan_try(&mut self, cases: &[SelectCase]) -> Result<Option<Fired>, Exception>;
+    /// Closes a channel; closing twice raises `:closed`.
+    fn chan_close(&mut self, chan: &crate::value::Handle) -> Result<(), Exception>;
 }
 
 impl ActorState {

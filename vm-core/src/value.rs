@@ -46,9 +46,14 @@ pub struct Handle(Arc<HandleInner>);
 /// Called with the handle's id when the last reference to it is dropped.
 pub type DropHook = Box<dyn Fn(u64) + Send + Sync>;
 
+/// The runtime object behind a handle, opaque to vm-core.
+pub type Payload = Arc<dyn std::any::Any + Send + Sync>;
+
 #[derive(Serialize, Deserialize)]
 struct HandleInner {
     id: u64,
+    #[serde(skip)]
+    payload: Option<Payload>,
     #[serde(skip)]
     on_drop: Option<DropHook>,
 }
@@ -64,12 +69,24 @@ impl Drop for HandleInner {
 impl Handle {
     /// A handle with no drop hook.
     pub fn new(id: u64) -> Handle {
-        Handle(Arc::new(HandleInner { id, on_drop: None }))
+        Handle(Arc::new(HandleInner { id, payload: None, on_drop: None }))
     }
 
     /// A handle that calls `hook(id)` when its last clone is dropped.
     pub fn with_drop_hook(id: u64, hook: DropHook) -> Handle {
-        Handle(Arc::new(HandleInner { id, on_drop: Some(hook) }))
+        Handle(Arc::new(HandleInner { id, payload: None, on_drop: Some(hook) }))
+    }
+
+    /// A handle carrying the runtime's object itself, so using it needs no table lookup. The
+    /// object lives as long as some handle (or the runtime) holds it.
+    pub fn with_payload(id: u64, payload: Payload) -> Handle {
+        Handle(Arc::new(HandleInner { id, payload: Some(payload), on_drop: None }))
+    }
+
+    /// The runtime object, if this handle carries one (a handle restored from a snapshot does
+    /// not until the runtime re-attaches it).
+    pub fn payload(&self) -> Option<&Payload> {
+        self.0.payload.as_ref()
     }
 
     /// The runtime's id for the object.
@@ -82,6 +99,15 @@ impl Handle {
         Arc::strong_count(&self.0)
     }
 }
+
+/// Handles are equal when they name the same runtime object.
+impl PartialEq for Handle {
+    fn eq(&self, other: &Handle) -> bool {
+        self.id() == other.id()
+    }
+}
+
+impl Eq for Handle {}
 
 impl fmt::Debug for Handle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -65,6 +65,13 @@ pub static NATIVES: &[Native] = &[
         doc: "wall_clock_ms(): milliseconds since the Unix epoch",
     },
     Native {
+        name: "monotonic_us",
+        kind: Kind::Inline,
+        arity: 0,
+        f: monotonic_us,
+        doc: "monotonic_us(): microseconds on a monotonic clock (for measuring latency)",
+    },
+    Native {
         name: "panic",
         kind: Kind::Blocking,
         arity: 1,
@@ -128,6 +135,11 @@ fn resolve(args: &[Value]) -> Result<Value, Exception> {
 fn wall_clock_ms(_: &[Value]) -> Result<Value, Exception> {
     let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     Ok(Value::Int(d.as_millis() as i64))
+}
+
+fn monotonic_us(_: &[Value]) -> Result<Value, Exception> {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    Ok(Value::Int(START.get_or_init(std::time::Instant::now).elapsed().as_micros() as i64))
 }
 
 fn panic_native(args: &[Value]) -> Result<Value, Exception> {

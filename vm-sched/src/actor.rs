@@ -13,6 +13,7 @@
 //! Every wait goes through the mailbox's wake protocol (see `mailbox`), so a waiting actor is one
 //! parked task with a stored waker: no polling, no CPU.
 
+use crate::chan::{self, Channel};
 use crate::mailbox::{Signal, Wait, WaitSpec, Woken};
 use crate::sync::Ordering;
 use crate::vm::{ActorCell, Outcome, RunState, Vm};
@@ -23,8 +24,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use vm_core::interp;
 use vm_core::{
-    ActorOp, ActorState, Closure, Effect, Exception, Fault, Host, Module, Pid, Resume, SpawnOpts, Step,
-    Value, atoms,
+    ActorOp, ActorState, Atom, Closure, Effect, Exception, Fault, Fired, Handle, Host, Module, Pid, Resume,
+    SelectCase, SelectShape, SpawnOpts, Step, Value, atoms, select_resume,
 };
 use vm_io::natives;
 
@@ -143,6 +144,43 @@ async fn run(host: &mut ActorHost<'_>, module: &Module, st: &mut ActorState) -> 
                     st.resume(module, Resume::Value(Value::Nil));
                 }
                 Effect::Stop(reason) => return ExitReason::Stopped(reason),
+                Effect::Select { shape, cases, timeout_ms } => {
+                    cell.set_state(RunState::Waiting);
+                    let split = match split_cases(&cases) {
+                        Ok(s) => s,
+                        Err(e) => {
+                            st.resume(module, Resume::Raise(e));
+                            continue;
+                        }
+                    };
+                    let what = match shape {
+                        SelectShape::Send => "channel send",
+                        SelectShape::Recv => "channel receive",
+                        SelectShape::Select => "select",
+                    };
+                    match Box::pin(SelectWait::new(vm, cell, split, what, timeout_ms)).await {
+                        SelectEnd::Fired(f) => st.resume(module, select_resume(shape, f)),
+                        SelectEnd::TimedOut => st.resume(module, Resume::Timeout),
+                        SelectEnd::Signal(sig, committed) => {
+                            if let Some(f) = committed {
+                                // The select completed first; the signal then meets a running
+                                // actor: mode 0 no longer applies, mode 1 is raised next.
+                                st.resume(module, select_resume(shape, f));
+                                match sig {
+                                    Signal::Interrupt { mode: 0, .. } => {}
+                                    Signal::Interrupt { exc, mode: 1 } => st.pending = Some(exc),
+                                    other => {
+                                        if let Some(end) = blocked_signal(module, st, other) {
+                                            return end;
+                                        }
+                                    }
+                                }
+                            } else if let Some(end) = blocked_signal(module, st, sig) {
+                                return end;
+                            }
+                        }
+                    }
+                }
                 Effect::Native { name, args } => {
                     let Some(native) = natives::lookup(name) else {
                         let e = Exception::badarg(format!(
@@ -350,6 +388,165 @@ pub(crate) struct ActorHost<'a> {
     last_target: Option<Arc<ActorCell>>,
 }
 
+/// The channel behind a `Value::Chan` handle.
+fn channel_of(h: &Handle) -> Result<Arc<Channel>, Exception> {
+    h.payload()
+        .and_then(|p| p.clone().downcast::<Channel>().ok())
+        .ok_or_else(|| Exception::badarg(format!("#chan<{}> is not a live channel of this VM", h.id())))
+}
+
+/// The channel behind a handle, borrowed (no reference-count traffic on the fast path).
+fn channel_ref(h: &Handle) -> Result<&Channel, Exception> {
+    h.payload()
+        .and_then(|p| p.downcast_ref::<Channel>())
+        .ok_or_else(|| Exception::badarg(format!("#chan<{}> is not a live channel of this VM", h.id())))
+}
+
+/// A select's cases split into channel cases (for the channel core) and mailbox cases, with the
+/// program's case index of each.
+struct SplitCases {
+    chans: Vec<chan::Case>,
+    chan_index: Vec<usize>,
+    messages: Vec<(usize, Value)>,
+}
+
+fn split_cases(cases: &[SelectCase]) -> Result<SplitCases, Exception> {
+    let mut out = SplitCases { chans: Vec::new(), chan_index: Vec::new(), messages: Vec::new() };
+    for (i, c) in cases.iter().enumerate() {
+        match c {
+            SelectCase::Send(h, v) => {
+                out.chans.push(chan::Case::send(&channel_of(h)?, v.clone()));
+                out.chan_index.push(i);
+            }
+            SelectCase::Recv(h) => {
+                out.chans.push(chan::Case::recv(&channel_of(h)?));
+                out.chan_index.push(i);
+            }
+            SelectCase::Message(p) => out.messages.push((i, p.clone())),
+        }
+    }
+    Ok(out)
+}
+
+impl SplitCases {
+    /// Translates the channel core's outcome to the program's case numbering.
+    fn fired(&self, f: chan::Fired) -> Fired {
+        match f {
+            chan::Fired::Sent { case } => Fired::Sent(self.chan_index[case]),
+            chan::Fired::Received { case, value } => Fired::Received(self.chan_index[case], value),
+            chan::Fired::RecvClosed { case } => Fired::Closed(self.chan_index[case]),
+            chan::Fired::SendClosed { case } => Fired::SendClosed(self.chan_index[case]),
+        }
+    }
+
+    /// The first mailbox case with a matching message, taking the message.
+    fn take_message(&self, cell: &ActorCell) -> Option<Fired> {
+        self.messages.iter().find_map(|(i, p)| cell.mailbox.try_take(Some(p)).map(|m| Fired::Received(*i, m)))
+    }
+}
+
+/// What a parked select ended with.
+enum SelectEnd {
+    Fired(Fired),
+    TimedOut,
+    Signal(Signal, Option<Fired>),
+}
+
+/// Waits on a select's channel cases, its mailbox cases, its deadline and the control port at
+/// once. Whatever ends the wait other than a channel case cancels the channel select, and if a
+/// channel case had committed in the meantime that case wins (a message taken for a mailbox case
+/// is put back), so a value is never lost or duplicated. A hand-written future, awaited boxed, so
+/// that its size does not enlarge every actor's task.
+struct SelectWait<'a> {
+    vm: &'a Vm,
+    cell: &'a ActorCell,
+    split: SplitCases,
+    sel: Option<chan::Select>,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    what: &'static str,
+}
+
+impl<'a> SelectWait<'a> {
+    fn new(
+        vm: &'a Vm,
+        cell: &'a ActorCell,
+        mut split: SplitCases,
+        what: &'static str,
+        timeout_ms: Option<u64>,
+    ) -> Self {
+        // The channel core owns the cases from here; `split` keeps only the index mapping.
+        let sel = Some(chan::Select::new(std::mem::take(&mut split.chans), timeout_ms.is_none()));
+        let timer = timeout_ms.map(|ms| Box::pin(tokio::time::sleep(Duration::from_millis(ms))));
+        SelectWait { vm, cell, split, sel, timer, what }
+    }
+
+    /// Cancels the channel select; `Some` if a channel case had committed first.
+    fn cancel(&mut self) -> Option<Fired> {
+        let active = &self.vm.shared.active;
+        self.sel.take().and_then(|s| s.cancel(active).err()).map(|f| self.split.fired(f))
+    }
+}
+
+impl Future for SelectWait<'_> {
+    type Output = SelectEnd;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<SelectEnd> {
+        let this = self.get_mut();
+        let active = &this.vm.shared.active;
+        let Some(sel) = this.sel.as_mut() else { return Poll::Ready(SelectEnd::TimedOut) };
+        let (p, idle) = sel.poll(cx, active);
+        if idle {
+            this.vm.shared.idle.notify_one();
+        }
+        if let Poll::Ready(f) = p {
+            this.sel = None;
+            this.cell.mailbox.cancel_wait(active);
+            return Poll::Ready(SelectEnd::Fired(this.split.fired(f)));
+        }
+        // The control port, and the waker registration that mailbox cases rely on.
+        let spec = WaitSpec { receive: false, pattern: None, indefinite: false, soft: true };
+        let what = this.what;
+        let describe = || Wait::Other(what.to_string());
+        let end = if let (Poll::Ready(Some(Woken::Signal(sig))), _) =
+            this.cell.mailbox.poll_wait(cx, &spec, false, describe, active)
+        {
+            Some(SelectEnd::Signal(sig, this.cancel()))
+        } else if let Some(m) = this.split.take_message(this.cell) {
+            Some(match this.cancel() {
+                Some(f) => {
+                    if let Fired::Received(_, msg) = m {
+                        this.cell.mailbox.put_back(msg);
+                    }
+                    SelectEnd::Fired(f)
+                }
+                None => SelectEnd::Fired(m),
+            })
+        } else if this.timer.as_mut().is_some_and(|t| t.as_mut().poll(cx).is_ready()) {
+            Some(this.cancel().map_or(SelectEnd::TimedOut, SelectEnd::Fired))
+        } else {
+            None
+        };
+        match end {
+            Some(e) => {
+                this.cell.mailbox.cancel_wait(active);
+                Poll::Ready(e)
+            }
+            None => Poll::Pending,
+        }
+    }
+}
+
+/// A select abandoned before it ended (runtime shutdown) is cancelled, so channels do not keep
+/// entries for an actor that is gone.
+impl Drop for SelectWait<'_> {
+    fn drop(&mut self) {
+        if self.sel.is_some() {
+            self.cancel();
+            self.cell.mailbox.cancel_wait(&self.vm.shared.active);
+        }
+    }
+}
+
 impl Host for ActorHost<'_> {
     fn self_pid(&self) -> Pid {
         self.cell.pid
@@ -392,6 +589,45 @@ impl Host for ActorHost<'_> {
 
     fn now_ms(&self) -> i64 {
         self.vm.now_ms()
+    }
+
+    fn chan_new(&mut self, cap: usize) -> Result<Value, Exception> {
+        let id = self.vm.next_chan_id();
+        let chan: Arc<Channel> = Channel::new(id, cap);
+        Ok(Value::Chan(Handle::with_payload(id, chan)))
+    }
+
+    fn chan_try(&mut self, cases: &[SelectCase]) -> Result<Option<Fired>, Exception> {
+        let active = &self.vm.shared.active;
+        // A plain send or receive: the channel's own single-case fast path, with no allocation.
+        match cases {
+            [SelectCase::Send(h, v)] => {
+                return match channel_ref(h)?.try_send(v.clone(), active) {
+                    Ok(()) => Ok(Some(Fired::Sent(0))),
+                    Err(chan::TrySendError::Closed(_)) => Ok(Some(Fired::SendClosed(0))),
+                    Err(chan::TrySendError::Full(_)) => Ok(None),
+                };
+            }
+            [SelectCase::Recv(h)] => {
+                return Ok(match channel_ref(h)?.try_recv(active) {
+                    chan::TryRecv::Value(v) => Some(Fired::Received(0, v)),
+                    chan::TryRecv::Closed => Some(Fired::Closed(0)),
+                    chan::TryRecv::Empty => None,
+                });
+            }
+            _ => {}
+        }
+        let split = split_cases(cases)?;
+        if let Some(f) = chan::try_select(&split.chans, &self.vm.shared.active) {
+            return Ok(Some(split.fired(f)));
+        }
+        Ok(split.take_message(self.cell))
+    }
+
+    fn chan_close(&mut self, h: &Handle) -> Result<(), Exception> {
+        channel_ref(h)?
+            .close(&self.vm.shared.active)
+            .map_err(|_| Exception::new(Atom::new("closed"), format!("#chan<{}> is already closed", h.id())))
     }
 
     fn control(&mut self, op: ActorOp) -> Result<Value, Exception> {

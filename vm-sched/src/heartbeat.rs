@@ -14,9 +14,10 @@
 //! 3. When no slot is busy the watchdog parks on a `Notify` instead of ticking; a driver starting
 //!    a slice wakes it if it is parked. So an idle VM has no timer firing at all (hibernation).
 
-use crate::sync::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+// Plain std atomics: the heartbeat is diagnostics, not part of the loom-checked protocols.
 use std::cell::Cell;
 use std::sync::Weak;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 const SLOTS: usize = 64;

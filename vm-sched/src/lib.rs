@@ -4,11 +4,13 @@
 //! - `vm`: the runtime handle: registry, spawn, routing, exits, deadlock detection,
 //!   introspection.
 //! - `actor`: the per-actor driver loop and the `Host` the interpreter sees.
+//! - `chan`: rendezvous and buffered channels with a cancel-safe select (loom-checked).
 //! - `heartbeat`: the watchdog that reports an actor holding a worker thread too long.
 //! - `run`: [`block_on_run`], which builds the tokio runtime and runs a program to its end with
 //!   its output on standard output (what `vm run` calls, so the CLI spawns nothing).
 
 pub mod actor;
+pub mod chan;
 pub mod heartbeat;
 pub mod mailbox;
 pub mod run;

@@ -230,6 +230,12 @@ impl Mailbox {
         lock(&self.inner).signals.pop_front()
     }
 
+    /// Returns a message taken by a select whose channel case turned out to have committed
+    /// first; it goes back to the front, where it was, so no message is lost or reordered.
+    pub fn put_back(&self, msg: Value) {
+        lock(&self.inner).messages.push_front(msg);
+    }
+
     /// The fast path of receive: takes the oldest message matching `pattern` without waiting.
     pub fn try_take(&self, pattern: Option<&Value>) -> Option<Value> {
         take_matching(&mut lock(&self.inner).messages, pattern)

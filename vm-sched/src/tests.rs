@@ -892,3 +892,267 @@ fn yield_to_runs_the_named_actor_next() {
     let (_, out) = run_with(src, Config::default(), 1);
     assert_eq!(out, lines(&["B", "C"]));
 }
+
+#[test]
+fn a_rendezvous_send_completes_only_when_received() {
+    // The receiver waits 60 ms before receiving; main's send must take at least that long.
+    let (_, out) = run(r#"
+.func main 0
+    int r0, 0
+    chan r1, r0
+    fun r2, late_receiver
+    spawn r3, r2, r1, 1
+    now r4
+    int r5, 42
+    csend r1, r5
+    now r6
+    sub r6, r6, r4
+    jlti r6, 55, early
+    const r7, "waited for the receiver"
+    print r7
+    ret r7
+early:
+    const r7, "returned early"
+    print r7
+    ret r7
+.end
+
+.func late_receiver 1
+    int r1, 60
+    sleep r1
+    crecv r2, r0, closed
+    ret r2
+closed:
+    ret r0
+.end
+"#);
+    assert_eq!(out, lines(&["waited for the receiver"]));
+}
+
+#[test]
+fn buffered_channels_hold_their_capacity_and_drain_after_close() {
+    let (_, out) = run(r#"
+.func main 0
+    int r0, 2
+    chan r1, r0
+    int r2, 10
+    ctrysend r3, r1, r2
+    print r3
+    int r2, 20
+    ctrysend r3, r1, r2
+    print r3
+    int r2, 30
+    ctrysend r3, r1, r2
+    print r3
+    cclose r1
+    crecv r4, r1, closed
+    print r4
+    ctryrecv r4, r1
+    print r4
+    ctryrecv r4, r1
+    print r4
+    crecv r4, r1, closed
+    ret r4
+closed:
+    const r5, "closed"
+    print r5
+    try r6, send_failed
+    csend r1, r2
+    ret r6
+send_failed:
+    tget r7, r6, 0
+    print r7
+    try r6, close_failed
+    cclose r1
+    ret r6
+close_failed:
+    tget r7, r6, 0
+    print r7
+    ret r7
+.end
+"#);
+    assert_eq!(
+        out,
+        lines(&["true", "true", "false", "10", "{:ok, 20}", ":closed", "closed", ":closed", ":closed"])
+    );
+}
+
+#[test]
+fn select_has_a_default_a_timeout_and_a_mailbox_case() {
+    let (_, out) = run(r#"
+.func main 0
+    int r0, 0
+    chan r1, r0
+    const r2, :recv
+    move r3, r1
+    tuple r20, r2, 2            ; r20 = {:recv, ch}
+    const r21, {:msg, {:hello, :_}}
+    list r4, r20, 1             ; [{:recv, ch}]
+    int r5, 0
+    select r6, r4, r5, nothing  ; ms = 0: the default branch
+    ret r6
+nothing:
+    const r7, "default"
+    print r7
+    int r5, 30
+    select r6, r4, r5, timed_out
+    ret r6
+timed_out:
+    const r7, "timeout"
+    print r7
+    list r9, r20, 2             ; [{:recv, ch}, {:msg, {:hello, :_}}]
+    self r10
+    const r11, {:hello, 7}
+    send r10, r11
+    int r5, -1
+    select r6, r9, r5, timed_out
+    print r6
+    ret r6
+.end
+"#);
+    assert_eq!(out, lines(&["default", "timeout", "{1, :ok, {:hello, 7}}"]));
+}
+
+#[test]
+fn select_is_fair_between_ready_cases() {
+    // Two buffered channels always have values; 1000 selects must split roughly evenly.
+    let (_, out) = run(r#"
+.func main 0
+    int r0, 2000
+    chan r1, r0
+    chan r2, r0
+    int r3, 0
+fill:
+    csend r1, r3
+    csend r2, r3
+    addi r3, r3, 1
+    jlti r3, 1000, fill
+    const r4, :recv
+    tuple r5, r4, 2          ; {:recv, ch1} (r4, r5? no: r4 = :recv, r5 = ch... see below)
+    move r6, r1
+    tuple r7, r4, 2
+    int r10, 0               ; times case 0 fired
+    int r11, 0
+    int r12, -1
+loop:
+    move r5, r1
+    tuple r7, r4, 2
+    move r5, r2
+    tuple r8, r4, 2
+    list r9, r7, 2
+    select r13, r9, r12, loop
+    tget r14, r13, 0
+    jnei r14, 0, other
+    addi r10, r10, 1
+other:
+    addi r11, r11, 1
+    jlti r11, 1000, loop
+    jlti r10, 400, unfair
+    jgti r10, 600, unfair
+    const r15, "fair"
+    print r15
+    ret r10
+unfair:
+    print r10
+    ret r10
+.end
+"#);
+    assert_eq!(out, lines(&["fair"]));
+}
+
+/// Senders whose sends time out and retry, a receiver whose receives time out and are
+/// interrupted: every value must arrive exactly once.
+#[test]
+fn channel_values_survive_racing_timeouts_and_interrupts() {
+    let (_, out) = run(r#"
+.func main 0
+    int r0, 0
+    chan r1, r0
+    fun r2, sender
+    int r3, 0
+spawn_senders:
+    spawn r4, r2, r1, 1
+    addi r3, r3, 1
+    jlti r3, 20, spawn_senders
+    self r5
+    fun r6, pester
+    spawn r7, r6, r5, 1
+    const r8, :recv
+    move r9, r1
+    tuple r10, r8, 2
+    list r11, r10, 1         ; [{:recv, ch}]
+    int r12, 0               ; count
+    int r13, 0               ; sum
+    int r14, 1               ; timeout
+    int r16, 0               ; interrupts caught
+loop:
+    try r15, interrupted
+    select r17, r11, r14, timed_out
+    endtry
+    tget r18, r17, 2
+    addi r12, r12, 1
+    add r13, r13, r18
+    jmp next
+timed_out:
+    endtry
+next:
+    jlti r12, 2000, loop
+    kill r7
+    tuple r19, r12, 2
+    print r19
+    jgti r16, 0, saw
+    ret r19
+saw:
+    const r20, "interrupted"
+    print r20
+    ret r19
+interrupted:
+    addi r16, r16, 1
+    jmp next
+.end
+
+; Sends 1..100 on r0, each with a 1 ms send timeout and retries until it goes through.
+.func sender 1
+    int r1, 1
+    const r2, :send
+    int r5, 1
+again:
+    move r3, r0
+    move r4, r1
+    tuple r6, r2, 3          ; {:send, ch, i}
+    list r7, r6, 1
+    select r8, r7, r5, again
+    addi r1, r1, 1
+    jlei r1, 100, again
+    ret r1
+.end
+
+.func pester 1
+    const r1, {:poke, "again"}
+    int r2, 0
+    int r3, 1
+loop:
+    interrupt r0, r1, r2
+    sleep r3
+    jmp loop
+.end
+"#);
+    // 20 senders × (1 + … + 100).
+    assert_eq!(out, lines(&["{2000, 101000}", "interrupted"]));
+}
+
+#[test]
+fn deadlock_reports_name_channel_waits() {
+    let (o, _) = run(r#"
+.func main 0
+    int r0, 0
+    chan r1, r0
+    crecv r2, r1, closed
+    ret r2
+closed:
+    ret r0
+.end
+"#);
+    let Outcome::Deadlock(report) = o else { panic!("expected a deadlock, got {o:?}") };
+    assert!(report.contains("channel receive"), "{report}");
+}

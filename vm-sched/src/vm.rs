@@ -41,7 +41,10 @@ pub trait Output: Send + Sync {
 /// Runtime settings.
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// Fuel per slice: an actor yields to tokio after this many calls and backward jumps.
+    /// Fuel per slice: an actor yields to tokio after this many calls and backward jumps. The
+    /// default, 10,000, was chosen with `benches/programs/fairness.vasm` and `loop.vasm`
+    /// (docs/BENCHMARKS.md): 2,000 made a busy loop pay ~25% for yields (each wakes an idle
+    /// worker), while 50,000 let a 1 ms ticker beside four spinning actors fall late.
     pub fuel: u32,
     /// Default maximum frame depth of an actor.
     pub max_frames: u32,
@@ -54,7 +57,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Config {
         Config {
-            fuel: 2000,
+            fuel: 10_000,
             max_frames: vm_core::step::DEFAULT_MAX_FRAMES,
             max_actors: 4_000_000,
             hog_threshold_ms: 100,
@@ -177,6 +180,7 @@ pub(crate) struct Shared {
     names: Mutex<HashMap<Atom, Pid>>,
     next_pid: AtomicU64,
     next_ref: AtomicU64,
+    next_chan: AtomicU64,
     live: AtomicUsize,
     /// See the module docs: actors not parked indefinitely, plus external holders.
     pub(crate) active: AtomicUsize,
@@ -249,6 +253,7 @@ impl Vm {
                 names: Mutex::new(HashMap::new()),
                 next_pid: AtomicU64::new(1),
                 next_ref: AtomicU64::new(1),
+                next_chan: AtomicU64::new(1),
                 live: AtomicUsize::new(0),
                 active: AtomicUsize::new(0),
                 idle: tokio::sync::Notify::new(),
@@ -280,6 +285,10 @@ impl Vm {
     /// Milliseconds since the VM started.
     pub fn now_ms(&self) -> i64 {
         self.shared.start.elapsed().as_millis() as i64
+    }
+
+    pub(crate) fn next_chan_id(&self) -> u64 {
+        self.shared.next_chan.fetch_add(1, Ordering::Relaxed)
     }
 
     pub(crate) fn next_ref(&self) -> i64 {
@@ -548,6 +557,13 @@ impl Vm {
                 biased;
                 done = &mut rx => return Ok(done.unwrap_or_else(|_| Outcome::Stopped(Value::atom("lost")))),
                 () = self.shared.idle.notified() => {
+                    // A channel wait is counted out by the channel core, and a signal or a
+                    // mailbox message can wake it without counting it back in; such an actor
+                    // counts itself in as soon as it runs. A short grace before concluding
+                    // covers that window; a real deadlock is still idle afterwards.
+                    if self.shared.active.load(Ordering::SeqCst) == 0 {
+                        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    }
                     if self.shared.active.load(Ordering::SeqCst) == 0 {
                         // Main reports its outcome before it counts itself out, so an outcome
                         // present now means main ended; otherwise nothing can run again.
