@@ -10,7 +10,8 @@ use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use std::hint::black_box;
 use std::sync::Arc;
 use vm_core::{
-    ActorOp, ActorState, Closure, Effect, Exception, Host, Module, Pid, Resume, SpawnOpts, Step, Value,
+    ActorOp, ActorState, Closure, Effect, Exception, Fired, Handle, Host, Module, Pid, Resume, SelectCase,
+    SpawnOpts, Step, Value,
 };
 
 /// Fuel per `step` call, of the order the runtime gives an actor before it yields to tokio.
@@ -47,6 +48,18 @@ impl Host for LoneHost {
 
     fn control(&mut self, op: ActorOp) -> Result<Value, Exception> {
         Err(Exception::badarg(format!("the interpreter bench runs a single actor: {op:?}")))
+    }
+
+    fn chan_new(&mut self, _cap: usize) -> Result<Value, Exception> {
+        Err(Exception::badarg("the interpreter bench has no channels"))
+    }
+
+    fn chan_try(&mut self, _cases: &[SelectCase]) -> Result<Option<Fired>, Exception> {
+        Err(Exception::badarg("the interpreter bench has no channels"))
+    }
+
+    fn chan_close(&mut self, _chan: &Handle) -> Result<(), Exception> {
+        Err(Exception::badarg("the interpreter bench has no channels"))
     }
 }
 
