@@ -1,1 +1,372 @@
-//! Shared helpers for the integration tests.
+//! Shared helpers for the integration tests: running the real `vm` binary as a subprocess with a
+//! time limit, and the golden-program format.
+//!
+//! # Golden programs
+//!
+//! `tests/programs/NAME.vasm` is a program; beside it:
+//! - `NAME.out` (required): the exact expected standard output;
+//! - `NAME.code` (optional): the expected exit status, a decimal number; default `0`;
+//! - `NAME.err` (optional): lines that must each appear, as substrings, in standard error;
+//!   without the file, standard error must be empty;
+//! - `NAME.args` (optional): command-line arguments for the program, one per line.
+//!
+//! Only `*.vasm` files directly in the directory are programs; subdirectories hold files that
+//! programs `.include`. Whatever the files say, a Rust panic message on standard error is always a
+//! failure: bad input must never crash the VM.
+
+use std::fmt::Write as _;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// The workspace root: golden programs run with it as their working directory, so the paths in
+/// messages read `tests/programs/NAME.vasm`.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the tests crate lives in the workspace")
+        .to_path_buf()
+}
+
+/// What a finished (or killed) subprocess did.
+#[derive(Clone, Debug)]
+pub struct RunOutput {
+    /// The exit status; `None` when the process was ended by a signal (including our kill on
+    /// timeout).
+    pub code: Option<i32>,
+    /// Standard output, decoded lossily.
+    pub stdout: String,
+    /// Standard error, decoded lossily.
+    pub stderr: String,
+    /// True when the process outlived its time limit and was killed.
+    pub timed_out: bool,
+    /// Wall-clock time until it exited or was killed.
+    pub elapsed: Duration,
+}
+
+/// Runs `cmd` with standard input closed and both output streams captured, killing it once
+/// `limit` has passed.
+///
+/// The streams are drained on their own threads while this one polls for exit, so a child that
+/// writes more than a pipe buffer holds can neither block itself nor us.
+pub fn run_with_timeout(cmd: &mut Command, limit: Duration) -> io::Result<RunOutput> {
+    let start = Instant::now();
+    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
+    let mut out_pipe = child.stdout.take().expect("stdout was piped");
+    let mut err_pipe = child.stderr.take().expect("stderr was piped");
+    let out_reader = thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = out_pipe.read_to_end(&mut buf);
+        buf
+    });
+    let err_reader = thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = err_pipe.read_to_end(&mut buf);
+        buf
+    });
+    let mut timed_out = false;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if start.elapsed() >= limit {
+            timed_out = true;
+            // The child may exit between try_wait and kill; either way wait() reaps it.
+            let _ = child.kill();
+            break child.wait()?;
+        }
+        thread::sleep(Duration::from_millis(5));
+    };
+    let elapsed = start.elapsed();
+    let stdout = out_reader.join().unwrap_or_default();
+    let stderr = err_reader.join().unwrap_or_default();
+    Ok(RunOutput {
+        code: status.code(),
+        stdout: String::from_utf8_lossy(&stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+        timed_out,
+        elapsed,
+    })
+}
+
+/// One golden program and what it must do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Golden {
+    /// The file name without `.vasm`.
+    pub name: String,
+    /// The program's path relative to the repository root (`tests/programs/NAME.vasm`).
+    pub rel_path: String,
+    /// Command-line arguments for the program.
+    pub args: Vec<String>,
+    /// Expected standard output; `None` when `NAME.out` is missing (an error unless updating).
+    pub out: Option<String>,
+    /// Expected exit status.
+    pub code: i32,
+    /// Substrings that must appear in standard error; empty means stderr must be empty.
+    pub err: Vec<String>,
+}
+
+impl Golden {
+    /// The path of a sibling file (`NAME.out`, ...) relative to the repository root.
+    pub fn sibling(&self, ext: &str) -> String {
+        format!("{}.{ext}", self.rel_path.strip_suffix(".vasm").unwrap_or(&self.rel_path))
+    }
+}
+
+/// Reads every golden program in `root/dir` (a path relative to `root`), sorted by name.
+pub fn load_goldens(root: &Path, dir: &str) -> Result<Vec<Golden>, String> {
+    let abs = root.join(dir);
+    let entries = std::fs::read_dir(&abs).map_err(|e| format!("{}: {e}", abs.display()))?;
+    let mut names: Vec<String> = entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().map(|t| t.is_file()).unwrap_or(false))
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.strip_suffix(".vasm")).map(str::to_string))
+        .collect();
+    names.sort();
+    let mut goldens = Vec::with_capacity(names.len());
+    for name in names {
+        let read = |ext: &str| -> Result<Option<String>, String> {
+            let p = abs.join(format!("{name}.{ext}"));
+            match std::fs::read_to_string(&p) {
+                Ok(s) => Ok(Some(s)),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(format!("{}: {e}", p.display())),
+            }
+        };
+        let code = match read("code")? {
+            Some(s) => s.trim().parse().map_err(|_| format!("{dir}/{name}.code: not a number: {s:?}"))?,
+            None => 0,
+        };
+        let args = read("args")?.map(|s| s.lines().map(str::to_string).collect()).unwrap_or_default();
+        let err = read("err")?
+            .map(|s| s.lines().filter(|l| !l.is_empty()).map(str::to_string).collect())
+            .unwrap_or_default();
+        goldens.push(Golden {
+            rel_path: format!("{dir}/{name}.vasm"),
+            out: read("out")?,
+            name,
+            args,
+            code,
+            err,
+        });
+    }
+    Ok(goldens)
+}
+
+/// Compares what a program did against its golden files; returns one message per mismatch
+/// (empty when everything matches).
+pub fn check_golden(g: &Golden, run: &RunOutput) -> Vec<String> {
+    let mut problems = Vec::new();
+    if run.timed_out {
+        problems.push(format!("timed out after {:.1} s and was killed", run.elapsed.as_secs_f64()));
+    }
+    match &g.out {
+        Some(want) if *want != run.stdout => {
+            problems.push(format!("stdout differs (- expected, + actual):\n{}", line_diff(want, &run.stdout)))
+        }
+        Some(_) => {}
+        None => problems.push(format!("{} is missing", g.sibling("out"))),
+    }
+    match run.code {
+        Some(c) if c == g.code => {}
+        Some(c) => problems.push(format!("exit status {c}, expected {}", g.code)),
+        None if !run.timed_out => {
+            problems.push(format!("killed by a signal, expected exit status {}", g.code))
+        }
+        None => {}
+    }
+    if g.err.is_empty() {
+        if !run.stderr.is_empty() {
+            problems.push(format!("stderr should be empty but is:\n{}", indent(&run.stderr)));
+        }
+    } else {
+        for want in &g.err {
+            if !run.stderr.contains(want.as_str()) {
+                problems.push(format!("stderr lacks {want:?}; stderr is:\n{}", indent(&run.stderr)));
+            }
+        }
+    }
+    if run.stderr.contains("panicked") {
+        problems.push(format!("the VM panicked:\n{}", indent(&run.stderr)));
+    }
+    problems
+}
+
+/// Indents every line by four spaces, for nesting output inside a failure report.
+pub fn indent(s: &str) -> String {
+    if s.is_empty() {
+        return "    (empty)\n".to_string();
+    }
+    let mut out = String::new();
+    for line in s.lines() {
+        let _ = writeln!(out, "    {line}");
+    }
+    out
+}
+
+/// A line diff of `want` against `have`: common lines start with two spaces, lines only in
+/// `want` with `- `, lines only in `have` with `+ `. A missing final newline is shown as a line
+/// of its own so that it is never invisible.
+///
+/// It is a plain longest-common-subsequence diff, quadratic in the number of lines; outputs longer
+/// than a couple of thousand lines are compared only up to their first differing line.
+pub fn line_diff(want: &str, have: &str) -> String {
+    let split = |s: &str| -> Vec<String> {
+        let mut lines: Vec<String> = s.lines().map(str::to_string).collect();
+        if !s.is_empty() && !s.ends_with('\n') {
+            lines.push("\\ no newline at end".to_string());
+        }
+        lines
+    };
+    let a = split(want);
+    let b = split(have);
+    let mut out = String::new();
+    if a.len().saturating_mul(b.len()) > 4_000_000 {
+        let first = a.iter().zip(&b).position(|(x, y)| x != y).unwrap_or(a.len().min(b.len()));
+        let _ = writeln!(out, "  (long output: first difference at line {})", first + 1);
+        if let Some(x) = a.get(first) {
+            let _ = writeln!(out, "- {x}");
+        }
+        if let Some(y) = b.get(first) {
+            let _ = writeln!(out, "+ {y}");
+        }
+        return out;
+    }
+    // lcs[i][j] = length of the longest common subsequence of a[i..] and b[j..].
+    let mut lcs = vec![vec![0u32; b.len() + 1]; a.len() + 1];
+    for i in (0..a.len()).rev() {
+        for j in (0..b.len()).rev() {
+            lcs[i][j] = if a[i] == b[j] { lcs[i + 1][j + 1] + 1 } else { lcs[i + 1][j].max(lcs[i][j + 1]) };
+        }
+    }
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() || j < b.len() {
+        if i < a.len() && j < b.len() && a[i] == b[j] {
+            let _ = writeln!(out, "  {}", a[i]);
+            i += 1;
+            j += 1;
+        } else if i < a.len() && (j == b.len() || lcs[i + 1][j] >= lcs[i][j + 1]) {
+            // Removals first, so a changed line reads as "- old" then "+ new".
+            let _ = writeln!(out, "- {}", a[i]);
+            i += 1;
+        } else {
+            let _ = writeln!(out, "+ {}", b[j]);
+            j += 1;
+        }
+    }
+    out
+}
+
+/// A small deterministic pseudo-random generator (xorshift64*), for making garbage inputs that
+/// are the same on every run without a dependency.
+#[derive(Clone, Debug)]
+pub struct XorShift(u64);
+
+impl XorShift {
+    /// A generator from a seed (0 is replaced, since xorshift would stay at 0 forever).
+    pub fn new(seed: u64) -> XorShift {
+        XorShift(if seed == 0 { 0x9E37_79B9_7F4A_7C15 } else { seed })
+    }
+
+    /// The next 64 pseudo-random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// `n` pseudo-random bytes.
+    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| (self.next_u64() >> 56) as u8).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn diff_marks_changed_added_and_removed_lines() {
+        let d = line_diff("a\nb\nc\n", "a\nx\nc\nd\n");
+        assert_eq!(d, "  a\n- b\n+ x\n  c\n+ d\n");
+        assert_eq!(line_diff("same\n", "same\n"), "  same\n");
+    }
+
+    #[test]
+    fn diff_shows_a_missing_final_newline() {
+        let d = line_diff("a\n", "a");
+        assert!(d.contains("+ \\ no newline at end"), "{d}");
+    }
+
+    #[test]
+    fn check_reports_each_kind_of_mismatch() {
+        let g = Golden {
+            name: "p".into(),
+            rel_path: "tests/programs/p.vasm".into(),
+            args: vec![],
+            out: Some("1\n".into()),
+            code: 1,
+            err: vec!["boom".into()],
+        };
+        let good = RunOutput {
+            code: Some(1),
+            stdout: "1\n".into(),
+            stderr: "error: boom at p.vasm:3\n".into(),
+            timed_out: false,
+            elapsed: Duration::ZERO,
+        };
+        assert!(check_golden(&g, &good).is_empty());
+        let bad = RunOutput {
+            code: Some(0),
+            stdout: "2\n".into(),
+            stderr: "thread 'main' panicked at x\n".into(),
+            ..good.clone()
+        };
+        let problems = check_golden(&g, &bad);
+        assert_eq!(problems.len(), 4, "{problems:#?}");
+        let quiet = Golden { err: vec![], code: 0, ..g };
+        let noisy = RunOutput { code: Some(0), stderr: "warning\n".into(), ..good };
+        assert_eq!(check_golden(&quiet, &noisy).len(), 1);
+    }
+
+    #[test]
+    fn timeout_kills_a_slow_process() {
+        let run = run_with_timeout(Command::new("sleep").arg("10"), Duration::from_millis(200)).unwrap();
+        assert!(run.timed_out);
+        assert!(run.elapsed < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn run_captures_both_streams_and_the_status() {
+        let run = run_with_timeout(
+            Command::new("sh").args(["-c", "echo out; echo err >&2; exit 3"]),
+            Duration::from_secs(10),
+        )
+        .unwrap();
+        assert_eq!((run.code, run.stdout.as_str(), run.stderr.as_str()), (Some(3), "out\n", "err\n"));
+        assert!(!run.timed_out);
+    }
+
+    #[test]
+    fn goldens_load_with_their_defaults() {
+        let goldens = load_goldens(&repo_root(), "tests/programs").unwrap();
+        assert!(goldens.len() >= 35, "only {} golden programs", goldens.len());
+        let hello = goldens.iter().find(|g| g.name == "hello").unwrap();
+        assert_eq!((hello.code, hello.err.is_empty(), hello.args.is_empty()), (0, true, true));
+        assert_eq!(hello.sibling("out"), "tests/programs/hello.out");
+        let args = goldens.iter().find(|g| g.name == "args").unwrap();
+        assert_eq!(args.args, ["3", "4", "hello world"]);
+        assert!(goldens.iter().all(|g| g.out.is_some()), "every program needs a .out file");
+    }
+
+    #[test]
+    fn xorshift_is_deterministic() {
+        assert_eq!(XorShift::new(7).bytes(16), XorShift::new(7).bytes(16));
+        assert_ne!(XorShift::new(7).bytes(16), XorShift::new(8).bytes(16));
+    }
+}
