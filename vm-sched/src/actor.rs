@@ -96,6 +96,7 @@ async fn run(host: &mut ActorHost<'_>, module: &Module, st: &mut ActorState) -> 
     let cell = host.cell;
     let fuel = vm.shared.config.fuel;
     let mut deferrals = 0u32;
+    let mut slices = 0u32;
     loop {
         // A plain load first: the read-modify-write is only paid when a signal is there.
         if cell.has_signals.load(Ordering::Relaxed) && cell.has_signals.swap(false, Ordering::SeqCst) {
@@ -133,8 +134,15 @@ async fn run(host: &mut ActorHost<'_>, module: &Module, st: &mut ActorState) -> 
         cell.record(st.position(), st.reductions);
         match step {
             Step::Yielded => {
-                cell.set_state(RunState::Runnable);
-                tokio::task::yield_now().await;
+                // Yielding costs a trip through tokio's queues (and wakes an idle worker that
+                // then steals the actor). With no other live actor there is nobody to yield to,
+                // so only every 16th slice yields, which keeps tokio's own tasks (timers, the
+                // output flusher) served.
+                slices = slices.wrapping_add(1);
+                if vm.live() > 1 || slices % 16 == 0 {
+                    cell.set_state(RunState::Runnable);
+                    tokio::task::yield_now().await;
+                }
             }
             Step::Exited(v) => return ExitReason::Returned(v),
             Step::Failed(f) => return ExitReason::Failed(f),

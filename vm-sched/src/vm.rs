@@ -287,6 +287,11 @@ impl Vm {
         self.shared.start.elapsed().as_millis() as i64
     }
 
+    /// How many actors are alive.
+    pub fn live(&self) -> usize {
+        self.shared.live.load(Ordering::Relaxed)
+    }
+
     pub(crate) fn next_chan_id(&self) -> u64 {
         self.shared.next_chan.fetch_add(1, Ordering::Relaxed)
     }
