@@ -139,7 +139,7 @@ async fn run(host: &mut ActorHost<'_>, module: &Module, st: &mut ActorState) -> 
                 // so only every 16th slice yields, which keeps tokio's own tasks (timers, the
                 // output flusher) served.
                 slices = slices.wrapping_add(1);
-                if vm.live() > 1 || slices % 16 == 0 {
+                if vm.live() > 1 || slices.is_multiple_of(16) {
                     cell.set_state(RunState::Runnable);
                     tokio::task::yield_now().await;
                 }
