@@ -123,7 +123,7 @@ impl ActorCell {
         }
     }
 
-    #[cfg(test)]
+    #[cfg(all(test, not(vm_loom)))]
     pub(crate) fn new_for_test(pid: Pid, module: Arc<Module>) -> ActorCell {
         ActorCell::new(pid, module, None)
     }
