@@ -720,7 +720,7 @@ fn per_actor_structures_stay_small() {
         let st = vm_core::ActorState::new(&m, 0, vec![]).unwrap();
         let cell = Arc::new(crate::vm::ActorCell::new_for_test(vm_core::Pid(1), m.clone()));
         let task = crate::actor::drive(vm, cell, m, st, None);
-        assert!(std::mem::size_of_val(&task) <= 640, "driver future: {} bytes", std::mem::size_of_val(&task));
+        assert!(std::mem::size_of_val(&task) <= 480, "driver future: {} bytes", std::mem::size_of_val(&task));
     });
 }
 
