@@ -62,7 +62,8 @@ fn exception_reason(e: &Exception) -> Value {
 /// A plain function returning an `async move` block rather than an `async fn`: an `async fn`
 /// moves each argument into a body local and keeps both copies in the task (152 bytes here, the
 /// interpreter state among them), which made every actor's task a 128-byte allocation step
-/// larger.
+/// larger. (Hence clippy's `manual_async_fn` is allowed here.)
+#[allow(clippy::manual_async_fn)]
 pub(crate) fn drive(
     vm: Vm,
     cell: Arc<ActorCell>,
