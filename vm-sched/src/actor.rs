@@ -731,16 +731,16 @@ impl Host for ActorHost<'_> {
             ActorOp::Link(pid) => {
                 let alive = vm.lookup(pid).is_some_and(|c| {
                     c.mailbox.with(|i| {
-                        if !i.closed && !i.links.contains(&me) {
-                            i.links.push(me);
+                        if !i.closed && !i.ext().links.contains(&me) {
+                            i.ext().links.push(me);
                         }
                         !i.closed
                     })
                 });
                 if alive {
                     self.cell.mailbox.with(|i| {
-                        if !i.links.contains(&pid) {
-                            i.links.push(pid);
+                        if !i.ext().links.contains(&pid) {
+                            i.ext().links.push(pid);
                         }
                     });
                 } else {
@@ -749,9 +749,9 @@ impl Host for ActorHost<'_> {
                 Ok(Value::Nil)
             }
             ActorOp::Unlink(pid) => {
-                self.cell.mailbox.with(|i| i.links.retain(|p| *p != pid));
+                self.cell.mailbox.with(|i| i.ext().links.retain(|p| *p != pid));
                 if let Some(c) = vm.lookup(pid) {
-                    c.mailbox.with(|i| i.links.retain(|p| *p != me));
+                    c.mailbox.with(|i| i.ext().links.retain(|p| *p != me));
                 }
                 Ok(Value::Nil)
             }
@@ -760,7 +760,7 @@ impl Host for ActorHost<'_> {
                 let alive = vm.lookup(pid).is_some_and(|c| {
                     c.mailbox.with(|i| {
                         if !i.closed {
-                            i.monitors.push((r, me));
+                            i.ext().monitors.push((r, me));
                         }
                         !i.closed
                     })
@@ -784,12 +784,12 @@ impl Host for ActorHost<'_> {
                 if let Some(pid) = held
                     && let Some(c) = vm.lookup(pid)
                 {
-                    c.mailbox.with(|i| i.monitors.retain(|(x, _)| *x != r));
+                    c.mailbox.with(|i| i.ext().monitors.retain(|(x, _)| *x != r));
                 }
                 Ok(Value::Nil)
             }
             ActorOp::TrapExit(on) => {
-                Ok(Value::Bool(self.cell.mailbox.with(|i| std::mem::replace(&mut i.trap_exit, on))))
+                Ok(Value::Bool(self.cell.mailbox.with(|i| std::mem::replace(&mut i.ext().trap_exit, on))))
             }
             ActorOp::Exit(pid, reason) => {
                 let sig = match &reason {

@@ -133,14 +133,23 @@ pub enum Delivery {
 pub struct Inner {
     /// User messages, oldest first.
     pub messages: VecDeque<Value>,
-    /// Control signals, oldest first.
-    pub signals: VecDeque<Signal>,
     waker: Option<Waker>,
     /// Set while the actor is parked: what it waits for.
     pub waiting: Option<Wait>,
     counted_out: bool,
     /// Set once the actor has exited; everything sent afterwards is dropped.
     pub closed: bool,
+    /// Maximum queued messages (a spawn option); past it the actor is killed.
+    pub max_len: Option<usize>,
+    /// What most actors never use, allocated on first use so an idle actor stays small.
+    ext: Option<Box<Extras>>,
+}
+
+/// The rarely used part of an actor's bookkeeping.
+#[derive(Default)]
+pub struct Extras {
+    /// Control signals, oldest first.
+    pub signals: VecDeque<Signal>,
     /// Linked actors.
     pub links: Vec<Pid>,
     /// Monitors on this actor: (reference, watcher).
@@ -149,8 +158,6 @@ pub struct Inner {
     pub name: Option<Atom>,
     /// Whether exit signals become messages.
     pub trap_exit: bool,
-    /// Maximum queued messages (a spawn option); past it the actor is killed.
-    pub max_len: Option<usize>,
 }
 
 /// An actor's mailbox; see the module docs.
@@ -165,6 +172,25 @@ pub fn mailbox_overflow_reason() -> Value {
 }
 
 impl Inner {
+    /// The rarely used bookkeeping, allocated if this is its first use.
+    pub fn ext(&mut self) -> &mut Extras {
+        self.ext.get_or_insert_with(Box::default)
+    }
+
+    /// The rarely used bookkeeping, if it was ever used.
+    pub fn ext_ref(&self) -> Option<&Extras> {
+        self.ext.as_deref()
+    }
+
+    fn pop_signal(&mut self) -> Option<Signal> {
+        self.ext.as_mut().and_then(|e| e.signals.pop_front())
+    }
+
+    /// Whether exit signals become messages.
+    pub fn trap_exit(&self) -> bool {
+        self.ext_ref().is_some_and(|e| e.trap_exit)
+    }
+
     /// Step 2 of the protocol: takes the waker, counting the actor back in if needed.
     fn take_waker(&mut self, active: &AtomicUsize) -> Option<Waker> {
         let w = self.waker.take();
@@ -203,7 +229,7 @@ impl Mailbox {
         if let Some(max) = g.max_len
             && g.messages.len() >= max
         {
-            g.signals.push_back(Signal::Kill(mailbox_overflow_reason()));
+            g.ext().signals.push_back(Signal::Kill(mailbox_overflow_reason()));
             g.messages.clear();
             return Delivery::Overflow(g.take_waker(active));
         }
@@ -218,19 +244,19 @@ impl Mailbox {
             return Delivery::Dropped;
         }
         match sig {
-            Signal::Exit { from, reason } if g.trap_exit => {
+            Signal::Exit { from, reason } if g.trap_exit() => {
                 g.messages.push_back(Value::tuple(vec![Value::Atom(atoms::EXIT), Value::Pid(from), reason]));
             }
             Signal::Exit { reason: Value::Atom(a), .. } if a == atoms::NORMAL => return Delivery::Dropped,
             Signal::Interrupt { mode: 0, .. } if g.waiting.is_none() => return Delivery::Dropped,
-            sig => g.signals.push_back(sig),
+            sig => g.ext().signals.push_back(sig),
         }
         g.wake_result(active)
     }
 
     /// Takes the oldest pending signal, if any (a running actor's safe-point check).
     pub fn take_signal(&self) -> Option<Signal> {
-        lock(&self.inner).signals.pop_front()
+        lock(&self.inner).pop_signal()
     }
 
     /// Returns a message taken by a select whose channel case turned out to have committed
@@ -257,7 +283,7 @@ impl Mailbox {
     ) -> (Poll<Option<Woken>>, bool) {
         let (pattern, receive, indefinite) = (spec.pattern, spec.receive, spec.indefinite);
         let mut g = lock(&self.inner);
-        let outcome = if let Some(sig) = g.signals.pop_front() {
+        let outcome = if let Some(sig) = g.pop_signal() {
             Some(Some(Woken::Signal(sig)))
         } else if let Some(m) = if receive { take_matching(&mut g.messages, pattern) } else { None } {
             Some(Some(Woken::Message(m)))
@@ -309,9 +335,11 @@ impl Mailbox {
         let mut g = lock(&self.inner);
         g.closed = true;
         g.messages.clear();
-        g.signals.clear();
         g.waker = None;
-        (std::mem::take(&mut g.links), std::mem::take(&mut g.monitors), g.name.take())
+        match g.ext.take() {
+            Some(e) => (e.links, e.monitors, e.name),
+            None => (Vec::new(), Vec::new(), None),
+        }
     }
 }
 
@@ -417,7 +445,7 @@ mod tests {
             mb.signal(Signal::Exit { from: Pid(9), reason: Value::Atom(atoms::NORMAL) }, &active),
             Delivery::Dropped
         ));
-        mb.with(|i| i.trap_exit = true);
+        mb.with(|i| i.ext().trap_exit = true);
         mb.signal(Signal::Exit { from: Pid(9), reason: Value::atom("boom") }, &active);
         assert_eq!(
             mb.try_take(None),
@@ -439,7 +467,7 @@ mod tests {
     fn a_closed_mailbox_drops_everything() {
         let mb = Mailbox::default();
         let active = AtomicUsize::new(1);
-        mb.with(|i| i.links.push(Pid(4)));
+        mb.with(|i| i.ext().links.push(Pid(4)));
         let (links, _, _) = mb.close();
         assert_eq!(links, vec![Pid(4)]);
         assert!(matches!(mb.deliver(Value::Int(1), &active), Delivery::Dropped));

@@ -356,14 +356,14 @@ impl Vm {
         let mut monitor = None;
         if let Some(parent) = parent {
             if opts.link {
-                cell.mailbox.with(|i| i.links.push(parent));
+                cell.mailbox.with(|i| i.ext().links.push(parent));
                 if let Some(p) = self.lookup(parent) {
-                    p.mailbox.with(|i| i.links.push(pid));
+                    p.mailbox.with(|i| i.ext().links.push(pid));
                 }
             }
             if opts.monitor {
                 let r = self.next_ref();
-                cell.mailbox.with(|i| i.monitors.push((r, parent)));
+                cell.mailbox.with(|i| i.ext().monitors.push((r, parent)));
                 monitor = Some(r);
             }
         }
@@ -410,7 +410,7 @@ impl Vm {
             }
             Delivery::Queued => {
                 // An exit signal to a trapping actor became a message; anything else is a signal.
-                if !is_message || cell.mailbox.with(|i| !i.signals.is_empty()) {
+                if !is_message || cell.mailbox.with(|i| i.ext_ref().is_some_and(|e| !e.signals.is_empty())) {
                     cell.has_signals.store(true, Ordering::SeqCst);
                 }
             }
@@ -428,13 +428,13 @@ impl Vm {
             )));
         }
         let cell = self.lookup(pid).ok_or_else(|| Exception::badarg(format!("{pid} is not alive")))?;
-        cell.mailbox.with(|i| match i.name {
+        cell.mailbox.with(|i| match i.ext_ref().and_then(|e| e.name) {
             _ if i.closed => Err(Exception::badarg(format!("{pid} is not alive"))),
             Some(old) => {
                 Err(Exception::badarg(format!("{pid} is already registered as {}", Value::Atom(old).repr())))
             }
             None => {
-                i.name = Some(name);
+                i.ext().name = Some(name);
                 Ok(())
             }
         })?;
@@ -447,7 +447,7 @@ impl Vm {
         if let Some(pid) = lock(&self.shared.names).remove(&name)
             && let Some(cell) = self.lookup(pid)
         {
-            cell.mailbox.with(|i| i.name = None);
+            cell.mailbox.with(|i| i.ext().name = None);
         }
     }
 
@@ -466,7 +466,7 @@ impl Vm {
         let reason_value = reason.value();
         for l in links {
             if let Some(other) = self.lookup(l) {
-                other.mailbox.with(|i| i.links.retain(|p| *p != cell.pid));
+                other.mailbox.with(|i| i.ext().links.retain(|p| *p != cell.pid));
                 self.signal_cell(&other, Signal::Exit { from: cell.pid, reason: reason_value.clone() });
             }
         }
@@ -508,12 +508,12 @@ impl Vm {
     fn info_of(&self, c: &ActorCell) -> ActorInfo {
         let (name, waiting, mailbox_len, links, monitored_by, trap_exit) = c.mailbox.with(|i| {
             (
-                i.name,
+                i.ext_ref().and_then(|e| e.name),
                 i.waiting.clone(),
                 i.messages.len(),
-                i.links.clone(),
-                i.monitors.iter().map(|(_, p)| *p).collect(),
-                i.trap_exit,
+                i.ext_ref().map(|e| e.links.clone()).unwrap_or_default(),
+                i.ext_ref().map(|e| e.monitors.iter().map(|(_, p)| *p).collect()).unwrap_or_default(),
+                i.trap_exit(),
             )
         });
         ActorInfo {
