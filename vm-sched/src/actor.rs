@@ -549,6 +549,8 @@ struct SelectWait<'a> {
     what: &'static str,
     /// Channels watched for being orphaned; unwatched when the wait ends.
     watched: Vec<Handle>,
+    /// No deadline: the actor counts out of `active` while parked.
+    indefinite: bool,
 }
 
 impl<'a> SelectWait<'a> {
@@ -561,9 +563,15 @@ impl<'a> SelectWait<'a> {
         watched: Vec<Handle>,
     ) -> Self {
         // The channel core owns the cases from here; `split` keeps only the index mapping.
-        let sel = Some(chan::Select::new(std::mem::take(&mut split.chans), timeout_ms.is_none()));
+        // The select shares the actor's "counted out" flag with the mailbox, and this wait (not
+        // the channel core) counts the actor out: first, before any waker is published.
+        let sel = Some(chan::Select::with_flag(
+            std::mem::take(&mut split.chans),
+            false,
+            cell.mailbox.counted_flag(),
+        ));
         let timer = timeout_ms.map(|ms| Box::pin(tokio::time::sleep(Duration::from_millis(ms))));
-        SelectWait { vm, cell, split, sel, timer, what, watched }
+        SelectWait { vm, cell, split, sel, timer, what, watched, indefinite: timeout_ms.is_none() }
     }
 
     /// Cancels the channel select; `Some` if a channel case had committed first.
@@ -580,10 +588,11 @@ impl Future for SelectWait<'_> {
         let this = self.get_mut();
         let active = &this.vm.shared.active;
         let Some(sel) = this.sel.as_mut() else { return Poll::Ready(SelectEnd::TimedOut) };
-        let (p, idle) = sel.poll(cx, active);
-        if idle {
-            this.vm.shared.idle.notify_one();
-        }
+        // Count out first, then publish wakers (channel and mailbox), then re-check: a wake on
+        // either path after this point counts the actor back in (`count_in` on the shared flag),
+        // and anything that arrived before it is found by the re-check below.
+        let idle = this.indefinite && this.cell.mailbox.count_out(active);
+        let (p, _) = sel.poll(cx, active);
         if let Poll::Ready(f) = p {
             this.sel = None;
             this.cell.mailbox.cancel_wait(active);
@@ -617,7 +626,12 @@ impl Future for SelectWait<'_> {
                 this.cell.mailbox.cancel_wait(active);
                 Poll::Ready(e)
             }
-            None => Poll::Pending,
+            None => {
+                if idle {
+                    this.vm.shared.idle.notify_one();
+                }
+                Poll::Pending
+            }
         }
     }
 }

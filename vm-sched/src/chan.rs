@@ -61,7 +61,7 @@
 //!
 //! This protocol is model-checked with loom (`loom_tests` below).
 
-use crate::sync::{AtomicU8, AtomicUsize, Mutex, MutexGuard, Ordering, lock};
+use crate::sync::{AtomicBool, AtomicU8, AtomicUsize, Mutex, MutexGuard, Ordering, count_in, lock};
 use std::collections::VecDeque;
 use std::fmt;
 use std::sync::Arc;
@@ -126,6 +126,9 @@ struct Waiter {
     /// `WAITING` until a counterpart or the owner claims it (step 4 / step 6); never reset.
     state: AtomicU8,
     slot: Mutex<Slot>,
+    /// The owner's "counted out of `active`" flag, shared with the owner's other wake paths
+    /// (its mailbox): whoever swaps it from true to false counts the owner back in (step 7).
+    counted: Arc<AtomicBool>,
 }
 
 struct Slot {
@@ -133,8 +136,6 @@ struct Slot {
     waker: Option<Waker>,
     /// The case a counterpart committed; taken by the owner.
     fired: Option<Fired>,
-    /// Whether the owner is counted out of `active`.
-    counted_out: bool,
 }
 
 impl Waiter {
@@ -147,10 +148,7 @@ impl Waiter {
         }
         let mut s = lock(&self.slot);
         s.fired = Some(fired());
-        if s.counted_out {
-            s.counted_out = false;
-            active.fetch_add(1, Ordering::SeqCst);
-        }
+        count_in(&self.counted, active);
         wakers.extend(s.waker.take());
         true
     }
@@ -525,6 +523,7 @@ enum SelectState {
 pub struct Select {
     cases: Vec<Case>,
     indefinite: bool,
+    counted: Arc<AtomicBool>,
     state: SelectState,
 }
 
@@ -543,7 +542,15 @@ impl Select {
     /// A select over `cases`. `indefinite` (no deadline) makes the parked select count itself out
     /// of `active` (protocol step 7). A select with no cases and no deadline waits forever.
     pub fn new(cases: Vec<Case>, indefinite: bool) -> Select {
-        Select { cases, indefinite, state: SelectState::Fresh }
+        Select::with_flag(cases, indefinite, Arc::new(AtomicBool::new(false)))
+    }
+
+    /// A select sharing its owner's "counted out" flag, so that its owner's other wake paths
+    /// (the mailbox) and this select's claimers count the owner back in exactly once between
+    /// them. An owner that waits on several things at once counts itself out itself and passes
+    /// `indefinite = false` here.
+    pub fn with_flag(cases: Vec<Case>, indefinite: bool, counted: Arc<AtomicBool>) -> Select {
+        Select { cases, indefinite, counted, state: SelectState::Fresh }
     }
 
     /// The cases, in the order `Fired::case` indexes.
@@ -568,16 +575,17 @@ impl Select {
                     let mut locked = Locked::new(&self.cases);
                     let fired = locked.complete(&self.cases, active, &mut wakers);
                     if fired.is_none() {
-                        let mut counted_out = false;
-                        if self.indefinite {
+                        if self.indefinite && !self.counted.swap(true, Ordering::SeqCst) {
                             // Counted out before the entries are visible, so a claimer always
                             // sees the flag it must reset (step 7).
-                            counted_out = true;
                             idle = active.fetch_sub(1, Ordering::SeqCst) == 1;
                         }
-                        let slot = Slot { waker: Some(cx.waker().clone()), fired: None, counted_out };
-                        let waiter =
-                            Arc::new(Waiter { state: AtomicU8::new(WAITING), slot: Mutex::new(slot) });
+                        let slot = Slot { waker: Some(cx.waker().clone()), fired: None };
+                        let waiter = Arc::new(Waiter {
+                            state: AtomicU8::new(WAITING),
+                            slot: Mutex::new(slot),
+                            counted: self.counted.clone(),
+                        });
                         locked.park(&self.cases, &waiter);
                         self.state = SelectState::Parked(waiter);
                     }
@@ -599,10 +607,7 @@ impl Select {
                     match s.fired.take() {
                         Some(f) => {
                             // The claimer counted us in; this only guards the invariant.
-                            if s.counted_out {
-                                s.counted_out = false;
-                                active.fetch_add(1, Ordering::SeqCst);
-                            }
+                            count_in(&waiter.counted, active);
                             Some(f)
                         }
                         None => {
@@ -648,11 +653,8 @@ impl Select {
         locked.remove(&waiter);
         let mut s = lock(&waiter.slot);
         s.waker = None;
-        if s.counted_out
-            && let Some(active) = active
-        {
-            s.counted_out = false;
-            active.fetch_add(1, Ordering::SeqCst);
+        if let Some(active) = active {
+            count_in(&waiter.counted, active);
         }
         match (won, s.fired.take()) {
             (false, Some(f)) => Err(f),

@@ -29,8 +29,9 @@
 //!
 //! This protocol is model-checked with loom (`loom_tests` below).
 
-use crate::sync::{AtomicUsize, Mutex, Ordering, lock};
+use crate::sync::{AtomicBool, AtomicUsize, Mutex, Ordering, count_in, lock};
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use vm_core::{Atom, Exception, Pid, Value, atoms};
 
@@ -136,7 +137,6 @@ pub struct Inner {
     waker: Option<Waker>,
     /// Set while the actor is parked: what it waits for.
     pub waiting: Option<Wait>,
-    counted_out: bool,
     /// Set once the actor has exited; everything sent afterwards is dropped.
     pub closed: bool,
     /// Maximum queued messages (a spawn option); past it the actor is killed.
@@ -164,6 +164,9 @@ pub struct Extras {
 #[derive(Default)]
 pub struct Mailbox {
     inner: Mutex<Inner>,
+    /// The actor's "counted out of `active`" flag, shared with its channel selects (see
+    /// `crate::sync::count_in`).
+    counted: Arc<AtomicBool>,
 }
 
 /// The reason an actor is killed with when its mailbox overflows.
@@ -192,17 +195,16 @@ impl Inner {
     }
 
     /// Step 2 of the protocol: takes the waker, counting the actor back in if needed.
-    fn take_waker(&mut self, active: &AtomicUsize) -> Option<Waker> {
+    fn take_waker(&mut self, counted: &AtomicBool, active: &AtomicUsize) -> Option<Waker> {
         let w = self.waker.take();
-        if w.is_some() && self.counted_out {
-            self.counted_out = false;
-            active.fetch_add(1, Ordering::SeqCst);
+        if w.is_some() {
+            count_in(counted, active);
         }
         w
     }
 
-    fn wake_result(&mut self, active: &AtomicUsize) -> Delivery {
-        match self.take_waker(active) {
+    fn wake_result(&mut self, counted: &AtomicBool, active: &AtomicUsize) -> Delivery {
+        match self.take_waker(counted, active) {
             Some(w) => Delivery::Wake(w),
             None => Delivery::Queued,
         }
@@ -212,7 +214,24 @@ impl Inner {
 impl Mailbox {
     /// A mailbox with a length limit.
     pub fn with_limit(max_len: Option<usize>) -> Mailbox {
-        Mailbox { inner: Mutex::new(Inner { max_len, ..Inner::default() }) }
+        Mailbox { inner: Mutex::new(Inner { max_len, ..Inner::default() }), counted: Arc::default() }
+    }
+
+    /// The actor's "counted out" flag, for a channel select that parks alongside the mailbox.
+    pub fn counted_flag(&self) -> Arc<AtomicBool> {
+        self.counted.clone()
+    }
+
+    /// Counts the actor out of `active` if it is not already (for a wait that spans several wake
+    /// sources: count out first, then publish the wakers, then re-check). True if that made
+    /// `active` zero.
+    pub fn count_out(&self, active: &AtomicUsize) -> bool {
+        !self.counted.swap(true, Ordering::SeqCst) && active.fetch_sub(1, Ordering::SeqCst) == 1
+    }
+
+    /// Counts the actor back in if it is out.
+    pub fn count_in(&self, active: &AtomicUsize) {
+        count_in(&self.counted, active);
     }
 
     /// Runs `f` with the lock held (bookkeeping: links, monitors, names, introspection).
@@ -231,10 +250,10 @@ impl Mailbox {
         {
             g.ext().signals.push_back(Signal::Kill(mailbox_overflow_reason()));
             g.messages.clear();
-            return Delivery::Overflow(g.take_waker(active));
+            return Delivery::Overflow(g.take_waker(&self.counted, active));
         }
         g.messages.push_back(msg);
-        g.wake_result(active)
+        g.wake_result(&self.counted, active)
     }
 
     /// Delivers a control signal, applying the trapping and mode-0 rules.
@@ -251,7 +270,7 @@ impl Mailbox {
             Signal::Interrupt { mode: 0, .. } if g.waiting.is_none() => return Delivery::Dropped,
             sig => g.ext().signals.push_back(sig),
         }
-        g.wake_result(active)
+        g.wake_result(&self.counted, active)
     }
 
     /// Takes the oldest pending signal, if any (a running actor's safe-point check).
@@ -296,10 +315,7 @@ impl Mailbox {
             Some(o) => {
                 g.waiting = None;
                 g.waker = None;
-                if g.counted_out {
-                    g.counted_out = false;
-                    active.fetch_add(1, Ordering::SeqCst);
-                }
+                count_in(&self.counted, active);
                 (Poll::Ready(o), false)
             }
             None => {
@@ -308,8 +324,7 @@ impl Mailbox {
                     g.waiting = Some(wait());
                 }
                 let mut idle = false;
-                if indefinite && !g.counted_out {
-                    g.counted_out = true;
+                if indefinite && !self.counted.swap(true, Ordering::SeqCst) {
                     idle = active.fetch_sub(1, Ordering::SeqCst) == 1;
                 }
                 (Poll::Pending, idle)
@@ -323,10 +338,7 @@ impl Mailbox {
         let mut g = lock(&self.inner);
         g.waker = None;
         g.waiting = None;
-        if g.counted_out {
-            g.counted_out = false;
-            active.fetch_add(1, Ordering::SeqCst);
-        }
+        count_in(&self.counted, active);
     }
 
     /// Marks the mailbox closed and returns what the exit must notify: links and monitors.
@@ -544,6 +556,57 @@ mod loom_tests {
                 None => panic!("no deadline, so some outcome"),
             }
             assert_eq!(active.load(Ordering::SeqCst), 1);
+        });
+    }
+
+    /// A select parked on a channel and on the mailbox's control port at once, sharing the
+    /// actor's "counted out" flag: woken concurrently through both paths, it is counted back in
+    /// exactly once, and the waker threads never see `active` at zero while they run.
+    #[test]
+    fn loom_a_select_and_its_mailbox_count_the_actor_in_once() {
+        use crate::chan::{Case, Channel, Select};
+        // Three threads over two protocols: bounded preemptions keep the model to seconds.
+        let mut model = loom::model::Builder::new();
+        model.preemption_bound = Some(2);
+        model.check(|| {
+            let mb = Arc::new(Mailbox::default());
+            let chan = Channel::new(1, 0);
+            // The receiver plus two wakers.
+            let active = Arc::new(AtomicUsize::new(3));
+            let (c2, a2) = (chan.clone(), active.clone());
+            let sender = loom::thread::spawn(move || {
+                let _ = c2.try_send(Value::Int(1), &a2);
+                assert!(a2.load(Ordering::SeqCst) >= 1);
+                a2.fetch_sub(1, Ordering::SeqCst);
+            });
+            let (mb3, a3) = (mb.clone(), active.clone());
+            let signaller = loom::thread::spawn(move || {
+                let exc = Exception::new(atoms::INTERRUPT, "x");
+                wake(mb3.signal(Signal::Interrupt { exc, mode: 1 }, &a3));
+                assert!(a3.load(Ordering::SeqCst) >= 1);
+                a3.fetch_sub(1, Ordering::SeqCst);
+            });
+            let mut sel = Select::with_flag(vec![Case::recv(&chan)], false, mb.counted_flag());
+            let woke = loom::future::block_on(poll_fn(|cx| {
+                // Count out first, then publish both wakers, then re-check (as the driver does).
+                mb.count_out(&active);
+                if let Poll::Ready(_) = sel.poll(cx, &active).0 {
+                    return Poll::Ready("channel");
+                }
+                let spec = WaitSpec { receive: false, pattern: None, indefinite: false, soft: true };
+                let wait = || Wait::Other("select".into());
+                match mb.poll_wait(cx, &spec, false, wait, &active).0 {
+                    Poll::Ready(_) => Poll::Ready("signal"),
+                    Poll::Pending => Poll::Pending,
+                }
+            }));
+            if woke == "signal" {
+                let _ = sel.cancel(&active);
+            }
+            mb.count_in(&active);
+            sender.join().unwrap();
+            signaller.join().unwrap();
+            assert_eq!(active.load(Ordering::SeqCst), 1, "counted back in exactly once");
         });
     }
 

@@ -20,3 +20,13 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
         Err(poisoned) => poisoned.into_inner(),
     }
 }
+
+/// Counts an actor back into the VM's `active` count if it was counted out. The flag is the one
+/// per-actor "counted out" bit shared by every way an actor can be woken (its mailbox, a
+/// channel select): whichever waker swaps it from true to false does the increment, so it
+/// happens exactly once however many parties race to wake the actor.
+pub(crate) fn count_in(counted: &AtomicBool, active: &AtomicUsize) {
+    if counted.swap(false, Ordering::SeqCst) {
+        active.fetch_add(1, Ordering::SeqCst);
+    }
+}

@@ -562,10 +562,11 @@ impl Vm {
                 biased;
                 done = &mut rx => return Ok(done.unwrap_or_else(|_| Outcome::Stopped(Value::atom("lost")))),
                 () = self.shared.idle.notified() => {
-                    // A channel wait is counted out by the channel core, and a signal or a
-                    // mailbox message can wake it without counting it back in; such an actor
-                    // counts itself in as soon as it runs. A short grace before concluding
-                    // covers that window; a real deadlock is still idle afterwards.
+                    // Every wake path counts the woken actor back in before the waker can park
+                    // itself, so zero is stable. A select spanning a channel and the mailbox
+                    // counts out before it re-checks for work, so it can pass through zero for
+                    // an instant on its way back in; a short grace before concluding makes a
+                    // stale notification harmless. A real deadlock is still idle afterwards.
                     if self.shared.active.load(Ordering::SeqCst) == 0 {
                         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
                     }
