@@ -413,7 +413,7 @@ fn channel_of(h: &Handle) -> Result<Arc<Channel>, Exception> {
 /// none of this setup's locals take room in every actor's task.
 fn start_select<'a>(
     vm: &'a Vm,
-    cell: &'a ActorCell,
+    cell: &'a Arc<ActorCell>,
     st: &ActorState,
     shape: SelectShape,
     cases: Vec<SelectCase>,
@@ -556,7 +556,7 @@ struct SelectWait<'a> {
 impl<'a> SelectWait<'a> {
     fn new(
         vm: &'a Vm,
-        cell: &'a ActorCell,
+        cell: &'a Arc<ActorCell>,
         mut split: SplitCases,
         what: &'static str,
         timeout_ms: Option<u64>,
@@ -565,11 +565,7 @@ impl<'a> SelectWait<'a> {
         // The channel core owns the cases from here; `split` keeps only the index mapping.
         // The select shares the actor's "counted out" flag with the mailbox, and this wait (not
         // the channel core) counts the actor out: first, before any waker is published.
-        let sel = Some(chan::Select::with_flag(
-            std::mem::take(&mut split.chans),
-            false,
-            cell.mailbox.counted_flag(),
-        ));
+        let sel = Some(chan::Select::with_flag(std::mem::take(&mut split.chans), false, cell.clone()));
         let timer = timeout_ms.map(|ms| Box::pin(tokio::time::sleep(Duration::from_millis(ms))));
         SelectWait { vm, cell, split, sel, timer, what, watched, indefinite: timeout_ms.is_none() }
     }

@@ -61,7 +61,9 @@
 //!
 //! This protocol is model-checked with loom (`loom_tests` below).
 
-use crate::sync::{AtomicBool, AtomicU8, AtomicUsize, Mutex, MutexGuard, Ordering, count_in, lock};
+use crate::sync::{
+    AtomicBool, AtomicU8, AtomicUsize, CountedFlag, Mutex, MutexGuard, Ordering, count_in, lock,
+};
 use std::collections::VecDeque;
 use std::fmt;
 use std::sync::Arc;
@@ -128,7 +130,7 @@ struct Waiter {
     slot: Mutex<Slot>,
     /// The owner's "counted out of `active`" flag, shared with the owner's other wake paths
     /// (its mailbox): whoever swaps it from true to false counts the owner back in (step 7).
-    counted: Arc<AtomicBool>,
+    counted: Arc<dyn CountedFlag>,
 }
 
 struct Slot {
@@ -148,7 +150,7 @@ impl Waiter {
         }
         let mut s = lock(&self.slot);
         s.fired = Some(fired());
-        count_in(&self.counted, active);
+        count_in(self.counted.counted(), active);
         wakers.extend(s.waker.take());
         true
     }
@@ -523,7 +525,7 @@ enum SelectState {
 pub struct Select {
     cases: Vec<Case>,
     indefinite: bool,
-    counted: Arc<AtomicBool>,
+    counted: Arc<dyn CountedFlag>,
     state: SelectState,
 }
 
@@ -549,7 +551,7 @@ impl Select {
     /// (the mailbox) and this select's claimers count the owner back in exactly once between
     /// them. An owner that waits on several things at once counts itself out itself and passes
     /// `indefinite = false` here.
-    pub fn with_flag(cases: Vec<Case>, indefinite: bool, counted: Arc<AtomicBool>) -> Select {
+    pub fn with_flag(cases: Vec<Case>, indefinite: bool, counted: Arc<dyn CountedFlag>) -> Select {
         Select { cases, indefinite, counted, state: SelectState::Fresh }
     }
 
@@ -575,7 +577,7 @@ impl Select {
                     let mut locked = Locked::new(&self.cases);
                     let fired = locked.complete(&self.cases, active, &mut wakers);
                     if fired.is_none() {
-                        if self.indefinite && !self.counted.swap(true, Ordering::SeqCst) {
+                        if self.indefinite && !self.counted.counted().swap(true, Ordering::SeqCst) {
                             // Counted out before the entries are visible, so a claimer always
                             // sees the flag it must reset (step 7).
                             idle = active.fetch_sub(1, Ordering::SeqCst) == 1;
@@ -607,7 +609,7 @@ impl Select {
                     match s.fired.take() {
                         Some(f) => {
                             // The claimer counted us in; this only guards the invariant.
-                            count_in(&waiter.counted, active);
+                            count_in(waiter.counted.counted(), active);
                             Some(f)
                         }
                         None => {
@@ -654,7 +656,7 @@ impl Select {
         let mut s = lock(&waiter.slot);
         s.waker = None;
         if let Some(active) = active {
-            count_in(&waiter.counted, active);
+            count_in(waiter.counted.counted(), active);
         }
         match (won, s.fired.take()) {
             (false, Some(f)) => Err(f),

@@ -31,7 +31,6 @@
 
 use crate::sync::{AtomicBool, AtomicUsize, Mutex, Ordering, count_in, lock};
 use std::collections::VecDeque;
-use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use vm_core::{Atom, Exception, Pid, Value, atoms};
 
@@ -165,8 +164,8 @@ pub struct Extras {
 pub struct Mailbox {
     inner: Mutex<Inner>,
     /// The actor's "counted out of `active`" flag, shared with its channel selects (see
-    /// `crate::sync::count_in`).
-    counted: Arc<AtomicBool>,
+    /// `crate::sync::count_in`; selects reach it through the actor's cell).
+    counted: AtomicBool,
 }
 
 /// The reason an actor is killed with when its mailbox overflows.
@@ -214,12 +213,12 @@ impl Inner {
 impl Mailbox {
     /// A mailbox with a length limit.
     pub fn with_limit(max_len: Option<usize>) -> Mailbox {
-        Mailbox { inner: Mutex::new(Inner { max_len, ..Inner::default() }), counted: Arc::default() }
+        Mailbox { inner: Mutex::new(Inner { max_len, ..Inner::default() }), counted: AtomicBool::new(false) }
     }
 
     /// The actor's "counted out" flag, for a channel select that parks alongside the mailbox.
-    pub fn counted_flag(&self) -> Arc<AtomicBool> {
-        self.counted.clone()
+    pub fn counted(&self) -> &AtomicBool {
+        &self.counted
     }
 
     /// Counts the actor out of `active` if it is not already (for a wait that spans several wake
@@ -491,7 +490,7 @@ mod loom_tests {
     //! Model checks of the wake protocol: every interleaving of a parking receiver with
     //! concurrent senders and signallers.
     use super::*;
-    use crate::sync::Arc;
+    use crate::sync::{Arc, AtomicBool};
     use std::future::poll_fn;
 
     fn receive(mb: &Mailbox, active: &AtomicUsize) -> Option<Woken> {
@@ -559,6 +558,15 @@ mod loom_tests {
         });
     }
 
+    /// Lets a select reach a mailbox's flag, as the runtime does through the actor's cell.
+    struct MailboxFlag(Arc<Mailbox>);
+
+    impl crate::sync::CountedFlag for MailboxFlag {
+        fn counted(&self) -> &AtomicBool {
+            self.0.counted()
+        }
+    }
+
     /// A select parked on a channel and on the mailbox's control port at once, sharing the
     /// actor's "counted out" flag: woken concurrently through both paths, it is counted back in
     /// exactly once, and the waker threads never see `active` at zero while they run.
@@ -586,7 +594,8 @@ mod loom_tests {
                 assert!(a3.load(Ordering::SeqCst) >= 1);
                 a3.fetch_sub(1, Ordering::SeqCst);
             });
-            let mut sel = Select::with_flag(vec![Case::recv(&chan)], false, mb.counted_flag());
+            let flag = std::sync::Arc::new(MailboxFlag(mb.clone()));
+            let mut sel = Select::with_flag(vec![Case::recv(&chan)], false, flag);
             let woke = loom::future::block_on(poll_fn(|cx| {
                 // Count out first, then publish both wakers, then re-check (as the driver does).
                 mb.count_out(&active);

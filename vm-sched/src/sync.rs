@@ -21,6 +21,19 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     }
 }
 
+/// Something that holds an actor's "counted out" flag (the actor's cell; a bare flag in tests),
+/// so a channel waiter can reach it without a separate allocation per actor.
+pub trait CountedFlag: Send + Sync {
+    /// The flag.
+    fn counted(&self) -> &AtomicBool;
+}
+
+impl CountedFlag for AtomicBool {
+    fn counted(&self) -> &AtomicBool {
+        self
+    }
+}
+
 /// Counts an actor back into the VM's `active` count if it was counted out. The flag is the one
 /// per-actor "counted out" bit shared by every way an actor can be woken (its mailbox, a
 /// channel select): whichever waker swaps it from true to false does the increment, so it

@@ -151,6 +151,13 @@ impl ActorCell {
     }
 }
 
+/// A select reaches the actor's "counted out" flag through its cell (no extra allocation).
+impl crate::sync::CountedFlag for ActorCell {
+    fn counted(&self) -> &crate::sync::AtomicBool {
+        self.mailbox.counted()
+    }
+}
+
 const SHARDS: usize = 64;
 
 /// Pids are sequential integers, so a multiplicative hash spreads them well; SipHash (the
