@@ -57,6 +57,9 @@ pub fn step<H: Host + ?Sized>(st: &mut ActorState, m: &Module, host: &mut H, fue
 /// register holding a heap value, every other instruction) leaves the `match` and runs in full
 /// out of line in [`slow`]. So the arms are small and share one exit, and the compiler can keep
 /// the loop state in machine registers; this is most of the interpreter's speed.
+///
+/// Never inlined, so that the loop compiles the same whatever the caller looks like.
+#[inline(never)]
 fn run<H: Host + ?Sized>(st: &mut ActorState, m: &Module, host: &mut H, mut fuel: u32) -> (Step, u32) {
     let max_frames = st.max_frames as usize;
     let ActorState { regs: stack, frames, handlers, pending, .. } = st;
@@ -237,6 +240,14 @@ fn run<H: Host + ?Sized>(st: &mut ActorState, m: &Module, host: &mut H, mut fuel
                     continue;
                 }
             }
+            Instr::Remi { dst, a, imm } => {
+                if let Value::Int(x) = reg!(a)
+                    && let Some(z) = x.checked_rem(imm as i64)
+                    && put_int(&mut reg!(dst), z)
+                {
+                    continue;
+                }
+            }
 
             Instr::Jmp { target } => jump!(target),
             Instr::Jt { a, target } => {
@@ -263,6 +274,18 @@ fn run<H: Host + ?Sized>(st: &mut ActorState, m: &Module, host: &mut H, mut fuel
             Instr::Jlei { a, imm, target } => imm_branch!(a, imm, target, <=),
             Instr::Jgti { a, imm, target } => imm_branch!(a, imm, target, >),
             Instr::Jgei { a, imm, target } => imm_branch!(a, imm, target, >=),
+            Instr::Incjle { a, limit, target } => {
+                if let Value::Int(l) = reg!(limit)
+                    && let Value::Int(x) = &mut reg!(a)
+                    && let Some(z) = x.checked_add(1)
+                {
+                    *x = z;
+                    if z <= l {
+                        jump!(target);
+                    }
+                    continue;
+                }
+            }
 
             Instr::Call { dst, f, args, n } => {
                 charge!(pc - 1);
@@ -286,13 +309,7 @@ fn run<H: Host + ?Sized>(st: &mut ActorState, m: &Module, host: &mut H, mut fuel
                 charge!(pc - 1);
                 drop_frame_handlers(handlers, frames.len());
                 let callee = &m.funcs[f as usize];
-                // The arguments are moved to the bottom of the frame. Moving forward is safe: the
-                // source index is never below the destination.
-                for i in 0..n as usize {
-                    let v = std::mem::take(&mut regs[args as usize + i]);
-                    regs[i] = v;
-                }
-                release(&mut regs[n as usize..func.nregs as usize]);
+                tail_args(regs, args as usize, n as usize, func.nregs as usize);
                 let Some(frame) = frames.last_mut() else { unreachable!("a running actor has a frame") };
                 let cn = callee.nregs as usize;
                 if regs.len() < cn {
@@ -314,11 +331,7 @@ fn run<H: Host + ?Sized>(st: &mut ActorState, m: &Module, host: &mut H, mut fuel
                 };
                 drop_frame_handlers(handlers, frames.len());
                 let callee = &m.funcs[clo.func as usize];
-                let mut new: Vec<Value> = clo.env.clone();
-                for i in 0..n as usize {
-                    new.push(std::mem::take(&mut regs[args as usize + i]));
-                }
-                release(&mut regs[..func.nregs as usize]);
+                let new = take_tail_args(regs, &clo.env, args as usize, n as usize, func.nregs as usize);
                 let Some(frame) = frames.last_mut() else { unreachable!("a running actor has a frame") };
                 let cn = callee.nregs as usize;
                 if regs.len() < cn {
@@ -326,9 +339,7 @@ fn run<H: Host + ?Sized>(st: &mut ActorState, m: &Module, host: &mut H, mut fuel
                     grow(stack, base + cn);
                     regs = &mut stack[base..];
                 }
-                for (slot, v) in regs.iter_mut().zip(new) {
-                    *slot = v;
-                }
+                place_args(regs, new);
                 frame.func = clo.func;
                 frame.pc = 0;
                 func = callee;
@@ -519,6 +530,7 @@ fn slow<H: Host + ?Sized>(
         Instr::Div { dst, a, b } => put!(dst, arith(Arith::Div, &reg!(a), &reg!(b))),
         Instr::Rem { dst, a, b } => put!(dst, arith(Arith::Rem, &reg!(a), &reg!(b))),
         Instr::Addi { dst, a, imm: i } => put!(dst, arith(Arith::Add, &reg!(a), &imm(i))),
+        Instr::Remi { dst, a, imm: i } => put!(dst, arith(Arith::Rem, &reg!(a), &imm(i))),
         Instr::Neg { dst, a } => {
             let v = match &reg!(a) {
                 Value::Int(x) => x
@@ -570,6 +582,13 @@ fn slow<H: Host + ?Sized>(
         Instr::Jgti { a, imm: i, target } => branch!(reg!(a) > imm(i), target),
         Instr::Jgei { a, imm: i, target } => branch!(reg!(a) >= imm(i), target),
         Instr::Tget { dst, t, i } => put!(dst, element(&reg!(t), i as i64, false)),
+        Instr::Incjle { a, limit, target } => match arith(Arith::Add, &reg!(a), &Value::Int(1)) {
+            Ok(v) => {
+                store(&mut reg!(a), v);
+                branch!(reg!(a) <= reg!(limit), target)
+            }
+            Err(e) => Flow::Throw(e),
+        },
 
         Instr::Fun { dst, f } => {
             let v = Value::Fun(Arc::new(Closure { func: f, env: Vec::new() }));
@@ -952,24 +971,12 @@ fn control<H: Host + ?Sized>(host: &mut H, op: Result<ActorOp, Exception>) -> Fl
 /// handles. One tag comparison covers the common cases.
 #[inline(always)]
 fn put_int(slot: &mut Value, z: i64) -> bool {
-    match slot {
-        Value::Nil | Value::Bool(_) | Value::Int(_) | Value::Float(_) | Value::Atom(_) => {
-            // Forgetting a value that owns no heap memory leaks nothing.
-            std::mem::forget(std::mem::replace(slot, Value::Int(z)));
-            true
-        }
-        _ => false,
-    }
-}
-
-/// Writes an int to a register. When the register already holds an int only the payload changes,
-/// which avoids both the drop glue and a partial-write stall on the hot arithmetic path.
-#[inline(always)]
-fn set_int(slot: &mut Value, z: i64) {
-    if let Value::Int(x) = slot {
-        *x = z;
+    if is_small(slot) {
+        // Forgetting a value that owns no heap memory leaks nothing.
+        std::mem::forget(std::mem::replace(slot, Value::Int(z)));
+        true
     } else {
-        store(slot, Value::Int(z));
+        false
     }
 }
 
@@ -1044,14 +1051,14 @@ fn enter(regs: &mut [Value], at: usize, args: usize, n: usize, env: &[Value], nr
     let src = &caller[args..args + n];
     let (captured, rest) = callee[..nregs].split_at_mut(env.len());
     for (slot, v) in captured.iter_mut().zip(env) {
-        store(slot, v.clone());
+        copy_value(slot, v);
     }
     let (params, locals) = rest.split_at_mut(n);
     for (slot, v) in params.iter_mut().zip(src) {
         copy_value(slot, v);
     }
     for slot in locals {
-        store(slot, Value::Nil);
+        clear(slot);
     }
 }
 
@@ -1059,22 +1066,62 @@ fn enter(regs: &mut [Value], at: usize, args: usize, n: usize, env: &[Value], nr
 /// was: an int owns nothing).
 #[inline(always)]
 fn move_value(regs: &mut [Value], dst: usize, src: usize) {
-    match regs[src] {
-        Value::Int(x) => set_int(&mut regs[dst], x),
-        _ => {
-            let v = std::mem::take(&mut regs[src]);
-            store(&mut regs[dst], v);
-        }
+    if let Value::Int(x) = regs[src]
+        && put_int(&mut regs[dst], x)
+    {
+        return;
     }
+    move_slow(regs, dst, src);
+}
+
+/// [`move_value`] for anything but an int landing on a scalar. Out of line, like the other slow
+/// paths of value handling: inlined clone or drop glue would add temporaries to the interpreter
+/// loop that the compiler then carries around it.
+#[inline(never)]
+fn move_slow(regs: &mut [Value], dst: usize, src: usize) {
+    let v = std::mem::take(&mut regs[src]);
+    store(&mut regs[dst], v);
 }
 
 /// Copies a value into a register, with a fast path for ints (which need no reference count).
 #[inline(always)]
 fn copy_value(slot: &mut Value, v: &Value) {
-    match v {
-        Value::Int(x) => set_int(slot, *x),
-        v => store(slot, v.clone()),
+    if let Value::Int(x) = *v
+        && put_int(slot, x)
+    {
+        return;
     }
+    copy_slow(slot, v);
+}
+
+/// [`copy_value`] for anything but an int landing on a scalar.
+#[inline(never)]
+fn copy_slow(slot: &mut Value, v: &Value) {
+    store(slot, v.clone());
+}
+
+/// Sets a register to nil.
+#[inline(always)]
+fn clear(slot: &mut Value) {
+    if is_small(slot) {
+        // Forgetting a value that owns no heap memory leaks nothing.
+        std::mem::forget(std::mem::replace(slot, Value::Nil));
+    } else {
+        clear_slow(slot);
+    }
+}
+
+/// [`clear`] for a register that may own heap memory.
+#[inline(never)]
+fn clear_slow(slot: &mut Value) {
+    *slot = Value::Nil;
+}
+
+/// True for nil, bools, ints, floats and atoms: scalars that one tag comparison recognises. (Pids
+/// are scalars too but take the slow paths, which handle every value.)
+#[inline(always)]
+fn is_small(v: &Value) -> bool {
+    matches!(v, Value::Nil | Value::Bool(_) | Value::Int(_) | Value::Float(_) | Value::Atom(_))
 }
 
 /// Drops the heap values in a frame that is being left, so they stop keeping memory, messages or
@@ -1082,9 +1129,49 @@ fn copy_value(slot: &mut Value, v: &Value) {
 #[inline(always)]
 fn release(window: &mut [Value]) {
     for slot in window {
-        if !owns_nothing(slot) {
-            *slot = Value::Nil;
+        if !is_small(slot) {
+            release_slow(slot);
         }
+    }
+}
+
+/// [`release`] for one register that is not a small scalar.
+#[inline(never)]
+fn release_slow(slot: &mut Value) {
+    if !owns_nothing(slot) {
+        *slot = Value::Nil;
+    }
+}
+
+/// Moves the `n` arguments of a tail call from `args` to the bottom of the frame and releases
+/// the rest of the frame's `nregs` registers. Moving forward is safe: the source index is never
+/// below the destination.
+#[inline(never)]
+fn tail_args(regs: &mut [Value], args: usize, n: usize, nregs: usize) {
+    for i in 0..n {
+        let v = std::mem::take(&mut regs[args + i]);
+        regs[i] = v;
+    }
+    release(&mut regs[n..nregs]);
+}
+
+/// Takes the arguments of a tail call through a function value (its captured values, then the
+/// `n` registers from `args`) and releases the frame's `nregs` registers.
+#[inline(never)]
+fn take_tail_args(regs: &mut [Value], env: &[Value], args: usize, n: usize, nregs: usize) -> Vec<Value> {
+    let mut new: Vec<Value> = env.to_vec();
+    for i in 0..n {
+        new.push(std::mem::take(&mut regs[args + i]));
+    }
+    release(&mut regs[..nregs]);
+    new
+}
+
+/// Writes the arguments taken by [`take_tail_args`] to the bottom of the frame.
+#[inline(never)]
+fn place_args(regs: &mut [Value], new: Vec<Value>) {
+    for (slot, v) in regs.iter_mut().zip(new) {
+        *slot = v;
     }
 }
 
@@ -1856,6 +1943,176 @@ mod tests {
         assert!(slice(&Value::str("abc"), &Value::Int(2), &Value::Int(9)).is_err());
         assert_eq!(byte_at(&Value::str("A"), &Value::Int(0)).unwrap(), Value::Int(65));
         assert_eq!(concat(Value::str("ab"), &Value::str("cd")).unwrap(), Value::str("abcd"));
+    }
+
+    /// Runs `main` with `args` in one step and returns what it did, with the reductions charged.
+    fn run_once(m: &Module, args: Vec<Value>) -> (Step, u64) {
+        let mut st = ActorState::new(m, 0, args).unwrap();
+        let r = step(&mut st, m, &mut TestHost::default(), 1_000_000);
+        (r, st.reductions)
+    }
+
+    #[test]
+    fn incjle_counts_up_to_the_limit_and_charges_each_backward_jump() {
+        use Instr::*;
+        // s = 0; i = 1; do { s += i } while (++i <= n); return s
+        let m = Module {
+            funcs: vec![func(
+                "main",
+                1,
+                3,
+                vec![
+                    Int { dst: 1, imm: 0 },
+                    Int { dst: 2, imm: 1 },
+                    Add { dst: 1, a: 1, b: 2 },
+                    Incjle { a: 2, limit: 0, target: 2 },
+                    Ret { a: 1 },
+                ],
+            )],
+            ..Module::default()
+        };
+        assert_eq!(run_once(&m, vec![Value::Int(10)]), (Step::Exited(Value::Int(55)), 9));
+        // The body runs once even when the limit is below the start, like `addi` then `jle`.
+        assert_eq!(run_once(&m, vec![Value::Int(-5)]), (Step::Exited(Value::Int(1)), 0));
+        // A float limit compares numerically.
+        assert_eq!(run_once(&m, vec![Value::Float(3.5)]), (Step::Exited(Value::Int(6)), 2));
+    }
+
+    #[test]
+    fn incjle_is_typed_as_addi_then_jle() {
+        use Instr::*;
+        let m = Module {
+            funcs: vec![func(
+                "main",
+                2,
+                3,
+                vec![
+                    Try { dst: 2, target: 4 },
+                    Incjle { a: 0, limit: 1, target: 1 },
+                    Endtry {},
+                    Ret { a: 0 },
+                    Tget { dst: 2, t: 2, i: 0 },
+                    Ret { a: 2 },
+                ],
+            )],
+            ..Module::default()
+        };
+        // A float counter steps by 1.0 until it passes the limit; each jump back onto the
+        // `incjle` itself costs fuel.
+        let r = run_once(&m, vec![Value::Float(0.5), Value::Int(3)]);
+        assert_eq!(r, (Step::Exited(Value::Float(3.5)), 2));
+        // Overflow raises at the instruction, like `addi`.
+        let r = run_once(&m, vec![Value::Int(i64::MAX), Value::Int(0)]);
+        assert_eq!(r.0, Step::Exited(Value::Atom(atoms::OVERFLOW)));
+        // A counter that is not a number is a type error.
+        let r = run_once(&m, vec![Value::str("x"), Value::Int(0)]);
+        assert_eq!(r.0, Step::Exited(Value::Atom(atoms::TYPE_ERROR)));
+    }
+
+    #[test]
+    fn remi_is_typed_as_rem() {
+        use Instr::*;
+        let remi = |imm| Module {
+            funcs: vec![func(
+                "main",
+                1,
+                3,
+                vec![
+                    Try { dst: 2, target: 4 },
+                    Remi { dst: 1, a: 0, imm },
+                    Endtry {},
+                    Ret { a: 1 },
+                    Tget { dst: 2, t: 2, i: 0 },
+                    Ret { a: 2 },
+                ],
+            )],
+            ..Module::default()
+        };
+        let exited = |m: &Module, a: Value| run_once(m, vec![a]).0;
+        assert_eq!(exited(&remi(7), Value::Int(30)), Step::Exited(Value::Int(2)));
+        assert_eq!(exited(&remi(7), Value::Int(-30)), Step::Exited(Value::Int(-2)));
+        assert_eq!(exited(&remi(-7), Value::Int(30)), Step::Exited(Value::Int(2)));
+        assert_eq!(exited(&remi(2), Value::Float(7.5)), Step::Exited(Value::Float(1.5)));
+        assert_eq!(exited(&remi(0), Value::Int(1)), Step::Exited(Value::Atom(atoms::DIV_BY_ZERO)));
+        assert_eq!(exited(&remi(-1), Value::Int(i64::MIN)), Step::Exited(Value::Atom(atoms::OVERFLOW)));
+        assert_eq!(exited(&remi(3), Value::Nil), Step::Exited(Value::Atom(atoms::TYPE_ERROR)));
+    }
+
+    /// The int fast paths write in place only over scalars; over a heap value (here a string, a
+    /// tuple and a pid) they fall back to the full path, which drops the old value.
+    #[test]
+    fn int_results_replace_heap_values_and_pids() {
+        use Instr::*;
+        let m = Module {
+            consts: vec![Value::str("old"), Value::tuple(vec![Value::str("t")])],
+            funcs: vec![func(
+                "main",
+                1,
+                8,
+                vec![
+                    Const { dst: 1, k: 0 },
+                    Const { dst: 2, k: 1 },
+                    Self_ { dst: 3 },
+                    Const { dst: 4, k: 0 },
+                    Const { dst: 5, k: 1 },
+                    Add { dst: 1, a: 0, b: 0 },    // 2n
+                    Addi { dst: 2, a: 0, imm: 1 }, // n + 1
+                    Move { dst: 3, src: 0 },       // n
+                    Int { dst: 4, imm: 5 },        // 5
+                    Remi { dst: 5, a: 0, imm: 4 }, // n rem 4
+                    Add { dst: 1, a: 1, b: 2 },
+                    Add { dst: 1, a: 1, b: 3 },
+                    Add { dst: 1, a: 1, b: 4 },
+                    Add { dst: 1, a: 1, b: 5 },
+                    Ret { a: 1 },
+                ],
+            )],
+            debug: None,
+        };
+        // 2n + (n + 1) + n + 5 + n rem 4 with n = 7: 14 + 8 + 7 + 5 + 3.
+        assert_eq!(run_once(&m, vec![Value::Int(7)]).0, Step::Exited(Value::Int(37)));
+    }
+
+    /// A call passes heap values and ints alike, its other registers start as nil even when the
+    /// register stack above the caller holds old scalars, and a return moves a heap value down.
+    #[test]
+    fn calls_start_with_nil_registers_and_return_any_value() {
+        use Instr::*;
+        let m = Module {
+            consts: vec![Value::str("s")],
+            funcs: vec![
+                func(
+                    "main",
+                    0,
+                    3,
+                    vec![
+                        // The first call leaves ints in the callee's registers above main's.
+                        Int { dst: 0, imm: 1 },
+                        Call { dst: 1, f: 1, args: 0, n: 1 },
+                        Const { dst: 0, k: 0 },
+                        Call { dst: 1, f: 1, args: 0, n: 1 },
+                        Tuple { dst: 2, items: 0, n: 2 },
+                        Ret { a: 2 },
+                    ],
+                ),
+                // probe(x): fills r1 and r2 with ints the first time; returns {x, r1, r2}.
+                func(
+                    "probe",
+                    1,
+                    4,
+                    vec![
+                        Tuple { dst: 3, items: 0, n: 3 },
+                        Int { dst: 1, imm: 8 },
+                        Int { dst: 2, imm: 9 },
+                        Ret { a: 3 },
+                    ],
+                ),
+            ],
+            debug: None,
+        };
+        let probe = |x: Value| Value::tuple(vec![x, Value::Nil, Value::Nil]);
+        let want = Value::tuple(vec![Value::str("s"), probe(Value::str("s"))]);
+        assert_eq!(run_once(&m, vec![]).0, Step::Exited(want));
     }
 
     #[test]

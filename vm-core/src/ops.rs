@@ -184,6 +184,9 @@ macro_rules! for_each_op {
             actor Stop "stop" (reason: Reg) "Ends this actor with `reason` (`:normal` is a normal exit).";
             actor Native "native" (dst: Dst, name: Const, args: Reg, n: Count) "Calls the native function named by the constant (an atom) with the `n` registers from `args`. A native marked blocking runs off the scheduler threads while this actor is real-blocked; a panic in it raises `:panic` here. An unknown name raises `:badarg`.";
             actor Interrupt "interrupt" (pid: Reg, exc: Reg, mode: Reg) "Raises exception `exc` (`{kind, msg}`) in `pid`. Mode 0: only if it is waiting (receive, sleep, channel, I/O); mode 1: also if running (at its next fuel check) or in a blocking native call (when it returns); mode 2: stops it now with the exception as its exit reason. Returns nothing; an interrupt that does not apply is dropped.";
+            // ---- appended ops (new opcodes go last so that existing opcode bytes never change)
+            arith Remi "remi" (dst: Dst, a: Reg, imm: Imm) "`a rem imm`, typed as `rem` (an `imm` of 0 raises `:div_by_zero`).";
+            jump Incjle "incjle" (a: Dst, limit: Reg, target: Label) "Counted-loop step: adds 1 to `a` (as `addi a, a, 1`) and jumps to `target` if the new `a <= limit` (as `jle`). `for i = 1, n` ends its body with `incjle ri, rn, body`; a backward jump costs fuel.";
         }
     };
 }
