@@ -197,7 +197,12 @@ fn run<H: Host + ?Sized>(st: &mut ActorState, m: &Module, host: &mut H, mut fuel
                 grow(stack, base + nregs + cn);
                 regs = &mut stack[base..];
             }
-            enter(regs, nregs, $args as usize, $n as usize, $env, cn);
+            let env: &[Value] = $env;
+            if env.is_empty() {
+                enter(regs, nregs, $args as usize, $n as usize, cn);
+            } else {
+                enter_closure(regs, nregs, $args as usize, $n as usize, env, cn);
+            }
             let Some(caller) = frames.last_mut() else { unreachable!("a running actor has a frame") };
             caller.pc = (pc - 1) as u32;
             let base = caller.base + nregs as u32;
@@ -1041,20 +1046,58 @@ fn grow(stack: &mut Vec<Value>, len: usize) {
     stack.resize(len, Value::Nil);
 }
 
-/// Sets up a callee's registers: `regs` is the caller's window, `at` the callee's base relative
-/// to it. Captured values then arguments go first; the callee's other registers become nil.
+/// Sets up a callee's registers: `regs` is the caller's registers and beyond, `at` the callee's
+/// base relative to them. The `n` registers from `args` go first; the callee's other registers
+/// become nil.
 ///
 /// The windows are split apart first so that the copies need no per-register bounds checks.
+/// (Verified code passes a window inside the caller's registers and no more arguments than the
+/// callee has registers, so the copies always copy all `n`.)
 #[inline(always)]
-fn enter(regs: &mut [Value], at: usize, args: usize, n: usize, env: &[Value], nregs: usize) {
+fn enter(regs: &mut [Value], at: usize, args: usize, n: usize, nregs: usize) {
     let (caller, callee) = regs.split_at_mut(at);
-    let src = &caller[args..args + n];
+    let callee = &mut callee[..nregs];
+    if n == 1 {
+        // One argument is the most common call; copying it directly skips the loop set-up.
+        if let (Some(slot), Some(v)) = (callee.first_mut(), caller.get(args)) {
+            copy_value(slot, v);
+        }
+    } else {
+        for (slot, v) in callee.iter_mut().take(n).zip(&caller[args..]) {
+            copy_value(slot, v);
+        }
+    }
+    // Small frames are the common case: clear their few registers without a loop.
+    match callee.get_mut(n..).unwrap_or_default() {
+        [] => {}
+        [a] => clear(a),
+        [a, b] => {
+            clear(a);
+            clear(b);
+        }
+        [a, b, c] => {
+            clear(a);
+            clear(b);
+            clear(c);
+        }
+        locals => {
+            for slot in locals {
+                clear(slot);
+            }
+        }
+    }
+}
+
+/// [`enter`] for a closure: its captured values `env` go before the arguments.
+#[inline(never)]
+fn enter_closure(regs: &mut [Value], at: usize, args: usize, n: usize, env: &[Value], nregs: usize) {
+    let (caller, callee) = regs.split_at_mut(at);
     let (captured, rest) = callee[..nregs].split_at_mut(env.len());
     for (slot, v) in captured.iter_mut().zip(env) {
         copy_value(slot, v);
     }
     let (params, locals) = rest.split_at_mut(n);
-    for (slot, v) in params.iter_mut().zip(src) {
+    for (slot, v) in params.iter_mut().zip(&caller[args..]) {
         copy_value(slot, v);
     }
     for slot in locals {
@@ -1086,10 +1129,18 @@ fn move_slow(regs: &mut [Value], dst: usize, src: usize) {
 /// Copies a value into a register, with a fast path for ints (which need no reference count).
 #[inline(always)]
 fn copy_value(slot: &mut Value, v: &Value) {
-    if let Value::Int(x) = *v
-        && put_int(slot, x)
-    {
-        return;
+    if let Value::Int(x) = *v {
+        // The int is read and written as its tag and payload, never as a 16-byte copy: the source
+        // was usually just written the same way (by `addi`, say), and a 16-byte load of two
+        // fresh smaller stores cannot be forwarded from them and stalls.
+        if let Value::Int(d) = slot {
+            *d = x;
+            return;
+        }
+        if is_small(slot) {
+            *slot = Value::Int(x);
+            return;
+        }
     }
     copy_slow(slot, v);
 }
@@ -1128,10 +1179,38 @@ fn is_small(v: &Value) -> bool {
 /// channels alive; scalars may stay in place because they own nothing.
 #[inline(always)]
 fn release(window: &mut [Value]) {
-    for slot in window {
-        if !is_small(slot) {
-            release_slow(slot);
+    // Small frames are the common case: check their few registers without a loop.
+    match window {
+        [] => {}
+        [a] => release_one(a),
+        [a, b] => {
+            release_one(a);
+            release_one(b);
         }
+        [a, b, c] => {
+            release_one(a);
+            release_one(b);
+            release_one(c);
+        }
+        [a, b, c, d] => {
+            release_one(a);
+            release_one(b);
+            release_one(c);
+            release_one(d);
+        }
+        window => {
+            for slot in window {
+                release_one(slot);
+            }
+        }
+    }
+}
+
+/// [`release`] for one register.
+#[inline(always)]
+fn release_one(slot: &mut Value) {
+    if !is_small(slot) {
+        release_slow(slot);
     }
 }
 
