@@ -94,28 +94,18 @@ fn run<H: Host + ?Sized>(st: &mut ActorState, m: &Module, host: &mut H, mut fuel
     // and one load.
     let mut regs: &mut [Value] = &mut stack[cur.base as usize..];
 
-    // Stores the running frame's program counter: `save!()` the running instruction (the frame's
-    // `pc` names the blocked or raising instruction), `save!(at)` an explicit position.
+    // Stores the running frame's program counter: `pc` is already past the instruction being run,
+    // so `save!()` rewinds onto it (the frame's `pc` names the blocked or raising instruction) and
+    // `save!(at)` stores an explicit position.
     macro_rules! save {
         () => {
-            save!(pc)
+            save!(pc - 1)
         };
         ($at:expr) => {
             if let Some(f) = frames.last_mut() {
                 f.pc = $at as u32;
             }
         };
-    }
-    // Reloads the running frame's state from the frame stack, after an out-of-line operation
-    // changed it. The frame is consistent with the module and the register stack: `unwind`
-    // checks the handler's frame, and the out-of-line calls push or rewrite frames that way.
-    macro_rules! reload {
-        () => {{
-            let f = *frames.last().expect("a running actor has a frame");
-            func = &m.funcs[f.func as usize];
-            pc = f.pc as usize;
-            regs = &mut stack[f.base as usize..];
-        }};
     }
     // Raises at the running instruction: unwinds to the innermost handler and continues there
     // (`unwind` checked that the handler's frame is consistent with the module and the stack),
@@ -126,7 +116,10 @@ fn run<H: Host + ?Sized>(st: &mut ActorState, m: &Module, host: &mut H, mut fuel
             save!();
             match unwind(stack, frames, handlers, m, e) {
                 Ok(()) => {
-                    reload!();
+                    let f = *frames.last().expect("unwind keeps the handler's frame");
+                    func = &m.funcs[f.func as usize];
+                    pc = f.pc as usize;
+                    regs = &mut stack[f.base as usize..];
                     continue;
                 }
                 Err(fault) => return (Step::Failed(fault), fuel),
@@ -148,18 +141,11 @@ fn run<H: Host + ?Sized>(st: &mut ActorState, m: &Module, host: &mut H, mut fuel
             fuel -= 1;
         };
     }
-    // Continues with the next instruction.
-    macro_rules! next {
-        () => {{
-            pc += 1;
-            continue;
-        }};
-    }
     // Jumps to `$target`, charging fuel when the jump goes backward.
     macro_rules! jump {
         ($target:expr) => {{
             let t = $target as usize;
-            if t <= pc {
+            if t < pc {
                 charge!(t);
             }
             pc = t;
@@ -174,7 +160,7 @@ fn run<H: Host + ?Sized>(st: &mut ActorState, m: &Module, host: &mut H, mut fuel
                 && let Some(z) = x.$checked(*y)
                 && put_int(&mut reg!($dst), z)
             {
-                next!();
+                continue;
             }
         };
     }
@@ -185,7 +171,7 @@ fn run<H: Host + ?Sized>(st: &mut ActorState, m: &Module, host: &mut H, mut fuel
                 if *x $op *y {
                     jump!($target);
                 }
-                next!();
+                continue;
             }
         };
     }
@@ -195,14 +181,14 @@ fn run<H: Host + ?Sized>(st: &mut ActorState, m: &Module, host: &mut H, mut fuel
                 if x $op $imm as i64 {
                     jump!($target);
                 }
-                next!();
+                continue;
             }
         };
     }
-    // Pushes a frame for `callee` after the running frame's registers, with the `n` registers
-    // from `args` as its arguments, and makes it the running frame.
+    // Pushes a frame for `callee` after the running frame's registers, with `env` and then the
+    // `n` registers from `args` as its arguments, and makes it the running frame.
     macro_rules! call {
-        ($dst:expr, $f:expr, $callee:expr, $args:expr, $n:expr) => {{
+        ($dst:expr, $f:expr, $callee:expr, $args:expr, $n:expr, $env:expr) => {{
             let callee: &Function = $callee;
             let cn = callee.nregs as usize;
             let nregs = func.nregs as usize;
@@ -211,9 +197,14 @@ fn run<H: Host + ?Sized>(st: &mut ActorState, m: &Module, host: &mut H, mut fuel
                 grow(stack, base + nregs + cn);
                 regs = &mut stack[base..];
             }
-            enter(regs, nregs, $args as usize, $n as usize, cn);
+            let env: &[Value] = $env;
+            if env.is_empty() {
+                enter(regs, nregs, $args as usize, $n as usize, cn);
+            } else {
+                enter_closure(regs, nregs, $args as usize, $n as usize, env, cn);
+            }
             let Some(caller) = frames.last_mut() else { unreachable!("a running actor has a frame") };
-            caller.pc = pc as u32;
+            caller.pc = (pc - 1) as u32;
             let base = caller.base + nregs as u32;
             frames.push(Frame { func: $f, pc: 0, base, ret: $dst });
             regs = &mut std::mem::take(&mut regs)[nregs..];
@@ -224,19 +215,21 @@ fn run<H: Host + ?Sized>(st: &mut ActorState, m: &Module, host: &mut H, mut fuel
     }
 
     loop {
+        // `pc` moves past the instruction before it runs, so only jumps write it.
         let instr = &func.code[pc];
+        pc += 1;
         match *instr {
-            Instr::Nop {} => next!(),
+            Instr::Nop {} => continue,
             Instr::Move { dst, src } => {
                 if let Value::Int(x) = reg!(src)
                     && put_int(&mut reg!(dst), x)
                 {
-                    next!();
+                    continue;
                 }
             }
             Instr::Int { dst, imm } => {
                 if put_int(&mut reg!(dst), imm as i64) {
-                    next!();
+                    continue;
                 }
             }
             Instr::Add { dst, a, b } => int_op!(dst, a, b, checked_add),
@@ -249,7 +242,7 @@ fn run<H: Host + ?Sized>(st: &mut ActorState, m: &Module, host: &mut H, mut fuel
                     && let Some(z) = x.checked_add(imm as i64)
                     && put_int(&mut reg!(dst), z)
                 {
-                    next!();
+                    continue;
                 }
             }
             Instr::Remi { dst, a, imm } => {
@@ -257,7 +250,7 @@ fn run<H: Host + ?Sized>(st: &mut ActorState, m: &Module, host: &mut H, mut fuel
                     && let Some(z) = x.checked_rem(imm as i64)
                     && put_int(&mut reg!(dst), z)
                 {
-                    next!();
+                    continue;
                 }
             }
 
@@ -266,13 +259,13 @@ fn run<H: Host + ?Sized>(st: &mut ActorState, m: &Module, host: &mut H, mut fuel
                 if reg!(a).truthy() {
                     jump!(target);
                 }
-                next!();
+                continue;
             }
             Instr::Jf { a, target } => {
                 if !reg!(a).truthy() {
                     jump!(target);
                 }
-                next!();
+                continue;
             }
             Instr::Jeq { a, b, target } => int_branch!(a, b, target, ==),
             Instr::Jne { a, b, target } => int_branch!(a, b, target, !=),
@@ -295,43 +288,67 @@ fn run<H: Host + ?Sized>(st: &mut ActorState, m: &Module, host: &mut H, mut fuel
                     if z <= l {
                         jump!(target);
                     }
-                    next!();
+                    continue;
                 }
             }
 
             Instr::Call { dst, f, args, n } => {
-                charge!(pc);
+                charge!(pc - 1);
                 if frames.len() >= max_frames {
                     throw!(stack_overflow(max_frames));
                 }
-                call!(dst, f, &m.funcs[f as usize], args, n);
+                call!(dst, f, &m.funcs[f as usize], args, n, &[]);
             }
             Instr::Callv { dst, f, args, n } => {
-                charge!(pc);
+                charge!(pc - 1);
                 if frames.len() >= max_frames {
                     throw!(stack_overflow(max_frames));
                 }
-                save!();
-                if let Err(e) = call_value(stack, frames, m, dst, f, args, n) {
-                    throw!(e);
-                }
-                reload!();
-                continue;
-            }
-            Instr::Tcall { f, args, n } => {
-                charge!(pc);
-                tail_call(stack, frames, handlers, m, f, &[], args, n);
-                reload!();
-                continue;
-            }
-            Instr::Tcallv { f, args, n } => {
-                charge!(pc);
                 let clo = match closure_for_call(m, &reg!(f), n) {
                     Ok(c) => c,
                     Err(e) => throw!(e),
                 };
-                tail_call(stack, frames, handlers, m, clo.func, &clo.env, args, n);
-                reload!();
+                call!(dst, clo.func, &m.funcs[clo.func as usize], args, n, &clo.env);
+            }
+            Instr::Tcall { f, args, n } => {
+                charge!(pc - 1);
+                drop_frame_handlers(handlers, frames.len());
+                let callee = &m.funcs[f as usize];
+                tail_args(regs, args as usize, n as usize, func.nregs as usize);
+                let Some(frame) = frames.last_mut() else { unreachable!("a running actor has a frame") };
+                let cn = callee.nregs as usize;
+                if regs.len() < cn {
+                    let base = frame.base as usize;
+                    grow(stack, base + cn);
+                    regs = &mut stack[base..];
+                }
+                frame.func = f;
+                frame.pc = 0;
+                func = callee;
+                pc = 0;
+                continue;
+            }
+            Instr::Tcallv { f, args, n } => {
+                charge!(pc - 1);
+                let clo = match closure_for_call(m, &reg!(f), n) {
+                    Ok(c) => c,
+                    Err(e) => throw!(e),
+                };
+                drop_frame_handlers(handlers, frames.len());
+                let callee = &m.funcs[clo.func as usize];
+                let new = take_tail_args(regs, &clo.env, args as usize, n as usize, func.nregs as usize);
+                let Some(frame) = frames.last_mut() else { unreachable!("a running actor has a frame") };
+                let cn = callee.nregs as usize;
+                if regs.len() < cn {
+                    let base = frame.base as usize;
+                    grow(stack, base + cn);
+                    regs = &mut stack[base..];
+                }
+                place_args(regs, new);
+                frame.func = clo.func;
+                frame.pc = 0;
+                func = callee;
+                pc = 0;
                 continue;
             }
             Instr::Ret { a } => {
@@ -438,7 +455,7 @@ fn run<H: Host + ?Sized>(st: &mut ActorState, m: &Module, host: &mut H, mut fuel
         }
         // The instruction's slow path, or an instruction with no fast path.
         match slow(*instr, regs, m, host, handlers, (frames.len() - 1) as u32) {
-            Flow::Next => pc += 1,
+            Flow::Next => {}
             Flow::Jump(target) => jump!(target),
             Flow::Throw(e) => throw!(e),
             Flow::Block(effect) => {
@@ -1071,76 +1088,21 @@ fn enter(regs: &mut [Value], at: usize, args: usize, n: usize, nregs: usize) {
     }
 }
 
-/// `callv` out of line: checks the function value in register `f` of the running frame, saves
-/// the running frame's program counter (already on the instruction) and pushes the callee's frame
-/// after the running frame's registers, with the closure's captured values and then the `n`
-/// registers from `args` as its arguments (its other registers nil).
+/// [`enter`] for a closure: its captured values `env` go before the arguments.
 #[inline(never)]
-fn call_value(
-    stack: &mut Vec<Value>,
-    frames: &mut Vec<Frame>,
-    m: &Module,
-    dst: u16,
-    f: u16,
-    args: u16,
-    n: u16,
-) -> Result<(), Exception> {
-    let caller = *frames.last().expect("a running actor has a frame");
-    let base = caller.base as usize;
-    let nregs = m.funcs[caller.func as usize].nregs as usize;
-    let clo = closure_for_call(m, &stack[base + f as usize], n)?;
-    let cn = m.funcs[clo.func as usize].nregs as usize;
-    if stack.len() < base + nregs + cn {
-        grow(stack, base + nregs + cn);
-    }
-    let (caller_regs, callee_regs) = stack[base..base + nregs + cn].split_at_mut(nregs);
-    let (captured, rest) = callee_regs.split_at_mut(clo.env.len());
-    for (slot, v) in captured.iter_mut().zip(&clo.env) {
+fn enter_closure(regs: &mut [Value], at: usize, args: usize, n: usize, env: &[Value], nregs: usize) {
+    let (caller, callee) = regs.split_at_mut(at);
+    let (captured, rest) = callee[..nregs].split_at_mut(env.len());
+    for (slot, v) in captured.iter_mut().zip(env) {
         copy_value(slot, v);
     }
-    let (params, locals) = rest.split_at_mut(n as usize);
-    for (slot, v) in params.iter_mut().zip(&caller_regs[args as usize..]) {
+    let (params, locals) = rest.split_at_mut(n);
+    for (slot, v) in params.iter_mut().zip(&caller[args..]) {
         copy_value(slot, v);
     }
     for slot in locals {
         clear(slot);
     }
-    frames.push(Frame { func: clo.func, pc: 0, base: (base + nregs) as u32, ret: dst });
-    Ok(())
-}
-
-/// `tcall` and `tcallv` out of line: replaces the running frame with one of function `f` whose
-/// arguments are `env` and then the `n` registers from `args`. The running frame's handlers are
-/// discarded and its other registers released (scalars stay, as above any frame's top).
-#[allow(clippy::too_many_arguments)]
-#[inline(never)]
-fn tail_call(
-    stack: &mut Vec<Value>,
-    frames: &mut [Frame],
-    handlers: &mut Vec<Handler>,
-    m: &Module,
-    f: u32,
-    env: &[Value],
-    args: u16,
-    n: u16,
-) {
-    drop_frame_handlers(handlers, frames.len());
-    let Some(frame) = frames.last_mut() else { unreachable!("a running actor has a frame") };
-    let base = frame.base as usize;
-    let nregs = m.funcs[frame.func as usize].nregs as usize;
-    let cn = m.funcs[f as usize].nregs as usize;
-    if stack.len() < base + cn {
-        grow(stack, base + cn);
-    }
-    let regs = &mut stack[base..];
-    if env.is_empty() {
-        tail_args(regs, args as usize, n as usize, nregs);
-    } else {
-        let new = take_tail_args(regs, env, args as usize, n as usize, nregs);
-        place_args(regs, new);
-    }
-    frame.func = f;
-    frame.pc = 0;
 }
 
 /// Moves the value of register `src` to register `dst`, leaving `src` nil (or, for an int, as it
