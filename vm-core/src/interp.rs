@@ -13,11 +13,18 @@
 //! deserialised `ActorState`) are checked where they are used.
 //!
 //! **Frames.** Calls use the VM-managed frame stack in [`ActorState::frames`], never Rust
-//! recursion. A call pushes the arguments onto the register stack after the caller's window,
-//! grows it to the callee's register count (new registers are `nil`) and pushes a [`Frame`]; a
-//! return truncates the register stack back to the caller's window, dropping the callee's values
-//! at once (so they stop keeping channels or messages alive). A caller's `pc` stays on its call
-//! instruction while the callee runs; the return continues after it.
+//! recursion. A call places the arguments on the register stack after the caller's window, sets
+//! the callee's other registers to `nil` (growing the stack if it is the deepest call yet) and
+//! pushes a [`Frame`]; a return moves the result down and releases the callee's heap values at once
+//! (so they stop keeping channels or messages alive). The register stack is not shrunk: slots
+//! above the running frame hold only scalars (see [`ActorState`]). A caller's `pc` stays on its
+//! call instruction while the callee runs; the return continues after it.
+//!
+//! **Fast and slow paths.** The interpreter loop (`run`) holds only the fast path of the common
+//! instructions: ints, int results written over scalars, jumps, calls and returns. Every other
+//! case runs out of line in full generality (`slow`), and so does every value operation that
+//! would need reference counting or drop glue. The loop's own state is then small enough for the
+//! compiler to keep in machine registers.
 //!
 //! **Fuel** is charged one unit per call and per backward jump, never per instruction, so straight
 //! line code pays nothing and every loop pays once per iteration. A call with no fuel left yields
