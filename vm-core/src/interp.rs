@@ -13,13 +13,20 @@
 //! deserialised `ActorState`) are checked where they are used.
 //!
 //! **Frames.** Calls use the VM-managed frame stack in [`ActorState::frames`], never Rust
-//! recursion. A call pushes the arguments onto the register stack after the caller's window,
-//! grows it to the callee's register count (new registers are `nil`) and pushes a [`Frame`]; a
-//! return truncates the register stack back to the caller's window, dropping the callee's values
-//! at once (so they stop keeping channels or messages alive). A caller's `pc` stays on its call
-//! instruction while the callee runs; the return continues after it.
+//! recursion. A call places the arguments on the register stack after the caller's window, sets
+//! the callee's other registers to `nil` (growing the stack if it is the deepest call yet) and
+//! pushes a [`Frame`]; a return moves the result down and releases the callee's heap values at once
+//! (so they stop keeping channels or messages alive). The register stack is not shrunk: slots
+//! above the running frame hold only scalars (see [`ActorState`]). A caller's `pc` stays on its
+//! call instruction while the callee runs; the return continues after it.
 //!
-//! **Fuel** is charged one unit per call and per backward jump, never per instruction, so straight
+//! **Fast and slow paths.** The interpreter loop (`run`) holds only the fast path of the common
+//! instructions: ints, int results written over scalars, jumps, calls and returns. Every other
+//! case runs out of line in full generality (`slow`), and so does every value operation that
+//! would need reference counting or drop glue. The loop's own state is then small enough for the
+//! compiler to keep in machine registers.
+//!
+//! **Fuel** is charged one unit per call and per backward jump (and [`SPAWN_FUEL`] per spawn), never per instruction, so straight
 //! line code pays nothing and every loop pays once per iteration. A call with no fuel left yields
 //! *before* it happens (the actor resumes by running the call); a backward jump with no fuel left
 //! yields after it.
@@ -33,14 +40,13 @@
 use crate::atom::Atom;
 use crate::atom::atoms;
 use crate::exception::Exception;
-use crate::module::Module;
+use crate::module::{Function, Module};
 use crate::ops::Instr;
 use crate::step::{
     ActorOp, ActorState, Effect, Fault, Fired, Frame, Handler, Host, Resume, SelectCase, SelectShape,
     SpawnOpts, Step,
 };
 use crate::value::{Closure, Pid, Value};
-use std::cmp::Ordering;
 use std::sync::Arc;
 
 /// Runs `st` for at most `fuel` units (see the module docs).
@@ -51,14 +57,29 @@ pub fn step<H: Host + ?Sized>(st: &mut ActorState, m: &Module, host: &mut H, fue
 }
 
 /// The interpreter loop; returns the step and the fuel left.
+///
+/// The loop keeps the running frame in locals: `func` (its function), `pc` (already past the
+/// instruction being run) and `regs` (the register stack from the frame's `r0` to the end). The
+/// frame's base is read back from the frame stack when a call needs it.
+///
+/// Each instruction in the `match` is only its fast path: ints, in-place int results, calls and
+/// returns. Anything else (another operand type, an int result that overflows or lands on a
+/// register holding a heap value, every other instruction) leaves the `match` and runs in full
+/// out of line in [`slow`]. So the arms are small and share one exit, and the compiler can keep
+/// the loop state in machine registers; this is most of the interpreter's speed.
+///
+/// Never inlined, so that the loop compiles the same whatever the caller looks like.
+#[inline(never)]
 fn run<H: Host + ?Sized>(st: &mut ActorState, m: &Module, host: &mut H, mut fuel: u32) -> (Step, u32) {
+    let max_frames = st.max_frames as usize;
+    let ActorState { regs: stack, frames, handlers, pending, .. } = st;
     // An exception left by `resume` is raised at the blocked instruction before anything runs.
-    if let Some(e) = st.pending.take()
-        && let Err(fault) = unwind(st, m, e)
+    if let Some(e) = pending.take()
+        && let Err(fault) = unwind(stack, frames, handlers, m, e)
     {
         return (Step::Failed(fault), fuel);
     }
-    let Some(&cur) = st.frames.last() else {
+    let Some(&cur) = frames.last() else {
         return (
             Step::Failed(Fault {
                 exception: Exception::badarg("the actor has already exited"),
@@ -72,46 +93,43 @@ fn run<H: Host + ?Sized>(st: &mut ActorState, m: &Module, host: &mut H, mut fuel
         let msg = format!("actor state names function #{} not in the module", cur.func);
         return (Step::Failed(Fault { exception: Exception::badarg(msg), func: cur.func, pc: cur.pc }), fuel);
     };
-    let mut code: &[Instr] = &cur_fn.code;
+    let mut func: &Function = cur_fn;
     let mut pc = cur.pc as usize;
-    let mut base = cur.base as usize;
-    // The top of the running frame: `base + nregs`. The register stack may be longer (see
-    // `ActorState`): slots above the top hold only scalars.
-    let mut top = base + cur_fn.nregs as usize;
-    if top > st.regs.len() || pc >= code.len() {
+    if cur.base as usize + func.nregs as usize > stack.len() || pc >= func.code.len() {
         let msg = "actor state's registers or program counter do not match its frame";
         return (Step::Failed(Fault { exception: Exception::badarg(msg), func: cur.func, pc: cur.pc }), fuel);
     }
-    // The running frame's registers, from `base` to the end of the stack. Kept as a local slice
-    // (re-derived after anything that moves the register stack) so that a register access is one
-    // bounds check and one load.
-    let mut regs: &mut [Value] = &mut st.regs[base..];
+    // The running frame's registers, from its base to the end of the stack (see `ActorState`:
+    // slots above the frame's `nregs` hold only scalars). A register access is one bounds check
+    // and one load.
+    let mut regs: &mut [Value] = &mut stack[cur.base as usize..];
 
-    // Reloads the cached frame registers from the frame stack after an unwind.
-    macro_rules! reload {
-        () => {{
-            let f = *st.frames.last().expect("unwind keeps the handler's frame");
-            code = &m.funcs[f.func as usize].code;
-            pc = f.pc as usize;
-            base = f.base as usize;
-            top = base + m.funcs[f.func as usize].nregs as usize;
-            regs = &mut st.regs[base..];
-        }};
-    }
+    // Stores the running frame's program counter: `pc` is already past the instruction being run,
+    // so `save!()` rewinds onto it (the frame's `pc` names the blocked or raising instruction) and
+    // `save!(at)` stores an explicit position.
     macro_rules! save {
         () => {
-            if let Some(f) = st.frames.last_mut() {
-                f.pc = pc as u32;
+            save!(pc - 1)
+        };
+        ($at:expr) => {
+            if let Some(f) = frames.last_mut() {
+                f.pc = $at as u32;
             }
         };
     }
+    // Raises at the running instruction: unwinds to the innermost handler and continues there
+    // (`unwind` checked that the handler's frame is consistent with the module and the stack),
+    // or ends the step with the fault.
     macro_rules! throw {
         ($e:expr) => {{
             let e: Exception = $e;
             save!();
-            match unwind(st, m, e) {
+            match unwind(stack, frames, handlers, m, e) {
                 Ok(()) => {
-                    reload!();
+                    let f = *frames.last().expect("unwind keeps the handler's frame");
+                    func = &m.funcs[f.func as usize];
+                    pc = f.pc as usize;
+                    regs = &mut stack[f.base as usize..];
                     continue;
                 }
                 Err(fault) => return (Step::Failed(fault), fuel),
@@ -123,354 +141,363 @@ fn run<H: Host + ?Sized>(st: &mut ActorState, m: &Module, host: &mut H, mut fuel
             regs[$r as usize]
         };
     }
-    macro_rules! put {
-        ($dst:expr, $v:expr) => {{
-            let v: Result<Value, Exception> = $v;
-            match v {
-                Ok(v) => {
-                    store(&mut reg!($dst), v);
-                    pc += 1;
-                }
-                Err(e) => throw!(e),
-            }
-        }};
-    }
-    // Charges one unit of fuel; with none left, yields leaving `pc` where it is.
+    // Charges one unit of fuel; with none left, yields with the frame's `pc` at `$at`.
     macro_rules! charge {
-        () => {
+        ($at:expr) => {
             if fuel == 0 {
-                save!();
+                save!($at);
                 return (Step::Yielded, fuel);
             }
             fuel -= 1;
         };
     }
-    macro_rules! branch {
-        ($cond:expr, $target:expr) => {{
-            if $cond {
-                let t = $target as usize;
-                if t <= pc {
-                    pc = t;
-                    charge!();
-                } else {
-                    pc = t;
+    // Jumps to `$target`, charging fuel when the jump goes backward.
+    macro_rules! jump {
+        ($target:expr) => {{
+            let t = $target as usize;
+            if t < pc {
+                charge!(t);
+            }
+            pc = t;
+            continue;
+        }};
+    }
+    // The int fast path of a binary operation: with two int operands whose checked result exists
+    // and an int in the destination, only the destination's payload is written.
+    macro_rules! int_op {
+        ($dst:expr, $x:expr, $y:expr, $checked:ident) => {
+            if let (Value::Int(x), Value::Int(y)) = (&reg!($x), &reg!($y))
+                && let Some(z) = x.$checked(*y)
+                && put_int(&mut reg!($dst), z)
+            {
+                continue;
+            }
+        };
+    }
+    // The int fast path of a compare-and-branch.
+    macro_rules! int_branch {
+        ($a:expr, $b:expr, $target:expr, $op:tt) => {
+            if let (Value::Int(x), Value::Int(y)) = (&reg!($a), &reg!($b)) {
+                if *x $op *y {
+                    jump!($target);
                 }
+                continue;
+            }
+        };
+    }
+    macro_rules! imm_branch {
+        ($a:expr, $imm:expr, $target:expr, $op:tt) => {
+            if let Value::Int(x) = reg!($a) {
+                if x $op $imm as i64 {
+                    jump!($target);
+                }
+                continue;
+            }
+        };
+    }
+    // Pushes a frame for `callee` after the running frame's registers, with `env` and then the
+    // `n` registers from `args` as its arguments, and makes it the running frame.
+    macro_rules! call {
+        ($dst:expr, $f:expr, $callee:expr, $args:expr, $n:expr, $env:expr) => {{
+            let callee: &Function = $callee;
+            let cn = callee.nregs as usize;
+            let nregs = func.nregs as usize;
+            if regs.len() < nregs + cn {
+                let base = frames.last().map_or(0, |f| f.base as usize);
+                grow(stack, base + nregs + cn);
+                regs = &mut stack[base..];
+            }
+            let env: &[Value] = $env;
+            if env.is_empty() {
+                enter(regs, nregs, $args as usize, $n as usize, cn);
             } else {
-                pc += 1;
+                enter_closure(regs, nregs, $args as usize, $n as usize, env, cn);
             }
+            let Some(caller) = frames.last_mut() else { unreachable!("a running actor has a frame") };
+            caller.pc = (pc - 1) as u32;
+            let base = caller.base + nregs as u32;
+            frames.push(Frame { func: $f, pc: 0, base, ret: $dst });
+            regs = &mut std::mem::take(&mut regs)[nregs..];
+            func = callee;
+            pc = 0;
+            continue;
         }};
-    }
-    // Int-int arithmetic writes its result in place; everything else takes the slow path.
-    macro_rules! int_fast {
-        ($dst:expr, $a:expr, $b:expr, $checked:ident, $op:expr) => {{
-            let ints = match (&reg!($a), &reg!($b)) {
-                (Value::Int(x), Value::Int(y)) => Some((*x, *y)),
-                _ => None,
-            };
-            match ints {
-                Some((x, y)) => match x.$checked(y) {
-                    Some(z) => {
-                        set_int(&mut reg!($dst), z);
-                        pc += 1;
-                    }
-                    None => throw!(int_failure($op, y)),
-                },
-                None => {
-                    let v = arith($op, &reg!($a), &reg!($b));
-                    put!($dst, v)
-                }
-            }
-        }};
-    }
-    macro_rules! compare {
-        ($a:expr, $b:expr) => {
-            match (&reg!($a), &reg!($b)) {
-                (Value::Int(x), Value::Int(y)) => x.cmp(y),
-                (x, y) => x.cmp(y),
-            }
-        };
-    }
-    macro_rules! compare_imm {
-        ($a:expr, $imm:expr) => {
-            match &reg!($a) {
-                Value::Int(x) => x.cmp(&($imm as i64)),
-                x => x.cmp(&Value::Int($imm as i64)),
-            }
-        };
     }
 
     loop {
-        match code[pc] {
-            Instr::Nop {} => pc += 1,
+        // `pc` moves past the instruction before it runs, so only jumps write it.
+        let instr = &func.code[pc];
+        pc += 1;
+        match *instr {
+            Instr::Nop {} => continue,
             Instr::Move { dst, src } => {
-                let v = reg!(src).clone();
-                store(&mut reg!(dst), v);
-                pc += 1;
-            }
-            Instr::Const { dst, k } => {
-                let v = m.consts[k as usize].clone();
-                store(&mut reg!(dst), v);
-                pc += 1;
+                if let Value::Int(x) = reg!(src)
+                    && put_int(&mut reg!(dst), x)
+                {
+                    continue;
+                }
             }
             Instr::Int { dst, imm } => {
-                set_int(&mut reg!(dst), imm as i64);
-                pc += 1;
-            }
-            Instr::Nil { dst } => {
-                let v = Value::Nil;
-                store(&mut reg!(dst), v);
-                pc += 1;
-            }
-            Instr::Typeof { dst, a } => {
-                let v = Value::Atom(reg!(a).type_atom());
-                store(&mut reg!(dst), v);
-                pc += 1;
-            }
-
-            Instr::Add { dst, a, b } => int_fast!(dst, a, b, checked_add, Arith::Add),
-            Instr::Sub { dst, a, b } => int_fast!(dst, a, b, checked_sub, Arith::Sub),
-            Instr::Mul { dst, a, b } => int_fast!(dst, a, b, checked_mul, Arith::Mul),
-            Instr::Div { dst, a, b } => int_fast!(dst, a, b, checked_div, Arith::Div),
-            Instr::Rem { dst, a, b } => int_fast!(dst, a, b, checked_rem, Arith::Rem),
-            Instr::Addi { dst, a, imm } => match reg!(a) {
-                Value::Int(x) => match x.checked_add(imm as i64) {
-                    Some(z) => {
-                        set_int(&mut reg!(dst), z);
-                        pc += 1;
-                    }
-                    None => throw!(int_failure(Arith::Add, imm as i64)),
-                },
-                _ => {
-                    let v = arith(Arith::Add, &reg!(a), &Value::Int(imm as i64));
-                    put!(dst, v)
+                if put_int(&mut reg!(dst), imm as i64) {
+                    continue;
                 }
-            },
-            Instr::Neg { dst, a } => {
-                let v = match &reg!(a) {
-                    Value::Int(x) => x
-                        .checked_neg()
-                        .map(Value::Int)
-                        .ok_or_else(|| Exception::new(atoms::OVERFLOW, "neg overflows")),
-                    Value::Float(x) => Ok(Value::Float(-x)),
-                    x => Err(type_err("neg", "a number", x)),
-                };
-                put!(dst, v)
             }
-            Instr::Band { dst, a, b } => put!(dst, bitop("band", &reg!(a), &reg!(b), |x, y| Ok(x & y))),
-            Instr::Bor { dst, a, b } => put!(dst, bitop("bor", &reg!(a), &reg!(b), |x, y| Ok(x | y))),
-            Instr::Bxor { dst, a, b } => put!(dst, bitop("bxor", &reg!(a), &reg!(b), |x, y| Ok(x ^ y))),
-            Instr::Shl { dst, a, b } => {
-                put!(dst, bitop("shl", &reg!(a), &reg!(b), |x, y| shift_amount(y).map(|s| x.wrapping_shl(s))))
+            Instr::Add { dst, a, b } => int_op!(dst, a, b, checked_add),
+            Instr::Sub { dst, a, b } => int_op!(dst, a, b, checked_sub),
+            Instr::Mul { dst, a, b } => int_op!(dst, a, b, checked_mul),
+            Instr::Div { dst, a, b } => int_op!(dst, a, b, checked_div),
+            Instr::Rem { dst, a, b } => int_op!(dst, a, b, checked_rem),
+            Instr::Addi { dst, a, imm } => {
+                if let Value::Int(x) = reg!(a)
+                    && let Some(z) = x.checked_add(imm as i64)
+                    && put_int(&mut reg!(dst), z)
+                {
+                    continue;
+                }
             }
-            Instr::Shr { dst, a, b } => {
-                put!(dst, bitop("shr", &reg!(a), &reg!(b), |x, y| shift_amount(y).map(|s| x >> s)))
-            }
-            Instr::Tofloat { dst, a } => put!(dst, to_float(&reg!(a))),
-            Instr::Toint { dst, a } => put!(dst, to_int(&reg!(a))),
-
-            Instr::Eq { dst, a, b } => {
-                let v = Value::Bool(reg!(a) == reg!(b));
-                store(&mut reg!(dst), v);
-                pc += 1;
-            }
-            Instr::Ne { dst, a, b } => {
-                let v = Value::Bool(reg!(a) != reg!(b));
-                store(&mut reg!(dst), v);
-                pc += 1;
-            }
-            Instr::Lt { dst, a, b } => {
-                let v = Value::Bool(compare!(a, b) == Ordering::Less);
-                store(&mut reg!(dst), v);
-                pc += 1;
-            }
-            Instr::Le { dst, a, b } => {
-                let v = Value::Bool(compare!(a, b) != Ordering::Greater);
-                store(&mut reg!(dst), v);
-                pc += 1;
-            }
-            Instr::Gt { dst, a, b } => {
-                let v = Value::Bool(compare!(a, b) == Ordering::Greater);
-                store(&mut reg!(dst), v);
-                pc += 1;
-            }
-            Instr::Ge { dst, a, b } => {
-                let v = Value::Bool(compare!(a, b) != Ordering::Less);
-                store(&mut reg!(dst), v);
-                pc += 1;
-            }
-            Instr::Cmp { dst, a, b } => {
-                let v = Value::Int(compare!(a, b) as i64);
-                store(&mut reg!(dst), v);
-                pc += 1;
-            }
-            Instr::Not { dst, a } => {
-                let v = Value::Bool(!reg!(a).truthy());
-                store(&mut reg!(dst), v);
-                pc += 1;
-            }
-            Instr::And { dst, a, b } => {
-                let v = Value::Bool(reg!(a).truthy() && reg!(b).truthy());
-                store(&mut reg!(dst), v);
-                pc += 1;
-            }
-            Instr::Or { dst, a, b } => {
-                let v = Value::Bool(reg!(a).truthy() || reg!(b).truthy());
-                store(&mut reg!(dst), v);
-                pc += 1;
+            Instr::Remi { dst, a, imm } => {
+                if let Value::Int(x) = reg!(a)
+                    && let Some(z) = x.checked_rem(imm as i64)
+                    && put_int(&mut reg!(dst), z)
+                {
+                    continue;
+                }
             }
 
-            Instr::Jmp { target } => branch!(true, target),
-            Instr::Jt { a, target } => branch!(reg!(a).truthy(), target),
-            Instr::Jf { a, target } => branch!(!reg!(a).truthy(), target),
-            Instr::Jeq { a, b, target } => branch!(reg!(a) == reg!(b), target),
-            Instr::Jne { a, b, target } => branch!(reg!(a) != reg!(b), target),
-            Instr::Jlt { a, b, target } => branch!(compare!(a, b) == Ordering::Less, target),
-            Instr::Jle { a, b, target } => branch!(compare!(a, b) != Ordering::Greater, target),
-            Instr::Jgt { a, b, target } => branch!(compare!(a, b) == Ordering::Greater, target),
-            Instr::Jge { a, b, target } => branch!(compare!(a, b) != Ordering::Less, target),
-            Instr::Jeqi { a, imm, target } => {
-                branch!(matches!(reg!(a), Value::Int(x) if x == imm as i64), target)
+            Instr::Jmp { target } => jump!(target),
+            Instr::Jt { a, target } => {
+                if reg!(a).truthy() {
+                    jump!(target);
+                }
+                continue;
             }
-            Instr::Jnei { a, imm, target } => {
-                branch!(!matches!(reg!(a), Value::Int(x) if x == imm as i64), target)
+            Instr::Jf { a, target } => {
+                if !reg!(a).truthy() {
+                    jump!(target);
+                }
+                continue;
             }
-            Instr::Jlti { a, imm, target } => branch!(compare_imm!(a, imm) == Ordering::Less, target),
-            Instr::Jlei { a, imm, target } => branch!(compare_imm!(a, imm) != Ordering::Greater, target),
-            Instr::Jgti { a, imm, target } => branch!(compare_imm!(a, imm) == Ordering::Greater, target),
-            Instr::Jgei { a, imm, target } => branch!(compare_imm!(a, imm) != Ordering::Less, target),
+            Instr::Jeq { a, b, target } => int_branch!(a, b, target, ==),
+            Instr::Jne { a, b, target } => int_branch!(a, b, target, !=),
+            Instr::Jlt { a, b, target } => int_branch!(a, b, target, <),
+            Instr::Jle { a, b, target } => int_branch!(a, b, target, <=),
+            Instr::Jgt { a, b, target } => int_branch!(a, b, target, >),
+            Instr::Jge { a, b, target } => int_branch!(a, b, target, >=),
+            Instr::Jeqi { a, imm, target } => imm_branch!(a, imm, target, ==),
+            Instr::Jnei { a, imm, target } => imm_branch!(a, imm, target, !=),
+            Instr::Jlti { a, imm, target } => imm_branch!(a, imm, target, <),
+            Instr::Jlei { a, imm, target } => imm_branch!(a, imm, target, <=),
+            Instr::Jgti { a, imm, target } => imm_branch!(a, imm, target, >),
+            Instr::Jgei { a, imm, target } => imm_branch!(a, imm, target, >=),
+            Instr::Incjle { a, limit, target } => {
+                if let Value::Int(l) = reg!(limit)
+                    && let Value::Int(x) = &mut reg!(a)
+                    && let Some(z) = x.checked_add(1)
+                {
+                    *x = z;
+                    if z <= l {
+                        jump!(target);
+                    }
+                    continue;
+                }
+            }
 
             Instr::Call { dst, f, args, n } => {
-                charge!();
-                if st.frames.len() >= st.max_frames as usize {
-                    throw!(stack_overflow(st.max_frames));
+                charge!(pc - 1);
+                if frames.len() >= max_frames {
+                    throw!(stack_overflow(max_frames));
                 }
-                let callee = &m.funcs[f as usize];
-                let new_base = top;
-                let new_top = new_base + callee.nregs as usize;
-                if base + regs.len() < new_top {
-                    grow(&mut st.regs, new_top);
-                    regs = &mut st.regs[base..];
-                }
-                enter(regs, top - base, args as usize, n as usize, &[], callee.nregs as usize);
-                save!();
-                st.frames.push(Frame { func: f, pc: 0, base: new_base as u32, ret: dst });
-                code = &callee.code;
-                pc = 0;
-                base = new_base;
-                top = new_top;
-                regs = &mut st.regs[base..];
+                call!(dst, f, &m.funcs[f as usize], args, n, &[]);
             }
             Instr::Callv { dst, f, args, n } => {
-                charge!();
-                if st.frames.len() >= st.max_frames as usize {
-                    throw!(stack_overflow(st.max_frames));
+                charge!(pc - 1);
+                if frames.len() >= max_frames {
+                    throw!(stack_overflow(max_frames));
                 }
                 let clo = match closure_for_call(m, &reg!(f), n) {
                     Ok(c) => c,
                     Err(e) => throw!(e),
                 };
-                let callee = &m.funcs[clo.func as usize];
-                let new_base = top;
-                let new_top = new_base + callee.nregs as usize;
-                if base + regs.len() < new_top {
-                    grow(&mut st.regs, new_top);
-                    regs = &mut st.regs[base..];
-                }
-                enter(regs, top - base, args as usize, n as usize, &clo.env, callee.nregs as usize);
-                save!();
-                st.frames.push(Frame { func: clo.func, pc: 0, base: new_base as u32, ret: dst });
-                code = &callee.code;
-                pc = 0;
-                base = new_base;
-                top = new_top;
-                regs = &mut st.regs[base..];
+                call!(dst, clo.func, &m.funcs[clo.func as usize], args, n, &clo.env);
             }
             Instr::Tcall { f, args, n } => {
-                charge!();
-                drop_frame_handlers(&mut st.handlers, st.frames.len());
+                charge!(pc - 1);
+                drop_frame_handlers(handlers, frames.len());
                 let callee = &m.funcs[f as usize];
-                // The arguments are moved to the bottom of the frame. Moving forward is safe: the
-                // source index is never below the destination.
-                for i in 0..n as usize {
-                    let v = std::mem::take(&mut regs[args as usize + i]);
-                    regs[i] = v;
+                tail_args(regs, args as usize, n as usize, func.nregs as usize);
+                let Some(frame) = frames.last_mut() else { unreachable!("a running actor has a frame") };
+                let cn = callee.nregs as usize;
+                if regs.len() < cn {
+                    let base = frame.base as usize;
+                    grow(stack, base + cn);
+                    regs = &mut stack[base..];
                 }
-                let new_top = base + callee.nregs as usize;
-                release(&mut regs[n as usize..top - base]);
-                if st.regs.len() < new_top {
-                    grow(&mut st.regs, new_top);
-                }
-                regs = &mut st.regs[base..];
-                let frame = st.frames.last_mut().expect("a running actor has a frame");
+                // As with `call`, the callee's registers other than its arguments start as nil.
+                regs[n as usize..cn].iter_mut().for_each(clear);
                 frame.func = f;
                 frame.pc = 0;
-                code = &callee.code;
+                func = callee;
                 pc = 0;
-                top = new_top;
+                continue;
             }
             Instr::Tcallv { f, args, n } => {
-                charge!();
+                charge!(pc - 1);
                 let clo = match closure_for_call(m, &reg!(f), n) {
                     Ok(c) => c,
                     Err(e) => throw!(e),
                 };
-                drop_frame_handlers(&mut st.handlers, st.frames.len());
+                drop_frame_handlers(handlers, frames.len());
                 let callee = &m.funcs[clo.func as usize];
-                let mut new: Vec<Value> = clo.env.clone();
-                for i in 0..n as usize {
-                    new.push(std::mem::take(&mut regs[args as usize + i]));
+                let new = take_tail_args(regs, &clo.env, args as usize, n as usize, func.nregs as usize);
+                let Some(frame) = frames.last_mut() else { unreachable!("a running actor has a frame") };
+                let cn = callee.nregs as usize;
+                if regs.len() < cn {
+                    let base = frame.base as usize;
+                    grow(stack, base + cn);
+                    regs = &mut stack[base..];
                 }
-                release(&mut regs[..top - base]);
-                let new_top = base + callee.nregs as usize;
-                if st.regs.len() < new_top {
-                    grow(&mut st.regs, new_top);
-                }
-                regs = &mut st.regs[base..];
-                for (slot, v) in regs.iter_mut().zip(new) {
-                    *slot = v;
-                }
-                let frame = st.frames.last_mut().expect("a running actor has a frame");
+                let placed = new.len();
+                place_args(regs, new);
+                regs[placed..cn].iter_mut().for_each(clear);
                 frame.func = clo.func;
                 frame.pc = 0;
-                code = &callee.code;
+                func = callee;
                 pc = 0;
-                top = new_top;
+                continue;
             }
             Instr::Ret { a } => {
-                let v = std::mem::take(&mut reg!(a));
-                drop_frame_handlers(&mut st.handlers, st.frames.len());
-                release(&mut regs[..top - base]);
-                let done = st.frames.pop().expect("a running actor has a frame");
-                match st.frames.last() {
-                    None => {
-                        st.regs.clear();
-                        return (Step::Exited(v), fuel);
-                    }
-                    Some(caller) => {
-                        let caller_fn = &m.funcs[caller.func as usize];
-                        code = &caller_fn.code;
-                        pc = caller.pc as usize + 1;
-                        base = caller.base as usize;
-                        top = base + caller_fn.nregs as usize;
-                        regs = &mut st.regs[base..];
-                        store(&mut reg!(done.ret), v);
-                    }
-                }
+                drop_frame_handlers(handlers, frames.len());
+                let done = frames.pop().expect("a running actor has a frame");
+                let Some(caller) = frames.last() else {
+                    let v = std::mem::take(&mut reg!(a));
+                    release(&mut regs[..func.nregs as usize]);
+                    stack.clear();
+                    return (Step::Exited(v), fuel);
+                };
+                let caller_fn = &m.funcs[caller.func as usize];
+                // The returning frame's registers, relative to the caller's base: the result moves
+                // down into the caller's register, then the rest of the frame is released.
+                let off = done.base.wrapping_sub(caller.base) as usize;
+                regs = &mut stack[caller.base as usize..];
+                move_value(regs, done.ret as usize, off + a as usize);
+                release(&mut regs[off..off + func.nregs as usize]);
+                func = caller_fn;
+                pc = caller.pc as usize + 1;
+                continue;
             }
-            Instr::Tget { dst, t, i } => put!(dst, element(&reg!(t), i as i64, false)),
-            other => match cold(other, regs, &m.consts, host, &mut st.handlers, (st.frames.len() - 1) as u32)
-            {
-                Flow::Next => pc += 1,
-                Flow::Jump(target) => branch!(true, target),
-                Flow::Throw(e) => throw!(e),
-                Flow::Block(effect) => {
-                    save!();
-                    return (Step::Blocked(effect), fuel);
-                }
-            },
+            // Every other instruction is listed (rather than matched by `_`) so that the compiler
+            // knows the jump table covers every opcode and needs no range check.
+            Instr::Const { .. }
+            | Instr::Nil { .. }
+            | Instr::Typeof { .. }
+            | Instr::Neg { .. }
+            | Instr::Band { .. }
+            | Instr::Bor { .. }
+            | Instr::Bxor { .. }
+            | Instr::Shl { .. }
+            | Instr::Shr { .. }
+            | Instr::Tofloat { .. }
+            | Instr::Toint { .. }
+            | Instr::Eq { .. }
+            | Instr::Ne { .. }
+            | Instr::Lt { .. }
+            | Instr::Le { .. }
+            | Instr::Gt { .. }
+            | Instr::Ge { .. }
+            | Instr::Cmp { .. }
+            | Instr::Not { .. }
+            | Instr::And { .. }
+            | Instr::Or { .. }
+            | Instr::Fun { .. }
+            | Instr::Closure { .. }
+            | Instr::Tuple { .. }
+            | Instr::List { .. }
+            | Instr::Tget { .. }
+            | Instr::Index { .. }
+            | Instr::Lset { .. }
+            | Instr::Len { .. }
+            | Instr::Append { .. }
+            | Instr::Map { .. }
+            | Instr::Mput { .. }
+            | Instr::Mget { .. }
+            | Instr::Mhas { .. }
+            | Instr::Mdel { .. }
+            | Instr::Mkeys { .. }
+            | Instr::Concat { .. }
+            | Instr::Slice { .. }
+            | Instr::Find { .. }
+            | Instr::Split { .. }
+            | Instr::Trim { .. }
+            | Instr::Upper { .. }
+            | Instr::Lower { .. }
+            | Instr::Byte { .. }
+            | Instr::Tostr { .. }
+            | Instr::Btos { .. }
+            | Instr::Stob { .. }
+            | Instr::Raise { .. }
+            | Instr::Rethrow { .. }
+            | Instr::Try { .. }
+            | Instr::Endtry { .. }
+            | Instr::Print { .. }
+            | Instr::Self_ { .. }
+            | Instr::Spawn { .. }
+            | Instr::Spawnl { .. }
+            | Instr::Spawnm { .. }
+            | Instr::Spawnx { .. }
+            | Instr::Send { .. }
+            | Instr::Recv { .. }
+            | Instr::Recvt { .. }
+            | Instr::Recvp { .. }
+            | Instr::Recvpt { .. }
+            | Instr::Sleep { .. }
+            | Instr::Now { .. }
+            | Instr::Yield { .. }
+            | Instr::Yieldto { .. }
+            | Instr::Register { .. }
+            | Instr::Unregister { .. }
+            | Instr::Whereis { .. }
+            | Instr::Link { .. }
+            | Instr::Unlink { .. }
+            | Instr::Monitor { .. }
+            | Instr::Demonitor { .. }
+            | Instr::Trapexit { .. }
+            | Instr::Exit { .. }
+            | Instr::Kill { .. }
+            | Instr::Stop { .. }
+            | Instr::Native { .. }
+            | Instr::Interrupt { .. }
+            | Instr::Chan { .. }
+            | Instr::Csend { .. }
+            | Instr::Crecv { .. }
+            | Instr::Ctrysend { .. }
+            | Instr::Ctryrecv { .. }
+            | Instr::Cclose { .. }
+            | Instr::Select { .. } => {}
+        }
+        // Starting an actor costs far more than a bytecode instruction (a task, a registry
+        // entry), so it is charged like many calls: a spawning loop's slices stay as short as a
+        // computing loop's. The next call or backward jump yields once the fuel is spent.
+        if matches!(
+            instr,
+            Instr::Spawn { .. } | Instr::Spawnl { .. } | Instr::Spawnm { .. } | Instr::Spawnx { .. }
+        ) {
+            fuel = fuel.saturating_sub(SPAWN_FUEL);
+        }
+        // The instruction's slow path, or an instruction with no fast path.
+        match slow(*instr, regs, m, host, handlers, (frames.len() - 1) as u32) {
+            Flow::Next => {}
+            Flow::Jump(target) => jump!(target),
+            Flow::Throw(e) => throw!(e),
+            Flow::Block(effect) => {
+                save!();
+                return (Step::Blocked(effect), fuel);
+            }
         }
     }
 }
+
+/// Fuel charged for starting an actor (see `run`).
+pub const SPAWN_FUEL: u32 = 100;
 
 /// What an instruction run out of line asks the interpreter loop to do next.
 enum Flow {
@@ -484,18 +511,20 @@ enum Flow {
     Block(Effect),
 }
 
-/// The instructions that are not on the hot path (data structures, text, exceptions, actor
-/// operations). Keeping them out of `run` keeps the interpreter loop small enough for the
-/// compiler to hold its state in registers, which is most of the loop's speed.
+/// Runs one instruction in full generality, out of line: the instructions with no fast path in
+/// [`run`] (data structures, text, exceptions, actor operations) and the slow paths of those that
+/// have one (other operand types, errors, a heap value in the destination). Keeping them out of
+/// `run` keeps the interpreter loop small enough for the compiler to hold its state in registers.
 #[inline(never)]
-fn cold<H: Host + ?Sized>(
+fn slow<H: Host + ?Sized>(
     instr: Instr,
     regs: &mut [Value],
-    consts: &[Value],
+    m: &Module,
     host: &mut H,
     handlers: &mut Vec<Handler>,
     depth: u32,
 ) -> Flow {
+    let consts = &m.consts;
     macro_rules! reg {
         ($r:expr) => {
             regs[$r as usize]
@@ -513,7 +542,92 @@ fn cold<H: Host + ?Sized>(
             }
         }};
     }
+    macro_rules! set {
+        ($dst:expr, $v:expr) => {{
+            let v: Value = $v;
+            store(&mut reg!($dst), v);
+            Flow::Next
+        }};
+    }
+    macro_rules! branch {
+        ($cond:expr, $target:expr) => {
+            if $cond { Flow::Jump($target) } else { Flow::Next }
+        };
+    }
+    let imm = |i: i32| Value::Int(i as i64);
     match instr {
+        Instr::Move { dst, src } => set!(dst, reg!(src).clone()),
+        Instr::Const { dst, k } => set!(dst, consts[k as usize].clone()),
+        Instr::Int { dst, imm } => set!(dst, Value::Int(imm as i64)),
+        Instr::Nil { dst } => set!(dst, Value::Nil),
+        Instr::Typeof { dst, a } => set!(dst, Value::Atom(reg!(a).type_atom())),
+
+        Instr::Add { dst, a, b } => put!(dst, arith(Arith::Add, &reg!(a), &reg!(b))),
+        Instr::Sub { dst, a, b } => put!(dst, arith(Arith::Sub, &reg!(a), &reg!(b))),
+        Instr::Mul { dst, a, b } => put!(dst, arith(Arith::Mul, &reg!(a), &reg!(b))),
+        Instr::Div { dst, a, b } => put!(dst, arith(Arith::Div, &reg!(a), &reg!(b))),
+        Instr::Rem { dst, a, b } => put!(dst, arith(Arith::Rem, &reg!(a), &reg!(b))),
+        Instr::Addi { dst, a, imm: i } => put!(dst, arith(Arith::Add, &reg!(a), &imm(i))),
+        Instr::Remi { dst, a, imm: i } => put!(dst, arith(Arith::Rem, &reg!(a), &imm(i))),
+        Instr::Neg { dst, a } => {
+            let v = match &reg!(a) {
+                Value::Int(x) => x
+                    .checked_neg()
+                    .map(Value::Int)
+                    .ok_or_else(|| Exception::new(atoms::OVERFLOW, "neg overflows")),
+                Value::Float(x) => Ok(Value::Float(-x)),
+                x => Err(type_err("neg", "a number", x)),
+            };
+            put!(dst, v)
+        }
+        Instr::Band { dst, a, b } => put!(dst, bitop("band", &reg!(a), &reg!(b), |x, y| Ok(x & y))),
+        Instr::Bor { dst, a, b } => put!(dst, bitop("bor", &reg!(a), &reg!(b), |x, y| Ok(x | y))),
+        Instr::Bxor { dst, a, b } => put!(dst, bitop("bxor", &reg!(a), &reg!(b), |x, y| Ok(x ^ y))),
+        Instr::Shl { dst, a, b } => {
+            put!(dst, bitop("shl", &reg!(a), &reg!(b), |x, y| shift_amount(y).map(|s| x.wrapping_shl(s))))
+        }
+        Instr::Shr { dst, a, b } => {
+            put!(dst, bitop("shr", &reg!(a), &reg!(b), |x, y| shift_amount(y).map(|s| x >> s)))
+        }
+        Instr::Tofloat { dst, a } => put!(dst, to_float(&reg!(a))),
+        Instr::Toint { dst, a } => put!(dst, to_int(&reg!(a))),
+
+        Instr::Eq { dst, a, b } => set!(dst, Value::Bool(reg!(a) == reg!(b))),
+        Instr::Ne { dst, a, b } => set!(dst, Value::Bool(reg!(a) != reg!(b))),
+        Instr::Lt { dst, a, b } => set!(dst, Value::Bool(reg!(a) < reg!(b))),
+        Instr::Le { dst, a, b } => set!(dst, Value::Bool(reg!(a) <= reg!(b))),
+        Instr::Gt { dst, a, b } => set!(dst, Value::Bool(reg!(a) > reg!(b))),
+        Instr::Ge { dst, a, b } => set!(dst, Value::Bool(reg!(a) >= reg!(b))),
+        Instr::Cmp { dst, a, b } => set!(dst, Value::Int(reg!(a).cmp(&reg!(b)) as i64)),
+        Instr::Not { dst, a } => set!(dst, Value::Bool(!reg!(a).truthy())),
+        Instr::And { dst, a, b } => set!(dst, Value::Bool(reg!(a).truthy() && reg!(b).truthy())),
+        Instr::Or { dst, a, b } => set!(dst, Value::Bool(reg!(a).truthy() || reg!(b).truthy())),
+
+        Instr::Jeq { a, b, target } => branch!(reg!(a) == reg!(b), target),
+        Instr::Jne { a, b, target } => branch!(reg!(a) != reg!(b), target),
+        Instr::Jlt { a, b, target } => branch!(reg!(a) < reg!(b), target),
+        Instr::Jle { a, b, target } => branch!(reg!(a) <= reg!(b), target),
+        Instr::Jgt { a, b, target } => branch!(reg!(a) > reg!(b), target),
+        Instr::Jge { a, b, target } => branch!(reg!(a) >= reg!(b), target),
+        Instr::Jeqi { a, imm, target } => {
+            branch!(matches!(reg!(a), Value::Int(x) if x == imm as i64), target)
+        }
+        Instr::Jnei { a, imm, target } => {
+            branch!(!matches!(reg!(a), Value::Int(x) if x == imm as i64), target)
+        }
+        Instr::Jlti { a, imm: i, target } => branch!(reg!(a) < imm(i), target),
+        Instr::Jlei { a, imm: i, target } => branch!(reg!(a) <= imm(i), target),
+        Instr::Jgti { a, imm: i, target } => branch!(reg!(a) > imm(i), target),
+        Instr::Jgei { a, imm: i, target } => branch!(reg!(a) >= imm(i), target),
+        Instr::Tget { dst, t, i } => put!(dst, element(&reg!(t), i as i64, false)),
+        Instr::Incjle { a, limit, target } => match arith(Arith::Add, &reg!(a), &Value::Int(1)) {
+            Ok(v) => {
+                store(&mut reg!(a), v);
+                branch!(reg!(a) <= reg!(limit), target)
+            }
+            Err(e) => Flow::Throw(e),
+        },
+
         Instr::Fun { dst, f } => {
             let v = Value::Fun(Arc::new(Closure { func: f, env: Vec::new() }));
             store(&mut reg!(dst), v);
@@ -1012,14 +1126,17 @@ fn control<H: Host + ?Sized>(host: &mut H, op: Result<ActorOp, Exception>) -> Fl
     }
 }
 
-/// Writes an int to a register. When the register already holds an int only the payload changes,
-/// which avoids both the drop glue and a partial-write stall on the hot arithmetic path.
+/// Writes an int to a register that holds nil, a bool, an int, a float or an atom, and returns
+/// true; returns false (writing nothing) for anything else, which the caller's slow path then
+/// handles. One tag comparison covers the common cases.
 #[inline(always)]
-fn set_int(slot: &mut Value, z: i64) {
-    if let Value::Int(x) = slot {
-        *x = z;
+fn put_int(slot: &mut Value, z: i64) -> bool {
+    if is_small(slot) {
+        // Forgetting a value that owns no heap memory leaks nothing.
+        std::mem::forget(std::mem::replace(slot, Value::Int(z)));
+        true
     } else {
-        store(slot, Value::Int(z));
+        false
     }
 }
 
@@ -1045,27 +1162,33 @@ fn owns_nothing(v: &Value) -> bool {
 
 /// Transfers control to the innermost handler, or reports the exception as uncaught.
 #[inline(never)]
-fn unwind(st: &mut ActorState, m: &Module, e: Exception) -> Result<(), Fault> {
-    let (func, pc) = st.position().unwrap_or((0, 0));
-    let Some(h) = st.handlers.pop() else {
+fn unwind(
+    stack: &mut [Value],
+    frames: &mut Vec<Frame>,
+    handlers: &mut Vec<Handler>,
+    m: &Module,
+    e: Exception,
+) -> Result<(), Fault> {
+    let (func, pc) = frames.last().map_or((0, 0), |f| (f.func, f.pc));
+    let Some(h) = handlers.pop() else {
         return Err(Fault { exception: e, func, pc });
     };
     let keep = h.frame as usize + 1;
-    let frame = match st.frames.get(h.frame as usize) {
-        Some(f) if keep <= st.frames.len() => *f,
+    let frame = match frames.get(h.frame as usize) {
+        Some(f) if keep <= frames.len() => *f,
         _ => return Err(Fault { exception: e, func, pc }),
     };
     let Some(f) = m.funcs.get(frame.func as usize) else {
         return Err(Fault { exception: e, func, pc });
     };
-    st.frames.truncate(keep);
+    frames.truncate(keep);
     let top = frame.base as usize + f.nregs as usize;
-    if top > st.regs.len() {
+    if top > stack.len() {
         return Err(Fault { exception: e, func, pc });
     }
-    release(&mut st.regs[top..]);
-    st.regs[frame.base as usize + h.dst as usize] = e.to_value();
-    if let Some(last) = st.frames.last_mut() {
+    release(&mut stack[top..]);
+    stack[frame.base as usize + h.dst as usize] = e.to_value();
+    if let Some(last) = frames.last_mut() {
         last.pc = h.target;
     }
     Ok(())
@@ -1078,31 +1201,211 @@ fn grow(stack: &mut Vec<Value>, len: usize) {
     stack.resize(len, Value::Nil);
 }
 
-/// Sets up a callee's registers: `regs` is the caller's window, `at` the callee's base relative
-/// to it. Captured values then arguments go first; the callee's other registers become nil.
+/// Sets up a callee's registers: `regs` is the caller's registers and beyond, `at` the callee's
+/// base relative to them. The `n` registers from `args` go first; the callee's other registers
+/// become nil.
+///
+/// The windows are split apart first so that the copies need no per-register bounds checks.
+/// (Verified code passes a window inside the caller's registers and no more arguments than the
+/// callee has registers, so the copies always copy all `n`.)
 #[inline(always)]
-fn enter(regs: &mut [Value], at: usize, args: usize, n: usize, env: &[Value], nregs: usize) {
-    let k = env.len();
-    for (i, v) in env.iter().enumerate() {
-        store(&mut regs[at + i], v.clone());
+fn enter(regs: &mut [Value], at: usize, args: usize, n: usize, nregs: usize) {
+    let (caller, callee) = regs.split_at_mut(at);
+    let callee = &mut callee[..nregs];
+    if n == 1 {
+        // One argument is the most common call; copying it directly skips the loop set-up.
+        if let (Some(slot), Some(v)) = (callee.first_mut(), caller.get(args)) {
+            copy_value(slot, v);
+        }
+    } else {
+        for (slot, v) in callee.iter_mut().take(n).zip(&caller[args..]) {
+            copy_value(slot, v);
+        }
     }
-    for i in 0..n {
-        let v = regs[args + i].clone();
-        store(&mut regs[at + k + i], v);
+    // Small frames are the common case: clear their few registers without a loop.
+    match callee.get_mut(n..).unwrap_or_default() {
+        [] => {}
+        [a] => clear(a),
+        [a, b] => {
+            clear(a);
+            clear(b);
+        }
+        [a, b, c] => {
+            clear(a);
+            clear(b);
+            clear(c);
+        }
+        locals => {
+            for slot in locals {
+                clear(slot);
+            }
+        }
     }
-    for slot in &mut regs[at + k + n..at + nregs] {
-        store(slot, Value::Nil);
+}
+
+/// [`enter`] for a closure: its captured values `env` go before the arguments.
+#[inline(never)]
+fn enter_closure(regs: &mut [Value], at: usize, args: usize, n: usize, env: &[Value], nregs: usize) {
+    let (caller, callee) = regs.split_at_mut(at);
+    let (captured, rest) = callee[..nregs].split_at_mut(env.len());
+    for (slot, v) in captured.iter_mut().zip(env) {
+        copy_value(slot, v);
     }
+    let (params, locals) = rest.split_at_mut(n);
+    for (slot, v) in params.iter_mut().zip(&caller[args..]) {
+        copy_value(slot, v);
+    }
+    for slot in locals {
+        clear(slot);
+    }
+}
+
+/// Moves the value of register `src` to register `dst`, leaving `src` nil (or, for an int, as it
+/// was: an int owns nothing).
+#[inline(always)]
+fn move_value(regs: &mut [Value], dst: usize, src: usize) {
+    if let Value::Int(x) = regs[src]
+        && put_int(&mut regs[dst], x)
+    {
+        return;
+    }
+    move_slow(regs, dst, src);
+}
+
+/// [`move_value`] for anything but an int landing on a scalar. Out of line, like the other slow
+/// paths of value handling: inlined clone or drop glue would add temporaries to the interpreter
+/// loop that the compiler then carries around it.
+#[inline(never)]
+fn move_slow(regs: &mut [Value], dst: usize, src: usize) {
+    let v = std::mem::take(&mut regs[src]);
+    store(&mut regs[dst], v);
+}
+
+/// Copies a value into a register, with a fast path for ints (which need no reference count).
+#[inline(always)]
+fn copy_value(slot: &mut Value, v: &Value) {
+    if let Value::Int(x) = *v {
+        // The int is read and written as its tag and payload, never as a 16-byte copy: the source
+        // was usually just written the same way (by `addi`, say), and a 16-byte load of two
+        // fresh smaller stores cannot be forwarded from them and stalls.
+        if let Value::Int(d) = slot {
+            *d = x;
+            return;
+        }
+        if is_small(slot) {
+            *slot = Value::Int(x);
+            return;
+        }
+    }
+    copy_slow(slot, v);
+}
+
+/// [`copy_value`] for anything but an int landing on a scalar.
+#[inline(never)]
+fn copy_slow(slot: &mut Value, v: &Value) {
+    store(slot, v.clone());
+}
+
+/// Sets a register to nil.
+#[inline(always)]
+fn clear(slot: &mut Value) {
+    if is_small(slot) {
+        // Forgetting a value that owns no heap memory leaks nothing.
+        std::mem::forget(std::mem::replace(slot, Value::Nil));
+    } else {
+        clear_slow(slot);
+    }
+}
+
+/// [`clear`] for a register that may own heap memory.
+#[inline(never)]
+fn clear_slow(slot: &mut Value) {
+    *slot = Value::Nil;
+}
+
+/// True for nil, bools, ints, floats and atoms: scalars that one tag comparison recognises. (Pids
+/// are scalars too but take the slow paths, which handle every value.)
+#[inline(always)]
+fn is_small(v: &Value) -> bool {
+    matches!(v, Value::Nil | Value::Bool(_) | Value::Int(_) | Value::Float(_) | Value::Atom(_))
 }
 
 /// Drops the heap values in a frame that is being left, so they stop keeping memory, messages or
 /// channels alive; scalars may stay in place because they own nothing.
 #[inline(always)]
 fn release(window: &mut [Value]) {
-    for slot in window {
-        if !owns_nothing(slot) {
-            *slot = Value::Nil;
+    // Small frames are the common case: check their few registers without a loop.
+    match window {
+        [] => {}
+        [a] => release_one(a),
+        [a, b] => {
+            release_one(a);
+            release_one(b);
         }
+        [a, b, c] => {
+            release_one(a);
+            release_one(b);
+            release_one(c);
+        }
+        [a, b, c, d] => {
+            release_one(a);
+            release_one(b);
+            release_one(c);
+            release_one(d);
+        }
+        window => {
+            for slot in window {
+                release_one(slot);
+            }
+        }
+    }
+}
+
+/// [`release`] for one register.
+#[inline(always)]
+fn release_one(slot: &mut Value) {
+    if !is_small(slot) {
+        release_slow(slot);
+    }
+}
+
+/// [`release`] for one register that is not a small scalar.
+#[inline(never)]
+fn release_slow(slot: &mut Value) {
+    if !owns_nothing(slot) {
+        *slot = Value::Nil;
+    }
+}
+
+/// Moves the `n` arguments of a tail call from `args` to the bottom of the frame and releases
+/// the rest of the frame's `nregs` registers. Moving forward is safe: the source index is never
+/// below the destination.
+#[inline(never)]
+fn tail_args(regs: &mut [Value], args: usize, n: usize, nregs: usize) {
+    for i in 0..n {
+        let v = std::mem::take(&mut regs[args + i]);
+        regs[i] = v;
+    }
+    release(&mut regs[n..nregs]);
+}
+
+/// Takes the arguments of a tail call through a function value (its captured values, then the
+/// `n` registers from `args`) and releases the frame's `nregs` registers.
+#[inline(never)]
+fn take_tail_args(regs: &mut [Value], env: &[Value], args: usize, n: usize, nregs: usize) -> Vec<Value> {
+    let mut new: Vec<Value> = env.to_vec();
+    for i in 0..n {
+        new.push(std::mem::take(&mut regs[args + i]));
+    }
+    release(&mut regs[..nregs]);
+    new
+}
+
+/// Writes the arguments taken by [`take_tail_args`] to the bottom of the frame.
+#[inline(never)]
+fn place_args(regs: &mut [Value], new: Vec<Value>) {
+    for (slot, v) in regs.iter_mut().zip(new) {
+        *slot = v;
     }
 }
 
@@ -1115,7 +1418,7 @@ fn drop_frame_handlers(handlers: &mut Vec<Handler>, frames: usize) {
     }
 }
 
-fn stack_overflow(max: u32) -> Exception {
+fn stack_overflow(max: usize) -> Exception {
     Exception::new(atoms::STACK_OVERFLOW, format!("more than {max} nested calls"))
 }
 
@@ -1572,6 +1875,57 @@ mod tests {
     }
 
     #[test]
+    fn a_tail_call_starts_the_callee_with_nil_registers() {
+        use Instr::*;
+        // first(x): r1 = 99; tail-call second(x), which returns its (unset) r1.
+        let m = Module {
+            funcs: vec![
+                func("first", 1, 2, vec![Int { dst: 1, imm: 99 }, Tcall { f: 1, args: 0, n: 1 }]),
+                func("second", 1, 2, vec![Ret { a: 1 }]),
+            ],
+            ..Module::default()
+        };
+        assert_eq!(run_to_end(&m, 0, vec![Value::Int(1)]), Step::Exited(Value::Nil));
+    }
+
+    #[test]
+    fn spawning_costs_fuel() {
+        use Instr::*;
+        // 20 spawns in a loop: with 1,000 fuel per step the loop must yield at least once,
+        // although it makes only 20 backward jumps.
+        let m = Module {
+            funcs: vec![
+                func(
+                    "main",
+                    0,
+                    4,
+                    vec![
+                        Fun { dst: 0, f: 1 },
+                        Int { dst: 1, imm: 0 },
+                        Spawn { dst: 2, f: 0, args: 0, n: 0 },
+                        Addi { dst: 1, a: 1, imm: 1 },
+                        Jlti { a: 1, imm: 20, target: 2 },
+                        Ret { a: 1 },
+                    ],
+                ),
+                func("child", 0, 1, vec![Ret { a: 0 }]),
+            ],
+            ..Module::default()
+        };
+        let mut st = ActorState::new(&m, 0, vec![]).unwrap();
+        let mut host = TestHost::default();
+        let mut yields = 0;
+        let r = loop {
+            match step(&mut st, &m, &mut host, 1000) {
+                Step::Yielded => yields += 1,
+                other => break other,
+            }
+        };
+        assert_eq!(r, Step::Exited(Value::Int(20)));
+        assert!(yields >= 1, "20 spawns cost {} fuel", 20 * SPAWN_FUEL);
+    }
+
+    #[test]
     fn recursive_fib() {
         assert_eq!(run_to_end(&fib_module(), 0, vec![Value::Int(20)]), Step::Exited(Value::Int(6765)));
     }
@@ -1880,6 +2234,205 @@ mod tests {
         assert!(slice(&Value::str("abc"), &Value::Int(2), &Value::Int(9)).is_err());
         assert_eq!(byte_at(&Value::str("A"), &Value::Int(0)).unwrap(), Value::Int(65));
         assert_eq!(concat(Value::str("ab"), &Value::str("cd")).unwrap(), Value::str("abcd"));
+    }
+
+    /// Runs `main` with `args` in one step and returns what it did, with the reductions charged.
+    fn run_once(m: &Module, args: Vec<Value>) -> (Step, u64) {
+        let mut st = ActorState::new(m, 0, args).unwrap();
+        let r = step(&mut st, m, &mut TestHost::default(), 1_000_000);
+        (r, st.reductions)
+    }
+
+    #[test]
+    fn incjle_counts_up_to_the_limit_and_charges_each_backward_jump() {
+        use Instr::*;
+        // s = 0; i = 1; do { s += i } while (++i <= n); return s
+        let m = Module {
+            funcs: vec![func(
+                "main",
+                1,
+                3,
+                vec![
+                    Int { dst: 1, imm: 0 },
+                    Int { dst: 2, imm: 1 },
+                    Add { dst: 1, a: 1, b: 2 },
+                    Incjle { a: 2, limit: 0, target: 2 },
+                    Ret { a: 1 },
+                ],
+            )],
+            ..Module::default()
+        };
+        assert_eq!(run_once(&m, vec![Value::Int(10)]), (Step::Exited(Value::Int(55)), 9));
+        // The body runs once even when the limit is below the start, like `addi` then `jle`.
+        assert_eq!(run_once(&m, vec![Value::Int(-5)]), (Step::Exited(Value::Int(1)), 0));
+        // A float limit compares numerically.
+        assert_eq!(run_once(&m, vec![Value::Float(3.5)]), (Step::Exited(Value::Int(6)), 2));
+    }
+
+    #[test]
+    fn incjle_is_typed_as_addi_then_jle() {
+        use Instr::*;
+        let m = Module {
+            funcs: vec![func(
+                "main",
+                2,
+                3,
+                vec![
+                    Try { dst: 2, target: 4 },
+                    Incjle { a: 0, limit: 1, target: 1 },
+                    Endtry {},
+                    Ret { a: 0 },
+                    Tget { dst: 2, t: 2, i: 0 },
+                    Ret { a: 2 },
+                ],
+            )],
+            ..Module::default()
+        };
+        // A float counter steps by 1.0 until it passes the limit; each jump back onto the
+        // `incjle` itself costs fuel.
+        let r = run_once(&m, vec![Value::Float(0.5), Value::Int(3)]);
+        assert_eq!(r, (Step::Exited(Value::Float(3.5)), 2));
+        // Overflow raises at the instruction, like `addi`.
+        let r = run_once(&m, vec![Value::Int(i64::MAX), Value::Int(0)]);
+        assert_eq!(r.0, Step::Exited(Value::Atom(atoms::OVERFLOW)));
+        // A counter that is not a number is a type error.
+        let r = run_once(&m, vec![Value::str("x"), Value::Int(0)]);
+        assert_eq!(r.0, Step::Exited(Value::Atom(atoms::TYPE_ERROR)));
+    }
+
+    #[test]
+    fn remi_is_typed_as_rem() {
+        use Instr::*;
+        let remi = |imm| Module {
+            funcs: vec![func(
+                "main",
+                1,
+                3,
+                vec![
+                    Try { dst: 2, target: 4 },
+                    Remi { dst: 1, a: 0, imm },
+                    Endtry {},
+                    Ret { a: 1 },
+                    Tget { dst: 2, t: 2, i: 0 },
+                    Ret { a: 2 },
+                ],
+            )],
+            ..Module::default()
+        };
+        let exited = |m: &Module, a: Value| run_once(m, vec![a]).0;
+        assert_eq!(exited(&remi(7), Value::Int(30)), Step::Exited(Value::Int(2)));
+        assert_eq!(exited(&remi(7), Value::Int(-30)), Step::Exited(Value::Int(-2)));
+        assert_eq!(exited(&remi(-7), Value::Int(30)), Step::Exited(Value::Int(2)));
+        assert_eq!(exited(&remi(2), Value::Float(7.5)), Step::Exited(Value::Float(1.5)));
+        assert_eq!(exited(&remi(0), Value::Int(1)), Step::Exited(Value::Atom(atoms::DIV_BY_ZERO)));
+        assert_eq!(exited(&remi(-1), Value::Int(i64::MIN)), Step::Exited(Value::Atom(atoms::OVERFLOW)));
+        assert_eq!(exited(&remi(3), Value::Nil), Step::Exited(Value::Atom(atoms::TYPE_ERROR)));
+    }
+
+    /// The int fast paths write in place only over scalars; over a heap value (here a string, a
+    /// tuple and a pid) they fall back to the full path, which drops the old value.
+    #[test]
+    fn int_results_replace_heap_values_and_pids() {
+        use Instr::*;
+        let m = Module {
+            consts: vec![Value::str("old"), Value::tuple(vec![Value::str("t")])],
+            funcs: vec![func(
+                "main",
+                1,
+                8,
+                vec![
+                    Const { dst: 1, k: 0 },
+                    Const { dst: 2, k: 1 },
+                    Self_ { dst: 3 },
+                    Const { dst: 4, k: 0 },
+                    Const { dst: 5, k: 1 },
+                    Add { dst: 1, a: 0, b: 0 },    // 2n
+                    Addi { dst: 2, a: 0, imm: 1 }, // n + 1
+                    Move { dst: 3, src: 0 },       // n
+                    Int { dst: 4, imm: 5 },        // 5
+                    Remi { dst: 5, a: 0, imm: 4 }, // n rem 4
+                    Add { dst: 1, a: 1, b: 2 },
+                    Add { dst: 1, a: 1, b: 3 },
+                    Add { dst: 1, a: 1, b: 4 },
+                    Add { dst: 1, a: 1, b: 5 },
+                    Ret { a: 1 },
+                ],
+            )],
+            debug: None,
+        };
+        // 2n + (n + 1) + n + 5 + n rem 4 with n = 7: 14 + 8 + 7 + 5 + 3.
+        assert_eq!(run_once(&m, vec![Value::Int(7)]).0, Step::Exited(Value::Int(37)));
+    }
+
+    /// A call passes heap values and ints alike, its other registers start as nil even when the
+    /// register stack above the caller holds old scalars, and a return moves a heap value down.
+    #[test]
+    fn calls_start_with_nil_registers_and_return_any_value() {
+        use Instr::*;
+        let m = Module {
+            consts: vec![Value::str("s")],
+            funcs: vec![
+                func(
+                    "main",
+                    0,
+                    3,
+                    vec![
+                        // The first call leaves ints in the callee's registers above main's.
+                        Int { dst: 0, imm: 1 },
+                        Call { dst: 1, f: 1, args: 0, n: 1 },
+                        Const { dst: 0, k: 0 },
+                        Call { dst: 1, f: 1, args: 0, n: 1 },
+                        Tuple { dst: 2, items: 0, n: 2 },
+                        Ret { a: 2 },
+                    ],
+                ),
+                // probe(x): fills r1 and r2 with ints the first time; returns {x, r1, r2}.
+                func(
+                    "probe",
+                    1,
+                    4,
+                    vec![
+                        Tuple { dst: 3, items: 0, n: 3 },
+                        Int { dst: 1, imm: 8 },
+                        Int { dst: 2, imm: 9 },
+                        Ret { a: 3 },
+                    ],
+                ),
+            ],
+            debug: None,
+        };
+        let probe = |x: Value| Value::tuple(vec![x, Value::Nil, Value::Nil]);
+        let want = Value::tuple(vec![Value::str("s"), probe(Value::str("s"))]);
+        assert_eq!(run_once(&m, vec![]).0, Step::Exited(want));
+    }
+
+    /// A tail call through a closure into a function with more registers than the register stack
+    /// holds grows the stack before placing the arguments; its other registers are nil there.
+    #[test]
+    fn tail_call_of_a_closure_into_a_larger_frame() {
+        use Instr::*;
+        // main has 3 registers; f receives 2 captured values and 2 arguments in 6 registers.
+        let m = Module {
+            funcs: vec![
+                func(
+                    "main",
+                    0,
+                    3,
+                    vec![
+                        Int { dst: 0, imm: 1 },
+                        Int { dst: 1, imm: 2 },
+                        Closure { dst: 2, f: 1, env: 0, n: 2 },
+                        Int { dst: 0, imm: 3 },
+                        Int { dst: 1, imm: 4 },
+                        Tcallv { f: 2, args: 0, n: 2 },
+                    ],
+                ),
+                func("f", 4, 6, vec![Tuple { dst: 5, items: 0, n: 5 }, Ret { a: 5 }]),
+            ],
+            ..Module::default()
+        };
+        let want = Value::tuple(vec![1, 2, 3, 4].into_iter().map(Value::Int).chain([Value::Nil]).collect());
+        assert_eq!(run_once(&m, vec![]).0, Step::Exited(want));
     }
 
     #[test]

@@ -192,6 +192,9 @@ macro_rules! for_each_op {
             chan Ctryrecv "ctryrecv" (dst: Dst, ch: Reg) "Receives if a value is ready now: `dst` is `{:ok, value}`, `:empty` if it would wait, or `:closed` if the channel is closed and drained.";
             chan Cclose "cclose" (ch: Reg) "Closes a channel: parked receivers see it closed, parked senders raise `:closed`; buffered values can still be received. Closing twice raises `:closed`.";
             chan Select "select" (dst: Dst, cases: Reg, ms: Reg, target: Label) "Waits for the first of a list of cases built at run time: `{:send, ch, v}`, `{:recv, ch}`, or `{:msg, pattern}` (a message matching `pattern` in this actor's mailbox; `:_` matches any). Commits to exactly one case and sets `dst` to `{i, :sent}`, `{i, :ok, value}` or `{i, :closed}` (`i` counts from 0). When several are ready one is chosen at random. `ms` < 0 waits forever; 0 jumps to `target` at once if nothing is ready (a default branch); > 0 jumps to `target` after that many milliseconds.";
+            // ---- appended ops (new opcodes go last so that existing opcode bytes never change)
+            arith Remi "remi" (dst: Dst, a: Reg, imm: Imm) "`a rem imm`, typed as `rem` (an `imm` of 0 raises `:div_by_zero`).";
+            jump Incjle "incjle" (a: Dst, limit: Reg, target: Label) "Counted-loop step: adds 1 to `a` (as `addi a, a, 1`) and jumps to `target` if the new `a <= limit` (as `jle`). `for i = 1, n` ends its body with `incjle ri, rn, body`; a backward jump costs fuel.";
         }
     };
 }
@@ -420,8 +423,17 @@ pub fn isa_markdown() -> String {
     out.push_str(
         "are names; `imm` is a signed 32-bit integer. Fuel is charged on backward jumps and calls.\n",
     );
-    let mut group = "";
+    // Ops appended at the end of the list (so that opcode bytes never change) still belong to
+    // their group's table: groups are listed in order of first appearance.
+    let mut groups: Vec<&str> = Vec::new();
     for op in Opcode::ALL {
+        if !groups.contains(&op.group()) {
+            groups.push(op.group());
+        }
+    }
+    let ordered = groups.iter().flat_map(|g| Opcode::ALL.iter().filter(move |op| op.group() == *g));
+    let mut group = "";
+    for op in ordered {
         if op.group() != group {
             group = op.group();
             let _ = write!(out, "\n## {}\n\n| instruction | meaning |\n|---|---|\n", group_title(group));
