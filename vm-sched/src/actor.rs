@@ -402,9 +402,11 @@ pub(crate) struct ActorHost<'a> {
 
 /// The channel behind a `Value::Chan` handle.
 fn channel_of(h: &Handle) -> Result<Arc<Channel>, Exception> {
-    h.payload()
-        .and_then(|p| p.clone().downcast::<Channel>().ok())
-        .ok_or_else(|| Exception::badarg(format!("#chan<{}> is not a live channel of this VM", h.id())))
+    h.payload().and_then(|p| p.clone().downcast::<Channel>().ok()).ok_or_else(|| not_a_channel(h))
+}
+
+fn not_a_channel(h: &Handle) -> Exception {
+    Exception::badarg(format!("#chan<{}> is not a live channel of this VM", h.id()))
 }
 
 /// Prepares a blocking select: splits its cases, sets up orphan detection (an indefinite wait
@@ -480,9 +482,7 @@ fn unwatch(cell: &ActorCell, watched: &[Handle]) {
 
 /// The channel behind a handle, borrowed (no reference-count traffic on the fast path).
 fn channel_ref(h: &Handle) -> Result<&Channel, Exception> {
-    h.payload()
-        .and_then(|p| p.downcast_ref::<Channel>())
-        .ok_or_else(|| Exception::badarg(format!("#chan<{}> is not a live channel of this VM", h.id())))
+    h.payload().and_then(|p| p.downcast_ref::<Channel>()).ok_or_else(|| not_a_channel(h))
 }
 
 /// A select's cases split into channel cases (for the channel core) and mailbox cases, with the
