@@ -901,13 +901,20 @@ fn slow<H: Host + ?Sized>(
             control(host, op)
         }
         Instr::Stop { reason } => Flow::Block(Effect::Stop(reg!(reason).clone())),
-        Instr::Native { dst: _, name, args, n } => match &consts[name as usize] {
-            Value::Atom(a) => Flow::Block(Effect::Native { name: *a, args: window(regs, args as usize, n) }),
-            Value::Str(s) => {
-                Flow::Block(Effect::Native { name: Atom::new(s), args: window(regs, args as usize, n) })
+        Instr::Native { dst, name, args, n } => {
+            let name = match &consts[name as usize] {
+                Value::Atom(a) => *a,
+                Value::Str(s) => Atom::new(s),
+                other => return Flow::Throw(type_err("native", "a name (an atom)", other)),
+            };
+            // The host completes what it can at once (inline natives, I/O whose data is ready);
+            // only a native that must wait leaves the interpreter.
+            let (from, n) = (args as usize, n as usize);
+            match host.native(name, &regs[from..from + n]) {
+                Some(result) => put!(dst, result),
+                None => Flow::Block(Effect::Native { name, args: window(regs, args as usize, n as u16) }),
             }
-            other => Flow::Throw(type_err("native", "a name (an atom)", other)),
-        },
+        }
         Instr::Chan { dst, cap } => match &reg!(cap) {
             Value::Int(c) if *c >= 0 => put!(dst, host.chan_new(*c as usize)),
             x => Flow::Throw(type_err("chan", "a capacity (an int >= 0)", x)),

@@ -319,6 +319,14 @@ pub trait Host {
     fn chan_try(&mut self, cases: &[SelectCase]) -> Result<Option<Fired>, Exception>;
     /// Closes a channel; closing twice raises `:closed`.
     fn chan_close(&mut self, chan: &crate::value::Handle) -> Result<(), Exception>;
+    /// Runs native function `name` if it completes without waiting (an inline native, or an I/O
+    /// operation whose data is ready): `Some(result)`. `None` means it must wait, or the host
+    /// leaves it to the runtime: the `native` instruction then blocks with [`Effect::Native`].
+    /// The default leaves every native to the runtime.
+    fn native(&mut self, name: crate::atom::Atom, args: &[Value]) -> Option<Result<Value, Exception>> {
+        let _ = (name, args);
+        None
+    }
 }
 
 impl ActorState {

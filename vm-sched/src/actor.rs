@@ -73,7 +73,8 @@ pub(crate) fn drive(
 ) -> impl Future<Output = ()> + Send + 'static {
     async move {
         let reason = {
-            let mut host = ActorHost { vm: &vm, cell: &cell, monitors: Vec::new(), last_target: None };
+            let mut host =
+                ActorHost { vm: &vm, cell: &cell, monitors: Vec::new(), last_target: None, pending_io: None };
             run(&mut host, &module, &mut st).await
         };
         // The main actor's failure is reported by `vm run` itself; others are logged here.
@@ -201,16 +202,43 @@ async fn run(host: &mut ActorHost<'_>, module: &Module, st: &mut ActorState) -> 
                         st.resume(module, Resume::Raise(e));
                         continue;
                     };
-                    match native.kind {
+                    let pid = cell.pid.0;
+                    match native.kind() {
                         natives::Kind::Inline => {
-                            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                                natives::call(native, &args)
-                            }));
-                            st.resume(module, native_result(r.map_err(panic_text)));
+                            let ctx = natives::Ctx { io: &vm.shared.io, pid };
+                            st.resume(module, native_result(Ok(call_inline(native, &ctx, &args))));
+                        }
+                        natives::Kind::Async => {
+                            let ctx = natives::Ctx { io: &vm.shared.io, pid };
+                            // Started by `Host::native` inside the step, or (after a restore, or
+                            // under another host) started now.
+                            let fut = match host.pending_io.take() {
+                                Some(f) => f,
+                                None => match native.start(&ctx, &args) {
+                                    natives::Started::Done(r) => {
+                                        st.resume(module, native_result(Ok(r)));
+                                        continue;
+                                    }
+                                    natives::Started::Pending(f) => f,
+                                },
+                            };
+                            cell.set_state(RunState::Waiting);
+                            // Boxed, as `real_block` is, to keep every actor's task small.
+                            match Box::pin(IoWait { vm, cell, fut, name: native.name, done: false }).await {
+                                Ok(result) => st.resume(module, native_result(Ok(result))),
+                                Err(sig) => {
+                                    if let Some(end) = blocked_signal(module, st, sig) {
+                                        return end;
+                                    }
+                                }
+                            }
                         }
                         natives::Kind::Blocking => {
                             cell.set_state(RunState::RealBlocked);
-                            let job = tokio::task::spawn_blocking(move || natives::call(native, &args));
+                            let io = vm.shared.io.clone();
+                            let job = tokio::task::spawn_blocking(move || {
+                                native.call(&natives::Ctx { io: &io, pid }, &args)
+                            });
                             // Boxed: native calls are rare, and this keeps every task small.
                             match Box::pin(real_block(vm, cell, job)).await {
                                 Ok((_, Some(interrupt))) => st.resume(module, Resume::Raise(interrupt)),
@@ -257,6 +285,62 @@ async fn run(host: &mut ActorHost<'_>, module: &Module, st: &mut ActorState) -> 
 }
 
 type NativeOutcome = Result<Result<Value, Exception>, String>;
+
+/// Calls an inline native on this thread; a panic in it becomes a `:panic` exception.
+fn call_inline(native: &natives::Native, ctx: &natives::Ctx<'_>, args: &[Value]) -> Result<Value, Exception> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| native.call(ctx, args))) {
+        Ok(r) => r,
+        Err(p) => Err(Exception::new(atoms::PANIC, format!("native call panicked: {}", panic_text(p)))),
+    }
+}
+
+/// Waits for an async native's future while the actor is soft-blocked: a signal that arrives
+/// first drops the future (cancelling the operation; the natives lose no input when dropped)
+/// and is returned. The actor stays counted as active: I/O can always still complete, so a
+/// server waiting in accept is never mistaken for a deadlock.
+struct IoWait<'a> {
+    vm: &'a Vm,
+    cell: &'a ActorCell,
+    fut: natives::IoFuture,
+    name: &'static str,
+    /// Set once the wait has ended (and unparked the mailbox).
+    done: bool,
+}
+
+impl Future for IoWait<'_> {
+    type Output = Result<Result<Value, Exception>, Signal>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        let spec = WaitSpec { receive: false, pattern: None, indefinite: false, soft: true };
+        let name = this.name;
+        let describe = || Wait::Other(format!("I/O ({name})"));
+        if let (Poll::Ready(Some(Woken::Signal(sig))), _) =
+            this.cell.mailbox.poll_wait(cx, &spec, false, describe, &this.vm.shared.active)
+        {
+            this.cell.mailbox.cancel_wait(&this.vm.shared.active);
+            this.done = true;
+            return Poll::Ready(Err(sig));
+        }
+        match this.fut.as_mut().poll(cx) {
+            Poll::Ready(r) => {
+                this.cell.mailbox.cancel_wait(&this.vm.shared.active);
+                this.done = true;
+                Poll::Ready(Ok(r))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl Drop for IoWait<'_> {
+    fn drop(&mut self) {
+        // Abandoned mid-wait (the runtime shutting down): leave the mailbox unparked.
+        if !self.done {
+            self.cell.mailbox.cancel_wait(&self.vm.shared.active);
+        }
+    }
+}
 
 fn native_result(r: NativeOutcome) -> Resume {
     match r {
@@ -398,6 +482,9 @@ pub(crate) struct ActorHost<'a> {
     /// registry lookup; a cached actor that has exited just drops the message, as the registry
     /// would.
     last_target: Option<Arc<ActorCell>>,
+    /// An I/O operation `native` started but could not finish at once: the driver awaits it
+    /// when the instruction blocks, right after (see `Host::native`).
+    pending_io: Option<natives::IoFuture>,
 }
 
 /// The channel behind a `Value::Chan` handle.
@@ -664,6 +751,8 @@ impl Host for ActorHost<'_> {
     }
 
     fn send(&mut self, to: Pid, msg: Value) -> Result<(), Exception> {
+        // Resources in the message become the receiver's before it can see them.
+        self.vm.shared.io.transfer(&msg, self.cell.pid.0, to.0);
         if to == self.cell.pid {
             self.vm.deliver(self.cell, msg);
             return Ok(());
@@ -686,6 +775,22 @@ impl Host for ActorHost<'_> {
 
     fn now_ms(&self) -> i64 {
         self.vm.now_ms()
+    }
+
+    fn native(&mut self, name: Atom, args: &[Value]) -> Option<Result<Value, Exception>> {
+        let native = natives::lookup(name)?;
+        let ctx = natives::Ctx { io: &self.vm.shared.io, pid: self.cell.pid.0 };
+        match native.imp {
+            natives::Imp::Blocking(_) => None,
+            natives::Imp::Inline(_) => Some(call_inline(native, &ctx, args)),
+            natives::Imp::Async(_) => match native.start(&ctx, args) {
+                natives::Started::Done(r) => Some(r),
+                natives::Started::Pending(fut) => {
+                    self.pending_io = Some(fut);
+                    None
+                }
+            },
+        }
     }
 
     fn chan_new(&mut self, cap: usize) -> Result<Value, Exception> {
