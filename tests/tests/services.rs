@@ -441,6 +441,7 @@ fn resets_mid_request_do_not_disturb_the_services() {
             probe: b"PING\r\n",
             want: b"+PONG\r\n",
         },
+        Case { name: "chat", partial: b"half a li", probe: b"bye\n", want: b"* welcome 127.0.0.1:" },
     ];
     for Case { name, partial, probe, want } in cases {
         let mut server = Server::start(name);
