@@ -337,3 +337,74 @@ fn udp_datagrams_carry_their_sender() {
     let (_, out) = run(src);
     assert_eq!(out, lines(&["b\"ping\"", "true"]));
 }
+
+#[test]
+fn select_waits_on_sockets_messages_and_listeners_together() {
+    // main selects on {:accept, l} and {:msg, _}: first a message arrives (from a helper), then
+    // a connection (the helper connects). Then it selects on {:readable, conn} and {:msg, _}:
+    // a message first, then the peer's line.
+    let src = r#"
+.func main 0
+    const r0, "127.0.0.1:0"
+    native r1, :tcp_listen, r0, 1
+    native r2, :local_addr, r1, 1
+    self r3
+    fun r4, helper
+    move r5, r3
+    move r6, r2
+    spawn r7, r4, r5, 2
+    const r8, :accept
+    move r9, r1
+    tuple r20, r8, 2
+    const r21, {:msg, :_}
+    list r10, r20, 2
+    int r11, -1
+    select r12, r10, r11, never
+    print r12
+    select r12, r10, r11, never
+    tget r13, r12, 1
+    print r13
+    tget r13, r12, 2
+    ; Now the connection and the mailbox.
+    const r8, :readable
+    move r9, r13
+    tuple r20, r8, 2
+    list r10, r20, 2
+    send r7, r3
+    select r12, r10, r11, never
+    print r12
+    select r12, r10, r11, never
+    print r12
+    move r15, r13
+    int r16, 100
+    native r12, :tcp_read_line, r15, 2
+    print r12
+    ret r12
+never:
+    ret r12
+.end
+
+.func helper 2
+    const r2, :hello
+    send r0, r2
+    int r3, 30
+    sleep r3
+    native r4, :tcp_connect, r1, 1
+    recv r5
+    const r2, :again
+    send r0, r2
+    sleep r3
+    move r6, r4
+    const r7, "line\n"
+    native r8, :tcp_write, r6, 2
+    recv r5
+    ret r5
+.end
+"#;
+    let (o, out) = run(src);
+    assert!(matches!(o, Outcome::Exited(_)), "{o:?}");
+    assert_eq!(
+        out,
+        lines(&["{1, :ok, :hello}", ":ok", "{1, :ok, :again}", "{0, :readable}", "b\"line\\n\""])
+    );
+}
