@@ -1053,7 +1053,7 @@ fn select_cases(v: &Value) -> Result<Vec<SelectCase>, Exception> {
     };
     let bad = |c: &Value| {
         Exception::badarg(format!(
-            "select: {} is not {{:send, ch, v}}, {{:recv, ch}} or {{:msg, pattern}}",
+            "select: {} is not {{:send, ch, v}}, {{:recv, ch}}, {{:msg, pattern}}, {{:readable, socket}} or {{:accept, listener}}",
             c.repr()
         ))
     };
@@ -1069,6 +1069,8 @@ fn select_cases(v: &Value) -> Result<Vec<SelectCase>, Exception> {
                 ("send", 3) => Ok(SelectCase::Send(chan_of("select", &t[1])?, t[2].clone())),
                 ("recv", 2) => Ok(SelectCase::Recv(chan_of("select", &t[1])?)),
                 ("msg", 2) => Ok(SelectCase::Message(t[1].clone())),
+                ("readable", 2) => Ok(SelectCase::Readable(t[1].clone())),
+                ("accept", 2) => Ok(SelectCase::Accept(t[1].clone())),
                 _ => Err(bad(c)),
             }
         })

@@ -18,8 +18,11 @@ use crate::natives::{
 };
 use crate::resource::{Conn, Obj, conn_label};
 use bytes::BytesMut;
+use std::collections::VecDeque;
 use std::io;
+use std::net::SocketAddr;
 use std::sync::Mutex;
+use std::task::{Context, Poll};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use vm_core::{Atom, Exception, Value};
 
@@ -36,6 +39,20 @@ macro_rules! try_start {
     };
 }
 
+/// A TCP listener and the connections a `select` accepted but did not hand out (because another
+/// case of the select won); `tcp_accept` takes those first, so none is lost.
+pub struct Listener {
+    /// The socket.
+    pub inner: TcpListener,
+    backlog: Mutex<VecDeque<(TcpStream, SocketAddr)>>,
+}
+
+impl Listener {
+    fn take_backlog(&self) -> Option<(TcpStream, SocketAddr)> {
+        self.backlog.lock().unwrap_or_else(|p| p.into_inner()).pop_front()
+    }
+}
+
 impl Conn {
     /// A connection over `stream`, with an empty buffer.
     pub fn new(stream: TcpStream) -> Conn {
@@ -50,7 +67,7 @@ fn conn<'o>(what: &str, obj: &'o Obj) -> Result<&'o Conn, Exception> {
     }
 }
 
-fn listener<'o>(what: &str, obj: &'o Obj) -> Result<&'o TcpListener, Exception> {
+fn listener<'o>(what: &str, obj: &'o Obj) -> Result<&'o Listener, Exception> {
     match obj {
         Obj::Listener(l) => Ok(l),
         _ => Err(Exception::type_error(format!("{what}: expected a tcp listener"))),
@@ -220,20 +237,87 @@ pub(crate) fn tcp_listen(ctx: &Ctx<'_>, args: &[Value]) -> Started {
     Started::Pending(Box::pin(async move {
         let l = TcpListener::bind(&addr).await.map_err(|e| io_error(&format!("tcp_listen {addr}"), &e))?;
         let label = l.local_addr().map_or_else(|_| addr.clone(), |a| a.to_string());
-        Ok(io.adopt(pid, Obj::Listener(l), label))
+        Ok(io.adopt(pid, Obj::Listener(Listener { inner: l, backlog: Mutex::new(VecDeque::new()) }), label))
     }))
 }
 
 pub(crate) fn tcp_accept(ctx: &Ctx<'_>, args: &[Value]) -> Started {
     let obj = try_start!(ctx.obj("tcp_accept", &args[0]));
-    try_start!(listener("tcp_accept", &obj));
+    let l = try_start!(listener("tcp_accept", &obj));
     let timeout = try_start!(timeout_arg("tcp_accept", arg(args, 1)));
+    if let Some((s, peer)) = l.take_backlog() {
+        return Started::Done(Ok(ctx.adopt(Obj::Tcp(Conn::new(s)), conn_label(Some(peer)))));
+    }
     let (io, pid) = (ctx.io.clone(), ctx.pid);
     Started::Pending(with_timeout("tcp_accept", timeout, async move {
         let l = listener("tcp_accept", &obj)?;
-        let (s, peer) = l.accept().await.map_err(|e| io_error("tcp_accept", &e))?;
+        let (s, peer) = l.inner.accept().await.map_err(|e| io_error("tcp_accept", &e))?;
         Ok(io.adopt(pid, Obj::Tcp(Conn::new(s)), conn_label(Some(peer))))
     }))
+}
+
+/// For `select`'s `{:readable, socket}`: ready when a read would not wait for the peer (input
+/// is buffered, has arrived, or has ended, or the socket has failed and a read will say so).
+/// Arrived bytes are moved into the connection's buffer, so nothing is consumed.
+pub fn poll_readable(obj: &Obj, cx: &mut Context<'_>) -> Poll<()> {
+    match obj {
+        Obj::Tcp(c) => loop {
+            {
+                let buf = c.rbuf.lock().unwrap_or_else(|p| p.into_inner());
+                if !buf.is_empty() {
+                    return Poll::Ready(());
+                }
+            }
+            match c.stream.poll_read_ready(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(_)) => return Poll::Ready(()),
+                Poll::Ready(Ok(())) => {}
+            }
+            let mut buf = c.rbuf.lock().unwrap_or_else(|p| p.into_inner());
+            buf.reserve(READ_CHUNK);
+            match c.stream.try_read_buf(&mut *buf) {
+                // Bytes, or the end of input: either way a read will not wait.
+                Ok(_) => return Poll::Ready(()),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => return Poll::Ready(()),
+            }
+        },
+        Obj::Udp(u) => u.poll_recv_ready(cx).map(|_| ()),
+        Obj::Listener(l) => poll_accept_ready(l, cx),
+        Obj::File(_) => Poll::Ready(()),
+    }
+}
+
+/// For `select`'s `{:accept, listener}`: ready when a connection is waiting; it is accepted into
+/// the listener's backlog, where [`take_accepted`] (or a later `tcp_accept`) finds it.
+pub fn poll_accept_ready(l: &Listener, cx: &mut Context<'_>) -> Poll<()> {
+    if !l.backlog.lock().unwrap_or_else(|p| p.into_inner()).is_empty() {
+        return Poll::Ready(());
+    }
+    match l.inner.poll_accept(cx) {
+        Poll::Ready(Ok(conn)) => {
+            l.backlog.lock().unwrap_or_else(|p| p.into_inner()).push_back(conn);
+            Poll::Ready(())
+        }
+        // A failed accept (say, out of descriptors) is reported by the accept that follows.
+        Poll::Ready(Err(_)) => Poll::Ready(()),
+        Poll::Pending => Poll::Pending,
+    }
+}
+
+/// Takes a connection from the listener's backlog as a resource of the caller, or, if the
+/// backlog is empty (a failed accept made the case ready), reports the accept error.
+pub fn take_accepted(ctx: &Ctx<'_>, obj: &Obj) -> NativeResult {
+    let l = listener("select accept", obj)?;
+    if let Some((s, peer)) = l.take_backlog() {
+        return Ok(ctx.adopt(Obj::Tcp(Conn::new(s)), conn_label(Some(peer))));
+    }
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    match l.inner.poll_accept(&mut cx) {
+        Poll::Ready(Ok((s, peer))) => Ok(ctx.adopt(Obj::Tcp(Conn::new(s)), conn_label(Some(peer)))),
+        Poll::Ready(Err(e)) => Err(io_error("tcp_accept", &e)),
+        Poll::Pending => Err(Exception::new(Atom::new("io"), "tcp_accept: the connection went away")),
+    }
 }
 
 pub(crate) fn tcp_connect(ctx: &Ctx<'_>, args: &[Value]) -> Started {
@@ -269,7 +353,7 @@ pub(crate) fn tcp_nodelay(ctx: &Ctx<'_>, args: &[Value]) -> NativeResult {
 pub(crate) fn local_addr(ctx: &Ctx<'_>, args: &[Value]) -> NativeResult {
     let obj = ctx.obj("local_addr", &args[0])?;
     let a = match &*obj {
-        Obj::Listener(l) => l.local_addr(),
+        Obj::Listener(l) => l.inner.local_addr(),
         Obj::Tcp(c) => c.stream.local_addr(),
         Obj::Udp(u) => u.local_addr(),
         Obj::File(_) => return Err(Exception::type_error("local_addr: expected a socket, got a file")),

@@ -29,7 +29,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::net::{TcpStream, UdpSocket};
 use vm_core::{Atom, Exception, Handle, Value};
 
 /// Where `print` and `stdout_write` go, supplied by the runtime (so that both share one buffer
@@ -44,7 +44,7 @@ pub trait Console: Send + Sync {
 /// The OS object behind a resource.
 pub enum Obj {
     /// A TCP listener.
-    Listener(TcpListener),
+    Listener(crate::net::Listener),
     /// A TCP connection with its read buffer.
     Tcp(Conn),
     /// A UDP socket.

@@ -173,6 +173,7 @@ async fn run(host: &mut ActorHost<'_>, module: &Module, st: &mut ActorState) -> 
                     match wait.await {
                         SelectEnd::Fired(f) => st.resume(module, select_resume(shape, f)),
                         SelectEnd::TimedOut => st.resume(module, Resume::Timeout),
+                        SelectEnd::Failed(e) => st.resume(module, Resume::Raise(e)),
                         SelectEnd::Signal(sig, committed) => {
                             if let Some(f) = committed {
                                 // The select completed first; the signal then meets a running
@@ -508,9 +509,12 @@ fn start_select<'a>(
     cases: Vec<SelectCase>,
     timeout_ms: Option<u64>,
 ) -> Result<Pin<Box<SelectWait<'a>>>, Exception> {
-    let split = split_cases(&cases)?;
-    let watched =
-        if timeout_ms.is_none() && split.messages.is_empty() { channel_handles(&cases) } else { Vec::new() };
+    let split = split_cases(&cases, vm, cell.pid)?;
+    let watched = if timeout_ms.is_none() && split.messages.is_empty() && split.io.is_empty() {
+        channel_handles(&cases)
+    } else {
+        Vec::new()
+    };
     drop(cases);
     if let Some(e) = watch_orphans(vm, cell, st, &watched) {
         unwatch(cell, &watched);
@@ -578,10 +582,14 @@ struct SplitCases {
     chans: Vec<chan::Case>,
     chan_index: Vec<usize>,
     messages: Vec<(usize, Value)>,
+    /// Socket cases: index, whether it accepts (else waits for input), the socket.
+    io: Vec<(usize, bool, Arc<vm_io::resource::Obj>)>,
 }
 
-fn split_cases(cases: &[SelectCase]) -> Result<SplitCases, Exception> {
-    let mut out = SplitCases { chans: Vec::new(), chan_index: Vec::new(), messages: Vec::new() };
+/// Splits a select's cases; socket cases are checked for ownership here, as `native` would.
+fn split_cases(cases: &[SelectCase], vm: &Vm, pid: Pid) -> Result<SplitCases, Exception> {
+    let mut out =
+        SplitCases { chans: Vec::new(), chan_index: Vec::new(), messages: Vec::new(), io: Vec::new() };
     for (i, c) in cases.iter().enumerate() {
         match c {
             SelectCase::Send(h, v) => {
@@ -593,6 +601,15 @@ fn split_cases(cases: &[SelectCase]) -> Result<SplitCases, Exception> {
                 out.chan_index.push(i);
             }
             SelectCase::Message(p) => out.messages.push((i, p.clone())),
+            SelectCase::Readable(r) | SelectCase::Accept(r) => {
+                let ctx = natives::Ctx { io: &vm.shared.io, pid: pid.0 };
+                let accept = matches!(c, SelectCase::Accept(_));
+                let obj = ctx.obj(if accept { "select accept" } else { "select readable" }, r)?;
+                if accept && !matches!(*obj, vm_io::resource::Obj::Listener(_)) {
+                    return Err(Exception::type_error("select: {:accept, l} needs a tcp listener"));
+                }
+                out.io.push((i, accept, obj));
+            }
         }
     }
     Ok(out)
@@ -613,11 +630,38 @@ impl SplitCases {
     fn take_message(&self, cell: &ActorCell) -> Option<Fired> {
         self.messages.iter().find_map(|(i, p)| cell.mailbox.try_take(Some(p)).map(|m| Fired::Received(*i, m)))
     }
+
+    /// The first ready socket case (registering `cx` with the others): its index, whether it
+    /// accepts, and the socket.
+    fn ready_io(&self, cx: &mut Context<'_>) -> Option<(usize, bool, Arc<vm_io::resource::Obj>)> {
+        self.io.iter().find_map(|(i, accept, obj)| {
+            vm_io::net::poll_readable(obj, cx).is_ready().then(|| (*i, *accept, obj.clone()))
+        })
+    }
+}
+
+/// What a ready socket case gives the program: `{i, :readable}`, or the accepted connection
+/// (owned by the caller).
+fn fire_io(
+    vm: &Vm,
+    pid: Pid,
+    i: usize,
+    accept: bool,
+    obj: &vm_io::resource::Obj,
+) -> Result<Fired, Exception> {
+    if accept {
+        let ctx = natives::Ctx { io: &vm.shared.io, pid: pid.0 };
+        vm_io::net::take_accepted(&ctx, obj).map(|conn| Fired::Received(i, conn))
+    } else {
+        Ok(Fired::Readable(i))
+    }
 }
 
 /// What a parked select ended with.
 enum SelectEnd {
     Fired(Fired),
+    /// A socket case failed (an accept error).
+    Failed(Exception),
     TimedOut,
     Signal(Signal, Option<Fired>),
 }
@@ -654,7 +698,10 @@ impl<'a> SelectWait<'a> {
         // the channel core) counts the actor out: first, before any waker is published.
         let sel = Some(chan::Select::with_flag(std::mem::take(&mut split.chans), false, cell.clone()));
         let timer = timeout_ms.map(|ms| Box::pin(tokio::time::sleep(Duration::from_millis(ms))));
-        SelectWait { vm, cell, split, sel, timer, what, watched, indefinite: timeout_ms.is_none() }
+        // Waiting on a socket is waiting on the outside world: the actor stays counted in, so
+        // such a select is never taken for a deadlock.
+        let indefinite = timeout_ms.is_none() && split.io.is_empty();
+        SelectWait { vm, cell, split, sel, timer, what, watched, indefinite }
     }
 
     /// Cancels the channel select; `Some` if a channel case had committed first.
@@ -698,6 +745,16 @@ impl Future for SelectWait<'_> {
                     SelectEnd::Fired(f)
                 }
                 None => SelectEnd::Fired(m),
+            })
+        } else if let Some((i, accept, obj)) = this.split.ready_io(cx) {
+            // A channel case that committed meanwhile wins; an accepted connection then stays
+            // in the listener's backlog for the next accept.
+            Some(match this.cancel() {
+                Some(f) => SelectEnd::Fired(f),
+                None => match fire_io(this.vm, this.cell.pid, i, accept, &obj) {
+                    Ok(f) => SelectEnd::Fired(f),
+                    Err(e) => SelectEnd::Failed(e),
+                },
             })
         } else if this.timer.as_mut().is_some_and(|t| t.as_mut().poll(cx).is_ready()) {
             Some(this.cancel().map_or(SelectEnd::TimedOut, SelectEnd::Fired))
@@ -819,11 +876,19 @@ impl Host for ActorHost<'_> {
             }
             _ => {}
         }
-        let split = split_cases(cases)?;
+        let split = split_cases(cases, self.vm, self.cell.pid)?;
         if let Some(f) = chan::try_select(&split.chans, &self.vm.shared.active) {
             return Ok(Some(split.fired(f)));
         }
-        Ok(split.take_message(self.cell))
+        if let Some(m) = split.take_message(self.cell) {
+            return Ok(Some(m));
+        }
+        // Sockets ready now; the no-op waker only asks, the blocking select registers for real.
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        match split.ready_io(&mut cx) {
+            Some((i, accept, obj)) => fire_io(self.vm, self.cell.pid, i, accept, &obj).map(Some),
+            None => Ok(None),
+        }
     }
 
     fn chan_close(&mut self, h: &Handle) -> Result<(), Exception> {

@@ -22,4 +22,6 @@ pub use run::{RunError, RunOptions, block_on_run};
 pub use vm::{ActorInfo, Config, Hold, Outcome, Output, RunState, Vm};
 
 #[cfg(all(test, not(vm_loom)))]
+mod io_tests;
+#[cfg(all(test, not(vm_loom)))]
 mod tests;
