@@ -867,7 +867,11 @@ fn chat_every_line_reaches_every_other_client_once() {
                 for k in 0..LINES {
                     said.push_str(&format!("client {id} line {k}\n"));
                 }
-                wr.write_all(said.as_bytes()).await.expect("write");
+                // In two writes split mid-line, so the room must put lines back together.
+                let cut = 1 + id % (said.len() - 1);
+                wr.write_all(&said.as_bytes()[..cut]).await.expect("write");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                wr.write_all(&said.as_bytes()[cut..]).await.expect("write");
                 // Every other client's lines, by (sender, line number); notices ("* ...") aside.
                 let mut heard: HashSet<(usize, usize)> = HashSet::new();
                 while heard.len() < (CLIENTS - 1) * LINES {
