@@ -154,6 +154,10 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // The test failed: what the server said may tell why.
+            eprintln!("--- the server's standard error:\n{}---", self.stderr_text());
+        }
         // Killing a process that has already exited fails harmlessly; wait() reaps it either way.
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -232,11 +236,18 @@ fn echo_thousand_connections_hundred_lines_each() {
     let start = Instant::now();
     run_bounded("the echo load", async move {
         let barrier = Arc::new(tokio::sync::Barrier::new(CONNS));
+        // At most 100 connection attempts at a time: 1,000 SYNs at once would overflow the
+        // listen queue, and the kernel's answer to that (SYN cookies) can end in a reset that
+        // has nothing to do with the server under test.
+        let connecting = Arc::new(tokio::sync::Semaphore::new(100));
         let mut tasks = Vec::new();
         for id in 0..CONNS {
             let barrier = Arc::clone(&barrier);
+            let connecting = Arc::clone(&connecting);
             tasks.push(tokio::spawn(async move {
+                let permit = connecting.acquire().await.expect("the semaphore is never closed");
                 let stream = connect(addr).await;
+                drop(permit);
                 // Every connection is open before any sends: 1,000 are served at once.
                 barrier.wait().await;
                 let mut rng = XorShift::new(id as u64 + 1);
@@ -249,6 +260,7 @@ fn echo_thousand_connections_hundred_lines_each() {
                     };
                     sent.extend(random_line(&mut rng, &format!("{id}.{i} "), len));
                 }
+                let me = stream.local_addr().expect("local address");
                 let (mut rd, mut wr) = stream.into_split();
                 let writer = async {
                     wr.write_all(&sent).await.expect("write");
@@ -260,7 +272,7 @@ fn echo_thousand_connections_hundred_lines_each() {
                     rd.read_to_end(&mut got).await.map(|_| got)
                 };
                 let ((), got) = tokio::join!(writer, reader);
-                let got = got.unwrap_or_else(|e| panic!("connection {id}: read: {e}"));
+                let got = got.unwrap_or_else(|e| panic!("connection {id} ({me}): read: {e}"));
                 if got != sent {
                     let at = first_difference(&got, &sent);
                     panic!(
@@ -497,10 +509,19 @@ fn http_keep_alive_with_200_connections() {
     let addr = server.addr;
     let start = Instant::now();
     run_bounded("the http load", async move {
+        let barrier = Arc::new(tokio::sync::Barrier::new(CONNS));
+        // Connection attempts 100 at a time, as in the echo load test.
+        let connecting = Arc::new(tokio::sync::Semaphore::new(100));
         let mut tasks = Vec::new();
         for id in 0..CONNS {
+            let barrier = Arc::clone(&barrier);
+            let connecting = Arc::clone(&connecting);
             tasks.push(tokio::spawn(async move {
+                let permit = connecting.acquire().await.expect("the semaphore is never closed");
                 let stream = connect(addr).await;
+                drop(permit);
+                // All 200 connections are open before the first request.
+                barrier.wait().await;
                 // One hyper connection is one TCP connection: every request below shares it.
                 let (mut sender, conn) =
                     hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.expect("handshake");
