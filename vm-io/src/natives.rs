@@ -18,7 +18,6 @@
 //! VM's [`Io`] state (permissions, ownership table, console) and the caller's pid.
 
 use crate::resource::Io;
-use std::collections::HashMap;
 use std::future::Future;
 use std::net::ToSocketAddrs;
 use std::pin::Pin;
@@ -166,6 +165,7 @@ natives! {
     "tcp_read_exact", 2..=3, Async(net::tcp_read_exact), "tcp_read_exact(conn, n, [timeout_ms]): exactly n bytes (:closed if input ends first)";
     "tcp_read_line", 2..=3, Async(net::tcp_read_line), "tcp_read_line(conn, max, [timeout_ms]): a line with its newline, or nil at end of input";
     "tcp_write", 2..=3, Async(net::tcp_write), "tcp_write(conn, data, [timeout_ms]): writes all of data";
+    "tcp_buffered", 1..=1, Inline(net::tcp_buffered), "tcp_buffered(conn): how many received bytes wait in the read buffer";
     "tcp_shutdown", 1..=1, Inline(net::tcp_shutdown), "tcp_shutdown(conn): closes the writing half";
     "tcp_nodelay", 2..=2, Inline(net::tcp_nodelay), "tcp_nodelay(conn, on): sets TCP_NODELAY";
     "local_addr", 1..=1, Inline(net::local_addr), "local_addr(res): the local ip:port of a listener or socket";
@@ -193,10 +193,22 @@ natives! {
     "panic", 1..=1, Blocking(panic_native), "panic(msg): panics inside a native (for tests: the caller gets :panic)";
 }
 
-/// The native called `name` (a hash lookup by atom).
+/// The native called `name`: an index by the atom's number (atoms are small dense integers and
+/// the natives' names are interned together at first use), so a call costs no hashing.
 pub fn lookup(name: Atom) -> Option<&'static Native> {
-    static BY_ATOM: OnceLock<HashMap<Atom, &'static Native>> = OnceLock::new();
-    BY_ATOM.get_or_init(|| NATIVES.iter().map(|n| (Atom::new(n.name), n)).collect()).get(&name).copied()
+    static BY_ATOM: OnceLock<Vec<Option<&'static Native>>> = OnceLock::new();
+    let table = BY_ATOM.get_or_init(|| {
+        let mut t = Vec::new();
+        for n in NATIVES {
+            let i = Atom::new(n.name).index() as usize;
+            if t.len() <= i {
+                t.resize(i + 1, None);
+            }
+            t[i] = Some(n);
+        }
+        t
+    });
+    table.get(name.index() as usize).copied().flatten()
 }
 
 /// Argument `i`, or `nil` when an optional argument was left out.

@@ -54,8 +54,13 @@ impl Listener {
 }
 
 impl Conn {
-    /// A connection over `stream`, with an empty buffer.
+    /// A connection over `stream`, with an empty buffer and `TCP_NODELAY` set, as Go does:
+    /// request/response protocols write small replies, and with Nagle's algorithm the second
+    /// reply of a pipelined batch waits for the peer's delayed acknowledgement (tens of ms).
+    /// `tcp_nodelay(conn, false)` turns it back off.
     pub fn new(stream: TcpStream) -> Conn {
+        // Failing to set an option on a live socket is not worth refusing the connection for.
+        let _ = stream.set_nodelay(true);
         Conn { stream, rbuf: Mutex::new(BytesMut::new()) }
     }
 }
@@ -341,6 +346,12 @@ pub(crate) fn tcp_shutdown(ctx: &Ctx<'_>, args: &[Value]) -> NativeResult {
         Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(Value::Nil),
         Err(e) => Err(io_error("tcp_shutdown", &e)),
     }
+}
+
+pub(crate) fn tcp_buffered(ctx: &Ctx<'_>, args: &[Value]) -> NativeResult {
+    let obj = ctx.obj("tcp_buffered", &args[0])?;
+    let c = conn("tcp_buffered", &obj)?;
+    Ok(Value::Int(c.rbuf.lock().unwrap_or_else(|p| p.into_inner()).len() as i64))
 }
 
 pub(crate) fn tcp_nodelay(ctx: &Ctx<'_>, args: &[Value]) -> NativeResult {

@@ -251,6 +251,11 @@ pub fn resource_of(h: &Handle) -> Option<Arc<Resource>> {
     h.payload().and_then(|p| p.clone().downcast::<Resource>().ok())
 }
 
+/// The resource a handle carries, borrowed (no reference-count traffic on the hot path).
+pub fn resource_ref(h: &Handle) -> Option<&Resource> {
+    h.payload().and_then(|p| (**p).downcast_ref::<Resource>())
+}
+
 impl Ctx<'_> {
     /// The open OS object behind argument `v`, checking that it is a resource, that the caller
     /// owns it and that it is open.
@@ -258,7 +263,7 @@ impl Ctx<'_> {
         let Value::Res(h) = v else {
             return Err(Exception::type_error(format!("{what}: expected a resource, got {}", v.type_atom())));
         };
-        let Some(r) = resource_of(h) else {
+        let Some(r) = resource_ref(h) else {
             return Err(Exception::badarg(format!("{what}: {} is not an I/O resource", v.repr())));
         };
         let owner = r.owner();

@@ -133,6 +133,8 @@ late2:
     native r5, :tcp_write, r13, 2
     native r5, :tcp_read_line, r10, 2
     print r5
+    native r5, :tcp_buffered, r10, 1
+    print r5
     ; "rest" stays buffered for a read of up to 3 bytes, then 1.
     int r11, 3
     native r5, :tcp_read, r10, 2
@@ -154,7 +156,7 @@ long:
 "#
     );
     let (_, out) = run(&src);
-    assert_eq!(out, lines(&[":timeout", "b\"hello\\n\"", "b\"res\"", "b\"t\"", ":line_too_long"]));
+    assert_eq!(out, lines(&[":timeout", "b\"hello\\n\"", "4", "b\"res\"", "b\"t\"", ":line_too_long"]));
 }
 
 #[test]
