@@ -135,6 +135,19 @@ impl Server {
         kb * 1024
     }
 
+    /// The CPU time the server process has used so far (user and system).
+    fn cpu_time(&self) -> Duration {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).expect("/proc/PID/stat");
+        // The fields after the command name (which is in parentheses and may hold spaces);
+        // utime and stime are the 14th and 15th fields of the line, in clock ticks.
+        let rest = &stat[stat.rfind(')').expect("a command name") + 2..];
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: u64 =
+            fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+        // Linux reports these in USER_HZ, which is 100 on every architecture it supports.
+        Duration::from_millis(ticks * 10)
+    }
+
     /// Waits until the server's descriptor count is `want` (connections close asynchronously),
     /// failing after `within`.
     fn await_fd_count(&self, want: usize, within: Duration) {
@@ -940,5 +953,44 @@ fn chat_every_line_reaches_every_other_client_once() {
         }
     });
     eprintln!("chat: {CLIENTS} clients x {LINES} lines in {:?}", start.elapsed());
+    server.assert_healthy();
+}
+
+/// A quiet room costs nothing: 100 connected clients, half of them in the middle of a line,
+/// and the server uses (almost) no CPU while nobody completes a line. Members wait on their
+/// mailbox and their socket at once; none of them polls.
+#[test]
+fn chat_idle_room_uses_no_cpu() {
+    const CLIENTS: usize = 100;
+    let _serial = serial();
+    let mut server = Server::start("chat");
+    let addr = server.addr;
+    let rt = runtime();
+    let clients = rt.block_on(async move {
+        let mut clients = Vec::new();
+        for id in 0..CLIENTS {
+            let mut s = tokio::io::BufReader::new(connect(addr).await);
+            let mut line = String::new();
+            s.read_line(&mut line).await.expect("read");
+            assert!(line.starts_with("* welcome "), "client {id}: first line {line:?}");
+            if id % 2 == 0 {
+                s.get_mut().write_all(b"half a line").await.expect("write");
+            }
+            clients.push(s);
+        }
+        clients
+    });
+    // Let the join notices settle, then measure a quiet second.
+    std::thread::sleep(Duration::from_millis(300));
+    let before = server.cpu_time();
+    std::thread::sleep(Duration::from_secs(1));
+    let used = server.cpu_time() - before;
+    assert!(
+        used <= Duration::from_millis(50),
+        "an idle room of {CLIENTS} used {used:?} of CPU in one second"
+    );
+    eprintln!("chat: {CLIENTS} idle clients used {used:?} of CPU in one second");
+    drop(clients);
+    drop(rt);
     server.assert_healthy();
 }
