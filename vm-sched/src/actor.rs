@@ -79,7 +79,7 @@ pub(crate) fn drive(
         // The main actor's failure is reported by `vm run` itself; others are logged here.
         if let (ExitReason::Failed(f), None) = (&reason, &report) {
             let loc = module.location(f.func, f.pc);
-            tracing::error!(pid = %cell.pid, exception = %f.exception, location = %loc, "actor crashed");
+            tracing::error!(pid = %cell.pid, name = %crate::session::NameOf(&cell), exception = %f.exception, location = %loc, "actor crashed");
         }
         // Main's outcome goes out before the exit bookkeeping: once main has ended, `vm run` is done,
         // and reporting first keeps the deadlock detector from mistaking that moment for a deadlock.
@@ -137,8 +137,10 @@ async fn run(host: &mut ActorHost<'_>, module: &Module, st: &mut ActorState) -> 
 
         cell.set_state(RunState::Running);
         vm.shared.heartbeat.begin(cell.pid.0);
+        crate::session::trace_raise(cell.pid, st.pending.as_ref());
         let step = interp::step(st, module, host, fuel);
         vm.shared.heartbeat.end();
+        crate::session::trace_step(cell.pid, &step);
         cell.record(st.position(), st.reductions);
         match step {
             Step::Yielded => {
@@ -657,6 +659,7 @@ impl Host for ActorHost<'_> {
     ) -> Result<(Pid, Option<i64>), Exception> {
         let module = self.cell.module.clone();
         let (pid, r) = self.vm.spawn(module, &fun, args, opts, Some(self.cell.pid))?;
+        crate::session::trace_spawned(self.cell.pid, pid);
         if let Some(r) = r {
             self.monitors.push((r, pid));
         }
@@ -664,6 +667,7 @@ impl Host for ActorHost<'_> {
     }
 
     fn send(&mut self, to: Pid, msg: Value) -> Result<(), Exception> {
+        crate::session::trace_send(self.cell.pid, to, &msg);
         if to == self.cell.pid {
             self.vm.deliver(self.cell, msg);
             return Ok(());
@@ -728,6 +732,7 @@ impl Host for ActorHost<'_> {
     }
 
     fn control(&mut self, op: ActorOp) -> Result<Value, Exception> {
+        crate::session::trace_control(self.cell.pid, &op);
         let me = self.cell.pid;
         let vm = self.vm;
         match op {
