@@ -732,7 +732,7 @@ impl Host for ActorHost<'_> {
     }
 
     fn control(&mut self, op: ActorOp) -> Result<Value, Exception> {
-        crate::session::trace_control(self.cell.pid, &op);
+        crate::session::trace_control(self.vm, self.cell, &op);
         let me = self.cell.pid;
         let vm = self.vm;
         match op {

@@ -240,7 +240,10 @@ fn function(module: &Module, func: &str, n: usize) -> Result<u32, String> {
 /// The span of a new actor, if a subscriber wants `DEBUG` spans of this crate.
 pub(crate) fn actor_span(pid: Pid, module: &Module, func: u32) -> Option<tracing::Span> {
     let func = module.funcs.get(func as usize).map_or("?", |f| f.name.as_str());
-    let span = tracing::debug_span!("actor", pid = pid.0, func, name = tracing::field::Empty);
+    // A root span: an actor is not part of the actor that spawned it, and nesting would make
+    // every line of a long chain of spawns name all its ancestors.
+    let span =
+        tracing::debug_span!(parent: None, "actor", pid = %pid, func = %func, name = tracing::field::Empty);
     (!span.is_disabled()).then_some(span)
 }
 
@@ -340,16 +343,23 @@ pub(crate) fn trace_spawned(pid: Pid, child: Pid) {
     tracing::trace!(target: TRACE_TARGET, pid = pid.0, "spawned {child}");
 }
 
-/// `pid` performs a registry, link, monitor or signal operation. A registration of the actor
-/// itself also names its span.
+/// The actor of `cell` performs a registry, link, monitor or signal operation. A registration
+/// of the actor itself that will succeed (the name is free and the actor has none) also names
+/// its span.
 #[inline]
-pub(crate) fn trace_control(pid: Pid, op: &ActorOp) {
+pub(crate) fn trace_control(vm: &Vm, cell: &crate::vm::ActorCell, op: &ActorOp) {
     if let ActorOp::Register(name, who) = op
-        && *who == pid
+        && *who == cell.pid
     {
-        tracing::Span::current().record("name", tracing::field::display(Value::Atom(*name).repr()));
+        let span = tracing::Span::current();
+        if !span.is_disabled()
+            && vm.whereis(*name).is_none()
+            && cell.mailbox.with(|i| i.ext_ref().and_then(|e| e.name)).is_none()
+        {
+            span.record("name", tracing::field::display(Value::Atom(*name).repr()));
+        }
     }
-    tracing::trace!(target: TRACE_TARGET, pid = pid.0, "{}", DescribeOp(op));
+    tracing::trace!(target: TRACE_TARGET, pid = cell.pid.0, "{}", DescribeOp(op));
 }
 
 struct DescribeOp<'a>(&'a ActorOp);
