@@ -10,11 +10,11 @@
 //!
 //! | command | does |
 //! |---|---|
-//! | `vm run [--workers N] [--fuel N] [--max-frames N] FILE [ARGS...]` | runs `main` with ARGS |
+//! | `vm run [--workers N] [--fuel N] [--max-frames N] [--allow-net[=..]] [--allow-read[=..]] [--allow-write[=..]] FILE [ARGS...]` | runs `main` with ARGS |
 //! | `vm asm FILE.vasm [-o FILE.vbc]` | assembles and verifies, writes the module |
 //! | `vm disasm FILE.vbc` | prints the module as assembly |
 //! | `vm check FILE.vasm` | assembles and verifies, reports every error, prints nothing if ok |
-//! | `vm repl [--workers N] [--fuel N] [--max-frames N] [FILE...]` | an interactive session (see [`repl`]) |
+//! | `vm repl [--workers N] [--fuel N] [--max-frames N] [--allow-...] [FILE...]` | an interactive session (see [`repl`]) |
 //!
 //! | status | meaning |
 //! |---|---|
@@ -105,6 +105,9 @@ pub struct RunArgs {
     #[arg(long, value_name = "N", default_value_t = vm_core::step::DEFAULT_MAX_FRAMES,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_frames: u32,
+    /// What the program may do (deny by default).
+    #[command(flatten)]
+    pub perms: PermFlags,
     /// The program (a `.vbc` module, or assembly source with any other extension), then the
     /// arguments for `main`, passed through untouched: everything after FILE belongs to the
     /// program, even words that look like `vm` options.
@@ -113,6 +116,38 @@ pub struct RunArgs {
     #[arg(value_name = "FILE.vasm|FILE.vbc", required = true, num_args = 1..,
           trailing_var_arg = true, allow_hyphen_values = true)]
     pub program: Vec<String>,
+}
+
+/// Permission flags, shared by `vm run` and `vm repl` (see docs/io.md).
+#[derive(Debug, Clone, Default, Args)]
+pub struct PermFlags {
+    /// Allow network access: to everything, or to HOST[:PORT],... only.
+    #[arg(long, value_name = "HOST[:PORT],...", num_args = 0..=1, require_equals = true)]
+    pub allow_net: Option<Option<String>>,
+    /// Allow reading files and listing directories: everywhere, or under PATH,... only.
+    #[arg(long, value_name = "PATH,...", num_args = 0..=1, require_equals = true)]
+    pub allow_read: Option<Option<String>>,
+    /// Allow creating, writing and removing files: everywhere, or under PATH,... only.
+    #[arg(long, value_name = "PATH,...", num_args = 0..=1, require_equals = true)]
+    pub allow_write: Option<Option<String>>,
+}
+
+impl PermFlags {
+    /// The permissions these flags grant; an unparsable value is a usage error.
+    pub fn permissions(&self) -> Result<vm_io::Permissions, String> {
+        use vm_io::perms::Grant;
+        let mut p = vm_io::Permissions::default();
+        if let Some(v) = &self.allow_net {
+            p.net = vm_io::Permissions::parse_net(v.as_deref()).map_err(|e| format!("error: {e}\n"))?;
+        }
+        p.read =
+            self.allow_read.as_ref().map_or(Grant::Denied, |v| vm_io::Permissions::parse_paths(v.as_deref()));
+        p.write = self
+            .allow_write
+            .as_ref()
+            .map_or(Grant::Denied, |v| vm_io::Permissions::parse_paths(v.as_deref()));
+        Ok(p)
+    }
 }
 
 impl RunArgs {
@@ -222,7 +257,9 @@ fn cmd_run(run: RunArgs, style: Style) -> Result<(), Failure> {
     let file = run.file();
     let loaded = if is_vbc(&file) { load_module(&file) } else { assemble_and_verify(&file, style) };
     let module = loaded.map_err(|msg| (EXIT_USAGE, msg))?;
-    let opts = RunOptions { fuel_per_slice: run.fuel, max_frames: run.max_frames, workers: run.workers };
+    let perms = run.perms.permissions().map_err(|msg| (EXIT_USAGE, msg))?;
+    let opts =
+        RunOptions { fuel_per_slice: run.fuel, max_frames: run.max_frames, workers: run.workers, perms };
     let result = vm_sched::block_on_run(Arc::new(module), run.args().to_vec(), opts);
     match outcome_report(&display(&file), result) {
         (EXIT_OK, _) => Ok(()),

@@ -7,8 +7,9 @@
 //! [`engine`]; `help` lists them.
 //!
 //! - **Runtime.** The VM runs on a [`vm_sched::Session`]: the same multi-thread runtime and
-//!   options as `vm run` (`--workers`, `--fuel`, `--max-frames`), living until the REPL ends.
-//!   Actors keep running while the prompt waits for input.
+//!   options as `vm run` (`--workers`, `--fuel`, `--max-frames`, and the permission flags
+//!   `--allow-net`, `--allow-read`, `--allow-write`), living until the REPL ends. Actors keep
+//!   running while the prompt waits for input.
 //! - **Output.** Everything shown (command results, actors' `print` lines, log and trace lines)
 //!   goes through one [`printer::Printer`] thread. In an interactive session it writes through
 //!   rustyline's external printer, so output appears above the prompt and the line being typed
@@ -64,15 +65,24 @@ pub struct ReplArgs {
     #[arg(long, value_name = "N", default_value_t = vm_core::step::DEFAULT_MAX_FRAMES,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_frames: u32,
+    /// What the session's actors may do (deny by default), as for `vm run`.
+    #[command(flatten)]
+    pub perms: crate::PermFlags,
     /// Programs to load at the start (`.vasm` source or `.vbc` modules).
     #[arg(value_name = "FILE")]
     pub files: Vec<PathBuf>,
 }
 
 impl ReplArgs {
-    /// The runtime options these flags describe.
-    pub fn run_options(&self) -> vm_sched::RunOptions {
-        vm_sched::RunOptions { fuel_per_slice: self.fuel, max_frames: self.max_frames, workers: self.workers }
+    /// The runtime options these flags describe; a malformed permission flag is an error.
+    pub fn run_options(&self) -> Result<vm_sched::RunOptions, String> {
+        let perms = self.perms.permissions()?;
+        Ok(vm_sched::RunOptions {
+            fuel_per_slice: self.fuel,
+            max_frames: self.max_frames,
+            workers: self.workers,
+            perms,
+        })
     }
 }
 
@@ -91,6 +101,13 @@ type Editor = rustyline::Editor<complete::ReplHelper, FileHistory>;
 
 /// Runs the REPL; `trace` is the global `--trace` flag. Returns the exit status.
 pub fn main(args: ReplArgs, trace: bool) -> u8 {
+    let opts = match args.run_options() {
+        Ok(opts) => opts,
+        Err(msg) => {
+            eprint!("{msg}");
+            return EXIT_USAGE;
+        }
+    };
     let interactive = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
     let config = rustyline::Config::builder()
         .auto_add_history(false)
@@ -125,7 +142,7 @@ pub fn main(args: ReplArgs, trace: bool) -> u8 {
         }
     };
     let records = logging::init_for_repl(trace, &printer, logs_above_prompt);
-    let session = match vm_sched::Session::new(&args.run_options(), Arc::new(printer.clone())) {
+    let session = match vm_sched::Session::new(&opts, Arc::new(printer.clone())) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: {e}");

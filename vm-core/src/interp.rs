@@ -901,13 +901,20 @@ fn slow<H: Host + ?Sized>(
             control(host, op)
         }
         Instr::Stop { reason } => Flow::Block(Effect::Stop(reg!(reason).clone())),
-        Instr::Native { dst: _, name, args, n } => match &consts[name as usize] {
-            Value::Atom(a) => Flow::Block(Effect::Native { name: *a, args: window(regs, args as usize, n) }),
-            Value::Str(s) => {
-                Flow::Block(Effect::Native { name: Atom::new(s), args: window(regs, args as usize, n) })
+        Instr::Native { dst, name, args, n } => {
+            let name = match &consts[name as usize] {
+                Value::Atom(a) => *a,
+                Value::Str(s) => Atom::new(s),
+                other => return Flow::Throw(type_err("native", "a name (an atom)", other)),
+            };
+            // The host completes what it can at once (inline natives, I/O whose data is ready);
+            // only a native that must wait leaves the interpreter.
+            let (from, n) = (args as usize, n as usize);
+            match host.native(name, &regs[from..from + n]) {
+                Some(result) => put!(dst, result),
+                None => Flow::Block(Effect::Native { name, args: window(regs, args as usize, n as u16) }),
             }
-            other => Flow::Throw(type_err("native", "a name (an atom)", other)),
-        },
+        }
         Instr::Chan { dst, cap } => match &reg!(cap) {
             Value::Int(c) if *c >= 0 => put!(dst, host.chan_new(*c as usize)),
             x => Flow::Throw(type_err("chan", "a capacity (an int >= 0)", x)),
@@ -1046,7 +1053,7 @@ fn select_cases(v: &Value) -> Result<Vec<SelectCase>, Exception> {
     };
     let bad = |c: &Value| {
         Exception::badarg(format!(
-            "select: {} is not {{:send, ch, v}}, {{:recv, ch}} or {{:msg, pattern}}",
+            "select: {} is not {{:send, ch, v}}, {{:recv, ch}}, {{:msg, pattern}}, {{:readable, socket}} or {{:accept, listener}}",
             c.repr()
         ))
     };
@@ -1062,6 +1069,8 @@ fn select_cases(v: &Value) -> Result<Vec<SelectCase>, Exception> {
                 ("send", 3) => Ok(SelectCase::Send(chan_of("select", &t[1])?, t[2].clone())),
                 ("recv", 2) => Ok(SelectCase::Recv(chan_of("select", &t[1])?)),
                 ("msg", 2) => Ok(SelectCase::Message(t[1].clone())),
+                ("readable", 2) => Ok(SelectCase::Readable(t[1].clone())),
+                ("accept", 2) => Ok(SelectCase::Accept(t[1].clone())),
                 _ => Err(bad(c)),
             }
         })

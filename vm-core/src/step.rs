@@ -129,6 +129,11 @@ pub enum SelectCase {
     Recv(crate::value::Handle),
     /// Take a message matching the pattern from the actor's own mailbox.
     Message(Value),
+    /// Fire when the socket resource has input (or has reached its end), so a read will not
+    /// wait for the peer.
+    Readable(Value),
+    /// Accept a connection on the listener resource.
+    Accept(Value),
 }
 
 /// Which instruction issued a select, which decides how its result reaches the program.
@@ -153,6 +158,8 @@ pub enum Fired {
     Closed(usize),
     /// Case `i` is a send on a closed channel (an error).
     SendClosed(usize),
+    /// Case `i` (a socket) is readable.
+    Readable(usize),
 }
 
 /// How the result of a committed select reaches the program (see [`SelectShape`]). Used by the
@@ -173,6 +180,9 @@ pub fn select_resume(shape: SelectShape, fired: Fired) -> Resume {
         }
         (SelectShape::Select, Fired::Closed(i)) => {
             Resume::Value(Value::tuple(vec![Value::Int(i as i64), Value::atom("closed")]))
+        }
+        (SelectShape::Select, Fired::Readable(i)) => {
+            Resume::Value(Value::tuple(vec![Value::Int(i as i64), Value::atom("readable")]))
         }
     }
 }
@@ -319,6 +329,14 @@ pub trait Host {
     fn chan_try(&mut self, cases: &[SelectCase]) -> Result<Option<Fired>, Exception>;
     /// Closes a channel; closing twice raises `:closed`.
     fn chan_close(&mut self, chan: &crate::value::Handle) -> Result<(), Exception>;
+    /// Runs native function `name` if it completes without waiting (an inline native, or an I/O
+    /// operation whose data is ready): `Some(result)`. `None` means it must wait, or the host
+    /// leaves it to the runtime: the `native` instruction then blocks with [`Effect::Native`].
+    /// The default leaves every native to the runtime.
+    fn native(&mut self, name: crate::atom::Atom, args: &[Value]) -> Option<Result<Value, Exception>> {
+        let _ = (name, args);
+        None
+    }
 }
 
 impl ActorState {

@@ -1,18 +1,30 @@
-//! vm-io: the I/O drivers. **This is the only crate that touches the OS** (files, stdio, and, in
-//! later issues, sockets, timers and blocking natives). Every other crate reaches the outside
-//! world through it: vm-sched completes `print` effects with [`Output`], and vm-cli reads and
-//! writes program files with [`fs`] and [`FsLoader`].
+//! vm-io: the I/O drivers. **This is the only crate that touches the OS**: sockets, files,
+//! standard streams, the environment, clocks and name resolution. Every other crate reaches the
+//! outside world through it: vm-sched runs the [`natives`] and completes `print` effects with
+//! [`Output`], and vm-cli reads and writes program files with [`fs`] and [`FsLoader`].
 //!
-//! What is here today:
+//! - [`natives`]: the registry of native functions callable from bytecode, each inline, async
+//!   (a future awaited while the actor is soft-blocked) or blocking (run on the blocking pool);
+//!   `docs/io.md` is the reference for programs.
+//! - [`net`] (TCP, UDP), [`files`], [`stdio`]: the natives themselves.
+//! - [`resource`]: sockets, listeners and files as owned resources ([`Io`] holds the ownership
+//!   table, the permissions and the console of one VM).
+//! - [`perms`]: `--allow-net`, `--allow-read`, `--allow-write`.
 //! - [`Output`]: the sink for the `print` effect (standard output), buffered for speed;
 //! - [`FsLoader`]: the assembler's [`SourceLoader`] backed by the file system;
-//! - [`fs`]: whole-file reads and writes for `.vbc` modules;
-//! - [`natives`]: the registry of native functions (inline or blocking) callable from bytecode.
+//! - [`fs`]: whole-file reads and writes for `.vbc` modules.
 
+pub mod files;
 pub mod natives;
+pub mod net;
 pub mod output;
+pub mod perms;
+pub mod resource;
+pub mod stdio;
 
 pub use output::Output;
+pub use perms::Permissions;
+pub use resource::{Console, Io};
 
 use std::path::{Component, Path, PathBuf};
 use vm_core::asm::SourceLoader;
@@ -77,7 +89,7 @@ impl SourceLoader for FsLoader {
 /// Lexical normalisation: drops `.` components and collapses `dir/..` pairs. A leading `..`
 /// (or one that would climb above the root) is kept, because without the file system we cannot
 /// know what it refers to.
-fn normalize(p: &Path) -> PathBuf {
+pub(crate) fn normalize(p: &Path) -> PathBuf {
     let mut out: Vec<Component<'_>> = Vec::new();
     for c in p.components() {
         match c {

@@ -1,110 +1,309 @@
 //! Native functions callable from bytecode by name (`native dst, :name, args, n`).
 //!
-//! Each native is marked with how it may be run:
-//! - [`Kind::Inline`]: quick and never waits; the runtime calls it on the actor's worker thread.
-//! - [`Kind::Blocking`]: may block its thread (a syscall with no async form, a long
-//!   computation); the runtime runs it on tokio's blocking pool while the actor is *real-blocked*,
-//!   so it never stalls other actors. A panic inside becomes an exception in the calling actor
-//!   only.
+//! Each native has one of three implementations, which tells the runtime how to run it:
+//! - [`Imp::Inline`]: quick and never waits; called on the actor's worker thread, inside the
+//!   interpreter (no suspension).
+//! - [`Imp::Async`]: I/O that may wait (sockets, standard input). The function runs on the
+//!   actor's thread and either completes at once ([`Started::Done`]: data already buffered, a
+//!   write the socket took whole) or returns a future ([`Started::Pending`]) that the runtime
+//!   awaits while the actor is *soft-blocked* (it costs no thread; a mode-0 interrupt drops the
+//!   future and raises in the actor). Futures are written to be cancel-safe: dropping one loses
+//!   no input (bytes read stay in the connection's buffer).
+//! - [`Imp::Blocking`]: may block its thread (files, name resolution); run on tokio's blocking
+//!   pool while the actor is *real-blocked*. A panic inside becomes a `:panic` exception in the
+//!   calling actor only.
 //!
-//! The registry is a static table: adding a native is adding a row. Natives receive their
-//! arguments as a slice and return a value or an exception; they know nothing of actors.
+//! The registry is a static table (adding a native is adding a row); `docs/io.md` is its
+//! reference and a test checks that every row is documented there. A native gets a [`Ctx`]: the
+//! VM's [`Io`] state (permissions, ownership table, console) and the caller's pid.
 
+use crate::resource::Io;
+use std::future::Future;
 use std::net::ToSocketAddrs;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use vm_core::{Atom, Exception, Value, atoms};
 
-/// How the runtime must run a native; see the module docs.
+/// What a native sees of the VM: its I/O state and who is calling.
+pub struct Ctx<'a> {
+    /// The VM's I/O state.
+    pub io: &'a Arc<Io>,
+    /// The calling actor's pid.
+    pub pid: u64,
+}
+
+/// The result of a native.
+pub type NativeResult = Result<Value, Exception>;
+
+/// An operation in flight.
+pub type IoFuture = Pin<Box<dyn Future<Output = NativeResult> + Send>>;
+
+/// What starting an async native gave.
+pub enum Started {
+    /// It completed at once.
+    Done(NativeResult),
+    /// It waits: await this (dropping it cancels the operation without losing input).
+    Pending(IoFuture),
+}
+
+/// A synchronous native (inline or blocking).
+pub type SyncFn = fn(&Ctx<'_>, &[Value]) -> NativeResult;
+/// An async native.
+pub type AsyncFn = fn(&Ctx<'_>, &[Value]) -> Started;
+
+/// How a native runs; see the module docs.
+#[derive(Clone, Copy)]
+pub enum Imp {
+    /// On the actor's thread, at once.
+    Inline(SyncFn),
+    /// As a future, the actor soft-blocked.
+    Async(AsyncFn),
+    /// On the blocking pool, the actor real-blocked.
+    Blocking(SyncFn),
+}
+
+/// How the runtime must run a native (the kind of its [`Imp`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
     /// On the actor's thread.
     Inline,
-    /// On the blocking pool, with the actor real-blocked.
+    /// Awaited, soft-blocked.
+    Async,
+    /// On the blocking pool, real-blocked.
     Blocking,
 }
 
-/// A native function.
-pub type NativeFn = fn(&[Value]) -> Result<Value, Exception>;
-
 /// One registry row.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy)]
 pub struct Native {
     /// The name bytecode calls it by.
     pub name: &'static str,
-    /// How it must be run.
-    pub kind: Kind,
-    /// How many arguments it takes.
-    pub arity: usize,
-    /// What it does.
-    pub f: NativeFn,
+    /// Fewest arguments.
+    pub min_args: usize,
+    /// Most arguments (optional trailing ones, such as a timeout, are `nil` when absent).
+    pub max_args: usize,
+    /// The implementation.
+    pub imp: Imp,
     /// One line for people (`vm repl`'s help).
     pub doc: &'static str,
 }
 
-/// Every native, by name.
-pub static NATIVES: &[Native] = &[
-    Native {
-        name: "sleep_blocking",
-        kind: Kind::Blocking,
-        arity: 1,
-        f: sleep_blocking,
-        doc: "sleep_blocking(ms): blocks its thread for ms milliseconds (for tests of real blocking)",
-    },
-    Native {
-        name: "resolve",
-        kind: Kind::Blocking,
-        arity: 1,
-        f: resolve,
-        doc: "resolve(host): the host's addresses as a list of strings (the system resolver)",
-    },
-    Native {
-        name: "wall_clock_ms",
-        kind: Kind::Inline,
-        arity: 0,
-        f: wall_clock_ms,
-        doc: "wall_clock_ms(): milliseconds since the Unix epoch",
-    },
-    Native {
-        name: "monotonic_us",
-        kind: Kind::Inline,
-        arity: 0,
-        f: monotonic_us,
-        doc: "monotonic_us(): microseconds on a monotonic clock (for measuring latency)",
-    },
-    Native {
-        name: "panic",
-        kind: Kind::Blocking,
-        arity: 1,
-        f: panic_native,
-        doc: "panic(msg): panics inside a native (to test that a panic costs only the caller)",
-    },
-];
-
-/// The native called `name`.
-pub fn lookup(name: Atom) -> Option<&'static Native> {
-    let name = name.name();
-    NATIVES.iter().find(|n| n.name == &*name)
-}
-
-/// Calls `n` with `args` after checking the count.
-pub fn call(n: &Native, args: &[Value]) -> Result<Value, Exception> {
-    if args.len() != n.arity {
-        return Err(Exception::new(
-            atoms::BADARITY,
-            format!("native {} takes {} arguments, got {}", n.name, n.arity, args.len()),
-        ));
+impl std::fmt::Debug for Native {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Native({}, {:?})", self.name, self.kind())
     }
-    (n.f)(args)
 }
 
-fn int_arg(name: &str, v: &Value) -> Result<i64, Exception> {
+impl Native {
+    /// How it runs.
+    pub fn kind(&self) -> Kind {
+        match self.imp {
+            Imp::Inline(_) => Kind::Inline,
+            Imp::Async(_) => Kind::Async,
+            Imp::Blocking(_) => Kind::Blocking,
+        }
+    }
+
+    /// Checks the argument count.
+    pub fn check_arity(&self, n: usize) -> Result<(), Exception> {
+        if n < self.min_args || n > self.max_args {
+            let takes = if self.min_args == self.max_args {
+                format!("{}", self.min_args)
+            } else {
+                format!("{} to {}", self.min_args, self.max_args)
+            };
+            return Err(Exception::new(
+                atoms::BADARITY,
+                format!("native {} takes {takes} arguments, got {n}", self.name),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Calls a synchronous native (inline or blocking) after checking the count. An async
+    /// native is started instead, and `Pending` is reported as an error: use [`Native::start`].
+    pub fn call(&self, ctx: &Ctx<'_>, args: &[Value]) -> NativeResult {
+        self.check_arity(args.len())?;
+        match self.imp {
+            Imp::Inline(f) | Imp::Blocking(f) => f(ctx, args),
+            Imp::Async(f) => match f(ctx, args) {
+                Started::Done(r) => r,
+                Started::Pending(_) => Err(Exception::badarg(format!("native {} would wait", self.name))),
+            },
+        }
+    }
+
+    /// Starts a native of any kind: synchronous ones complete at once.
+    pub fn start(&self, ctx: &Ctx<'_>, args: &[Value]) -> Started {
+        if let Err(e) = self.check_arity(args.len()) {
+            return Started::Done(Err(e));
+        }
+        match self.imp {
+            Imp::Inline(f) | Imp::Blocking(f) => Started::Done(f(ctx, args)),
+            Imp::Async(f) => f(ctx, args),
+        }
+    }
+}
+
+macro_rules! natives {
+    ($($name:literal, $min:literal..=$max:literal, $kind:ident($f:path), $doc:literal;)*) => {
+        /// Every native, by name.
+        pub static NATIVES: &[Native] = &[
+            $(Native { name: $name, min_args: $min, max_args: $max, imp: Imp::$kind($f), doc: $doc },)*
+        ];
+    };
+}
+
+use crate::{files, net, stdio};
+
+natives! {
+    "tcp_listen", 1..=1, Async(net::tcp_listen), "tcp_listen(addr): listens on host:port -> listener";
+    "tcp_accept", 1..=2, Async(net::tcp_accept), "tcp_accept(listener, [timeout_ms]): waits for a connection -> connection";
+    "tcp_connect", 1..=2, Async(net::tcp_connect), "tcp_connect(addr, [timeout_ms]): connects to host:port -> connection";
+    "tcp_read", 2..=3, Async(net::tcp_read), "tcp_read(conn, max, [timeout_ms]): 1..max bytes, or nil at end of input";
+    "tcp_read_exact", 2..=3, Async(net::tcp_read_exact), "tcp_read_exact(conn, n, [timeout_ms]): exactly n bytes (:closed if input ends first)";
+    "tcp_read_line", 2..=3, Async(net::tcp_read_line), "tcp_read_line(conn, max, [timeout_ms]): a line with its newline, or nil at end of input";
+    "tcp_write", 2..=3, Async(net::tcp_write), "tcp_write(conn, data, [timeout_ms]): writes all of data";
+    "tcp_buffered", 1..=1, Inline(net::tcp_buffered), "tcp_buffered(conn): how many received bytes wait in the read buffer";
+    "tcp_shutdown", 1..=1, Inline(net::tcp_shutdown), "tcp_shutdown(conn): closes the writing half";
+    "tcp_nodelay", 2..=2, Inline(net::tcp_nodelay), "tcp_nodelay(conn, on): sets TCP_NODELAY";
+    "local_addr", 1..=1, Inline(net::local_addr), "local_addr(res): the local ip:port of a listener or socket";
+    "peer_addr", 1..=1, Inline(net::peer_addr), "peer_addr(conn): the peer's ip:port";
+    "close", 1..=1, Inline(net::close), "close(res): closes a resource -> true, or false if already closed";
+    "udp_bind", 1..=1, Async(net::udp_bind), "udp_bind(addr): a UDP socket bound to host:port";
+    "udp_send_to", 3..=4, Async(net::udp_send_to), "udp_send_to(sock, addr, data, [timeout_ms]): sends one datagram";
+    "udp_recv_from", 2..=3, Async(net::udp_recv_from), "udp_recv_from(sock, max, [timeout_ms]): {data, ip:port}";
+    "file_open", 2..=2, Blocking(files::file_open), "file_open(path, mode): mode :read :write :append :create_new :read_write -> file";
+    "file_read", 2..=2, Blocking(files::file_read), "file_read(file, max): up to max bytes, or nil at end of file";
+    "file_write", 2..=2, Blocking(files::file_write), "file_write(file, data): writes all of data";
+    "file_seek", 3..=3, Blocking(files::file_seek), "file_seek(file, offset, whence): whence :start :current :end -> new position";
+    "file_read_all", 1..=1, Blocking(files::file_read_all), "file_read_all(path): the whole file as bytes";
+    "file_write_all", 2..=2, Blocking(files::file_write_all), "file_write_all(path, data): creates or replaces the file";
+    "dir_list", 1..=1, Blocking(files::dir_list), "dir_list(path): the entry names, sorted";
+    "file_remove", 1..=1, Blocking(files::file_remove), "file_remove(path): removes a file or an empty directory";
+    "stdin_read_line", 0..=1, Async(stdio::stdin_read_line), "stdin_read_line([timeout_ms]): a line of standard input, or nil at end of input";
+    "stdout_write", 1..=1, Inline(stdio::stdout_write), "stdout_write(data): writes to standard output without a newline";
+    "stderr_write", 1..=1, Inline(stdio::stderr_write), "stderr_write(data): writes to standard error";
+    "env_get", 1..=1, Inline(stdio::env_get), "env_get(name): an environment variable, or nil";
+    "wall_clock_ms", 0..=0, Inline(wall_clock_ms), "wall_clock_ms(): milliseconds since the Unix epoch";
+    "monotonic_us", 0..=0, Inline(monotonic_us), "monotonic_us(): microseconds on a monotonic clock";
+    "resolve", 1..=1, Blocking(resolve), "resolve(host): the host's addresses as a list of strings";
+    "sleep_blocking", 1..=1, Blocking(sleep_blocking), "sleep_blocking(ms): blocks a pool thread for ms (for tests of real blocking)";
+    "panic", 1..=1, Blocking(panic_native), "panic(msg): panics inside a native (for tests: the caller gets :panic)";
+}
+
+/// The native called `name`: an index by the atom's number (atoms are small dense integers and
+/// the natives' names are interned together at first use), so a call costs no hashing.
+pub fn lookup(name: Atom) -> Option<&'static Native> {
+    static BY_ATOM: OnceLock<Vec<Option<&'static Native>>> = OnceLock::new();
+    let table = BY_ATOM.get_or_init(|| {
+        let mut t = Vec::new();
+        for n in NATIVES {
+            let i = Atom::new(n.name).index() as usize;
+            if t.len() <= i {
+                t.resize(i + 1, None);
+            }
+            t[i] = Some(n);
+        }
+        t
+    });
+    table.get(name.index() as usize).copied().flatten()
+}
+
+/// Argument `i`, or `nil` when an optional argument was left out.
+pub(crate) fn arg(args: &[Value], i: usize) -> &Value {
+    static NIL: Value = Value::Nil;
+    args.get(i).unwrap_or(&NIL)
+}
+
+/// An int argument.
+pub(crate) fn int_arg(what: &str, v: &Value) -> Result<i64, Exception> {
     match v {
         Value::Int(i) => Ok(*i),
-        other => Err(Exception::type_error(format!("{name}: expected an int, got {}", other.type_atom()))),
+        other => Err(Exception::type_error(format!("{what}: expected an int, got {}", other.type_atom()))),
     }
 }
 
-fn sleep_blocking(args: &[Value]) -> Result<Value, Exception> {
+/// A non-negative size argument.
+pub(crate) fn size_arg(what: &str, v: &Value) -> Result<usize, Exception> {
+    match int_arg(what, v)? {
+        n if n >= 0 => Ok(n as usize),
+        n => Err(Exception::badarg(format!("{what}: expected a size >= 0, got {n}"))),
+    }
+}
+
+/// A string argument (bytes must be UTF-8).
+pub(crate) fn str_arg<'v>(what: &str, v: &'v Value) -> Result<std::borrow::Cow<'v, str>, Exception> {
+    match v {
+        Value::Str(s) => Ok(std::borrow::Cow::Borrowed(&**s)),
+        Value::Bytes(b) => std::str::from_utf8(b)
+            .map(std::borrow::Cow::Borrowed)
+            .map_err(|_| Exception::badarg(format!("{what}: expected text, got bytes that are not UTF-8"))),
+        other => Err(Exception::type_error(format!("{what}: expected a string, got {}", other.type_atom()))),
+    }
+}
+
+/// Data to write: the bytes of a string or bytes value.
+pub(crate) fn data_arg<'v>(what: &str, v: &'v Value) -> Result<&'v [u8], Exception> {
+    match v {
+        Value::Str(s) => Ok(s.as_bytes()),
+        Value::Bytes(b) => Ok(b),
+        other => Err(Exception::type_error(format!(
+            "{what}: expected a string or bytes, got {}",
+            other.type_atom()
+        ))),
+    }
+}
+
+/// An optional `timeout_ms` argument: `nil` (or absent) for none.
+pub(crate) fn timeout_arg(what: &str, v: &Value) -> Result<Option<Duration>, Exception> {
+    match v {
+        Value::Nil => Ok(None),
+        v => Ok(Some(Duration::from_millis(size_arg(what, v)? as u64))),
+    }
+}
+
+/// Turns an OS error into the exception a program sees (see docs/io.md for the kinds).
+pub fn io_error(what: &str, e: &std::io::Error) -> Exception {
+    use std::io::ErrorKind::*;
+    let kind = match e.kind() {
+        ConnectionRefused => "refused",
+        ConnectionReset | ConnectionAborted | BrokenPipe => "reset",
+        TimedOut => "timeout",
+        NotFound => "not_found",
+        PermissionDenied => "permission",
+        AlreadyExists => "exists",
+        AddrInUse => "addr_in_use",
+        NotConnected | UnexpectedEof => "closed",
+        InvalidInput => "badarg",
+        _ => "io",
+    };
+    Exception::new(Atom::new(kind), format!("{what}: {e}"))
+}
+
+/// The `:timeout` exception.
+pub(crate) fn timed_out(what: &str, d: Duration) -> Exception {
+    Exception::new(atoms::TIMEOUT, format!("{what}: no result within {} ms", d.as_millis()))
+}
+
+/// Runs `fut` with an optional deadline.
+pub(crate) fn with_timeout<F>(what: &'static str, t: Option<Duration>, fut: F) -> IoFuture
+where
+    F: Future<Output = NativeResult> + Send + 'static,
+{
+    match t {
+        None => Box::pin(fut),
+        Some(d) => Box::pin(async move {
+            match tokio::time::timeout(d, fut).await {
+                Ok(r) => r,
+                Err(_) => Err(timed_out(what, d)),
+            }
+        }),
+    }
+}
+
+fn sleep_blocking(_: &Ctx<'_>, args: &[Value]) -> Result<Value, Exception> {
     let ms = int_arg("sleep_blocking", &args[0])?;
     if ms < 0 {
         return Err(Exception::badarg(format!("sleep_blocking: negative time {ms}")));
@@ -113,7 +312,7 @@ fn sleep_blocking(args: &[Value]) -> Result<Value, Exception> {
     Ok(Value::Nil)
 }
 
-fn resolve(args: &[Value]) -> Result<Value, Exception> {
+fn resolve(_: &Ctx<'_>, args: &[Value]) -> Result<Value, Exception> {
     let host = match &args[0] {
         Value::Str(s) => s.to_string(),
         other => {
@@ -132,46 +331,80 @@ fn resolve(args: &[Value]) -> Result<Value, Exception> {
     Ok(Value::list(ips.into_iter().map(Value::str).collect()))
 }
 
-fn wall_clock_ms(_: &[Value]) -> Result<Value, Exception> {
+fn wall_clock_ms(_: &Ctx<'_>, _: &[Value]) -> Result<Value, Exception> {
     let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     Ok(Value::Int(d.as_millis() as i64))
 }
 
-fn monotonic_us(_: &[Value]) -> Result<Value, Exception> {
+fn monotonic_us(_: &Ctx<'_>, _: &[Value]) -> Result<Value, Exception> {
     static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
     Ok(Value::Int(START.get_or_init(std::time::Instant::now).elapsed().as_micros() as i64))
 }
 
-fn panic_native(args: &[Value]) -> Result<Value, Exception> {
+fn panic_native(_: &Ctx<'_>, args: &[Value]) -> Result<Value, Exception> {
     panic!("{}", args[0]);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::perms::Permissions;
+    use crate::resource::Console;
+
+    struct Quiet;
+    impl Console for Quiet {
+        fn stdout(&self, _: &[u8]) {}
+        fn stderr(&self, _: &[u8]) {}
+    }
+
+    fn with_ctx<R>(f: impl FnOnce(&Ctx<'_>) -> R) -> R {
+        let io = Io::new(Permissions::all(), Arc::new(Quiet));
+        f(&Ctx { io: &io, pid: 1 })
+    }
+
+    fn call(name: &str, args: &[Value]) -> NativeResult {
+        with_ctx(|ctx| lookup(Atom::new(name)).unwrap().call(ctx, args))
+    }
 
     #[test]
     fn lookup_and_arity() {
-        let n = lookup(Atom::new("wall_clock_ms")).unwrap();
-        assert!(matches!(call(n, &[]), Ok(Value::Int(t)) if t > 1_600_000_000_000));
-        assert_eq!(call(n, &[Value::Nil]).unwrap_err().kind, atoms::BADARITY);
+        assert!(matches!(call("wall_clock_ms", &[]), Ok(Value::Int(t)) if t > 1_600_000_000_000));
+        assert_eq!(call("wall_clock_ms", &[Value::Nil]).unwrap_err().kind, atoms::BADARITY);
+        let e = call("tcp_read", &[]).unwrap_err();
+        assert!(e.msg.to_string().contains("takes 2 to 3 arguments"), "{}", e.msg);
         assert!(lookup(Atom::new("no_such_native")).is_none());
     }
 
     #[test]
+    fn every_native_is_documented_in_docs_io_md() {
+        let doc = include_str!("../../docs/io.md");
+        for n in NATIVES {
+            assert!(doc.contains(&format!("`{}(", n.name)), "docs/io.md does not describe native {}", n.name);
+        }
+    }
+
+    #[test]
     fn resolve_localhost() {
-        let n = lookup(Atom::new("resolve")).unwrap();
-        let Value::List(ips) = call(n, &[Value::str("localhost")]).unwrap() else { panic!() };
+        let Value::List(ips) = call("resolve", &[Value::str("localhost")]).unwrap() else { panic!() };
         assert!(ips.iter().any(|ip| ip == &Value::str("127.0.0.1") || ip == &Value::str("::1")), "{ips:?}");
-        assert_eq!(call(n, &[Value::Int(1)]).unwrap_err().kind, atoms::TYPE_ERROR);
+        assert_eq!(call("resolve", &[Value::Int(1)]).unwrap_err().kind, atoms::TYPE_ERROR);
     }
 
     #[test]
     fn sleep_blocking_blocks_and_checks_its_argument() {
-        let n = lookup(Atom::new("sleep_blocking")).unwrap();
         let t = std::time::Instant::now();
-        call(n, &[Value::Int(20)]).unwrap();
+        call("sleep_blocking", &[Value::Int(20)]).unwrap();
         assert!(t.elapsed() >= Duration::from_millis(20));
-        assert!(call(n, &[Value::Int(-1)]).is_err());
+        assert!(call("sleep_blocking", &[Value::Int(-1)]).is_err());
+    }
+
+    #[test]
+    fn os_errors_map_to_kinds() {
+        use std::io::{Error, ErrorKind};
+        let kind = |k| io_error("x", &Error::from(k)).kind;
+        assert_eq!(kind(ErrorKind::ConnectionRefused), Atom::new("refused"));
+        assert_eq!(kind(ErrorKind::BrokenPipe), Atom::new("reset"));
+        assert_eq!(kind(ErrorKind::NotFound), atoms::NOT_FOUND);
+        assert_eq!(kind(ErrorKind::Other), Atom::new("io"));
     }
 }

@@ -67,6 +67,18 @@ impl Output {
         inner.record(result)
     }
 
+    /// Writes `bytes` as they are (no newline added), in order with the lines.
+    pub fn write_bytes(&self, bytes: &[u8]) -> io::Result<()> {
+        let mut inner = self.lock();
+        inner.check()?;
+        let Inner { writer, line_flush, .. } = &mut *inner;
+        let mut result = writer.write_all(bytes);
+        if result.is_ok() && *line_flush {
+            result = writer.flush();
+        }
+        inner.record(result)
+    }
+
     /// Pushes buffered lines to the destination.
     pub fn flush(&self) -> io::Result<()> {
         let mut inner = self.lock();

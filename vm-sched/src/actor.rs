@@ -73,7 +73,8 @@ pub(crate) fn drive(
 ) -> impl Future<Output = ()> + Send + 'static {
     async move {
         let reason = {
-            let mut host = ActorHost { vm: &vm, cell: &cell, monitors: Vec::new(), last_target: None };
+            let mut host =
+                ActorHost { vm: &vm, cell: &cell, monitors: Vec::new(), last_target: None, pending_io: None };
             run(&mut host, &module, &mut st).await
         };
         // The main actor's failure is reported by `vm run` itself; others are logged here.
@@ -174,6 +175,7 @@ async fn run(host: &mut ActorHost<'_>, module: &Module, st: &mut ActorState) -> 
                     match wait.await {
                         SelectEnd::Fired(f) => st.resume(module, select_resume(shape, f)),
                         SelectEnd::TimedOut => st.resume(module, Resume::Timeout),
+                        SelectEnd::Failed(e) => st.resume(module, Resume::Raise(e)),
                         SelectEnd::Signal(sig, committed) => {
                             if let Some(f) = committed {
                                 // The select completed first; the signal then meets a running
@@ -203,16 +205,43 @@ async fn run(host: &mut ActorHost<'_>, module: &Module, st: &mut ActorState) -> 
                         st.resume(module, Resume::Raise(e));
                         continue;
                     };
-                    match native.kind {
+                    let pid = cell.pid.0;
+                    match native.kind() {
                         natives::Kind::Inline => {
-                            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                                natives::call(native, &args)
-                            }));
-                            st.resume(module, native_result(r.map_err(panic_text)));
+                            let ctx = natives::Ctx { io: &vm.shared.io, pid };
+                            st.resume(module, native_result(Ok(call_inline(native, &ctx, &args))));
+                        }
+                        natives::Kind::Async => {
+                            let ctx = natives::Ctx { io: &vm.shared.io, pid };
+                            // Started by `Host::native` inside the step, or (after a restore, or
+                            // under another host) started now.
+                            let fut = match host.pending_io.take() {
+                                Some(f) => f,
+                                None => match native.start(&ctx, &args) {
+                                    natives::Started::Done(r) => {
+                                        st.resume(module, native_result(Ok(r)));
+                                        continue;
+                                    }
+                                    natives::Started::Pending(f) => f,
+                                },
+                            };
+                            cell.set_state(RunState::Waiting);
+                            // Boxed, as `real_block` is, to keep every actor's task small.
+                            match Box::pin(IoWait { vm, cell, fut, name: native.name, done: false }).await {
+                                Ok(result) => st.resume(module, native_result(Ok(result))),
+                                Err(sig) => {
+                                    if let Some(end) = blocked_signal(module, st, sig) {
+                                        return end;
+                                    }
+                                }
+                            }
                         }
                         natives::Kind::Blocking => {
                             cell.set_state(RunState::RealBlocked);
-                            let job = tokio::task::spawn_blocking(move || natives::call(native, &args));
+                            let io = vm.shared.io.clone();
+                            let job = tokio::task::spawn_blocking(move || {
+                                native.call(&natives::Ctx { io: &io, pid }, &args)
+                            });
                             // Boxed: native calls are rare, and this keeps every task small.
                             match Box::pin(real_block(vm, cell, job)).await {
                                 Ok((_, Some(interrupt))) => st.resume(module, Resume::Raise(interrupt)),
@@ -259,6 +288,62 @@ async fn run(host: &mut ActorHost<'_>, module: &Module, st: &mut ActorState) -> 
 }
 
 type NativeOutcome = Result<Result<Value, Exception>, String>;
+
+/// Calls an inline native on this thread; a panic in it becomes a `:panic` exception.
+fn call_inline(native: &natives::Native, ctx: &natives::Ctx<'_>, args: &[Value]) -> Result<Value, Exception> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| native.call(ctx, args))) {
+        Ok(r) => r,
+        Err(p) => Err(Exception::new(atoms::PANIC, format!("native call panicked: {}", panic_text(p)))),
+    }
+}
+
+/// Waits for an async native's future while the actor is soft-blocked: a signal that arrives
+/// first drops the future (cancelling the operation; the natives lose no input when dropped)
+/// and is returned. The actor stays counted as active: I/O can always still complete, so a
+/// server waiting in accept is never mistaken for a deadlock.
+struct IoWait<'a> {
+    vm: &'a Vm,
+    cell: &'a ActorCell,
+    fut: natives::IoFuture,
+    name: &'static str,
+    /// Set once the wait has ended (and unparked the mailbox).
+    done: bool,
+}
+
+impl Future for IoWait<'_> {
+    type Output = Result<Result<Value, Exception>, Signal>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        let spec = WaitSpec { receive: false, pattern: None, indefinite: false, soft: true };
+        let name = this.name;
+        let describe = || Wait::Other(format!("I/O ({name})"));
+        if let (Poll::Ready(Some(Woken::Signal(sig))), _) =
+            this.cell.mailbox.poll_wait(cx, &spec, false, describe, &this.vm.shared.active)
+        {
+            this.cell.mailbox.cancel_wait(&this.vm.shared.active);
+            this.done = true;
+            return Poll::Ready(Err(sig));
+        }
+        match this.fut.as_mut().poll(cx) {
+            Poll::Ready(r) => {
+                this.cell.mailbox.cancel_wait(&this.vm.shared.active);
+                this.done = true;
+                Poll::Ready(Ok(r))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl Drop for IoWait<'_> {
+    fn drop(&mut self) {
+        // Abandoned mid-wait (the runtime shutting down): leave the mailbox unparked.
+        if !self.done {
+            self.cell.mailbox.cancel_wait(&self.vm.shared.active);
+        }
+    }
+}
 
 fn native_result(r: NativeOutcome) -> Resume {
     match r {
@@ -400,6 +485,9 @@ pub(crate) struct ActorHost<'a> {
     /// registry lookup; a cached actor that has exited just drops the message, as the registry
     /// would.
     last_target: Option<Arc<ActorCell>>,
+    /// An I/O operation `native` started but could not finish at once: the driver awaits it
+    /// when the instruction blocks, right after (see `Host::native`).
+    pending_io: Option<natives::IoFuture>,
 }
 
 /// The channel behind a `Value::Chan` handle.
@@ -423,9 +511,12 @@ fn start_select<'a>(
     cases: Vec<SelectCase>,
     timeout_ms: Option<u64>,
 ) -> Result<Pin<Box<SelectWait<'a>>>, Exception> {
-    let split = split_cases(&cases)?;
-    let watched =
-        if timeout_ms.is_none() && split.messages.is_empty() { channel_handles(&cases) } else { Vec::new() };
+    let split = split_cases(&cases, vm, cell.pid)?;
+    let watched = if timeout_ms.is_none() && split.messages.is_empty() && split.io.is_empty() {
+        channel_handles(&cases)
+    } else {
+        Vec::new()
+    };
     drop(cases);
     if let Some(e) = watch_orphans(vm, cell, st, &watched) {
         unwatch(cell, &watched);
@@ -493,10 +584,14 @@ struct SplitCases {
     chans: Vec<chan::Case>,
     chan_index: Vec<usize>,
     messages: Vec<(usize, Value)>,
+    /// Socket cases: index, whether it accepts (else waits for input), the socket.
+    io: Vec<(usize, bool, Arc<vm_io::resource::Obj>)>,
 }
 
-fn split_cases(cases: &[SelectCase]) -> Result<SplitCases, Exception> {
-    let mut out = SplitCases { chans: Vec::new(), chan_index: Vec::new(), messages: Vec::new() };
+/// Splits a select's cases; socket cases are checked for ownership here, as `native` would.
+fn split_cases(cases: &[SelectCase], vm: &Vm, pid: Pid) -> Result<SplitCases, Exception> {
+    let mut out =
+        SplitCases { chans: Vec::new(), chan_index: Vec::new(), messages: Vec::new(), io: Vec::new() };
     for (i, c) in cases.iter().enumerate() {
         match c {
             SelectCase::Send(h, v) => {
@@ -508,6 +603,15 @@ fn split_cases(cases: &[SelectCase]) -> Result<SplitCases, Exception> {
                 out.chan_index.push(i);
             }
             SelectCase::Message(p) => out.messages.push((i, p.clone())),
+            SelectCase::Readable(r) | SelectCase::Accept(r) => {
+                let ctx = natives::Ctx { io: &vm.shared.io, pid: pid.0 };
+                let accept = matches!(c, SelectCase::Accept(_));
+                let obj = ctx.obj(if accept { "select accept" } else { "select readable" }, r)?;
+                if accept && !matches!(*obj, vm_io::resource::Obj::Listener(_)) {
+                    return Err(Exception::type_error("select: {:accept, l} needs a tcp listener"));
+                }
+                out.io.push((i, accept, obj));
+            }
         }
     }
     Ok(out)
@@ -528,11 +632,38 @@ impl SplitCases {
     fn take_message(&self, cell: &ActorCell) -> Option<Fired> {
         self.messages.iter().find_map(|(i, p)| cell.mailbox.try_take(Some(p)).map(|m| Fired::Received(*i, m)))
     }
+
+    /// The first ready socket case (registering `cx` with the others): its index, whether it
+    /// accepts, and the socket.
+    fn ready_io(&self, cx: &mut Context<'_>) -> Option<(usize, bool, Arc<vm_io::resource::Obj>)> {
+        self.io.iter().find_map(|(i, accept, obj)| {
+            vm_io::net::poll_readable(obj, cx).is_ready().then(|| (*i, *accept, obj.clone()))
+        })
+    }
+}
+
+/// What a ready socket case gives the program: `{i, :readable}`, or the accepted connection
+/// (owned by the caller).
+fn fire_io(
+    vm: &Vm,
+    pid: Pid,
+    i: usize,
+    accept: bool,
+    obj: &vm_io::resource::Obj,
+) -> Result<Fired, Exception> {
+    if accept {
+        let ctx = natives::Ctx { io: &vm.shared.io, pid: pid.0 };
+        vm_io::net::take_accepted(&ctx, obj).map(|conn| Fired::Received(i, conn))
+    } else {
+        Ok(Fired::Readable(i))
+    }
 }
 
 /// What a parked select ended with.
 enum SelectEnd {
     Fired(Fired),
+    /// A socket case failed (an accept error).
+    Failed(Exception),
     TimedOut,
     Signal(Signal, Option<Fired>),
 }
@@ -569,7 +700,10 @@ impl<'a> SelectWait<'a> {
         // the channel core) counts the actor out: first, before any waker is published.
         let sel = Some(chan::Select::with_flag(std::mem::take(&mut split.chans), false, cell.clone()));
         let timer = timeout_ms.map(|ms| Box::pin(tokio::time::sleep(Duration::from_millis(ms))));
-        SelectWait { vm, cell, split, sel, timer, what, watched, indefinite: timeout_ms.is_none() }
+        // Waiting on a socket is waiting on the outside world: the actor stays counted in, so
+        // such a select is never taken for a deadlock.
+        let indefinite = timeout_ms.is_none() && split.io.is_empty();
+        SelectWait { vm, cell, split, sel, timer, what, watched, indefinite }
     }
 
     /// Cancels the channel select; `Some` if a channel case had committed first.
@@ -613,6 +747,16 @@ impl Future for SelectWait<'_> {
                     SelectEnd::Fired(f)
                 }
                 None => SelectEnd::Fired(m),
+            })
+        } else if let Some((i, accept, obj)) = this.split.ready_io(cx) {
+            // A channel case that committed meanwhile wins; an accepted connection then stays
+            // in the listener's backlog for the next accept.
+            Some(match this.cancel() {
+                Some(f) => SelectEnd::Fired(f),
+                None => match fire_io(this.vm, this.cell.pid, i, accept, &obj) {
+                    Ok(f) => SelectEnd::Fired(f),
+                    Err(e) => SelectEnd::Failed(e),
+                },
             })
         } else if this.timer.as_mut().is_some_and(|t| t.as_mut().poll(cx).is_ready()) {
             Some(this.cancel().map_or(SelectEnd::TimedOut, SelectEnd::Fired))
@@ -668,6 +812,8 @@ impl Host for ActorHost<'_> {
 
     fn send(&mut self, to: Pid, msg: Value) -> Result<(), Exception> {
         crate::session::trace_send(self.cell.pid, to, &msg);
+        // Resources in the message become the receiver's before it can see them.
+        self.vm.shared.io.transfer(&msg, self.cell.pid.0, to.0);
         if to == self.cell.pid {
             self.vm.deliver(self.cell, msg);
             return Ok(());
@@ -690,6 +836,22 @@ impl Host for ActorHost<'_> {
 
     fn now_ms(&self) -> i64 {
         self.vm.now_ms()
+    }
+
+    fn native(&mut self, name: Atom, args: &[Value]) -> Option<Result<Value, Exception>> {
+        let native = natives::lookup(name)?;
+        let ctx = natives::Ctx { io: &self.vm.shared.io, pid: self.cell.pid.0 };
+        match native.imp {
+            natives::Imp::Blocking(_) => None,
+            natives::Imp::Inline(_) => Some(call_inline(native, &ctx, args)),
+            natives::Imp::Async(_) => match native.start(&ctx, args) {
+                natives::Started::Done(r) => Some(r),
+                natives::Started::Pending(fut) => {
+                    self.pending_io = Some(fut);
+                    None
+                }
+            },
+        }
     }
 
     fn chan_new(&mut self, cap: usize) -> Result<Value, Exception> {
@@ -718,11 +880,19 @@ impl Host for ActorHost<'_> {
             }
             _ => {}
         }
-        let split = split_cases(cases)?;
+        let split = split_cases(cases, self.vm, self.cell.pid)?;
         if let Some(f) = chan::try_select(&split.chans, &self.vm.shared.active) {
             return Ok(Some(split.fired(f)));
         }
-        Ok(split.take_message(self.cell))
+        if let Some(m) = split.take_message(self.cell) {
+            return Ok(Some(m));
+        }
+        // Sockets ready now; the no-op waker only asks, the blocking select registers for real.
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        match split.ready_io(&mut cx) {
+            Some((i, accept, obj)) => fire_io(self.vm, self.cell.pid, i, accept, &obj).map(Some),
+            None => Ok(None),
+        }
     }
 
     fn chan_close(&mut self, h: &Handle) -> Result<(), Exception> {

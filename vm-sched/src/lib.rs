@@ -26,4 +26,6 @@ pub use session::{Eval, EvalEnd, Session};
 pub use vm::{ActorInfo, Config, Hold, Outcome, Output, RunState, Vm};
 
 #[cfg(all(test, not(vm_loom)))]
+mod io_tests;
+#[cfg(all(test, not(vm_loom)))]
 mod tests;

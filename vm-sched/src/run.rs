@@ -30,7 +30,7 @@ use vm_core::Module;
 pub const FLUSH_DELAY: Duration = Duration::from_millis(5);
 
 /// How to run a program.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RunOptions {
     /// Fuel per slice: an actor yields to tokio after this many calls and backward jumps
     /// (at least 1; 0 is treated as 1).
@@ -39,19 +39,31 @@ pub struct RunOptions {
     pub max_frames: u32,
     /// Worker threads; `None` means one per core.
     pub workers: Option<NonZeroUsize>,
+    /// What the program may do (`--allow-net`, `--allow-read`, `--allow-write`).
+    pub perms: vm_io::Permissions,
 }
 
 impl Default for RunOptions {
     fn default() -> RunOptions {
         let config = Config::default();
-        RunOptions { fuel_per_slice: config.fuel, max_frames: config.max_frames, workers: None }
+        RunOptions {
+            fuel_per_slice: config.fuel,
+            max_frames: config.max_frames,
+            workers: None,
+            perms: vm_io::Permissions::default(),
+        }
     }
 }
 
 impl RunOptions {
     /// The VM configuration these options describe (other settings at their defaults).
     pub fn config(&self) -> Config {
-        Config { fuel: self.fuel_per_slice.max(1), max_frames: self.max_frames, ..Config::default() }
+        Config {
+            fuel: self.fuel_per_slice.max(1),
+            max_frames: self.max_frames,
+            perms: self.perms.clone(),
+            ..Config::default()
+        }
     }
 }
 
@@ -194,18 +206,28 @@ impl StdoutSink {
     }
 }
 
-impl Output for StdoutSink {
-    fn line(&self, text: &str) {
+impl StdoutSink {
+    fn emit(&self, write: impl FnOnce(&vm_io::Output) -> std::io::Result<()>) {
         if self.closed.load(Ordering::SeqCst) {
             return;
         }
-        if let Err(e) = self.out.print_line(text) {
+        if let Err(e) = write(&self.out) {
             self.report(e);
             return;
         }
         if !self.dirty.swap(true, Ordering::SeqCst) {
             self.wake.notify_one();
         }
+    }
+}
+
+impl Output for StdoutSink {
+    fn line(&self, text: &str) {
+        self.emit(|out| out.print_line(text));
+    }
+
+    fn write(&self, bytes: &[u8]) {
+        self.emit(|out| out.write_bytes(bytes));
     }
 
     fn flush(&self) {
@@ -278,7 +300,8 @@ mod tests {
         assert_eq!(o.fuel_per_slice, Config::default().fuel);
         assert_eq!(o.max_frames, vm_core::step::DEFAULT_MAX_FRAMES);
         assert_eq!(o.workers, None);
-        let c = RunOptions { fuel_per_slice: 0, max_frames: 7, workers: None }.config();
+        let c = RunOptions { fuel_per_slice: 0, max_frames: 7, workers: None, perms: Default::default() }
+            .config();
         assert_eq!((c.fuel, c.max_frames), (1, 7));
     }
 

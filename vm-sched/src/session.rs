@@ -312,6 +312,11 @@ impl fmt::Display for DescribeEffect<'_> {
                         SelectCase::Send(h, v) => write!(f, "send {} to #chan<{}>", v.repr(), h.id())?,
                         SelectCase::Recv(h) => write!(f, "receive from #chan<{}>", h.id())?,
                         SelectCase::Message(p) => write!(f, "message matching {}", p.repr())?,
+                        SelectCase::Readable(r) => write!(f, "input on {}", r.repr())?,
+                        SelectCase::Accept(l) => write!(f, "connection on {}", l.repr())?,
+                        // Cases added to the runtime later are still shown, if less nicely.
+                        #[allow(unreachable_patterns)]
+                        other => write!(f, "{other:?}")?,
                     }
                 }
                 f.write_str("]")?;

@@ -36,6 +36,25 @@ pub trait Output: Send + Sync {
     fn line(&self, text: &str);
     /// Flushes buffered output.
     fn flush(&self) {}
+    /// Writes bytes as they are (`stdout_write`), in order with the lines. The default writes
+    /// them as one line with a trailing newline removed; sinks that can do better override it.
+    fn write(&self, bytes: &[u8]) {
+        let text = String::from_utf8_lossy(bytes);
+        self.line(text.strip_suffix('\n').unwrap_or(&text));
+    }
+}
+
+/// The [`vm_io::Console`] of a VM: standard output through its [`Output`] (so `stdout_write`
+/// and `print` stay in order), standard error straight to vm-io.
+struct ConsoleOf(Arc<dyn Output>);
+
+impl vm_io::Console for ConsoleOf {
+    fn stdout(&self, bytes: &[u8]) {
+        self.0.write(bytes);
+    }
+    fn stderr(&self, bytes: &[u8]) {
+        vm_io::stdio::write_stderr(bytes);
+    }
 }
 
 /// Runtime settings.
@@ -52,6 +71,8 @@ pub struct Config {
     pub max_actors: usize,
     /// The heartbeat reports (through tracing) an actor that holds a worker longer than this.
     pub hog_threshold_ms: u64,
+    /// What programs may do (network, files); nothing by default.
+    pub perms: vm_io::Permissions,
 }
 
 impl Default for Config {
@@ -61,6 +82,7 @@ impl Default for Config {
             max_frames: vm_core::step::DEFAULT_MAX_FRAMES,
             max_actors: 4_000_000,
             hog_threshold_ms: 100,
+            perms: vm_io::Permissions::default(),
         }
     }
 }
@@ -195,6 +217,8 @@ pub(crate) struct Shared {
     /// An actor that asked (through `yieldto`) to run next, as `pid + 1`; 0 for none.
     pub(crate) boost: AtomicU64,
     pub(crate) output: Arc<dyn Output>,
+    /// Sockets, files, permissions: the state the natives share.
+    pub(crate) io: Arc<vm_io::Io>,
     pub(crate) heartbeat: Arc<Heartbeat>,
     start: Instant,
 }
@@ -246,6 +270,8 @@ pub struct ActorInfo {
     pub monitored_by: Vec<Pid>,
     /// Whether it traps exits.
     pub trap_exit: bool,
+    /// The open resources it owns: id and description (`tcp connection 127.0.0.1:5000`).
+    pub resources: Vec<(u64, String)>,
 }
 
 impl Vm {
@@ -253,6 +279,7 @@ impl Vm {
     pub fn new(config: Config, output: Arc<dyn Output>) -> Vm {
         let shards = (0..SHARDS).map(|_| Mutex::new(PidMap::default())).collect();
         let config_hog = config.hog_threshold_ms;
+        let io = vm_io::Io::new(config.perms.clone(), Arc::new(ConsoleOf(output.clone())));
         let vm = Vm {
             shared: Arc::new(Shared {
                 config,
@@ -266,6 +293,7 @@ impl Vm {
                 idle: tokio::sync::Notify::new(),
                 boost: AtomicU64::new(0),
                 output,
+                io,
                 heartbeat: Arc::new(Heartbeat::new(config_hog)),
                 start: Instant::now(),
             }),
@@ -374,6 +402,13 @@ impl Vm {
                 monitor = Some(r);
             }
         }
+        // Resources among the arguments (or captured by the function) become the new actor's
+        // before it can run.
+        if let Some(parent) = parent {
+            for v in state.regs.iter() {
+                self.shared.io.transfer(v, parent.0, pid.0);
+            }
+        }
         lock(self.shard(pid)).insert(pid.0, cell.clone());
         // Counted in before it exists; the spawner is active, so the count cannot touch zero.
         self.shared.active.fetch_add(1, Ordering::SeqCst);
@@ -473,6 +508,8 @@ impl Vm {
             }
         }
         lock(self.shard(cell.pid)).remove(&cell.pid.0);
+        // Its sockets and files close with it (those it handed to others stay open).
+        self.shared.io.release(cell.pid.0);
         let reason_value = reason.value();
         for l in links {
             if let Some(other) = self.lookup(l) {
@@ -537,6 +574,7 @@ impl Vm {
             links,
             monitored_by,
             trap_exit,
+            resources: self.shared.io.owned_by(c.pid.0),
         }
     }
 

@@ -1,0 +1,71 @@
+//! I/O through the real command line: standard input and output of a program, and the
+//! permission flags of `vm run`.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use vm_tests::repo_root;
+
+const VM: &str = env!("CARGO_BIN_EXE_vm-under-test");
+
+fn vm(args: &[&str], stdin: &[u8]) -> (i32, String, String) {
+    let mut child = Command::new(VM)
+        .args(args)
+        .current_dir(repo_root())
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("vm starts");
+    let mut input = child.stdin.take().unwrap();
+    let data = stdin.to_vec();
+    // Written from a thread, so a program that stops reading cannot block the test.
+    let writer = std::thread::spawn(move || {
+        let _ = input.write_all(&data);
+    });
+    let out = child.wait_with_output().expect("vm runs");
+    writer.join().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_program_reads_standard_input_to_its_end() {
+    let input = "one\ntwo\nthree without newline";
+    let (code, out, err) = vm(&["run", "tests/programs/io/stdin_upper.vasm"], input.as_bytes());
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "ONE\nTWO\nTHREE WITHOUT NEWLINE");
+    assert_eq!(err, "3 lines\n");
+}
+
+#[test]
+fn a_large_standard_input_arrives_whole_and_in_order() {
+    let input: String = (0..20_000).map(|i| format!("line {i}\n")).collect();
+    let (code, out, err) = vm(&["run", "tests/programs/io/stdin_upper.vasm"], input.as_bytes());
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, input.to_uppercase());
+    assert_eq!(err, "20000 lines\n");
+}
+
+#[test]
+fn permission_flags_are_parsed_and_denials_name_the_flag() {
+    let listen = "tests/programs/io/listen.vasm";
+    // Denied by default: an uncaught :permission exception (status 1) naming the flag.
+    let (code, _, err) = vm(&["run", listen], b"");
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("permission: network access to 127.0.0.1:0 denied: run with --allow-net"), "{err}");
+    // Granted for that host: it listens and reports a port.
+    let (code, out, err) = vm(&["run", "--allow-net=127.0.0.1", listen], b"");
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("listening on 127.0.0.1:"), "{out}");
+    // Granted for another host only: still denied.
+    let (code, _, err) = vm(&["run", "--allow-net=example.com:80", listen], b"");
+    assert_eq!(code, 1, "{err}");
+    // A malformed grant is a usage error.
+    let (code, _, err) = vm(&["run", "--allow-net=host:notaport", listen], b"");
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("bad port"), "{err}");
+}

@@ -1,0 +1,136 @@
+//! File and directory natives. They run on tokio's blocking pool (the actor is real-blocked):
+//! file I/O has no readiness-based async form, which is also why `tokio::fs` uses that pool.
+//! Each checks `--allow-read` / `--allow-write` first (see `perms`).
+
+use crate::natives::{Ctx, NativeResult, data_arg, int_arg, io_error, size_arg, str_arg};
+use crate::resource::Obj;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::sync::Mutex;
+use vm_core::{Exception, Value};
+
+fn with_file<R>(
+    ctx: &Ctx<'_>,
+    what: &str,
+    v: &Value,
+    f: impl FnOnce(&mut File) -> std::io::Result<R>,
+) -> Result<R, Exception> {
+    let obj = ctx.obj(what, v)?;
+    let Obj::File(file) = &*obj else {
+        return Err(Exception::type_error(format!("{what}: expected a file")));
+    };
+    let mut file = file.lock().unwrap_or_else(|p| p.into_inner());
+    f(&mut file).map_err(|e| io_error(what, &e))
+}
+
+pub(crate) fn file_open(ctx: &Ctx<'_>, args: &[Value]) -> NativeResult {
+    let path = str_arg("file_open", &args[0])?;
+    let mode = match &args[1] {
+        Value::Atom(a) => a.name(),
+        other => {
+            return Err(Exception::type_error(format!(
+                "file_open: mode must be an atom, got {}",
+                other.repr()
+            )));
+        }
+    };
+    let mut o = OpenOptions::new();
+    match &*mode {
+        "read" => o.read(true),
+        "write" => o.write(true).create(true).truncate(true),
+        "append" => o.append(true).create(true),
+        "create_new" => o.write(true).create_new(true),
+        "read_write" => o.read(true).write(true).create(true),
+        other => {
+            return Err(Exception::badarg(format!(
+                "file_open: unknown mode :{other} (use :read, :write, :append, :create_new or :read_write)"
+            )));
+        }
+    };
+    if &*mode == "read" || &*mode == "read_write" {
+        ctx.io.perms.check_read(&path)?;
+    }
+    if &*mode != "read" {
+        ctx.io.perms.check_write(&path)?;
+    }
+    let file = o.open(&*path).map_err(|e| io_error(&format!("file_open {path}"), &e))?;
+    Ok(ctx.adopt(Obj::File(Mutex::new(file)), path.into_owned()))
+}
+
+pub(crate) fn file_read(ctx: &Ctx<'_>, args: &[Value]) -> NativeResult {
+    let max = size_arg("file_read", &args[1])?;
+    with_file(ctx, "file_read", &args[0], |f| {
+        let mut buf = Vec::with_capacity(max.min(1 << 20));
+        Read::by_ref(f).take(max as u64).read_to_end(&mut buf)?;
+        Ok(if buf.is_empty() && max > 0 { Value::Nil } else { Value::bytes(buf) })
+    })
+}
+
+pub(crate) fn file_write(ctx: &Ctx<'_>, args: &[Value]) -> NativeResult {
+    let data = data_arg("file_write", &args[1])?;
+    with_file(ctx, "file_write", &args[0], |f| f.write_all(data))?;
+    Ok(Value::Nil)
+}
+
+pub(crate) fn file_seek(ctx: &Ctx<'_>, args: &[Value]) -> NativeResult {
+    let off = int_arg("file_seek", &args[1])?;
+    let whence = match &args[2] {
+        Value::Atom(a) => a.name(),
+        other => {
+            return Err(Exception::type_error(format!(
+                "file_seek: whence must be an atom, got {}",
+                other.repr()
+            )));
+        }
+    };
+    let pos = match &*whence {
+        "start" if off >= 0 => SeekFrom::Start(off as u64),
+        "start" => return Err(Exception::badarg(format!("file_seek: negative offset {off} from :start"))),
+        "current" => SeekFrom::Current(off),
+        "end" => SeekFrom::End(off),
+        other => {
+            return Err(Exception::badarg(format!(
+                "file_seek: unknown whence :{other} (use :start, :current or :end)"
+            )));
+        }
+    };
+    let new = with_file(ctx, "file_seek", &args[0], |f| f.seek(pos))?;
+    Ok(Value::Int(new as i64))
+}
+
+pub(crate) fn file_read_all(ctx: &Ctx<'_>, args: &[Value]) -> NativeResult {
+    let path = str_arg("file_read_all", &args[0])?;
+    ctx.io.perms.check_read(&path)?;
+    std::fs::read(&*path).map(Value::bytes).map_err(|e| io_error(&format!("file_read_all {path}"), &e))
+}
+
+pub(crate) fn file_write_all(ctx: &Ctx<'_>, args: &[Value]) -> NativeResult {
+    let path = str_arg("file_write_all", &args[0])?;
+    let data = data_arg("file_write_all", &args[1])?;
+    ctx.io.perms.check_write(&path)?;
+    std::fs::write(&*path, data).map_err(|e| io_error(&format!("file_write_all {path}"), &e))?;
+    Ok(Value::Nil)
+}
+
+pub(crate) fn dir_list(ctx: &Ctx<'_>, args: &[Value]) -> NativeResult {
+    let path = str_arg("dir_list", &args[0])?;
+    ctx.io.perms.check_read(&path)?;
+    let what = format!("dir_list {path}");
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(&*path).map_err(|e| io_error(&what, &e))? {
+        let entry = entry.map_err(|e| io_error(&what, &e))?;
+        names.push(entry.file_name().to_string_lossy().into_owned());
+    }
+    names.sort();
+    Ok(Value::list(names.into_iter().map(Value::str).collect()))
+}
+
+pub(crate) fn file_remove(ctx: &Ctx<'_>, args: &[Value]) -> NativeResult {
+    let path = str_arg("file_remove", &args[0])?;
+    ctx.io.perms.check_write(&path)?;
+    let what = format!("file_remove {path}");
+    let meta = std::fs::symlink_metadata(&*path).map_err(|e| io_error(&what, &e))?;
+    let r = if meta.is_dir() { std::fs::remove_dir(&*path) } else { std::fs::remove_file(&*path) };
+    r.map_err(|e| io_error(&what, &e))?;
+    Ok(Value::Nil)
+}

@@ -1,0 +1,424 @@
+//! TCP and UDP natives.
+//!
+//! Every operation first tries to complete at once on the actor's thread (a non-blocking read
+//! into the connection's buffer, a non-blocking write); only when the socket is not ready does it
+//! return a future, which waits for readiness and retries. So a server answering requests that
+//! are already buffered never suspends its actor.
+//!
+//! Reads go through the connection's buffer ([`Conn::rbuf`]): `tcp_read_line` keeps what follows
+//! the newline for the next read, and a read cancelled by a timeout or an interrupt leaves what it
+//! had read in the buffer, so no input is lost. The buffer holds at most the caller's limit plus
+//! one read chunk, so a peer sending a 100 MB line costs `max` bytes, not 100 MB.
+//!
+//! Writes send everything; a write cancelled part-way may have sent a prefix (as with any
+//! stream socket).
+
+use crate::natives::{
+    Ctx, NativeResult, Started, arg, data_arg, io_error, size_arg, str_arg, timeout_arg, with_timeout,
+};
+use crate::resource::{Conn, Obj, conn_label};
+use bytes::BytesMut;
+use std::collections::VecDeque;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::task::{Context, Poll};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use vm_core::{Atom, Exception, Value};
+
+/// Spare room kept in a connection's read buffer before each read.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// Returns `Started::Done(Err(e))` from the enclosing native on an error.
+macro_rules! try_start {
+    ($e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(e) => return Started::Done(Err(e)),
+        }
+    };
+}
+
+/// A TCP listener and the connections a `select` accepted but did not hand out (because another
+/// case of the select won); `tcp_accept` takes those first, so none is lost.
+pub struct Listener {
+    /// The socket.
+    pub inner: TcpListener,
+    backlog: Mutex<VecDeque<(TcpStream, SocketAddr)>>,
+}
+
+impl Listener {
+    fn take_backlog(&self) -> Option<(TcpStream, SocketAddr)> {
+        self.backlog.lock().unwrap_or_else(|p| p.into_inner()).pop_front()
+    }
+}
+
+impl Conn {
+    /// A connection over `stream`, with an empty buffer and `TCP_NODELAY` set, as Go does:
+    /// request/response protocols write small replies, and with Nagle's algorithm the second
+    /// reply of a pipelined batch waits for the peer's delayed acknowledgement (tens of ms).
+    /// `tcp_nodelay(conn, false)` turns it back off.
+    pub fn new(stream: TcpStream) -> Conn {
+        // Failing to set an option on a live socket is not worth refusing the connection for.
+        let _ = stream.set_nodelay(true);
+        Conn { stream, rbuf: Mutex::new(BytesMut::new()) }
+    }
+}
+
+fn conn<'o>(what: &str, obj: &'o Obj) -> Result<&'o Conn, Exception> {
+    match obj {
+        Obj::Tcp(c) => Ok(c),
+        _ => Err(Exception::type_error(format!("{what}: expected a tcp connection"))),
+    }
+}
+
+fn listener<'o>(what: &str, obj: &'o Obj) -> Result<&'o Listener, Exception> {
+    match obj {
+        Obj::Listener(l) => Ok(l),
+        _ => Err(Exception::type_error(format!("{what}: expected a tcp listener"))),
+    }
+}
+
+fn udp<'o>(what: &str, obj: &'o Obj) -> Result<&'o UdpSocket, Exception> {
+    match obj {
+        Obj::Udp(u) => Ok(u),
+        _ => Err(Exception::type_error(format!("{what}: expected a udp socket"))),
+    }
+}
+
+/// What a read wants from the buffer: a result, or more bytes.
+enum Want {
+    Ready(NativeResult),
+    More,
+}
+
+/// A read's rule for taking its result out of the buffer; `eof` says no more bytes will come.
+type Take = fn(&mut BytesMut, bool, usize) -> Want;
+
+/// Runs a read as far as it goes without waiting: `None` means the socket has nothing now.
+fn pump(c: &Conn, what: &str, take: Take, n: usize) -> Option<NativeResult> {
+    let mut eof = false;
+    loop {
+        let mut buf = c.rbuf.lock().unwrap_or_else(|p| p.into_inner());
+        if let Want::Ready(r) = take(&mut buf, eof, n) {
+            return Some(r);
+        }
+        if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+            buf.reserve(READ_CHUNK);
+        }
+        match c.stream.try_read_buf(&mut *buf) {
+            Ok(0) => eof = true,
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Some(Err(io_error(what, &e))),
+        }
+    }
+}
+
+/// Starts a read: completes at once when it can, otherwise waits for readability and retries.
+fn read_op(ctx: &Ctx<'_>, args: &[Value], what: &'static str, take: Take) -> Started {
+    let obj = try_start!(ctx.obj(what, &args[0]));
+    let n = try_start!(size_arg(what, &args[1]));
+    let timeout = try_start!(timeout_arg(what, arg(args, 2)));
+    let c = try_start!(conn(what, &obj));
+    if let Some(r) = pump(c, what, take, n) {
+        return Started::Done(r);
+    }
+    Started::Pending(with_timeout(what, timeout, async move {
+        let Obj::Tcp(c) = &*obj else { return Err(Exception::type_error(what)) };
+        loop {
+            c.stream.readable().await.map_err(|e| io_error(what, &e))?;
+            if let Some(r) = pump(c, what, take, n) {
+                return r;
+            }
+        }
+    }))
+}
+
+fn take_some(buf: &mut BytesMut, eof: bool, max: usize) -> Want {
+    if !buf.is_empty() {
+        let n = buf.len().min(max);
+        Want::Ready(Ok(Value::bytes(buf.split_to(n).freeze())))
+    } else if eof {
+        Want::Ready(Ok(Value::Nil))
+    } else {
+        Want::More
+    }
+}
+
+fn take_exact(buf: &mut BytesMut, eof: bool, n: usize) -> Want {
+    if buf.len() >= n {
+        Want::Ready(Ok(Value::bytes(buf.split_to(n).freeze())))
+    } else if eof {
+        Want::Ready(Err(Exception::new(
+            Atom::new("closed"),
+            format!("tcp_read_exact: input ended after {} of {n} bytes", buf.len()),
+        )))
+    } else {
+        Want::More
+    }
+}
+
+fn take_line(buf: &mut BytesMut, eof: bool, max: usize) -> Want {
+    let window = buf.len().min(max);
+    if let Some(i) = buf[..window].iter().position(|&b| b == b'\n') {
+        Want::Ready(Ok(Value::bytes(buf.split_to(i + 1).freeze())))
+    } else if buf.len() >= max {
+        Want::Ready(Err(Exception::new(
+            Atom::new("line_too_long"),
+            format!("tcp_read_line: no newline within {max} bytes"),
+        )))
+    } else if eof {
+        if buf.is_empty() {
+            Want::Ready(Ok(Value::Nil))
+        } else {
+            let n = buf.len();
+            Want::Ready(Ok(Value::bytes(buf.split_to(n).freeze())))
+        }
+    } else {
+        Want::More
+    }
+}
+
+pub(crate) fn tcp_read(ctx: &Ctx<'_>, args: &[Value]) -> Started {
+    if matches!(args.get(1), Some(Value::Int(0))) {
+        return Started::Done(Err(Exception::badarg("tcp_read: max must be at least 1")));
+    }
+    read_op(ctx, args, "tcp_read", take_some)
+}
+
+pub(crate) fn tcp_read_exact(ctx: &Ctx<'_>, args: &[Value]) -> Started {
+    read_op(ctx, args, "tcp_read_exact", take_exact)
+}
+
+pub(crate) fn tcp_read_line(ctx: &Ctx<'_>, args: &[Value]) -> Started {
+    if matches!(args.get(1), Some(Value::Int(0))) {
+        return Started::Done(Err(Exception::badarg("tcp_read_line: max must be at least 1")));
+    }
+    read_op(ctx, args, "tcp_read_line", take_line)
+}
+
+/// Writes what it can without waiting; `Ok(true)` when everything is written.
+fn write_some(c: &Conn, data: &[u8], off: &mut usize) -> Result<bool, Exception> {
+    while *off < data.len() {
+        match c.stream.try_write(&data[*off..]) {
+            Ok(n) => *off += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(io_error("tcp_write", &e)),
+        }
+    }
+    Ok(true)
+}
+
+pub(crate) fn tcp_write(ctx: &Ctx<'_>, args: &[Value]) -> Started {
+    let obj = try_start!(ctx.obj("tcp_write", &args[0]));
+    let data = args[1].clone();
+    let timeout = try_start!(timeout_arg("tcp_write", arg(args, 2)));
+    let c = try_start!(conn("tcp_write", &obj));
+    let mut off = 0;
+    match write_some(c, try_start!(data_arg("tcp_write", &data)), &mut off) {
+        Ok(true) => return Started::Done(Ok(Value::Nil)),
+        Ok(false) => {}
+        Err(e) => return Started::Done(Err(e)),
+    }
+    Started::Pending(with_timeout("tcp_write", timeout, async move {
+        let c = conn("tcp_write", &obj)?;
+        let bytes = data_arg("tcp_write", &data)?;
+        loop {
+            c.stream.writable().await.map_err(|e| io_error("tcp_write", &e))?;
+            if write_some(c, bytes, &mut off)? {
+                return Ok(Value::Nil);
+            }
+        }
+    }))
+}
+
+pub(crate) fn tcp_listen(ctx: &Ctx<'_>, args: &[Value]) -> Started {
+    let addr = try_start!(str_arg("tcp_listen", &args[0])).into_owned();
+    try_start!(ctx.io.perms.check_net(&addr));
+    let (io, pid) = (ctx.io.clone(), ctx.pid);
+    Started::Pending(Box::pin(async move {
+        let l = TcpListener::bind(&addr).await.map_err(|e| io_error(&format!("tcp_listen {addr}"), &e))?;
+        let label = l.local_addr().map_or_else(|_| addr.clone(), |a| a.to_string());
+        Ok(io.adopt(pid, Obj::Listener(Listener { inner: l, backlog: Mutex::new(VecDeque::new()) }), label))
+    }))
+}
+
+pub(crate) fn tcp_accept(ctx: &Ctx<'_>, args: &[Value]) -> Started {
+    let obj = try_start!(ctx.obj("tcp_accept", &args[0]));
+    let l = try_start!(listener("tcp_accept", &obj));
+    let timeout = try_start!(timeout_arg("tcp_accept", arg(args, 1)));
+    if let Some((s, peer)) = l.take_backlog() {
+        return Started::Done(Ok(ctx.adopt(Obj::Tcp(Conn::new(s)), conn_label(Some(peer)))));
+    }
+    let (io, pid) = (ctx.io.clone(), ctx.pid);
+    Started::Pending(with_timeout("tcp_accept", timeout, async move {
+        let l = listener("tcp_accept", &obj)?;
+        let (s, peer) = l.inner.accept().await.map_err(|e| io_error("tcp_accept", &e))?;
+        Ok(io.adopt(pid, Obj::Tcp(Conn::new(s)), conn_label(Some(peer))))
+    }))
+}
+
+/// For `select`'s `{:readable, socket}`: ready when a read would not wait for the peer (input
+/// is buffered, has arrived, or has ended, or the socket has failed and a read will say so).
+/// Arrived bytes are moved into the connection's buffer, so nothing is consumed.
+pub fn poll_readable(obj: &Obj, cx: &mut Context<'_>) -> Poll<()> {
+    match obj {
+        Obj::Tcp(c) => loop {
+            {
+                let buf = c.rbuf.lock().unwrap_or_else(|p| p.into_inner());
+                if !buf.is_empty() {
+                    return Poll::Ready(());
+                }
+            }
+            match c.stream.poll_read_ready(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(_)) => return Poll::Ready(()),
+                Poll::Ready(Ok(())) => {}
+            }
+            let mut buf = c.rbuf.lock().unwrap_or_else(|p| p.into_inner());
+            buf.reserve(READ_CHUNK);
+            match c.stream.try_read_buf(&mut *buf) {
+                // Bytes, or the end of input: either way a read will not wait.
+                Ok(_) => return Poll::Ready(()),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => return Poll::Ready(()),
+            }
+        },
+        Obj::Udp(u) => u.poll_recv_ready(cx).map(|_| ()),
+        Obj::Listener(l) => poll_accept_ready(l, cx),
+        Obj::File(_) => Poll::Ready(()),
+    }
+}
+
+/// For `select`'s `{:accept, listener}`: ready when a connection is waiting; it is accepted into
+/// the listener's backlog, where [`take_accepted`] (or a later `tcp_accept`) finds it.
+pub fn poll_accept_ready(l: &Listener, cx: &mut Context<'_>) -> Poll<()> {
+    if !l.backlog.lock().unwrap_or_else(|p| p.into_inner()).is_empty() {
+        return Poll::Ready(());
+    }
+    match l.inner.poll_accept(cx) {
+        Poll::Ready(Ok(conn)) => {
+            l.backlog.lock().unwrap_or_else(|p| p.into_inner()).push_back(conn);
+            Poll::Ready(())
+        }
+        // A failed accept (say, out of descriptors) is reported by the accept that follows.
+        Poll::Ready(Err(_)) => Poll::Ready(()),
+        Poll::Pending => Poll::Pending,
+    }
+}
+
+/// Takes a connection from the listener's backlog as a resource of the caller, or, if the
+/// backlog is empty (a failed accept made the case ready), reports the accept error.
+pub fn take_accepted(ctx: &Ctx<'_>, obj: &Obj) -> NativeResult {
+    let l = listener("select accept", obj)?;
+    if let Some((s, peer)) = l.take_backlog() {
+        return Ok(ctx.adopt(Obj::Tcp(Conn::new(s)), conn_label(Some(peer))));
+    }
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    match l.inner.poll_accept(&mut cx) {
+        Poll::Ready(Ok((s, peer))) => Ok(ctx.adopt(Obj::Tcp(Conn::new(s)), conn_label(Some(peer)))),
+        Poll::Ready(Err(e)) => Err(io_error("tcp_accept", &e)),
+        Poll::Pending => Err(Exception::new(Atom::new("io"), "tcp_accept: the connection went away")),
+    }
+}
+
+pub(crate) fn tcp_connect(ctx: &Ctx<'_>, args: &[Value]) -> Started {
+    let addr = try_start!(str_arg("tcp_connect", &args[0])).into_owned();
+    try_start!(ctx.io.perms.check_net(&addr));
+    let timeout = try_start!(timeout_arg("tcp_connect", arg(args, 1)));
+    let (io, pid) = (ctx.io.clone(), ctx.pid);
+    Started::Pending(with_timeout("tcp_connect", timeout, async move {
+        let s = TcpStream::connect(&addr).await.map_err(|e| io_error(&format!("tcp_connect {addr}"), &e))?;
+        let peer = s.peer_addr().ok();
+        Ok(io.adopt(pid, Obj::Tcp(Conn::new(s)), conn_label(peer)))
+    }))
+}
+
+pub(crate) fn tcp_shutdown(ctx: &Ctx<'_>, args: &[Value]) -> NativeResult {
+    let obj = ctx.obj("tcp_shutdown", &args[0])?;
+    let c = conn("tcp_shutdown", &obj)?;
+    match socket2::SockRef::from(&c.stream).shutdown(std::net::Shutdown::Write) {
+        Ok(()) => Ok(Value::Nil),
+        // The peer has already gone: there is nothing left to shut down.
+        Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(Value::Nil),
+        Err(e) => Err(io_error("tcp_shutdown", &e)),
+    }
+}
+
+pub(crate) fn tcp_buffered(ctx: &Ctx<'_>, args: &[Value]) -> NativeResult {
+    let obj = ctx.obj("tcp_buffered", &args[0])?;
+    let c = conn("tcp_buffered", &obj)?;
+    Ok(Value::Int(c.rbuf.lock().unwrap_or_else(|p| p.into_inner()).len() as i64))
+}
+
+pub(crate) fn tcp_nodelay(ctx: &Ctx<'_>, args: &[Value]) -> NativeResult {
+    let obj = ctx.obj("tcp_nodelay", &args[0])?;
+    let c = conn("tcp_nodelay", &obj)?;
+    c.stream.set_nodelay(args[1].truthy()).map_err(|e| io_error("tcp_nodelay", &e))?;
+    Ok(Value::Nil)
+}
+
+pub(crate) fn local_addr(ctx: &Ctx<'_>, args: &[Value]) -> NativeResult {
+    let obj = ctx.obj("local_addr", &args[0])?;
+    let a = match &*obj {
+        Obj::Listener(l) => l.inner.local_addr(),
+        Obj::Tcp(c) => c.stream.local_addr(),
+        Obj::Udp(u) => u.local_addr(),
+        Obj::File(_) => return Err(Exception::type_error("local_addr: expected a socket, got a file")),
+    };
+    a.map(|a| Value::str(a.to_string())).map_err(|e| io_error("local_addr", &e))
+}
+
+pub(crate) fn peer_addr(ctx: &Ctx<'_>, args: &[Value]) -> NativeResult {
+    let obj = ctx.obj("peer_addr", &args[0])?;
+    let c = conn("peer_addr", &obj)?;
+    c.stream.peer_addr().map(|a| Value::str(a.to_string())).map_err(|e| io_error("peer_addr", &e))
+}
+
+pub(crate) fn close(ctx: &Ctx<'_>, args: &[Value]) -> NativeResult {
+    Ok(Value::Bool(ctx.owned_resource("close", &args[0])?.close()))
+}
+
+pub(crate) fn udp_bind(ctx: &Ctx<'_>, args: &[Value]) -> Started {
+    let addr = try_start!(str_arg("udp_bind", &args[0])).into_owned();
+    try_start!(ctx.io.perms.check_net(&addr));
+    let (io, pid) = (ctx.io.clone(), ctx.pid);
+    Started::Pending(Box::pin(async move {
+        let u = UdpSocket::bind(&addr).await.map_err(|e| io_error(&format!("udp_bind {addr}"), &e))?;
+        let label = u.local_addr().map_or_else(|_| addr.clone(), |a| a.to_string());
+        Ok(io.adopt(pid, Obj::Udp(u), label))
+    }))
+}
+
+pub(crate) fn udp_send_to(ctx: &Ctx<'_>, args: &[Value]) -> Started {
+    let obj = try_start!(ctx.obj("udp_send_to", &args[0]));
+    try_start!(udp("udp_send_to", &obj));
+    let addr = try_start!(str_arg("udp_send_to", &args[1])).into_owned();
+    try_start!(ctx.io.perms.check_net(&addr));
+    let data = args[2].clone();
+    try_start!(data_arg("udp_send_to", &data));
+    let timeout = try_start!(timeout_arg("udp_send_to", arg(args, 3)));
+    Started::Pending(with_timeout("udp_send_to", timeout, async move {
+        let u = udp("udp_send_to", &obj)?;
+        let bytes = data_arg("udp_send_to", &data)?;
+        u.send_to(bytes, &addr).await.map_err(|e| io_error(&format!("udp_send_to {addr}"), &e))?;
+        Ok(Value::Nil)
+    }))
+}
+
+pub(crate) fn udp_recv_from(ctx: &Ctx<'_>, args: &[Value]) -> Started {
+    let obj = try_start!(ctx.obj("udp_recv_from", &args[0]));
+    try_start!(udp("udp_recv_from", &obj));
+    let max = try_start!(size_arg("udp_recv_from", &args[1]));
+    let timeout = try_start!(timeout_arg("udp_recv_from", arg(args, 2)));
+    Started::Pending(with_timeout("udp_recv_from", timeout, async move {
+        let u = udp("udp_recv_from", &obj)?;
+        let mut buf = vec![0u8; max];
+        let (n, from) = u.recv_from(&mut buf).await.map_err(|e| io_error("udp_recv_from", &e))?;
+        buf.truncate(n);
+        Ok(Value::tuple(vec![Value::bytes(buf), Value::str(from.to_string())]))
+    }))
+}
