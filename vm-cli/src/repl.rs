@@ -149,7 +149,12 @@ pub fn main(args: ReplArgs, trace: bool) -> u8 {
             return EXIT_USAGE;
         }
     };
-    let mut engine = Engine::new(session, records, true, Style::for_stderr());
+    // In a terminal, Ctrl-C stops a running `eval` rather than the VM. A script read from a
+    // pipe keeps the default, so Ctrl-C ends it.
+    if interactive && let Err(e) = session.catch_ctrl_c() {
+        printer.line(format!("warning: {e}; Ctrl-C will end the session"));
+    }
+    let mut engine = Engine::new(session, records, Style::for_stderr());
     editor.set_helper(Some(complete::ReplHelper::new(engine.completions())));
     let history = if interactive { history_path() } else { None };
     if let Some(path) = &history {

@@ -42,7 +42,7 @@ use crate::run::{RunError, RunOptions};
 use crate::vm::{Hold, Outcome, Output, Vm};
 use std::fmt;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tracing::Instrument as _;
 use vm_core::{ActorOp, Atom, Closure, Effect, Exception, Module, Pid, SelectCase, SpawnOpts, Step, Value};
@@ -60,6 +60,48 @@ pub struct Session {
     runtime: Option<tokio::runtime::Runtime>,
     vm: Vm,
     _hold: Hold,
+    /// Set by [`Session::catch_ctrl_c`].
+    ctrl_c: Mutex<Option<CtrlC>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // The listener has no invariant a panic could break.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A SIGINT listener, registered when created (so no Ctrl-C between two waits kills the
+/// process).
+struct CtrlC {
+    #[cfg(unix)]
+    signal: tokio::signal::unix::Signal,
+}
+
+impl CtrlC {
+    #[cfg(unix)]
+    fn new() -> std::io::Result<CtrlC> {
+        Ok(CtrlC { signal: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())? })
+    }
+
+    #[cfg(not(unix))]
+    fn new() -> std::io::Result<CtrlC> {
+        Err(std::io::Error::other("catching Ctrl-C needs a Unix system"))
+    }
+
+    /// Drops Ctrl-Cs received before now.
+    fn forget_earlier(&mut self) {
+        #[cfg(unix)]
+        while futures::FutureExt::now_or_never(self.signal.recv()).flatten().is_some() {}
+    }
+
+    /// Waits for the next Ctrl-C.
+    async fn pressed(&mut self) {
+        #[cfg(unix)]
+        if self.signal.recv().await.is_some() {
+            return;
+        }
+        // No way to listen any more: never fires.
+        std::future::pending::<()>().await
+    }
 }
 
 /// A snippet running as a temporary actor; see [`Session::eval`].
@@ -98,7 +140,7 @@ impl Session {
             Vm::new(opts.config(), output)
         };
         let hold = vm.hold();
-        Ok(Session { runtime: Some(runtime), vm, _hold: hold })
+        Ok(Session { runtime: Some(runtime), vm, _hold: hold, ctrl_c: Mutex::new(None) })
     }
 
     fn runtime(&self) -> &tokio::runtime::Runtime {
@@ -137,27 +179,33 @@ impl Session {
         Ok(Eval { pid, done: rx })
     }
 
-    /// Blocks until the snippet's actor ends. With `ctrl_c`, a Ctrl-C (SIGINT) meanwhile stops
-    /// the actor with a mode-2 interrupt carrying [`ctrl_c_exception`] instead of ending the
-    /// process; the first call installs the process's SIGINT handler for good, so later Ctrl-Cs
-    /// outside a wait are ignored rather than fatal.
-    pub fn wait(&self, eval: Eval, ctrl_c: bool) -> EvalEnd {
+    /// From now on, a Ctrl-C (SIGINT) no longer ends the process: it is caught, and while
+    /// [`Session::wait`] waits it stops the snippet instead; at any other time it is ignored.
+    /// The handler stays installed for the life of the process. Fails if the signal cannot be
+    /// caught.
+    pub fn catch_ctrl_c(&self) -> Result<(), String> {
+        let _in_runtime = self.runtime().enter();
+        let listener = CtrlC::new().map_err(|e| format!("cannot catch Ctrl-C: {e}"))?;
+        *lock(&self.ctrl_c) = Some(listener);
+        Ok(())
+    }
+
+    /// Blocks until the snippet's actor ends. After [`Session::catch_ctrl_c`], a Ctrl-C during
+    /// the wait stops the actor with a mode-2 interrupt carrying [`ctrl_c_exception`]; a Ctrl-C
+    /// pressed before the wait began does not count.
+    pub fn wait(&self, eval: Eval) -> EvalEnd {
         let Eval { pid, mut done } = eval;
         let vm = self.vm.clone();
         let lost = |r: Result<Outcome, _>| r.unwrap_or_else(|_| Outcome::Stopped(Value::atom("lost")));
+        let mut guard = lock(&self.ctrl_c);
+        let ctrl_c = guard.as_mut();
         self.runtime().block_on(async move {
-            if !ctrl_c {
-                return EvalEnd::Done(lost((&mut done).await));
-            }
+            let Some(ctrl_c) = ctrl_c else { return EvalEnd::Done(lost((&mut done).await)) };
+            ctrl_c.forget_earlier();
             tokio::select! {
                 biased;
                 r = &mut done => return EvalEnd::Done(lost(r)),
-                r = tokio::signal::ctrl_c() => {
-                    if r.is_err() {
-                        // No way to listen for Ctrl-C: wait for the snippet as if asked not to.
-                        return EvalEnd::Done(lost((&mut done).await));
-                    }
-                }
+                () = ctrl_c.pressed() => {}
             }
             vm.signal(pid, Signal::Interrupt { exc: ctrl_c_exception(), mode: 2 });
             EvalEnd::Interrupted(lost(done.await))
@@ -532,9 +580,9 @@ loop:
         let (s, _) = session();
         let m = module(SERVER);
         let e = s.eval(m.clone(), "add3").unwrap();
-        assert_eq!(s.wait(e, false), EvalEnd::Done(Outcome::Exited(Value::Int(3))));
+        assert_eq!(s.wait(e), EvalEnd::Done(Outcome::Exited(Value::Int(3))));
         let e = s.eval(m, "boom").unwrap();
-        match s.wait(e, false) {
+        match s.wait(e) {
             EvalEnd::Done(Outcome::Failed { fault, location }) => {
                 assert_eq!(fault.exception.kind, Atom::new("boom"));
                 assert_eq!(location.func, "boom");
@@ -551,7 +599,7 @@ loop:
         let pid = e.pid;
         assert!(s.interrupt(pid, ctrl_c_exception(), 3).is_err());
         s.interrupt(pid, Exception::new(Atom::new("stop"), "enough"), 1).unwrap();
-        match s.wait(e, false) {
+        match s.wait(e) {
             EvalEnd::Done(Outcome::Failed { fault, .. }) => {
                 assert_eq!(fault.exception.kind, Atom::new("stop"))
             }

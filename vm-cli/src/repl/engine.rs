@@ -83,15 +83,13 @@ pub struct Engine {
     records: Arc<ActorRecords>,
     funcs: Arc<Mutex<Vec<String>>>,
     style: Style,
-    /// Whether Ctrl-C stops a running `eval` (the binary) or is left alone (in-process tests).
-    ctrl_c: bool,
 }
 
 impl Engine {
     /// An engine over `session`; `records` is the actor log installed with the session's
     /// logging (`logging::init_for_repl`).
-    pub fn new(session: Session, records: Arc<ActorRecords>, ctrl_c: bool, style: Style) -> Engine {
-        Engine { session, programs: Vec::new(), records, funcs: Arc::default(), style, ctrl_c }
+    pub fn new(session: Session, records: Arc<ActorRecords>, style: Style) -> Engine {
+        Engine { session, programs: Vec::new(), records, funcs: Arc::default(), style }
     }
 
     /// The data the line editor completes from.
@@ -252,8 +250,14 @@ impl Engine {
         let _ = writeln!(out, "  links:         {}", pids(&a.links));
         let _ = writeln!(out, "  monitored by:  {}", pids(&a.monitored_by));
         let _ = writeln!(out, "  traps exits:   {}", if a.trap_exit { "yes" } else { "no" });
-        // The runtime has no resource table yet (sockets and files arrive with the I/O work).
-        let _ = writeln!(out, "  resources:     unknown (the runtime does not list resources yet)");
+        if a.resources.is_empty() {
+            let _ = writeln!(out, "  resources:     none");
+        } else {
+            let _ = writeln!(out, "  resources:");
+            for (id, label) in &a.resources {
+                let _ = writeln!(out, "    #res<{id}> {label}");
+            }
+        }
         let _ =
             writeln!(out, "  traced:        {}", if self.records.is_traced(pid.0) { "yes" } else { "no" });
         if events.is_empty() {
@@ -284,7 +288,7 @@ impl Engine {
         vm_core::verify::verify(&module)
             .map_err(|errors| render::verify_errors(EVAL_FILE, Some(&module), &errors))?;
         let eval = self.session.eval(Arc::new(module), EVAL_FUNC)?;
-        match self.session.wait(eval, self.ctrl_c) {
+        match self.session.wait(eval) {
             EvalEnd::Done(Outcome::Exited(v)) => Ok(v.repr()),
             EvalEnd::Done(Outcome::Failed { fault, location }) => Err(format!(
                 "uncaught exception {}: {}\n  at {location}",
@@ -470,7 +474,7 @@ mod tests {
         let printer = Printer::start(sink).unwrap();
         let opts = vm_sched::RunOptions { workers: std::num::NonZeroUsize::new(2), ..Default::default() };
         let session = Session::new(&opts, Arc::new(printer)).unwrap();
-        (Engine::new(session, Arc::new(ActorRecords::default()), false, Style::plain()), got)
+        (Engine::new(session, Arc::new(ActorRecords::default()), Style::plain()), got)
     }
 
     /// Waits (at most ten seconds) until the actors have printed exactly `want`.
