@@ -67,3 +67,45 @@ impl Highlighter for ReplHelper {}
 impl Validator for ReplHelper {}
 
 impl Helper for ReplHelper {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repl::engine::Engine;
+    use crate::repl::logging::ActorRecords;
+    use crate::repl::printer::Printer;
+    use std::sync::Arc;
+
+    #[test]
+    fn words_complete_by_position() {
+        let printer = Printer::start(Box::new(|_| {})).unwrap();
+        let opts = vm_sched::RunOptions { workers: std::num::NonZeroUsize::new(1), ..Default::default() };
+        let session = vm_sched::Session::new(&opts, Arc::new(printer)).unwrap();
+        let mut engine = Engine::new(session, Arc::new(ActorRecords::default()), crate::Style::plain());
+        let dir = std::env::temp_dir().join(format!("vm-repl-complete-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("p.vasm");
+        std::fs::write(
+            &file,
+            ".func waiter 0\n    recv r0\n    ret r0\n.end\n.func worker 1\n    ret r0\n.end\n",
+        )
+        .unwrap();
+        engine.load(&file.to_string_lossy()).unwrap();
+        let h = ReplHelper::new(engine.completions());
+        let words = |line: &str| h.candidates(line, line.len());
+
+        assert_eq!(words("s"), (0, vec!["send".to_string(), "spawn".to_string()]));
+        assert_eq!(words("  pr").1, Vec::<String>::new());
+        assert_eq!(words("spawn w"), (6, vec!["waiter".to_string(), "worker".to_string()]));
+        assert_eq!(words("spawn wo").1, ["worker"]);
+        assert_eq!(words("spawn worker ").1, Vec::<String>::new(), "operands of spawn are values");
+        assert_eq!(words("help na").1, ["natives"]);
+        assert_eq!(words("trace 1 o").1, ["off", "on"]);
+        assert_eq!(words("interrupt 1 ").1, ["0", "1", "2"]);
+        assert!(words("kill ").1.is_empty(), "no live actors yet");
+        assert_eq!(engine.execute("spawn waiter"), crate::repl::engine::Reply::Text("<1>".into()));
+        assert_eq!(words("kill ").1, ["<1>"]);
+        assert_eq!(words("info <").1, ["<1>"]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
