@@ -9,6 +9,11 @@
 //! not a runtime thread; it blocks on the runtime only inside [`Session::wait`] and
 //! [`Session::wait_gone`], so actors keep running while the caller waits for input.
 //!
+//! **Ctrl-C.** After [`Session::catch_ctrl_c`] (an interactive caller), SIGINT no longer ends the
+//! process. The listener is registered at once, so there is no moment where a Ctrl-C would kill
+//! the process; a Ctrl-C during [`Session::wait`] stops the snippet with a mode-2 interrupt
+//! carrying `{:interrupted, "interrupted by Ctrl-C"}`, and Ctrl-Cs at other times are dropped.
+//!
 //! A session holds a [`Hold`] on the VM for its whole life: the person at the prompt is an
 //! external source of messages, so the VM is never idle in the sense of deadlock detection.
 //! Dropping the session abandons every actor still running (as `vm run` does when `main` ends).
@@ -304,7 +309,7 @@ pub(crate) fn spawn_actor(task: impl Future<Output = ()> + Send + 'static, span:
 }
 
 /// A value written in the literal syntax, formatted only when a subscriber records it.
-pub struct Repr<'a>(pub &'a Value);
+pub(crate) struct Repr<'a>(pub &'a Value);
 
 impl fmt::Display for Repr<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -328,7 +333,7 @@ impl fmt::Display for ReprList<'_> {
 }
 
 /// An effect described for people.
-pub struct DescribeEffect<'a>(pub &'a Effect);
+pub(crate) struct DescribeEffect<'a>(pub &'a Effect);
 
 impl fmt::Display for DescribeEffect<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -480,7 +485,7 @@ pub(crate) fn trace_exit(cell: &crate::vm::ActorCell, reason: &crate::actor::Exi
 }
 
 /// An actor's registered name for logs: `:name`, or `-` when it has none.
-pub struct NameOf<'a>(pub &'a crate::vm::ActorCell);
+pub(crate) struct NameOf<'a>(pub &'a crate::vm::ActorCell);
 
 impl fmt::Display for NameOf<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

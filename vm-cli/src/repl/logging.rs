@@ -84,13 +84,30 @@ where
     if timed { fmt.boxed() } else { fmt.without_time().boxed() }
 }
 
+// console-subscriber panics at start-up in a tokio built without its unstable task tracing;
+// refuse to build that instead. (`tokio_unstable` is tokio's cfg, set through RUSTFLAGS.)
 #[cfg(feature = "tokio-console")]
-fn console_layer() -> Option<console_subscriber::ConsoleLayer> {
-    Some(console_subscriber::spawn())
+#[allow(unexpected_cfgs)]
+const _: () = assert!(
+    cfg!(tokio_unstable),
+    "the tokio-console feature needs RUSTFLAGS=\"--cfg tokio_unstable\" (see the README)"
+);
+
+/// The `tokio-console` layer, when built with that feature; it serves the runtime's tasks to
+/// the console from a thread of its own.
+#[cfg(feature = "tokio-console")]
+fn console_layer<S>() -> Option<Box<dyn Layer<S> + Send + Sync>>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    Some(console_subscriber::spawn().boxed())
 }
 
 #[cfg(not(feature = "tokio-console"))]
-fn console_layer() -> Option<tracing_subscriber::layer::Identity> {
+fn console_layer<S>() -> Option<Box<dyn Layer<S> + Send + Sync>>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
     None
 }
 
