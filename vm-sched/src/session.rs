@@ -291,7 +291,11 @@ fn function(module: &Module, func: &str, n: usize) -> Result<u32, String> {
 // ---- Tracing hooks, called by the runtime (see the module docs). ----
 
 /// The span of a new actor, if a subscriber wants `DEBUG` spans of this crate.
+#[inline]
 pub(crate) fn actor_span(pid: Pid, module: &Module, func: u32) -> Option<tracing::Span> {
+    if !tracing::level_enabled!(tracing::Level::DEBUG) {
+        return None;
+    }
     let func = module.funcs.get(func as usize).map_or("?", |f| f.name.as_str());
     // A root span: an actor is not part of the actor that spawned it, and nesting would make
     // every line of a long chain of spawns name all its ancestors.
@@ -383,29 +387,65 @@ impl fmt::Display for DescribeEffect<'_> {
     }
 }
 
+// The hooks below sit on the message path. Each is an inlined level check (one relaxed load
+// of tracing's global maximum level and a compare) in front of an out-of-line, cold body, so
+// that with tracing off they add a few instructions and no code bloat to the driver.
+
 /// A message was delivered to `pid`'s mailbox.
-#[inline]
+#[inline(always)]
 pub(crate) fn trace_deliver(pid: Pid, msg: &Value) {
+    if tracing::level_enabled!(tracing::Level::TRACE) {
+        trace_deliver_cold(pid, msg);
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn trace_deliver_cold(pid: Pid, msg: &Value) {
     tracing::trace!(target: TRACE_TARGET, pid = pid.0, "message in: {}", Repr(msg));
 }
 
 /// `pid` sent `msg` to `to`.
-#[inline]
+#[inline(always)]
 pub(crate) fn trace_send(pid: Pid, to: Pid, msg: &Value) {
+    if tracing::level_enabled!(tracing::Level::TRACE) {
+        trace_send_cold(pid, to, msg);
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn trace_send_cold(pid: Pid, to: Pid, msg: &Value) {
     tracing::trace!(target: TRACE_TARGET, pid = pid.0, "send to {to}: {}", Repr(msg));
 }
 
 /// `pid` spawned `child`.
-#[inline]
+#[inline(always)]
 pub(crate) fn trace_spawned(pid: Pid, child: Pid) {
+    if tracing::level_enabled!(tracing::Level::TRACE) {
+        trace_spawned_cold(pid, child);
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn trace_spawned_cold(pid: Pid, child: Pid) {
     tracing::trace!(target: TRACE_TARGET, pid = pid.0, "spawned {child}");
 }
 
 /// The actor of `cell` performs a registry, link, monitor or signal operation. A registration
 /// of the actor itself that will succeed (the name is free and the actor has none) also names
-/// its span.
-#[inline]
+/// its span (which exists only when `DEBUG` is enabled).
+#[inline(always)]
 pub(crate) fn trace_control(vm: &Vm, cell: &crate::vm::ActorCell, op: &ActorOp) {
+    if tracing::level_enabled!(tracing::Level::DEBUG) {
+        trace_control_cold(vm, cell, op);
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn trace_control_cold(vm: &Vm, cell: &crate::vm::ActorCell, op: &ActorOp) {
     if let ActorOp::Register(name, who) = op
         && *who == cell.pid
     {
@@ -444,8 +484,16 @@ impl fmt::Display for DescribeOp<'_> {
 }
 
 /// The slice `pid` just ran ended with `step`.
-#[inline]
+#[inline(always)]
 pub(crate) fn trace_step(pid: Pid, step: &Step) {
+    if tracing::level_enabled!(tracing::Level::TRACE) && !matches!(step, Step::Yielded) {
+        trace_step_cold(pid, step);
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn trace_step_cold(pid: Pid, step: &Step) {
     match step {
         Step::Yielded => {}
         Step::Blocked(effect) => {
@@ -460,16 +508,34 @@ pub(crate) fn trace_step(pid: Pid, step: &Step) {
 
 /// `pid` is about to be stepped with `pending` to raise at its current instruction: the
 /// runtime completed its effect with an exception (or an interrupt reached it).
-#[inline]
+#[inline(always)]
 pub(crate) fn trace_raise(pid: Pid, pending: Option<&Exception>) {
-    if let Some(e) = pending {
+    if let Some(e) = pending
+        && tracing::level_enabled!(tracing::Level::DEBUG)
+    {
+        trace_raise_cold(pid, e);
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn trace_raise_cold(pid: Pid, e: &Exception) {
+    {
         tracing::debug!(target: EVENT_TARGET, pid = pid.0, "exception {} raised at a blocked instruction", e);
     }
 }
 
 /// The actor of `cell` ended with `reason`.
-#[inline]
+#[inline(always)]
 pub(crate) fn trace_exit(cell: &crate::vm::ActorCell, reason: &crate::actor::ExitReason) {
+    if tracing::level_enabled!(tracing::Level::DEBUG) {
+        trace_exit_cold(cell, reason);
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn trace_exit_cold(cell: &crate::vm::ActorCell, reason: &crate::actor::ExitReason) {
     if tracing::enabled!(target: EVENT_TARGET, tracing::Level::DEBUG) {
         let value = reason.value();
         match reason {
