@@ -2,6 +2,9 @@
 //! (`vm-under-test`, which is `vm`) and its standard output, exit status and standard error are
 //! compared with the files beside it (see the `vm_tests` crate docs for the format).
 //!
+//! A program may also have `NAME.flags`: `vm run` options, one per line, given before the
+//! program's path (`--allow-net=127.0.0.1` for a program that uses the network).
+//!
 //! Each test collects every mismatch before failing, so one run lists all broken programs.
 //! `UPDATE_GOLDEN=1 cargo test -p vm-tests --test golden` rewrites the `.out` files from what the
 //! programs print (never `.code` or `.err`, which are written by hand); check the diff before
@@ -32,6 +35,16 @@ fn vm(args: &[&str]) -> RunOutput {
     let mut cmd = Command::new(VM);
     cmd.args(args).current_dir(repo_root()).env("NO_COLOR", "1");
     run_with_timeout(&mut cmd, LIMIT).unwrap_or_else(|e| panic!("cannot start {VM}: {e}"))
+}
+
+/// The `vm run` options of a golden program, from `NAME.flags` (none without the file).
+fn run_flags(g: &Golden) -> Vec<String> {
+    let path = repo_root().join(g.sibling("flags"));
+    match std::fs::read_to_string(&path) {
+        Ok(text) => text.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_string).collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => panic!("{}: {e}", path.display()),
+    }
 }
 
 fn goldens() -> Vec<Golden> {
@@ -89,7 +102,10 @@ fn golden_programs() {
     assert!(goldens.len() >= 35, "expected at least 35 golden programs, found {}", goldens.len());
     let update = std::env::var_os("UPDATE_GOLDEN").is_some_and(|v| v == "1");
     let failures = par_map(&goldens, |g| {
-        let mut args = vec!["run", g.rel_path.as_str()];
+        let flags = run_flags(g);
+        let mut args = vec!["run"];
+        args.extend(flags.iter().map(String::as_str));
+        args.push(g.rel_path.as_str());
         args.extend(g.args.iter().map(String::as_str));
         let run = vm(&args);
         if update && !run.timed_out {
@@ -188,7 +204,10 @@ fn assembled_programs_print_what_their_source_prints() {
             let p = format!("vm asm exited with {:?}; stderr:\n{}", asm.code, indent(&asm.stderr));
             return (g.rel_path.clone(), vec![p]);
         }
-        let mut args = vec!["run", vbc];
+        let flags = run_flags(g);
+        let mut args = vec!["run"];
+        args.extend(flags.iter().map(String::as_str));
+        args.push(vbc);
         args.extend(g.args.iter().map(String::as_str));
         let run = vm(&args);
         (format!("{} (as .vbc)", g.rel_path), check_golden(g, &run))

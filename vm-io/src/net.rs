@@ -240,10 +240,32 @@ pub(crate) fn tcp_listen(ctx: &Ctx<'_>, args: &[Value]) -> Started {
     try_start!(ctx.io.perms.check_net(&addr));
     let (io, pid) = (ctx.io.clone(), ctx.pid);
     Started::Pending(Box::pin(async move {
-        let l = TcpListener::bind(&addr).await.map_err(|e| io_error(&format!("tcp_listen {addr}"), &e))?;
+        let l = listen(&addr).await.map_err(|e| io_error(&format!("tcp_listen {addr}"), &e))?;
         let label = l.local_addr().map_or_else(|_| addr.clone(), |a| a.to_string());
         Ok(io.adopt(pid, Obj::Listener(Listener { inner: l, backlog: Mutex::new(VecDeque::new()) }), label))
     }))
+}
+
+/// How many connections the kernel queues before the program accepts them. `TcpListener::bind`
+/// asks for 128, which a few hundred clients connecting at once overflow (the kernel then falls
+/// back to SYN cookies and may reset connections the client believes established); servers
+/// commonly ask for more (Go: the system maximum, `somaxconn`, which the kernel caps this to).
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds and listens on the first address `addr` resolves to, with address reuse (so a restarted
+/// server can bind at once) and a deep accept queue.
+async fn listen(addr: &str) -> io::Result<TcpListener> {
+    let mut last = io::Error::new(io::ErrorKind::InvalidInput, "the address resolves to nothing");
+    for a in tokio::net::lookup_host(addr).await? {
+        let socket =
+            if a.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+        socket.set_reuseaddr(true)?;
+        match socket.bind(a).and_then(|()| socket.listen(LISTEN_BACKLOG)) {
+            Ok(l) => return Ok(l),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
 }
 
 pub(crate) fn tcp_accept(ctx: &Ctx<'_>, args: &[Value]) -> Started {

@@ -811,17 +811,23 @@ impl Host for ActorHost<'_> {
     }
 
     fn send(&mut self, to: Pid, msg: Value) -> Result<(), Exception> {
-        crate::session::trace_send(self.cell.pid, to, &msg);
-        // Resources in the message become the receiver's before it can see them.
-        self.vm.shared.io.transfer(&msg, self.cell.pid.0, to.0);
-        if to == self.cell.pid {
+        let me = self.cell.pid;
+        crate::session::trace_send(me, to, &msg);
+        let io = &self.vm.shared.io;
+        // Resources in the message become the receiver's before it can see them (and only when
+        // there is a receiver: a message to an exited actor is dropped, closing them).
+        if to == me {
             self.vm.deliver(self.cell, msg);
             return Ok(());
         }
         match &self.last_target {
-            Some(c) if c.pid == to => self.vm.deliver(c, msg),
+            Some(c) if c.pid == to && c.state() != RunState::Exited => {
+                io.transfer(&msg, me.0, to.0);
+                self.vm.deliver(c, msg);
+            }
             _ => {
                 if let Some(c) = self.vm.lookup(to) {
+                    io.transfer(&msg, me.0, to.0);
                     self.vm.deliver(&c, msg);
                     self.last_target = Some(c);
                 }
