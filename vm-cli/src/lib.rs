@@ -14,6 +14,7 @@
 //! | `vm asm FILE.vasm [-o FILE.vbc]` | assembles and verifies, writes the module |
 //! | `vm disasm FILE.vbc` | prints the module as assembly |
 //! | `vm check FILE.vasm` | assembles and verifies, reports every error, prints nothing if ok |
+//! | `vm repl [--workers N] [--fuel N] [--max-frames N] [--allow-...] [FILE...]` | an interactive session (see [`repl`]) |
 //!
 //! | status | meaning |
 //! |---|---|
@@ -24,6 +25,7 @@
 //! | 101 | internal error (the VM panicked; Rust's own status for a panic) |
 
 mod render;
+pub mod repl;
 
 pub use render::Style;
 
@@ -84,6 +86,8 @@ pub enum Command {
         /// The program's top-level file.
         file: PathBuf,
     },
+    /// An interactive session: load programs, spawn actors, inspect and talk to them.
+    Repl(repl::ReplArgs),
 }
 
 /// Arguments of `vm run`.
@@ -178,7 +182,11 @@ where
             return if e.use_stderr() { EXIT_USAGE } else { EXIT_OK };
         }
     };
-    init_tracing(cli.trace);
+    if let Command::Repl(args) = cli.command {
+        // The REPL installs its own logging, which writes above the prompt.
+        return repl::main(args, cli.trace);
+    }
+    repl::logging::init_for_run(cli.trace);
     let mut stderr = std::io::stderr();
     run_command(cli.command, &mut stderr, Style::for_stderr())
 }
@@ -195,6 +203,7 @@ pub fn run_command(command: Command, err: &mut dyn std::io::Write, style: Style)
         Command::Asm { file, output } => cmd_asm(&file, output, style),
         Command::Disasm { file } => cmd_disasm(&file),
         Command::Check { file } => cmd_check(&file, style),
+        Command::Repl(args) => return repl::main(args, false),
     };
     match result {
         Ok(()) => EXIT_OK,
@@ -207,30 +216,6 @@ pub fn run_command(command: Command, err: &mut dyn std::io::Write, style: Style)
 
 /// A command's failure: the exit status and the text for standard error.
 type Failure = (u8, String);
-
-/// Logs go to stderr. `--trace` means everything at trace level, with timestamps; otherwise
-/// `RUST_LOG` is used when set, and `warn` when not, without timestamps (a warning is read by a
-/// person, not correlated with other events).
-fn init_tracing(trace: bool) {
-    use std::io::IsTerminal;
-    use tracing_subscriber::EnvFilter;
-    let ansi = std::io::stderr().is_terminal();
-    let explicit = if trace { Some(EnvFilter::new("trace")) } else { EnvFilter::try_from_default_env().ok() };
-    // `try_init` because in-process callers (tests) may run several commands.
-    let _ = match explicit {
-        Some(filter) => tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_writer(std::io::stderr)
-            .with_ansi(ansi)
-            .try_init(),
-        None => tracing_subscriber::fmt()
-            .with_env_filter(EnvFilter::new("warn"))
-            .with_writer(std::io::stderr)
-            .with_ansi(ansi)
-            .without_time()
-            .try_init(),
-    };
-}
 
 fn display(path: &Path) -> String {
     path.to_string_lossy().into_owned()

@@ -80,7 +80,7 @@ pub(crate) fn drive(
         // The main actor's failure is reported by `vm run` itself; others are logged here.
         if let (ExitReason::Failed(f), None) = (&reason, &report) {
             let loc = module.location(f.func, f.pc);
-            tracing::error!(pid = %cell.pid, exception = %f.exception, location = %loc, "actor crashed");
+            tracing::error!(pid = %cell.pid, name = %crate::session::NameOf(&cell), exception = %f.exception, location = %loc, "actor crashed");
         }
         // Main's outcome goes out before the exit bookkeeping: once main has ended, `vm run` is done,
         // and reporting first keeps the deadlock detector from mistaking that moment for a deadlock.
@@ -138,8 +138,10 @@ async fn run(host: &mut ActorHost<'_>, module: &Module, st: &mut ActorState) -> 
 
         cell.set_state(RunState::Running);
         vm.shared.heartbeat.begin(cell.pid.0);
+        crate::session::trace_raise(cell.pid, st.pending.as_ref());
         let step = interp::step(st, module, host, fuel);
         vm.shared.heartbeat.end();
+        crate::session::trace_step(cell.pid, &step);
         cell.record(st.position(), st.reductions);
         match step {
             Step::Yielded => {
@@ -801,6 +803,7 @@ impl Host for ActorHost<'_> {
     ) -> Result<(Pid, Option<i64>), Exception> {
         let module = self.cell.module.clone();
         let (pid, r) = self.vm.spawn(module, &fun, args, opts, Some(self.cell.pid))?;
+        crate::session::trace_spawned(self.cell.pid, pid);
         if let Some(r) = r {
             self.monitors.push((r, pid));
         }
@@ -809,6 +812,7 @@ impl Host for ActorHost<'_> {
 
     fn send(&mut self, to: Pid, msg: Value) -> Result<(), Exception> {
         let me = self.cell.pid;
+        crate::session::trace_send(me, to, &msg);
         let io = &self.vm.shared.io;
         // Resources in the message become the receiver's before it can see them (and only when
         // there is a receiver: a message to an exited actor is dropped, closing them).
@@ -904,6 +908,7 @@ impl Host for ActorHost<'_> {
     }
 
     fn control(&mut self, op: ActorOp) -> Result<Value, Exception> {
+        crate::session::trace_control(self.vm, self.cell, &op);
         let me = self.cell.pid;
         let vm = self.vm;
         match op {

@@ -8,17 +8,21 @@
 //! - `heartbeat`: the watchdog that reports an actor holding a worker thread too long.
 //! - `run`: [`block_on_run`], which builds the tokio runtime and runs a program to its end with
 //!   its output on standard output (what `vm run` calls, so the CLI spawns nothing).
+//! - `session`: [`Session`], a long-lived runtime driven from outside (what `vm repl` uses), and
+//!   the tracing the runtime emits about each actor (a span per actor, activity, exits).
 
 pub mod actor;
 pub mod chan;
 pub mod heartbeat;
 pub mod mailbox;
 pub mod run;
+pub mod session;
 mod sync;
 pub mod vm;
 
 pub use mailbox::{Signal, Wait};
 pub use run::{RunError, RunOptions, block_on_run};
+pub use session::{Eval, EvalEnd, Session};
 pub use vm::{ActorInfo, Config, Hold, Outcome, Output, RunState, Vm};
 
 #[cfg(all(test, not(vm_loom)))]

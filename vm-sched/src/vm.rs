@@ -361,7 +361,7 @@ impl Vm {
         self.spawn_reporting(module, fun, args, opts, parent, None)
     }
 
-    fn spawn_reporting(
+    pub(crate) fn spawn_reporting(
         &self,
         module: Arc<Module>,
         fun: &Closure,
@@ -412,7 +412,8 @@ impl Vm {
         lock(self.shard(pid)).insert(pid.0, cell.clone());
         // Counted in before it exists; the spawner is active, so the count cannot touch zero.
         self.shared.active.fetch_add(1, Ordering::SeqCst);
-        tokio::spawn(actor::drive(self.clone(), cell, module, state, report));
+        let span = crate::session::actor_span(pid, &module, fun.func);
+        crate::session::spawn_actor(actor::drive(self.clone(), cell, module, state, report), span);
         Ok((pid, monitor))
     }
 
@@ -424,6 +425,7 @@ impl Vm {
     }
 
     pub(crate) fn deliver(&self, cell: &ActorCell, msg: Value) {
+        crate::session::trace_deliver(cell.pid, &msg);
         match cell.mailbox.deliver(msg, &self.shared.active) {
             Delivery::Wake(w) => w.wake(),
             Delivery::Overflow(w) => {
@@ -496,6 +498,7 @@ impl Vm {
     /// Called by an actor's driver when it ends: closes its mailbox and notifies links and
     /// monitors, then counts it out of the VM.
     pub(crate) fn finish(&self, cell: &ActorCell, reason: &ExitReason) {
+        crate::session::trace_exit(cell, reason);
         cell.set_state(RunState::Exited);
         let (links, monitors, name) = cell.mailbox.close();
         if let Some(name) = name {
