@@ -339,6 +339,18 @@ fn a_session_with_servers_counters_and_mistakes() {
     repl.pty.send_line("send 5 2").expect("typing");
     repl.line_since(mark, "42");
     repl.sync();
+    // A message it cannot add raises inside it and is caught there; `info` lists it.
+    repl.expect("send 5 :x", &[]);
+    // Messages are taken in order: once 3 is added, :x has been dealt with.
+    let mark = repl.mark();
+    repl.pty.send_line("send 5 3").expect("typing");
+    repl.line_since(mark, "45");
+    repl.sync();
+    let info = repl.run("info 5");
+    assert!(
+        info.iter().any(|l| l.contains("exception type_error") && l.contains("and caught")),
+        "the caught exception is listed: {info:#?}"
+    );
 
     // Mistakes print an error and the REPL goes on.
     repl.expect("frobnicate", &["error: unknown command `frobnicate` (type `help` for the list)"]);

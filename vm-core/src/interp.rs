@@ -43,7 +43,7 @@ use crate::exception::Exception;
 use crate::module::{Function, Module};
 use crate::ops::Instr;
 use crate::step::{
-    ActorOp, ActorState, Effect, Fault, Fired, Frame, Handler, Host, Resume, SelectCase, SelectShape,
+    ActorOp, ActorState, Caught, Effect, Fault, Fired, Frame, Handler, Host, Resume, SelectCase, SelectShape,
     SpawnOpts, Step,
 };
 use crate::value::{Closure, Pid, Value};
@@ -72,10 +72,10 @@ pub fn step<H: Host + ?Sized>(st: &mut ActorState, m: &Module, host: &mut H, fue
 #[inline(never)]
 fn run<H: Host + ?Sized>(st: &mut ActorState, m: &Module, host: &mut H, mut fuel: u32) -> (Step, u32) {
     let max_frames = st.max_frames as usize;
-    let ActorState { regs: stack, frames, handlers, pending, .. } = st;
+    let ActorState { regs: stack, frames, handlers, pending, caught, .. } = st;
     // An exception left by `resume` is raised at the blocked instruction before anything runs.
     if let Some(e) = pending.take()
-        && let Err(fault) = unwind(stack, frames, handlers, m, e)
+        && let Err(fault) = unwind(stack, frames, handlers, caught, m, e)
     {
         return (Step::Failed(fault), fuel);
     }
@@ -124,7 +124,7 @@ fn run<H: Host + ?Sized>(st: &mut ActorState, m: &Module, host: &mut H, mut fuel
         ($e:expr) => {{
             let e: Exception = $e;
             save!();
-            match unwind(stack, frames, handlers, m, e) {
+            match unwind(stack, frames, handlers, caught, m, e) {
                 Ok(()) => {
                     let f = *frames.last().expect("unwind keeps the handler's frame");
                     func = &m.funcs[f.func as usize];
@@ -1175,6 +1175,7 @@ fn unwind(
     stack: &mut [Value],
     frames: &mut Vec<Frame>,
     handlers: &mut Vec<Handler>,
+    caught: &mut Option<Box<Caught>>,
     m: &Module,
     e: Exception,
 ) -> Result<(), Fault> {
@@ -1197,6 +1198,9 @@ fn unwind(
     }
     release(&mut stack[top..]);
     stack[frame.base as usize + h.dst as usize] = e.to_value();
+    let log = caught.get_or_insert_with(Default::default);
+    log.count += 1;
+    log.last = Some((e, func, pc));
     if let Some(last) = frames.last_mut() {
         last.pc = h.target;
     }
@@ -1895,6 +1899,19 @@ mod tests {
             ..Module::default()
         };
         assert_eq!(run_to_end(&m, 0, vec![Value::Int(1)]), Step::Exited(Value::Nil));
+    }
+
+    #[test]
+    fn caught_exceptions_are_counted_with_the_latest_and_where_it_was_raised() {
+        let src = ".func main 0\n    try r0, c1\n    int r1, 0\n    div r1, r1, r1\n    endtry\nc1:\n    try r0, c2\n    const r1, :oops\n    const r2, \"bad\"\n    raise r1, r2\nc2:\n    ret r0\n.end\n";
+        let m = crate::asm::assemble_str("t.vasm", src).unwrap();
+        let mut st = ActorState::new(&m, 0, vec![]).unwrap();
+        let mut host = TestHost::default();
+        assert!(matches!(step(&mut st, &m, &mut host, 1000), Step::Exited(_)));
+        let c = st.caught.as_deref().expect("two exceptions were caught");
+        assert_eq!(c.count, 2);
+        let (e, func, pc) = c.last.clone().unwrap();
+        assert_eq!((e.kind.name().to_string(), func, pc), ("oops".to_string(), 0, 7));
     }
 
     #[test]

@@ -75,6 +75,20 @@ pub struct ActorState {
     pub reductions: u64,
     /// Maximum frame-stack depth.
     pub max_frames: u32,
+    /// Exceptions this actor raised and caught itself (for introspection: `vm repl`'s `info`);
+    /// boxed on the first one, so actors that never catch pay one word.
+    #[serde(default)]
+    pub caught: Option<Box<Caught>>,
+}
+
+/// The exceptions an actor has caught with `try`: how many, and the latest with where it was
+/// raised (function index, instruction index).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Caught {
+    /// How many have been caught.
+    pub count: u64,
+    /// The latest: the exception, and the function and instruction that raised it.
+    pub last: Option<(Exception, u32, u32)>,
 }
 
 /// What the actor waits for. Plain data; the runtime decides how to wait.
@@ -362,6 +376,7 @@ impl ActorState {
             pending: None,
             reductions: 0,
             max_frames: DEFAULT_MAX_FRAMES,
+            caught: None,
         })
     }
 

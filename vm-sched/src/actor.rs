@@ -139,7 +139,9 @@ async fn run(host: &mut ActorHost<'_>, module: &Module, st: &mut ActorState) -> 
         cell.set_state(RunState::Running);
         vm.shared.heartbeat.begin(cell.pid.0);
         crate::session::trace_raise(cell.pid, st.pending.as_ref());
+        let caught_before = st.caught.as_ref().map_or(0, |c| c.count);
         let step = interp::step(st, module, host, fuel);
+        crate::session::trace_caught(cell, st.caught.as_deref(), caught_before);
         vm.shared.heartbeat.end();
         crate::session::trace_step(cell.pid, &step);
         cell.record(st.position(), st.reductions);

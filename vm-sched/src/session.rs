@@ -525,6 +525,34 @@ fn trace_raise_cold(pid: Pid, e: &Exception) {
     }
 }
 
+/// The step just run caught exceptions (`try`) if the actor's caught count moved past `before`.
+#[inline(always)]
+pub(crate) fn trace_caught(cell: &crate::vm::ActorCell, caught: Option<&vm_core::step::Caught>, before: u64) {
+    if let Some(c) = caught
+        && c.count != before
+        && tracing::level_enabled!(tracing::Level::DEBUG)
+    {
+        trace_caught_cold(cell, c, before);
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn trace_caught_cold(cell: &crate::vm::ActorCell, c: &vm_core::step::Caught, before: u64) {
+    if let Some((e, func, pc)) = &c.last {
+        let at = cell.module.location(*func, *pc);
+        let more = c.count - before - 1;
+        if more == 0 {
+            tracing::debug!(target: EVENT_TARGET, pid = cell.pid.0, "exception {e} raised at {at} and caught");
+        } else {
+            tracing::debug!(
+                target: EVENT_TARGET, pid = cell.pid.0,
+                "exception {e} raised at {at} and caught ({more} more caught before it in this slice)"
+            );
+        }
+    }
+}
+
 /// The actor of `cell` ended with `reason`.
 #[inline(always)]
 pub(crate) fn trace_exit(cell: &crate::vm::ActorCell, reason: &crate::actor::ExitReason) {
