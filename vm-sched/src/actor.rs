@@ -73,8 +73,7 @@ pub(crate) fn drive(
 ) -> impl Future<Output = ()> + Send + 'static {
     async move {
         let reason = {
-            let mut host =
-                ActorHost { vm: &vm, cell: &cell, monitors: Vec::new(), last_target: None, pending_io: None };
+            let mut host = ActorHost { vm: &vm, cell: &cell, last_target: None, pending_io: None };
             run(&mut host, &module, &mut st).await
         };
         // The main actor's failure is reported by `vm run` itself; others are logged here.
@@ -481,8 +480,6 @@ impl Drop for WaitFor<'_> {
 pub(crate) struct ActorHost<'a> {
     vm: &'a Vm,
     cell: &'a Arc<ActorCell>,
-    /// Monitors this actor holds: (reference, monitored actor), for `demonitor`.
-    monitors: Vec<(i64, Pid)>,
     /// The actor this one sent to last. Actors mostly talk to the same peer, and this saves the
     /// registry lookup; a cached actor that has exited just drops the message, as the registry
     /// would.
@@ -807,7 +804,7 @@ impl Host for ActorHost<'_> {
         let (pid, r) = self.vm.spawn(module, &fun, args, opts, Some(self.cell.pid))?;
         crate::session::trace_spawned(self.cell.pid, pid);
         if let Some(r) = r {
-            self.monitors.push((r, pid));
+            self.cell.mailbox.with(|i| i.ext().monitoring.push((r, pid)));
         }
         Ok((pid, r))
     }
@@ -959,7 +956,7 @@ impl Host for ActorHost<'_> {
                     })
                 });
                 if alive {
-                    self.monitors.push((r, pid));
+                    self.cell.mailbox.with(|i| i.ext().monitoring.push((r, pid)));
                 } else {
                     let down = Value::tuple(vec![
                         Value::Atom(atoms::DOWN),
@@ -972,8 +969,10 @@ impl Host for ActorHost<'_> {
                 Ok(Value::Int(r))
             }
             ActorOp::Demonitor(r) => {
-                let held =
-                    self.monitors.iter().position(|(x, _)| *x == r).map(|i| self.monitors.swap_remove(i).1);
+                let held = self.cell.mailbox.with(|i| {
+                    let m = &mut i.ext().monitoring;
+                    m.iter().position(|(x, _)| *x == r).map(|k| m.swap_remove(k).1)
+                });
                 if let Some(pid) = held
                     && let Some(c) = vm.lookup(pid)
                 {

@@ -153,6 +153,9 @@ pub struct Extras {
     pub links: Vec<Pid>,
     /// Monitors on this actor: (reference, watcher).
     pub monitors: Vec<(i64, Pid)>,
+    /// Monitors this actor holds on others: (reference, monitored actor). An entry goes when the
+    /// monitor fires (the monitored actor's exit removes it) or is cancelled.
+    pub monitoring: Vec<(i64, Pid)>,
     /// The registered name, if any.
     pub name: Option<Atom>,
     /// Whether exit signals become messages.

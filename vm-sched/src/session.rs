@@ -665,6 +665,41 @@ loop:
     }
 
     #[test]
+    fn info_lists_the_monitors_an_actor_holds_until_they_fire() {
+        let (s, _) = session();
+        let m = module(
+            "
+.func watch 1
+    monitor r1, r0
+    recv r2
+    recv r2
+    ret r2
+.end
+.func idle 0
+    recv r0
+    ret r0
+.end
+",
+        );
+        let target = s.spawn(&m, "idle", vec![]).unwrap();
+        let watcher = s.spawn(&m, "watch", vec![Value::Pid(target)]).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let monitoring = |p| s.vm().info(p).map(|i| (i.monitoring, i.monitored_by));
+        while monitoring(watcher).is_some_and(|(m, _)| m.is_empty()) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        assert_eq!(monitoring(watcher), Some((vec![target], vec![])));
+        assert_eq!(monitoring(target), Some((vec![], vec![watcher])));
+        // The target ends: the monitor fires and is no longer held.
+        s.send(target, Value::Nil).unwrap();
+        assert!(s.wait_gone(target, Duration::from_secs(10)));
+        while monitoring(watcher).is_some_and(|(m, _)| !m.is_empty()) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        assert_eq!(monitoring(watcher), Some((vec![], vec![])));
+    }
+
+    #[test]
     fn spawning_checks_the_function_and_its_arity() {
         let (s, _) = session();
         let m = module(SERVER);

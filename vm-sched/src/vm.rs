@@ -268,6 +268,8 @@ pub struct ActorInfo {
     pub links: Vec<Pid>,
     /// Actors monitoring this one.
     pub monitored_by: Vec<Pid>,
+    /// Actors this one monitors.
+    pub monitoring: Vec<Pid>,
     /// Whether it traps exits.
     pub trap_exit: bool,
     /// The open resources it owns: id and description (`tcp connection 127.0.0.1:5000`).
@@ -518,6 +520,9 @@ impl Vm {
             }
         }
         for (r, watcher) in monitors {
+            if let Some(w) = self.lookup(watcher) {
+                w.mailbox.with(|i| i.ext().monitoring.retain(|(x, _)| *x != r));
+            }
             let down = Value::tuple(vec![
                 Value::Atom(atoms::DOWN),
                 Value::Int(r),
@@ -553,13 +558,14 @@ impl Vm {
     }
 
     fn info_of(&self, c: &ActorCell) -> ActorInfo {
-        let (name, waiting, mailbox_len, links, monitored_by, trap_exit) = c.mailbox.with(|i| {
+        let (name, waiting, mailbox_len, links, monitored_by, monitoring, trap_exit) = c.mailbox.with(|i| {
             (
                 i.ext_ref().and_then(|e| e.name),
                 i.waiting.clone(),
                 i.messages.len(),
                 i.ext_ref().map(|e| e.links.clone()).unwrap_or_default(),
                 i.ext_ref().map(|e| e.monitors.iter().map(|(_, p)| *p).collect()).unwrap_or_default(),
+                i.ext_ref().map(|e| e.monitoring.iter().map(|(_, p)| *p).collect()).unwrap_or_default(),
                 i.trap_exit(),
             )
         });
@@ -573,6 +579,7 @@ impl Vm {
             location: c.location(),
             links,
             monitored_by,
+            monitoring,
             trap_exit,
             resources: self.shared.io.owned_by(c.pid.0),
         }

@@ -248,6 +248,7 @@ impl Engine {
         let _ = writeln!(out, "  mailbox:       {}", render::count(a.mailbox_len, "message"));
         let _ = writeln!(out, "  reductions:    {}", a.reductions);
         let _ = writeln!(out, "  links:         {}", pids(&a.links));
+        let _ = writeln!(out, "  monitoring:    {}", pids(&a.monitoring));
         let _ = writeln!(out, "  monitored by:  {}", pids(&a.monitored_by));
         let _ = writeln!(out, "  traps exits:   {}", if a.trap_exit { "yes" } else { "no" });
         if a.resources.is_empty() {
