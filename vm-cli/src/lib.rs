@@ -94,6 +94,22 @@ pub enum Command {
 #[derive(Debug, Args)]
 #[command(override_usage = "vm run [OPTIONS] <FILE.vasm|FILE.vbc> [ARGS]...")]
 pub struct RunArgs {
+    /// Runtime settings and permissions.
+    #[command(flatten)]
+    pub runtime: RuntimeFlags,
+    /// The program (a `.vbc` module, or assembly source with any other extension), then the
+    /// arguments for `main`, passed through untouched: everything after FILE belongs to the
+    /// program, even words that look like `vm` options.
+    // One clap argument holds both, because clap only stops recognising its own options once a
+    // trailing argument has started, and that must happen at FILE.
+    #[arg(value_name = "FILE.vasm|FILE.vbc", required = true, num_args = 1..,
+          trailing_var_arg = true, allow_hyphen_values = true)]
+    pub program: Vec<String>,
+}
+
+/// Runtime settings and permissions, shared by `vm run` and `vm repl`.
+#[derive(Debug, Clone, Args)]
+pub struct RuntimeFlags {
     /// Worker threads (default: one per core).
     #[arg(long, value_name = "N")]
     pub workers: Option<NonZeroUsize>,
@@ -105,17 +121,21 @@ pub struct RunArgs {
     #[arg(long, value_name = "N", default_value_t = vm_core::step::DEFAULT_MAX_FRAMES,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_frames: u32,
-    /// What the program may do (deny by default).
+    /// What programs may do (deny by default).
     #[command(flatten)]
     pub perms: PermFlags,
-    /// The program (a `.vbc` module, or assembly source with any other extension), then the
-    /// arguments for `main`, passed through untouched: everything after FILE belongs to the
-    /// program, even words that look like `vm` options.
-    // One clap argument holds both, because clap only stops recognising its own options once a
-    // trailing argument has started, and that must happen at FILE.
-    #[arg(value_name = "FILE.vasm|FILE.vbc", required = true, num_args = 1..,
-          trailing_var_arg = true, allow_hyphen_values = true)]
-    pub program: Vec<String>,
+}
+
+impl RuntimeFlags {
+    /// The runtime options these flags describe; a malformed permission flag is an error.
+    pub fn run_options(&self) -> Result<RunOptions, String> {
+        Ok(RunOptions {
+            fuel_per_slice: self.fuel,
+            max_frames: self.max_frames,
+            workers: self.workers,
+            perms: self.perms.permissions()?,
+        })
+    }
 }
 
 /// Permission flags, shared by `vm run` and `vm repl` (see docs/io.md).
@@ -257,9 +277,7 @@ fn cmd_run(run: RunArgs, style: Style) -> Result<(), Failure> {
     let file = run.file();
     let loaded = if is_vbc(&file) { load_module(&file) } else { assemble_and_verify(&file, style) };
     let module = loaded.map_err(|msg| (EXIT_USAGE, msg))?;
-    let perms = run.perms.permissions().map_err(|msg| (EXIT_USAGE, msg))?;
-    let opts =
-        RunOptions { fuel_per_slice: run.fuel, max_frames: run.max_frames, workers: run.workers, perms };
+    let opts = run.runtime.run_options().map_err(|msg| (EXIT_USAGE, msg))?;
     let result = vm_sched::block_on_run(Arc::new(module), run.args().to_vec(), opts);
     match outcome_report(&display(&file), result) {
         (EXIT_OK, _) => Ok(()),
@@ -354,7 +372,7 @@ mod tests {
         let cli =
             parse(&["run", "--fuel", "10", "p.vasm", "--fuel", "-x", "--", "plain", "--trace"]).unwrap();
         let Command::Run(run) = cli.command else { panic!() };
-        assert_eq!(run.fuel, 10);
+        assert_eq!(run.runtime.fuel, 10);
         assert_eq!(run.file(), PathBuf::from("p.vasm"));
         assert_eq!(run.args(), ["--fuel", "-x", "--", "plain", "--trace"]);
         assert!(!cli.trace);
@@ -363,15 +381,15 @@ mod tests {
     #[test]
     fn run_defaults_and_flags() {
         let Command::Run(run) = parse(&["run", "p.vbc"]).unwrap().command else { panic!() };
-        assert_eq!(run.fuel, vm_sched::Config::default().fuel);
-        assert_eq!(run.max_frames, vm_core::step::DEFAULT_MAX_FRAMES);
-        assert_eq!(run.workers, None);
+        assert_eq!(run.runtime.fuel, vm_sched::Config::default().fuel);
+        assert_eq!(run.runtime.max_frames, vm_core::step::DEFAULT_MAX_FRAMES);
+        assert_eq!(run.runtime.workers, None);
         assert!(run.args().is_empty());
         let cli = parse(&["--trace", "run", "--workers", "2", "--max-frames", "9", "p.vbc", "a"]).unwrap();
         assert!(cli.trace);
         let Command::Run(run) = cli.command else { panic!() };
-        assert_eq!(run.workers, NonZeroUsize::new(2));
-        assert_eq!(run.max_frames, 9);
+        assert_eq!(run.runtime.workers, NonZeroUsize::new(2));
+        assert_eq!(run.runtime.max_frames, 9);
         assert_eq!(run.args(), ["a"]);
     }
 

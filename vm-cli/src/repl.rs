@@ -38,7 +38,6 @@ use printer::Printer;
 use rustyline::error::ReadlineError;
 use rustyline::history::{FileHistory, History as _};
 use std::io::IsTerminal as _;
-use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -54,20 +53,9 @@ const HISTORY_SIZE: usize = 1000;
 /// Arguments of `vm repl`.
 #[derive(Debug, Args)]
 pub struct ReplArgs {
-    /// Worker threads (default: one per core).
-    #[arg(long, value_name = "N")]
-    pub workers: Option<NonZeroUsize>,
-    /// Fuel per time slice before an actor yields (charged on backward jumps and calls).
-    #[arg(long, value_name = "N", default_value_t = vm_sched::Config::default().fuel,
-          value_parser = clap::value_parser!(u32).range(1..))]
-    pub fuel: u32,
-    /// Maximum call depth; deeper recursion raises :stack_overflow.
-    #[arg(long, value_name = "N", default_value_t = vm_core::step::DEFAULT_MAX_FRAMES,
-          value_parser = clap::value_parser!(u32).range(1..))]
-    pub max_frames: u32,
-    /// What the session's actors may do (deny by default), as for `vm run`.
+    /// Runtime settings and permissions, as for `vm run`.
     #[command(flatten)]
-    pub perms: crate::PermFlags,
+    pub runtime: crate::RuntimeFlags,
     /// Programs to load at the start (`.vasm` source or `.vbc` modules).
     #[arg(value_name = "FILE")]
     pub files: Vec<PathBuf>,
@@ -76,13 +64,7 @@ pub struct ReplArgs {
 impl ReplArgs {
     /// The runtime options these flags describe; a malformed permission flag is an error.
     pub fn run_options(&self) -> Result<vm_sched::RunOptions, String> {
-        let perms = self.perms.permissions()?;
-        Ok(vm_sched::RunOptions {
-            fuel_per_slice: self.fuel,
-            max_frames: self.max_frames,
-            workers: self.workers,
-            perms,
-        })
+        self.runtime.run_options()
     }
 }
 

@@ -349,13 +349,7 @@ fn panic_native(_: &Ctx<'_>, args: &[Value]) -> Result<Value, Exception> {
 mod tests {
     use super::*;
     use crate::perms::Permissions;
-    use crate::resource::Console;
-
-    struct Quiet;
-    impl Console for Quiet {
-        fn stdout(&self, _: &[u8]) {}
-        fn stderr(&self, _: &[u8]) {}
-    }
+    use crate::resource::Quiet;
 
     fn with_ctx<R>(f: impl FnOnce(&Ctx<'_>) -> R) -> R {
         let io = Io::new(Permissions::all(), Arc::new(Quiet));

@@ -300,6 +300,16 @@ impl Ctx<'_> {
     }
 }
 
+/// A console that discards everything (for tests).
+#[cfg(test)]
+pub(crate) struct Quiet;
+
+#[cfg(test)]
+impl Console for Quiet {
+    fn stdout(&self, _: &[u8]) {}
+    fn stderr(&self, _: &[u8]) {}
+}
+
 /// A connection's description: its peer.
 pub fn conn_label(peer: Option<SocketAddr>) -> String {
     peer.map_or_else(String::new, |p| p.to_string())
@@ -308,12 +318,6 @@ pub fn conn_label(peer: Option<SocketAddr>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    struct Quiet;
-    impl Console for Quiet {
-        fn stdout(&self, _: &[u8]) {}
-        fn stderr(&self, _: &[u8]) {}
-    }
 
     fn file_obj() -> Obj {
         Obj::File(Mutex::new(tempfile_handle()))
