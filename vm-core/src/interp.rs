@@ -75,7 +75,7 @@ fn run<H: Host + ?Sized>(st: &mut ActorState, m: &Module, host: &mut H, mut fuel
     let ActorState { regs: stack, frames, handlers, pending, caught, .. } = st;
     // An exception left by `resume` is raised at the blocked instruction before anything runs.
     if let Some(e) = pending.take()
-        && let Err(fault) = unwind(stack, frames, handlers, caught, m, e)
+        && let Err(fault) = unwind(stack, frames, handlers, caught, m, *e)
     {
         return (Step::Failed(fault), fuel);
     }

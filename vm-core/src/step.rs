@@ -70,7 +70,8 @@ pub struct ActorState {
     /// Installed exception handlers, innermost last.
     pub handlers: Vec<Handler>,
     /// An exception to raise at the current instruction on the next step (set by `resume`).
-    pub pending: Option<Exception>,
+    /// (Boxed: it is rare, and every idle actor carries this state.)
+    pub pending: Option<Box<Exception>>,
     /// Fuel spent so far (BEAM's "reductions").
     pub reductions: u64,
     /// Maximum frame-stack depth.
@@ -404,7 +405,7 @@ impl ActorState {
                 }
                 frame.pc += 1;
             }
-            Resume::Raise(e) => self.pending = Some(e),
+            Resume::Raise(e) => self.pending = Some(Box::new(e)),
             Resume::Timeout => match instr.label() {
                 Some(target) => frame.pc = target,
                 None => frame.pc += 1,

@@ -67,18 +67,17 @@ fn exception_reason(e: &Exception) -> Value {
 pub(crate) fn drive(
     vm: Vm,
     cell: Arc<ActorCell>,
-    module: Arc<Module>,
     mut st: ActorState,
-    report: Option<tokio::sync::oneshot::Sender<Outcome>>,
 ) -> impl Future<Output = ()> + Send + 'static {
     async move {
         let reason = {
             let mut host = ActorHost { vm: &vm, cell: &cell, last_target: None, pending_io: None };
-            run(&mut host, &module, &mut st).await
+            run(&mut host, &cell.module, &mut st).await
         };
+        let report = vm.take_reporter(cell.pid);
         // The main actor's failure is reported by `vm run` itself; others are logged here.
         if let (ExitReason::Failed(f), None) = (&reason, &report) {
-            let loc = module.location(f.func, f.pc);
+            let loc = cell.module.location(f.func, f.pc);
             tracing::error!(pid = %cell.pid, name = %crate::session::NameOf(&cell), exception = %f.exception, location = %loc, "actor crashed");
         }
         // Main's outcome goes out before the exit bookkeeping: once main has ended, `vm run` is done,
@@ -87,7 +86,7 @@ pub(crate) fn drive(
             let outcome = match reason.clone() {
                 ExitReason::Returned(v) => Outcome::Exited(v),
                 ExitReason::Failed(fault) => {
-                    let location = module.location(fault.func, fault.pc);
+                    let location = cell.module.location(fault.func, fault.pc);
                     Outcome::Failed { fault, location }
                 }
                 ExitReason::Stopped(Value::Atom(a)) if a == atoms::NORMAL => Outcome::Exited(Value::Nil),
@@ -100,12 +99,14 @@ pub(crate) fn drive(
 }
 
 async fn run(host: &mut ActorHost<'_>, module: &Module, st: &mut ActorState) -> ExitReason {
-    let vm = host.vm;
-    let cell = host.cell;
-    let fuel = vm.shared.config.fuel;
     let mut deferrals = 0u32;
     let mut slices = 0u32;
     loop {
+        // Taken from `host` afresh in each round, and not used after the round's await: locals
+        // that live across an await are stored in every actor's task.
+        let vm = host.vm;
+        let cell = host.cell;
+        let fuel = vm.shared.config.fuel;
         // A plain load first: the read-modify-write is only paid when a signal is there.
         if cell.has_signals.load(Ordering::Relaxed) && cell.has_signals.swap(false, Ordering::SeqCst) {
             while let Some(sig) = cell.mailbox.take_signal() {
@@ -113,7 +114,7 @@ async fn run(host: &mut ActorHost<'_>, module: &Module, st: &mut ActorState) -> 
                     Signal::Kill(reason) => return ExitReason::Killed(reason),
                     Signal::Exit { reason, .. } => return ExitReason::Stopped(reason),
                     Signal::Interrupt { exc, mode: 2 } => return ExitReason::Stopped(exception_reason(&exc)),
-                    Signal::Interrupt { exc, mode: 1 } => st.pending = Some(exc),
+                    Signal::Interrupt { exc, mode: 1 } => st.pending = Some(Box::new(exc)),
                     Signal::Interrupt { .. } | Signal::Orphaned(_) => {}
                 }
             }
@@ -137,7 +138,7 @@ async fn run(host: &mut ActorHost<'_>, module: &Module, st: &mut ActorState) -> 
 
         cell.set_state(RunState::Running);
         vm.shared.heartbeat.begin(cell.pid.0);
-        crate::session::trace_raise(cell.pid, st.pending.as_ref());
+        crate::session::trace_raise(cell.pid, st.pending.as_deref());
         let caught_before = st.caught.as_ref().map_or(0, |c| c.count);
         let step = interp::step(st, module, host, fuel);
         crate::session::trace_caught(cell, st.caught.as_deref(), caught_before);
@@ -184,7 +185,7 @@ async fn run(host: &mut ActorHost<'_>, module: &Module, st: &mut ActorState) -> 
                                 st.resume(module, select_resume(shape, f));
                                 match sig {
                                     Signal::Interrupt { mode: 0, .. } | Signal::Orphaned(_) => {}
-                                    Signal::Interrupt { exc, mode: 1 } => st.pending = Some(exc),
+                                    Signal::Interrupt { exc, mode: 1 } => st.pending = Some(Box::new(exc)),
                                     other => {
                                         if let Some(end) = blocked_signal(module, st, other) {
                                             return end;

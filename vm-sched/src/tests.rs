@@ -719,8 +719,11 @@ fn per_actor_structures_stay_small() {
         let m = Arc::new(vm_core::asm::assemble_str("t.vasm", ".func main 0\n ret r0\n.end\n").unwrap());
         let st = vm_core::ActorState::new(&m, 0, vec![]).unwrap();
         let cell = Arc::new(crate::vm::ActorCell::new_for_test(vm_core::Pid(1), m.clone()));
-        let task = crate::actor::drive(vm, cell, m, st, None);
-        assert!(std::mem::size_of_val(&task) <= 480, "driver future: {} bytes", std::mem::size_of_val(&task));
+        let task = crate::actor::drive(vm, cell, st);
+        // tokio's task is a 128-byte-aligned block of header (32 bytes), scheduler and id (16),
+        // the future, and trailer (48): at 400 bytes or less it takes 512 bytes, one step above
+        // it 640 (docs/BENCHMARKS.md, memory per actor).
+        assert!(std::mem::size_of_val(&task) <= 400, "driver future: {} bytes", std::mem::size_of_val(&task));
     });
 }
 

@@ -217,6 +217,10 @@ pub(crate) struct Shared {
     /// An actor that asked (through `yieldto`) to run next, as `pid + 1`; 0 for none.
     pub(crate) boost: AtomicU64,
     pub(crate) output: Arc<dyn Output>,
+    /// Where actors started with `spawn_reporting` (main, `eval` snippets) send their outcome.
+    reporters: Mutex<HashMap<u64, tokio::sync::oneshot::Sender<Outcome>>>,
+    /// How many `reporters` there are, so that other actors' exits skip the lock.
+    reporting: AtomicUsize,
     /// Sockets, files, permissions: the state the natives share.
     pub(crate) io: Arc<vm_io::Io>,
     pub(crate) heartbeat: Arc<Heartbeat>,
@@ -295,6 +299,8 @@ impl Vm {
                 idle: tokio::sync::Notify::new(),
                 boost: AtomicU64::new(0),
                 output,
+                reporters: Mutex::new(HashMap::new()),
+                reporting: AtomicUsize::new(0),
                 io,
                 heartbeat: Arc::new(Heartbeat::new(config_hog)),
                 start: Instant::now(),
@@ -415,8 +421,23 @@ impl Vm {
         // Counted in before it exists; the spawner is active, so the count cannot touch zero.
         self.shared.active.fetch_add(1, Ordering::SeqCst);
         let span = crate::session::actor_span(pid, &module, fun.func);
-        crate::session::spawn_actor(actor::drive(self.clone(), cell, module, state, report), span);
+        if let Some(tx) = report {
+            // Kept here rather than in the actor's task, which every actor would pay for.
+            lock(&self.shared.reporters).insert(pid.0, tx);
+            self.shared.reporting.fetch_add(1, Ordering::SeqCst);
+        }
+        crate::session::spawn_actor(actor::drive(self.clone(), cell, state), span);
         Ok((pid, monitor))
+    }
+
+    /// The outcome channel of `pid` if it was started with `spawn_reporting`.
+    pub(crate) fn take_reporter(&self, pid: Pid) -> Option<tokio::sync::oneshot::Sender<Outcome>> {
+        if self.shared.reporting.load(Ordering::SeqCst) == 0 {
+            return None;
+        }
+        let tx = lock(&self.shared.reporters).remove(&pid.0)?;
+        self.shared.reporting.fetch_sub(1, Ordering::SeqCst);
+        Some(tx)
     }
 
     /// Delivers a message to `to`; a message to an actor that has exited is dropped.
