@@ -720,6 +720,32 @@ impl Future for SelectWait<'_> {
         let this = self.get_mut();
         let active = &this.vm.shared.active;
         let Some(sel) = this.sel.as_mut() else { return Poll::Ready(SelectEnd::TimedOut) };
+        // Woken again after parking: a case that committed (or a message for a mailbox case)
+        // is taken before anything else. Whoever made it ready counted this actor back in, and
+        // counting out again first would drop it to zero for a moment while it is runnable; if
+        // its thread is descheduled in that moment, the deadlock detector sees a VM with nothing
+        // active and no slice starting, and reports a deadlock in a healthy program.
+        if sel.is_parked() {
+            if let (Poll::Ready(f), _) = sel.poll(cx, active) {
+                this.sel = None;
+                this.cell.mailbox.cancel_wait(active);
+                return Poll::Ready(SelectEnd::Fired(this.split.fired(f)));
+            }
+            if let Some(m) = this.split.take_message(this.cell) {
+                let end = match this.cancel() {
+                    Some(f) => {
+                        if let Fired::Received(_, msg) = m {
+                            this.cell.mailbox.put_back(msg);
+                        }
+                        SelectEnd::Fired(f)
+                    }
+                    None => SelectEnd::Fired(m),
+                };
+                this.cell.mailbox.cancel_wait(active);
+                return Poll::Ready(end);
+            }
+        }
+        let Some(sel) = this.sel.as_mut() else { return Poll::Ready(SelectEnd::TimedOut) };
         // Count out first, then publish wakers (channel and mailbox), then re-check: a wake on
         // either path after this point counts the actor back in (`count_in` on the shared flag),
         // and anything that arrived before it is found by the re-check below.

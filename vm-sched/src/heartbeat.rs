@@ -29,6 +29,8 @@ struct Slot {
     since: AtomicU64,
     /// Set once this slice has been reported.
     reported: AtomicBool,
+    /// How many slices have started on this thread (written by this thread only).
+    slices: AtomicU64,
 }
 
 /// Shared state of the heartbeat (one per VM).
@@ -63,6 +65,7 @@ impl Heartbeat {
                     pid: AtomicU64::new(0),
                     since: AtomicU64::new(0),
                     reported: AtomicBool::new(false),
+                    slices: AtomicU64::new(0),
                 })
                 .collect(),
             next_slot: AtomicUsize::new(0),
@@ -89,6 +92,8 @@ impl Heartbeat {
     /// Step 1: a slice of `pid` starts on this thread.
     pub fn begin(&self, pid: u64) {
         if let Some(s) = self.slot() {
+            // One writer per slot: a load and a store, no read-modify-write.
+            s.slices.store(s.slices.load(Ordering::Relaxed) + 1, Ordering::Release);
             s.since.store(self.epoch.load(Ordering::Relaxed), Ordering::Relaxed);
             s.reported.store(false, Ordering::Relaxed);
             // Sequentially consistent with the watchdog's `parked` store and slot check, so that
@@ -105,6 +110,12 @@ impl Heartbeat {
         if let Some(s) = self.slot() {
             s.pid.store(0, Ordering::Release);
         }
+    }
+
+    /// How many slices have started, all threads together: the deadlock detector's evidence
+    /// that actors are still running although the `active` count read zero.
+    pub fn slices(&self) -> u64 {
+        self.slots.iter().map(|s| s.slices.load(Ordering::Acquire)).sum()
     }
 
     /// How many over-long slices have been reported.

@@ -1235,3 +1235,40 @@ closed:
 "#);
     assert_eq!(out, lines(&[":orphaned", "delivered"]));
 }
+
+#[test]
+fn a_busy_channel_ping_pong_is_never_taken_for_a_deadlock() {
+    // Each round trip passes `active` through zero for an instant (a select counts itself out
+    // before it re-checks); the detector used to read zero twice across its grace period now
+    // and then and report a deadlock in the middle of a healthy run.
+    let src = r#"
+.func main 0
+    int r2, 0
+    chan r3, r2
+    chan r4, r2
+    fun r5, echo
+    spawn r6, r5, r3, 2
+    int r7, 0
+    int r1, 200000
+loop:
+    jge r7, r1, done
+    csend r3, r7
+    crecv r8, r4, done
+    addi r7, r7, 1
+    jmp loop
+done:
+    cclose r3
+    ret r7
+.end
+.func echo 2
+loop:
+    crecv r2, r0, closed
+    csend r1, r2
+    jmp loop
+closed:
+    ret r2
+.end
+"#;
+    let (o, _) = run(src);
+    assert_eq!(o, Outcome::Exited(Value::Int(200_000)));
+}

@@ -639,14 +639,17 @@ impl Vm {
                 done = &mut rx => return Ok(done.unwrap_or_else(|_| Outcome::Stopped(Value::atom("lost")))),
                 () = self.shared.idle.notified() => {
                     // Every wake path counts the woken actor back in before the waker can park
-                    // itself, so zero is stable. A select spanning a channel and the mailbox
-                    // counts out before it re-checks for work, so it can pass through zero for
-                    // an instant on its way back in; a short grace before concluding makes a
-                    // stale notification harmless. A real deadlock is still idle afterwards.
+                    // itself, so zero is stable. But a select (channel or mailbox) counts itself
+                    // out before it re-checks for work, so a runnable actor can pass through
+                    // zero for an instant on its way back in, and a busy program does so over
+                    // and over (chan_pingpong: every round trip); two readings of zero can both
+                    // land in such instants. So the detector waits a short grace and also asks
+                    // whether any slice ran meanwhile: a real deadlock runs none.
+                    let slices = self.shared.heartbeat.slices();
                     if self.shared.active.load(Ordering::SeqCst) == 0 {
                         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
                     }
-                    if self.shared.active.load(Ordering::SeqCst) == 0 {
+                    if self.shared.active.load(Ordering::SeqCst) == 0 && self.shared.heartbeat.slices() == slices {
                         // Main reports its outcome before it counts itself out, so an outcome
                         // present now means main ended; otherwise nothing can run again.
                         if let Ok(done) = rx.try_recv() {
