@@ -232,6 +232,29 @@ fn first_difference(a: &[u8], b: &[u8]) -> usize {
     a.iter().zip(b).position(|(x, y)| x != y).unwrap_or(a.len().min(b.len()))
 }
 
+/// Lets `n` load-test connections open together: at most 100 connection attempts at a time
+/// (thousands of SYNs at once could overflow a listen queue, and the kernel's answer to that,
+/// SYN cookies, can end in a reset that has nothing to do with the server under test), and
+/// [`Gate::connect`] returns only once all `n` are open, so they are served at once.
+struct Gate {
+    connecting: tokio::sync::Semaphore,
+    open: tokio::sync::Barrier,
+}
+
+impl Gate {
+    fn new(n: usize) -> Gate {
+        Gate { connecting: tokio::sync::Semaphore::new(100), open: tokio::sync::Barrier::new(n) }
+    }
+
+    async fn connect(&self, addr: SocketAddr) -> TcpStream {
+        let permit = self.connecting.acquire().await.expect("the semaphore is never closed");
+        let stream = connect(addr).await;
+        drop(permit);
+        self.open.wait().await;
+        stream
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // echo
 
@@ -248,21 +271,13 @@ fn echo_thousand_connections_hundred_lines_each() {
     let addr = server.addr;
     let start = Instant::now();
     run_bounded("the echo load", async move {
-        let barrier = Arc::new(tokio::sync::Barrier::new(CONNS));
-        // At most 100 connection attempts at a time: 1,000 SYNs at once would overflow the
-        // listen queue, and the kernel's answer to that (SYN cookies) can end in a reset that
-        // has nothing to do with the server under test.
-        let connecting = Arc::new(tokio::sync::Semaphore::new(100));
+        let gate = Arc::new(Gate::new(CONNS));
         let mut tasks = Vec::new();
         for id in 0..CONNS {
-            let barrier = Arc::clone(&barrier);
-            let connecting = Arc::clone(&connecting);
+            let gate = Arc::clone(&gate);
             tasks.push(tokio::spawn(async move {
-                let permit = connecting.acquire().await.expect("the semaphore is never closed");
-                let stream = connect(addr).await;
-                drop(permit);
                 // Every connection is open before any sends: 1,000 are served at once.
-                barrier.wait().await;
+                let stream = gate.connect(addr).await;
                 let mut rng = XorShift::new(id as u64 + 1);
                 let mut sent = Vec::new();
                 for i in 0..LINES {
@@ -522,19 +537,13 @@ fn http_keep_alive_with_200_connections() {
     let addr = server.addr;
     let start = Instant::now();
     run_bounded("the http load", async move {
-        let barrier = Arc::new(tokio::sync::Barrier::new(CONNS));
-        // Connection attempts 100 at a time, as in the echo load test.
-        let connecting = Arc::new(tokio::sync::Semaphore::new(100));
+        let gate = Arc::new(Gate::new(CONNS));
         let mut tasks = Vec::new();
         for id in 0..CONNS {
-            let barrier = Arc::clone(&barrier);
-            let connecting = Arc::clone(&connecting);
+            let gate = Arc::clone(&gate);
             tasks.push(tokio::spawn(async move {
-                let permit = connecting.acquire().await.expect("the semaphore is never closed");
-                let stream = connect(addr).await;
-                drop(permit);
                 // All 200 connections are open before the first request.
-                barrier.wait().await;
+                let stream = gate.connect(addr).await;
                 // One hyper connection is one TCP connection: every request below shares it.
                 let (mut sender, conn) =
                     hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.expect("handshake");
