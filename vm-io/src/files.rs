@@ -2,7 +2,7 @@
 //! file I/O has no readiness-based async form, which is also why `tokio::fs` uses that pool.
 //! Each checks `--allow-read` / `--allow-write` first (see `perms`).
 
-use crate::natives::{Ctx, NativeResult, data_arg, int_arg, io_error, size_arg, str_arg};
+use crate::natives::{Ctx, NativeResult, atom_arg, data_arg, int_arg, io_error, size_arg, str_arg};
 use crate::resource::Obj;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -25,15 +25,7 @@ fn with_file<R>(
 
 pub(crate) fn file_open(ctx: &Ctx<'_>, args: &[Value]) -> NativeResult {
     let path = str_arg("file_open", &args[0])?;
-    let mode = match &args[1] {
-        Value::Atom(a) => a.name(),
-        other => {
-            return Err(Exception::type_error(format!(
-                "file_open: mode must be an atom, got {}",
-                other.repr()
-            )));
-        }
-    };
+    let mode = atom_arg("file_open: mode", &args[1])?.name();
     let mut o = OpenOptions::new();
     match &*mode {
         "read" => o.read(true),
@@ -74,15 +66,7 @@ pub(crate) fn file_write(ctx: &Ctx<'_>, args: &[Value]) -> NativeResult {
 
 pub(crate) fn file_seek(ctx: &Ctx<'_>, args: &[Value]) -> NativeResult {
     let off = int_arg("file_seek", &args[1])?;
-    let whence = match &args[2] {
-        Value::Atom(a) => a.name(),
-        other => {
-            return Err(Exception::type_error(format!(
-                "file_seek: whence must be an atom, got {}",
-                other.repr()
-            )));
-        }
-    };
+    let whence = atom_arg("file_seek: whence", &args[2])?.name();
     let pos = match &*whence {
         "start" if off >= 0 => SeekFrom::Start(off as u64),
         "start" => return Err(Exception::badarg(format!("file_seek: negative offset {off} from :start"))),

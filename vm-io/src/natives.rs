@@ -225,6 +225,14 @@ pub(crate) fn int_arg(what: &str, v: &Value) -> Result<i64, Exception> {
     }
 }
 
+/// An atom argument (a mode, a whence).
+pub(crate) fn atom_arg(what: &str, v: &Value) -> Result<Atom, Exception> {
+    match v {
+        Value::Atom(a) => Ok(*a),
+        other => Err(Exception::type_error(format!("{what} must be an atom, got {}", other.repr()))),
+    }
+}
+
 /// A non-negative size argument.
 pub(crate) fn size_arg(what: &str, v: &Value) -> Result<usize, Exception> {
     match int_arg(what, v)? {
