@@ -49,8 +49,10 @@ pub type DropHook = Box<dyn Fn(u64) + Send + Sync>;
 /// The runtime object behind a handle, opaque to vm-core.
 pub type Payload = Arc<dyn std::any::Any + Send + Sync>;
 
-/// Called when a watched handle's reference count falls to the watch's threshold.
-pub type WatchHook = Box<dyn Fn() + Send + Sync>;
+/// Called with the watch's owner and the handle's id when a watched handle's reference count
+/// falls to the watch's threshold. Shared (an `Arc`), so that setting a watch, which the runtime
+/// does every time an actor blocks on a channel, allocates nothing.
+pub type WatchHook = Arc<dyn Fn(u64, u64) + Send + Sync>;
 
 #[derive(Serialize, Deserialize)]
 struct HandleInner {
@@ -76,9 +78,9 @@ impl Drop for Handle {
         }
         let remaining = Arc::strong_count(&self.0) - 1;
         let watches = self.0.watches.lock().unwrap_or_else(|p| p.into_inner());
-        for (_, threshold, hook) in watches.iter() {
+        for (owner, threshold, hook) in watches.iter() {
             if remaining == *threshold {
-                hook();
+                hook(*owner, self.0.id);
             }
         }
     }
@@ -131,8 +133,8 @@ impl Handle {
         Arc::strong_count(&self.0)
     }
 
-    /// Calls `hook` when dropping a clone leaves exactly `threshold` clones. `owner` identifies
-    /// the watch for [`Handle::unwatch`]. Returns the count at the moment the watch was set, so
+    /// Calls `hook(owner, id)` when dropping a clone leaves exactly `threshold` clones. `owner`
+    /// identifies the watch for [`Handle::unwatch`]. Returns the count at the moment the watch was set, so
     /// the caller can check whether the threshold was already reached (set first, then check:
     /// a drop in between cannot be missed).
     pub fn watch(&self, owner: u64, threshold: usize, hook: WatchHook) -> usize {
@@ -395,16 +397,37 @@ mod map_as_pairs {
 /// How many times the handle with `id` (a channel or resource) occurs in `v`, looking inside
 /// tuples, lists, maps and closures. Iterative, so deep nesting cannot overflow the stack.
 pub fn count_handle_refs(v: &Value, id: u64) -> usize {
-    let mut n = 0;
-    let mut stack = vec![v];
-    while let Some(v) = stack.pop() {
+    // Scalars are counted where they are met; only containers go on the stack, so a register
+    // file of scalars (or of flat tuples and lists) is scanned without allocating.
+    fn visit<'a>(v: &'a Value, id: u64, n: &mut usize, stack: &mut Vec<&'a Value>) {
         match v {
-            Value::Chan(h) | Value::Res(h) if h.id() == id => n += 1,
-            Value::Tuple(t) | Value::List(t) => stack.extend(t.iter()),
-            Value::Map(m) => m.iter().for_each(|(k, v)| stack.extend([k, v])),
-            Value::Fun(c) => stack.extend(c.env.iter()),
+            Value::Chan(h) | Value::Res(h) => *n += usize::from(h.id() == id),
+            Value::Tuple(_) | Value::List(_) | Value::Map(_) | Value::Fun(_) => stack.push(v),
             _ => {}
         }
+    }
+    fn children<'a>(v: &'a Value, id: u64, n: &mut usize, stack: &mut Vec<&'a Value>) {
+        match v {
+            Value::Tuple(t) | Value::List(t) => t.iter().for_each(|x| visit(x, id, n, stack)),
+            Value::Map(m) => m.iter().for_each(|(k, x)| {
+                visit(k, id, n, stack);
+                visit(x, id, n, stack);
+            }),
+            Value::Fun(c) => c.env.iter().for_each(|x| visit(x, id, n, stack)),
+            _ => {}
+        }
+    }
+    let mut n = 0;
+    let mut stack: Vec<&Value> = Vec::new();
+    match v {
+        Value::Chan(h) | Value::Res(h) => return usize::from(h.id() == id),
+        Value::Tuple(_) | Value::List(_) | Value::Map(_) | Value::Fun(_) => {
+            children(v, id, &mut n, &mut stack)
+        }
+        _ => return 0,
+    }
+    while let Some(v) = stack.pop() {
+        children(v, id, &mut n, &mut stack);
     }
     n
 }
@@ -594,7 +617,8 @@ mod tests {
             mine.watch(
                 1,
                 1,
-                Box::new(move || {
+                Arc::new(move |owner, id| {
+                    assert_eq!((owner, id), (1, 5));
                     f2.fetch_add(1, O::SeqCst);
                 })
             ),

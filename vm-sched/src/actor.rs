@@ -17,6 +17,7 @@ use crate::chan::{self, Channel};
 use crate::mailbox::{Signal, Wait, WaitSpec, Woken};
 use crate::sync::Ordering;
 use crate::vm::{ActorCell, Outcome, RunState, Vm};
+use smallvec::SmallVec;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -319,7 +320,7 @@ impl Future for IoWait<'_> {
         let this = &mut *self;
         let spec = WaitSpec { receive: false, pattern: None, indefinite: false, soft: true };
         let name = this.name;
-        let describe = || Wait::Other(format!("I/O ({name})"));
+        let describe = || Wait::Io(name);
         if let (Poll::Ready(Some(Woken::Signal(sig))), _) =
             this.cell.mailbox.poll_wait(cx, &spec, false, describe, &this.vm.shared.active)
         {
@@ -378,7 +379,7 @@ async fn real_block(
                 return Poll::Ready(Ok(r));
             }
             let spec = WaitSpec { receive: false, pattern: None, indefinite: false, soft: false };
-            let describe = || Wait::Other("native call".into());
+            let describe = || Wait::Other("native call");
             match cell.mailbox.poll_wait(cx, &spec, false, describe, &vm.shared.active).0 {
                 Poll::Ready(Some(Woken::Signal(sig))) => Poll::Ready(Err(sig)),
                 _ => Poll::Pending,
@@ -515,7 +516,7 @@ fn start_select<'a>(
     let watched = if timeout_ms.is_none() && split.messages.is_empty() && split.io.is_empty() {
         channel_handles(&cases)
     } else {
-        Vec::new()
+        Watched::new()
     };
     drop(cases);
     if let Some(e) = watch_orphans(vm, cell, st, &watched) {
@@ -530,9 +531,12 @@ fn start_select<'a>(
     Ok(Box::pin(SelectWait::new(vm, cell, split, what, timeout_ms, watched)))
 }
 
+/// The channels a wait watches for being orphaned (usually one).
+type Watched = SmallVec<[Handle; 2]>;
+
 /// The distinct channel handles of a select's cases.
-fn channel_handles(cases: &[SelectCase]) -> Vec<Handle> {
-    let mut out: Vec<Handle> = Vec::new();
+fn channel_handles(cases: &[SelectCase]) -> Watched {
+    let mut out = Watched::new();
     for c in cases {
         if let SelectCase::Send(h, _) | SelectCase::Recv(h) = c
             && !out.iter().any(|o| o.id() == h.id())
@@ -543,7 +547,7 @@ fn channel_handles(cases: &[SelectCase]) -> Vec<Handle> {
     out
 }
 
-fn orphaned(id: u64) -> Exception {
+pub(crate) fn orphaned(id: u64) -> Exception {
     Exception::new(Atom::new("orphaned"), format!("orphaned channel: no other live actor holds #chan<{id}>"))
 }
 
@@ -558,8 +562,7 @@ fn watch_orphans(vm: &Vm, cell: &ActorCell, st: &ActorState, watched: &[Handle])
         let in_mail: usize =
             cell.mailbox.with(|i| i.messages.iter().map(|v| vm_core::value::count_handle_refs(v, id)).sum());
         let own = in_regs + in_mail + 1;
-        let (vm2, pid) = (vm.clone(), cell.pid);
-        let count = h.watch(pid.0, own, Box::new(move || vm2.signal(pid, Signal::Orphaned(orphaned(id)))));
+        let count = h.watch(cell.pid.0, own, vm.shared.orphan_hook.clone());
         if count == own && now.is_none() {
             now = Some(orphaned(id));
         }
@@ -581,8 +584,8 @@ fn channel_ref(h: &Handle) -> Result<&Channel, Exception> {
 /// A select's cases split into channel cases (for the channel core) and mailbox cases, with the
 /// program's case index of each.
 struct SplitCases {
-    chans: Vec<chan::Case>,
-    chan_index: Vec<usize>,
+    chans: chan::Cases,
+    chan_index: SmallVec<[usize; 2]>,
     messages: Vec<(usize, Value)>,
     /// Socket cases: index, whether it accepts (else waits for input), the socket.
     io: Vec<(usize, bool, Arc<vm_io::resource::Obj>)>,
@@ -590,8 +593,12 @@ struct SplitCases {
 
 /// Splits a select's cases; socket cases are checked for ownership here, as `native` would.
 fn split_cases(cases: &[SelectCase], vm: &Vm, pid: Pid) -> Result<SplitCases, Exception> {
-    let mut out =
-        SplitCases { chans: Vec::new(), chan_index: Vec::new(), messages: Vec::new(), io: Vec::new() };
+    let mut out = SplitCases {
+        chans: SmallVec::new(),
+        chan_index: SmallVec::new(),
+        messages: Vec::new(),
+        io: Vec::new(),
+    };
     for (i, c) in cases.iter().enumerate() {
         match c {
             SelectCase::Send(h, v) => {
@@ -681,7 +688,7 @@ struct SelectWait<'a> {
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
     what: &'static str,
     /// Channels watched for being orphaned; unwatched when the wait ends.
-    watched: Vec<Handle>,
+    watched: Watched,
     /// No deadline: the actor counts out of `active` while parked.
     indefinite: bool,
 }
@@ -693,7 +700,7 @@ impl<'a> SelectWait<'a> {
         mut split: SplitCases,
         what: &'static str,
         timeout_ms: Option<u64>,
-        watched: Vec<Handle>,
+        watched: Watched,
     ) -> Self {
         // The channel core owns the cases from here; `split` keeps only the index mapping.
         // The select shares the actor's "counted out" flag with the mailbox, and this wait (not
@@ -759,7 +766,7 @@ impl Future for SelectWait<'_> {
         // The control port, and the waker registration that mailbox cases rely on.
         let spec = WaitSpec { receive: false, pattern: None, indefinite: false, soft: true };
         let what = this.what;
-        let describe = || Wait::Other(what.to_string());
+        let describe = || Wait::Other(what);
         let end = if let (Poll::Ready(Some(Woken::Signal(sig))), _) =
             this.cell.mailbox.poll_wait(cx, &spec, false, describe, active)
         {

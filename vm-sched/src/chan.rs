@@ -64,11 +64,20 @@
 use crate::sync::{
     AtomicBool, AtomicU8, AtomicUsize, CountedFlag, Mutex, MutexGuard, Ordering, count_in, lock,
 };
+use smallvec::SmallVec;
 use std::collections::VecDeque;
 use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use vm_core::Value;
+
+/// The wakers a channel operation collects under its locks, to wake after unlocking: usually
+/// none or one, so they live inline (no allocation on the hot path).
+type Wakers = SmallVec<[Waker; 2]>;
+
+/// A select's cases. Most selects are a plain send or receive, or choose between two channels,
+/// so up to two live inline in the (boxed) select instead of in an allocation of their own.
+pub type Cases = SmallVec<[Case; 2]>;
 
 /// An error from a channel operation that is not a case outcome.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -144,7 +153,7 @@ impl Waiter {
     /// Step 4: claims the waiter for a counterpart and records `fired()`. Returns false (and
     /// records nothing) if someone else claimed it first. Must be called with the lock of one of
     /// the waiter's channels held; the waker to wake after unlocking is pushed onto `wakers`.
-    fn commit(&self, fired: impl FnOnce() -> Fired, active: &AtomicUsize, wakers: &mut Vec<Waker>) -> bool {
+    fn commit(&self, fired: impl FnOnce() -> Fired, active: &AtomicUsize, wakers: &mut Wakers) -> bool {
         if self.state.compare_exchange(WAITING, CLAIMED, Ordering::AcqRel, Ordering::Acquire).is_err() {
             return false;
         }
@@ -163,7 +172,7 @@ impl Waiter {
 
 impl ChanState {
     /// Pass 1 for a receive case: completes it if a value is available or the channel is closed.
-    fn try_recv(&mut self, case: usize, active: &AtomicUsize, wakers: &mut Vec<Waker>) -> Option<Fired> {
+    fn try_recv(&mut self, case: usize, active: &AtomicUsize, wakers: &mut Wakers) -> Option<Fired> {
         while let Some((p, v)) = self.sendq.pop_front() {
             if p.waiter.commit(|| Fired::Sent { case: p.case }, active, wakers) {
                 // On a buffered channel a parked sender means the buffer is full: the receiver
@@ -193,7 +202,7 @@ impl ChanState {
         value: &Value,
         cap: usize,
         active: &AtomicUsize,
-        wakers: &mut Vec<Waker>,
+        wakers: &mut Wakers,
     ) -> Option<Fired> {
         if self.closed {
             return Some(Fired::SendClosed { case });
@@ -260,7 +269,7 @@ impl Channel {
     /// parked sender with [`Fired::SendClosed`] (claimed, counted back in and woken as in
     /// protocol step 4). Buffered values stay receivable.
     pub fn close(&self, active: &AtomicUsize) -> Result<(), ChanError> {
-        let mut wakers = Vec::new();
+        let mut wakers = Wakers::new();
         {
             let mut g = lock(&self.state);
             if g.closed {
@@ -281,7 +290,7 @@ impl Channel {
     /// A non-blocking send (the stepper's fast path): completes against a parked receiver or the
     /// buffer, or gives the value back.
     pub fn try_send(&self, value: Value, active: &AtomicUsize) -> Result<(), TrySendError> {
-        let mut wakers = Vec::new();
+        let mut wakers = Wakers::new();
         let out = lock(&self.state).try_send(0, &value, self.cap, active, &mut wakers);
         wakers.into_iter().for_each(Waker::wake);
         match out {
@@ -293,7 +302,7 @@ impl Channel {
 
     /// A non-blocking receive (the stepper's fast path).
     pub fn try_recv(&self, active: &AtomicUsize) -> TryRecv {
-        let mut wakers = Vec::new();
+        let mut wakers = Wakers::new();
         let out = lock(&self.state).try_recv(0, active, &mut wakers);
         wakers.into_iter().for_each(Waker::wake);
         match out {
@@ -396,21 +405,24 @@ impl Fired {
 
 /// A select's channels locked in the global order (protocol step 1).
 struct Locked<'a> {
-    guards: Vec<MutexGuard<'a, ChanState>>,
+    guards: SmallVec<[MutexGuard<'a, ChanState>; 2]>,
     /// For each case, the index of its channel's guard.
-    guard_of: Vec<usize>,
+    guard_of: SmallVec<[usize; 4]>,
 }
 
 impl<'a> Locked<'a> {
     fn new(cases: &'a [Case]) -> Locked<'a> {
         if let [case] = cases {
             // A plain send or receive: nothing to order.
-            return Locked { guards: vec![lock(&case.chan.state)], guard_of: vec![0] };
+            return Locked {
+                guards: smallvec::smallvec![lock(&case.chan.state)],
+                guard_of: smallvec::smallvec![0],
+            };
         }
-        let mut idx: Vec<usize> = (0..cases.len()).collect();
+        let mut idx: SmallVec<[usize; 4]> = (0..cases.len()).collect();
         idx.sort_unstable_by_key(|&i| (cases[i].chan.id, Arc::as_ptr(&cases[i].chan).addr()));
-        let mut guards = Vec::with_capacity(idx.len());
-        let mut guard_of = vec![0; idx.len()];
+        let mut guards = SmallVec::with_capacity(idx.len());
+        let mut guard_of = smallvec::smallvec![0; idx.len()];
         let mut prev: Option<&Arc<Channel>> = None;
         for i in idx {
             let chan = &cases[i].chan;
@@ -424,7 +436,7 @@ impl<'a> Locked<'a> {
     }
 
     /// Pass 1 (protocol step 2) over `cases` in a random order.
-    fn complete(&mut self, cases: &[Case], active: &AtomicUsize, wakers: &mut Vec<Waker>) -> Option<Fired> {
+    fn complete(&mut self, cases: &[Case], active: &AtomicUsize, wakers: &mut Wakers) -> Option<Fired> {
         for i in poll_order(cases.len()) {
             let st = &mut *self.guards[self.guard_of[i]];
             let cap = cases[i].chan.cap;
@@ -476,8 +488,8 @@ fn next_seed() -> u64 {
 }
 
 /// A uniformly random permutation of `0..n` (Go's poll order).
-fn poll_order(n: usize) -> Vec<usize> {
-    let mut order: Vec<usize> = (0..n).collect();
+fn poll_order(n: usize) -> SmallVec<[usize; 4]> {
+    let mut order: SmallVec<[usize; 4]> = (0..n).collect();
     if n > 1 {
         let mut x = next_seed();
         for i in (1..n).rev() {
@@ -497,7 +509,7 @@ fn poll_order(n: usize) -> Vec<usize> {
 /// channels, a select with a `default`, and the fast path before blocking. `active` is needed
 /// because completing against a parked counterpart counts it back in.
 pub fn try_select(cases: &[Case], active: &AtomicUsize) -> Option<Fired> {
-    let mut wakers = Vec::new();
+    let mut wakers = Wakers::new();
     let fired = Locked::new(cases).complete(cases, active, &mut wakers);
     wakers.into_iter().for_each(Waker::wake);
     fired
@@ -523,7 +535,7 @@ enum SelectState {
 /// committed outcome is lost and, having no `active` to hand, a self-claim leaves an indefinite
 /// wait counted out; drop only on runtime shutdown.
 pub struct Select {
-    cases: Vec<Case>,
+    cases: Cases,
     indefinite: bool,
     counted: Arc<dyn CountedFlag>,
     state: SelectState,
@@ -543,7 +555,7 @@ impl fmt::Debug for Select {
 impl Select {
     /// A select over `cases`. `indefinite` (no deadline) makes the parked select count itself out
     /// of `active` (protocol step 7). A select with no cases and no deadline waits forever.
-    pub fn new(cases: Vec<Case>, indefinite: bool) -> Select {
+    pub fn new(cases: impl Into<Cases>, indefinite: bool) -> Select {
         Select::with_flag(cases, indefinite, Arc::new(AtomicBool::new(false)))
     }
 
@@ -551,8 +563,8 @@ impl Select {
     /// (the mailbox) and this select's claimers count the owner back in exactly once between
     /// them. An owner that waits on several things at once counts itself out itself and passes
     /// `indefinite = false` here.
-    pub fn with_flag(cases: Vec<Case>, indefinite: bool, counted: Arc<dyn CountedFlag>) -> Select {
-        Select { cases, indefinite, counted, state: SelectState::Fresh }
+    pub fn with_flag(cases: impl Into<Cases>, indefinite: bool, counted: Arc<dyn CountedFlag>) -> Select {
+        Select { cases: cases.into(), indefinite, counted, state: SelectState::Fresh }
     }
 
     /// The cases, in the order `Fired::case` indexes.
@@ -571,7 +583,7 @@ impl Select {
     pub fn poll(&mut self, cx: &mut Context<'_>, active: &AtomicUsize) -> (Poll<Fired>, bool) {
         match &self.state {
             SelectState::Fresh => {
-                let mut wakers = Vec::new();
+                let mut wakers = Wakers::new();
                 let mut idle = false;
                 let fired = {
                     let mut locked = Locked::new(&self.cases);

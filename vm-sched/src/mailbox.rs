@@ -71,8 +71,10 @@ pub enum Wait {
     },
     /// A timer.
     Sleep(u64),
-    /// Another effect, described in words.
-    Other(String),
+    /// Waiting for an I/O operation: the native's name.
+    Io(&'static str),
+    /// Another effect, described in words (static, so that parking allocates nothing).
+    Other(&'static str),
 }
 
 impl std::fmt::Display for Wait {
@@ -87,6 +89,7 @@ impl std::fmt::Display for Wait {
                 write!(f, "receive matching {} (timeout {t} ms)", p.repr())
             }
             Wait::Sleep(ms) => write!(f, "sleep {ms} ms"),
+            Wait::Io(name) => write!(f, "I/O ({name})"),
             Wait::Other(s) => f.write_str(s),
         }
     }
@@ -606,7 +609,7 @@ mod loom_tests {
                     return Poll::Ready("channel");
                 }
                 let spec = WaitSpec { receive: false, pattern: None, indefinite: false, soft: true };
-                let wait = || Wait::Other("select".into());
+                let wait = || Wait::Other("select");
                 match mb.poll_wait(cx, &spec, false, wait, &active).0 {
                     Poll::Ready(_) => Poll::Ready("signal"),
                     Poll::Pending => Poll::Pending,

@@ -224,6 +224,9 @@ pub(crate) struct Shared {
     /// Sockets, files, permissions: the state the natives share.
     pub(crate) io: Arc<vm_io::Io>,
     pub(crate) heartbeat: Arc<Heartbeat>,
+    /// The hook of every orphaned-channel watch (see `actor::watch_orphans`): signals the
+    /// watching actor. It holds the runtime weakly, so that channels do not keep it alive.
+    pub(crate) orphan_hook: vm_core::value::WatchHook,
     start: Instant,
 }
 
@@ -287,7 +290,7 @@ impl Vm {
         let config_hog = config.hog_threshold_ms;
         let io = vm_io::Io::new(config.perms.clone(), Arc::new(ConsoleOf(output.clone())));
         let vm = Vm {
-            shared: Arc::new(Shared {
+            shared: Arc::new_cyclic(|me: &std::sync::Weak<Shared>| Shared {
                 config,
                 shards,
                 names: Mutex::new(HashMap::new()),
@@ -303,6 +306,15 @@ impl Vm {
                 reporting: AtomicUsize::new(0),
                 io,
                 heartbeat: Arc::new(Heartbeat::new(config_hog)),
+                orphan_hook: {
+                    let me = me.clone();
+                    Arc::new(move |owner, id| {
+                        if let Some(shared) = me.upgrade() {
+                            let exc = crate::actor::orphaned(id);
+                            (Vm { shared }).signal(Pid(owner), Signal::Orphaned(exc));
+                        }
+                    })
+                },
                 start: Instant::now(),
             }),
         };
