@@ -1028,7 +1028,11 @@ fn receive<H: Host + ?Sized>(
     timeout_ms: Option<u64>,
     target: u32,
 ) -> Flow {
-    match host.try_receive(pattern.as_ref()) {
+    let got = match timeout_ms {
+        None => host.try_receive_or_park(pattern.as_ref()),
+        Some(_) => host.try_receive(pattern.as_ref()),
+    };
+    match got {
         Some(msg) => {
             store(&mut regs[dst as usize], msg);
             Flow::Next

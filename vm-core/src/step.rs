@@ -334,6 +334,12 @@ pub trait Host {
     /// Takes the oldest message (matching `pattern`, if given) from the running actor's mailbox,
     /// leaving the others in order.
     fn try_receive(&mut self, pattern: Option<&Value>) -> Option<Value>;
+    /// As [`Host::try_receive`], for a receive that will otherwise wait with no deadline: the
+    /// host may also begin that wait here, in the same step, and must then be ready for the
+    /// `Receive` effect the instruction blocks with next. The default only tries.
+    fn try_receive_or_park(&mut self, pattern: Option<&Value>) -> Option<Value> {
+        self.try_receive(pattern)
+    }
     /// Monotonic milliseconds since the VM started.
     fn now_ms(&self) -> i64;
     /// Registry, links, monitors, signals and interrupts.

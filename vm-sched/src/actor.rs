@@ -14,7 +14,7 @@
 //! parked task with a stored waker: no polling, no CPU.
 
 use crate::chan::{self, Channel};
-use crate::mailbox::{Signal, Wait, WaitSpec, Woken};
+use crate::mailbox::{Signal, TakeOrPark, Wait, WaitSpec, Woken};
 use crate::sync::Ordering;
 use crate::vm::{ActorCell, Outcome, RunState, Vm};
 use smallvec::SmallVec;
@@ -275,7 +275,14 @@ async fn run(host: &mut ActorHost<'_>, module: &Module, st: &mut ActorState) -> 
                 }
                 Effect::Receive { pattern, timeout_ms } => {
                     cell.set_state(RunState::Waiting);
-                    match WaitFor::new(vm, cell, pattern, true, timeout_ms).await {
+                    let mut wait = WaitFor::new(vm, cell, pattern, true, timeout_ms);
+                    // Parked already by `try_receive_or_park`, in this step.
+                    // (Only this actor touches the flag: a plain load and store, no RMW.)
+                    if cell.parked_in_step.load(Ordering::Relaxed) {
+                        cell.parked_in_step.store(false, Ordering::Relaxed);
+                        wait.parked = true;
+                    }
+                    match wait.await {
                         Some(Woken::Message(m)) => st.resume(module, Resume::Value(m)),
                         None => st.resume(module, Resume::Timeout),
                         Some(Woken::Signal(sig)) => {
@@ -426,6 +433,10 @@ struct WaitFor<'a> {
     /// Boxed so the future stays small when there is no deadline.
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
     done: bool,
+    /// The actor parked before this future existed (an indefinite receive whose fast path
+    /// parked, see `Mailbox::take_or_park`): the first poll need not look, since a delivery
+    /// wakes the task.
+    parked: bool,
 }
 
 impl<'a> WaitFor<'a> {
@@ -437,7 +448,7 @@ impl<'a> WaitFor<'a> {
         timeout_ms: Option<u64>,
     ) -> Self {
         let timer = timeout_ms.map(|ms| Box::pin(tokio::time::sleep(Duration::from_millis(ms))));
-        WaitFor { vm, cell, pattern, receive, timeout_ms, timer, done: false }
+        WaitFor { vm, cell, pattern, receive, timeout_ms, timer, done: false, parked: false }
     }
 }
 
@@ -446,6 +457,9 @@ impl Future for WaitFor<'_> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Woken>> {
         let this = self.get_mut();
+        if std::mem::take(&mut this.parked) {
+            return Poll::Pending;
+        }
         let passed = this.timer.as_mut().is_some_and(|t| t.as_mut().poll(cx).is_ready());
         let spec = WaitSpec {
             receive: this.receive,
@@ -871,6 +885,20 @@ impl Host for ActorHost<'_> {
 
     fn try_receive(&mut self, pattern: Option<&Value>) -> Option<Value> {
         self.cell.mailbox.try_take(pattern)
+    }
+
+    fn try_receive_or_park(&mut self, pattern: Option<&Value>) -> Option<Value> {
+        match self.cell.mailbox.take_or_park(pattern, &self.vm.shared.active) {
+            TakeOrPark::Taken(m) => Some(m),
+            TakeOrPark::Parked { idle } => {
+                if idle {
+                    self.vm.shared.idle.notify_one();
+                }
+                self.cell.parked_in_step.store(true, Ordering::Relaxed);
+                None
+            }
+            TakeOrPark::Empty => None,
+        }
     }
 
     fn now_ms(&self) -> i64 {

@@ -11,21 +11,30 @@
 //! interrupt can neither lose nor duplicate a message.
 //!
 //! **The wake protocol** (exactly one party wakes a parked actor):
-//! 1. The actor, holding the lock, finds no signal and no deliverable message. It stores its
-//!    waker, records what it waits for (`waiting`), and — when the wait has no deadline — marks
-//!    itself *counted out* and decrements the VM's `active` count. If that made `active` zero it
-//!    reports that the VM may be idle. It releases the lock and returns `Pending`.
-//! 2. A sender (or signaller), holding the lock, pushes its message (or signal) and *takes* the
-//!    stored waker, leaving `None`. If the actor was counted out, the sender counts it back in
-//!    (increments `active`) before releasing the lock — so `active` can only reach zero when no
-//!    one is left who could wake anyone. After releasing the lock the sender wakes the waker.
-//!    Later senders find no waker and only push.
+//! 1. The actor, holding the lock, finds no signal and no deliverable message. It marks itself
+//!    *parked* (storing its waker if the stored one would not wake it), records what it waits
+//!    for (`waiting`), and — when the wait has no deadline — marks itself *counted out* and
+//!    decrements the VM's `active` count. If that made `active` zero it reports that the VM may
+//!    be idle. It releases the lock and returns `Pending`.
+//! 2. A sender (or signaller), holding the lock, pushes its message (or signal) and, if the actor
+//!    is parked, clears `parked` and takes a clone of the waker. If the actor was counted out,
+//!    the sender counts it back in (increments `active`) before releasing the lock — so `active`
+//!    can only reach zero when no one is left who could wake anyone. After releasing the lock the
+//!    sender wakes the waker. Later senders find the actor unparked and only push.
 //! 3. A timer deadline wakes the task through the timer's own waker; the actor then decides.
 //! 4. When polled, the actor takes the lock and decides exactly one outcome, in priority order:
 //!    a signal, then a matching message, then an expired deadline. It clears `waiting`, counts
 //!    itself back in if it is still counted out, and applies the outcome itself.
 //! 5. An interrupt of mode 0 is delivered only if `waiting` is set at the moment the signaller
 //!    holds the lock (the actor is soft-blocked); otherwise it is dropped, as specified.
+//!
+//! **The waker is kept.** Only the actor's own driver parks on its mailbox, always from the one
+//! tokio task that runs the actor, so the waker stored at the first wait stays valid for the
+//! actor's life (it is replaced if a poll ever brings one that would not wake the same task).
+//! Parking therefore clones nothing, and receive's fast path can park in the same critical
+//! section that found the mailbox empty ([`Mailbox::take_or_park`]) instead of unlocking and
+//! coming back to park: one lock round trip per blocking receive instead of two. The stored
+//! waker holds a reference on the task, released when the mailbox is closed at exit.
 //!
 //! This protocol is model-checked with loom (`loom_tests` below).
 
@@ -118,6 +127,22 @@ pub struct WaitSpec<'a> {
     pub soft: bool,
 }
 
+/// What [`Mailbox::take_or_park`] did.
+#[derive(Debug, PartialEq)]
+pub enum TakeOrPark {
+    /// A matching message, removed from the mailbox.
+    Taken(Value),
+    /// Nothing matched and the actor is now parked (and counted out); `idle` as for
+    /// [`Mailbox::poll_wait`].
+    Parked {
+        /// Parking made `active` zero.
+        idle: bool,
+    },
+    /// Nothing matched and the actor could not park here (first wait, or a signal pending):
+    /// wait the ordinary way.
+    Empty,
+}
+
 /// The result of delivering a message or signal.
 #[derive(Debug)]
 pub enum Delivery {
@@ -136,7 +161,10 @@ pub enum Delivery {
 pub struct Inner {
     /// User messages, oldest first.
     pub messages: VecDeque<Value>,
+    /// The actor task's waker, once it has waited (see "The waker is kept" above).
     waker: Option<Waker>,
+    /// Whether the actor is parked: the next delivery must wake it.
+    parked: bool,
     /// Set while the actor is parked: what it waits for.
     pub waiting: Option<Wait>,
     /// Set once the actor has exited; everything sent afterwards is dropped.
@@ -199,13 +227,30 @@ impl Inner {
         self.ext_ref().is_some_and(|e| e.trap_exit)
     }
 
-    /// Step 2 of the protocol: takes the waker, counting the actor back in if needed.
+    /// Step 2 of the protocol: unparks the actor, counting it back in if needed, and returns the
+    /// waker to wake once the lock is released.
     fn take_waker(&mut self, counted: &AtomicBool, active: &AtomicUsize) -> Option<Waker> {
-        let w = self.waker.take();
-        if w.is_some() {
-            count_in(counted, active);
+        if !std::mem::take(&mut self.parked) {
+            return None;
         }
-        w
+        count_in(counted, active);
+        self.waker.clone()
+    }
+
+    /// Step 1 of the protocol, with the lock held and nothing deliverable: parks the actor.
+    /// True if counting out made `active` zero.
+    fn park(
+        &mut self,
+        spec: &WaitSpec<'_>,
+        wait: impl FnOnce() -> Wait,
+        counted: &AtomicBool,
+        active: &AtomicUsize,
+    ) -> bool {
+        self.parked = true;
+        if self.waiting.is_none() && spec.soft {
+            self.waiting = Some(wait());
+        }
+        spec.indefinite && !counted.swap(true, Ordering::SeqCst) && active.fetch_sub(1, Ordering::SeqCst) == 1
     }
 
     fn wake_result(&mut self, counted: &AtomicBool, active: &AtomicUsize) -> Delivery {
@@ -294,6 +339,24 @@ impl Mailbox {
         take_matching(&mut lock(&self.inner).messages, pattern)
     }
 
+    /// The fast path of a receive with no deadline: takes the oldest message matching
+    /// `pattern`, or else parks the actor in the same critical section (step 1 of the protocol)
+    /// if it can — its waker is known from an earlier wait and no signal is pending. The caller
+    /// must then wait with [`Mailbox::poll_wait`] as usual; its first poll may return `Pending`
+    /// without looking, since any delivery from now on wakes the task.
+    pub fn take_or_park(&self, pattern: Option<&Value>, active: &AtomicUsize) -> TakeOrPark {
+        let mut g = lock(&self.inner);
+        if let Some(m) = take_matching(&mut g.messages, pattern) {
+            return TakeOrPark::Taken(m);
+        }
+        if g.waker.is_none() || g.ext_ref().is_some_and(|e| !e.signals.is_empty()) {
+            return TakeOrPark::Empty;
+        }
+        let spec = WaitSpec { receive: true, pattern, indefinite: true, soft: true };
+        let wait = || Wait::Receive { pattern: pattern.cloned(), timeout_ms: None };
+        TakeOrPark::Parked { idle: g.park(&spec, wait, &self.counted, active) }
+    }
+
     /// Steps 1 and 4 of the protocol. `deadline_passed` says whether the wait's timer (if any)
     /// has fired. Returns `Ready(None)` when the deadline passed with nothing delivered. The
     /// boolean is true when parking made `active` zero (the VM may be idle).
@@ -305,7 +368,7 @@ impl Mailbox {
         wait: impl FnOnce() -> Wait,
         active: &AtomicUsize,
     ) -> (Poll<Option<Woken>>, bool) {
-        let (pattern, receive, indefinite) = (spec.pattern, spec.receive, spec.indefinite);
+        let (pattern, receive) = (spec.pattern, spec.receive);
         let mut g = lock(&self.inner);
         let outcome = if let Some(sig) = g.pop_signal() {
             Some(Some(Woken::Signal(sig)))
@@ -319,19 +382,16 @@ impl Mailbox {
         match outcome {
             Some(o) => {
                 g.waiting = None;
-                g.waker = None;
+                g.parked = false;
                 count_in(&self.counted, active);
                 (Poll::Ready(o), false)
             }
             None => {
-                g.waker = Some(cx.waker().clone());
-                if g.waiting.is_none() && spec.soft {
-                    g.waiting = Some(wait());
+                let w = cx.waker();
+                if !g.waker.as_ref().is_some_and(|old| old.will_wake(w)) {
+                    g.waker = Some(w.clone());
                 }
-                let mut idle = false;
-                if indefinite && !self.counted.swap(true, Ordering::SeqCst) {
-                    idle = active.fetch_sub(1, Ordering::SeqCst) == 1;
-                }
+                let idle = g.park(spec, wait, &self.counted, active);
                 (Poll::Pending, idle)
             }
         }
@@ -341,7 +401,7 @@ impl Mailbox {
     /// counts the actor back in if it was counted out.
     pub fn cancel_wait(&self, active: &AtomicUsize) {
         let mut g = lock(&self.inner);
-        g.waker = None;
+        g.parked = false;
         g.waiting = None;
         count_in(&self.counted, active);
     }
@@ -353,6 +413,7 @@ impl Mailbox {
         g.closed = true;
         g.messages.clear();
         g.waker = None;
+        g.parked = false;
         match g.ext.take() {
             Some(e) => (e.links, e.monitors, e.name),
             None => (Vec::new(), Vec::new(), None),
@@ -481,6 +542,38 @@ mod tests {
     }
 
     #[test]
+    fn receive_parks_in_its_fast_path_once_the_waker_is_known() {
+        let mb = Mailbox::default();
+        let active = AtomicUsize::new(1);
+        // Before any wait the waker is unknown: the fast path cannot park.
+        assert_eq!(mb.take_or_park(None, &active), TakeOrPark::Empty);
+        assert_eq!(active.load(Ordering::SeqCst), 1);
+        // The first wait stores the waker; a delivery wakes it and it takes the message.
+        let (p, _, flag) = park(&mb, &active, None);
+        assert!(p.is_pending());
+        assert!(matches!(mb.deliver(Value::Int(1), &active), Delivery::Wake(_)));
+        assert_eq!(park(&mb, &active, None).0, Poll::Ready(Some(Woken::Message(Value::Int(1)))));
+        // A queued message is taken at once.
+        mb.deliver(Value::Int(2), &active);
+        assert_eq!(mb.take_or_park(None, &active), TakeOrPark::Taken(Value::Int(2)));
+        // Now the fast path parks: the actor is counted out (the VM would be idle), shows as
+        // waiting, and the next delivery wakes it exactly once.
+        assert_eq!(mb.take_or_park(None, &active), TakeOrPark::Parked { idle: true });
+        assert_eq!(active.load(Ordering::SeqCst), 0);
+        assert!(mb.with(|i| i.waiting.is_some()));
+        let Delivery::Wake(w) = mb.deliver(Value::Int(3), &active) else { panic!("not woken") };
+        assert_eq!(active.load(Ordering::SeqCst), 1, "counted back in by the sender");
+        assert!(matches!(mb.deliver(Value::Int(4), &active), Delivery::Queued), "one wake only");
+        w.wake();
+        assert!(flag.0.load(std::sync::atomic::Ordering::SeqCst));
+        // A pending signal makes the fast path step aside, so the wait sees the signal.
+        mb.signal(Signal::Kill(Value::Nil), &active);
+        mb.try_take(None);
+        mb.try_take(None);
+        assert_eq!(mb.take_or_park(None, &active), TakeOrPark::Empty);
+    }
+
+    #[test]
     fn a_closed_mailbox_drops_everything() {
         let mb = Mailbox::default();
         let active = AtomicUsize::new(1);
@@ -531,6 +624,46 @@ mod loom_tests {
             sender.join().unwrap();
             assert_eq!(active.load(Ordering::SeqCst), 1, "only the receiver is left, and it is active");
             assert_eq!(mb.try_take(None), None, "no duplicate");
+        });
+    }
+
+    /// The second of two receives parks in its fast path (`take_or_park`, as the interpreter's
+    /// receive does once the waker is known) while the sender delivers: both messages arrive
+    /// once, in order, and the accounting balances.
+    #[test]
+    fn loom_a_receive_parked_in_its_fast_path_is_woken() {
+        loom::model(|| {
+            let mb = Arc::new(Mailbox::default());
+            let active = Arc::new(AtomicUsize::new(2));
+            let (mb2, active2) = (mb.clone(), active.clone());
+            let sender = loom::thread::spawn(move || {
+                wake(mb2.deliver(Value::Int(1), &active2));
+                wake(mb2.deliver(Value::Int(2), &active2));
+                active2.fetch_sub(1, Ordering::SeqCst);
+            });
+            // One task (one waker) for both receives, as an actor is one tokio task.
+            let got = loom::future::block_on(async {
+                let wait = || Wait::Receive { pattern: None, timeout_ms: None };
+                let spec = WaitSpec { receive: true, pattern: None, indefinite: true, soft: true };
+                let first = poll_fn(|cx| mb.poll_wait(cx, &spec, false, wait, &active).0).await;
+                let second = match mb.take_or_park(None, &active) {
+                    TakeOrPark::Taken(m) => Some(Woken::Message(m)),
+                    parked => {
+                        let mut skip = matches!(parked, TakeOrPark::Parked { .. });
+                        poll_fn(|cx| {
+                            if std::mem::take(&mut skip) {
+                                return Poll::Pending;
+                            }
+                            mb.poll_wait(cx, &spec, false, wait, &active).0
+                        })
+                        .await
+                    }
+                };
+                (first, second)
+            });
+            sender.join().unwrap();
+            assert_eq!(got, (Some(Woken::Message(Value::Int(1))), Some(Woken::Message(Value::Int(2)))));
+            assert_eq!(active.load(Ordering::SeqCst), 1);
         });
     }
 
