@@ -62,8 +62,8 @@ pub fn step<H: Host + ?Sized>(st: &mut ActorState, m: &Module, host: &mut H, fue
 
 /// The interpreter loop; returns the step and the fuel left.
 ///
-/// The loop keeps the running frame in locals: `func` (its function), `pc` (already past the
-/// instruction being run) and `regs` (the register stack from the frame's `r0` to the end). The
+/// The loop keeps the running frame in locals: `func` (its function), `pc` (the instruction
+/// being run) and `regs` (the register stack from the frame's `r0` to the end). The
 /// frame's base is read back from the frame stack when a call needs it.
 ///
 /// Each instruction in the `match` is only its fast path: ints, in-place int results, calls and
@@ -108,12 +108,18 @@ fn run<H: Host + ?Sized>(st: &mut ActorState, m: &Module, host: &mut H, mut fuel
     // and one load.
     let mut regs: &mut [Value] = &mut stack[cur.base as usize..];
 
-    // Stores the running frame's program counter: `pc` is already past the instruction being run,
-    // so `save!()` rewinds onto it (the frame's `pc` names the blocked or raising instruction) and
-    // `save!(at)` stores an explicit position.
+    // Moves past the instruction that ran and runs the next one.
+    macro_rules! next {
+        () => {{
+            pc += 1;
+            continue;
+        }};
+    }
+    // Stores the running frame's program counter: `save!()` stores the instruction being run (the
+    // frame's `pc` names the blocked or raising instruction) and `save!(at)` an explicit position.
     macro_rules! save {
         () => {
-            save!(pc - 1)
+            save!(pc)
         };
         ($at:expr) => {
             if let Some(f) = frames.last_mut() {
@@ -159,7 +165,7 @@ fn run<H: Host + ?Sized>(st: &mut ActorState, m: &Module, host: &mut H, mut fuel
     macro_rules! jump {
         ($target:expr) => {{
             let t = $target as usize;
-            if t < pc {
+            if t <= pc {
                 charge!(t);
             }
             pc = t;
@@ -174,7 +180,7 @@ fn run<H: Host + ?Sized>(st: &mut ActorState, m: &Module, host: &mut H, mut fuel
                 && let Some(z) = x.$checked(*y)
                 && put_int(&mut reg!($dst), z)
             {
-                continue;
+                next!();
             }
         };
     }
@@ -185,7 +191,7 @@ fn run<H: Host + ?Sized>(st: &mut ActorState, m: &Module, host: &mut H, mut fuel
                 if *x $op *y {
                     jump!($target);
                 }
-                continue;
+                next!();
             }
         };
     }
@@ -195,7 +201,7 @@ fn run<H: Host + ?Sized>(st: &mut ActorState, m: &Module, host: &mut H, mut fuel
                 if x $op $imm as i64 {
                     jump!($target);
                 }
-                continue;
+                next!();
             }
         };
     }
@@ -214,7 +220,7 @@ fn run<H: Host + ?Sized>(st: &mut ActorState, m: &Module, host: &mut H, mut fuel
                 enter_closure(regs, nregs, $args as usize, $n as usize, env);
             }
             let Some(caller) = frames.last_mut() else { unreachable!("a running actor has a frame") };
-            caller.pc = (pc - 1) as u32;
+            caller.pc = pc as u32;
             let base = caller.base + nregs as u32;
             frames.push(Frame { func: $f, pc: 0, base, ret: $dst });
             regs = &mut std::mem::take(&mut regs)[nregs..];
@@ -232,28 +238,27 @@ fn run<H: Host + ?Sized>(st: &mut ActorState, m: &Module, host: &mut H, mut fuel
                 let base = frames.last().map_or(0, |f| f.base as usize);
                 grow(stack, base + func.nregs as usize + $callee.nregs as usize);
                 regs = &mut stack[base..];
-                pc -= 1;
+                // (`pc` is still on the call.)
                 continue;
             }
         };
     }
 
     loop {
-        // `pc` moves past the instruction before it runs, so only jumps write it.
+        // `pc` stays on the instruction while it runs: `next!()` moves past it.
         let instr = &func.code[pc];
-        pc += 1;
         match *instr {
-            Instr::Nop {} => continue,
+            Instr::Nop {} => next!(),
             Instr::Move { dst, src } => {
                 if let Value::Int(x) = reg!(src)
                     && put_int(&mut reg!(dst), x)
                 {
-                    continue;
+                    next!();
                 }
             }
             Instr::Int { dst, imm } => {
                 if put_int(&mut reg!(dst), imm as i64) {
-                    continue;
+                    next!();
                 }
             }
             Instr::Add { dst, a, b } => int_op!(dst, a, b, checked_add),
@@ -266,7 +271,7 @@ fn run<H: Host + ?Sized>(st: &mut ActorState, m: &Module, host: &mut H, mut fuel
                     && let Some(z) = x.checked_add(imm as i64)
                     && put_int(&mut reg!(dst), z)
                 {
-                    continue;
+                    next!();
                 }
             }
             Instr::Remi { dst, a, imm } => {
@@ -274,7 +279,7 @@ fn run<H: Host + ?Sized>(st: &mut ActorState, m: &Module, host: &mut H, mut fuel
                     && let Some(z) = x.checked_rem(imm as i64)
                     && put_int(&mut reg!(dst), z)
                 {
-                    continue;
+                    next!();
                 }
             }
 
@@ -283,13 +288,13 @@ fn run<H: Host + ?Sized>(st: &mut ActorState, m: &Module, host: &mut H, mut fuel
                 if reg!(a).truthy() {
                     jump!(target);
                 }
-                continue;
+                next!();
             }
             Instr::Jf { a, target } => {
                 if !reg!(a).truthy() {
                     jump!(target);
                 }
-                continue;
+                next!();
             }
             Instr::Jeq { a, b, target } => int_branch!(a, b, target, ==),
             Instr::Jne { a, b, target } => int_branch!(a, b, target, !=),
@@ -312,14 +317,14 @@ fn run<H: Host + ?Sized>(st: &mut ActorState, m: &Module, host: &mut H, mut fuel
                     if z <= l {
                         jump!(target);
                     }
-                    continue;
+                    next!();
                 }
             }
 
             Instr::Call { dst, f, args, n } => {
                 let callee = &m.funcs[f as usize];
                 ensure_room!(callee);
-                charge!(pc - 1);
+                charge!(pc);
                 if frames.len() >= max_frames {
                     throw!(stack_overflow(max_frames));
                 }
@@ -334,14 +339,14 @@ fn run<H: Host + ?Sized>(st: &mut ActorState, m: &Module, host: &mut H, mut fuel
                 };
                 let callee = &m.funcs[clo.func as usize];
                 ensure_room!(callee);
-                charge!(pc - 1);
+                charge!(pc);
                 if frames.len() >= max_frames {
                     throw!(stack_overflow(max_frames));
                 }
                 call!(dst, clo.func, callee, args, n, &clo.env);
             }
             Instr::Tcall { f, args, n } => {
-                charge!(pc - 1);
+                charge!(pc);
                 drop_frame_handlers(handlers, frames.len());
                 let callee = &m.funcs[f as usize];
                 tail_args(regs, args as usize, n as usize, func.nregs as usize);
@@ -361,7 +366,7 @@ fn run<H: Host + ?Sized>(st: &mut ActorState, m: &Module, host: &mut H, mut fuel
                 continue;
             }
             Instr::Tcallv { f, args, n } => {
-                charge!(pc - 1);
+                charge!(pc);
                 let clo = match closure_for_call(m, &reg!(f), n) {
                     Ok(c) => c,
                     Err(e) => throw!(e),
@@ -510,7 +515,7 @@ fn run<H: Host + ?Sized>(st: &mut ActorState, m: &Module, host: &mut H, mut fuel
         }
         // The instruction's slow path, or an instruction with no fast path.
         match slow(*instr, regs, m, host, handlers, (frames.len() - 1) as u32) {
-            Flow::Next => {}
+            Flow::Next => next!(),
             Flow::Jump(target) => jump!(target),
             Flow::Throw(e) => throw!(e),
             Flow::Block(effect) => {
