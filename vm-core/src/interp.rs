@@ -213,16 +213,16 @@ fn run<H: Host + ?Sized>(st: &mut ActorState, m: &Module, host: &mut H, mut fuel
         ($dst:expr, $f:expr, $callee:expr, $args:expr, $n:expr, $env:expr) => {{
             let callee: &Function = $callee;
             let nregs = func.nregs as usize;
+            let Some(caller) = frames.last_mut() else { unreachable!("a running actor has a frame") };
+            caller.pc = pc as u32;
+            let base = caller.base + nregs as u32;
+            frames.push(Frame { func: $f, pc: 0, base, ret: $dst });
             let env: &[Value] = $env;
             if env.is_empty() {
                 enter(regs, nregs, $args as usize, $n as usize);
             } else {
                 enter_closure(regs, nregs, $args as usize, $n as usize, env);
             }
-            let Some(caller) = frames.last_mut() else { unreachable!("a running actor has a frame") };
-            caller.pc = pc as u32;
-            let base = caller.base + nregs as u32;
-            frames.push(Frame { func: $f, pc: 0, base, ret: $dst });
             regs = &mut std::mem::take(&mut regs)[nregs..];
             func = callee;
             pc = 0;
@@ -514,7 +514,12 @@ fn run<H: Host + ?Sized>(st: &mut ActorState, m: &Module, host: &mut H, mut fuel
             fuel = fuel.saturating_sub(SPAWN_FUEL);
         }
         // The instruction's slow path, or an instruction with no fast path.
-        match slow(*instr, regs, m, host, handlers, (frames.len() - 1) as u32) {
+        let flow = slow(*instr, regs, m, host, handlers, (frames.len() - 1) as u32);
+        // The register window is derived again rather than kept across the call, so that the
+        // loop need not hold it in a register the call preserves (or spill it).
+        let base = frames.last().map_or(0, |f| f.base as usize);
+        regs = &mut stack[base..];
+        match flow {
             Flow::Next => next!(),
             Flow::Jump(target) => jump!(target),
             Flow::Throw(e) => throw!(e),
