@@ -28,12 +28,15 @@
 //! instructions: ints, int results written over scalars, jumps, calls and returns. Every other
 //! case runs out of line in full generality (`slow`), and so does every value operation that
 //! would need reference counting or drop glue. The loop's own state is then small enough for the
-//! compiler to keep in machine registers.
+//! compiler to keep in machine registers. (After an instruction run out of line the loop derives
+//! the register window again from the frame stack rather than keeping it across the call, which
+//! is what lets the compiler keep it in a register; the unusual returns run in `ret_slow`.)
 //!
 //! **Fuel** is charged one unit per call and per backward jump (and [`SPAWN_FUEL`] per spawn), never per instruction, so straight
 //! line code pays nothing and every loop pays once per iteration. A call with no fuel left yields
 //! *before* it happens (the actor resumes by running the call); a backward jump with no fuel left
-//! yields after it.
+//! yields after it. `callv` checks its function value first, so calling a non-function raises
+//! even with no fuel left.
 //!
 //! **Exceptions.** `try` pushes a [`Handler`] naming its frame. Raising pops the innermost handler,
 //! truncates the frame stack to its frame, stores `{kind, msg}` in its register and jumps to its
