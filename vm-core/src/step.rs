@@ -58,9 +58,12 @@ pub struct Handler {
 ///
 /// Invariants: each frame's registers are `regs[base .. base + nregs]` and the running frame's
 /// top (`base + nregs`) is at most `regs.len()`. The register stack is kept at its high-water mark
-/// rather than shrunk on every return (shrinking costs a drop loop per call); slots above the
-/// running frame's top hold only scalars (nil, bools, numbers, atoms, pids), so they keep no
-/// message, channel or resource alive.
+/// rather than shrunk on every return (shrinking costs a drop loop per call), and every slot above
+/// the running frame's top holds nil: a frame being left (by a return, a tail call, an exception
+/// caught further down) resets its registers to nil. So those slots keep no message, channel or
+/// resource alive, and a call writes only its arguments: the callee's other registers are nil
+/// already. A state built by hand (or edited after deserialising) must keep this invariant, or
+/// a callee may start with stale values in its registers.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ActorState {
     /// The register stack.
