@@ -70,6 +70,8 @@ pub struct Conn {
     pub stream: TcpStream,
     /// Bytes read past the last consumed item.
     pub rbuf: Mutex<BytesMut>,
+    /// The RESP command `tcp_read_resp` has read part of (see [`crate::resp`]).
+    pub resp: Mutex<crate::resp::Partial>,
 }
 
 /// One resource: its id, its owner and, until closed, its OS object.
@@ -171,9 +173,15 @@ impl Io {
         list.push(Arc::downgrade(r));
     }
 
+    /// A fresh id for a handle (resources and shared tables share one numbering, so two handles
+    /// are equal only when they name the same object).
+    pub fn next_handle_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
     /// Step 1 of the ownership protocol: wraps `obj` as a resource owned by `pid`.
     pub fn adopt(self: &Arc<Io>, pid: u64, obj: Obj, label: String) -> Value {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let id = self.next_handle_id();
         let label = format!("{} {label}", obj.kind());
         let r = Arc::new(Resource {
             id,
@@ -257,6 +265,17 @@ pub fn resource_ref(h: &Handle) -> Option<&Resource> {
 }
 
 impl Ctx<'_> {
+    /// Borrows the object of type `T` behind handle `v` (a shared table, say), with no reference
+    /// count traffic and no owner check: for objects that any actor holding the handle may use.
+    /// `kind` names the expected object in the error ("a table").
+    pub fn with_obj<'v, T: std::any::Any>(what: &str, kind: &str, v: &'v Value) -> Result<&'v T, Exception> {
+        let found = match v {
+            Value::Res(h) => h.payload().and_then(|p| (**p).downcast_ref::<T>()),
+            _ => None,
+        };
+        found.ok_or_else(|| Exception::type_error(format!("{what}: expected {kind}, got {}", v.repr())))
+    }
+
     /// The open OS object behind argument `v`, checking that it is a resource, that the caller
     /// owns it and that it is open.
     pub fn obj(&self, what: &str, v: &Value) -> Result<Arc<Obj>, Exception> {
