@@ -224,7 +224,7 @@ struct Cursor {
 }
 
 /// The parts of `tcp_write`'s data: a string or bytes, or a list of them.
-fn write_parts<'v>(data: &'v Value) -> Result<&'v [Value], Exception> {
+fn write_parts(data: &Value) -> Result<&[Value], Exception> {
     match data {
         Value::List(parts) => {
             for p in parts.iter() {
@@ -267,7 +267,9 @@ fn write_some(c: &Conn, parts: &[Value], at: &mut Cursor) -> Result<bool, Except
         } else {
             let mut iov: smallvec::SmallVec<[io::IoSlice<'_>; MAX_IOV]> = smallvec::SmallVec::new();
             iov.push(io::IoSlice::new(first));
-            iov.extend(parts[at.part + 1..].iter().take(MAX_IOV - 1).map(|p| io::IoSlice::new(part_bytes(p))));
+            iov.extend(
+                parts[at.part + 1..].iter().take(MAX_IOV - 1).map(|p| io::IoSlice::new(part_bytes(p))),
+            );
             c.stream.try_write_vectored(&iov)
         };
         match r {

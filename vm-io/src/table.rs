@@ -245,22 +245,22 @@ mod tests {
         assert_eq!(cas(Value::Int(1), Value::Int(3)), Value::Bool(true));
         assert_eq!(call(&io, "table_incr", &[t.clone(), k.clone(), Value::Int(-5)]).unwrap(), Value::Int(-2));
         assert_eq!(cas(Value::Int(-2), Value::Nil), Value::Bool(true));
-        assert_eq!(call(&io, "table_size", &[t.clone()]).unwrap(), Value::Int(0));
+        assert_eq!(call(&io, "table_size", std::slice::from_ref(&t)).unwrap(), Value::Int(0));
         assert_eq!(cas(Value::Nil, Value::str("new")), Value::Bool(true));
         let e = call(&io, "table_incr", &[t.clone(), k.clone(), Value::Int(1)]).unwrap_err();
         assert_eq!(e.kind, atoms::TYPE_ERROR);
         call(&io, "table_put", &[t.clone(), Value::Int(7), Value::Int(i64::MAX)]).unwrap();
         let e = call(&io, "table_incr", &[t.clone(), Value::Int(7), Value::Int(1)]).unwrap_err();
         assert_eq!(e.kind, atoms::OVERFLOW);
-        let keys = call(&io, "table_keys", &[t.clone()]).unwrap();
+        let keys = call(&io, "table_keys", std::slice::from_ref(&t)).unwrap();
         assert_eq!(keys, Value::list(vec![Value::Int(7), Value::str("k")]));
         assert_eq!(call(&io, "table_del", &[t.clone(), Value::Int(7)]).unwrap(), Value::Bool(true));
         assert_eq!(call(&io, "table_del", &[t.clone(), Value::Int(7)]).unwrap(), Value::Bool(false));
         call(&io, "table_put", &[t.clone(), k.clone(), Value::Nil]).unwrap();
-        assert_eq!(call(&io, "table_size", &[t.clone()]).unwrap(), Value::Int(0));
+        assert_eq!(call(&io, "table_size", std::slice::from_ref(&t)).unwrap(), Value::Int(0));
         call(&io, "table_put", &[t.clone(), Value::Int(1), Value::Int(1)]).unwrap();
-        call(&io, "table_clear", &[t.clone()]).unwrap();
-        assert_eq!(call(&io, "table_size", &[t.clone()]).unwrap(), Value::Int(0));
+        call(&io, "table_clear", std::slice::from_ref(&t)).unwrap();
+        assert_eq!(call(&io, "table_size", std::slice::from_ref(&t)).unwrap(), Value::Int(0));
     }
 
     #[test]
@@ -269,13 +269,21 @@ mod tests {
         let t = call(&io, "table_new", &[]).unwrap();
         let pid = Value::Pid(vm_core::Pid(3));
         let nested = Value::list(vec![Value::Int(1), Value::tuple(vec![pid.clone()])]);
-        for (k, v) in [(Value::Int(1), pid.clone()), (pid.clone(), Value::Int(1)), (Value::Int(1), nested), (Value::Int(1), t.clone())]
-        {
+        for (k, v) in [
+            (Value::Int(1), pid.clone()),
+            (pid.clone(), Value::Int(1)),
+            (Value::Int(1), nested),
+            (Value::Int(1), t.clone()),
+        ] {
             let e = call(&io, "table_put", &[t.clone(), k, v]).unwrap_err();
             assert_eq!(e.kind, atoms::TYPE_ERROR);
             assert!(e.msg.to_string().contains("holds only data"), "{}", e.msg);
         }
-        let ok = Value::tuple(vec![Value::atom("a"), Value::Float(1.5), Value::list(vec![Value::bytes(&b"x"[..])])]);
+        let ok = Value::tuple(vec![
+            Value::atom("a"),
+            Value::Float(1.5),
+            Value::list(vec![Value::bytes(&b"x"[..])]),
+        ]);
         call(&io, "table_put", &[t.clone(), ok.clone(), ok.clone()]).unwrap();
         assert_eq!(call(&io, "table_get", &[t.clone(), ok.clone()]).unwrap(), ok);
         // Not a table.
