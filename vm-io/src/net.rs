@@ -275,7 +275,7 @@ fn write_some(c: &Conn, parts: &[Value], at: &mut Cursor) -> Result<bool, Except
         match r {
             Ok(mut n) => {
                 // Advance the cursor over the n bytes written.
-                while n > 0 {
+                while n > 0 && at.part < parts.len() {
                     let left = part_bytes(&parts[at.part]).len() - at.off;
                     if n < left {
                         at.off += n;
@@ -525,4 +525,55 @@ pub(crate) fn udp_recv_from(ctx: &Ctx<'_>, args: &[Value]) -> Started {
         buf.truncate(n);
         Ok(Value::tuple(vec![Value::bytes(buf), Value::str(from.to_string())]))
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::natives::lookup;
+    use crate::perms::Permissions;
+    use crate::resource::{Io, Quiet};
+    use std::sync::Arc;
+    use tokio::io::AsyncReadExt;
+
+    async fn start(io: &Arc<Io>, name: &str, args: &[Value]) -> NativeResult {
+        let started = lookup(Atom::new(name)).unwrap().start(&Ctx { io, pid: 1 }, args);
+        match started {
+            Started::Done(r) => r,
+            Started::Pending(f) => f.await,
+        }
+    }
+
+    /// A list of parts larger than the socket's buffers (so the write waits part-way, inside a
+    /// part, and resumes) and longer than one writev's limit arrives whole and in order.
+    #[test]
+    fn a_list_of_parts_is_written_whole_and_in_order() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let io = Io::new(Permissions::all(), Arc::new(Quiet));
+            let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = l.local_addr().unwrap();
+            let mut peer = TcpStream::connect(addr).await.unwrap();
+            let (s, _) = l.accept().await.unwrap();
+            let conn = io.adopt(1, Obj::Tcp(Conn::new(s)), String::new());
+            // 300 parts of up to 20 KB (about 3 MB), with an empty part and a string among them.
+            let mut parts: Vec<Value> = (0..300u32)
+                .map(|i| Value::bytes((0..(i * 97) % 20_000).map(|j| (i + j) as u8).collect::<Vec<u8>>()))
+                .collect();
+            parts.insert(5, Value::str(""));
+            parts.insert(7, Value::str("text"));
+            let want: Vec<u8> = parts.iter().flat_map(|p| part_bytes(p).to_vec()).collect();
+            let total = want.len();
+            let reader = tokio::spawn(async move {
+                let mut got = vec![0u8; total];
+                peer.read_exact(&mut got).await.unwrap();
+                got
+            });
+            start(&io, "tcp_write", &[conn.clone(), Value::list(parts)]).await.unwrap();
+            assert_eq!(reader.await.unwrap(), want);
+            // A list with something other than bytes or strings is refused before writing.
+            let e = start(&io, "tcp_write", &[conn, Value::list(vec![Value::str("a"), Value::Int(1)])]).await;
+            assert_eq!(e.unwrap_err().kind, vm_core::atoms::TYPE_ERROR);
+        });
+    }
 }
