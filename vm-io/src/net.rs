@@ -119,13 +119,14 @@ fn pump(c: &Conn, what: &str, take: Take, n: usize) -> Option<NativeResult> {
 
 /// Starts a read: completes at once when it can, otherwise waits for readability and retries.
 fn read_op(ctx: &Ctx<'_>, args: &[Value], what: &'static str, take: Take) -> Started {
-    let obj = try_start!(ctx.obj(what, &args[0]));
+    let obj = try_start!(ctx.obj_ref(what, &args[0]));
     let n = try_start!(size_arg(what, &args[1]));
     let timeout = try_start!(timeout_arg(what, arg(args, 2)));
     let c = try_start!(conn(what, &obj));
     if let Some(r) = pump(c, what, take, n) {
         return Started::Done(r);
     }
+    let obj = obj.arc();
     Started::Pending(with_timeout(what, timeout, async move {
         let Obj::Tcp(c) = &*obj else { return Err(Exception::type_error(what)) };
         loop {
@@ -295,7 +296,7 @@ fn write_some(c: &Conn, parts: &[Value], at: &mut Cursor) -> Result<bool, Except
 }
 
 pub(crate) fn tcp_write(ctx: &Ctx<'_>, args: &[Value]) -> Started {
-    let obj = try_start!(ctx.obj("tcp_write", &args[0]));
+    let obj = try_start!(ctx.obj_ref("tcp_write", &args[0]));
     let timeout = try_start!(timeout_arg("tcp_write", arg(args, 2)));
     let c = try_start!(conn("tcp_write", &obj));
     let mut at = Cursor::default();
@@ -304,6 +305,7 @@ pub(crate) fn tcp_write(ctx: &Ctx<'_>, args: &[Value]) -> Started {
         Ok(false) => {}
         Err(e) => return Started::Done(Err(e)),
     }
+    let obj = obj.arc();
     let data = args[1].clone();
     Started::Pending(with_timeout("tcp_write", timeout, async move {
         let c = conn("tcp_write", &obj)?;
@@ -453,7 +455,7 @@ pub(crate) fn tcp_shutdown(ctx: &Ctx<'_>, args: &[Value]) -> NativeResult {
 }
 
 pub(crate) fn tcp_buffered(ctx: &Ctx<'_>, args: &[Value]) -> NativeResult {
-    let obj = ctx.obj("tcp_buffered", &args[0])?;
+    let obj = ctx.obj_ref("tcp_buffered", &args[0])?;
     let c = conn("tcp_buffered", &obj)?;
     Ok(Value::Int(c.rbuf.lock().unwrap_or_else(|p| p.into_inner()).len() as i64))
 }

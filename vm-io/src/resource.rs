@@ -264,6 +264,24 @@ pub fn resource_ref(h: &Handle) -> Option<&Resource> {
     h.payload().and_then(|p| (**p).downcast_ref::<Resource>())
 }
 
+/// An open resource's OS object, borrowed under the resource's lock (from [`Ctx::obj_ref`]).
+/// Only the owner uses a resource, so the lock is contended only by a `close` racing it.
+pub struct ObjRef<'v>(MutexGuard<'v, Option<Arc<Obj>>>);
+
+impl ObjRef<'_> {
+    /// A reference of its own, for an operation that outlives the borrow (a future).
+    pub fn arc(&self) -> Arc<Obj> {
+        self.0.clone().expect("an ObjRef is made only for an open resource")
+    }
+}
+
+impl std::ops::Deref for ObjRef<'_> {
+    type Target = Obj;
+    fn deref(&self) -> &Obj {
+        self.0.as_deref().expect("an ObjRef is made only for an open resource")
+    }
+}
+
 impl Ctx<'_> {
     /// Borrows the object of type `T` behind handle `v` (a shared table, say), with no reference
     /// count traffic and no owner check: for objects that any actor holding the handle may use.
@@ -279,6 +297,12 @@ impl Ctx<'_> {
     /// The open OS object behind argument `v`, checking that it is a resource, that the caller
     /// owns it and that it is open.
     pub fn obj(&self, what: &str, v: &Value) -> Result<Arc<Obj>, Exception> {
+        self.obj_ref(what, v).map(|o| o.arc())
+    }
+
+    /// Like [`Ctx::obj`], but borrowed under the resource's lock: no reference-count traffic,
+    /// for a native that completes at once (it takes [`ObjRef::arc`] only if it must wait).
+    pub fn obj_ref<'v>(&self, what: &str, v: &'v Value) -> Result<ObjRef<'v>, Exception> {
         let Value::Res(h) = v else {
             return Err(Exception::type_error(format!("{what}: expected a resource, got {}", v.type_atom())));
         };
@@ -292,9 +316,11 @@ impl Ctx<'_> {
                 format!("{what}: {} belongs to actor <{owner}>", v.repr()),
             ));
         }
-        lock(&r.obj)
-            .clone()
-            .ok_or_else(|| Exception::new(Atom::new("closed"), format!("{what}: {} is closed", v.repr())))
+        let guard = lock(&r.obj);
+        if guard.is_none() {
+            return Err(Exception::new(Atom::new("closed"), format!("{what}: {} is closed", v.repr())));
+        }
+        Ok(ObjRef(guard))
     }
 
     /// Like [`Ctx::obj`] but for a resource that may already be closed (`close`).

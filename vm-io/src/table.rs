@@ -24,6 +24,27 @@ const SHARDS: usize = 32;
 
 type Shard = HashMap<Value, Value, RandomState>;
 
+/// Which shard holds `key`. For text and bytes keys a cheap multiplicative hash of the words
+/// (the map inside hashes again with SipHash, which resists crafted keys; a poor shard choice
+/// costs only lock sharing); for other keys the map's own hash.
+fn shard_of(hasher: &RandomState, key: &Value) -> usize {
+    let data: &[u8] = match key {
+        Value::Bytes(b) => b,
+        Value::Str(s) => s.as_bytes(),
+        other => return (hasher.hash_one(other) >> 58) as usize % SHARDS,
+    };
+    let mut h = data.len() as u64;
+    let mut words = data.chunks_exact(8);
+    for w in &mut words {
+        h = (h.rotate_left(5) ^ u64::from_le_bytes(w.try_into().expect("8 bytes")))
+            .wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+    for &b in words.remainder() {
+        h = (h.rotate_left(5) ^ u64::from(b)).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+    (h >> 58) as usize % SHARDS
+}
+
 /// A shared table (see the module docs).
 pub struct Table {
     hasher: RandomState,
@@ -40,9 +61,7 @@ impl Default for Table {
 
 impl Table {
     fn shard(&self, key: &Value) -> MutexGuard<'_, Shard> {
-        let h = self.hasher.hash_one(key);
-        // The high bits: the map inside uses the low ones.
-        let m = &self.shards[(h >> 58) as usize % SHARDS];
+        let m = &self.shards[shard_of(&self.hasher, key)];
         m.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -57,32 +76,43 @@ impl Table {
 
     /// Stores `value` under `key` (`nil` removes the key).
     pub fn put(&self, key: Value, value: Value) {
-        let mut s = self.shard(&key);
-        if value == Value::Nil {
-            s.remove(&key);
-        } else {
-            s.insert(key, value);
-        }
+        // What is replaced is freed after the lock is released: the lock is held only to move
+        // values, which keeps it short when every client writes one key.
+        let _old = {
+            let mut s = self.shard(&key);
+            if value == Value::Nil {
+                s.remove(&key)
+            } else if let Some(slot) = s.get_mut(&key) {
+                Some(std::mem::replace(slot, value))
+            } else {
+                s.insert(key, value)
+            }
+        };
     }
 
     /// Removes `key`; whether it was there.
     pub fn del(&self, key: &Value) -> bool {
-        self.shard(key).remove(key).is_some()
+        let old = self.shard(key).remove(key);
+        old.is_some()
     }
 
     /// Replaces `old` with `new` under `key` if the key holds `old` (`nil`: is absent); `new`
     /// nil removes the key. Whether it did.
     pub fn cas(&self, key: Value, old: &Value, new: Value) -> bool {
-        let mut s = self.shard(&key);
-        let now = s.get(&key).unwrap_or(&Value::Nil);
-        if now != old {
-            return false;
-        }
-        if new == Value::Nil {
-            s.remove(&key);
-        } else {
-            s.insert(key, new);
-        }
+        let _replaced = {
+            let mut s = self.shard(&key);
+            let now = s.get(&key).unwrap_or(&Value::Nil);
+            if now != old {
+                return false;
+            }
+            if new == Value::Nil {
+                s.remove(&key)
+            } else if let Some(slot) = s.get_mut(&key) {
+                Some(std::mem::replace(slot, new))
+            } else {
+                s.insert(key, new)
+            }
+        };
         true
     }
 
