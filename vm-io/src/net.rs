@@ -248,6 +248,21 @@ fn part_bytes(v: &Value) -> &[u8] {
     }
 }
 
+/// Parts totalling at most this many bytes are copied into one buffer rather than gathered.
+const GATHER: usize = 4096;
+
+/// The total size of `first` and `rest` if it is at most [`GATHER`].
+fn small_total(first: &[u8], rest: &[Value]) -> Option<usize> {
+    let mut n = first.len();
+    for p in rest {
+        n += part_bytes(p).len();
+        if n > GATHER {
+            return None;
+        }
+    }
+    Some(n)
+}
+
 /// The most parts handed to one `writev` (Linux's `IOV_MAX` is 1024).
 const MAX_IOV: usize = 64;
 
@@ -263,8 +278,22 @@ fn write_some(c: &Conn, parts: &[Value], at: &mut Cursor) -> Result<bool, Except
             return Ok(true);
         }
         let first = &part_bytes(&parts[at.part])[at.off..];
-        let r = if at.part + 1 == parts.len() {
+        let rest = &parts[at.part + 1..];
+        let r = if rest.is_empty() {
             c.stream.try_write(first)
+        } else if let Some(n) = small_total(first, rest) {
+            // A batch of small replies: copied together and written as one buffer, which costs
+            // the kernel less than gathering many small pieces.
+            let mut buf = [0u8; GATHER];
+            buf[..first.len()].copy_from_slice(first);
+            let mut len = first.len();
+            for p in rest {
+                let b = part_bytes(p);
+                buf[len..len + b.len()].copy_from_slice(b);
+                len += b.len();
+            }
+            debug_assert_eq!(len, n);
+            c.stream.try_write(&buf[..n])
         } else {
             let mut iov: smallvec::SmallVec<[io::IoSlice<'_>; MAX_IOV]> = smallvec::SmallVec::new();
             iov.push(io::IoSlice::new(first));
