@@ -348,6 +348,37 @@ pub(crate) fn tcp_write(ctx: &Ctx<'_>, args: &[Value]) -> Started {
     }))
 }
 
+pub(crate) fn tcp_write_resp(ctx: &Ctx<'_>, args: &[Value]) -> Started {
+    let obj = try_start!(ctx.obj_ref("tcp_write_resp", &args[0]));
+    let timeout = try_start!(timeout_arg("tcp_write_resp", arg(args, 2)));
+    let c = try_start!(conn("tcp_write_resp", &obj));
+    let data = try_start!(crate::resp::encode_replies(&args[1]));
+    let mut off = 0;
+    while off < data.len() {
+        match c.stream.try_write(&data[off..]) {
+            Ok(n) => off += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Started::Done(Err(io_error("tcp_write_resp", &e))),
+        }
+    }
+    if off == data.len() {
+        return Started::Done(Ok(Value::Nil));
+    }
+    let obj = obj.arc();
+    let rest = [Value::bytes(bytes::Bytes::from(data).slice(off..))];
+    Started::Pending(with_timeout("tcp_write_resp", timeout, async move {
+        let c = conn("tcp_write_resp", &obj)?;
+        let mut at = Cursor::default();
+        loop {
+            c.stream.writable().await.map_err(|e| io_error("tcp_write_resp", &e))?;
+            if write_some(c, &rest, &mut at)? {
+                return Ok(Value::Nil);
+            }
+        }
+    }))
+}
+
 pub(crate) fn tcp_listen(ctx: &Ctx<'_>, args: &[Value]) -> Started {
     let addr = try_start!(str_arg("tcp_listen", &args[0])).into_owned();
     try_start!(ctx.io.perms.check_net(&addr));

@@ -250,6 +250,12 @@ fn push_array(out: &mut Vec<u8>, items: &[Value], depth: usize) -> Result<(), Ex
     items.iter().try_for_each(|x| encode_into(out, x, depth + 1))
 }
 
+/// `:OK`, the most common reply, encoded without looking up the atom's name.
+fn ok_atom() -> Atom {
+    static OK: std::sync::OnceLock<Atom> = std::sync::OnceLock::new();
+    *OK.get_or_init(|| Atom::new("OK"))
+}
+
 /// Appends the RESP form of `v` to `out` (the mapping is in `docs/io.md`).
 pub fn encode_into(out: &mut Vec<u8>, v: &Value, depth: usize) -> Result<(), Exception> {
     if depth > MAX_DEPTH {
@@ -266,6 +272,7 @@ pub fn encode_into(out: &mut Vec<u8>, v: &Value, depth: usize) -> Result<(), Exc
         Value::Float(f) => push_bulk(out, Value::Float(*f).to_string().as_bytes()),
         Value::Str(s) => push_bulk(out, s.as_bytes()),
         Value::Bytes(b) => push_bulk(out, b),
+        Value::Atom(a) if *a == ok_atom() => out.extend_from_slice(b"+OK\r\n"),
         Value::Atom(a) => push_line(out, b'+', a.name().as_bytes())?,
         Value::Tuple(t) => match t.as_slice() {
             [Value::Atom(tag), msg] if *tag == atoms::ERROR => match msg {
@@ -303,18 +310,40 @@ pub fn encode_into(out: &mut Vec<u8>, v: &Value, depth: usize) -> Result<(), Exc
 
 /// The RESP form of `v`, as bytes.
 pub fn encode(v: &Value) -> Result<Bytes, Exception> {
-    let hint = match v {
-        Value::Bytes(b) => b.len() + 16,
-        Value::Str(s) => s.len() + 16,
-        _ => 32,
+    let mut out = match v {
+        // A bulk string, the usual reply, is sized exactly: `Bytes` then takes the vector over
+        // without another allocation.
+        Value::Bytes(b) => Vec::with_capacity(bulk_size(b.len())),
+        Value::Str(s) => Vec::with_capacity(bulk_size(s.len())),
+        _ => Vec::with_capacity(32),
     };
-    let mut out = Vec::with_capacity(hint);
     encode_into(&mut out, v, 0)?;
     Ok(Bytes::from(out))
 }
 
+/// The size of a bulk string of `n` bytes: `$<n>\r\n<bytes>\r\n`.
+fn bulk_size(n: usize) -> usize {
+    let digits = n.checked_ilog10().map_or(1, |d| d as usize + 1);
+    1 + digits + 2 + n + 2
+}
+
 pub(crate) fn resp_encode(_: &Ctx<'_>, args: &[Value]) -> NativeResult {
     Ok(Value::bytes(encode(&args[0])?))
+}
+
+/// The replies in the list `replies`, each encoded, one after another (for `tcp_write_resp`).
+pub fn encode_replies(replies: &Value) -> Result<Vec<u8>, Exception> {
+    let Value::List(items) = replies else {
+        return Err(Exception::type_error(format!(
+            "tcp_write_resp: expected a list of replies, got {}",
+            replies.type_atom()
+        )));
+    };
+    let mut out = Vec::with_capacity(items.len() * 16);
+    for r in items.iter() {
+        encode_into(&mut out, r, 0)?;
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -482,6 +511,13 @@ mod tests {
         assert_eq!(enc(&bad).unwrap_err().kind, atoms::BADARG);
         let fun = Value::Fun(std::sync::Arc::new(vm_core::value::Closure { func: 0, env: vec![] }));
         assert_eq!(enc(&fun).unwrap_err().kind, atoms::TYPE_ERROR);
+        let replies = Value::list(vec![Value::atom("OK"), Value::Int(2), b(b"v"), Value::Nil]);
+        assert_eq!(encode_replies(&replies).unwrap(), b"+OK\r\n:2\r\n$1\r\nv\r\n$-1\r\n");
+        assert_eq!(encode_replies(&Value::Int(1)).unwrap_err().kind, atoms::TYPE_ERROR);
+        for n in [0, 1, 9, 10, 99, 100, 12345] {
+            let v = Value::bytes(vec![b'x'; n]);
+            assert_eq!(encode(&v).unwrap().len(), bulk_size(n), "{n}");
+        }
         let mut deep = Value::Nil;
         for _ in 0..1000 {
             deep = Value::list(vec![deep]);
