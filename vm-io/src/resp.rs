@@ -41,7 +41,13 @@ pub struct Partial {
     size: usize,
     /// The protocol error met, raised again by every later call: the input is out of step.
     error: Option<Exception>,
+    /// The last command's name: a client mostly repeats a few commands, and the next name
+    /// that equals it is shared rather than allocated again.
+    last_name: Option<Value>,
 }
+
+/// Command names at most this long are remembered in [`Partial::last_name`].
+const NAME_CACHE: usize = 32;
 
 /// What the parser made of the buffer.
 #[derive(Debug, PartialEq)]
@@ -169,7 +175,19 @@ fn parse_inner(buf: &mut BytesMut, st: &mut Partial, eof: bool, max: usize) -> R
         if &buf[used + len..whole] != b"\r\n" {
             return Err(protocol("expected \"\\r\\n\" after a bulk string"));
         }
-        st.args.push(Value::bytes(Bytes::copy_from_slice(&buf[used..used + len])));
+        let data = &buf[used..used + len];
+        let arg = match &st.last_name {
+            Some(Value::Bytes(name)) if st.args.is_empty() && **name == data => st.last_name.clone(),
+            _ => None,
+        };
+        let arg = arg.unwrap_or_else(|| {
+            let arg = Value::bytes(Bytes::copy_from_slice(data));
+            if st.args.is_empty() && len <= NAME_CACHE {
+                st.last_name = Some(arg.clone());
+            }
+            arg
+        });
+        st.args.push(arg);
         buf.advance(whole);
         st.size = size;
         st.remaining -= 1;
@@ -427,6 +445,20 @@ mod tests {
             assert!(buf.len() <= 16, "{buf:?}");
         }
         assert_eq!(n, 2);
+    }
+
+    #[test]
+    fn a_repeated_command_name_is_shared() {
+        let (mut buf, mut st) =
+            (BytesMut::from(&b"*1\r\n$4\r\nPING\r\nPING\r\n*1\r\n$4\r\nPING\r\n"[..]), Partial::default());
+        let mut names = Vec::new();
+        while let Ok(Parsed::Command(c)) = parse(&mut buf, &mut st, false, 100) {
+            names.push(c[0].clone());
+        }
+        let [Value::Bytes(a), Value::Bytes(_), Value::Bytes(c)] = names.as_slice() else {
+            panic!("{names:?}")
+        };
+        assert!(std::sync::Arc::ptr_eq(a, c), "the second RESP PING has its own copy");
     }
 
     #[test]
