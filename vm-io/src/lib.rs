@@ -6,7 +6,9 @@
 //! - [`natives`]: the registry of native functions callable from bytecode, each inline, async
 //!   (a future awaited while the actor is soft-blocked) or blocking (run on the blocking pool);
 //!   `docs/io.md` is the reference for programs.
-//! - [`net`] (TCP, UDP), [`files`], [`stdio`]: the natives themselves.
+//! - [`net`] (TCP, UDP), [`files`], [`stdio`]: the natives themselves; [`resp`] reads and
+//!   writes the Redis protocol.
+//! - [`table`]: shared tables, mutable state any actor holding the handle may use.
 //! - [`resource`]: sockets, listeners and files as owned resources ([`Io`] holds the ownership
 //!   table, the permissions and the console of one VM).
 //! - [`perms`]: `--allow-net`, `--allow-read`, `--allow-write`.
@@ -20,7 +22,9 @@ pub mod net;
 pub mod output;
 pub mod perms;
 pub mod resource;
+pub mod resp;
 pub mod stdio;
+pub mod table;
 
 pub use output::Output;
 pub use perms::Permissions;

@@ -155,7 +155,7 @@ macro_rules! natives {
     };
 }
 
-use crate::{files, net, stdio};
+use crate::{files, net, resp, stdio, table};
 
 natives! {
     "tcp_listen", 1..=1, Async(net::tcp_listen), "tcp_listen(addr): listens on host:port -> listener";
@@ -164,13 +164,25 @@ natives! {
     "tcp_read", 2..=3, Async(net::tcp_read), "tcp_read(conn, max, [timeout_ms]): 1..max bytes, or nil at end of input";
     "tcp_read_exact", 2..=3, Async(net::tcp_read_exact), "tcp_read_exact(conn, n, [timeout_ms]): exactly n bytes (:closed if input ends first)";
     "tcp_read_line", 2..=3, Async(net::tcp_read_line), "tcp_read_line(conn, max, [timeout_ms]): a line with its newline, or nil at end of input";
-    "tcp_write", 2..=3, Async(net::tcp_write), "tcp_write(conn, data, [timeout_ms]): writes all of data";
+    "tcp_read_resp", 2..=3, Async(net::tcp_read_resp), "tcp_read_resp(conn, max, [timeout_ms]): one Redis (RESP) command as a list of bytes, or nil at end of input";
+    "tcp_write", 2..=3, Async(net::tcp_write), "tcp_write(conn, data, [timeout_ms]): writes all of data (bytes, a string, or a list of them)";
+    "tcp_write_resp", 2..=3, Async(net::tcp_write_resp), "tcp_write_resp(conn, replies, [timeout_ms]): writes each value of the list replies as a RESP reply, in one write";
     "tcp_buffered", 1..=1, Inline(net::tcp_buffered), "tcp_buffered(conn): how many received bytes wait in the read buffer";
     "tcp_shutdown", 1..=1, Inline(net::tcp_shutdown), "tcp_shutdown(conn): closes the writing half";
     "tcp_nodelay", 2..=2, Inline(net::tcp_nodelay), "tcp_nodelay(conn, on): sets TCP_NODELAY";
     "local_addr", 1..=1, Inline(net::local_addr), "local_addr(res): the local ip:port of a listener or socket";
     "peer_addr", 1..=1, Inline(net::peer_addr), "peer_addr(conn): the peer's ip:port";
     "close", 1..=1, Inline(net::close), "close(res): closes a resource -> true, or false if already closed";
+    "resp_encode", 1..=1, Inline(resp::resp_encode), "resp_encode(value): value as a Redis (RESP) reply, bytes";
+    "table_new", 0..=0, Inline(table::table_new), "table_new(): a new shared table";
+    "table_get", 2..=2, Inline(table::table_get), "table_get(t, key): the value under key, or nil";
+    "table_put", 3..=3, Inline(table::table_put), "table_put(t, key, value): stores value under key (nil removes it)";
+    "table_del", 2..=2, Inline(table::table_del), "table_del(t, key): removes key -> whether it was there";
+    "table_cas", 4..=4, Inline(table::table_cas), "table_cas(t, key, old, new): new under key if it holds old (nil: absent) -> whether it did";
+    "table_incr", 3..=3, Inline(table::table_incr), "table_incr(t, key, delta): adds delta to the int under key (absent: 0) -> the sum";
+    "table_size", 1..=1, Inline(table::table_size), "table_size(t): how many keys";
+    "table_clear", 1..=1, Inline(table::table_clear), "table_clear(t): removes every key";
+    "table_keys", 1..=1, Inline(table::table_keys), "table_keys(t): every key, sorted";
     "udp_bind", 1..=1, Async(net::udp_bind), "udp_bind(addr): a UDP socket bound to host:port";
     "udp_send_to", 3..=4, Async(net::udp_send_to), "udp_send_to(sock, addr, data, [timeout_ms]): sends one datagram";
     "udp_recv_from", 2..=3, Async(net::udp_recv_from), "udp_recv_from(sock, max, [timeout_ms]): {data, ip:port}";

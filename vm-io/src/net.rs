@@ -17,6 +17,7 @@ use crate::natives::{
     Ctx, NativeResult, Started, arg, data_arg, io_error, size_arg, str_arg, timeout_arg, with_timeout,
 };
 use crate::resource::{Conn, Obj, conn_label};
+use crate::resp::Parsed;
 use bytes::BytesMut;
 use std::collections::VecDeque;
 use std::io;
@@ -61,7 +62,7 @@ impl Conn {
     pub fn new(stream: TcpStream) -> Conn {
         // Failing to set an option on a live socket is not worth refusing the connection for.
         let _ = stream.set_nodelay(true);
-        Conn { stream, rbuf: Mutex::new(BytesMut::new()) }
+        Conn { stream, rbuf: Mutex::new(BytesMut::new()), resp: Mutex::new(Default::default()) }
     }
 }
 
@@ -93,14 +94,14 @@ enum Want {
 }
 
 /// A read's rule for taking its result out of the buffer; `eof` says no more bytes will come.
-type Take = fn(&mut BytesMut, bool, usize) -> Want;
+type Take = fn(&Conn, &mut BytesMut, bool, usize) -> Want;
 
 /// Runs a read as far as it goes without waiting: `None` means the socket has nothing now.
 fn pump(c: &Conn, what: &str, take: Take, n: usize) -> Option<NativeResult> {
     let mut eof = false;
     loop {
         let mut buf = c.rbuf.lock().unwrap_or_else(|p| p.into_inner());
-        if let Want::Ready(r) = take(&mut buf, eof, n) {
+        if let Want::Ready(r) = take(c, &mut buf, eof, n) {
             return Some(r);
         }
         if buf.capacity() - buf.len() < READ_CHUNK / 4 {
@@ -118,13 +119,14 @@ fn pump(c: &Conn, what: &str, take: Take, n: usize) -> Option<NativeResult> {
 
 /// Starts a read: completes at once when it can, otherwise waits for readability and retries.
 fn read_op(ctx: &Ctx<'_>, args: &[Value], what: &'static str, take: Take) -> Started {
-    let obj = try_start!(ctx.obj(what, &args[0]));
+    let obj = try_start!(ctx.obj_ref(what, &args[0]));
     let n = try_start!(size_arg(what, &args[1]));
     let timeout = try_start!(timeout_arg(what, arg(args, 2)));
     let c = try_start!(conn(what, &obj));
     if let Some(r) = pump(c, what, take, n) {
         return Started::Done(r);
     }
+    let obj = obj.arc();
     Started::Pending(with_timeout(what, timeout, async move {
         let Obj::Tcp(c) = &*obj else { return Err(Exception::type_error(what)) };
         loop {
@@ -136,7 +138,7 @@ fn read_op(ctx: &Ctx<'_>, args: &[Value], what: &'static str, take: Take) -> Sta
     }))
 }
 
-fn take_some(buf: &mut BytesMut, eof: bool, max: usize) -> Want {
+fn take_some(_: &Conn, buf: &mut BytesMut, eof: bool, max: usize) -> Want {
     if !buf.is_empty() {
         let n = buf.len().min(max);
         Want::Ready(Ok(Value::bytes(buf.split_to(n).freeze())))
@@ -147,7 +149,7 @@ fn take_some(buf: &mut BytesMut, eof: bool, max: usize) -> Want {
     }
 }
 
-fn take_exact(buf: &mut BytesMut, eof: bool, n: usize) -> Want {
+fn take_exact(_: &Conn, buf: &mut BytesMut, eof: bool, n: usize) -> Want {
     if buf.len() >= n {
         Want::Ready(Ok(Value::bytes(buf.split_to(n).freeze())))
     } else if eof {
@@ -160,7 +162,7 @@ fn take_exact(buf: &mut BytesMut, eof: bool, n: usize) -> Want {
     }
 }
 
-fn take_line(buf: &mut BytesMut, eof: bool, max: usize) -> Want {
+fn take_line(_: &Conn, buf: &mut BytesMut, eof: bool, max: usize) -> Want {
     let window = buf.len().min(max);
     if let Some(i) = buf[..window].iter().position(|&b| b == b'\n') {
         Want::Ready(Ok(Value::bytes(buf.split_to(i + 1).freeze())))
@@ -192,6 +194,22 @@ pub(crate) fn tcp_read_exact(ctx: &Ctx<'_>, args: &[Value]) -> Started {
     read_op(ctx, args, "tcp_read_exact", take_exact)
 }
 
+/// One RESP command (see [`crate::resp`]); what it has of an unfinished one waits in the
+/// connection's [`crate::resp::Partial`].
+fn take_resp(c: &Conn, buf: &mut BytesMut, eof: bool, max: usize) -> Want {
+    let mut partial = c.resp.lock().unwrap_or_else(|p| p.into_inner());
+    match crate::resp::parse(buf, &mut partial, eof, max) {
+        Ok(Parsed::Command(args)) => Want::Ready(Ok(Value::list(args))),
+        Ok(Parsed::End) => Want::Ready(Ok(Value::Nil)),
+        Ok(Parsed::More) => Want::More,
+        Err(e) => Want::Ready(Err(e)),
+    }
+}
+
+pub(crate) fn tcp_read_resp(ctx: &Ctx<'_>, args: &[Value]) -> Started {
+    read_op(ctx, args, "tcp_read_resp", take_resp)
+}
+
 pub(crate) fn tcp_read_line(ctx: &Ctx<'_>, args: &[Value]) -> Started {
     if matches!(args.get(1), Some(Value::Int(0))) {
         return Started::Done(Err(Exception::badarg("tcp_read_line: max must be at least 1")));
@@ -199,36 +217,162 @@ pub(crate) fn tcp_read_line(ctx: &Ctx<'_>, args: &[Value]) -> Started {
     read_op(ctx, args, "tcp_read_line", take_line)
 }
 
-/// Writes what it can without waiting; `Ok(true)` when everything is written.
-fn write_some(c: &Conn, data: &[u8], off: &mut usize) -> Result<bool, Exception> {
-    while *off < data.len() {
-        match c.stream.try_write(&data[*off..]) {
-            Ok(n) => *off += n,
+/// Where a write has got to: the part it is in and the offset in that part.
+#[derive(Default)]
+struct Cursor {
+    part: usize,
+    off: usize,
+}
+
+/// The parts of `tcp_write`'s data: a string or bytes, or a list of them.
+fn write_parts(data: &Value) -> Result<&[Value], Exception> {
+    match data {
+        Value::List(parts) => {
+            for p in parts.iter() {
+                data_arg("tcp_write: a list item", p)?;
+            }
+            Ok(parts)
+        }
+        other => {
+            data_arg("tcp_write", other)?;
+            Ok(std::slice::from_ref(other))
+        }
+    }
+}
+
+fn part_bytes(v: &Value) -> &[u8] {
+    match v {
+        Value::Str(s) => s.as_bytes(),
+        Value::Bytes(b) => b,
+        _ => &[],
+    }
+}
+
+/// Parts totalling at most this many bytes are copied into one buffer rather than gathered.
+const GATHER: usize = 4096;
+
+/// The total size of `first` and `rest` if it is at most [`GATHER`].
+fn small_total(first: &[u8], rest: &[Value]) -> Option<usize> {
+    let mut n = first.len();
+    for p in rest {
+        n += part_bytes(p).len();
+        if n > GATHER {
+            return None;
+        }
+    }
+    Some(n)
+}
+
+/// The most parts handed to one `writev` (Linux's `IOV_MAX` is 1024).
+const MAX_IOV: usize = 64;
+
+/// Writes what it can without waiting; `Ok(true)` when everything is written. Several parts go
+/// out in one `writev`.
+fn write_some(c: &Conn, parts: &[Value], at: &mut Cursor) -> Result<bool, Exception> {
+    loop {
+        while at.part < parts.len() && at.off >= part_bytes(&parts[at.part]).len() {
+            at.part += 1;
+            at.off = 0;
+        }
+        if at.part >= parts.len() {
+            return Ok(true);
+        }
+        let first = &part_bytes(&parts[at.part])[at.off..];
+        let rest = &parts[at.part + 1..];
+        let r = if rest.is_empty() {
+            c.stream.try_write(first)
+        } else if let Some(n) = small_total(first, rest) {
+            // A batch of small replies: copied together and written as one buffer, which costs
+            // the kernel less than gathering many small pieces.
+            let mut buf = [0u8; GATHER];
+            buf[..first.len()].copy_from_slice(first);
+            let mut len = first.len();
+            for p in rest {
+                let b = part_bytes(p);
+                buf[len..len + b.len()].copy_from_slice(b);
+                len += b.len();
+            }
+            debug_assert_eq!(len, n);
+            c.stream.try_write(&buf[..n])
+        } else {
+            let mut iov: smallvec::SmallVec<[io::IoSlice<'_>; MAX_IOV]> = smallvec::SmallVec::new();
+            iov.push(io::IoSlice::new(first));
+            iov.extend(
+                parts[at.part + 1..].iter().take(MAX_IOV - 1).map(|p| io::IoSlice::new(part_bytes(p))),
+            );
+            c.stream.try_write_vectored(&iov)
+        };
+        match r {
+            Ok(mut n) => {
+                // Advance the cursor over the n bytes written.
+                while n > 0 && at.part < parts.len() {
+                    let left = part_bytes(&parts[at.part]).len() - at.off;
+                    if n < left {
+                        at.off += n;
+                        n = 0;
+                    } else {
+                        n -= left;
+                        at.part += 1;
+                        at.off = 0;
+                    }
+                }
+            }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(io_error("tcp_write", &e)),
         }
     }
-    Ok(true)
 }
 
 pub(crate) fn tcp_write(ctx: &Ctx<'_>, args: &[Value]) -> Started {
-    let obj = try_start!(ctx.obj("tcp_write", &args[0]));
-    let data = args[1].clone();
+    let obj = try_start!(ctx.obj_ref("tcp_write", &args[0]));
     let timeout = try_start!(timeout_arg("tcp_write", arg(args, 2)));
     let c = try_start!(conn("tcp_write", &obj));
-    let mut off = 0;
-    match write_some(c, try_start!(data_arg("tcp_write", &data)), &mut off) {
+    let mut at = Cursor::default();
+    match write_some(c, try_start!(write_parts(&args[1])), &mut at) {
         Ok(true) => return Started::Done(Ok(Value::Nil)),
         Ok(false) => {}
         Err(e) => return Started::Done(Err(e)),
     }
+    let obj = obj.arc();
+    let data = args[1].clone();
     Started::Pending(with_timeout("tcp_write", timeout, async move {
         let c = conn("tcp_write", &obj)?;
-        let bytes = data_arg("tcp_write", &data)?;
+        let parts = write_parts(&data)?;
         loop {
             c.stream.writable().await.map_err(|e| io_error("tcp_write", &e))?;
-            if write_some(c, bytes, &mut off)? {
+            if write_some(c, parts, &mut at)? {
+                return Ok(Value::Nil);
+            }
+        }
+    }))
+}
+
+pub(crate) fn tcp_write_resp(ctx: &Ctx<'_>, args: &[Value]) -> Started {
+    let obj = try_start!(ctx.obj_ref("tcp_write_resp", &args[0]));
+    let timeout = try_start!(timeout_arg("tcp_write_resp", arg(args, 2)));
+    let c = try_start!(conn("tcp_write_resp", &obj));
+    let data = try_start!(crate::resp::encode_replies(&args[1]));
+    let mut off = 0;
+    while off < data.len() {
+        match c.stream.try_write(&data[off..]) {
+            Ok(n) => off += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Started::Done(Err(io_error("tcp_write_resp", &e))),
+        }
+    }
+    if off == data.len() {
+        return Started::Done(Ok(Value::Nil));
+    }
+    let obj = obj.arc();
+    let rest = [Value::bytes(bytes::Bytes::from(data).slice(off..))];
+    Started::Pending(with_timeout("tcp_write_resp", timeout, async move {
+        let c = conn("tcp_write_resp", &obj)?;
+        let mut at = Cursor::default();
+        loop {
+            c.stream.writable().await.map_err(|e| io_error("tcp_write_resp", &e))?;
+            if write_some(c, &rest, &mut at)? {
                 return Ok(Value::Nil);
             }
         }
@@ -371,7 +515,7 @@ pub(crate) fn tcp_shutdown(ctx: &Ctx<'_>, args: &[Value]) -> NativeResult {
 }
 
 pub(crate) fn tcp_buffered(ctx: &Ctx<'_>, args: &[Value]) -> NativeResult {
-    let obj = ctx.obj("tcp_buffered", &args[0])?;
+    let obj = ctx.obj_ref("tcp_buffered", &args[0])?;
     let c = conn("tcp_buffered", &obj)?;
     Ok(Value::Int(c.rbuf.lock().unwrap_or_else(|p| p.into_inner()).len() as i64))
 }
@@ -443,4 +587,55 @@ pub(crate) fn udp_recv_from(ctx: &Ctx<'_>, args: &[Value]) -> Started {
         buf.truncate(n);
         Ok(Value::tuple(vec![Value::bytes(buf), Value::str(from.to_string())]))
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::natives::lookup;
+    use crate::perms::Permissions;
+    use crate::resource::{Io, Quiet};
+    use std::sync::Arc;
+    use tokio::io::AsyncReadExt;
+
+    async fn start(io: &Arc<Io>, name: &str, args: &[Value]) -> NativeResult {
+        let started = lookup(Atom::new(name)).unwrap().start(&Ctx { io, pid: 1 }, args);
+        match started {
+            Started::Done(r) => r,
+            Started::Pending(f) => f.await,
+        }
+    }
+
+    /// A list of parts larger than the socket's buffers (so the write waits part-way, inside a
+    /// part, and resumes) and longer than one writev's limit arrives whole and in order.
+    #[test]
+    fn a_list_of_parts_is_written_whole_and_in_order() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let io = Io::new(Permissions::all(), Arc::new(Quiet));
+            let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = l.local_addr().unwrap();
+            let mut peer = TcpStream::connect(addr).await.unwrap();
+            let (s, _) = l.accept().await.unwrap();
+            let conn = io.adopt(1, Obj::Tcp(Conn::new(s)), String::new());
+            // 300 parts of up to 20 KB (about 3 MB), with an empty part and a string among them.
+            let mut parts: Vec<Value> = (0..300u32)
+                .map(|i| Value::bytes((0..(i * 97) % 20_000).map(|j| (i + j) as u8).collect::<Vec<u8>>()))
+                .collect();
+            parts.insert(5, Value::str(""));
+            parts.insert(7, Value::str("text"));
+            let want: Vec<u8> = parts.iter().flat_map(|p| part_bytes(p).to_vec()).collect();
+            let total = want.len();
+            let reader = tokio::spawn(async move {
+                let mut got = vec![0u8; total];
+                peer.read_exact(&mut got).await.unwrap();
+                got
+            });
+            start(&io, "tcp_write", &[conn.clone(), Value::list(parts)]).await.unwrap();
+            assert_eq!(reader.await.unwrap(), want);
+            // A list with something other than bytes or strings is refused before writing.
+            let e = start(&io, "tcp_write", &[conn, Value::list(vec![Value::str("a"), Value::Int(1)])]).await;
+            assert_eq!(e.unwrap_err().kind, vm_core::atoms::TYPE_ERROR);
+        });
+    }
 }

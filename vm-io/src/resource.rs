@@ -70,6 +70,8 @@ pub struct Conn {
     pub stream: TcpStream,
     /// Bytes read past the last consumed item.
     pub rbuf: Mutex<BytesMut>,
+    /// The RESP command `tcp_read_resp` has read part of (see [`crate::resp`]).
+    pub resp: Mutex<crate::resp::Partial>,
 }
 
 /// One resource: its id, its owner and, until closed, its OS object.
@@ -171,9 +173,15 @@ impl Io {
         list.push(Arc::downgrade(r));
     }
 
+    /// A fresh id for a handle (resources and shared tables share one numbering, so two handles
+    /// are equal only when they name the same object).
+    pub fn next_handle_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
     /// Step 1 of the ownership protocol: wraps `obj` as a resource owned by `pid`.
     pub fn adopt(self: &Arc<Io>, pid: u64, obj: Obj, label: String) -> Value {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let id = self.next_handle_id();
         let label = format!("{} {label}", obj.kind());
         let r = Arc::new(Resource {
             id,
@@ -256,10 +264,45 @@ pub fn resource_ref(h: &Handle) -> Option<&Resource> {
     h.payload().and_then(|p| (**p).downcast_ref::<Resource>())
 }
 
+/// An open resource's OS object, borrowed under the resource's lock (from [`Ctx::obj_ref`]).
+/// Only the owner uses a resource, so the lock is contended only by a `close` racing it.
+pub struct ObjRef<'v>(MutexGuard<'v, Option<Arc<Obj>>>);
+
+impl ObjRef<'_> {
+    /// A reference of its own, for an operation that outlives the borrow (a future).
+    pub fn arc(&self) -> Arc<Obj> {
+        self.0.clone().expect("an ObjRef is made only for an open resource")
+    }
+}
+
+impl std::ops::Deref for ObjRef<'_> {
+    type Target = Obj;
+    fn deref(&self) -> &Obj {
+        self.0.as_deref().expect("an ObjRef is made only for an open resource")
+    }
+}
+
 impl Ctx<'_> {
+    /// Borrows the object of type `T` behind handle `v` (a shared table, say), with no reference
+    /// count traffic and no owner check: for objects that any actor holding the handle may use.
+    /// `kind` names the expected object in the error ("a table").
+    pub fn with_obj<'v, T: std::any::Any>(what: &str, kind: &str, v: &'v Value) -> Result<&'v T, Exception> {
+        let found = match v {
+            Value::Res(h) => h.payload().and_then(|p| (**p).downcast_ref::<T>()),
+            _ => None,
+        };
+        found.ok_or_else(|| Exception::type_error(format!("{what}: expected {kind}, got {}", v.repr())))
+    }
+
     /// The open OS object behind argument `v`, checking that it is a resource, that the caller
     /// owns it and that it is open.
     pub fn obj(&self, what: &str, v: &Value) -> Result<Arc<Obj>, Exception> {
+        self.obj_ref(what, v).map(|o| o.arc())
+    }
+
+    /// Like [`Ctx::obj`], but borrowed under the resource's lock: no reference-count traffic,
+    /// for a native that completes at once (it takes [`ObjRef::arc`] only if it must wait).
+    pub fn obj_ref<'v>(&self, what: &str, v: &'v Value) -> Result<ObjRef<'v>, Exception> {
         let Value::Res(h) = v else {
             return Err(Exception::type_error(format!("{what}: expected a resource, got {}", v.type_atom())));
         };
@@ -273,9 +316,11 @@ impl Ctx<'_> {
                 format!("{what}: {} belongs to actor <{owner}>", v.repr()),
             ));
         }
-        lock(&r.obj)
-            .clone()
-            .ok_or_else(|| Exception::new(Atom::new("closed"), format!("{what}: {} is closed", v.repr())))
+        let guard = lock(&r.obj);
+        if guard.is_none() {
+            return Err(Exception::new(Atom::new("closed"), format!("{what}: {} is closed", v.repr())));
+        }
+        Ok(ObjRef(guard))
     }
 
     /// Like [`Ctx::obj`] but for a resource that may already be closed (`close`).
