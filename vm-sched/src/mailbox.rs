@@ -237,15 +237,22 @@ impl Inner {
         self.waker.clone()
     }
 
-    /// Step 1 of the protocol, with the lock held and nothing deliverable: parks the actor.
+    /// Step 1 of the protocol, with the lock held and nothing deliverable: parks the actor,
+    /// storing `waker` unless the kept one wakes the same task (`None`: keep it as it is).
     /// True if counting out made `active` zero.
     fn park(
         &mut self,
+        waker: Option<&Waker>,
         spec: &WaitSpec<'_>,
         wait: impl FnOnce() -> Wait,
         counted: &AtomicBool,
         active: &AtomicUsize,
     ) -> bool {
+        if let Some(w) = waker
+            && !self.waker.as_ref().is_some_and(|old| old.will_wake(w))
+        {
+            self.waker = Some(w.clone());
+        }
         self.parked = true;
         if self.waiting.is_none() && spec.soft {
             self.waiting = Some(wait());
@@ -354,7 +361,7 @@ impl Mailbox {
         }
         let spec = WaitSpec { receive: true, pattern, indefinite: true, soft: true };
         let wait = || Wait::Receive { pattern: pattern.cloned(), timeout_ms: None };
-        TakeOrPark::Parked { idle: g.park(&spec, wait, &self.counted, active) }
+        TakeOrPark::Parked { idle: g.park(None, &spec, wait, &self.counted, active) }
     }
 
     /// Steps 1 and 4 of the protocol. `deadline_passed` says whether the wait's timer (if any)
@@ -387,11 +394,7 @@ impl Mailbox {
                 (Poll::Ready(o), false)
             }
             None => {
-                let w = cx.waker();
-                if !g.waker.as_ref().is_some_and(|old| old.will_wake(w)) {
-                    g.waker = Some(w.clone());
-                }
-                let idle = g.park(spec, wait, &self.counted, active);
+                let idle = g.park(Some(cx.waker()), spec, wait, &self.counted, active);
                 (Poll::Pending, idle)
             }
         }
