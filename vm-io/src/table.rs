@@ -27,6 +27,18 @@ type Shard = HashMap<Value, Value, RandomState>;
 /// Which shard holds `key`. For text and bytes keys a cheap multiplicative hash of the words
 /// (the map inside hashes again with SipHash, which resists crafted keys; a poor shard choice
 /// costs only lock sharing); for other keys the map's own hash.
+/// Stores `value` under `key` in a locked shard (`nil` removes the key) and returns what it
+/// replaced, for the caller to drop once the lock is released.
+fn store(s: &mut Shard, key: Value, value: Value) -> Option<Value> {
+    if value == Value::Nil {
+        s.remove(&key)
+    } else if let Some(slot) = s.get_mut(&key) {
+        Some(std::mem::replace(slot, value))
+    } else {
+        s.insert(key, value)
+    }
+}
+
 fn shard_of(hasher: &RandomState, key: &Value) -> usize {
     let data: &[u8] = match key {
         Value::Bytes(b) => b,
@@ -78,16 +90,7 @@ impl Table {
     pub fn put(&self, key: Value, value: Value) {
         // What is replaced is freed after the lock is released: the lock is held only to move
         // values, which keeps it short when every client writes one key.
-        let _old = {
-            let mut s = self.shard(&key);
-            if value == Value::Nil {
-                s.remove(&key)
-            } else if let Some(slot) = s.get_mut(&key) {
-                Some(std::mem::replace(slot, value))
-            } else {
-                s.insert(key, value)
-            }
-        };
+        let _old = store(&mut self.shard(&key), key, value);
     }
 
     /// Removes `key`; whether it was there.
@@ -105,13 +108,7 @@ impl Table {
             if now != old {
                 return false;
             }
-            if new == Value::Nil {
-                s.remove(&key)
-            } else if let Some(slot) = s.get_mut(&key) {
-                Some(std::mem::replace(slot, new))
-            } else {
-                s.insert(key, new)
-            }
+            store(&mut s, key, new)
         };
         true
     }
