@@ -16,6 +16,7 @@ pub mod chan;
 pub mod heartbeat;
 pub mod mailbox;
 pub mod run;
+mod select;
 pub mod session;
 mod sync;
 pub mod vm;

@@ -315,7 +315,7 @@ impl Vm {
                     let me = me.clone();
                     Arc::new(move |owner, id| {
                         if let Some(shared) = me.upgrade() {
-                            let exc = crate::actor::orphaned(id);
+                            let exc = crate::select::orphaned(id);
                             (Vm { shared }).signal(Pid(owner), Signal::Orphaned(exc));
                         }
                     })

@@ -1,0 +1,402 @@
+//! Channel operations as an actor performs them: the non-blocking attempt (`try_now`), and the
+//! blocking select (`start_select` and the `SelectWait` future the driver awaits), which waits on
+//! channel cases, mailbox cases, socket cases, a deadline and the control port at once.
+//!
+//! The channel core (`chan`) knows nothing of actors; this module maps a program's select cases
+//! to it, counts the actor out of `active` while it waits (see `mailbox`), and watches the
+//! channels of an indefinite wait for being orphaned.
+
+use crate::chan::{self, Channel};
+use crate::mailbox::{Signal, Wait, WaitSpec, Woken};
+use crate::vm::{ActorCell, Vm};
+use smallvec::SmallVec;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use vm_core::{ActorState, Atom, Exception, Fired, Handle, Pid, SelectCase, SelectShape, Value};
+use vm_io::natives;
+
+/// A non-blocking attempt at a select's cases (the interpreter's first try): the fired case, or
+/// `None` when none is ready now.
+pub(crate) fn try_now(vm: &Vm, cell: &ActorCell, cases: &[SelectCase]) -> Result<Option<Fired>, Exception> {
+    let active = &vm.shared.active;
+    // A plain send or receive: the channel's own single-case fast path, with no allocation.
+    match cases {
+        [SelectCase::Send(h, v)] => {
+            return match channel_ref(h)?.try_send(v.clone(), active) {
+                Ok(()) => Ok(Some(Fired::Sent(0))),
+                Err(chan::TrySendError::Closed(_)) => Ok(Some(Fired::SendClosed(0))),
+                Err(chan::TrySendError::Full(_)) => Ok(None),
+            };
+        }
+        [SelectCase::Recv(h)] => {
+            return Ok(match channel_ref(h)?.try_recv(active) {
+                chan::TryRecv::Value(v) => Some(Fired::Received(0, v)),
+                chan::TryRecv::Closed => Some(Fired::Closed(0)),
+                chan::TryRecv::Empty => None,
+            });
+        }
+        _ => {}
+    }
+    let split = split_cases(cases, vm, cell.pid)?;
+    if let Some(f) = chan::try_select(&split.chans, active) {
+        return Ok(Some(split.fired(f)));
+    }
+    if let Some(m) = split.take_message(cell) {
+        return Ok(Some(m));
+    }
+    // Sockets ready now; the no-op waker only asks, the blocking select registers for real.
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    match split.ready_io(&mut cx) {
+        Some((i, accept, obj)) => fire_io(vm, cell.pid, i, accept, &obj).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// A new channel of capacity `cap` (0: rendezvous), as a program sees it.
+pub(crate) fn new_channel(vm: &Vm, cap: usize) -> Value {
+    let id = vm.next_chan_id();
+    let chan: Arc<Channel> = Channel::new(id, cap);
+    Value::Chan(Handle::with_payload(id, chan))
+}
+
+/// Closes a channel; closing it twice raises `:closed`.
+pub(crate) fn close(vm: &Vm, h: &Handle) -> Result<(), Exception> {
+    channel_ref(h)?
+        .close(&vm.shared.active)
+        .map_err(|_| Exception::new(Atom::new("closed"), format!("#chan<{}> is already closed", h.id())))
+}
+
+/// The channel behind a `Value::Chan` handle.
+pub(crate) fn channel_of(h: &Handle) -> Result<Arc<Channel>, Exception> {
+    h.payload().and_then(|p| p.clone().downcast::<Channel>().ok()).ok_or_else(|| not_a_channel(h))
+}
+
+fn not_a_channel(h: &Handle) -> Exception {
+    Exception::badarg(format!("#chan<{}> is not a live channel of this VM", h.id()))
+}
+
+/// Prepares a blocking select: splits its cases, sets up orphan detection (an indefinite wait
+/// on channels only — a mailbox case could still complete it — watches each channel for the
+/// moment no one but this actor holds it) and returns the boxed wait. A plain function, so that
+/// none of this setup's locals take room in every actor's task.
+pub(crate) fn start_select<'a>(
+    vm: &'a Vm,
+    cell: &'a Arc<ActorCell>,
+    st: &ActorState,
+    shape: SelectShape,
+    cases: Vec<SelectCase>,
+    timeout_ms: Option<u64>,
+) -> Result<Pin<Box<SelectWait<'a>>>, Exception> {
+    let split = split_cases(&cases, vm, cell.pid)?;
+    let watched = if timeout_ms.is_none() && split.messages.is_empty() && split.io.is_empty() {
+        channel_handles(&cases)
+    } else {
+        Watched::new()
+    };
+    drop(cases);
+    if let Some(e) = watch_orphans(vm, cell, st, &watched) {
+        unwatch(cell, &watched);
+        return Err(e);
+    }
+    let what = match shape {
+        SelectShape::Send => "channel send",
+        SelectShape::Recv => "channel receive",
+        SelectShape::Select => "select",
+    };
+    Ok(Box::pin(SelectWait::new(vm, cell, split, what, timeout_ms, watched)))
+}
+
+/// The channels a wait watches for being orphaned (usually one).
+type Watched = SmallVec<[Handle; 2]>;
+
+/// The distinct channel handles of a select's cases.
+fn channel_handles(cases: &[SelectCase]) -> Watched {
+    let mut out = Watched::new();
+    for c in cases {
+        if let SelectCase::Send(h, _) | SelectCase::Recv(h) = c
+            && !out.iter().any(|o| o.id() == h.id())
+        {
+            out.push(h.clone());
+        }
+    }
+    out
+}
+
+pub(crate) fn orphaned(id: u64) -> Exception {
+    Exception::new(Atom::new("orphaned"), format!("orphaned channel: no other live actor holds #chan<{id}>"))
+}
+
+/// Watches each channel for the moment only this actor's own references remain (its registers,
+/// its mailbox, and the clone in `watched`); returns the exception at once if that is already
+/// so. See `Handle::watch`.
+fn watch_orphans(vm: &Vm, cell: &ActorCell, st: &ActorState, watched: &[Handle]) -> Option<Exception> {
+    let mut now = None;
+    for h in watched {
+        let id = h.id();
+        let in_regs: usize = st.regs.iter().map(|v| vm_core::value::count_handle_refs(v, id)).sum();
+        let in_mail: usize =
+            cell.mailbox.with(|i| i.messages.iter().map(|v| vm_core::value::count_handle_refs(v, id)).sum());
+        let own = in_regs + in_mail + 1;
+        let count = h.watch(cell.pid.0, own, vm.shared.orphan_hook.clone());
+        if count == own && now.is_none() {
+            now = Some(orphaned(id));
+        }
+    }
+    now
+}
+
+fn unwatch(cell: &ActorCell, watched: &[Handle]) {
+    for h in watched {
+        h.unwatch(cell.pid.0);
+    }
+}
+
+/// The channel behind a handle, borrowed (no reference-count traffic on the fast path).
+fn channel_ref(h: &Handle) -> Result<&Channel, Exception> {
+    h.payload().and_then(|p| p.downcast_ref::<Channel>()).ok_or_else(|| not_a_channel(h))
+}
+
+/// A select's cases split into channel cases (for the channel core) and mailbox cases, with the
+/// program's case index of each.
+struct SplitCases {
+    chans: chan::Cases,
+    chan_index: SmallVec<[usize; 2]>,
+    messages: Vec<(usize, Value)>,
+    /// Socket cases: index, whether it accepts (else waits for input), the socket.
+    io: Vec<(usize, bool, Arc<vm_io::resource::Obj>)>,
+}
+
+/// Splits a select's cases; socket cases are checked for ownership here, as `native` would.
+fn split_cases(cases: &[SelectCase], vm: &Vm, pid: Pid) -> Result<SplitCases, Exception> {
+    let mut out = SplitCases {
+        chans: SmallVec::new(),
+        chan_index: SmallVec::new(),
+        messages: Vec::new(),
+        io: Vec::new(),
+    };
+    for (i, c) in cases.iter().enumerate() {
+        match c {
+            SelectCase::Send(h, v) => {
+                out.chans.push(chan::Case::send(&channel_of(h)?, v.clone()));
+                out.chan_index.push(i);
+            }
+            SelectCase::Recv(h) => {
+                out.chans.push(chan::Case::recv(&channel_of(h)?));
+                out.chan_index.push(i);
+            }
+            SelectCase::Message(p) => out.messages.push((i, p.clone())),
+            SelectCase::Readable(r) | SelectCase::Accept(r) => {
+                let ctx = natives::Ctx { io: &vm.shared.io, pid: pid.0 };
+                let accept = matches!(c, SelectCase::Accept(_));
+                let obj = ctx.obj(if accept { "select accept" } else { "select readable" }, r)?;
+                if accept && !matches!(*obj, vm_io::resource::Obj::Listener(_)) {
+                    return Err(Exception::type_error("select: {:accept, l} needs a tcp listener"));
+                }
+                out.io.push((i, accept, obj));
+            }
+        }
+    }
+    Ok(out)
+}
+
+impl SplitCases {
+    /// Translates the channel core's outcome to the program's case numbering.
+    fn fired(&self, f: chan::Fired) -> Fired {
+        match f {
+            chan::Fired::Sent { case } => Fired::Sent(self.chan_index[case]),
+            chan::Fired::Received { case, value } => Fired::Received(self.chan_index[case], value),
+            chan::Fired::RecvClosed { case } => Fired::Closed(self.chan_index[case]),
+            chan::Fired::SendClosed { case } => Fired::SendClosed(self.chan_index[case]),
+        }
+    }
+
+    /// The first mailbox case with a matching message, taking the message.
+    fn take_message(&self, cell: &ActorCell) -> Option<Fired> {
+        self.messages.iter().find_map(|(i, p)| cell.mailbox.try_take(Some(p)).map(|m| Fired::Received(*i, m)))
+    }
+
+    /// The first ready socket case (registering `cx` with the others): its index, whether it
+    /// accepts, and the socket.
+    fn ready_io(&self, cx: &mut Context<'_>) -> Option<(usize, bool, Arc<vm_io::resource::Obj>)> {
+        self.io.iter().find_map(|(i, accept, obj)| {
+            vm_io::net::poll_readable(obj, cx).is_ready().then(|| (*i, *accept, obj.clone()))
+        })
+    }
+}
+
+/// What a ready socket case gives the program: `{i, :readable}`, or the accepted connection
+/// (owned by the caller).
+fn fire_io(
+    vm: &Vm,
+    pid: Pid,
+    i: usize,
+    accept: bool,
+    obj: &vm_io::resource::Obj,
+) -> Result<Fired, Exception> {
+    if accept {
+        let ctx = natives::Ctx { io: &vm.shared.io, pid: pid.0 };
+        vm_io::net::take_accepted(&ctx, obj).map(|conn| Fired::Received(i, conn))
+    } else {
+        Ok(Fired::Readable(i))
+    }
+}
+
+/// What a parked select ended with.
+pub(crate) enum SelectEnd {
+    Fired(Fired),
+    /// A socket case failed (an accept error).
+    Failed(Exception),
+    TimedOut,
+    Signal(Signal, Option<Fired>),
+}
+
+/// Waits on a select's channel cases, its mailbox cases, its deadline and the control port at
+/// once. Whatever ends the wait other than a channel case cancels the channel select, and if a
+/// channel case had committed in the meantime that case wins (a message taken for a mailbox case
+/// is put back), so a value is never lost or duplicated. A hand-written future, awaited boxed, so
+/// that its size does not enlarge every actor's task.
+pub(crate) struct SelectWait<'a> {
+    vm: &'a Vm,
+    cell: &'a ActorCell,
+    split: SplitCases,
+    sel: Option<chan::Select>,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    what: &'static str,
+    /// Channels watched for being orphaned; unwatched when the wait ends.
+    watched: Watched,
+    /// No deadline: the actor counts out of `active` while parked.
+    indefinite: bool,
+}
+
+impl<'a> SelectWait<'a> {
+    fn new(
+        vm: &'a Vm,
+        cell: &'a Arc<ActorCell>,
+        mut split: SplitCases,
+        what: &'static str,
+        timeout_ms: Option<u64>,
+        watched: Watched,
+    ) -> Self {
+        // The channel core owns the cases from here; `split` keeps only the index mapping.
+        // The select shares the actor's "counted out" flag with the mailbox, and this wait (not
+        // the channel core) counts the actor out: first, before any waker is published.
+        let sel = Some(chan::Select::with_flag(std::mem::take(&mut split.chans), false, cell.clone()));
+        let timer = timeout_ms.map(|ms| Box::pin(tokio::time::sleep(Duration::from_millis(ms))));
+        // Waiting on a socket is waiting on the outside world: the actor stays counted in, so
+        // such a select is never taken for a deadlock.
+        let indefinite = timeout_ms.is_none() && split.io.is_empty();
+        SelectWait { vm, cell, split, sel, timer, what, watched, indefinite }
+    }
+
+    /// Cancels the channel select; `Some` if a channel case had committed first.
+    fn cancel(&mut self) -> Option<Fired> {
+        let active = &self.vm.shared.active;
+        self.sel.take().and_then(|s| s.cancel(active).err()).map(|f| self.split.fired(f))
+    }
+}
+
+impl Future for SelectWait<'_> {
+    type Output = SelectEnd;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<SelectEnd> {
+        let this = self.get_mut();
+        let active = &this.vm.shared.active;
+        let Some(sel) = this.sel.as_mut() else { return Poll::Ready(SelectEnd::TimedOut) };
+        // Woken again after parking: a case that committed (or a message for a mailbox case)
+        // is taken before anything else. Whoever made it ready counted this actor back in, and
+        // counting out again first would drop it to zero for a moment while it is runnable; if
+        // its thread is descheduled in that moment, the deadlock detector sees a VM with nothing
+        // active and no slice starting, and reports a deadlock in a healthy program.
+        if sel.is_parked() {
+            if let (Poll::Ready(f), _) = sel.poll(cx, active) {
+                this.sel = None;
+                this.cell.mailbox.cancel_wait(active);
+                return Poll::Ready(SelectEnd::Fired(this.split.fired(f)));
+            }
+            if let Some(m) = this.split.take_message(this.cell) {
+                let end = match this.cancel() {
+                    Some(f) => {
+                        if let Fired::Received(_, msg) = m {
+                            this.cell.mailbox.put_back(msg);
+                        }
+                        SelectEnd::Fired(f)
+                    }
+                    None => SelectEnd::Fired(m),
+                };
+                this.cell.mailbox.cancel_wait(active);
+                return Poll::Ready(end);
+            }
+        }
+        let Some(sel) = this.sel.as_mut() else { return Poll::Ready(SelectEnd::TimedOut) };
+        // Count out first, then publish wakers (channel and mailbox), then re-check: a wake on
+        // either path after this point counts the actor back in (`count_in` on the shared flag),
+        // and anything that arrived before it is found by the re-check below.
+        let idle = this.indefinite && this.cell.mailbox.count_out(active);
+        let (p, _) = sel.poll(cx, active);
+        if let Poll::Ready(f) = p {
+            this.sel = None;
+            this.cell.mailbox.cancel_wait(active);
+            return Poll::Ready(SelectEnd::Fired(this.split.fired(f)));
+        }
+        // The control port, and the waker registration that mailbox cases rely on.
+        let spec = WaitSpec { receive: false, pattern: None, indefinite: false, soft: true };
+        let what = this.what;
+        let describe = || Wait::Other(what);
+        let end = if let (Poll::Ready(Some(Woken::Signal(sig))), _) =
+            this.cell.mailbox.poll_wait(cx, &spec, false, describe, active)
+        {
+            Some(SelectEnd::Signal(sig, this.cancel()))
+        } else if let Some(m) = this.split.take_message(this.cell) {
+            Some(match this.cancel() {
+                Some(f) => {
+                    if let Fired::Received(_, msg) = m {
+                        this.cell.mailbox.put_back(msg);
+                    }
+                    SelectEnd::Fired(f)
+                }
+                None => SelectEnd::Fired(m),
+            })
+        } else if let Some((i, accept, obj)) = this.split.ready_io(cx) {
+            // A channel case that committed meanwhile wins; an accepted connection then stays
+            // in the listener's backlog for the next accept.
+            Some(match this.cancel() {
+                Some(f) => SelectEnd::Fired(f),
+                None => match fire_io(this.vm, this.cell.pid, i, accept, &obj) {
+                    Ok(f) => SelectEnd::Fired(f),
+                    Err(e) => SelectEnd::Failed(e),
+                },
+            })
+        } else if this.timer.as_mut().is_some_and(|t| t.as_mut().poll(cx).is_ready()) {
+            Some(this.cancel().map_or(SelectEnd::TimedOut, SelectEnd::Fired))
+        } else {
+            None
+        };
+        match end {
+            Some(e) => {
+                this.cell.mailbox.cancel_wait(active);
+                Poll::Ready(e)
+            }
+            None => {
+                if idle {
+                    this.vm.shared.idle.notify_one();
+                }
+                Poll::Pending
+            }
+        }
+    }
+}
+
+/// A select abandoned before it ended (runtime shutdown) is cancelled, so channels do not keep
+/// entries for an actor that is gone.
+impl Drop for SelectWait<'_> {
+    fn drop(&mut self) {
+        unwatch(self.cell, &self.watched);
+        if self.sel.is_some() {
+            self.cancel();
+            self.cell.mailbox.cancel_wait(&self.vm.shared.active);
+        }
+    }
+}
