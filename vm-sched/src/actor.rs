@@ -101,6 +101,8 @@ pub(crate) fn drive(
 async fn run(host: &mut ActorHost<'_>, module: &Module, st: &mut ActorState) -> ExitReason {
     let mut deferrals = 0u32;
     let mut slices = 0u32;
+    // The last round ended in a receive parked in its fast path, now woken: see that arm.
+    let mut resumed = false;
     loop {
         // Taken from `host` afresh in each round, and not used after the round's await: locals
         // that live across an await are stored in every actor's task.
@@ -108,7 +110,10 @@ async fn run(host: &mut ActorHost<'_>, module: &Module, st: &mut ActorState) -> 
         let cell = host.cell;
         let fuel = vm.shared.config.fuel;
         // A plain load first: the read-modify-write is only paid when a signal is there.
-        if cell.has_signals.load(Ordering::Relaxed) && cell.has_signals.swap(false, Ordering::SeqCst) {
+        if !std::mem::take(&mut resumed)
+            && cell.has_signals.load(Ordering::Relaxed)
+            && cell.has_signals.swap(false, Ordering::SeqCst)
+        {
             while let Some(sig) = cell.mailbox.take_signal() {
                 match sig {
                     Signal::Kill(reason) => return ExitReason::Killed(reason),
@@ -274,14 +279,19 @@ async fn run(host: &mut ActorHost<'_>, module: &Module, st: &mut ActorState) -> 
                 }
                 Effect::Receive { pattern, timeout_ms } => {
                     cell.set_state(RunState::Waiting);
-                    let mut wait = WaitFor::new(vm, cell, pattern, true, timeout_ms);
-                    // Parked already by `try_receive_or_park`, in this step.
+                    // Parked already by `try_receive_or_park`, in this step: once woken, run the
+                    // receive again; its fast path takes the message, or steps aside for a
+                    // signal (see "A parked receive is re-run" in `mailbox`). The signal check
+                    // at the top of the loop is skipped then, as it would treat the actor as
+                    // running and drop a mode-0 interrupt meant for the wait.
                     // (Only this actor touches the flag: a plain load and store, no RMW.)
                     if cell.parked_in_step.load(Ordering::Relaxed) {
                         cell.parked_in_step.store(false, Ordering::Relaxed);
-                        wait.parked = true;
+                        ParkedReceive { vm, cell, polled: false, woken: false }.await;
+                        resumed = true;
+                        continue;
                     }
-                    match wait.await {
+                    match WaitFor::new(vm, cell, pattern, true, timeout_ms).await {
                         Some(Woken::Message(m)) => st.resume(module, Resume::Value(m)),
                         None => st.resume(module, Resume::Timeout),
                         Some(Woken::Signal(sig)) => {
@@ -432,10 +442,6 @@ struct WaitFor<'a> {
     /// Boxed so the future stays small when there is no deadline.
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
     done: bool,
-    /// The actor parked before this future existed (an indefinite receive whose fast path
-    /// parked, see `Mailbox::take_or_park`): the first poll need not look, since a delivery
-    /// wakes the task.
-    parked: bool,
 }
 
 impl<'a> WaitFor<'a> {
@@ -447,7 +453,7 @@ impl<'a> WaitFor<'a> {
         timeout_ms: Option<u64>,
     ) -> Self {
         let timer = timeout_ms.map(|ms| Box::pin(tokio::time::sleep(Duration::from_millis(ms))));
-        WaitFor { vm, cell, pattern, receive, timeout_ms, timer, done: false, parked: false }
+        WaitFor { vm, cell, pattern, receive, timeout_ms, timer, done: false }
     }
 }
 
@@ -456,9 +462,6 @@ impl Future for WaitFor<'_> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Woken>> {
         let this = self.get_mut();
-        if std::mem::take(&mut this.parked) {
-            return Poll::Pending;
-        }
         let passed = this.timer.as_mut().is_some_and(|t| t.as_mut().poll(cx).is_ready());
         let spec = WaitSpec {
             receive: this.receive,
@@ -486,6 +489,42 @@ impl Future for WaitFor<'_> {
 impl Drop for WaitFor<'_> {
     fn drop(&mut self) {
         if !self.done {
+            self.cell.mailbox.cancel_wait(&self.vm.shared.active);
+        }
+    }
+}
+
+/// The wait of a receive that parked in its fast path (`Mailbox::take_or_park`): pending until
+/// the task is polled again, which only a wake does (the mailbox keeps the task's waker, so the
+/// first poll need not register anything). It decides nothing: the driver then runs the receive
+/// again, and a spurious wake merely parks it again.
+struct ParkedReceive<'a> {
+    vm: &'a Vm,
+    cell: &'a ActorCell,
+    /// Polled once (and so parked in tokio's eyes).
+    polled: bool,
+    woken: bool,
+}
+
+impl Future for ParkedReceive<'_> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        if std::mem::replace(&mut this.polled, true) {
+            this.woken = true;
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
+/// Abandoned while parked (runtime shutdown): unparks the mailbox, as `WaitFor` does, so the
+/// accounting stays balanced.
+impl Drop for ParkedReceive<'_> {
+    fn drop(&mut self) {
+        if !self.woken {
             self.cell.mailbox.cancel_wait(&self.vm.shared.active);
         }
     }

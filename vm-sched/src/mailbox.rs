@@ -36,6 +36,12 @@
 //! coming back to park: one lock round trip per blocking receive instead of two. The stored
 //! waker holds a reference on the task, released when the mailbox is closed at exit.
 //!
+//! **A parked receive is re-run.** When [`Mailbox::take_or_park`] parked a receive, the driver
+//! does not poll a wait future for the outcome: once woken it runs the receive instruction again,
+//! whose `take_or_park` is then step 4 (a pending signal first — it sends the driver to the
+//! ordinary wait, which takes it — then a matching message, clearing `waiting` and counting the
+//! actor in). A spurious wake finds nothing and parks again, which changes nothing.
+//!
 //! This protocol is model-checked with loom (`loom_tests` below).
 
 use crate::sync::{AtomicBool, AtomicUsize, Mutex, Ordering, count_in, lock};
@@ -351,12 +357,32 @@ impl Mailbox {
     /// if it can — its waker is known from an earlier wait and no signal is pending. The caller
     /// must then wait with [`Mailbox::poll_wait`] as usual; its first poll may return `Pending`
     /// without looking, since any delivery from now on wakes the task.
+    ///
+    /// The driver wakes a receive parked here by running the instruction again (see "A parked
+    /// receive is re-run" above), so this is also step 4 for it: a pending signal is the wait's
+    /// outcome (`Empty`: the caller waits the ordinary way and `poll_wait` takes the signal),
+    /// else a matching message ends the wait.
     pub fn take_or_park(&self, pattern: Option<&Value>, active: &AtomicUsize) -> TakeOrPark {
         let mut g = lock(&self.inner);
+        let signalled = g.ext_ref().is_some_and(|e| !e.signals.is_empty());
+        let resumed = g.waiting.is_some();
+        if resumed && signalled {
+            return TakeOrPark::Empty;
+        }
         if let Some(m) = take_matching(&mut g.messages, pattern) {
+            if resumed {
+                g.waiting = None;
+                g.parked = false;
+                // Whoever delivered the message counted the actor back in already; only a
+                // spurious wake can find it still out, and only the actor itself counts out,
+                // so a plain load decides (no read-modify-write on the hot path).
+                if self.counted.load(Ordering::Relaxed) {
+                    count_in(&self.counted, active);
+                }
+            }
             return TakeOrPark::Taken(m);
         }
-        if g.waker.is_none() || g.ext_ref().is_some_and(|e| !e.signals.is_empty()) {
+        if g.waker.is_none() || signalled {
             return TakeOrPark::Empty;
         }
         let spec = WaitSpec { receive: true, pattern, indefinite: true, soft: true };
@@ -569,11 +595,27 @@ mod tests {
         assert!(matches!(mb.deliver(Value::Int(4), &active), Delivery::Queued), "one wake only");
         w.wake();
         assert!(flag.0.load(std::sync::atomic::Ordering::SeqCst));
-        // A pending signal makes the fast path step aside, so the wait sees the signal.
-        mb.signal(Signal::Kill(Value::Nil), &active);
-        mb.try_take(None);
-        mb.try_take(None);
+        // Woken, the receive runs again: it takes the message, and the wait is over.
+        assert_eq!(mb.take_or_park(None, &active), TakeOrPark::Taken(Value::Int(3)));
+        assert!(mb.with(|i| i.waiting.is_none()));
+        // Parked again, a signal that arrives during the wait is its outcome: the re-run receive
+        // steps aside even though a message is queued, and the ordinary wait takes the signal.
+        assert_eq!(mb.take_or_park(None, &active), TakeOrPark::Taken(Value::Int(4)));
+        assert_eq!(mb.take_or_park(None, &active), TakeOrPark::Parked { idle: true });
+        let exc = Exception::new(atoms::INTERRUPT, "poke");
+        assert!(matches!(
+            mb.signal(Signal::Interrupt { exc: exc.clone(), mode: 0 }, &active),
+            Delivery::Wake(_)
+        ));
+        mb.deliver(Value::Int(5), &active);
         assert_eq!(mb.take_or_park(None, &active), TakeOrPark::Empty);
+        let interrupt = Woken::Signal(Signal::Interrupt { exc, mode: 0 });
+        assert_eq!(park(&mb, &active, None).0, Poll::Ready(Some(interrupt)));
+        assert_eq!(mb.try_take(None), Some(Value::Int(5)));
+        // A signal pending before the receive starts makes the fast path step aside too.
+        mb.signal(Signal::Kill(Value::Nil), &active);
+        assert_eq!(mb.take_or_park(None, &active), TakeOrPark::Empty);
+        assert_eq!(active.load(Ordering::SeqCst), 1);
     }
 
     #[test]
@@ -630,9 +672,29 @@ mod loom_tests {
         });
     }
 
+    /// A receive as the driver runs it once the waker is known: `take_or_park`; when that parks,
+    /// wait for one wake and run it again; when it steps aside (`Empty`), the ordinary wait.
+    async fn rerun_receive(mb: &Mailbox, active: &AtomicUsize) -> Option<Woken> {
+        let wait = || Wait::Receive { pattern: None, timeout_ms: None };
+        let spec = WaitSpec { receive: true, pattern: None, indefinite: true, soft: true };
+        loop {
+            match mb.take_or_park(None, active) {
+                TakeOrPark::Taken(m) => return Some(Woken::Message(m)),
+                TakeOrPark::Parked { .. } => {
+                    let mut first = true;
+                    poll_fn(|_| if std::mem::take(&mut first) { Poll::Pending } else { Poll::Ready(()) })
+                        .await;
+                }
+                TakeOrPark::Empty => {
+                    return poll_fn(|cx| mb.poll_wait(cx, &spec, false, wait, active).0).await;
+                }
+            }
+        }
+    }
+
     /// The second of two receives parks in its fast path (`take_or_park`, as the interpreter's
-    /// receive does once the waker is known) while the sender delivers: both messages arrive
-    /// once, in order, and the accounting balances.
+    /// receive does once the waker is known) and is re-run when woken, while the sender
+    /// delivers: both messages arrive once, in order, and the accounting balances.
     #[test]
     fn loom_a_receive_parked_in_its_fast_path_is_woken() {
         loom::model(|| {
@@ -649,24 +711,69 @@ mod loom_tests {
                 let wait = || Wait::Receive { pattern: None, timeout_ms: None };
                 let spec = WaitSpec { receive: true, pattern: None, indefinite: true, soft: true };
                 let first = poll_fn(|cx| mb.poll_wait(cx, &spec, false, wait, &active).0).await;
-                let second = match mb.take_or_park(None, &active) {
-                    TakeOrPark::Taken(m) => Some(Woken::Message(m)),
-                    parked => {
-                        let mut skip = matches!(parked, TakeOrPark::Parked { .. });
-                        poll_fn(|cx| {
-                            if std::mem::take(&mut skip) {
-                                return Poll::Pending;
-                            }
-                            mb.poll_wait(cx, &spec, false, wait, &active).0
-                        })
-                        .await
-                    }
-                };
-                (first, second)
+                (first, rerun_receive(&mb, &active).await)
             });
             sender.join().unwrap();
             assert_eq!(got, (Some(Woken::Message(Value::Int(1))), Some(Woken::Message(Value::Int(2)))));
             assert_eq!(active.load(Ordering::SeqCst), 1);
+            assert!(mb.with(|i| i.waiting.is_none()), "the wait is over");
+        });
+    }
+
+    /// A mode-0 interrupt and a message racing to a receive parked in its fast path: the re-run
+    /// receive ends with the interrupt or the message, whichever the mailbox saw first while it
+    /// waited; the interrupt is never dropped once it was accepted for the wait, the message is
+    /// never lost, and the actor is counted back in once.
+    #[test]
+    fn loom_an_interrupt_reaches_a_receive_parked_in_its_fast_path() {
+        loom::model(|| {
+            let mb = Arc::new(Mailbox::default());
+            let active = Arc::new(AtomicUsize::new(3));
+            let exc = Exception::new(atoms::INTERRUPT, "poke");
+            // One task throughout, as an actor is one tokio task: its first wait stores the
+            // waker (here woken by a message the actor sends itself), the second parks in the
+            // fast path while a sender and a signaller race.
+            let (got, sender, signaller) = loom::future::block_on(async {
+                let wait = || Wait::Receive { pattern: None, timeout_ms: None };
+                let spec = WaitSpec { receive: true, pattern: None, indefinite: true, soft: true };
+                let first = poll_fn(|cx| {
+                    let p = mb.poll_wait(cx, &spec, false, wait, &active).0;
+                    if p.is_pending() {
+                        wake(mb.deliver(Value::Int(0), &active));
+                    }
+                    p
+                })
+                .await;
+                assert_eq!(first, Some(Woken::Message(Value::Int(0))));
+                let (mb2, a2) = (mb.clone(), active.clone());
+                let sender = loom::thread::spawn(move || {
+                    wake(mb2.deliver(Value::Int(1), &a2));
+                    a2.fetch_sub(1, Ordering::SeqCst);
+                });
+                let (mb3, a3, e3) = (mb.clone(), active.clone(), exc.clone());
+                let signaller = loom::thread::spawn(move || {
+                    let d = mb3.signal(Signal::Interrupt { exc: e3, mode: 0 }, &a3);
+                    let accepted = !matches!(d, Delivery::Dropped);
+                    wake(d);
+                    a3.fetch_sub(1, Ordering::SeqCst);
+                    accepted
+                });
+                (rerun_receive(&mb, &active).await, sender, signaller)
+            });
+            sender.join().unwrap();
+            let accepted = signaller.join().unwrap();
+            let interrupt = Some(Woken::Signal(Signal::Interrupt { exc, mode: 0 }));
+            if got == interrupt {
+                assert!(accepted);
+                assert_eq!(mb.try_take(None), Some(Value::Int(1)), "the message is still there");
+            } else {
+                assert_eq!(got, Some(Woken::Message(Value::Int(1))));
+                // Accepted means it arrived while the actor waited, and then it ends the wait.
+                assert!(!accepted, "an interrupt accepted for the wait was not its outcome");
+                assert_eq!(mb.take_signal(), None);
+            }
+            assert!(mb.with(|i| i.waiting.is_none()), "the wait is over");
+            assert_eq!(active.load(Ordering::SeqCst), 1, "counted back in exactly once");
         });
     }
 

@@ -383,6 +383,73 @@ fn interrupt_mode_0_reaches_waiting_actors_only() {
     assert_eq!(out, lines(&[":poke", ":poke", ":finished"]));
 }
 
+/// A receive that is not the actor's first wait parks in its fast path and is re-run when woken
+/// (see `mailbox`): interrupts of mode 0 and 1 still reach it as a wait (raised at the receive,
+/// caught by the actor), a message after a caught interrupt is still received, and a kill ends it.
+#[test]
+fn interrupts_reach_a_receive_parked_in_its_fast_path() {
+    let (_, out) = run(r#"
+.func main 0
+    self r0
+    fun r1, waiter
+    int r2, 20
+    int r3, 0
+mode:
+    spawn r4, r1, r0, 1
+    sleep r2                ; the waiter parks the ordinary way (its first wait)...
+    const r5, :go
+    send r4, r5
+    recv r6                 ; ...takes :go, says so and parks again, in the fast path
+    print r6
+    sleep r2
+    const r5, {:poke, "hey"}
+    interrupt r4, r5, r3
+    recv r6                 ; what the waiter caught
+    print r6
+    const r5, :more
+    send r4, r5
+    recv r6                 ; the waiter carries on receiving
+    print r6
+    addi r3, r3, 1
+    jlti r3, 2, mode
+    ; a kill reaches a waiter parked in the fast path too
+    const r7, %{:monitor => true}
+    list r8, r0, 1
+    spawnx r9, r1, r8, r7
+    tget r10, r9, 0
+    sleep r2
+    const r5, :go
+    send r10, r5
+    recv r6
+    sleep r2
+    kill r10
+    recv r6
+    tget r11, r6, 3
+    print r11
+    ret r11
+.end
+
+; r0 = parent. Waits for :go, then for anything inside a handler, then for one more message.
+.func waiter 1
+    recv r1
+    send r0, r1
+    try r2, caught
+    recv r3
+    endtry
+    const r3, :not_interrupted
+    send r0, r3
+    ret r3
+caught:
+    tget r3, r2, 0
+    send r0, r3
+    recv r4
+    send r0, r4
+    ret r4
+.end
+"#);
+    assert_eq!(out, lines(&[":go", ":poke", ":more", ":go", ":poke", ":more", ":killed"]));
+}
+
 #[test]
 fn interrupt_mode_1_reaches_a_running_actor_which_can_carry_on() {
     let src = format!(
