@@ -247,7 +247,7 @@ fn run<H: Host + ?Sized>(st: &mut ActorState, m: &Module, host: &mut H, mut fuel
         };
     }
 
-    loop {
+    let blocked = loop {
         // `pc` stays on the instruction while it runs: `next!()` moves past it.
         let instr = &func.code[pc];
         match *instr {
@@ -418,6 +418,20 @@ fn run<H: Host + ?Sized>(st: &mut ActorState, m: &Module, host: &mut H, mut fuel
                 regs = &mut stack[f.base as usize..];
                 continue;
             }
+            // Message passing is what actors do most: a send to a pid and a plain receive call
+            // the host directly (one small out-of-line call each, rather than `slow`'s general
+            // operand and result passing); a receive that finds nothing blocks right here.
+            Instr::Send { to, msg } => {
+                if send_now(host, &reg!(to), &reg!(msg)) {
+                    next!();
+                }
+            }
+            Instr::Recv { dst } => {
+                if receive_now(host, &mut reg!(dst)) {
+                    next!();
+                }
+                break Effect::Receive { pattern: None, timeout_ms: None };
+            }
             // Every other instruction is listed (rather than matched by `_`) so that the compiler
             // knows the jump table covers every opcode and needs no range check.
             Instr::Const { .. }
@@ -477,8 +491,6 @@ fn run<H: Host + ?Sized>(st: &mut ActorState, m: &Module, host: &mut H, mut fuel
             | Instr::Spawnl { .. }
             | Instr::Spawnm { .. }
             | Instr::Spawnx { .. }
-            | Instr::Send { .. }
-            | Instr::Recv { .. }
             | Instr::Recvt { .. }
             | Instr::Recvp { .. }
             | Instr::Recvpt { .. }
@@ -526,11 +538,35 @@ fn run<H: Host + ?Sized>(st: &mut ActorState, m: &Module, host: &mut H, mut fuel
             Flow::Next => next!(),
             Flow::Jump(target) => jump!(target),
             Flow::Throw(e) => throw!(e),
-            Flow::Block(effect) => {
-                save!();
-                return (Step::Blocked(effect), fuel);
-            }
+            Flow::Block(effect) => break effect,
         }
+    };
+    // Every blocking instruction leaves the loop here, with the frame's `pc` on it.
+    save!();
+    (Step::Blocked(blocked), fuel)
+}
+
+/// `send` to a pid, for `run`'s fast path (out of line, so the loop stays small). False when
+/// nothing was sent (not a pid, or the host refused): `slow` then runs the instruction in full.
+#[inline(never)]
+fn send_now<H: Host + ?Sized>(host: &mut H, to: &Value, msg: &Value) -> bool {
+    match to {
+        Value::Pid(p) => host.send(*p, msg.clone()).is_ok(),
+        _ => false,
+    }
+}
+
+/// A plain `recv`'s attempt, for `run`'s fast path: takes the oldest message into `dst`, or
+/// else (false) the actor waits; the host may have parked it already (see
+/// [`Host::try_receive_or_park`]).
+#[inline(never)]
+fn receive_now<H: Host + ?Sized>(host: &mut H, dst: &mut Value) -> bool {
+    match host.try_receive_or_park(None) {
+        Some(msg) => {
+            store(dst, msg);
+            true
+        }
+        None => false,
     }
 }
 
@@ -1843,6 +1879,8 @@ mod tests {
     struct TestHost {
         mailbox: VecDeque<Value>,
         sent: Vec<(Pid, Value)>,
+        /// Sends to this pid are refused (nothing is delivered).
+        refuse: Option<Pid>,
     }
 
     impl Host for TestHost {
@@ -1858,6 +1896,9 @@ mod tests {
             Ok((Pid(2), None))
         }
         fn send(&mut self, to: Pid, msg: Value) -> Result<(), Exception> {
+            if self.refuse == Some(to) {
+                return Err(Exception::new(atoms::NOPROC, "refused"));
+            }
             self.sent.push((to, msg));
             Ok(())
         }
@@ -1943,6 +1984,55 @@ mod tests {
         assert_eq!(c.count, 2);
         let (e, func, pc) = c.last.clone().unwrap();
         assert_eq!((e.kind.name().to_string(), func, pc), ("oops".to_string(), 0, 7));
+    }
+
+    /// `send` and `recv` have a fast path in the loop; what it cannot do (a refused send, a
+    /// send to a name, an empty mailbox) behaves exactly as the general path: one raise, one
+    /// delivery each, and a receive that blocks on the instruction.
+    #[test]
+    fn send_and_receive_fast_paths_fall_back_without_repeating_anything() {
+        let src = "
+.func main 2
+    send r0, r1            ; delivered
+    try r2, refused
+    send r1, r0            ; refused by the host: raised once, delivered never
+    endtry
+    int r3, 0
+    ret r3
+refused:
+    send r0, r2            ; sends the exception on
+    const r4, :name
+    send r4, r1            ; a name goes the general way
+    recv r5
+    ret r5
+.end
+";
+        let m = crate::asm::assemble_str("t.vasm", src).unwrap();
+        let mut st = ActorState::new(&m, 0, vec![Value::Pid(Pid(5)), Value::Pid(Pid(6))]).unwrap();
+        let mut host = TestHost { refuse: Some(Pid(6)), ..TestHost::default() };
+        // The registered-name lookup of the test host answers nil, so that send raises `noproc`
+        // too, uncaught: the actor fails there, after two deliveries.
+        let r = step(&mut st, &m, &mut host, 1000);
+        let Step::Failed(f) = r else { panic!("expected the send to a name to fail: {r:?}") };
+        assert_eq!(f.exception.kind, atoms::NOPROC);
+        let to: Vec<Pid> = host.sent.iter().map(|(p, _)| *p).collect();
+        assert_eq!(to, vec![Pid(5), Pid(5)], "each delivered once, the refused one never");
+        assert!(matches!(&host.sent[1].1, Value::Tuple(t) if t[0] == Value::Atom(atoms::NOPROC)));
+
+        // An empty mailbox blocks the receive on its instruction; a message then completes it.
+        let src = ".func main 0
+    recv r0
+    ret r0
+.end
+";
+        let m = crate::asm::assemble_str("t.vasm", src).unwrap();
+        let mut st = ActorState::new(&m, 0, vec![]).unwrap();
+        let mut host = TestHost::default();
+        let r = step(&mut st, &m, &mut host, 1000);
+        assert!(matches!(r, Step::Blocked(Effect::Receive { pattern: None, timeout_ms: None })), "{r:?}");
+        assert_eq!(st.position(), Some((0, 0)));
+        host.mailbox.push_back(Value::Int(7));
+        assert_eq!(step(&mut st, &m, &mut host, 1000), Step::Exited(Value::Int(7)));
     }
 
     #[test]

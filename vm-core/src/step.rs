@@ -332,7 +332,9 @@ pub trait Host {
         args: Vec<Value>,
         opts: SpawnOpts,
     ) -> Result<(Pid, Option<i64>), Exception>;
-    /// Delivers `msg` to `to`'s mailbox. Never blocks.
+    /// Delivers `msg` to `to`'s mailbox. Never blocks. An `Err` must mean nothing was
+    /// delivered: the interpreter's fast path then runs the instruction again on its general
+    /// path, which raises the error.
     fn send(&mut self, to: Pid, msg: Value) -> Result<(), Exception>;
     /// Takes the oldest message (matching `pattern`, if given) from the running actor's mailbox,
     /// leaving the others in order.
