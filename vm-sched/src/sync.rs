@@ -9,11 +9,23 @@ pub(crate) use loom::sync::{Arc, Mutex, MutexGuard};
 
 #[cfg(not(vm_loom))]
 pub(crate) use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+/// parking_lot's mutex rather than std's: an actor's mailbox lock is taken two or three times per
+/// message, and std's poisoning (a panic-count check on every lock and unlock) was ~45 of a ring
+/// hop's instructions. There is nothing to poison anyway: a panic while holding an actor's lock
+/// is a VM bug, and the data (queues and flags) stays structurally valid, so other actors carry
+/// on.
 #[cfg(not(vm_loom))]
-pub(crate) use std::sync::{Mutex, MutexGuard};
+pub(crate) use parking_lot::{Mutex, MutexGuard};
 
-/// Locks a mutex, ignoring poisoning: a panic while holding an actor's lock is a VM bug, and the
-/// data (queues and flags) stays structurally valid, so other actors carry on.
+/// Locks a mutex.
+#[cfg(not(vm_loom))]
+#[inline]
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock()
+}
+
+/// Locks a mutex, ignoring (loom's) poisoning, as the parking_lot one does.
+#[cfg(vm_loom)]
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     match m.lock() {
         Ok(g) => g,
