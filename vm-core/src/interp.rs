@@ -960,12 +960,12 @@ fn slow<H: Host + ?Sized>(
         Instr::Csend { ch, v } => match chan_of("csend", &reg!(ch)) {
             Ok(h) => {
                 let cases = [SelectCase::Send(h, reg!(v).clone())];
-                select(host, regs, None, 0, SelectShape::Send, &cases, None)
+                select(host, regs, None, 0, SelectShape::Send, cases, None)
             }
             Err(e) => Flow::Throw(e),
         },
         Instr::Crecv { dst, ch, closed } => match chan_of("crecv", &reg!(ch)) {
-            Ok(h) => select(host, regs, Some(dst), closed, SelectShape::Recv, &[SelectCase::Recv(h)], None),
+            Ok(h) => select(host, regs, Some(dst), closed, SelectShape::Recv, [SelectCase::Recv(h)], None),
             Err(e) => Flow::Throw(e),
         },
         Instr::Ctrysend { dst, ch, v } => {
@@ -1002,7 +1002,7 @@ fn slow<H: Host + ?Sized>(
             };
             match (select_cases(&reg!(cases)), timeout) {
                 (Ok(cases), Ok(timeout)) => {
-                    select(host, regs, Some(dst), target, SelectShape::Select, &cases, timeout)
+                    select(host, regs, Some(dst), target, SelectShape::Select, cases, timeout)
                 }
                 (Err(e), _) | (_, Err(e)) => Flow::Throw(e),
             }
@@ -1121,18 +1121,21 @@ fn select_cases(v: &Value) -> Result<Vec<SelectCase>, Exception> {
 
 /// The channel instructions: commit a ready case now (the fast path never leaves the stepper),
 /// jump at once for a zero timeout, or block on the whole select.
-fn select<H: Host + ?Sized>(
+///
+/// The cases are taken by value (an array for `csend`/`crecv`) and moved, not cloned, into the
+/// effect's list, which is only put on the heap when the actor really has to wait.
+fn select<H: Host + ?Sized, C: AsRef<[SelectCase]> + Into<Vec<SelectCase>>>(
     host: &mut H,
     regs: &mut [Value],
     dst: Option<u16>,
     label: u32,
     shape: SelectShape,
-    cases: &[SelectCase],
+    cases: C,
     timeout_ms: Option<u64>,
 ) -> Flow {
-    // The case list is only copied to the heap when the actor really has to wait.
-    let block = || Flow::Block(Effect::Select { shape, cases: cases.to_vec(), timeout_ms });
-    match host.chan_try(cases) {
+    let tried = host.chan_try(cases.as_ref());
+    let block = move || Flow::Block(Effect::Select { shape, cases: cases.into(), timeout_ms });
+    match tried {
         Ok(Some(fired)) => match crate::step::select_resume(shape, fired) {
             Resume::Value(v) => {
                 if let Some(d) = dst {

@@ -87,9 +87,29 @@ pub(crate) fn start_select<'a>(
     cell: &'a Arc<ActorCell>,
     st: &ActorState,
     shape: SelectShape,
-    cases: Vec<SelectCase>,
+    mut cases: Vec<SelectCase>,
     timeout_ms: Option<u64>,
-) -> Result<Pin<Box<SelectWait<'a>>>, Exception> {
+) -> Result<Waiting<'a>, Exception> {
+    let what = describe_wait(shape);
+    // A blocking `csend`/`crecv` (or a one-case select) with no deadline: the lean wait.
+    if timeout_ms.is_none()
+        && let [SelectCase::Send(h, _) | SelectCase::Recv(h)] = &cases[..]
+    {
+        channel_ref(h)?;
+        let (handle, value) = match cases.pop() {
+            Some(SelectCase::Send(h, v)) => (h, Some(v)),
+            Some(SelectCase::Recv(h)) => (h, None),
+            _ => unreachable!("matched a channel case above"),
+        };
+        drop(cases);
+        let mut wait = ChanWait { vm, cell, handle, value, parked: None, shape, watched: false };
+        if let Some(e) = watch_orphans(vm, cell, st, std::slice::from_ref(&wait.handle)) {
+            wait.handle.unwatch(cell.pid.0);
+            return Err(e);
+        }
+        wait.watched = true;
+        return Ok(Waiting::One(wait));
+    }
     let split = split_cases(&cases, vm, cell.pid)?;
     let watched = if timeout_ms.is_none() && split.messages.is_empty() && split.io.is_empty() {
         channel_handles(&cases)
@@ -101,12 +121,130 @@ pub(crate) fn start_select<'a>(
         unwatch(cell, &watched);
         return Err(e);
     }
-    let what = match shape {
+    Ok(Waiting::Many(Box::pin(SelectWait::new(vm, cell, split, what, timeout_ms, watched))))
+}
+
+/// How introspection names a select's wait.
+fn describe_wait(shape: SelectShape) -> &'static str {
+    match shape {
         SelectShape::Send => "channel send",
         SelectShape::Recv => "channel receive",
         SelectShape::Select => "select",
-    };
-    Ok(Box::pin(SelectWait::new(vm, cell, split, what, timeout_ms, watched)))
+    }
+}
+
+/// A blocking select's wait: the lean one-channel wait, or the general one (boxed, so that its
+/// size does not enlarge every actor's task).
+pub(crate) enum Waiting<'a> {
+    One(ChanWait<'a>),
+    Many(Pin<Box<SelectWait<'a>>>),
+}
+
+impl Future for Waiting<'_> {
+    type Output = SelectEnd;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<SelectEnd> {
+        match self.get_mut() {
+            Waiting::One(w) => Pin::new(w).poll(cx),
+            Waiting::Many(w) => w.as_mut().poll(cx),
+        }
+    }
+}
+
+/// A blocking send or receive on one channel with no deadline (`csend`, `crecv`): the
+/// [`SelectWait`] of a single channel case, without splitting a case list or boxing, and
+/// parked with the channel core's one-case wait ([`chan::OneWait`]).
+pub(crate) struct ChanWait<'a> {
+    vm: &'a Vm,
+    cell: &'a Arc<ActorCell>,
+    /// The channel's handle (also the clone its orphan watch counts as this wait's own).
+    handle: Handle,
+    /// The value to send; `None` for a receive.
+    value: Option<Value>,
+    parked: Option<chan::OneWait>,
+    /// Which instruction waits (for introspection; a byte where the description would take 16).
+    shape: SelectShape,
+    /// Whether the orphan watch on `handle` is set (unset when the wait ends).
+    watched: bool,
+}
+
+impl ChanWait<'_> {
+    fn channel(&self) -> &Channel {
+        // Checked when the wait was made, and a handle's payload never changes.
+        channel_ref(&self.handle).expect("a channel handle")
+    }
+
+    /// Cancels the parked wait; `Some` if the case had committed first.
+    fn cancel(&mut self) -> Option<Fired> {
+        let w = self.parked.take()?;
+        w.cancel(self.channel(), Some(&self.vm.shared.active)).err().map(one_fired)
+    }
+}
+
+/// The program's view of a one-case outcome (case 0).
+fn one_fired(f: chan::Fired) -> Fired {
+    match f {
+        chan::Fired::Sent { .. } => Fired::Sent(0),
+        chan::Fired::Received { value, .. } => Fired::Received(0, value),
+        chan::Fired::RecvClosed { .. } => Fired::Closed(0),
+        chan::Fired::SendClosed { .. } => Fired::SendClosed(0),
+    }
+}
+
+impl Future for ChanWait<'_> {
+    type Output = SelectEnd;
+
+    /// `SelectWait::poll` for one channel case: take a committed case first; else count out,
+    /// then publish the wakers (channel, then the control port), re-checking as they go.
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<SelectEnd> {
+        let this = self.get_mut();
+        let active = &this.vm.shared.active;
+        if let Some(w) = &this.parked
+            && let Some(f) = w.poll(cx, active)
+        {
+            this.parked = None;
+            this.cell.mailbox.cancel_wait(active);
+            return Poll::Ready(SelectEnd::Fired(one_fired(f)));
+        }
+        let idle = this.cell.mailbox.count_out(active);
+        if this.parked.is_none() {
+            let chan = channel_ref(&this.handle).expect("a channel handle");
+            match chan.complete_or_park(this.value.as_ref(), cx.waker(), this.cell.clone(), active) {
+                Ok(f) => {
+                    this.cell.mailbox.cancel_wait(active);
+                    return Poll::Ready(SelectEnd::Fired(one_fired(f)));
+                }
+                Err(w) => this.parked = Some(w),
+            }
+        }
+        let spec = WaitSpec { receive: false, pattern: None, indefinite: false, soft: true };
+        let shape = this.shape;
+        let describe = || Wait::Other(describe_wait(shape));
+        if let (Poll::Ready(Some(Woken::Signal(sig))), _) =
+            this.cell.mailbox.poll_wait(cx, &spec, false, describe, active)
+        {
+            let committed = this.cancel();
+            this.cell.mailbox.cancel_wait(active);
+            return Poll::Ready(SelectEnd::Signal(sig, committed));
+        }
+        if idle {
+            this.vm.shared.idle.notify_one();
+        }
+        Poll::Pending
+    }
+}
+
+/// As for `SelectWait`: a wait abandoned before it ended is cancelled.
+impl Drop for ChanWait<'_> {
+    fn drop(&mut self) {
+        if self.watched {
+            self.handle.unwatch(self.cell.pid.0);
+        }
+        if self.parked.is_some() {
+            self.cancel();
+            self.cell.mailbox.cancel_wait(&self.vm.shared.active);
+        }
+    }
 }
 
 /// The channels a wait watches for being orphaned (usually one).
