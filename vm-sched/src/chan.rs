@@ -80,6 +80,34 @@ use vm_core::Value;
 /// none or one, so they live inline (no allocation on the hot path).
 type Wakers = SmallVec<[Waker; 2]>;
 
+/// Where a claimer puts the waker to wake after unlocking: a small vector for operations that
+/// may claim several waiters (close, a select over several channels), or one slot for an
+/// operation on one channel, which claims at most one.
+trait WakeSink {
+    fn add(&mut self, w: Waker);
+}
+
+impl WakeSink for Wakers {
+    fn add(&mut self, w: Waker) {
+        self.push(w);
+    }
+}
+
+impl WakeSink for Option<Waker> {
+    fn add(&mut self, w: Waker) {
+        debug_assert!(self.is_none(), "an operation on one channel claims at most one waiter");
+        *self = Some(w);
+    }
+}
+
+/// Wakes what a channel operation collected, after unlocking (popping: cheaper than consuming
+/// the small vector, and the order of wakes means nothing).
+fn wake_all(wakers: &mut Wakers) {
+    while let Some(w) = wakers.pop() {
+        w.wake();
+    }
+}
+
 /// A select's cases. Most selects are a plain send or receive, or choose between two channels,
 /// so up to two live inline in the (boxed) select instead of in an allocation of their own.
 pub type Cases = SmallVec<[Case; 2]>;
@@ -158,14 +186,21 @@ impl Waiter {
     /// Step 4: claims the waiter for a counterpart and records `fired()`. Returns false (and
     /// records nothing) if someone else claimed it first. Must be called with the lock of one of
     /// the waiter's channels held; the waker to wake after unlocking is pushed onto `wakers`.
-    fn commit(&self, fired: impl FnOnce() -> Fired, active: &AtomicUsize, wakers: &mut Wakers) -> bool {
+    fn commit(
+        &self,
+        fired: impl FnOnce() -> Fired,
+        active: &AtomicUsize,
+        wakers: &mut impl WakeSink,
+    ) -> bool {
         if self.state.compare_exchange(WAITING, CLAIMED, Ordering::AcqRel, Ordering::Acquire).is_err() {
             return false;
         }
         let mut s = lock(&self.slot);
         s.fired = Some(fired());
         count_in(self.counted.counted(), active);
-        wakers.extend(s.waker.take());
+        if let Some(w) = s.waker.take() {
+            wakers.add(w);
+        }
         true
     }
 
@@ -177,7 +212,7 @@ impl Waiter {
 
 impl ChanState {
     /// Pass 1 for a receive case: completes it if a value is available or the channel is closed.
-    fn try_recv(&mut self, case: usize, active: &AtomicUsize, wakers: &mut Wakers) -> Option<Fired> {
+    fn try_recv(&mut self, case: usize, active: &AtomicUsize, wakers: &mut impl WakeSink) -> Option<Fired> {
         while let Some((p, v)) = self.sendq.pop_front() {
             if p.waiter.commit(|| Fired::Sent { case: p.case }, active, wakers) {
                 // On a buffered channel a parked sender means the buffer is full: the receiver
@@ -207,7 +242,7 @@ impl ChanState {
         value: &Value,
         cap: usize,
         active: &AtomicUsize,
-        wakers: &mut Wakers,
+        wakers: &mut impl WakeSink,
     ) -> Option<Fired> {
         if self.closed {
             return Some(Fired::SendClosed { case });
@@ -288,16 +323,18 @@ impl Channel {
                 p.waiter.commit(|| Fired::SendClosed { case: p.case }, active, &mut wakers);
             }
         }
-        wakers.into_iter().for_each(Waker::wake);
+        wake_all(&mut wakers);
         Ok(())
     }
 
     /// A non-blocking send (the stepper's fast path): completes against a parked receiver or the
     /// buffer, or gives the value back.
     pub fn try_send(&self, value: Value, active: &AtomicUsize) -> Result<(), TrySendError> {
-        let mut wakers = Wakers::new();
-        let out = lock(&self.state).try_send(0, &value, self.cap, active, &mut wakers);
-        wakers.into_iter().for_each(Waker::wake);
+        let mut waker = None;
+        let out = lock(&self.state).try_send(0, &value, self.cap, active, &mut waker);
+        if let Some(w) = waker {
+            w.wake();
+        }
         match out {
             Some(Fired::Sent { .. }) => Ok(()),
             Some(_) => Err(TrySendError::Closed(value)),
@@ -307,9 +344,11 @@ impl Channel {
 
     /// A non-blocking receive (the stepper's fast path).
     pub fn try_recv(&self, active: &AtomicUsize) -> TryRecv {
-        let mut wakers = Wakers::new();
-        let out = lock(&self.state).try_recv(0, active, &mut wakers);
-        wakers.into_iter().for_each(Waker::wake);
+        let mut waker = None;
+        let out = lock(&self.state).try_recv(0, active, &mut waker);
+        if let Some(w) = waker {
+            w.wake();
+        }
         match out {
             Some(Fired::Received { value, .. }) => TryRecv::Value(value),
             Some(_) => TryRecv::Closed,
@@ -343,12 +382,12 @@ impl Channel {
         counted: Arc<dyn CountedFlag>,
         active: &AtomicUsize,
     ) -> Result<Fired, OneWait> {
-        let mut wakers = Wakers::new();
+        let mut to_wake = None;
         let out = {
             let mut g = lock(&self.state);
             let fired = match send {
-                Some(v) => g.try_send(0, v, self.cap, active, &mut wakers),
-                None => g.try_recv(0, active, &mut wakers),
+                Some(v) => g.try_send(0, v, self.cap, active, &mut to_wake),
+                None => g.try_recv(0, active, &mut to_wake),
             };
             match fired {
                 Some(f) => Ok(f),
@@ -365,7 +404,9 @@ impl Channel {
                 }
             }
         };
-        wakers.into_iter().for_each(Waker::wake);
+        if let Some(w) = to_wake {
+            w.wake();
+        }
         out
     }
 }
@@ -612,7 +653,7 @@ fn poll_order(n: usize) -> SmallVec<[usize; 4]> {
 pub fn try_select(cases: &[Case], active: &AtomicUsize) -> Option<Fired> {
     let mut wakers = Wakers::new();
     let fired = Locked::new(cases).complete(cases, active, &mut wakers);
-    wakers.into_iter().for_each(Waker::wake);
+    wake_all(&mut wakers);
     fired
 }
 
@@ -706,7 +747,7 @@ impl Select {
                     }
                     fired
                 };
-                wakers.into_iter().for_each(Waker::wake);
+                wake_all(&mut wakers);
                 match fired {
                     Some(f) => {
                         self.state = SelectState::Done;
