@@ -24,20 +24,8 @@ pub(crate) fn try_now(vm: &Vm, cell: &ActorCell, cases: &[SelectCase]) -> Result
     let active = &vm.shared.active;
     // A plain send or receive: the channel's own single-case fast path, with no allocation.
     match cases {
-        [SelectCase::Send(h, v)] => {
-            return match channel_ref(h)?.try_send(v.clone(), active) {
-                Ok(()) => Ok(Some(Fired::Sent(0))),
-                Err(chan::TrySendError::Closed(_)) => Ok(Some(Fired::SendClosed(0))),
-                Err(chan::TrySendError::Full(_)) => Ok(None),
-            };
-        }
-        [SelectCase::Recv(h)] => {
-            return Ok(match channel_ref(h)?.try_recv(active) {
-                chan::TryRecv::Value(v) => Some(Fired::Received(0, v)),
-                chan::TryRecv::Closed => Some(Fired::Closed(0)),
-                chan::TryRecv::Empty => None,
-            });
-        }
+        [SelectCase::Send(h, v)] => return try_one(vm, h, Some(v)),
+        [SelectCase::Recv(h)] => return try_one(vm, h, None),
         _ => {}
     }
     let split = split_cases(cases, vm, cell.pid)?;
@@ -53,6 +41,25 @@ pub(crate) fn try_now(vm: &Vm, cell: &ActorCell, cases: &[SelectCase]) -> Result
         Some((i, accept, obj)) => fire_io(vm, cell.pid, i, accept, &obj).map(Some),
         None => Ok(None),
     }
+}
+
+/// A non-blocking send of `send` (or receive, if `None`) on one channel: `csend`, `crecv`,
+/// `ctrysend` and `ctryrecv` try this first, with the handle and value borrowed.
+pub(crate) fn try_one(vm: &Vm, h: &Handle, send: Option<&Value>) -> Result<Option<Fired>, Exception> {
+    let active = &vm.shared.active;
+    let chan = channel_ref(h)?;
+    Ok(match send {
+        Some(v) => match chan.try_send(v.clone(), active) {
+            Ok(()) => Some(Fired::Sent(0)),
+            Err(chan::TrySendError::Closed(_)) => Some(Fired::SendClosed(0)),
+            Err(chan::TrySendError::Full(_)) => None,
+        },
+        None => match chan.try_recv(active) {
+            chan::TryRecv::Value(v) => Some(Fired::Received(0, v)),
+            chan::TryRecv::Closed => Some(Fired::Closed(0)),
+            chan::TryRecv::Empty => None,
+        },
+    })
 }
 
 /// A new channel of capacity `cap` (0: rendezvous), as a program sees it.
