@@ -281,9 +281,8 @@ fn watch_orphans(vm: &Vm, cell: &ActorCell, st: &ActorState, watched: &[Handle])
     let mut now = None;
     for h in watched {
         let id = h.id();
-        let in_regs: usize = st.regs.iter().map(|v| vm_core::value::count_handle_refs(v, id)).sum();
-        let in_mail: usize =
-            cell.mailbox.with(|i| i.messages.iter().map(|v| vm_core::value::count_handle_refs(v, id)).sum());
+        let in_regs = own_handle_refs(st.regs.iter(), id);
+        let in_mail = cell.mailbox.with(|i| own_handle_refs(i.messages.iter(), id));
         let own = in_regs + in_mail + 1;
         let count = h.watch(cell.pid.0, own, vm.shared.orphan_hook.clone());
         if count == own && now.is_none() {
@@ -291,6 +290,53 @@ fn watch_orphans(vm: &Vm, cell: &ActorCell, st: &ActorState, watched: &[Handle])
         }
     }
     now
+}
+
+/// How many clones of handle `id` the `roots` hold where only their owner can reach them: a root
+/// that is the handle, or the handle inside a tuple, list, map or closure that nothing else holds
+/// (its `Arc` has one holder), looking inside such containers only. Values are shared, not
+/// copied, so a container with several holders may be held by another actor (a message it sent
+/// or received); the handles in it are not counted as the owner's. Counting one there could make
+/// the watch fire while another actor can still reach the channel (and counting a container once
+/// per path to it did: a tuple in a register and in a list in another register counted twice);
+/// not counting it can only leave an orphaned wait unnoticed, which deadlock detection reports.
+fn own_handle_refs<'a>(roots: impl Iterator<Item = &'a Value>, id: u64) -> usize {
+    fn visit<'a>(v: &'a Value, id: u64, n: &mut usize, stack: &mut SmallVec<[&'a Value; 8]>) {
+        match v {
+            Value::Chan(h) | Value::Res(h) => *n += usize::from(h.id() == id),
+            Value::Tuple(t) | Value::List(t) if Arc::strong_count(t) == 1 => stack.push(v),
+            Value::Map(m) if Arc::strong_count(m) == 1 => stack.push(v),
+            Value::Fun(c) if Arc::strong_count(c) == 1 => stack.push(v),
+            _ => {}
+        }
+    }
+    let mut n = 0;
+    let mut stack = SmallVec::new();
+    for v in roots {
+        match v {
+            // Most registers: a scalar, or the handle itself.
+            Value::Chan(h) | Value::Res(h) => {
+                n += usize::from(h.id() == id);
+                continue;
+            }
+            Value::Tuple(_) | Value::List(_) | Value::Map(_) | Value::Fun(_) => {
+                visit(v, id, &mut n, &mut stack)
+            }
+            _ => continue,
+        }
+        while let Some(v) = stack.pop() {
+            match v {
+                Value::Tuple(t) | Value::List(t) => t.iter().for_each(|x| visit(x, id, &mut n, &mut stack)),
+                Value::Map(m) => m.iter().for_each(|(k, x)| {
+                    visit(k, id, &mut n, &mut stack);
+                    visit(x, id, &mut n, &mut stack);
+                }),
+                Value::Fun(c) => c.env.iter().for_each(|x| visit(x, id, &mut n, &mut stack)),
+                _ => {}
+            }
+        }
+    }
+    n
 }
 
 fn unwatch(cell: &ActorCell, watched: &[Handle]) {

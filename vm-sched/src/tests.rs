@@ -1296,6 +1296,46 @@ timed_out:
 }
 
 #[test]
+fn a_channel_in_a_shared_tuple_is_not_orphaned_while_another_actor_holds_it() {
+    // The tuple {:recv, ch} is in r4 and in the list in r5: one clone of the handle, reached by
+    // two paths. Counting it twice made the wait look orphaned although `sender` holds the
+    // channel and sends on it 50 ms later.
+    let (_, out) = run(r#"
+.func main 0
+    int r0, 0
+    chan r1, r0
+    fun r10, sender
+    spawn r11, r10, r1, 1
+    const r2, :recv
+    move r3, r1
+    tuple r4, r2, 2          ; {:recv, ch}
+    list r5, r4, 1           ; r4 and r5 share the tuple
+    int r6, -1
+    try r7, caught
+    select r8, r5, r6, timed_out
+    tget r9, r8, 2
+    print r9
+    ret r9
+caught:
+    tget r9, r7, 0
+    print r9
+    ret r9
+timed_out:
+    ret r0
+.end
+
+.func sender 1
+    int r1, 50
+    sleep r1
+    const r2, "delivered"
+    csend r0, r2
+    ret r2
+.end
+"#);
+    assert_eq!(out, lines(&["delivered"]));
+}
+
+#[test]
 fn a_channel_becomes_orphaned_when_its_last_other_holder_exits() {
     // `holder` keeps the channel for 50 ms and exits without sending; main is then alone with it.
     // A second holder that does send must not trigger the exception.
