@@ -993,32 +993,22 @@ fn slow<H: Host + ?Sized>(
             Value::Int(c) if *c >= 0 => put!(dst, host.chan_new(*c as usize)),
             x => Flow::Throw(type_err("chan", "a capacity (an int >= 0)", x)),
         },
-        Instr::Csend { ch, v } => match chan_of("csend", &reg!(ch)) {
-            Ok(h) => {
-                let cases = [SelectCase::Send(h, reg!(v).clone())];
-                select(host, regs, None, 0, SelectShape::Send, &cases, None)
-            }
-            Err(e) => Flow::Throw(e),
-        },
-        Instr::Crecv { dst, ch, closed } => match chan_of("crecv", &reg!(ch)) {
-            Ok(h) => select(host, regs, Some(dst), closed, SelectShape::Recv, &[SelectCase::Recv(h)], None),
-            Err(e) => Flow::Throw(e),
-        },
+        Instr::Csend { ch, v } => chan_one(host, regs, "csend", ch, Some(v), None, 0),
+        Instr::Crecv { dst, ch, closed } => chan_one(host, regs, "crecv", ch, None, Some(dst), closed),
         Instr::Ctrysend { dst, ch, v } => {
-            let r = chan_of("ctrysend", &reg!(ch)).and_then(|h| {
-                match host.chan_try(&[SelectCase::Send(h, reg!(v).clone())])? {
+            let r =
+                chan_ref("ctrysend", &reg!(ch)).and_then(|h| match host.chan_try_one(h, Some(&reg!(v)))? {
                     Some(Fired::SendClosed(_)) => {
                         Err(Exception::new(Atom::new("closed"), "send on a closed channel"))
                     }
                     Some(_) => Ok(Value::Bool(true)),
                     None => Ok(Value::Bool(false)),
-                }
-            });
+                });
             put!(dst, r)
         }
         Instr::Ctryrecv { dst, ch } => {
-            let r = chan_of("ctryrecv", &reg!(ch)).and_then(|h| {
-                Ok(match host.chan_try(&[SelectCase::Recv(h)])? {
+            let r = chan_ref("ctryrecv", &reg!(ch)).and_then(|h| {
+                Ok(match host.chan_try_one(h, None)? {
                     Some(Fired::Received(_, v)) => Value::tuple(vec![Value::Atom(atoms::OK), v]),
                     Some(_) => Value::atom("closed"),
                     None => Value::atom("empty"),
@@ -1026,7 +1016,7 @@ fn slow<H: Host + ?Sized>(
             });
             put!(dst, r)
         }
-        Instr::Cclose { ch } => match chan_of("cclose", &reg!(ch)).and_then(|h| host.chan_close(&h)) {
+        Instr::Cclose { ch } => match chan_ref("cclose", &reg!(ch)).and_then(|h| host.chan_close(h)) {
             Ok(()) => Flow::Next,
             Err(e) => Flow::Throw(e),
         },
@@ -1038,7 +1028,7 @@ fn slow<H: Host + ?Sized>(
             };
             match (select_cases(&reg!(cases)), timeout) {
                 (Ok(cases), Ok(timeout)) => {
-                    select(host, regs, Some(dst), target, SelectShape::Select, &cases, timeout)
+                    select(host, regs, Some(dst), target, SelectShape::Select, cases, timeout)
                 }
                 (Err(e), _) | (_, Err(e)) => Flow::Throw(e),
             }
@@ -1118,9 +1108,55 @@ fn receive<H: Host + ?Sized>(
 
 /// A channel operand.
 fn chan_of(op: &str, v: &Value) -> Result<crate::value::Handle, Exception> {
+    chan_ref(op, v).cloned()
+}
+
+fn chan_ref<'v>(op: &str, v: &'v Value) -> Result<&'v crate::value::Handle, Exception> {
     match v {
-        Value::Chan(h) => Ok(h.clone()),
+        Value::Chan(h) => Ok(h),
         x => Err(type_err(op, "a channel", x)),
+    }
+}
+
+/// `csend` (with `send`, the value's register) and `crecv` (with `dst` and the `closed` label):
+/// [`select`] over one case, tried with the channel and value borrowed from the registers; the
+/// case is only built (cloning them) when the actor has to wait.
+fn chan_one<H: Host + ?Sized>(
+    host: &mut H,
+    regs: &mut [Value],
+    op: &str,
+    ch: u16,
+    send: Option<u16>,
+    dst: Option<u16>,
+    closed: u32,
+) -> Flow {
+    let shape = if send.is_some() { SelectShape::Send } else { SelectShape::Recv };
+    let tried = match chan_ref(op, &regs[ch as usize]) {
+        Ok(h) => host.chan_try_one(h, send.map(|v| &regs[v as usize])),
+        Err(e) => return Flow::Throw(e),
+    };
+    let block = |regs: &[Value]| {
+        let Value::Chan(h) = &regs[ch as usize] else { unreachable!("checked above") };
+        let case = match send {
+            Some(v) => SelectCase::Send(h.clone(), regs[v as usize].clone()),
+            None => SelectCase::Recv(h.clone()),
+        };
+        Flow::Block(Effect::Select { shape, cases: vec![case], timeout_ms: None })
+    };
+    match tried {
+        Ok(Some(fired)) => match crate::step::select_resume(shape, fired) {
+            Resume::Value(v) => {
+                if let Some(d) = dst {
+                    store(&mut regs[d as usize], v);
+                }
+                Flow::Next
+            }
+            Resume::Raise(e) => Flow::Throw(e),
+            Resume::Timeout => Flow::Jump(closed),
+            Resume::Retry => block(regs),
+        },
+        Ok(None) => block(regs),
+        Err(e) => Flow::Throw(e),
     }
 }
 
@@ -1157,18 +1193,19 @@ fn select_cases(v: &Value) -> Result<Vec<SelectCase>, Exception> {
 
 /// The channel instructions: commit a ready case now (the fast path never leaves the stepper),
 /// jump at once for a zero timeout, or block on the whole select.
+/// (`csend` and `crecv` take [`chan_one`].)
 fn select<H: Host + ?Sized>(
     host: &mut H,
     regs: &mut [Value],
     dst: Option<u16>,
     label: u32,
     shape: SelectShape,
-    cases: &[SelectCase],
+    cases: Vec<SelectCase>,
     timeout_ms: Option<u64>,
 ) -> Flow {
-    // The case list is only copied to the heap when the actor really has to wait.
-    let block = || Flow::Block(Effect::Select { shape, cases: cases.to_vec(), timeout_ms });
-    match host.chan_try(cases) {
+    let tried = host.chan_try(&cases);
+    let block = move || Flow::Block(Effect::Select { shape, cases, timeout_ms });
+    match tried {
         Ok(Some(fired)) => match crate::step::select_resume(shape, fired) {
             Resume::Value(v) => {
                 if let Some(d) = dst {

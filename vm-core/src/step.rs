@@ -353,6 +353,20 @@ pub trait Host {
     fn chan_new(&mut self, cap: usize) -> Result<Value, Exception>;
     /// Commits the first ready case of a select, if any is ready now, without waiting.
     fn chan_try(&mut self, cases: &[SelectCase]) -> Result<Option<Fired>, Exception>;
+    /// [`Host::chan_try`] for one case on one channel, borrowed (a send of `send`, or a receive
+    /// if `None`): what `csend`, `crecv`, `ctrysend` and `ctryrecv` try first, so that the fast
+    /// path builds no case. The default builds one.
+    fn chan_try_one(
+        &mut self,
+        chan: &crate::value::Handle,
+        send: Option<&Value>,
+    ) -> Result<Option<Fired>, Exception> {
+        let case = match send {
+            Some(v) => SelectCase::Send(chan.clone(), v.clone()),
+            None => SelectCase::Recv(chan.clone()),
+        };
+        self.chan_try(std::slice::from_ref(&case))
+    }
     /// Closes a channel; closing twice raises `:closed`.
     fn chan_close(&mut self, chan: &crate::value::Handle) -> Result<(), Exception>;
     /// Runs native function `name` if it completes without waiting (an inline native, or an I/O

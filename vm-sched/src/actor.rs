@@ -635,6 +635,10 @@ impl Host for ActorHost<'_> {
         select::try_now(self.vm, self.cell, cases)
     }
 
+    fn chan_try_one(&mut self, chan: &Handle, send: Option<&Value>) -> Result<Option<Fired>, Exception> {
+        select::try_one(self.vm, chan, send)
+    }
+
     fn chan_close(&mut self, h: &Handle) -> Result<(), Exception> {
         select::close(self.vm, h)
     }

@@ -59,6 +59,11 @@
 //! A parked send keeps a clone of its value in the channel's send queue; the clone is removed
 //! (and dropped) with the entry, and the caller's own copy is what the select reports on.
 //!
+//! A blocking `csend`/`crecv` is a select with one case, run without the case list
+//! ([`Channel::complete_or_park`] and [`OneWait`]): steps 2 and 3 under the one channel lock
+//! (no shuffle), step 5 with nothing to remove (the claimer popped the only entry), step 6
+//! locking that one channel. The steps and the waiter are the same, so are the guarantees.
+//!
 //! This protocol is model-checked with loom (`loom_tests` below).
 
 use crate::sync::{
@@ -74,6 +79,34 @@ use vm_core::Value;
 /// The wakers a channel operation collects under its locks, to wake after unlocking: usually
 /// none or one, so they live inline (no allocation on the hot path).
 type Wakers = SmallVec<[Waker; 2]>;
+
+/// Where a claimer puts the waker to wake after unlocking: a small vector for operations that
+/// may claim several waiters (close, a select over several channels), or one slot for an
+/// operation on one channel, which claims at most one.
+trait WakeSink {
+    fn add(&mut self, w: Waker);
+}
+
+impl WakeSink for Wakers {
+    fn add(&mut self, w: Waker) {
+        self.push(w);
+    }
+}
+
+impl WakeSink for Option<Waker> {
+    fn add(&mut self, w: Waker) {
+        debug_assert!(self.is_none(), "an operation on one channel claims at most one waiter");
+        *self = Some(w);
+    }
+}
+
+/// Wakes what a channel operation collected, after unlocking (popping: cheaper than consuming
+/// the small vector, and the order of wakes means nothing).
+fn wake_all(wakers: &mut Wakers) {
+    while let Some(w) = wakers.pop() {
+        w.wake();
+    }
+}
 
 /// A select's cases. Most selects are a plain send or receive, or choose between two channels,
 /// so up to two live inline in the (boxed) select instead of in an allocation of their own.
@@ -153,14 +186,21 @@ impl Waiter {
     /// Step 4: claims the waiter for a counterpart and records `fired()`. Returns false (and
     /// records nothing) if someone else claimed it first. Must be called with the lock of one of
     /// the waiter's channels held; the waker to wake after unlocking is pushed onto `wakers`.
-    fn commit(&self, fired: impl FnOnce() -> Fired, active: &AtomicUsize, wakers: &mut Wakers) -> bool {
+    fn commit(
+        &self,
+        fired: impl FnOnce() -> Fired,
+        active: &AtomicUsize,
+        wakers: &mut impl WakeSink,
+    ) -> bool {
         if self.state.compare_exchange(WAITING, CLAIMED, Ordering::AcqRel, Ordering::Acquire).is_err() {
             return false;
         }
         let mut s = lock(&self.slot);
         s.fired = Some(fired());
         count_in(self.counted.counted(), active);
-        wakers.extend(s.waker.take());
+        if let Some(w) = s.waker.take() {
+            wakers.add(w);
+        }
         true
     }
 
@@ -172,7 +212,7 @@ impl Waiter {
 
 impl ChanState {
     /// Pass 1 for a receive case: completes it if a value is available or the channel is closed.
-    fn try_recv(&mut self, case: usize, active: &AtomicUsize, wakers: &mut Wakers) -> Option<Fired> {
+    fn try_recv(&mut self, case: usize, active: &AtomicUsize, wakers: &mut impl WakeSink) -> Option<Fired> {
         while let Some((p, v)) = self.sendq.pop_front() {
             if p.waiter.commit(|| Fired::Sent { case: p.case }, active, wakers) {
                 // On a buffered channel a parked sender means the buffer is full: the receiver
@@ -202,7 +242,7 @@ impl ChanState {
         value: &Value,
         cap: usize,
         active: &AtomicUsize,
-        wakers: &mut Wakers,
+        wakers: &mut impl WakeSink,
     ) -> Option<Fired> {
         if self.closed {
             return Some(Fired::SendClosed { case });
@@ -283,16 +323,18 @@ impl Channel {
                 p.waiter.commit(|| Fired::SendClosed { case: p.case }, active, &mut wakers);
             }
         }
-        wakers.into_iter().for_each(Waker::wake);
+        wake_all(&mut wakers);
         Ok(())
     }
 
     /// A non-blocking send (the stepper's fast path): completes against a parked receiver or the
     /// buffer, or gives the value back.
     pub fn try_send(&self, value: Value, active: &AtomicUsize) -> Result<(), TrySendError> {
-        let mut wakers = Wakers::new();
-        let out = lock(&self.state).try_send(0, &value, self.cap, active, &mut wakers);
-        wakers.into_iter().for_each(Waker::wake);
+        let mut waker = None;
+        let out = lock(&self.state).try_send(0, &value, self.cap, active, &mut waker);
+        if let Some(w) = waker {
+            w.wake();
+        }
         match out {
             Some(Fired::Sent { .. }) => Ok(()),
             Some(_) => Err(TrySendError::Closed(value)),
@@ -302,13 +344,113 @@ impl Channel {
 
     /// A non-blocking receive (the stepper's fast path).
     pub fn try_recv(&self, active: &AtomicUsize) -> TryRecv {
-        let mut wakers = Wakers::new();
-        let out = lock(&self.state).try_recv(0, active, &mut wakers);
-        wakers.into_iter().for_each(Waker::wake);
+        let mut waker = None;
+        let out = lock(&self.state).try_recv(0, active, &mut waker);
+        if let Some(w) = waker {
+            w.wake();
+        }
         match out {
             Some(Fired::Received { value, .. }) => TryRecv::Value(value),
             Some(_) => TryRecv::Closed,
             None => TryRecv::Empty,
+        }
+    }
+}
+
+/// A one-case select parked on a channel (a blocking `csend`/`crecv`): the same protocol as a
+/// [`Select`] with one case, without a case list or a shuffle. Made by
+/// [`Channel::complete_or_park`]; the owner then polls it with [`OneWait::poll`] and, if it
+/// stops waiting for any other reason, MUST [`OneWait::cancel`] it on the same channel (the
+/// rules of [`Select::cancel`] apply).
+pub struct OneWait(Arc<Waiter>);
+
+impl fmt::Debug for OneWait {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("OneWait")
+    }
+}
+
+impl Channel {
+    /// Passes 1 and 2 (protocol steps 2 and 3) of a one-case select under this channel's lock:
+    /// a send of `send`, or a receive if `None`. Returns the outcome, or the parked wait. The
+    /// caller counts itself out of `active` before calling, if it is to (as a select spanning
+    /// the mailbox does), so `counted` is only the flag its claimer resets.
+    pub fn complete_or_park(
+        &self,
+        send: Option<&Value>,
+        waker: &Waker,
+        counted: Arc<dyn CountedFlag>,
+        active: &AtomicUsize,
+    ) -> Result<Fired, OneWait> {
+        let mut to_wake = None;
+        let out = {
+            let mut g = lock(&self.state);
+            let fired = match send {
+                Some(v) => g.try_send(0, v, self.cap, active, &mut to_wake),
+                None => g.try_recv(0, active, &mut to_wake),
+            };
+            match fired {
+                Some(f) => Ok(f),
+                None => {
+                    let slot = Slot { waker: Some(waker.clone()), fired: None };
+                    let waiter =
+                        Arc::new(Waiter { state: AtomicU8::new(WAITING), slot: Mutex::new(slot), counted });
+                    let p = Parked { waiter: waiter.clone(), case: 0 };
+                    match send {
+                        Some(v) => g.sendq.push_back((p, v.clone())),
+                        None => g.recvq.push_back(p),
+                    }
+                    Err(OneWait(waiter))
+                }
+            }
+        };
+        if let Some(w) = to_wake {
+            w.wake();
+        }
+        out
+    }
+}
+
+impl OneWait {
+    /// Step 5 for one case: the committed outcome (the claimer already popped the only entry,
+    /// so there is nothing to remove), or `None` after refreshing the stored waker.
+    pub fn poll(&self, cx: &mut Context<'_>, active: &AtomicUsize) -> Option<Fired> {
+        let mut s = lock(&self.0.slot);
+        match s.fired.take() {
+            Some(f) => {
+                // The claimer counted us in; this only guards the invariant.
+                count_in(self.0.counted.counted(), active);
+                Some(f)
+            }
+            None => {
+                if !s.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                    s.waker = Some(cx.waker().clone());
+                }
+                None
+            }
+        }
+    }
+
+    /// Step 6 for one case; `chan` must be the channel it parked on. `Ok(())` if nothing was
+    /// transferred (the entry is gone and, given `active`, the owner is counted back in), or
+    /// the case that committed first.
+    pub fn cancel(self, chan: &Channel, active: Option<&AtomicUsize>) -> Result<(), Fired> {
+        let waiter = self.0;
+        // Holding the channel lock means a claimer has finished recording its outcome.
+        let mut g = lock(&chan.state);
+        let won = waiter.claim_self();
+        if won {
+            g.remove(&waiter);
+        }
+        drop(g);
+        let mut s = lock(&waiter.slot);
+        s.waker = None;
+        if let Some(active) = active {
+            count_in(waiter.counted.counted(), active);
+        }
+        match (won, s.fired.take()) {
+            (false, Some(f)) => Err(f),
+            _ => Ok(()),
         }
     }
 }
@@ -511,7 +653,7 @@ fn poll_order(n: usize) -> SmallVec<[usize; 4]> {
 pub fn try_select(cases: &[Case], active: &AtomicUsize) -> Option<Fired> {
     let mut wakers = Wakers::new();
     let fired = Locked::new(cases).complete(cases, active, &mut wakers);
-    wakers.into_iter().for_each(Waker::wake);
+    wake_all(&mut wakers);
     fired
 }
 
@@ -605,7 +747,7 @@ impl Select {
                     }
                     fired
                 };
-                wakers.into_iter().for_each(Waker::wake);
+                wake_all(&mut wakers);
                 match fired {
                     Some(f) => {
                         self.state = SelectState::Done;
@@ -744,6 +886,45 @@ mod tests {
         assert_eq!(ready(poll(&mut s, &active).0), Fired::Sent { case: 0 });
         assert_eq!(c.try_recv(&active), TryRecv::Empty);
         assert_eq!(s.cancel(&active), Ok(()), "cancelling a completed select is a no-op");
+        assert_eq!(active.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn a_one_case_wait_parks_commits_cancels_and_closes_like_a_select() {
+        let c = Channel::new(1, 0);
+        let active = AtomicUsize::new(2);
+        let flag = Arc::new(Flag(AtomicBool::new(false)));
+        let waker = Waker::from(flag.clone());
+        let mut cx = Context::from_waker(&waker);
+        let counted = || -> Arc<dyn CountedFlag> { Arc::new(crate::sync::AtomicBool::new(false)) };
+        // A receive parks, a sender hands over directly and wakes it.
+        let w = c.complete_or_park(None, &waker, counted(), &active).unwrap_err();
+        assert_eq!(c.parked(), (1, 0));
+        assert_eq!(w.poll(&mut cx, &active), None);
+        assert_eq!(c.try_send(Value::Int(3), &active), Ok(()));
+        assert!(flag.woken());
+        assert_eq!(w.poll(&mut cx, &active), Some(Fired::Received { case: 0, value: Value::Int(3) }));
+        assert_eq!(c.parked(), (0, 0), "the claimer removed the only entry");
+        // A parked send that is cancelled leaves nothing behind and sent nothing.
+        let w = c.complete_or_park(Some(&Value::Int(4)), &waker, counted(), &active).unwrap_err();
+        assert_eq!(w.cancel(&c, Some(&active)), Ok(()));
+        assert_eq!((c.parked(), c.try_recv(&active)), ((0, 0), TryRecv::Empty));
+        // Cancelled after a receiver took the value: the cancel reports the send.
+        let w = c.complete_or_park(Some(&Value::Int(5)), &waker, counted(), &active).unwrap_err();
+        assert_eq!(c.try_recv(&active), TryRecv::Value(Value::Int(5)));
+        assert_eq!(w.cancel(&c, Some(&active)), Err(Fired::Sent { case: 0 }));
+        // A sender already parked completes a receive at once.
+        let mut s = Select::new(vec![Case::send(&c, Value::Int(6))], false);
+        assert!(poll(&mut s, &active).0.is_pending());
+        assert_eq!(
+            c.complete_or_park(None, &waker, counted(), &active).unwrap(),
+            Fired::Received { case: 0, value: Value::Int(6) }
+        );
+        assert_eq!(ready(poll(&mut s, &active).0), Fired::Sent { case: 0 });
+        // Close completes a parked receive with "closed".
+        let w = c.complete_or_park(None, &waker, counted(), &active).unwrap_err();
+        c.close(&active).unwrap();
+        assert_eq!(w.poll(&mut cx, &active), Some(Fired::RecvClosed { case: 0 }));
         assert_eq!(active.load(Ordering::SeqCst), 2);
     }
 
@@ -1364,6 +1545,86 @@ mod loom_tests {
             let out = match poll_once(&mut s, &active) {
                 Poll::Pending => s.cancel(&active),
                 Poll::Ready(f) => panic!("no receiver ever parks, yet {f:?}"),
+            };
+            match (out, t.join().unwrap()) {
+                (Ok(()), TryRecv::Empty) | (Err(Fired::Sent { case: 0 }), TryRecv::Value(Value::Int(5))) => {}
+                other => panic!("inconsistent outcome {other:?}"),
+            }
+            assert_eq!(active.load(Ordering::SeqCst), 1);
+            assert_eq!(c.parked(), (0, 0));
+        });
+    }
+
+    /// Runs a one-case wait to completion as the actor's `ChanWait` does: count out, then park
+    /// (or complete at once, counting back in), then wait for the claim. Counting out before
+    /// looking can take `active` through zero for an instant while a counterpart is parked (as
+    /// a select spanning the mailbox does; the deadlock detector's grace covers it), so unlike
+    /// `block` this does not assert that it never idles.
+    fn block_one(c: &Channel, send: Option<Value>, active: &AtomicUsize) -> Fired {
+        let counted = Arc::new(AtomicBool::new(false));
+        let mut parked: Option<OneWait> = None;
+        loom::future::block_on(poll_fn(|cx| {
+            if let Some(w) = &parked {
+                return w.poll(cx, active).map_or(Poll::Pending, Poll::Ready);
+            }
+            if !counted.swap(true, Ordering::SeqCst) {
+                active.fetch_sub(1, Ordering::SeqCst);
+            }
+            match c.complete_or_park(send.as_ref(), cx.waker(), counted.clone(), active) {
+                Ok(f) => {
+                    count_in(&counted, active);
+                    Poll::Ready(f)
+                }
+                Err(w) => {
+                    parked = Some(w);
+                    Poll::Pending
+                }
+            }
+        }))
+    }
+
+    /// A one-case wait (`csend`/`crecv`) meets a select sender on another thread exactly once,
+    /// whoever parks first, and the accounting balances.
+    #[test]
+    fn loom_one_wait_meets_a_sender() {
+        model(None, || {
+            let c = Channel::new(1, 0);
+            let active = Arc::new(AtomicUsize::new(2));
+            let t = {
+                let (c, active) = (c.clone(), active.clone());
+                loom::thread::spawn(move || {
+                    let mut sel = Select::new(vec![Case::send(&c, Value::Int(7))], true);
+                    let f = loom::future::block_on(poll_fn(|cx| sel.poll(cx, &active).0));
+                    active.fetch_sub(1, Ordering::SeqCst);
+                    f
+                })
+            };
+            assert_eq!(block_one(&c, None, &active), Fired::Received { case: 0, value: Value::Int(7) });
+            assert_eq!(t.join().unwrap(), Fired::Sent { case: 0 });
+            assert_eq!(active.load(Ordering::SeqCst), 1, "accounting balances: each counted in once");
+            assert_eq!(c.parked(), (0, 0));
+        });
+    }
+
+    /// Cancelling a parked one-case send while a receiver tries to take it: the cancel wins and
+    /// nothing moved, or the receiver has the value and the cancel reports the send as done.
+    #[test]
+    fn loom_one_wait_cancel_races_a_committing_receiver() {
+        model(None, || {
+            let c = Channel::new(1, 0);
+            let active = Arc::new(AtomicUsize::new(2));
+            let t = {
+                let (c, active) = (c.clone(), active.clone());
+                loom::thread::spawn(move || {
+                    let r = c.try_recv(&active);
+                    active.fetch_sub(1, Ordering::SeqCst);
+                    r
+                })
+            };
+            let counted: Arc<dyn CountedFlag> = Arc::new(AtomicBool::new(false));
+            let out = match c.complete_or_park(Some(&Value::Int(5)), Waker::noop(), counted, &active) {
+                Err(w) => w.cancel(&c, Some(&active)),
+                Ok(f) => panic!("no receiver ever parks, yet {f:?}"),
             };
             match (out, t.join().unwrap()) {
                 (Ok(()), TryRecv::Empty) | (Err(Fired::Sent { case: 0 }), TryRecv::Value(Value::Int(5))) => {}

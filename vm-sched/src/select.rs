@@ -24,20 +24,8 @@ pub(crate) fn try_now(vm: &Vm, cell: &ActorCell, cases: &[SelectCase]) -> Result
     let active = &vm.shared.active;
     // A plain send or receive: the channel's own single-case fast path, with no allocation.
     match cases {
-        [SelectCase::Send(h, v)] => {
-            return match channel_ref(h)?.try_send(v.clone(), active) {
-                Ok(()) => Ok(Some(Fired::Sent(0))),
-                Err(chan::TrySendError::Closed(_)) => Ok(Some(Fired::SendClosed(0))),
-                Err(chan::TrySendError::Full(_)) => Ok(None),
-            };
-        }
-        [SelectCase::Recv(h)] => {
-            return Ok(match channel_ref(h)?.try_recv(active) {
-                chan::TryRecv::Value(v) => Some(Fired::Received(0, v)),
-                chan::TryRecv::Closed => Some(Fired::Closed(0)),
-                chan::TryRecv::Empty => None,
-            });
-        }
+        [SelectCase::Send(h, v)] => return try_one(vm, h, Some(v)),
+        [SelectCase::Recv(h)] => return try_one(vm, h, None),
         _ => {}
     }
     let split = split_cases(cases, vm, cell.pid)?;
@@ -53,6 +41,25 @@ pub(crate) fn try_now(vm: &Vm, cell: &ActorCell, cases: &[SelectCase]) -> Result
         Some((i, accept, obj)) => fire_io(vm, cell.pid, i, accept, &obj).map(Some),
         None => Ok(None),
     }
+}
+
+/// A non-blocking send of `send` (or receive, if `None`) on one channel: `csend`, `crecv`,
+/// `ctrysend` and `ctryrecv` try this first, with the handle and value borrowed.
+pub(crate) fn try_one(vm: &Vm, h: &Handle, send: Option<&Value>) -> Result<Option<Fired>, Exception> {
+    let active = &vm.shared.active;
+    let chan = channel_ref(h)?;
+    Ok(match send {
+        Some(v) => match chan.try_send(v.clone(), active) {
+            Ok(()) => Some(Fired::Sent(0)),
+            Err(chan::TrySendError::Closed(_)) => Some(Fired::SendClosed(0)),
+            Err(chan::TrySendError::Full(_)) => None,
+        },
+        None => match chan.try_recv(active) {
+            chan::TryRecv::Value(v) => Some(Fired::Received(0, v)),
+            chan::TryRecv::Closed => Some(Fired::Closed(0)),
+            chan::TryRecv::Empty => None,
+        },
+    })
 }
 
 /// A new channel of capacity `cap` (0: rendezvous), as a program sees it.
@@ -87,9 +94,29 @@ pub(crate) fn start_select<'a>(
     cell: &'a Arc<ActorCell>,
     st: &ActorState,
     shape: SelectShape,
-    cases: Vec<SelectCase>,
+    mut cases: Vec<SelectCase>,
     timeout_ms: Option<u64>,
-) -> Result<Pin<Box<SelectWait<'a>>>, Exception> {
+) -> Result<Waiting<'a>, Exception> {
+    let what = describe_wait(shape);
+    // A blocking `csend`/`crecv` (or a one-case select) with no deadline: the lean wait.
+    if timeout_ms.is_none()
+        && let [SelectCase::Send(h, _) | SelectCase::Recv(h)] = &cases[..]
+    {
+        channel_ref(h)?;
+        let (handle, value) = match cases.pop() {
+            Some(SelectCase::Send(h, v)) => (h, Some(v)),
+            Some(SelectCase::Recv(h)) => (h, None),
+            _ => unreachable!("matched a channel case above"),
+        };
+        drop(cases);
+        let mut wait = ChanWait { vm, cell, handle, value, parked: None, shape, watched: false };
+        if let Some(e) = watch_orphans(vm, cell, st, std::slice::from_ref(&wait.handle)) {
+            wait.handle.unwatch(cell.pid.0);
+            return Err(e);
+        }
+        wait.watched = true;
+        return Ok(Waiting::One(wait));
+    }
     let split = split_cases(&cases, vm, cell.pid)?;
     let watched = if timeout_ms.is_none() && split.messages.is_empty() && split.io.is_empty() {
         channel_handles(&cases)
@@ -101,12 +128,130 @@ pub(crate) fn start_select<'a>(
         unwatch(cell, &watched);
         return Err(e);
     }
-    let what = match shape {
+    Ok(Waiting::Many(Box::pin(SelectWait::new(vm, cell, split, what, timeout_ms, watched))))
+}
+
+/// How introspection names a select's wait.
+fn describe_wait(shape: SelectShape) -> &'static str {
+    match shape {
         SelectShape::Send => "channel send",
         SelectShape::Recv => "channel receive",
         SelectShape::Select => "select",
-    };
-    Ok(Box::pin(SelectWait::new(vm, cell, split, what, timeout_ms, watched)))
+    }
+}
+
+/// A blocking select's wait: the lean one-channel wait, or the general one (boxed, so that its
+/// size does not enlarge every actor's task).
+pub(crate) enum Waiting<'a> {
+    One(ChanWait<'a>),
+    Many(Pin<Box<SelectWait<'a>>>),
+}
+
+impl Future for Waiting<'_> {
+    type Output = SelectEnd;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<SelectEnd> {
+        match self.get_mut() {
+            Waiting::One(w) => Pin::new(w).poll(cx),
+            Waiting::Many(w) => w.as_mut().poll(cx),
+        }
+    }
+}
+
+/// A blocking send or receive on one channel with no deadline (`csend`, `crecv`): the
+/// [`SelectWait`] of a single channel case, without splitting a case list or boxing, and
+/// parked with the channel core's one-case wait ([`chan::OneWait`]).
+pub(crate) struct ChanWait<'a> {
+    vm: &'a Vm,
+    cell: &'a Arc<ActorCell>,
+    /// The channel's handle (also the clone its orphan watch counts as this wait's own).
+    handle: Handle,
+    /// The value to send; `None` for a receive.
+    value: Option<Value>,
+    parked: Option<chan::OneWait>,
+    /// Which instruction waits (for introspection; a byte where the description would take 16).
+    shape: SelectShape,
+    /// Whether the orphan watch on `handle` is set (unset when the wait ends).
+    watched: bool,
+}
+
+impl ChanWait<'_> {
+    fn channel(&self) -> &Channel {
+        // Checked when the wait was made, and a handle's payload never changes.
+        channel_ref(&self.handle).expect("a channel handle")
+    }
+
+    /// Cancels the parked wait; `Some` if the case had committed first.
+    fn cancel(&mut self) -> Option<Fired> {
+        let w = self.parked.take()?;
+        w.cancel(self.channel(), Some(&self.vm.shared.active)).err().map(one_fired)
+    }
+}
+
+/// The program's view of a one-case outcome (case 0).
+fn one_fired(f: chan::Fired) -> Fired {
+    match f {
+        chan::Fired::Sent { .. } => Fired::Sent(0),
+        chan::Fired::Received { value, .. } => Fired::Received(0, value),
+        chan::Fired::RecvClosed { .. } => Fired::Closed(0),
+        chan::Fired::SendClosed { .. } => Fired::SendClosed(0),
+    }
+}
+
+impl Future for ChanWait<'_> {
+    type Output = SelectEnd;
+
+    /// `SelectWait::poll` for one channel case: take a committed case first; else count out,
+    /// then publish the wakers (channel, then the control port), re-checking as they go.
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<SelectEnd> {
+        let this = self.get_mut();
+        let active = &this.vm.shared.active;
+        if let Some(w) = &this.parked
+            && let Some(f) = w.poll(cx, active)
+        {
+            this.parked = None;
+            this.cell.mailbox.cancel_wait(active);
+            return Poll::Ready(SelectEnd::Fired(one_fired(f)));
+        }
+        let idle = this.cell.mailbox.count_out(active);
+        if this.parked.is_none() {
+            let chan = channel_ref(&this.handle).expect("a channel handle");
+            match chan.complete_or_park(this.value.as_ref(), cx.waker(), this.cell.clone(), active) {
+                Ok(f) => {
+                    this.cell.mailbox.cancel_wait(active);
+                    return Poll::Ready(SelectEnd::Fired(one_fired(f)));
+                }
+                Err(w) => this.parked = Some(w),
+            }
+        }
+        let spec = WaitSpec { receive: false, pattern: None, indefinite: false, soft: true };
+        let shape = this.shape;
+        let describe = || Wait::Other(describe_wait(shape));
+        if let (Poll::Ready(Some(Woken::Signal(sig))), _) =
+            this.cell.mailbox.poll_wait(cx, &spec, false, describe, active)
+        {
+            let committed = this.cancel();
+            this.cell.mailbox.cancel_wait(active);
+            return Poll::Ready(SelectEnd::Signal(sig, committed));
+        }
+        if idle {
+            this.vm.shared.idle.notify_one();
+        }
+        Poll::Pending
+    }
+}
+
+/// As for `SelectWait`: a wait abandoned before it ended is cancelled.
+impl Drop for ChanWait<'_> {
+    fn drop(&mut self) {
+        if self.watched {
+            self.handle.unwatch(self.cell.pid.0);
+        }
+        if self.parked.is_some() {
+            self.cancel();
+            self.cell.mailbox.cancel_wait(&self.vm.shared.active);
+        }
+    }
 }
 
 /// The channels a wait watches for being orphaned (usually one).
@@ -136,9 +281,8 @@ fn watch_orphans(vm: &Vm, cell: &ActorCell, st: &ActorState, watched: &[Handle])
     let mut now = None;
     for h in watched {
         let id = h.id();
-        let in_regs: usize = st.regs.iter().map(|v| vm_core::value::count_handle_refs(v, id)).sum();
-        let in_mail: usize =
-            cell.mailbox.with(|i| i.messages.iter().map(|v| vm_core::value::count_handle_refs(v, id)).sum());
+        let in_regs = own_handle_refs(st.regs.iter(), id);
+        let in_mail = cell.mailbox.with(|i| own_handle_refs(i.messages.iter(), id));
         let own = in_regs + in_mail + 1;
         let count = h.watch(cell.pid.0, own, vm.shared.orphan_hook.clone());
         if count == own && now.is_none() {
@@ -146,6 +290,53 @@ fn watch_orphans(vm: &Vm, cell: &ActorCell, st: &ActorState, watched: &[Handle])
         }
     }
     now
+}
+
+/// How many clones of handle `id` the `roots` hold where only their owner can reach them: a root
+/// that is the handle, or the handle inside a tuple, list, map or closure that nothing else holds
+/// (its `Arc` has one holder), looking inside such containers only. Values are shared, not
+/// copied, so a container with several holders may be held by another actor (a message it sent
+/// or received); the handles in it are not counted as the owner's. Counting one there could make
+/// the watch fire while another actor can still reach the channel (and counting a container once
+/// per path to it did: a tuple in a register and in a list in another register counted twice);
+/// not counting it can only leave an orphaned wait unnoticed, which deadlock detection reports.
+fn own_handle_refs<'a>(roots: impl Iterator<Item = &'a Value>, id: u64) -> usize {
+    fn visit<'a>(v: &'a Value, id: u64, n: &mut usize, stack: &mut SmallVec<[&'a Value; 8]>) {
+        match v {
+            Value::Chan(h) | Value::Res(h) => *n += usize::from(h.id() == id),
+            Value::Tuple(t) | Value::List(t) if Arc::strong_count(t) == 1 => stack.push(v),
+            Value::Map(m) if Arc::strong_count(m) == 1 => stack.push(v),
+            Value::Fun(c) if Arc::strong_count(c) == 1 => stack.push(v),
+            _ => {}
+        }
+    }
+    let mut n = 0;
+    let mut stack = SmallVec::new();
+    for v in roots {
+        match v {
+            // Most registers: a scalar, or the handle itself.
+            Value::Chan(h) | Value::Res(h) => {
+                n += usize::from(h.id() == id);
+                continue;
+            }
+            Value::Tuple(_) | Value::List(_) | Value::Map(_) | Value::Fun(_) => {
+                visit(v, id, &mut n, &mut stack)
+            }
+            _ => continue,
+        }
+        while let Some(v) = stack.pop() {
+            match v {
+                Value::Tuple(t) | Value::List(t) => t.iter().for_each(|x| visit(x, id, &mut n, &mut stack)),
+                Value::Map(m) => m.iter().for_each(|(k, x)| {
+                    visit(k, id, &mut n, &mut stack);
+                    visit(x, id, &mut n, &mut stack);
+                }),
+                Value::Fun(c) => c.env.iter().for_each(|x| visit(x, id, &mut n, &mut stack)),
+                _ => {}
+            }
+        }
+    }
+    n
 }
 
 fn unwatch(cell: &ActorCell, watched: &[Handle]) {

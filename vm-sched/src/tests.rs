@@ -1214,6 +1214,81 @@ loop:
 }
 
 #[test]
+fn blocking_csend_and_crecv_lose_nothing_to_racing_interrupts() {
+    // Both sides wait in plain `csend`/`crecv` (the one-case wait) while pesters interrupt them:
+    // an interrupted send is retried, so each value must arrive exactly once — a send cancelled
+    // after its value was taken is reported as sent, never repeated, and an interrupted receive
+    // that had already been handed a value keeps it.
+    let src = r#"
+.func main 0
+    int r0, 0
+    chan r1, r0
+    fun r2, sender
+    int r3, 0
+spawn_senders:
+    spawn r4, r2, r1, 1
+    addi r3, r3, 1
+    jlti r3, 10, spawn_senders
+    self r5
+    fun r6, pester
+    spawn r7, r6, r5, 1
+    int r12, 0               ; count
+    int r13, 0               ; sum
+    int r16, 0               ; interrupts caught
+loop:
+    try r15, interrupted
+    crecv r17, r1, closed
+    endtry
+    addi r12, r12, 1
+    add r13, r13, r17
+    jmp next
+interrupted:
+    addi r16, r16, 1
+next:
+    jlti r12, 5000, loop
+    kill r7
+    tuple r19, r12, 2
+    print r19
+    ret r19
+closed:
+    ret r0
+.end
+
+; Sends 1..500 on r0 with `csend`, retrying a value whose send was interrupted.
+.func sender 1
+    self r9
+    fun r10, pester
+    spawn r11, r10, r9, 1
+    int r1, 1
+again:
+    try r2, interrupted
+    csend r0, r1
+    endtry
+    addi r1, r1, 1
+    jlei r1, 500, again
+    kill r11
+    ret r1
+interrupted:
+    jmp again
+.end
+
+.func pester 1
+    const r1, {:poke, "again"}
+    int r2, 0
+loop:
+    interrupt r0, r1, r2
+    yield
+    jmp loop
+.end
+"#;
+    for _ in 0..3 {
+        let (o, out) = run(src);
+        // 10 senders × (1 + … + 500).
+        assert_eq!(out, lines(&["{5000, 1252500}"]), "{o:?}");
+    }
+}
+
+#[test]
 fn deadlock_reports_name_channel_waits() {
     // Two actors wait on a channel both hold: not orphaned, but nobody will ever send.
     let (o, _) = run(r#"
@@ -1258,6 +1333,73 @@ closed:
 .end
 "#);
     assert_eq!(out, lines(&[":orphaned"]));
+}
+
+#[test]
+fn a_one_case_select_without_a_timeout_is_orphaned_too() {
+    // `select` over a single channel case with no deadline waits as `crecv` does.
+    let (_, out) = run(r#"
+.func main 0
+    int r0, 0
+    chan r1, r0
+    const r2, :recv
+    move r3, r1
+    tuple r4, r2, 2          ; {:recv, ch}
+    list r5, r4, 1
+    int r4, 0                ; (the tuple is now reachable only through the list)
+    int r6, -1               ; no timeout
+    try r7, caught
+    select r8, r5, r6, timed_out
+    ret r8
+caught:
+    tget r9, r7, 0
+    print r9
+    ret r9
+timed_out:
+    ret r0
+.end
+"#);
+    assert_eq!(out, lines(&[":orphaned"]));
+}
+
+#[test]
+fn a_channel_in_a_shared_tuple_is_not_orphaned_while_another_actor_holds_it() {
+    // The tuple {:recv, ch} is in r4 and in the list in r5: one clone of the handle, reached by
+    // two paths. Counting it twice made the wait look orphaned although `sender` holds the
+    // channel and sends on it 50 ms later.
+    let (_, out) = run(r#"
+.func main 0
+    int r0, 0
+    chan r1, r0
+    fun r10, sender
+    spawn r11, r10, r1, 1
+    const r2, :recv
+    move r3, r1
+    tuple r4, r2, 2          ; {:recv, ch}
+    list r5, r4, 1           ; r4 and r5 share the tuple
+    int r6, -1
+    try r7, caught
+    select r8, r5, r6, timed_out
+    tget r9, r8, 2
+    print r9
+    ret r9
+caught:
+    tget r9, r7, 0
+    print r9
+    ret r9
+timed_out:
+    ret r0
+.end
+
+.func sender 1
+    int r1, 50
+    sleep r1
+    const r2, "delivered"
+    csend r0, r2
+    ret r2
+.end
+"#);
+    assert_eq!(out, lines(&["delivered"]));
 }
 
 #[test]
