@@ -394,44 +394,6 @@ mod map_as_pairs {
     }
 }
 
-/// How many times the handle with `id` (a channel or resource) occurs in `v`, looking inside
-/// tuples, lists, maps and closures. Iterative, so deep nesting cannot overflow the stack.
-pub fn count_handle_refs(v: &Value, id: u64) -> usize {
-    // Scalars are counted where they are met; only containers go on the stack, so a register
-    // file of scalars (or of flat tuples and lists) is scanned without allocating.
-    fn visit<'a>(v: &'a Value, id: u64, n: &mut usize, stack: &mut Vec<&'a Value>) {
-        match v {
-            Value::Chan(h) | Value::Res(h) => *n += usize::from(h.id() == id),
-            Value::Tuple(_) | Value::List(_) | Value::Map(_) | Value::Fun(_) => stack.push(v),
-            _ => {}
-        }
-    }
-    fn children<'a>(v: &'a Value, id: u64, n: &mut usize, stack: &mut Vec<&'a Value>) {
-        match v {
-            Value::Tuple(t) | Value::List(t) => t.iter().for_each(|x| visit(x, id, n, stack)),
-            Value::Map(m) => m.iter().for_each(|(k, x)| {
-                visit(k, id, n, stack);
-                visit(x, id, n, stack);
-            }),
-            Value::Fun(c) => c.env.iter().for_each(|x| visit(x, id, n, stack)),
-            _ => {}
-        }
-    }
-    let mut n = 0;
-    let mut stack: Vec<&Value> = Vec::new();
-    match v {
-        Value::Chan(h) | Value::Res(h) => return usize::from(h.id() == id),
-        Value::Tuple(_) | Value::List(_) | Value::Map(_) | Value::Fun(_) => {
-            children(v, id, &mut n, &mut stack)
-        }
-        _ => return 0,
-    }
-    while let Some(v) = stack.pop() {
-        children(v, id, &mut n, &mut stack);
-    }
-    n
-}
-
 /// Selective-receive pattern matching: a pattern matches a value equal to it; the atom `:_`
 /// matches anything; a tuple (or list) pattern matches a tuple (or list) of the same length whose
 /// elements match element by element. So `{:reply, :_, :_}` matches any three-element tuple
@@ -612,7 +574,6 @@ mod tests {
         let mine = Handle::new(5);
         let theirs = mine.clone();
         let nested = Value::list(vec![Value::tuple(vec![Value::Chan(theirs.clone())])]);
-        assert_eq!(count_handle_refs(&nested, 5), 1);
         assert_eq!(
             mine.watch(
                 1,

@@ -7,8 +7,6 @@ pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize
 #[cfg(vm_loom)]
 pub(crate) use loom::sync::{Arc, Mutex, MutexGuard};
 
-#[cfg(not(vm_loom))]
-pub(crate) use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 /// parking_lot's mutex rather than std's: an actor's mailbox lock is taken two or three times per
 /// message, and std's poisoning (a panic-count check on every lock and unlock) was ~45 of a ring
 /// hop's instructions. There is nothing to poison anyway: a panic while holding an actor's lock
@@ -16,6 +14,8 @@ pub(crate) use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize,
 /// on.
 #[cfg(not(vm_loom))]
 pub(crate) use parking_lot::{Mutex, MutexGuard};
+#[cfg(not(vm_loom))]
+pub(crate) use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 
 /// Locks a mutex.
 #[cfg(not(vm_loom))]
