@@ -199,7 +199,7 @@ pub(crate) fn tcp_read_exact(ctx: &Ctx<'_>, args: &[Value]) -> Started {
 fn take_resp(c: &Conn, buf: &mut BytesMut, eof: bool, max: usize) -> Want {
     let mut partial = c.resp.lock().unwrap_or_else(|p| p.into_inner());
     match crate::resp::parse(buf, &mut partial, eof, max) {
-        Ok(Parsed::Command(args)) => Want::Ready(Ok(Value::list(args))),
+        Ok(Parsed::Command(list)) => Want::Ready(Ok(list)),
         Ok(Parsed::End) => Want::Ready(Ok(Value::Nil)),
         Ok(Parsed::More) => Want::More,
         Err(e) => Want::Ready(Err(e)),
@@ -208,6 +208,21 @@ fn take_resp(c: &Conn, buf: &mut BytesMut, eof: bool, max: usize) -> Want {
 
 pub(crate) fn tcp_read_resp(ctx: &Ctx<'_>, args: &[Value]) -> Started {
     read_op(ctx, args, "tcp_read_resp", take_resp)
+}
+
+/// `tcp_try_read_resp(conn, max)`: the next command if a whole one is already in the read
+/// buffer, else `false`; it neither waits nor reads the socket. A server answering a pipelined
+/// batch reads the batch's first command with `tcp_read_resp` and the others with this, and
+/// writes the replies when it gives `false`.
+pub(crate) fn tcp_try_read_resp(ctx: &Ctx<'_>, args: &[Value]) -> NativeResult {
+    let obj = ctx.obj_ref("tcp_try_read_resp", &args[0])?;
+    let max = size_arg("tcp_try_read_resp", &args[1])?;
+    let c = conn("tcp_try_read_resp", &obj)?;
+    let mut buf = c.rbuf.lock().unwrap_or_else(|p| p.into_inner());
+    match take_resp(c, &mut buf, false, max) {
+        Want::Ready(r) => r,
+        Want::More => Ok(Value::Bool(false)),
+    }
 }
 
 pub(crate) fn tcp_read_line(ctx: &Ctx<'_>, args: &[Value]) -> Started {
