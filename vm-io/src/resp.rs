@@ -549,6 +549,22 @@ mod tests {
     }
 
     #[test]
+    fn length_lines() {
+        let ok = |line: &[u8]| length_line(line, "bulk").unwrap();
+        assert_eq!(ok(b"$3\r\nabc"), Some((3, 4)));
+        assert_eq!(ok(b"*0\r\n"), Some((0, 4)));
+        assert_eq!(ok(b"$-1\r\n"), Some((-1, 5)));
+        assert_eq!(ok(b"$12\n"), Some((12, 4)));
+        assert_eq!(ok(b"$999999999999999999\r\n"), Some((999_999_999_999_999_999, 21)));
+        assert_eq!(ok(b"$9223372036854775807\r\n"), Some((i64::MAX, 22)));
+        assert_eq!(ok(b"$12\r"), None);
+        assert_eq!(ok(b"$12"), None);
+        assert!(length_line(b"$\r\n", "bulk").is_err());
+        assert!(length_line(b"$9223372036854775808\r\n", "bulk").is_err());
+        assert!(length_line(b"$1x\r\n", "bulk").is_err());
+    }
+
+    #[test]
     fn malformed_input_is_a_protocol_error() {
         let cases: &[(&[u8], &str)] = &[
             (b"*1\r\n+PING\r\n", "expected '$', got '+'"),
