@@ -872,6 +872,16 @@ fn kv_pipeline_and_commands() {
         assert!(got.starts_with(b"-ERR Protocol error"), "{:?}", String::from_utf8_lossy(&got));
         let got = exchange(addr, b"*1\r\n$-5\r\n").await;
         assert!(got.starts_with(b"-ERR Protocol error"), "{:?}", String::from_utf8_lossy(&got));
+        // Pipelined: the replies to the commands before a broken one come first, and an empty
+        // command (no reply) inside or at the end of a batch holds nothing back.
+        let got = exchange(addr, b"*1\r\n$4\r\nPING\r\n*0\r\n*1\r\n$4\r\nPING\r\n*1\r\n+X\r\n").await;
+        assert!(
+            got.starts_with(b"+PONG\r\n+PONG\r\n-ERR Protocol error"),
+            "{:?}",
+            String::from_utf8_lossy(&got)
+        );
+        let got = exchange(addr, b"*1\r\n$4\r\nPING\r\n*0\r\nQUIT\r\n").await;
+        assert_eq!(got, b"+PONG\r\n+OK\r\n");
     });
     server.assert_healthy();
 }

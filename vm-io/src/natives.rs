@@ -167,6 +167,7 @@ natives! {
     "tcp_read_resp", 2..=3, Async(net::tcp_read_resp), "tcp_read_resp(conn, max, [timeout_ms]): one Redis (RESP) command as a list of bytes, or nil at end of input";
     "tcp_write", 2..=3, Async(net::tcp_write), "tcp_write(conn, data, [timeout_ms]): writes all of data (bytes, a string, or a list of them)";
     "tcp_write_resp", 2..=3, Async(net::tcp_write_resp), "tcp_write_resp(conn, replies, [timeout_ms]): writes each value of the list replies as a RESP reply, in one write";
+    "tcp_try_read_resp", 2..=2, Inline(net::tcp_try_read_resp), "tcp_try_read_resp(conn, max): the next Redis command if a whole one is already buffered, else false (never waits)";
     "tcp_buffered", 1..=1, Inline(net::tcp_buffered), "tcp_buffered(conn): how many received bytes wait in the read buffer";
     "tcp_shutdown", 1..=1, Inline(net::tcp_shutdown), "tcp_shutdown(conn): closes the writing half";
     "tcp_nodelay", 2..=2, Inline(net::tcp_nodelay), "tcp_nodelay(conn, on): sets TCP_NODELAY";

@@ -16,9 +16,8 @@
 use crate::natives::{
     Ctx, NativeResult, Started, arg, data_arg, io_error, size_arg, str_arg, timeout_arg, with_timeout,
 };
-use crate::resource::{Conn, Obj, conn_label};
+use crate::resource::{Conn, Obj, ReadBuf, conn_label};
 use crate::resp::Parsed;
-use bytes::BytesMut;
 use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
@@ -62,7 +61,7 @@ impl Conn {
     pub fn new(stream: TcpStream) -> Conn {
         // Failing to set an option on a live socket is not worth refusing the connection for.
         let _ = stream.set_nodelay(true);
-        Conn { stream, rbuf: Mutex::new(BytesMut::new()), resp: Mutex::new(Default::default()) }
+        Conn { stream, rbuf: Mutex::new(ReadBuf::default()) }
     }
 }
 
@@ -94,20 +93,21 @@ enum Want {
 }
 
 /// A read's rule for taking its result out of the buffer; `eof` says no more bytes will come.
-type Take = fn(&Conn, &mut BytesMut, bool, usize) -> Want;
+type Take = fn(&mut ReadBuf, bool, usize) -> Want;
 
 /// Runs a read as far as it goes without waiting: `None` means the socket has nothing now.
 fn pump(c: &Conn, what: &str, take: Take, n: usize) -> Option<NativeResult> {
     let mut eof = false;
     loop {
-        let mut buf = c.rbuf.lock().unwrap_or_else(|p| p.into_inner());
-        if let Want::Ready(r) = take(c, &mut buf, eof, n) {
+        let mut rb = c.rbuf.lock().unwrap_or_else(|p| p.into_inner());
+        if let Want::Ready(r) = take(&mut rb, eof, n) {
             return Some(r);
         }
+        let buf = &mut rb.buf;
         if buf.capacity() - buf.len() < READ_CHUNK / 4 {
             buf.reserve(READ_CHUNK);
         }
-        match c.stream.try_read_buf(&mut *buf) {
+        match c.stream.try_read_buf(buf) {
             Ok(0) => eof = true,
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
@@ -138,7 +138,8 @@ fn read_op(ctx: &Ctx<'_>, args: &[Value], what: &'static str, take: Take) -> Sta
     }))
 }
 
-fn take_some(_: &Conn, buf: &mut BytesMut, eof: bool, max: usize) -> Want {
+fn take_some(rb: &mut ReadBuf, eof: bool, max: usize) -> Want {
+    let buf = &mut rb.buf;
     if !buf.is_empty() {
         let n = buf.len().min(max);
         Want::Ready(Ok(Value::bytes(buf.split_to(n).freeze())))
@@ -149,7 +150,8 @@ fn take_some(_: &Conn, buf: &mut BytesMut, eof: bool, max: usize) -> Want {
     }
 }
 
-fn take_exact(_: &Conn, buf: &mut BytesMut, eof: bool, n: usize) -> Want {
+fn take_exact(rb: &mut ReadBuf, eof: bool, n: usize) -> Want {
+    let buf = &mut rb.buf;
     if buf.len() >= n {
         Want::Ready(Ok(Value::bytes(buf.split_to(n).freeze())))
     } else if eof {
@@ -162,7 +164,8 @@ fn take_exact(_: &Conn, buf: &mut BytesMut, eof: bool, n: usize) -> Want {
     }
 }
 
-fn take_line(_: &Conn, buf: &mut BytesMut, eof: bool, max: usize) -> Want {
+fn take_line(rb: &mut ReadBuf, eof: bool, max: usize) -> Want {
+    let buf = &mut rb.buf;
     let window = buf.len().min(max);
     if let Some(i) = buf[..window].iter().position(|&b| b == b'\n') {
         Want::Ready(Ok(Value::bytes(buf.split_to(i + 1).freeze())))
@@ -195,11 +198,10 @@ pub(crate) fn tcp_read_exact(ctx: &Ctx<'_>, args: &[Value]) -> Started {
 }
 
 /// One RESP command (see [`crate::resp`]); what it has of an unfinished one waits in the
-/// connection's [`crate::resp::Partial`].
-fn take_resp(c: &Conn, buf: &mut BytesMut, eof: bool, max: usize) -> Want {
-    let mut partial = c.resp.lock().unwrap_or_else(|p| p.into_inner());
-    match crate::resp::parse(buf, &mut partial, eof, max) {
-        Ok(Parsed::Command(args)) => Want::Ready(Ok(Value::list(args))),
+/// connection's [`crate::resp::Partial`], under the read buffer's lock.
+fn take_resp(rb: &mut ReadBuf, eof: bool, max: usize) -> Want {
+    match crate::resp::parse(&mut rb.buf, &mut rb.resp, eof, max) {
+        Ok(Parsed::Command(list)) => Want::Ready(Ok(list)),
         Ok(Parsed::End) => Want::Ready(Ok(Value::Nil)),
         Ok(Parsed::More) => Want::More,
         Err(e) => Want::Ready(Err(e)),
@@ -208,6 +210,21 @@ fn take_resp(c: &Conn, buf: &mut BytesMut, eof: bool, max: usize) -> Want {
 
 pub(crate) fn tcp_read_resp(ctx: &Ctx<'_>, args: &[Value]) -> Started {
     read_op(ctx, args, "tcp_read_resp", take_resp)
+}
+
+/// `tcp_try_read_resp(conn, max)`: the next command if a whole one is already in the read
+/// buffer, else `false`; it neither waits nor reads the socket. A server answering a pipelined
+/// batch reads the batch's first command with `tcp_read_resp` and the others with this, and
+/// writes the replies when it gives `false`.
+pub(crate) fn tcp_try_read_resp(ctx: &Ctx<'_>, args: &[Value]) -> NativeResult {
+    let obj = ctx.obj_ref("tcp_try_read_resp", &args[0])?;
+    let max = size_arg("tcp_try_read_resp", &args[1])?;
+    let c = conn("tcp_try_read_resp", &obj)?;
+    let mut rb = c.rbuf.lock().unwrap_or_else(|p| p.into_inner());
+    match take_resp(&mut rb, false, max) {
+        Want::Ready(r) => r,
+        Want::More => Ok(Value::Bool(false)),
+    }
 }
 
 pub(crate) fn tcp_read_line(ctx: &Ctx<'_>, args: &[Value]) -> Started {
@@ -434,8 +451,8 @@ pub fn poll_readable(obj: &Obj, cx: &mut Context<'_>) -> Poll<()> {
     match obj {
         Obj::Tcp(c) => loop {
             {
-                let buf = c.rbuf.lock().unwrap_or_else(|p| p.into_inner());
-                if !buf.is_empty() {
+                let rb = c.rbuf.lock().unwrap_or_else(|p| p.into_inner());
+                if !rb.buf.is_empty() {
                     return Poll::Ready(());
                 }
             }
@@ -444,9 +461,9 @@ pub fn poll_readable(obj: &Obj, cx: &mut Context<'_>) -> Poll<()> {
                 Poll::Ready(Err(_)) => return Poll::Ready(()),
                 Poll::Ready(Ok(())) => {}
             }
-            let mut buf = c.rbuf.lock().unwrap_or_else(|p| p.into_inner());
-            buf.reserve(READ_CHUNK);
-            match c.stream.try_read_buf(&mut *buf) {
+            let mut rb = c.rbuf.lock().unwrap_or_else(|p| p.into_inner());
+            rb.buf.reserve(READ_CHUNK);
+            match c.stream.try_read_buf(&mut rb.buf) {
                 // Bytes, or the end of input: either way a read will not wait.
                 Ok(_) => return Poll::Ready(()),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -517,7 +534,7 @@ pub(crate) fn tcp_shutdown(ctx: &Ctx<'_>, args: &[Value]) -> NativeResult {
 pub(crate) fn tcp_buffered(ctx: &Ctx<'_>, args: &[Value]) -> NativeResult {
     let obj = ctx.obj_ref("tcp_buffered", &args[0])?;
     let c = conn("tcp_buffered", &obj)?;
-    Ok(Value::Int(c.rbuf.lock().unwrap_or_else(|p| p.into_inner()).len() as i64))
+    Ok(Value::Int(c.rbuf.lock().unwrap_or_else(|p| p.into_inner()).buf.len() as i64))
 }
 
 pub(crate) fn tcp_nodelay(ctx: &Ctx<'_>, args: &[Value]) -> NativeResult {

@@ -68,10 +68,18 @@ impl Obj {
 pub struct Conn {
     /// The socket.
     pub stream: TcpStream,
+    /// What has been read and not yet consumed, behind one lock.
+    pub rbuf: Mutex<ReadBuf>,
+}
+
+/// A connection's read side: the bytes read past the last consumed item, and the RESP command
+/// `tcp_read_resp` has read part of (one lock for both, taken once per read).
+#[derive(Default)]
+pub struct ReadBuf {
     /// Bytes read past the last consumed item.
-    pub rbuf: Mutex<BytesMut>,
+    pub buf: BytesMut,
     /// The RESP command `tcp_read_resp` has read part of (see [`crate::resp`]).
-    pub resp: Mutex<crate::resp::Partial>,
+    pub resp: crate::resp::Partial,
 }
 
 /// One resource: its id, its owner and, until closed, its OS object.

@@ -19,6 +19,7 @@
 
 use crate::natives::{Ctx, NativeResult};
 use bytes::{Buf, Bytes, BytesMut};
+use std::sync::Arc;
 use vm_core::{Atom, Exception, Value, atoms};
 
 /// The most arguments one command may have (Redis's own limit).
@@ -44,6 +45,45 @@ pub struct Partial {
     /// The last command's name: a client mostly repeats a few commands, and the next name
     /// that equals it is shared rather than allocated again.
     last_name: Option<Value>,
+    /// The lists returned for the last two commands, to be refilled (see [`Partial::finish`]).
+    kept: [Option<Arc<Vec<Value>>>; 2],
+    /// Which of `kept` the next command goes into.
+    next: usize,
+}
+
+/// Lists (and the argument buffer) with room for more arguments than this are not kept for
+/// the next commands: a connection that sent one huge command does not hold its room forever.
+const KEEP_ARGS: usize = 64;
+
+impl Partial {
+    /// The parsed arguments, moved out of `args`, as a list value.
+    ///
+    /// A server reads a command, handles it and reads the next into the same register, so by
+    /// the time a command is parsed the list returned two commands ago is usually referenced
+    /// by nothing but `kept`: it is then refilled instead of allocating a vector and an `Arc`
+    /// anew (values are immutable, so a list is reused only when nobody else can see it). A
+    /// list the program still holds is left alone and a new one made.
+    fn finish(&mut self) -> Value {
+        let slot = &mut self.kept[self.next];
+        self.next ^= 1;
+        let reusable = slot.as_mut().and_then(Arc::get_mut).filter(|v| v.capacity() <= KEEP_ARGS);
+        let list = match reusable {
+            Some(v) => {
+                v.clear();
+                v.append(&mut self.args);
+                slot.clone().expect("the slot held the list just refilled")
+            }
+            None => {
+                let list = Arc::new(self.args.drain(..).collect::<Vec<_>>());
+                *slot = (list.capacity() <= KEEP_ARGS).then(|| list.clone());
+                list
+            }
+        };
+        if self.args.capacity() > KEEP_ARGS {
+            self.args = Vec::new();
+        }
+        Value::List(list)
+    }
 }
 
 /// Command names at most this long are remembered in [`Partial::last_name`].
@@ -52,8 +92,9 @@ const NAME_CACHE: usize = 32;
 /// What the parser made of the buffer.
 #[derive(Debug, PartialEq)]
 pub enum Parsed {
-    /// A whole command: its arguments (an empty list for `*0`, `*-1` or an empty line).
-    Command(Vec<Value>),
+    /// A whole command: a list of its arguments (an empty list for `*0`, `*-1` or an empty
+    /// line).
+    Command(Value),
     /// The end of input; an unfinished last command is dropped.
     End,
     /// The buffer holds no whole command yet: read more and call again.
@@ -67,6 +108,18 @@ fn protocol(msg: impl Into<String>) -> Exception {
 /// The number in a `*<n>\r\n` or `$<n>\r\n` line at the start of `buf`, and the line's length;
 /// `None` if the line has not arrived whole.
 fn length_line(buf: &[u8], what: &str) -> Result<Option<(i64, usize)>, Exception> {
+    // The usual line, 1 to 18 digits then "\r\n" (no overflow possible), in one pass; anything
+    // else (a sign, a bare "\n", more digits, an error, a line not yet whole) takes the general
+    // path below.
+    let mut n: i64 = 0;
+    let mut i = 1;
+    while i < buf.len() && i <= 18 && buf[i].is_ascii_digit() {
+        n = n * 10 + i64::from(buf[i] - b'0');
+        i += 1;
+    }
+    if i > 1 && buf.len() > i + 1 && buf[i] == b'\r' && buf[i + 1] == b'\n' {
+        return Ok(Some((n, i + 2)));
+    }
     let window = &buf[..buf.len().min(MAX_LENGTH_LINE)];
     let Some(nl) = window.iter().position(|&b| b == b'\n') else {
         return if buf.len() >= MAX_LENGTH_LINE {
@@ -134,7 +187,7 @@ fn parse_inner(buf: &mut BytesMut, st: &mut Partial, eof: bool, max: usize) -> R
         match buf.first() {
             None => return Ok(more(buf)),
             Some(b'*') => {}
-            Some(_) => return inline(buf, eof),
+            Some(_) => return inline(buf, st, eof),
         }
         let Some((n, used)) = length_line(buf, "multibulk")? else { return Ok(more(buf)) };
         if used > max {
@@ -142,14 +195,14 @@ fn parse_inner(buf: &mut BytesMut, st: &mut Partial, eof: bool, max: usize) -> R
         }
         buf.advance(used);
         if n <= 0 {
-            return Ok(Parsed::Command(Vec::new()));
+            return Ok(Parsed::Command(st.finish()));
         }
         if n > MAX_ARGS {
             return Err(protocol(format!("too many arguments ({n}; at most {MAX_ARGS})")));
         }
         st.remaining = n as usize;
         st.size = used;
-        st.args = Vec::with_capacity(st.remaining.min(64));
+        st.args.reserve(st.remaining.min(KEEP_ARGS));
     }
     while st.remaining > 0 {
         match buf.first() {
@@ -192,12 +245,12 @@ fn parse_inner(buf: &mut BytesMut, st: &mut Partial, eof: bool, max: usize) -> R
         st.size = size;
         st.remaining -= 1;
     }
-    Ok(Parsed::Command(std::mem::take(&mut st.args)))
+    Ok(Parsed::Command(st.finish()))
 }
 
 /// An inline command: words separated by spaces or tabs, ended by `\n` (a `\r` before it is
 /// dropped). A line cut short by the end of input is dropped.
-fn inline(buf: &mut BytesMut, eof: bool) -> Result<Parsed, Exception> {
+fn inline(buf: &mut BytesMut, st: &mut Partial, eof: bool) -> Result<Parsed, Exception> {
     let window = &buf[..buf.len().min(MAX_INLINE)];
     let Some(nl) = window.iter().position(|&b| b == b'\n') else {
         if buf.len() >= MAX_INLINE {
@@ -214,10 +267,10 @@ fn inline(buf: &mut BytesMut, eof: bool) -> Result<Parsed, Exception> {
     let words = line
         .split(|&b| b == b' ' || b == b'\t')
         .filter(|w| !w.is_empty())
-        .map(|w| Value::bytes(Bytes::copy_from_slice(w)))
-        .collect();
+        .map(|w| Value::bytes(Bytes::copy_from_slice(w)));
+    st.args.extend(words);
     buf.advance(nl + 1);
-    Ok(Parsed::Command(words))
+    Ok(Parsed::Command(st.finish()))
 }
 
 /// The digits of `n` (no allocation).
@@ -373,7 +426,7 @@ mod tests {
     }
 
     fn cmd(words: &[&[u8]]) -> Parsed {
-        Parsed::Command(words.iter().map(|w| b(w)).collect())
+        Parsed::Command(Value::list(words.iter().map(|w| b(w)).collect::<Vec<_>>()))
     }
 
     /// Parses `input` whole, commands until the buffer needs more.
@@ -452,13 +505,48 @@ mod tests {
         let (mut buf, mut st) =
             (BytesMut::from(&b"*1\r\n$4\r\nPING\r\nPING\r\n*1\r\n$4\r\nPING\r\n"[..]), Partial::default());
         let mut names = Vec::new();
-        while let Ok(Parsed::Command(c)) = parse(&mut buf, &mut st, false, 100) {
+        while let Ok(Parsed::Command(Value::List(c))) = parse(&mut buf, &mut st, false, 100) {
             names.push(c[0].clone());
         }
         let [Value::Bytes(a), Value::Bytes(_), Value::Bytes(c)] = names.as_slice() else {
             panic!("{names:?}")
         };
         assert!(std::sync::Arc::ptr_eq(a, c), "the second RESP PING has its own copy");
+    }
+
+    #[test]
+    fn a_list_nobody_holds_is_refilled_and_one_still_held_is_not() {
+        let input = b"*2\r\n$3\r\nGET\r\n$1\r\na\r\n";
+        let mut st = Partial::default();
+        let mut next = || {
+            let mut buf = BytesMut::from(&input[..]);
+            match parse(&mut buf, &mut st, false, 100) {
+                Ok(Parsed::Command(Value::List(l))) => l,
+                other => panic!("{other:?}"),
+            }
+        };
+        let (first, second) = (next(), next());
+        let first_ptr = Arc::as_ptr(&first);
+        // The program still holds the first list: the third command gets a list of its own.
+        let third = next();
+        assert!(!std::ptr::eq(Arc::as_ptr(&third), first_ptr));
+        assert_eq!(*first, *third);
+        // Once dropped, the second command's list is refilled for the fourth.
+        let second_ptr = Arc::as_ptr(&second);
+        drop(second);
+        let fourth = next();
+        assert!(std::ptr::eq(Arc::as_ptr(&fourth), second_ptr));
+        assert_eq!(*fourth, *first);
+        // A command of many arguments is not kept.
+        let mut big = b"*100\r\n".to_vec();
+        for _ in 0..100 {
+            big.extend_from_slice(b"$1\r\nx\r\n");
+        }
+        let mut buf = BytesMut::from(&big[..]);
+        let Ok(Parsed::Command(Value::List(l))) = parse(&mut buf, &mut st, false, 10_000) else { panic!() };
+        assert_eq!(l.len(), 100);
+        assert!(st.kept.iter().flatten().all(|k| k.capacity() <= KEEP_ARGS));
+        assert!(st.args.capacity() <= KEEP_ARGS);
     }
 
     #[test]
@@ -470,6 +558,22 @@ mod tests {
         }
         let (got, _) = parse_all(b"PING\r\n*1\r\n$4\r\nPI", true, 100);
         assert_eq!(got, vec![Ok(cmd(&[b"PING"])), Ok(Parsed::End)]);
+    }
+
+    #[test]
+    fn length_lines() {
+        let ok = |line: &[u8]| length_line(line, "bulk").unwrap();
+        assert_eq!(ok(b"$3\r\nabc"), Some((3, 4)));
+        assert_eq!(ok(b"*0\r\n"), Some((0, 4)));
+        assert_eq!(ok(b"$-1\r\n"), Some((-1, 5)));
+        assert_eq!(ok(b"$12\n"), Some((12, 4)));
+        assert_eq!(ok(b"$999999999999999999\r\n"), Some((999_999_999_999_999_999, 21)));
+        assert_eq!(ok(b"$9223372036854775807\r\n"), Some((i64::MAX, 22)));
+        assert_eq!(ok(b"$12\r"), None);
+        assert_eq!(ok(b"$12"), None);
+        assert!(length_line(b"$\r\n", "bulk").is_err());
+        assert!(length_line(b"$9223372036854775808\r\n", "bulk").is_err());
+        assert!(length_line(b"$1x\r\n", "bulk").is_err());
     }
 
     #[test]
