@@ -369,7 +369,12 @@ impl Mailbox {
         if resumed && signalled {
             return TakeOrPark::Empty;
         }
-        if let Some(m) = take_matching(&mut g.messages, pattern) {
+        // A plain receive (the common case) is one `pop_front`.
+        let taken = match pattern {
+            None => g.messages.pop_front(),
+            Some(_) => take_matching(&mut g.messages, pattern),
+        };
+        if let Some(m) = taken {
             if resumed {
                 g.waiting = None;
                 g.parked = false;
