@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Message passing against its peers, interleaved: each round runs the vm's program and then each
+# peer once, so load from elsewhere on a shared machine falls on both sides of a ratio alike
+# (hyperfine runs all of one command's runs first). Prints every reading (wall seconds) and, per
+# benchmark, the median of each side and the median of the per-round ratios.
+# Usage (from the repository root): benches/actors_compare.sh [ROUNDS]   (default 9)
+# Needs: golang-go (apt-get install -y golang-go) and the tokio floor (built here on first use).
+set -eu
+rounds=${1:-9}
+root=$(pwd)
+peers=$root/../shared/peers
+vm=$root/target/release/vm
+cargo build --release -q -p vm-cli
+export CARGO_TARGET_DIR=${PEER_TARGET:-/tmp/peer-tokio}
+(cd "$peers/tokio" && cargo build --release -q)
+floor=$CARGO_TARGET_DIR/release/floor
+unset CARGO_TARGET_DIR
+(cd "$peers/go" && go build -o /tmp/peer-gobench bench.go)
+
+secs() { # secs CMD...: wall-clock seconds of one run (output discarded)
+  local t0 t1
+  t0=$(date +%s%N)
+  "$@" >/dev/null
+  t1=$(date +%s%N)
+  awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.4f\n", (b - a) / 1e9 }'
+}
+median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+# name | vm program and N | peer command
+benches=(
+  "ring|ring.vasm 10000000|$floor ring 10000000"
+  "pingpong|pingpong.vasm 1000000|$floor pingpong 1000000"
+  "chan_pingpong|chan_pingpong.vasm 1000000|/tmp/peer-gobench pingpong 1000000"
+)
+for b in "${benches[@]}"; do
+  IFS='|' read -r name prog peer <<<"$b"
+  vms=() peerts=() ratios=()
+  read -r -a progv <<<"$prog"
+  read -r -a peerv <<<"$peer"
+  for r in $(seq "$rounds"); do
+    v=$(secs "$vm" run "benches/programs/${progv[0]}" "${progv[@]:1}")
+    p=$(secs "${peerv[@]}")
+    echo "$name round $r: vm $v s, peer $p s"
+    vms+=("$v") peerts+=("$p")
+    ratios+=("$(awk -v a="$v" -v b="$p" 'BEGIN { printf "%.3f\n", a / b }')")
+  done
+  mv=$(printf '%s\n' "${vms[@]}" | median)
+  mp=$(printf '%s\n' "${peerts[@]}" | median)
+  mr=$(printf '%s\n' "${ratios[@]}" | median)
+  echo "== $name: vm median $mv s, peer ($peer) median $mp s, ratio of medians $(awk -v a="$mv" -v b="$mp" 'BEGIN { printf "%.3f", a / b }'), median of per-round ratios $mr"
+done
