@@ -106,19 +106,34 @@ impl Native {
     }
 
     /// Checks the argument count.
+    #[inline]
     pub fn check_arity(&self, n: usize) -> Result<(), Exception> {
         if n < self.min_args || n > self.max_args {
-            let takes = if self.min_args == self.max_args {
-                format!("{}", self.min_args)
-            } else {
-                format!("{} to {}", self.min_args, self.max_args)
-            };
-            return Err(Exception::new(
-                atoms::BADARITY,
-                format!("native {} takes {takes} arguments, got {n}", self.name),
-            ));
+            return Err(self.arity_error(n));
         }
         Ok(())
+    }
+
+    /// The `:badarity` exception for a call with `n` arguments (out of line: the check is on
+    /// every call's path, the message almost never).
+    #[cold]
+    #[inline(never)]
+    fn arity_error(&self, n: usize) -> Exception {
+        let takes = if self.min_args == self.max_args {
+            format!("{}", self.min_args)
+        } else {
+            format!("{} to {}", self.min_args, self.max_args)
+        };
+        Exception::new(atoms::BADARITY, format!("native {} takes {takes} arguments, got {n}", self.name))
+    }
+
+    /// Calls an inline native: the arity check, then the function itself. This is
+    /// [`Native::call`] for a native known to be [`Imp::Inline`], without matching on the
+    /// kind again; the runtime's path for every inline call.
+    #[inline]
+    pub fn call_sync(&self, f: SyncFn, ctx: &Ctx<'_>, args: &[Value]) -> NativeResult {
+        self.check_arity(args.len())?;
+        f(ctx, args)
     }
 
     /// Calls a synchronous native (inline or blocking) after checking the count. An async
@@ -388,6 +403,19 @@ mod tests {
         let e = call("tcp_read", &[]).unwrap_err();
         assert!(e.msg.to_string().contains("takes 2 to 3 arguments"), "{}", e.msg);
         assert!(lookup(Atom::new("no_such_native")).is_none());
+    }
+
+    #[test]
+    fn call_sync_checks_the_arity_as_call_does() {
+        let clock = lookup(Atom::new("wall_clock_ms")).unwrap();
+        let Imp::Inline(f) = clock.imp else { panic!("wall_clock_ms is inline") };
+        with_ctx(|ctx| {
+            assert!(matches!(clock.call_sync(f, ctx, &[]), Ok(Value::Int(_))));
+            let e = clock.call_sync(f, ctx, &[Value::Nil]).unwrap_err();
+            assert_eq!(e.kind, atoms::BADARITY);
+            assert_eq!(e.msg.to_string(), clock.call(ctx, &[Value::Nil]).unwrap_err().msg.to_string());
+            assert_eq!(e.msg.to_string(), "native wall_clock_ms takes 0 arguments, got 1");
+        });
     }
 
     #[test]

@@ -182,6 +182,9 @@ fn parse_inner(buf: &mut BytesMut, st: &mut Partial, eof: bool, max: usize) -> R
             Parsed::More
         }
     };
+    // How much of `buf` is consumed: the buffer is advanced once, at the end (moving a
+    // `BytesMut`'s start is ~40 instructions, and a SET has a header and three arguments).
+    let mut pos = 0;
     if st.remaining == 0 {
         st.args.clear();
         match buf.first() {
@@ -193,26 +196,40 @@ fn parse_inner(buf: &mut BytesMut, st: &mut Partial, eof: bool, max: usize) -> R
         if used > max {
             return Err(protocol(format!("command larger than {max} bytes")));
         }
-        buf.advance(used);
-        if n <= 0 {
+        if n <= 0 || n > MAX_ARGS {
+            buf.advance(used);
+            if n > MAX_ARGS {
+                return Err(protocol(format!("too many arguments ({n}; at most {MAX_ARGS})")));
+            }
             return Ok(Parsed::Command(st.finish()));
         }
-        if n > MAX_ARGS {
-            return Err(protocol(format!("too many arguments ({n}; at most {MAX_ARGS})")));
-        }
+        pos = used;
         st.remaining = n as usize;
         st.size = used;
         st.args.reserve(st.remaining.min(KEEP_ARGS));
     }
+    let r = bulk_strings(&buf[..], &mut pos, st, max);
+    buf.advance(pos);
+    match r {
+        Ok(true) => Ok(Parsed::Command(st.finish())),
+        Ok(false) => Ok(more(buf)),
+        Err(e) => Err(e),
+    }
+}
+
+/// Reads the arguments still due of a command from `buf[*pos..]`, moving `*pos` past each one
+/// taken; `Ok(true)` once the command is whole, `Ok(false)` if `buf` ends first.
+fn bulk_strings(buf: &[u8], pos: &mut usize, st: &mut Partial, max: usize) -> Result<bool, Exception> {
     while st.remaining > 0 {
+        let buf = &buf[*pos..];
         match buf.first() {
-            None => return Ok(more(buf)),
+            None => return Ok(false),
             Some(b'$') => {}
             Some(&b) => {
                 return Err(protocol(format!("expected '$', got {:?}", char::from(b))));
             }
         }
-        let Some((len, used)) = length_line(buf, "bulk")? else { return Ok(more(buf)) };
+        let Some((len, used)) = length_line(buf, "bulk")? else { return Ok(false) };
         if len < 0 {
             return Err(protocol(format!("invalid bulk length {len}")));
         }
@@ -223,7 +240,7 @@ fn parse_inner(buf: &mut BytesMut, st: &mut Partial, eof: bool, max: usize) -> R
             return Err(protocol(format!("command larger than {max} bytes")));
         }
         if buf.len() < whole {
-            return Ok(more(buf));
+            return Ok(false);
         }
         if &buf[used + len..whole] != b"\r\n" {
             return Err(protocol("expected \"\\r\\n\" after a bulk string"));
@@ -241,11 +258,11 @@ fn parse_inner(buf: &mut BytesMut, st: &mut Partial, eof: bool, max: usize) -> R
             arg
         });
         st.args.push(arg);
-        buf.advance(whole);
+        *pos += whole;
         st.size = size;
         st.remaining -= 1;
     }
-    Ok(Parsed::Command(st.finish()))
+    Ok(true)
 }
 
 /// An inline command: words separated by spaces or tabs, ended by `\n` (a `\r` before it is
