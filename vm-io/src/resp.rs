@@ -107,19 +107,30 @@ fn protocol(msg: impl Into<String>) -> Exception {
 
 /// The number in a `*<n>\r\n` or `$<n>\r\n` line at the start of `buf`, and the line's length;
 /// `None` if the line has not arrived whole.
+#[inline]
 fn length_line(buf: &[u8], what: &str) -> Result<Option<(i64, usize)>, Exception> {
-    // The usual line, 1 to 18 digits then "\r\n" (no overflow possible), in one pass; anything
-    // else (a sign, a bare "\n", more digits, an error, a line not yet whole) takes the general
-    // path below.
+    // The usual line, 1 to 18 digits then "\r\n" (no overflow possible), in one pass, inlined
+    // into the parser; anything else (a sign, a bare "\n", more digits, an error, a line not yet
+    // whole) takes the general path, out of line.
     let mut n: i64 = 0;
     let mut i = 1;
-    while i < buf.len() && i <= 18 && buf[i].is_ascii_digit() {
-        n = n * 10 + i64::from(buf[i] - b'0');
+    while let Some(&d) = buf.get(i)
+        && d.is_ascii_digit()
+        && i <= 18
+    {
+        n = n * 10 + i64::from(d - b'0');
         i += 1;
     }
-    if i > 1 && buf.len() > i + 1 && buf[i] == b'\r' && buf[i + 1] == b'\n' {
+    if i > 1 && buf.get(i..i + 2) == Some(b"\r\n") {
         return Ok(Some((n, i + 2)));
     }
+    length_line_general(buf, what)
+}
+
+/// [`length_line`] for any line: a sign, a bare `\n`, overflow, errors, a line not yet whole.
+#[cold]
+#[inline(never)]
+fn length_line_general(buf: &[u8], what: &str) -> Result<Option<(i64, usize)>, Exception> {
     let window = &buf[..buf.len().min(MAX_LENGTH_LINE)];
     let Some(nl) = window.iter().position(|&b| b == b'\n') else {
         return if buf.len() >= MAX_LENGTH_LINE {
