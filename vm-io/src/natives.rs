@@ -246,11 +246,26 @@ pub(crate) fn arg(args: &[Value], i: usize) -> &Value {
 }
 
 /// An int argument.
+#[inline]
 pub(crate) fn int_arg(what: &str, v: &Value) -> Result<i64, Exception> {
     match v {
         Value::Int(i) => Ok(*i),
-        other => Err(Exception::type_error(format!("{what}: expected an int, got {}", other.type_atom()))),
+        other => Err(not_an_int(what, other)),
     }
+}
+
+// The error paths of the argument helpers are out of line, so the helpers themselves inline
+// into every native (a `format!` in the body kept them as calls of ~20 instructions each).
+#[cold]
+#[inline(never)]
+fn not_an_int(what: &str, v: &Value) -> Exception {
+    Exception::type_error(format!("{what}: expected an int, got {}", v.type_atom()))
+}
+
+#[cold]
+#[inline(never)]
+fn not_a_size(what: &str, n: i64) -> Exception {
+    Exception::badarg(format!("{what}: expected a size >= 0, got {n}"))
 }
 
 /// An atom argument (a mode, a whence).
@@ -262,10 +277,11 @@ pub(crate) fn atom_arg(what: &str, v: &Value) -> Result<Atom, Exception> {
 }
 
 /// A non-negative size argument.
+#[inline]
 pub(crate) fn size_arg(what: &str, v: &Value) -> Result<usize, Exception> {
     match int_arg(what, v)? {
         n if n >= 0 => Ok(n as usize),
-        n => Err(Exception::badarg(format!("{what}: expected a size >= 0, got {n}"))),
+        n => Err(not_a_size(what, n)),
     }
 }
 

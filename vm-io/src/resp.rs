@@ -302,7 +302,17 @@ fn inline(buf: &mut BytesMut, st: &mut Partial, eof: bool) -> Result<Parsed, Exc
 }
 
 /// The digits of `n` (no allocation).
+#[inline]
 fn push_int(out: &mut Vec<u8>, n: i64) {
+    // Most lengths and counts in replies have one or two digits.
+    match n {
+        0..=9 => out.push(b'0' + n as u8),
+        10..=99 => out.extend_from_slice(&[b'0' + (n / 10) as u8, b'0' + (n % 10) as u8]),
+        _ => push_int_general(out, n),
+    }
+}
+
+fn push_int_general(out: &mut Vec<u8>, n: i64) {
     let mut digits = [0u8; 20];
     let mut i = digits.len();
     let mut m = n.unsigned_abs();
@@ -321,6 +331,7 @@ fn push_int(out: &mut Vec<u8>, n: i64) {
 }
 
 fn push_bulk(out: &mut Vec<u8>, data: &[u8]) {
+    out.reserve(data.len() + 24);
     out.push(b'$');
     push_int(out, data.len() as i64);
     out.extend_from_slice(b"\r\n");
@@ -681,6 +692,10 @@ mod tests {
         for n in [0, 1, 9, 10, 99, 100, 12345] {
             let v = Value::bytes(vec![b'x'; n]);
             assert_eq!(encode(&v).unwrap().len(), bulk_size(n), "{n}");
+            assert!(encode(&v).unwrap().starts_with(format!("${n}\r\n").as_bytes()), "{n}");
+        }
+        for n in [0, 7, 9, 10, 42, 99, 100, 101, 999, 1000, -1, -9, -10, -100, i64::MAX] {
+            assert_eq!(enc(&Value::Int(n)).unwrap(), format!(":{n}\r\n"));
         }
         let mut deep = Value::Nil;
         for _ in 0..1000 {
