@@ -219,6 +219,7 @@ natives! {
     "resolve", 1..=1, Blocking(resolve), "resolve(host): the host's addresses as a list of strings";
     "sleep_blocking", 1..=1, Blocking(sleep_blocking), "sleep_blocking(ms): blocks a pool thread for ms (for tests of real blocking)";
     "panic", 1..=1, Blocking(panic_native), "panic(msg): panics inside a native (for tests: the caller gets :panic)";
+    "panic_inline", 1..=1, Inline(panic_native), "panic_inline(msg): panics inside an inline native (for tests: the caller gets :panic)";
 }
 
 /// The native called `name`: an index by the atom's number (atoms are small dense integers and
