@@ -343,17 +343,39 @@ impl Ord for Value {
     }
 }
 
+/// Hashes a string's or bytes value's data as one write: a word holding the kind (`rank`) and
+/// the length (so the encoding stays prefix-free, as `[u8]`'s own hash is) followed by the data,
+/// copied together when short. Shared tables and maps hash mostly such keys, and with SipHash
+/// every `write` call has a fixed cost: the kind, the length and the data as three writes took
+/// about 370 instructions for a 16-byte key.
+fn hash_data<H: Hasher>(h: &mut H, rank: u8, data: &[u8]) {
+    const SHORT: usize = 56;
+    let head = ((data.len() as u64) << 8 | u64::from(rank)).to_le_bytes();
+    if data.len() <= SHORT {
+        let mut buf = [0u8; 8 + SHORT];
+        buf[..8].copy_from_slice(&head);
+        buf[8..8 + data.len()].copy_from_slice(data);
+        h.write(&buf[..8 + data.len()]);
+    } else {
+        h.write(&head);
+        h.write(data);
+    }
+}
+
 impl Hash for Value {
     fn hash<H: Hasher>(&self, h: &mut H) {
+        match self {
+            Value::Str(s) => return hash_data(h, self.rank(), s.as_bytes()),
+            Value::Bytes(b) => return hash_data(h, self.rank(), b),
+            _ => {}
+        }
         self.rank().hash(h);
         match self {
-            Value::Nil => {}
+            Value::Nil | Value::Str(_) | Value::Bytes(_) => {}
             Value::Bool(b) => b.hash(h),
             Value::Int(i) => i.hash(h),
             Value::Float(f) => f.to_bits().hash(h),
             Value::Atom(a) => a.hash(h),
-            Value::Str(s) => s.hash(h),
-            Value::Bytes(b) => b.hash(h),
             Value::Tuple(t) | Value::List(t) => t.hash(h),
             Value::Map(m) => m.hash(h),
             Value::Pid(p) => p.hash(h),
@@ -518,6 +540,26 @@ mod tests {
     #[test]
     fn value_is_at_most_16_bytes() {
         assert!(std::mem::size_of::<Value>() <= 16, "{}", std::mem::size_of::<Value>());
+    }
+
+    #[test]
+    fn strings_and_bytes_hash_by_content_kind_and_length() {
+        use std::hash::BuildHasher;
+        let state = std::hash::RandomState::new();
+        let h = |v: &Value| state.hash_one(v);
+        for n in [0, 1, 7, 8, 16, 55, 56, 57, 200] {
+            let data = vec![b'k'; n];
+            // Equal values hash equally (separately allocated, short and long alike)...
+            assert_eq!(h(&Value::bytes(data.clone())), h(&Value::bytes(data.clone())), "{n}");
+            let text = String::from_utf8(data.clone()).unwrap();
+            assert_eq!(h(&Value::str(text.clone())), h(&Value::str(text.clone())), "{n}");
+            // ... and a string and bytes with the same content are different keys.
+            assert_ne!(h(&Value::str(text)), h(&Value::bytes(data)), "{n}");
+        }
+        // The length is part of the hash, so splitting data differently changes it.
+        let pair = |a: &str, b: &str| Value::tuple(vec![Value::str(a), Value::str(b)]);
+        assert_ne!(h(&pair("ab", "c")), h(&pair("a", "bc")));
+        assert_eq!(h(&pair("ab", "c")), h(&pair("ab", "c")));
     }
 
     #[test]

@@ -106,19 +106,34 @@ impl Native {
     }
 
     /// Checks the argument count.
+    #[inline]
     pub fn check_arity(&self, n: usize) -> Result<(), Exception> {
         if n < self.min_args || n > self.max_args {
-            let takes = if self.min_args == self.max_args {
-                format!("{}", self.min_args)
-            } else {
-                format!("{} to {}", self.min_args, self.max_args)
-            };
-            return Err(Exception::new(
-                atoms::BADARITY,
-                format!("native {} takes {takes} arguments, got {n}", self.name),
-            ));
+            return Err(self.arity_error(n));
         }
         Ok(())
+    }
+
+    /// The `:badarity` exception for a call with `n` arguments (out of line: the check is on
+    /// every call's path, the message almost never).
+    #[cold]
+    #[inline(never)]
+    fn arity_error(&self, n: usize) -> Exception {
+        let takes = if self.min_args == self.max_args {
+            format!("{}", self.min_args)
+        } else {
+            format!("{} to {}", self.min_args, self.max_args)
+        };
+        Exception::new(atoms::BADARITY, format!("native {} takes {takes} arguments, got {n}", self.name))
+    }
+
+    /// Calls an inline native: the arity check, then the function itself. This is
+    /// [`Native::call`] for a native known to be [`Imp::Inline`], without matching on the
+    /// kind again; the runtime's path for every inline call.
+    #[inline]
+    pub fn call_sync(&self, f: SyncFn, ctx: &Ctx<'_>, args: &[Value]) -> NativeResult {
+        self.check_arity(args.len())?;
+        f(ctx, args)
     }
 
     /// Calls a synchronous native (inline or blocking) after checking the count. An async
@@ -204,6 +219,7 @@ natives! {
     "resolve", 1..=1, Blocking(resolve), "resolve(host): the host's addresses as a list of strings";
     "sleep_blocking", 1..=1, Blocking(sleep_blocking), "sleep_blocking(ms): blocks a pool thread for ms (for tests of real blocking)";
     "panic", 1..=1, Blocking(panic_native), "panic(msg): panics inside a native (for tests: the caller gets :panic)";
+    "panic_inline", 1..=1, Inline(panic_native), "panic_inline(msg): panics inside an inline native (for tests: the caller gets :panic)";
 }
 
 /// The native called `name`: an index by the atom's number (atoms are small dense integers and
@@ -231,11 +247,26 @@ pub(crate) fn arg(args: &[Value], i: usize) -> &Value {
 }
 
 /// An int argument.
+#[inline]
 pub(crate) fn int_arg(what: &str, v: &Value) -> Result<i64, Exception> {
     match v {
         Value::Int(i) => Ok(*i),
-        other => Err(Exception::type_error(format!("{what}: expected an int, got {}", other.type_atom()))),
+        other => Err(not_an_int(what, other)),
     }
+}
+
+// The error paths of the argument helpers are out of line, so the helpers themselves inline
+// into every native (a `format!` in the body kept them as calls of ~20 instructions each).
+#[cold]
+#[inline(never)]
+fn not_an_int(what: &str, v: &Value) -> Exception {
+    Exception::type_error(format!("{what}: expected an int, got {}", v.type_atom()))
+}
+
+#[cold]
+#[inline(never)]
+fn not_a_size(what: &str, n: i64) -> Exception {
+    Exception::badarg(format!("{what}: expected a size >= 0, got {n}"))
 }
 
 /// An atom argument (a mode, a whence).
@@ -247,10 +278,11 @@ pub(crate) fn atom_arg(what: &str, v: &Value) -> Result<Atom, Exception> {
 }
 
 /// A non-negative size argument.
+#[inline]
 pub(crate) fn size_arg(what: &str, v: &Value) -> Result<usize, Exception> {
     match int_arg(what, v)? {
         n if n >= 0 => Ok(n as usize),
-        n => Err(Exception::badarg(format!("{what}: expected a size >= 0, got {n}"))),
+        n => Err(not_a_size(what, n)),
     }
 }
 
@@ -388,6 +420,19 @@ mod tests {
         let e = call("tcp_read", &[]).unwrap_err();
         assert!(e.msg.to_string().contains("takes 2 to 3 arguments"), "{}", e.msg);
         assert!(lookup(Atom::new("no_such_native")).is_none());
+    }
+
+    #[test]
+    fn call_sync_checks_the_arity_as_call_does() {
+        let clock = lookup(Atom::new("wall_clock_ms")).unwrap();
+        let Imp::Inline(f) = clock.imp else { panic!("wall_clock_ms is inline") };
+        with_ctx(|ctx| {
+            assert!(matches!(clock.call_sync(f, ctx, &[]), Ok(Value::Int(_))));
+            let e = clock.call_sync(f, ctx, &[Value::Nil]).unwrap_err();
+            assert_eq!(e.kind, atoms::BADARITY);
+            assert_eq!(e.msg.to_string(), clock.call(ctx, &[Value::Nil]).unwrap_err().msg.to_string());
+            assert_eq!(e.msg.to_string(), "native wall_clock_ms takes 0 arguments, got 1");
+        });
     }
 
     #[test]

@@ -107,19 +107,30 @@ fn protocol(msg: impl Into<String>) -> Exception {
 
 /// The number in a `*<n>\r\n` or `$<n>\r\n` line at the start of `buf`, and the line's length;
 /// `None` if the line has not arrived whole.
+#[inline]
 fn length_line(buf: &[u8], what: &str) -> Result<Option<(i64, usize)>, Exception> {
-    // The usual line, 1 to 18 digits then "\r\n" (no overflow possible), in one pass; anything
-    // else (a sign, a bare "\n", more digits, an error, a line not yet whole) takes the general
-    // path below.
+    // The usual line, 1 to 18 digits then "\r\n" (no overflow possible), in one pass, inlined
+    // into the parser; anything else (a sign, a bare "\n", more digits, an error, a line not yet
+    // whole) takes the general path, out of line.
     let mut n: i64 = 0;
     let mut i = 1;
-    while i < buf.len() && i <= 18 && buf[i].is_ascii_digit() {
-        n = n * 10 + i64::from(buf[i] - b'0');
+    while let Some(&d) = buf.get(i)
+        && d.is_ascii_digit()
+        && i <= 18
+    {
+        n = n * 10 + i64::from(d - b'0');
         i += 1;
     }
-    if i > 1 && buf.len() > i + 1 && buf[i] == b'\r' && buf[i + 1] == b'\n' {
+    if i > 1 && buf.get(i..i + 2) == Some(b"\r\n") {
         return Ok(Some((n, i + 2)));
     }
+    length_line_general(buf, what)
+}
+
+/// [`length_line`] for any line: a sign, a bare `\n`, overflow, errors, a line not yet whole.
+#[cold]
+#[inline(never)]
+fn length_line_general(buf: &[u8], what: &str) -> Result<Option<(i64, usize)>, Exception> {
     let window = &buf[..buf.len().min(MAX_LENGTH_LINE)];
     let Some(nl) = window.iter().position(|&b| b == b'\n') else {
         return if buf.len() >= MAX_LENGTH_LINE {
@@ -182,6 +193,9 @@ fn parse_inner(buf: &mut BytesMut, st: &mut Partial, eof: bool, max: usize) -> R
             Parsed::More
         }
     };
+    // How much of `buf` is consumed: the buffer is advanced once, at the end (moving a
+    // `BytesMut`'s start is ~40 instructions, and a SET has a header and three arguments).
+    let mut pos = 0;
     if st.remaining == 0 {
         st.args.clear();
         match buf.first() {
@@ -193,26 +207,40 @@ fn parse_inner(buf: &mut BytesMut, st: &mut Partial, eof: bool, max: usize) -> R
         if used > max {
             return Err(protocol(format!("command larger than {max} bytes")));
         }
-        buf.advance(used);
-        if n <= 0 {
+        if n <= 0 || n > MAX_ARGS {
+            buf.advance(used);
+            if n > MAX_ARGS {
+                return Err(protocol(format!("too many arguments ({n}; at most {MAX_ARGS})")));
+            }
             return Ok(Parsed::Command(st.finish()));
         }
-        if n > MAX_ARGS {
-            return Err(protocol(format!("too many arguments ({n}; at most {MAX_ARGS})")));
-        }
+        pos = used;
         st.remaining = n as usize;
         st.size = used;
         st.args.reserve(st.remaining.min(KEEP_ARGS));
     }
+    let r = bulk_strings(&buf[..], &mut pos, st, max);
+    buf.advance(pos);
+    match r {
+        Ok(true) => Ok(Parsed::Command(st.finish())),
+        Ok(false) => Ok(more(buf)),
+        Err(e) => Err(e),
+    }
+}
+
+/// Reads the arguments still due of a command from `buf[*pos..]`, moving `*pos` past each one
+/// taken; `Ok(true)` once the command is whole, `Ok(false)` if `buf` ends first.
+fn bulk_strings(buf: &[u8], pos: &mut usize, st: &mut Partial, max: usize) -> Result<bool, Exception> {
     while st.remaining > 0 {
+        let buf = &buf[*pos..];
         match buf.first() {
-            None => return Ok(more(buf)),
+            None => return Ok(false),
             Some(b'$') => {}
             Some(&b) => {
                 return Err(protocol(format!("expected '$', got {:?}", char::from(b))));
             }
         }
-        let Some((len, used)) = length_line(buf, "bulk")? else { return Ok(more(buf)) };
+        let Some((len, used)) = length_line(buf, "bulk")? else { return Ok(false) };
         if len < 0 {
             return Err(protocol(format!("invalid bulk length {len}")));
         }
@@ -223,7 +251,7 @@ fn parse_inner(buf: &mut BytesMut, st: &mut Partial, eof: bool, max: usize) -> R
             return Err(protocol(format!("command larger than {max} bytes")));
         }
         if buf.len() < whole {
-            return Ok(more(buf));
+            return Ok(false);
         }
         if &buf[used + len..whole] != b"\r\n" {
             return Err(protocol("expected \"\\r\\n\" after a bulk string"));
@@ -241,11 +269,11 @@ fn parse_inner(buf: &mut BytesMut, st: &mut Partial, eof: bool, max: usize) -> R
             arg
         });
         st.args.push(arg);
-        buf.advance(whole);
+        *pos += whole;
         st.size = size;
         st.remaining -= 1;
     }
-    Ok(Parsed::Command(st.finish()))
+    Ok(true)
 }
 
 /// An inline command: words separated by spaces or tabs, ended by `\n` (a `\r` before it is
@@ -274,7 +302,17 @@ fn inline(buf: &mut BytesMut, st: &mut Partial, eof: bool) -> Result<Parsed, Exc
 }
 
 /// The digits of `n` (no allocation).
+#[inline]
 fn push_int(out: &mut Vec<u8>, n: i64) {
+    // Most lengths and counts in replies have one or two digits.
+    match n {
+        0..=9 => out.push(b'0' + n as u8),
+        10..=99 => out.extend_from_slice(&[b'0' + (n / 10) as u8, b'0' + (n % 10) as u8]),
+        _ => push_int_general(out, n),
+    }
+}
+
+fn push_int_general(out: &mut Vec<u8>, n: i64) {
     let mut digits = [0u8; 20];
     let mut i = digits.len();
     let mut m = n.unsigned_abs();
@@ -293,6 +331,7 @@ fn push_int(out: &mut Vec<u8>, n: i64) {
 }
 
 fn push_bulk(out: &mut Vec<u8>, data: &[u8]) {
+    out.reserve(data.len() + 24);
     out.push(b'$');
     push_int(out, data.len() as i64);
     out.extend_from_slice(b"\r\n");
@@ -653,6 +692,10 @@ mod tests {
         for n in [0, 1, 9, 10, 99, 100, 12345] {
             let v = Value::bytes(vec![b'x'; n]);
             assert_eq!(encode(&v).unwrap().len(), bulk_size(n), "{n}");
+            assert!(encode(&v).unwrap().starts_with(format!("${n}\r\n").as_bytes()), "{n}");
+        }
+        for n in [0, 7, 9, 10, 42, 99, 100, 101, 999, 1000, -1, -9, -10, -100, i64::MAX] {
+            assert_eq!(enc(&Value::Int(n)).unwrap(), format!(":{n}\r\n"));
         }
         let mut deep = Value::Nil;
         for _ in 0..1000 {

@@ -616,7 +616,19 @@ impl Host for ActorHost<'_> {
         let ctx = natives::Ctx { io: &self.vm.shared.io, pid: self.cell.pid.0 };
         match native.imp {
             natives::Imp::Blocking(_) => None,
-            natives::Imp::Inline(_) => Some(call_inline(native, &ctx, args)),
+            // The common case, kept short: the arity check and the function pointer come from
+            // the row just matched (`Native::call` would match the kind again), and a panic
+            // still becomes a `:panic` exception in this actor only (`call_inline`'s message).
+            natives::Imp::Inline(f) => Some(
+                match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    native.call_sync(f, &ctx, args)
+                })) {
+                    Ok(r) => r,
+                    Err(p) => {
+                        Err(Exception::new(atoms::PANIC, format!("native call panicked: {}", panic_text(p))))
+                    }
+                },
+            ),
             natives::Imp::Async(_) => match native.start(&ctx, args) {
                 natives::Started::Done(r) => Some(r),
                 natives::Started::Pending(fut) => {

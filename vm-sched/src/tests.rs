@@ -939,6 +939,46 @@ unknown:
 }
 
 #[test]
+fn a_panicking_inline_native_raises_in_its_caller_only() {
+    // The inline path (`Host::native`, inside the step) catches the panic itself: the caller
+    // gets `:panic` and goes on, and another actor is unaffected (it answers afterwards).
+    let (o, out) = run(r#"
+.func main 0
+    self r7
+    fun r5, other
+    spawn r6, r5, r7, 1
+    const r0, "boom"
+    try r1, caught
+    native r2, :panic_inline, r0, 1
+    endtry
+    ret r2
+caught:
+    tget r3, r1, 0
+    print r3
+    tget r3, r1, 1
+    print r3
+    try r1, arity
+    native r2, :panic_inline, r0, 0
+    endtry
+    ret r2
+arity:
+    tget r3, r1, 0
+    print r3
+    recv r8
+    print r8
+    ret r3
+.end
+.func other 1
+    const r1, :other_ran
+    send r0, r1
+    ret r1
+.end
+"#);
+    assert_eq!(out, lines(&[":panic", "native call panicked: boom", ":badarity", ":other_ran"]));
+    assert_eq!(o, Outcome::Exited(Value::atom("badarity")));
+}
+
+#[test]
 fn yield_to_runs_the_named_actor_next() {
     // On one worker: B and C are both runnable, C most recently spawned (so tokio would run it
     // first); main yields to B, so B prints before C.
