@@ -7,14 +7,8 @@
 # Needs: golang-go (apt-get install -y golang-go) and the tokio floor (built here on first use).
 set -eu
 rounds=${1:-9}
-root=$(pwd)
-peers=$root/../shared/peers
-vm=$root/target/release/vm
-cargo build --release -q -p vm-cli
-export CARGO_TARGET_DIR=${PEER_TARGET:-/tmp/peer-tokio}
-(cd "$peers/tokio" && cargo build --release -q)
-floor=$CARGO_TARGET_DIR/release/floor
-unset CARGO_TARGET_DIR
+. "$(dirname "$0")/peers.sh"
+floor=$tokio_bin/floor
 (cd "$peers/go" && go build -o /tmp/peer-gobench bench.go)
 
 secs() { # secs CMD...: wall-clock seconds of one run (output discarded)

@@ -6,14 +6,7 @@
 # redis-server golang-go) and the tokio peers (built here on first use).
 set -eu
 runs=${1:-3}
-root=$(pwd)
-peers=$root/../shared/peers
-vm=$root/target/release/vm
-cargo build --release -q -p vm-cli
-export CARGO_TARGET_DIR=${PEER_TARGET:-/tmp/peer-tokio}
-(cd "$peers/tokio" && cargo build --release -q)
-tokio_bin=$CARGO_TARGET_DIR/release
-unset CARGO_TARGET_DIR
+. "$(dirname "$0")/peers.sh"
 build_go() { # build_go DIR OUT: a Go main package without a module file
   local tmp; tmp=$(mktemp -d)
   cp "$peers/go/$1/main.go" "$tmp/" && (cd "$tmp" && go mod init peer >/dev/null 2>&1 && go build -o "$2" .)
