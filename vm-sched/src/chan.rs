@@ -1525,12 +1525,13 @@ mod loom_tests {
         });
     }
 
-    /// Cancelling a parked send while a receiver tries to take it: either the cancel wins and
-    /// nothing was transferred, or the receiver got the value and the cancel reports the send as
-    /// done. Never both, never neither.
-    #[test]
-    fn loom_cancel_races_a_committing_receiver() {
-        model(None, || {
+    /// A parked send of 5 on a rendezvous channel, cancelled (by `park_and_cancel`) while a
+    /// receiver tries to take it: either the cancel wins and nothing was transferred, or the
+    /// receiver got the value and the cancel reports the send as done. Never both, never neither.
+    fn cancel_races_a_committing_receiver(
+        park_and_cancel: impl Fn(&Arc<Channel>, &AtomicUsize) -> Result<(), Fired> + Sync + Send + 'static,
+    ) {
+        model(None, move || {
             let c = Channel::new(1, 0);
             let active = Arc::new(AtomicUsize::new(2));
             let t = {
@@ -1541,17 +1542,25 @@ mod loom_tests {
                     r
                 })
             };
-            let mut s = Select::new(vec![Case::send(&c, Value::Int(5))], true);
-            let out = match poll_once(&mut s, &active) {
-                Poll::Pending => s.cancel(&active),
-                Poll::Ready(f) => panic!("no receiver ever parks, yet {f:?}"),
-            };
+            let out = park_and_cancel(&c, &active);
             match (out, t.join().unwrap()) {
                 (Ok(()), TryRecv::Empty) | (Err(Fired::Sent { case: 0 }), TryRecv::Value(Value::Int(5))) => {}
                 other => panic!("inconsistent outcome {other:?}"),
             }
             assert_eq!(active.load(Ordering::SeqCst), 1);
             assert_eq!(c.parked(), (0, 0));
+        });
+    }
+
+    /// The race above for a select.
+    #[test]
+    fn loom_cancel_races_a_committing_receiver() {
+        cancel_races_a_committing_receiver(|c, active| {
+            let mut s = Select::new(vec![Case::send(c, Value::Int(5))], true);
+            match poll_once(&mut s, active) {
+                Poll::Pending => s.cancel(active),
+                Poll::Ready(f) => panic!("no receiver ever parks, yet {f:?}"),
+            }
         });
     }
 
@@ -1606,32 +1615,15 @@ mod loom_tests {
         });
     }
 
-    /// Cancelling a parked one-case send while a receiver tries to take it: the cancel wins and
-    /// nothing moved, or the receiver has the value and the cancel reports the send as done.
+    /// The race above for a one-case wait (`OneWait`).
     #[test]
     fn loom_one_wait_cancel_races_a_committing_receiver() {
-        model(None, || {
-            let c = Channel::new(1, 0);
-            let active = Arc::new(AtomicUsize::new(2));
-            let t = {
-                let (c, active) = (c.clone(), active.clone());
-                loom::thread::spawn(move || {
-                    let r = c.try_recv(&active);
-                    active.fetch_sub(1, Ordering::SeqCst);
-                    r
-                })
-            };
+        cancel_races_a_committing_receiver(|c, active| {
             let counted: Arc<dyn CountedFlag> = Arc::new(AtomicBool::new(false));
-            let out = match c.complete_or_park(Some(&Value::Int(5)), Waker::noop(), counted, &active) {
-                Err(w) => w.cancel(&c, Some(&active)),
+            match c.complete_or_park(Some(&Value::Int(5)), Waker::noop(), counted, active) {
+                Err(w) => w.cancel(c, Some(active)),
                 Ok(f) => panic!("no receiver ever parks, yet {f:?}"),
-            };
-            match (out, t.join().unwrap()) {
-                (Ok(()), TryRecv::Empty) | (Err(Fired::Sent { case: 0 }), TryRecv::Value(Value::Int(5))) => {}
-                other => panic!("inconsistent outcome {other:?}"),
             }
-            assert_eq!(active.load(Ordering::SeqCst), 1);
-            assert_eq!(c.parked(), (0, 0));
         });
     }
 

@@ -642,12 +642,15 @@ mod loom_tests {
     use crate::sync::{Arc, AtomicBool};
     use std::future::poll_fn;
 
+    /// One poll of an ordinary indefinite receive (steps 1 and 4 of the protocol).
+    fn poll_receive(mb: &Mailbox, cx: &mut Context<'_>, active: &AtomicUsize) -> Poll<Option<Woken>> {
+        let wait = || Wait::Receive { pattern: None, timeout_ms: None };
+        let spec = WaitSpec { receive: true, pattern: None, indefinite: true, soft: true };
+        mb.poll_wait(cx, &spec, false, wait, active).0
+    }
+
     fn receive(mb: &Mailbox, active: &AtomicUsize) -> Option<Woken> {
-        loom::future::block_on(poll_fn(|cx| {
-            let wait = || Wait::Receive { pattern: None, timeout_ms: None };
-            let spec = WaitSpec { receive: true, pattern: None, indefinite: true, soft: true };
-            mb.poll_wait(cx, &spec, false, wait, active).0
-        }))
+        loom::future::block_on(poll_fn(|cx| poll_receive(mb, cx, active)))
     }
 
     fn wake(d: Delivery) {
@@ -680,8 +683,6 @@ mod loom_tests {
     /// A receive as the driver runs it once the waker is known: `take_or_park`; when that parks,
     /// wait for one wake and run it again; when it steps aside (`Empty`), the ordinary wait.
     async fn rerun_receive(mb: &Mailbox, active: &AtomicUsize) -> Option<Woken> {
-        let wait = || Wait::Receive { pattern: None, timeout_ms: None };
-        let spec = WaitSpec { receive: true, pattern: None, indefinite: true, soft: true };
         loop {
             match mb.take_or_park(None, active) {
                 TakeOrPark::Taken(m) => return Some(Woken::Message(m)),
@@ -691,7 +692,7 @@ mod loom_tests {
                         .await;
                 }
                 TakeOrPark::Empty => {
-                    return poll_fn(|cx| mb.poll_wait(cx, &spec, false, wait, active).0).await;
+                    return poll_fn(|cx| poll_receive(mb, cx, active)).await;
                 }
             }
         }
@@ -713,9 +714,7 @@ mod loom_tests {
             });
             // One task (one waker) for both receives, as an actor is one tokio task.
             let got = loom::future::block_on(async {
-                let wait = || Wait::Receive { pattern: None, timeout_ms: None };
-                let spec = WaitSpec { receive: true, pattern: None, indefinite: true, soft: true };
-                let first = poll_fn(|cx| mb.poll_wait(cx, &spec, false, wait, &active).0).await;
+                let first = poll_fn(|cx| poll_receive(&mb, cx, &active)).await;
                 (first, rerun_receive(&mb, &active).await)
             });
             sender.join().unwrap();
@@ -739,10 +738,8 @@ mod loom_tests {
             // waker (here woken by a message the actor sends itself), the second parks in the
             // fast path while a sender and a signaller race.
             let (got, sender, signaller) = loom::future::block_on(async {
-                let wait = || Wait::Receive { pattern: None, timeout_ms: None };
-                let spec = WaitSpec { receive: true, pattern: None, indefinite: true, soft: true };
                 let first = poll_fn(|cx| {
-                    let p = mb.poll_wait(cx, &spec, false, wait, &active).0;
+                    let p = poll_receive(&mb, cx, &active);
                     if p.is_pending() {
                         wake(mb.deliver(Value::Int(0), &active));
                     }
