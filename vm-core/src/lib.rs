@@ -19,6 +19,7 @@ pub mod exception;
 pub mod interp;
 pub mod module;
 pub mod ops;
+pub mod snapshot;
 pub mod step;
 pub mod value;
 pub mod verify;

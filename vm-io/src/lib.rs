@@ -15,7 +15,9 @@
 //! - [`Output`]: the sink for the `print` effect (standard output), buffered for speed;
 //! - [`FsLoader`]: the assembler's [`SourceLoader`] backed by the file system;
 //! - [`fs`]: whole-file reads and writes for `.vbc` modules.
+//! - [`durable`]: files written to survive a crash at any moment, in generations (snapshots).
 
+pub mod durable;
 pub mod files;
 pub mod natives;
 pub mod net;
