@@ -46,7 +46,15 @@ pub(crate) fn file_open(ctx: &Ctx<'_>, args: &[Value]) -> NativeResult {
         ctx.io.perms.check_write(&path)?;
     }
     let file = o.open(&*path).map_err(|e| io_error(&format!("file_open {path}"), &e))?;
-    Ok(ctx.adopt(Obj::File(Mutex::new(file)), path.into_owned()))
+    // Opened again after a restore as it is now: never created or truncated a second time.
+    let (read, append) = (matches!(&*mode, "read" | "read_write"), &*mode == "append");
+    let reopen = crate::reopen::Reopen::File {
+        path: path.to_string(),
+        read,
+        write: !read || &*mode == "read_write",
+        append,
+    };
+    Ok(ctx.io.adopt_as(ctx.pid, Obj::File(Mutex::new(file)), path.into_owned(), reopen))
 }
 
 pub(crate) fn file_read(ctx: &Ctx<'_>, args: &[Value]) -> NativeResult {

@@ -16,6 +16,8 @@
 //! - [`FsLoader`]: the assembler's [`SourceLoader`] backed by the file system;
 //! - [`fs`]: whole-file reads and writes for `.vbc` modules.
 //! - [`durable`]: files written to survive a crash at any moment, in generations (snapshots).
+//! - [`reopen`]: resources across a snapshot: reopen recipes, and opening them again.
+//! - [`rerun`]: which natives in flight when a snapshot was taken may run again after a restore.
 
 pub mod durable;
 pub mod files;
@@ -23,6 +25,8 @@ pub mod natives;
 pub mod net;
 pub mod output;
 pub mod perms;
+pub mod reopen;
+pub mod rerun;
 pub mod resource;
 pub mod resp;
 pub mod stdio;

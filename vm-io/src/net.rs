@@ -16,6 +16,7 @@
 use crate::natives::{
     Ctx, NativeResult, Started, arg, data_arg, io_error, size_arg, str_arg, timeout_arg, with_timeout,
 };
+use crate::reopen::{Reopen, bound_address};
 use crate::resource::{Conn, Obj, ReadBuf, conn_label};
 use crate::resp::Parsed;
 use std::collections::VecDeque;
@@ -48,6 +49,11 @@ pub struct Listener {
 }
 
 impl Listener {
+    /// A listener with an empty backlog.
+    pub(crate) fn new(inner: TcpListener) -> Listener {
+        Listener { inner, backlog: Mutex::new(VecDeque::new()) }
+    }
+
     fn take_backlog(&self) -> Option<(TcpStream, SocketAddr)> {
         self.backlog.lock().unwrap_or_else(|p| p.into_inner()).pop_front()
     }
@@ -403,7 +409,8 @@ pub(crate) fn tcp_listen(ctx: &Ctx<'_>, args: &[Value]) -> Started {
     Started::Pending(Box::pin(async move {
         let l = listen(&addr).await.map_err(|e| io_error(&format!("tcp_listen {addr}"), &e))?;
         let label = l.local_addr().map_or_else(|_| addr.clone(), |a| a.to_string());
-        Ok(io.adopt(pid, Obj::Listener(Listener { inner: l, backlog: Mutex::new(VecDeque::new()) }), label))
+        let reopen = Reopen::Listener(bound_address(&addr, l.local_addr().ok()));
+        Ok(io.adopt_as(pid, Obj::Listener(Listener::new(l)), label, reopen))
     }))
 }
 
@@ -415,7 +422,7 @@ const LISTEN_BACKLOG: u32 = 4096;
 
 /// Binds and listens on the first address `addr` resolves to, with address reuse (so a restarted
 /// server can bind at once) and a deep accept queue.
-async fn listen(addr: &str) -> io::Result<TcpListener> {
+pub(crate) async fn listen(addr: &str) -> io::Result<TcpListener> {
     let mut last = io::Error::new(io::ErrorKind::InvalidInput, "the address resolves to nothing");
     for a in tokio::net::lookup_host(addr).await? {
         let socket =
@@ -572,7 +579,8 @@ pub(crate) fn udp_bind(ctx: &Ctx<'_>, args: &[Value]) -> Started {
     Started::Pending(Box::pin(async move {
         let u = UdpSocket::bind(&addr).await.map_err(|e| io_error(&format!("udp_bind {addr}"), &e))?;
         let label = u.local_addr().map_or_else(|_| addr.clone(), |a| a.to_string());
-        Ok(io.adopt(pid, Obj::Udp(u), label))
+        let reopen = Reopen::Udp(bound_address(&addr, u.local_addr().ok()));
+        Ok(io.adopt_as(pid, Obj::Udp(u), label, reopen))
     }))
 }
 

@@ -84,12 +84,16 @@ pub struct ReadBuf {
 
 /// One resource: its id, its owner and, until closed, its OS object.
 pub struct Resource {
-    id: u64,
+    pub(crate) id: u64,
     owner: AtomicU64,
-    obj: Mutex<Option<Arc<Obj>>>,
+    pub(crate) obj: Mutex<Option<Arc<Obj>>>,
     /// A short description for introspection (`tcp connection 127.0.0.1:5000`).
-    label: String,
+    pub(crate) label: String,
     io: Weak<Io>,
+    /// How to open it again in a restored VM (see `reopen`).
+    pub(crate) reopen: crate::reopen::Reopen,
+    /// Set on a resource a restore could not open again: why. Using it raises `:lost`.
+    pub(crate) lost: Option<String>,
 }
 
 impl Resource {
@@ -118,6 +122,19 @@ impl Resource {
 
     fn is_open(&self) -> bool {
         lock(&self.obj).is_some()
+    }
+
+    /// The exception for using it when it is not open: `:lost` if a restore could not open it
+    /// again, else `:closed`.
+    #[cold]
+    fn gone(&self, what: &str, v: &Value) -> Exception {
+        match &self.lost {
+            Some(why) => Exception::new(
+                Atom::new("lost"),
+                format!("{what}: {} ({}) was lost: {why}", v.repr(), self.label),
+            ),
+            None => Exception::new(Atom::new("closed"), format!("{what}: {} is closed", v.repr())),
+        }
     }
 }
 
@@ -187,20 +204,56 @@ impl Io {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Step 1 of the ownership protocol: wraps `obj` as a resource owned by `pid`.
+    /// Step 1 of the ownership protocol: wraps `obj` as a resource owned by `pid`. A restored
+    /// VM cannot open it again (see [`Io::adopt_as`]).
     pub fn adopt(self: &Arc<Io>, pid: u64, obj: Obj, label: String) -> Value {
+        self.adopt_as(pid, obj, label, crate::reopen::Reopen::Never)
+    }
+
+    /// [`Io::adopt`], recording how a restored VM opens it again.
+    pub fn adopt_as(
+        self: &Arc<Io>,
+        pid: u64,
+        obj: Obj,
+        label: String,
+        reopen: crate::reopen::Reopen,
+    ) -> Value {
         let id = self.next_handle_id();
         let label = format!("{} {label}", obj.kind());
+        self.install(id, pid, Some(obj), label, reopen, None)
+    }
+
+    /// Makes resource `id` owned by `pid`, open (`obj`) or not; a resource that is not open
+    /// is closed, or lost when `lost` says why.
+    pub(crate) fn install(
+        self: &Arc<Io>,
+        id: u64,
+        pid: u64,
+        obj: Option<Obj>,
+        label: String,
+        reopen: crate::reopen::Reopen,
+        lost: Option<String>,
+    ) -> Value {
+        let open = obj.is_some();
         let r = Arc::new(Resource {
             id,
             owner: AtomicU64::new(pid),
-            obj: Mutex::new(Some(Arc::new(obj))),
+            obj: Mutex::new(obj.map(Arc::new)),
             label,
             io: Arc::downgrade(self),
+            reopen,
+            lost,
         });
-        self.live.fetch_add(1, Ordering::Relaxed);
-        self.record(pid, &r);
+        if open {
+            self.live.fetch_add(1, Ordering::Relaxed);
+            self.record(pid, &r);
+        }
         Value::Res(Handle::with_payload(id, r))
+    }
+
+    /// Makes the next handle id `next` (a restored VM goes on from the snapshot's counter).
+    pub fn set_next_handle_id(&self, next: u64) {
+        self.next_id.store(next, Ordering::Relaxed);
     }
 
     /// Step 2: hands every resource in `v` owned by `from` to `to`.
@@ -326,7 +379,7 @@ impl Ctx<'_> {
         }
         let guard = lock(&r.obj);
         if guard.is_none() {
-            return Err(Exception::new(Atom::new("closed"), format!("{what}: {} is closed", v.repr())));
+            return Err(r.gone(what, v));
         }
         Ok(ObjRef(guard))
     }
