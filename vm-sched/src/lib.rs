@@ -10,6 +10,11 @@
 //!   its output on standard output (what `vm run` calls, so the CLI spawns nothing).
 //! - `session`: [`Session`], a long-lived runtime driven from outside (what `vm repl` uses), and
 //!   the tracing the runtime emits about each actor (a span per actor, activity, exits).
+//! - `testing` (tests and the `testing` feature only): the shared test support — output
+//!   capture, running a program on a fresh runtime, expected files (`UPDATE_EXPECT=1`).
+//!
+//! The runtime's behaviour is tested as data: `tests/programs/*.vasm`, each with its expected
+//! output, run in-process by `tests/programs.rs`.
 
 pub mod actor;
 pub mod chan;
@@ -26,7 +31,7 @@ pub use run::{RunError, RunOptions, block_on_run};
 pub use session::{Eval, EvalEnd, Session};
 pub use vm::{ActorInfo, Config, Hold, Outcome, Output, RunState, Vm};
 
-#[cfg(all(test, not(vm_loom)))]
-mod io_tests;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 #[cfg(all(test, not(vm_loom)))]
 mod tests;

@@ -593,27 +593,12 @@ impl fmt::Display for NameOf<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Mutex;
-
-    #[derive(Default)]
-    struct Capture(Mutex<Vec<String>>);
-
-    impl Output for Capture {
-        fn line(&self, text: &str) {
-            self.0.lock().unwrap().push(text.to_string());
-        }
-    }
+    use crate::testing::{Capture, assemble as module};
 
     fn session() -> (Session, Arc<Capture>) {
         let out = Arc::new(Capture::default());
         let opts = RunOptions { workers: std::num::NonZeroUsize::new(2), ..RunOptions::default() };
         (Session::new(&opts, out.clone()).unwrap(), out)
-    }
-
-    fn module(src: &str) -> Arc<Module> {
-        let m = vm_core::asm::assemble_str("t.vasm", src).unwrap();
-        vm_core::verify::verify(&m).unwrap();
-        Arc::new(m)
     }
 
     const SERVER: &str = "
@@ -652,10 +637,10 @@ loop:
         s.send(pid, Value::Int(5)).unwrap();
         s.send(pid, Value::Int(6)).unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
-        while out.0.lock().unwrap().len() < 2 && Instant::now() < deadline {
+        while out.len() < 2 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(2));
         }
-        assert_eq!(*out.0.lock().unwrap(), ["5", "6"]);
+        assert_eq!(out.lines(), ["5", "6"]);
         let info = s.vm().info(pid).unwrap();
         assert_eq!(info.location.func, "serve");
         s.kill(pid).unwrap();
