@@ -240,7 +240,7 @@ impl Output for StdoutSink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::CaptureBytes as Capture;
+    use crate::testing::Bytes as Capture;
     use vm_core::{Function, Instr, Value};
 
     fn module_with_main(arity: u16, code: Vec<Instr>) -> Module {

@@ -1,16 +1,16 @@
-//! Test support, shared by this crate's unit tests, its program runner (`tests/programs.rs`)
-//! and the workspace's integration tests (`vm-tests`). Compiled for this crate's own tests and
-//! with the `testing` feature; never part of the `vm` binary a release build makes.
+//! Test support, compiled for this crate's tests and for other crates that enable the `testing`
+//! feature (this crate's program runner `tests/programs.rs`, the workspace's `vm-tests`); never
+//! part of the `vm` binary a release build makes.
 //!
-//! 1. **Output.** [`Capture`] is an [`Output`] that keeps the lines a program prints;
-//!    [`CaptureBytes`] is an [`std::io::Write`] that keeps bytes (a stand-in standard output
-//!    for [`vm_io::Output`]).
-//! 2. **Running.** [`Runner`] runs a verified module's `main` on a fresh multi-thread tokio
-//!    runtime with a [`Config`], a worker count, arguments and a time limit, and returns a
-//!    [`Ran`]: the [`Outcome`] (`None` when the limit passed first), the printed lines and the
-//!    [`Vm`] for inspection afterwards. The runtime is shut down without waiting, as `vm run`
-//!    does when `main` ends, so actors left spinning cost nothing after the call.
-//!    [`run`] is the one-line form for a program given as text.
+//! 1. **Output.** [`Lines`] is an [`Output`] that keeps the lines a program prints; [`Bytes`]
+//!    is an in-memory byte stream (a stand-in standard output for [`vm_io::Output`]).
+//! 2. **Running.** [`Setup`] says how to run a program: a [`Config`], worker threads, `main`'s
+//!    arguments and a time limit. [`Setup::run`] runs a verified module's `main` on a fresh
+//!    multi-thread tokio runtime and returns a [`Ran`]: the [`Outcome`] (`None` when the limit
+//!    passed first), the printed lines and the [`Vm`], for what it counted. The runtime is shut
+//!    down without waiting, as `vm run` does when `main` ends, so actors left spinning cost
+//!    nothing after the call. [`run_with`] and [`run`] are the short forms for a program given
+//!    as text ([`module`]); [`load`] assembles a program file with its `.include`s.
 //! 3. **Expected files.** A program `NAME.vasm` is checked against files beside it: `NAME.out`
 //!    holds the exact output, `NAME.err` lines that must each appear in the error text
 //!    (without it, the error text must be empty). [`Expected`] reads them and lists every
@@ -26,7 +26,7 @@ use crate::vm::{Config, Outcome, Output, Vm};
 use std::fmt::Write as _;
 use std::io;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use vm_core::Module;
 
@@ -39,94 +39,95 @@ pub fn update_requested() -> bool {
     std::env::var_os(UPDATE_ENV).is_some_and(|v| v == "1")
 }
 
-/// An [`Output`] that keeps every printed line.
+/// An [`Output`] that keeps every line printed, in order.
 #[derive(Debug, Default)]
-pub struct Capture(Mutex<Vec<String>>);
+pub struct Lines(Mutex<Vec<String>>);
 
-impl Capture {
+impl Lines {
     /// The lines printed so far.
     pub fn lines(&self) -> Vec<String> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
-    /// How many lines were printed so far.
+    /// How many lines have been printed.
     pub fn len(&self) -> usize {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).len()
     }
 
-    /// True when nothing was printed yet.
+    /// Whether nothing has been printed.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 }
 
-impl Output for Capture {
+impl Output for Lines {
     fn line(&self, text: &str) {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(text.to_string());
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).push(text.to_string());
     }
 }
 
-/// An in-memory [`std::io::Write`]: a standard output whose bytes a test can read back.
+/// An in-memory byte stream (for a [`vm_io::Output`] standing in for standard output); clones
+/// share the bytes.
 #[derive(Clone, Debug, Default)]
-pub struct CaptureBytes(Arc<Mutex<Vec<u8>>>);
+pub struct Bytes(Arc<Mutex<Vec<u8>>>);
 
-impl CaptureBytes {
-    /// What was written so far, as text.
+impl Bytes {
+    /// What was written, as text.
     pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
+        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(PoisonError::into_inner)).into_owned()
     }
 }
 
-impl io::Write for CaptureBytes {
+impl io::Write for Bytes {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).extend_from_slice(buf);
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).extend_from_slice(buf);
         Ok(buf.len())
     }
+
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
 }
 
-/// Assembles and verifies `src` as a file named `t.vasm` (no `.include`s); panics with the
-/// diagnostics when it is not a valid program.
-pub fn assemble(src: &str) -> Arc<Module> {
-    let module = vm_core::asm::assemble_str("t.vasm", src).unwrap_or_else(|e| panic!("{e}"));
-    if let Err(errors) = vm_core::verify::verify(&module) {
-        panic!("t.vasm does not verify: {errors:?}");
-    }
-    Arc::new(module)
+/// Assembles and verifies `src` (named `t.vasm`, so no `.include`s), panicking with the errors
+/// if it is not a valid program.
+pub fn module(src: &str) -> Arc<Module> {
+    let m = vm_core::asm::assemble_str("t.vasm", src).unwrap_or_else(|e| panic!("{e}"));
+    vm_core::verify::verify(&m).unwrap_or_else(|e| panic!("{e:?}"));
+    Arc::new(m)
 }
 
 /// Assembles (with its `.include`s, through [`vm_io::FsLoader`]) and verifies the program at
 /// `path`, which names it in messages; on failure the diagnostics as text.
 pub fn load(path: &str) -> Result<Arc<Module>, String> {
-    let module = vm_core::asm::assemble(path, &mut vm_io::FsLoader::new()).map_err(|e| e.to_string())?;
-    vm_core::verify::verify(&module).map_err(|errors| format!("{path} does not verify: {errors:?}"))?;
-    Ok(Arc::new(module))
+    let m = vm_core::asm::assemble(path, &mut vm_io::FsLoader::new()).map_err(|e| e.to_string())?;
+    vm_core::verify::verify(&m).map_err(|errors| format!("{path} does not verify: {errors:?}"))?;
+    Ok(Arc::new(m))
 }
 
-/// How to run a program; see the module docs.
+/// How to run a program in-process.
 #[derive(Clone, Debug)]
-pub struct Runner {
-    /// The VM's configuration (grants, limits, fuel).
+pub struct Setup {
+    /// The VM's configuration (fuel, limits, permissions).
     pub config: Config,
     /// Worker threads of the runtime.
     pub workers: usize,
-    /// `main`'s arguments (when it takes one).
+    /// `main`'s command-line arguments.
     pub args: Vec<String>,
-    /// How long the program may run before [`Ran::outcome`] is `None`.
+    /// How long the program may run before the run gives up on it.
     pub limit: Duration,
 }
 
-impl Default for Runner {
-    fn default() -> Runner {
-        Runner { config: Config::default(), workers: 2, args: vec![], limit: Duration::from_secs(30) }
+impl Default for Setup {
+    /// The default configuration, two workers, no arguments, 30 s.
+    fn default() -> Setup {
+        Setup { config: Config::default(), workers: 2, args: vec![], limit: Duration::from_secs(30) }
     }
 }
 
-/// What a run did.
+/// What a run did; see [`Setup::run`].
 pub struct Ran {
-    /// How `main` ended; `None` if it was still running when the limit passed.
+    /// How `main` ended; `None` if it had not ended within the limit.
     pub outcome: Option<Outcome>,
     /// Every line printed, in order.
     pub lines: Vec<String>,
@@ -134,42 +135,47 @@ pub struct Ran {
     pub vm: Vm,
 }
 
-impl Runner {
-    /// Runs `module`'s `main` to its end or the limit; panics if `main` cannot start.
+impl Setup {
+    /// Runs `module`'s `main` on a new multi-thread runtime to its end or the limit; panics if
+    /// `main` cannot start. Actors still running when `main` ends are abandoned with the
+    /// runtime, as `vm run` abandons them.
     pub fn run(&self, module: Arc<Module>) -> Ran {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(self.workers.max(1))
             .enable_all()
             .build()
-            .expect("a tokio runtime for the test");
-        let out = Arc::new(Capture::default());
+            .expect("a tokio runtime");
+        let out = Arc::new(Lines::default());
         // `Vm::new` starts the heartbeat task, so it is made inside the runtime.
         let vm = {
             let _in_runtime = rt.enter();
             Vm::new(self.config.clone(), out.clone())
         };
-        let (limit, args, run_vm) = (self.limit, self.args.clone(), vm.clone());
+        let (limit, args, main_vm) = (self.limit, self.args.clone(), vm.clone());
         let outcome =
-            rt.block_on(async move { tokio::time::timeout(limit, run_vm.run_main(module, args)).await });
+            rt.block_on(async move { tokio::time::timeout(limit, main_vm.run_main(module, args)).await });
         rt.shutdown_background();
         let outcome = outcome.ok().map(|o| o.unwrap_or_else(|e| panic!("main cannot start: {e}")));
         Ran { outcome, lines: out.lines(), vm }
     }
 }
 
-/// Runs `src` (see [`assemble`]) with the default [`Runner`]: two workers, no grants, 30 s;
-/// panics if it is still running then.
-pub fn run(src: &str) -> (Outcome, Vec<String>) {
-    let runner = Runner::default();
-    let ran = runner.run(assemble(src));
-    let outcome =
-        ran.outcome.unwrap_or_else(|| panic!("the program did not finish within {:?}", runner.limit));
-    (outcome, ran.lines)
+/// Runs `src`'s `main` (see [`module`]) as `setup` says; returns its outcome (`None` if it had
+/// not ended within the limit) and the lines it printed.
+pub fn run_with(src: &str, setup: Setup) -> (Option<Outcome>, Vec<String>) {
+    let ran = setup.run(module(src));
+    (ran.outcome, ran.lines)
 }
 
-/// `lines` as owned strings, for comparing with [`Ran::lines`].
-pub fn lines(lines: &[&str]) -> Vec<String> {
-    lines.iter().map(|s| s.to_string()).collect()
+/// Runs `src` with the default [`Setup`]; panics if it has not ended within the limit.
+pub fn run(src: &str) -> (Outcome, Vec<String>) {
+    let (outcome, lines) = run_with(src, Setup::default());
+    (outcome.expect("the program did not finish within 30 s"), lines)
+}
+
+/// Owned lines, to compare with what a program printed.
+pub fn lines(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
 }
 
 /// The error text of a run, the in-process counterpart of what `vm run` writes on standard
@@ -351,10 +357,10 @@ mod tests {
     fn the_runner_reports_what_main_did_and_stops_at_its_limit() {
         let (o, out) = run(".func main 0\n    int r0, 7\n    print r0\n    ret r0\n.end\n");
         assert_eq!((o, out), (Outcome::Exited(vm_core::Value::Int(7)), lines(&["7"])));
-        let forever = assemble(".func main 0\nloop:\n    jmp loop\n.end\n");
-        let runner = Runner { limit: Duration::from_millis(50), ..Runner::default() };
-        let ran = runner.run(forever);
+        let forever = module(".func main 0\nloop:\n    jmp loop\n.end\n");
+        let setup = Setup { limit: Duration::from_millis(50), ..Setup::default() };
+        let ran = setup.run(forever);
         assert_eq!(ran.outcome, None);
-        assert_eq!(outcome_text(None, runner.limit), "still running after 50 ms\n");
+        assert_eq!(outcome_text(None, setup.limit), "still running after 50 ms\n");
     }
 }

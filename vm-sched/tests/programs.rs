@@ -1,5 +1,5 @@
 //! The runtime's behaviour as data: every `tests/programs/NAME.vasm` of this crate is assembled
-//! (with its `.include`s), run in this process on a fresh runtime ([`Runner`]) and checked
+//! (with its `.include`s), run in this process on a fresh runtime ([`Setup`]) and checked
 //! against the files beside it. Each program is a test of its own, named `NAME`, so
 //! `cargo test -p vm-sched --test programs -- chan` runs the channel programs only.
 //!
@@ -41,8 +41,7 @@
 use libtest_mimic::{Arguments, Failed, Trial};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use vm_sched::Config;
-use vm_sched::testing::{Expected, Runner, load, outcome_text, update_requested};
+use vm_sched::testing::{Expected, Setup, load, outcome_text, update_requested};
 
 /// Where the programs are, relative to this crate (the working directory of its tests).
 const DIR: &str = "tests/programs";
@@ -53,15 +52,14 @@ const AT_LEAST: usize = 40;
 /// A program's settings, from its first line.
 #[derive(Debug)]
 struct Settings {
-    runner: Runner,
+    setup: Setup,
     rounds: u32,
 }
 
-/// Parses the settings line of the program at `path` (see the module docs); `tmp` replaces
+/// Parses the settings line of a program's `source` (see the module docs); `tmp` replaces
 /// `$TMP` in values.
 fn settings(source: &str, tmp: &Path) -> Result<Settings, String> {
-    let mut s = Settings { runner: Runner::default(), rounds: 1 };
-    s.runner.config = Config::default();
+    let mut s = Settings { setup: Setup::default(), rounds: 1 };
     let Some(words) = source.lines().next().and_then(|l| l.strip_prefix("; run:")) else { return Ok(s) };
     let tmp = tmp.to_str().ok_or("the scratch path is not UTF-8")?;
     for word in words.split_whitespace() {
@@ -73,18 +71,18 @@ fn settings(source: &str, tmp: &Path) -> Result<Settings, String> {
             let v = value.as_deref().ok_or(format!("`{what}` needs a value: {what}=N"))?;
             v.parse().map_err(|_| format!("`{what}={v}`: not a number"))
         };
-        let perms = &mut s.runner.config.perms;
+        let perms = &mut s.setup.config.perms;
         match key {
-            "workers" => s.runner.workers = number(key)? as usize,
-            "fuel" => s.runner.config.fuel = number(key)? as u32,
-            "max-frames" => s.runner.config.max_frames = number(key)? as u32,
-            "max-actors" => s.runner.config.max_actors = number(key)? as usize,
-            "limit-ms" => s.runner.limit = Duration::from_millis(number(key)?),
+            "workers" => s.setup.workers = number(key)? as usize,
+            "fuel" => s.setup.config.fuel = number(key)? as u32,
+            "max-frames" => s.setup.config.max_frames = number(key)? as u32,
+            "max-actors" => s.setup.config.max_actors = number(key)? as usize,
+            "limit-ms" => s.setup.limit = Duration::from_millis(number(key)?),
             "rounds" => s.rounds = number(key)? as u32,
             "allow-net" => perms.net = vm_io::Permissions::parse_net(value.as_deref())?,
             "allow-read" => perms.read = vm_io::Permissions::parse_paths(value.as_deref()),
             "allow-write" => perms.write = vm_io::Permissions::parse_paths(value.as_deref()),
-            "arg" => s.runner.args.push(value.ok_or("`arg` needs a value: arg=VALUE")?),
+            "arg" => s.setup.args.push(value.ok_or("`arg` needs a value: arg=VALUE")?),
             other => return Err(format!("unknown setting `{other}`")),
         }
     }
@@ -113,9 +111,9 @@ fn check(name: &str) -> Result<(), Failed> {
         if round > 1 {
             scratch(name);
         }
-        let ran = settings.runner.run(module.clone());
+        let ran = settings.setup.run(module.clone());
         let out: String = ran.lines.iter().map(|l| format!("{l}\n")).collect();
-        let err = outcome_text(ran.outcome.as_ref(), settings.runner.limit);
+        let err = outcome_text(ran.outcome.as_ref(), settings.setup.limit);
         if update && round == 1 {
             let file = base.with_extension("out");
             std::fs::write(&file, &out).map_err(|e| format!("{}: {e}", file.display()))?;
@@ -166,12 +164,12 @@ fn main() {
             tmp,
         )?;
         let want = (1, 10, vec!["/scratch".to_string(), "x".into()], 3, Duration::from_millis(300));
-        let have = (s.runner.workers, s.runner.config.max_actors, s.runner.args, s.rounds, s.runner.limit);
+        let have = (s.setup.workers, s.setup.config.max_actors, s.setup.args, s.rounds, s.setup.limit);
         if have != want {
             return Err(format!("{have:?} != {want:?}").into());
         }
-        if s.runner.config.perms.check_read("/scratch/a").is_err()
-            || s.runner.config.perms.check_read("/etc").is_ok()
+        if s.setup.config.perms.check_read("/scratch/a").is_err()
+            || s.setup.config.perms.check_read("/etc").is_ok()
         {
             return Err("allow-read=$TMP grants the scratch directory only".into());
         }
