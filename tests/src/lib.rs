@@ -18,13 +18,13 @@
 //! (`vm-sched/tests/programs/`): both runners read and compare them with
 //! [`vm_sched::testing::Expected`], and regenerate `.out` files under `UPDATE_EXPECT=1`.
 
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 use vm_sched::testing::read_sibling;
-pub use vm_sched::testing::{Expected, indent, line_diff, update_requested};
+pub use vm_sched::testing::{Expected, first_difference, indent, line_diff, update_requested};
 
 /// The workspace root: golden programs run with it as their working directory, so the paths in
 /// messages read `tests/programs/NAME.vasm`.
@@ -53,12 +53,27 @@ pub struct RunOutput {
 
 /// Runs `cmd` with standard input closed and both output streams captured, killing it once
 /// `limit` has passed.
-///
-/// The streams are drained on their own threads while this one polls for exit, so a child that
-/// writes more than a pipe buffer holds can neither block itself nor us.
 pub fn run_with_timeout(cmd: &mut Command, limit: Duration) -> io::Result<RunOutput> {
+    run_with_input(cmd, None, limit)
+}
+
+/// Runs `cmd` with `stdin` as its standard input (closed when `None`) and both output streams
+/// captured, killing it once `limit` has passed.
+///
+/// The input is written and the streams are drained on threads of their own while this one
+/// polls for exit, so a child that stops reading, or writes more than a pipe buffer holds, can
+/// neither block itself nor us.
+pub fn run_with_input(cmd: &mut Command, stdin: Option<&[u8]>, limit: Duration) -> io::Result<RunOutput> {
     let start = Instant::now();
-    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
+    let input = if stdin.is_some() { Stdio::piped() } else { Stdio::null() };
+    let mut child = cmd.stdin(input).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
+    if let (Some(data), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        let data = data.to_vec();
+        // Dropping the pipe at the end closes the child's input.
+        thread::spawn(move || {
+            let _ = pipe.write_all(&data);
+        });
+    }
     let mut out_pipe = child.stdout.take().expect("stdout was piped");
     let mut err_pipe = child.stderr.take().expect("stderr was piped");
     let out_reader = thread::spawn(move || {
@@ -233,6 +248,13 @@ mod tests {
         let run = run_with_timeout(Command::new("sleep").arg("10"), Duration::from_millis(200)).unwrap();
         assert!(run.timed_out);
         assert!(run.elapsed < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn input_reaches_the_child_and_is_closed() {
+        let run =
+            run_with_input(Command::new("wc").arg("-l"), Some(b"a\nb\n"), Duration::from_secs(10)).unwrap();
+        assert_eq!((run.code, run.stdout.trim()), (Some(0), "2"));
     }
 
     #[test]

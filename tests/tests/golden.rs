@@ -21,8 +21,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use vm_tests::{
-    Expected, Golden, RunOutput, XorShift, check_golden, indent, load_goldens, repo_root, run_with_timeout,
-    update_requested,
+    Expected, Golden, RunOutput, XorShift, check_golden, first_difference, indent, load_goldens, repo_root,
+    run_with_timeout, update_requested,
 };
 
 /// The `vm` binary under test.
@@ -250,7 +250,7 @@ fn disassembly_reassembles_to_identical_bytes() {
         let a = std::fs::read(&first).expect("first .vbc");
         let b = std::fs::read(&second).expect("second .vbc");
         if a != b {
-            let at = a.iter().zip(&b).position(|(x, y)| x != y).unwrap_or(a.len().min(b.len()));
+            let at = first_difference(&a, &b);
             problems.push(format!(
                 "re-assembled bytes differ ({} vs {} bytes, first difference at offset {at}); \
                  disassembly kept in {text_s}",

@@ -271,6 +271,12 @@ pub fn indent(s: &str) -> String {
     out
 }
 
+/// Where `a` and `b` first differ: the index of the first unequal item, or the shorter length
+/// when one is a prefix of the other (equal slices give their length).
+pub fn first_difference<T: PartialEq>(a: &[T], b: &[T]) -> usize {
+    a.iter().zip(b).position(|(x, y)| x != y).unwrap_or(a.len().min(b.len()))
+}
+
 /// A line diff of `want` against `have`: common lines start with two spaces, lines only in
 /// `want` with `- `, lines only in `have` with `+ `. A missing final newline is shown as a line
 /// of its own so that it is never invisible.
@@ -289,7 +295,7 @@ pub fn line_diff(want: &str, have: &str) -> String {
     let b = split(have);
     let mut out = String::new();
     if a.len().saturating_mul(b.len()) > 4_000_000 {
-        let first = a.iter().zip(&b).position(|(x, y)| x != y).unwrap_or(a.len().min(b.len()));
+        let first = first_difference(&a, &b);
         let _ = writeln!(out, "  (long output: first difference at line {})", first + 1);
         if let Some(x) = a.get(first) {
             let _ = writeln!(out, "- {x}");
@@ -333,6 +339,14 @@ mod tests {
         let d = line_diff("a\nb\nc\n", "a\nx\nc\nd\n");
         assert_eq!(d, "  a\n- b\n+ x\n  c\n+ d\n");
         assert_eq!(line_diff("same\n", "same\n"), "  same\n");
+    }
+
+    #[test]
+    fn first_difference_finds_the_first_unequal_item_or_the_shorter_end() {
+        assert_eq!(first_difference(b"abc", b"abd"), 2);
+        assert_eq!(first_difference(b"ab", b"abc"), 2);
+        assert_eq!(first_difference(b"abc", b"abc"), 3);
+        assert_eq!(first_difference::<u8>(b"", b"x"), 0);
     }
 
     #[test]
