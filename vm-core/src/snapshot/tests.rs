@@ -1,6 +1,6 @@
 use super::v1::{self, Actor, Counters, Meta, Recipe, VRef, Wait};
 use super::*;
-use crate::bytecode::testgen::{files_in, fuzz_dir};
+use crate::bytecode::testgen::{expect_file, files_in};
 use crate::exception::Exception;
 use crate::interp::step;
 use crate::step::{ActorOp, ActorState, Effect, Fired, Host, Resume, SelectCase, SpawnOpts, Step};
@@ -798,19 +798,8 @@ fn seed_snapshots() -> Vec<(&'static str, Snapshot)> {
 
 #[test]
 fn seed_corpus_is_up_to_date() {
-    let dir = fuzz_dir("seeds/snapshot");
-    if std::env::var_os("UPDATE_SEEDS").is_some() {
-        std::fs::create_dir_all(&dir).unwrap();
-        for (name, s) in seed_snapshots() {
-            std::fs::write(dir.join(name), encode(&s)).unwrap();
-        }
-    }
     for (name, s) in seed_snapshots() {
-        let have = std::fs::read(dir.join(name)).unwrap_or_default();
-        assert!(
-            have == encode(&s),
-            "fuzz/seeds/snapshot/{name} is out of date: run UPDATE_SEEDS=1 cargo test -p vm-core seed_corpus"
-        );
+        expect_file(&format!("fuzz/seeds/snapshot/{name}"), &encode(&s), "seed_corpus");
     }
 }
 
