@@ -195,6 +195,16 @@ fn table<'v>(what: &str, v: &'v Value) -> Result<&'v Table, Exception> {
     Ctx::with_obj::<Table>(what, "a table", v)
 }
 
+/// Snapshots: a table's entries (a restore refills a new table with `put`).
+impl Table {
+    /// Every entry (values are shared, so this copies references).
+    pub fn entries(&self) -> Vec<(Value, Value)> {
+        self.all()
+            .flat_map(|shard| shard.iter().map(|(k, v)| (k.clone(), v.clone())).collect::<Vec<_>>())
+            .collect()
+    }
+}
+
 pub(crate) fn table_new(ctx: &Ctx<'_>, _: &[Value]) -> NativeResult {
     let t: Arc<Table> = Arc::new(Table::default());
     Ok(Value::Res(Handle::with_payload(ctx.io.next_handle_id(), t)))

@@ -18,6 +18,7 @@ use crate::exit::{Doing, ExitReason, OnSignal, on_signal};
 use crate::host::ActorHost;
 use crate::mailbox::{Signal, Wait, WaitSpec, Woken};
 use crate::native::{IoWait, call_inline, native_result, real_block};
+use crate::pause::{self, Pausable};
 use crate::select::{SelectEnd, start_select};
 use crate::sync::Ordering;
 use crate::trace;
@@ -124,6 +125,11 @@ async fn run(host: &mut ActorHost<'_>, module: &Module, st: &mut ActorState) -> 
             }
         }
         deferrals = 0;
+        // A snapshot in progress: publish this state and wait here, at a safe point (`pause`).
+        if pause::requested(vm) {
+            pause::gate(vm, cell, st).await;
+            continue;
+        }
 
         cell.set_state(RunState::Running);
         vm.shared.heartbeat.begin(cell.pid.0);
@@ -156,7 +162,16 @@ async fn run(host: &mut ActorHost<'_>, module: &Module, st: &mut ActorState) -> 
                 Effect::Stop(reason) => return ExitReason::Stopped(reason),
                 Effect::Select { shape, cases, timeout_ms } => {
                     cell.set_state(RunState::Waiting);
-                    let wait = match start_select(vm, cell, st, shape, cases, timeout_ms) {
+                    // (The timeout is not bound to a name: a local lives across the await below and
+                    // would make every actor's task larger.)
+                    let wait = match start_select(
+                        vm,
+                        cell,
+                        st,
+                        shape,
+                        cases,
+                        timeout_ms.map(|ms| vm.timed_wait_ms(cell.pid, ms)),
+                    ) {
                         Ok(w) => w,
                         Err(e) => {
                             st.resume(module, Resume::Raise(e));
@@ -212,7 +227,8 @@ async fn run(host: &mut ActorHost<'_>, module: &Module, st: &mut ActorState) -> 
                             };
                             cell.set_state(RunState::Waiting);
                             // Boxed, as `real_block` is, to keep every actor's task small.
-                            match Box::pin(IoWait { vm, cell, fut, name: native.name, done: false }).await {
+                            let io = IoWait { vm, cell, fut, name: native.name, done: false };
+                            match Box::pin(Pausable::new(vm, cell, st, name, io)).await {
                                 Ok(result) => st.resume(module, native_result(Ok(result))),
                                 Err(sig) => {
                                     if let Some(end) = take_signal(module, st, sig, Doing::SoftBlocked) {
@@ -228,7 +244,8 @@ async fn run(host: &mut ActorHost<'_>, module: &Module, st: &mut ActorState) -> 
                                 native.call(&natives::Ctx { io: &io, pid }, &args)
                             });
                             // Boxed: native calls are rare, and this keeps every task small.
-                            match Box::pin(real_block(vm, cell, job)).await {
+                            let job = Box::pin(real_block(vm, cell, job));
+                            match Box::pin(Pausable::new(vm, cell, st, name, job)).await {
                                 Ok((_, Some(interrupt))) => st.resume(module, Resume::Raise(interrupt)),
                                 Ok((result, None)) => st.resume(module, native_result(result)),
                                 Err(end) => return end,
@@ -246,7 +263,7 @@ async fn run(host: &mut ActorHost<'_>, module: &Module, st: &mut ActorState) -> 
                 }
                 Effect::Sleep { ms } => {
                     cell.set_state(RunState::Waiting);
-                    match WaitFor::new(vm, cell, None, false, Some(ms)).await {
+                    match WaitFor::new(vm, cell, None, false, Some(vm.timed_wait_ms(cell.pid, ms))).await {
                         None | Some(Woken::Message(_)) => st.resume(module, Resume::Value(Value::Nil)),
                         Some(Woken::Signal(sig)) => {
                             if let Some(end) = take_signal(module, st, sig, Doing::SoftBlocked) {
@@ -269,7 +286,8 @@ async fn run(host: &mut ActorHost<'_>, module: &Module, st: &mut ActorState) -> 
                         resumed = true;
                         continue;
                     }
-                    match WaitFor::new(vm, cell, pattern, true, timeout_ms).await {
+                    let timeout = |ms| vm.timed_wait_ms(cell.pid, ms);
+                    match WaitFor::new(vm, cell, pattern, true, timeout_ms.map(timeout)).await {
                         Some(Woken::Message(m)) => st.resume(module, Resume::Value(m)),
                         None => st.resume(module, Resume::Timeout),
                         Some(Woken::Signal(sig)) => {
@@ -346,6 +364,10 @@ impl Future for WaitFor<'_> {
         }
         if p.is_ready() {
             this.done = true;
+            // Cut short by a snapshot: the wait runs again afterwards, until the same deadline.
+            if let (Poll::Ready(Some(Woken::Signal(Signal::Pause))), Some(t)) = (&p, &this.timer) {
+                pause::cut_short(this.vm, this.cell.pid, t.deadline().into_std());
+            }
         }
         p
     }

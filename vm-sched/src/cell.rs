@@ -71,6 +71,11 @@ impl ActorCell {
         }
     }
 
+    /// The cell of an actor being restored from a snapshot, its mailbox refilled.
+    pub(crate) fn restored(pid: Pid, module: Arc<Module>, mailbox: Mailbox) -> ActorCell {
+        ActorCell { mailbox, ..ActorCell::new(pid, module, None) }
+    }
+
     pub(crate) fn set_state(&self, s: RunState) {
         self.state.store(s as u8, Ordering::Relaxed);
     }

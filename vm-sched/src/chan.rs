@@ -827,6 +827,24 @@ impl Drop for Select {
     }
 }
 
+/// Snapshots (see `snapshot`): a channel's contents, and a channel made from them. Parked
+/// senders and receivers are not part of it: each runs its blocking instruction again after a
+/// restore.
+impl Channel {
+    /// The buffered values, oldest first, and whether the channel is closed.
+    pub(crate) fn image(&self) -> (Vec<Value>, bool) {
+        let g = lock(&self.state);
+        (g.buf.iter().cloned().collect(), g.closed)
+    }
+
+    /// Fills a channel made for a restore (no party has used it yet) with its contents.
+    pub(crate) fn refill(&self, buffer: Vec<Value>, closed: bool) {
+        let mut g = lock(&self.state);
+        g.buf = buffer.into();
+        g.closed = closed;
+    }
+}
+
 #[cfg(all(test, not(vm_loom)))]
 mod tests {
     use super::*;

@@ -77,6 +77,8 @@ pub(crate) fn on_signal(sig: Signal, doing: Doing) -> OnSignal {
             Doing::SoftBlocked => OnSignal::Raise(exc),
             Doing::Running | Doing::RealBlocked => OnSignal::Ignore,
         },
+        // A snapshot's pause: the wait gives way and runs again afterwards (see `pause`).
+        Signal::Pause => OnSignal::Ignore,
         // Mode 2 (the only other mode the instruction and the REPL let through).
         Signal::Interrupt { exc, .. } => OnSignal::End(ExitReason::Stopped(exception_reason(&exc))),
     }

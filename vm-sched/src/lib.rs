@@ -17,6 +17,8 @@
 //! - `host`: the `Host` the interpreter sees while it steps an actor.
 //! - `native`: how the driver waits for a native call (awaited I/O, the blocking pool).
 //! - `actor`: the per-actor driver loop, and [`Vm::new`], which wires it into the VM.
+//! - `pause`: pausing every actor at a safe point for a snapshot (a consistent cut).
+//! - `snapshot`: taking a snapshot of a running VM and restoring one into a fresh VM.
 //! - `run`: [`block_on_run`], which builds the tokio runtime and runs a program to its end with
 //!   its output on standard output (what `vm run` calls, so the CLI spawns nothing).
 //! - `session`: [`Session`], a long-lived runtime driven from outside (what `vm repl` uses).
@@ -34,9 +36,11 @@ pub mod heartbeat;
 mod host;
 pub mod mailbox;
 mod native;
+mod pause;
 pub mod run;
 mod select;
 pub mod session;
+pub mod snapshot;
 mod sync;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;

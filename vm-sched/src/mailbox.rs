@@ -72,6 +72,9 @@ pub enum Signal {
         /// 0, 1 or 2.
         mode: u8,
     },
+    /// A snapshot is being taken: a wait gives way (taking nothing) so that the actor reaches
+    /// its safe point, where it publishes its state (see `pause`). Changes nothing else.
+    Pause,
 }
 
 /// What a parked actor waits for (for `ps` and deadlock reports).
@@ -461,6 +464,75 @@ fn take_matching(q: &mut VecDeque<Value>, pattern: Option<&Value>) -> Option<Val
         Some(p) => {
             let i = q.iter().position(|m| vm_core::value::matches(p, m))?;
             q.remove(i)
+        }
+    }
+}
+
+/// What a snapshot holds of a mailbox: everything but the waker and the wait in progress.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Image {
+    pub(crate) messages: Vec<Value>,
+    pub(crate) signals: Vec<Signal>,
+    pub(crate) links: Vec<Pid>,
+    pub(crate) monitors: Vec<(i64, Pid)>,
+    pub(crate) monitoring: Vec<(i64, Pid)>,
+    pub(crate) name: Option<Atom>,
+    pub(crate) trap_exit: bool,
+    pub(crate) max_len: Option<usize>,
+}
+
+/// Snapshots (see `snapshot` and `pause`): reading and refilling a mailbox, and waking its
+/// actor's task without deciding anything for it.
+impl Mailbox {
+    /// A copy of the mailbox's contents (values are shared, so this copies references).
+    pub(crate) fn image(&self) -> Image {
+        let g = lock(&self.inner);
+        let ext = g.ext_ref();
+        Image {
+            messages: g.messages.iter().cloned().collect(),
+            signals: ext
+                .map(|e| e.signals.iter().filter(|s| !matches!(s, Signal::Pause)).cloned().collect())
+                .unwrap_or_default(),
+            links: ext.map(|e| e.links.clone()).unwrap_or_default(),
+            monitors: ext.map(|e| e.monitors.clone()).unwrap_or_default(),
+            monitoring: ext.map(|e| e.monitoring.clone()).unwrap_or_default(),
+            name: ext.and_then(|e| e.name),
+            trap_exit: ext.is_some_and(|e| e.trap_exit),
+            max_len: g.max_len,
+        }
+    }
+
+    /// A mailbox holding a restored image (for an actor that has not started yet).
+    pub(crate) fn from_image(img: Image) -> Mailbox {
+        let mb = Mailbox::with_limit(img.max_len);
+        {
+            let mut g = lock(&mb.inner);
+            g.messages = img.messages.into();
+            let rare = !img.signals.is_empty()
+                || !img.links.is_empty()
+                || !img.monitors.is_empty()
+                || !img.monitoring.is_empty()
+                || img.name.is_some()
+                || img.trap_exit;
+            if rare {
+                let e = g.ext();
+                e.signals = img.signals.into();
+                e.links = img.links;
+                e.monitors = img.monitors;
+                e.monitoring = img.monitoring;
+                e.name = img.name;
+                e.trap_exit = img.trap_exit;
+            }
+        }
+        mb
+    }
+
+    /// Wakes the actor's task if it has ever waited, deciding nothing: its wait, polled, finds
+    /// what it found before (step 1 of `pause`).
+    pub(crate) fn wake_task(&self) {
+        let w = lock(&self.inner).waker.clone();
+        if let Some(w) = w {
+            w.wake();
         }
     }
 }

@@ -48,9 +48,15 @@ impl Future for IoWait<'_> {
         let spec = WaitSpec { receive: false, pattern: None, indefinite: false, soft: true };
         let name = this.name;
         let describe = || Wait::Io(name);
-        if let (Poll::Ready(Some(Woken::Signal(sig))), _) =
+        // A snapshot's pause never cancels an operation in flight (a write may have half
+        // happened): the pause signal is passed by, and `pause::Pausable` around this wait
+        // publishes the actor instead.
+        while let (Poll::Ready(Some(Woken::Signal(sig))), _) =
             this.cell.mailbox.poll_wait(cx, &spec, false, describe, &this.vm.shared.active)
         {
+            if sig == Signal::Pause {
+                continue;
+            }
             this.cell.mailbox.cancel_wait(&this.vm.shared.active);
             this.done = true;
             return Poll::Ready(Err(sig));
@@ -107,9 +113,13 @@ pub(crate) async fn real_block(
             }
             let spec = WaitSpec { receive: false, pattern: None, indefinite: false, soft: false };
             let describe = || Wait::Other("native call");
-            match cell.mailbox.poll_wait(cx, &spec, false, describe, &vm.shared.active).0 {
-                Poll::Ready(Some(Woken::Signal(sig))) => Poll::Ready(Err(sig)),
-                _ => Poll::Pending,
+            loop {
+                match cell.mailbox.poll_wait(cx, &spec, false, describe, &vm.shared.active).0 {
+                    // Not stopped by a snapshot's pause (see `IoWait`).
+                    Poll::Ready(Some(Woken::Signal(Signal::Pause))) => continue,
+                    Poll::Ready(Some(Woken::Signal(sig))) => return Poll::Ready(Err(sig)),
+                    _ => return Poll::Pending,
+                }
             }
         })
         .await;

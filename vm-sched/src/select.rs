@@ -536,6 +536,10 @@ impl Future for SelectWait<'_> {
         let end = if let (Poll::Ready(Some(Woken::Signal(sig))), _) =
             this.cell.mailbox.poll_wait(cx, &spec, false, describe, active)
         {
+            // Cut short by a snapshot: the select runs again afterwards, until the same deadline.
+            if let (Signal::Pause, Some(t)) = (&sig, &this.timer) {
+                crate::pause::cut_short(this.vm, this.cell.pid, t.deadline().into_std());
+            }
             Some(SelectEnd::Signal(sig, this.cancel()))
         } else if let Some(m) = this.split.take_message(this.cell) {
             Some(match this.cancel() {

@@ -162,6 +162,10 @@ pub(crate) struct Shared {
     /// Starts an actor's driver task.
     start_actor: StartActor,
     start: Instant,
+    /// Added to the clock: a restored VM's clock goes on from the snapshot's.
+    clock_offset_ms: AtomicU64,
+    /// Snapshots pause the VM through this (see `pause`).
+    pub(crate) pause: crate::pause::Pause,
 }
 
 /// A handle on the runtime; clones share it.
@@ -252,6 +256,8 @@ impl Vm {
                 },
                 start_actor,
                 start: Instant::now(),
+                clock_offset_ms: AtomicU64::new(0),
+                pause: Default::default(),
             }),
         };
         let weak = Arc::downgrade(&vm.shared);
@@ -275,7 +281,8 @@ impl Vm {
 
     /// Milliseconds since the VM started.
     pub fn now_ms(&self) -> i64 {
-        self.shared.start.elapsed().as_millis() as i64
+        (self.shared.start.elapsed().as_millis() as u64 + self.shared.clock_offset_ms.load(Ordering::Relaxed))
+            as i64
     }
 
     /// How many actors are alive.
@@ -515,10 +522,15 @@ impl Vm {
 
     /// Every live actor, in pid order.
     pub fn actors(&self) -> Vec<ActorInfo> {
+        self.cells().iter().map(|c| self.info_of(c)).collect()
+    }
+
+    /// Every live actor's cell, in pid order.
+    pub(crate) fn cells(&self) -> Vec<Arc<ActorCell>> {
         let mut cells: Vec<Arc<ActorCell>> =
             self.shared.shards.iter().flat_map(|s| lock(s).values().cloned().collect::<Vec<_>>()).collect();
         cells.sort_by_key(|c| c.pid);
-        cells.iter().map(|c| self.info_of(c)).collect()
+        cells
     }
 
     /// One actor's details.
@@ -621,5 +633,61 @@ impl Drop for Hold {
         if self.vm.shared.active.fetch_sub(1, Ordering::SeqCst) == 1 {
             self.vm.shared.idle.notify_one();
         }
+    }
+}
+
+/// What a snapshot reads and a restore sets of the VM itself (see `snapshot`).
+impl Vm {
+    /// The next pid, monitor reference and channel id.
+    pub(crate) fn counters(&self) -> (u64, u64, u64) {
+        let s = &self.shared;
+        (
+            s.next_pid.load(Ordering::SeqCst),
+            s.next_ref.load(Ordering::SeqCst),
+            s.next_chan.load(Ordering::SeqCst),
+        )
+    }
+
+    /// Sets the counters and the clock of a VM being restored.
+    pub(crate) fn restore_counters(&self, (pid, r, chan): (u64, u64, u64), clock_ms: u64) {
+        let s = &self.shared;
+        s.next_pid.store(pid, Ordering::SeqCst);
+        s.next_ref.store(r, Ordering::SeqCst);
+        s.next_chan.store(chan, Ordering::SeqCst);
+        let elapsed = s.start.elapsed().as_millis() as u64;
+        s.clock_offset_ms.store(clock_ms.saturating_sub(elapsed), Ordering::Relaxed);
+    }
+
+    /// Adds a restored actor's cell (its mailbox already filled) to the registry, counted live
+    /// and active, reporting its outcome to `report` if given. [`Vm::start_restored`] starts it
+    /// once every cell is in place.
+    pub(crate) fn install_restored(
+        &self,
+        cell: Arc<ActorCell>,
+        report: Option<tokio::sync::oneshot::Sender<Outcome>>,
+    ) {
+        let pid = cell.pid;
+        if let Some(name) = cell.mailbox.with(|i| i.ext_ref().and_then(|e| e.name)) {
+            lock(&self.shared.names).insert(name, pid);
+        }
+        lock(self.shard(pid)).insert(pid.0, cell);
+        self.shared.live.fetch_add(1, Ordering::SeqCst);
+        self.shared.active.fetch_add(1, Ordering::SeqCst);
+        if let Some(tx) = report {
+            lock(&self.shared.reporters).insert(pid.0, tx);
+            self.shared.reporting.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Starts a restored actor's task with its state.
+    pub(crate) fn start_restored(&self, cell: Arc<ActorCell>, st: ActorState) {
+        let func = st.frames.first().map_or(0, |f| f.func);
+        let span = trace::actor_span(cell.pid, &cell.module, func);
+        (self.shared.start_actor)(self.clone(), cell, st, span);
+    }
+
+    /// The sink of `print` (flushed before a snapshot, so no line prints twice after a resume).
+    pub(crate) fn flush_output(&self) {
+        self.shared.output.flush();
     }
 }

@@ -1,0 +1,298 @@
+//! Taking a snapshot of a running VM, and restoring one into a fresh VM.
+//!
+//! **Taking** ([`take`]):
+//! 1. Flush program output, so that no line is printed twice after a resume.
+//! 2. Pause every actor (`pause`): each publishes a clone of its state at a safe point, or from
+//!    a wait that has not completed, with what the wait needs on restore.
+//! 3. Under the pause, convert the states, mailboxes (messages, signals, links, monitors, name),
+//!    and every channel, table and resource reachable from them into the frozen snapshot types
+//!    (`vm_core::snapshot::Writer`: a value shared by many actors is written once). A timed
+//!    wait is written as its remaining time; a native call in flight as its name; a resource as
+//!    its reopen recipe (`vm_io::reopen`). Grants are not written.
+//! 4. End the pause. The caller encodes and writes the file off the actor threads.
+//!
+//! **Restoring** ([`restore`], into a fresh [`Vm`] configured from the snapshot, with the grants
+//! of the resuming command line):
+//! 1. Set the counters and the clock: the VM's time goes on from the snapshot's
+//!    ([`Timers::Frozen`]) or counts the downtime ([`Timers::Wall`]).
+//! 2. Make the channels and tables (empty), open the resources again (under the new grants;
+//!    what cannot be opened is `:lost` on use), then rebuild the values (`Reader`) and refill
+//!    the channels and tables.
+//! 3. Make every actor's cell with its mailbox, then start them all. Each runs from its program
+//!    counter: a blocked actor runs its blocking instruction again (a receive, a channel
+//!    operation, a sleep — with its remaining time, less the downtime under `Wall`). A native
+//!    call that was in flight runs again if it may (`vm_io::rerun`), else `:unknown_outcome` is
+//!    raised at the instruction.
+
+use crate::cell::ActorCell;
+use crate::chan::Channel;
+use crate::mailbox::{Image, Mailbox, Signal};
+use crate::pause::Waiting;
+use crate::vm::{Outcome, Vm};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use vm_core::snapshot::{Reader, Snapshot, Writer, v1};
+use vm_core::{Atom, Exception, Handle, Pid, Resume, Value};
+use vm_io::resource::resource_of;
+use vm_io::table::Table;
+
+/// How timers count the time the VM was not running.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Timers {
+    /// The VM's time stood still: a timer has the time it had left (the default).
+    #[default]
+    Frozen,
+    /// The downtime counts: a timer that would have fired meanwhile fires at once.
+    Wall,
+}
+
+/// What a snapshot records about the process besides the VM (see [`take`]).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Settings {
+    /// The main actor, if any.
+    pub main: Option<Pid>,
+    /// How often, how many generations, on SIGTERM.
+    pub schedule: v1::Schedule,
+    /// `--workers`, if given.
+    pub workers: Option<u32>,
+    /// How many times this VM was resumed.
+    pub incarnation: u64,
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Takes a snapshot of the running VM (steps 1 to 4 of the module docs). Returns it and how
+/// long the actors were paused.
+pub async fn take(
+    vm: &Vm,
+    module: &Arc<vm_core::Module>,
+    settings: Settings,
+) -> (Snapshot, std::time::Duration) {
+    vm.flush_output();
+    let started = Instant::now();
+    let cut = vm.pause_all().await;
+    let snapshot = capture(vm, module, settings, cut);
+    vm.resume_after_pause();
+    (snapshot, started.elapsed())
+}
+
+/// Step 3, under the pause.
+fn capture(
+    vm: &Vm,
+    module: &Arc<vm_core::Module>,
+    settings: Settings,
+    mut cut: crate::pause::Cut,
+) -> Snapshot {
+    let now = Instant::now();
+    let mut w = Writer::new();
+    let mut actors = Vec::new();
+    for cell in vm.cells() {
+        let Some(p) = cut.remove(&cell.pid.0) else { continue };
+        let img = cell.mailbox.image();
+        let wait = match p.waiting {
+            Waiting::Nothing => v1::Wait::Runnable,
+            Waiting::Until(deadline) => {
+                v1::Wait::Timed { remaining_ms: deadline.saturating_duration_since(now).as_millis() as u64 }
+            }
+            Waiting::Native(name) => v1::Wait::Native { name: w.atom(name) },
+        };
+        let state = w.state(&p.state);
+        let mailbox = img.messages.iter().map(|m| w.value(m)).collect();
+        let signals = img.signals.iter().filter_map(|s| signal(&mut w, s)).collect();
+        actors.push(v1::Actor {
+            pid: cell.pid.0,
+            state,
+            wait,
+            mailbox,
+            signals,
+            name: img.name.map(|n| w.atom(n)),
+            links: img.links.iter().map(|p| p.0).collect(),
+            monitors: img.monitors.iter().map(|&(r, p)| (r as u64, p.0)).collect(),
+            monitoring: img.monitoring.iter().map(|&(r, p)| (r as u64, p.0)).collect(),
+            trap_exit: img.trap_exit,
+            max_mailbox: img.max_len.map(|n| n as u64),
+        });
+    }
+    let (mut channels, mut tables, mut resources) = (Vec::new(), Vec::new(), Vec::new());
+    loop {
+        let (chans, res) = w.new_handles();
+        if chans.is_empty() && res.is_empty() {
+            break;
+        }
+        for h in chans {
+            if let Some(ch) = h.payload().and_then(|p| (**p).downcast_ref::<Channel>()) {
+                let (buffer, closed) = ch.image();
+                let buffer = buffer.iter().map(|v| w.value(v)).collect();
+                channels.push(v1::Channel { id: h.id(), cap: ch.cap() as u64, buffer, closed });
+            }
+        }
+        for h in res {
+            if let Some(t) = h.payload().and_then(|p| (**p).downcast_ref::<Table>()) {
+                let entries = t.entries().iter().map(|(k, v)| (w.value(k), w.value(v))).collect();
+                tables.push(v1::Table { id: h.id(), entries });
+            } else if let Some(r) = resource_of(&h) {
+                resources.push(v1::Resource {
+                    id: h.id(),
+                    owner: r.owner(),
+                    label: r.label().to_string(),
+                    recipe: r.recipe(),
+                });
+            }
+        }
+    }
+    let (next_pid, next_ref, next_chan) = vm.counters();
+    let config = vm.config();
+    Snapshot {
+        meta: v1::Meta {
+            writer: format!("vm {}", env!("CARGO_PKG_VERSION")),
+            module_hash: 0,
+            taken_unix_ms: unix_ms(),
+            vm_time_ms: vm.now_ms().max(0) as u64,
+            incarnation: settings.incarnation,
+            counters: v1::Counters {
+                next_pid,
+                next_ref,
+                next_chan,
+                next_handle: vm.shared.io.next_handle_id(),
+            },
+            config: v1::Config {
+                fuel: config.fuel,
+                max_frames: config.max_frames,
+                max_actors: config.max_actors as u64,
+                hog_threshold_ms: config.hog_threshold_ms,
+                workers: settings.workers,
+            },
+            schedule: settings.schedule,
+            main: settings.main.map(|p| p.0),
+        },
+        module: module.clone(),
+        values: w.finish(),
+        actors,
+        channels,
+        tables,
+        resources,
+    }
+}
+
+/// A pending signal as the file holds it; an orphaned-channel signal is not kept (the wait it
+/// was for runs again, and is checked again).
+fn signal(w: &mut Writer, s: &Signal) -> Option<v1::Signal> {
+    Some(match s {
+        Signal::Exit { from, reason } => v1::Signal::Exit { from: from.0, reason: w.value(reason) },
+        Signal::Kill(reason) => v1::Signal::Kill { reason: w.value(reason) },
+        Signal::Interrupt { exc, mode } => v1::Signal::Interrupt { exc: w.exception(exc), mode: *mode },
+        Signal::Orphaned(_) | Signal::Pause => return None,
+    })
+}
+
+/// The exception a native call in flight at the snapshot raises after the restore when it may
+/// not simply run again.
+fn unknown_outcome(name: Atom) -> Exception {
+    Exception::new(
+        Atom::new("unknown_outcome"),
+        format!("{name} was in progress when the snapshot was taken; whether it completed is unknown"),
+    )
+}
+
+/// Restores `s` into `vm`, a fresh VM configured from it (steps 1 to 3 of the module docs).
+/// Returns the main actor's outcome channel, if the snapshot has a main actor.
+pub async fn restore(
+    vm: &Vm,
+    s: Snapshot,
+    timers: Timers,
+) -> Option<tokio::sync::oneshot::Receiver<Outcome>> {
+    let downtime = match timers {
+        Timers::Frozen => 0,
+        Timers::Wall => unix_ms().saturating_sub(s.meta.taken_unix_ms),
+    };
+    let c = s.meta.counters;
+    vm.restore_counters((c.next_pid, c.next_ref, c.next_chan), s.meta.vm_time_ms + downtime);
+    vm.shared.io.set_next_handle_id(c.next_handle);
+
+    let mut chans = HashMap::new();
+    let mut made = Vec::new();
+    for ch in &s.channels {
+        let chan = Channel::new(ch.id, ch.cap as usize);
+        chans.insert(ch.id, Handle::with_payload(ch.id, chan.clone()));
+        made.push(chan);
+    }
+    let mut res = HashMap::new();
+    let mut made_tables = Vec::new();
+    for t in &s.tables {
+        let table = Arc::new(Table::default());
+        res.insert(t.id, Handle::with_payload(t.id, table.clone()));
+        made_tables.push(table);
+    }
+    for r in &s.resources {
+        if let Value::Res(h) = vm.shared.io.reopen(r.id, r.owner, &r.label, &r.recipe).await {
+            res.insert(r.id, h);
+        }
+    }
+    let reader = Reader::new(s.values, chans, res);
+    for (chan, ch) in made.iter().zip(&s.channels) {
+        chan.refill(ch.buffer.iter().map(|&v| reader.value(v)).collect(), ch.closed);
+    }
+    for (table, t) in made_tables.iter().zip(&s.tables) {
+        for &(k, v) in &t.entries {
+            table.put(reader.value(k), reader.value(v));
+        }
+    }
+
+    let mut report = None;
+    let mut started = Vec::new();
+    for a in &s.actors {
+        let mut st = reader.state(&a.state);
+        match a.wait {
+            v1::Wait::Runnable => {}
+            v1::Wait::Timed { remaining_ms } => vm.set_deadline(
+                Pid(a.pid),
+                Instant::now() + std::time::Duration::from_millis(remaining_ms.saturating_sub(downtime)),
+            ),
+            v1::Wait::Native { name } => {
+                let name = reader.atom(name);
+                if !vm_io::rerun::may_rerun(&name.name()) {
+                    st.resume(&s.module, Resume::Raise(unknown_outcome(name)));
+                }
+            }
+        }
+        let img = Image {
+            messages: a.mailbox.iter().map(|&m| reader.value(m)).collect(),
+            signals: a.signals.iter().map(|sig| restored_signal(&reader, sig)).collect(),
+            links: a.links.iter().map(|&p| Pid(p)).collect(),
+            monitors: a.monitors.iter().map(|&(r, p)| (r as i64, Pid(p))).collect(),
+            monitoring: a.monitoring.iter().map(|&(r, p)| (r as i64, Pid(p))).collect(),
+            name: a.name.map(|n| reader.atom(n)),
+            trap_exit: a.trap_exit,
+            max_len: a.max_mailbox.map(|n| n as usize),
+        };
+        let has_signals = !img.signals.is_empty();
+        let cell = Arc::new(ActorCell::restored(Pid(a.pid), s.module.clone(), Mailbox::from_image(img)));
+        if has_signals {
+            cell.has_signals.store(true, crate::sync::Ordering::SeqCst);
+        }
+        let tx = if s.meta.main == Some(a.pid) {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            report = Some(rx);
+            Some(tx)
+        } else {
+            None
+        };
+        vm.install_restored(cell.clone(), tx);
+        started.push((cell, st));
+    }
+    for (cell, st) in started {
+        vm.start_restored(cell, st);
+    }
+    report
+}
+
+fn restored_signal(r: &Reader, s: &v1::Signal) -> Signal {
+    match *s {
+        v1::Signal::Exit { from, reason } => Signal::Exit { from: Pid(from), reason: r.value(reason) },
+        v1::Signal::Kill { reason } => Signal::Kill(r.value(reason)),
+        v1::Signal::Interrupt { exc, mode } => Signal::Interrupt { exc: r.exception(&exc), mode },
+    }
+}
