@@ -217,9 +217,43 @@ natives! {
     "wall_clock_ms", 0..=0, Inline(wall_clock_ms), "wall_clock_ms(): milliseconds since the Unix epoch";
     "monotonic_us", 0..=0, Inline(monotonic_us), "monotonic_us(): microseconds on a monotonic clock";
     "resolve", 1..=1, Blocking(resolve), "resolve(host): the host's addresses as a list of strings";
-    "sleep_blocking", 1..=1, Blocking(sleep_blocking), "sleep_blocking(ms): blocks a pool thread for ms (for tests of real blocking)";
-    "panic", 1..=1, Blocking(panic_native), "panic(msg): panics inside a native (for tests: the caller gets :panic)";
-    "panic_inline", 1..=1, Inline(panic_native), "panic_inline(msg): panics inside an inline native (for tests: the caller gets :panic)";
+}
+
+/// Natives for tests, compiled only for tests and in builds with the `test-natives` feature
+/// (which the test crates and the benchmark build enable), so the production table has none:
+/// blocking a pool thread on purpose, and panicking on either path.
+#[cfg(any(test, feature = "test-natives"))]
+pub static TEST_NATIVES: &[Native] = &[
+    Native {
+        name: "sleep_blocking",
+        min_args: 1,
+        max_args: 1,
+        imp: Imp::Blocking(sleep_blocking),
+        doc: "sleep_blocking(ms): blocks a pool thread for ms (for tests of real blocking)",
+    },
+    Native {
+        name: "panic",
+        min_args: 1,
+        max_args: 1,
+        imp: Imp::Blocking(panic_native),
+        doc: "panic(msg): panics inside a native (for tests: the caller gets :panic)",
+    },
+    Native {
+        name: "panic_inline",
+        min_args: 1,
+        max_args: 1,
+        imp: Imp::Inline(panic_native),
+        doc: "panic_inline(msg): panics inside an inline native (for tests: the caller gets :panic)",
+    },
+];
+
+/// Every native this build has: [`NATIVES`], and [`TEST_NATIVES`] in builds that have them.
+pub fn all() -> impl Iterator<Item = &'static Native> {
+    #[cfg(any(test, feature = "test-natives"))]
+    let test = TEST_NATIVES.iter();
+    #[cfg(not(any(test, feature = "test-natives")))]
+    let test = [].iter();
+    NATIVES.iter().chain(test)
 }
 
 /// The native called `name`: an index by the atom's number (atoms are small dense integers and
@@ -228,7 +262,7 @@ pub fn lookup(name: Atom) -> Option<&'static Native> {
     static BY_ATOM: OnceLock<Vec<Option<&'static Native>>> = OnceLock::new();
     let table = BY_ATOM.get_or_init(|| {
         let mut t = Vec::new();
-        for n in NATIVES {
+        for n in all() {
             let i = Atom::new(n.name).index() as usize;
             if t.len() <= i {
                 t.resize(i + 1, None);
@@ -356,6 +390,7 @@ where
     }
 }
 
+#[cfg(any(test, feature = "test-natives"))]
 fn sleep_blocking(_: &Ctx<'_>, args: &[Value]) -> Result<Value, Exception> {
     let ms = int_arg("sleep_blocking", &args[0])?;
     if ms < 0 {
@@ -394,6 +429,7 @@ fn monotonic_us(_: &Ctx<'_>, _: &[Value]) -> Result<Value, Exception> {
     Ok(Value::Int(START.get_or_init(std::time::Instant::now).elapsed().as_micros() as i64))
 }
 
+#[cfg(any(test, feature = "test-natives"))]
 fn panic_native(_: &Ctx<'_>, args: &[Value]) -> Result<Value, Exception> {
     panic!("{}", args[0]);
 }
@@ -438,8 +474,17 @@ mod tests {
     #[test]
     fn every_native_is_documented_in_docs_io_md() {
         let doc = include_str!("../../docs/io.md");
-        for n in NATIVES {
+        for n in all() {
             assert!(doc.contains(&format!("`{}(", n.name)), "docs/io.md does not describe native {}", n.name);
+        }
+    }
+
+    #[test]
+    fn the_test_natives_are_not_in_the_production_table() {
+        for name in ["sleep_blocking", "panic", "panic_inline"] {
+            assert!(NATIVES.iter().all(|n| n.name != name), "{name} is in NATIVES");
+            assert!(TEST_NATIVES.iter().any(|n| n.name == name), "{name} is not in TEST_NATIVES");
+            assert!(lookup(Atom::new(name)).is_some(), "{name} is not found in a test build");
         }
     }
 
