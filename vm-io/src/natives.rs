@@ -23,7 +23,7 @@ use std::net::ToSocketAddrs;
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
-use vm_core::{Atom, Exception, Value, atoms};
+use vm_core::{Atom, Exception, NativeId, Value, atoms};
 
 /// What a native sees of the VM: its I/O state and who is calling.
 pub struct Ctx<'a> {
@@ -256,22 +256,39 @@ pub fn all() -> impl Iterator<Item = &'static Native> {
     NATIVES.iter().chain(test)
 }
 
-/// The native called `name`: an index by the atom's number (atoms are small dense integers and
-/// the natives' names are interned together at first use), so a call costs no hashing.
-pub fn lookup(name: Atom) -> Option<&'static Native> {
-    static BY_ATOM: OnceLock<Vec<Option<&'static Native>>> = OnceLock::new();
+/// The native called `name`, with its identity (its index in [`all`]): an index by the atom's
+/// number (atoms are small dense integers and the natives' names are interned together at first
+/// use), so a call costs no hashing.
+#[inline]
+pub fn find(name: Atom) -> Option<(NativeId, &'static Native)> {
+    static BY_ATOM: OnceLock<Vec<Option<(NativeId, &'static Native)>>> = OnceLock::new();
     let table = BY_ATOM.get_or_init(|| {
         let mut t = Vec::new();
-        for n in all() {
+        for (id, n) in all().enumerate() {
             let i = Atom::new(n.name).index() as usize;
             if t.len() <= i {
                 t.resize(i + 1, None);
             }
-            t[i] = Some(n);
+            t[i] = Some((NativeId(id as u32), n));
         }
         t
     });
     table.get(name.index() as usize).copied().flatten()
+}
+
+/// The native called `name`.
+pub fn lookup(name: Atom) -> Option<&'static Native> {
+    find(name).map(|(_, n)| n)
+}
+
+/// The native with this identity (as [`find`] gave it).
+pub fn get(id: NativeId) -> Option<&'static Native> {
+    let i = id.0 as usize;
+    #[cfg(any(test, feature = "test-natives"))]
+    if i >= NATIVES.len() {
+        return TEST_NATIVES.get(i - NATIVES.len());
+    }
+    NATIVES.get(i)
 }
 
 /// Argument `i`, or `nil` when an optional argument was left out.
@@ -456,6 +473,16 @@ mod tests {
         let e = call("tcp_read", &[]).unwrap_err();
         assert!(e.msg.to_string().contains("takes 2 to 3 arguments"), "{}", e.msg);
         assert!(lookup(Atom::new("no_such_native")).is_none());
+    }
+
+    #[test]
+    fn a_native_is_found_again_by_its_identity() {
+        for n in all() {
+            let (id, found) = find(Atom::new(n.name)).unwrap();
+            assert_eq!(found.name, n.name);
+            assert_eq!(get(id).map(|g| g.name), Some(n.name));
+        }
+        assert!(get(NativeId(u32::MAX)).is_none());
     }
 
     #[test]
