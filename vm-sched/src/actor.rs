@@ -8,7 +8,12 @@
 //! 2. Step the interpreter for one slice of fuel.
 //! 3. `Yielded` → yield to tokio so other actors run (preemption); `Blocked(effect)` → await the
 //!    effect, raced against the control port, and resume the actor with the result, an exception
-//!    or a timeout; `Exited`/`Failed` → end.
+//!    or a timeout; `Exited`/`Failed` → end. A wait the host began inside the step
+//!    (`Effect::Begun`, see `vm_core::step`) is finished here, never begun again: a receive the
+//!    host parked waits for its wake and is stepped again without a resume (the receive runs
+//!    again, and no signal check comes first, which would drop a mode-0 interrupt meant for the
+//!    wait); an I/O operation the host holds (`ActorHost::in_flight`) is awaited, raced against
+//!    the control port, and its result resumes the actor.
 //!
 //! Every wait goes through the mailbox's wake protocol (see `mailbox`), so a waiting actor is one
 //! parked task with a stored waker: no polling, no CPU.
