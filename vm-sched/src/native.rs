@@ -15,18 +15,6 @@ use vm_io::natives;
 
 pub(crate) type NativeOutcome = Result<Result<Value, Exception>, String>;
 
-/// Calls an inline native on this thread; a panic in it becomes a `:panic` exception.
-pub(crate) fn call_inline(
-    native: &natives::Native,
-    ctx: &natives::Ctx<'_>,
-    args: &[Value],
-) -> Result<Value, Exception> {
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| native.call(ctx, args))) {
-        Ok(r) => r,
-        Err(p) => Err(Exception::new(atoms::PANIC, format!("native call panicked: {}", panic_text(p)))),
-    }
-}
-
 /// Waits for an async native's future while the actor is soft-blocked: a signal that arrives
 /// first drops the future (cancelling the operation; the natives lose no input when dropped)
 /// and is returned. The actor stays counted as active: I/O can always still complete, so a
@@ -85,8 +73,13 @@ pub(crate) fn native_result(r: NativeOutcome) -> Resume {
     match r {
         Ok(Ok(v)) => Resume::Value(v),
         Ok(Err(e)) => Resume::Raise(e),
-        Err(panic) => Resume::Raise(Exception::new(atoms::PANIC, format!("native call panicked: {panic}"))),
+        Err(panic) => Resume::Raise(panicked(&panic)),
     }
+}
+
+/// The `:panic` exception a native's panic becomes in the calling actor.
+pub(crate) fn panicked(text: &str) -> Exception {
+    Exception::new(atoms::PANIC, format!("native call panicked: {text}"))
 }
 
 pub(crate) fn panic_text(payload: Box<dyn std::any::Any + Send>) -> String {

@@ -138,14 +138,14 @@ pub(crate) struct Pausable<'a, F> {
     vm: &'a Vm,
     cell: &'a ActorCell,
     st: &'a ActorState,
-    native: Atom,
+    native: &'static str,
     /// The epoch this wait froze in (0: not frozen).
     frozen: u64,
 }
 
 impl<'a, F> Pausable<'a, F> {
     /// Wraps the wait `inner` of an actor whose state is `st`, calling `native`.
-    pub(crate) fn new(vm: &'a Vm, cell: &'a ActorCell, st: &'a ActorState, native: Atom, inner: F) -> Self {
+    pub(crate) fn new(vm: &'a Vm, cell: &'a ActorCell, st: &'a ActorState, native: &'static str, inner: F) -> Self {
         Pausable { inner, vm, cell, st, native, frozen: 0 }
     }
 }
@@ -168,7 +168,7 @@ impl<F: Future + Unpin> Future for Pausable<'_, F> {
         let out = Pin::new(&mut self.inner).poll(cx);
         if out.is_pending() {
             self.frozen = epoch;
-            pause.publish(pid, self.st.clone(), Waiting::Native(self.native));
+            pause.publish(pid, self.st.clone(), Waiting::Native(Atom::new(self.native)));
         }
         out
     }
