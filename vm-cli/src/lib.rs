@@ -15,6 +15,8 @@
 //! | `vm disasm FILE.vbc` | prints the module as assembly |
 //! | `vm check FILE.vasm` | assembles and verifies, reports every error, prints nothing if ok |
 //! | `vm repl [--workers N] [--fuel N] [--max-frames N] [--allow-...] [FILE...]` | an interactive session (see [`repl`]) |
+//! | `vm run --snapshot PATH [--snapshot-every DUR] [--snapshot-on-term] FILE [ARGS...]` | runs with snapshots (docs/snapshots.md) |
+//! | `vm resume [--timers=frozen\|wall] [--allow-...] PATH` | continues from the newest snapshot of PATH that loads |
 //!
 //! | status | meaning |
 //! |---|---|
@@ -88,6 +90,72 @@ pub enum Command {
     },
     /// An interactive session: load programs, spawn actors, inspect and talk to them.
     Repl(repl::ReplArgs),
+    /// Continue a VM from the newest snapshot of PATH that loads (see `vm run --snapshot`).
+    Resume(ResumeArgs),
+}
+
+/// Arguments of `vm resume`.
+#[derive(Debug, Args)]
+pub struct ResumeArgs {
+    /// How timers count the time the VM was stopped: `frozen` (they keep the time they had
+    /// left) or `wall` (the downtime counts: overdue timers fire at once).
+    #[arg(long, value_enum, default_value_t = TimersArg::Frozen)]
+    pub timers: TimersArg,
+    /// Worker threads (default: as when the snapshot was taken, else one per core).
+    #[arg(long, value_name = "N")]
+    pub workers: Option<NonZeroUsize>,
+    /// What the resumed program may do: grants are never stored in a snapshot.
+    #[command(flatten)]
+    pub perms: PermFlags,
+    /// The snapshot file (its generations PATH.1, PATH.2, ... are tried if it does not load).
+    pub path: PathBuf,
+}
+
+/// `vm resume --timers`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TimersArg {
+    /// Timers keep the time they had left.
+    Frozen,
+    /// The downtime counts.
+    Wall,
+}
+
+/// Snapshot flags of `vm run`.
+#[derive(Debug, Clone, Args)]
+pub struct SnapshotFlags {
+    /// Write snapshots of the running VM to PATH (older generations kept as PATH.1, ...);
+    /// `vm resume PATH` continues from the newest one.
+    #[arg(long, value_name = "PATH")]
+    pub snapshot: Option<PathBuf>,
+    /// Take a snapshot every DUR (`50ms`, `30s`, `5m`).
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, requires = "snapshot")]
+    pub snapshot_every: Option<std::time::Duration>,
+    /// On SIGTERM, take a snapshot and exit with status 0.
+    #[arg(long, requires = "snapshot")]
+    pub snapshot_on_term: bool,
+    /// How many generations of the snapshot file to keep.
+    #[arg(long, value_name = "N", default_value_t = 3, requires = "snapshot",
+          value_parser = clap::value_parser!(u32).range(1..100))]
+    pub snapshot_keep: u32,
+}
+
+/// Parses a duration such as `50ms`, `30s` or `5m` (a bare number is milliseconds).
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let n: u64 = digits.parse().map_err(|_| format!("{text:?} is not a duration such as 50ms, 30s or 5m"))?;
+    let ms = match unit {
+        "" | "ms" => Some(n),
+        "s" => n.checked_mul(1_000),
+        "m" => n.checked_mul(60_000),
+        "h" => n.checked_mul(3_600_000),
+        _ => return Err(format!("{text:?}: unknown unit {unit:?} (use ms, s, m or h)")),
+    };
+    match ms {
+        Some(0) => Err("the duration must be more than 0".into()),
+        Some(ms) => Ok(std::time::Duration::from_millis(ms)),
+        None => Err(format!("{text:?} is too long")),
+    }
 }
 
 /// Arguments of `vm run`.
@@ -97,6 +165,9 @@ pub struct RunArgs {
     /// Runtime settings and permissions.
     #[command(flatten)]
     pub runtime: RuntimeFlags,
+    /// Snapshots of the running VM.
+    #[command(flatten)]
+    pub snapshots: SnapshotFlags,
     /// The program (a `.vbc` module, or assembly source with any other extension), then the
     /// arguments for `main`, passed through untouched: everything after FILE belongs to the
     /// program, even words that look like `vm` options.
@@ -224,6 +295,7 @@ pub fn run_command(command: Command, err: &mut dyn std::io::Write, style: Style)
         Command::Disasm { file } => cmd_disasm(&file),
         Command::Check { file } => cmd_check(&file, style),
         Command::Repl(args) => return repl::main(args, false),
+        Command::Resume(args) => cmd_resume(args, &mut say),
     };
     match result {
         Ok(()) => EXIT_OK,
@@ -278,8 +350,42 @@ fn cmd_run(run: RunArgs, style: Style) -> Result<(), Failure> {
     let loaded = if is_vbc(&file) { load_module(&file) } else { assemble_and_verify(&file, style) };
     let module = loaded.map_err(|msg| (EXIT_USAGE, msg))?;
     let opts = run.runtime.run_options().map_err(|msg| (EXIT_USAGE, msg))?;
-    let result = vm_sched::block_on_run(Arc::new(module), run.args().to_vec(), opts);
+    let module = Arc::new(module);
+    let result = match &run.snapshots.snapshot {
+        None => vm_sched::block_on_run(module, run.args().to_vec(), opts),
+        Some(path) => {
+            let persist = vm_sched::persist::Persist {
+                path: path.clone(),
+                every: run.snapshots.snapshot_every,
+                on_term: run.snapshots.snapshot_on_term,
+                keep: run.snapshots.snapshot_keep as usize,
+            };
+            let start = vm_sched::persist::Start::Fresh(module, run.args().to_vec());
+            vm_sched::persist::block_on_persistent(start, opts, persist)
+        }
+    };
     match outcome_report(&display(&file), result) {
+        (EXIT_OK, _) => Ok(()),
+        failure => Err(failure),
+    }
+}
+
+fn cmd_resume(args: ResumeArgs, say: &mut dyn FnMut(&str)) -> Result<(), Failure> {
+    let name = display(&args.path);
+    let (snapshot, refused) =
+        vm_sched::persist::load(&args.path).map_err(|e| (EXIT_USAGE, format!("error: {e}\n")))?;
+    for (file, why) in refused {
+        say(&format!("warning: skipped {}: {why}\n", display(&file)));
+    }
+    let perms = args.perms.permissions().map_err(|msg| (EXIT_USAGE, msg))?;
+    let opts = RunOptions { workers: args.workers, perms, ..RunOptions::default() };
+    let timers = match args.timers {
+        TimersArg::Frozen => vm_sched::snapshot::Timers::Frozen,
+        TimersArg::Wall => vm_sched::snapshot::Timers::Wall,
+    };
+    let persist = vm_sched::persist::Persist::from_schedule(args.path.clone(), snapshot.meta.schedule);
+    let start = vm_sched::persist::Start::Resume(Box::new(snapshot), timers);
+    match outcome_report(&name, vm_sched::persist::block_on_persistent(start, opts, persist)) {
         (EXIT_OK, _) => Ok(()),
         failure => Err(failure),
     }

@@ -25,6 +25,19 @@ impl CtrlC {
         Err(std::io::Error::other("catching Ctrl-C needs a Unix system"))
     }
 
+    /// The same listener for SIGTERM instead (`vm run --snapshot-on-term`: a snapshot, then a
+    /// clean exit); [`CtrlC::pressed`] then waits for the next SIGTERM.
+    #[cfg(unix)]
+    pub fn term() -> std::io::Result<CtrlC> {
+        Ok(CtrlC { signal: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())? })
+    }
+
+    /// Catching SIGTERM needs a Unix system here.
+    #[cfg(not(unix))]
+    pub fn term() -> std::io::Result<CtrlC> {
+        Err(std::io::Error::other("catching SIGTERM needs a Unix system"))
+    }
+
     /// Drops Ctrl-Cs received before now.
     pub fn forget_earlier(&mut self) {
         #[cfg(unix)]

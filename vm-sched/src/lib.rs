@@ -19,6 +19,7 @@
 //! - `actor`: the per-actor driver loop, and [`Vm::new`], which wires it into the VM.
 //! - `pause`: pausing every actor at a safe point for a snapshot (a consistent cut).
 //! - `snapshot`: taking a snapshot of a running VM and restoring one into a fresh VM.
+//! - `persist`: running a program with snapshots to a file (`vm run --snapshot`, `vm resume`).
 //! - `run`: [`block_on_run`], which builds the tokio runtime and runs a program to its end with
 //!   its output on standard output (what `vm run` calls, so the CLI spawns nothing).
 //! - `session`: [`Session`], a long-lived runtime driven from outside (what `vm repl` uses).
@@ -37,6 +38,7 @@ mod host;
 pub mod mailbox;
 mod native;
 mod pause;
+pub mod persist;
 pub mod run;
 mod select;
 pub mod session;

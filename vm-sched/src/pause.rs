@@ -145,7 +145,13 @@ pub(crate) struct Pausable<'a, F> {
 
 impl<'a, F> Pausable<'a, F> {
     /// Wraps the wait `inner` of an actor whose state is `st`, calling `native`.
-    pub(crate) fn new(vm: &'a Vm, cell: &'a ActorCell, st: &'a ActorState, native: &'static str, inner: F) -> Self {
+    pub(crate) fn new(
+        vm: &'a Vm,
+        cell: &'a ActorCell,
+        st: &'a ActorState,
+        native: &'static str,
+        inner: F,
+    ) -> Self {
         Pausable { inner, vm, cell, st, native, frozen: 0 }
     }
 }

@@ -110,19 +110,28 @@ pub fn check_main(module: &Module) -> Result<(), RunError> {
 pub fn block_on_run(module: Arc<Module>, args: Vec<String>, opts: RunOptions) -> Result<Outcome, RunError> {
     // Usage errors are found before anything is built.
     check_main(&module)?;
+    on_runtime(&opts, opts.config(), move |vm| async move { vm.run_main(module, args).await })
+}
+
+/// Builds the runtime `opts` describes, runs `body` on a VM with `config` printing to standard
+/// output, and returns its outcome once `body` ends, output flushed (see the module docs).
+pub(crate) fn on_runtime<F, Fut>(opts: &RunOptions, config: Config, body: F) -> Result<Outcome, RunError>
+where
+    F: FnOnce(Vm) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<Outcome, String>> + Send,
+{
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = opts.workers {
         builder.worker_threads(n.get());
     }
     let runtime = builder.enable_all().thread_name("vm-worker").build().map_err(RunError::Runtime)?;
     let sink = Arc::new(StdoutSink::new(Arc::new(vm_io::Output::stdout())));
-    let config = opts.config();
     let task = runtime.spawn({
         let sink = sink.clone();
         async move {
             let flusher = tokio::spawn(sink.clone().flush_loop());
             let vm = Vm::new(config, sink.clone());
-            let result = vm.run_main(module, args).await;
+            let result = body(vm).await;
             flusher.abort();
             result
         }

@@ -71,11 +71,22 @@ pub async fn take(
     module: &Arc<vm_core::Module>,
     settings: Settings,
 ) -> (Snapshot, std::time::Duration) {
+    let (s, pause) = take_and_stop(vm, module, settings).await;
+    vm.resume_after_pause();
+    (s, pause)
+}
+
+/// Takes a last snapshot and leaves every actor paused (the VM is about to end: nothing may
+/// happen after the snapshot that a resume would do again).
+pub async fn take_and_stop(
+    vm: &Vm,
+    module: &Arc<vm_core::Module>,
+    settings: Settings,
+) -> (Snapshot, std::time::Duration) {
     vm.flush_output();
     let started = Instant::now();
     let cut = vm.pause_all().await;
     let snapshot = capture(vm, module, settings, cut);
-    vm.resume_after_pause();
     (snapshot, started.elapsed())
 }
 

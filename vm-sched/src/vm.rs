@@ -581,6 +581,16 @@ impl Vm {
     /// Runs `main` (arity 0, or 1 taking `args` as a list of strings) as the first actor and
     /// waits until it ends or the VM deadlocks.
     pub async fn run_main(&self, module: Arc<Module>, args: Vec<String>) -> Result<Outcome, String> {
+        let (_, rx) = self.start_main(module, args)?;
+        Ok(self.wait_for_main(rx).await)
+    }
+
+    /// Spawns `main` as [`Vm::run_main`] does: its pid, and where its outcome will arrive.
+    pub(crate) fn start_main(
+        &self,
+        module: Arc<Module>,
+        args: Vec<String>,
+    ) -> Result<(Pid, tokio::sync::oneshot::Receiver<Outcome>), String> {
         let main = module.func_index("main").ok_or("the program has no `main` function")?;
         let arity = module.funcs[main as usize].arity;
         let args = match arity {
@@ -590,13 +600,18 @@ impl Vm {
         };
         let (tx, rx) = tokio::sync::oneshot::channel();
         let fun = Closure { func: main, env: vec![] };
-        self.spawn_reporting(module, &fun, args, SpawnOpts::default(), None, Some(tx))
+        let (pid, _) = self
+            .spawn_reporting(module, &fun, args, SpawnOpts::default(), None, Some(tx))
             .map_err(|e| e.to_string())?;
-        let mut rx = rx;
+        Ok((pid, rx))
+    }
+
+    /// Waits until the main actor (which reports to `rx`) ends or the VM deadlocks.
+    pub(crate) async fn wait_for_main(&self, mut rx: tokio::sync::oneshot::Receiver<Outcome>) -> Outcome {
         loop {
             tokio::select! {
                 biased;
-                done = &mut rx => return Ok(done.unwrap_or_else(|_| Outcome::Stopped(Value::atom("lost")))),
+                done = &mut rx => return done.unwrap_or_else(|_| Outcome::Stopped(Value::atom("lost"))),
                 () = self.shared.idle.notified() => {
                     // Every wake path counts the woken actor back in before the waker can park
                     // itself, so zero is stable. But a select (channel or mailbox) counts itself
@@ -613,9 +628,9 @@ impl Vm {
                         // Main reports its outcome before it counts itself out, so an outcome
                         // present now means main ended; otherwise nothing can run again.
                         if let Ok(done) = rx.try_recv() {
-                            return Ok(done);
+                            return done;
                         }
-                        return Ok(Outcome::Deadlock(self.deadlock_report()));
+                        return Outcome::Deadlock(self.deadlock_report());
                     }
                 }
             }
