@@ -408,3 +408,41 @@ fn history_is_kept_across_sessions() {
     assert_eq!(lines(&second.prompt()), ["42"]);
     second.quit();
 }
+
+/// `checkpoint`, three messages that change a counter's total, `rewind 1`: the counter is back
+/// at its old total (`info` shows the actor at its receive, with no record of the kill), and
+/// `snapshot FILE` writes a file that loads.
+#[test]
+fn checkpoint_and_rewind_travel_back_in_time() {
+    let dir = scratch("rewind");
+    let (mut repl, _) = Repl::start(&["tests/programs/repl/server.vasm"], &dir.join("history"));
+    repl.expect("spawn count 0", &["<1>"]);
+    let mark = repl.mark();
+    repl.pty.send_line("send <1> 1").expect("typing");
+    repl.line_since(mark, "1");
+    repl.sync();
+    repl.expect("checkpoint", &["checkpoint 1 (1 actors)"]);
+    for (n, total) in [(10, "11"), (100, "111"), (1000, "1111")] {
+        let mark = repl.mark();
+        repl.pty.send_line(&format!("send <1> {n}")).expect("typing");
+        repl.line_since(mark, total);
+        repl.sync();
+    }
+    repl.expect("rewind 1", &["rewound to checkpoint 1 (1 actors)"]);
+    let info = repl.run("info <1>");
+    assert!(info.iter().any(|l| l == "state:         waiting: receive"), "{info:#?}");
+    assert!(info.iter().any(|l| l == "exceptions:    none seen"), "{info:#?}");
+    // The old total: 1 + 5.
+    let mark = repl.mark();
+    repl.pty.send_line("send <1> 5").expect("typing");
+    repl.line_since(mark, "6");
+    repl.sync();
+    let file = dir.join("repl.snap");
+    let shown = repl.run(&format!("snapshot {}", file.display()));
+    assert_eq!(shown, [format!("1 actors written to {}", file.display())]);
+    let bytes = std::fs::read(&file).expect("the snapshot file");
+    let s = vm_core::snapshot::decode(&bytes).expect("the REPL's snapshot loads");
+    assert_eq!(s.actors.len(), 1);
+    repl.expect("rewind 2", &["error: there are 1 checkpoints"]);
+    repl.quit();
+}

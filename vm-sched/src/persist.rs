@@ -84,32 +84,30 @@ pub fn block_on_persistent(start: Start, opts: RunOptions, persist: Persist) -> 
     };
     let workers = opts.workers.map(|n| n.get() as u32);
     on_runtime(&opts, config, move |vm| async move {
-        let (module, main, incarnation) = match start {
-            Start::Fresh(module, args) => {
-                let main = vm.start_main(module.clone(), args)?;
-                (module, main, 0)
-            }
+        let (main, incarnation) = match start {
+            Start::Fresh(module, args) => (vm.start_main(module, args)?, 0),
             Start::Resume(s, timers) => {
-                let module = s.module.clone();
                 let incarnation = s.meta.incarnation + 1;
                 let Some(pid) = s.meta.main.map(Pid) else {
                     return Err("the snapshot has no main actor (it was taken in a REPL session)".into());
                 };
                 let rx =
                     snapshot::restore(&vm, *s, timers).await.ok_or("the snapshot's main actor is missing")?;
-                (module, (pid, rx), incarnation)
+                ((pid, rx), incarnation)
             }
         };
         let settings = Settings { main: Some(main.0), schedule: persist.schedule(), workers, incarnation };
-        let snapshotter = tokio::spawn(snapshot_loop(vm.clone(), module.clone(), settings, persist.clone()));
+        let snapshotter = tokio::spawn(snapshot_loop(vm.clone(), settings, persist.clone()));
         let term = persist.on_term.then(vm_io::ctrl_c::CtrlC::term).transpose().map_err(|e| e.to_string())?;
         let outcome = tokio::select! {
             outcome = vm.wait_for_main(main.1) => outcome,
             () = sigterm(term) => {
                 // A last snapshot, then a clean end.
                 snapshotter.abort();
-                let (s, _) = snapshot::take_and_stop(&vm, &module, settings).await;
-                write(s, persist.clone()).await;
+                match snapshot::take_and_stop(&vm, settings).await {
+                    Ok((s, _)) => write(s, persist.clone()).await,
+                    Err(e) => tracing::error!("no snapshot on SIGTERM: {e}"),
+                }
                 Outcome::Exited(Value::Nil)
             }
         };
@@ -126,33 +124,44 @@ async fn sigterm(term: Option<vm_io::ctrl_c::CtrlC>) {
 }
 
 /// Step 2: a snapshot every `persist.every`, written before the next is taken.
-async fn snapshot_loop(vm: Vm, module: Arc<Module>, settings: Settings, persist: Persist) {
+async fn snapshot_loop(vm: Vm, settings: Settings, persist: Persist) {
     let Some(every) = persist.every else { return };
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
     loop {
         tick.tick().await;
-        let (s, pause) = snapshot::take(&vm, &module, settings).await;
-        tracing::debug!(pause_us = pause.as_micros() as u64, actors = s.actors.len(), "snapshot taken");
-        write(s, persist.clone()).await;
+        match snapshot::take(&vm, settings).await {
+            Ok((s, pause)) => {
+                tracing::debug!(
+                    pause_us = pause.as_micros() as u64,
+                    actors = s.actors.len(),
+                    "snapshot taken"
+                );
+                write(s, persist.clone()).await;
+            }
+            Err(e) => tracing::error!("no snapshot: {e}"),
+        }
     }
 }
 
 /// Checks, encodes and writes a snapshot on the blocking pool; failures are logged.
 async fn write(s: Snapshot, persist: Persist) {
-    let done = tokio::task::spawn_blocking(move || {
+    if let Err(e) = write_file(s, persist.path, persist.keep).await {
+        tracing::error!("snapshot {e}");
+    }
+}
+
+/// Checks, encodes and writes a snapshot to `path` on the blocking pool.
+pub async fn write_file(s: Snapshot, path: PathBuf, keep: usize) -> Result<(), String> {
+    tokio::task::spawn_blocking(move || {
         vm_core::snapshot::check(&s).map_err(|e| format!("not written, it would not load: {e}"))?;
         let bytes = vm_core::snapshot::encode(&s);
-        vm_io::durable::write(&persist.path, &bytes, persist.keep)
-            .map_err(|e| format!("cannot write {}: {e}", persist.path.display()))
+        vm_io::durable::write(&path, &bytes, keep)
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))
     })
-    .await;
-    match done {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::error!("snapshot {e}"),
-        Err(e) => tracing::error!("snapshot writer failed: {e}"),
-    }
+    .await
+    .map_err(|e| format!("snapshot writer failed: {e}"))?
 }
 
 /// Reads the newest generation of `path` that loads, for `vm resume`: the snapshot, and the

@@ -191,6 +191,44 @@ impl Session {
         })
     }
 
+    /// Takes a snapshot of the session's VM (see `snapshot`): every actor pauses at a safe point
+    /// for the copy, then runs on.
+    pub fn snapshot(&self) -> Result<vm_core::snapshot::Snapshot, String> {
+        let vm = self.vm.clone();
+        let settings = crate::snapshot::Settings::default();
+        self.runtime().block_on(async move { crate::snapshot::take(&vm, settings).await.map(|(s, _)| s) })
+    }
+
+    /// Writes a snapshot to `path` durably (`vm_io::durable`, one generation).
+    pub fn write_snapshot(
+        &self,
+        s: vm_core::snapshot::Snapshot,
+        path: &std::path::Path,
+    ) -> Result<(), String> {
+        let path = path.to_path_buf();
+        self.runtime().block_on(crate::persist::write_file(s, path, 1))
+    }
+
+    /// Replaces every actor of the session's VM with those of `s` (`rewind`): the live actors are
+    /// killed (their resources closed), then `s` is restored with its time frozen.
+    pub fn rewind(&self, s: vm_core::snapshot::Snapshot) -> Result<(), String> {
+        let vm = self.vm.clone();
+        self.runtime().block_on(async move {
+            for cell in vm.cells() {
+                vm.signal_cell(&cell, Signal::Kill(Value::Atom(vm_core::atoms::KILLED)));
+            }
+            let start = Instant::now();
+            while vm.live() > 0 {
+                if start.elapsed() > Duration::from_secs(5) {
+                    return Err(format!("{} actors are still alive after 5 s of being killed", vm.live()));
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            crate::snapshot::restore(&vm, s, crate::snapshot::Timers::Frozen).await;
+            Ok(())
+        })
+    }
+
     fn alive(&self, pid: Pid) -> Result<(), String> {
         self.vm.lookup(pid).map(drop).ok_or_else(|| no_actor(pid))
     }

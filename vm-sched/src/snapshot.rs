@@ -65,29 +65,33 @@ fn unix_ms() -> u64 {
 }
 
 /// Takes a snapshot of the running VM (steps 1 to 4 of the module docs). Returns it and how
-/// long the actors were paused.
-pub async fn take(
-    vm: &Vm,
-    module: &Arc<vm_core::Module>,
-    settings: Settings,
-) -> (Snapshot, std::time::Duration) {
-    let (s, pause) = take_and_stop(vm, module, settings).await;
+/// long the actors were paused. Fails if the actors run more than one module (a REPL session
+/// that loaded several programs): a snapshot holds one.
+pub async fn take(vm: &Vm, settings: Settings) -> Result<(Snapshot, std::time::Duration), String> {
+    let taken = take_and_stop(vm, settings).await;
     vm.resume_after_pause();
-    (s, pause)
+    taken
 }
 
 /// Takes a last snapshot and leaves every actor paused (the VM is about to end: nothing may
 /// happen after the snapshot that a resume would do again).
-pub async fn take_and_stop(
-    vm: &Vm,
-    module: &Arc<vm_core::Module>,
-    settings: Settings,
-) -> (Snapshot, std::time::Duration) {
+pub async fn take_and_stop(vm: &Vm, settings: Settings) -> Result<(Snapshot, std::time::Duration), String> {
     vm.flush_output();
     let started = Instant::now();
     let cut = vm.pause_all().await;
-    let snapshot = capture(vm, module, settings, cut);
-    (snapshot, started.elapsed())
+    let module = one_module(vm)?;
+    let snapshot = capture(vm, &module, settings, cut);
+    Ok((snapshot, started.elapsed()))
+}
+
+/// The module every live actor runs.
+fn one_module(vm: &Vm) -> Result<Arc<vm_core::Module>, String> {
+    let cells = vm.cells();
+    let Some(first) = cells.first() else { return Err("there is no actor to snapshot".into()) };
+    if cells.iter().any(|c| !Arc::ptr_eq(&c.module, &first.module)) {
+        return Err("the actors run different programs (loaded separately); a snapshot holds one".into());
+    }
+    Ok(first.module.clone())
 }
 
 /// Step 3, under the pause.

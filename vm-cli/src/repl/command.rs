@@ -43,6 +43,12 @@ pub enum Command {
     Eval(Vec<String>),
     /// `trace PID on|off`.
     Trace(Target, bool),
+    /// `snapshot FILE`.
+    Snapshot(String),
+    /// `checkpoint`.
+    Checkpoint,
+    /// `rewind [N]`: the Nth latest checkpoint (1 is the latest).
+    Rewind(usize),
     /// `quit`.
     Quit,
 }
@@ -119,6 +125,26 @@ pub const COMMANDS: &[(&str, &str, &str, &str)] = &[
          calls, print), actors it spawns, links, monitors, signals, exceptions and its exit, \
          printed above the prompt as they happen.",
     ),
+    (
+        "snapshot",
+        "snapshot FILE",
+        "write a snapshot of every actor to FILE",
+        "Every actor pauses at a safe point for the copy, then runs on. `vm resume FILE` continues \
+         a program's snapshot; see docs/snapshots.md.",
+    ),
+    (
+        "checkpoint",
+        "checkpoint",
+        "keep a snapshot in memory (for `rewind`)",
+        "Checkpoints are numbered from the latest: `rewind 1` goes back to the latest one.",
+    ),
+    (
+        "rewind",
+        "rewind [N]",
+        "replace every actor with those of the Nth latest checkpoint (default 1)",
+        "The live actors are killed (their sockets and files closed) and the checkpoint's actors \
+         carry on from where they were, with their mailboxes: time travel for debugging.",
+    ),
     ("quit", "quit", "leave the REPL (also Ctrl-D); running actors are abandoned", ""),
 ];
 
@@ -192,6 +218,13 @@ pub fn parse(line: &str) -> Result<Option<Command>, String> {
             };
             Command::Trace(target(who)?, on)
         }
+        "snapshot" => Command::Snapshot(path(rest).map_err(|_| usage("snapshot"))?),
+        "checkpoint" if rest.is_empty() => Command::Checkpoint,
+        "checkpoint" => return Err(usage("checkpoint")),
+        "rewind" => Command::Rewind(match rest {
+            "" => 1,
+            n => n.parse().ok().filter(|&n| n > 0).ok_or_else(|| usage("rewind"))?,
+        }),
         "quit" | "exit" => {
             no_more(rest, word)?;
             Command::Quit

@@ -80,6 +80,8 @@ impl Completions {
 pub struct Engine {
     session: Session,
     programs: Vec<Program>,
+    /// `checkpoint`s, oldest first.
+    checkpoints: Vec<vm_core::snapshot::Snapshot>,
     records: Arc<ActorRecords>,
     funcs: Arc<Mutex<Vec<String>>>,
     style: Style,
@@ -89,7 +91,14 @@ impl Engine {
     /// An engine over `session`; `records` is the actor log installed with the session's
     /// logging (`logging::init_for_repl`).
     pub fn new(session: Session, records: Arc<ActorRecords>, style: Style) -> Engine {
-        Engine { session, programs: Vec::new(), records, funcs: Arc::default(), style }
+        Engine {
+            session,
+            programs: Vec::new(),
+            checkpoints: Vec::new(),
+            records,
+            funcs: Arc::default(),
+            style,
+        }
     }
 
     /// The data the line editor completes from.
@@ -150,6 +159,30 @@ impl Engine {
                 }
                 self.records.set_traced(pid.0, on);
                 Ok(if on { format!("tracing {pid}") } else { format!("stopped tracing {pid}") })
+            }
+            Command::Snapshot(file) => {
+                let s = self.session.snapshot()?;
+                let n = s.actors.len();
+                self.session.write_snapshot(s, std::path::Path::new(&file))?;
+                Ok(format!("{n} actors written to {file}"))
+            }
+            Command::Checkpoint => {
+                let s = self.session.snapshot()?;
+                let n = s.actors.len();
+                self.checkpoints.push(s);
+                Ok(format!("checkpoint {} ({n} actors)", self.checkpoints.len()))
+            }
+            Command::Rewind(n) => {
+                let Some(i) = self.checkpoints.len().checked_sub(n) else {
+                    return Err(format!("there are {} checkpoints", self.checkpoints.len()));
+                };
+                let s = self.checkpoints[i].clone();
+                let actors = s.actors.len();
+                let pids: Vec<u64> = s.actors.iter().map(|a| a.pid).collect();
+                self.session.rewind(s)?;
+                // The killed actors' exits are not the rewound actors' history.
+                pids.iter().for_each(|&pid| self.records.forget(pid));
+                Ok(format!("rewound to checkpoint {} ({actors} actors)", i + 1))
             }
             Command::Quit => Ok(String::new()),
         }

@@ -158,6 +158,11 @@ impl ActorRecords {
         lock(&self.events).get(&pid).map(|q| q.iter().cloned().collect()).unwrap_or_default()
     }
 
+    /// Forgets everything recorded about `pid` (a `rewind` brings back an actor of that pid).
+    pub fn forget(&self, pid: u64) {
+        lock(&self.events).remove(&pid);
+    }
+
     fn record(&self, pid: u64, text: String) {
         let mut events = lock(&self.events);
         let q = events.entry(pid).or_default();
