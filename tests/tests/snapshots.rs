@@ -391,3 +391,25 @@ fn damaged_truncated_foreign_and_random_files_are_refused_with_exit_2() {
     assert!(out.stderr.contains("error: no snapshot at missing"), "{}", out.stderr);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn a_program_snapshots_itself_with_the_write_grant() {
+    let _s = serial();
+    let dir = scratch("self");
+    let prog = program("selfsnap");
+    let run = |args: &[&str]| run_with_timeout(Command::new(VM).args(args).current_dir(&dir), LIMIT).unwrap();
+    let denied = run(&["run", &prog, "me.snap"]);
+    assert_eq!(denied.code, Some(1));
+    assert!(
+        denied.stderr.contains("write access to me.snap denied: run with --allow-write"),
+        "{}",
+        denied.stderr
+    );
+    assert!(!dir.join("me.snap").exists());
+    let first = run(&["run", "--allow-write", &prog, "me.snap"]);
+    assert_eq!((first.code, first.stdout.as_str()), (Some(0), ":ok\n42\n"), "{}", first.stderr);
+    // The resumed VM carries on after the call, which now says it was resumed.
+    let again = run(&["resume", "me.snap"]);
+    assert_eq!((again.code, again.stdout.as_str()), (Some(0), ":resumed\n42\n"), "{}", again.stderr);
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -18,6 +18,7 @@
 //! - [`fs`]: whole-file reads and writes for `.vbc` modules.
 //! - [`durable`]: files written to survive a crash at any moment, in generations (snapshots).
 //! - [`reopen`]: resources across a snapshot: reopen recipes, and opening them again.
+//! - [`request`]: `vm_snapshot`, a program asking the runtime for a snapshot of its VM.
 //! - [`rerun`]: which natives in flight when a snapshot was taken may run again after a restore.
 
 pub mod ctrl_c;
@@ -28,6 +29,7 @@ pub mod net;
 pub mod output;
 pub mod perms;
 pub mod reopen;
+pub mod request;
 pub mod rerun;
 pub mod resource;
 pub mod resp;

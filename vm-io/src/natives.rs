@@ -170,7 +170,7 @@ macro_rules! natives {
     };
 }
 
-use crate::{files, net, resp, stdio, table};
+use crate::{files, net, request, resp, stdio, table};
 
 natives! {
     "tcp_listen", 1..=1, Async(net::tcp_listen), "tcp_listen(addr): listens on host:port -> listener";
@@ -217,6 +217,7 @@ natives! {
     "wall_clock_ms", 0..=0, Inline(wall_clock_ms), "wall_clock_ms(): milliseconds since the Unix epoch";
     "monotonic_us", 0..=0, Inline(monotonic_us), "monotonic_us(): microseconds on a monotonic clock";
     "resolve", 1..=1, Blocking(resolve), "resolve(host): the host's addresses as a list of strings";
+    "vm_snapshot", 1..=1, Async(request::vm_snapshot), "vm_snapshot(path): writes a snapshot of the whole VM to path (needs --allow-write) -> :ok, or :resumed in a VM resumed from it";
 }
 
 /// Natives for tests, compiled only for tests and in builds with the `test-natives` feature

@@ -155,6 +155,8 @@ pub struct Io {
     owned: Vec<Mutex<HashMap<u64, Vec<Weak<Resource>>>>>,
     /// Standard input and the bytes read past the last line.
     pub(crate) stdin: tokio::sync::Mutex<crate::stdio::StdinState>,
+    /// Takes snapshots for `vm_snapshot` (installed by the runtime).
+    pub(crate) snapshots: std::sync::OnceLock<Arc<dyn crate::request::SnapshotHook>>,
 }
 
 const SHARDS: usize = 16;
@@ -175,6 +177,7 @@ impl Io {
             live: AtomicUsize::new(0),
             owned: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             stdin: tokio::sync::Mutex::new(Default::default()),
+            snapshots: std::sync::OnceLock::new(),
         })
     }
 

@@ -42,7 +42,9 @@ impl Vm {
     /// used inside a tokio runtime. (Defined here, beside the driver it passes in, so that `vm`
     /// does not depend on this module; see `vm`'s docs.)
     pub fn new(config: Config, output: Arc<dyn Output>) -> Vm {
-        Vm::with_driver(config, output, start)
+        let vm = Vm::with_driver(config, output, start);
+        crate::snapshot::install_hook(&vm);
+        vm
     }
 }
 

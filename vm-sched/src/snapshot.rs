@@ -192,6 +192,33 @@ fn capture(
     }
 }
 
+/// `vm_snapshot` (vm-io's `request`): a snapshot taken and written on a task of its own, since
+/// the actor asking is paused with the others.
+struct Hook(std::sync::Weak<crate::vm::Shared>);
+
+impl vm_io::request::SnapshotHook for Hook {
+    fn request(&self, path: std::path::PathBuf) -> tokio::sync::oneshot::Receiver<Result<(), String>> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if let Some(shared) = self.0.upgrade() {
+            let vm = Vm { shared };
+            tokio::spawn(async move {
+                let settings = Settings { main: vm.main(), ..Settings::default() };
+                let r = match take(&vm, settings).await {
+                    Ok((s, _)) => crate::persist::write_file(s, path, 1).await,
+                    Err(e) => Err(e),
+                };
+                let _ = tx.send(r);
+            });
+        }
+        rx
+    }
+}
+
+/// Lets programs of `vm` call `vm_snapshot`.
+pub(crate) fn install_hook(vm: &Vm) {
+    vm.shared.io.set_snapshot_hook(Arc::new(Hook(Arc::downgrade(&vm.shared))));
+}
+
 /// A pending signal as the file holds it; an orphaned-channel signal is not kept (the wait it
 /// was for runs again, and is checked again).
 fn signal(w: &mut Writer, s: &Signal) -> Option<v1::Signal> {
@@ -224,6 +251,9 @@ pub async fn restore(
         Timers::Wall => unix_ms().saturating_sub(s.meta.taken_unix_ms),
     };
     let c = s.meta.counters;
+    if let Some(main) = s.meta.main {
+        vm.set_main(Pid(main));
+    }
     vm.restore_counters((c.next_pid, c.next_ref, c.next_chan), s.meta.vm_time_ms + downtime);
     vm.shared.io.set_next_handle_id(c.next_handle);
 
@@ -268,7 +298,10 @@ pub async fn restore(
             ),
             v1::Wait::Native { name } => {
                 let name = reader.atom(name);
-                if !vm_io::rerun::may_rerun(&name.name()) {
+                if &*name.name() == "vm_snapshot" {
+                    // The snapshot it was taking is this one (or a later one): say so.
+                    st.resume(&s.module, Resume::Value(Value::atom("resumed")));
+                } else if !vm_io::rerun::may_rerun(&name.name()) {
                     st.resume(&s.module, Resume::Raise(unknown_outcome(name)));
                 }
             }

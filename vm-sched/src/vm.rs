@@ -164,6 +164,8 @@ pub(crate) struct Shared {
     start: Instant,
     /// Added to the clock: a restored VM's clock goes on from the snapshot's.
     clock_offset_ms: AtomicU64,
+    /// The main actor's pid (0: none), which a snapshot records.
+    main: AtomicU64,
     /// Snapshots pause the VM through this (see `pause`).
     pub(crate) pause: crate::pause::Pause,
 }
@@ -257,6 +259,7 @@ impl Vm {
                 start_actor,
                 start: Instant::now(),
                 clock_offset_ms: AtomicU64::new(0),
+                main: AtomicU64::new(0),
                 pause: Default::default(),
             }),
         };
@@ -603,6 +606,7 @@ impl Vm {
         let (pid, _) = self
             .spawn_reporting(module, &fun, args, SpawnOpts::default(), None, Some(tx))
             .map_err(|e| e.to_string())?;
+        self.set_main(pid);
         Ok((pid, rx))
     }
 
@@ -699,6 +703,16 @@ impl Vm {
         let func = st.frames.first().map_or(0, |f| f.func);
         let span = trace::actor_span(cell.pid, &cell.module, func);
         (self.shared.start_actor)(self.clone(), cell, st, span);
+    }
+
+    /// Records the main actor, whose end ends `vm run` (a snapshot records it).
+    pub(crate) fn set_main(&self, pid: Pid) {
+        self.shared.main.store(pid.0, Ordering::Relaxed);
+    }
+
+    /// The main actor, if the VM has one.
+    pub(crate) fn main(&self) -> Option<Pid> {
+        Some(Pid(self.shared.main.load(Ordering::Relaxed))).filter(|p| p.0 != 0)
     }
 
     /// The sink of `print` (flushed before a snapshot, so no line prints twice after a resume).
