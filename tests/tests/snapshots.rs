@@ -100,7 +100,7 @@ impl Proc {
     }
 
     /// Sends SIGTERM and waits for the exit status.
-    fn terminate(mut self) -> (Option<i32>, Vec<String>, String) {
+    fn terminate(self) -> (Option<i32>, Vec<String>, String) {
         let pid = self.child.id().to_string();
         let sent = Command::new("kill").args(["-TERM", &pid]).status().expect("kill runs");
         assert!(sent.success());
