@@ -194,8 +194,10 @@ impl Vm {
             let changed = pause.changed.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
-            let cells = self.cells();
-            {
+            // Counting first: the full check walks every actor, and publications keep waking
+            // this loop until they are all in.
+            if lock(&pause.published).len() >= self.live() {
+                let cells = self.cells();
                 let published = lock(&pause.published);
                 if cells.iter().all(|c| published.contains_key(&c.pid.0)) {
                     break;
