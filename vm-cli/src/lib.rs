@@ -150,22 +150,29 @@ pub struct PermFlags {
     /// Allow creating, writing and removing files: everywhere, or under PATH,... only.
     #[arg(long, value_name = "PATH,...", num_args = 0..=1, require_equals = true)]
     pub allow_write: Option<Option<String>>,
+    /// Allow reading environment variables: all of them, or NAME,... only.
+    #[arg(long, value_name = "NAME,...", num_args = 0..=1, require_equals = true)]
+    pub allow_env: Option<Option<String>>,
 }
 
 impl PermFlags {
     /// The permissions these flags grant; an unparsable value is a usage error.
     pub fn permissions(&self) -> Result<vm_io::Permissions, String> {
-        use vm_io::perms::Grant;
         let mut p = vm_io::Permissions::default();
         if let Some(v) = &self.allow_net {
             p.net = vm_io::Permissions::parse_net(v.as_deref()).map_err(|e| format!("error: {e}\n"))?;
         }
-        p.read =
-            self.allow_read.as_ref().map_or(Grant::Denied, |v| vm_io::Permissions::parse_paths(v.as_deref()));
-        p.write = self
-            .allow_write
-            .as_ref()
-            .map_or(Grant::Denied, |v| vm_io::Permissions::parse_paths(v.as_deref()));
+        if let Some(v) = &self.allow_read {
+            p.read = vm_io::Permissions::parse_paths(v.as_deref(), "--allow-read")
+                .map_err(|e| format!("error: {e}\n"))?;
+        }
+        if let Some(v) = &self.allow_write {
+            p.write = vm_io::Permissions::parse_paths(v.as_deref(), "--allow-write")
+                .map_err(|e| format!("error: {e}\n"))?;
+        }
+        if let Some(v) = &self.allow_env {
+            p.env = vm_io::Permissions::parse_env(v.as_deref()).map_err(|e| format!("error: {e}\n"))?;
+        }
         Ok(p)
     }
 }

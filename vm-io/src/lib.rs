@@ -11,11 +11,13 @@
 //! - [`table`]: shared tables, mutable state any actor holding the handle may use.
 //! - [`resource`]: sockets, listeners and files as owned resources ([`Io`] holds the ownership
 //!   table, the permissions and the console of one VM).
-//! - [`perms`]: `--allow-net`, `--allow-read`, `--allow-write`.
+//! - [`perms`]: `--allow-net`, `--allow-read`, `--allow-write`, `--allow-env`; [`confine`]: file
+//!   access opened beneath the granted directories, so symbolic links cannot lead out of them.
 //! - [`Output`]: the sink for the `print` effect (standard output), buffered for speed;
 //! - [`FsLoader`]: the assembler's [`SourceLoader`] backed by the file system;
 //! - [`fs`]: whole-file reads and writes for `.vbc` modules.
 
+pub mod confine;
 pub mod files;
 pub mod natives;
 pub mod net;

@@ -365,7 +365,7 @@ fn sleep_blocking(_: &Ctx<'_>, args: &[Value]) -> Result<Value, Exception> {
     Ok(Value::Nil)
 }
 
-fn resolve(_: &Ctx<'_>, args: &[Value]) -> Result<Value, Exception> {
+fn resolve(ctx: &Ctx<'_>, args: &[Value]) -> Result<Value, Exception> {
     let host = match &args[0] {
         Value::Str(s) => s.to_string(),
         other => {
@@ -375,6 +375,8 @@ fn resolve(_: &Ctx<'_>, args: &[Value]) -> Result<Value, Exception> {
             )));
         }
     };
+    // A query carries the name to a name server: it is network access (perms rule 2).
+    ctx.io.perms.check_resolve(&host)?;
     // Port 0 only satisfies the API; the addresses are what is wanted.
     let addrs = (host.as_str(), 0)
         .to_socket_addrs()

@@ -290,8 +290,8 @@ gone:
 "#
     );
     let perms = Permissions {
-        read: Permissions::parse_paths(Some(&d)),
-        write: Permissions::parse_paths(Some(&d)),
+        read: Permissions::parse_paths(Some(&d), "--allow-read").unwrap(),
+        write: Permissions::parse_paths(Some(&d), "--allow-write").unwrap(),
         ..Default::default()
     };
     let (o, out) = run_for(&src, perms, vec![], Duration::from_secs(10));
