@@ -147,9 +147,12 @@ async fn run(host: &mut ActorHost<'_>, module: &Module, st: &mut ActorState) -> 
         let caught_before = st.caught.as_ref().map_or(0, |c| c.count);
         let step = interp::step(st, module, host, fuel);
         crate::session::trace_caught(cell, st.caught.as_deref(), caught_before);
-        vm.shared.heartbeat.end();
+        let hogged = vm.shared.heartbeat.end();
         crate::session::trace_step(cell.pid, &step);
         cell.record(st.position(), st.reductions);
+        if let Some(ms) = hogged {
+            report_hog(cell, &step, ms);
+        }
         match step {
             Step::Yielded => {
                 // Yielding costs a trip through tokio's queues (and wakes an idle worker that
@@ -247,7 +250,7 @@ async fn run(host: &mut ActorHost<'_>, module: &Module, st: &mut ActorState) -> 
                             cell.set_state(RunState::RealBlocked);
                             let io = vm.shared.io.clone();
                             let job = tokio::task::spawn_blocking(move || {
-                                native.call(&natives::Ctx { io: &io, pid }, &args)
+                                natives::guarded(|| native.call(&natives::Ctx { io: &io, pid }, &args))
                             });
                             // Boxed: native calls are rare, and this keeps every task small.
                             match Box::pin(real_block(vm, cell, job)).await {
@@ -306,14 +309,24 @@ async fn run(host: &mut ActorHost<'_>, module: &Module, st: &mut ActorState) -> 
     }
 }
 
+/// The heartbeat's second report of a slice that held its worker too long (its step 4): where the
+/// actor is now that the slice has ended (the position just recorded, or where it ended).
+#[cold]
+#[inline(never)]
+fn report_hog(cell: &ActorCell, step: &Step, held_ms: u64) {
+    let at = match step {
+        Step::Exited(_) => "its end (it returned from its first function)".to_string(),
+        Step::Failed(f) => cell.module.location(f.func, f.pc).to_string(),
+        _ => cell.location().to_string(),
+    };
+    tracing::warn!(pid = cell.pid.0, held_ms, %at, "actor held a worker thread without yielding; it let go here");
+}
+
 type NativeOutcome = Result<Result<Value, Exception>, String>;
 
 /// Calls an inline native on this thread; a panic in it becomes a `:panic` exception.
 fn call_inline(native: &natives::Native, ctx: &natives::Ctx<'_>, args: &[Value]) -> Result<Value, Exception> {
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| native.call(ctx, args))) {
-        Ok(r) => r,
-        Err(p) => Err(Exception::new(atoms::PANIC, format!("native call panicked: {}", panic_text(p)))),
-    }
+    natives::guarded(|| native.call(ctx, args))
 }
 
 /// Waits for an async native's future while the actor is soft-blocked: a signal that arrives
@@ -368,14 +381,7 @@ fn native_result(r: NativeOutcome) -> Resume {
     match r {
         Ok(Ok(v)) => Resume::Value(v),
         Ok(Err(e)) => Resume::Raise(e),
-        Err(panic) => Resume::Raise(Exception::new(atoms::PANIC, format!("native call panicked: {panic}"))),
-    }
-}
-
-fn panic_text(payload: Box<dyn std::any::Any + Send>) -> String {
-    match payload.downcast::<String>() {
-        Ok(s) => *s,
-        Err(p) => p.downcast_ref::<&str>().map_or_else(|| "(no message)".to_string(), |s| s.to_string()),
+        Err(panic) => Resume::Raise(natives::panicked(&panic)),
     }
 }
 
@@ -404,7 +410,9 @@ async fn real_block(
         .await;
         match next {
             Ok(Ok(result)) => break Ok(result),
-            Ok(Err(join)) => break Err(join.try_into_panic().map_or_else(|e| e.to_string(), panic_text)),
+            Ok(Err(join)) => {
+                break Err(join.try_into_panic().map_or_else(|e| e.to_string(), natives::panic_text));
+            }
             Err(Signal::Interrupt { exc, mode: 1 }) => interrupt = Some(exc),
             Err(Signal::Interrupt { mode: 0, .. }) | Err(Signal::Orphaned(_)) => {}
             Err(Signal::Kill(reason)) => return Err(ExitReason::Killed(reason)),
@@ -618,17 +626,8 @@ impl Host for ActorHost<'_> {
             natives::Imp::Blocking(_) => None,
             // The common case, kept short: the arity check and the function pointer come from
             // the row just matched (`Native::call` would match the kind again), and a panic
-            // still becomes a `:panic` exception in this actor only (`call_inline`'s message).
-            natives::Imp::Inline(f) => Some(
-                match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    native.call_sync(f, &ctx, args)
-                })) {
-                    Ok(r) => r,
-                    Err(p) => {
-                        Err(Exception::new(atoms::PANIC, format!("native call panicked: {}", panic_text(p))))
-                    }
-                },
-            ),
+            // still becomes a quiet `:panic` exception in this actor only (`natives::guarded`).
+            natives::Imp::Inline(f) => Some(natives::guarded(|| native.call_sync(f, &ctx, args))),
             natives::Imp::Async(_) => match native.start(&ctx, args) {
                 natives::Started::Done(r) => Some(r),
                 natives::Started::Pending(fut) => {
