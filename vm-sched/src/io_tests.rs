@@ -1,20 +1,11 @@
 //! I/O seen from programs: natives as effects, resources and their owners, interrupts and
 //! timeouts on sockets, permissions, files. Servers listen on 127.0.0.1 port 0.
 
-use crate::vm::{Config, Outcome, Output, Vm};
-use std::sync::{Arc, Mutex};
+use crate::testing::{Setup, lines};
+use crate::vm::{Config, Outcome};
 use std::time::Duration;
 use vm_core::Value;
 use vm_io::Permissions;
-
-#[derive(Default)]
-struct Capture(Mutex<Vec<String>>);
-
-impl Output for Capture {
-    fn line(&self, text: &str) {
-        self.0.lock().unwrap().push(text.to_string());
-    }
-}
 
 /// Runs `src` with `perms`; `None` if it had not finished after `limit`.
 fn run_for(
@@ -23,27 +14,13 @@ fn run_for(
     args: Vec<String>,
     limit: Duration,
 ) -> (Option<Outcome>, Vec<String>) {
-    let module = Arc::new(vm_core::asm::assemble_str("t.vasm", src).unwrap_or_else(|e| panic!("{e}")));
-    vm_core::verify::verify(&module).unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let out = Arc::new(Capture::default());
-    let sink = out.clone();
-    let outcome = rt.block_on(async move {
-        let vm = Vm::new(Config { perms, ..Config::default() }, sink);
-        tokio::time::timeout(limit, vm.run_main(module, args)).await
-    });
-    rt.shutdown_background();
-    let lines = out.0.lock().unwrap().clone();
-    (outcome.ok().map(|o| o.expect("main starts")), lines)
+    let config = Config { perms, ..Config::default() };
+    crate::testing::run_with(src, Setup { config, args, limit, ..Setup::default() })
 }
 
 fn run(src: &str) -> (Outcome, Vec<String>) {
     let (o, lines) = run_for(src, Permissions::all(), vec![], Duration::from_secs(20));
     (o.expect("the program did not finish within 20 s"), lines)
-}
-
-fn lines(v: &[&str]) -> Vec<String> {
-    v.iter().map(|s| s.to_string()).collect()
 }
 
 /// `main` listens on a free port, connects to itself and accepts: r1 = listener, r2 = the

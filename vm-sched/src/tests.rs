@@ -1,43 +1,13 @@
 //! Actor semantics, tested by running assembly programs on a real multi-thread runtime.
 
-use crate::vm::{Config, Outcome, Output, Vm};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use crate::testing::{Lines, Setup, lines, run};
+use crate::vm::{Config, Outcome, Vm};
+use std::sync::Arc;
 use vm_core::{Value, atoms};
 
-#[derive(Default)]
-struct Capture(Mutex<Vec<String>>);
-
-impl Output for Capture {
-    fn line(&self, text: &str) {
-        self.0.lock().unwrap().push(text.to_string());
-    }
-}
-
 fn run_with(src: &str, config: Config, workers: usize) -> (Outcome, Vec<String>) {
-    let module = vm_core::asm::assemble_str("t.vasm", src).unwrap_or_else(|e| panic!("{e}"));
-    vm_core::verify::verify(&module).unwrap();
-    let module = Arc::new(module);
-    let rt =
-        tokio::runtime::Builder::new_multi_thread().worker_threads(workers).enable_all().build().unwrap();
-    let out = Arc::new(Capture::default());
-    let sink = out.clone();
-    let outcome = rt.block_on(async move {
-        let vm = Vm::new(config, sink);
-        tokio::time::timeout(Duration::from_secs(30), vm.run_main(module, vec![])).await
-    });
-    rt.shutdown_background();
-    let outcome = outcome.expect("the program did not finish within 30 s").expect("main starts");
-    let lines = out.0.lock().unwrap().clone();
-    (outcome, lines)
-}
-
-fn run(src: &str) -> (Outcome, Vec<String>) {
-    run_with(src, Config::default(), 2)
-}
-
-fn lines(v: &[&str]) -> Vec<String> {
-    v.iter().map(|s| s.to_string()).collect()
+    let (outcome, lines) = crate::testing::run_with(src, Setup { config, workers, ..Setup::default() });
+    (outcome.expect("the program did not finish within 30 s"), lines)
 }
 
 #[test]
@@ -776,16 +746,16 @@ fn per_actor_structures_stay_small() {
     // An idle actor is its shared cell, its task (the driver future holding the interpreter
     // state), a registry entry and a few small heap blocks; the spawn benchmark measures the
     // whole (docs/BENCHMARKS.md). These bounds catch regressions in the parts.
-    let cell = std::mem::size_of::<crate::vm::ActorCell>();
+    let cell = std::mem::size_of::<crate::cell::ActorCell>();
     assert!(cell <= 168, "actor cell: {cell} bytes");
     let state = std::mem::size_of::<vm_core::ActorState>();
     assert!(state <= 128, "interpreter state: {state} bytes");
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
-        let vm = Vm::new(Config::default(), Arc::new(Capture::default()));
+        let vm = Vm::new(Config::default(), Arc::new(Lines::default()));
         let m = Arc::new(vm_core::asm::assemble_str("t.vasm", ".func main 0\n ret r0\n.end\n").unwrap());
         let st = vm_core::ActorState::new(&m, 0, vec![]).unwrap();
-        let cell = Arc::new(crate::vm::ActorCell::new_for_test(vm_core::Pid(1), m.clone()));
+        let cell = Arc::new(crate::cell::ActorCell::new(vm_core::Pid(1), m.clone(), None));
         let task = crate::actor::drive(vm, cell, st);
         // tokio's task is a 128-byte-aligned block of header (32 bytes), scheduler and id (16),
         // the future, and trailer (48): at 400 bytes or less it takes 512 bytes, one step above
@@ -802,7 +772,7 @@ fn the_heartbeat_reports_an_actor_that_never_yields() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let hogs = rt.block_on(async move {
         let config = Config { fuel: u32::MAX, hog_threshold_ms: 20, ..Config::default() };
-        let vm = Vm::new(config, Arc::new(Capture::default()));
+        let vm = Vm::new(config, Arc::new(Lines::default()));
         vm.run_main(module, vec![]).await.unwrap();
         vm.hog_reports()
     });
@@ -817,7 +787,7 @@ fn the_heartbeat_stays_quiet_for_well_behaved_actors() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let hogs = rt.block_on(async move {
         // A generous threshold: a loaded machine can deschedule a worker for tens of milliseconds.
-        let vm = Vm::new(Config { hog_threshold_ms: 500, ..Config::default() }, Arc::new(Capture::default()));
+        let vm = Vm::new(Config { hog_threshold_ms: 500, ..Config::default() }, Arc::new(Lines::default()));
         vm.run_main(module, vec![]).await.unwrap();
         vm.hog_reports()
     });
