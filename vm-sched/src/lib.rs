@@ -20,8 +20,11 @@
 //! - `run`: [`block_on_run`], which builds the tokio runtime and runs a program to its end with
 //!   its output on standard output (what `vm run` calls, so the CLI spawns nothing).
 //! - `session`: [`Session`], a long-lived runtime driven from outside (what `vm repl` uses).
-//! - `testing` (tests, and the `testing` feature): running programs in-process and capturing
-//!   their output, for tests in this crate and others.
+//! - `testing` (tests, and the `testing` feature): the shared test support: output capture,
+//!   running a program in-process on a fresh runtime, expected files (`UPDATE_EXPECT=1`).
+//!
+//! The runtime's behaviour is tested as data: `tests/programs/*.vasm`, each with its expected
+//! output, run in-process by `tests/programs.rs` (its module docs give the format).
 
 pub mod actor;
 pub mod cell;
@@ -46,7 +49,5 @@ pub use run::{RunError, RunOptions, block_on_run};
 pub use session::{Eval, EvalEnd, Session};
 pub use vm::{ActorInfo, Config, Hold, Outcome, Output, Vm};
 
-#[cfg(all(test, not(vm_loom)))]
-mod io_tests;
 #[cfg(all(test, not(vm_loom)))]
 mod tests;
