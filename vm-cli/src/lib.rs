@@ -10,7 +10,7 @@
 //!
 //! | command | does |
 //! |---|---|
-//! | `vm run [--workers N] [--fuel N] [--max-frames N] [--allow-net[=..]] [--allow-read[=..]] [--allow-write[=..]] FILE [ARGS...]` | runs `main` with ARGS |
+//! | `vm run [--workers N] [--fuel N] [--max-frames N] [--allow-net[=..]] [--allow-read[=..]] [--allow-write[=..]] [--allow-env[=..]] FILE [ARGS...]` | runs `main` with ARGS (FILE is a module if it starts with the `.vbc` magic bytes, else source) |
 //! | `vm asm FILE.vasm [-o FILE.vbc]` | assembles and verifies, writes the module |
 //! | `vm disasm FILE.vbc` | prints the module as assembly |
 //! | `vm check [--lib] FILE` | assembles (or decodes) and verifies, checks `main` as `vm run` would (not with `--lib`), reports every error, prints nothing if ok |
