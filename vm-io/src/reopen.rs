@@ -15,7 +15,6 @@
 
 use crate::net::{Listener, listen};
 use crate::resource::{Io, Obj, Resource};
-use std::fs::OpenOptions;
 use std::io::{Seek, SeekFrom};
 use std::sync::{Arc, Mutex};
 use vm_core::Value;
@@ -141,19 +140,21 @@ impl Io {
         append: bool,
         pos: u64,
     ) -> Result<std::fs::File, String> {
+        use crate::confine::{Access, with_path};
+        let mut needs = Vec::new();
         if read {
-            self.perms.check_read(path).map_err(|e| e.msg.to_string())?;
+            needs.push(Access::Read);
         }
         if write || append {
-            self.perms.check_write(path).map_err(|e| e.msg.to_string())?;
+            needs.push(Access::Write);
         }
         // Never create or truncate: the file is the one the program had open, or it is lost.
-        let mut f = OpenOptions::new()
-            .read(read)
-            .write(write && !append)
-            .append(append)
-            .open(path)
-            .map_err(|e| format!("opening {path} again: {e}"))?;
+        // Opened beneath the grants as the file natives open (`confine`).
+        let mut opts = cap_std::fs::OpenOptions::new();
+        opts.read(read).write(write && !append).append(append);
+        let what = format!("opening {path} again");
+        let mut f = with_path(&self.perms, path, &needs, &what, |place| place.open(&opts))
+            .map_err(|e| e.msg.to_string())?;
         let len = f.metadata().map_err(|e| format!("{path}: {e}"))?.len();
         if pos > len {
             return Err(format!("{path} is now {len} bytes, shorter than the position {pos} it was read to"));
