@@ -20,6 +20,8 @@ pub mod interp;
 pub mod module;
 pub mod ops;
 pub mod step;
+#[cfg(test)]
+mod testgen;
 pub mod value;
 pub mod verify;
 
