@@ -55,7 +55,7 @@
 //! | 9 | list | `u32` n, then n constants |
 //! | 10 | map | `u32` n, then n pairs of constants (key, value); [`encode`] writes keys in term order and a key may not repeat |
 //!
-//! Tuples, lists and maps nest at most [`MAX_CONST_DEPTH`](crate::module::MAX_CONST_DEPTH) (64) containers deep, so that a hostile
+//! Tuples, lists and maps nest at most [`MAX_CONST_DEPTH`] (64) containers deep, so that a hostile
 //! file cannot make the recursive decoder overflow the Rust stack.
 //!
 //! Only literal kinds exist in the pool: pids, channels, resources and function values are made at
