@@ -15,6 +15,21 @@ pub fn fuzz_dir(sub: &str) -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz").join(sub)
 }
 
+/// Checks that the generated file `rel` (relative to the repository root) holds `want`.
+/// With `UPDATE_EXPECT=1`, the workspace's one switch for regenerating expected files (see
+/// vm-sched's `testing` module), it writes the file first. `test` names the test to run.
+pub fn expect_file(rel: &str, want: &[u8], test: &str) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel);
+    if std::env::var_os("UPDATE_EXPECT").is_some_and(|v| v == "1") {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).unwrap();
+        }
+        std::fs::write(&path, want).unwrap();
+    }
+    let have = std::fs::read(&path).unwrap_or_default();
+    assert!(have == want, "{rel} is out of date: run UPDATE_EXPECT=1 cargo test -p vm-core {test}");
+}
+
 /// The files of `fuzz/<sub>`, sorted, or none if the directory does not exist.
 pub fn files_in(sub: &str) -> Vec<(std::path::PathBuf, Vec<u8>)> {
     let Ok(dir) = std::fs::read_dir(fuzz_dir(sub)) else { return Vec::new() };

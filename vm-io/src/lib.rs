@@ -1,5 +1,5 @@
 //! vm-io: the I/O drivers. **This is the only crate that touches the OS**: sockets, files,
-//! standard streams, the environment, clocks and name resolution. Every other crate reaches the
+//! standard streams, the environment, clocks, name resolution and signals (Ctrl-C). Every other crate reaches the
 //! outside world through it: vm-sched runs the [`natives`] and completes `print` effects with
 //! [`Output`], and vm-cli reads and writes program files with [`fs`] and [`FsLoader`].
 //!
@@ -12,10 +12,12 @@
 //! - [`resource`]: sockets, listeners and files as owned resources ([`Io`] holds the ownership
 //!   table, the permissions and the console of one VM).
 //! - [`perms`]: `--allow-net`, `--allow-read`, `--allow-write`.
+//! - [`ctrl_c`]: SIGINT caught instead of ending the process (`vm repl`'s session).
 //! - [`Output`]: the sink for the `print` effect (standard output), buffered for speed;
 //! - [`FsLoader`]: the assembler's [`SourceLoader`] backed by the file system;
 //! - [`fs`]: whole-file reads and writes for `.vbc` modules.
 
+pub mod ctrl_c;
 pub mod files;
 pub mod natives;
 pub mod net;

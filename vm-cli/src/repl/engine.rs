@@ -421,7 +421,7 @@ pub fn help(topic: Option<&str>) -> Result<String, String> {
         }
         Some("natives") => {
             let mut out = String::from("Native functions (`native dst, :name, args, n`):");
-            for n in vm_io::natives::NATIVES {
+            for n in vm_io::natives::all() {
                 let _ = write!(out, "\n  {}", n.doc);
             }
             Ok(out)

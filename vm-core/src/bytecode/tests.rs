@@ -2,7 +2,7 @@
 //! with a clear error (never a panic), including the fuzz corpus replayed.
 
 use super::*;
-use crate::testgen::{canonical_module, files_in, fuzz_dir, sample};
+use crate::testgen::{canonical_module, expect_file, files_in, sample};
 use proptest::prelude::*;
 
 /// Builds a file from raw section bodies, for malformed-input tests.
@@ -294,19 +294,8 @@ fn seed_modules() -> Vec<(&'static str, Module)> {
 
 #[test]
 fn seed_corpus_is_up_to_date() {
-    let dir = fuzz_dir("seeds/load");
-    if std::env::var_os("UPDATE_SEEDS").is_some() {
-        std::fs::create_dir_all(&dir).unwrap();
-        for (name, m) in seed_modules() {
-            std::fs::write(dir.join(name), encode(&m)).unwrap();
-        }
-    }
     for (name, m) in seed_modules() {
-        let have = std::fs::read(dir.join(name)).unwrap_or_default();
-        assert!(
-            have == encode(&m),
-            "fuzz/seeds/load/{name} is out of date: run UPDATE_SEEDS=1 cargo test -p vm-core seed_corpus"
-        );
+        expect_file(&format!("fuzz/seeds/load/{name}"), &encode(&m), "seed_corpus");
     }
 }
 

@@ -7,14 +7,15 @@
 //! 2. `yield` at index 1 is every label's target, so a taken jump is a backward jump (it costs
 //!    fuel when the op charges for jumps) and stops at a `yield` at index 1;
 //! 3. the instruction itself at index 2 (a block there is the instruction blocking; the test
-//!    then resumes it as the runtime would, except `stop`, which the runtime never resumes);
+//!    then completes the wait as the runtime would: it resumes the instruction, or for a receive
+//!    the host parked delivers a message and steps again, and it never resumes `stop`);
 //! 4. `yield` at index 3: reaching it means the instruction fell through.
 
 use super::step;
-use super::tests::{CLOSED_CHAN, OPEN_CHAN, TestHost};
+use super::tests::{BeginningHost, CLOSED_CHAN, OPEN_CHAN};
 use crate::module::{Function, Module};
 use crate::ops::{Fuel, Instr, Opcode, OperandKind, SPAWN_FUEL};
-use crate::step::{ActorState, Effect, Resume, Step};
+use crate::step::{ActorState, Begun, Effect, Resume, Step};
 use crate::value::{Closure, Handle, Pid, Value};
 use std::sync::Arc;
 
@@ -42,12 +43,16 @@ fn palette() -> Vec<Value> {
     ]
 }
 
+/// The constant pool: the names of [`BeginningHost`]'s natives (one it begins, one it leaves to
+/// the runtime, one that completes at once) and a name that is no native.
+const NATIVES: [&str; 4] = ["io", "pool", "ready", "nope"];
+
 /// The values tried for an operand of each kind.
 fn choices(kind: OperandKind, nregs: usize) -> Vec<i64> {
     match kind {
         OperandKind::Dst | OperandKind::Reg => (0..nregs as i64).collect(),
         OperandKind::Count => vec![1],
-        OperandKind::Const => vec![0],
+        OperandKind::Const => (0..NATIVES.len() as i64).collect(),
         OperandKind::Label => vec![LABEL as i64],
         OperandKind::Func => vec![1],
         OperandKind::Imm => vec![0, 5, -1],
@@ -85,7 +90,7 @@ struct Seen {
     reductions: u64,
 }
 
-fn run(m: &Module, host: &mut TestHost) -> Seen {
+fn run(m: &Module, host: &mut BeginningHost) -> Seen {
     let mut st = ActorState::new(m, 0, palette()).expect("main takes the palette");
     let mut seen = Seen::default();
     // A few rounds are enough: the instruction blocks at most once before the markers stop it.
@@ -94,10 +99,13 @@ fn run(m: &Module, host: &mut TestHost) -> Seen {
         match st.position() {
             Some((0, AT)) => {
                 seen.blocked = true;
-                if matches!(effect, Effect::Stop(_)) {
-                    break;
+                match effect {
+                    Effect::Stop(_) => break,
+                    // The host parked the actor: a message wakes it, and it runs the receive
+                    // again without a resume.
+                    Effect::Begun(Begun::Receive) => host.inner.mailbox.push_back(Value::Nil),
+                    _ => st.resume(m, Resume::Value(Value::Nil)),
                 }
-                st.resume(m, Resume::Value(Value::Nil));
             }
             Some((0, AFTER)) => {
                 seen.fell_through = true;
@@ -118,7 +126,7 @@ fn run(m: &Module, host: &mut TestHost) -> Seen {
 fn every_column_of_the_op_list_matches_what_the_stepper_does() {
     let nregs = palette().len();
     let mut module = Module {
-        consts: vec![Value::atom("no_such_native")],
+        consts: NATIVES.iter().map(|n| Value::atom(n)).collect(),
         funcs: vec![
             Function {
                 name: "main".into(),
@@ -136,7 +144,7 @@ fn every_column_of_the_op_list_matches_what_the_stepper_does() {
         ],
         ..Module::default()
     };
-    let mut host = TestHost::default();
+    let mut host = BeginningHost::default();
     for &op in Opcode::ALL {
         let (mut blocked, mut fell_through, mut charged) = (false, false, false);
         let full = match op.fuel() {
