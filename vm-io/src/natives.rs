@@ -13,6 +13,15 @@
 //!   pool while the actor is *real-blocked*. A panic inside becomes a `:panic` exception in the
 //!   calling actor only.
 //!
+//! **Caught panics are quiet.** A panic inside a native becomes a `:panic` exception in the
+//! calling actor ([`guarded`]); it is the program's business, so it prints nothing:
+//! 1. [`guarded`] marks the thread as inside a native call (a thread-local flag, restored after)
+//!    around the call and its `catch_unwind`.
+//! 2. A panic hook, installed once per process when the first [`Io`] is made, logs a panic
+//!    raised while the flag is set through `tracing` at debug level (message and location), and
+//!    hands every other panic to the hook it replaced: a panic in the VM itself is a bug and is
+//!    still printed, with its backtrace when asked for.
+//!
 //! The registry is a static table (adding a native is adding a row); `docs/io.md` is its
 //! reference and a test checks that every row is documented there. A native gets a [`Ctx`]: the
 //! VM's [`Io`] state (permissions, ownership table, console) and the caller's pid.
@@ -219,6 +228,55 @@ natives! {
     "resolve", 1..=1, Blocking(resolve), "resolve(host): the host's addresses as a list of strings";
 }
 
+thread_local! {
+    /// Set while this thread runs a native call inside [`guarded`].
+    static IN_NATIVE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs a native call (`call` calls the native's function) so that a panic inside it becomes a
+/// `:panic` exception for the caller and prints nothing (see the module docs).
+#[inline]
+pub fn guarded(call: impl FnOnce() -> NativeResult) -> NativeResult {
+    let was = IN_NATIVE.replace(true);
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(call));
+    IN_NATIVE.set(was);
+    match result {
+        Ok(r) => r,
+        Err(payload) => Err(panicked(&panic_text(payload))),
+    }
+}
+
+/// The `:panic` exception for a native call that panicked with `text`.
+#[cold]
+pub fn panicked(text: &str) -> Exception {
+    Exception::new(atoms::PANIC, format!("native call panicked: {text}"))
+}
+
+/// The message of a panic's payload (a `&str` or a `String`, as `panic!` makes).
+pub fn panic_text(payload: Box<dyn std::any::Any + Send>) -> String {
+    match payload.downcast::<String>() {
+        Ok(s) => *s,
+        Err(p) => p.downcast_ref::<&str>().map_or_else(|| "(no message)".to_string(), |s| s.to_string()),
+    }
+}
+
+/// Step 2 of the module docs: the panic hook that keeps caught native panics off stderr.
+pub(crate) fn install_quiet_panic_hook() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if IN_NATIVE.try_with(std::cell::Cell::get).unwrap_or(false) {
+                let message = info.payload_as_str().unwrap_or("(no message)");
+                let at = info.location().map(|l| format!("{}:{}", l.file(), l.line())).unwrap_or_default();
+                tracing::debug!(%at, "native call panicked (raised as :panic in the caller): {message}");
+            } else {
+                previous(info);
+            }
+        }));
+    });
+}
+
 /// Natives for tests, compiled only for tests and in builds with the `test-natives` feature
 /// (which the test crates and the benchmark build enable), so the production table has none:
 /// blocking a pool thread on purpose, and panicking on either path.
@@ -417,7 +475,7 @@ fn sleep_blocking(_: &Ctx<'_>, args: &[Value]) -> Result<Value, Exception> {
     Ok(Value::Nil)
 }
 
-fn resolve(_: &Ctx<'_>, args: &[Value]) -> Result<Value, Exception> {
+fn resolve(ctx: &Ctx<'_>, args: &[Value]) -> Result<Value, Exception> {
     let host = match &args[0] {
         Value::Str(s) => s.to_string(),
         other => {
@@ -427,6 +485,8 @@ fn resolve(_: &Ctx<'_>, args: &[Value]) -> Result<Value, Exception> {
             )));
         }
     };
+    // A query carries the name to a name server: it is network access (perms rule 2).
+    ctx.io.perms.check_resolve(&host)?;
     // Port 0 only satisfies the API; the addresses are what is wanted.
     let addrs = (host.as_str(), 0)
         .to_socket_addrs()

@@ -136,9 +136,12 @@ async fn run(host: &mut ActorHost<'_>, module: &Module, st: &mut ActorState) -> 
         let caught_before = st.caught.as_ref().map_or(0, |c| c.count);
         let step = interp::step(st, module, host, fuel);
         trace::trace_caught(cell, st.caught.as_deref(), caught_before);
-        vm.shared.heartbeat.end();
+        let hogged = vm.shared.heartbeat.end();
         trace::trace_step(cell.pid, &step);
         cell.record(st.position(), st.reductions);
+        if let Some(ms) = hogged {
+            report_hog(cell, &step, ms);
+        }
         match step {
             Step::Yielded => {
                 // Yielding costs a trip through tokio's queues (and wakes an idle worker that
@@ -200,7 +203,7 @@ async fn run(host: &mut ActorHost<'_>, module: &Module, st: &mut ActorState) -> 
                     let io = vm.shared.io.clone();
                     let pid = cell.pid.0;
                     let job = tokio::task::spawn_blocking(move || {
-                        native.call(&natives::Ctx { io: &io, pid }, &args)
+                        natives::guarded(|| native.call(&natives::Ctx { io: &io, pid }, &args))
                     });
                     // Boxed: native calls are rare, and this keeps every task small.
                     match Box::pin(real_block(vm, cell, job)).await {
@@ -382,4 +385,17 @@ impl Drop for ParkedReceive<'_> {
             self.cell.mailbox.cancel_wait(&self.vm.shared.active);
         }
     }
+}
+
+/// The heartbeat's second report of a slice that held its worker too long (its step 4): where the
+/// actor is now that the slice has ended (the position just recorded, or where it ended).
+#[cold]
+#[inline(never)]
+fn report_hog(cell: &ActorCell, step: &Step, held_ms: u64) {
+    let at = match step {
+        Step::Exited(_) => "its end (it returned from its first function)".to_string(),
+        Step::Failed(f) => cell.module.location(f.func, f.pc).to_string(),
+        _ => cell.location().to_string(),
+    };
+    tracing::warn!(pid = cell.pid.0, held_ms, %at, "actor held a worker thread without yielding; it let go here");
 }

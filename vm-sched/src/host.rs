@@ -4,7 +4,6 @@
 
 use crate::cell::{ActorCell, RunState};
 use crate::mailbox::{Signal, TakeOrPark};
-use crate::native::{panic_text, panicked};
 use crate::select;
 use crate::trace;
 use crate::vm::Vm;
@@ -105,15 +104,8 @@ impl Host for ActorHost<'_> {
             natives::Imp::Blocking(_) => NativeCall::Deferred(id),
             // The common case, kept short: the arity check and the function pointer come from
             // the row just matched (`Native::call` would match the kind again), and a panic
-            // still becomes a `:panic` exception in this actor only.
-            natives::Imp::Inline(f) => NativeCall::Done(
-                match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    native.call_sync(f, &ctx, args)
-                })) {
-                    Ok(r) => r,
-                    Err(p) => Err(panicked(&panic_text(p))),
-                },
-            ),
+            // still becomes a quiet `:panic` exception in this actor only (`natives::guarded`).
+            natives::Imp::Inline(f) => NativeCall::Done(natives::guarded(|| native.call_sync(f, &ctx, args))),
             natives::Imp::Async(_) => match native.start(&ctx, args) {
                 natives::Started::Done(r) => NativeCall::Done(r),
                 natives::Started::Pending(fut) => {

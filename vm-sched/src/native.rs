@@ -10,7 +10,7 @@ use crate::vm::Vm;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use vm_core::{Exception, Resume, Value, atoms};
+use vm_core::{Exception, Resume, Value};
 use vm_io::natives;
 
 pub(crate) type NativeOutcome = Result<Result<Value, Exception>, String>;
@@ -67,19 +67,7 @@ pub(crate) fn native_result(r: NativeOutcome) -> Resume {
     match r {
         Ok(Ok(v)) => Resume::Value(v),
         Ok(Err(e)) => Resume::Raise(e),
-        Err(panic) => Resume::Raise(panicked(&panic)),
-    }
-}
-
-/// The `:panic` exception a native's panic becomes in the calling actor.
-pub(crate) fn panicked(text: &str) -> Exception {
-    Exception::new(atoms::PANIC, format!("native call panicked: {text}"))
-}
-
-pub(crate) fn panic_text(payload: Box<dyn std::any::Any + Send>) -> String {
-    match payload.downcast::<String>() {
-        Ok(s) => *s,
-        Err(p) => p.downcast_ref::<&str>().map_or_else(|| "(no message)".to_string(), |s| s.to_string()),
+        Err(panic) => Resume::Raise(natives::panicked(&panic)),
     }
 }
 
@@ -108,7 +96,9 @@ pub(crate) async fn real_block(
         .await;
         match next {
             Ok(Ok(result)) => break Ok(result),
-            Ok(Err(join)) => break Err(join.try_into_panic().map_or_else(|e| e.to_string(), panic_text)),
+            Ok(Err(join)) => {
+                break Err(join.try_into_panic().map_or_else(|e| e.to_string(), natives::panic_text));
+            }
             Err(sig) => match on_signal(sig, Doing::RealBlocked) {
                 OnSignal::End(reason) => return Err(reason),
                 OnSignal::Raise(exc) => interrupt = Some(exc),
