@@ -104,7 +104,8 @@ impl std::fmt::Debug for Call {
     }
 }
 
-/// For `ps` and `info`: `affine test (affine_sleep: running 12 ms)`, or `queued, 3 ahead, 1 ms`.
+/// For `ps` and `info`: `affine test (affine_sleep: running 12 ms)`, or `(affine_log: queued #2,
+/// 3 ms)`: the second job its thread will take, queued 3 ms ago.
 impl std::fmt::Display for Call {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let waited = self.queued_at.elapsed();
@@ -113,11 +114,13 @@ impl std::fmt::Display for Call {
             let ran = waited.saturating_sub(started);
             write!(f, "affine {} ({}: running {} ms)", self.executor, self.native, ran.as_millis())
         } else {
-            let ahead =
-                self.exec.upgrade().map_or(0, |e| self.seq.saturating_sub(e.taken.load(Ordering::Relaxed)));
+            // Its place in the line: 1 when it is the next job the thread takes.
+            let place =
+                self.exec.upgrade().map_or(0, |e| self.seq.saturating_sub(e.taken.load(Ordering::Relaxed)))
+                    + 1;
             write!(
                 f,
-                "affine {} ({}: queued, {ahead} ahead, {} ms)",
+                "affine {} ({}: queued #{place}, {} ms)",
                 self.executor,
                 self.native,
                 waited.as_millis()
