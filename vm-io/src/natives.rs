@@ -329,6 +329,13 @@ pub static TEST_NATIVES: &[Native] = &[
         doc: "affine_probe(): on thread test -> {os_thread_id, calls so far on it}; :overlap if two run at once",
     },
     Native {
+        name: "affine_echo",
+        min_args: 1,
+        max_args: 1,
+        imp: Imp::Affine(Bind::Named("test"), crate::probes::affine_echo),
+        doc: "affine_echo(v): v, from thread test (an affine call's round trip, for benchmarks)",
+    },
+    Native {
         name: "affine_main_probe",
         min_args: 0,
         max_args: 0,

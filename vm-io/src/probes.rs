@@ -37,6 +37,11 @@ pub(crate) fn affine_probe(_: &Ctx<'_>, _: &[Value]) -> NativeResult {
     Ok(Value::tuple(vec![Value::Int(os_thread_id()), Value::Int(n)]))
 }
 
+/// `affine_echo(v)` → `v`: nothing but the round trip to thread `test`.
+pub(crate) fn affine_echo(_: &Ctx<'_>, args: &[Value]) -> NativeResult {
+    Ok(args[0].clone())
+}
+
 /// `affine_main_probe()` → `{os_thread_id, is_the_process_main_thread}`.
 pub(crate) fn affine_main_probe(_: &Ctx<'_>, _: &[Value]) -> NativeResult {
     let tid = os_thread_id();
