@@ -245,6 +245,10 @@ impl vm_io::affine::Executor for ExecHandle {
         let inner = &self.0;
         let mut q = inner.queue.lock();
         if inner.stopping.load(Ordering::SeqCst) && inner.ended.load(Ordering::SeqCst) {
+            // Dropped after the lock is released: the job may hold the last handle of an object
+            // of this executor, whose drop posts here again.
+            drop(q);
+            drop(job);
             return;
         }
         q.push_back(job);
