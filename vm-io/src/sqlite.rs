@@ -121,16 +121,7 @@ pub(crate) fn sqlite_exec(_: &Ctx<'_>, args: &[Value]) -> NativeResult {
 /// Runs one statement → how many rows it changed.
 fn exec(what: &str, conn: &Connection, sql: &str, params: &[Value]) -> Result<i64, Exception> {
     let n = match conn.prepare_cached(sql) {
-        // A statement that returns rows (a PRAGMA that answers, an INSERT ... RETURNING) runs
-        // to its end; its rows are dropped.
-        Ok(mut stmt) if stmt.column_count() > 0 => {
-            let writes = !stmt.readonly();
-            stmt.query(rusqlite::params_from_iter(params.iter().map(Param))).and_then(|mut rows| {
-                while rows.next()?.is_some() {}
-                Ok(if writes { conn.changes() as usize } else { 0 })
-            })
-        }
-        Ok(mut stmt) => stmt.execute(rusqlite::params_from_iter(params.iter().map(Param))),
+        Ok(mut stmt) => run(conn, &mut stmt, params),
         // A script of several statements (a schema, say), without parameters.
         Err(rusqlite::Error::MultipleStatement) if params.is_empty() => {
             conn.execute_batch(sql).map(|()| conn.changes() as usize)
@@ -138,6 +129,19 @@ fn exec(what: &str, conn: &Connection, sql: &str, params: &[Value]) -> Result<i6
         Err(e) => Err(e),
     };
     n.map(|n| n as i64).map_err(|e| sql_error(what, &e))
+}
+
+/// Runs a prepared statement with `params` → how many rows it changed. A statement that returns
+/// rows (a PRAGMA that answers, an INSERT ... RETURNING) runs to its end; its rows are dropped.
+fn run(conn: &Connection, stmt: &mut rusqlite::Statement<'_>, params: &[Value]) -> rusqlite::Result<usize> {
+    let params = rusqlite::params_from_iter(params.iter().map(Param));
+    if stmt.column_count() == 0 {
+        return stmt.execute(params);
+    }
+    let writes = !stmt.readonly();
+    let mut rows = stmt.query(params)?;
+    while rows.next()?.is_some() {}
+    Ok(if writes { conn.changes() as usize } else { 0 })
 }
 
 /// `sqlite_query(db, sql, [params])` → the rows, each a list of values.
@@ -188,9 +192,28 @@ pub(crate) fn sqlite_transaction(_: &Ctx<'_>, args: &[Value]) -> NativeResult {
     affine::with(what, KIND, &args[0], |conn: &mut Connection| {
         let sp = conn.savepoint().map_err(|e| sql_error(what, &e))?;
         let mut total = 0;
-        for (sql, params) in &parsed {
-            // On an error the savepoint is dropped unreleased: everything rolls back.
-            total += exec(what, &sp, sql, params)?;
+        {
+            // A statement repeated with other parameters (a batch of inserts) is taken from
+            // the cache once and run again, as a program in Rust would.
+            let mut last: Option<(&str, rusqlite::CachedStatement<'_>)> = None;
+            for (sql, params) in &parsed {
+                // On an error the savepoint is dropped unreleased: everything rolls back.
+                match &mut last {
+                    Some((prev, stmt)) if *prev == &**sql => {
+                        total += run(&sp, stmt, params).map_err(|e| sql_error(what, &e))? as i64;
+                    }
+                    _ => {
+                        last = None;
+                        match sp.prepare_cached(sql) {
+                            Ok(mut stmt) => {
+                                total += run(&sp, &mut stmt, params).map_err(|e| sql_error(what, &e))? as i64;
+                                last = Some((sql, stmt));
+                            }
+                            Err(_) => total += exec(what, &sp, sql, params)?,
+                        }
+                    }
+                }
+            }
         }
         sp.commit().map_err(|e| sql_error(what, &e))?;
         Ok(Value::Int(total))
