@@ -22,6 +22,7 @@
 //! - [`request`]: `vm_snapshot`, a program asking the runtime for a snapshot of its VM.
 //! - [`rerun`]: which natives in flight when a snapshot was taken may run again after a restore.
 
+pub mod affine;
 pub mod confine;
 pub mod ctrl_c;
 pub mod durable;
@@ -30,11 +31,14 @@ pub mod natives;
 pub mod net;
 pub mod output;
 pub mod perms;
+#[cfg(any(test, feature = "test-natives"))]
+pub mod probes;
 pub mod reopen;
 pub mod request;
 pub mod rerun;
 pub mod resource;
 pub mod resp;
+pub mod sqlite;
 pub mod stdio;
 pub mod table;
 

@@ -44,6 +44,26 @@ pub const RERUN: &[(&str, bool)] = &[
     ("resolve", true),
     // Not run again: a VM resumed from the snapshot it was taking returns `:resumed` instead.
     ("vm_snapshot", false),
+    // SQLite (thread-affine): reads and opening run again, changes do not. (A connection itself
+    // does not survive a restore: using one raises `:lost`.)
+    ("sqlite_open", true),
+    ("sqlite_query", true),
+    ("sqlite_last_id", true),
+    ("sqlite_close", true),
+    ("sqlite_exec", false),
+    ("sqlite_transaction", false),
+    // The affine test natives (probes).
+    ("affine_echo", true),
+    ("affine_main_probe", true),
+    ("affine_panic", true),
+    ("affine_sleep", true),
+    ("affine_res_new", true),
+    ("affine_res_closes", true),
+    ("affine_probe", false),
+    ("affine_log", false),
+    ("affine_log_take", false),
+    ("affine_res_use", false),
+    ("affine_res_use_elsewhere", false),
     ("sleep_blocking", true),
     ("panic", true),
 ];

@@ -83,7 +83,7 @@ pub fn block_on_persistent(start: Start, opts: RunOptions, persist: Persist) -> 
         Start::Resume(s, _) => resume_options(s, &opts),
     };
     let workers = opts.workers.map(|n| n.get() as u32);
-    on_runtime(&opts, config, move |vm| async move {
+    on_runtime(&opts, config, None, move |vm| async move {
         let (main, incarnation) = match start {
             Start::Fresh(module, args) => (vm.start_main(module, args)?, 0),
             Start::Resume(s, timers) => {

@@ -7,6 +7,13 @@
 //! once `main` ends or the VM deadlocks. `vm run` exits when `main` returns: other actors still
 //! running then are abandoned with the runtime, and lines they print after that are dropped.
 //!
+//! **The process's first thread.** A program that calls a native bound to `main` (a library
+//! that insists on the process's first thread, as GUI toolkits do) gets that thread: when the
+//! module names such a native ([`crate::affine::needs_main_thread`]), [`block_on_run`] starts
+//! the runtime on a thread of its own (`vm-runtime`) and serves the `main` executor on the
+//! thread that called it until the run ends. `vm run` calls it from the process's first thread;
+//! a program without such natives runs as before, with no thread added.
+//!
 //! **Output buffering.** `print` output goes through [`vm_io::Output`], a 64 KiB buffer (a
 //! `print` per loop iteration must not cost a system call). The buffer is flushed
 //! - shortly after output appears: the first line written into an empty buffer wakes a flusher
@@ -106,16 +113,47 @@ pub fn check_main(module: &Module) -> Result<(), RunError> {
 }
 
 /// Runs `main` with `args` on a new multi-thread runtime, printing to standard output, and
-/// returns how it ended. See the module docs.
+/// returns how it ended. A program that calls natives bound to `main` has them run on the
+/// calling thread meanwhile. See the module docs.
 pub fn block_on_run(module: Arc<Module>, args: Vec<String>, opts: RunOptions) -> Result<Outcome, RunError> {
     // Usage errors are found before anything is built.
     check_main(&module)?;
-    on_runtime(&opts, opts.config(), move |vm| async move { vm.run_main(module, args).await })
+    if !crate::affine::needs_main_thread(&module) {
+        return run_here(module, args, opts, None);
+    }
+    let main = crate::affine::MainThread::new();
+    let exec = main.executor();
+    let runtime = std::thread::Builder::new()
+        .name("vm-runtime".into())
+        .spawn(move || {
+            let outcome = run_here(module, args, opts, Some(exec.clone()));
+            crate::affine::MainThread::stop(&exec);
+            outcome
+        })
+        .map_err(RunError::Runtime)?;
+    main.serve();
+    runtime.join().unwrap_or_else(|p| Err(RunError::Panicked(panic_message(p))))
+}
+
+/// [`block_on_run`] on this thread, with `main`'s executor if one is given.
+fn run_here(
+    module: Arc<Module>,
+    args: Vec<String>,
+    opts: RunOptions,
+    main: Option<Arc<crate::affine::ExecHandle>>,
+) -> Result<Outcome, RunError> {
+    on_runtime(&opts, opts.config(), main, move |vm| async move { vm.run_main(module, args).await })
 }
 
 /// Builds the runtime `opts` describes, runs `body` on a VM with `config` printing to standard
-/// output, and returns its outcome once `body` ends, output flushed (see the module docs).
-pub(crate) fn on_runtime<F, Fut>(opts: &RunOptions, config: Config, body: F) -> Result<Outcome, RunError>
+/// output (and `main`'s executor, if given), and returns its outcome once `body` ends, output
+/// flushed (see the module docs). `vm run` and `vm resume` (`persist`) both run this way.
+pub(crate) fn on_runtime<F, Fut>(
+    opts: &RunOptions,
+    config: Config,
+    main: Option<Arc<crate::affine::ExecHandle>>,
+    body: F,
+) -> Result<Outcome, RunError>
 where
     F: FnOnce(Vm) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = Result<Outcome, String>> + Send,
@@ -131,6 +169,9 @@ where
         async move {
             let flusher = tokio::spawn(sink.clone().flush_loop());
             let vm = Vm::new(config, sink.clone());
+            if let Some(main) = main {
+                vm.shared.executors.install_main(main);
+            }
             let result = body(vm).await;
             flusher.abort();
             result

@@ -155,6 +155,11 @@ fn capture(
                     label: r.label().to_string(),
                     recipe: r.recipe(),
                 });
+            } else {
+                // Another kind of handle (a thread-affine object, a SQLite connection): it
+                // cannot outlive the process; after a restore it is lost.
+                let label = format!("#res<{}>", h.id());
+                resources.push(v1::Resource { id: h.id(), owner: 0, label, recipe: v1::Recipe::Lost });
             }
         }
     }

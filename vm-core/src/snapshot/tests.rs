@@ -1,11 +1,11 @@
 use super::v1::{self, Actor, Counters, Meta, Recipe, VRef, Wait};
 use super::*;
-use crate::bytecode::testgen::{expect_file, files_in};
 use crate::exception::Exception;
 use crate::interp::step;
 use crate::step::{
     ActorOp, ActorState, Effect, Fired, Host, NativeCall, NativeId, Resume, SelectCase, SpawnOpts, Step,
 };
+use crate::testgen::{expect_file, files_in};
 use crate::value::{Closure, Handle, Pid, Value};
 use proptest::prelude::*;
 use std::collections::{HashMap, VecDeque};
@@ -744,7 +744,7 @@ fn state_damage() -> Vec<(&'static str, Box<dyn Fn(&mut Snapshot)>)> {
                 }
             }),
         ),
-        ("resource 2: its owner refers to pid <0>", Box::new(|s| s.resources[0].owner = 0)),
+        ("resource 2: its owner refers to pid <9>", Box::new(|s| s.resources[0].owner = 9)),
         (
             "shared value 0: refers to shared value 0, which does not come before it",
             Box::new(|s| {
