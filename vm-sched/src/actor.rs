@@ -230,8 +230,10 @@ async fn run(host: &mut ActorHost<'_>, module: &Module, st: &mut ActorState) -> 
                         let (call, reply) = exec.call(vm.shared.io.clone(), cell.pid.0, native, args);
                         drop(exec);
                         // Boxed, as the other native waits are, to keep every actor's task small.
-                        let wait = Box::pin(affine_wait(vm, cell, call, reply));
-                        match Box::pin(Pausable::new(vm, cell, st, native.name, wait)).await {
+                        let name = native.name;
+                        match Box::pin(Pausable::new(vm, cell, st, name, Box::pin(affine_wait(vm, cell, call, reply))))
+                            .await
+                        {
                             Ok(how) => st.resume(module, how),
                             Err(end) => return end,
                         }
@@ -301,8 +303,8 @@ async fn run(host: &mut ActorHost<'_>, module: &Module, st: &mut ActorState) -> 
                 }
                 Effect::Receive { pattern, timeout_ms } => {
                     cell.set_state(RunState::Waiting);
-                    let timeout = |ms| vm.timed_wait_ms(cell.pid, ms);
-                    match WaitFor::new(vm, cell, pattern, true, timeout_ms.map(timeout)).await {
+                    let receive = WaitFor::new(vm, cell, pattern, true, timeout_ms.map(|ms| vm.timed_wait_ms(cell.pid, ms)));
+                    match receive.await {
                         Some(Woken::Message(m)) => st.resume(module, Resume::Value(m)),
                         None => st.resume(module, Resume::Timeout),
                         Some(Woken::Signal(sig)) => {
