@@ -231,8 +231,14 @@ async fn run(host: &mut ActorHost<'_>, module: &Module, st: &mut ActorState) -> 
                         drop(exec);
                         // Boxed, as the other native waits are, to keep every actor's task small.
                         let name = native.name;
-                        match Box::pin(Pausable::new(vm, cell, st, name, Box::pin(affine_wait(vm, cell, call, reply))))
-                            .await
+                        match Box::pin(Pausable::new(
+                            vm,
+                            cell,
+                            st,
+                            name,
+                            Box::pin(affine_wait(vm, cell, call, reply)),
+                        ))
+                        .await
                         {
                             Ok(how) => st.resume(module, how),
                             Err(end) => return end,
@@ -247,8 +253,10 @@ async fn run(host: &mut ActorHost<'_>, module: &Module, st: &mut ActorState) -> 
                     });
                     // Boxed: native calls are rare, and this keeps every task small. A snapshot
                     // does not wait for it (`pause::Pausable`).
-                    let job = Box::pin(real_block(vm, cell, job));
-                    match Box::pin(Pausable::new(vm, cell, st, native.name, job)).await {
+                    let name = native.name;
+                    match Box::pin(Pausable::new(vm, cell, st, name, Box::pin(real_block(vm, cell, job))))
+                        .await
+                    {
                         Ok((_, Some(interrupt))) => st.resume(module, Resume::Raise(interrupt)),
                         Ok((result, None)) => st.resume(module, native_result(result)),
                         Err(end) => return end,
@@ -303,7 +311,13 @@ async fn run(host: &mut ActorHost<'_>, module: &Module, st: &mut ActorState) -> 
                 }
                 Effect::Receive { pattern, timeout_ms } => {
                     cell.set_state(RunState::Waiting);
-                    let receive = WaitFor::new(vm, cell, pattern, true, timeout_ms.map(|ms| vm.timed_wait_ms(cell.pid, ms)));
+                    let receive = WaitFor::new(
+                        vm,
+                        cell,
+                        pattern,
+                        true,
+                        timeout_ms.map(|ms| vm.timed_wait_ms(cell.pid, ms)),
+                    );
                     match receive.await {
                         Some(Woken::Message(m)) => st.resume(module, Resume::Value(m)),
                         None => st.resume(module, Resume::Timeout),
