@@ -156,8 +156,9 @@ struct BusInner {
     subs: Vec<MemSub>,
     /// Pairs of connections that cannot reach each other.
     cut: HashSet<(u64, u64)>,
-    /// Per connection: how many of the next messages to it to drop.
-    drop_next: BTreeMap<u64, u64>,
+    /// Per connection: a subject pattern and how many of the next messages to it matching the
+    /// pattern to drop.
+    drop_next: BTreeMap<u64, (String, u64)>,
     closed: HashSet<u64>,
     max_payload: Option<usize>,
     kv: BTreeMap<String, (Bytes, u64)>,
@@ -204,9 +205,10 @@ impl MemBus {
         }
     }
 
-    /// Drops the next `n` messages delivered to `conn` (as NATS may, silently).
-    pub fn drop_next(&self, conn: &MemTransport, n: u64) {
-        self.inner.lock().drop_next.insert(conn.id, n);
+    /// Drops the next `n` messages on subjects matching `pattern` delivered to `conn` (as NATS
+    /// may, silently).
+    pub fn drop_next(&self, conn: &MemTransport, pattern: &str, n: u64) {
+        self.inner.lock().drop_next.insert(conn.id, (pattern.to_string(), n));
     }
 
     /// Ends `conn` as a crash would: its subscriptions vanish and it can publish no more.
@@ -255,7 +257,9 @@ impl MemTransport {
             }
         }
         for (conn, tx) in targets {
-            if let Some(n) = b.drop_next.get_mut(&conn).filter(|n| **n > 0) {
+            if let Some((_, n)) =
+                b.drop_next.get_mut(&conn).filter(|(p, n)| *n > 0 && subject_matches(p, &msg.subject))
+            {
                 *n -= 1;
                 continue;
             }
@@ -402,7 +406,7 @@ mod tests {
         bus.partition(&a, &b, true);
         a.publish(out("n.b")).await.unwrap();
         bus.partition(&a, &b, false);
-        bus.drop_next(&b, 1);
+        bus.drop_next(&b, "n.*", 1);
         a.publish(out("n.b")).await.unwrap();
         a.publish(Outgoing { payload: Bytes::from_static(b"2"), ..out("n.b") }).await.unwrap();
         assert_eq!(b_in.next().await.unwrap().payload, Bytes::from_static(b"2"));
