@@ -194,19 +194,32 @@ impl Transport for NatsTransport {
     fn names(&self) -> BoxFuture<'_, Option<Arc<dyn NameStore>>> {
         Box::pin(async move {
             let js = async_nats::jetstream::new(self.client.clone());
-            let store = match js.get_key_value(&self.bucket).await {
-                Ok(s) => s,
-                Err(_) => js
-                    .create_key_value(kv::Config {
-                        bucket: self.bucket.clone(),
-                        history: 1,
-                        storage: async_nats::jetstream::stream::StorageType::Memory,
-                        ..Default::default()
-                    })
-                    .await
-                    .map_err(|e| tracing::info!("no JetStream, so no global names: {e}"))
-                    .ok()?,
+            // The bucket's stream is created directly, with the settings JetStream KV uses:
+            // async-nats's `create_key_value` first reads the account's limits in a shape that
+            // nats-server 2.9 does not answer, and fails there.
+            let stream = async_nats::jetstream::stream::Config {
+                name: format!("KV_{}", self.bucket),
+                subjects: vec![format!("$KV.{}.>", self.bucket)],
+                max_messages_per_subject: 1,
+                storage: async_nats::jetstream::stream::StorageType::Memory,
+                allow_rollup: true,
+                deny_delete: true,
+                allow_direct: true,
+                num_replicas: 1,
+                discard: async_nats::jetstream::stream::DiscardPolicy::New,
+                max_message_size: -1,
+                max_bytes: -1,
+                ..Default::default()
             };
+            if let Err(e) = js.get_or_create_stream(stream).await {
+                tracing::info!("no JetStream, so no global names: {e}");
+                return None;
+            }
+            let store = js
+                .get_key_value(&self.bucket)
+                .await
+                .map_err(|e| tracing::warn!("the global-names bucket is unusable: {e}"))
+                .ok()?;
             Some(Arc::new(KvNames(store)) as Arc<dyn NameStore>)
         })
     }

@@ -39,11 +39,18 @@ pub struct FakeVm {
     /// Set by a test to make this VM's deliveries stall (a receiver far behind).
     pub stall: std::sync::atomic::AtomicBool,
     pub node: OnceLock<Node>,
+    /// When set, messages go here instead of into mailboxes (for tests that await them).
+    pub tap: Mutex<Option<tokio::sync::mpsc::UnboundedSender<(Pid, Value)>>>,
 }
 
 impl FakeVm {
     pub fn new() -> Arc<FakeVm> {
-        Arc::new(FakeVm { seen: Mutex::default(), stall: Default::default(), node: OnceLock::new() })
+        Arc::new(FakeVm {
+            seen: Mutex::default(),
+            stall: Default::default(),
+            node: OnceLock::new(),
+            tap: Mutex::new(None),
+        })
     }
 
     pub fn node(&self) -> &Node {
@@ -82,6 +89,10 @@ impl Local for FakeVm {
     fn send(&self, to: Pid, msg: Value) {
         while self.stall.load(std::sync::atomic::Ordering::SeqCst) {
             std::thread::sleep(Duration::from_millis(1));
+        }
+        if let Some(tap) = &*self.tap.lock() {
+            let _ = tap.send((to, msg));
+            return;
         }
         let mut s = self.seen.lock();
         if s.alive.contains(&to) {
@@ -368,4 +379,52 @@ fn pump(
         }
     }
     let _ = to.shutdown(std::net::Shutdown::Both);
+}
+
+/// Connects to NATS at `urls` as a node of cluster `cl`.
+pub async fn nats(urls: &[String], cl: &str) -> Arc<vm_dist::NatsTransport> {
+    let opts = vm_dist::NatsOptions { urls: urls.to_vec(), ..Default::default() };
+    Arc::new(vm_dist::NatsTransport::connect(&opts, cl).await.expect("connects to nats-server"))
+}
+
+/// A node process (`vm-dist-node`), killed with SIGKILL when dropped.
+pub struct NodeProcess {
+    pub child: Child,
+}
+
+impl NodeProcess {
+    pub fn start(urls: &str, cluster: &str, name: &str, busy: bool) -> NodeProcess {
+        use std::io::BufRead;
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_vm-dist-node"));
+        cmd.args([urls, cluster, name]);
+        if busy {
+            cmd.arg("busy");
+        }
+        let mut child =
+            cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "ready", "the node process did not start");
+        NodeProcess { child }
+    }
+
+    /// `kill -9`.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// A graceful leave.
+    pub fn leave(&mut self) {
+        use std::io::Write;
+        let stdin = self.child.stdin.as_mut().unwrap();
+        let _ = writeln!(stdin, "leave");
+        let _ = stdin.flush();
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
 }
