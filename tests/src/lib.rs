@@ -13,13 +13,18 @@
 //! Only `*.vasm` files directly in the directory are programs; subdirectories hold files that
 //! programs `.include`. Whatever the files say, a Rust panic message on standard error is always a
 //! failure: bad input must never crash the VM.
+//!
+//! `.out` and `.err` mean what they mean for the runtime's in-process programs
+//! (`vm-sched/tests/programs/`): both runners read and compare them with
+//! [`vm_sched::testing::Expected`], and regenerate `.out` files under `UPDATE_EXPECT=1`.
 
-use std::fmt::Write as _;
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
+use vm_sched::testing::read_sibling;
+pub use vm_sched::testing::{Expected, first_difference, indent, line_diff, update_requested};
 
 /// The workspace root: golden programs run with it as their working directory, so the paths in
 /// messages read `tests/programs/NAME.vasm`.
@@ -48,12 +53,27 @@ pub struct RunOutput {
 
 /// Runs `cmd` with standard input closed and both output streams captured, killing it once
 /// `limit` has passed.
-///
-/// The streams are drained on their own threads while this one polls for exit, so a child that
-/// writes more than a pipe buffer holds can neither block itself nor us.
 pub fn run_with_timeout(cmd: &mut Command, limit: Duration) -> io::Result<RunOutput> {
+    run_with_input(cmd, None, limit)
+}
+
+/// Runs `cmd` with `stdin` as its standard input (closed when `None`) and both output streams
+/// captured, killing it once `limit` has passed.
+///
+/// The input is written and the streams are drained on threads of their own while this one
+/// polls for exit, so a child that stops reading, or writes more than a pipe buffer holds, can
+/// neither block itself nor us.
+pub fn run_with_input(cmd: &mut Command, stdin: Option<&[u8]>, limit: Duration) -> io::Result<RunOutput> {
     let start = Instant::now();
-    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
+    let input = if stdin.is_some() { Stdio::piped() } else { Stdio::null() };
+    let mut child = cmd.stdin(input).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
+    if let (Some(data), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        let data = data.to_vec();
+        // Dropping the pipe at the end closes the child's input.
+        thread::spawn(move || {
+            let _ = pipe.write_all(&data);
+        });
+    }
     let mut out_pipe = child.stdout.take().expect("stdout was piped");
     let mut err_pipe = child.stderr.take().expect("stderr was piped");
     let out_reader = thread::spawn(move || {
@@ -100,12 +120,10 @@ pub struct Golden {
     pub rel_path: String,
     /// Command-line arguments for the program.
     pub args: Vec<String>,
-    /// Expected standard output; `None` when `NAME.out` is missing (an error unless updating).
-    pub out: Option<String>,
+    /// Expected standard output (`NAME.out`) and substrings of standard error (`NAME.err`).
+    pub expected: Expected,
     /// Expected exit status.
     pub code: i32,
-    /// Substrings that must appear in standard error; empty means stderr must be empty.
-    pub err: Vec<String>,
 }
 
 impl Golden {
@@ -127,29 +145,19 @@ pub fn load_goldens(root: &Path, dir: &str) -> Result<Vec<Golden>, String> {
     names.sort();
     let mut goldens = Vec::with_capacity(names.len());
     for name in names {
-        let read = |ext: &str| -> Result<Option<String>, String> {
-            let p = abs.join(format!("{name}.{ext}"));
-            match std::fs::read_to_string(&p) {
-                Ok(s) => Ok(Some(s)),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-                Err(e) => Err(format!("{}: {e}", p.display())),
-            }
-        };
-        let code = match read("code")? {
+        let base = abs.join(&name);
+        let code = match read_sibling(&base, "code")? {
             Some(s) => s.trim().parse().map_err(|_| format!("{dir}/{name}.code: not a number: {s:?}"))?,
             None => 0,
         };
-        let args = read("args")?.map(|s| s.lines().map(str::to_string).collect()).unwrap_or_default();
-        let err = read("err")?
-            .map(|s| s.lines().filter(|l| !l.is_empty()).map(str::to_string).collect())
-            .unwrap_or_default();
+        let args =
+            read_sibling(&base, "args")?.map(|s| s.lines().map(str::to_string).collect()).unwrap_or_default();
         goldens.push(Golden {
             rel_path: format!("{dir}/{name}.vasm"),
-            out: read("out")?,
+            expected: Expected::load(&base)?,
             name,
             args,
             code,
-            err,
         });
     }
     Ok(goldens)
@@ -162,13 +170,6 @@ pub fn check_golden(g: &Golden, run: &RunOutput) -> Vec<String> {
     if run.timed_out {
         problems.push(format!("timed out after {:.1} s and was killed", run.elapsed.as_secs_f64()));
     }
-    match &g.out {
-        Some(want) if *want != run.stdout => {
-            problems.push(format!("stdout differs (- expected, + actual):\n{}", line_diff(want, &run.stdout)))
-        }
-        Some(_) => {}
-        None => problems.push(format!("{} is missing", g.sibling("out"))),
-    }
     match run.code {
         Some(c) if c == g.code => {}
         Some(c) => problems.push(format!("exit status {c}, expected {}", g.code)),
@@ -177,86 +178,8 @@ pub fn check_golden(g: &Golden, run: &RunOutput) -> Vec<String> {
         }
         None => {}
     }
-    if g.err.is_empty() {
-        if !run.stderr.is_empty() {
-            problems.push(format!("stderr should be empty but is:\n{}", indent(&run.stderr)));
-        }
-    } else {
-        for want in &g.err {
-            if !run.stderr.contains(want.as_str()) {
-                problems.push(format!("stderr lacks {want:?}; stderr is:\n{}", indent(&run.stderr)));
-            }
-        }
-    }
-    if run.stderr.contains("panicked") {
-        problems.push(format!("the VM panicked:\n{}", indent(&run.stderr)));
-    }
+    problems.extend(g.expected.check(&g.sibling("out"), &run.stdout, &run.stderr));
     problems
-}
-
-/// Indents every line by four spaces, for nesting output inside a failure report.
-pub fn indent(s: &str) -> String {
-    if s.is_empty() {
-        return "    (empty)\n".to_string();
-    }
-    let mut out = String::new();
-    for line in s.lines() {
-        let _ = writeln!(out, "    {line}");
-    }
-    out
-}
-
-/// A line diff of `want` against `have`: common lines start with two spaces, lines only in
-/// `want` with `- `, lines only in `have` with `+ `. A missing final newline is shown as a line
-/// of its own so that it is never invisible.
-///
-/// It is a plain longest-common-subsequence diff, quadratic in the number of lines; outputs longer
-/// than a couple of thousand lines are compared only up to their first differing line.
-pub fn line_diff(want: &str, have: &str) -> String {
-    let split = |s: &str| -> Vec<String> {
-        let mut lines: Vec<String> = s.lines().map(str::to_string).collect();
-        if !s.is_empty() && !s.ends_with('\n') {
-            lines.push("\\ no newline at end".to_string());
-        }
-        lines
-    };
-    let a = split(want);
-    let b = split(have);
-    let mut out = String::new();
-    if a.len().saturating_mul(b.len()) > 4_000_000 {
-        let first = a.iter().zip(&b).position(|(x, y)| x != y).unwrap_or(a.len().min(b.len()));
-        let _ = writeln!(out, "  (long output: first difference at line {})", first + 1);
-        if let Some(x) = a.get(first) {
-            let _ = writeln!(out, "- {x}");
-        }
-        if let Some(y) = b.get(first) {
-            let _ = writeln!(out, "+ {y}");
-        }
-        return out;
-    }
-    // lcs[i][j] = length of the longest common subsequence of a[i..] and b[j..].
-    let mut lcs = vec![vec![0u32; b.len() + 1]; a.len() + 1];
-    for i in (0..a.len()).rev() {
-        for j in (0..b.len()).rev() {
-            lcs[i][j] = if a[i] == b[j] { lcs[i + 1][j + 1] + 1 } else { lcs[i + 1][j].max(lcs[i][j + 1]) };
-        }
-    }
-    let (mut i, mut j) = (0, 0);
-    while i < a.len() || j < b.len() {
-        if i < a.len() && j < b.len() && a[i] == b[j] {
-            let _ = writeln!(out, "  {}", a[i]);
-            i += 1;
-            j += 1;
-        } else if i < a.len() && (j == b.len() || lcs[i + 1][j] >= lcs[i][j + 1]) {
-            // Removals first, so a changed line reads as "- old" then "+ new".
-            let _ = writeln!(out, "- {}", a[i]);
-            i += 1;
-        } else {
-            let _ = writeln!(out, "+ {}", b[j]);
-            j += 1;
-        }
-    }
-    out
 }
 
 /// A small deterministic pseudo-random generator (xorshift64*), for making garbage inputs that
@@ -291,27 +214,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn diff_marks_changed_added_and_removed_lines() {
-        let d = line_diff("a\nb\nc\n", "a\nx\nc\nd\n");
-        assert_eq!(d, "  a\n- b\n+ x\n  c\n+ d\n");
-        assert_eq!(line_diff("same\n", "same\n"), "  same\n");
-    }
-
-    #[test]
-    fn diff_shows_a_missing_final_newline() {
-        let d = line_diff("a\n", "a");
-        assert!(d.contains("+ \\ no newline at end"), "{d}");
-    }
-
-    #[test]
     fn check_reports_each_kind_of_mismatch() {
         let g = Golden {
             name: "p".into(),
             rel_path: "tests/programs/p.vasm".into(),
             args: vec![],
-            out: Some("1\n".into()),
+            expected: Expected { out: Some("1\n".into()), err: vec!["boom".into()] },
             code: 1,
-            err: vec!["boom".into()],
         };
         let good = RunOutput {
             code: Some(1),
@@ -329,7 +238,7 @@ mod tests {
         };
         let problems = check_golden(&g, &bad);
         assert_eq!(problems.len(), 4, "{problems:#?}");
-        let quiet = Golden { err: vec![], code: 0, ..g };
+        let quiet = Golden { expected: Expected { err: vec![], ..g.expected.clone() }, code: 0, ..g };
         let noisy = RunOutput { code: Some(0), stderr: "warning\n".into(), ..good };
         assert_eq!(check_golden(&quiet, &noisy).len(), 1);
     }
@@ -339,6 +248,13 @@ mod tests {
         let run = run_with_timeout(Command::new("sleep").arg("10"), Duration::from_millis(200)).unwrap();
         assert!(run.timed_out);
         assert!(run.elapsed < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn input_reaches_the_child_and_is_closed() {
+        let run =
+            run_with_input(Command::new("wc").arg("-l"), Some(b"a\nb\n"), Duration::from_secs(10)).unwrap();
+        assert_eq!((run.code, run.stdout.trim()), (Some(0), "2"));
     }
 
     #[test]
@@ -357,11 +273,11 @@ mod tests {
         let goldens = load_goldens(&repo_root(), "tests/programs").unwrap();
         assert!(goldens.len() >= 35, "only {} golden programs", goldens.len());
         let hello = goldens.iter().find(|g| g.name == "hello").unwrap();
-        assert_eq!((hello.code, hello.err.is_empty(), hello.args.is_empty()), (0, true, true));
+        assert_eq!((hello.code, hello.expected.err.is_empty(), hello.args.is_empty()), (0, true, true));
         assert_eq!(hello.sibling("out"), "tests/programs/hello.out");
         let args = goldens.iter().find(|g| g.name == "args").unwrap();
         assert_eq!(args.args, ["3", "4", "hello world"]);
-        assert!(goldens.iter().all(|g| g.out.is_some()), "every program needs a .out file");
+        assert!(goldens.iter().all(|g| g.expected.out.is_some()), "every program needs a .out file");
     }
 
     #[test]

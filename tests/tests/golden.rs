@@ -6,7 +6,7 @@
 //! program's path (`--allow-net=127.0.0.1` for a program that uses the network).
 //!
 //! Each test collects every mismatch before failing, so one run lists all broken programs.
-//! `UPDATE_GOLDEN=1 cargo test -p vm-tests --test golden` rewrites the `.out` files from what the
+//! `UPDATE_EXPECT=1 cargo test -p vm-tests --test golden` rewrites the `.out` files from what the
 //! programs print (never `.code` or `.err`, which are written by hand); check the diff before
 //! committing it.
 //!
@@ -21,7 +21,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use vm_tests::{
-    Golden, RunOutput, XorShift, check_golden, indent, load_goldens, repo_root, run_with_timeout,
+    Expected, Golden, RunOutput, XorShift, check_golden, first_difference, indent, load_goldens, repo_root,
+    run_with_timeout, update_requested,
 };
 
 /// The `vm` binary under test.
@@ -100,7 +101,7 @@ fn report(what: &str, failures: Vec<(String, Vec<String>)>, total: usize) {
 fn golden_programs() {
     let goldens = goldens();
     assert!(goldens.len() >= 35, "expected at least 35 golden programs, found {}", goldens.len());
-    let update = std::env::var_os("UPDATE_GOLDEN").is_some_and(|v| v == "1");
+    let update = update_requested();
     let failures = par_map(&goldens, |g| {
         let flags = run_flags(g);
         let mut args = vec!["run"];
@@ -111,7 +112,8 @@ fn golden_programs() {
         if update && !run.timed_out {
             let path = repo_root().join(g.sibling("out"));
             std::fs::write(&path, &run.stdout).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-            let updated = Golden { out: Some(run.stdout.clone()), ..g.clone() };
+            let mut updated = g.clone();
+            updated.expected.out = Some(run.stdout.clone());
             return (g.rel_path.clone(), check_golden(&updated, &run));
         }
         (g.rel_path.clone(), check_golden(g, &run))
@@ -135,9 +137,8 @@ fn shipped_programs() {
             name: args[1].to_string(),
             rel_path: args[1].to_string(),
             args: vec![],
-            out: Some(want.to_string()),
+            expected: Expected { out: Some(want.to_string()), err: vec![] },
             code: 0,
-            err: vec![],
         };
         (args.join(" "), check_golden(&g, &run))
     });
@@ -249,7 +250,7 @@ fn disassembly_reassembles_to_identical_bytes() {
         let a = std::fs::read(&first).expect("first .vbc");
         let b = std::fs::read(&second).expect("second .vbc");
         if a != b {
-            let at = a.iter().zip(&b).position(|(x, y)| x != y).unwrap_or(a.len().min(b.len()));
+            let at = first_difference(&a, &b);
             problems.push(format!(
                 "re-assembled bytes differ ({} vs {} bytes, first difference at offset {at}); \
                  disassembly kept in {text_s}",

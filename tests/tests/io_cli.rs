@@ -1,35 +1,19 @@
 //! I/O through the real command line: standard input and output of a program, and the
 //! permission flags of `vm run`.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
-use vm_tests::repo_root;
+use std::process::Command;
+use std::time::Duration;
+use vm_tests::{repo_root, run_with_input};
 
 const VM: &str = env!("CARGO_BIN_EXE_vm-under-test");
 
+/// Runs `vm ARGS...` with `stdin` as its input; a run longer than a minute is killed and fails.
 fn vm(args: &[&str], stdin: &[u8]) -> (i32, String, String) {
-    let mut child = Command::new(VM)
-        .args(args)
-        .current_dir(repo_root())
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("vm starts");
-    let mut input = child.stdin.take().unwrap();
-    let data = stdin.to_vec();
-    // Written from a thread, so a program that stops reading cannot block the test.
-    let writer = std::thread::spawn(move || {
-        let _ = input.write_all(&data);
-    });
-    let out = child.wait_with_output().expect("vm runs");
-    writer.join().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let mut cmd = Command::new(VM);
+    cmd.args(args).current_dir(repo_root()).env("NO_COLOR", "1");
+    let run = run_with_input(&mut cmd, Some(stdin), Duration::from_secs(60)).expect("vm starts");
+    assert!(!run.timed_out, "vm {args:?} did not finish within a minute; stderr:\n{}", run.stderr);
+    (run.code.unwrap_or(-1), run.stdout, run.stderr)
 }
 
 #[test]

@@ -23,7 +23,7 @@ use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use vm_tests::{XorShift, repo_root};
+use vm_tests::{XorShift, first_difference, repo_root};
 
 /// The `vm` binary under test.
 const VM: &str = env!("CARGO_BIN_EXE_vm-under-test");
@@ -225,11 +225,6 @@ fn random_line(rng: &mut XorShift, prefix: &str, len: usize) -> Vec<u8> {
     line.extend((0..len).map(|_| b' ' + (rng.next_u64() % 95) as u8));
     line.push(b'\n');
     line
-}
-
-/// Where two byte strings first differ, for messages.
-fn first_difference(a: &[u8], b: &[u8]) -> usize {
-    a.iter().zip(b).position(|(x, y)| x != y).unwrap_or(a.len().min(b.len()))
 }
 
 /// Lets `n` load-test connections open together: at most 100 connection attempts at a time

@@ -611,6 +611,21 @@ pub(crate) mod testgen {
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz").join(sub)
     }
 
+    /// Checks that the generated file `rel` (relative to the repository root) holds `want`.
+    /// With `UPDATE_EXPECT=1`, the workspace's one switch for regenerating expected files (see
+    /// vm-sched's `testing` module), it writes the file first. `test` names the test to run.
+    pub fn expect_file(rel: &str, want: &[u8], test: &str) {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel);
+        if std::env::var_os("UPDATE_EXPECT").is_some_and(|v| v == "1") {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir).unwrap();
+            }
+            std::fs::write(&path, want).unwrap();
+        }
+        let have = std::fs::read(&path).unwrap_or_default();
+        assert!(have == want, "{rel} is out of date: run UPDATE_EXPECT=1 cargo test -p vm-core {test}");
+    }
+
     /// The files of `fuzz/<sub>`, sorted, or none if the directory does not exist.
     pub fn files_in(sub: &str) -> Vec<(std::path::PathBuf, Vec<u8>)> {
         let Ok(dir) = std::fs::read_dir(fuzz_dir(sub)) else { return Vec::new() };
@@ -833,7 +848,7 @@ pub(crate) mod testgen {
 
 #[cfg(test)]
 mod tests {
-    use super::testgen::{canonical_module, files_in, fuzz_dir, sample};
+    use super::testgen::{canonical_module, expect_file, files_in, sample};
     use super::*;
     use proptest::prelude::*;
 
@@ -1138,19 +1153,8 @@ mod tests {
 
     #[test]
     fn seed_corpus_is_up_to_date() {
-        let dir = fuzz_dir("seeds/load");
-        if std::env::var_os("UPDATE_SEEDS").is_some() {
-            std::fs::create_dir_all(&dir).unwrap();
-            for (name, m) in seed_modules() {
-                std::fs::write(dir.join(name), encode(&m)).unwrap();
-            }
-        }
         for (name, m) in seed_modules() {
-            let have = std::fs::read(dir.join(name)).unwrap_or_default();
-            assert!(
-                have == encode(&m),
-                "fuzz/seeds/load/{name} is out of date: run UPDATE_SEEDS=1 cargo test -p vm-core seed_corpus"
-            );
+            expect_file(&format!("fuzz/seeds/load/{name}"), &encode(&m), "seed_corpus");
         }
     }
 

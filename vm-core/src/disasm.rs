@@ -250,7 +250,7 @@ fn write_instr(out: &mut String, module: &Module, code_len: usize, instr: &Instr
 mod tests {
     use super::*;
     use crate::bytecode::encode;
-    use crate::bytecode::testgen::{canonical_module, files_in, fuzz_dir, sample};
+    use crate::bytecode::testgen::{canonical_module, expect_file, files_in, sample};
     use crate::module::{FuncDebug, Function};
     use proptest::prelude::*;
 
@@ -453,14 +453,10 @@ L0:
 
     #[test]
     fn sample_disassembly_seed_is_up_to_date() {
-        let path = fuzz_dir("seeds/assemble/sample_disasm.vasm");
-        if std::env::var_os("UPDATE_SEEDS").is_some() {
-            std::fs::write(&path, SAMPLE_TEXT).unwrap();
-        }
-        let have = std::fs::read_to_string(&path).unwrap_or_default();
-        assert!(
-            have == SAMPLE_TEXT,
-            "fuzz/seeds/assemble/sample_disasm.vasm is out of date: run UPDATE_SEEDS=1 cargo test -p vm-core seed"
+        expect_file(
+            "fuzz/seeds/assemble/sample_disasm.vasm",
+            SAMPLE_TEXT.as_bytes(),
+            "sample_disassembly_seed",
         );
     }
 
@@ -514,15 +510,7 @@ L0:
 
     #[test]
     fn assemble_dict_is_up_to_date() {
-        let path = fuzz_dir("assemble.dict");
-        if std::env::var_os("UPDATE_SEEDS").is_some() {
-            std::fs::write(&path, assemble_dict()).unwrap();
-        }
-        let have = std::fs::read_to_string(&path).unwrap_or_default();
-        assert!(
-            have == assemble_dict(),
-            "fuzz/assemble.dict is out of date: run UPDATE_SEEDS=1 cargo test -p vm-core dict"
-        );
+        expect_file("fuzz/assemble.dict", assemble_dict().as_bytes(), "assemble_dict");
     }
 
     /// Every seed of the `assemble` fuzz target assembles, verifies and survives the round trip

@@ -430,7 +430,7 @@ pub fn isa_markdown() -> String {
     out.push_str(
         "Generated from `vm-core/src/ops.rs` (`for_each_op!`); a test fails when this file is out of\n",
     );
-    out.push_str("date. Regenerate with `UPDATE_ISA=1 cargo test -p vm-core isa_doc`.\n\n");
+    out.push_str("date. Regenerate with `UPDATE_EXPECT=1 cargo test -p vm-core isa_doc`.\n\n");
     out.push_str(
         "Operand kinds: `rN` registers (`dst` is written, others read); `n` counts the registers of a\n",
     );
@@ -538,12 +538,6 @@ mod tests {
 
     #[test]
     fn isa_doc_is_up_to_date() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/isa.md");
-        let want = isa_markdown();
-        if std::env::var_os("UPDATE_ISA").is_some() {
-            std::fs::write(path, &want).unwrap();
-        }
-        let have = std::fs::read_to_string(path).unwrap_or_default();
-        assert!(have == want, "docs/isa.md is out of date: run UPDATE_ISA=1 cargo test -p vm-core isa_doc");
+        crate::bytecode::testgen::expect_file("docs/isa.md", isa_markdown().as_bytes(), "isa_doc");
     }
 }

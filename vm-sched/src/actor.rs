@@ -1,10 +1,10 @@
-//! The per-actor driver loop and the [`Host`] the interpreter sees.
+//! The per-actor driver loop.
 //!
 //! One tokio task per actor runs [`drive`]:
-//! 1. At a safe point (before each slice), if the control port has signals, handle them: a kill,
-//!    an exit signal or a mode-2 interrupt ends the actor; a mode-1 interrupt is raised at the
-//!    current instruction; a stale mode-0 interrupt is dropped (it only applies to a waiting
-//!    actor, and this one is running).
+//! 1. At a safe point (before each slice), if the control port has signals, handle them as
+//!    `exit` says for a running actor: a kill, an exit signal or a mode-2 interrupt ends the
+//!    actor; a mode-1 interrupt is raised at the current instruction; a stale mode-0 interrupt is
+//!    dropped (it only applies to a waiting actor, and this one is running).
 //! 2. Step the interpreter for one slice of fuel.
 //! 3. `Yielded` → yield to tokio so other actors run (preemption); `Blocked(effect)` → await the
 //!    effect, raced against the control port, and resume the actor with the result, an exception
@@ -13,48 +13,36 @@
 //! Every wait goes through the mailbox's wake protocol (see `mailbox`), so a waiting actor is one
 //! parked task with a stored waker: no polling, no CPU.
 
-use crate::mailbox::{Signal, TakeOrPark, Wait, WaitSpec, Woken};
-use crate::select::{self, SelectEnd, start_select};
+use crate::cell::{ActorCell, RunState};
+use crate::exit::{Doing, ExitReason, OnSignal, on_signal};
+use crate::host::ActorHost;
+use crate::mailbox::{Signal, Wait, WaitSpec, Woken};
+use crate::native::{IoWait, call_inline, native_result, real_block};
+use crate::select::{SelectEnd, start_select};
 use crate::sync::Ordering;
-use crate::vm::{ActorCell, Outcome, RunState, Vm};
+use crate::trace;
+use crate::vm::{Config, Outcome, Output, Vm, spawn_actor};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use vm_core::interp;
-use vm_core::{
-    ActorOp, ActorState, Atom, Closure, Effect, Exception, Fault, Fired, Handle, Host, Module, Pid, Resume,
-    SelectCase, SpawnOpts, Step, Value, atoms, select_resume,
-};
+use vm_core::{ActorState, Effect, Exception, Module, Pid, Resume, Step, Value, atoms, select_resume};
 use vm_io::natives;
 
-/// Why an actor ended.
-#[derive(Clone, Debug, PartialEq)]
-pub enum ExitReason {
-    /// Its first function returned this value (reason `:normal`).
-    Returned(Value),
-    /// It raised an exception nobody caught (reason `{:exception, kind, msg}`).
-    Failed(Fault),
-    /// `stop`, an exit signal, or a mode-2 interrupt ended it with this reason.
-    Stopped(Value),
-    /// It was killed (untrappable) with this reason.
-    Killed(Value),
-}
-
-impl ExitReason {
-    /// The reason value links and monitors see.
-    pub fn value(&self) -> Value {
-        match self {
-            ExitReason::Returned(_) => Value::Atom(atoms::NORMAL),
-            ExitReason::Failed(f) => exception_reason(&f.exception),
-            ExitReason::Stopped(v) | ExitReason::Killed(v) => v.clone(),
-        }
+impl Vm {
+    /// A runtime with `config`, printing through `output`, whose actors run [`drive`]. Must be
+    /// used inside a tokio runtime. (Defined here, beside the driver it passes in, so that `vm`
+    /// does not depend on this module; see `vm`'s docs.)
+    pub fn new(config: Config, output: Arc<dyn Output>) -> Vm {
+        Vm::with_driver(config, output, start)
     }
 }
 
-fn exception_reason(e: &Exception) -> Value {
-    Value::tuple(vec![Value::Atom(atoms::EXCEPTION), Value::Atom(e.kind), e.msg.clone()])
+/// Starts an actor's task: its driver (the VM's [`crate::vm::StartActor`]).
+fn start(vm: Vm, cell: Arc<ActorCell>, st: ActorState, span: Option<tracing::Span>) {
+    spawn_actor(drive(vm, cell, st), span);
 }
 
 /// Runs one actor to completion; see the module docs.
@@ -78,7 +66,7 @@ pub(crate) fn drive(
         // The main actor's failure is reported by `vm run` itself; others are logged here.
         if let (ExitReason::Failed(f), None) = (&reason, &report) {
             let loc = cell.module.location(f.func, f.pc);
-            tracing::error!(pid = %cell.pid, name = %crate::session::NameOf(&cell), exception = %f.exception, location = %loc, "actor crashed");
+            tracing::error!(pid = %cell.pid, name = %trace::NameOf(&cell), exception = %f.exception, location = %loc, "actor crashed");
         }
         // Main's outcome goes out before the exit bookkeeping: once main has ended, `vm run` is done,
         // and reporting first keeps the deadlock detector from mistaking that moment for a deadlock.
@@ -115,12 +103,8 @@ async fn run(host: &mut ActorHost<'_>, module: &Module, st: &mut ActorState) -> 
             && cell.has_signals.swap(false, Ordering::SeqCst)
         {
             while let Some(sig) = cell.mailbox.take_signal() {
-                match sig {
-                    Signal::Kill(reason) => return ExitReason::Killed(reason),
-                    Signal::Exit { reason, .. } => return ExitReason::Stopped(reason),
-                    Signal::Interrupt { exc, mode: 2 } => return ExitReason::Stopped(exception_reason(&exc)),
-                    Signal::Interrupt { exc, mode: 1 } => st.pending = Some(Box::new(exc)),
-                    Signal::Interrupt { .. } | Signal::Orphaned(_) => {}
+                if let Some(end) = take_signal(module, st, sig, Doing::Running) {
+                    return end;
                 }
             }
         }
@@ -143,12 +127,12 @@ async fn run(host: &mut ActorHost<'_>, module: &Module, st: &mut ActorState) -> 
 
         cell.set_state(RunState::Running);
         vm.shared.heartbeat.begin(cell.pid.0);
-        crate::session::trace_raise(cell.pid, st.pending.as_deref());
+        trace::trace_raise(cell.pid, st.pending.as_deref());
         let caught_before = st.caught.as_ref().map_or(0, |c| c.count);
         let step = interp::step(st, module, host, fuel);
-        crate::session::trace_caught(cell, st.caught.as_deref(), caught_before);
+        trace::trace_caught(cell, st.caught.as_deref(), caught_before);
         vm.shared.heartbeat.end();
-        crate::session::trace_step(cell.pid, &step);
+        trace::trace_step(cell.pid, &step);
         cell.record(st.position(), st.reductions);
         match step {
             Step::Yielded => {
@@ -188,16 +172,10 @@ async fn run(host: &mut ActorHost<'_>, module: &Module, st: &mut ActorState) -> 
                                 // The select completed first; the signal then meets a running
                                 // actor: mode 0 no longer applies, mode 1 is raised next.
                                 st.resume(module, select_resume(shape, f));
-                                match sig {
-                                    Signal::Interrupt { mode: 0, .. } | Signal::Orphaned(_) => {}
-                                    Signal::Interrupt { exc, mode: 1 } => st.pending = Some(Box::new(exc)),
-                                    other => {
-                                        if let Some(end) = blocked_signal(module, st, other) {
-                                            return end;
-                                        }
-                                    }
+                                if let Some(end) = take_signal(module, st, sig, Doing::Running) {
+                                    return end;
                                 }
-                            } else if let Some(end) = blocked_signal(module, st, sig) {
+                            } else if let Some(end) = take_signal(module, st, sig, Doing::SoftBlocked) {
                                 return end;
                             }
                         }
@@ -237,7 +215,7 @@ async fn run(host: &mut ActorHost<'_>, module: &Module, st: &mut ActorState) -> 
                             match Box::pin(IoWait { vm, cell, fut, name: native.name, done: false }).await {
                                 Ok(result) => st.resume(module, native_result(Ok(result))),
                                 Err(sig) => {
-                                    if let Some(end) = blocked_signal(module, st, sig) {
+                                    if let Some(end) = take_signal(module, st, sig, Doing::SoftBlocked) {
                                         return end;
                                     }
                                 }
@@ -271,7 +249,7 @@ async fn run(host: &mut ActorHost<'_>, module: &Module, st: &mut ActorState) -> 
                     match WaitFor::new(vm, cell, None, false, Some(ms)).await {
                         None | Some(Woken::Message(_)) => st.resume(module, Resume::Value(Value::Nil)),
                         Some(Woken::Signal(sig)) => {
-                            if let Some(end) = blocked_signal(module, st, sig) {
+                            if let Some(end) = take_signal(module, st, sig, Doing::SoftBlocked) {
                                 return end;
                             }
                         }
@@ -295,7 +273,7 @@ async fn run(host: &mut ActorHost<'_>, module: &Module, st: &mut ActorState) -> 
                         Some(Woken::Message(m)) => st.resume(module, Resume::Value(m)),
                         None => st.resume(module, Resume::Timeout),
                         Some(Woken::Signal(sig)) => {
-                            if let Some(end) = blocked_signal(module, st, sig) {
+                            if let Some(end) = take_signal(module, st, sig, Doing::SoftBlocked) {
                                 return end;
                             }
                         }
@@ -306,127 +284,16 @@ async fn run(host: &mut ActorHost<'_>, module: &Module, st: &mut ActorState) -> 
     }
 }
 
-type NativeOutcome = Result<Result<Value, Exception>, String>;
-
-/// Calls an inline native on this thread; a panic in it becomes a `:panic` exception.
-fn call_inline(native: &natives::Native, ctx: &natives::Ctx<'_>, args: &[Value]) -> Result<Value, Exception> {
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| native.call(ctx, args))) {
-        Ok(r) => r,
-        Err(p) => Err(Exception::new(atoms::PANIC, format!("native call panicked: {}", panic_text(p)))),
-    }
-}
-
-/// Waits for an async native's future while the actor is soft-blocked: a signal that arrives
-/// first drops the future (cancelling the operation; the natives lose no input when dropped)
-/// and is returned. The actor stays counted as active: I/O can always still complete, so a
-/// server waiting in accept is never mistaken for a deadlock.
-struct IoWait<'a> {
-    vm: &'a Vm,
-    cell: &'a ActorCell,
-    fut: natives::IoFuture,
-    name: &'static str,
-    /// Set once the wait has ended (and unparked the mailbox).
-    done: bool,
-}
-
-impl Future for IoWait<'_> {
-    type Output = Result<Result<Value, Exception>, Signal>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = &mut *self;
-        let spec = WaitSpec { receive: false, pattern: None, indefinite: false, soft: true };
-        let name = this.name;
-        let describe = || Wait::Io(name);
-        if let (Poll::Ready(Some(Woken::Signal(sig))), _) =
-            this.cell.mailbox.poll_wait(cx, &spec, false, describe, &this.vm.shared.active)
-        {
-            this.cell.mailbox.cancel_wait(&this.vm.shared.active);
-            this.done = true;
-            return Poll::Ready(Err(sig));
-        }
-        match this.fut.as_mut().poll(cx) {
-            Poll::Ready(r) => {
-                this.cell.mailbox.cancel_wait(&this.vm.shared.active);
-                this.done = true;
-                Poll::Ready(Ok(r))
-            }
-            Poll::Pending => Poll::Pending,
-        }
-    }
-}
-
-impl Drop for IoWait<'_> {
-    fn drop(&mut self) {
-        // Abandoned mid-wait (the runtime shutting down): leave the mailbox unparked.
-        if !self.done {
-            self.cell.mailbox.cancel_wait(&self.vm.shared.active);
-        }
-    }
-}
-
-fn native_result(r: NativeOutcome) -> Resume {
-    match r {
-        Ok(Ok(v)) => Resume::Value(v),
-        Ok(Err(e)) => Resume::Raise(e),
-        Err(panic) => Resume::Raise(Exception::new(atoms::PANIC, format!("native call panicked: {panic}"))),
-    }
-}
-
-fn panic_text(payload: Box<dyn std::any::Any + Send>) -> String {
-    match payload.downcast::<String>() {
-        Ok(s) => *s,
-        Err(p) => p.downcast_ref::<&str>().map_or_else(|| "(no message)".to_string(), |s| s.to_string()),
-    }
-}
-
-/// Waits for a blocking native call while watching the control port. A kill, an exit signal or
-/// a mode-2 interrupt ends the actor at once, abandoning the call (its thread finishes on its own
-/// and the result is dropped); a mode-1 interrupt is kept and raised when the call returns; mode 0
-/// never arrives, because a real-blocked actor is not soft-blocked.
-async fn real_block(
-    vm: &Vm,
-    cell: &ActorCell,
-    mut job: tokio::task::JoinHandle<Result<Value, Exception>>,
-) -> Result<(NativeOutcome, Option<Exception>), ExitReason> {
-    let mut interrupt = None;
-    let outcome = loop {
-        let next = std::future::poll_fn(|cx| {
-            if let Poll::Ready(r) = Pin::new(&mut job).poll(cx) {
-                return Poll::Ready(Ok(r));
-            }
-            let spec = WaitSpec { receive: false, pattern: None, indefinite: false, soft: false };
-            let describe = || Wait::Other("native call");
-            match cell.mailbox.poll_wait(cx, &spec, false, describe, &vm.shared.active).0 {
-                Poll::Ready(Some(Woken::Signal(sig))) => Poll::Ready(Err(sig)),
-                _ => Poll::Pending,
-            }
-        })
-        .await;
-        match next {
-            Ok(Ok(result)) => break Ok(result),
-            Ok(Err(join)) => break Err(join.try_into_panic().map_or_else(|e| e.to_string(), panic_text)),
-            Err(Signal::Interrupt { exc, mode: 1 }) => interrupt = Some(exc),
-            Err(Signal::Interrupt { mode: 0, .. }) | Err(Signal::Orphaned(_)) => {}
-            Err(Signal::Kill(reason)) => return Err(ExitReason::Killed(reason)),
-            Err(Signal::Exit { reason, .. }) => return Err(ExitReason::Stopped(reason)),
-            Err(Signal::Interrupt { exc, .. }) => return Err(ExitReason::Stopped(exception_reason(&exc))),
-        }
-    };
-    cell.mailbox.cancel_wait(&vm.shared.active);
-    Ok((outcome, interrupt))
-}
-
-/// A signal that arrived while the actor was waiting: interrupts of mode 0 and 1 are raised at
-/// the blocked instruction (catchable); anything else ends the actor.
-fn blocked_signal(module: &Module, st: &mut ActorState, sig: Signal) -> Option<ExitReason> {
-    match sig {
-        Signal::Kill(reason) => Some(ExitReason::Killed(reason)),
-        Signal::Exit { reason, .. } => Some(ExitReason::Stopped(reason)),
-        Signal::Interrupt { exc, mode: 2 } => Some(ExitReason::Stopped(exception_reason(&exc))),
-        Signal::Interrupt { exc, .. } | Signal::Orphaned(exc) => {
+/// Applies a signal the actor took while `doing` this (see `exit`): raising sets the exception
+/// to raise at the current (or blocked) instruction; an end is returned.
+fn take_signal(module: &Module, st: &mut ActorState, sig: Signal, doing: Doing) -> Option<ExitReason> {
+    match on_signal(sig, doing) {
+        OnSignal::End(reason) => Some(reason),
+        OnSignal::Raise(exc) => {
             st.resume(module, Resume::Raise(exc));
             None
         }
+        OnSignal::Ignore => None,
     }
 }
 
@@ -526,228 +393,6 @@ impl Drop for ParkedReceive<'_> {
     fn drop(&mut self) {
         if !self.woken {
             self.cell.mailbox.cancel_wait(&self.vm.shared.active);
-        }
-    }
-}
-
-/// The interpreter's view of the runtime, for one actor.
-pub(crate) struct ActorHost<'a> {
-    vm: &'a Vm,
-    cell: &'a Arc<ActorCell>,
-    /// The actor this one sent to last. Actors mostly talk to the same peer, and this saves the
-    /// registry lookup; a cached actor that has exited just drops the message, as the registry
-    /// would.
-    last_target: Option<Arc<ActorCell>>,
-    /// An I/O operation `native` started but could not finish at once: the driver awaits it
-    /// when the instruction blocks, right after (see `Host::native`).
-    pending_io: Option<natives::IoFuture>,
-}
-
-impl Host for ActorHost<'_> {
-    fn self_pid(&self) -> Pid {
-        self.cell.pid
-    }
-
-    fn spawn(
-        &mut self,
-        fun: Arc<Closure>,
-        args: Vec<Value>,
-        opts: SpawnOpts,
-    ) -> Result<(Pid, Option<i64>), Exception> {
-        let module = self.cell.module.clone();
-        let (pid, r) = self.vm.spawn(module, &fun, args, opts, Some(self.cell.pid))?;
-        crate::session::trace_spawned(self.cell.pid, pid);
-        if let Some(r) = r {
-            self.cell.mailbox.with(|i| i.ext().monitoring.push((r, pid)));
-        }
-        Ok((pid, r))
-    }
-
-    fn send(&mut self, to: Pid, msg: Value) -> Result<(), Exception> {
-        let me = self.cell.pid;
-        crate::session::trace_send(me, to, &msg);
-        let io = &self.vm.shared.io;
-        // Resources in the message become the receiver's before it can see them (and only when
-        // there is a receiver: a message to an exited actor is dropped, closing them).
-        if to == me {
-            self.vm.deliver(self.cell, msg);
-            return Ok(());
-        }
-        match &self.last_target {
-            Some(c) if c.pid == to && c.state() != RunState::Exited => {
-                io.transfer(&msg, me.0, to.0);
-                self.vm.deliver(c, msg);
-            }
-            _ => {
-                if let Some(c) = self.vm.lookup(to) {
-                    io.transfer(&msg, me.0, to.0);
-                    self.vm.deliver(&c, msg);
-                    self.last_target = Some(c);
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn try_receive(&mut self, pattern: Option<&Value>) -> Option<Value> {
-        self.cell.mailbox.try_take(pattern)
-    }
-
-    fn try_receive_or_park(&mut self, pattern: Option<&Value>) -> Option<Value> {
-        match self.cell.mailbox.take_or_park(pattern, &self.vm.shared.active) {
-            TakeOrPark::Taken(m) => Some(m),
-            TakeOrPark::Parked { idle } => {
-                if idle {
-                    self.vm.shared.idle.notify_one();
-                }
-                self.cell.parked_in_step.store(true, Ordering::Relaxed);
-                None
-            }
-            TakeOrPark::Empty => None,
-        }
-    }
-
-    fn now_ms(&self) -> i64 {
-        self.vm.now_ms()
-    }
-
-    fn native(&mut self, name: Atom, args: &[Value]) -> Option<Result<Value, Exception>> {
-        let native = natives::lookup(name)?;
-        let ctx = natives::Ctx { io: &self.vm.shared.io, pid: self.cell.pid.0 };
-        match native.imp {
-            natives::Imp::Blocking(_) => None,
-            // The common case, kept short: the arity check and the function pointer come from
-            // the row just matched (`Native::call` would match the kind again), and a panic
-            // still becomes a `:panic` exception in this actor only (`call_inline`'s message).
-            natives::Imp::Inline(f) => Some(
-                match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    native.call_sync(f, &ctx, args)
-                })) {
-                    Ok(r) => r,
-                    Err(p) => {
-                        Err(Exception::new(atoms::PANIC, format!("native call panicked: {}", panic_text(p))))
-                    }
-                },
-            ),
-            natives::Imp::Async(_) => match native.start(&ctx, args) {
-                natives::Started::Done(r) => Some(r),
-                natives::Started::Pending(fut) => {
-                    self.pending_io = Some(fut);
-                    None
-                }
-            },
-        }
-    }
-
-    fn chan_new(&mut self, cap: usize) -> Result<Value, Exception> {
-        Ok(select::new_channel(self.vm, cap))
-    }
-
-    fn chan_try(&mut self, cases: &[SelectCase]) -> Result<Option<Fired>, Exception> {
-        select::try_now(self.vm, self.cell, cases)
-    }
-
-    fn chan_try_one(&mut self, chan: &Handle, send: Option<&Value>) -> Result<Option<Fired>, Exception> {
-        select::try_one(self.vm, chan, send)
-    }
-
-    fn chan_close(&mut self, h: &Handle) -> Result<(), Exception> {
-        select::close(self.vm, h)
-    }
-
-    fn control(&mut self, op: ActorOp) -> Result<Value, Exception> {
-        crate::session::trace_control(self.vm, self.cell, &op);
-        let me = self.cell.pid;
-        let vm = self.vm;
-        match op {
-            ActorOp::Register(name, pid) => vm.register(name, pid).map(|()| Value::Nil),
-            ActorOp::Unregister(name) => {
-                vm.unregister(name);
-                Ok(Value::Nil)
-            }
-            ActorOp::Whereis(name) => Ok(vm.whereis(name).map_or(Value::Nil, Value::Pid)),
-            ActorOp::Link(pid) if pid == me => Ok(Value::Nil),
-            ActorOp::Link(pid) => {
-                let alive = vm.lookup(pid).is_some_and(|c| {
-                    c.mailbox.with(|i| {
-                        if !i.closed && !i.ext().links.contains(&me) {
-                            i.ext().links.push(me);
-                        }
-                        !i.closed
-                    })
-                });
-                if alive {
-                    self.cell.mailbox.with(|i| {
-                        if !i.ext().links.contains(&pid) {
-                            i.ext().links.push(pid);
-                        }
-                    });
-                } else {
-                    vm.signal_cell(self.cell, Signal::Exit { from: pid, reason: Value::Atom(atoms::NOPROC) });
-                }
-                Ok(Value::Nil)
-            }
-            ActorOp::Unlink(pid) => {
-                self.cell.mailbox.with(|i| i.ext().links.retain(|p| *p != pid));
-                if let Some(c) = vm.lookup(pid) {
-                    c.mailbox.with(|i| i.ext().links.retain(|p| *p != me));
-                }
-                Ok(Value::Nil)
-            }
-            ActorOp::Monitor(pid) => {
-                let r = vm.next_ref();
-                let alive = vm.lookup(pid).is_some_and(|c| {
-                    c.mailbox.with(|i| {
-                        if !i.closed {
-                            i.ext().monitors.push((r, me));
-                        }
-                        !i.closed
-                    })
-                });
-                if alive {
-                    self.cell.mailbox.with(|i| i.ext().monitoring.push((r, pid)));
-                } else {
-                    let down = Value::tuple(vec![
-                        Value::Atom(atoms::DOWN),
-                        Value::Int(r),
-                        Value::Pid(pid),
-                        Value::Atom(atoms::NOPROC),
-                    ]);
-                    vm.deliver(self.cell, down);
-                }
-                Ok(Value::Int(r))
-            }
-            ActorOp::Demonitor(r) => {
-                let held = self.cell.mailbox.with(|i| {
-                    let m = &mut i.ext().monitoring;
-                    m.iter().position(|(x, _)| *x == r).map(|k| m.swap_remove(k).1)
-                });
-                if let Some(pid) = held
-                    && let Some(c) = vm.lookup(pid)
-                {
-                    c.mailbox.with(|i| i.ext().monitors.retain(|(x, _)| *x != r));
-                }
-                Ok(Value::Nil)
-            }
-            ActorOp::TrapExit(on) => {
-                Ok(Value::Bool(self.cell.mailbox.with(|i| std::mem::replace(&mut i.ext().trap_exit, on))))
-            }
-            ActorOp::Exit(pid, reason) => {
-                let sig = match &reason {
-                    Value::Atom(a) if *a == atoms::KILL => Signal::Kill(Value::Atom(atoms::KILLED)),
-                    _ => Signal::Exit { from: me, reason },
-                };
-                vm.signal(pid, sig);
-                Ok(Value::Nil)
-            }
-            ActorOp::Kill(pid) => {
-                vm.signal(pid, Signal::Kill(Value::Atom(atoms::KILLED)));
-                Ok(Value::Nil)
-            }
-            ActorOp::Interrupt(pid, exc, mode) => {
-                vm.signal(pid, Signal::Interrupt { exc, mode });
-                Ok(Value::Nil)
-            }
         }
     }
 }

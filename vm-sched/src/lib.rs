@@ -1,32 +1,53 @@
 //! vm-sched: the runtime. **The only crate that spawns tasks.**
 //!
-//! - `mailbox`: an actor's message queue, control port and the wake protocol (loom-checked).
-//! - `vm`: the runtime handle: registry, spawn, routing, exits, deadlock detection,
-//!   introspection.
-//! - `actor`: the per-actor driver loop and the `Host` the interpreter sees.
-//! - `chan`: rendezvous and buffered channels with a cancel-safe select (loom-checked).
+//! Modules, lowest first (each uses only those above it; `select` and `mailbox` are the
+//! exceptions noted):
+//! - `sync`: the atomics and locks, swapped for loom's under `--cfg vm_loom`.
 //! - `heartbeat`: the watchdog that reports an actor holding a worker thread too long.
+//! - `chan`: rendezvous and buffered channels with a cancel-safe select (loom-checked).
+//! - `mailbox`: an actor's message queue, control port and the wake protocol (loom-checked).
+//! - `exit`: why actors end, and what each control signal does to a running, soft-blocked or
+//!   real-blocked actor (the one signal-to-reason mapping).
+//! - `cell`: [`ActorCell`], the part of an actor others can see (mailbox, run state, position).
+//! - `trace`: the tracing the runtime emits about each actor (a span per actor, activity,
+//!   exits).
+//! - `vm`: the runtime handle: registry, spawn (the one place actor tasks are spawned),
+//!   routing, exits, deadlock detection, introspection.
+//! - `select`: the actor's side of channels (the fast path, the waits, orphan detection).
+//! - `host`: the `Host` the interpreter sees while it steps an actor.
+//! - `native`: how the driver waits for a native call (awaited I/O, the blocking pool).
+//! - `actor`: the per-actor driver loop, and [`Vm::new`], which wires it into the VM.
 //! - `run`: [`block_on_run`], which builds the tokio runtime and runs a program to its end with
 //!   its output on standard output (what `vm run` calls, so the CLI spawns nothing).
-//! - `session`: [`Session`], a long-lived runtime driven from outside (what `vm repl` uses), and
-//!   the tracing the runtime emits about each actor (a span per actor, activity, exits).
+//! - `session`: [`Session`], a long-lived runtime driven from outside (what `vm repl` uses).
+//! - `testing` (tests, and the `testing` feature): the shared test support: output capture,
+//!   running a program in-process on a fresh runtime, expected files (`UPDATE_EXPECT=1`).
+//!
+//! The runtime's behaviour is tested as data: `tests/programs/*.vasm`, each with its expected
+//! output, run in-process by `tests/programs.rs` (its module docs give the format).
 
 pub mod actor;
+pub mod cell;
 pub mod chan;
+pub mod exit;
 pub mod heartbeat;
+mod host;
 pub mod mailbox;
+mod native;
 pub mod run;
 mod select;
 pub mod session;
 mod sync;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
+pub mod trace;
 pub mod vm;
 
+pub use cell::{ActorCell, RunState};
 pub use mailbox::{Signal, Wait};
 pub use run::{RunError, RunOptions, block_on_run};
 pub use session::{Eval, EvalEnd, Session};
-pub use vm::{ActorInfo, Config, Hold, Outcome, Output, RunState, Vm};
+pub use vm::{ActorInfo, Config, Hold, Outcome, Output, Vm};
 
-#[cfg(all(test, not(vm_loom)))]
-mod io_tests;
 #[cfg(all(test, not(vm_loom)))]
 mod tests;

@@ -7,6 +7,7 @@
 //! channels of an indefinite wait for being orphaned.
 
 use crate::chan::{self, Channel};
+use crate::exit::orphaned;
 use crate::mailbox::{Signal, Wait, WaitSpec, Woken};
 use crate::vm::{ActorCell, Vm};
 use smallvec::SmallVec;
@@ -268,10 +269,6 @@ fn channel_handles(cases: &[SelectCase]) -> Watched {
         }
     }
     out
-}
-
-pub(crate) fn orphaned(id: u64) -> Exception {
-    Exception::new(Atom::new("orphaned"), format!("orphaned channel: no other live actor holds #chan<{id}>"))
 }
 
 /// Watches each channel for the moment only this actor's own references remain (its registers,

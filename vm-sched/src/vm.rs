@@ -7,6 +7,13 @@
 //! messages and signals, exit propagation over links and monitors, deadlock detection, and the
 //! introspection API that `vm repl` uses.
 //!
+//! **Starting an actor** is [`Vm::spawn`]: the bookkeeping (limits, links, monitors, resources
+//! handed over, the actor table), then [`spawn_actor`], the one place an actor's task is
+//! spawned. The task runs the driver, which this module does not name: the VM keeps a pointer
+//! to the function that starts it ([`StartActor`]), set by [`Vm::new`] in `actor`, so that the
+//! driver and the host it builds (whose `spawn` calls back here) sit above this module, with
+//! no import cycle.
+//!
 //! **Deadlock detection.** `active` counts the actors that are not parked indefinitely (running,
 //! runnable, sleeping, waiting with a timeout, waiting on I/O), plus external holders such as a
 //! REPL session. The mailbox wake protocol keeps it exact: an actor counts itself out when it
@@ -20,15 +27,33 @@
 //! `{:DOWN, ref, pid, reason}` message. The exiting actor stays counted as active until all of
 //! that is delivered, so the receivers are counted back in first.
 
-use crate::actor::{self, ExitReason};
+// Re-exported: the cell is part of the VM's vocabulary (`Vm::lookup` returns one).
+pub use crate::cell::{ActorCell, RunState};
+use crate::exit::ExitReason;
 use crate::heartbeat::Heartbeat;
-use crate::mailbox::{Delivery, Mailbox, Signal, Wait};
-use crate::sync::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Mutex, Ordering, lock};
+use crate::mailbox::{Delivery, Signal, Wait};
+use crate::sync::{AtomicU64, AtomicUsize, Mutex, Ordering, lock};
+use crate::trace;
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
+use tracing::Instrument as _;
 use vm_core::module::Location;
-use vm_core::{Atom, Closure, Exception, Fault, Module, Pid, SpawnOpts, Value, atoms};
+use vm_core::{ActorState, Atom, Closure, Exception, Fault, Module, Pid, SpawnOpts, Value, atoms};
+
+/// Starts the task of a new actor (its driver, with its tracing span when there is one); see
+/// the module docs.
+pub(crate) type StartActor = fn(Vm, Arc<ActorCell>, ActorState, Option<tracing::Span>);
+
+/// Spawns an actor's task, instrumented with its span when there is one: the one place actor
+/// tasks are spawned.
+pub(crate) fn spawn_actor(task: impl Future<Output = ()> + Send + 'static, span: Option<tracing::Span>) {
+    match span {
+        Some(span) => drop(tokio::spawn(task.instrument(span))),
+        None => drop(tokio::spawn(task)),
+    }
+}
 
 /// How actors' `print` output leaves the VM (stdout for `vm run`, above the prompt for the REPL).
 pub trait Output: Send + Sync {
@@ -87,104 +112,6 @@ impl Default for Config {
     }
 }
 
-/// What an actor is doing, for introspection.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u8)]
-pub enum RunState {
-    /// Being stepped on a worker thread.
-    Running = 0,
-    /// Ready to run, waiting for a worker.
-    Runnable = 1,
-    /// Parked on a receive, a timer, a channel or I/O ("soft-blocked").
-    Waiting = 2,
-    /// In a blocking native call on another thread ("real-blocked").
-    RealBlocked = 3,
-    /// Finished.
-    Exited = 4,
-}
-
-impl RunState {
-    fn from_u8(v: u8) -> RunState {
-        match v {
-            0 => RunState::Running,
-            1 => RunState::Runnable,
-            2 => RunState::Waiting,
-            3 => RunState::RealBlocked,
-            _ => RunState::Exited,
-        }
-    }
-}
-
-/// The shared part of an actor: what other actors and the runtime can see and touch.
-pub struct ActorCell {
-    /// Its pid.
-    pub pid: Pid,
-    /// Its mailbox, control port and bookkeeping.
-    pub mailbox: Mailbox,
-    /// Set when a signal is queued, so a running actor checks its control port at the next
-    /// safe point without taking the lock every slice.
-    pub has_signals: AtomicBool,
-    /// Set by the actor itself when receive's fast path parked it during a step (see
-    /// `Mailbox::take_or_park`), so the wait that follows does not park again. Lives here rather
-    /// than in the driver so that every actor's task stays small.
-    pub(crate) parked_in_step: AtomicBool,
-    state: AtomicU8,
-    /// `func << 32 | pc` of the running frame, updated after every slice.
-    position: AtomicU64,
-    reductions: AtomicU64,
-    /// The module the actor runs (for locations in reports).
-    pub module: Arc<Module>,
-}
-
-impl ActorCell {
-    fn new(pid: Pid, module: Arc<Module>, max_mailbox: Option<usize>) -> ActorCell {
-        ActorCell {
-            pid,
-            mailbox: Mailbox::with_limit(max_mailbox),
-            has_signals: AtomicBool::new(false),
-            parked_in_step: AtomicBool::new(false),
-            state: AtomicU8::new(RunState::Runnable as u8),
-            position: AtomicU64::new(0),
-            reductions: AtomicU64::new(0),
-            module,
-        }
-    }
-
-    #[cfg(all(test, not(vm_loom)))]
-    pub(crate) fn new_for_test(pid: Pid, module: Arc<Module>) -> ActorCell {
-        ActorCell::new(pid, module, None)
-    }
-
-    pub(crate) fn set_state(&self, s: RunState) {
-        self.state.store(s as u8, Ordering::Relaxed);
-    }
-
-    /// The current run state.
-    pub fn state(&self) -> RunState {
-        RunState::from_u8(self.state.load(Ordering::Relaxed))
-    }
-
-    pub(crate) fn record(&self, position: Option<(u32, u32)>, reductions: u64) {
-        if let Some((f, pc)) = position {
-            self.position.store((u64::from(f) << 32) | u64::from(pc), Ordering::Relaxed);
-        }
-        self.reductions.store(reductions, Ordering::Relaxed);
-    }
-
-    /// Where the actor is (or was last seen).
-    pub fn location(&self) -> Location {
-        let p = self.position.load(Ordering::Relaxed);
-        self.module.location((p >> 32) as u32, p as u32)
-    }
-}
-
-/// A select reaches the actor's "counted out" flag through its cell (no extra allocation).
-impl crate::sync::CountedFlag for ActorCell {
-    fn counted(&self) -> &crate::sync::AtomicBool {
-        self.mailbox.counted()
-    }
-}
-
 const SHARDS: usize = 64;
 
 /// Pids are sequential integers, so a multiplicative hash spreads them well; SipHash (the
@@ -229,9 +156,11 @@ pub(crate) struct Shared {
     /// Sockets, files, permissions: the state the natives share.
     pub(crate) io: Arc<vm_io::Io>,
     pub(crate) heartbeat: Arc<Heartbeat>,
-    /// The hook of every orphaned-channel watch (see `actor::watch_orphans`): signals the
+    /// The hook of every orphaned-channel watch (see `select::watch_orphans`): signals the
     /// watching actor. It holds the runtime weakly, so that channels do not keep it alive.
     pub(crate) orphan_hook: vm_core::value::WatchHook,
+    /// Starts an actor's driver task.
+    start_actor: StartActor,
     start: Instant,
 }
 
@@ -289,8 +218,9 @@ pub struct ActorInfo {
 }
 
 impl Vm {
-    /// A runtime with `config`, printing through `output`. Must be used inside a tokio runtime.
-    pub fn new(config: Config, output: Arc<dyn Output>) -> Vm {
+    /// A runtime with `config`, printing through `output`, whose actors' tasks `start_actor`
+    /// starts. Must be used inside a tokio runtime. (`Vm::new`, in `actor`, passes the driver.)
+    pub(crate) fn with_driver(config: Config, output: Arc<dyn Output>, start_actor: StartActor) -> Vm {
         let shards = (0..SHARDS).map(|_| Mutex::new(PidMap::default())).collect();
         let config_hog = config.hog_threshold_ms;
         let io = vm_io::Io::new(config.perms.clone(), Arc::new(ConsoleOf(output.clone())));
@@ -315,11 +245,12 @@ impl Vm {
                     let me = me.clone();
                     Arc::new(move |owner, id| {
                         if let Some(shared) = me.upgrade() {
-                            let exc = crate::select::orphaned(id);
+                            let exc = crate::exit::orphaned(id);
                             (Vm { shared }).signal(Pid(owner), Signal::Orphaned(exc));
                         }
                     })
                 },
+                start_actor,
                 start: Instant::now(),
             }),
         };
@@ -437,13 +368,13 @@ impl Vm {
         lock(self.shard(pid)).insert(pid.0, cell.clone());
         // Counted in before it exists; the spawner is active, so the count cannot touch zero.
         self.shared.active.fetch_add(1, Ordering::SeqCst);
-        let span = crate::session::actor_span(pid, &module, fun.func);
+        let span = trace::actor_span(pid, &module, fun.func);
         if let Some(tx) = report {
             // Kept here rather than in the actor's task, which every actor would pay for.
             lock(&self.shared.reporters).insert(pid.0, tx);
             self.shared.reporting.fetch_add(1, Ordering::SeqCst);
         }
-        crate::session::spawn_actor(actor::drive(self.clone(), cell, state), span);
+        (self.shared.start_actor)(self.clone(), cell, state, span);
         Ok((pid, monitor))
     }
 
@@ -465,7 +396,7 @@ impl Vm {
     }
 
     pub(crate) fn deliver(&self, cell: &ActorCell, msg: Value) {
-        crate::session::trace_deliver(cell.pid, &msg);
+        trace::trace_deliver(cell.pid, &msg);
         match cell.mailbox.deliver(msg, &self.shared.active) {
             Delivery::Wake(w) => w.wake(),
             Delivery::Overflow(w) => {
@@ -538,7 +469,7 @@ impl Vm {
     /// Called by an actor's driver when it ends: closes its mailbox and notifies links and
     /// monitors, then counts it out of the VM.
     pub(crate) fn finish(&self, cell: &ActorCell, reason: &ExitReason) {
-        crate::session::trace_exit(cell, reason);
+        trace::trace_exit(cell, reason);
         cell.set_state(RunState::Exited);
         let (links, monitors, name) = cell.mailbox.close();
         if let Some(name) = name {
@@ -613,7 +544,7 @@ impl Vm {
             state: c.state(),
             waiting,
             mailbox_len,
-            reductions: c.reductions.load(Ordering::Relaxed),
+            reductions: c.reductions(),
             location: c.location(),
             links,
             monitored_by,

@@ -26,7 +26,7 @@ use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use tracing_subscriber::layer::{Context, Filter, Layer, SubscriberExt as _};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt as _;
-use vm_sched::session::{EVENT_TARGET, TRACE_TARGET};
+use vm_sched::trace::{EVENT_TARGET, TRACE_TARGET};
 
 /// The filter for ordinary log lines: everything with `--trace`, else `RUST_LOG`, else warnings.
 /// The flag says whether to show timestamps (only when someone asked for detailed logs).

@@ -296,13 +296,14 @@ fn fuzz_dir(sub: &str) -> std::path::PathBuf {
 }
 
 /// The committed seeds of the `envelope` fuzz target are what this build encodes; regenerate
-/// with `UPDATE_SEEDS=1 cargo test -p vm-dist seed`.
+/// with `UPDATE_EXPECT=1 cargo test -p vm-dist seed` (the workspace's one switch for expected
+/// files).
 #[test]
 fn seed_corpus_is_up_to_date() {
     let dir = fuzz_dir("seeds/envelope");
     for (name, bytes) in seed_envelopes() {
         let path = dir.join(format!("{name}.bin"));
-        if std::env::var_os("UPDATE_SEEDS").is_some() {
+        if std::env::var_os("UPDATE_EXPECT").is_some_and(|v| v == "1") {
             std::fs::create_dir_all(&dir).unwrap();
             std::fs::write(&path, &bytes).unwrap();
         }
@@ -310,7 +311,7 @@ fn seed_corpus_is_up_to_date() {
         assert_eq!(
             on_disk,
             bytes,
-            "{} is out of date: run UPDATE_SEEDS=1 cargo test -p vm-dist seed",
+            "{} is out of date: run UPDATE_EXPECT=1 cargo test -p vm-dist seed",
             path.display()
         );
     }

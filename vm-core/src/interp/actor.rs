@@ -1,0 +1,211 @@
+//! Actor and channel operations for `slow`: spawning, receiving, channel sends, receives and
+//! selects, pid and atom operands, and actor control through [`Host::control`].
+//!
+//! 1. The fast path never leaves the stepper: a message already in the mailbox, a channel
+//!    partner already waiting or a ready select case is committed through the [`Host`] at once.
+//! 2. Otherwise the operation returns [`Flow::Block`] with an [`Effect`] that carries everything
+//!    the runtime needs (cloned out of the registers only then), and writes no register: the
+//!    instruction stays where it is and runs again on resume (rewind before suspend).
+//! 3. A zero timeout never blocks: it jumps to the instruction's label at once.
+
+use super::Flow;
+use super::frame::store;
+use super::value_ops::type_err;
+use crate::atom::{Atom, atoms};
+use crate::exception::Exception;
+use crate::step::{ActorOp, Effect, Host, Resume, SelectCase, SelectShape, SpawnOpts};
+use crate::value::{Handle, Pid, Value};
+
+/// Starts an actor from a function value.
+pub(super) fn spawn<H: Host + ?Sized>(
+    host: &mut H,
+    f: &Value,
+    args: Vec<Value>,
+    opts: SpawnOpts,
+) -> Result<Value, Exception> {
+    let Value::Fun(c) = f else {
+        return Err(type_err("spawn", "a function value", f));
+    };
+    let (pid, monitor) = host.spawn(c.clone(), args, opts)?;
+    Ok(match monitor {
+        Some(r) => Value::tuple(vec![Value::Pid(pid), Value::Int(r)]),
+        None => Value::Pid(pid),
+    })
+}
+
+/// The receive instructions: the fast path takes a message already in the mailbox; otherwise a
+/// zero timeout jumps at once and anything else blocks.
+pub(super) fn receive<H: Host + ?Sized>(
+    host: &mut H,
+    regs: &mut [Value],
+    dst: u16,
+    pattern: Option<Value>,
+    timeout_ms: Option<u64>,
+    target: u32,
+) -> Flow {
+    let got = match timeout_ms {
+        None => host.try_receive_or_park(pattern.as_ref()),
+        Some(_) => host.try_receive(pattern.as_ref()),
+    };
+    match got {
+        Some(msg) => {
+            store(&mut regs[dst as usize], msg);
+            Flow::Next
+        }
+        None if timeout_ms == Some(0) => Flow::Jump(target),
+        None => Flow::Block(Effect::Receive { pattern, timeout_ms }),
+    }
+}
+
+/// A channel operand.
+pub(super) fn chan_of(op: &str, v: &Value) -> Result<Handle, Exception> {
+    chan_ref(op, v).cloned()
+}
+
+pub(super) fn chan_ref<'v>(op: &str, v: &'v Value) -> Result<&'v Handle, Exception> {
+    match v {
+        Value::Chan(h) => Ok(h),
+        x => Err(type_err(op, "a channel", x)),
+    }
+}
+
+/// `csend` (with `send`, the value's register) and `crecv` (with `dst` and the `closed` label):
+/// [`select`] over one case, tried with the channel and value borrowed from the registers; the
+/// case is only built (cloning them) when the actor has to wait.
+pub(super) fn chan_one<H: Host + ?Sized>(
+    host: &mut H,
+    regs: &mut [Value],
+    op: &str,
+    ch: u16,
+    send: Option<u16>,
+    dst: Option<u16>,
+    closed: u32,
+) -> Flow {
+    let shape = if send.is_some() { SelectShape::Send } else { SelectShape::Recv };
+    let tried = match chan_ref(op, &regs[ch as usize]) {
+        Ok(h) => host.chan_try_one(h, send.map(|v| &regs[v as usize])),
+        Err(e) => return Flow::Throw(e),
+    };
+    let block = |regs: &[Value]| {
+        let Value::Chan(h) = &regs[ch as usize] else { unreachable!("checked above") };
+        let case = match send {
+            Some(v) => SelectCase::Send(h.clone(), regs[v as usize].clone()),
+            None => SelectCase::Recv(h.clone()),
+        };
+        Flow::Block(Effect::Select { shape, cases: vec![case], timeout_ms: None })
+    };
+    match tried {
+        Ok(Some(fired)) => match crate::step::select_resume(shape, fired) {
+            Resume::Value(v) => {
+                if let Some(d) = dst {
+                    store(&mut regs[d as usize], v);
+                }
+                Flow::Next
+            }
+            Resume::Raise(e) => Flow::Throw(e),
+            Resume::Timeout => Flow::Jump(closed),
+            Resume::Retry => block(regs),
+        },
+        Ok(None) => block(regs),
+        Err(e) => Flow::Throw(e),
+    }
+}
+
+/// Reads the case list of `select`: `{:send, ch, v}`, `{:recv, ch}` or `{:msg, pattern}`.
+pub(super) fn select_cases(v: &Value) -> Result<Vec<SelectCase>, Exception> {
+    let Value::List(items) = v else {
+        return Err(type_err("select", "a list of cases", v));
+    };
+    let bad = |c: &Value| {
+        Exception::badarg(format!(
+            "select: {} is not {{:send, ch, v}}, {{:recv, ch}}, {{:msg, pattern}}, {{:readable, socket}} or {{:accept, listener}}",
+            c.repr()
+        ))
+    };
+    items
+        .iter()
+        .map(|c| {
+            let Value::Tuple(t) = c else { return Err(bad(c)) };
+            let tag = match t.first() {
+                Some(Value::Atom(a)) => a.name(),
+                _ => return Err(bad(c)),
+            };
+            match (&*tag, t.len()) {
+                ("send", 3) => Ok(SelectCase::Send(chan_of("select", &t[1])?, t[2].clone())),
+                ("recv", 2) => Ok(SelectCase::Recv(chan_of("select", &t[1])?)),
+                ("msg", 2) => Ok(SelectCase::Message(t[1].clone())),
+                ("readable", 2) => Ok(SelectCase::Readable(t[1].clone())),
+                ("accept", 2) => Ok(SelectCase::Accept(t[1].clone())),
+                _ => Err(bad(c)),
+            }
+        })
+        .collect()
+}
+
+/// The channel instructions: commit a ready case now (the fast path never leaves the stepper),
+/// jump at once for a zero timeout, or block on the whole select.
+/// (`csend` and `crecv` take [`chan_one`].)
+pub(super) fn select<H: Host + ?Sized>(
+    host: &mut H,
+    regs: &mut [Value],
+    dst: Option<u16>,
+    label: u32,
+    shape: SelectShape,
+    cases: Vec<SelectCase>,
+    timeout_ms: Option<u64>,
+) -> Flow {
+    let tried = host.chan_try(&cases);
+    let block = move || Flow::Block(Effect::Select { shape, cases, timeout_ms });
+    match tried {
+        Ok(Some(fired)) => match crate::step::select_resume(shape, fired) {
+            Resume::Value(v) => {
+                if let Some(d) = dst {
+                    store(&mut regs[d as usize], v);
+                }
+                Flow::Next
+            }
+            Resume::Raise(e) => Flow::Throw(e),
+            Resume::Timeout => Flow::Jump(label),
+            Resume::Retry => block(),
+        },
+        Ok(None) if timeout_ms == Some(0) => Flow::Jump(label),
+        Ok(None) => block(),
+        Err(e) => Flow::Throw(e),
+    }
+}
+
+/// A pid operand: a pid, or an atom naming a registered actor.
+pub(super) fn pid_of<H: Host + ?Sized>(host: &mut H, op: &str, v: &Value) -> Result<Pid, Exception> {
+    match v {
+        Value::Pid(p) => Ok(*p),
+        Value::Atom(name) => match host.control(ActorOp::Whereis(*name))? {
+            Value::Pid(p) => Ok(p),
+            _ => Err(Exception::new(atoms::NOPROC, format!("{op}: no actor registered as {}", v.repr()))),
+        },
+        x => Err(type_err(op, "a pid or registered name", x)),
+    }
+}
+
+pub(super) fn atom_of(op: &str, v: &Value) -> Result<Atom, Exception> {
+    match v {
+        Value::Atom(a) => Ok(*a),
+        x => Err(type_err(op, "an atom", x)),
+    }
+}
+
+/// Runs an actor operation whose result is not kept.
+pub(super) fn control<H: Host + ?Sized>(host: &mut H, op: Result<ActorOp, Exception>) -> Flow {
+    match op.and_then(|op| host.control(op)) {
+        Ok(_) => Flow::Next,
+        Err(e) => Flow::Throw(e),
+    }
+}
+
+#[inline(never)]
+pub(super) fn millis(op: &str, v: &Value) -> Result<u64, Exception> {
+    match v {
+        Value::Int(ms) if *ms >= 0 => Ok(*ms as u64),
+        Value::Int(ms) => Err(Exception::badarg(format!("{op}: negative time {ms}"))),
+        x => Err(type_err(op, "milliseconds as an int", x)),
+    }
+}

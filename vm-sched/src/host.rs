@@ -1,0 +1,238 @@
+//! [`ActorHost`]: the [`Host`] the interpreter sees while it steps one actor, that is every
+//! service that completes without waiting (spawn, send, receive's fast path, channels' fast
+//! path, natives that need not wait, links, monitors, the registry, signals).
+
+use crate::cell::{ActorCell, RunState};
+use crate::mailbox::{Signal, TakeOrPark};
+use crate::native::panic_text;
+use crate::select;
+use crate::sync::Ordering;
+use crate::trace;
+use crate::vm::Vm;
+use std::sync::Arc;
+use vm_core::{
+    ActorOp, Atom, Closure, Exception, Fired, Handle, Host, Pid, SelectCase, SpawnOpts, Value, atoms,
+};
+use vm_io::natives;
+
+/// The interpreter's view of the runtime, for one actor.
+pub(crate) struct ActorHost<'a> {
+    pub(crate) vm: &'a Vm,
+    pub(crate) cell: &'a Arc<ActorCell>,
+    /// The actor this one sent to last. Actors mostly talk to the same peer, and this saves the
+    /// registry lookup; a cached actor that has exited just drops the message, as the registry
+    /// would.
+    pub(crate) last_target: Option<Arc<ActorCell>>,
+    /// An I/O operation `native` started but could not finish at once: the driver awaits it
+    /// when the instruction blocks, right after (see `Host::native`).
+    pub(crate) pending_io: Option<natives::IoFuture>,
+}
+
+impl Host for ActorHost<'_> {
+    fn self_pid(&self) -> Pid {
+        self.cell.pid
+    }
+
+    fn spawn(
+        &mut self,
+        fun: Arc<Closure>,
+        args: Vec<Value>,
+        opts: SpawnOpts,
+    ) -> Result<(Pid, Option<i64>), Exception> {
+        let module = self.cell.module.clone();
+        let (pid, r) = self.vm.spawn(module, &fun, args, opts, Some(self.cell.pid))?;
+        trace::trace_spawned(self.cell.pid, pid);
+        if let Some(r) = r {
+            self.cell.mailbox.with(|i| i.ext().monitoring.push((r, pid)));
+        }
+        Ok((pid, r))
+    }
+
+    fn send(&mut self, to: Pid, msg: Value) -> Result<(), Exception> {
+        let me = self.cell.pid;
+        trace::trace_send(me, to, &msg);
+        let io = &self.vm.shared.io;
+        // Resources in the message become the receiver's before it can see them (and only when
+        // there is a receiver: a message to an exited actor is dropped, closing them).
+        if to == me {
+            self.vm.deliver(self.cell, msg);
+            return Ok(());
+        }
+        match &self.last_target {
+            Some(c) if c.pid == to && c.state() != RunState::Exited => {
+                io.transfer(&msg, me.0, to.0);
+                self.vm.deliver(c, msg);
+            }
+            _ => {
+                if let Some(c) = self.vm.lookup(to) {
+                    io.transfer(&msg, me.0, to.0);
+                    self.vm.deliver(&c, msg);
+                    self.last_target = Some(c);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn try_receive(&mut self, pattern: Option<&Value>) -> Option<Value> {
+        self.cell.mailbox.try_take(pattern)
+    }
+
+    fn try_receive_or_park(&mut self, pattern: Option<&Value>) -> Option<Value> {
+        match self.cell.mailbox.take_or_park(pattern, &self.vm.shared.active) {
+            TakeOrPark::Taken(m) => Some(m),
+            TakeOrPark::Parked { idle } => {
+                if idle {
+                    self.vm.shared.idle.notify_one();
+                }
+                self.cell.parked_in_step.store(true, Ordering::Relaxed);
+                None
+            }
+            TakeOrPark::Empty => None,
+        }
+    }
+
+    fn now_ms(&self) -> i64 {
+        self.vm.now_ms()
+    }
+
+    fn native(&mut self, name: Atom, args: &[Value]) -> Option<Result<Value, Exception>> {
+        let native = natives::lookup(name)?;
+        let ctx = natives::Ctx { io: &self.vm.shared.io, pid: self.cell.pid.0 };
+        match native.imp {
+            natives::Imp::Blocking(_) => None,
+            // The common case, kept short: the arity check and the function pointer come from
+            // the row just matched (`Native::call` would match the kind again), and a panic
+            // still becomes a `:panic` exception in this actor only (`call_inline`'s message).
+            natives::Imp::Inline(f) => Some(
+                match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    native.call_sync(f, &ctx, args)
+                })) {
+                    Ok(r) => r,
+                    Err(p) => {
+                        Err(Exception::new(atoms::PANIC, format!("native call panicked: {}", panic_text(p))))
+                    }
+                },
+            ),
+            natives::Imp::Async(_) => match native.start(&ctx, args) {
+                natives::Started::Done(r) => Some(r),
+                natives::Started::Pending(fut) => {
+                    self.pending_io = Some(fut);
+                    None
+                }
+            },
+        }
+    }
+
+    fn chan_new(&mut self, cap: usize) -> Result<Value, Exception> {
+        Ok(select::new_channel(self.vm, cap))
+    }
+
+    fn chan_try(&mut self, cases: &[SelectCase]) -> Result<Option<Fired>, Exception> {
+        select::try_now(self.vm, self.cell, cases)
+    }
+
+    fn chan_try_one(&mut self, chan: &Handle, send: Option<&Value>) -> Result<Option<Fired>, Exception> {
+        select::try_one(self.vm, chan, send)
+    }
+
+    fn chan_close(&mut self, h: &Handle) -> Result<(), Exception> {
+        select::close(self.vm, h)
+    }
+
+    fn control(&mut self, op: ActorOp) -> Result<Value, Exception> {
+        trace::trace_control(self.cell, &op, |name| self.vm.whereis(name).is_none());
+        let me = self.cell.pid;
+        let vm = self.vm;
+        match op {
+            ActorOp::Register(name, pid) => vm.register(name, pid).map(|()| Value::Nil),
+            ActorOp::Unregister(name) => {
+                vm.unregister(name);
+                Ok(Value::Nil)
+            }
+            ActorOp::Whereis(name) => Ok(vm.whereis(name).map_or(Value::Nil, Value::Pid)),
+            ActorOp::Link(pid) if pid == me => Ok(Value::Nil),
+            ActorOp::Link(pid) => {
+                let alive = vm.lookup(pid).is_some_and(|c| {
+                    c.mailbox.with(|i| {
+                        if !i.closed && !i.ext().links.contains(&me) {
+                            i.ext().links.push(me);
+                        }
+                        !i.closed
+                    })
+                });
+                if alive {
+                    self.cell.mailbox.with(|i| {
+                        if !i.ext().links.contains(&pid) {
+                            i.ext().links.push(pid);
+                        }
+                    });
+                } else {
+                    vm.signal_cell(self.cell, Signal::Exit { from: pid, reason: Value::Atom(atoms::NOPROC) });
+                }
+                Ok(Value::Nil)
+            }
+            ActorOp::Unlink(pid) => {
+                self.cell.mailbox.with(|i| i.ext().links.retain(|p| *p != pid));
+                if let Some(c) = vm.lookup(pid) {
+                    c.mailbox.with(|i| i.ext().links.retain(|p| *p != me));
+                }
+                Ok(Value::Nil)
+            }
+            ActorOp::Monitor(pid) => {
+                let r = vm.next_ref();
+                let alive = vm.lookup(pid).is_some_and(|c| {
+                    c.mailbox.with(|i| {
+                        if !i.closed {
+                            i.ext().monitors.push((r, me));
+                        }
+                        !i.closed
+                    })
+                });
+                if alive {
+                    self.cell.mailbox.with(|i| i.ext().monitoring.push((r, pid)));
+                } else {
+                    let down = Value::tuple(vec![
+                        Value::Atom(atoms::DOWN),
+                        Value::Int(r),
+                        Value::Pid(pid),
+                        Value::Atom(atoms::NOPROC),
+                    ]);
+                    vm.deliver(self.cell, down);
+                }
+                Ok(Value::Int(r))
+            }
+            ActorOp::Demonitor(r) => {
+                let held = self.cell.mailbox.with(|i| {
+                    let m = &mut i.ext().monitoring;
+                    m.iter().position(|(x, _)| *x == r).map(|k| m.swap_remove(k).1)
+                });
+                if let Some(pid) = held
+                    && let Some(c) = vm.lookup(pid)
+                {
+                    c.mailbox.with(|i| i.ext().monitors.retain(|(x, _)| *x != r));
+                }
+                Ok(Value::Nil)
+            }
+            ActorOp::TrapExit(on) => {
+                Ok(Value::Bool(self.cell.mailbox.with(|i| std::mem::replace(&mut i.ext().trap_exit, on))))
+            }
+            ActorOp::Exit(pid, reason) => {
+                let sig = match &reason {
+                    Value::Atom(a) if *a == atoms::KILL => Signal::Kill(Value::Atom(atoms::KILLED)),
+                    _ => Signal::Exit { from: me, reason },
+                };
+                vm.signal(pid, sig);
+                Ok(Value::Nil)
+            }
+            ActorOp::Kill(pid) => {
+                vm.signal(pid, Signal::Kill(Value::Atom(atoms::KILLED)));
+                Ok(Value::Nil)
+            }
+            ActorOp::Interrupt(pid, exc, mode) => {
+                vm.signal(pid, Signal::Interrupt { exc, mode });
+                Ok(Value::Nil)
+            }
+        }
+    }
+}
