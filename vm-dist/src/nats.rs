@@ -17,6 +17,7 @@ use crate::transport::{
 };
 use async_nats::jetstream::kv;
 use bytes::Bytes;
+use futures::FutureExt;
 use futures::future::BoxFuture;
 use futures::stream::{BoxStream, StreamExt};
 use parking_lot::Mutex;
@@ -93,7 +94,10 @@ impl NatsTransport {
                     let _ = tx.send(ev);
                 }
             })
-            .connection_timeout(Duration::from_secs(5));
+            .connection_timeout(Duration::from_secs(5))
+            // Subjects are built from checked names (`check_node_name`), so the client need not
+            // scan every one again.
+            .skip_subject_validation(true);
         if let Some(name) = &opts.client_name {
             o = o.name(name);
         }
@@ -154,11 +158,28 @@ impl Transport for NatsTransport {
                 return Err(TransportError::TooLarge { size: msg.payload.len(), limit });
             }
             let r = match msg.reply {
-                Some(reply) => self.client.publish_with_reply(msg.subject, reply, msg.payload).await,
-                None => self.client.publish(msg.subject, msg.payload).await,
+                Some(reply) => {
+                    self.client
+                        .publish_with_reply(msg.subject.to_string(), reply.to_string(), msg.payload)
+                        .await
+                }
+                None => self.client.publish(msg.subject.to_string(), msg.payload).await,
             };
             r.map_err(other)
         })
+    }
+
+    fn try_publish(&self, msg: Outgoing) -> Option<Outgoing> {
+        // The client's publish only queues a command on a bounded channel: with room there it
+        // completes on its first poll, and a publish dropped before that sent nothing.
+        match self.publish(msg.clone()).now_or_never() {
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "publish failed");
+                None
+            }
+            Some(Ok(())) => None,
+            None => Some(msg),
+        }
     }
 
     fn subscribe(
@@ -170,6 +191,7 @@ impl Transport for NatsTransport {
             let stream = sub.map(|m| Incoming {
                 no_responders: m.status == Some(async_nats::StatusCode::NO_RESPONDERS),
                 subject: m.subject.to_string(),
+                reply: m.reply.map(|r| r.to_string()),
                 payload: m.payload,
             });
             Ok(Box::pin(stream) as BoxStream<'static, Incoming>)

@@ -6,7 +6,11 @@
 //!   per-publisher order is the order signals are taken in.
 //! - `vm.cl.r.me.inc.<peer>.<pinc>`: the reply subject of everything sent to that peer; NATS
 //!   answers a publish that reaches no subscriber with a 503 there, naming the peer.
-//! - `vm.cl.a.me`: announcements (presence every heartbeat, and `Bye`).
+//! - `vm.cl.a.me`: announcements (presence, every heartbeat and in answer to a new node's).
+//! - `vm.cl.p.me`: the name probe. A starting node publishes there, with a reply subject, before
+//!   it announces itself: NATS's 503 means no live node has the name; an answer (the holder's
+//!   announcement) means it is taken and the newcomer does not join, so it never displaces a
+//!   live node in its peers' views.
 //!
 //! The session protocol, per pair of node incarnations:
 //! 1. Each side numbers the sequenced signals it sends to the other (1, 2, ...) within its
@@ -56,6 +60,7 @@ use futures::stream::BoxStream;
 use parking_lot::Mutex;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, mpsc, oneshot};
 use vm_core::{Atom, Handle, Pid, Value};
@@ -79,7 +84,8 @@ pub struct Config {
     pub window: u64,
     /// How long a remote spawn waits for its answer.
     pub spawn_timeout: Duration,
-    /// How long [`Node::start`] listens for another live node of the same name.
+    /// How long [`Node::start`] waits for the answer to its name probe (NATS answers at once;
+    /// silence counts as "the name is free").
     pub discovery: Duration,
     /// Decoder limits.
     pub limits: Limits,
@@ -97,7 +103,7 @@ impl Config {
             down_after: Duration::from_secs(3),
             window: 1 << 20,
             spawn_timeout: Duration::from_secs(5),
-            discovery: Duration::from_millis(100),
+            discovery: Duration::from_secs(2),
             limits: Limits::default(),
         }
     }
@@ -229,10 +235,14 @@ pub(crate) struct Inner {
     pub(crate) local: Arc<dyn Local>,
     state: Mutex<State>,
     out: mpsc::UnboundedSender<Outgoing>,
+    /// Envelopes handed to the publisher task and not yet taken by the transport. While it is
+    /// non-zero everything goes through the publisher, to keep the order of publication.
+    queued: AtomicUsize,
     pub(crate) jobs: mpsc::UnboundedSender<Job>,
     started: Instant,
     max_size: usize,
     prefix: String,
+    announce_subject: Arc<str>,
     shutdown: Notify,
     pub(crate) names: Names,
 }
@@ -248,9 +258,6 @@ struct State {
     peers: HashMap<Arc<str>, Peer>,
     spawns: HashMap<u64, PendingSpawn>,
     next_req: u64,
-    /// Another live node has this node's name.
-    name_clash: Option<NodeId>,
-    closed: bool,
 }
 
 struct PendingSpawn {
@@ -359,6 +366,7 @@ pub struct Driver {
     inbox: BoxStream<'static, Incoming>,
     replies: BoxStream<'static, Incoming>,
     announces: BoxStream<'static, Incoming>,
+    probes: BoxStream<'static, Incoming>,
     events: BoxStream<'static, TransportEvent>,
     out: mpsc::UnboundedReceiver<Outgoing>,
     jobs: mpsc::UnboundedReceiver<Job>,
@@ -379,9 +387,9 @@ pub enum StartError {
 }
 
 impl Node {
-    /// Joins the cluster: subscribes, announces itself, and listens for `cfg.discovery` for a
-    /// live node of the same name (then [`StartError::NameTaken`]). Spawn the driver at once:
-    /// nothing is received or published until it runs.
+    /// Joins the cluster: checks that no live node has this name ([`StartError::NameTaken`]),
+    /// then subscribes. Spawn the driver at once: nothing is received or published until it
+    /// runs, and its first act is to announce the node.
     pub async fn start(
         cfg: Config,
         transport: Arc<dyn Transport>,
@@ -391,14 +399,28 @@ impl Node {
         let inc = cfg.incarnation.unwrap_or_else(NodeId::fresh_incarnation);
         let me = NodeId::new(&cfg.name, inc).map_err(StartError::Name)?;
         let prefix = format!("vm.{}", cfg.cluster);
+        let mut replies = transport.subscribe(format!("{prefix}.r.{}.{inc}.>", me.name)).await?;
+        let probe = Outgoing {
+            subject: Arc::from(format!("{prefix}.p.{}", me.name)),
+            reply: Some(Arc::from(format!("{prefix}.r.{}.{inc}.probe", me.name))),
+            payload: Bytes::new(),
+        };
+        transport.publish(probe).await?;
+        transport.flush().await?;
+        match tokio::time::timeout(cfg.discovery, replies.next()).await {
+            Ok(Some(m)) if !m.no_responders => return Err(StartError::NameTaken(me.name.to_string())),
+            Ok(_) => {}
+            Err(_) => tracing::info!("no answer to the name probe: taking the name"),
+        }
+        let probes = transport.subscribe(format!("{prefix}.p.{}", me.name)).await?;
         let inbox = transport.subscribe(format!("{prefix}.n.{}.{inc}", me.name)).await?;
-        let replies = transport.subscribe(format!("{prefix}.r.{}.{inc}.>", me.name)).await?;
         let announces = transport.subscribe(format!("{prefix}.a.*")).await?;
         let events = transport.events();
         let names = Names::new(transport.names().await);
         let (out_tx, out_rx) = mpsc::unbounded_channel();
         let (jobs_tx, jobs_rx) = mpsc::unbounded_channel();
         let max_size = transport.max_payload();
+        let announce_subject = Arc::from(format!("{prefix}.a.{}", me.name));
         let inner = Arc::new(Inner {
             table: NodeTable::new(me.clone()),
             me,
@@ -406,29 +428,28 @@ impl Node {
             local,
             state: Mutex::new(State::default()),
             out: out_tx,
+            queued: AtomicUsize::new(0),
             jobs: jobs_tx,
             started: Instant::now(),
             max_size,
+            announce_subject,
             prefix,
             shutdown: Notify::new(),
             names,
             cfg,
         });
         let node = Node { inner };
-        let driver =
-            Driver { node: node.clone(), inbox, replies, announces, events, out: out_rx, jobs: jobs_rx };
+        let driver = Driver {
+            node: node.clone(),
+            inbox,
+            replies,
+            announces,
+            probes,
+            events,
+            out: out_rx,
+            jobs: jobs_rx,
+        };
         Ok((node, driver))
-    }
-
-    /// Waits `cfg.discovery` (the driver must be running) and fails if another live node has
-    /// this node's name.
-    pub async fn check_name(&self) -> Result<(), StartError> {
-        self.announce();
-        tokio::time::sleep(self.inner.cfg.discovery).await;
-        match self.inner.state.lock().name_clash.clone() {
-            Some(other) => Err(StartError::NameTaken(other.name.to_string())),
-            None => Ok(()),
-        }
     }
 
     /// This node.
@@ -714,19 +735,17 @@ impl Node {
         }
     }
 
-    /// Leaves the cluster gracefully: peers see `Bye` (and fire their links) at once; the
-    /// driver ends.
+    /// Leaves the cluster gracefully: each peer gets `Bye` behind everything already sent to
+    /// it (so nothing sent before is lost) and fires its links at once; the driver ends.
     pub async fn leave(&self) {
-        let bye = self.inner.encode_plain(&Signal::Bye);
-        let subject = format!("{}.a.{}", self.inner.prefix, self.inner.me.name);
-        let _ = self.inner.transport.publish(Outgoing { subject, reply: None, payload: bye }).await;
+        for p in self.inner.state.lock().peers.values_mut().filter(|p| p.alive) {
+            self.inner.push(p, &Signal::Bye);
+        }
+        while self.inner.queued.load(Ordering::SeqCst) > 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
         let _ = self.inner.transport.flush().await;
-        self.inner.state.lock().closed = true;
         self.inner.shutdown.notify_one();
-    }
-
-    fn announce(&self) {
-        self.inner.announce();
     }
 
     /// Registers `pid` under `name` cluster-wide; exactly one of racing registrations wins.
@@ -770,14 +789,30 @@ impl Inner {
         )
     }
 
-    /// Sequences an encoded envelope on `p`'s session and queues it (under the state lock).
+    /// Publishes `msg` at once when the transport can take it without waiting and nothing is
+    /// queued before it; otherwise queues it for the publisher task. Envelopes to peers are
+    /// emitted under the state lock, so this order is the order of sequence numbers.
+    fn emit(&self, msg: Outgoing) {
+        let msg = if self.queued.load(Ordering::SeqCst) == 0 {
+            match self.transport.try_publish(msg) {
+                None => return,
+                Some(msg) => msg,
+            }
+        } else {
+            msg
+        };
+        self.queued.fetch_add(1, Ordering::SeqCst);
+        let _ = self.out.send(msg);
+    }
+
+    /// Sequences an encoded envelope on `p`'s session and emits it (under the state lock).
     fn push_encoded(&self, p: &mut Peer, mut bytes: Vec<u8>) {
         p.out_seq += 1;
         p.out_bytes += bytes.len() as u64;
         wire::stamp(&mut bytes, p.out_epoch, p.out_seq);
-        let _ = self.out.send(Outgoing {
-            subject: p.subject.to_string(),
-            reply: Some(p.reply.to_string()),
+        self.emit(Outgoing {
+            subject: p.subject.clone(),
+            reply: Some(p.reply.clone()),
             payload: Bytes::from(bytes),
         });
     }
@@ -800,13 +835,11 @@ impl Inner {
         let seq = u64::from(sig.is_sequenced());
         match wire::encode(&ctx, p.out_epoch, seq, sig) {
             Ok(bytes) if sig.is_sequenced() => self.push_encoded(p, bytes),
-            Ok(bytes) => {
-                let _ = self.out.send(Outgoing {
-                    subject: p.subject.to_string(),
-                    reply: Some(p.reply.to_string()),
-                    payload: Bytes::from(bytes),
-                });
-            }
+            Ok(bytes) => self.emit(Outgoing {
+                subject: p.subject.clone(),
+                reply: Some(p.reply.clone()),
+                payload: Bytes::from(bytes),
+            }),
             Err(e) => tracing::warn!(peer = %p.id, error = %e, "control signal not encoded"),
         }
     }
@@ -818,11 +851,7 @@ impl Inner {
             uptime_ms: self.started.elapsed().as_millis() as u64,
         };
         let payload = self.encode_plain(&Signal::Announce(a));
-        let _ = self.out.send(Outgoing {
-            subject: format!("{}.a.{}", self.prefix, self.me.name),
-            reply: None,
-            payload,
-        });
+        self.emit(Outgoing { subject: self.announce_subject.clone(), reply: None, payload });
     }
 
     fn new_peer(&self, id: NodeId) -> Option<Peer> {
@@ -991,6 +1020,10 @@ impl Inner {
     /// The session rules (module docs, points 1 to 4): whether to act on `env`.
     fn accept(&self, p: &mut Peer, env: &Envelope, ended: &mut Vec<Arc<str>>, fire: &mut Vec<Fire>) -> bool {
         match &env.signal {
+            Signal::Bye => {
+                self.end_session(p, EndCause::Bye, ended, fire);
+                return false;
+            }
             Signal::Reset { dead } => {
                 if p.out_epoch <= *dead {
                     self.end_session(p, EndCause::Reset, ended, fire);
@@ -1248,9 +1281,8 @@ impl Inner {
         };
         if env.from.name == self.me.name {
             if env.from.inc != self.me.inc {
+                // Two nodes started together, both probed before either announced.
                 tracing::error!(other = %env.from, "another live node has this node's name");
-                self.state.lock().name_clash = Some(env.from.clone());
-                self.announce();
             }
             return;
         }
@@ -1273,17 +1305,18 @@ impl Inner {
                         self.announce();
                     }
                 }
-                Signal::Bye => {
-                    if let Some(p) = st.peers.get_mut(&env.from.name).filter(|p| p.id == env.from) {
-                        let mut ended = Vec::new();
-                        self.end_session(p, EndCause::Bye, &mut ended, &mut fire);
-                        fail_spawns(st, &env.from.name, &mut fire);
-                    }
-                }
                 _ => tracing::warn!("unexpected signal on the announcement subject"),
             }
         }
         self.fire(fire);
+    }
+
+    /// Another process asks whether this node's name is taken: it is.
+    fn on_probe(&self, m: Incoming) {
+        if let Some(reply) = m.reply {
+            let payload = self.encode_plain(&Signal::Announce(Announce::default()));
+            self.emit(Outgoing { subject: Arc::from(reply), reply: None, payload });
+        }
     }
 
     /// A 503 on a reply subject: the peer's incarnation has no subscriber.
@@ -1357,7 +1390,7 @@ enum Deliver {
 impl Driver {
     /// Runs until [`Node::leave`]: receives, publishes and keeps the heartbeat.
     pub async fn run(self) {
-        let Driver { node, inbox, replies, announces, mut events, mut out, mut jobs } = self;
+        let Driver { node, inbox, replies, announces, probes, mut events, mut out, mut jobs } = self;
         let inner = node.inner.clone();
         let publisher = {
             let inner = inner.clone();
@@ -1366,6 +1399,7 @@ impl Driver {
                     if let Err(e) = inner.transport.publish(msg).await {
                         tracing::warn!(error = %e, "publish failed");
                     }
+                    inner.queued.fetch_sub(1, Ordering::SeqCst);
                 }
             }
         };
@@ -1373,11 +1407,13 @@ impl Driver {
             Envelope(Incoming),
             Reply(Incoming),
             Announce(Incoming),
+            Probe(Incoming),
         }
         let mut incoming = futures::stream::select_all([
             inbox.map(In::Envelope).boxed(),
             replies.map(In::Reply).boxed(),
             announces.map(In::Announce).boxed(),
+            probes.map(In::Probe).boxed(),
         ]);
         let mut deletions = futures::stream::FuturesUnordered::new();
         let receiver = async {
@@ -1392,6 +1428,7 @@ impl Driver {
                         Some(In::Envelope(m)) => inner.on_message(m),
                         Some(In::Reply(m)) => if m.no_responders { inner.on_no_responders(&m.subject) },
                         Some(In::Announce(m)) => inner.on_announce(&m.payload),
+                        Some(In::Probe(m)) => inner.on_probe(m),
                         None => break,
                     },
                     _ = tick.tick() => inner.heartbeat(),

@@ -28,10 +28,10 @@ use tokio::sync::mpsc;
 /// A message to publish.
 #[derive(Clone, Debug)]
 pub struct Outgoing {
-    /// The subject.
-    pub subject: String,
+    /// The subject (shared: a node sends to each peer on one subject).
+    pub subject: Arc<str>,
     /// Where a 503 (no responders) goes, if anywhere.
-    pub reply: Option<String>,
+    pub reply: Option<Arc<str>>,
     /// The envelope.
     pub payload: Bytes,
 }
@@ -41,6 +41,8 @@ pub struct Outgoing {
 pub struct Incoming {
     /// The subject it was published to.
     pub subject: String,
+    /// The reply subject the publisher gave, if any.
+    pub reply: Option<String>,
     /// The envelope (empty for a no-responders notice).
     pub payload: Bytes,
     /// Set on the notice that a publish with this reply subject reached no subscriber.
@@ -86,6 +88,12 @@ pub enum TransportError {
 pub trait Transport: Send + Sync + 'static {
     /// Publishes one message. Resolves once the transport has taken it (not delivered it).
     fn publish(&self, msg: Outgoing) -> BoxFuture<'_, Result<(), TransportError>>;
+    /// Publishes `msg` if that needs no waiting, else gives it back untouched. A failure to
+    /// publish counts as taken (the message is lost, as NATS may lose any; the session's
+    /// numbering reports it). The default always gives it back.
+    fn try_publish(&self, msg: Outgoing) -> Option<Outgoing> {
+        Some(msg)
+    }
     /// Subscribes to `subject` (which may hold wildcards).
     fn subscribe(
         &self,
@@ -264,7 +272,8 @@ impl MemTransport {
                 continue;
             }
             let _ = tx.send(Incoming {
-                subject: msg.subject.clone(),
+                subject: msg.subject.to_string(),
+                reply: msg.reply.as_ref().map(|r| r.to_string()),
                 payload: msg.payload.clone(),
                 no_responders: false,
             });
@@ -273,7 +282,8 @@ impl MemTransport {
             for s in &b.subs {
                 if s.conn == self.id && subject_matches(&s.pattern, &reply) {
                     let _ = s.tx.send(Incoming {
-                        subject: reply.clone(),
+                        subject: reply.to_string(),
+                        reply: None,
                         payload: Bytes::new(),
                         no_responders: true,
                     });
@@ -288,6 +298,11 @@ impl Transport for MemTransport {
     fn publish(&self, msg: Outgoing) -> BoxFuture<'_, Result<(), TransportError>> {
         let r = self.deliver(msg);
         Box::pin(async move { r })
+    }
+
+    fn try_publish(&self, msg: Outgoing) -> Option<Outgoing> {
+        let _ = self.deliver(msg);
+        None
     }
 
     fn subscribe(

@@ -263,7 +263,7 @@ pub enum Signal {
     },
     /// Presence, on the announcement subject.
     Announce(Announce),
-    /// A graceful leave, on the announcement subject.
+    /// A graceful leave, sent to each peer behind everything else sent to it.
     Bye,
 }
 

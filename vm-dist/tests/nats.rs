@@ -149,6 +149,11 @@ async fn a_graceful_leave_is_seen_within_100_ms_and_remote_semantics_hold() {
     let mut b = NodeProcess::start(&s.url(), "g", "b", false);
     let (a, _) = start(Config::new("g", "a"), nats(&[s.url()], "g").await).await;
     a.node().wait_for("b", T).await.expect("a sees b");
+    // A second node named "b" is refused at once while the first is alive.
+    let t = Instant::now();
+    let twin = Node::start(Config::new("g", "b"), nats(&[s.url()], "g").await, FakeVm::new()).await;
+    assert!(matches!(twin, Err(vm_dist::StartError::NameTaken(_))));
+    assert!(t.elapsed() < Duration::from_millis(500));
     let w = a.actor();
     // A raising function spawned with a link delivers the same reason as a local crash.
     let c = a
