@@ -1,6 +1,8 @@
 //! Distribution over NATS against a plain loopback TCP round trip, measured in one run:
 //!
 //! - `tcp`: a tokio client and echo server on 127.0.0.1, one connection, 64-byte messages.
+//! - `raw`: two async-nats clients in this process bouncing a 64-byte payload through the same
+//!   nats-server, no vm-dist: the floor any NATS transport pays.
 //! - `nats`: two vm-dist nodes in this process, each on its own connection to one nats-server
 //!   (started here on a free port); an actor on `a` sends a 64-byte bytes value to an actor on
 //!   `b`, whose runtime echoes it back.
@@ -12,6 +14,7 @@
 //! Run with `cargo bench -p vm-benches --bench dist` (needs `nats-server` on the PATH or in
 //! /usr/sbin). Results and the command are recorded in docs/BENCHMARKS.md.
 
+use futures::StreamExt;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -68,6 +71,10 @@ async fn node(url: &str, name: &str) -> (Arc<Tap>, mpsc::UnboundedReceiver<(Pid,
     tap.node.set(n).unwrap();
     tokio::spawn(driver.run());
     (tap, rx)
+}
+
+fn us(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -136,8 +143,19 @@ fn main() {
                 b_in
             })
         };
+        // The raw async-nats pair: b echoes `raw.b` to `raw.a`.
+        let ra = async_nats::connect(&url).await.unwrap();
+        let rb = async_nats::connect(&url).await.unwrap();
+        let mut ra_in = ra.subscribe("raw.a").await.unwrap();
+        let mut rb_in = rb.subscribe("raw.b").await.unwrap();
+        tokio::spawn(async move {
+            while let Some(m) = rb_in.next().await {
+                rb.publish("raw.a", m.payload).await.unwrap();
+            }
+        });
+        ra.flush().await.unwrap();
         let msg = Value::bytes(vec![0x5a; 64]);
-        let (mut tcp_medians, mut nats_medians) = (Vec::new(), Vec::new());
+        let (mut tcp_medians, mut nats_medians, mut raw_medians) = (Vec::new(), Vec::new(), Vec::new());
         for round in 0..ROUNDS {
             let mut t = Vec::with_capacity(TRIPS);
             let mut buf = [0u8; 64];
@@ -155,21 +173,29 @@ fn main() {
                 assert_eq!(back, msg);
                 n.push(s.elapsed());
             }
-            let (tm, nm) = (median(t), median(n));
-            println!(
-                "round {round}: tcp p50 {:>7.1} us   nats p50 {:>7.1} us",
-                tm.as_secs_f64() * 1e6,
-                nm.as_secs_f64() * 1e6
-            );
+            let mut r = Vec::with_capacity(TRIPS);
+            let payload = bytes::Bytes::from_static(&[0x5a; 64]);
+            for _ in 0..TRIPS {
+                let s = Instant::now();
+                ra.publish("raw.b", payload.clone()).await.unwrap();
+                ra_in.next().await.unwrap();
+                r.push(s.elapsed());
+            }
+            let (tm, rm, nm) = (median(t), median(r), median(n));
+            println!("round {round}: tcp p50 {:>6.1} us   raw nats p50 {:>6.1} us   vm-dist p50 {:>6.1} us", us(tm), us(rm), us(nm));
             tcp_medians.push(tm);
+            raw_medians.push(rm);
             nats_medians.push(nm);
         }
-        let (tm, nm) = (median(tcp_medians), median(nats_medians));
+        let (tm, rm, nm) = (median(tcp_medians), median(raw_medians), median(nats_medians));
         println!(
-            "median of medians: tcp {:.1} us, nats {:.1} us, ratio {:.2}x",
-            tm.as_secs_f64() * 1e6,
-            nm.as_secs_f64() * 1e6,
-            nm.as_secs_f64() / tm.as_secs_f64()
+            "median of medians: tcp {:.1} us, raw nats {:.1} us ({:.2}x tcp), vm-dist {:.1} us ({:.2}x tcp, {:.2}x raw nats)",
+            us(tm),
+            us(rm),
+            us(rm) / us(tm),
+            us(nm),
+            us(nm) / us(tm),
+            us(nm) / us(rm)
         );
         an.send(pa, to_b, &Value::Nil).unwrap();
         let mut b_in = echo.await.unwrap();

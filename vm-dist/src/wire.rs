@@ -42,20 +42,11 @@ pub const HEADER_LEN: usize = 14;
 /// The longest atom (and function name) accepted, as in Erlang.
 pub const MAX_ATOM_LEN: usize = 255;
 
+/// Value tags: the `.vbc` constant tags, then the two kinds of value only a message can hold.
 mod tag {
-    pub const NIL: u8 = 0;
-    pub const FALSE: u8 = 1;
-    pub const TRUE: u8 = 2;
-    pub const INT: u8 = 3;
-    pub const FLOAT: u8 = 4;
-    pub const ATOM: u8 = 5;
-    pub const STR: u8 = 6;
-    pub const BYTES: u8 = 7;
-    pub const TUPLE: u8 = 8;
-    pub const LIST: u8 = 9;
-    pub const MAP: u8 = 10;
-    pub const PID: u8 = 11;
-    pub const FUN: u8 = 12;
+    pub use vm_core::bytecode::tag::*;
+    pub const PID: u8 = MAP + 1;
+    pub const FUN: u8 = MAP + 2;
 }
 
 /// Signal kinds (byte 1).
