@@ -4,7 +4,8 @@
 root=$(pwd)
 peers=$root/../shared/peers
 vm=$root/target/release/vm
-cargo build --release -q -p vm-cli
+# With the test natives: blocking.vasm calls `sleep_blocking` (the feature adds table rows only).
+cargo build --release -q -p vm-cli --features test-natives
 export CARGO_TARGET_DIR=${PEER_TARGET:-/tmp/peer-tokio}
 (cd "$peers/tokio" && cargo build --release -q)
 tokio_bin=$CARGO_TARGET_DIR/release

@@ -10,10 +10,10 @@
 //!
 //! | command | does |
 //! |---|---|
-//! | `vm run [--workers N] [--fuel N] [--max-frames N] [--allow-net[=..]] [--allow-read[=..]] [--allow-write[=..]] FILE [ARGS...]` | runs `main` with ARGS |
+//! | `vm run [--workers N] [--fuel N] [--max-frames N] [--allow-net[=..]] [--allow-read[=..]] [--allow-write[=..]] [--allow-env[=..]] FILE [ARGS...]` | runs `main` with ARGS (FILE is a module if it starts with the `.vbc` magic bytes, else source) |
 //! | `vm asm FILE.vasm [-o FILE.vbc]` | assembles and verifies, writes the module |
 //! | `vm disasm FILE.vbc` | prints the module as assembly |
-//! | `vm check FILE.vasm` | assembles and verifies, reports every error, prints nothing if ok |
+//! | `vm check [--lib] FILE` | assembles (or decodes) and verifies, checks `main` as `vm run` would (not with `--lib`), reports every error, prints nothing if ok |
 //! | `vm repl [--workers N] [--fuel N] [--max-frames N] [--allow-...] [FILE...]` | an interactive session (see [`repl`]) |
 //!
 //! | status | meaning |
@@ -82,9 +82,13 @@ pub enum Command {
         file: PathBuf,
     },
     /// Assemble and verify a program, report every error, print nothing if there is none.
+    /// Like `vm run`, it also refuses a program without a `main` taking 0 or 1 arguments.
     Check {
-        /// The program's top-level file.
+        /// The program's top-level file (assembly source, or a `.vbc` module).
         file: PathBuf,
+        /// Check a library: a file of functions for other programs, which needs no `main`.
+        #[arg(long)]
+        lib: bool,
     },
     /// An interactive session: load programs, spawn actors, inspect and talk to them.
     Repl(repl::ReplArgs),
@@ -103,15 +107,15 @@ pub struct RunArgs {
     // One clap argument holds both, because clap only stops recognising its own options once a
     // trailing argument has started, and that must happen at FILE.
     #[arg(value_name = "FILE.vasm|FILE.vbc", required = true, num_args = 1..,
-          trailing_var_arg = true, allow_hyphen_values = true)]
+          trailing_var_arg = true)]
     pub program: Vec<String>,
 }
 
 /// Runtime settings and permissions, shared by `vm run` and `vm repl`.
 #[derive(Debug, Clone, Args)]
 pub struct RuntimeFlags {
-    /// Worker threads (default: one per core).
-    #[arg(long, value_name = "N")]
+    /// Worker threads, 1 to 1024 (default: one per core).
+    #[arg(long, value_name = "N", value_parser = parse_workers)]
     pub workers: Option<NonZeroUsize>,
     /// Fuel per time slice before an actor yields (charged on backward jumps and calls).
     #[arg(long, value_name = "N", default_value_t = vm_sched::Config::default().fuel,
@@ -124,6 +128,22 @@ pub struct RuntimeFlags {
     /// What programs may do (deny by default).
     #[command(flatten)]
     pub perms: PermFlags,
+}
+
+/// The most worker threads `--workers` accepts. More threads than cores only cost memory (each
+/// has its stack), and far more (30,000) exhaust the process's memory maps, which made the
+/// runtime's thread start panic.
+pub const MAX_WORKERS: usize = 1024;
+
+/// `--workers N`: 1 to [`MAX_WORKERS`].
+fn parse_workers(text: &str) -> Result<NonZeroUsize, String> {
+    let n: usize = text.trim().parse().map_err(|_| format!("{text:?} is not a number of threads"))?;
+    match NonZeroUsize::new(n) {
+        Some(n) if n.get() <= MAX_WORKERS => Ok(n),
+        _ => Err(format!(
+            "the VM runs on 1 to {MAX_WORKERS} worker threads, not {n} (the default is one per core)"
+        )),
+    }
 }
 
 impl RuntimeFlags {
@@ -150,22 +170,29 @@ pub struct PermFlags {
     /// Allow creating, writing and removing files: everywhere, or under PATH,... only.
     #[arg(long, value_name = "PATH,...", num_args = 0..=1, require_equals = true)]
     pub allow_write: Option<Option<String>>,
+    /// Allow reading environment variables: all of them, or NAME,... only.
+    #[arg(long, value_name = "NAME,...", num_args = 0..=1, require_equals = true)]
+    pub allow_env: Option<Option<String>>,
 }
 
 impl PermFlags {
     /// The permissions these flags grant; an unparsable value is a usage error.
     pub fn permissions(&self) -> Result<vm_io::Permissions, String> {
-        use vm_io::perms::Grant;
         let mut p = vm_io::Permissions::default();
         if let Some(v) = &self.allow_net {
             p.net = vm_io::Permissions::parse_net(v.as_deref()).map_err(|e| format!("error: {e}\n"))?;
         }
-        p.read =
-            self.allow_read.as_ref().map_or(Grant::Denied, |v| vm_io::Permissions::parse_paths(v.as_deref()));
-        p.write = self
-            .allow_write
-            .as_ref()
-            .map_or(Grant::Denied, |v| vm_io::Permissions::parse_paths(v.as_deref()));
+        if let Some(v) = &self.allow_read {
+            p.read = vm_io::Permissions::parse_paths(v.as_deref(), "--allow-read")
+                .map_err(|e| format!("error: {e}\n"))?;
+        }
+        if let Some(v) = &self.allow_write {
+            p.write = vm_io::Permissions::parse_paths(v.as_deref(), "--allow-write")
+                .map_err(|e| format!("error: {e}\n"))?;
+        }
+        if let Some(v) = &self.allow_env {
+            p.env = vm_io::Permissions::parse_env(v.as_deref()).map_err(|e| format!("error: {e}\n"))?;
+        }
         Ok(p)
     }
 }
@@ -222,7 +249,7 @@ pub fn run_command(command: Command, err: &mut dyn std::io::Write, style: Style)
         Command::Run(run) => cmd_run(run, style),
         Command::Asm { file, output } => cmd_asm(&file, output, style),
         Command::Disasm { file } => cmd_disasm(&file),
-        Command::Check { file } => cmd_check(&file, style),
+        Command::Check { file, lib } => cmd_check(&file, lib, style),
         Command::Repl(args) => return repl::main(args, false),
     };
     match result {
@@ -244,39 +271,74 @@ fn display(path: &Path) -> String {
 /// Assembles `file` and verifies the result; on failure the rendered errors.
 fn assemble_and_verify(file: &Path, style: Style) -> Result<Module, String> {
     let name = display(file);
-    let mut loader = vm_io::FsLoader::new();
+    let mut loader = Keeping::default();
     let module = vm_core::asm::assemble(&name, &mut loader)
         .map_err(|errors| render::asm_errors(&name, &errors, style))?;
     vm_core::verify::verify(&module)
-        .map_err(|errors| render::verify_errors(&name, Some(&module), &errors))?;
+        .map_err(|errors| render::verify_errors(&name, Some(&module), &errors, &loader.sources, style))?;
     Ok(module)
+}
+
+/// The file system's loader, keeping the text of every file it loads, so that a verifier error
+/// in a module that assembled can be drawn with its source line.
+#[derive(Default)]
+struct Keeping {
+    sources: Vec<(String, String)>,
+}
+
+impl vm_core::asm::SourceLoader for Keeping {
+    fn load(&mut self, path: &str, from: Option<&str>) -> Result<(String, String), vm_core::asm::LoadError> {
+        let (name, text) = vm_io::FsLoader::new().load(path, from)?;
+        self.sources.push((name.clone(), text.clone()));
+        Ok((name, text))
+    }
 }
 
 /// Reads, decodes and verifies a `.vbc` module; on failure the rendered error.
 fn load_module(file: &Path) -> Result<Module, String> {
+    let bytes = read_file(file)?;
+    decode_module(file, &bytes)
+}
+
+fn read_file(file: &Path) -> Result<Vec<u8>, String> {
+    vm_io::fs::read_bytes(file).map_err(|e| format!("error: cannot read {}: {e}\n", display(file)))
+}
+
+/// Decodes and verifies module bytes read from `file`.
+fn decode_module(file: &Path, bytes: &[u8]) -> Result<Module, String> {
     let name = display(file);
-    let bytes = vm_io::fs::read_bytes(file).map_err(|e| format!("error: cannot read {name}: {e}\n"))?;
-    let module = vm_core::bytecode::decode(&bytes).map_err(|e| load_error(&name, None, e))?;
+    let module = vm_core::bytecode::decode(bytes).map_err(|e| load_error(&name, None, e))?;
     vm_core::verify::verify(&module)
         .map_err(|errors| load_error(&name, Some(&module), vm_core::bytecode::LoadError::Verify(errors)))?;
     Ok(module)
 }
 
+/// A program for `vm run`, `vm check` and the REPL's `load`: a module when the file starts with
+/// the `.vbc` magic bytes, whatever its name; otherwise assembly source. A file named `.vbc`
+/// that is not text either is reported as a module that failed to decode (its magic is wrong),
+/// which says more than an assembler error about its first byte would.
+pub(crate) fn load_program(file: &Path, style: Style) -> Result<Module, String> {
+    let bytes = read_file(file)?;
+    let named_vbc = file.extension().is_some_and(|e| e == "vbc");
+    if bytes.starts_with(&vm_core::bytecode::MAGIC) || (named_vbc && std::str::from_utf8(&bytes).is_err()) {
+        decode_module(file, &bytes)
+    } else {
+        assemble_and_verify(file, style)
+    }
+}
+
 fn load_error(name: &str, module: Option<&Module>, e: vm_core::bytecode::LoadError) -> String {
     match e {
-        vm_core::bytecode::LoadError::Verify(errors) => render::verify_errors(name, module, &errors),
+        vm_core::bytecode::LoadError::Verify(errors) => {
+            render::verify_errors(name, module, &errors, &[], Style::plain())
+        }
         other => format!("error: {name}: {other}\n"),
     }
 }
 
-fn is_vbc(file: &Path) -> bool {
-    file.extension().is_some_and(|e| e == "vbc")
-}
-
 fn cmd_run(run: RunArgs, style: Style) -> Result<(), Failure> {
     let file = run.file();
-    let loaded = if is_vbc(&file) { load_module(&file) } else { assemble_and_verify(&file, style) };
-    let module = loaded.map_err(|msg| (EXIT_USAGE, msg))?;
+    let module = load_program(&file, style).map_err(|msg| (EXIT_USAGE, msg))?;
     let opts = run.runtime.run_options().map_err(|msg| (EXIT_USAGE, msg))?;
     let result = vm_sched::block_on_run(Arc::new(module), run.args().to_vec(), opts);
     match outcome_report(&display(&file), result) {
@@ -336,8 +398,20 @@ fn cmd_disasm(file: &Path) -> Result<(), Failure> {
     }
 }
 
-fn cmd_check(file: &Path, style: Style) -> Result<(), Failure> {
-    assemble_and_verify(file, style).map(drop).map_err(|msg| (EXIT_USAGE, msg))
+fn cmd_check(file: &Path, lib: bool, style: Style) -> Result<(), Failure> {
+    let module = load_program(file, style).map_err(|msg| (EXIT_USAGE, msg))?;
+    if lib {
+        return Ok(());
+    }
+    // What `vm run` would refuse before starting (the same check, so the two cannot disagree).
+    vm_sched::run::check_main(&module).map_err(|e| {
+        let msg = format!(
+            "error: {}: {e}\n  help: a library, whose functions other programs include, is checked with \
+             `vm check --lib`\n",
+            display(file)
+        );
+        (EXIT_USAGE, msg)
+    })
 }
 
 /// The clap command, for documentation generators and tests.
@@ -429,12 +503,12 @@ mod tests {
         let want = (EXIT_USAGE, format!("error: cannot read {m}: No such file or directory (os error 2)\n"));
         assert_eq!(vm(&["run", &m]), want);
         assert_eq!(vm(&["disasm", &m]), want);
-        // A missing source goes through the assembler, which names it with its location.
+        // A missing file is read before anyone decides whether it is source or a module.
         let src = m.replace(".vbc", ".vasm");
-        let (status, err) = vm(&["check", &src]);
-        assert_eq!(status, EXIT_USAGE);
-        assert!(err.starts_with(&format!("error: {src}:1:1: cannot read")), "{err}");
-        assert!(err.ends_with(&format!("error: 1 error in {src}\n")), "{err}");
+        let want =
+            (EXIT_USAGE, format!("error: cannot read {src}: No such file or directory (os error 2)\n"));
+        assert_eq!(vm(&["check", &src]), want);
+        assert_eq!(vm(&["run", &src]), want);
         let err = load_module(&missing).unwrap_err();
         assert!(err.starts_with("error: cannot read ") && err.contains("vm-cli-missing"), "{err}");
     }

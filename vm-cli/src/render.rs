@@ -69,8 +69,13 @@ pub fn asm_errors(file: &str, errors: &AsmErrors, style: Style) -> String {
 /// One assembler diagnostic. Falls back to a single `error: file:line:col: message` line (plus
 /// `help:`) when there is no text to show, e.g. when the file itself could not be read.
 pub fn asm_diagnostic(d: &Diagnostic, errors: &AsmErrors, style: Style) -> String {
+    diagnostic(d, &errors.sources, style)
+}
+
+/// A located diagnostic drawn with its snippet from `sources` (`(file name, text)` pairs).
+fn diagnostic(d: &Diagnostic, sources: &[(String, String)], style: Style) -> String {
     let headline = format!("{}:{}:{}: {}", d.file, d.line, d.col, d.message);
-    let source = errors.sources.iter().find(|(name, text)| *name == d.file && !text.is_empty());
+    let source = sources.iter().find(|(name, text)| *name == d.file && !text.is_empty());
     let Some((_, text)) = source else {
         let mut s = format!("error: {headline}\n");
         if let Some(hint) = &d.hint {
@@ -106,11 +111,29 @@ fn clamp_span(text: &str, offset: usize, len: usize) -> (usize, usize) {
     (start, end)
 }
 
-/// Verifier errors, one per line (`error: t.vasm:12 (in main, instruction 2): message`), then
-/// the summary.
-pub fn verify_errors(file: &str, module: Option<&Module>, errors: &[VerifyError]) -> String {
+/// Verifier errors, then the summary. An error in an instruction whose source line is among
+/// `sources` (`(file name, text)` of the files just assembled) is drawn as an assembler
+/// diagnostic is: `× t.vasm:12:5: message`, the snippet with the instruction underlined, and
+/// where the verifier found it. Any other is one line
+/// (`error: verification failed: t.vasm:12 (in main, instruction 2): message`), as for a
+/// `.vbc` module, whose sources are not at hand.
+pub fn verify_errors(
+    file: &str,
+    module: Option<&Module>,
+    errors: &[VerifyError],
+    sources: &[(String, String)],
+    style: Style,
+) -> String {
     let mut out = String::new();
     for e in errors {
+        if let Some(d) = module.and_then(|m| verify_diagnostic(m, e, sources)) {
+            out.push_str(&diagnostic(&d, sources, style));
+            if !out.ends_with('\n') {
+                out.push('\n');
+            }
+            out.push('\n');
+            continue;
+        }
         let place = match (e.func.as_deref(), e.pc) {
             (Some(name), Some(pc)) => match module.and_then(|m| m.func_index(name).map(|i| (m, i))) {
                 Some((m, i)) => format!("{}: ", m.location(i, pc)),
@@ -124,6 +147,27 @@ pub fn verify_errors(file: &str, module: Option<&Module>, errors: &[VerifyError]
     }
     out.push_str(&format!("error: {} in {file}\n", count(errors.len().max(1), "error")));
     out
+}
+
+/// A verifier error as a located diagnostic: its instruction's line from the module's debug
+/// section, the column and span of the code on that line from the source text.
+fn verify_diagnostic(m: &Module, e: &VerifyError, sources: &[(String, String)]) -> Option<Diagnostic> {
+    let (func, pc) = (m.func_index(e.func.as_deref()?)?, e.pc?);
+    let location = m.location(func, pc);
+    let (file, line) = (location.file?, location.line?);
+    let text = &sources.iter().find(|(name, _)| *name == file)?.1;
+    let (start, end) = vm_core::asm::code_span(text, line)?;
+    let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
+    let col = text[line_start..start].chars().count() + 1;
+    Some(Diagnostic {
+        file,
+        line,
+        col: u32::try_from(col).unwrap_or(u32::MAX),
+        offset: start,
+        len: end - start,
+        message: e.message.clone(),
+        hint: Some(format!("found by the verifier in `{}`, instruction {pc}", location.func)),
+    })
 }
 
 /// The report for an exception that ended the main actor.
@@ -236,7 +280,7 @@ mod tests {
             VerifyError { func: Some("nope".into()), pc: Some(1), message: "x".into() },
             VerifyError { func: None, pc: None, message: "no functions".into() },
         ];
-        let out = verify_errors("p.vbc", Some(&module), &errors);
+        let out = verify_errors("p.vbc", Some(&module), &errors, &[], Style::plain());
         assert_eq!(
             out,
             "error: verification failed: main instruction 3: register r9 out of range\n\

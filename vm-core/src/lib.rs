@@ -28,8 +28,8 @@ pub use exception::Exception;
 pub use module::{Function, Location, Module};
 pub use ops::{Instr, Opcode, OperandKind};
 pub use step::{
-    ActorOp, ActorState, Effect, Fault, Fired, Host, Resume, SelectCase, SelectShape, SpawnOpts, Step,
-    select_resume,
+    ActorOp, ActorState, Begun, Effect, Fault, Fired, Host, NativeCall, NativeId, Received, Resume,
+    SelectCase, SelectShape, SpawnOpts, Step, select_resume,
 };
 pub use value::{Closure, Handle, Pid, Value};
 

@@ -18,6 +18,34 @@
 //! A blocked actor is therefore plain data: it can be serialised (serde), restored, interrupted
 //! or timed out without any Rust future being involved, and after a restore the runtime may simply
 //! step it again, which re-issues the effect.
+//!
+//! **Every path an instruction can take.** A step runs instructions until one of these happens;
+//! nothing else passes between the interpreter and the runtime:
+//! 1. The instruction completes inside the step, through [`Host`] calls that never wait (a
+//!    message already in the mailbox, a channel partner already parked, an inline native, I/O
+//!    whose data is ready), and the next one runs.
+//! 2. The fuel runs out: [`Step::Yielded`], the actor is runnable.
+//! 3. The instruction must wait and the runtime begins the wait: [`Step::Blocked`] with a plain
+//!    [`Effect`] ([`Effect::Print`], [`Effect::Sleep`], [`Effect::Receive`], [`Effect::Yield`],
+//!    [`Effect::Select`], [`Effect::Native`], [`Effect::Stop`]). The runtime waits and calls
+//!    [`ActorState::resume`].
+//! 4. The instruction must wait and the *host* has already begun the wait inside the step
+//!    ([`Effect::Begun`]), which saves the runtime doing it again: [`Begun::Receive`] (the host
+//!    parked the actor on its mailbox: once woken, the runtime steps the actor again *without*
+//!    resuming, so the receive runs again and takes the message, or steps aside to
+//!    [`Effect::Receive`]) or [`Begun::Native`] (the host started the native's I/O operation and
+//!    holds it in flight: the runtime awaits that operation and resumes with its result). A
+//!    native's arguments stay in their registers; only [`Effect::Native`], a native the host did
+//!    not start (one that may block its thread), carries a copy of them.
+//! 5. The actor's first function returns ([`Step::Exited`]) or an exception escapes every
+//!    handler ([`Step::Failed`]).
+//!
+//! **A begun wait may be abandoned.** The host's in-flight state (a parked mailbox, an I/O
+//! operation) is never part of the actor: dropping it — cancelling the operation, which loses no
+//! input (bytes read stay in the connection's buffer), or unparking the mailbox — and stepping the
+//! actor again re-runs the instruction, which begins its wait afresh. So an actor blocked on a
+//! begun wait is still plain data: a snapshot of it is its [`ActorState`] alone. (Whether a
+//! native's *side effects*, a write half done, may be repeated is the native's own property.)
 
 use crate::exception::Exception;
 use crate::module::Module;
@@ -129,13 +157,68 @@ pub enum Effect {
         /// `None` waits forever.
         timeout_ms: Option<u64>,
     },
-    /// Call a native function; resume with its result, or raise its exception.
+    /// Run a native function the host did not start ([`NativeCall::Deferred`]: one that may
+    /// block its thread); resume with its result, or raise its exception.
     Native {
-        /// The native's name.
-        name: crate::atom::Atom,
-        /// The arguments.
+        /// Which native (the host's index).
+        id: NativeId,
+        /// A copy of the arguments, for a runtime that runs the native on another thread.
         args: Vec<Value>,
     },
+    /// The host began this wait inside the step; see the module docs (path 4).
+    Begun(Begun),
+}
+
+/// A wait the host began inside the step ([`Effect::Begun`]); see the module docs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Begun {
+    /// [`Host::try_receive_or_park`] parked the actor on its mailbox ([`Received::Parked`]):
+    /// when woken, step the actor again without resuming; the receive runs again.
+    Receive,
+    /// [`Host::native`] started this native's operation and holds it in flight
+    /// ([`NativeCall::Begun`]): await it, then resume with its result.
+    Native(NativeId),
+}
+
+/// A native function's identity: its index in the host's table of natives. It means something
+/// only to the host that gave it, during one run; a restored actor re-runs its `native`
+/// instruction and gets it afresh.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct NativeId(pub u32);
+
+/// What [`Host::native`] did with a call.
+#[derive(Debug, PartialEq)]
+pub enum NativeCall {
+    /// It completed (an inline native, or an I/O operation whose data was ready).
+    Done(Result<Value, Exception>),
+    /// The host began the native's operation, which must wait, and holds it in flight: the
+    /// instruction blocks with [`Begun::Native`].
+    Begun(NativeId),
+    /// The host did not start it (it may block its thread): the instruction blocks with
+    /// [`Effect::Native`], and the runtime runs it.
+    Deferred(NativeId),
+}
+
+impl NativeCall {
+    /// The answer for a name that is no native: `:badarg`.
+    pub fn unknown(name: crate::atom::Atom) -> NativeCall {
+        NativeCall::Done(Err(Exception::badarg(format!(
+            "no native function named {}",
+            Value::Atom(name).repr()
+        ))))
+    }
+}
+
+/// What [`Host::try_receive_or_park`] found.
+#[derive(Debug, PartialEq)]
+pub enum Received {
+    /// A message, taken from the mailbox.
+    Message(Value),
+    /// No message, and the host parked the actor on its mailbox: the instruction blocks with
+    /// [`Begun::Receive`].
+    Parked,
+    /// No message, and nothing begun: the instruction blocks with [`Effect::Receive`].
+    Empty,
 }
 
 /// One case of a channel select.
@@ -340,10 +423,13 @@ pub trait Host {
     /// leaving the others in order.
     fn try_receive(&mut self, pattern: Option<&Value>) -> Option<Value>;
     /// As [`Host::try_receive`], for a receive that will otherwise wait with no deadline: the
-    /// host may also begin that wait here, in the same step, and must then be ready for the
-    /// `Receive` effect the instruction blocks with next. The default only tries.
-    fn try_receive_or_park(&mut self, pattern: Option<&Value>) -> Option<Value> {
-        self.try_receive(pattern)
+    /// host may also begin that wait here, in the same step ([`Received::Parked`]; the
+    /// instruction then blocks with [`Begun::Receive`]). The default only tries.
+    fn try_receive_or_park(&mut self, pattern: Option<&Value>) -> Received {
+        match self.try_receive(pattern) {
+            Some(m) => Received::Message(m),
+            None => Received::Empty,
+        }
     }
     /// Monotonic milliseconds since the VM started.
     fn now_ms(&self) -> i64;
@@ -369,13 +455,13 @@ pub trait Host {
     }
     /// Closes a channel; closing twice raises `:closed`.
     fn chan_close(&mut self, chan: &crate::value::Handle) -> Result<(), Exception>;
-    /// Runs native function `name` if it completes without waiting (an inline native, or an I/O
-    /// operation whose data is ready): `Some(result)`. `None` means it must wait, or the host
-    /// leaves it to the runtime: the `native` instruction then blocks with [`Effect::Native`].
-    /// The default leaves every native to the runtime.
-    fn native(&mut self, name: crate::atom::Atom, args: &[Value]) -> Option<Result<Value, Exception>> {
-        let _ = (name, args);
-        None
+    /// Calls native function `name` with `args` (borrowed from the registers): it completes
+    /// ([`NativeCall::Done`]: an inline native, I/O whose data is ready, or an unknown name's
+    /// `:badarg`), or the host begins its operation and holds it ([`NativeCall::Begun`]), or
+    /// leaves it to the runtime ([`NativeCall::Deferred`]). The default host has no natives.
+    fn native(&mut self, name: crate::atom::Atom, args: &[Value]) -> NativeCall {
+        let _ = args;
+        NativeCall::unknown(name)
     }
 }
 

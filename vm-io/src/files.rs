@@ -1,10 +1,13 @@
 //! File and directory natives. They run on tokio's blocking pool (the actor is real-blocked):
 //! file I/O has no readiness-based async form, which is also why `tokio::fs` uses that pool.
-//! Each checks `--allow-read` / `--allow-write` first (see `perms`).
+//! Each acts on a path only through `confine::with_path`, which checks `--allow-read` /
+//! `--allow-write` and opens beneath the granted directory, so a symbolic link cannot lead out.
 
+use crate::confine::{Access, with_path};
 use crate::natives::{Ctx, NativeResult, atom_arg, data_arg, int_arg, io_error, size_arg, str_arg};
 use crate::resource::Obj;
-use std::fs::{File, OpenOptions};
+use cap_std::fs::OpenOptions;
+use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::sync::Mutex;
 use vm_core::{Exception, Value};
@@ -27,25 +30,34 @@ pub(crate) fn file_open(ctx: &Ctx<'_>, args: &[Value]) -> NativeResult {
     let path = str_arg("file_open", &args[0])?;
     let mode = atom_arg("file_open: mode", &args[1])?.name();
     let mut o = OpenOptions::new();
-    match &*mode {
-        "read" => o.read(true),
-        "write" => o.write(true).create(true).truncate(true),
-        "append" => o.append(true).create(true),
-        "create_new" => o.write(true).create_new(true),
-        "read_write" => o.read(true).write(true).create(true),
+    let needs: &[Access] = match &*mode {
+        "read" => {
+            o.read(true);
+            &[Access::Read]
+        }
+        "write" => {
+            o.write(true).create(true).truncate(true);
+            &[Access::Write]
+        }
+        "append" => {
+            o.append(true).create(true);
+            &[Access::Write]
+        }
+        "create_new" => {
+            o.write(true).create_new(true);
+            &[Access::Write]
+        }
+        "read_write" => {
+            o.read(true).write(true).create(true);
+            &[Access::Read, Access::Write]
+        }
         other => {
             return Err(Exception::badarg(format!(
                 "file_open: unknown mode :{other} (use :read, :write, :append, :create_new or :read_write)"
             )));
         }
     };
-    if &*mode == "read" || &*mode == "read_write" {
-        ctx.io.perms.check_read(&path)?;
-    }
-    if &*mode != "read" {
-        ctx.io.perms.check_write(&path)?;
-    }
-    let file = o.open(&*path).map_err(|e| io_error(&format!("file_open {path}"), &e))?;
+    let file = with_path(&ctx.io.perms, &path, needs, &format!("file_open {path}"), |place| place.open(&o))?;
     Ok(ctx.adopt(Obj::File(Mutex::new(file)), path.into_owned()))
 }
 
@@ -84,37 +96,43 @@ pub(crate) fn file_seek(ctx: &Ctx<'_>, args: &[Value]) -> NativeResult {
 
 pub(crate) fn file_read_all(ctx: &Ctx<'_>, args: &[Value]) -> NativeResult {
     let path = str_arg("file_read_all", &args[0])?;
-    ctx.io.perms.check_read(&path)?;
-    std::fs::read(&*path).map(Value::bytes).map_err(|e| io_error(&format!("file_read_all {path}"), &e))
+    let what = format!("file_read_all {path}");
+    let data = with_path(&ctx.io.perms, &path, &[Access::Read], &what, |place| {
+        let mut data = Vec::new();
+        place.open(OpenOptions::new().read(true))?.read_to_end(&mut data)?;
+        Ok(data)
+    })?;
+    Ok(Value::bytes(data))
 }
 
 pub(crate) fn file_write_all(ctx: &Ctx<'_>, args: &[Value]) -> NativeResult {
     let path = str_arg("file_write_all", &args[0])?;
     let data = data_arg("file_write_all", &args[1])?;
-    ctx.io.perms.check_write(&path)?;
-    std::fs::write(&*path, data).map_err(|e| io_error(&format!("file_write_all {path}"), &e))?;
+    let what = format!("file_write_all {path}");
+    with_path(&ctx.io.perms, &path, &[Access::Write], &what, |place| {
+        place.open(OpenOptions::new().write(true).create(true).truncate(true))?.write_all(data)
+    })?;
     Ok(Value::Nil)
 }
 
 pub(crate) fn dir_list(ctx: &Ctx<'_>, args: &[Value]) -> NativeResult {
     let path = str_arg("dir_list", &args[0])?;
-    ctx.io.perms.check_read(&path)?;
     let what = format!("dir_list {path}");
-    let mut names = Vec::new();
-    for entry in std::fs::read_dir(&*path).map_err(|e| io_error(&what, &e))? {
-        let entry = entry.map_err(|e| io_error(&what, &e))?;
-        names.push(entry.file_name().to_string_lossy().into_owned());
-    }
+    let mut names = with_path(&ctx.io.perms, &path, &[Access::Read], &what, |place| {
+        place
+            .open_dir()?
+            .entries()?
+            .map(|entry| Ok(entry?.file_name().to_string_lossy().into_owned()))
+            .collect::<std::io::Result<Vec<String>>>()
+    })?;
     names.sort();
     Ok(Value::list(names.into_iter().map(Value::str).collect()))
 }
 
 pub(crate) fn file_remove(ctx: &Ctx<'_>, args: &[Value]) -> NativeResult {
     let path = str_arg("file_remove", &args[0])?;
-    ctx.io.perms.check_write(&path)?;
-    let what = format!("file_remove {path}");
-    let meta = std::fs::symlink_metadata(&*path).map_err(|e| io_error(&what, &e))?;
-    let r = if meta.is_dir() { std::fs::remove_dir(&*path) } else { std::fs::remove_file(&*path) };
-    r.map_err(|e| io_error(&what, &e))?;
+    with_path(&ctx.io.perms, &path, &[Access::Write], &format!("file_remove {path}"), |place| {
+        place.remove()
+    })?;
     Ok(Value::Nil)
 }

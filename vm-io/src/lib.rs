@@ -1,5 +1,5 @@
 //! vm-io: the I/O drivers. **This is the only crate that touches the OS**: sockets, files,
-//! standard streams, the environment, clocks and name resolution. Every other crate reaches the
+//! standard streams, the environment, clocks, name resolution and signals (Ctrl-C). Every other crate reaches the
 //! outside world through it: vm-sched runs the [`natives`] and completes `print` effects with
 //! [`Output`], and vm-cli reads and writes program files with [`fs`] and [`FsLoader`].
 //!
@@ -11,11 +11,15 @@
 //! - [`table`]: shared tables, mutable state any actor holding the handle may use.
 //! - [`resource`]: sockets, listeners and files as owned resources ([`Io`] holds the ownership
 //!   table, the permissions and the console of one VM).
-//! - [`perms`]: `--allow-net`, `--allow-read`, `--allow-write`.
+//! - [`perms`]: `--allow-net`, `--allow-read`, `--allow-write`, `--allow-env`; [`confine`]: file
+//!   access opened beneath the granted directories, so symbolic links cannot lead out of them.
+//! - [`ctrl_c`]: SIGINT caught instead of ending the process (`vm repl`'s session).
 //! - [`Output`]: the sink for the `print` effect (standard output), buffered for speed;
 //! - [`FsLoader`]: the assembler's [`SourceLoader`] backed by the file system;
 //! - [`fs`]: whole-file reads and writes for `.vbc` modules.
 
+pub mod confine;
+pub mod ctrl_c;
 pub mod files;
 pub mod natives;
 pub mod net;
@@ -31,7 +35,7 @@ pub use perms::Permissions;
 pub use resource::{Console, Io};
 
 use std::path::{Component, Path, PathBuf};
-use vm_core::asm::SourceLoader;
+use vm_core::asm::{LoadError, SourceLoader};
 
 /// Whole-file reads and writes, so that callers outside vm-io never call `std::fs` themselves.
 pub mod fs {
@@ -79,13 +83,14 @@ impl FsLoader {
 }
 
 impl SourceLoader for FsLoader {
-    fn load(&mut self, path: &str, from: Option<&str>) -> Result<(String, String), String> {
+    fn load(&mut self, path: &str, from: Option<&str>) -> Result<(String, String), LoadError> {
         let resolved = FsLoader::resolve(path, from);
         let name = resolved.to_string_lossy().into_owned();
-        match std::fs::read_to_string(&resolved) {
-            Ok(text) => Ok((name, text)),
+        match std::fs::read(&resolved) {
+            // Text that is not UTF-8 is located for the assembler to report.
+            Ok(bytes) => vm_core::asm::source_text(name, bytes),
             // The assembler puts the file name in front of the reason.
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(LoadError::Unreadable(e.to_string())),
         }
     }
 }
@@ -147,8 +152,14 @@ mod tests {
         assert_eq!(PathBuf::from(&name), dir.join("lib/util.vasm"));
         assert_eq!(text, "; util\n");
 
-        let err = loader.load("missing.vasm", Some(&main)).unwrap_err();
+        let Err(LoadError::Unreadable(err)) = loader.load("missing.vasm", Some(&main)) else { panic!() };
         assert!(!err.is_empty() && !err.contains("missing.vasm"), "{err}");
+        // Text that is not UTF-8 is located: line 2, after `; ab`, in both texts' offsets.
+        std::fs::write(dir.join("latin1.vasm"), b"; ok\n; ab\xe9c\n").unwrap();
+        let Err(LoadError::NotUtf8 { text, at, bad, .. }) = loader.load("latin1.vasm", Some(&main)) else {
+            panic!()
+        };
+        assert_eq!((at, bad, &text[at..]), (9, vec![0xe9], "\u{FFFD}c\n"));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

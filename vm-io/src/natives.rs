@@ -13,6 +13,15 @@
 //!   pool while the actor is *real-blocked*. A panic inside becomes a `:panic` exception in the
 //!   calling actor only.
 //!
+//! **Caught panics are quiet.** A panic inside a native becomes a `:panic` exception in the
+//! calling actor ([`guarded`]); it is the program's business, so it prints nothing:
+//! 1. [`guarded`] marks the thread as inside a native call (a thread-local flag, restored after)
+//!    around the call and its `catch_unwind`.
+//! 2. A panic hook, installed once per process when the first [`Io`] is made, logs a panic
+//!    raised while the flag is set through `tracing` at debug level (message and location), and
+//!    hands every other panic to the hook it replaced: a panic in the VM itself is a bug and is
+//!    still printed, with its backtrace when asked for.
+//!
 //! The registry is a static table (adding a native is adding a row); `docs/io.md` is its
 //! reference and a test checks that every row is documented there. A native gets a [`Ctx`]: the
 //! VM's [`Io`] state (permissions, ownership table, console) and the caller's pid.
@@ -23,7 +32,7 @@ use std::net::ToSocketAddrs;
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
-use vm_core::{Atom, Exception, Value, atoms};
+use vm_core::{Atom, Exception, NativeId, Value, atoms};
 
 /// What a native sees of the VM: its I/O state and who is calling.
 pub struct Ctx<'a> {
@@ -217,27 +226,127 @@ natives! {
     "wall_clock_ms", 0..=0, Inline(wall_clock_ms), "wall_clock_ms(): milliseconds since the Unix epoch";
     "monotonic_us", 0..=0, Inline(monotonic_us), "monotonic_us(): microseconds on a monotonic clock";
     "resolve", 1..=1, Blocking(resolve), "resolve(host): the host's addresses as a list of strings";
-    "sleep_blocking", 1..=1, Blocking(sleep_blocking), "sleep_blocking(ms): blocks a pool thread for ms (for tests of real blocking)";
-    "panic", 1..=1, Blocking(panic_native), "panic(msg): panics inside a native (for tests: the caller gets :panic)";
-    "panic_inline", 1..=1, Inline(panic_native), "panic_inline(msg): panics inside an inline native (for tests: the caller gets :panic)";
 }
 
-/// The native called `name`: an index by the atom's number (atoms are small dense integers and
-/// the natives' names are interned together at first use), so a call costs no hashing.
-pub fn lookup(name: Atom) -> Option<&'static Native> {
-    static BY_ATOM: OnceLock<Vec<Option<&'static Native>>> = OnceLock::new();
+thread_local! {
+    /// Set while this thread runs a native call inside [`guarded`].
+    static IN_NATIVE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs a native call (`call` calls the native's function) so that a panic inside it becomes a
+/// `:panic` exception for the caller and prints nothing (see the module docs).
+#[inline]
+pub fn guarded(call: impl FnOnce() -> NativeResult) -> NativeResult {
+    let was = IN_NATIVE.replace(true);
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(call));
+    IN_NATIVE.set(was);
+    match result {
+        Ok(r) => r,
+        Err(payload) => Err(panicked(&panic_text(payload))),
+    }
+}
+
+/// The `:panic` exception for a native call that panicked with `text`.
+#[cold]
+pub fn panicked(text: &str) -> Exception {
+    Exception::new(atoms::PANIC, format!("native call panicked: {text}"))
+}
+
+/// The message of a panic's payload (a `&str` or a `String`, as `panic!` makes).
+pub fn panic_text(payload: Box<dyn std::any::Any + Send>) -> String {
+    match payload.downcast::<String>() {
+        Ok(s) => *s,
+        Err(p) => p.downcast_ref::<&str>().map_or_else(|| "(no message)".to_string(), |s| s.to_string()),
+    }
+}
+
+/// Step 2 of the module docs: the panic hook that keeps caught native panics off stderr.
+pub(crate) fn install_quiet_panic_hook() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if IN_NATIVE.try_with(std::cell::Cell::get).unwrap_or(false) {
+                let message = info.payload_as_str().unwrap_or("(no message)");
+                let at = info.location().map(|l| format!("{}:{}", l.file(), l.line())).unwrap_or_default();
+                tracing::debug!(%at, "native call panicked (raised as :panic in the caller): {message}");
+            } else {
+                previous(info);
+            }
+        }));
+    });
+}
+
+/// Natives for tests, compiled only for tests and in builds with the `test-natives` feature
+/// (which the test crates and the benchmark build enable), so the production table has none:
+/// blocking a pool thread on purpose, and panicking on either path.
+#[cfg(any(test, feature = "test-natives"))]
+pub static TEST_NATIVES: &[Native] = &[
+    Native {
+        name: "sleep_blocking",
+        min_args: 1,
+        max_args: 1,
+        imp: Imp::Blocking(sleep_blocking),
+        doc: "sleep_blocking(ms): blocks a pool thread for ms (for tests of real blocking)",
+    },
+    Native {
+        name: "panic",
+        min_args: 1,
+        max_args: 1,
+        imp: Imp::Blocking(panic_native),
+        doc: "panic(msg): panics inside a native (for tests: the caller gets :panic)",
+    },
+    Native {
+        name: "panic_inline",
+        min_args: 1,
+        max_args: 1,
+        imp: Imp::Inline(panic_native),
+        doc: "panic_inline(msg): panics inside an inline native (for tests: the caller gets :panic)",
+    },
+];
+
+/// Every native this build has: [`NATIVES`], and [`TEST_NATIVES`] in builds that have them.
+pub fn all() -> impl Iterator<Item = &'static Native> {
+    #[cfg(any(test, feature = "test-natives"))]
+    let test = TEST_NATIVES.iter();
+    #[cfg(not(any(test, feature = "test-natives")))]
+    let test = [].iter();
+    NATIVES.iter().chain(test)
+}
+
+/// The native called `name`, with its identity (its index in [`all`]): an index by the atom's
+/// number (atoms are small dense integers and the natives' names are interned together at first
+/// use), so a call costs no hashing.
+#[inline]
+pub fn find(name: Atom) -> Option<(NativeId, &'static Native)> {
+    static BY_ATOM: OnceLock<Vec<Option<(NativeId, &'static Native)>>> = OnceLock::new();
     let table = BY_ATOM.get_or_init(|| {
         let mut t = Vec::new();
-        for n in NATIVES {
+        for (id, n) in all().enumerate() {
             let i = Atom::new(n.name).index() as usize;
             if t.len() <= i {
                 t.resize(i + 1, None);
             }
-            t[i] = Some(n);
+            t[i] = Some((NativeId(id as u32), n));
         }
         t
     });
     table.get(name.index() as usize).copied().flatten()
+}
+
+/// The native called `name`.
+pub fn lookup(name: Atom) -> Option<&'static Native> {
+    find(name).map(|(_, n)| n)
+}
+
+/// The native with this identity (as [`find`] gave it).
+pub fn get(id: NativeId) -> Option<&'static Native> {
+    let i = id.0 as usize;
+    #[cfg(any(test, feature = "test-natives"))]
+    if i >= NATIVES.len() {
+        return TEST_NATIVES.get(i - NATIVES.len());
+    }
+    NATIVES.get(i)
 }
 
 /// Argument `i`, or `nil` when an optional argument was left out.
@@ -356,6 +465,7 @@ where
     }
 }
 
+#[cfg(any(test, feature = "test-natives"))]
 fn sleep_blocking(_: &Ctx<'_>, args: &[Value]) -> Result<Value, Exception> {
     let ms = int_arg("sleep_blocking", &args[0])?;
     if ms < 0 {
@@ -365,7 +475,7 @@ fn sleep_blocking(_: &Ctx<'_>, args: &[Value]) -> Result<Value, Exception> {
     Ok(Value::Nil)
 }
 
-fn resolve(_: &Ctx<'_>, args: &[Value]) -> Result<Value, Exception> {
+fn resolve(ctx: &Ctx<'_>, args: &[Value]) -> Result<Value, Exception> {
     let host = match &args[0] {
         Value::Str(s) => s.to_string(),
         other => {
@@ -375,6 +485,8 @@ fn resolve(_: &Ctx<'_>, args: &[Value]) -> Result<Value, Exception> {
             )));
         }
     };
+    // A query carries the name to a name server: it is network access (perms rule 2).
+    ctx.io.perms.check_resolve(&host)?;
     // Port 0 only satisfies the API; the addresses are what is wanted.
     let addrs = (host.as_str(), 0)
         .to_socket_addrs()
@@ -394,6 +506,7 @@ fn monotonic_us(_: &Ctx<'_>, _: &[Value]) -> Result<Value, Exception> {
     Ok(Value::Int(START.get_or_init(std::time::Instant::now).elapsed().as_micros() as i64))
 }
 
+#[cfg(any(test, feature = "test-natives"))]
 fn panic_native(_: &Ctx<'_>, args: &[Value]) -> Result<Value, Exception> {
     panic!("{}", args[0]);
 }
@@ -423,6 +536,16 @@ mod tests {
     }
 
     #[test]
+    fn a_native_is_found_again_by_its_identity() {
+        for n in all() {
+            let (id, found) = find(Atom::new(n.name)).unwrap();
+            assert_eq!(found.name, n.name);
+            assert_eq!(get(id).map(|g| g.name), Some(n.name));
+        }
+        assert!(get(NativeId(u32::MAX)).is_none());
+    }
+
+    #[test]
     fn call_sync_checks_the_arity_as_call_does() {
         let clock = lookup(Atom::new("wall_clock_ms")).unwrap();
         let Imp::Inline(f) = clock.imp else { panic!("wall_clock_ms is inline") };
@@ -438,8 +561,17 @@ mod tests {
     #[test]
     fn every_native_is_documented_in_docs_io_md() {
         let doc = include_str!("../../docs/io.md");
-        for n in NATIVES {
+        for n in all() {
             assert!(doc.contains(&format!("`{}(", n.name)), "docs/io.md does not describe native {}", n.name);
+        }
+    }
+
+    #[test]
+    fn the_test_natives_are_not_in_the_production_table() {
+        for name in ["sleep_blocking", "panic", "panic_inline"] {
+            assert!(NATIVES.iter().all(|n| n.name != name), "{name} is in NATIVES");
+            assert!(TEST_NATIVES.iter().any(|n| n.name == name), "{name} is not in TEST_NATIVES");
+            assert!(lookup(Atom::new(name)).is_some(), "{name} is not found in a test build");
         }
     }
 

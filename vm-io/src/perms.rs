@@ -1,15 +1,23 @@
-//! Permissions: network and file access are denied unless granted on the command line, as deno
-//! does (`--allow-net[=HOST[:PORT],...]`, `--allow-read[=PATH,...]`, `--allow-write[=PATH,...]`).
+//! Permissions: network, file and environment access are denied unless granted on the command
+//! line, as deno does (`--allow-net[=HOST[:PORT],...]`, `--allow-read[=PATH,...]`,
+//! `--allow-write[=PATH,...]`, `--allow-env[=NAME,...]`). `docs/io.md` lists which native needs
+//! which flag.
 //!
 //! Rules:
-//! - Network: an entry `host` allows every port of that host, `host:port` only that port; hosts
-//!   compare case-insensitively *as the program wrote them* (no resolution: `localhost` and
-//!   `127.0.0.1` are different entries, as in deno). `[::1]:80` is the IPv6 form.
-//! - Files: a path is allowed when, made absolute against the current directory and normalised
-//!   lexically (`.` and `..` removed), it is a granted path or lies under one. Symbolic links are
-//!   not followed, so a link inside a granted directory that points outside it is allowed; the
-//!   grant is about names, as deno's is.
-//! - A denial is an exception of kind `:permission` whose message names the flag that grants it.
+//! 1. Network: an entry `host` allows every port of that host, `host:port` only that port; hosts
+//!    compare case-insensitively *as the program wrote them* (no resolution: `localhost` and
+//!    `127.0.0.1` are different entries, as in deno). `[::1]:80` is the IPv6 form. An entry must
+//!    be an IP address or a DNS name (letters, digits, `-`, `_`, dot-separated), with a port
+//!    from 0 to 65535 if any; anything else (`:::`, `a b`) is refused when the flag is parsed.
+//! 2. Name resolution (`resolve`) is network access: it needs `--allow-net`, or an entry naming
+//!    that host (any port), since a query to a name server carries data out of the process.
+//! 3. Files: a path is allowed when, made absolute against the current directory and normalised
+//!    lexically (`.` and `..` removed), it is a granted path or lies under one, *and* where its
+//!    symbolic links lead lies under one too. The second half is kept by opening beneath the
+//!    granted directory (`confine`'s protocol), never by a check followed by an open.
+//! 4. Environment: `--allow-env` allows every variable, `--allow-env=NAME,...` those names.
+//! 5. A denial is an exception of kind `:permission` whose message names the flag that grants it.
+//! 6. An empty list (`--allow-read=`) is refused when parsed: it would grant nothing.
 
 use std::path::{Path, PathBuf};
 use vm_core::{Atom, Exception};
@@ -44,6 +52,8 @@ pub struct Permissions {
     pub read: Grant<PathBuf>,
     /// `--allow-write`.
     pub write: Grant<PathBuf>,
+    /// `--allow-env`.
+    pub env: Grant<String>,
 }
 
 /// The kind of every denial.
@@ -54,38 +64,42 @@ pub fn permission_atom() -> Atom {
 impl Permissions {
     /// Everything allowed (tests and embedders that trust the program).
     pub fn all() -> Permissions {
-        Permissions { net: Grant::All, read: Grant::All, write: Grant::All }
+        Permissions { net: Grant::All, read: Grant::All, write: Grant::All, env: Grant::All }
     }
 
     /// Parses a flag's value: `None` is the bare flag (everything); `Some("a,b")` a list.
     pub fn parse_net(value: Option<&str>) -> Result<Grant<NetRule>, String> {
-        let Some(list) = value else { return Ok(Grant::All) };
-        let mut rules = Vec::new();
-        for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        parse_list(value, "--allow-net", "HOST[:PORT]", |item| {
             let (host, port) =
                 split_host_port(item).ok_or_else(|| format!("bad --allow-net entry {item:?}"))?;
+            let bracketed = item.starts_with('[');
+            if !valid_host(host) || (bracketed && host.parse::<std::net::Ipv6Addr>().is_err()) {
+                return Err(format!(
+                    "bad --allow-net entry {item:?}: {host:?} is neither an IP address nor a host name \
+                     (write HOST, HOST:PORT or [IPV6]:PORT)"
+                ));
+            }
             let port = match port {
                 Some(p) => {
                     Some(p.parse::<u16>().map_err(|_| format!("bad port in --allow-net entry {item:?}"))?)
                 }
                 None => None,
             };
-            rules.push(NetRule { host: host.to_ascii_lowercase(), port });
-        }
-        if rules.is_empty() {
-            return Err("--allow-net= needs at least one HOST[:PORT]".into());
-        }
-        Ok(Grant::Only(rules))
+            Ok(NetRule { host: host.to_ascii_lowercase(), port })
+        })
     }
 
     /// Parses `--allow-read` / `--allow-write` values (see [`Permissions::parse_net`]).
-    pub fn parse_paths(value: Option<&str>) -> Grant<PathBuf> {
-        match value {
-            None => Grant::All,
-            Some(list) => {
-                Grant::Only(list.split(',').map(str::trim).filter(|s| !s.is_empty()).map(absolute).collect())
-            }
-        }
+    pub fn parse_paths(value: Option<&str>, flag: &str) -> Result<Grant<PathBuf>, String> {
+        parse_list(value, flag, "PATH", |item| Ok(absolute(item)))
+    }
+
+    /// Parses `--allow-env` values (see [`Permissions::parse_net`]).
+    pub fn parse_env(value: Option<&str>) -> Result<Grant<String>, String> {
+        parse_list(value, "--allow-env", "NAME", |item| match valid_env_name(item) {
+            true => Ok(item.to_string()),
+            false => Err(format!("bad --allow-env entry {item:?}: not a variable name")),
+        })
     }
 
     /// Checks that the program may listen on, connect or send to `addr` (`host:port`).
@@ -103,48 +117,85 @@ impl Permissions {
                 None => false,
             },
         };
+        if allowed { Ok(()) } else { Err(denial("network", addr, "--allow-net")) }
+    }
+
+    /// Checks that the program may resolve `host` (rule 2).
+    pub fn check_resolve(&self, host: &str) -> Result<(), Exception> {
+        let allowed = match &self.net {
+            Grant::All => true,
+            Grant::Denied => false,
+            Grant::Only(rules) => rules.iter().any(|r| r.host.eq_ignore_ascii_case(host)),
+        };
         if allowed {
             Ok(())
         } else {
             Err(Exception::new(
                 permission_atom(),
-                format!("network access to {addr} denied: run with --allow-net or --allow-net={addr}"),
+                format!("resolving {host} denied: run with --allow-net or --allow-net={host}"),
             ))
         }
     }
 
-    /// Checks that the program may read `path` (a file or a directory to list).
-    pub fn check_read(&self, path: &str) -> Result<(), Exception> {
-        check_path(&self.read, path, "read", "--allow-read")
-    }
-
-    /// Checks that the program may create, write or remove `path`.
-    pub fn check_write(&self, path: &str) -> Result<(), Exception> {
-        check_path(&self.write, path, "write", "--allow-write")
+    /// Checks that the program may read the environment variable `name`.
+    pub fn check_env(&self, name: &str) -> Result<(), Exception> {
+        let allowed = match &self.env {
+            Grant::All => true,
+            Grant::Denied => false,
+            Grant::Only(names) => names.iter().any(|n| n == name),
+        };
+        if allowed { Ok(()) } else { Err(denial("environment", name, "--allow-env")) }
     }
 }
 
-fn check_path(grant: &Grant<PathBuf>, path: &str, what: &str, flag: &str) -> Result<(), Exception> {
-    let allowed = match grant {
-        Grant::All => true,
-        Grant::Denied => false,
-        Grant::Only(dirs) => {
-            let p = absolute(path);
-            dirs.iter().any(|d| p.starts_with(d))
-        }
-    };
-    if allowed {
-        Ok(())
-    } else {
-        Err(Exception::new(
-            permission_atom(),
-            format!("{what} access to {path} denied: run with {flag} or {flag}={path}"),
-        ))
+/// Parses a comma-separated grant list with `item` (rule 6: an empty one is an error).
+fn parse_list<T>(
+    value: Option<&str>,
+    flag: &str,
+    form: &str,
+    item: impl Fn(&str) -> Result<T, String>,
+) -> Result<Grant<T>, String> {
+    let Some(list) = value else { return Ok(Grant::All) };
+    let items =
+        list.split(',').map(str::trim).filter(|s| !s.is_empty()).map(item).collect::<Result<Vec<_>, _>>()?;
+    if items.is_empty() {
+        return Err(format!("{flag}= needs at least one {form} (or no `=` at all, to allow everything)"));
     }
+    Ok(Grant::Only(items))
+}
+
+/// Rule 1: an IP address, or a DNS name of dot-separated labels of letters, digits, `-` and
+/// `_` (a trailing dot allowed), at most 253 characters.
+fn valid_host(host: &str) -> bool {
+    if host.parse::<std::net::IpAddr>().is_ok() {
+        return true;
+    }
+    let name = host.strip_suffix('.').unwrap_or(host);
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            (1..=63).contains(&label.len())
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
+/// A name `env_get` accepts: not empty, no `=` and no NUL.
+pub(crate) fn valid_env_name(name: &str) -> bool {
+    !name.is_empty() && !name.contains('=') && !name.contains('\0')
+}
+
+/// The `:permission` exception for `what` access to `target`, naming `flag`.
+pub(crate) fn denial(what: &str, target: &str, flag: &str) -> Exception {
+    Exception::new(
+        permission_atom(),
+        format!("{what} access to {target} denied: run with {flag} or {flag}={target}"),
+    )
 }
 
 /// `path` made absolute against the current directory and normalised lexically.
-fn absolute(path: &str) -> PathBuf {
+pub(crate) fn absolute(path: &str) -> PathBuf {
     let p = Path::new(path);
     let joined = if p.is_absolute() {
         p.to_path_buf()
@@ -183,9 +234,10 @@ mod tests {
         let e = p.check_net("127.0.0.1:7000").unwrap_err();
         assert_eq!(e.kind, permission_atom());
         assert!(e.msg.to_string().contains("--allow-net=127.0.0.1:7000"), "{}", e.msg);
-        let e = p.check_read("/etc/passwd").unwrap_err();
-        assert!(e.msg.to_string().contains("--allow-read"), "{}", e.msg);
-        assert!(p.check_write("x").unwrap_err().msg.to_string().contains("--allow-write"));
+        let e = p.check_resolve("example.com").unwrap_err();
+        assert!(e.msg.to_string().contains("--allow-net=example.com"), "{}", e.msg);
+        let e = p.check_env("HOME").unwrap_err();
+        assert!(e.msg.to_string().contains("run with --allow-env or --allow-env=HOME"), "{}", e.msg);
     }
 
     #[test]
@@ -201,21 +253,40 @@ mod tests {
         assert!(p.check_net("[::1]:9").is_ok());
         assert!(p.check_net("[::1]:10").is_err());
         assert!(p.check_net("localhost:80").is_err());
-        assert!(Permissions::parse_net(Some("h:notaport")).is_err());
-        assert!(Permissions::parse_net(Some("")).is_err());
+        // Resolving needs an entry for the host, whatever its port.
+        assert!(p.check_resolve("example.com").is_ok() && p.check_resolve("127.0.0.1").is_ok());
+        assert!(p.check_resolve("localhost").is_err());
+        assert!(Permissions::all().check_resolve("localhost").is_ok());
         assert_eq!(Permissions::parse_net(None).unwrap(), Grant::All);
     }
 
     #[test]
-    fn path_rules_are_prefixes_after_normalisation() {
-        let p = Permissions { read: Permissions::parse_paths(Some("/tmp/data")), ..Default::default() };
-        assert!(p.check_read("/tmp/data").is_ok());
-        assert!(p.check_read("/tmp/data/x/y.txt").is_ok());
-        assert!(p.check_read("/tmp/data/../secret").is_err());
-        assert!(p.check_read("/tmp/database").is_err());
-        assert!(p.check_write("/tmp/data/x").is_err());
-        let all = Permissions::all();
-        assert!(all.check_write("anything").is_ok());
+    fn malformed_net_entries_are_refused() {
+        for bad in
+            ["", ",", ":::", "h:notaport", "h:", "h:65536", ":80", "a b", "[x]:1", "[::1", "-a.com", "a..b"]
+        {
+            assert!(Permissions::parse_net(Some(bad)).is_err(), "{bad:?} was accepted");
+        }
+        let e = Permissions::parse_net(Some(":::")).unwrap_err();
+        assert!(e.contains("neither an IP address nor a host name"), "{e}");
+        for good in ["localhost", "::1", "[::1]:0", "10.0.0.1:65535", "my_host.example.", "a-b.c"] {
+            assert!(Permissions::parse_net(Some(good)).is_ok(), "{good:?} was refused");
+        }
+    }
+
+    #[test]
+    fn lists_parse_and_an_empty_list_is_refused() {
+        assert_eq!(
+            Permissions::parse_paths(Some("/tmp/data/./x/..,"), "--allow-read").unwrap(),
+            Grant::Only(vec![PathBuf::from("/tmp/data")])
+        );
+        let e = Permissions::parse_paths(Some(""), "--allow-read").unwrap_err();
+        assert!(e.starts_with("--allow-read= needs at least one PATH"), "{e}");
+        assert_eq!(Permissions::parse_paths(None, "--allow-write").unwrap(), Grant::All);
+        let p = Permissions { env: Permissions::parse_env(Some("HOME,PATH")).unwrap(), ..Default::default() };
+        assert!(p.check_env("HOME").is_ok() && p.check_env("home").is_err() && p.check_env("USER").is_err());
+        assert!(Permissions::parse_env(Some("A=B")).is_err());
+        assert!(Permissions::all().check_env("ANYTHING").is_ok());
     }
 
     #[test]

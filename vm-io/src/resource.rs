@@ -151,6 +151,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Io {
     /// The I/O state for a VM with these permissions.
     pub fn new(perms: Permissions, console: Arc<dyn Console>) -> Arc<Io> {
+        // Natives only run with an `Io`: from here on their caught panics print nothing.
+        crate::natives::install_quiet_panic_hook();
         Arc::new(Io {
             perms,
             console,

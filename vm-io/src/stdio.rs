@@ -59,11 +59,12 @@ pub(crate) fn stderr_write(ctx: &Ctx<'_>, args: &[Value]) -> NativeResult {
     Ok(Value::Nil)
 }
 
-pub(crate) fn env_get(_: &Ctx<'_>, args: &[Value]) -> NativeResult {
+pub(crate) fn env_get(ctx: &Ctx<'_>, args: &[Value]) -> NativeResult {
     let name = str_arg("env_get", &args[0])?;
-    if name.is_empty() || name.contains('=') || name.contains('\0') {
+    if !crate::perms::valid_env_name(&name) {
         return Err(Exception::badarg(format!("env_get: {name:?} is not a variable name")));
     }
+    ctx.io.perms.check_env(&name)?;
     Ok(std::env::var(&*name).map_or(Value::Nil, Value::str))
 }
 

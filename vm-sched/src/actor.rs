@@ -8,7 +8,12 @@
 //! 2. Step the interpreter for one slice of fuel.
 //! 3. `Yielded` → yield to tokio so other actors run (preemption); `Blocked(effect)` → await the
 //!    effect, raced against the control port, and resume the actor with the result, an exception
-//!    or a timeout; `Exited`/`Failed` → end.
+//!    or a timeout; `Exited`/`Failed` → end. A wait the host began inside the step
+//!    (`Effect::Begun`, see `vm_core::step`) is finished here, never begun again: a receive the
+//!    host parked waits for its wake and is stepped again without a resume (the receive runs
+//!    again, and no signal check comes first, which would drop a mode-0 interrupt meant for the
+//!    wait); an I/O operation the host holds (`ActorHost::in_flight`) is awaited, raced against
+//!    the control port, and its result resumes the actor.
 //!
 //! Every wait goes through the mailbox's wake protocol (see `mailbox`), so a waiting actor is one
 //! parked task with a stored waker: no polling, no CPU.
@@ -17,7 +22,7 @@ use crate::cell::{ActorCell, RunState};
 use crate::exit::{Doing, ExitReason, OnSignal, on_signal};
 use crate::host::ActorHost;
 use crate::mailbox::{Signal, Wait, WaitSpec, Woken};
-use crate::native::{IoWait, call_inline, native_result, real_block};
+use crate::native::{IoWait, native_result, real_block};
 use crate::select::{SelectEnd, start_select};
 use crate::sync::Ordering;
 use crate::trace;
@@ -28,7 +33,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use vm_core::interp;
-use vm_core::{ActorState, Effect, Exception, Module, Pid, Resume, Step, Value, atoms, select_resume};
+use vm_core::{ActorState, Begun, Effect, Exception, Module, Pid, Resume, Step, Value, atoms, select_resume};
 use vm_io::natives;
 
 impl Vm {
@@ -59,7 +64,7 @@ pub(crate) fn drive(
 ) -> impl Future<Output = ()> + Send + 'static {
     async move {
         let reason = {
-            let mut host = ActorHost { vm: &vm, cell: &cell, last_target: None, pending_io: None };
+            let mut host = ActorHost { vm: &vm, cell: &cell, last_target: None, in_flight: None };
             run(&mut host, &cell.module, &mut st).await
         };
         let report = vm.take_reporter(cell.pid);
@@ -131,9 +136,12 @@ async fn run(host: &mut ActorHost<'_>, module: &Module, st: &mut ActorState) -> 
         let caught_before = st.caught.as_ref().map_or(0, |c| c.count);
         let step = interp::step(st, module, host, fuel);
         trace::trace_caught(cell, st.caught.as_deref(), caught_before);
-        vm.shared.heartbeat.end();
+        let hogged = vm.shared.heartbeat.end();
         trace::trace_step(cell.pid, &step);
         cell.record(st.position(), st.reductions);
+        if let Some(ms) = hogged {
+            report_hog(cell, &step, ms);
+        }
         match step {
             Step::Yielded => {
                 // Yielding costs a trip through tokio's queues (and wakes an idle worker that
@@ -181,60 +189,54 @@ async fn run(host: &mut ActorHost<'_>, module: &Module, st: &mut ActorState) -> 
                         }
                     }
                 }
-                Effect::Native { name, args } => {
-                    let Some(native) = natives::lookup(name) else {
-                        let e = Exception::badarg(format!(
-                            "no native function named {}",
-                            Value::Atom(name).repr()
-                        ));
-                        st.resume(module, Resume::Raise(e));
+                Effect::Native { id, args } => {
+                    // A native the host did not start (it may block its thread): it runs on the
+                    // blocking pool while the actor is real-blocked.
+                    let Some(native) = natives::get(id) else {
+                        st.resume(
+                            module,
+                            Resume::Raise(Exception::badarg(format!("no native function #{}", id.0))),
+                        );
                         continue;
                     };
+                    cell.set_state(RunState::RealBlocked);
+                    let io = vm.shared.io.clone();
                     let pid = cell.pid.0;
-                    match native.kind() {
-                        natives::Kind::Inline => {
-                            let ctx = natives::Ctx { io: &vm.shared.io, pid };
-                            st.resume(module, native_result(Ok(call_inline(native, &ctx, &args))));
-                        }
-                        natives::Kind::Async => {
-                            let ctx = natives::Ctx { io: &vm.shared.io, pid };
-                            // Started by `Host::native` inside the step, or (after a restore, or
-                            // under another host) started now.
-                            let fut = match host.pending_io.take() {
-                                Some(f) => f,
-                                None => match native.start(&ctx, &args) {
-                                    natives::Started::Done(r) => {
-                                        st.resume(module, native_result(Ok(r)));
-                                        continue;
-                                    }
-                                    natives::Started::Pending(f) => f,
-                                },
-                            };
-                            cell.set_state(RunState::Waiting);
-                            // Boxed, as `real_block` is, to keep every actor's task small.
-                            match Box::pin(IoWait { vm, cell, fut, name: native.name, done: false }).await {
-                                Ok(result) => st.resume(module, native_result(Ok(result))),
-                                Err(sig) => {
-                                    if let Some(end) = take_signal(module, st, sig, Doing::SoftBlocked) {
-                                        return end;
-                                    }
-                                }
-                            }
-                        }
-                        natives::Kind::Blocking => {
-                            cell.set_state(RunState::RealBlocked);
-                            let io = vm.shared.io.clone();
-                            let job = tokio::task::spawn_blocking(move || {
-                                native.call(&natives::Ctx { io: &io, pid }, &args)
-                            });
-                            // Boxed: native calls are rare, and this keeps every task small.
-                            match Box::pin(real_block(vm, cell, job)).await {
-                                Ok((_, Some(interrupt))) => st.resume(module, Resume::Raise(interrupt)),
-                                Ok((result, None)) => st.resume(module, native_result(result)),
-                                Err(end) => return end,
+                    let job = tokio::task::spawn_blocking(move || {
+                        natives::guarded(|| native.call(&natives::Ctx { io: &io, pid }, &args))
+                    });
+                    // Boxed: native calls are rare, and this keeps every task small.
+                    match Box::pin(real_block(vm, cell, job)).await {
+                        Ok((_, Some(interrupt))) => st.resume(module, Resume::Raise(interrupt)),
+                        Ok((result, None)) => st.resume(module, native_result(result)),
+                        Err(end) => return end,
+                    }
+                }
+                Effect::Begun(Begun::Native(id)) => {
+                    // The host began the operation in the step and holds it. (Were it gone, the
+                    // rule of begun waits applies: run the instruction again.)
+                    let Some(fut) = host.in_flight.take() else { continue };
+                    let name = natives::get(id).map_or("native", |n| n.name);
+                    cell.set_state(RunState::Waiting);
+                    // Boxed, as `real_block` is, to keep every actor's task small.
+                    match Box::pin(IoWait { vm, cell, fut, name, done: false }).await {
+                        Ok(result) => st.resume(module, native_result(Ok(result))),
+                        Err(sig) => {
+                            if let Some(end) = take_signal(module, st, sig, Doing::SoftBlocked) {
+                                return end;
                             }
                         }
                     }
+                }
+                Effect::Begun(Begun::Receive) => {
+                    // Parked already by `try_receive_or_park`, in this step: once woken, run the
+                    // receive again; its fast path takes the message, or steps aside for a
+                    // signal (see "A parked receive is re-run" in `mailbox`). The signal check
+                    // at the top of the loop is skipped then, as it would treat the actor as
+                    // running and drop a mode-0 interrupt meant for the wait.
+                    cell.set_state(RunState::Waiting);
+                    ParkedReceive { vm, cell, polled: false, woken: false }.await;
+                    resumed = true;
                 }
                 Effect::Yield(target) => {
                     if let Some(t) = target {
@@ -257,18 +259,6 @@ async fn run(host: &mut ActorHost<'_>, module: &Module, st: &mut ActorState) -> 
                 }
                 Effect::Receive { pattern, timeout_ms } => {
                     cell.set_state(RunState::Waiting);
-                    // Parked already by `try_receive_or_park`, in this step: once woken, run the
-                    // receive again; its fast path takes the message, or steps aside for a
-                    // signal (see "A parked receive is re-run" in `mailbox`). The signal check
-                    // at the top of the loop is skipped then, as it would treat the actor as
-                    // running and drop a mode-0 interrupt meant for the wait.
-                    // (Only this actor touches the flag: a plain load and store, no RMW.)
-                    if cell.parked_in_step.load(Ordering::Relaxed) {
-                        cell.parked_in_step.store(false, Ordering::Relaxed);
-                        ParkedReceive { vm, cell, polled: false, woken: false }.await;
-                        resumed = true;
-                        continue;
-                    }
                     match WaitFor::new(vm, cell, pattern, true, timeout_ms).await {
                         Some(Woken::Message(m)) => st.resume(module, Resume::Value(m)),
                         None => st.resume(module, Resume::Timeout),
@@ -395,4 +385,17 @@ impl Drop for ParkedReceive<'_> {
             self.cell.mailbox.cancel_wait(&self.vm.shared.active);
         }
     }
+}
+
+/// The heartbeat's second report of a slice that held its worker too long (its step 4): where the
+/// actor is now that the slice has ended (the position just recorded, or where it ended).
+#[cold]
+#[inline(never)]
+fn report_hog(cell: &ActorCell, step: &Step, held_ms: u64) {
+    let at = match step {
+        Step::Exited(_) => "its end (it returned from its first function)".to_string(),
+        Step::Failed(f) => cell.module.location(f.func, f.pc).to_string(),
+        _ => cell.location().to_string(),
+    };
+    tracing::warn!(pid = cell.pid.0, held_ms, %at, "actor held a worker thread without yielding; it let go here");
 }

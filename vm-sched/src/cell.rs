@@ -45,10 +45,6 @@ pub struct ActorCell {
     /// Set when a signal is queued, so a running actor checks its control port at the next
     /// safe point without taking the lock every slice.
     pub has_signals: AtomicBool,
-    /// Set by the actor itself when receive's fast path parked it during a step (see
-    /// `Mailbox::take_or_park`), so the wait that follows does not park again. Lives here rather
-    /// than in the driver so that every actor's task stays small.
-    pub(crate) parked_in_step: AtomicBool,
     state: AtomicU8,
     /// `func << 32 | pc` of the running frame, updated after every slice.
     position: AtomicU64,
@@ -63,7 +59,6 @@ impl ActorCell {
             pid,
             mailbox: Mailbox::with_limit(max_mailbox),
             has_signals: AtomicBool::new(false),
-            parked_in_step: AtomicBool::new(false),
             state: AtomicU8::new(RunState::Runnable as u8),
             position: AtomicU64::new(0),
             reductions: AtomicU64::new(0),

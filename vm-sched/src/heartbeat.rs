@@ -13,6 +13,11 @@
 //!    slice — and counts it in [`Heartbeat::hogs`].
 //! 3. When no slot is busy the watchdog parks on a `Notify` instead of ticking; a driver starting
 //!    a slice wakes it if it is parked. So an idle VM has no timer firing at all (hibernation).
+//! 4. The watchdog cannot see where a running actor is (its state belongs to the worker thread
+//!    running it), so its report names where the slice *began*. When a reported slice ends,
+//!    [`Heartbeat::end`] says so, and the driver reports again, naming where the actor *is*:
+//!    the instruction it stopped at (the one after the long operation, or where it blocked),
+//!    and for how long it held the thread.
 
 // Plain std atomics: the heartbeat is diagnostics, not part of the loom-checked protocols.
 use std::cell::Cell;
@@ -105,11 +110,19 @@ impl Heartbeat {
         }
     }
 
-    /// Step 1: the slice has ended.
-    pub fn end(&self) {
-        if let Some(s) = self.slot() {
-            s.pid.store(0, Ordering::Release);
-        }
+    /// Step 1: the slice has ended. Step 4: if the watchdog reported it, how long it held the
+    /// thread, in milliseconds (to the watchdog's tick).
+    #[inline]
+    pub fn end(&self) -> Option<u64> {
+        let s = self.slot()?;
+        s.pid.store(0, Ordering::Release);
+        if s.reported.load(Ordering::Relaxed) { Some(self.held_ms(s)) } else { None }
+    }
+
+    #[cold]
+    fn held_ms(&self, s: &Slot) -> u64 {
+        let held = self.epoch.load(Ordering::Relaxed).saturating_sub(s.since.load(Ordering::Relaxed));
+        held * self.tick.as_millis() as u64
     }
 
     /// How many slices have started, all threads together: the deadlock detector's evidence
@@ -143,7 +156,8 @@ impl Heartbeat {
                 if held >= hb.threshold_ticks && !s.reported.swap(true, Ordering::Relaxed) {
                     hb.hogs.fetch_add(1, Ordering::Relaxed);
                     let ms = held * hb.tick.as_millis() as u64;
-                    tracing::warn!(pid = pid - 1, held_ms = ms, at = %locate(pid - 1), "actor has held a worker thread without yielding");
+                    // Step 4: where it is gets reported when the slice ends.
+                    tracing::warn!(pid = pid - 1, held_ms = ms, slice_began_at = %locate(pid - 1), "actor has held a worker thread without yielding (where it is follows when it yields)");
                 }
             }
             if !busy {

@@ -4,14 +4,13 @@
 
 use crate::cell::{ActorCell, RunState};
 use crate::mailbox::{Signal, TakeOrPark};
-use crate::native::panic_text;
 use crate::select;
-use crate::sync::Ordering;
 use crate::trace;
 use crate::vm::Vm;
 use std::sync::Arc;
 use vm_core::{
-    ActorOp, Atom, Closure, Exception, Fired, Handle, Host, Pid, SelectCase, SpawnOpts, Value, atoms,
+    ActorOp, Atom, Closure, Exception, Fired, Handle, Host, NativeCall, Pid, Received, SelectCase, SpawnOpts,
+    Value, atoms,
 };
 use vm_io::natives;
 
@@ -23,9 +22,11 @@ pub(crate) struct ActorHost<'a> {
     /// registry lookup; a cached actor that has exited just drops the message, as the registry
     /// would.
     pub(crate) last_target: Option<Arc<ActorCell>>,
-    /// An I/O operation `native` started but could not finish at once: the driver awaits it
-    /// when the instruction blocks, right after (see `Host::native`).
-    pub(crate) pending_io: Option<natives::IoFuture>,
+    /// The I/O operation `native` began ([`NativeCall::Begun`]): the step blocks right after
+    /// with `Effect::Begun(Begun::Native)`, and the driver takes and awaits it. Dropping it
+    /// abandons the operation, losing no input, and the instruction may simply run again (the
+    /// rule in `vm_core::step`'s docs).
+    pub(crate) in_flight: Option<natives::IoFuture>,
 }
 
 impl Host for ActorHost<'_> {
@@ -78,17 +79,16 @@ impl Host for ActorHost<'_> {
         self.cell.mailbox.try_take(pattern)
     }
 
-    fn try_receive_or_park(&mut self, pattern: Option<&Value>) -> Option<Value> {
+    fn try_receive_or_park(&mut self, pattern: Option<&Value>) -> Received {
         match self.cell.mailbox.take_or_park(pattern, &self.vm.shared.active) {
-            TakeOrPark::Taken(m) => Some(m),
+            TakeOrPark::Taken(m) => Received::Message(m),
             TakeOrPark::Parked { idle } => {
                 if idle {
                     self.vm.shared.idle.notify_one();
                 }
-                self.cell.parked_in_step.store(true, Ordering::Relaxed);
-                None
+                Received::Parked
             }
-            TakeOrPark::Empty => None,
+            TakeOrPark::Empty => Received::Empty,
         }
     }
 
@@ -96,29 +96,21 @@ impl Host for ActorHost<'_> {
         self.vm.now_ms()
     }
 
-    fn native(&mut self, name: Atom, args: &[Value]) -> Option<Result<Value, Exception>> {
-        let native = natives::lookup(name)?;
+    fn native(&mut self, name: Atom, args: &[Value]) -> NativeCall {
+        let Some((id, native)) = natives::find(name) else { return NativeCall::unknown(name) };
         let ctx = natives::Ctx { io: &self.vm.shared.io, pid: self.cell.pid.0 };
         match native.imp {
-            natives::Imp::Blocking(_) => None,
+            // Left to the driver, which runs it on the blocking pool.
+            natives::Imp::Blocking(_) => NativeCall::Deferred(id),
             // The common case, kept short: the arity check and the function pointer come from
             // the row just matched (`Native::call` would match the kind again), and a panic
-            // still becomes a `:panic` exception in this actor only (`call_inline`'s message).
-            natives::Imp::Inline(f) => Some(
-                match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    native.call_sync(f, &ctx, args)
-                })) {
-                    Ok(r) => r,
-                    Err(p) => {
-                        Err(Exception::new(atoms::PANIC, format!("native call panicked: {}", panic_text(p))))
-                    }
-                },
-            ),
+            // still becomes a quiet `:panic` exception in this actor only (`natives::guarded`).
+            natives::Imp::Inline(f) => NativeCall::Done(natives::guarded(|| native.call_sync(f, &ctx, args))),
             natives::Imp::Async(_) => match native.start(&ctx, args) {
-                natives::Started::Done(r) => Some(r),
+                natives::Started::Done(r) => NativeCall::Done(r),
                 natives::Started::Pending(fut) => {
-                    self.pending_io = Some(fut);
-                    None
+                    self.in_flight = Some(fut);
+                    NativeCall::Begun(id)
                 }
             },
         }

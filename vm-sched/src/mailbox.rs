@@ -36,7 +36,8 @@
 //! coming back to park: one lock round trip per blocking receive instead of two. The stored
 //! waker holds a reference on the task, released when the mailbox is closed at exit.
 //!
-//! **A parked receive is re-run.** When [`Mailbox::take_or_park`] parked a receive, the driver
+//! **A parked receive is re-run.** When [`Mailbox::take_or_park`] parked a receive (the host
+//! answers `Received::Parked` and the step ends with `Effect::Begun(Begun::Receive)`), the driver
 //! does not poll a wait future for the outcome: once woken it runs the receive instruction again,
 //! whose `take_or_park` is then step 4 (a pending signal first — it sends the driver to the
 //! ordinary wait, which takes it — then a matching message, clearing `waiting` and counting the
@@ -680,8 +681,9 @@ mod loom_tests {
         });
     }
 
-    /// A receive as the driver runs it once the waker is known: `take_or_park`; when that parks,
-    /// wait for one wake and run it again; when it steps aside (`Empty`), the ordinary wait.
+    /// A receive as the host and the driver run it once the waker is known: `take_or_park`;
+    /// when that parks (the step's `Begun::Receive`), wait for one wake and run it again; when it
+    /// steps aside (`Empty`: the step's plain `Effect::Receive`), the ordinary wait.
     async fn rerun_receive(mb: &Mailbox, active: &AtomicUsize) -> Option<Woken> {
         loop {
             match mb.take_or_park(None, active) {

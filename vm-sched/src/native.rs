@@ -10,22 +10,10 @@ use crate::vm::Vm;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use vm_core::{Exception, Resume, Value, atoms};
+use vm_core::{Exception, Resume, Value};
 use vm_io::natives;
 
 pub(crate) type NativeOutcome = Result<Result<Value, Exception>, String>;
-
-/// Calls an inline native on this thread; a panic in it becomes a `:panic` exception.
-pub(crate) fn call_inline(
-    native: &natives::Native,
-    ctx: &natives::Ctx<'_>,
-    args: &[Value],
-) -> Result<Value, Exception> {
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| native.call(ctx, args))) {
-        Ok(r) => r,
-        Err(p) => Err(Exception::new(atoms::PANIC, format!("native call panicked: {}", panic_text(p)))),
-    }
-}
 
 /// Waits for an async native's future while the actor is soft-blocked: a signal that arrives
 /// first drops the future (cancelling the operation; the natives lose no input when dropped)
@@ -79,14 +67,7 @@ pub(crate) fn native_result(r: NativeOutcome) -> Resume {
     match r {
         Ok(Ok(v)) => Resume::Value(v),
         Ok(Err(e)) => Resume::Raise(e),
-        Err(panic) => Resume::Raise(Exception::new(atoms::PANIC, format!("native call panicked: {panic}"))),
-    }
-}
-
-pub(crate) fn panic_text(payload: Box<dyn std::any::Any + Send>) -> String {
-    match payload.downcast::<String>() {
-        Ok(s) => *s,
-        Err(p) => p.downcast_ref::<&str>().map_or_else(|| "(no message)".to_string(), |s| s.to_string()),
+        Err(panic) => Resume::Raise(natives::panicked(&panic)),
     }
 }
 
@@ -115,7 +96,9 @@ pub(crate) async fn real_block(
         .await;
         match next {
             Ok(Ok(result)) => break Ok(result),
-            Ok(Err(join)) => break Err(join.try_into_panic().map_or_else(|e| e.to_string(), panic_text)),
+            Ok(Err(join)) => {
+                break Err(join.try_into_panic().map_or_else(|e| e.to_string(), natives::panic_text));
+            }
             Err(sig) => match on_signal(sig, Doing::RealBlocked) {
                 OnSignal::End(reason) => return Err(reason),
                 OnSignal::Raise(exc) => interrupt = Some(exc),

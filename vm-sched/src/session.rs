@@ -8,9 +8,10 @@
 //! [`Session::wait_gone`], so actors keep running while the caller waits for input.
 //!
 //! **Ctrl-C.** After [`Session::catch_ctrl_c`] (an interactive caller), SIGINT no longer ends the
-//! process. The listener is registered at once, so there is no moment where a Ctrl-C would kill
-//! the process; a Ctrl-C during [`Session::wait`] stops the snippet with a mode-2 interrupt
-//! carrying `{:interrupted, "interrupted by Ctrl-C"}`, and Ctrl-Cs at other times are dropped.
+//! process. The listener (vm-io's `ctrl_c::CtrlC`: only vm-io touches the OS) is registered at
+//! once, so there is no moment where a Ctrl-C would kill the process; a Ctrl-C during
+//! [`Session::wait`] stops the snippet with a mode-2 interrupt carrying `{:interrupted,
+//! "interrupted by Ctrl-C"}`, and Ctrl-Cs at other times are dropped.
 //!
 //! A session holds a [`Hold`] on the VM for its whole life: the person at the prompt is an
 //! external source of messages, so the VM is never idle in the sense of deadlock detection.
@@ -22,6 +23,7 @@ use crate::vm::{Hold, Outcome, Output, Vm};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use vm_core::{Atom, Closure, Exception, Module, Pid, SpawnOpts, Value};
+use vm_io::ctrl_c::CtrlC;
 
 /// A running VM with no `main`, driven from outside; see the module docs.
 pub struct Session {
@@ -37,41 +39,6 @@ pub struct Session {
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // The listener has no invariant a panic could break.
     m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// A SIGINT listener, registered when created (so no Ctrl-C between two waits kills the
-/// process).
-struct CtrlC {
-    #[cfg(unix)]
-    signal: tokio::signal::unix::Signal,
-}
-
-impl CtrlC {
-    #[cfg(unix)]
-    fn new() -> std::io::Result<CtrlC> {
-        Ok(CtrlC { signal: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())? })
-    }
-
-    #[cfg(not(unix))]
-    fn new() -> std::io::Result<CtrlC> {
-        Err(std::io::Error::other("catching Ctrl-C needs a Unix system"))
-    }
-
-    /// Drops Ctrl-Cs received before now.
-    fn forget_earlier(&mut self) {
-        #[cfg(unix)]
-        while futures::FutureExt::now_or_never(self.signal.recv()).flatten().is_some() {}
-    }
-
-    /// Waits for the next Ctrl-C.
-    async fn pressed(&mut self) {
-        #[cfg(unix)]
-        if self.signal.recv().await.is_some() {
-            return;
-        }
-        // No way to listen any more: never fires.
-        std::future::pending::<()>().await
-    }
 }
 
 /// A snippet running as a temporary actor; see [`Session::eval`].

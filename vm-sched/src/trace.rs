@@ -25,7 +25,7 @@
 use crate::cell::ActorCell;
 use crate::exit::ExitReason;
 use std::fmt;
-use vm_core::{ActorOp, Atom, Effect, Exception, Module, Pid, SelectCase, Step, Value};
+use vm_core::{ActorOp, Atom, Begun, Effect, Exception, Module, NativeId, Pid, SelectCase, Step, Value};
 
 /// The target of per-actor activity records (`TRACE` level); see the module docs.
 pub const TRACE_TARGET: &str = "vm_sched::trace";
@@ -68,6 +68,18 @@ impl fmt::Display for ReprList<'_> {
             f.write_str(&v.repr())?;
         }
         Ok(())
+    }
+}
+
+/// A native's name, from its identity.
+struct NativeName(NativeId);
+
+impl fmt::Display for NativeName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match vm_io::natives::get(self.0) {
+            Some(n) => f.write_str(n.name),
+            None => write!(f, "#{}", self.0.0),
+        }
     }
 }
 
@@ -114,7 +126,9 @@ impl fmt::Display for DescribeEffect<'_> {
                 f.write_str("]")?;
                 timeout(f, timeout_ms)
             }
-            Effect::Native { name, args } => write!(f, "native {}({})", name, ReprList(args)),
+            Effect::Native { id, args } => write!(f, "native {}({})", NativeName(*id), ReprList(args)),
+            Effect::Begun(Begun::Native(id)) => write!(f, "native {} (I/O in flight)", NativeName(*id)),
+            Effect::Begun(Begun::Receive) => f.write_str("receive (parked)"),
             // Effects added to the runtime later are still shown, if less nicely.
             #[allow(unreachable_patterns)]
             other => write!(f, "{other:?}"),
@@ -335,8 +349,13 @@ mod tests {
         assert_eq!(DescribeEffect(&e).to_string(), "receive matching :ok (timeout 5 ms)");
         let e = Effect::Print("a\"b".into());
         assert_eq!(DescribeEffect(&e).to_string(), "print \"a\\\"b\"");
-        let e = Effect::Native { name: Atom::new("resolve"), args: vec![Value::str("x"), Value::Int(1)] };
+        let (resolve, _) = vm_io::natives::find(Atom::new("resolve")).unwrap();
+        let e = Effect::Native { id: resolve, args: vec![Value::str("x"), Value::Int(1)] };
         assert_eq!(DescribeEffect(&e).to_string(), "native resolve(\"x\", 1)");
+        let (read, _) = vm_io::natives::find(Atom::new("tcp_read")).unwrap();
+        let e = Effect::Begun(Begun::Native(read));
+        assert_eq!(DescribeEffect(&e).to_string(), "native tcp_read (I/O in flight)");
+        assert_eq!(DescribeEffect(&Effect::Begun(Begun::Receive)).to_string(), "receive (parked)");
         let op = ActorOp::Interrupt(Pid(3), Exception::new(Atom::new("x"), "y"), 1);
         assert_eq!(DescribeOp(&op).to_string(), "interrupt <3> with {:x, \"y\"} (mode 1)");
     }

@@ -24,7 +24,7 @@
 //!
 //! - `workers=N`: tokio worker threads (default 2);
 //! - `fuel=N`, `max-frames=N`, `max-actors=N`: the VM's limits (defaults as for `vm run`);
-//! - `allow-net`, `allow-net=LIST`, `allow-read[=LIST]`, `allow-write[=LIST]`: grants, as the
+//! - `allow-net`, `allow-net=LIST`, `allow-read[=LIST]`, `allow-write[=LIST]`, `allow-env[=LIST]`: grants, as the
 //!   `vm run` flags of the same names (default: nothing granted);
 //! - `arg=VALUE`: one argument for `main` (repeat the key for more);
 //! - `limit-ms=N`: how long the program may run (default 30000); a program still running then
@@ -80,8 +80,11 @@ fn settings(source: &str, tmp: &Path) -> Result<Settings, String> {
             "limit-ms" => s.setup.limit = Duration::from_millis(number(key)?),
             "rounds" => s.rounds = number(key)? as u32,
             "allow-net" => perms.net = vm_io::Permissions::parse_net(value.as_deref())?,
-            "allow-read" => perms.read = vm_io::Permissions::parse_paths(value.as_deref()),
-            "allow-write" => perms.write = vm_io::Permissions::parse_paths(value.as_deref()),
+            "allow-read" => perms.read = vm_io::Permissions::parse_paths(value.as_deref(), "--allow-read")?,
+            "allow-write" => {
+                perms.write = vm_io::Permissions::parse_paths(value.as_deref(), "--allow-write")?
+            }
+            "allow-env" => perms.env = vm_io::Permissions::parse_env(value.as_deref())?,
             "arg" => s.setup.args.push(value.ok_or("`arg` needs a value: arg=VALUE")?),
             other => return Err(format!("unknown setting `{other}`")),
         }
@@ -168,9 +171,7 @@ fn main() {
         if have != want {
             return Err(format!("{have:?} != {want:?}").into());
         }
-        if s.setup.config.perms.check_read("/scratch/a").is_err()
-            || s.setup.config.perms.check_read("/etc").is_ok()
-        {
+        if s.setup.config.perms.read != vm_io::perms::Grant::Only(vec![PathBuf::from("/scratch")]) {
             return Err("allow-read=$TMP grants the scratch directory only".into());
         }
         match settings("; run: workers\n", tmp) {

@@ -170,11 +170,7 @@ impl Engine {
     /// Loads a program; see the module docs.
     pub fn load(&mut self, file: &str) -> Result<String, String> {
         let path = Path::new(file);
-        let module = if crate::is_vbc(path) {
-            crate::load_module(path)?
-        } else {
-            crate::assemble_and_verify(path, self.style)?
-        };
+        let module = crate::load_program(path, self.style)?;
         let names: Vec<String> = module.funcs.iter().map(|f| f.name.clone()).collect();
         self.programs.retain(|p| p.file != file);
         self.programs.push(Program { file: file.to_string(), module: Arc::new(module) });
@@ -287,7 +283,7 @@ impl Engine {
             out
         })?;
         vm_core::verify::verify(&module)
-            .map_err(|errors| render::verify_errors(EVAL_FILE, Some(&module), &errors))?;
+            .map_err(|errors| render::verify_errors(EVAL_FILE, Some(&module), &errors, &[], self.style))?;
         let eval = self.session.eval(Arc::new(module), EVAL_FUNC)?;
         match self.session.wait(eval) {
             EvalEnd::Done(Outcome::Exited(v)) => Ok(v.repr()),
@@ -421,7 +417,7 @@ pub fn help(topic: Option<&str>) -> Result<String, String> {
         }
         Some("natives") => {
             let mut out = String::from("Native functions (`native dst, :name, args, n`):");
-            for n in vm_io::natives::NATIVES {
+            for n in vm_io::natives::all() {
                 let _ = write!(out, "\n  {}", n.doc);
             }
             Ok(out)

@@ -9,7 +9,7 @@
 //! opens a function (so its body is not reported as "outside a function").
 
 use super::lex::{self, Cursor, PResult, SpanError, is_ident_char};
-use super::{AsmErrors, Diagnostic, SourceLoader, literal, nearest};
+use super::{AsmErrors, Diagnostic, LoadError, SourceLoader, literal, nearest};
 use crate::module::{DebugInfo, FuncDebug, Function, Module};
 use crate::ops::{Instr, Opcode, OperandKind};
 use crate::value::Value;
@@ -173,11 +173,12 @@ pub(super) fn assemble(name: &str, loader: &mut dyn SourceLoader) -> Result<Modu
             asm.include_stack.push(0);
             asm.assemble_file(0);
         }
-        Err(msg) => {
+        Err(LoadError::Unreadable(msg)) => {
             // Record the file with empty text so that every diagnostic names a known source.
             asm.sources.push(Source::new(name.to_string(), String::new()));
             asm.error(0, SpanError::new(0, 0, format!("cannot read `{name}`: {msg}")));
         }
+        Err(e @ LoadError::NotUtf8 { .. }) => asm.not_utf8(e),
     }
     asm.into_module()
 }
@@ -627,10 +628,14 @@ impl Asm<'_> {
             return Err(span(format!("includes nest more than {MAX_INCLUDE_DEPTH} deep")));
         }
         let from_name = self.sources[from].name.clone();
-        let (name, text) = self
-            .loader
-            .load(path, Some(&from_name))
-            .map_err(|msg| span(format!("cannot include `{path}`: {msg}")))?;
+        let (name, text) = match self.loader.load(path, Some(&from_name)) {
+            Ok(loaded) => loaded,
+            Err(LoadError::Unreadable(msg)) => return Err(span(format!("cannot include `{path}`: {msg}"))),
+            Err(e @ LoadError::NotUtf8 { .. }) => {
+                self.not_utf8(e);
+                return Ok(());
+            }
+        };
         if let Some(i) = self.sources.iter().position(|s| s.name == name) {
             if let Some(depth) = self.include_stack.iter().position(|&s| s == i) {
                 let chain: Vec<&str> = self.include_stack[depth..]
@@ -652,6 +657,23 @@ impl Asm<'_> {
         self.scopes.pop();
         self.include_stack.pop();
         Ok(())
+    }
+
+    /// A file that is not UTF-8: one diagnostic at its first invalid byte, in that file (kept as
+    /// a source, with its text made valid, so the snippet can be drawn), and nothing assembled.
+    /// A later include of it is skipped as "included before".
+    fn not_utf8(&mut self, e: LoadError) {
+        let LoadError::NotUtf8 { name, text, at, bad } = e else { return };
+        let bytes: Vec<String> = bad.iter().map(|b| format!("0x{b:02X}")).collect();
+        let i = self.sources.len();
+        self.sources.push(Source::new(name, text));
+        let e = SpanError::new(
+            at,
+            '\u{FFFD}'.len_utf8(),
+            format!("invalid UTF-8: {} {}", if bad.len() == 1 { "byte" } else { "bytes" }, bytes.join(" ")),
+        )
+        .with_hint("source files must be UTF-8 text; is this a binary file, or text in another encoding?");
+        self.error(i, e);
     }
 
     // ---- functions

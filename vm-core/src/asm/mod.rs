@@ -36,7 +36,51 @@ use std::fmt;
 pub trait SourceLoader {
     /// Loads `path` as named in an `.include` of file `from` (or the top-level file when `from`
     /// is `None`); returns the name diagnostics should use for it and its text.
-    fn load(&mut self, path: &str, from: Option<&str>) -> Result<(String, String), String>;
+    fn load(&mut self, path: &str, from: Option<&str>) -> Result<(String, String), LoadError>;
+}
+
+/// Why a [`SourceLoader`] could not supply a file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LoadError {
+    /// It could not be read; the reason, for people.
+    Unreadable(String),
+    /// It was read, but is not UTF-8 text. The assembler reports where (a diagnostic in that
+    /// file, with its snippet) and assembles nothing of it.
+    NotUtf8 {
+        /// The name diagnostics should use for it.
+        name: String,
+        /// Its text with each invalid sequence replaced by U+FFFD (so the bytes before the first
+        /// one are unchanged and `at` is an offset in both).
+        text: String,
+        /// The byte offset of the first invalid sequence.
+        at: usize,
+        /// The bytes of that sequence.
+        bad: Vec<u8>,
+    },
+}
+
+impl From<String> for LoadError {
+    fn from(reason: String) -> LoadError {
+        LoadError::Unreadable(reason)
+    }
+}
+
+/// A file's bytes as text for a [`SourceLoader`]: `(name, text)`, or [`LoadError::NotUtf8`]
+/// locating the first byte that is not UTF-8.
+pub fn source_text(name: String, bytes: Vec<u8>) -> Result<(String, String), LoadError> {
+    match String::from_utf8(bytes) {
+        Ok(text) => Ok((name, text)),
+        Err(e) => {
+            let at = e.utf8_error().valid_up_to();
+            let bytes = e.into_bytes();
+            let bad_len = std::str::from_utf8(&bytes[at..])
+                .err()
+                .and_then(|e| e.error_len())
+                .unwrap_or(bytes.len() - at);
+            let bad = bytes[at..at + bad_len].to_vec();
+            Err(LoadError::NotUtf8 { name, text: String::from_utf8_lossy(&bytes).into_owned(), at, bad })
+        }
+    }
 }
 
 /// One located error.
@@ -101,6 +145,20 @@ pub fn assemble_str(name: &str, text: &str) -> Result<Module, AsmErrors> {
     assemble(name, &mut MemLoader::new().with(name, text))
 }
 
+/// The byte range of the code on line `line` (from 1) of `text`: from its first non-blank
+/// character to the end of its instruction, before any comment; `None` for a line that is not
+/// there or holds no code. For pointing at an instruction known only by its line, as verifier
+/// errors are (they name a function and an instruction index, and the debug section its line).
+pub fn code_span(text: &str, line: u32) -> Option<(usize, usize)> {
+    let start =
+        if line <= 1 { 0 } else { text.match_indices('\n').nth(usize::try_from(line).ok()? - 2)?.0 + 1 };
+    let rest = &text[start..];
+    let code = &rest[..lex::code_len(&rest[..rest.find('\n').unwrap_or(rest.len())])];
+    let lead = code.len() - code.trim_start().len();
+    let code = code.trim();
+    (!code.is_empty()).then(|| (start + lead, start + lead + code.len()))
+}
+
 /// Parses one constant literal (`{:ok, [1, "two"]}`), as used by `const` and by the REPL.
 ///
 /// Surrounding whitespace is allowed; anything else after the value is an error. The error
@@ -146,7 +204,7 @@ impl MemLoader {
 }
 
 impl SourceLoader for MemLoader {
-    fn load(&mut self, path: &str, from: Option<&str>) -> Result<(String, String), String> {
+    fn load(&mut self, path: &str, from: Option<&str>) -> Result<(String, String), LoadError> {
         let joined = match from {
             Some(from) if !path.starts_with('/') => match from.rfind('/') {
                 Some(slash) => format!("{}/{path}", &from[..slash]),
@@ -161,7 +219,7 @@ impl SourceLoader for MemLoader {
         };
         match text {
             Some(text) => Ok((name, text.clone())),
-            None => Err(format!("no file named `{name}`")),
+            None => Err(format!("no file named `{name}`").into()),
         }
     }
 }

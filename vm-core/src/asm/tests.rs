@@ -680,3 +680,42 @@ proptest! {
         }
     }
 }
+
+/// A loader over byte files, so files that are not UTF-8 can be given.
+struct Bytes(Vec<(&'static str, &'static [u8])>);
+
+impl SourceLoader for Bytes {
+    fn load(&mut self, path: &str, _: Option<&str>) -> Result<(String, String), LoadError> {
+        match self.0.iter().find(|(n, _)| *n == path) {
+            Some((n, b)) => source_text(n.to_string(), b.to_vec()),
+            None => Err(format!("no file named `{path}`").into()),
+        }
+    }
+}
+
+#[test]
+fn text_that_is_not_utf8_is_located_in_its_own_file() {
+    let lib: &[u8] = b"; lib\n.func f 0\n    const r0, \"caf\xe9\"\n    ret r0\n.end\n";
+    let main: &[u8] = b".include \"lib.vasm\"\n.func main 0\n    ret r0\n.end\n";
+    let e = assemble("main.vasm", &mut Bytes(vec![("main.vasm", main), ("lib.vasm", lib)])).unwrap_err();
+    assert_eq!(e.diagnostics.len(), 1, "{e}");
+    let d = &e.diagnostics[0];
+    assert_eq!((d.file.as_str(), d.line, d.col, d.len), ("lib.vasm", 3, 19, 3));
+    assert_eq!(d.message, "invalid UTF-8: byte 0xE9");
+    // The snippet is drawable: the file's text is kept, its bad byte replaced.
+    let (_, text) = e.sources.iter().find(|(n, _)| n == "lib.vasm").unwrap();
+    assert_eq!(&text[d.offset..d.offset + d.len], "\u{FFFD}");
+    // The top-level file itself, with a two-byte sequence cut short.
+    let e = assemble("bad.vasm", &mut Bytes(vec![("bad.vasm", b"\n\n  x\xc3")])).unwrap_err();
+    assert_eq!((e.diagnostics[0].line, e.diagnostics[0].col), (3, 4));
+}
+
+#[test]
+fn code_spans_skip_indentation_and_comments() {
+    let text = ".func main 0\n    call r0, f, r0, 2   ; \"a;b\"\n  const r1, \"x;y\" ; c\n\n; only\n";
+    let span = |line| code_span(text, line).map(|(a, b)| &text[a..b]);
+    assert_eq!(span(1), Some(".func main 0"));
+    assert_eq!(span(2), Some("call r0, f, r0, 2"));
+    assert_eq!(span(3), Some("const r1, \"x;y\""));
+    assert_eq!((span(4), span(5), span(9), span(0)), (None, None, None, Some(".func main 0")));
+}

@@ -13,7 +13,7 @@ use super::frame::store;
 use super::value_ops::type_err;
 use crate::atom::{Atom, atoms};
 use crate::exception::Exception;
-use crate::step::{ActorOp, Effect, Host, Resume, SelectCase, SelectShape, SpawnOpts};
+use crate::step::{ActorOp, Begun, Effect, Host, Received, Resume, SelectCase, SelectShape, SpawnOpts};
 use crate::value::{Handle, Pid, Value};
 
 /// Starts an actor from a function value.
@@ -45,15 +45,19 @@ pub(super) fn receive<H: Host + ?Sized>(
 ) -> Flow {
     let got = match timeout_ms {
         None => host.try_receive_or_park(pattern.as_ref()),
-        Some(_) => host.try_receive(pattern.as_ref()),
+        Some(_) => match host.try_receive(pattern.as_ref()) {
+            Some(msg) => Received::Message(msg),
+            None => Received::Empty,
+        },
     };
     match got {
-        Some(msg) => {
+        Received::Message(msg) => {
             store(&mut regs[dst as usize], msg);
             Flow::Next
         }
-        None if timeout_ms == Some(0) => Flow::Jump(target),
-        None => Flow::Block(Effect::Receive { pattern, timeout_ms }),
+        Received::Parked => Flow::Block(Effect::Begun(Begun::Receive)),
+        Received::Empty if timeout_ms == Some(0) => Flow::Jump(target),
+        Received::Empty => Flow::Block(Effect::Receive { pattern, timeout_ms }),
     }
 }
 

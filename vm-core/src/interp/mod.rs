@@ -70,7 +70,7 @@ mod value_ops;
 use crate::exception::Exception;
 use crate::module::{Function, Module};
 use crate::ops::Instr;
-use crate::step::{ActorState, Effect, Fault, Frame, Host, Step};
+use crate::step::{ActorState, Begun, Effect, Fault, Frame, Host, Received, Step};
 use crate::value::Value;
 use frame::{
     closure_for_call, drop_frame_handlers, enter, enter_closure, grow, move_value, place_args, put_int,
@@ -448,12 +448,11 @@ fn run<H: Host + ?Sized>(st: &mut ActorState, m: &Module, host: &mut H, mut fuel
                     next!();
                 }
             }
-            Instr::Recv { dst } => {
-                if receive_now(host, &mut reg!(dst)) {
-                    next!();
-                }
-                break Effect::Receive { pattern: None, timeout_ms: None };
-            }
+            Instr::Recv { dst } => match receive_now(host, &mut reg!(dst)) {
+                Took::Message => next!(),
+                Took::Parked => break Effect::Begun(Begun::Receive),
+                Took::Nothing => break Effect::Receive { pattern: None, timeout_ms: None },
+            },
             // Every other instruction is listed (rather than matched by `_`) so that the compiler
             // knows the jump table covers every opcode and needs no range check.
             Instr::Const { .. }
@@ -578,17 +577,28 @@ fn send_now<H: Host + ?Sized>(host: &mut H, to: &Value, msg: &Value) -> bool {
     }
 }
 
+/// What a plain `recv`'s attempt did ([`Received`] without the message, which is in `dst`).
+enum Took {
+    /// The message is in `dst`.
+    Message,
+    /// None; the host parked the actor (block with [`Begun::Receive`]).
+    Parked,
+    /// None; wait the ordinary way (block with [`Effect::Receive`]).
+    Nothing,
+}
+
 /// A plain `recv`'s attempt, for `run`'s fast path: takes the oldest message into `dst`, or
-/// else (false) the actor waits; the host may have parked it already (see
+/// else the actor waits; the host may have begun that wait already (see
 /// [`Host::try_receive_or_park`]).
 #[inline(never)]
-fn receive_now<H: Host + ?Sized>(host: &mut H, dst: &mut Value) -> bool {
+fn receive_now<H: Host + ?Sized>(host: &mut H, dst: &mut Value) -> Took {
     match host.try_receive_or_park(None) {
-        Some(msg) => {
+        Received::Message(msg) => {
             store(dst, msg);
-            true
+            Took::Message
         }
-        None => false,
+        Received::Parked => Took::Parked,
+        Received::Empty => Took::Nothing,
     }
 }
 

@@ -25,7 +25,7 @@ use crate::atom::{Atom, atoms};
 use crate::exception::Exception;
 use crate::module::Module;
 use crate::ops::Instr;
-use crate::step::{ActorOp, Effect, Fired, Handler, Host, SelectShape, SpawnOpts};
+use crate::step::{ActorOp, Begun, Effect, Fired, Handler, Host, NativeCall, SelectShape, SpawnOpts};
 use crate::value::{Closure, Value};
 use std::sync::Arc;
 
@@ -426,11 +426,15 @@ pub(super) fn slow<H: Host + ?Sized>(
                 other => return Flow::Throw(type_err("native", "a name (an atom)", other)),
             };
             // The host completes what it can at once (inline natives, I/O whose data is ready);
-            // only a native that must wait leaves the interpreter.
+            // only a native that must wait leaves the interpreter, and only one the host did
+            // not start takes a copy of its arguments (see `step`'s docs, paths 3 and 4).
             let (from, n) = (args as usize, n as usize);
             match host.native(name, &regs[from..from + n]) {
-                Some(result) => put!(dst, result),
-                None => Flow::Block(Effect::Native { name, args: window(regs, args as usize, n as u16) }),
+                NativeCall::Done(result) => put!(dst, result),
+                NativeCall::Begun(id) => Flow::Block(Effect::Begun(Begun::Native(id))),
+                NativeCall::Deferred(id) => {
+                    Flow::Block(Effect::Native { id, args: window(regs, args as usize, n as u16) })
+                }
             }
         }
         Instr::Chan { dst, cap } => match &reg!(cap) {

@@ -900,3 +900,140 @@ fn arithmetic_edge_cases() {
     assert_eq!(arith(Arith::Add, &Value::str("a"), &Value::Int(1)).unwrap_err().kind, atoms::TYPE_ERROR);
     assert!(shift_amount(64).is_err());
 }
+
+/// A host that begins waits inside the step, as the runtime's does: a receive that finds nothing
+/// parks, native `io` begins an operation it then holds, `pool` is left to the runtime, `ready`
+/// completes at once; it counts what it began.
+#[derive(Default)]
+struct BeginningHost {
+    inner: TestHost,
+    parked: u32,
+    begun: u32,
+}
+
+impl Host for BeginningHost {
+    fn self_pid(&self) -> Pid {
+        self.inner.self_pid()
+    }
+    fn spawn(
+        &mut self,
+        f: Arc<Closure>,
+        a: Vec<Value>,
+        o: SpawnOpts,
+    ) -> Result<(Pid, Option<i64>), Exception> {
+        self.inner.spawn(f, a, o)
+    }
+    fn send(&mut self, to: Pid, msg: Value) -> Result<(), Exception> {
+        self.inner.send(to, msg)
+    }
+    fn try_receive(&mut self, pattern: Option<&Value>) -> Option<Value> {
+        self.inner.try_receive(pattern)
+    }
+    fn try_receive_or_park(&mut self, pattern: Option<&Value>) -> crate::step::Received {
+        match self.inner.try_receive(pattern) {
+            Some(m) => crate::step::Received::Message(m),
+            None => {
+                self.parked += 1;
+                crate::step::Received::Parked
+            }
+        }
+    }
+    fn now_ms(&self) -> i64 {
+        self.inner.now_ms()
+    }
+    fn control(&mut self, op: ActorOp) -> Result<Value, Exception> {
+        self.inner.control(op)
+    }
+    fn chan_new(&mut self, cap: usize) -> Result<Value, Exception> {
+        self.inner.chan_new(cap)
+    }
+    fn chan_try(&mut self, cases: &[SelectCase]) -> Result<Option<Fired>, Exception> {
+        self.inner.chan_try(cases)
+    }
+    fn chan_close(&mut self, chan: &crate::value::Handle) -> Result<(), Exception> {
+        self.inner.chan_close(chan)
+    }
+    fn native(&mut self, name: crate::atom::Atom, args: &[Value]) -> crate::step::NativeCall {
+        use crate::step::{NativeCall, NativeId};
+        match &*name.name() {
+            "ready" => NativeCall::Done(Ok(Value::Int(args.len() as i64))),
+            "io" => {
+                self.begun += 1;
+                NativeCall::Begun(NativeId(1))
+            }
+            "pool" => NativeCall::Deferred(NativeId(2)),
+            _ => NativeCall::unknown(name),
+        }
+    }
+}
+
+#[test]
+fn begun_waits_are_named_by_the_effect_and_may_be_abandoned_and_run_again() {
+    use crate::step::{Begun, NativeId};
+    use Instr::*;
+    let m = Module {
+        consts: vec![
+            Value::atom("io"),
+            Value::atom("pool"),
+            Value::atom("ready"),
+            Value::atom("nope"),
+            Value::atom("_"),
+        ],
+        funcs: vec![func(
+            "main",
+            0,
+            6,
+            vec![
+                Recv { dst: 0 },
+                Int { dst: 1, imm: 5 },
+                Native { dst: 2, name: 2, args: 0, n: 2 },
+                Native { dst: 2, name: 0, args: 0, n: 2 },
+                Native { dst: 3, name: 1, args: 0, n: 2 },
+                Const { dst: 5, k: 4 },
+                Recvp { dst: 4, pat: 5 },
+                Try { dst: 4, target: 9 },
+                Native { dst: 4, name: 3, args: 0, n: 0 },
+                Ret { a: 4 },
+            ],
+        )],
+        debug: None,
+    };
+    let mut host = BeginningHost::default();
+    let mut st = ActorState::new(&m, 0, vec![]).unwrap();
+    // A plain receive that finds nothing: the host parked the actor, and the effect says so.
+    assert_eq!(step(&mut st, &m, &mut host, 100), Step::Blocked(Effect::Begun(Begun::Receive)));
+    assert_eq!((st.position(), host.parked), (Some((0, 0)), 1));
+    // Woken: stepped again without a resume, the receive runs again and takes the message.
+    host.inner.mailbox.push_back(Value::Int(7));
+    // `ready` completes inside the step; `io` is begun by the host, nothing copied.
+    assert_eq!(step(&mut st, &m, &mut host, 100), Step::Blocked(Effect::Begun(Begun::Native(NativeId(1)))));
+    assert_eq!((st.position(), host.begun), (Some((0, 3)), 1));
+    assert_eq!(st.regs[2], Value::Int(2), "`ready` ran inside the step");
+    // The host's operation is dropped (a snapshot, an interrupt): the state alone, stepped
+    // again, runs the instruction again and the host begins afresh.
+    let saved = serde_json::to_string(&st).unwrap();
+    let mut restored: ActorState = serde_json::from_str(&saved).unwrap();
+    assert_eq!(
+        step(&mut restored, &m, &mut host, 100),
+        Step::Blocked(Effect::Begun(Begun::Native(NativeId(1))))
+    );
+    assert_eq!((restored.position(), host.begun), (Some((0, 3)), 2));
+    // The operation completes: resumed with its result.
+    restored.resume(&m, Resume::Value(Value::atom("read")));
+    // `pool` is left to the runtime, with a copy of its arguments.
+    assert_eq!(
+        step(&mut restored, &m, &mut host, 100),
+        Step::Blocked(Effect::Native { id: NativeId(2), args: vec![Value::Int(7), Value::Int(5)] })
+    );
+    assert_eq!(restored.regs[2], Value::atom("read"));
+    restored.resume(&m, Resume::Value(Value::Nil));
+    // A selective receive parks the same way.
+    assert_eq!(step(&mut restored, &m, &mut host, 100), Step::Blocked(Effect::Begun(Begun::Receive)));
+    assert_eq!((restored.position(), host.parked), (Some((0, 6)), 2));
+    host.inner.mailbox.push_back(Value::Int(8));
+    // An unknown native raises `:badarg`, catchable where it was called.
+    match step(&mut restored, &m, &mut host, 100) {
+        Step::Exited(Value::Tuple(t)) => assert_eq!(t[0], Value::Atom(atoms::BADARG)),
+        other => panic!("{other:?}"),
+    }
+}
