@@ -355,3 +355,110 @@ async fn global_names_have_one_winner_and_a_dead_owner_frees_them() {
     assert_eq!(a.node().global_whereis(dn).await.unwrap(), None);
     a.node().global_register(dn, a.actor()).await.expect("taken over from the dead node");
 }
+
+/// A transport that often cannot take a message at once (the client's queue is full) and then
+/// publishes it only after a few scheduler rounds, so envelopes take both paths out of a node:
+/// straight to the transport and through the publisher task.
+struct Flaky {
+    inner: MemTransport,
+    state: std::sync::atomic::AtomicU64,
+}
+
+impl Flaky {
+    fn roll(&self) -> u64 {
+        // xorshift: deterministic, cheap, good enough to mix the two paths.
+        let mut x = self.state.load(std::sync::atomic::Ordering::Relaxed);
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.state.store(x, std::sync::atomic::Ordering::Relaxed);
+        x
+    }
+}
+
+impl vm_dist::Transport for Flaky {
+    fn publish(
+        &self,
+        msg: vm_dist::transport::Outgoing,
+    ) -> futures::future::BoxFuture<'_, Result<(), vm_dist::transport::TransportError>> {
+        let yields = self.roll() % 4;
+        Box::pin(async move {
+            for _ in 0..yields {
+                tokio::task::yield_now().await;
+            }
+            self.inner.publish(msg).await
+        })
+    }
+    fn try_publish(&self, msg: vm_dist::transport::Outgoing) -> Option<vm_dist::transport::Outgoing> {
+        if self.roll() % 3 == 0 { Some(msg) } else { self.inner.try_publish(msg) }
+    }
+    fn subscribe(
+        &self,
+        subject: String,
+    ) -> futures::future::BoxFuture<
+        '_,
+        Result<
+            futures::stream::BoxStream<'static, vm_dist::transport::Incoming>,
+            vm_dist::transport::TransportError,
+        >,
+    > {
+        self.inner.subscribe(subject)
+    }
+    fn flush(&self) -> futures::future::BoxFuture<'_, Result<(), vm_dist::transport::TransportError>> {
+        self.inner.flush()
+    }
+    fn max_payload(&self) -> usize {
+        self.inner.max_payload()
+    }
+    fn events(&self) -> futures::stream::BoxStream<'static, vm_dist::transport::TransportEvent> {
+        self.inner.events()
+    }
+    fn names(&self) -> futures::future::BoxFuture<'_, Option<Arc<dyn vm_dist::transport::NameStore>>> {
+        self.inner.names()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_senders_keep_order_whichever_way_envelopes_leave() {
+    for round in 0..5u64 {
+        let bus = MemBus::new();
+        let flaky = Arc::new(Flaky { inner: bus.connect(), state: (0x9e37_79b9_7f4a_7c15 ^ round).into() });
+        let (a, _) = start(fast("t", "a"), flaky).await;
+        let (b, _) = start(fast("t", "b"), Arc::new(bus.connect())).await;
+        a.node().wait_for("b", T).await.unwrap();
+        let r = b.actor();
+        let to = remote_pid(&a, &b, r);
+        let mut senders = Vec::new();
+        for k in 0..4i64 {
+            let node = a.node().clone();
+            let from = a.actor();
+            senders.push(tokio::spawn(async move {
+                for i in 0..2_000i64 {
+                    let m = Value::tuple(vec![Value::Int(k), Value::Int(i)]);
+                    loop {
+                        match node.send(from, to, &m) {
+                            Ok(()) => break,
+                            Err(SendError::Busy(c)) => c.wait().await,
+                            Err(e) => panic!("{e}"),
+                        }
+                    }
+                    if i % 64 == 0 {
+                        tokio::task::yield_now().await;
+                    }
+                }
+            }));
+        }
+        for s in senders {
+            s.await.unwrap();
+        }
+        until(T, || b.mail(r).len() == 8_000).await.unwrap_or_else(|| panic!("round {round}: lost messages"));
+        let mut next = [0i64; 4];
+        for m in b.mail(r) {
+            let Value::Tuple(t) = m else { panic!() };
+            let (Value::Int(k), Value::Int(i)) = (&t[0], &t[1]) else { panic!() };
+            assert_eq!(*i, next[*k as usize], "round {round}: sender {k} out of order");
+            next[*k as usize] += 1;
+        }
+        assert_eq!(b.node_events("a"), vec![true], "round {round}: a session ended (a gap was seen)");
+    }
+}
