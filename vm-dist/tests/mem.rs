@@ -390,7 +390,7 @@ impl vm_dist::Transport for Flaky {
         })
     }
     fn try_publish(&self, msg: vm_dist::transport::Outgoing) -> Option<vm_dist::transport::Outgoing> {
-        if self.roll() % 3 == 0 { Some(msg) } else { self.inner.try_publish(msg) }
+        if self.roll().is_multiple_of(3) { Some(msg) } else { self.inner.try_publish(msg) }
     }
     fn subscribe(
         &self,
