@@ -707,7 +707,7 @@ impl Node {
     ) -> Result<Pid, SpawnError> {
         let (tx, rx) = oneshot::channel();
         let sig_opts = opts.clone();
-        let req = {
+        {
             let mut st = self.inner.state.lock();
             st.next_req += 1;
             let req = st.next_req;
@@ -723,15 +723,14 @@ impl Node {
             let bytes = wire::encode(&self.encode_ctx(&res_kind, hash), 0, 1, &sig)?;
             self.inner.push_encoded(p, bytes);
             st.spawns.insert(req, PendingSpawn { peer, from, opts, reply: tx });
-            req
-        };
+        }
+        // On a timeout the request stays pending with its receiver gone: an answer that comes
+        // later undoes the link or monitor the other node recorded (`spawn_answered`), and the
+        // session's end clears it otherwise.
         match tokio::time::timeout(self.inner.cfg.spawn_timeout, rx).await {
             Ok(Ok(r)) => r,
             Ok(Err(_)) => Err(SpawnError::NoConnection(node.to_string())),
-            Err(_) => {
-                self.inner.state.lock().spawns.remove(&req);
-                Err(SpawnError::Timeout(node.to_string()))
-            }
+            Err(_) => Err(SpawnError::Timeout(node.to_string())),
         }
     }
 

@@ -6,7 +6,7 @@ use common::*;
 use std::sync::Arc;
 use std::time::Duration;
 use vm_core::{Atom, Handle, Value};
-use vm_dist::node::{Node, SendError, SpawnError, StartError};
+use vm_dist::node::{Config, Node, SendError, SpawnError, StartError};
 use vm_dist::wire::{EncodeError, SpawnOptions};
 use vm_dist::{GlobalError, MemBus, MemTransport};
 
@@ -461,4 +461,27 @@ async fn concurrent_senders_keep_order_whichever_way_envelopes_leave() {
         }
         assert_eq!(b.node_events("a"), vec![true], "round {round}: a session ended (a gap was seen)");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spawn_answered_after_its_timeout_leaves_no_link_behind() {
+    let bus = MemBus::new();
+    let ta = Arc::new(bus.connect());
+    let (a, _) = start(Config { spawn_timeout: Duration::from_millis(100), ..fast("t", "a") }, ta).await;
+    let (b, _) = start(fast("t", "b"), Arc::new(bus.connect())).await;
+    a.node().wait_for("b", T).await.unwrap();
+    let parent = a.actor();
+    b.stall.store(true, std::sync::atomic::Ordering::SeqCst);
+    let r = a
+        .node()
+        .spawn(parent, "b", "worker", vec![], SpawnOptions { link: true, ..Default::default() })
+        .await;
+    assert!(matches!(r, Err(SpawnError::Timeout(_))), "{r:?}");
+    b.stall.store(false, std::sync::atomic::Ordering::SeqCst);
+    // b started the actor after all and linked it to the spawner; the late answer undoes that.
+    until(T, || b.seen.lock().exits.iter().any(|e| e.2 == Value::atom("noproc") && e.3))
+        .await
+        .expect("the orphan gets the exit signal :noproc");
+    let child = b.seen.lock().spawned[0].0;
+    assert!(b.seen.lock().exits.iter().any(|e| e.0 == child));
 }

@@ -115,6 +115,9 @@ impl Local for FakeVm {
         parent: Pid,
         started: &mut dyn FnMut(Pid),
     ) -> Result<Pid, Atom> {
+        while self.stall.load(std::sync::atomic::Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
         if !matches!(func, "worker" | "crash") {
             return Err(Atom::new("undef"));
         }
