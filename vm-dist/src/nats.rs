@@ -11,6 +11,10 @@
 //!    `no_responders` set.
 //! 4. Global names use the JetStream bucket `vm_<cluster>_names` (memory storage, history 1);
 //!    a server without JetStream has no name store.
+//! 5. With `system` options (a user of the server's system account), a second connection
+//!    subscribes to `$SYS.ACCOUNT.*.DISCONNECT`: the server announces there, within
+//!    milliseconds, every client connection that closes, by the client's name (a node's is
+//!    `vm.<cluster>.<node>.<incarnation>`, see `node::client_name`).
 
 use crate::transport::{
     Incoming, NameStore, Outgoing, StoreError, Transport, TransportError, TransportEvent,
@@ -36,6 +40,8 @@ pub struct NatsOptions {
     /// Server URLs, e.g. `nats://127.0.0.1:4222`; the client fails over between them.
     pub urls: Vec<String>,
     /// User name; the password comes from [`PASSWORD_ENV`] (see [`NatsOptions::password`]).
+    /// Without one, a URL's `user:password@` is used (visible to other users of the machine
+    /// when given on a command line).
     pub user: Option<String>,
     /// The password (set by [`NatsOptions::with_password_from_env`] or by a test).
     pub password: Option<String>,
@@ -53,6 +59,8 @@ pub struct NatsOptions {
     pub client_name: Option<String>,
     /// How often the client pings the server (a dead server is noticed after two missed pongs).
     pub ping_interval: Option<Duration>,
+    /// A login to the server's system account, for its disconnect notices (optional).
+    pub system: Option<Box<NatsOptions>>,
 }
 
 impl NatsOptions {
@@ -68,11 +76,29 @@ pub struct NatsTransport {
     client: async_nats::Client,
     events: Mutex<Option<mpsc::UnboundedReceiver<TransportEvent>>>,
     bucket: String,
+    departures: Mutex<Option<BoxStream<'static, String>>>,
 }
 
 impl NatsTransport {
     /// Connects; `cluster` names the global-names bucket.
     pub async fn connect(opts: &NatsOptions, cluster: &str) -> Result<NatsTransport, TransportError> {
+        let departures = match &opts.system {
+            Some(sys) => {
+                let watcher = Box::pin(Self::connect(sys, cluster)).await?;
+                let sub = watcher.client.subscribe("$SYS.ACCOUNT.*.DISCONNECT").await.map_err(other)?;
+                // The subscription keeps the watcher's connection open as long as it is read.
+                let _keep = watcher.client.clone();
+                let names = sub.filter_map(move |m| {
+                    let _ = &_keep;
+                    let name = serde_json::from_slice::<serde_json::Value>(&m.payload)
+                        .ok()
+                        .and_then(|v| v["client"]["name"].as_str().map(String::from));
+                    async move { name }
+                });
+                Some(Box::pin(names) as BoxStream<'static, String>)
+            }
+            None => None,
+        };
         if opts.urls.is_empty() {
             return Err(TransportError::Connection("no server URL given".into()));
         }
@@ -104,8 +130,17 @@ impl NatsTransport {
         if let Some(p) = opts.ping_interval {
             o = o.ping_interval(p);
         }
+        let urls: Vec<async_nats::ServerAddr> = opts
+            .urls
+            .iter()
+            .map(|u| u.parse().map_err(|e| TransportError::Connection(format!("bad server URL {u:?}: {e}"))))
+            .collect::<Result<_, _>>()?;
         if let Some(user) = &opts.user {
             o = o.user_and_password(user.clone(), opts.password.clone().unwrap_or_default());
+        } else if let Some(url) = urls.iter().find(|u| u.has_user_pass()) {
+            // `nats://user:password@host` (the client does not apply these by itself).
+            let user = url.username().unwrap_or_default().to_string();
+            o = o.user_and_password(user, url.password().unwrap_or_default().to_string());
         }
         if let Some(path) = &opts.nkey_file {
             let seed = std::fs::read_to_string(path).map_err(|e| {
@@ -127,17 +162,17 @@ impl NatsTransport {
         if opts.require_tls || opts.tls_ca.is_some() {
             o = o.require_tls(true);
         }
-        let urls: Vec<async_nats::ServerAddr> = opts
-            .urls
-            .iter()
-            .map(|u| u.parse().map_err(|e| TransportError::Connection(format!("bad server URL {u:?}: {e}"))))
-            .collect::<Result<_, _>>()?;
         let client = o.connect(urls).await.map_err(|e| match e.kind() {
             async_nats::ConnectErrorKind::AuthorizationViolation
             | async_nats::ConnectErrorKind::Authentication => TransportError::Auth(e.to_string()),
             _ => TransportError::Connection(e.to_string()),
         })?;
-        Ok(NatsTransport { client, events: Mutex::new(Some(rx)), bucket: format!("vm_{cluster}_names") })
+        Ok(NatsTransport {
+            client,
+            events: Mutex::new(Some(rx)),
+            bucket: format!("vm_{cluster}_names"),
+            departures: Mutex::new(departures),
+        })
     }
 
     /// The underlying client.
@@ -211,6 +246,10 @@ impl Transport for NatsTransport {
             Some(mut rx) => Box::pin(futures::stream::poll_fn(move |cx| rx.poll_recv(cx))),
             None => Box::pin(futures::stream::empty()),
         }
+    }
+
+    fn departures(&self) -> BoxStream<'static, String> {
+        self.departures.lock().take().unwrap_or_else(|| Box::pin(futures::stream::empty()))
     }
 
     fn names(&self) -> BoxFuture<'_, Option<Arc<dyn NameStore>>> {

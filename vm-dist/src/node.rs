@@ -7,6 +7,8 @@
 //! - `vm.cl.r.me.inc.<peer>.<pinc>`: the reply subject of everything sent to that peer; NATS
 //!   answers a publish that reaches no subscriber with a 503 there, naming the peer.
 //! - `vm.cl.a.me`: announcements (presence, every heartbeat and in answer to a new node's).
+//! - The NATS connection's client name is `vm.cl.me.inc` ([`client_name`]), so the server's
+//!   disconnect notice (read when the transport has system-account access) names the node.
 //! - `vm.cl.p.me`: the name probe. A starting node publishes there, with a reply subject, before
 //!   it announces itself: NATS's 503 means no live node has the name; an answer (the holder's
 //!   announcement) means it is taken and the newcomer does not join, so it never displaces a
@@ -33,7 +35,8 @@
 //!    epoch must start at 1, else it is a gap. A peer that ended a session because of something
 //!    it heard from the other side (a gap, a reset, a new epoch) is evidently reachable, so it
 //!    is up again at once (`nodedown` then `nodeup`); one that went silent, said `Bye` or
-//!    answered 503 stays down until its next announcement.
+//!    answered 503 stays down until its next announcement. The server's notice that the peer's
+//!    connection closed ends the session as a 503 does.
 //! 5. Backpressure: a sender counts the bytes of sequenced signals not yet acknowledged (the
 //!    receiver acknowledges cumulatively every quarter window, and in every `Tick`); while they
 //!    exceed the window (1 MiB by default), `send` returns [`SendError::Busy`] and the caller
@@ -347,6 +350,7 @@ enum EndCause {
     NewIncarnation,
     Silence,
     NoResponders,
+    Departed,
     Bye,
 }
 
@@ -360,6 +364,13 @@ fn noconnection() -> Value {
     Value::atom("noconnection")
 }
 
+/// The NATS client name of node `name` at incarnation `inc` in `cluster`: set it in the
+/// connection's options ([`crate::NatsOptions::client_name`]) so that the server's disconnect
+/// notices name the node.
+pub fn client_name(cluster: &str, name: &str, inc: u64) -> String {
+    format!("vm.{cluster}.{name}.{inc}")
+}
+
 /// Runs a node: the receive loop, the heartbeat and the publisher. Spawn [`Driver::run`].
 pub struct Driver {
     node: Node,
@@ -367,6 +378,7 @@ pub struct Driver {
     replies: BoxStream<'static, Incoming>,
     announces: BoxStream<'static, Incoming>,
     probes: BoxStream<'static, Incoming>,
+    departures: BoxStream<'static, String>,
     events: BoxStream<'static, TransportEvent>,
     out: mpsc::UnboundedReceiver<Outgoing>,
     jobs: mpsc::UnboundedReceiver<Job>,
@@ -416,6 +428,7 @@ impl Node {
         let inbox = transport.subscribe(format!("{prefix}.n.{}.{inc}", me.name)).await?;
         let announces = transport.subscribe(format!("{prefix}.a.*")).await?;
         let events = transport.events();
+        let departures = transport.departures();
         let names = Names::new(transport.names().await);
         let (out_tx, out_rx) = mpsc::unbounded_channel();
         let (jobs_tx, jobs_rx) = mpsc::unbounded_channel();
@@ -445,6 +458,7 @@ impl Node {
             replies,
             announces,
             probes,
+            departures,
             events,
             out: out_rx,
             jobs: jobs_rx,
@@ -1318,9 +1332,21 @@ impl Inner {
         }
     }
 
+    /// The server saw the connection named `client` close.
+    fn on_departure(&self, client: &str) {
+        let Some(rest) = client.strip_prefix(&self.prefix).and_then(|r| r.strip_prefix('.')) else { return };
+        self.lost(rest, EndCause::Departed);
+    }
+
     /// A 503 on a reply subject: the peer's incarnation has no subscriber.
     fn on_no_responders(&self, subject: &str) {
-        let mut parts = subject.rsplit('.');
+        self.lost(subject, EndCause::NoResponders);
+    }
+
+    /// Ends the session with the peer named by the last two tokens of `tokens` (name and
+    /// incarnation), if that incarnation is up.
+    fn lost(&self, tokens: &str, cause: EndCause) {
+        let mut parts = tokens.rsplit('.');
         let (Some(inc), Some(name)) = (parts.next(), parts.next()) else { return };
         let Ok(inc) = inc.parse::<u64>() else { return };
         let mut fire = Vec::new();
@@ -1329,7 +1355,7 @@ impl Inner {
             let st = &mut *st;
             if let Some(p) = st.peers.get_mut(name).filter(|p| p.id.inc == inc && p.alive) {
                 let mut ended = Vec::new();
-                self.end_session(p, EndCause::NoResponders, &mut ended, &mut fire);
+                self.end_session(p, cause, &mut ended, &mut fire);
                 let name = p.id.name.clone();
                 fail_spawns(st, &name, &mut fire);
             }
@@ -1389,7 +1415,8 @@ enum Deliver {
 impl Driver {
     /// Runs until [`Node::leave`]: receives, publishes and keeps the heartbeat.
     pub async fn run(self) {
-        let Driver { node, inbox, replies, announces, probes, mut events, mut out, mut jobs } = self;
+        let Driver { node, inbox, replies, announces, probes, mut departures, mut events, mut out, mut jobs } =
+            self;
         let inner = node.inner.clone();
         let publisher = {
             let inner = inner.clone();
@@ -1431,6 +1458,7 @@ impl Driver {
                         None => break,
                     },
                     _ = tick.tick() => inner.heartbeat(),
+                    Some(name) = departures.next() => inner.on_departure(&name),
                     Some(e) = events.next() => match e {
                         TransportEvent::SlowConsumer => tracing::warn!("this node fell behind: NATS dropped messages to it"),
                         TransportEvent::Disconnected => tracing::warn!("lost the connection to NATS; reconnecting"),

@@ -10,7 +10,8 @@
 //!    reply subject with a message whose `no_responders` flag is set (NATS's 503).
 //! 4. A limit on the size of a message (`max_payload`), and events about the connection itself.
 //! 5. Optionally a key-value store with atomic create and compare-and-set (`names`), for
-//!    global names.
+//!    global names, and the server's notices of other clients' connections closing
+//!    (`departures`), a faster sign of a crashed node than its silence.
 //!
 //! [`MemBus`] implements all of this between [`MemTransport`]s in one process, and adds faults a
 //! test can inject: partitions between connections, dropping the next N messages to one, and
@@ -107,6 +108,12 @@ pub trait Transport: Send + Sync + 'static {
     fn events(&self) -> BoxStream<'static, TransportEvent>;
     /// The key-value store for global names, if the server offers one.
     fn names(&self) -> BoxFuture<'_, Option<Arc<dyn NameStore>>>;
+    /// The names of other clients whose connections the server saw close (NATS's disconnect
+    /// notices, when this transport may read them); the first call takes the stream. The
+    /// default has none.
+    fn departures(&self) -> BoxStream<'static, String> {
+        Box::pin(futures::stream::empty())
+    }
 }
 
 /// A failure of the name store.

@@ -116,13 +116,15 @@ async fn kill_9_of_a_node_fires_every_link_and_monitor_exactly_once() {
         };
         a.node().spawn(w, "b", "worker", vec![], opts).await.expect("spawns");
     }
+    let t = Instant::now();
     b.kill();
-    let took = until(Duration::from_secs(5), || {
+    until(Duration::from_secs(5), || {
         let s = a.seen.lock();
         s.exits.len() + s.downs.len() >= 1000
     })
     .await
     .expect("every link and monitor fires");
+    let took = t.elapsed();
     eprintln!("1,000 links and monitors fired {took:?} after kill -9");
     assert!(took <= Duration::from_millis(3500), "took {took:?}");
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -178,8 +180,10 @@ async fn a_graceful_leave_is_seen_within_100_ms_and_remote_semantics_hold() {
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(50)).await;
+    let t = Instant::now();
     b.leave();
-    let took = until(T, || a.exits_to(w2).len() == 1).await.expect("the link fires on leave");
+    until(T, || a.exits_to(w2).len() == 1).await.expect("the link fires on leave");
+    let took = t.elapsed();
     eprintln!("graceful leave seen after {took:?}");
     assert!(took < Duration::from_millis(100), "took {took:?}");
 }
@@ -449,4 +453,39 @@ async fn global_names_race_with_one_winner_and_a_killed_owner_frees_its_name() {
     };
     eprintln!("a killed owner's name was free after {freed:?}");
     assert!(freed <= Duration::from_secs(4));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_servers_disconnect_notice_reports_a_killed_node_within_100_ms() {
+    let conf = "accounts {\n VM: { users: [ {user: vm, password: vm} ] }\n SYS: { users: [ {user: sys, password: sys} ] }\n}\nsystem_account: SYS";
+    let s = NatsServer::start(conf);
+    let url = |u: &str| format!("nats://{u}:{u}@127.0.0.1:{}", s.port);
+    let mut b = NodeProcess::start(&url("vm"), "dn", "b", false);
+    let system = NatsOptions { urls: vec![url("sys")], ..Default::default() };
+    let inc = vm_dist::NodeId::fresh_incarnation();
+    let opts = NatsOptions {
+        urls: vec![url("vm")],
+        client_name: Some(vm_dist::node::client_name("dn", "a", inc)),
+        system: Some(Box::new(system)),
+        ..Default::default()
+    };
+    let t =
+        Arc::new(NatsTransport::connect(&opts, "dn").await.expect("connects with a system-account watcher"));
+    // A long heartbeat, so that only the server's notice can be this fast.
+    let cfg = Config { incarnation: Some(inc), heartbeat: Duration::from_secs(2), ..Config::new("dn", "a") };
+    let (a, _) = start(cfg, t).await;
+    a.node().wait_for("b", T).await.expect("a sees b");
+    let w = a.actor();
+    a.node()
+        .spawn(w, "b", "worker", vec![], SpawnOptions { link: true, ..Default::default() })
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let t = Instant::now();
+    b.kill();
+    until(Duration::from_secs(5), || a.exits_to(w).len() == 1).await.expect("the link fires");
+    let took = t.elapsed();
+    eprintln!("disconnect notice: link fired {took:?} after kill -9");
+    assert!(took < Duration::from_millis(100), "took {took:?}");
+    assert_eq!(a.exits_to(w)[0].1, Value::atom("noconnection"));
 }

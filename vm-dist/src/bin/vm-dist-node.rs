@@ -3,7 +3,9 @@
 //! `{:echo, pid, x}` by sending `x` to `pid`) and `crash` (an actor that raises at once), until
 //! it is killed or reads `leave` on standard input (a graceful leave).
 //!
-//! Usage: `vm-dist-node URL[,URL...] CLUSTER NAME [busy]`; it prints `ready` once it has joined.
+//! Usage: `vm-dist-node URL[,URL...] CLUSTER NAME [busy]` (a URL may carry `user:password@`);
+//! it prints `ready` once it has joined. Its NATS client name is `node::client_name`'s, so the
+//! server's disconnect notice names it.
 //! With `busy`, two threads spin for the life of the process (a node at 100 % CPU).
 
 use parking_lot::Mutex;
@@ -112,7 +114,12 @@ fn main() {
     }
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a runtime");
     rt.block_on(async {
-        let opts = NatsOptions { urls: args[1].split(',').map(String::from).collect(), ..Default::default() };
+        let inc = NodeId::fresh_incarnation();
+        let opts = NatsOptions {
+            urls: args[1].split(',').map(String::from).collect(),
+            client_name: Some(vm_dist::node::client_name(&args[2], &args[3], inc)),
+            ..Default::default()
+        };
         let transport = match NatsTransport::connect(&opts, &args[2]).await {
             Ok(t) => Arc::new(t),
             Err(e) => {
@@ -121,9 +128,14 @@ fn main() {
             }
         };
         let actors = Arc::new(Actors::default());
-        let (node, driver) = Node::start(Config::new(&args[2], &args[3]), transport, actors.clone())
-            .await
-            .expect("the node starts");
+        let cfg = Config { incarnation: Some(inc), ..Config::new(&args[2], &args[3]) };
+        let (node, driver) = match Node::start(cfg, transport, actors.clone()).await {
+            Ok(started) => started,
+            Err(e) => {
+                eprintln!("error: {e}");
+                std::process::exit(2);
+            }
+        };
         actors.node.set(node.clone()).expect("once");
         let driver = tokio::spawn(driver.run());
         println!("ready");
