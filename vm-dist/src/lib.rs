@@ -14,19 +14,23 @@
 //! - [`node`]: sessions, failure detection, backpressure, remote links/monitors/spawn; the
 //!   runtime implements [`Local`] and spawns the [`Driver`].
 //! - [`global`]: cluster-wide names with exactly one winner.
+//! - `outbox`: the order in which envelopes reach the transport (loom-checked).
 //!
 //! **This crate spawns no tasks** (the runtime spawns [`Driver::run`]); async-nats spawns its
 //! connection task inside `connect`, the one exception to "only vm-sched spawns tasks".
 
 pub mod global;
 pub mod id;
+#[cfg(not(vm_loom))]
 pub mod nats;
 pub mod node;
+mod outbox;
 pub mod transport;
 pub mod wire;
 
 pub use global::GlobalError;
 pub use id::{NodeId, NodeTable};
+#[cfg(not(vm_loom))]
 pub use nats::{NatsOptions, NatsTransport};
 pub use node::{Config, Congestion, Driver, Local, Node, NodeInfo, SendError, SpawnError, StartError};
 pub use transport::{MemBus, MemTransport, Transport};

@@ -53,6 +53,7 @@
 
 use crate::global::Names;
 use crate::id::{NodeId, NodeTable, check_node_name, make_pid, serial_of, slot_of};
+use crate::outbox::Outbox;
 use crate::transport::{Incoming, Outgoing, Transport, TransportEvent};
 use crate::wire::{
     self, Ack, Announce, DecodeCtx, EncodeCtx, EncodeError, Envelope, Limits, Signal, SpawnOptions,
@@ -63,7 +64,6 @@ use futures::stream::BoxStream;
 use parking_lot::Mutex;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, mpsc, oneshot};
 use vm_core::{Atom, Handle, Pid, Value};
@@ -237,10 +237,8 @@ pub(crate) struct Inner {
     transport: Arc<dyn Transport>,
     pub(crate) local: Arc<dyn Local>,
     state: Mutex<State>,
-    out: mpsc::UnboundedSender<Outgoing>,
-    /// Envelopes handed to the publisher task and not yet taken by the transport. While it is
-    /// non-zero everything goes through the publisher, to keep the order of publication.
-    queued: AtomicUsize,
+    /// The way out to the transport, in numbering order (see `outbox`).
+    out: Outbox<mpsc::UnboundedSender<Outgoing>>,
     pub(crate) jobs: mpsc::UnboundedSender<Job>,
     started: Instant,
     max_size: usize,
@@ -440,8 +438,7 @@ impl Node {
             transport,
             local,
             state: Mutex::new(State::default()),
-            out: out_tx,
-            queued: AtomicUsize::new(0),
+            out: Outbox::new(out_tx),
             jobs: jobs_tx,
             started: Instant::now(),
             max_size,
@@ -754,7 +751,7 @@ impl Node {
         for p in self.inner.state.lock().peers.values_mut().filter(|p| p.alive) {
             self.inner.push(p, &Signal::Bye);
         }
-        while self.inner.queued.load(Ordering::SeqCst) > 0 {
+        while self.inner.out.pending() {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         let _ = self.inner.transport.flush().await;
@@ -803,19 +800,10 @@ impl Inner {
     }
 
     /// Publishes `msg` at once when the transport can take it without waiting and nothing is
-    /// queued before it; otherwise queues it for the publisher task. Envelopes to peers are
-    /// emitted under the state lock, so this order is the order of sequence numbers.
+    /// queued before it, else queues it for the publisher task (`outbox`). Envelopes to peers
+    /// are emitted under the state lock, so this order is the order of sequence numbers.
     fn emit(&self, msg: Outgoing) {
-        let msg = if self.queued.load(Ordering::SeqCst) == 0 {
-            match self.transport.try_publish(msg) {
-                None => return,
-                Some(msg) => msg,
-            }
-        } else {
-            msg
-        };
-        self.queued.fetch_add(1, Ordering::SeqCst);
-        let _ = self.out.send(msg);
+        self.out.emit(msg, |m| self.transport.try_publish(m));
     }
 
     /// Sequences an encoded envelope on `p`'s session and emits it (under the state lock).
@@ -1425,7 +1413,7 @@ impl Driver {
                     if let Err(e) = inner.transport.publish(msg).await {
                         tracing::warn!(error = %e, "publish failed");
                     }
-                    inner.queued.fetch_sub(1, Ordering::SeqCst);
+                    inner.out.taken();
                 }
             }
         };
