@@ -53,9 +53,17 @@ struct Server {
 impl Server {
     /// Starts `vm run --allow-net examples/NAME.vasm 0` and waits until it listens.
     fn start(name: &str) -> Server {
+        Server::start_with(name, &["--allow-net"], &[])
+    }
+
+    /// Starts `vm run FLAGS... examples/NAME.vasm 0 ARGS...` and waits until it listens.
+    fn start_with(name: &str, flags: &[&str], args: &[&str]) -> Server {
         let program = format!("examples/{name}.vasm");
         let mut child = Command::new(VM)
-            .args(["run", "--allow-net", &program, "0"])
+            .arg("run")
+            .args(flags)
+            .args([program.as_str(), "0"])
+            .args(args)
             .current_dir(repo_root())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -747,6 +755,54 @@ fn kv_concurrent_incr_is_atomic() {
     assert!(start.elapsed() < LIMIT, "took {:?}", start.elapsed());
     eprintln!("kv: {CLIENTS} clients x {EACH} INCR in {:?}", start.elapsed());
     server.assert_healthy();
+}
+
+/// With a database file, kv keeps its data in SQLite: a SET has reached the disk when its reply
+/// arrives, so the data is all there after the server is killed (SIGKILL: nothing is flushed on
+/// the way out) and started again, and INCR, DEL and DBSIZE work on it.
+#[test]
+fn kv_with_a_database_keeps_its_data_across_a_restart() {
+    let _serial = serial();
+    let dir = std::env::temp_dir().join(format!("vm-kv-db-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("a scratch directory");
+    let db = dir.join("kv.db").to_string_lossy().into_owned();
+    let grant = dir.to_string_lossy().into_owned();
+    let (read, write) = (format!("--allow-read={grant}"), format!("--allow-write={grant}"));
+    let flags = ["--allow-net", read.as_str(), write.as_str()];
+    let binary: Vec<u8> = vec![0, b'\r', b'\n', 0xff, b'x'];
+    {
+        let mut server = Server::start_with("kv", &flags, &[&db]);
+        let mut con = redis_connection(&redis_client(server.addr));
+        let ok: String = redis::cmd("SET").arg("greeting").arg("hello").query(&mut con).expect("SET");
+        assert_eq!(ok, "OK");
+        let _: () = redis::cmd("SET").arg(&binary[..]).arg(&binary[..]).query(&mut con).expect("SET bytes");
+        for want in 1..=3 {
+            let n: i64 = redis::cmd("INCR").arg("counter").query(&mut con).expect("INCR");
+            assert_eq!(n, want);
+        }
+        let e = redis::cmd("INCR").arg("greeting").query::<i64>(&mut con).unwrap_err();
+        assert!(e.to_string().contains("not an integer"), "{e}");
+        let _: () = redis::cmd("SET").arg("gone").arg("soon").query(&mut con).expect("SET");
+        let n: i64 = redis::cmd("DEL").arg("gone").arg("never-there").query(&mut con).expect("DEL");
+        assert_eq!(n, 1);
+        server.assert_healthy();
+    }
+    let mut server = Server::start_with("kv", &flags, &[&db]);
+    let mut con = redis_connection(&redis_client(server.addr));
+    let greeting: String = redis::cmd("GET").arg("greeting").query(&mut con).expect("GET");
+    assert_eq!(greeting, "hello");
+    let value: Vec<u8> = redis::cmd("GET").arg(&binary[..]).query(&mut con).expect("GET bytes");
+    assert_eq!(value, binary);
+    let gone: Option<String> = redis::cmd("GET").arg("gone").query(&mut con).expect("GET");
+    assert_eq!(gone, None);
+    let n: i64 = redis::cmd("INCR").arg("counter").query(&mut con).expect("INCR");
+    assert_eq!(n, 4);
+    let size: i64 = redis::cmd("DBSIZE").query(&mut con).expect("DBSIZE");
+    assert_eq!(size, 3);
+    server.assert_healthy();
+    drop(server);
+    std::fs::remove_dir_all(&dir).expect("the scratch directory is removed");
 }
 
 /// SET/GET of random binary keys and values (empty, with "\r\n" and zero bytes, up to 256 KiB)

@@ -250,8 +250,8 @@ fn write_instr(out: &mut String, module: &Module, code_len: usize, instr: &Instr
 mod tests {
     use super::*;
     use crate::bytecode::encode;
-    use crate::bytecode::testgen::{canonical_module, expect_file, files_in, sample};
     use crate::module::{FuncDebug, Function};
+    use crate::testgen::{canonical_module, expect_file, files_in, sample};
     use proptest::prelude::*;
 
     const SAMPLE_TEXT: &str = r#".file "main.vasm"

@@ -10,6 +10,8 @@
 //! `bytecode::decode` + `verify::verify` (= [`load`]) → `interp::step`.
 
 #![forbid(unsafe_code)]
+// `ops::instr_has_column!` walks the whole op list one macro expansion per op and column.
+#![recursion_limit = "1024"]
 
 pub mod asm;
 pub mod atom;
@@ -20,6 +22,8 @@ pub mod interp;
 pub mod module;
 pub mod ops;
 pub mod step;
+#[cfg(test)]
+mod testgen;
 pub mod value;
 pub mod verify;
 

@@ -8,6 +8,12 @@
 use crate::ops::Instr;
 use serde::{Deserialize, Serialize};
 
+/// How many tuples, lists and maps may nest inside each other in one constant: a property of
+/// every module, so that the recursive decoder and encoder cannot overflow the Rust stack. The
+/// decoder refuses deeper constants, the verifier rejects them, and the assembler's literals
+/// have the same limit.
+pub const MAX_CONST_DEPTH: usize = 64;
+
 /// One function.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Function {

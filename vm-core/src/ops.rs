@@ -1,10 +1,24 @@
 //! The op list: the one place instructions are defined.
 //!
-//! [`for_each_op!`] lists every instruction once: its group, enum variant, mnemonic, named
-//! operands with their kinds, and its documentation. Everything else derives from that list by
-//! expanding the macro: the [`Instr`] enum the interpreter matches on, the [`Opcode`] byte used by
-//! the binary format, the mnemonic table used by the assembler and disassembler, the operand kinds
-//! the verifier checks, and `docs/isa.md` (rendered by [`isa_markdown`] and checked by a test).
+//! [`for_each_op!`](crate::for_each_op) lists every instruction once: its group, enum variant, mnemonic, named
+//! operands with their kinds, its columns, and its documentation. Everything else derives from
+//! that list by expanding the macro: the [`Instr`] enum the interpreter matches on, the [`Opcode`]
+//! byte used by the binary format, the mnemonic table used by the assembler and disassembler, the
+//! operand kinds the verifier checks, the terminators the verifier and assembler check for, the
+//! fuel the interpreter charges for a spawn, and `docs/isa.md` (rendered by [`isa_markdown`] and
+//! checked by a test).
+//!
+//! Columns (in brackets after the operands; an op with none has no brackets):
+//! - `term`: a terminator, after which execution never continues with the next instruction
+//!   ([`Opcode::is_terminator`]). Every function ends with one; the verifier checks it.
+//! - `blocks`: the instruction may suspend the actor: the stepper can return
+//!   [`Step::Blocked`](crate::step::Step::Blocked) with the program counter on it
+//!   ([`Opcode::may_block`]). An op without it never blocks.
+//! - `fuel_call`, `fuel_jump`, `fuel_spawn`: what the instruction charges against the actor's
+//!   fuel ([`Opcode::fuel`], [`Fuel`]); an op with none of them is free. At most one per op.
+//!
+//! A test in `interp` runs every op on every combination of a palette of operand values and
+//! checks each column against what the stepper does.
 //!
 //! Operand kinds ([`OperandKind`]):
 //! - `Dst`: a register the instruction writes. A blocking instruction's result is written there
@@ -60,8 +74,30 @@ impl OperandKind {
     }
 }
 
+/// What an instruction charges against the actor's fuel: its `fuel_*` column in the op list.
+/// Fuel is charged on calls and backward jumps, never per instruction, so straight-line code is
+/// free and every loop pays once per iteration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fuel {
+    /// Nothing.
+    Free,
+    /// One unit per call, charged before the call (with none left the actor yields first and
+    /// runs the call when it resumes). Column `fuel_call`.
+    Call,
+    /// One unit when the instruction jumps to its own index or before. Column `fuel_jump`.
+    BackwardJump,
+    /// [`SPAWN_FUEL`] units per actor started. Column `fuel_spawn`.
+    Spawn,
+}
+
+/// Fuel charged for starting an actor ([`Fuel::Spawn`]). Starting one costs far more than an
+/// instruction (a task, a registry entry), so it is charged like many calls: a spawning loop's
+/// slices stay as short as a computing loop's.
+pub const SPAWN_FUEL: u32 = 100;
+
 /// Calls `$m!` with the whole op list. Each entry is
-/// `group Variant "mnemonic" (name: Kind, ...) "documentation";`.
+/// `group Variant "mnemonic" (name: Kind, ...) [columns] "documentation";`, the columns (see the
+/// module docs) being optional.
 #[macro_export]
 macro_rules! for_each_op {
     ($m:ident) => {
@@ -101,27 +137,27 @@ macro_rules! for_each_op {
             logic And "and" (dst: Dst, a: Reg, b: Reg) "`true` if both are truthy.";
             logic Or "or" (dst: Dst, a: Reg, b: Reg) "`true` if either is truthy.";
             // ---- jumps and branches
-            jump Jmp "jmp" (target: Label) "Jumps to `target`.";
-            jump Jt "jt" (a: Reg, target: Label) "Jumps if `a` is truthy.";
-            jump Jf "jf" (a: Reg, target: Label) "Jumps if `a` is falsy.";
-            jump Jeq "jeq" (a: Reg, b: Reg, target: Label) "Jumps if `a == b` (as `eq`).";
-            jump Jne "jne" (a: Reg, b: Reg, target: Label) "Jumps if `a != b`.";
-            jump Jlt "jlt" (a: Reg, b: Reg, target: Label) "Jumps if `a < b` (as `lt`).";
-            jump Jle "jle" (a: Reg, b: Reg, target: Label) "Jumps if `a <= b`.";
-            jump Jgt "jgt" (a: Reg, b: Reg, target: Label) "Jumps if `a > b`.";
-            jump Jge "jge" (a: Reg, b: Reg, target: Label) "Jumps if `a >= b`.";
-            jump Jeqi "jeqi" (a: Reg, imm: Imm, target: Label) "Jumps if `a` is the int `imm`.";
-            jump Jnei "jnei" (a: Reg, imm: Imm, target: Label) "Jumps unless `a` is the int `imm`.";
-            jump Jlti "jlti" (a: Reg, imm: Imm, target: Label) "Jumps if `a < imm` (as `lt`).";
-            jump Jlei "jlei" (a: Reg, imm: Imm, target: Label) "Jumps if `a <= imm`.";
-            jump Jgti "jgti" (a: Reg, imm: Imm, target: Label) "Jumps if `a > imm`.";
-            jump Jgei "jgei" (a: Reg, imm: Imm, target: Label) "Jumps if `a >= imm`.";
+            jump Jmp "jmp" (target: Label) [term fuel_jump] "Jumps to `target`.";
+            jump Jt "jt" (a: Reg, target: Label) [fuel_jump] "Jumps if `a` is truthy.";
+            jump Jf "jf" (a: Reg, target: Label) [fuel_jump] "Jumps if `a` is falsy.";
+            jump Jeq "jeq" (a: Reg, b: Reg, target: Label) [fuel_jump] "Jumps if `a == b` (as `eq`).";
+            jump Jne "jne" (a: Reg, b: Reg, target: Label) [fuel_jump] "Jumps if `a != b`.";
+            jump Jlt "jlt" (a: Reg, b: Reg, target: Label) [fuel_jump] "Jumps if `a < b` (as `lt`).";
+            jump Jle "jle" (a: Reg, b: Reg, target: Label) [fuel_jump] "Jumps if `a <= b`.";
+            jump Jgt "jgt" (a: Reg, b: Reg, target: Label) [fuel_jump] "Jumps if `a > b`.";
+            jump Jge "jge" (a: Reg, b: Reg, target: Label) [fuel_jump] "Jumps if `a >= b`.";
+            jump Jeqi "jeqi" (a: Reg, imm: Imm, target: Label) [fuel_jump] "Jumps if `a` is the int `imm`.";
+            jump Jnei "jnei" (a: Reg, imm: Imm, target: Label) [fuel_jump] "Jumps unless `a` is the int `imm`.";
+            jump Jlti "jlti" (a: Reg, imm: Imm, target: Label) [fuel_jump] "Jumps if `a < imm` (as `lt`).";
+            jump Jlei "jlei" (a: Reg, imm: Imm, target: Label) [fuel_jump] "Jumps if `a <= imm`.";
+            jump Jgti "jgti" (a: Reg, imm: Imm, target: Label) [fuel_jump] "Jumps if `a > imm`.";
+            jump Jgei "jgei" (a: Reg, imm: Imm, target: Label) [fuel_jump] "Jumps if `a >= imm`.";
             // ---- calls and function values
-            call Call "call" (dst: Dst, f: Func, args: Reg, n: Count) "Calls function `f` with the `n` registers from `args` as its arguments; its return value goes to `dst`. The verifier checks `n` against `f`'s arity. Costs fuel.";
-            call Callv "callv" (dst: Dst, f: Reg, args: Reg, n: Count) "Calls the function value in `f` (captured values first, then the `n` arguments); a wrong count raises `:badarity`, a non-function `:type_error`. Costs fuel.";
-            call Tcall "tcall" (f: Func, args: Reg, n: Count) "Tail call: replaces the current frame with a call of `f`, so tail recursion runs in constant space. Costs fuel.";
-            call Tcallv "tcallv" (f: Reg, args: Reg, n: Count) "Tail call of a function value. Costs fuel.";
-            call Ret "ret" (a: Reg) "Returns `a` to the caller (from `main`, ends the actor with that value).";
+            call Call "call" (dst: Dst, f: Func, args: Reg, n: Count) [fuel_call] "Calls function `f` with the `n` registers from `args` as its arguments; its return value goes to `dst`. The verifier checks `n` against `f`'s arity.";
+            call Callv "callv" (dst: Dst, f: Reg, args: Reg, n: Count) [fuel_call] "Calls the function value in `f` (captured values first, then the `n` arguments); a wrong count raises `:badarity`, a non-function `:type_error`.";
+            call Tcall "tcall" (f: Func, args: Reg, n: Count) [term fuel_call] "Tail call: replaces the current frame with a call of `f`, so tail recursion runs in constant space.";
+            call Tcallv "tcallv" (f: Reg, args: Reg, n: Count) [term fuel_call] "Tail call of a function value.";
+            call Ret "ret" (a: Reg) [term] "Returns `a` to the caller (from `main`, ends the actor with that value).";
             call Fun "fun" (dst: Dst, f: Func) "The function value of `f`.";
             call Closure "closure" (dst: Dst, f: Func, env: Reg, n: Count) "A function value of `f` capturing the `n` registers from `env`; they are passed before the call's own arguments.";
             // ---- tuples, lists and maps
@@ -151,26 +187,26 @@ macro_rules! for_each_op {
             text Btos "btos" (dst: Dst, b: Reg) "Decodes bytes as UTF-8; invalid UTF-8 raises `:badarg`.";
             text Stob "stob" (dst: Dst, s: Reg) "The UTF-8 bytes of a string.";
             // ---- exceptions
-            exception Raise "raise" (kind: Reg, msg: Reg) "Raises the exception `{kind, msg}`; `kind` must be an atom.";
-            exception Rethrow "rethrow" (e: Reg) "Raises the exception value `e` (as caught by `try`) again.";
+            exception Raise "raise" (kind: Reg, msg: Reg) [term] "Raises the exception `{kind, msg}`; `kind` must be an atom.";
+            exception Rethrow "rethrow" (e: Reg) [term] "Raises the exception value `e` (as caught by `try`) again.";
             exception Try "try" (dst: Dst, target: Label) "Installs a handler: an exception raised before the matching `endtry`, in this frame or any callee, unwinds to this frame, stores `{kind, msg}` in `dst` and jumps to `target`.";
             exception Endtry "endtry" () "Removes the handler installed by the innermost `try` of this frame.";
             // ---- actors and effects
-            actor Print "print" (a: Reg) "Writes the print form of `a` and a newline to standard output (an effect).";
+            actor Print "print" (a: Reg) [blocks] "Writes the print form of `a` and a newline to standard output (an effect).";
             actor Self_ "self" (dst: Dst) "The pid of the running actor.";
-            actor Spawn "spawn" (dst: Dst, f: Reg, args: Reg, n: Count) "Starts a new actor running function value `f` with the `n` registers from `args`; returns its pid. Past the VM's actor limit raises `:limit`.";
-            actor Spawnl "spawnl" (dst: Dst, f: Reg, args: Reg, n: Count) "As `spawn`, and links the new actor to this one atomically.";
-            actor Spawnm "spawnm" (dst: Dst, f: Reg, args: Reg, n: Count) "As `spawn`, and monitors the new actor atomically; returns `{pid, ref}`.";
-            actor Spawnx "spawnx" (dst: Dst, f: Reg, args: Reg, opts: Reg) "Starts an actor running `f` with the list `args`, with options from the map `opts`: `:link`, `:monitor` (then returns `{pid, ref}`), `:max_mailbox` (past it the actor is killed with reason `{:limit, :max_mailbox}`) and `:max_frames` (deeper calls raise `:stack_overflow`).";
+            actor Spawn "spawn" (dst: Dst, f: Reg, args: Reg, n: Count) [fuel_spawn] "Starts a new actor running function value `f` with the `n` registers from `args`; returns its pid. Past the VM's actor limit raises `:limit`.";
+            actor Spawnl "spawnl" (dst: Dst, f: Reg, args: Reg, n: Count) [fuel_spawn] "As `spawn`, and links the new actor to this one atomically.";
+            actor Spawnm "spawnm" (dst: Dst, f: Reg, args: Reg, n: Count) [fuel_spawn] "As `spawn`, and monitors the new actor atomically; returns `{pid, ref}`.";
+            actor Spawnx "spawnx" (dst: Dst, f: Reg, args: Reg, opts: Reg) [fuel_spawn] "Starts an actor running `f` with the list `args`, with options from the map `opts`: `:link`, `:monitor` (then returns `{pid, ref}`), `:max_mailbox` (past it the actor is killed with reason `{:limit, :max_mailbox}`) and `:max_frames` (deeper calls raise `:stack_overflow`).";
             actor Send "send" (to: Reg, msg: Reg) "Sends `msg` to `to` (a pid, or an atom registered as a name); never blocks. Sending to a pid that has exited drops the message; to an unregistered name raises `:noproc`.";
-            actor Recv "recv" (dst: Dst) "Takes the oldest message from the mailbox, waiting for one if it is empty.";
-            actor Recvt "recvt" (dst: Dst, ms: Reg, target: Label) "As `recv`, but waits at most `ms` milliseconds; on timeout jumps to `target` leaving `dst` unchanged.";
-            actor Recvp "recvp" (dst: Dst, pat: Reg) "Selective receive: takes the oldest message matching pattern `pat`, leaving the others in order. A pattern matches a value equal to it; the atom `:_` matches anything; a tuple or list pattern matches a tuple or list of the same length whose elements match.";
-            actor Recvpt "recvpt" (dst: Dst, pat: Reg, ms: Reg, target: Label) "As `recvp`, waiting at most `ms` milliseconds; on timeout jumps to `target`.";
-            actor Sleep "sleep" (ms: Reg) "Suspends the actor for `ms` milliseconds.";
+            actor Recv "recv" (dst: Dst) [blocks] "Takes the oldest message from the mailbox, waiting for one if it is empty.";
+            actor Recvt "recvt" (dst: Dst, ms: Reg, target: Label) [blocks fuel_jump] "As `recv`, but waits at most `ms` milliseconds; on timeout jumps to `target` leaving `dst` unchanged.";
+            actor Recvp "recvp" (dst: Dst, pat: Reg) [blocks] "Selective receive: takes the oldest message matching pattern `pat`, leaving the others in order. A pattern matches a value equal to it; the atom `:_` matches anything; a tuple or list pattern matches a tuple or list of the same length whose elements match.";
+            actor Recvpt "recvpt" (dst: Dst, pat: Reg, ms: Reg, target: Label) [blocks fuel_jump] "As `recvp`, waiting at most `ms` milliseconds; on timeout jumps to `target`.";
+            actor Sleep "sleep" (ms: Reg) [blocks] "Suspends the actor for `ms` milliseconds.";
             actor Now "now" (dst: Dst) "Monotonic time in milliseconds since the VM started.";
-            actor Yield "yield" () "Lets other actors run before this one continues.";
-            actor Yieldto "yieldto" (pid: Reg) "Yields, asking that actor `pid` run next if it is runnable.";
+            actor Yield "yield" () [blocks] "Lets other actors run before this one continues.";
+            actor Yieldto "yieldto" (pid: Reg) [blocks] "Yields, asking that actor `pid` run next if it is runnable.";
             actor Register "register" (name: Reg, pid: Reg) "Registers atom `name` for `pid`; raises `:badarg` if the name is taken or the actor is not alive.";
             actor Unregister "unregister" (name: Reg) "Removes a registered name (no effect if it is not registered).";
             actor Whereis "whereis" (dst: Dst, name: Reg) "The pid registered as `name`, or `nil`.";
@@ -181,20 +217,20 @@ macro_rules! for_each_op {
             actor Trapexit "trapexit" (dst: Dst, on: Reg) "Sets whether exit signals from links arrive as messages `{:EXIT, pid, reason}` instead of ending this actor; returns the previous setting. `kill` cannot be trapped.";
             actor Exit "exit" (pid: Reg, reason: Reg) "Sends an exit signal with `reason` to `pid` (as if a linked actor had exited with it); `:normal` is ignored unless the target traps exits.";
             actor Kill "kill" (pid: Reg) "Ends `pid` with reason `:killed`; cannot be trapped or caught.";
-            actor Stop "stop" (reason: Reg) "Ends this actor with `reason` (`:normal` is a normal exit).";
-            actor Native "native" (dst: Dst, name: Const, args: Reg, n: Count) "Calls the native function named by the constant (an atom) with the `n` registers from `args`. A native marked blocking runs off the scheduler threads while this actor is real-blocked; a panic in it raises `:panic` here. An unknown name raises `:badarg`.";
+            actor Stop "stop" (reason: Reg) [term blocks] "Ends this actor with `reason` (`:normal` is a normal exit).";
+            actor Native "native" (dst: Dst, name: Const, args: Reg, n: Count) [blocks] "Calls the native function named by the constant (an atom) with the `n` registers from `args`. A native marked blocking runs off the scheduler threads while this actor is real-blocked; a panic in it raises `:panic` here. An unknown name raises `:badarg`.";
             actor Interrupt "interrupt" (pid: Reg, exc: Reg, mode: Reg) "Raises exception `exc` (`{kind, msg}`) in `pid`. Mode 0: only if it is waiting (receive, sleep, channel, I/O); mode 1: also if running (at its next fuel check) or in a blocking native call (when it returns); mode 2: stops it now, with exit reason `{:exception, kind, msg}` (as for an uncaught exception). Returns nothing; an interrupt that does not apply is dropped.";
             // ---- channels
             chan Chan "chan" (dst: Dst, cap: Reg) "A new channel with capacity `cap` (an int >= 0; 0 is a rendezvous: a send completes only when a receiver takes the value). A channel is freed when no actor can reach it.";
-            chan Csend "csend" (ch: Reg, v: Reg) "Sends `v` on channel `ch`, waiting until a receiver takes it (rendezvous) or there is buffer room. Sending on a closed channel raises `:closed`.";
-            chan Crecv "crecv" (dst: Dst, ch: Reg, closed: Label) "Receives from channel `ch`, waiting for a value; once the channel is closed and drained, jumps to `closed` instead.";
+            chan Csend "csend" (ch: Reg, v: Reg) [blocks] "Sends `v` on channel `ch`, waiting until a receiver takes it (rendezvous) or there is buffer room. Sending on a closed channel raises `:closed`.";
+            chan Crecv "crecv" (dst: Dst, ch: Reg, closed: Label) [blocks fuel_jump] "Receives from channel `ch`, waiting for a value; once the channel is closed and drained, jumps to `closed` instead.";
             chan Ctrysend "ctrysend" (dst: Dst, ch: Reg, v: Reg) "Sends `v` if that can complete now: `dst` is `true` if sent, `false` if it would wait. Raises `:closed` on a closed channel.";
             chan Ctryrecv "ctryrecv" (dst: Dst, ch: Reg) "Receives if a value is ready now: `dst` is `{:ok, value}`, `:empty` if it would wait, or `:closed` if the channel is closed and drained.";
             chan Cclose "cclose" (ch: Reg) "Closes a channel: parked receivers see it closed, parked senders raise `:closed`; buffered values can still be received. Closing twice raises `:closed`.";
-            chan Select "select" (dst: Dst, cases: Reg, ms: Reg, target: Label) "Waits for the first of a list of cases built at run time: `{:send, ch, v}`, `{:recv, ch}`, `{:msg, pattern}` (a message matching `pattern` in this actor's mailbox; `:_` matches any), `{:readable, socket}` (the socket has input or has ended) or `{:accept, listener}` (a connection, accepted). Commits to exactly one case and sets `dst` to `{i, :sent}`, `{i, :ok, value}` (a value, a message or an accepted connection), `{i, :closed}` or `{i, :readable}` (`i` counts from 0). When several are ready one is chosen at random. `ms` < 0 waits forever; 0 jumps to `target` at once if nothing is ready (a default branch); > 0 jumps to `target` after that many milliseconds.";
+            chan Select "select" (dst: Dst, cases: Reg, ms: Reg, target: Label) [blocks fuel_jump] "Waits for the first of a list of cases built at run time: `{:send, ch, v}`, `{:recv, ch}`, `{:msg, pattern}` (a message matching `pattern` in this actor's mailbox; `:_` matches any), `{:readable, socket}` (the socket has input or has ended) or `{:accept, listener}` (a connection, accepted). Commits to exactly one case and sets `dst` to `{i, :sent}`, `{i, :ok, value}` (a value, a message or an accepted connection), `{i, :closed}` or `{i, :readable}` (`i` counts from 0). When several are ready one is chosen at random. `ms` < 0 waits forever; 0 jumps to `target` at once if nothing is ready (a default branch); > 0 jumps to `target` after that many milliseconds.";
             // ---- appended ops (new opcodes go last so that existing opcode bytes never change)
             arith Remi "remi" (dst: Dst, a: Reg, imm: Imm) "`a rem imm`, typed as `rem` (an `imm` of 0 raises `:div_by_zero`).";
-            jump Incjle "incjle" (a: Dst, limit: Reg, target: Label) "Counted-loop step: adds 1 to `a` (as `addi a, a, 1`) and jumps to `target` if the new `a <= limit` (as `jle`). `for i = 1, n` ends its body with `incjle ri, rn, body`; a backward jump costs fuel.";
+            jump Incjle "incjle" (a: Dst, limit: Reg, target: Label) [fuel_jump] "Counted-loop step: adds 1 to `a` (as `addi a, a, 1`) and jumps to `target` if the new `a <= limit` (as `jle`). `for i = 1, n` ends its body with `incjle ri, rn, body`.";
         }
     };
 }
@@ -223,6 +259,86 @@ macro_rules! operand_ty {
     };
 }
 
+/// `$yes` if the column list holds column `$want` (`term`, `blocks` or `fuel_spawn`), else `$no`.
+macro_rules! if_column {
+    (term [term $($rest:ident)*] $yes:tt $no:tt) => {
+        $yes
+    };
+    (blocks [blocks $($rest:ident)*] $yes:tt $no:tt) => {
+        $yes
+    };
+    (fuel_spawn [fuel_spawn $($rest:ident)*] $yes:tt $no:tt) => {
+        $yes
+    };
+    ($want:ident [] $yes:tt $no:tt) => {
+        $no
+    };
+    ($want:ident [$other:ident $($rest:ident)*] $yes:tt $no:tt) => {
+        if_column!($want [$($rest)*] $yes $no)
+    };
+}
+
+/// True if `$v` (an `&Instr`) is one of the instructions whose op has column `$want`. Walks the
+/// op list (`Variant [columns]` pairs) collecting those variants, then expands to a `match`
+/// that lists only them, as a hand-written `matches!` would: the interpreter's loop uses it,
+/// and a `match` with an arm per op compiles there to different register allocation.
+macro_rules! instr_has_column {
+    ($want:ident, $v:expr, [$($hit:ident)+]) => {
+        match $v {
+            $(Instr::$hit { .. })|+ => true,
+            _ => false,
+        }
+    };
+    ($want:ident, $v:expr, [$($hit:ident)*] $name:ident [$($col:ident)*] $($rest:tt)*) => {
+        if_column!($want [$($col)*]
+            { instr_has_column!($want, $v, [$($hit)* $name] $($rest)*) }
+            { instr_has_column!($want, $v, [$($hit)*] $($rest)*) })
+    };
+}
+
+/// The [`Fuel`] named by a column list (a second `fuel_*` column fails to compile).
+macro_rules! op_fuel {
+    () => {
+        Fuel::Free
+    };
+    (fuel_call $($rest:ident)*) => {{
+        no_fuel_column!($($rest)*);
+        Fuel::Call
+    }};
+    (fuel_jump $($rest:ident)*) => {{
+        no_fuel_column!($($rest)*);
+        Fuel::BackwardJump
+    }};
+    (fuel_spawn $($rest:ident)*) => {{
+        no_fuel_column!($($rest)*);
+        Fuel::Spawn
+    }};
+    ($other:ident $($rest:ident)*) => {
+        op_fuel!($($rest)*)
+    };
+}
+
+/// Expands to nothing for a column list with no `fuel_*` column.
+macro_rules! no_fuel_column {
+    () => {};
+    (term $($rest:ident)*) => {
+        no_fuel_column!($($rest)*)
+    };
+    (blocks $($rest:ident)*) => {
+        no_fuel_column!($($rest)*)
+    };
+}
+
+/// Expands to nothing for a known column and fails to compile for anything else (a misspelt
+/// column would otherwise be ignored).
+macro_rules! known_column {
+    (term) => {};
+    (blocks) => {};
+    (fuel_call) => {};
+    (fuel_jump) => {};
+    (fuel_spawn) => {};
+}
+
 /// The first operand if its kind is `Dst` (for `Instr::dst`).
 macro_rules! dst_of {
     ($f:ident : Dst $(, $g:ident : $k:ident)*) => {
@@ -234,15 +350,17 @@ macro_rules! dst_of {
 }
 
 macro_rules! define_ops {
-    ($( $group:ident $name:ident $mn:literal ( $($f:ident : $k:ident),* ) $doc:literal ; )*) => {
-        /// A decoded instruction. Generated from [`for_each_op!`].
+    ($( $group:ident $name:ident $mn:literal ( $($f:ident : $k:ident),* ) $([ $($col:ident)* ])? $doc:literal ; )*) => {
+        const _: () = { $($($( known_column!($col); )*)?)* };
+
+        /// A decoded instruction. Generated from [`for_each_op!`](crate::for_each_op).
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
         #[allow(missing_docs)]
         pub enum Instr {
             $( #[doc = $doc] $name { $($f: operand_ty!($k)),* }, )*
         }
 
-        /// The opcode byte of each instruction, in op-list order. Generated from [`for_each_op!`].
+        /// The opcode byte of each instruction, in op-list order. Generated from [`for_each_op!`](crate::for_each_op).
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
         #[repr(u8)]
         #[allow(missing_docs)]
@@ -278,12 +396,38 @@ macro_rules! define_ops {
             pub fn group(self) -> &'static str {
                 match self { $(Opcode::$name => stringify!($group),)* }
             }
+
+            /// True if execution never continues to the next instruction (column `term`).
+            pub fn is_terminator(self) -> bool {
+                match self { $(Opcode::$name => if_column!(term [$($($col)*)?] true false),)* }
+            }
+
+            /// True if the instruction may suspend the actor: the stepper can return
+            /// `Step::Blocked` on it (column `blocks`).
+            pub fn may_block(self) -> bool {
+                match self { $(Opcode::$name => if_column!(blocks [$($($col)*)?] true false),)* }
+            }
+
+            /// What the instruction charges against the actor's fuel (column `fuel_*`).
+            pub fn fuel(self) -> Fuel {
+                match self { $(Opcode::$name => op_fuel!($($($col)*)?),)* }
+            }
         }
 
         impl Instr {
             /// The instruction's opcode.
             pub fn opcode(&self) -> Opcode {
                 match self { $(Instr::$name { .. } => Opcode::$name,)* }
+            }
+
+            /// True if the instruction's op has column `fuel_spawn` ([`Opcode::fuel`] is
+            /// [`Fuel::Spawn`]). For the interpreter's loop, which asks for every instruction it
+            /// runs out of line: a `match` listing only those variants compiles there exactly as
+            /// a hand-written `matches!`, where comparing [`Opcode::fuel`] (or a bool per op)
+            /// cost 3.5 instructions per fib call in register allocation (docs/BENCHMARKS.md).
+            #[inline(always)]
+            pub fn charges_spawn_fuel(&self) -> bool {
+                instr_has_column!(fuel_spawn, self, [] $($name [$($($col)*)?])*)
             }
 
             /// The register the instruction writes, if any: its first operand when that is a
@@ -399,20 +543,6 @@ impl Opcode {
     pub fn label_index(self) -> Option<usize> {
         self.operands().iter().position(|k| *k == OperandKind::Label)
     }
-
-    /// True if execution never continues to the next instruction.
-    pub fn is_terminator(self) -> bool {
-        matches!(
-            self,
-            Opcode::Jmp
-                | Opcode::Ret
-                | Opcode::Tcall
-                | Opcode::Tcallv
-                | Opcode::Raise
-                | Opcode::Rethrow
-                | Opcode::Stop
-        )
-    }
 }
 
 impl Instr {
@@ -435,9 +565,18 @@ pub fn isa_markdown() -> String {
         "Operand kinds: `rN` registers (`dst` is written, others read); `n` counts the registers of a\n",
     );
     out.push_str("window starting at the register before it; constants are literals; labels and functions\n");
+    out.push_str("are names; `imm` is a signed 32-bit integer.\n\n");
     out.push_str(
-        "are names; `imm` is a signed 32-bit integer. Fuel is charged on backward jumps and calls.\n",
+        "Columns: **ends** marks a terminator, after which execution never continues with the next\n",
     );
+    out.push_str("instruction (every function ends with one). **blocks** marks an instruction that may\n");
+    out.push_str(
+        "suspend the actor, leaving the program counter on itself until the runtime completes it.\n",
+    );
+    out.push_str(
+        "**fuel** is what it charges against the actor's slice: fuel is charged on calls and backward\n",
+    );
+    out.push_str("jumps, never per instruction, and starting an actor costs as much as many calls.\n");
     // Ops appended at the end of the list (so that opcode bytes never change) still belong to
     // their group's table: groups are listed in order of first appearance.
     let mut groups: Vec<&str> = Vec::new();
@@ -451,7 +590,11 @@ pub fn isa_markdown() -> String {
     for op in ordered {
         if op.group() != group {
             group = op.group();
-            let _ = write!(out, "\n## {}\n\n| instruction | meaning |\n|---|---|\n", group_title(group));
+            let _ = write!(
+                out,
+                "\n## {}\n\n| instruction | ends | blocks | fuel | meaning |\n|---|---|---|---|---|\n",
+                group_title(group)
+            );
         }
         let mut syntax = op.mnemonic().to_string();
         for (i, (name, kind)) in op.operand_names().iter().zip(op.operands()).enumerate() {
@@ -465,7 +608,15 @@ pub fn isa_markdown() -> String {
                 OperandKind::Imm => syntax.push_str("imm"),
             }
         }
-        let _ = writeln!(out, "| `{syntax}` | {} |", op.doc());
+        let ends = if op.is_terminator() { "yes" } else { "" };
+        let blocks = if op.may_block() { "may" } else { "" };
+        let fuel = match op.fuel() {
+            Fuel::Free => String::new(),
+            Fuel::Call => "1".to_string(),
+            Fuel::BackwardJump => "1 if backward".to_string(),
+            Fuel::Spawn => SPAWN_FUEL.to_string(),
+        };
+        let _ = writeln!(out, "| `{syntax}` | {ends} | {blocks} | {fuel} | {} |", op.doc());
     }
     out
 }
@@ -538,6 +689,6 @@ mod tests {
 
     #[test]
     fn isa_doc_is_up_to_date() {
-        crate::bytecode::testgen::expect_file("docs/isa.md", isa_markdown().as_bytes(), "isa_doc");
+        crate::testgen::expect_file("docs/isa.md", isa_markdown().as_bytes(), "isa_doc");
     }
 }

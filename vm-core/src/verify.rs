@@ -36,8 +36,7 @@
 //!
 //! [`verify`] reports every error it finds, not just the first, so `vm check` can list them all.
 
-use crate::bytecode::MAX_CONST_DEPTH;
-use crate::module::{Function, Module};
+use crate::module::{Function, MAX_CONST_DEPTH, Module};
 use crate::ops::{Instr, Opcode, OperandKind};
 use crate::value::Value;
 use std::collections::HashMap;
@@ -322,8 +321,8 @@ fn check_instr(errors: &mut Errors, module: &Module, f: &Function, pc: usize, in
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bytecode::testgen::{canonical_module, sample};
     use crate::module::{DebugInfo, FuncDebug};
+    use crate::testgen::{canonical_module, sample};
     use proptest::prelude::*;
 
     /// The messages of `verify(m)`, as displayed.

@@ -18,6 +18,7 @@
 //! - [`FsLoader`]: the assembler's [`SourceLoader`] backed by the file system;
 //! - [`fs`]: whole-file reads and writes for `.vbc` modules.
 
+pub mod affine;
 pub mod confine;
 pub mod ctrl_c;
 pub mod files;
@@ -25,8 +26,11 @@ pub mod natives;
 pub mod net;
 pub mod output;
 pub mod perms;
+#[cfg(any(test, feature = "test-natives"))]
+pub mod probes;
 pub mod resource;
 pub mod resp;
+pub mod sqlite;
 pub mod stdio;
 pub mod table;
 

@@ -12,6 +12,12 @@
 //! - [`Imp::Blocking`]: may block its thread (files, name resolution); run on tokio's blocking
 //!   pool while the actor is *real-blocked*. A panic inside becomes a `:panic` exception in the
 //!   calling actor only.
+//! - [`Imp::Affine`]: must run on one particular OS thread (SQLite connections; libraries with
+//!   thread-local state; GUI toolkits that want the process's first thread). The [`Bind`] says
+//!   which; the runtime queues the call to that thread's executor (see [`crate::affine`]). While
+//!   queued the actor is *soft-blocked* (a mode-0 interrupt cancels the call, which never
+//!   runs); once it runs the actor is *real-blocked*. A panic is a `:panic` in the caller only,
+//!   and the thread goes on serving.
 //!
 //! **Caught panics are quiet.** A panic inside a native becomes a `:panic` exception in the
 //! calling actor ([`guarded`]); it is the program's business, so it prints nothing:
@@ -26,6 +32,7 @@
 //! reference and a test checks that every row is documented there. A native gets a [`Ctx`]: the
 //! VM's [`Io`] state (permissions, ownership table, console) and the caller's pid.
 
+pub use crate::affine::Bind;
 use crate::resource::Io;
 use std::future::Future;
 use std::net::ToSocketAddrs;
@@ -70,6 +77,8 @@ pub enum Imp {
     Async(AsyncFn),
     /// On the blocking pool, the actor real-blocked.
     Blocking(SyncFn),
+    /// On the thread the [`Bind`] names, queued to its executor.
+    Affine(Bind, SyncFn),
 }
 
 /// How the runtime must run a native (the kind of its [`Imp`]).
@@ -81,6 +90,8 @@ pub enum Kind {
     Async,
     /// On the blocking pool, real-blocked.
     Blocking,
+    /// On its executor's thread: soft-blocked while queued, real-blocked while it runs.
+    Affine,
 }
 
 /// One registry row.
@@ -111,6 +122,7 @@ impl Native {
             Imp::Inline(_) => Kind::Inline,
             Imp::Async(_) => Kind::Async,
             Imp::Blocking(_) => Kind::Blocking,
+            Imp::Affine(..) => Kind::Affine,
         }
     }
 
@@ -150,7 +162,7 @@ impl Native {
     pub fn call(&self, ctx: &Ctx<'_>, args: &[Value]) -> NativeResult {
         self.check_arity(args.len())?;
         match self.imp {
-            Imp::Inline(f) | Imp::Blocking(f) => f(ctx, args),
+            Imp::Inline(f) | Imp::Blocking(f) | Imp::Affine(_, f) => f(ctx, args),
             Imp::Async(f) => match f(ctx, args) {
                 Started::Done(r) => r,
                 Started::Pending(_) => Err(Exception::badarg(format!("native {} would wait", self.name))),
@@ -164,22 +176,22 @@ impl Native {
             return Started::Done(Err(e));
         }
         match self.imp {
-            Imp::Inline(f) | Imp::Blocking(f) => Started::Done(f(ctx, args)),
+            Imp::Inline(f) | Imp::Blocking(f) | Imp::Affine(_, f) => Started::Done(f(ctx, args)),
             Imp::Async(f) => f(ctx, args),
         }
     }
 }
 
 macro_rules! natives {
-    ($($name:literal, $min:literal..=$max:literal, $kind:ident($f:path), $doc:literal;)*) => {
+    ($($name:literal, $min:literal..=$max:literal, $kind:ident($($imp:tt)*), $doc:literal;)*) => {
         /// Every native, by name.
         pub static NATIVES: &[Native] = &[
-            $(Native { name: $name, min_args: $min, max_args: $max, imp: Imp::$kind($f), doc: $doc },)*
+            $(Native { name: $name, min_args: $min, max_args: $max, imp: Imp::$kind($($imp)*), doc: $doc },)*
         ];
     };
 }
 
-use crate::{files, net, resp, stdio, table};
+use crate::{files, net, resp, sqlite, stdio, table};
 
 natives! {
     "tcp_listen", 1..=1, Async(net::tcp_listen), "tcp_listen(addr): listens on host:port -> listener";
@@ -226,6 +238,12 @@ natives! {
     "wall_clock_ms", 0..=0, Inline(wall_clock_ms), "wall_clock_ms(): milliseconds since the Unix epoch";
     "monotonic_us", 0..=0, Inline(monotonic_us), "monotonic_us(): microseconds on a monotonic clock";
     "resolve", 1..=1, Blocking(resolve), "resolve(host): the host's addresses as a list of strings";
+    "sqlite_open", 1..=2, Affine(Bind::Fresh("sqlite"), sqlite::sqlite_open), "sqlite_open(path, [mode]): a SQLite connection on a thread of its own; mode :read_write (default) or :read; \":memory:\" for a private in-memory database";
+    "sqlite_exec", 2..=3, Affine(Bind::Arg0, sqlite::sqlite_exec), "sqlite_exec(db, sql, [params]): runs a statement with positional parameters (a list) -> rows changed";
+    "sqlite_query", 2..=3, Affine(Bind::Arg0, sqlite::sqlite_query), "sqlite_query(db, sql, [params]): runs a query -> a list of rows, each a list of values";
+    "sqlite_transaction", 2..=2, Affine(Bind::Arg0, sqlite::sqlite_transaction), "sqlite_transaction(db, statements): runs a list of {sql, params} in one transaction, all or none -> rows changed";
+    "sqlite_last_id", 1..=1, Affine(Bind::Arg0, sqlite::sqlite_last_id), "sqlite_last_id(db): the rowid of the last row inserted on the connection";
+    "sqlite_close", 1..=1, Affine(Bind::Arg0, sqlite::sqlite_close), "sqlite_close(db): closes the connection -> true, or false if already closed";
 }
 
 thread_local! {
@@ -302,6 +320,83 @@ pub static TEST_NATIVES: &[Native] = &[
         max_args: 1,
         imp: Imp::Inline(panic_native),
         doc: "panic_inline(msg): panics inside an inline native (for tests: the caller gets :panic)",
+    },
+    Native {
+        name: "affine_probe",
+        min_args: 0,
+        max_args: 0,
+        imp: Imp::Affine(Bind::Named("test"), crate::probes::affine_probe),
+        doc: "affine_probe(): on thread test -> {os_thread_id, calls so far on it}; :overlap if two run at once",
+    },
+    Native {
+        name: "affine_echo",
+        min_args: 1,
+        max_args: 1,
+        imp: Imp::Affine(Bind::Named("test"), crate::probes::affine_echo),
+        doc: "affine_echo(v): v, from thread test (an affine call's round trip, for benchmarks)",
+    },
+    Native {
+        name: "affine_main_probe",
+        min_args: 0,
+        max_args: 0,
+        imp: Imp::Affine(Bind::Named("main"), crate::probes::affine_main_probe),
+        doc: "affine_main_probe(): on thread main -> {os_thread_id, whether it is the process's first thread}",
+    },
+    Native {
+        name: "affine_sleep",
+        min_args: 1,
+        max_args: 1,
+        imp: Imp::Affine(Bind::Named("test"), crate::probes::affine_sleep),
+        doc: "affine_sleep(ms): holds thread test for ms",
+    },
+    Native {
+        name: "affine_log",
+        min_args: 1,
+        max_args: 1,
+        imp: Imp::Affine(Bind::Named("test"), crate::probes::affine_log),
+        doc: "affine_log(v): records v on thread test",
+    },
+    Native {
+        name: "affine_log_take",
+        min_args: 0,
+        max_args: 0,
+        imp: Imp::Affine(Bind::Named("test"), crate::probes::affine_log_take),
+        doc: "affine_log_take(): what affine_log recorded on thread test, oldest first (then cleared)",
+    },
+    Native {
+        name: "affine_panic",
+        min_args: 1,
+        max_args: 1,
+        imp: Imp::Affine(Bind::Named("test"), panic_native),
+        doc: "affine_panic(msg): panics on thread test (the caller gets :panic)",
+    },
+    Native {
+        name: "affine_res_new",
+        min_args: 0,
+        max_args: 0,
+        imp: Imp::Affine(Bind::Named("test"), crate::probes::affine_res_new),
+        doc: "affine_res_new(): an object kept on thread test, as a handle",
+    },
+    Native {
+        name: "affine_res_closes",
+        min_args: 0,
+        max_args: 0,
+        imp: Imp::Affine(Bind::Named("test"), crate::probes::affine_res_closes),
+        doc: "affine_res_closes(): how many affine_res_new objects were closed on thread test",
+    },
+    Native {
+        name: "affine_res_use",
+        min_args: 1,
+        max_args: 1,
+        imp: Imp::Affine(Bind::Arg0, crate::probes::affine_res_use),
+        doc: "affine_res_use(res): uses the object on its own thread -> true",
+    },
+    Native {
+        name: "affine_res_use_elsewhere",
+        min_args: 1,
+        max_args: 1,
+        imp: Imp::Affine(Bind::Named("test2"), crate::probes::affine_res_use),
+        doc: "affine_res_use_elsewhere(res): tries to use the object from thread test2 (:wrong_thread)",
     },
 ];
 

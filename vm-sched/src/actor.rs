@@ -22,7 +22,7 @@ use crate::cell::{ActorCell, RunState};
 use crate::exit::{Doing, ExitReason, OnSignal, on_signal};
 use crate::host::ActorHost;
 use crate::mailbox::{Signal, Wait, WaitSpec, Woken};
-use crate::native::{IoWait, native_result, real_block};
+use crate::native::{IoWait, affine_wait, native_result, real_block};
 use crate::select::{SelectEnd, start_select};
 use crate::sync::Ordering;
 use crate::trace;
@@ -199,6 +199,25 @@ async fn run(host: &mut ActorHost<'_>, module: &Module, st: &mut ActorState) -> 
                         );
                         continue;
                     };
+                    if let natives::Imp::Affine(bind, _) = native.imp {
+                        // Queued to its executor's thread (see `affine`).
+                        let exec = match vm.shared.executors.for_call(bind, native.name, &args) {
+                            Ok(e) => e,
+                            Err(e) => {
+                                st.resume(module, Resume::Raise(e));
+                                continue;
+                            }
+                        };
+                        cell.set_state(RunState::Waiting);
+                        let (call, reply) = exec.call(vm.shared.io.clone(), cell.pid.0, native, args);
+                        drop(exec);
+                        // Boxed, as the other native waits are, to keep every actor's task small.
+                        match Box::pin(affine_wait(vm, cell, call, reply)).await {
+                            Ok(how) => st.resume(module, how),
+                            Err(end) => return end,
+                        }
+                        continue;
+                    }
                     cell.set_state(RunState::RealBlocked);
                     let io = vm.shared.io.clone();
                     let pid = cell.pid.0;

@@ -18,6 +18,11 @@
 //!    [`Heartbeat::end`] says so, and the driver reports again, naming where the actor *is*:
 //!    the instruction it stopped at (the one after the long operation, or where it blocked),
 //!    and for how long it held the thread.
+//! 5. An affine executor's thread (see `affine`) takes a slot the same way, named after its
+//!    executor ([`Heartbeat::begin_job`]); each job is a "slice" begun for its calling
+//!    actor, so a job that holds its thread too long is reported, naming the executor and the
+//!    job. An executor thread that ends gives its slot back ([`Heartbeat::leave`]) for the next
+//!    one to take.
 
 // Plain std atomics: the heartbeat is diagnostics, not part of the loom-checked protocols.
 use std::cell::Cell;
@@ -25,7 +30,8 @@ use std::sync::Weak;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-const SLOTS: usize = 64;
+/// Worker threads and executor threads together; a thread beyond this is not watched.
+const SLOTS: usize = 256;
 
 struct Slot {
     /// `pid + 1` of the actor running on this thread, or 0.
@@ -36,6 +42,9 @@ struct Slot {
     reported: AtomicBool,
     /// How many slices have started on this thread (written by this thread only).
     slices: AtomicU64,
+    /// The executor this thread serves, if it is an executor thread (step 5), and what its
+    /// current job runs.
+    executor: parking_lot::Mutex<Option<(std::sync::Arc<str>, &'static str)>>,
 }
 
 /// Shared state of the heartbeat (one per VM).
@@ -44,6 +53,8 @@ pub struct Heartbeat {
     epoch: AtomicU64,
     slots: Vec<Slot>,
     next_slot: AtomicUsize,
+    /// Slots given back by executor threads that ended (step 5).
+    free_slots: parking_lot::Mutex<Vec<usize>>,
     parked: AtomicBool,
     wake: tokio::sync::Notify,
     hogs: AtomicU64,
@@ -71,9 +82,11 @@ impl Heartbeat {
                     since: AtomicU64::new(0),
                     reported: AtomicBool::new(false),
                     slices: AtomicU64::new(0),
+                    executor: parking_lot::Mutex::new(None),
                 })
                 .collect(),
             next_slot: AtomicUsize::new(0),
+            free_slots: parking_lot::Mutex::new(Vec::new()),
             parked: AtomicBool::new(false),
             wake: tokio::sync::Notify::new(),
             hogs: AtomicU64::new(0),
@@ -87,11 +100,37 @@ impl Heartbeat {
         let i = if id == self.id {
             i
         } else {
-            let i = self.next_slot.fetch_add(1, Ordering::Relaxed);
+            let i = self
+                .free_slots
+                .lock()
+                .pop()
+                .unwrap_or_else(|| self.next_slot.fetch_add(1, Ordering::Relaxed));
             SLOT.with(|s| s.set((self.id, i)));
             i
         };
         self.slots.get(i)
+    }
+
+    /// Step 5: a job of `executor` (served by this thread) begins, running `what` for actor
+    /// `caller` (0 for the runtime's own jobs); end it with [`Heartbeat::end`].
+    pub fn begin_job(&self, caller: u64, executor: &std::sync::Arc<str>, what: &'static str) {
+        if let Some(s) = self.slot() {
+            *s.executor.lock() = Some((executor.clone(), what));
+        }
+        self.begin(caller);
+    }
+
+    /// Step 5: this (executor) thread ends: its slot is free for another thread.
+    pub fn leave(&self) {
+        let (id, i) = SLOT.with(|s| s.get());
+        if id != self.id || i >= SLOTS {
+            return;
+        }
+        let s = &self.slots[i];
+        *s.executor.lock() = None;
+        s.pid.store(0, Ordering::SeqCst);
+        SLOT.with(|s| s.set((0, 0)));
+        self.free_slots.lock().push(i);
     }
 
     /// Step 1: a slice of `pid` starts on this thread.
@@ -156,6 +195,11 @@ impl Heartbeat {
                 if held >= hb.threshold_ticks && !s.reported.swap(true, Ordering::Relaxed) {
                     hb.hogs.fetch_add(1, Ordering::Relaxed);
                     let ms = held * hb.tick.as_millis() as u64;
+                    if let Some((executor, job)) = s.executor.lock().clone() {
+                        // Step 5: a job holding its executor's thread; its callers queue behind it.
+                        tracing::warn!(executor = %executor, job, caller = %locate(pid - 1), held_ms = ms, "an affine job has held its executor thread (calls queued behind it wait)");
+                        continue;
+                    }
                     // Step 4: where it is gets reported when the slice ends.
                     tracing::warn!(pid = pid - 1, held_ms = ms, slice_began_at = %locate(pid - 1), "actor has held a worker thread without yielding (where it is follows when it yields)");
                 }

@@ -100,8 +100,9 @@ impl Host for ActorHost<'_> {
         let Some((id, native)) = natives::find(name) else { return NativeCall::unknown(name) };
         let ctx = natives::Ctx { io: &self.vm.shared.io, pid: self.cell.pid.0 };
         match native.imp {
-            // Left to the driver, which runs it on the blocking pool.
-            natives::Imp::Blocking(_) => NativeCall::Deferred(id),
+            // Left to the driver, which runs it on the blocking pool or queues it to its
+            // executor's thread.
+            natives::Imp::Blocking(_) | natives::Imp::Affine(..) => NativeCall::Deferred(id),
             // The common case, kept short: the arity check and the function pointer come from
             // the row just matched (`Native::call` would match the kind again), and a panic
             // still becomes a quiet `:panic` exception in this actor only (`natives::guarded`).

@@ -3,7 +3,10 @@
 //! Modules, lowest first (each uses only those above it; `select` and `mailbox` are the
 //! exceptions noted):
 //! - `sync`: the atomics and locks, swapped for loom's under `--cfg vm_loom`.
-//! - `heartbeat`: the watchdog that reports an actor holding a worker thread too long.
+//! - `heartbeat`: the watchdog that reports an actor (or an affine job) holding its thread too
+//!   long.
+//! - `affine`: the executors, the OS threads that thread-affine natives run on (named ones,
+//!   one per SQLite connection, and `main`, the process's first thread when `run` gives it).
 //! - `chan`: rendezvous and buffered channels with a cancel-safe select (loom-checked).
 //! - `mailbox`: an actor's message queue, control port and the wake protocol (loom-checked).
 //! - `exit`: why actors end, and what each control signal does to a running, soft-blocked or
@@ -15,7 +18,8 @@
 //!   routing, exits, deadlock detection, introspection.
 //! - `select`: the actor's side of channels (the fast path, the waits, orphan detection).
 //! - `host`: the `Host` the interpreter sees while it steps an actor.
-//! - `native`: how the driver waits for a native call (awaited I/O, the blocking pool).
+//! - `native`: how the driver waits for a native call (awaited I/O, the blocking pool, an
+//!   affine executor).
 //! - `actor`: the per-actor driver loop, and [`Vm::new`], which wires it into the VM.
 //! - `run`: [`block_on_run`], which builds the tokio runtime and runs a program to its end with
 //!   its output on standard output (what `vm run` calls, so the CLI spawns nothing).
@@ -27,6 +31,7 @@
 //! output, run in-process by `tests/programs.rs` (its module docs give the format).
 
 pub mod actor;
+pub mod affine;
 pub mod cell;
 pub mod chan;
 pub mod exit;
@@ -43,6 +48,7 @@ pub mod testing;
 pub mod trace;
 pub mod vm;
 
+pub use affine::ExecutorInfo;
 pub use cell::{ActorCell, RunState};
 pub use mailbox::{Signal, Wait};
 pub use run::{RunError, RunOptions, block_on_run};

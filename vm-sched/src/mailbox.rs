@@ -89,6 +89,8 @@ pub enum Wait {
     Sleep(u64),
     /// Waiting for an I/O operation: the native's name.
     Io(&'static str),
+    /// Waiting for a call queued to (or running on) an affine executor's thread.
+    Affine(std::sync::Arc<crate::affine::Call>),
     /// Another effect, described in words (static, so that parking allocates nothing).
     Other(&'static str),
 }
@@ -106,6 +108,7 @@ impl std::fmt::Display for Wait {
             }
             Wait::Sleep(ms) => write!(f, "sleep {ms} ms"),
             Wait::Io(name) => write!(f, "I/O ({name})"),
+            Wait::Affine(call) => write!(f, "{call}"),
             Wait::Other(s) => f.write_str(s),
         }
     }

@@ -1,8 +1,10 @@
 //! How the driver waits for a native call that could not complete inside the step: awaiting
-//! an I/O operation the host began (the actor soft-blocked), or running a native on tokio's
-//! blocking pool (the actor real-blocked); and how a native's result or panic becomes the
-//! blocked instruction's outcome.
+//! an I/O operation the host began (the actor soft-blocked), running a native on tokio's
+//! blocking pool (the actor real-blocked), or queueing it to an affine executor's thread
+//! (soft-blocked while queued, real-blocked once it runs; see `affine`); and how a native's
+//! result or panic becomes the blocked instruction's outcome.
 
+use crate::affine::Call;
 use crate::cell::ActorCell;
 use crate::exit::{Doing, ExitReason, OnSignal, on_signal};
 use crate::mailbox::{Signal, Wait, WaitSpec, Woken};
@@ -108,4 +110,67 @@ pub(crate) async fn real_block(
     };
     cell.mailbox.cancel_wait(&vm.shared.active);
     Ok((outcome, interrupt))
+}
+
+/// Waits for an affine call (see `affine`'s steps): soft-blocked while it is queued, so the
+/// actor's mailbox records the wait and a mode-0 interrupt is delivered; a signal that arrives
+/// then cancels the call if it is still queued (it never runs) and acts as on a soft-blocked
+/// actor, or, if the executor claimed the call first, as on a real-blocked one: a mode-0
+/// interrupt is dropped, a mode-1 interrupt kept and raised when the call returns, and an end
+/// abandons the call (its result is dropped). The actor stays counted active, as for I/O: the
+/// executor will answer.
+pub(crate) async fn affine_wait(
+    vm: &Vm,
+    cell: &ActorCell,
+    call: std::sync::Arc<Call>,
+    mut reply: tokio::sync::oneshot::Receiver<Result<Value, Exception>>,
+) -> Result<Resume, ExitReason> {
+    struct Unpark<'a>(&'a Vm, &'a ActorCell, &'a Call);
+    impl Drop for Unpark<'_> {
+        fn drop(&mut self) {
+            // However the wait ends (or is abandoned with the runtime): a queued call will not
+            // be wanted, and the mailbox is no longer parked.
+            self.2.cancel();
+            self.1.mailbox.cancel_wait(&self.0.shared.active);
+        }
+    }
+    let _unpark = Unpark(vm, cell, &call);
+    let mut interrupt = None;
+    loop {
+        let next = std::future::poll_fn(|cx| {
+            if let Poll::Ready(r) = Pin::new(&mut reply).poll(cx) {
+                return Poll::Ready(Ok(r));
+            }
+            let spec = WaitSpec { receive: false, pattern: None, indefinite: false, soft: true };
+            let describe = || Wait::Affine(call.clone());
+            match cell.mailbox.poll_wait(cx, &spec, false, describe, &vm.shared.active).0 {
+                Poll::Ready(Some(Woken::Signal(sig))) => Poll::Ready(Err(sig)),
+                _ => Poll::Pending,
+            }
+        })
+        .await;
+        match next {
+            Ok(Ok(result)) => {
+                return Ok(match interrupt {
+                    Some(exc) => Resume::Raise(exc),
+                    None => native_result(Ok(result)),
+                });
+            }
+            // The job was dropped unrun: its executor stopped.
+            Ok(Err(_)) => {
+                let exc =
+                    Exception::new(vm_core::Atom::new("closed"), format!("{call}: the executor has stopped"));
+                return Ok(Resume::Raise(interrupt.unwrap_or(exc)));
+            }
+            Err(sig) => {
+                let doing = if call.cancel() { Doing::SoftBlocked } else { Doing::RealBlocked };
+                match on_signal(sig, doing) {
+                    OnSignal::End(reason) => return Err(reason),
+                    OnSignal::Raise(exc) if doing == Doing::SoftBlocked => return Ok(Resume::Raise(exc)),
+                    OnSignal::Raise(exc) => interrupt = Some(exc),
+                    OnSignal::Ignore => {}
+                }
+            }
+        }
+    }
 }

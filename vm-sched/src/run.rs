@@ -7,6 +7,13 @@
 //! once `main` ends or the VM deadlocks. `vm run` exits when `main` returns: other actors still
 //! running then are abandoned with the runtime, and lines they print after that are dropped.
 //!
+//! **The process's first thread.** A program that calls a native bound to `main` (a library
+//! that insists on the process's first thread, as GUI toolkits do) gets that thread: when the
+//! module names such a native ([`crate::affine::needs_main_thread`]), [`block_on_run`] starts
+//! the runtime on a thread of its own (`vm-runtime`) and serves the `main` executor on the
+//! thread that called it until the run ends. `vm run` calls it from the process's first thread;
+//! a program without such natives runs as before, with no thread added.
+//!
 //! **Output buffering.** `print` output goes through [`vm_io::Output`], a 64 KiB buffer (a
 //! `print` per loop iteration must not cost a system call). The buffer is flushed
 //! - shortly after output appears: the first line written into an empty buffer wakes a flusher
@@ -106,10 +113,35 @@ pub fn check_main(module: &Module) -> Result<(), RunError> {
 }
 
 /// Runs `main` with `args` on a new multi-thread runtime, printing to standard output, and
-/// returns how it ended. See the module docs.
+/// returns how it ended. A program that calls natives bound to `main` has them run on the
+/// calling thread meanwhile. See the module docs.
 pub fn block_on_run(module: Arc<Module>, args: Vec<String>, opts: RunOptions) -> Result<Outcome, RunError> {
     // Usage errors are found before anything is built.
     check_main(&module)?;
+    if !crate::affine::needs_main_thread(&module) {
+        return run_here(module, args, opts, None);
+    }
+    let main = crate::affine::MainThread::new();
+    let exec = main.executor();
+    let runtime = std::thread::Builder::new()
+        .name("vm-runtime".into())
+        .spawn(move || {
+            let outcome = run_here(module, args, opts, Some(exec.clone()));
+            crate::affine::MainThread::stop(&exec);
+            outcome
+        })
+        .map_err(RunError::Runtime)?;
+    main.serve();
+    runtime.join().unwrap_or_else(|p| Err(RunError::Panicked(panic_message(p))))
+}
+
+/// [`block_on_run`] on this thread, with `main`'s executor if one is given.
+fn run_here(
+    module: Arc<Module>,
+    args: Vec<String>,
+    opts: RunOptions,
+    main: Option<Arc<crate::affine::ExecHandle>>,
+) -> Result<Outcome, RunError> {
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = opts.workers {
         builder.worker_threads(n.get());
@@ -122,6 +154,9 @@ pub fn block_on_run(module: Arc<Module>, args: Vec<String>, opts: RunOptions) ->
         async move {
             let flusher = tokio::spawn(sink.clone().flush_loop());
             let vm = Vm::new(config, sink.clone());
+            if let Some(main) = main {
+                vm.shared.executors.install_main(main);
+            }
             let result = vm.run_main(module, args).await;
             flusher.abort();
             result

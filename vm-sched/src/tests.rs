@@ -53,3 +53,57 @@ fn the_heartbeat_stays_quiet_for_well_behaved_actors() {
     assert!(ran.outcome.is_some(), "the loop did not finish");
     assert_eq!(ran.vm.hog_reports(), 0);
 }
+
+#[test]
+fn the_heartbeat_reports_an_affine_job_that_holds_its_thread() {
+    let config = Config { hog_threshold_ms: 20, ..Config::default() };
+    let m = module(".func main 0\n    int r0, 200\n    native r1, :affine_sleep, r0, 1\n    ret r1\n.end\n");
+    let ran = Setup { config, ..Setup::default() }.run(m);
+    assert!(ran.outcome.is_some(), "the call did not return");
+    assert!(ran.vm.hog_reports() >= 1, "no report");
+}
+
+/// `ps`/`info` show an actor waiting on an executor, queued or running and for how long, and
+/// the executors list shows each executor's queue, its running job and its busy time.
+#[test]
+fn introspection_shows_affine_calls_and_executors() {
+    use crate::mailbox::Wait;
+    use crate::vm::RunState;
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let _in = rt.enter();
+    let vm = Vm::new(Config::default(), Arc::new(Lines::default()));
+    let m = module(
+        ".func hold 0\n    int r0, 400\n    native r1, :affine_sleep, r0, 1\n    ret r1\n.end\n\
+         .func probe 0\n    native r1, :affine_probe, r0, 0\n    ret r1\n.end\n",
+    );
+    let spawn = |name: &str| {
+        let fun = vm_core::Closure { func: m.func_index(name).unwrap(), env: vec![] };
+        vm.spawn(m.clone(), &fun, vec![], vm_core::SpawnOpts::default(), None).unwrap().0
+    };
+    let holder = spawn("hold");
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let queued = spawn("probe");
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let info = |pid| vm.info(pid).unwrap();
+    let (h, q) = (info(holder), info(queued));
+    assert_eq!(h.state, RunState::RealBlocked, "{h:?}");
+    let text = h.waiting.as_ref().map(Wait::to_string).unwrap_or_default();
+    assert!(text.starts_with("affine test (affine_sleep: running ") && text.ends_with(" ms)"), "{text}");
+    assert_eq!(q.state, RunState::Waiting);
+    let text = q.waiting.as_ref().map(Wait::to_string).unwrap_or_default();
+    assert!(text.starts_with("affine test (affine_probe: queued #1, "), "{text}");
+    let execs = vm.executors();
+    assert_eq!(execs.len(), 1, "{execs:?}");
+    assert_eq!((execs[0].name.as_str(), execs[0].queued), ("test", 1));
+    let (caller, what, for_how_long) = execs[0].current.unwrap();
+    assert_eq!((caller, what), (holder.0, "affine_sleep"));
+    assert!(for_how_long >= std::time::Duration::from_millis(150), "{for_how_long:?}");
+    // Both calls end; the executor has run two jobs and was busy at least 400 ms.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while (vm.info(holder).is_some() || vm.info(queued).is_some()) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let execs = vm.executors();
+    assert_eq!((execs[0].jobs, execs[0].queued, execs[0].current), (2, 0, None));
+    assert!(execs[0].busy >= std::time::Duration::from_millis(400), "{:?}", execs[0].busy);
+}

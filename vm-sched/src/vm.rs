@@ -156,6 +156,8 @@ pub(crate) struct Shared {
     /// Sockets, files, permissions: the state the natives share.
     pub(crate) io: Arc<vm_io::Io>,
     pub(crate) heartbeat: Arc<Heartbeat>,
+    /// The threads of the affine natives.
+    pub(crate) executors: crate::affine::Executors,
     /// The hook of every orphaned-channel watch (see `select::watch_orphans`): signals the
     /// watching actor. It holds the runtime weakly, so that channels do not keep it alive.
     pub(crate) orphan_hook: vm_core::value::WatchHook,
@@ -224,6 +226,8 @@ impl Vm {
         let shards = (0..SHARDS).map(|_| Mutex::new(PidMap::default())).collect();
         let config_hog = config.hog_threshold_ms;
         let io = vm_io::Io::new(config.perms.clone(), Arc::new(ConsoleOf(output.clone())));
+        let heartbeat = Arc::new(Heartbeat::new(config_hog));
+        let executors = crate::affine::Executors::new(&heartbeat);
         let vm = Vm {
             shared: Arc::new_cyclic(|me: &std::sync::Weak<Shared>| Shared {
                 config,
@@ -240,7 +244,8 @@ impl Vm {
                 reporters: Mutex::new(HashMap::new()),
                 reporting: AtomicUsize::new(0),
                 io,
-                heartbeat: Arc::new(Heartbeat::new(config_hog)),
+                heartbeat,
+                executors,
                 orphan_hook: {
                     let me = me.clone();
                     Arc::new(move |owner, id| {
@@ -263,7 +268,13 @@ impl Vm {
         vm
     }
 
-    /// How many times the heartbeat has seen an actor hold a worker thread too long.
+    /// The affine executors and what each is doing (`executors` in the REPL).
+    pub fn executors(&self) -> Vec<crate::affine::ExecutorInfo> {
+        self.shared.executors.list()
+    }
+
+    /// How many times the heartbeat has seen an actor (or an affine job) hold its thread too
+    /// long.
     pub fn hog_reports(&self) -> u64 {
         self.shared.heartbeat.hogs()
     }
@@ -538,10 +549,16 @@ impl Vm {
                 i.trap_exit(),
             )
         });
+        // A call running on an affine executor makes its caller real-blocked (the cell says
+        // waiting: it waits the same way whether the call is queued or running).
+        let state = match &waiting {
+            Some(Wait::Affine(call)) if call.running() => RunState::RealBlocked,
+            _ => c.state(),
+        };
         ActorInfo {
             pid: c.pid,
             name,
-            state: c.state(),
+            state,
             waiting,
             mailbox_len,
             reductions: c.reductions(),

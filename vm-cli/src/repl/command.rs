@@ -33,6 +33,8 @@ pub enum Command {
     Ps,
     /// `info PID`.
     Info(Target),
+    /// `executors`.
+    Executors,
     /// `send PID VALUE`.
     Send(Target, Value),
     /// `interrupt PID [MODE]`.
@@ -92,6 +94,15 @@ pub const COMMANDS: &[(&str, &str, &str, &str)] = &[
         "Its state, location, links, monitors, trap_exit, resources, whether it is traced, and its \
          recent exceptions; for an actor that has ended, its exit reason.",
     ),
+    (
+        "executors",
+        "executors",
+        "list the threads of thread-affine natives",
+        "Columns: the executor's name (a SQLite connection's is sqlite-N), the calls queued to it, \
+         the jobs it has run, the time it spent running them, and the job running now: its \
+         caller, the native and for how long. An actor waiting on one shows in `ps` as waiting \
+         (queued) or blocked (running).",
+    ),
     ("send", "send PID VALUE", "deliver VALUE (a constant) to an actor's mailbox", ""),
     (
         "interrupt",
@@ -145,6 +156,10 @@ pub fn parse(line: &str) -> Result<Option<Command>, String> {
             Command::Ps
         }
         "info" => Command::Info(one_target(rest, "info")?),
+        "executors" => {
+            no_more(rest, "executors")?;
+            Command::Executors
+        }
         "kill" => Command::Kill(one_target(rest, "kill")?),
         "send" => {
             let (who, value) = split_word(rest);
@@ -350,6 +365,7 @@ mod tests {
         assert_eq!(ok("load examples/echo.vasm"), Command::Load("examples/echo.vasm".into()));
         assert_eq!(ok("load \"a b.vasm\""), Command::Load("a b.vasm".into()));
         assert_eq!(ok("ps"), Command::Ps);
+        assert_eq!(ok("executors"), Command::Executors);
         assert_eq!(ok("info <3>"), Command::Info(Target::Pid(Pid(3))));
         assert_eq!(ok("kill 12"), Command::Kill(Target::Pid(Pid(12))));
         assert_eq!(ok("info :echo"), Command::Info(Target::Name(Atom::new("echo"))));

@@ -22,7 +22,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use vm_core::{Atom, Exception, Module, Pid, Value};
-use vm_sched::{ActorInfo, EvalEnd, Outcome, RunState, Session, Vm};
+use vm_sched::{ActorInfo, EvalEnd, ExecutorInfo, Outcome, RunState, Session, Vm};
 
 /// The file name locations in a snippet report.
 pub const EVAL_FILE: &str = "eval";
@@ -123,6 +123,7 @@ impl Engine {
             Command::Load(file) => self.load(&file),
             Command::Spawn { func, args } => self.spawn(&func, &args),
             Command::Ps => Ok(ps(&self.session.vm().actors())),
+            Command::Executors => Ok(executors(&self.session.vm().executors())),
             Command::Info(t) => self.info(t),
             Command::Send(t, v) => {
                 let pid = self.resolve(t)?;
@@ -370,8 +371,44 @@ pub fn ps(actors: &[ActorInfo]) -> String {
             ]
         })
         .collect();
+    let mut out = table(&header, &rows);
+    if rows.is_empty() {
+        out.push_str("\n(no live actors)");
+    }
+    out
+}
+
+/// The `executors` table.
+pub fn executors(list: &[ExecutorInfo]) -> String {
+    let header = ["EXECUTOR", "QUEUED", "JOBS", "BUSY", "RUNNING"];
+    let rows: Vec<[String; 5]> = list
+        .iter()
+        .map(|e| {
+            let running = match e.current {
+                Some((0, what, d)) => format!("{what} for {} ms", d.as_millis()),
+                Some((pid, what, d)) => format!("{what} for <{pid}>, {} ms", d.as_millis()),
+                None => "-".into(),
+            };
+            [
+                e.name.clone(),
+                e.queued.to_string(),
+                e.jobs.to_string(),
+                format!("{} ms", e.busy.as_millis()),
+                running,
+            ]
+        })
+        .collect();
+    let mut out = table(&header, &rows);
+    if rows.is_empty() {
+        out.push_str("\n(no executors: no thread-affine native has been called)");
+    }
+    out
+}
+
+/// A table with a header, columns aligned (the last one left ragged).
+fn table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) -> String {
     let mut widths = header.map(str::len);
-    for row in &rows {
+    for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
         }
@@ -389,12 +426,9 @@ pub fn ps(actors: &[ActorInfo]) -> String {
         out.push_str(line.trim_end());
         out.push('\n');
     };
-    put(&header);
-    for row in &rows {
+    put(header);
+    for row in rows {
         put(&row.each_ref().map(String::as_str));
-    }
-    if rows.is_empty() {
-        out.push_str("(no live actors)\n");
     }
     out.trim_end().to_string()
 }
@@ -583,6 +617,33 @@ mod tests {
         // With no actor log installed (that takes the process's tracing subscriber; the pty
         // test covers it), nothing is known about an actor that has ended.
         assert_eq!(error(e.execute("info <2>")), "error: no live actor <2>");
+    }
+
+    #[test]
+    fn executors_are_listed() {
+        let (mut e, _) = engine();
+        assert_eq!(
+            text(e.execute("executors")),
+            "EXECUTOR  QUEUED  JOBS  BUSY  RUNNING\n(no executors: no thread-affine native has been called)"
+        );
+        // An actor opens a SQLite connection (on an executor thread of its own) and keeps it.
+        let file = program(
+            ".func keep 0\n    const r0, \":memory:\"\n    native r1, :sqlite_open, r0, 1\n    recv r2\n    ret r1\n.end\n",
+        );
+        text(e.execute(&format!("load {file}")));
+        assert_eq!(text(e.execute("spawn keep")), "<1>");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let mut table = String::new();
+        while std::time::Instant::now() < deadline {
+            table = text(e.execute("executors"));
+            if table.contains("sqlite-1") && !text(e.execute("ps")).contains("affine") {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 2, "{table}");
+        assert!(lines[1].starts_with("sqlite-1  0       1     ") && lines[1].ends_with("  -"), "{table}");
     }
 
     #[test]

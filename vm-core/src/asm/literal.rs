@@ -20,8 +20,9 @@ use crate::value::Value;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-/// How deeply tuples, lists and maps may nest in one literal.
-pub(crate) const MAX_DEPTH: usize = 64;
+/// How deeply tuples, lists and maps may nest in one literal: as deep as a module's constants may
+/// nest, so that every literal can be pooled.
+pub(crate) const MAX_DEPTH: usize = crate::module::MAX_CONST_DEPTH;
 
 /// The escapes a string literal accepts, for hints.
 const ESCAPES: &str = r#"valid escapes are \n \r \t \0 \\ \" \xHH and \u{HEX}"#;

@@ -32,21 +32,22 @@
 //! the register window again from the frame stack rather than keeping it across the call, which
 //! is what lets the compiler keep it in a register; the unusual returns run in `ret_slow`.)
 //!
-//! **Fuel** is charged one unit per call and per backward jump (and [`SPAWN_FUEL`] per spawn), never per instruction, so straight
-//! line code pays nothing and every loop pays once per iteration. A call with no fuel left yields
-//! *before* it happens (the actor resumes by running the call); a backward jump with no fuel left
+//! **Fuel** is charged one unit per call and per backward jump (and [`SPAWN_FUEL`] per spawn),
+//! never per instruction, so straight line code pays nothing and every loop pays once per
+//! iteration; each op's fuel column in the op list says which it is. A call with no fuel left
+//! yields *before* it happens (the actor resumes by running the call); a backward jump with no fuel left
 //! yields after it. `callv` checks its function value first, so calling a non-function raises
 //! even with no fuel left.
 //!
-//! **Exceptions.** `try` pushes a [`Handler`] naming its frame. Raising pops the innermost handler,
-//! truncates the frame stack to its frame, stores `{kind, msg}` in its register and jumps to its
-//! target. Returning from (or tail-calling out of) a frame discards the handlers it installed. An
+//! **Exceptions.** `try` pushes a [`Handler`](crate::step::Handler) naming its frame. Raising
+//! pops the innermost handler, truncates the frame stack to its frame, stores `{kind, msg}` in its
+//! register and jumps to its target. Returning from (or tail-calling out of) a frame discards the handlers it installed. An
 //! exception with no handler leaves the frames in place (so the location is known) and ends the
 //! step with [`Step::Failed`].
 //!
 //! **Layout.** This file holds [`step`], the dispatch loop (`run`) with the fast arms of the
 //! common instructions (the message-passing arms, `send` and `recv`, sit together at the end of
-//! the `match`; the loop's single exit for a blocking instruction is after it), and [`Flow`], what
+//! the `match`; the loop's single exit for a blocking instruction is after it), and `Flow`, what
 //! an out-of-line instruction asks the loop to do. The rest is split by concern:
 //! 1. `slow`: every instruction run out of line (`slow`), in full generality.
 //! 2. `frame`: register and frame helpers (writing registers without drop glue, entering and
@@ -54,13 +55,16 @@
 //! 3. `actor`: actor and channel operations (spawn, receive, channel sends and selects, pid
 //!    operands, actor control).
 //! 4. `value_ops`: operations on values (arithmetic off the int fast path, collections, text).
-//! 5. `tests`: the stepper's unit tests.
+//! 5. `tests`: the stepper's unit tests; `columns_tests`: the op list's columns (terminator, may
+//!    block, fuel) checked against what the stepper does with every op.
 //!
 //! Every file keeps the two invariants the loop relies on: **every register slot above the
 //! running frame holds nil**, and **an instruction that blocks leaves the frame's `pc` on itself
 //! with its operands still in registers** (rewind before suspend: it simply runs again on resume).
 
 mod actor;
+#[cfg(test)]
+mod columns_tests;
 mod frame;
 mod slow;
 #[cfg(test)]
@@ -69,7 +73,7 @@ mod value_ops;
 
 use crate::exception::Exception;
 use crate::module::{Function, Module};
-use crate::ops::Instr;
+use crate::ops::{Instr, SPAWN_FUEL};
 use crate::step::{ActorState, Begun, Effect, Fault, Frame, Host, Received, Step};
 use crate::value::Value;
 use frame::{
@@ -540,13 +544,9 @@ fn run<H: Host + ?Sized>(st: &mut ActorState, m: &Module, host: &mut H, mut fuel
             | Instr::Cclose { .. }
             | Instr::Select { .. } => {}
         }
-        // Starting an actor costs far more than a bytecode instruction (a task, a registry
-        // entry), so it is charged like many calls: a spawning loop's slices stay as short as a
-        // computing loop's. The next call or backward jump yields once the fuel is spent.
-        if matches!(
-            instr,
-            Instr::Spawn { .. } | Instr::Spawnl { .. } | Instr::Spawnm { .. } | Instr::Spawnx { .. }
-        ) {
+        // The spawn instructions' fuel column (see `SPAWN_FUEL`): charged here, before the
+        // spawn; the next call or backward jump yields once the fuel is spent.
+        if instr.charges_spawn_fuel() {
             fuel = fuel.saturating_sub(SPAWN_FUEL);
         }
         // The instruction's slow path, or an instruction with no fast path.
@@ -601,9 +601,6 @@ fn receive_now<H: Host + ?Sized>(host: &mut H, dst: &mut Value) -> Took {
         Received::Empty => Took::Nothing,
     }
 }
-
-/// Fuel charged for starting an actor (see `run`).
-pub const SPAWN_FUEL: u32 = 100;
 
 /// What an instruction run out of line asks the interpreter loop to do next.
 enum Flow {

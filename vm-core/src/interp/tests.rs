@@ -13,10 +13,16 @@ use crate::value::{Closure, Pid};
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-/// A host for one actor whose mailbox is filled by the test.
+/// Channel ids [`TestHost`] knows: channels it makes are open and never ready; a channel with
+/// id `CLOSED_CHAN` is closed.
+pub(super) const OPEN_CHAN: u64 = 1;
+pub(super) const CLOSED_CHAN: u64 = 2;
+
+/// A host for one actor whose mailbox is filled by the test. No channel partner is ever ready,
+/// and it has no natives.
 #[derive(Default)]
-struct TestHost {
-    mailbox: VecDeque<Value>,
+pub(super) struct TestHost {
+    pub(super) mailbox: VecDeque<Value>,
     sent: Vec<(Pid, Value)>,
     /// Sends to this pid are refused (nothing is delivered).
     refuse: Option<Pid>,
@@ -52,10 +58,14 @@ impl Host for TestHost {
         Ok(Value::Nil)
     }
     fn chan_new(&mut self, _: usize) -> Result<Value, Exception> {
-        Err(Exception::new(atoms::UNSUPPORTED, "no channels in this test host"))
+        Ok(Value::Chan(crate::value::Handle::new(OPEN_CHAN)))
     }
-    fn chan_try(&mut self, _: &[SelectCase]) -> Result<Option<Fired>, Exception> {
-        Ok(None)
+    fn chan_try(&mut self, cases: &[SelectCase]) -> Result<Option<Fired>, Exception> {
+        Ok(match cases.first() {
+            Some(SelectCase::Send(h, _)) if h.id() == CLOSED_CHAN => Some(Fired::SendClosed(0)),
+            Some(SelectCase::Recv(h)) if h.id() == CLOSED_CHAN => Some(Fired::Closed(0)),
+            _ => None,
+        })
     }
     fn chan_close(&mut self, _: &crate::value::Handle) -> Result<(), Exception> {
         Ok(())
@@ -905,8 +915,8 @@ fn arithmetic_edge_cases() {
 /// parks, native `io` begins an operation it then holds, `pool` is left to the runtime, `ready`
 /// completes at once; it counts what it began.
 #[derive(Default)]
-struct BeginningHost {
-    inner: TestHost,
+pub(super) struct BeginningHost {
+    pub(super) inner: TestHost,
     parked: u32,
     begun: u32,
 }
