@@ -434,14 +434,7 @@ async fn concurrent_senders_keep_order_whichever_way_envelopes_leave() {
             let from = a.actor();
             senders.push(tokio::spawn(async move {
                 for i in 0..2_000i64 {
-                    let m = Value::tuple(vec![Value::Int(k), Value::Int(i)]);
-                    loop {
-                        match node.send(from, to, &m) {
-                            Ok(()) => break,
-                            Err(SendError::Busy(c)) => c.wait().await,
-                            Err(e) => panic!("{e}"),
-                        }
-                    }
+                    send(&node, from, to, &Value::tuple(vec![Value::Int(k), Value::Int(i)])).await;
                     if i % 64 == 0 {
                         tokio::task::yield_now().await;
                     }

@@ -8,7 +8,7 @@ use common::*;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use vm_core::{Atom, Pid, Value};
-use vm_dist::node::{Config, Node, SendError, SpawnError};
+use vm_dist::node::{Config, Node, SpawnError};
 use vm_dist::transport::TransportError;
 use vm_dist::wire::SpawnOptions;
 use vm_dist::{GlobalError, NatsOptions, NatsTransport};
@@ -17,17 +17,6 @@ const T: Duration = Duration::from_secs(10);
 
 fn remote(from: &FakeVm, on: &FakeVm, local: Pid) -> Pid {
     from.node().pid_of(on.node().me(), serial(local)).unwrap()
-}
-
-/// Sends, waiting while the peer is congested.
-async fn send(node: &Node, from: Pid, to: Pid, msg: &Value) {
-    loop {
-        match node.send(from, to, msg) {
-            Ok(()) => return,
-            Err(SendError::Busy(c)) => c.wait().await,
-            Err(e) => panic!("send failed: {e}"),
-        }
-    }
 }
 
 fn tap(vm: &FakeVm) -> tokio::sync::mpsc::UnboundedReceiver<(Pid, Value)> {

@@ -191,6 +191,17 @@ pub async fn start(cfg: Config, transport: Arc<dyn Transport>) -> (Arc<FakeVm>, 
     (vm, task)
 }
 
+/// Sends, waiting while the peer is congested (as a runtime suspends the sending actor).
+pub async fn send(node: &Node, from: Pid, to: Pid, msg: &Value) {
+    loop {
+        match node.send(from, to, msg) {
+            Ok(()) => return,
+            Err(vm_dist::SendError::Busy(c)) => c.wait().await,
+            Err(e) => panic!("send failed: {e}"),
+        }
+    }
+}
+
 /// Polls `cond` every 2 ms until it holds or `within` passes; returns how long it took.
 pub async fn until(within: Duration, mut cond: impl FnMut() -> bool) -> Option<Duration> {
     let t = Instant::now();
