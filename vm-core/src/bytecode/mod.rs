@@ -138,18 +138,30 @@ pub mod section {
     }
 }
 
-/// Constant tags.
-mod tag {
+/// Constant tags. vm-dist's network envelope writes values with the same tags, and adds its own
+/// (pids, functions) after the last of these.
+pub mod tag {
+    /// `nil`.
     pub const NIL: u8 = 0;
+    /// `false`.
     pub const FALSE: u8 = 1;
+    /// `true`.
     pub const TRUE: u8 = 2;
+    /// An `i64`.
     pub const INT: u8 = 3;
+    /// An `f64`.
     pub const FLOAT: u8 = 4;
+    /// An atom, by name.
     pub const ATOM: u8 = 5;
+    /// A UTF-8 string.
     pub const STR: u8 = 6;
+    /// A byte string.
     pub const BYTES: u8 = 7;
+    /// A tuple: a count, then the items.
     pub const TUPLE: u8 = 8;
+    /// A list: a count, then the items.
     pub const LIST: u8 = 9;
+    /// A map: a count, then key and value pairs.
     pub const MAP: u8 = 10;
 }
 

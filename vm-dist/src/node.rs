@@ -1,0 +1,1477 @@
+//! A VM's membership in a cluster: sessions with peers, failure detection, backpressure, links
+//! and monitors across nodes, remote spawn.
+//!
+//! Subjects (cluster `cl`, this node `me` at incarnation `inc`):
+//! - `vm.cl.n.me.inc`: every signal to this incarnation, on one subscription, so NATS's
+//!   per-publisher order is the order signals are taken in.
+//! - `vm.cl.r.me.inc.<peer>.<pinc>`: the reply subject of everything sent to that peer; NATS
+//!   answers a publish that reaches no subscriber with a 503 there, naming the peer.
+//! - `vm.cl.a.me`: announcements (presence, every heartbeat and in answer to a new node's).
+//! - The NATS connection's client name is `vm.cl.me.inc` ([`client_name`]), so the server's
+//!   disconnect notice (read when the transport has system-account access) names the node.
+//! - `vm.cl.p.me`: the name probe. A starting node publishes there, with a reply subject, before
+//!   it announces itself: NATS's 503 means no live node has the name; an answer (the holder's
+//!   announcement) means it is taken and the newcomer does not join, so it never displaces a
+//!   live node in its peers' views.
+//!
+//! The session protocol, per pair of node incarnations:
+//! 1. Each side numbers the sequenced signals it sends to the other (1, 2, ...) within its
+//!    *out-epoch*; the receiver takes signal `n` only right after `n - 1` of the same epoch.
+//!    The receiver's record of the sender's epoch is its *in-epoch*; epochs up to its `in_dead`
+//!    are over.
+//! 2. Every heartbeat each side sends every live peer a `Tick` with its epoch and the last
+//!    sequence number sent, on the same subject as the signals, so it arrives after them: a
+//!    receiver that has taken less has lost signals (NATS dropped them) and ends the session.
+//! 3. A session ends (exactly once per side): on a sequence gap, on a `Reset` naming its
+//!    epoch, on an envelope of a newer epoch while it is live (the other side ended it), on a
+//!    newer incarnation of the peer, on a 503 for the peer's subject, on the peer's `Bye`, and
+//!    when nothing was heard from the peer for `down_after` (this also covers this node's own
+//!    connection being down). Ending it fires every link to the peer's actors with the exit
+//!    reason `:noconnection` and every monitor with `{:DOWN, ref, pid, :noconnection}` (each
+//!    link and monitor is held once, in the peer's bonds, and removed when it fires or is
+//!    answered), fires `nodedown` if the peer was up, starts a new out-epoch, marks the
+//!    in-epoch over, and sends the peer a `Reset` so that it ends its side too.
+//! 4. Envelopes of an ended epoch are dropped and answered with a `Reset`. An envelope of a new
+//!    epoch must start at 1, else it is a gap. A peer that ended a session because of something
+//!    it heard from the other side (a gap, a reset, a new epoch) is evidently reachable, so it
+//!    is up again at once (`nodedown` then `nodeup`); one that went silent, said `Bye` or
+//!    answered 503 stays down until its next announcement. The server's notice that the peer's
+//!    connection closed ends the session as a 503 does.
+//! 5. Backpressure: a sender counts the bytes of sequenced signals not yet acknowledged (the
+//!    receiver acknowledges cumulatively every quarter window, and in every `Tick`); while they
+//!    exceed the window (1 MiB by default), `send` returns [`SendError::Busy`] and the caller
+//!    waits on [`Congestion::wait`] and tries again. Control signals (links, exits, monitors)
+//!    are never held back: a dying actor cannot be suspended.
+//! 6. Linked exits and `Down`s are delivered only while the bond they answer is still held, so
+//!    a link fires once: by the peer's exit signal or by the session's end, never both.
+//! 7. A remote spawn records the new actor's link or monitor, and queues the reply, before the
+//!    actor runs (`Local::spawn` calls back with the pid first), so nothing the actor sends can
+//!    overtake the reply.
+//!
+//! [`Node::start`] returns the node and a [`Driver`], one future that runs the receive loop,
+//! the heartbeat and the publishing of queued envelopes; the runtime spawns it.
+
+use crate::global::Names;
+use crate::id::{NodeId, NodeTable, check_node_name, make_pid, serial_of, slot_of};
+use crate::outbox::Outbox;
+use crate::transport::{Incoming, Outgoing, Transport, TransportEvent};
+use crate::wire::{
+    self, Ack, Announce, DecodeCtx, EncodeCtx, EncodeError, Envelope, Limits, Signal, SpawnOptions,
+};
+use bytes::Bytes;
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use parking_lot::Mutex;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{Notify, mpsc, oneshot};
+use vm_core::{Atom, Handle, Pid, Value};
+
+/// Settings of one node.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The cluster's name (subject prefix `vm.<cluster>`).
+    pub cluster: String,
+    /// This node's name.
+    pub name: String,
+    /// This node's incarnation (default: [`NodeId::fresh_incarnation`]).
+    pub incarnation: Option<u64>,
+    /// The hash of the module this node runs (function values cross only between equal ones).
+    pub module_hash: u64,
+    /// How often presence and ticks are sent.
+    pub heartbeat: Duration,
+    /// Silence after which a peer is declared down.
+    pub down_after: Duration,
+    /// Unacknowledged bytes to one peer past which senders are suspended.
+    pub window: u64,
+    /// How long a remote spawn waits for its answer.
+    pub spawn_timeout: Duration,
+    /// How long [`Node::start`] waits for the answer to its name probe (NATS answers at once;
+    /// silence counts as "the name is free").
+    pub discovery: Duration,
+    /// Decoder limits.
+    pub limits: Limits,
+}
+
+impl Config {
+    /// Defaults for node `name` in `cluster`.
+    pub fn new(cluster: &str, name: &str) -> Config {
+        Config {
+            cluster: cluster.into(),
+            name: name.into(),
+            incarnation: None,
+            module_hash: 0,
+            heartbeat: Duration::from_millis(500),
+            down_after: Duration::from_secs(3),
+            window: 1 << 20,
+            spawn_timeout: Duration::from_secs(5),
+            discovery: Duration::from_secs(2),
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// What the distribution layer asks of the local runtime. Every method returns at once (it is
+/// called from the receive loop, which must never wait); none is called with a lock held.
+pub trait Local: Send + Sync + 'static {
+    /// Puts `msg` in local actor `to`'s mailbox (dropped if there is no such actor).
+    fn send(&self, to: Pid, msg: Value);
+    /// Puts `msg` in the mailbox of the actor registered as `name`, if any.
+    fn send_named(&self, name: Atom, msg: Value);
+    /// Starts `func(args)` for remote actor `parent`. Must call `started(pid)` once the pid is
+    /// known and before the actor can run; returns the pid or `:undef`, `:limit`, `:badarg`.
+    fn spawn(
+        &self,
+        func: &str,
+        args: Vec<Value>,
+        opts: &SpawnOptions,
+        parent: Pid,
+        started: &mut dyn FnMut(Pid),
+    ) -> Result<Pid, Atom>;
+    /// Whether local actor `pid` is alive. Once it returns `false` for an actor, the runtime
+    /// has called (or is about to call) [`Node::actor_exited`] for it.
+    fn is_alive(&self, pid: Pid) -> bool;
+    /// An exit signal from `from` to local actor `to`, through a link (`linked`) or explicit.
+    fn exit_signal(&self, to: Pid, from: Pid, reason: Value, linked: bool);
+    /// Monitor `r` of local `watcher` on `target` fired: deliver `{:DOWN, r, target, reason}`.
+    fn down(&self, watcher: Pid, r: i64, target: Pid, reason: Value);
+    /// `interrupt to, {kind, msg}, mode` from a remote actor.
+    fn interrupt(&self, to: Pid, kind: Atom, msg: Value, mode: u8);
+    /// `kill to` from remote actor `from`.
+    fn kill(&self, to: Pid, from: Pid);
+    /// A peer came up (`true`) or went down: `{:nodeup, name}` / `{:nodedown, name}` for the
+    /// actors that monitor nodes.
+    fn node_event(&self, node: &NodeId, up: bool);
+    /// How many actors run here (announced to peers).
+    fn actor_count(&self) -> u64;
+    /// `"resource"` or `"table"` for a resource handle (the error a send of it raises).
+    fn res_kind(&self, _h: &Handle) -> &'static str {
+        "resource"
+    }
+}
+
+/// Why a signal was not sent.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// The peer is far behind: wait on the [`Congestion`] and try again.
+    #[error("the peer is congested")]
+    Busy(Congestion),
+    /// The message cannot be encoded (too large, not distributable, too deep).
+    #[error(transparent)]
+    Encode(#[from] EncodeError),
+    /// The node is not reachable.
+    #[error("no connection to node {0}")]
+    NoConnection(String),
+}
+
+/// Why a remote spawn failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    /// The node is not up, or went down before answering.
+    #[error("no connection to node {0}")]
+    NoConnection(String),
+    /// No answer within the spawn timeout.
+    #[error("node {0} did not answer the spawn")]
+    Timeout(String),
+    /// The node refused: `:undef`, `:limit`, `:badarg`.
+    #[error("node refused the spawn: {0}")]
+    Refused(Atom),
+    /// The arguments cannot be sent.
+    #[error(transparent)]
+    Encode(#[from] EncodeError),
+}
+
+/// A peer that senders wait on while it is far behind.
+#[derive(Debug)]
+pub struct Congestion {
+    node: Node,
+    peer: Arc<str>,
+    notify: Arc<Notify>,
+}
+
+impl Congestion {
+    /// Resolves once the peer has caught up (or its session ended); then send again.
+    pub async fn wait(&self) {
+        loop {
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if !self.node.congested(&self.peer) {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// What `nodes()` and `vm nodes` show about a peer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeInfo {
+    /// Name and incarnation.
+    pub id: NodeId,
+    /// Live actors, as last announced.
+    pub actors: u64,
+    /// Uptime in milliseconds, as last announced.
+    pub uptime_ms: u64,
+    /// Milliseconds since anything was heard from it.
+    pub last_heard_ms: u64,
+}
+
+/// A handle on this VM's membership in the cluster (cheap to clone).
+#[derive(Clone)]
+pub struct Node {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Node({})", self.inner.me)
+    }
+}
+
+pub(crate) struct Inner {
+    cfg: Config,
+    me: NodeId,
+    pub(crate) table: NodeTable,
+    transport: Arc<dyn Transport>,
+    pub(crate) local: Arc<dyn Local>,
+    state: Mutex<State>,
+    /// The way out to the transport, in numbering order (see `outbox`).
+    out: Outbox<mpsc::UnboundedSender<Outgoing>>,
+    pub(crate) jobs: mpsc::UnboundedSender<Job>,
+    started: Instant,
+    max_size: usize,
+    prefix: String,
+    announce_subject: Arc<str>,
+    shutdown: Notify,
+    pub(crate) names: Names,
+}
+
+/// Work the driver does for synchronous callers (it may wait).
+pub(crate) enum Job {
+    /// Delete a global name held by an actor that ended.
+    DeleteName(String, u64),
+}
+
+#[derive(Default)]
+struct State {
+    peers: HashMap<Arc<str>, Peer>,
+    spawns: HashMap<u64, PendingSpawn>,
+    next_req: u64,
+}
+
+struct PendingSpawn {
+    peer: Arc<str>,
+    from: Pid,
+    opts: SpawnOptions,
+    reply: oneshot::Sender<Result<Pid, SpawnError>>,
+}
+
+/// Links and monitors between local actors and one peer incarnation's actors.
+#[derive(Default)]
+struct Bonds {
+    /// Local serial → linked remote serials.
+    links: HashMap<u64, HashSet<u64>>,
+    /// Monitor reference → (local watcher, remote target).
+    mon_out: HashMap<i64, (u64, u64)>,
+    /// Local target → (remote watcher, reference).
+    mon_in: HashMap<u64, Vec<(u64, i64)>>,
+}
+
+impl Bonds {
+    fn unlink(&mut self, local: u64, remote: u64) -> bool {
+        let Some(set) = self.links.get_mut(&local) else { return false };
+        let had = set.remove(&remote);
+        if set.is_empty() {
+            self.links.remove(&local);
+        }
+        had
+    }
+
+    fn unwatch(&mut self, target: u64, watcher: u64, r: i64) -> bool {
+        let Some(v) = self.mon_in.get_mut(&target) else { return false };
+        let before = v.len();
+        v.retain(|&(w, rr)| !(w == watcher && rr == r));
+        let had = v.len() != before;
+        if v.is_empty() {
+            self.mon_in.remove(&target);
+        }
+        had
+    }
+}
+
+struct Peer {
+    id: NodeId,
+    slot: u16,
+    subject: Arc<str>,
+    reply: Arc<str>,
+    alive: bool,
+    last_heard: Instant,
+    announce: Announce,
+    out_epoch: u32,
+    out_seq: u64,
+    out_bytes: u64,
+    acked_bytes: u64,
+    in_epoch: u32,
+    in_seq: u64,
+    in_bytes: u64,
+    in_dead: u32,
+    /// `in_bytes` when the last acknowledgement was sent.
+    acked_in: u64,
+    /// The last `in_dead` a `Reset` was sent for (one answer per ended epoch and heartbeat).
+    reset_sent: Option<u32>,
+    bonds: Bonds,
+    gate: Arc<Notify>,
+}
+
+impl Peer {
+    fn in_live(&self) -> bool {
+        self.in_epoch > self.in_dead
+    }
+}
+
+/// What to tell the local runtime once the state lock is released.
+enum Fire {
+    Exit { to: Pid, from: Pid, reason: Value, linked: bool },
+    Down { watcher: Pid, r: i64, target: Pid, reason: Value },
+    NodeEvent(NodeId, bool),
+    Spawn(oneshot::Sender<Result<Pid, SpawnError>>, Result<Pid, SpawnError>),
+}
+
+/// Why a session ends (for the log, and whether the peer is still reachable).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum EndCause {
+    Gap,
+    Reset,
+    NewEpoch,
+    NewIncarnation,
+    Silence,
+    NoResponders,
+    Departed,
+    Bye,
+}
+
+impl EndCause {
+    fn still_reachable(self) -> bool {
+        matches!(self, EndCause::Gap | EndCause::Reset | EndCause::NewEpoch)
+    }
+}
+
+fn noconnection() -> Value {
+    Value::atom("noconnection")
+}
+
+/// The NATS client name of node `name` at incarnation `inc` in `cluster`: set it in the
+/// connection's options ([`crate::NatsOptions::client_name`]) so that the server's disconnect
+/// notices name the node.
+pub fn client_name(cluster: &str, name: &str, inc: u64) -> String {
+    format!("vm.{cluster}.{name}.{inc}")
+}
+
+/// Runs a node: the receive loop, the heartbeat and the publisher. Spawn [`Driver::run`].
+pub struct Driver {
+    node: Node,
+    inbox: BoxStream<'static, Incoming>,
+    replies: BoxStream<'static, Incoming>,
+    announces: BoxStream<'static, Incoming>,
+    probes: BoxStream<'static, Incoming>,
+    departures: BoxStream<'static, String>,
+    events: BoxStream<'static, TransportEvent>,
+    out: mpsc::UnboundedReceiver<Outgoing>,
+    jobs: mpsc::UnboundedReceiver<Job>,
+}
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A bad cluster or node name.
+    #[error("{0}")]
+    Name(String),
+    /// The transport failed.
+    #[error(transparent)]
+    Transport(#[from] crate::transport::TransportError),
+    /// Another live node already has this name.
+    #[error("node name {0} is already in use in this cluster")]
+    NameTaken(String),
+}
+
+impl Node {
+    /// Joins the cluster: checks that no live node has this name ([`StartError::NameTaken`]),
+    /// then subscribes. Spawn the driver at once: nothing is received or published until it
+    /// runs, and its first act is to announce the node.
+    pub async fn start(
+        cfg: Config,
+        transport: Arc<dyn Transport>,
+        local: Arc<dyn Local>,
+    ) -> Result<(Node, Driver), StartError> {
+        check_node_name(&cfg.cluster).map_err(|e| StartError::Name(format!("cluster name: {e}")))?;
+        let inc = cfg.incarnation.unwrap_or_else(NodeId::fresh_incarnation);
+        let me = NodeId::new(&cfg.name, inc).map_err(StartError::Name)?;
+        let prefix = format!("vm.{}", cfg.cluster);
+        let mut replies = transport.subscribe(format!("{prefix}.r.{}.{inc}.>", me.name)).await?;
+        let probe = Outgoing {
+            subject: Arc::from(format!("{prefix}.p.{}", me.name)),
+            reply: Some(Arc::from(format!("{prefix}.r.{}.{inc}.probe", me.name))),
+            payload: Bytes::new(),
+        };
+        transport.publish(probe).await?;
+        transport.flush().await?;
+        match tokio::time::timeout(cfg.discovery, replies.next()).await {
+            Ok(Some(m)) if !m.no_responders => return Err(StartError::NameTaken(me.name.to_string())),
+            Ok(_) => {}
+            Err(_) => tracing::info!("no answer to the name probe: taking the name"),
+        }
+        let probes = transport.subscribe(format!("{prefix}.p.{}", me.name)).await?;
+        let inbox = transport.subscribe(format!("{prefix}.n.{}.{inc}", me.name)).await?;
+        let announces = transport.subscribe(format!("{prefix}.a.*")).await?;
+        let events = transport.events();
+        let departures = transport.departures();
+        let names = Names::new(transport.names().await);
+        let (out_tx, out_rx) = mpsc::unbounded_channel();
+        let (jobs_tx, jobs_rx) = mpsc::unbounded_channel();
+        let max_size = transport.max_payload();
+        let announce_subject = Arc::from(format!("{prefix}.a.{}", me.name));
+        let inner = Arc::new(Inner {
+            table: NodeTable::new(me.clone()),
+            me,
+            transport,
+            local,
+            state: Mutex::new(State::default()),
+            out: Outbox::new(out_tx),
+            jobs: jobs_tx,
+            started: Instant::now(),
+            max_size,
+            announce_subject,
+            prefix,
+            shutdown: Notify::new(),
+            names,
+            cfg,
+        });
+        let node = Node { inner };
+        let driver = Driver {
+            node: node.clone(),
+            inbox,
+            replies,
+            announces,
+            probes,
+            departures,
+            events,
+            out: out_rx,
+            jobs: jobs_rx,
+        };
+        Ok((node, driver))
+    }
+
+    /// This node.
+    pub fn me(&self) -> &NodeId {
+        &self.inner.me
+    }
+
+    /// The node of `pid` (this node for a local pid).
+    pub fn node_of(&self, pid: Pid) -> Option<NodeId> {
+        self.inner.table.node_of(pid)
+    }
+
+    /// Whether `pid` is on this node.
+    pub fn is_local(pid: Pid) -> bool {
+        slot_of(pid) == 0
+    }
+
+    /// The pid of actor `serial` of node `id` as this VM writes it.
+    pub fn pid_of(&self, id: &NodeId, serial: u64) -> Option<Pid> {
+        self.inner.table.pid(id, serial)
+    }
+
+    /// The live peers.
+    pub fn nodes(&self) -> Vec<NodeInfo> {
+        let st = self.inner.state.lock();
+        let mut v: Vec<NodeInfo> = st
+            .peers
+            .values()
+            .filter(|p| p.alive)
+            .map(|p| NodeInfo {
+                id: p.id.clone(),
+                actors: p.announce.actors,
+                uptime_ms: p.announce.uptime_ms,
+                last_heard_ms: p.last_heard.elapsed().as_millis() as u64,
+            })
+            .collect();
+        v.sort_by(|a, b| a.id.cmp(&b.id));
+        v
+    }
+
+    /// The live incarnation of node `name`, if it is up.
+    pub fn live(&self, name: &str) -> Option<NodeId> {
+        self.inner.state.lock().peers.get(name).filter(|p| p.alive).map(|p| p.id.clone())
+    }
+
+    /// Waits until node `name` is up, for at most `timeout`.
+    pub async fn wait_for(&self, name: &str, timeout: Duration) -> Option<NodeId> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(id) = self.live(name) {
+                return Some(id);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    fn congested(&self, peer: &str) -> bool {
+        let st = self.inner.state.lock();
+        st.peers.get(peer).is_some_and(|p| p.alive && p.out_bytes - p.acked_bytes > self.inner.cfg.window)
+    }
+
+    fn encode_ctx<'a>(
+        &'a self,
+        res_kind: &'a dyn Fn(&Handle) -> &'static str,
+        peer_hash: u64,
+    ) -> EncodeCtx<'a> {
+        EncodeCtx {
+            table: &self.inner.table,
+            module_hash: self.inner.cfg.module_hash,
+            peer_module_hash: Some(peer_hash),
+            max_size: self.inner.max_size,
+            max_depth: self.inner.cfg.limits.max_depth,
+            res_kind,
+        }
+    }
+
+    /// Sends `msg` from local `from` to remote `to`. A pid of a node that is down takes the
+    /// message silently, as a dead local pid does (links and monitors report the loss).
+    pub fn send(&self, from: Pid, to: Pid, msg: &Value) -> Result<(), SendError> {
+        let _ = from;
+        let Some(id) = self.inner.table.node_of(to) else { return Err(EncodeError::BadPid.into()) };
+        self.send_user(&id.name, Some(&id), Signal::Send { to: serial_of(to), msg: msg.clone() })
+    }
+
+    /// Sends `msg` to the actor registered as `name` on node `node` (`{name, node} ! msg`).
+    pub fn send_named(&self, node: &str, name: Atom, msg: &Value) -> Result<(), SendError> {
+        self.send_user(node, None, Signal::SendName { name, msg: msg.clone() })
+    }
+
+    /// The user-message path: window check, encoding outside the lock, sequencing under it.
+    fn send_user(&self, peer: &str, id: Option<&NodeId>, sig: Signal) -> Result<(), SendError> {
+        let hash = {
+            let st = self.inner.state.lock();
+            let Some(p) = st.peers.get(peer).filter(|p| p.alive && id.is_none_or(|id| *id == p.id)) else {
+                return Ok(());
+            };
+            if p.out_bytes - p.acked_bytes > self.inner.cfg.window {
+                return Err(SendError::Busy(Congestion {
+                    node: self.clone(),
+                    peer: p.id.name.clone(),
+                    notify: p.gate.clone(),
+                }));
+            }
+            p.announce.module_hash
+        };
+        let local = self.inner.local.clone();
+        let res_kind = move |h: &Handle| local.res_kind(h);
+        let bytes = wire::encode(&self.encode_ctx(&res_kind, hash), 0, 1, &sig)?;
+        let mut st = self.inner.state.lock();
+        if let Some(p) = st.peers.get_mut(peer).filter(|p| p.alive && id.is_none_or(|id| *id == p.id)) {
+            self.inner.push_encoded(p, bytes);
+        }
+        Ok(())
+    }
+
+    /// Runs `f` on the live peer of `pid`'s node, or returns `NoConnection`.
+    fn with_peer<R>(&self, pid: Pid, f: impl FnOnce(&Inner, &mut Peer) -> R) -> Result<R, SendError> {
+        let id = self.inner.table.node_of(pid).ok_or(EncodeError::BadPid)?;
+        let mut st = self.inner.state.lock();
+        match st.peers.get_mut(&id.name).filter(|p| p.alive && p.id == id) {
+            Some(p) => Ok(f(&self.inner, p)),
+            None => Err(SendError::NoConnection(id.name.to_string())),
+        }
+    }
+
+    /// Links local `local` to remote `remote`. `NoConnection` when its node is down: the caller
+    /// then delivers the exit signal `:noconnection` to `local`, as for any link to a node that
+    /// cannot be reached.
+    pub fn link(&self, local: Pid, remote: Pid) -> Result<(), SendError> {
+        self.with_peer(remote, |inner, p| {
+            if p.bonds.links.entry(serial_of(local)).or_default().insert(serial_of(remote)) {
+                inner.push(p, &Signal::Link { from: serial_of(local), to: serial_of(remote) });
+            }
+        })
+    }
+
+    /// Removes the link between local `local` and remote `remote`.
+    pub fn unlink(&self, local: Pid, remote: Pid) {
+        let _ = self.with_peer(remote, |inner, p| {
+            if p.bonds.unlink(serial_of(local), serial_of(remote)) {
+                inner.push(p, &Signal::Unlink { from: serial_of(local), to: serial_of(remote) });
+            }
+        });
+    }
+
+    /// Local `watcher` monitors remote `target` under reference `r`. `NoConnection` when its
+    /// node is down: the caller then delivers `{:DOWN, r, target, :noconnection}`.
+    pub fn monitor(&self, watcher: Pid, target: Pid, r: i64) -> Result<(), SendError> {
+        self.with_peer(target, |inner, p| {
+            p.bonds.mon_out.insert(r, (serial_of(watcher), serial_of(target)));
+            inner.push(p, &Signal::Monitor { watcher: serial_of(watcher), target: serial_of(target), r });
+        })
+    }
+
+    /// Cancels monitor `r` of local `watcher` on remote `target`.
+    pub fn demonitor(&self, watcher: Pid, target: Pid, r: i64) {
+        let _ = self.with_peer(target, |inner, p| {
+            if p.bonds.mon_out.remove(&r).is_some() {
+                inner.push(
+                    p,
+                    &Signal::Demonitor { watcher: serial_of(watcher), target: serial_of(target), r },
+                );
+            }
+        });
+    }
+
+    /// An explicit exit signal (`exit pid, reason`) from local `from` to remote `to`.
+    pub fn exit(&self, from: Pid, to: Pid, reason: &Value) -> Result<(), SendError> {
+        let reason = self.distributable_reason(reason);
+        self.with_peer(to, |inner, p| {
+            inner.push(p, &Signal::Exit { from: serial_of(from), to: serial_of(to), linked: false, reason });
+        })
+        .or_else(|e| if matches!(e, SendError::NoConnection(_)) { Ok(()) } else { Err(e) })
+    }
+
+    /// `kill to` from local `from`.
+    pub fn kill(&self, from: Pid, to: Pid) {
+        let _ = self.with_peer(to, |inner, p| {
+            inner.push(p, &Signal::Kill { from: serial_of(from), to: serial_of(to) })
+        });
+    }
+
+    /// `interrupt to, {kind, msg}, mode` from local `from`.
+    pub fn interrupt(&self, from: Pid, to: Pid, kind: Atom, msg: &Value, mode: u8) -> Result<(), SendError> {
+        let msg = self.distributable_reason(msg);
+        self.with_peer(to, |inner, p| {
+            inner.push(p, &Signal::Interrupt { from: serial_of(from), to: serial_of(to), mode, kind, msg });
+        })
+        .or_else(|e| if matches!(e, SendError::NoConnection(_)) { Ok(()) } else { Err(e) })
+    }
+
+    /// An exit reason that can cross: the reason itself, or `{:not_distributable, kind}` when
+    /// it holds something that cannot (an exit must still be delivered).
+    fn distributable_reason(&self, reason: &Value) -> Value {
+        let local = self.inner.local.clone();
+        let res_kind = move |h: &Handle| local.res_kind(h);
+        let ctx = EncodeCtx { peer_module_hash: None, ..self.encode_ctx(&res_kind, 0) };
+        match wire::encode(&ctx, 0, 1, &Signal::Send { to: 0, msg: reason.clone() }) {
+            Ok(_) => reason.clone(),
+            Err(EncodeError::NotDistributable(kind)) => {
+                Value::tuple(vec![Value::atom("not_distributable"), Value::atom(kind)])
+            }
+            Err(_) => Value::atom("too_large"),
+        }
+    }
+
+    /// Local actor `pid` ended with `reason`: linked remote actors get the exit signal, remote
+    /// monitors their `Down`, its monitors of remote actors are cancelled, and global names it
+    /// held are freed.
+    pub fn actor_exited(&self, pid: Pid, reason: &Value) {
+        let serial = serial_of(pid);
+        let reason = self.distributable_reason(reason);
+        {
+            let mut st = self.inner.state.lock();
+            for p in st.peers.values_mut() {
+                let links = p.bonds.links.remove(&serial);
+                let watchers = p.bonds.mon_in.remove(&serial);
+                let mut watching = Vec::new();
+                p.bonds.mon_out.retain(|&r, &mut (w, t)| {
+                    if w == serial {
+                        watching.push((r, t));
+                    }
+                    w != serial
+                });
+                if !p.alive {
+                    continue;
+                }
+                for to in links.into_iter().flatten() {
+                    self.inner
+                        .push(p, &Signal::Exit { from: serial, to, linked: true, reason: reason.clone() });
+                }
+                for (watcher, r) in watchers.into_iter().flatten() {
+                    self.inner.push(p, &Signal::Down { watcher, target: serial, r, reason: reason.clone() });
+                }
+                for (r, target) in watching {
+                    self.inner.push(p, &Signal::Demonitor { watcher: serial, target, r });
+                }
+            }
+        }
+        self.inner.names.actor_exited(&self.inner, pid);
+    }
+
+    /// Starts `func(args)` on node `node` for local actor `from`; with `opts.link` or
+    /// `opts.monitor` the link or monitor is in place before this returns.
+    pub async fn spawn(
+        &self,
+        from: Pid,
+        node: &str,
+        func: &str,
+        args: Vec<Value>,
+        opts: SpawnOptions,
+    ) -> Result<Pid, SpawnError> {
+        let (tx, rx) = oneshot::channel();
+        let sig_opts = opts.clone();
+        {
+            let mut st = self.inner.state.lock();
+            st.next_req += 1;
+            let req = st.next_req;
+            let Some(p) = st.peers.get_mut(node).filter(|p| p.alive) else {
+                return Err(SpawnError::NoConnection(node.to_string()));
+            };
+            let peer = p.id.name.clone();
+            let hash = p.announce.module_hash;
+            let local = self.inner.local.clone();
+            let res_kind = move |h: &Handle| local.res_kind(h);
+            let sig =
+                Signal::Spawn { req, from: serial_of(from), func: Arc::from(func), args, opts: sig_opts };
+            let bytes = wire::encode(&self.encode_ctx(&res_kind, hash), 0, 1, &sig)?;
+            self.inner.push_encoded(p, bytes);
+            st.spawns.insert(req, PendingSpawn { peer, from, opts, reply: tx });
+        }
+        // On a timeout the request stays pending with its receiver gone: an answer that comes
+        // later undoes the link or monitor the other node recorded (`spawn_answered`), and the
+        // session's end clears it otherwise.
+        match tokio::time::timeout(self.inner.cfg.spawn_timeout, rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(SpawnError::NoConnection(node.to_string())),
+            Err(_) => Err(SpawnError::Timeout(node.to_string())),
+        }
+    }
+
+    /// Leaves the cluster gracefully: each peer gets `Bye` behind everything already sent to
+    /// it (so nothing sent before is lost) and fires its links at once; the driver ends.
+    pub async fn leave(&self) {
+        for p in self.inner.state.lock().peers.values_mut().filter(|p| p.alive) {
+            self.inner.push(p, &Signal::Bye);
+        }
+        while self.inner.out.pending() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let _ = self.inner.transport.flush().await;
+        self.inner.shutdown.notify_one();
+    }
+
+    /// Registers `pid` under `name` cluster-wide; exactly one of racing registrations wins.
+    pub async fn global_register(&self, name: Atom, pid: Pid) -> Result<(), crate::global::GlobalError> {
+        self.inner.names.register(&self.inner, name, pid).await
+    }
+
+    /// The pid registered under `name` cluster-wide, if its owner is alive.
+    pub async fn global_whereis(&self, name: Atom) -> Result<Option<Pid>, crate::global::GlobalError> {
+        self.inner.names.whereis(&self.inner, name).await
+    }
+
+    /// Removes `name` if a local actor holds it.
+    pub async fn global_unregister(&self, name: Atom) -> Result<(), crate::global::GlobalError> {
+        self.inner.names.unregister(&self.inner, name).await
+    }
+}
+
+impl Inner {
+    pub(crate) fn me(&self) -> &NodeId {
+        &self.me
+    }
+
+    /// Whether `id` is this node or a live peer.
+    pub(crate) fn is_up(&self, id: &NodeId) -> bool {
+        *id == self.me || self.state.lock().peers.get(&id.name).is_some_and(|p| p.alive && p.id == *id)
+    }
+
+    fn encode_plain(&self, sig: &Signal) -> Bytes {
+        let res_kind = |_: &Handle| "resource";
+        let ctx = EncodeCtx {
+            table: &self.table,
+            module_hash: self.cfg.module_hash,
+            peer_module_hash: None,
+            max_size: usize::MAX,
+            max_depth: self.cfg.limits.max_depth,
+            res_kind: &res_kind,
+        };
+        Bytes::from(
+            wire::encode(&ctx, 0, 0, sig).expect("control signals hold no values that can fail to encode"),
+        )
+    }
+
+    /// Publishes `msg` at once when the transport can take it without waiting and nothing is
+    /// queued before it, else queues it for the publisher task (`outbox`). Envelopes to peers
+    /// are emitted under the state lock, so this order is the order of sequence numbers.
+    fn emit(&self, msg: Outgoing) {
+        self.out.emit(msg, |m| self.transport.try_publish(m));
+    }
+
+    /// Sequences an encoded envelope on `p`'s session and emits it (under the state lock).
+    fn push_encoded(&self, p: &mut Peer, mut bytes: Vec<u8>) {
+        p.out_seq += 1;
+        p.out_bytes += bytes.len() as u64;
+        wire::stamp(&mut bytes, p.out_epoch, p.out_seq);
+        self.emit(Outgoing {
+            subject: p.subject.clone(),
+            reply: Some(p.reply.clone()),
+            payload: Bytes::from(bytes),
+        });
+    }
+
+    /// Encodes and queues a control signal: sequenced kinds take a sequence number, the others
+    /// carry the current out-epoch only.
+    fn push(&self, p: &mut Peer, sig: &Signal) {
+        let local = self.local.clone();
+        let res_kind = move |h: &Handle| local.res_kind(h);
+        let ctx = EncodeCtx {
+            table: &self.table,
+            module_hash: self.cfg.module_hash,
+            peer_module_hash: Some(p.announce.module_hash),
+            // Control signals are small and must not be refused by size; a value in one that
+            // cannot cross was replaced beforehand (`distributable_reason`).
+            max_size: usize::MAX,
+            max_depth: usize::MAX,
+            res_kind: &res_kind,
+        };
+        let seq = u64::from(sig.is_sequenced());
+        match wire::encode(&ctx, p.out_epoch, seq, sig) {
+            Ok(bytes) if sig.is_sequenced() => self.push_encoded(p, bytes),
+            Ok(bytes) => self.emit(Outgoing {
+                subject: p.subject.clone(),
+                reply: Some(p.reply.clone()),
+                payload: Bytes::from(bytes),
+            }),
+            Err(e) => tracing::warn!(peer = %p.id, error = %e, "control signal not encoded"),
+        }
+    }
+
+    fn announce(&self) {
+        let a = Announce {
+            actors: self.local.actor_count(),
+            module_hash: self.cfg.module_hash,
+            uptime_ms: self.started.elapsed().as_millis() as u64,
+        };
+        let payload = self.encode_plain(&Signal::Announce(a));
+        self.emit(Outgoing { subject: self.announce_subject.clone(), reply: None, payload });
+    }
+
+    fn new_peer(&self, id: NodeId) -> Option<Peer> {
+        let slot = self.table.slot(&id)?;
+        Some(Peer {
+            subject: Arc::from(format!("{}.n.{}.{}", self.prefix, id.name, id.inc)),
+            reply: Arc::from(format!(
+                "{}.r.{}.{}.{}.{}",
+                self.prefix, self.me.name, self.me.inc, id.name, id.inc
+            )),
+            id,
+            slot,
+            alive: false,
+            last_heard: Instant::now(),
+            announce: Announce::default(),
+            out_epoch: 1,
+            out_seq: 0,
+            out_bytes: 0,
+            acked_bytes: 0,
+            in_epoch: 0,
+            in_seq: 0,
+            in_bytes: 0,
+            in_dead: 0,
+            acked_in: 0,
+            reset_sent: None,
+            bonds: Bonds::default(),
+            gate: Arc::new(Notify::new()),
+        })
+    }
+
+    /// The peer entry for incarnation `id`, replacing an older incarnation of the same name
+    /// (whose session ends). `None` for a stale incarnation or a full node table.
+    fn peer_for<'s>(&self, st: &'s mut State, id: &NodeId, fire: &mut Vec<Fire>) -> Option<&'s mut Peer> {
+        let replace = match st.peers.get(&id.name) {
+            None => true,
+            Some(p) if p.id == *id => false,
+            Some(p) => id.inc > p.id.inc || !p.alive,
+        };
+        if replace {
+            let fresh = self.new_peer(id.clone())?;
+            if let Some(mut old) = st.peers.insert(id.name.clone(), fresh) {
+                self.end_session(&mut old, EndCause::NewIncarnation, &mut Vec::new(), fire);
+                fail_spawns(st, &id.name, fire);
+            }
+        }
+        st.peers.get_mut(&id.name).filter(|p| p.id == *id)
+    }
+
+    /// Ends the session with `p` (see the module docs, point 3).
+    fn end_session(
+        &self,
+        p: &mut Peer,
+        cause: EndCause,
+        spawns_of: &mut Vec<Arc<str>>,
+        fire: &mut Vec<Fire>,
+    ) {
+        tracing::info!(peer = %p.id, ?cause, "session ended");
+        let bonds = std::mem::take(&mut p.bonds);
+        for (local, remotes) in bonds.links {
+            for remote in remotes {
+                fire.push(Fire::Exit {
+                    to: make_pid(0, local),
+                    from: make_pid(p.slot, remote),
+                    reason: noconnection(),
+                    linked: true,
+                });
+            }
+        }
+        for (r, (watcher, target)) in bonds.mon_out {
+            fire.push(Fire::Down {
+                watcher: make_pid(0, watcher),
+                r,
+                target: make_pid(p.slot, target),
+                reason: noconnection(),
+            });
+        }
+        let was_alive = p.alive;
+        if was_alive {
+            fire.push(Fire::NodeEvent(p.id.clone(), false));
+        }
+        spawns_of.push(p.id.name.clone());
+        p.alive = cause.still_reachable();
+        if p.alive {
+            fire.push(Fire::NodeEvent(p.id.clone(), true));
+        }
+        p.out_epoch += 1;
+        p.out_seq = 0;
+        p.out_bytes = 0;
+        p.acked_bytes = 0;
+        p.in_dead = p.in_dead.max(p.in_epoch);
+        p.in_seq = 0;
+        p.in_bytes = 0;
+        p.acked_in = 0;
+        p.gate.notify_waiters();
+        if p.in_dead > 0 && cause != EndCause::NewIncarnation {
+            p.reset_sent = Some(p.in_dead);
+            self.push(p, &Signal::Reset { dead: p.in_dead });
+        }
+    }
+
+    fn fire(&self, fire: Vec<Fire>) {
+        for f in fire {
+            match f {
+                Fire::Exit { to, from, reason, linked } => self.local.exit_signal(to, from, reason, linked),
+                Fire::Down { watcher, r, target, reason } => self.local.down(watcher, r, target, reason),
+                Fire::NodeEvent(id, up) => self.local.node_event(&id, up),
+                Fire::Spawn(tx, r) => {
+                    let _ = tx.send(r);
+                }
+            }
+        }
+    }
+
+    /// One message on this node's subject.
+    fn on_envelope(&self, payload: &Bytes) {
+        let ctx =
+            DecodeCtx { table: &self.table, module_hash: self.cfg.module_hash, limits: self.cfg.limits };
+        let env = match wire::decode(&ctx, payload) {
+            Ok(env) => env,
+            Err(e) => {
+                tracing::warn!(error = %e, "dropped a malformed envelope");
+                return;
+            }
+        };
+        if env.from.name == self.me.name {
+            return;
+        }
+        let mut fire = Vec::new();
+        let mut deliver = None;
+        {
+            let mut st = self.state.lock();
+            let st = &mut *st;
+            let mut ended = Vec::new();
+            if let Some(p) = self.peer_for(st, &env.from, &mut fire)
+                && self.accept(p, &env, &mut ended, &mut fire)
+            {
+                p.last_heard = Instant::now();
+                if !p.alive {
+                    p.alive = true;
+                    fire.push(Fire::NodeEvent(p.id.clone(), true));
+                }
+                if env.signal.is_sequenced() {
+                    // Acknowledge by the sender's measure: whole envelopes of sequenced signals.
+                    p.in_bytes += payload.len() as u64;
+                    if p.in_bytes - p.acked_in >= self.cfg.window / 4 {
+                        self.send_ack(p);
+                    }
+                }
+                match self.handle(p, env, &mut fire) {
+                    Some(Deliver::Spawned { req, result, slot }) => {
+                        self.spawn_answered(st, req, result, slot, &mut fire)
+                    }
+                    d => deliver = d,
+                }
+            }
+            for name in ended {
+                fail_spawns(st, &name, &mut fire);
+            }
+        }
+        self.fire(fire);
+        if let Some(d) = deliver {
+            self.deliver(d);
+        }
+    }
+
+    /// The session rules (module docs, points 1 to 4): whether to act on `env`.
+    fn accept(&self, p: &mut Peer, env: &Envelope, ended: &mut Vec<Arc<str>>, fire: &mut Vec<Fire>) -> bool {
+        match &env.signal {
+            Signal::Bye => {
+                self.end_session(p, EndCause::Bye, ended, fire);
+                return false;
+            }
+            Signal::Reset { dead } => {
+                if p.out_epoch <= *dead {
+                    self.end_session(p, EndCause::Reset, ended, fire);
+                }
+                return true;
+            }
+            Signal::Ack(ack) => {
+                self.take_ack(p, ack);
+                return true;
+            }
+            _ => {}
+        }
+        let e = env.epoch;
+        if e <= p.in_dead {
+            // An envelope of a session that is over: the peer has not noticed yet.
+            if p.reset_sent != Some(p.in_dead) || matches!(env.signal, Signal::Tick { .. }) {
+                p.reset_sent = Some(p.in_dead);
+                self.push(p, &Signal::Reset { dead: p.in_dead });
+            }
+            return false;
+        }
+        if e > p.in_epoch {
+            if p.in_live() {
+                self.end_session(p, EndCause::NewEpoch, ended, fire);
+            }
+            p.in_epoch = e;
+            p.in_seq = 0;
+            p.in_bytes = 0;
+            p.acked_in = 0;
+        }
+        match &env.signal {
+            Signal::Tick { last_seq, ack } => {
+                self.take_ack(p, ack);
+                if *last_seq > p.in_seq {
+                    tracing::warn!(peer = %p.id, taken = p.in_seq, sent = last_seq, "signals lost in transit");
+                    self.end_session(p, EndCause::Gap, ended, fire);
+                    return false;
+                }
+                // Acknowledge on every tick, so a sender's window reopens even when little flows.
+                if p.in_bytes != p.acked_in {
+                    self.send_ack(p);
+                }
+                true
+            }
+            _ if env.seq != p.in_seq + 1 => {
+                tracing::warn!(peer = %p.id, expected = p.in_seq + 1, got = env.seq, "sequence gap");
+                self.end_session(p, EndCause::Gap, ended, fire);
+                false
+            }
+            _ => {
+                p.in_seq = env.seq;
+                true
+            }
+        }
+    }
+
+    fn take_ack(&self, p: &mut Peer, ack: &Ack) {
+        if ack.epoch == p.out_epoch && ack.bytes > p.acked_bytes && ack.bytes <= p.out_bytes {
+            p.acked_bytes = ack.bytes;
+            p.gate.notify_waiters();
+        }
+    }
+
+    fn send_ack(&self, p: &mut Peer) {
+        p.acked_in = p.in_bytes;
+        let ack = Ack { epoch: p.in_epoch, seq: p.in_seq, bytes: p.in_bytes };
+        self.push(p, &Signal::Ack(ack));
+    }
+
+    /// Acts on an accepted envelope under the lock; returns what to deliver after it.
+    fn handle(&self, p: &mut Peer, env: Envelope, fire: &mut Vec<Fire>) -> Option<Deliver> {
+        let slot = p.slot;
+        let remote = |serial| make_pid(slot, serial);
+        match env.signal {
+            Signal::Send { to, msg } => Some(Deliver::Send(make_pid(0, to), msg)),
+            Signal::SendName { name, msg } => Some(Deliver::SendName(name, msg)),
+            Signal::Spawn { req, from, func, args, opts } => {
+                Some(Deliver::Spawn { peer: p.id.clone(), req, from, func, args, opts })
+            }
+            Signal::Spawned { req, result } => Some(Deliver::Spawned { req, result, slot }),
+            Signal::Link { from, to } => {
+                p.bonds.links.entry(to).or_default().insert(from);
+                Some(Deliver::CheckLink { peer: p.id.clone(), local: to, remote: from })
+            }
+            Signal::Unlink { from, to } => {
+                p.bonds.unlink(to, from);
+                None
+            }
+            Signal::Exit { from, to, linked, reason } => {
+                if !linked || p.bonds.unlink(to, from) {
+                    fire.push(Fire::Exit { to: make_pid(0, to), from: remote(from), reason, linked });
+                }
+                None
+            }
+            Signal::Monitor { watcher, target, r } => {
+                p.bonds.mon_in.entry(target).or_default().push((watcher, r));
+                Some(Deliver::CheckMonitor { peer: p.id.clone(), target, watcher, r })
+            }
+            Signal::Demonitor { watcher, target, r } => {
+                p.bonds.unwatch(target, watcher, r);
+                None
+            }
+            Signal::Down { watcher, target, r, reason } => {
+                if p.bonds.mon_out.get(&r) == Some(&(watcher, target)) {
+                    p.bonds.mon_out.remove(&r);
+                    fire.push(Fire::Down {
+                        watcher: make_pid(0, watcher),
+                        r,
+                        target: remote(target),
+                        reason,
+                    });
+                }
+                None
+            }
+            Signal::Interrupt { to, mode, kind, msg, .. } => {
+                Some(Deliver::Interrupt(make_pid(0, to), kind, msg, mode))
+            }
+            Signal::Kill { from, to } => Some(Deliver::Kill(make_pid(0, to), remote(from))),
+            Signal::Tick { .. }
+            | Signal::Ack(_)
+            | Signal::Reset { .. }
+            | Signal::Announce(_)
+            | Signal::Bye => None,
+        }
+    }
+
+    fn spawn_answered(
+        &self,
+        st: &mut State,
+        req: u64,
+        result: Result<u64, Atom>,
+        slot: u16,
+        fire: &mut Vec<Fire>,
+    ) {
+        let Some(ps) = st.spawns.remove(&req) else { return };
+        let Some(p) = st.peers.get_mut(&ps.peer).filter(|p| p.slot == slot) else { return };
+        let r = match result {
+            Ok(serial) => {
+                let pid = make_pid(slot, serial);
+                if ps.reply.is_closed() {
+                    // The spawner is gone: undo what the remote side recorded for it.
+                    if ps.opts.link {
+                        self.push(
+                            p,
+                            &Signal::Exit {
+                                from: serial_of(ps.from),
+                                to: serial,
+                                linked: true,
+                                reason: Value::atom("noproc"),
+                            },
+                        );
+                    }
+                    if let Some(r) = ps.opts.monitor {
+                        self.push(p, &Signal::Demonitor { watcher: serial_of(ps.from), target: serial, r });
+                    }
+                    return;
+                }
+                if ps.opts.link {
+                    p.bonds.links.entry(serial_of(ps.from)).or_default().insert(serial);
+                }
+                if let Some(r) = ps.opts.monitor {
+                    p.bonds.mon_out.insert(r, (serial_of(ps.from), serial));
+                }
+                Ok(pid)
+            }
+            Err(reason) => Err(SpawnError::Refused(reason)),
+        };
+        fire.push(Fire::Spawn(ps.reply, r));
+    }
+
+    /// Calls into the local runtime for an accepted signal (no lock held).
+    fn deliver(&self, d: Deliver) {
+        match d {
+            Deliver::Send(to, msg) => self.local.send(to, msg),
+            Deliver::SendName(name, msg) => self.local.send_named(name, msg),
+            Deliver::Interrupt(to, kind, msg, mode) => self.local.interrupt(to, kind, msg, mode),
+            Deliver::Kill(to, from) => self.local.kill(to, from),
+            Deliver::CheckLink { peer, local, remote } => {
+                if !self.local.is_alive(make_pid(0, local)) {
+                    let mut st = self.state.lock();
+                    if let Some(p) = st.peers.get_mut(&peer.name).filter(|p| p.id == peer && p.alive)
+                        && p.bonds.unlink(local, remote)
+                    {
+                        self.push(
+                            p,
+                            &Signal::Exit {
+                                from: local,
+                                to: remote,
+                                linked: true,
+                                reason: Value::atom("noproc"),
+                            },
+                        );
+                    }
+                }
+            }
+            Deliver::CheckMonitor { peer, target, watcher, r } => {
+                if !self.local.is_alive(make_pid(0, target)) {
+                    let mut st = self.state.lock();
+                    if let Some(p) = st.peers.get_mut(&peer.name).filter(|p| p.id == peer && p.alive)
+                        && p.bonds.unwatch(target, watcher, r)
+                    {
+                        self.push(p, &Signal::Down { watcher, target, r, reason: Value::atom("noproc") });
+                    }
+                }
+            }
+            Deliver::Spawn { peer, req, from, func, args, opts } => {
+                self.serve_spawn(peer, req, from, &func, args, opts)
+            }
+            Deliver::Spawned { .. } => {}
+        }
+    }
+
+    fn serve_spawn(
+        &self,
+        peer: NodeId,
+        req: u64,
+        from: u64,
+        func: &str,
+        args: Vec<Value>,
+        opts: SpawnOptions,
+    ) {
+        let Some(parent) = self.table.pid(&peer, from) else { return };
+        let mut answered = false;
+        let mut started = |pid: Pid| {
+            let mut st = self.state.lock();
+            let Some(p) = st.peers.get_mut(&peer.name).filter(|p| p.id == peer && p.alive) else { return };
+            let serial = serial_of(pid);
+            if opts.link {
+                p.bonds.links.entry(serial).or_default().insert(from);
+            }
+            if let Some(r) = opts.monitor {
+                p.bonds.mon_in.entry(serial).or_default().push((from, r));
+            }
+            self.push(p, &Signal::Spawned { req, result: Ok(serial) });
+            answered = true;
+        };
+        let result = self.local.spawn(func, args, &opts, parent, &mut started);
+        if let Err(reason) = result
+            && !answered
+        {
+            let mut st = self.state.lock();
+            if let Some(p) = st.peers.get_mut(&peer.name).filter(|p| p.id == peer && p.alive) {
+                self.push(p, &Signal::Spawned { req, result: Err(reason) });
+            }
+        }
+    }
+
+    /// A message on the announcement subject.
+    fn on_announce(&self, payload: &Bytes) {
+        let ctx =
+            DecodeCtx { table: &self.table, module_hash: self.cfg.module_hash, limits: self.cfg.limits };
+        let Ok(env) = wire::decode(&ctx, payload) else {
+            tracing::warn!("dropped a malformed announcement");
+            return;
+        };
+        if env.from.name == self.me.name {
+            if env.from.inc != self.me.inc {
+                // Two nodes started together, both probed before either announced.
+                tracing::error!(other = %env.from, "another live node has this node's name");
+            }
+            return;
+        }
+        let mut fire = Vec::new();
+        {
+            let mut st = self.state.lock();
+            let st = &mut *st;
+            let known = st.peers.get(&env.from.name).is_some_and(|p| p.id == env.from && p.alive);
+            match env.signal {
+                Signal::Announce(a) => {
+                    let Some(p) = self.peer_for(st, &env.from, &mut fire) else { return };
+                    p.announce = a;
+                    p.last_heard = Instant::now();
+                    if !p.alive {
+                        p.alive = true;
+                        fire.push(Fire::NodeEvent(p.id.clone(), true));
+                    }
+                    if !known {
+                        // A node we did not know: tell it about us now, not a heartbeat later.
+                        self.announce();
+                    }
+                }
+                _ => tracing::warn!("unexpected signal on the announcement subject"),
+            }
+        }
+        self.fire(fire);
+    }
+
+    /// Another process asks whether this node's name is taken: it is.
+    fn on_probe(&self, m: Incoming) {
+        if let Some(reply) = m.reply {
+            let payload = self.encode_plain(&Signal::Announce(Announce::default()));
+            self.emit(Outgoing { subject: Arc::from(reply), reply: None, payload });
+        }
+    }
+
+    /// The server saw the connection named `client` close.
+    fn on_departure(&self, client: &str) {
+        let Some(rest) = client.strip_prefix(&self.prefix).and_then(|r| r.strip_prefix('.')) else { return };
+        self.lost(rest, EndCause::Departed);
+    }
+
+    /// A 503 on a reply subject: the peer's incarnation has no subscriber.
+    fn on_no_responders(&self, subject: &str) {
+        self.lost(subject, EndCause::NoResponders);
+    }
+
+    /// Ends the session with the peer named by the last two tokens of `tokens` (name and
+    /// incarnation), if that incarnation is up.
+    fn lost(&self, tokens: &str, cause: EndCause) {
+        let mut parts = tokens.rsplit('.');
+        let (Some(inc), Some(name)) = (parts.next(), parts.next()) else { return };
+        let Ok(inc) = inc.parse::<u64>() else { return };
+        let mut fire = Vec::new();
+        {
+            let mut st = self.state.lock();
+            let st = &mut *st;
+            if let Some(p) = st.peers.get_mut(name).filter(|p| p.id.inc == inc && p.alive) {
+                let mut ended = Vec::new();
+                self.end_session(p, cause, &mut ended, &mut fire);
+                let name = p.id.name.clone();
+                fail_spawns(st, &name, &mut fire);
+            }
+        }
+        self.fire(fire);
+    }
+
+    /// One heartbeat: announce, tick every live peer, end silent sessions.
+    fn heartbeat(&self) {
+        self.announce();
+        let mut fire = Vec::new();
+        {
+            let mut st = self.state.lock();
+            let st = &mut *st;
+            let mut silent = Vec::new();
+            for p in st.peers.values_mut().filter(|p| p.alive) {
+                if p.last_heard.elapsed() > self.cfg.down_after {
+                    let mut ended = Vec::new();
+                    self.end_session(p, EndCause::Silence, &mut ended, &mut fire);
+                    silent.push(p.id.name.clone());
+                    continue;
+                }
+                p.acked_in = p.in_bytes;
+                let ack = Ack { epoch: p.in_epoch, seq: p.in_seq, bytes: p.in_bytes };
+                self.push(p, &Signal::Tick { last_seq: p.out_seq, ack });
+                p.reset_sent = None;
+            }
+            for name in silent {
+                fail_spawns(st, &name, &mut fire);
+            }
+        }
+        self.fire(fire);
+    }
+}
+
+fn fail_spawns(st: &mut State, peer: &str, fire: &mut Vec<Fire>) {
+    let reqs: Vec<u64> = st.spawns.iter().filter(|(_, s)| &*s.peer == peer).map(|(r, _)| *r).collect();
+    for r in reqs {
+        if let Some(s) = st.spawns.remove(&r) {
+            fire.push(Fire::Spawn(s.reply, Err(SpawnError::NoConnection(peer.to_string()))));
+        }
+    }
+}
+
+/// An accepted signal's work for the local runtime.
+enum Deliver {
+    Send(Pid, Value),
+    SendName(Atom, Value),
+    Interrupt(Pid, Atom, Value, u8),
+    Kill(Pid, Pid),
+    CheckLink { peer: NodeId, local: u64, remote: u64 },
+    CheckMonitor { peer: NodeId, target: u64, watcher: u64, r: i64 },
+    Spawn { peer: NodeId, req: u64, from: u64, func: Arc<str>, args: Vec<Value>, opts: SpawnOptions },
+    Spawned { req: u64, result: Result<u64, Atom>, slot: u16 },
+}
+
+impl Driver {
+    /// Runs until [`Node::leave`]: receives, publishes and keeps the heartbeat.
+    pub async fn run(self) {
+        let Driver { node, inbox, replies, announces, probes, mut departures, mut events, mut out, mut jobs } =
+            self;
+        let inner = node.inner.clone();
+        let publisher = {
+            let inner = inner.clone();
+            async move {
+                while let Some(msg) = out.recv().await {
+                    if let Err(e) = inner.transport.publish(msg).await {
+                        tracing::warn!(error = %e, "publish failed");
+                    }
+                    inner.out.taken();
+                }
+            }
+        };
+        enum In {
+            Envelope(Incoming),
+            Reply(Incoming),
+            Announce(Incoming),
+            Probe(Incoming),
+        }
+        let mut incoming = futures::stream::select_all([
+            inbox.map(In::Envelope).boxed(),
+            replies.map(In::Reply).boxed(),
+            announces.map(In::Announce).boxed(),
+            probes.map(In::Probe).boxed(),
+        ]);
+        let mut deletions = futures::stream::FuturesUnordered::new();
+        let receiver = async {
+            inner.announce();
+            let mut tick = tokio::time::interval(inner.cfg.heartbeat);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    biased;
+                    _ = inner.shutdown.notified() => break,
+                    m = incoming.next() => match m {
+                        Some(In::Envelope(m)) => inner.on_message(m),
+                        Some(In::Reply(m)) => if m.no_responders { inner.on_no_responders(&m.subject) },
+                        Some(In::Announce(m)) => inner.on_announce(&m.payload),
+                        Some(In::Probe(m)) => inner.on_probe(m),
+                        None => break,
+                    },
+                    _ = tick.tick() => inner.heartbeat(),
+                    Some(name) = departures.next() => inner.on_departure(&name),
+                    Some(e) = events.next() => match e {
+                        TransportEvent::SlowConsumer => tracing::warn!("this node fell behind: NATS dropped messages to it"),
+                        TransportEvent::Disconnected => tracing::warn!("lost the connection to NATS; reconnecting"),
+                        TransportEvent::Connected => tracing::info!("connected to NATS"),
+                        TransportEvent::Closed => tracing::warn!("the NATS connection is closed"),
+                    },
+                    Some(job) = jobs.recv() => match job {
+                        // Run beside the loop: a store round trip must not hold up receiving.
+                        Job::DeleteName(key, rev) => deletions.push(inner.names.delete(key, rev)),
+                    },
+                    Some(()) = deletions.next(), if !deletions.is_empty() => {}
+                }
+            }
+        };
+        tokio::select! {
+            _ = publisher => {}
+            _ = receiver => {}
+        }
+    }
+}
+
+impl Inner {
+    fn on_message(&self, m: Incoming) {
+        if !m.no_responders {
+            self.on_envelope(&m.payload);
+        }
+    }
+}
