@@ -269,24 +269,21 @@ impl Io {
         self.transfer_in(v, from, to);
     }
 
+    /// Walks `v` with a work list (a value may nest deeper than the stack could recurse).
     fn transfer_in(&self, v: &Value, from: u64, to: u64) {
-        match v {
-            Value::Res(h) => {
-                if let Some(r) = resource_of(h)
-                    && r.owner.compare_exchange(from, to, Ordering::AcqRel, Ordering::Acquire).is_ok()
-                {
-                    self.record(to, &r);
+        let mut work = vec![v];
+        while let Some(v) = work.pop() {
+            match v {
+                Value::Res(h) => {
+                    if let Some(r) = resource_of(h)
+                        && r.owner.compare_exchange(from, to, Ordering::AcqRel, Ordering::Acquire).is_ok()
+                    {
+                        self.record(to, &r);
+                    }
                 }
+                v if v.is_container() => work.extend(v.children()),
+                _ => {}
             }
-            Value::Tuple(items) | Value::List(items) => {
-                items.iter().for_each(|x| self.transfer_in(x, from, to))
-            }
-            Value::Map(m) => m.iter().for_each(|(k, x)| {
-                self.transfer_in(k, from, to);
-                self.transfer_in(x, from, to);
-            }),
-            Value::Fun(c) => c.env.iter().for_each(|x| self.transfer_in(x, from, to)),
-            _ => {}
         }
     }
 

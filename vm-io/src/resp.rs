@@ -544,7 +544,7 @@ mod tests {
         let (mut buf, mut st) =
             (BytesMut::from(&b"*1\r\n$4\r\nPING\r\nPING\r\n*1\r\n$4\r\nPING\r\n"[..]), Partial::default());
         let mut names = Vec::new();
-        while let Ok(Parsed::Command(Value::List(c))) = parse(&mut buf, &mut st, false, 100) {
+        while let Ok(Parsed::Command(Value::List(c))) = &parse(&mut buf, &mut st, false, 100) {
             names.push(c[0].clone());
         }
         let [Value::Bytes(a), Value::Bytes(_), Value::Bytes(c)] = names.as_slice() else {
@@ -559,8 +559,8 @@ mod tests {
         let mut st = Partial::default();
         let mut next = || {
             let mut buf = BytesMut::from(&input[..]);
-            match parse(&mut buf, &mut st, false, 100) {
-                Ok(Parsed::Command(Value::List(l))) => l,
+            match &parse(&mut buf, &mut st, false, 100) {
+                Ok(Parsed::Command(Value::List(l))) => l.clone(),
                 other => panic!("{other:?}"),
             }
         };
@@ -582,7 +582,8 @@ mod tests {
             big.extend_from_slice(b"$1\r\nx\r\n");
         }
         let mut buf = BytesMut::from(&big[..]);
-        let Ok(Parsed::Command(Value::List(l))) = parse(&mut buf, &mut st, false, 10_000) else { panic!() };
+        let parsed = parse(&mut buf, &mut st, false, 10_000);
+        let Ok(Parsed::Command(Value::List(l))) = &parsed else { panic!() };
         assert_eq!(l.len(), 100);
         assert!(st.kept.iter().flatten().all(|k| k.capacity() <= KEEP_ARGS));
         assert!(st.args.capacity() <= KEEP_ARGS);

@@ -495,7 +495,7 @@ fn a_rich_snapshot_round_trips() {
     // Handles resolve to the runtime's new ones, wherever they are.
     let chan = Handle::new(1);
     let r = Reader::new(back.values, HashMap::from([(1, chan.clone())]), HashMap::new());
-    let Value::Chan(inside) = r.value(back.channels[0].buffer[0]) else { panic!("a channel") };
+    let Value::Chan(ref inside) = r.value(back.channels[0].buffer[0]) else { panic!("a channel") };
     assert_eq!(inside.id(), 1);
     // One handle: the test's, the reader's, the one in the shared message tuple, and `inside`.
     assert_eq!(chan.ref_count(), 4);
