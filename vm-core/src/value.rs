@@ -381,61 +381,68 @@ impl Drop for Value {
 }
 
 /// Frees what `v` owns alone, level by level. Children that are containers are moved out of a
-/// container about to be freed onto a work list, so the container's own drop only frees its
-/// leaves; each of them is then dropped the same way from the loop here.
+/// container about to be freed, so the container's own drop only frees its leaves; each of them
+/// is then dropped the same way from the loop here. The first such child is kept aside rather
+/// than on the work list, so freeing a chain (one container inside the next) allocates nothing.
 #[inline(never)]
 fn drop_nested(v: &mut Value) {
     let mut work: Vec<Value> = Vec::new();
-    detach_children(v, &mut work);
-    while let Some(mut v) = work.pop() {
-        detach_children(&mut v, &mut work);
+    let mut next = detach_children(v, &mut work);
+    loop {
+        let Some(mut v) = next.take().or_else(|| work.pop()) else { return };
+        next = detach_children(&mut v, &mut work);
     }
 }
 
-/// Moves the container children of `v` onto `work` if this is the last reference to `v` (a
-/// shared container is only released by its drop, which never frees its children).
-fn detach_children(v: &mut Value, work: &mut Vec<Value>) {
+/// Moves the container children of `v` out of it if this is the last reference to `v` (a
+/// shared container is only released by its drop, which never frees its children): the first
+/// is returned, the others pushed on `work`.
+fn detach_children(v: &mut Value, work: &mut Vec<Value>) -> Option<Value> {
     match v {
+        // Plain loads first: a shared container, and one holding no containers (the common
+        // cases), pay no atomic read-modify-write beyond their drop's own.
         Value::Tuple(items) | Value::List(items) => {
-            // A plain load first: a shared container, the common case, pays no atomic write.
             if Arc::strong_count(items) == 1
+                && items.iter().any(Value::is_container)
                 && let Some(items) = Arc::get_mut(items)
             {
-                take_containers(items, work);
+                return take_containers(items.iter_mut().map(std::mem::take), work);
             }
         }
         Value::Fun(c) => {
             if Arc::strong_count(c) == 1
+                && c.env.iter().any(Value::is_container)
                 && let Some(c) = Arc::get_mut(c)
             {
-                take_containers(&mut c.env, work);
+                return take_containers(c.env.iter_mut().map(std::mem::take), work);
             }
         }
         Value::Map(m) => {
             if Arc::strong_count(m) == 1
-                && let Some(m) = Arc::get_mut(m)
                 && m.iter().any(|(k, x)| k.is_container() || x.is_container())
+                && let Some(m) = Arc::get_mut(m)
             {
                 // Keys cannot be taken out of a map in place: take the whole map apart.
-                for (k, x) in std::mem::take(m) {
-                    for c in [k, x] {
-                        if c.is_container() {
-                            work.push(c);
-                        }
-                    }
-                }
+                return take_containers(std::mem::take(m).into_iter().flat_map(|(k, x)| [k, x]), work);
             }
         }
         _ => {}
     }
+    None
 }
 
-fn take_containers(items: &mut [Value], work: &mut Vec<Value>) {
-    for item in items {
-        if item.is_container() {
-            work.push(std::mem::take(item));
+/// The containers among `items`: the first returned, the others pushed on `work`. The other
+/// items (leaves) are dropped here.
+fn take_containers(items: impl Iterator<Item = Value>, work: &mut Vec<Value>) -> Option<Value> {
+    let mut first = None;
+    for item in items.filter(Value::is_container) {
+        if first.is_none() {
+            first = Some(item);
+        } else {
+            work.push(item);
         }
     }
+    first
 }
 
 /// How far [`compare_nested`] looks into a pair of values.
