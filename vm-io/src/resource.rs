@@ -459,4 +459,21 @@ mod tests {
         drop(b);
         assert_eq!(io.live(), 0);
     }
+
+    #[test]
+    fn a_resource_at_the_bottom_of_a_deep_message_changes_owner() {
+        let io = Io::new(Permissions::all(), Arc::new(Quiet));
+        let r = io.adopt(1, file_obj(), "r".into());
+        let deep =
+            (0..100_000).fold(Value::list(vec![Value::Int(0), r.clone()]), |v, _| Value::list(vec![v]));
+        // On a small stack: a walk recursing once per level would overflow it.
+        std::thread::scope(|s| {
+            std::thread::Builder::new()
+                .stack_size(256 * 1024)
+                .spawn_scoped(s, || io.transfer(&deep, 1, 2))
+                .unwrap();
+        });
+        assert!(Ctx { io: &io, pid: 2 }.obj("t", &r).is_ok());
+        assert_eq!(io.owned_by(1).len(), 0);
+    }
 }

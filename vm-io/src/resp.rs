@@ -669,6 +669,19 @@ mod tests {
     }
 
     #[test]
+    fn a_value_nested_past_the_limit_is_refused_whatever_its_depth() {
+        let nested = |n: usize| (0..n).fold(Value::Int(1), |v, _| Value::list(vec![v]));
+        assert!(encode(&nested(MAX_DEPTH)).is_ok());
+        for n in [MAX_DEPTH + 1, 100_000] {
+            let e = encode(&nested(n)).unwrap_err();
+            assert_eq!(
+                (e.kind, e.msg.to_string()),
+                (atoms::BADARG, "resp_encode: nested more than 256 deep".into())
+            );
+        }
+    }
+
+    #[test]
     fn encodes_values() {
         let enc = |v: &Value| encode(v).map(|b| String::from_utf8_lossy(&b).into_owned());
         assert_eq!(enc(&Value::Nil).unwrap(), "$-1\r\n");
