@@ -319,20 +319,21 @@ impl Value {
     pub fn children(&self) -> Children<'_> {
         match self {
             Value::Tuple(items) | Value::List(items) => Children::Seq(items.iter()),
-            Value::Map(m) => Children::Map(m.iter(), None),
+            Value::Map(m) => Children::Map(Box::new((m.iter(), None))),
             Value::Fun(c) => Children::Seq(c.env.iter()),
             _ => Children::Seq([].iter()),
         }
     }
 }
 
-/// The values a value holds directly: see [`Value::children`].
+/// The values a value holds directly: see [`Value::children`]. Two words: the walks move these
+/// between their work lists at every level, and a map's iterator is nine, so it is boxed.
 #[derive(Clone)]
 pub enum Children<'a> {
     /// A tuple's or list's items, or a function value's captured values.
     Seq(std::slice::Iter<'a, Value>),
     /// A map's entries, and the value of the entry whose key was the last item.
-    Map(std::collections::btree_map::Iter<'a, Value, Value>, Option<&'a Value>),
+    Map(Box<(std::collections::btree_map::Iter<'a, Value, Value>, Option<&'a Value>)>),
 }
 
 impl<'a> Iterator for Children<'a> {
@@ -342,11 +343,11 @@ impl<'a> Iterator for Children<'a> {
     fn next(&mut self) -> Option<&'a Value> {
         match self {
             Children::Seq(it) => it.next(),
-            Children::Map(it, value) => match value.take() {
+            Children::Map(state) => match state.1.take() {
                 Some(v) => Some(v),
                 None => {
-                    let (k, v) = it.next()?;
-                    *value = Some(v);
+                    let (k, v) = state.0.next()?;
+                    state.1 = Some(v);
                     Some(k)
                 }
             },
@@ -364,7 +365,7 @@ impl ExactSizeIterator for Children<'_> {
     fn len(&self) -> usize {
         match self {
             Children::Seq(it) => it.len(),
-            Children::Map(it, value) => 2 * it.len() + usize::from(value.is_some()),
+            Children::Map(state) => 2 * state.0.len() + usize::from(state.1.is_some()),
         }
     }
 }
@@ -374,7 +375,17 @@ impl ExactSizeIterator for Children<'_> {
 impl Drop for Value {
     #[inline]
     fn drop(&mut self) {
-        if self.is_container() {
+        // Only the last reference to a container can free what it holds, and a plain load
+        // tells: dropping a scalar or a shared container costs no call. (A count that falls to
+        // one just after this load leaves the container to its ordinary drop, one level deep:
+        // each child's own drop starts the walk again.)
+        let last = match self {
+            Value::Tuple(items) | Value::List(items) => Arc::strong_count(items) == 1,
+            Value::Map(m) => Arc::strong_count(m) == 1,
+            Value::Fun(c) => Arc::strong_count(c) == 1,
+            _ => false,
+        };
+        if last {
             drop_nested(self);
         }
     }
@@ -398,15 +409,20 @@ fn drop_nested(v: &mut Value) {
 /// shared container is only released by its drop, which never frees its children): the first
 /// is returned, the others pushed on `work`.
 fn detach_children(v: &mut Value, work: &mut Vec<Value>) -> Option<Value> {
+    let mut first = None;
+    let mut keep = |c: Value| match first {
+        None => first = Some(c),
+        Some(_) => work.push(c),
+    };
+    // Plain loads before `get_mut`: a shared container, and one holding no containers, pay no
+    // atomic read-modify-write beyond their drop's own.
     match v {
-        // Plain loads first: a shared container, and one holding no containers (the common
-        // cases), pay no atomic read-modify-write beyond their drop's own.
         Value::Tuple(items) | Value::List(items) => {
             if Arc::strong_count(items) == 1
                 && items.iter().any(Value::is_container)
                 && let Some(items) = Arc::get_mut(items)
             {
-                return take_containers(items.iter_mut().map(std::mem::take), work);
+                items.iter_mut().filter(|x| x.is_container()).for_each(|x| keep(std::mem::take(x)));
             }
         }
         Value::Fun(c) => {
@@ -414,7 +430,7 @@ fn detach_children(v: &mut Value, work: &mut Vec<Value>) -> Option<Value> {
                 && c.env.iter().any(Value::is_container)
                 && let Some(c) = Arc::get_mut(c)
             {
-                return take_containers(c.env.iter_mut().map(std::mem::take), work);
+                c.env.iter_mut().filter(|x| x.is_container()).for_each(|x| keep(std::mem::take(x)));
             }
         }
         Value::Map(m) => {
@@ -423,24 +439,12 @@ fn detach_children(v: &mut Value, work: &mut Vec<Value>) -> Option<Value> {
                 && let Some(m) = Arc::get_mut(m)
             {
                 // Keys cannot be taken out of a map in place: take the whole map apart.
-                return take_containers(std::mem::take(m).into_iter().flat_map(|(k, x)| [k, x]), work);
+                for (k, x) in std::mem::take(m) {
+                    [k, x].into_iter().filter(Value::is_container).for_each(&mut keep);
+                }
             }
         }
         _ => {}
-    }
-    None
-}
-
-/// The containers among `items`: the first returned, the others pushed on `work`. The other
-/// items (leaves) are dropped here.
-fn take_containers(items: impl Iterator<Item = Value>, work: &mut Vec<Value>) -> Option<Value> {
-    let mut first = None;
-    for item in items.filter(Value::is_container) {
-        if first.is_none() {
-            first = Some(item);
-        } else {
-            work.push(item);
-        }
     }
     first
 }
@@ -455,7 +459,7 @@ enum Shallow<'a> {
 
 /// Compares a pair as far as it can without visiting children. With `eq_only`, containers of
 /// different sizes are unequal at once (the result then only says equal or not).
-#[inline]
+#[inline(always)]
 fn shallow<'a>(a: &'a Value, b: &'a Value, eq_only: bool) -> Shallow<'a> {
     let (same, sizes_differ) = match (a, b) {
         (Value::Tuple(x), Value::Tuple(y)) | (Value::List(x), Value::List(y)) => {
@@ -491,6 +495,17 @@ fn compare_nested(a: &Value, b: &Value, eq_only: bool) -> Ordering {
     let mut work: Vec<(Children<'_>, Children<'_>)> = Vec::new();
     loop {
         match (x.next(), y.next()) {
+            // A pair that is not two containers is decided here, without a call.
+            (Some(p), Some(q)) if !(p.is_container() && q.is_container()) => {
+                let o = if eq_only {
+                    if p == q { Ordering::Equal } else { Ordering::Less }
+                } else {
+                    p.cmp_leaf(q)
+                };
+                if o != Ordering::Equal {
+                    return o;
+                }
+            }
             (Some(p), Some(q)) => match shallow(p, q, eq_only) {
                 Shallow::Done(Ordering::Equal) => {}
                 Shallow::Done(o) => return o,
@@ -866,6 +881,11 @@ fn write_repr(out: &mut impl fmt::Write, v: &Value) -> fmt::Result {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn children_is_two_words() {
+        assert_eq!(std::mem::size_of::<Children<'_>>(), 2 * std::mem::size_of::<usize>());
+    }
 
     #[test]
     fn value_is_at_most_16_bytes() {
