@@ -325,6 +325,7 @@ impl Asm<'_> {
         }
         let len = c.end() - at;
         let spans = lex::split_operands(c.src(), c.pos, c.end())?;
+        let op = const_form(op, c.src(), &spans);
         let kinds = op.operands();
         if spans.len() != kinds.len() {
             let n = kinds.len();
@@ -861,6 +862,17 @@ fn register(c: &mut Cursor) -> PResult<i64> {
         Ok(n) if n <= MAX_REG => Ok(n),
         _ => Err(SpanError::new(at, word.len(), format!("register `{word}` is out of range"))
             .with_hint(format!("registers are r0 to r{MAX_REG}"))),
+    }
+}
+
+/// `jeq a, CONST, target` and `jne a, CONST, target` are `jeqk` and `jnek`: the comparison
+/// with a constant picks its op by the form of the second operand, as people expect of `jeq`.
+fn const_form(op: Opcode, src: &str, spans: &[(usize, usize)]) -> Opcode {
+    let constant = spans.get(1).is_some_and(|&(s, e)| !is_register(src[s..e].trim()));
+    match op {
+        Opcode::Jeq if constant && spans.len() == 3 => Opcode::Jeqk,
+        Opcode::Jne if constant && spans.len() == 3 => Opcode::Jnek,
+        _ => op,
     }
 }
 

@@ -409,7 +409,7 @@ fn rich() -> Snapshot {
     first.links = vec![2];
     let mut other =
         ActorState::new(&m, m.func_index("work").unwrap(), vec![Value::Nil, Value::Int(3)]).unwrap();
-    other.pending = Some(Box::new(Exception::new(crate::atom::Atom::new("later"), "raised next")));
+    other.set_pending(Some(Exception::new(crate::atom::Atom::new("later"), "raised next")));
     let msg = Value::tuple(vec![
         Value::Chan(chan.clone()),
         Value::Res(listener.clone()),
@@ -500,7 +500,7 @@ fn a_rich_snapshot_round_trips() {
     // One handle: the test's, the reader's, the one in the shared message tuple, and `inside`.
     assert_eq!(chan.ref_count(), 4);
     let st = r.state(&back.actors[1].state);
-    assert_eq!(st.pending.unwrap().kind, crate::atom::Atom::new("later"));
+    assert_eq!(st.pending().unwrap().kind, crate::atom::Atom::new("later"));
 }
 
 fn err(bytes: &[u8]) -> String {

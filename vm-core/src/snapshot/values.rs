@@ -7,7 +7,7 @@
 use super::v1::{self, Boxed, VRef};
 use crate::atom::Atom;
 use crate::exception::Exception;
-use crate::step::{ActorState, Caught, Frame, Handler};
+use crate::step::{ActorState, Caught, Frame, Handler, Rare};
 use crate::value::{Closure, Handle, Pid, Value};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -139,10 +139,10 @@ impl Writer {
                 .iter()
                 .map(|h| v1::Handler { frame: h.frame, target: h.target, dst: h.dst })
                 .collect(),
-            pending: st.pending.as_deref().map(|e| self.exception(e)),
+            pending: st.pending().map(|e| self.exception(e)),
             reductions: st.reductions,
             max_frames: st.max_frames,
-            caught: st.caught.as_deref().map(|c| v1::Caught {
+            caught: st.caught().map(|c| v1::Caught {
                 count: c.count,
                 last: c.last.as_ref().map(|(e, f, pc)| (self.exception(e), *f, *pc)),
             }),
@@ -256,15 +256,18 @@ impl Reader {
                 .iter()
                 .map(|h| Handler { frame: h.frame, target: h.target, dst: h.dst })
                 .collect(),
-            pending: s.pending.as_ref().map(|e| Box::new(self.exception(e))),
-            reductions: s.reductions,
-            max_frames: s.max_frames,
-            caught: s.caught.as_ref().map(|c| {
-                Box::new(Caught {
-                    count: c.count,
-                    last: c.last.as_ref().map(|(e, f, pc)| (self.exception(e), *f, *pc)),
+            rare: (s.pending.is_some() || s.caught.is_some()).then(|| {
+                Box::new(Rare {
+                    pending: s.pending.as_ref().map(|e| self.exception(e)),
+                    caught: s.caught.as_ref().map(|c| Caught {
+                        count: c.count,
+                        last: c.last.as_ref().map(|(e, f, pc)| (self.exception(e), *f, *pc)),
+                    }),
                 })
             }),
+            reductions: s.reductions,
+            max_frames: s.max_frames,
+            rng: 0,
         }
     }
 }
