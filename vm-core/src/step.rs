@@ -405,6 +405,8 @@ pub enum ActorOp {
     Unlink(Pid),
     /// Monitor an actor; returns the reference (an int).
     Monitor(Pid),
+    /// A new reference (`make_ref`), unique across the VM: a `Value::Ref` of this node.
+    MakeRef,
     /// Cancel a monitor by reference.
     Demonitor(i64),
     /// Set exit trapping; returns the previous setting.

@@ -14,7 +14,7 @@
 //! Equality is structural and strict: `1 == 1.0` is false (they are different keys in a map), but
 //! the ordering compares numbers numerically. Floats are ordered with `total_cmp`, so every value
 //! has a place in the total order used by maps and `cmp`: nil < bool < numbers < atom < str <
-//! bytes < tuple < list < map < pid < chan < resource < fun.
+//! bytes < tuple < list < map < pid < ref < chan < resource < fun.
 
 use crate::atom::{Atom, atoms};
 use serde::{Deserialize, Serialize};
@@ -31,6 +31,37 @@ pub struct Pid(pub u64);
 impl fmt::Display for Pid {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "<{}>", self.0)
+    }
+}
+
+/// A reference made by `make_ref`: a value equal only to itself (and its copies), for tagging a
+/// request so that its reply can be told apart.
+///
+/// The high 16 bits name the node that made it, as a pid's do (0: this VM; a cluster maps other
+/// nodes' references to their node's slot as it maps pids), the low 48 bits are the serial that
+/// node's runtime handed out. So a reference is unique across the VM and, naming its node's
+/// incarnation on the wire, across a cluster. It prints as `#Ref<node.serial>`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Ref(pub u64);
+
+impl Ref {
+    /// Bits of a reference that hold the serial; the rest name the node.
+    pub const SERIAL_BITS: u32 = 48;
+
+    /// The node part (0 for a reference made here).
+    pub fn node(self) -> u16 {
+        (self.0 >> Ref::SERIAL_BITS) as u16
+    }
+
+    /// The serial part.
+    pub fn serial(self) -> u64 {
+        self.0 & ((1 << Ref::SERIAL_BITS) - 1)
+    }
+}
+
+impl fmt::Display for Ref {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "#Ref<{}.{}>", self.node(), self.serial())
     }
 }
 
@@ -205,6 +236,8 @@ pub enum Value {
     Map(#[serde(with = "map_as_pairs")] Arc<BTreeMap<Value, Value>>),
     /// An actor.
     Pid(Pid),
+    /// A unique reference (`make_ref`).
+    Ref(Ref),
     /// A channel.
     Chan(Handle),
     /// An OS resource (socket, file, listener).
@@ -259,6 +292,7 @@ impl Value {
             Value::List(_) => atoms::LIST,
             Value::Map(_) => atoms::MAP,
             Value::Pid(_) => atoms::PID,
+            Value::Ref(_) => atoms::REF,
             Value::Chan(_) => atoms::CHAN,
             Value::Res(_) => atoms::RESOURCE,
             Value::Fun(_) => atoms::FUN,
@@ -277,9 +311,10 @@ impl Value {
             Value::List(_) => 7,
             Value::Map(_) => 8,
             Value::Pid(_) => 9,
-            Value::Chan(_) => 10,
-            Value::Res(_) => 11,
-            Value::Fun(_) => 12,
+            Value::Ref(_) => 10,
+            Value::Chan(_) => 11,
+            Value::Res(_) => 12,
+            Value::Fun(_) => 13,
         }
     }
 
@@ -304,6 +339,7 @@ impl PartialEq for Value {
             (Value::Tuple(a), Value::Tuple(b)) | (Value::List(a), Value::List(b)) => a == b,
             (Value::Map(a), Value::Map(b)) => a == b,
             (Value::Pid(a), Value::Pid(b)) => a == b,
+            (Value::Ref(a), Value::Ref(b)) => a == b,
             (Value::Chan(a), Value::Chan(b)) | (Value::Res(a), Value::Res(b)) => a.id() == b.id(),
             (Value::Fun(a), Value::Fun(b)) => a == b,
             _ => false,
@@ -336,6 +372,7 @@ impl Ord for Value {
             (Value::Tuple(a), Value::Tuple(b)) | (Value::List(a), Value::List(b)) => a.cmp(b),
             (Value::Map(a), Value::Map(b)) => a.cmp(b),
             (Value::Pid(a), Value::Pid(b)) => a.cmp(b),
+            (Value::Ref(a), Value::Ref(b)) => a.cmp(b),
             (Value::Chan(a), Value::Chan(b)) | (Value::Res(a), Value::Res(b)) => a.id().cmp(&b.id()),
             (Value::Fun(a), Value::Fun(b)) => a.cmp(b),
             _ => self.rank().cmp(&other.rank()),
@@ -379,6 +416,7 @@ impl Hash for Value {
             Value::Tuple(t) | Value::List(t) => t.hash(h),
             Value::Map(m) => m.hash(h),
             Value::Pid(p) => p.hash(h),
+            Value::Ref(r) => r.hash(h),
             Value::Chan(c) | Value::Res(c) => c.id().hash(h),
             Value::Fun(f) => f.hash(h),
         }
@@ -527,6 +565,7 @@ fn write_repr(out: &mut impl fmt::Write, v: &Value) -> fmt::Result {
             out.write_char('}')
         }
         Value::Pid(p) => write!(out, "{p}"),
+        Value::Ref(r) => write!(out, "{r}"),
         Value::Chan(h) => write!(out, "#chan<{}>", h.id()),
         Value::Res(h) => write!(out, "#res<{}>", h.id()),
         Value::Fun(c) => write!(out, "#fun<{}/{}>", c.func, c.env.len()),

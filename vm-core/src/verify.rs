@@ -155,6 +155,7 @@ fn check_const(errors: &mut Errors, index: usize, c: &Value) {
     while let Some((v, depth)) = stack.pop() {
         let kind = match v {
             Value::Pid(_) => "a pid",
+            Value::Ref(_) => "a reference",
             Value::Chan(_) => "a channel",
             Value::Res(_) => "a resource",
             Value::Fun(_) => "a function value",

@@ -169,7 +169,8 @@ pub fn check_data(what: &str, v: &Value) -> Result<(), Exception> {
             | Value::Float(_)
             | Value::Atom(_)
             | Value::Str(_)
-            | Value::Bytes(_) => {}
+            | Value::Bytes(_)
+            | Value::Ref(_) => {}
             Value::Tuple(items) | Value::List(items) => stack.extend(items.iter()),
             Value::Map(m) => m.iter().for_each(|(k, x)| stack.extend([k, x])),
             Value::Pid(_) | Value::Chan(_) | Value::Res(_) | Value::Fun(_) => {

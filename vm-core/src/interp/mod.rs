@@ -552,7 +552,8 @@ fn run<H: Host + ?Sized>(st: &mut ActorState, m: &Module, host: &mut H, mut fuel
             | Instr::Format { .. }
             | Instr::Rand { .. }
             | Instr::Randf { .. }
-            | Instr::Randb { .. } => {}
+            | Instr::Randb { .. }
+            | Instr::MakeRef { .. } => {}
         }
         // The spawn instructions' fuel column (see `SPAWN_FUEL`): charged here, before the
         // spawn; the next call or backward jump yields once the fuel is spent.

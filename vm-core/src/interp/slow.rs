@@ -357,6 +357,7 @@ pub(super) fn slow<H: Host + ?Sized>(
         }
 
         Instr::Print { a } => Flow::Block(Effect::Print(reg!(a).to_string())),
+        Instr::MakeRef { dst } => put!(dst, host.control(ActorOp::MakeRef)),
         Instr::Self_ { dst } => {
             let v = Value::Pid(host.self_pid());
             store(&mut reg!(dst), v);

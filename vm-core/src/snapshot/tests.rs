@@ -140,7 +140,7 @@ fn meta() -> Meta {
         writer: "snapshot tests".into(),
         taken_unix_ms: 1_700_000_000_000,
         vm_time_ms: 1234,
-        counters: Counters { next_pid: 3, next_ref: 2, next_chan: 2, next_handle: 7 },
+        counters: Counters { next_pid: 3, next_ref: 3, next_chan: 2, next_handle: 7 },
         config: v1::Config {
             fuel: 2,
             max_frames: 100,
@@ -418,6 +418,7 @@ fn rich() -> Snapshot {
         Value::Res(closed.clone()),
         Value::Res(table.clone()),
         Value::Pid(Pid(1)),
+        Value::Ref(crate::value::Ref(2)),
         Value::Float(f64::NAN),
         Value::bytes(&b"\x00\xff"[..]),
         Value::Fun(Arc::new(Closure { func: m.func_index("scale").unwrap(), env: vec![Value::Int(2)] })),
@@ -668,6 +669,10 @@ fn state_damage() -> Vec<(&'static str, Box<dyn Fn(&mut Snapshot)>)> {
             Box::new(|s| s.actors[1].state.regs.push(VRef::Int(1))),
         ),
         ("actor <2>: register 1: refers to pid <7>", Box::new(|s| s.actors[1].state.regs[1] = VRef::Pid(7))),
+        (
+            "actor <2>: register 1: refers to reference 99, which was never handed out",
+            Box::new(|s| s.actors[1].state.regs[1] = VRef::Ref(99)),
+        ),
         (
             "actor <2>: register 1: refers to atom 999",
             Box::new(|s| s.actors[1].state.regs[1] = VRef::Atom(999)),

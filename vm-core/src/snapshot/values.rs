@@ -8,7 +8,7 @@ use super::v1::{self, Boxed, VRef};
 use crate::atom::Atom;
 use crate::exception::Exception;
 use crate::step::{ActorState, Caught, Frame, Handler, Rare};
-use crate::value::{Closure, Handle, Pid, Value};
+use crate::value::{Closure, Handle, Pid, Ref, Value};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
@@ -98,6 +98,7 @@ impl Writer {
             Value::Float(x) => VRef::Float(x.to_bits()),
             Value::Atom(a) => VRef::Atom(self.atom(*a)),
             Value::Pid(p) => VRef::Pid(p.0),
+            Value::Ref(r) => VRef::Ref(r.0),
             Value::Chan(h) => {
                 if self.chans.insert(h.id()) {
                     self.fresh_chans.push(h.clone());
@@ -231,6 +232,7 @@ impl Reader {
             VRef::Float(bits) => Value::Float(f64::from_bits(bits)),
             VRef::Atom(i) => Value::Atom(self.atom(i)),
             VRef::Pid(p) => Value::Pid(Pid(p)),
+            VRef::Ref(r) => Value::Ref(Ref(r)),
             VRef::Chan(id) => Value::Chan(self.chans.get(&id).cloned().unwrap_or_else(|| Handle::new(id))),
             VRef::Res(id) => Value::Res(self.res.get(&id).cloned().unwrap_or_else(|| Handle::new(id))),
             VRef::Shared(i) => self.shared.get(i as usize).cloned().unwrap_or(Value::Nil),
