@@ -778,7 +778,19 @@ impl Asm<'_> {
             return Err(span(format!("includes nest more than {MAX_INCLUDE_DEPTH} deep")));
         }
         let from_name = self.sources[from].name.clone();
-        let (name, text) = match self.loader.load(path, Some(&from_name)) {
+        let loaded = if super::stdlib::reserved(path) {
+            match super::stdlib::file(path) {
+                Some(text) => Ok((path.to_string(), text.to_string())),
+                None => {
+                    let names: Vec<&str> = super::stdlib::names().collect();
+                    return Err(span(format!("there is no `{path}` in the standard library"))
+                        .with_hint(format!("it has {}", names.join(", "))));
+                }
+            }
+        } else {
+            self.loader.load(path, Some(&from_name))
+        };
+        let (name, text) = match loaded {
             Ok(loaded) => loaded,
             Err(LoadError::Unreadable(msg)) => return Err(span(format!("cannot include `{path}`: {msg}"))),
             Err(e @ LoadError::NotUtf8 { .. }) => {

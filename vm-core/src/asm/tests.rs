@@ -678,6 +678,35 @@ fn complete_programs_in_the_language_guide_assemble() {
 }
 
 #[test]
+fn complete_programs_in_the_std_guide_assemble() {
+    let guide = include_str!("../../../docs/std.md");
+    let mut blocks = 0;
+    for block in guide.split("```vasm\n").skip(1) {
+        let body = &block[..block.find("```").expect("closed code block")];
+        if let Err(e) = assemble_str("std_guide.vasm", body) {
+            panic!("a program in docs/std.md does not assemble:\n{e}\n{body}");
+        }
+        blocks += 1;
+    }
+    assert!(blocks >= 1, "no complete program found in docs/std.md");
+}
+
+#[test]
+fn the_standard_library_is_included_from_the_binary_not_the_loader() {
+    // The loader holds only the main file: `std/` paths never reach it.
+    let mut files = MemLoader::new();
+    files.insert("deep/dir/main.vasm", ".include \"std/list.vasm\"\n.func main 1\n    ret r0\n.end\n");
+    let m = assemble("deep/dir/main.vasm", &mut files).unwrap_or_else(|e| panic!("{e}"));
+    for f in ["list_map", "list_fold", "list_filter", "list_each"] {
+        assert!(m.func_index(f).is_some(), "{f}");
+    }
+    assert!(m.debug.expect("debug").files.contains(&"std/list.vasm".to_string()));
+    let e = error(".include \"std/nope.vasm\"\n.func main 1\n    ret r0\n.end\n");
+    assert!(e.message.contains("no `std/nope.vasm` in the standard library"), "{e:?}");
+    assert!(e.hint.as_deref().unwrap_or("").contains("std/list.vasm"), "{e:?}");
+}
+
+#[test]
 fn the_several_files_example_in_the_language_guide_assembles() {
     // Plain code blocks that start with `; NAME.vasm` are the files of one program.
     let guide = include_str!("../../../docs/language.md");
