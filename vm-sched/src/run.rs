@@ -51,6 +51,8 @@ pub struct RunOptions {
     /// Seeds the actors' random generators (`--seed`), so a run can be repeated; `None`
     /// seeds them from the process's own randomness.
     pub seed: Option<u64>,
+    /// The heartbeat warns of an actor holding a worker thread longer than this (milliseconds).
+    pub hog_threshold_ms: u64,
 }
 
 impl Default for RunOptions {
@@ -62,6 +64,7 @@ impl Default for RunOptions {
             workers: None,
             perms: vm_io::Permissions::default(),
             seed: None,
+            hog_threshold_ms: config.hog_threshold_ms,
         }
     }
 }
@@ -74,6 +77,7 @@ impl RunOptions {
             max_frames: self.max_frames,
             perms: self.perms.clone(),
             seed: self.seed,
+            hog_threshold_ms: self.hog_threshold_ms,
             ..Config::default()
         }
     }
@@ -337,12 +341,12 @@ mod tests {
         let c = RunOptions {
             fuel_per_slice: 0,
             max_frames: 7,
-            workers: None,
-            perms: Default::default(),
-            seed: None,
+            hog_threshold_ms: 5000,
+            seed: Some(3),
+            ..RunOptions::default()
         }
         .config();
-        assert_eq!((c.fuel, c.max_frames), (1, 7));
+        assert_eq!((c.fuel, c.max_frames, c.hog_threshold_ms, c.seed), (1, 7, 5000, Some(3)));
     }
 
     #[tokio::test]
