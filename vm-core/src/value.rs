@@ -14,7 +14,7 @@
 //! Equality is structural and strict: `1 == 1.0` is false (they are different keys in a map), but
 //! the ordering compares numbers numerically. Floats are ordered with `total_cmp`, so every value
 //! has a place in the total order used by maps and `cmp`: nil < bool < numbers < atom < str <
-//! bytes < tuple < list < map < pid < chan < resource < fun.
+//! bytes < tuple < list < map < pid < ref < chan < resource < fun.
 //!
 //! # Nesting depth
 //!
@@ -48,6 +48,37 @@ pub struct Pid(pub u64);
 impl fmt::Display for Pid {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "<{}>", self.0)
+    }
+}
+
+/// A reference made by `make_ref`: a value equal only to itself (and its copies), for tagging a
+/// request so that its reply can be told apart.
+///
+/// The high 16 bits name the node that made it, as a pid's do (0: this VM; a cluster maps other
+/// nodes' references to their node's slot as it maps pids), the low 48 bits are the serial that
+/// node's runtime handed out. So a reference is unique across the VM and, naming its node's
+/// incarnation on the wire, across a cluster. It prints as `#Ref<node.serial>`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Ref(pub u64);
+
+impl Ref {
+    /// Bits of a reference that hold the serial; the rest name the node.
+    pub const SERIAL_BITS: u32 = 48;
+
+    /// The node part (0 for a reference made here).
+    pub fn node(self) -> u16 {
+        (self.0 >> Ref::SERIAL_BITS) as u16
+    }
+
+    /// The serial part.
+    pub fn serial(self) -> u64 {
+        self.0 & ((1 << Ref::SERIAL_BITS) - 1)
+    }
+}
+
+impl fmt::Display for Ref {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "#Ref<{}.{}>", self.node(), self.serial())
     }
 }
 
@@ -222,6 +253,8 @@ pub enum Value {
     Map(#[serde(with = "map_as_pairs")] Arc<BTreeMap<Value, Value>>),
     /// An actor.
     Pid(Pid),
+    /// A unique reference (`make_ref`).
+    Ref(Ref),
     /// A channel.
     Chan(Handle),
     /// An OS resource (socket, file, listener).
@@ -276,6 +309,7 @@ impl Value {
             Value::List(_) => atoms::LIST,
             Value::Map(_) => atoms::MAP,
             Value::Pid(_) => atoms::PID,
+            Value::Ref(_) => atoms::REF,
             Value::Chan(_) => atoms::CHAN,
             Value::Res(_) => atoms::RESOURCE,
             Value::Fun(_) => atoms::FUN,
@@ -294,9 +328,10 @@ impl Value {
             Value::List(_) => 7,
             Value::Map(_) => 8,
             Value::Pid(_) => 9,
-            Value::Chan(_) => 10,
-            Value::Res(_) => 11,
-            Value::Fun(_) => 12,
+            Value::Ref(_) => 10,
+            Value::Chan(_) => 11,
+            Value::Res(_) => 12,
+            Value::Fun(_) => 13,
         }
     }
 
@@ -542,6 +577,7 @@ impl PartialEq for Value {
             | (Value::Map(_), Value::Map(_))
             | (Value::Fun(_), Value::Fun(_)) => compare_nested(self, other, true) == Ordering::Equal,
             (Value::Pid(a), Value::Pid(b)) => a == b,
+            (Value::Ref(a), Value::Ref(b)) => a == b,
             (Value::Chan(a), Value::Chan(b)) | (Value::Res(a), Value::Res(b)) => a.id() == b.id(),
             _ => false,
         }
@@ -585,6 +621,7 @@ impl Value {
             (Value::Str(a), Value::Str(b)) => a.cmp(b),
             (Value::Bytes(a), Value::Bytes(b)) => a.cmp(b),
             (Value::Pid(a), Value::Pid(b)) => a.cmp(b),
+            (Value::Ref(a), Value::Ref(b)) => a.cmp(b),
             (Value::Chan(a), Value::Chan(b)) | (Value::Res(a), Value::Res(b)) => a.id().cmp(&b.id()),
             (Value::Tuple(_), Value::Tuple(_))
             | (Value::List(_), Value::List(_))
@@ -637,6 +674,7 @@ impl Value {
             Value::Float(f) => f.to_bits().hash(h),
             Value::Atom(a) => a.hash(h),
             Value::Pid(p) => p.hash(h),
+            Value::Ref(r) => r.hash(h),
             Value::Chan(c) | Value::Res(c) => c.id().hash(h),
             _ => {}
         }
@@ -822,6 +860,7 @@ fn write_leaf(out: &mut impl fmt::Write, v: &Value) -> fmt::Result {
         Value::Str(s) => write_str_literal(out, s),
         Value::Bytes(b) => write_bytes_literal(out, b),
         Value::Pid(p) => write!(out, "{p}"),
+        Value::Ref(r) => write!(out, "{r}"),
         Value::Chan(h) => write!(out, "#chan<{}>", h.id()),
         Value::Res(h) => write!(out, "#res<{}>", h.id()),
         Value::Fun(c) => write!(out, "#fun<{}/{}>", c.func, c.env.len()),

@@ -172,7 +172,8 @@ pub fn check_data(what: &str, v: &Value) -> Result<(), Exception> {
             | Value::Float(_)
             | Value::Atom(_)
             | Value::Str(_)
-            | Value::Bytes(_) => {}
+            | Value::Bytes(_)
+            | Value::Ref(_) => {}
             Value::Tuple(_) | Value::List(_) | Value::Map(_) => stack.extend(v.children()),
             Value::Pid(_) | Value::Chan(_) | Value::Res(_) | Value::Fun(_) => {
                 return Err(Exception::type_error(format!(

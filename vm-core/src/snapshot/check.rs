@@ -128,6 +128,7 @@ impl Checker<'_> {
             VRef::Nil | VRef::False | VRef::True | VRef::Int(_) | VRef::Float(_) => Ok(()),
             VRef::Atom(i) => self.atom(i),
             VRef::Pid(p) => self.pid(p),
+            VRef::Ref(r) => self.reference(r),
             VRef::Chan(id) if self.chans.contains(&id) => Ok(()),
             VRef::Chan(id) => Err(format!("refers to channel {id}, which the snapshot does not hold")),
             VRef::Res(id) if self.res.contains(&id) => Ok(()),
@@ -154,6 +155,17 @@ impl Checker<'_> {
         let next = self.s.meta.counters.next_pid;
         if p == 0 || p >= next {
             return Err(format!("refers to pid <{p}>, which was never handed out (the next pid is {next})"));
+        }
+        Ok(())
+    }
+
+    /// A reference this VM made (node 0) is below the reference counter, so a resumed VM never
+    /// hands it out again; one another node made cannot be in a snapshot (a clustered VM is not
+    /// snapshotted), as for pids.
+    fn reference(&self, r: u64) -> Res {
+        let next = self.s.meta.counters.next_ref;
+        if r == 0 || r >= next {
+            return Err(format!("refers to reference {r}, which was never handed out (the next is {next})"));
         }
         Ok(())
     }

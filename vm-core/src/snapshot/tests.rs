@@ -140,7 +140,7 @@ fn meta() -> Meta {
         writer: "snapshot tests".into(),
         taken_unix_ms: 1_700_000_000_000,
         vm_time_ms: 1234,
-        counters: Counters { next_pid: 3, next_ref: 2, next_chan: 2, next_handle: 7 },
+        counters: Counters { next_pid: 3, next_ref: 3, next_chan: 2, next_handle: 7 },
         config: v1::Config {
             fuel: 2,
             max_frames: 100,
@@ -402,7 +402,7 @@ fn rich() -> Snapshot {
     first.links = vec![2];
     let mut other =
         ActorState::new(&m, m.func_index("work").unwrap(), vec![Value::Nil, Value::Int(3)]).unwrap();
-    other.pending = Some(Box::new(Exception::new(crate::atom::Atom::new("later"), "raised next")));
+    other.set_pending(Some(Exception::new(crate::atom::Atom::new("later"), "raised next")));
     let msg = Value::tuple(vec![
         Value::Chan(chan.clone()),
         Value::Res(listener.clone()),
@@ -411,6 +411,7 @@ fn rich() -> Snapshot {
         Value::Res(closed.clone()),
         Value::Res(table.clone()),
         Value::Pid(Pid(1)),
+        Value::Ref(crate::value::Ref(2)),
         Value::Float(f64::NAN),
         Value::bytes(&b"\x00\xff"[..]),
         Value::Fun(Arc::new(Closure { func: m.func_index("scale").unwrap(), env: vec![Value::Int(2)] })),
@@ -493,7 +494,7 @@ fn a_rich_snapshot_round_trips() {
     // One handle: the test's, the reader's, the one in the shared message tuple, and `inside`.
     assert_eq!(chan.ref_count(), 4);
     let st = r.state(&back.actors[1].state);
-    assert_eq!(st.pending.unwrap().kind, crate::atom::Atom::new("later"));
+    assert_eq!(st.pending().unwrap().kind, crate::atom::Atom::new("later"));
 }
 
 fn err(bytes: &[u8]) -> String {
@@ -661,6 +662,10 @@ fn state_damage() -> Vec<(&'static str, Box<dyn Fn(&mut Snapshot)>)> {
             Box::new(|s| s.actors[1].state.regs.push(VRef::Int(1))),
         ),
         ("actor <2>: register 1: refers to pid <7>", Box::new(|s| s.actors[1].state.regs[1] = VRef::Pid(7))),
+        (
+            "actor <2>: register 1: refers to reference 99, which was never handed out",
+            Box::new(|s| s.actors[1].state.regs[1] = VRef::Ref(99)),
+        ),
         (
             "actor <2>: register 1: refers to atom 999",
             Box::new(|s| s.actors[1].state.regs[1] = VRef::Atom(999)),
