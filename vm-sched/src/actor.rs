@@ -19,12 +19,12 @@
 //! parked task with a stored waker: no polling, no CPU.
 
 use crate::cell::{ActorCell, RunState};
+use crate::chan::waits::{SelectEnd, start_select};
 use crate::exit::{Doing, ExitReason, OnSignal, on_signal};
 use crate::host::ActorHost;
 use crate::mailbox::{Signal, Wait, WaitSpec, Woken};
 use crate::native::{IoWait, affine_wait, native_result, real_block};
 use crate::pause::{self, Pausable};
-use crate::select::{SelectEnd, start_select};
 use crate::sync::Ordering;
 use crate::trace;
 use crate::vm::{Config, Outcome, Output, Vm, spawn_actor};
