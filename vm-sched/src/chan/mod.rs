@@ -561,6 +561,8 @@ impl Channel {
     }
 }
 
+pub(crate) mod orphans;
+pub(crate) mod reach;
 mod select;
 pub(crate) mod waits;
 

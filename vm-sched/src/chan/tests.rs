@@ -1,7 +1,7 @@
 use super::*;
 use std::future::poll_fn;
-use std::task::Poll;
 use std::sync::atomic::AtomicBool;
+use std::task::Poll;
 use std::task::Wake;
 use std::time::Duration;
 

@@ -63,9 +63,15 @@ pub enum Signal {
     },
     /// End the actor now with this reason; cannot be trapped or caught.
     Kill(Value),
-    /// The channel the actor waits on can no longer be reached by any other actor: raise this
-    /// at the blocked instruction (stale, and ignored, if the wait has already ended).
-    Orphaned(Exception),
+    /// The channels the actor waits on can no longer be reached by any other actor (see
+    /// `chan::orphans`): raise `exc` at the blocked instruction if the actor is still in the
+    /// wait the census judged, `at` (its [`WaitId`]); stale and ignored otherwise.
+    Orphaned {
+        /// The exception to raise.
+        exc: Exception,
+        /// The wait it applies to.
+        at: WaitId,
+    },
     /// Raise an exception in the actor (modes 0 and 1), or end it with the exception (mode 2).
     Interrupt {
         /// The exception.
@@ -76,6 +82,26 @@ pub enum Signal {
     /// A snapshot is being taken: a wait gives way (taking nothing) so that the actor reaches
     /// its safe point, where it publishes its state (see `pause`). Changes nothing else.
     Pause,
+}
+
+/// Which execution of a blocking instruction an actor is in: its position (function and
+/// instruction, packed as `func << 32 | pc`) and the fuel it had spent. An actor comes back to
+/// the same instruction only by a backward jump or a call, and both cost fuel, so the pair
+/// names one wait; a wait that gave way to a pause and runs its instruction again keeps it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct WaitId {
+    /// `func << 32 | pc`.
+    pub position: u64,
+    /// Fuel spent so far.
+    pub reductions: u64,
+}
+
+impl WaitId {
+    /// The wait an actor whose state is `st` is in (or would be, at its current instruction).
+    pub fn of(st: &vm_core::ActorState) -> WaitId {
+        let position = st.position().map_or(0, |(f, pc)| (u64::from(f) << 32) | u64::from(pc));
+        WaitId { position, reductions: st.reductions }
+    }
 }
 
 /// What a parked actor waits for (for `ps` and deadlock reports).
@@ -94,8 +120,49 @@ pub enum Wait {
     Io(&'static str),
     /// Waiting for a call queued to (or running on) an affine executor's thread.
     Affine(std::sync::Arc<crate::affine::Call>),
+    /// A channel wait (`csend`, `crecv` or `select`): which instruction, the channels of its
+    /// channel cases, and whether it is *orphanable*: no deadline and no mailbox or socket case,
+    /// so that only its channels can end it (`chan::orphans` looks for these).
+    Chan {
+        /// Which instruction: `csend`, `crecv` or `select` (see [`describe_shape`]).
+        shape: vm_core::SelectShape,
+        /// The ids of its channels.
+        chans: ChanIds,
+        /// No deadline, no mailbox or socket case.
+        orphanable: bool,
+    },
     /// Another effect, described in words (static, so that parking allocates nothing).
     Other(&'static str),
+}
+
+/// How introspection names a channel wait.
+pub fn describe_shape(shape: vm_core::SelectShape) -> &'static str {
+    match shape {
+        vm_core::SelectShape::Send => "channel send",
+        vm_core::SelectShape::Recv => "channel receive",
+        vm_core::SelectShape::Select => "select",
+    }
+}
+
+/// The channel ids of a [`Wait::Chan`]: one inline (a `csend` or `crecv`: parking allocates
+/// nothing), several in a shared list (a `select`). Two words, so that `Wait` stays as small as
+/// its largest other variant.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ChanIds {
+    /// One channel.
+    One(u64),
+    /// Several, distinct, in case order.
+    Many(std::sync::Arc<Vec<u64>>),
+}
+
+impl ChanIds {
+    /// The ids.
+    pub fn as_slice(&self) -> &[u64] {
+        match self {
+            ChanIds::One(id) => std::slice::from_ref(id),
+            ChanIds::Many(ids) => ids,
+        }
+    }
 }
 
 impl std::fmt::Display for Wait {
@@ -112,6 +179,13 @@ impl std::fmt::Display for Wait {
             Wait::Sleep(ms) => write!(f, "sleep {ms} ms"),
             Wait::Io(name) => write!(f, "I/O ({name})"),
             Wait::Affine(call) => write!(f, "{call}"),
+            Wait::Chan { shape, chans, .. } => {
+                write!(f, "{} on ", describe_shape(*shape))?;
+                for (i, id) in chans.as_slice().iter().enumerate() {
+                    write!(f, "{}#chan<{id}>", if i == 0 { "" } else { ", " })?;
+                }
+                Ok(())
+            }
             Wait::Other(s) => f.write_str(s),
         }
     }
