@@ -64,7 +64,7 @@
 //! (no shuffle), step 5 with nothing to remove (the claimer popped the only entry), step 6
 //! locking that one channel. The steps and the waiter are the same, so are the guarantees.
 //!
-//! This protocol is model-checked with loom (the `loom` submodule); unit tests are in `tests`.
+//! This protocol is model-checked with loom (the `loom_tests` submodule); unit tests are in `tests`.
 
 use crate::sync::{AtomicU8, AtomicUsize, CountedFlag, Mutex, Ordering, count_in, lock};
 use smallvec::SmallVec;
@@ -572,4 +572,4 @@ pub use select::{Select, try_select};
 mod tests;
 
 #[cfg(all(test, vm_loom))]
-mod loom;
+mod loom_tests;

@@ -43,7 +43,7 @@
 //! ordinary wait, which takes it — then a matching message, clearing `waiting` and counting the
 //! actor in). A spurious wake finds nothing and parks again, which changes nothing.
 //!
-//! This protocol is model-checked with loom (the `loom` submodule); unit tests are in `tests`.
+//! This protocol is model-checked with loom (the `loom_tests` submodule); unit tests are in `tests`.
 
 use crate::sync::{AtomicBool, AtomicUsize, Mutex, Ordering, count_in, lock};
 use std::collections::VecDeque;
@@ -619,4 +619,4 @@ impl Mailbox {
 mod tests;
 
 #[cfg(all(test, vm_loom))]
-mod loom;
+mod loom_tests;

@@ -1,6 +1,7 @@
 //! Model checks of the select protocol: every interleaving (up to a preemption bound) of
 //! parking, claiming, cancelling and closing.
 use super::*;
+use crate::sync::AtomicBool;
 use std::future::poll_fn;
 use std::task::Poll;
 
@@ -271,5 +272,37 @@ fn loom_close_races_a_parked_receiver_and_sender() {
         }
         assert_eq!(active.load(Ordering::SeqCst), 1);
         assert_eq!(c.parked(), (0, 0));
+    });
+}
+
+/// Orphan detection, step 2 (`chan::orphans`): the detector disarms after a look that found no
+/// orphanable wait, then looks once more, while an actor parks such a wait and arms it. In every
+/// interleaving the wait is seen by the second look or the detector stays armed: an orphanable
+/// wait is never left with nobody ticking.
+#[test]
+fn loom_arming_the_orphan_detector_is_never_lost() {
+    use super::reach::Orphans;
+    model(None, || {
+        let orphans = Arc::new(Orphans::default());
+        // An actor's `waiting`, behind its mailbox lock.
+        let waiting = Arc::new(Mutex::new(false));
+        // The detector is ticking when the actor comes to park.
+        orphans.arm();
+        let actor = {
+            let (orphans, waiting) = (orphans.clone(), waiting.clone());
+            loom::thread::spawn(move || {
+                *lock(&waiting) = true;
+                orphans.arm();
+            })
+        };
+        // The detector's look, and if it saw nothing, disarm and look again.
+        if !*lock(&waiting) {
+            orphans.disarm();
+            if *lock(&waiting) {
+                orphans.arm();
+            }
+        }
+        actor.join().unwrap();
+        assert!(orphans.armed(), "a parked orphanable wait with the detector disarmed");
     });
 }
