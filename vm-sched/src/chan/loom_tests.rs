@@ -9,6 +9,7 @@ use std::task::Poll;
 /// preemptions. Only the largest model is bounded: exhaustively it explores 2.1 million
 /// interleavings in about two minutes (and passes); with a bound of 4, 120 thousand in
 /// seconds.
+#[allow(clippy::print_stderr, reason = "a test harness: it reports how many interleavings it explored")]
 fn model(bound: Option<usize>, f: impl Fn() + Sync + Send + 'static) {
     let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let counter = runs.clone();

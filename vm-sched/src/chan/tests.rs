@@ -425,6 +425,7 @@ impl Rng {
     }
 }
 
+#[allow(clippy::print_stderr, reason = "a test harness: it reports how many waits it cancelled")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stress_every_value_is_received_exactly_once_despite_cancellations() {
     const SENDERS: i64 = 8;
