@@ -6,7 +6,8 @@
 //! lock per actor keeps every decision about that actor atomic.
 //!
 //! Selective receive scans `messages` from the front and removes the first match, so messages it
-//! skips keep their order; a message is removed only by the receiving actor itself, in the same
+//! skips keep their order; a scan that finds nothing leaves a *save point* (BEAM's save
+//! pointer), so the same receive woken by the next arrival looks only at messages after it; a message is removed only by the receiving actor itself, in the same
 //! critical section that decides it has been received, so a receive cancelled by a timeout or an
 //! interrupt can neither lose nor duplicate a message.
 //!
@@ -278,6 +279,11 @@ pub struct Extras {
     pub name: Option<Atom>,
     /// Whether exit signals become messages.
     pub trap_exit: bool,
+    /// The selective-receive save point (BEAM's save pointer): the first `.1` messages are
+    /// known not to match pattern `.0`, so a receive with that pattern woken by a new message
+    /// looks only at the new ones. Set by a scan that found nothing; dropped whenever a message
+    /// is removed or put back at the front (indexes shift).
+    save: Option<(Value, usize)>,
 }
 
 /// An actor's mailbox; see the module docs.
@@ -394,6 +400,7 @@ impl Mailbox {
         {
             g.ext().signals.push_back(Signal::Kill(mailbox_overflow_reason()));
             g.messages.clear();
+            g.forget_save();
             return Delivery::Overflow(g.take_waker(&self.counted, active));
         }
         g.messages.push_back(msg);
@@ -425,12 +432,14 @@ impl Mailbox {
     /// Returns a message taken by a select whose channel case turned out to have committed
     /// first; it goes back to the front, where it was, so no message is lost or reordered.
     pub fn put_back(&self, msg: Value) {
-        lock(&self.inner).messages.push_front(msg);
+        let mut g = lock(&self.inner);
+        g.messages.push_front(msg);
+        g.forget_save();
     }
 
     /// The fast path of receive: takes the oldest message matching `pattern` without waiting.
     pub fn try_take(&self, pattern: Option<&Value>) -> Option<Value> {
-        take_matching(&mut lock(&self.inner).messages, pattern)
+        lock(&self.inner).take_matching(pattern)
     }
 
     /// The fast path of a receive with no deadline: takes the oldest message matching
@@ -450,11 +459,7 @@ impl Mailbox {
         if resumed && signalled {
             return TakeOrPark::Empty;
         }
-        // A plain receive (the common case) is one `pop_front`.
-        let taken = match pattern {
-            None => g.messages.pop_front(),
-            Some(_) => take_matching(&mut g.messages, pattern),
-        };
+        let taken = g.take_matching(pattern);
         if let Some(m) = taken {
             if resumed {
                 g.waiting = None;
@@ -491,7 +496,7 @@ impl Mailbox {
         let mut g = lock(&self.inner);
         let outcome = if let Some(sig) = g.pop_signal() {
             Some(Some(Woken::Signal(sig)))
-        } else if let Some(m) = if receive { take_matching(&mut g.messages, pattern) } else { None } {
+        } else if let Some(m) = if receive { g.take_matching(pattern) } else { None } {
             Some(Some(Woken::Message(m)))
         } else if deadline_passed {
             Some(None)
@@ -536,12 +541,41 @@ impl Mailbox {
     }
 }
 
-fn take_matching(q: &mut VecDeque<Value>, pattern: Option<&Value>) -> Option<Value> {
-    match pattern {
-        None => q.pop_front(),
-        Some(p) => {
-            let i = q.iter().position(|m| vm_core::value::matches(p, m))?;
-            q.remove(i)
+impl Inner {
+    /// Takes the oldest message matching `pattern` (the oldest message, if `None`). A scan for
+    /// a pattern starts at the save point left by the last scan for the same pattern, so a
+    /// selective receive woken once per arriving message costs time linear in the messages, not
+    /// quadratic (see `Extras::save`).
+    fn take_matching(&mut self, pattern: Option<&Value>) -> Option<Value> {
+        let Some(p) = pattern else {
+            let m = self.messages.pop_front();
+            if m.is_some() {
+                self.forget_save();
+            }
+            return m;
+        };
+        let saved = self.ext_ref().and_then(|e| e.save.as_ref());
+        let start = saved.filter(|(sp, _)| sp == p).map_or(0, |(_, n)| *n).min(self.messages.len());
+        match self.messages.range(start..).position(|m| vm_core::value::matches(p, m)) {
+            Some(i) => {
+                self.forget_save();
+                self.messages.remove(start + i)
+            }
+            None => {
+                let n = self.messages.len();
+                if n > 0 {
+                    self.ext().save = Some((p.clone(), n));
+                }
+                None
+            }
+        }
+    }
+
+    /// Drops the save point: messages before it moved.
+    #[inline]
+    fn forget_save(&mut self) {
+        if let Some(e) = self.ext.as_mut() {
+            e.save = None;
         }
     }
 }

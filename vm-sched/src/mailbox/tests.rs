@@ -151,3 +151,35 @@ fn a_closed_mailbox_drops_everything() {
     assert_eq!(links, vec![Pid(4)]);
     assert!(matches!(mb.deliver(Value::Int(1), &active), Delivery::Dropped));
 }
+
+/// The save point: a failed scan for a pattern is not repeated over the same messages, yet no
+/// match is ever missed — not one arriving later, not one put back at the front, not one for
+/// another pattern among the skipped messages — and skipped messages keep their order.
+#[test]
+fn the_save_point_skips_only_messages_already_seen_not_to_match() {
+    let mb = Mailbox::default();
+    let active = AtomicUsize::new(1);
+    let cast = |i| Value::tuple(vec![Value::atom("cast"), Value::Int(i)]);
+    let reply = Value::tuple(vec![Value::atom("reply"), Value::atom("_")]);
+    for i in 0..3 {
+        mb.deliver(cast(i), &active);
+    }
+    assert_eq!(mb.try_take(Some(&reply)), None);
+    assert_eq!(mb.with(|i| i.ext_ref().and_then(|e| e.save.clone())), Some((reply.clone(), 3)));
+    mb.deliver(cast(3), &active);
+    assert_eq!(mb.try_take(Some(&reply)), None);
+    assert_eq!(mb.with(|i| i.ext_ref().and_then(|e| e.save.clone())), Some((reply.clone(), 4)));
+    // Another pattern scans from the front: it finds a message the save point skipped.
+    assert_eq!(mb.try_take(Some(&cast(1))), Some(cast(1)));
+    assert_eq!(mb.with(|i| i.ext_ref().and_then(|e| e.save.clone())), None, "indexes moved");
+    let r = Value::tuple(vec![Value::atom("reply"), Value::Int(9)]);
+    assert_eq!(mb.try_take(Some(&reply)), None);
+    mb.deliver(r.clone(), &active);
+    assert_eq!(mb.try_take(Some(&reply)), Some(r.clone()), "a match that arrived after the save point");
+    // A message put back at the front is seen, although it sits before the save point.
+    assert_eq!(mb.try_take(Some(&reply)), None);
+    mb.put_back(r.clone());
+    assert_eq!(mb.try_take(Some(&reply)), Some(r));
+    let rest: Vec<Value> = std::iter::from_fn(|| mb.try_take(None)).collect();
+    assert_eq!(rest, vec![cast(0), cast(2), cast(3)]);
+}
