@@ -11,7 +11,10 @@
 //!    after the slice that blocked) names the wait.
 //! 2. *The detector* is one task per VM. While armed it looks every [`TICK`] at every actor's
 //!    `waiting` and notes when it first saw each orphanable wait; when it sees none it disarms
-//!    (and looks once more, so a wait that armed meanwhile is not missed).
+//!    (and looks once more, so a wait that armed meanwhile is not missed). While every wait it
+//!    sees is one it saw last time and a census has judged, the interval doubles up to
+//!    [`MAX_TICK`] (an idle server with a parked worker pool costs a look ten times a second);
+//!    any change brings it back to [`TICK`].
 //! 3. *When to take a census.* When a wait has been seen for [`SUSPECT_AFTER`] and the last
 //!    census did not judge it; or an actor has exited since the last census while any wait is
 //!    that old (an exit is how the last other holder usually lets go); or the last census is
@@ -36,11 +39,11 @@
 //! hopeless: each reaches the channel. When every actor waits, that is a deadlock, and its
 //! report names the channel and who holds it (the last census's `holders`).
 //!
-//! **What this promises** (docs/language.md): an orphaned wait raises within 200 ms of the
+//! **What this promises** (docs/language.md): an orphaned wait raises within 300 ms of the
 //! moment the last other holder exits or of the moment the waiter parks on a channel nobody
-//! else holds, when census are cheap (a census pauses every actor, about a microsecond or two
-//! each); within [`MAX_RECHECK`] plus that when the last other holder drops its copy and goes
-//! on running.
+//! else holds ([`MAX_TICK`] + [`SUSPECT_AFTER`] + [`TICK`], and a census), while censuses are
+//! cheap (a census pauses every actor, about a microsecond or two each); within
+//! [`MAX_RECHECK`] plus that when the last other holder drops its copy and goes on running.
 
 use super::reach::{self, ChanWaiter, Reach};
 use crate::cell::ActorCell;
@@ -52,8 +55,10 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-/// How often the armed detector looks at the waits.
+/// How often the armed detector looks at the waits while they change.
 pub(crate) const TICK: Duration = Duration::from_millis(25);
+/// How often it looks while they stay as judged.
+pub(crate) const MAX_TICK: Duration = Duration::from_millis(100);
 /// How long a wait is seen before a census judges it.
 pub(crate) const SUSPECT_AFTER: Duration = Duration::from_millis(50);
 /// The shortest time between two censuses.
@@ -74,13 +79,14 @@ async fn detector(weak: Weak<Shared>, orphans: Arc<reach::Orphans>) {
     let mut last: Option<(Instant, Duration)> = None;
     let mut exits_then = 0;
     let mut recheck = SUSPECT_AFTER;
+    let mut tick = TICK;
     loop {
         if orphans.is_closed() {
             return;
         }
         if orphans.armed() {
             tokio::select! {
-                () = tokio::time::sleep(TICK) => {}
+                () = tokio::time::sleep(tick) => {}
                 () = orphans.wake.notified() => {}
             }
         } else {
@@ -102,10 +108,13 @@ async fn detector(weak: Weak<Shared>, orphans: Arc<reach::Orphans>) {
             orphans.arm();
         }
         let now = Instant::now();
+        let before = seen.len();
         seen.retain(|pid, (id, _)| waits.iter().any(|w| w.pid == *pid && w.wait == *id));
+        let changed = seen.len() != before || seen.len() != waits.len();
         for w in &waits {
             seen.entry(w.pid).or_insert((w.wait, now));
         }
+        tick = if changed || !orphans.judged(&waits) { TICK } else { (tick * 2).min(MAX_TICK) };
         let old: Vec<&ChanWaiter> =
             waits.iter().filter(|w| now.duration_since(seen[&w.pid].1) >= SUSPECT_AFTER).collect();
         let poked = orphans.take_poke();
