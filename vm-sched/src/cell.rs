@@ -2,7 +2,7 @@
 //! touch (its mailbox, its run state, where it is), as opposed to its interpreter state, which
 //! only its own driver holds.
 
-use crate::mailbox::Mailbox;
+use crate::mailbox::{Mailbox, WaitId};
 use crate::sync::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::Arc;
 use vm_core::module::Location;
@@ -85,6 +85,11 @@ impl ActorCell {
             self.position.store((u64::from(f) << 32) | u64::from(pc), Ordering::Relaxed);
         }
         self.reductions.store(reductions, Ordering::Relaxed);
+    }
+
+    /// The wait the actor is in, as of its last slice (see [`WaitId`]).
+    pub fn wait_id(&self) -> WaitId {
+        WaitId { position: self.position.load(Ordering::Relaxed), reductions: self.reductions() }
     }
 
     /// Fuel the actor has spent, as of its last slice.
