@@ -65,6 +65,9 @@ pub(crate) fn drive(
     cell: Arc<ActorCell>,
     st: ActorState,
 ) -> impl Future<Output = ()> + Send + 'static {
+    // Boxed before the block captures it: a parked receive moves it into the cell's slot and
+    // back (`pause`), and the task is the smaller for it.
+    let st = Box::new(st);
     async move {
         // The mailbox keeps the task's waker from the start, so that the first plain receive
         // parks in its fast path too (with the state in the cell's slot: `pause`).
@@ -75,7 +78,7 @@ pub(crate) fn drive(
         .await;
         let reason = {
             let mut host = ActorHost { vm: &vm, cell: &cell, last_target: None, in_flight: None };
-            run(&mut host, &cell.module, Box::new(st)).await
+            run(&mut host, &cell.module, st).await
         };
         let report = vm.take_reporter(cell.pid);
         // The main actor's failure is reported by `vm run` itself; others are logged here.

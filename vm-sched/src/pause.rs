@@ -96,13 +96,33 @@ pub(crate) struct Slot {
 struct SlotInner {
     /// The actor's state while it is parked in a receive.
     state: Option<Box<ActorState>>,
+    /// What pauses noted here, allocated at the first one so that an idle actor stays small.
+    marks: Option<Box<Marks>>,
+}
+
+#[derive(Default)]
+struct Marks {
     /// The epoch of the pause that reserved `state` (0: none): the actor leaves it there until
     /// that pause ends.
     reserved: u64,
     /// The epoch of the pause that waits for this actor's publication (0: none).
     expected: u64,
     /// The latest publication, with its epoch.
-    published: Option<(u64, Box<Published>)>,
+    published: Option<(u64, Published)>,
+}
+
+impl SlotInner {
+    fn marks(&mut self) -> &mut Marks {
+        self.marks.get_or_insert_with(Box::default)
+    }
+
+    fn reserved(&self) -> u64 {
+        self.marks.as_ref().map_or(0, |m| m.reserved)
+    }
+
+    fn published(&self, epoch: u64) -> bool {
+        self.marks.as_ref().is_some_and(|m| m.published.as_ref().is_some_and(|(e, _)| *e == epoch))
+    }
 }
 
 /// What the sweep (step 1) found in a slot.
@@ -139,11 +159,13 @@ impl Slot {
     #[inline]
     pub(crate) fn take(&self, epoch: &AtomicU64) -> Taken {
         let mut g = lock(&self.inner);
-        if g.reserved != 0 {
-            if g.reserved == epoch.load(Ordering::Acquire) {
+        if let Some(m) = &mut g.marks
+            && m.reserved != 0
+        {
+            if m.reserved == epoch.load(Ordering::Acquire) {
                 return Taken::Reserved;
             }
-            g.reserved = 0;
+            m.reserved = 0;
         }
         match g.state.take() {
             Some(st) => Taken::State(st),
@@ -156,12 +178,12 @@ impl Slot {
     pub(crate) fn sweep(&self, epoch: u64, outstanding: &AtomicUsize) -> Swept {
         let mut g = lock(&self.inner);
         if g.state.is_some() {
-            g.reserved = epoch;
+            g.marks().reserved = epoch;
             Swept::Reserved
-        } else if g.published.as_ref().is_some_and(|(e, _)| *e == epoch) {
+        } else if g.published(epoch) {
             Swept::Published
         } else {
-            g.expected = epoch;
+            g.marks().expected = epoch;
             outstanding.fetch_add(1, Ordering::AcqRel);
             Swept::Expected
         }
@@ -170,14 +192,15 @@ impl Slot {
     /// Step 4: publishes for `epoch`. True if the snapshotter expected it.
     pub(crate) fn publish(&self, epoch: u64, p: Published) -> bool {
         let mut g = lock(&self.inner);
-        g.published = Some((epoch, Box::new(p)));
-        std::mem::replace(&mut g.expected, 0) == epoch
+        let m = g.marks();
+        m.published = Some((epoch, p));
+        std::mem::replace(&mut m.expected, 0) == epoch
     }
 
     /// Whether the actor is caught by the pause `epoch` (reserved or published).
     fn settled(&self, epoch: u64) -> bool {
         let g = lock(&self.inner);
-        (g.reserved == epoch && g.state.is_some()) || g.published.as_ref().is_some_and(|(e, _)| *e == epoch)
+        (g.reserved() == epoch && g.state.is_some()) || g.published(epoch)
     }
 
     /// Step 6, under the pause `epoch`: calls `f` with the reserved state (and `None`) or with
@@ -185,12 +208,12 @@ impl Slot {
     /// is there.
     pub(crate) fn read<R>(&self, epoch: u64, f: impl FnOnce(&ActorState, Option<Waiting>) -> R) -> Option<R> {
         let mut g = lock(&self.inner);
-        if g.reserved == epoch
+        if g.reserved() == epoch
             && let Some(st) = &g.state
         {
             return Some(f(st, None));
         }
-        match g.published.take() {
+        match g.marks.as_mut().and_then(|m| m.published.take()) {
             Some((e, p)) if e == epoch => Some(f(&p.state, Some(p.waiting))),
             _ => None,
         }

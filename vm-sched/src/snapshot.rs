@@ -94,12 +94,7 @@ fn one_module(cells: &[Arc<ActorCell>]) -> Result<Arc<vm_core::Module>, String> 
 }
 
 /// Step 3, under the pause.
-fn capture(
-    vm: &Vm,
-    module: &Arc<vm_core::Module>,
-    settings: Settings,
-    cut: crate::pause::Cut,
-) -> Snapshot {
+fn capture(vm: &Vm, module: &Arc<vm_core::Module>, settings: Settings, cut: crate::pause::Cut) -> Snapshot {
     let now = Instant::now();
     let mut w = Writer::new();
     let mut actors = Vec::new();
