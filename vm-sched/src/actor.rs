@@ -24,7 +24,7 @@ use crate::exit::{Doing, ExitReason, OnSignal, on_signal};
 use crate::host::ActorHost;
 use crate::mailbox::{Signal, Wait, WaitId, WaitSpec, Woken};
 use crate::native::{IoWait, affine_wait, native_result, real_block};
-use crate::pause::{self, Pausable};
+use crate::pause::{self, Pausable, Taken};
 use crate::sync::Ordering;
 use crate::trace;
 use crate::vm::{Config, Outcome, Output, Vm, spawn_actor};
@@ -64,12 +64,22 @@ fn start(vm: Vm, cell: Arc<ActorCell>, st: ActorState, span: Option<tracing::Spa
 pub(crate) fn drive(
     vm: Vm,
     cell: Arc<ActorCell>,
-    mut st: ActorState,
+    st: ActorState,
 ) -> impl Future<Output = ()> + Send + 'static {
+    // Boxed before the block captures it: a parked receive moves it into the cell's slot and
+    // back (`pause`), and the task is the smaller for it.
+    let st = Box::new(st);
     async move {
+        // The mailbox keeps the task's waker from the start, so that the first plain receive
+        // parks in its fast path too (with the state in the cell's slot: `pause`).
+        std::future::poll_fn(|cx| {
+            cell.mailbox.keep_waker(cx.waker());
+            Poll::Ready(())
+        })
+        .await;
         let reason = {
             let mut host = ActorHost { vm: &vm, cell: &cell, last_target: None, in_flight: None };
-            run(&mut host, &cell.module, &mut st).await
+            run(&mut host, &cell.module, st).await
         };
         let report = vm.take_reporter(cell.pid);
         // The main actor's failure is reported by `vm run` itself; others are logged here.
@@ -95,7 +105,9 @@ pub(crate) fn drive(
     }
 }
 
-async fn run(host: &mut ActorHost<'_>, module: &Module, st: &mut ActorState) -> ExitReason {
+/// The state is boxed so that a parked receive can move it into the cell's slot and back
+/// (`pause`), a pointer's move each way.
+async fn run(host: &mut ActorHost<'_>, module: &Module, mut state: Box<ActorState>) -> ExitReason {
     let mut deferrals = 0u32;
     let mut slices = 0u32;
     // The last round ended in a receive parked in its fast path, now woken: see that arm.
@@ -105,6 +117,7 @@ async fn run(host: &mut ActorHost<'_>, module: &Module, st: &mut ActorState) -> 
         // that live across an await are stored in every actor's task.
         let vm = host.vm;
         let cell = host.cell;
+        let st = &mut *state;
         let fuel = vm.shared.config.fuel;
         // A plain load first: the read-modify-write is only paid when a signal is there.
         if !std::mem::take(&mut resumed)
@@ -286,8 +299,19 @@ async fn run(host: &mut ActorHost<'_>, module: &Module, st: &mut ActorState) -> 
                     // signal (see "A parked receive is re-run" in `mailbox`). The signal check
                     // at the top of the loop is skipped then, as it would treat the actor as
                     // running and drop a mode-0 interrupt meant for the wait.
+                    // The state waits in the cell's slot, where a snapshot reads it without waking
+                    // the actor; one it reserved stays there until that pause ends (`pause`).
                     cell.set_state(RunState::Waiting);
+                    cell.slot.put(state);
                     ParkedReceive { vm, cell, polled: false, woken: false }.await;
+                    state = match pause::take_back(vm, cell) {
+                        Taken::State(st) => st,
+                        Taken::Reserved => match pause::reclaim(vm, cell).await {
+                            Some(st) => st,
+                            None => return lost_state(),
+                        },
+                        Taken::Missing => return lost_state(),
+                    };
                     resumed = true;
                 }
                 Effect::Yield(target) => {
@@ -331,6 +355,14 @@ async fn run(host: &mut ActorHost<'_>, module: &Module, st: &mut ActorState) -> 
             },
         }
     }
+}
+
+/// The end of an actor whose parked state was not in its slot when it woke: a runtime bug,
+/// reported, that ends this actor only.
+#[cold]
+fn lost_state() -> ExitReason {
+    tracing::error!("an actor's parked state was missing from its slot; the actor ends");
+    ExitReason::Stopped(Value::atom("lost_state"))
 }
 
 /// Applies a signal the actor took while `doing` this (see `exit`): raising sets the exception

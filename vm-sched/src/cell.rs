@@ -3,6 +3,7 @@
 //! only its own driver holds.
 
 use crate::mailbox::{Mailbox, WaitId};
+use crate::pause::Slot;
 use crate::sync::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::Arc;
 use vm_core::module::Location;
@@ -51,6 +52,9 @@ pub struct ActorCell {
     reductions: AtomicU64,
     /// The module the actor runs (for locations in reports).
     pub module: Arc<Module>,
+    /// Its interpreter state while it is parked in a receive, and its snapshot publications
+    /// (see `pause`).
+    pub(crate) slot: Slot,
 }
 
 impl ActorCell {
@@ -63,6 +67,7 @@ impl ActorCell {
             position: AtomicU64::new(0),
             reductions: AtomicU64::new(0),
             module,
+            slot: Slot::default(),
         }
     }
 

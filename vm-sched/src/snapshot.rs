@@ -86,14 +86,13 @@ async fn pause_and_take(vm: &Vm, settings: Settings) -> Result<(Snapshot, std::t
     vm.flush_output();
     let started = Instant::now();
     let cut = vm.pause_all().await;
-    let module = one_module(vm)?;
+    let module = one_module(&cut.cells)?;
     let snapshot = capture(vm, &module, settings, cut);
     Ok((snapshot, started.elapsed()))
 }
 
 /// The module every live actor runs.
-fn one_module(vm: &Vm) -> Result<Arc<vm_core::Module>, String> {
-    let cells = vm.cells();
+fn one_module(cells: &[Arc<ActorCell>]) -> Result<Arc<vm_core::Module>, String> {
     let Some(first) = cells.first() else { return Err("there is no actor to snapshot".into()) };
     if cells.iter().any(|c| !Arc::ptr_eq(&c.module, &first.module)) {
         return Err("the actors run different programs (loaded separately); a snapshot holds one".into());
@@ -102,26 +101,25 @@ fn one_module(vm: &Vm) -> Result<Arc<vm_core::Module>, String> {
 }
 
 /// Step 3, under the pause.
-fn capture(
-    vm: &Vm,
-    module: &Arc<vm_core::Module>,
-    settings: Settings,
-    mut cut: crate::pause::Cut,
-) -> Snapshot {
+fn capture(vm: &Vm, module: &Arc<vm_core::Module>, settings: Settings, cut: crate::pause::Cut) -> Snapshot {
     let now = Instant::now();
     let mut w = Writer::new();
     let mut actors = Vec::new();
-    for cell in vm.cells() {
-        let Some(p) = cut.remove(&cell.pid.0) else { continue };
+    for cell in &cut.cells {
+        // A reserved state is read in its slot; a published one says what it waits for.
+        let read = cell.slot.read(cut.epoch, |st, waiting| {
+            let waiting = waiting.unwrap_or_else(|| vm.waiting_of(cell.pid));
+            (w.state(st), waiting)
+        });
+        let Some((state, waiting)) = read else { continue };
         let img = cell.mailbox.image();
-        let wait = match p.waiting {
+        let wait = match waiting {
             Waiting::Nothing => v1::Wait::Runnable,
             Waiting::Until(deadline) => {
                 v1::Wait::Timed { remaining_ms: deadline.saturating_duration_since(now).as_millis() as u64 }
             }
             Waiting::Native(name) => v1::Wait::Native { name: w.atom(name) },
         };
-        let state = w.state(&p.state);
         let mailbox = img.messages.iter().map(|m| w.value(m)).collect();
         let signals = img.signals.iter().filter_map(|s| signal(&mut w, s)).collect();
         actors.push(v1::Actor {

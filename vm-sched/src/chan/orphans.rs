@@ -149,15 +149,19 @@ pub(crate) async fn census(vm: &Vm, waits: &[ChanWaiter]) -> usize {
         return 0;
     }
     let cut = vm.pause_all().await;
+    // Each actor's state, read once (reading takes a publication): the census is rare and
+    // looks at a state twice, to judge the waits and to walk what it reaches.
+    let states: HashMap<u64, vm_core::ActorState> =
+        cut.cells.iter().filter_map(|c| Some((c.pid.0, c.slot.read(cut.epoch, |st, _| st.clone())?))).collect();
     let cells: Vec<Arc<ActorCell>> = vm.cells();
     // Judge only the waits their actors are still in.
     let judged: Vec<&ChanWaiter> =
-        waits.iter().filter(|w| cut.get(&w.pid).is_some_and(|p| WaitId::of(&p.state) == w.wait)).collect();
+        waits.iter().filter(|w| states.get(&w.pid).is_some_and(|st| WaitId::of(st) == w.wait)).collect();
     let targets: HashSet<u64> = judged.iter().flat_map(|w| w.chans.as_slice().iter().copied()).collect();
     let mut reach = Reach::default();
     if !targets.is_empty() {
         for cell in &cells {
-            let Some(p) = cut.get(&cell.pid.0) else { continue };
+            let Some(st) = states.get(&cell.pid.0) else { continue };
             // The mailbox is still: every actor is paused (a sender from outside, such as a
             // REPL, only adds values it already had).
             let queued: Vec<vm_core::Value> = cell.mailbox.with(|i| {
@@ -165,7 +169,7 @@ pub(crate) async fn census(vm: &Vm, waits: &[ChanWaiter]) -> usize {
                     i.ext_ref().into_iter().flat_map(|e| e.signals.iter()).filter_map(reach::signal_roots);
                 i.messages.iter().chain(signals).cloned().collect()
             });
-            reach.walk(cell.pid.0, reach::state_roots(&p.state).chain(queued.iter()), &targets);
+            reach.walk(cell.pid.0, reach::state_roots(st).chain(queued.iter()), &targets);
         }
     }
     let mut raised = 0;

@@ -639,6 +639,16 @@ impl Mailbox {
         mb
     }
 
+    /// Keeps the actor task's waker from its start, so that even its first plain receive can
+    /// park in the fast path ([`Mailbox::take_or_park`]) and leave its state where a snapshot
+    /// reads it (see `pause`).
+    pub(crate) fn keep_waker(&self, w: &Waker) {
+        let mut g = lock(&self.inner);
+        if !g.waker.as_ref().is_some_and(|old| old.will_wake(w)) {
+            g.waker = Some(w.clone());
+        }
+    }
+
     /// Wakes the actor's task if it has ever waited, deciding nothing: its wait, polled, finds
     /// what it found before (step 1 of `pause`).
     pub(crate) fn wake_task(&self) {
