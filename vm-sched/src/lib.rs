@@ -16,6 +16,8 @@
 //!   exits).
 //! - `vm`: the runtime handle: registry, spawn (the one place actor tasks are spawned),
 //!   routing, exits, deadlock detection, introspection.
+//! - `cluster`: the VM as a node of a cluster (vm-dist's node wired in: remote sends, links,
+//!   monitors, signals, spawns, the cluster natives).
 //! - `select`: the actor's side of channels (the fast path, the waits, orphan detection).
 //! - `host`: the `Host` the interpreter sees while it steps an actor.
 //! - `native`: how the driver waits for a native call (awaited I/O, the blocking pool, an
@@ -37,6 +39,7 @@ pub mod actor;
 pub mod affine;
 pub mod cell;
 pub mod chan;
+pub mod cluster;
 pub mod exit;
 pub mod heartbeat;
 mod host;
