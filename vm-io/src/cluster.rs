@@ -71,6 +71,15 @@ fn not_clustered(what: &str) -> Exception {
     )
 }
 
+/// A global name: an atom, or a string taken as the atom of that name (so that programs can
+/// make names at run time).
+fn name_arg(what: &str, v: &Value) -> Result<Atom, Exception> {
+    match v {
+        Value::Str(s) => Ok(Atom::new(s)),
+        v => atom_arg(what, v),
+    }
+}
+
 fn pid_arg(what: &str, v: &Value) -> Result<Pid, Exception> {
     match v {
         Value::Pid(p) => Ok(*p),
@@ -141,7 +150,7 @@ fn global(ctx: &Ctx<'_>, what: &str) -> Result<Arc<dyn ClusterHook>, Exception> 
 
 /// `global_register(name, [pid])`: the caller, or `pid`, as `name` cluster-wide.
 pub(crate) fn global_register(ctx: &Ctx<'_>, args: &[Value]) -> Started {
-    let r = atom_arg("global_register", &args[0]).and_then(|name| {
+    let r = name_arg("global_register", &args[0]).and_then(|name| {
         let pid = match args.get(1) {
             None | Some(Value::Nil) => Pid(ctx.pid),
             Some(v) => pid_arg("global_register", v)?,
@@ -156,7 +165,7 @@ pub(crate) fn global_register(ctx: &Ctx<'_>, args: &[Value]) -> Started {
 
 /// `global_whereis(name)`.
 pub(crate) fn global_whereis(ctx: &Ctx<'_>, args: &[Value]) -> Started {
-    match atom_arg("global_whereis", &args[0]).and_then(|n| Ok((global(ctx, "global_whereis")?, n))) {
+    match name_arg("global_whereis", &args[0]).and_then(|n| Ok((global(ctx, "global_whereis")?, n))) {
         Ok((hook, name)) => Started::Pending(hook.global_whereis(name)),
         Err(e) => Started::Done(Err(e)),
     }
@@ -164,7 +173,7 @@ pub(crate) fn global_whereis(ctx: &Ctx<'_>, args: &[Value]) -> Started {
 
 /// `global_unregister(name)`.
 pub(crate) fn global_unregister(ctx: &Ctx<'_>, args: &[Value]) -> Started {
-    match atom_arg("global_unregister", &args[0]).and_then(|n| Ok((global(ctx, "global_unregister")?, n))) {
+    match name_arg("global_unregister", &args[0]).and_then(|n| Ok((global(ctx, "global_unregister")?, n))) {
         Ok((hook, name)) => Started::Pending(hook.global_unregister(name)),
         Err(e) => Started::Done(Err(e)),
     }
