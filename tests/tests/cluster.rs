@@ -11,7 +11,8 @@
 //! - global names: two nodes racing for 100 names, exactly one winner each (`global.vasm`);
 //! - a partition between two routed servers: both sides see node-down within 5 s, then node-up
 //!   and a working `spawn_on` after healing (`partition.vasm`);
-//! - `vm nodes` lists the live nodes; a name in use is refused.
+//! - `vm nodes` lists the live nodes; a name in use is refused;
+//! - `vm repl --node`: `nodes`, remote pids in `info`, `kill` of another node's actor.
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
@@ -449,4 +450,32 @@ fn a_partition_is_node_down_on_both_sides_and_healing_brings_them_back() {
     }
     assert_eq!(a.wait(Duration::from_secs(20)), Some(0), "{}", a.stderr());
     assert_eq!(b.wait(Duration::from_secs(20)), Some(0), "{}", b.stderr());
+}
+
+#[test]
+fn a_repl_node_lists_nodes_and_shows_remote_pids_as_such() {
+    let s = NatsServer::start("");
+    let _b = VmProcess::node("b", &s.url(), &[]);
+    let serve = program("serve.vasm");
+    let script = "nodes\nspawn link_b\neval int r0, 500; sleep r0\ninfo <1>\ninfo <b.1>\nkill <b.1>\n\
+                  eval int r0, 300; sleep r0\ninfo <1>\nquit\n";
+    let out = vm_tests::run_with_input(
+        Command::new(VM)
+            .args(["repl", "--node", "c", "--cluster", &s.url(), &serve])
+            .current_dir(repo_root()),
+        Some(script.as_bytes()),
+        Duration::from_secs(60),
+    )
+    .unwrap();
+    let text = out.stdout;
+    assert_eq!(out.code, Some(0), "{text}\n{}", out.stderr);
+    assert!(text.contains("node c is up"), "{text}");
+    let b_row = text.lines().find(|l| l.starts_with("b ")).unwrap_or_else(|| panic!("no row for b: {text}"));
+    assert!(b_row.contains("ms ago"), "{b_row}");
+    assert!(text.contains("(this node: c)"), "{text}");
+    // The local actor's link to b's actor shows that actor as b's.
+    assert!(text.lines().any(|l| l.trim() == "links:         <b.1>"), "{text}");
+    assert!(text.contains("<b.1>\n  node:          b (incarnation"), "{text}");
+    // Killing b's actor from here ends the local actor linked to it.
+    assert!(text.contains("<1> is not alive") && text.contains("exited with reason :killed"), "{text}");
 }

@@ -69,6 +69,8 @@ pub(crate) struct Membership {
     pub(crate) node: Node,
     /// Actors subscribed to each node's `{:nodeup, n}` / `{:nodedown, n}` (`monitor_node`).
     watchers: Mutex<HashMap<Atom, Vec<Pid>>>,
+    /// The module whose functions remote spawns start (rule 4).
+    serving: Arc<Mutex<Arc<Module>>>,
     /// Keeps the VM from being reported deadlocked while it is a node (rule 5).
     _hold: Hold,
 }
@@ -135,11 +137,16 @@ pub async fn join(
     cfg.heartbeat = opts.heartbeat;
     cfg.down_after = opts.down_after;
     cfg.module_hash = module_hash(&module);
-    let local = Arc::new(VmLocal { shared: Arc::downgrade(&vm.shared), module });
+    let serving = Arc::new(Mutex::new(module));
+    let local = Arc::new(VmLocal { shared: Arc::downgrade(&vm.shared), serving: serving.clone() });
     let (node, driver) = Node::start(cfg, transport, local).await?;
     let me = node.me().clone();
-    let membership =
-        Arc::new(Membership { node: node.clone(), watchers: Mutex::new(HashMap::new()), _hold: vm.hold() });
+    let membership = Arc::new(Membership {
+        node: node.clone(),
+        watchers: Mutex::new(HashMap::new()),
+        serving,
+        _hold: vm.hold(),
+    });
     if vm.shared.cluster.set(membership.clone()).is_err() {
         return Err(JoinError::Already);
     }
@@ -179,6 +186,13 @@ impl Vm {
     /// The VM's node, if it joined a cluster.
     pub fn node(&self) -> Option<&Node> {
         self.shared.cluster.get().map(|m| &m.node)
+    }
+
+    /// Serves remote spawns of `module`'s functions from now on (the REPL's newest program).
+    pub fn serve_module(&self, module: Arc<Module>) {
+        if let Some(m) = self.shared.cluster.get() {
+            *m.serving.lock().unwrap_or_else(|p| p.into_inner()) = module;
+        }
     }
 
     /// Leaves the cluster gracefully (peers see it at once); the VM stays a node no more.
@@ -345,6 +359,26 @@ pub(crate) fn control(vm: &Vm, cell: &ActorCell, op: vm_core::ActorOp) -> Result
     }
 }
 
+/// A kill or an interrupt of another node's actor from outside any actor (the REPL).
+pub(crate) fn control_from_outside(vm: &Vm, op: vm_core::ActorOp) -> Result<(), Exception> {
+    let node =
+        &vm.shared.cluster.get().ok_or_else(|| Exception::badarg("this VM is not a node of a cluster"))?.node;
+    let unreachable =
+        |pid: Pid| Exception::new(Atom::new("noconnection"), format!("the node of {pid} is not up"));
+    match op {
+        vm_core::ActorOp::Kill(pid) => {
+            node.live(&node.node_of(pid).ok_or_else(|| unreachable(pid))?.name)
+                .ok_or_else(|| unreachable(pid))?;
+            node.kill(Pid(0), pid);
+            Ok(())
+        }
+        vm_core::ActorOp::Interrupt(pid, exc, mode) => {
+            node.interrupt(Pid(0), pid, exc.kind, &exc.msg, mode).map_err(|e| send_exception(&e))
+        }
+        _ => Err(Exception::badarg("not an operation the REPL makes")),
+    }
+}
+
 /// `demonitor` of monitor `r` on `target`, a pid of another node.
 pub(crate) fn demonitor(vm: &Vm, watcher: Pid, target: Pid, r: i64) {
     if let Some(m) = vm.shared.cluster.get() {
@@ -366,7 +400,7 @@ fn down_message(r: i64, pid: Pid, reason: Value) -> Value {
 /// What vm-dist asks of this VM (its [`Local`]); it holds the VM weakly, as the VM holds it.
 struct VmLocal {
     shared: Weak<Shared>,
-    module: Arc<Module>,
+    serving: Arc<Mutex<Arc<Module>>>,
 }
 
 impl VmLocal {
@@ -399,7 +433,8 @@ impl Local for VmLocal {
         started: &mut dyn FnMut(Pid),
     ) -> Result<Pid, Atom> {
         let Some(vm) = self.vm() else { return Err(Atom::new("noproc")) };
-        let Some(index) = self.module.func_index(func) else { return Err(Atom::new("undef")) };
+        let module = self.serving.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let Some(index) = module.func_index(func) else { return Err(Atom::new("undef")) };
         let fun = Closure { func: index, env: vec![] };
         let spawn_opts = SpawnOpts {
             link: opts.link,
@@ -414,7 +449,7 @@ impl Local for VmLocal {
             }
             started(cell.pid);
         };
-        vm.spawn_with(self.module.clone(), &fun, args, spawn_opts, Some(parent), Some(&mut before_start))
+        vm.spawn_with(module, &fun, args, spawn_opts, Some(parent), Some(&mut before_start))
             .map(|(pid, _)| pid)
             .map_err(|e| e.kind)
     }
