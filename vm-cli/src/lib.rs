@@ -17,6 +17,9 @@
 //! | `vm repl [--workers N] [--fuel N] [--max-frames N] [--allow-...] [FILE...]` | an interactive session (see [`repl`]) |
 //! | `vm run --snapshot PATH [--snapshot-every DUR] [--snapshot-on-term] FILE [ARGS...]` | runs with snapshots (docs/snapshots.md) |
 //! | `vm resume [--timers=frozen\|wall] [--allow-...] PATH` | continues from the newest snapshot of PATH that loads |
+//! | `vm run --node NAME --cluster nats://HOST:PORT[,...] FILE [ARGS...]` | runs `main` as a node of a cluster (docs/cluster.md); `vm repl` takes the same flags |
+//! | `vm node --node NAME --cluster URL FILE` | a node with no `main` serving spawns of FILE's functions until SIGTERM, then leaving gracefully |
+//! | `vm nodes --cluster URL` | the live nodes: name, incarnation, actors, uptime |
 //!
 //! | status | meaning |
 //! |---|---|
