@@ -9,6 +9,9 @@
 //! - `kill -9` of a node: 1,000 links and monitors each fire `:noconnection` exactly once,
 //!   within 3.5 s (`watch.vasm`);
 //! - global names: two nodes racing for 100 names, exactly one winner each (`global.vasm`);
+//! - `kill -9` of the server a node is connected to (three routed servers): every message
+//!   arrives in order after the reconnect, or both sides see the session end and a new one
+//!   starts; never a silent gap (`stream.vasm`);
 //! - a partition between two routed servers: both sides see node-down within 5 s, then node-up
 //!   and a working `spawn_on` after healing (`partition.vasm`);
 //! - `vm nodes` lists the live nodes; a name in use is refused;
@@ -78,20 +81,23 @@ impl NatsServer {
         NatsServer { port, child: Some(child), dir }
     }
 
+    /// SIGKILL, as `kill -9` does.
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
     fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
     }
 
     /// Waits until the server's monitoring endpoint reports `n` routes.
     fn wait_routes(&self, monitor_port: u16, n: usize) {
-        use std::io::{Read, Write};
         let t = Instant::now();
         loop {
-            let mut body = String::new();
-            if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", monitor_port)) {
-                let _ = s.write_all(b"GET /routez HTTP/1.0\r\n\r\n");
-                let _ = s.read_to_string(&mut body);
-            }
+            let body = monitor_get(monitor_port, "/routez");
             if body.contains(&format!("\"num_routes\": {n}")) {
                 return;
             }
@@ -103,12 +109,20 @@ impl NatsServer {
 
 impl Drop for NatsServer {
     fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// The body of an HTTP GET of `path` on the server's monitoring port.
+fn monitor_get(monitor_port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut body = String::new();
+    if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", monitor_port)) {
+        let _ = s.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes());
+        let _ = s.read_to_string(&mut body);
+    }
+    body
 }
 
 /// A `vm` process whose standard output is read line by line as it comes, each line with the
@@ -478,4 +492,47 @@ fn a_repl_node_lists_nodes_and_shows_remote_pids_as_such() {
     assert!(text.contains("<b.1>\n  node:          b (incarnation"), "{text}");
     // Killing b's actor from here ends the local actor linked to it.
     assert!(text.contains("<1> is not alive") && text.contains("exited with reason :killed"), "{text}");
+}
+
+#[test]
+fn kill_9_of_a_nodes_server_is_never_a_silent_gap() {
+    // Three servers in a full mesh of routes; b stays on s3, a may be on s1 or s2 and fails over.
+    let routes = [free_port(), free_port(), free_port()];
+    let monitors = [free_port(), free_port(), free_port()];
+    let mut servers: Vec<NatsServer> = (0..3)
+        .map(|i| {
+            let others: Vec<String> = (0..3)
+                .filter(|j| *j != i)
+                .map(|j| format!("\"nats-route://127.0.0.1:{}\"", routes[j]))
+                .collect();
+            NatsServer::start(&format!(
+                "http_port: {}\ncluster {{ name: vmtest, listen: 127.0.0.1:{}, routes: [{}] }}",
+                monitors[i],
+                routes[i],
+                others.join(", ")
+            ))
+        })
+        .collect();
+    for (s, m) in servers.iter().zip(monitors) {
+        s.wait_routes(m, 2);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let _b = VmProcess::node("b", &servers[2].url(), &[]);
+    let both = format!("{},{}", servers[0].url(), servers[1].url());
+    let prog = program("stream.vasm");
+    let a =
+        VmProcess::start(&["run", "--node", "a", "--cluster", &both, "--heartbeat", "200ms", &prog, "20000"]);
+    assert_eq!(a.line(Duration::from_secs(60)).1, "started", "stderr:\n{}", a.stderr());
+    // The server a is connected to (its connection is named after the node).
+    let on = (0..2)
+        .find(|i| monitor_get(monitors[*i], "/connz").contains("\"vm.vm.a."))
+        .expect("a is on s1 or s2");
+    servers[on].kill();
+    let (_, outcome) = a.line(Duration::from_secs(30));
+    eprintln!("after kill -9 of a's server: {outcome}");
+    match outcome.as_str() {
+        "ok" => {}
+        ":noconnection" => assert_eq!(a.line(Duration::from_secs(30)).1, "new session ok", "{}", a.stderr()),
+        other => panic!("a silent gap or worse: {other}; stderr:\n{}", a.stderr()),
+    }
 }
