@@ -16,6 +16,7 @@
 //!   and a working `spawn_on` after healing (`partition.vasm`);
 //! - `vm nodes` lists the live nodes; a name in use is refused;
 //! - `vm repl --node`: `nodes`, remote pids in `info`, `kill` of another node's actor.
+#![allow(clippy::print_stderr, reason = "a test harness: it reports the timings it measured")]
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;

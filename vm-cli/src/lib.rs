@@ -610,6 +610,7 @@ fn cmd_resume(args: ResumeArgs, say: &mut dyn FnMut(&str)) -> Result<(), Failure
     }
 }
 
+#[allow(clippy::print_stderr, reason = "vm-cli prints: the line scripts wait for, once the node serves")]
 fn cmd_node(args: NodeArgs, style: Style) -> Result<(), Failure> {
     let file = display(&args.file);
     let module = load_program(&args.file, style).map_err(|msg| (EXIT_USAGE, msg))?;
