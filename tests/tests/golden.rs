@@ -136,6 +136,8 @@ fn shipped_programs() {
         (&["run", "benches/programs/fib.vasm", "1"], "1\n"),
         (&["run", "benches/programs/loop.vasm", "1000"], "3003\n"),
         (&["run", "benches/programs/loop.vasm", "0"], "0\n"),
+        (&["run", "benches/programs/values.vasm", "1000"], "936\n"),
+        (&["run", "benches/programs/values.vasm", "10"], "0\n"),
     ];
     let failures = par_map(cases, |(args, want)| {
         let run = vm(args);

@@ -515,7 +515,7 @@ mod tests {
         }
         m.consts[1] = deep.clone();
         assert_eq!(errors(&m), ["constant 1 nests containers more than 64 deep"]);
-        let Value::List(inner) = deep else { unreachable!() };
+        let Value::List(inner) = &deep else { unreachable!() };
         m.consts[1] = inner[0].clone();
         assert_eq!(verify(&m), Ok(()));
     }

@@ -46,7 +46,8 @@ pub struct ActorCell {
     /// safe point without taking the lock every slice.
     pub has_signals: AtomicBool,
     state: AtomicU8,
-    /// `func << 32 | pc` of the running frame, updated after every slice.
+    /// `func << 32 | pc` of the running frame, updated after every slice and, while a slice
+    /// runs, before each out-of-line instruction (`Host::at`).
     position: AtomicU64,
     reductions: AtomicU64,
     /// The module the actor runs (for locations in reports).
@@ -82,9 +83,16 @@ impl ActorCell {
 
     pub(crate) fn record(&self, position: Option<(u32, u32)>, reductions: u64) {
         if let Some((f, pc)) = position {
-            self.position.store((u64::from(f) << 32) | u64::from(pc), Ordering::Relaxed);
+            self.record_at(f, pc);
         }
         self.reductions.store(reductions, Ordering::Relaxed);
+    }
+
+    /// Where the actor is now (instruction `pc` of function `f`), for whoever reads
+    /// [`ActorCell::location`] from another thread (the heartbeat, `ps`).
+    #[inline]
+    pub(crate) fn record_at(&self, f: u32, pc: u32) {
+        self.position.store((u64::from(f) << 32) | u64::from(pc), Ordering::Relaxed);
     }
 
     /// Fuel the actor has spent, as of its last slice.

@@ -184,13 +184,13 @@ pub(super) fn slow<H: Host + ?Sized>(
         Instr::Len { dst, a } => put!(dst, length(&reg!(a))),
         Instr::Append { dst, l, v } => {
             let item = reg!(v).clone();
-            let list = take_or_clone(regs, dst, l);
-            let r = match list {
-                Value::List(mut items) => {
-                    Arc::make_mut(&mut items).push(item);
-                    Ok(Value::List(items))
+            let mut list = take_or_clone(regs, dst, l);
+            let r = match &mut list {
+                Value::List(items) => {
+                    Arc::make_mut(items).push(item);
+                    Ok(list)
                 }
-                x => Err(type_err("append", "a list", &x)),
+                x => Err(type_err("append", "a list", x)),
             };
             put!(dst, r)
         }
@@ -202,13 +202,13 @@ pub(super) fn slow<H: Host + ?Sized>(
         Instr::Mput { dst, m: mr, k, v } => {
             let key = reg!(k).clone();
             let val = reg!(v).clone();
-            let map = take_or_clone(regs, dst, mr);
-            let r = match map {
-                Value::Map(mut map) => {
-                    Arc::make_mut(&mut map).insert(key, val);
-                    Ok(Value::Map(map))
+            let mut map = take_or_clone(regs, dst, mr);
+            let r = match &mut map {
+                Value::Map(m) => {
+                    Arc::make_mut(m).insert(key, val);
+                    Ok(map)
                 }
-                x => Err(type_err("mput", "a map", &x)),
+                x => Err(type_err("mput", "a map", x)),
             };
             put!(dst, r)
         }
@@ -228,15 +228,15 @@ pub(super) fn slow<H: Host + ?Sized>(
         }
         Instr::Mdel { dst, m: mr, k } => {
             let key = reg!(k).clone();
-            let map = take_or_clone(regs, dst, mr);
-            let r = match map {
-                Value::Map(mut map) => {
-                    if map.contains_key(&key) {
-                        Arc::make_mut(&mut map).remove(&key);
+            let mut map = take_or_clone(regs, dst, mr);
+            let r = match &mut map {
+                Value::Map(m) => {
+                    if m.contains_key(&key) {
+                        Arc::make_mut(m).remove(&key);
                     }
-                    Ok(Value::Map(map))
+                    Ok(map)
                 }
-                x => Err(type_err("mdel", "a map", &x)),
+                x => Err(type_err("mdel", "a map", x)),
             };
             put!(dst, r)
         }

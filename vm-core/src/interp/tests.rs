@@ -1125,7 +1125,7 @@ fn begun_waits_are_named_by_the_effect_and_may_be_abandoned_and_run_again() {
     host.inner.mailbox.push_back(Value::Int(8));
     // An unknown native raises `:badarg`, catchable where it was called.
     match step(&mut restored, &m, &mut host, 100) {
-        Step::Exited(Value::Tuple(t)) => assert_eq!(t[0], Value::Atom(atoms::BADARG)),
+        Step::Exited(Value::Tuple(ref t)) => assert_eq!(t[0], Value::Atom(atoms::BADARG)),
         other => panic!("{other:?}"),
     }
 }

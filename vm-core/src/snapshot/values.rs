@@ -63,7 +63,7 @@ impl Writer {
             }
             if !children_done {
                 work.push((v.clone(), true));
-                for child in children(&v) {
+                for child in v.children() {
                     if self.known(child).is_none() {
                         work.push((child.clone(), false));
                     }
@@ -165,16 +165,6 @@ fn address(v: &Value) -> Option<usize> {
         Value::Fun(c) => Arc::as_ptr(c) as *const () as usize,
         _ => return None,
     })
-}
-
-/// The values a boxed value holds directly.
-fn children(v: &Value) -> Box<dyn Iterator<Item = &Value> + '_> {
-    match v {
-        Value::Tuple(t) | Value::List(t) => Box::new(t.iter()),
-        Value::Map(m) => Box::new(m.iter().flat_map(|(k, x)| [k, x])),
-        Value::Fun(c) => Box::new(c.env.iter()),
-        _ => Box::new(std::iter::empty()),
-    }
 }
 
 /// Turns the frozen values of a checked snapshot back into live ones.

@@ -126,7 +126,7 @@ fn pids_of_the_receiver_come_back_local_and_of_third_nodes_keep_their_node() {
     let on_c = a.pid(&cid, 6).unwrap();
     let msg = Value::list(vec![Value::Pid(on_b), Value::Pid(on_c), Value::Pid(on_c)]);
     let (env, b) = cross(1, 1, &Signal::Send { to: 1, msg }, &a);
-    let Signal::Send { msg: Value::List(items), .. } = env.signal else { panic!() };
+    let Signal::Send { msg: Value::List(items), .. } = &env.signal else { panic!() };
     assert_eq!(items[0], Value::Pid(Pid(5)), "a pid of the receiving node is its local pid");
     let Value::Pid(p) = items[1] else { panic!() };
     assert_eq!(b.node_of(p), Some(cid));
