@@ -189,6 +189,10 @@ pub enum Begun {
     /// [`Host::native`] started this native's operation and holds it in flight
     /// ([`NativeCall::Begun`]): await it, then resume with its result.
     Native(NativeId),
+    /// [`Host::send`] found the receiver's node far behind and holds the send, waiting for
+    /// room ([`Host::send_waits`]): await it; the instruction then moves on (nothing was
+    /// delivered before, so a cancelled wait raises with nothing sent).
+    Send,
 }
 
 /// A native function's identity: its index in the host's table of natives. It means something
@@ -446,6 +450,27 @@ pub trait Host {
             Some(m) => Received::Message(m),
             None => Received::Empty,
         }
+    }
+    /// Whether the `send` (or `send_to_node`) that just returned `Err` holds a wait instead:
+    /// the receiver's node is far behind and the host suspends the sender until there is room
+    /// ([`Begun::Send`]) rather than raising. The default host never does.
+    fn send_waits(&mut self) -> bool {
+        false
+    }
+    /// Delivers `msg` to the actor registered as `name` on node `node` (`send` to the tuple
+    /// `{name, node}`). The default host is no node of a cluster: it raises `:badarg`.
+    fn send_to_node(
+        &mut self,
+        name: crate::atom::Atom,
+        node: crate::atom::Atom,
+        msg: Value,
+    ) -> Result<(), Exception> {
+        let _ = msg;
+        Err(Exception::badarg(format!(
+            "send: {{{}, {}}} names a node, and this VM is not in a cluster",
+            Value::Atom(name).repr(),
+            Value::Atom(node).repr()
+        )))
     }
     /// Monotonic milliseconds since the VM started.
     fn now_ms(&self) -> i64;

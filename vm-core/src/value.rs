@@ -42,12 +42,68 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 /// An actor identifier.
+///
+/// 1. The low [`Pid::SERIAL_BITS`] bits are the serial the owning node gave the actor; the
+///    high 16 bits are a *node slot* in the VM's table of node incarnations (vm-dist's
+///    `NodeTable`), 0 for this VM's own actors. Local pids are therefore plain serials and every
+///    local path stays as it was.
+/// 2. A local pid prints `<7>`; a pid of another node prints `<b.7>`, with the node's name from
+///    the namer a clustered runtime installs ([`set_node_namer`]), or `<#slot.7>` without one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Pid(pub u64);
 
+impl Pid {
+    /// Bits of a pid that hold the serial; the rest hold the node slot.
+    pub const SERIAL_BITS: u32 = 48;
+    /// The largest serial a pid can carry.
+    pub const MAX_SERIAL: u64 = (1 << Pid::SERIAL_BITS) - 1;
+
+    /// The node slot (0 for this VM's own actors).
+    #[inline]
+    pub fn slot(self) -> u16 {
+        (self.0 >> Pid::SERIAL_BITS) as u16
+    }
+
+    /// The serial the owning node gave the actor.
+    #[inline]
+    pub fn serial(self) -> u64 {
+        self.0 & Pid::MAX_SERIAL
+    }
+
+    /// Whether the actor is this VM's own.
+    #[inline]
+    pub fn is_local(self) -> bool {
+        self.slot() == 0
+    }
+
+    /// The pid of actor `serial` in node slot `slot`.
+    #[inline]
+    pub fn remote(slot: u16, serial: u64) -> Pid {
+        Pid((u64::from(slot) << Pid::SERIAL_BITS) | (serial & Pid::MAX_SERIAL))
+    }
+}
+
+/// Names the node of a node slot, for printing pids (see [`Pid`]).
+pub type NodeNamer = Arc<dyn Fn(u16) -> Option<Arc<str>> + Send + Sync>;
+
+static NODE_NAMER: std::sync::RwLock<Option<NodeNamer>> = std::sync::RwLock::new(None);
+
+/// Installs how pids of other nodes print their node's name (a clustered runtime does this
+/// once it has joined; the last one installed wins, as a process runs one clustered VM).
+pub fn set_node_namer(namer: NodeNamer) {
+    *NODE_NAMER.write().unwrap_or_else(|p| p.into_inner()) = Some(namer);
+}
+
 impl fmt::Display for Pid {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "<{}>", self.0)
+        if self.is_local() {
+            return write!(f, "<{}>", self.0);
+        }
+        let namer = NODE_NAMER.read().unwrap_or_else(|p| p.into_inner()).clone();
+        match namer.and_then(|n| n(self.slot())) {
+            Some(name) => write!(f, "<{name}.{}>", self.serial()),
+            None => write!(f, "<#{}.{}>", self.slot(), self.serial()),
+        }
     }
 }
 

@@ -20,9 +20,12 @@
 //! - [`durable`]: files written to survive a crash at any moment, in generations (snapshots).
 //! - [`reopen`]: resources across a snapshot: reopen recipes, and opening them again.
 //! - [`request`]: `vm_snapshot`, a program asking the runtime for a snapshot of its VM.
+//! - [`cluster`]: the cluster natives (`spawn_on`, `node`, `nodes`, global names), answered
+//!   by the membership the runtime installs.
 //! - [`rerun`]: which natives in flight when a snapshot was taken may run again after a restore.
 
 pub mod affine;
+pub mod cluster;
 pub mod confine;
 pub mod ctrl_c;
 pub mod durable;

@@ -193,7 +193,7 @@ macro_rules! natives {
     };
 }
 
-use crate::{files, net, request, resp, sqlite, stdio, table};
+use crate::{cluster, files, net, request, resp, sqlite, stdio, table};
 
 natives! {
     "tcp_listen", 1..=1, Async(net::tcp_listen), "tcp_listen(addr): listens on host:port -> listener";
@@ -246,6 +246,14 @@ natives! {
     "sqlite_transaction", 2..=2, Affine(Bind::Arg0, sqlite::sqlite_transaction), "sqlite_transaction(db, statements): runs a list of {sql, params} in one transaction, all or none -> rows changed";
     "sqlite_last_id", 1..=1, Affine(Bind::Arg0, sqlite::sqlite_last_id), "sqlite_last_id(db): the rowid of the last row inserted on the connection";
     "sqlite_close", 1..=1, Affine(Bind::Arg0, sqlite::sqlite_close), "sqlite_close(db): closes the connection -> true, or false if already closed";
+    "node", 0..=0, Inline(cluster::node), "node(): this node's name as an atom (:nonode outside a cluster)";
+    "nodes", 0..=0, Inline(cluster::nodes), "nodes(): the names of the other live nodes of the cluster";
+    "node_of", 1..=1, Inline(cluster::node_of), "node_of(pid): the name of the node pid lives on";
+    "spawn_on", 3..=4, Async(cluster::spawn_on), "spawn_on(node, func, args, [opts]): runs func (an atom naming a function of the module that node runs) there -> pid, or {pid, ref} with %{:monitor => true} (needs --cluster)";
+    "monitor_node", 2..=2, Inline(cluster::monitor_node), "monitor_node(node, flag): {:nodedown, node} and {:nodeup, node} messages on (true) or off (needs --cluster)";
+    "global_register", 1..=2, Async(cluster::global_register), "global_register(name, [pid]): registers the caller (or pid) cluster-wide; one winner when nodes race (needs --cluster)";
+    "global_whereis", 1..=1, Async(cluster::global_whereis), "global_whereis(name): the pid registered cluster-wide as name, or nil (needs --cluster)";
+    "global_unregister", 1..=1, Async(cluster::global_unregister), "global_unregister(name): removes a cluster-wide name an actor of this node holds (needs --cluster)";
     "vm_snapshot", 1..=1, Async(request::vm_snapshot), "vm_snapshot(path): writes a snapshot of the whole VM to path (needs --allow-write) -> :ok, or :resumed in a VM resumed from it";
 }
 

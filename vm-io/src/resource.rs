@@ -159,6 +159,8 @@ pub struct Io {
     pub(crate) stdin: tokio::sync::Mutex<crate::stdio::StdinState>,
     /// Takes snapshots for `vm_snapshot` (installed by the runtime).
     pub(crate) snapshots: std::sync::OnceLock<Arc<dyn crate::request::SnapshotHook>>,
+    /// The VM's membership in a cluster (installed by the runtime; see `cluster`).
+    pub(crate) cluster: std::sync::OnceLock<Arc<dyn crate::cluster::ClusterHook>>,
 }
 
 const SHARDS: usize = 16;
@@ -183,6 +185,7 @@ impl Io {
             owned: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             stdin: tokio::sync::Mutex::new(Default::default()),
             snapshots: std::sync::OnceLock::new(),
+            cluster: std::sync::OnceLock::new(),
         })
     }
 

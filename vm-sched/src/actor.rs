@@ -275,11 +275,15 @@ async fn run(host: &mut ActorHost<'_>, module: &Module, mut state: Box<ActorStat
                         Err(end) => return end,
                     }
                 }
-                Effect::Begun(Begun::Native(id)) => {
+                Effect::Begun(begun @ (Begun::Native(_) | Begun::Send)) => {
                     // The host began the operation in the step and holds it. (Were it gone, the
-                    // rule of begun waits applies: run the instruction again.)
+                    // rule of begun waits applies: run the instruction again.) A held send (to a
+                    // node far behind, `cluster`'s rule 3) is waited for the same way.
                     let Some(fut) = host.in_flight.take() else { continue };
-                    let name = natives::get(id).map_or("native", |n| n.name);
+                    let name = match begun {
+                        Begun::Native(id) => natives::get(id).map_or("native", |n| n.name),
+                        _ => "send",
+                    };
                     cell.set_state(RunState::Waiting);
                     // Boxed, as `real_block` is, to keep every actor's task small. A snapshot leaves
                     // it alone (`pause::Pausable`): a write may have half happened.

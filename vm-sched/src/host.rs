@@ -4,6 +4,7 @@
 
 use crate::cell::{ActorCell, RunState};
 use crate::chan::waits;
+use crate::cluster;
 use crate::mailbox::{Signal, TakeOrPark};
 use crate::trace;
 use crate::vm::Vm;
@@ -27,6 +28,29 @@ pub(crate) struct ActorHost<'a> {
     /// abandons the operation, losing no input, and the instruction may simply run again (the
     /// rule in `vm_core::step`'s docs).
     pub(crate) in_flight: Option<natives::IoFuture>,
+}
+
+impl ActorHost<'_> {
+    /// What a send to another node did, as `Host::send` answers: a held send is kept in
+    /// `in_flight` and reported as an error that `send_waits` explains (`cluster`'s rule 3).
+    /// Nothing else is in flight at a send (a begun native ends the step at once, and the
+    /// driver takes it), so `in_flight` being set after a failed send means "held".
+    fn remote_sent(&mut self, remote: cluster::Remote) -> Result<(), Exception> {
+        match remote {
+            cluster::Remote::Sent => {
+                self.in_flight = None;
+                Ok(())
+            }
+            cluster::Remote::Refused(e) => {
+                self.in_flight = None;
+                Err(e)
+            }
+            cluster::Remote::Wait(fut) => {
+                self.in_flight = Some(fut);
+                Err(Exception::new(atoms::LIMIT, "the receiver's node is far behind"))
+            }
+        }
+    }
 }
 
 impl Host for ActorHost<'_> {
@@ -69,10 +93,22 @@ impl Host for ActorHost<'_> {
                     io.transfer(&msg, me.0, to.0);
                     self.vm.deliver(&c, msg);
                     self.last_target = Some(c);
+                } else if !to.is_local() {
+                    let remote = cluster::send(self.vm, me, to, msg);
+                    return self.remote_sent(remote);
                 }
             }
         }
         Ok(())
+    }
+
+    fn send_waits(&mut self) -> bool {
+        self.in_flight.is_some()
+    }
+
+    fn send_to_node(&mut self, name: Atom, node: Atom, msg: Value) -> Result<(), Exception> {
+        let remote = cluster::send_named(self.vm, self.cell.pid, name, node, msg)?;
+        self.remote_sent(remote)
     }
 
     fn try_receive(&mut self, pattern: Option<&Value>) -> Option<Value> {
@@ -139,6 +175,9 @@ impl Host for ActorHost<'_> {
         trace::trace_control(self.cell, &op, |name| self.vm.whereis(name).is_none());
         let me = self.cell.pid;
         let vm = self.vm;
+        if cluster::is_remote(&op) {
+            return cluster::control(vm, self.cell, op);
+        }
         match op {
             ActorOp::Register(name, pid) => vm.register(name, pid).map(|()| Value::Nil),
             ActorOp::Unregister(name) => {
@@ -207,10 +246,12 @@ impl Host for ActorHost<'_> {
                     let m = &mut i.ext().monitoring;
                     m.iter().position(|(x, _)| *x == r).map(|k| m.swap_remove(k).1)
                 });
-                if let Some(pid) = held
-                    && let Some(c) = vm.lookup(pid)
-                {
-                    c.mailbox.with(|i| i.ext().monitors.retain(|(x, _)| *x != r));
+                if let Some(pid) = held {
+                    if !pid.is_local() {
+                        cluster::demonitor(vm, me, pid, r);
+                    } else if let Some(c) = vm.lookup(pid) {
+                        c.mailbox.with(|i| i.ext().monitors.retain(|(x, _)| *x != r));
+                    }
                 }
                 Ok(Value::Nil)
             }

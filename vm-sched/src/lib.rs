@@ -20,6 +20,8 @@
 //! - `chan::waits`: the actor's side of channels (the fast path, the waits, orphan detection).
 //!   It sits in the `chan` folder with the channel core, but in this order it comes here: it
 //!   uses `vm` and `cell`, and the channel core uses none of them.
+//! - `cluster`: the VM as a node of a cluster (vm-dist's node wired in: remote sends, links,
+//!   monitors, signals, spawns, the cluster natives).
 //! - `host`: the `Host` the interpreter sees while it steps an actor.
 //! - `native`: how the driver waits for a native call (awaited I/O, the blocking pool, an
 //!   affine executor).
@@ -40,6 +42,7 @@ pub mod actor;
 pub mod affine;
 pub mod cell;
 pub mod chan;
+pub mod cluster;
 pub mod exit;
 pub mod heartbeat;
 mod host;

@@ -149,8 +149,44 @@ impl Session {
         })
     }
 
-    /// Delivers `msg` to `pid`; fails if there is no live actor with that pid.
+    /// Joins the cluster `opts` names as a node serving remote spawns of `module`'s functions
+    /// (see [`Session::serve`]).
+    #[cfg(not(vm_loom))]
+    pub fn join_cluster(
+        &self,
+        module: Arc<Module>,
+        opts: &crate::cluster::ClusterOptions,
+    ) -> Result<vm_dist::NodeId, String> {
+        let vm = self.vm.clone();
+        let opts = opts.clone();
+        self.runtime()
+            .block_on(async move { crate::cluster::join_nats(&vm, module, &opts).await })
+            .map_err(|e| e.to_string())
+    }
+
+    /// Leaves the cluster gracefully, if the session is a node (its peers see it at once).
+    pub fn leave_cluster(&self) {
+        let vm = self.vm.clone();
+        self.runtime().block_on(async move { vm.leave_cluster().await });
+    }
+
+    /// Serves remote spawns of `module`'s functions from now on (the newest program loaded).
+    pub fn serve(&self, module: Arc<Module>) {
+        self.vm.serve_module(module);
+    }
+
+    /// Delivers `msg` to `pid`; fails if there is no live actor with that pid. A pid of another
+    /// node takes the message as a remote send does (waiting while that node is far behind).
     pub fn send(&self, pid: Pid, msg: Value) -> Result<(), String> {
+        if !pid.is_local() {
+            return match crate::cluster::send(&self.vm, Pid(0), pid, msg) {
+                crate::cluster::Remote::Sent => Ok(()),
+                crate::cluster::Remote::Refused(e) => Err(e.to_string()),
+                crate::cluster::Remote::Wait(fut) => {
+                    self.runtime().block_on(fut).map(|_| ()).map_err(|e| e.to_string())
+                }
+            };
+        }
         let cell = self.vm.lookup(pid).ok_or_else(|| no_actor(pid))?;
         self.vm.deliver(&cell, msg);
         Ok(())
@@ -163,6 +199,10 @@ impl Session {
         if mode > 2 {
             return Err(format!("interrupt mode {mode} does not exist (0, 1 or 2)"));
         }
+        if !pid.is_local() {
+            let op = vm_core::ActorOp::Interrupt(pid, exc, mode);
+            return crate::cluster::control_from_outside(&self.vm, op).map_err(|e| e.to_string());
+        }
         self.alive(pid)?;
         self.vm.signal(pid, Signal::Interrupt { exc, mode });
         Ok(())
@@ -171,6 +211,10 @@ impl Session {
     /// Ends `pid` untrappably with reason `:killed`; fails if there is no live actor with that
     /// pid.
     pub fn kill(&self, pid: Pid) -> Result<(), String> {
+        if !pid.is_local() {
+            let op = vm_core::ActorOp::Kill(pid);
+            return crate::cluster::control_from_outside(&self.vm, op).map_err(|e| e.to_string());
+        }
         self.alive(pid)?;
         self.vm.signal(pid, Signal::Kill(Value::Atom(vm_core::atoms::KILLED)));
         Ok(())

@@ -177,6 +177,8 @@ pub(crate) struct Shared {
     main: AtomicU64,
     /// Snapshots pause the VM through this (see `pause`).
     pub(crate) pause: crate::pause::Pause,
+    /// The VM's membership in a cluster, once it joined one (see `cluster`).
+    pub(crate) cluster: std::sync::OnceLock<Arc<crate::cluster::Membership>>,
 }
 
 /// The detector task holds the VM weakly and parks while disarmed: tell it the VM is gone.
@@ -274,6 +276,7 @@ impl Vm {
                 clock_offset_ms: AtomicU64::new(0),
                 main: AtomicU64::new(0),
                 pause: Default::default(),
+                cluster: std::sync::OnceLock::new(),
             }),
         };
         let weak = Arc::downgrade(&vm.shared);
@@ -349,7 +352,7 @@ impl Vm {
         opts: SpawnOpts,
         parent: Option<Pid>,
     ) -> Result<(Pid, Option<i64>), Exception> {
-        self.spawn_reporting(module, fun, args, opts, parent, None)
+        self.spawn_full(module, fun, args, opts, parent, None, None)
     }
 
     pub(crate) fn spawn_reporting(
@@ -360,6 +363,35 @@ impl Vm {
         opts: SpawnOpts,
         parent: Option<Pid>,
         report: Option<tokio::sync::oneshot::Sender<Outcome>>,
+    ) -> Result<(Pid, Option<i64>), Exception> {
+        self.spawn_full(module, fun, args, opts, parent, report, None)
+    }
+
+    /// [`Vm::spawn`], calling `before_start` with the new actor's cell once it is in the actor
+    /// table and before its task starts (a remote spawn records the spawner's link or monitor
+    /// and queues its answer there, so nothing the actor does can overtake them).
+    pub(crate) fn spawn_with(
+        &self,
+        module: Arc<Module>,
+        fun: &Closure,
+        args: Vec<Value>,
+        opts: SpawnOpts,
+        parent: Option<Pid>,
+        before_start: Option<&mut dyn FnMut(&ActorCell)>,
+    ) -> Result<(Pid, Option<i64>), Exception> {
+        self.spawn_full(module, fun, args, opts, parent, None, before_start)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn spawn_full(
+        &self,
+        module: Arc<Module>,
+        fun: &Closure,
+        args: Vec<Value>,
+        opts: SpawnOpts,
+        parent: Option<Pid>,
+        report: Option<tokio::sync::oneshot::Sender<Outcome>>,
+        before_start: Option<&mut dyn FnMut(&ActorCell)>,
     ) -> Result<(Pid, Option<i64>), Exception> {
         let max = self.shared.config.max_actors;
         if self.shared.live.fetch_add(1, Ordering::SeqCst) >= max {
@@ -409,6 +441,9 @@ impl Vm {
             // Kept here rather than in the actor's task, which every actor would pay for.
             lock(&self.shared.reporters).insert(pid.0, tx);
             self.shared.reporting.fetch_add(1, Ordering::SeqCst);
+        }
+        if let Some(f) = before_start {
+            f(&cell);
         }
         (self.shared.start_actor)(self.clone(), cell, state, span);
         Ok((pid, monitor))
@@ -535,6 +570,9 @@ impl Vm {
                 reason_value.clone(),
             ]);
             self.send(watcher, down);
+        }
+        if let Some(cluster) = self.shared.cluster.get() {
+            cluster.actor_exited(cell.pid, &reason_value);
         }
         self.shared.live.fetch_sub(1, Ordering::SeqCst);
         // The exit may have let go of the last other copy of some waiter's channel.

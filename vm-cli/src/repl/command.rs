@@ -35,6 +35,8 @@ pub enum Command {
     Info(Target),
     /// `executors`.
     Executors,
+    /// `nodes`: the other live nodes of the cluster.
+    Nodes,
     /// `send PID VALUE`.
     Send(Target, Value),
     /// `interrupt PID [MODE]`.
@@ -56,12 +58,14 @@ pub enum Command {
 }
 
 /// An actor as named on the command line.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Target {
     /// By pid.
     Pid(Pid),
     /// By registered name.
     Name(Atom),
+    /// An actor of another node of the cluster, as pids print (`<b.7>`): node name and serial.
+    Remote(Atom, u64),
 }
 
 /// The interrupt mode `interrupt` uses when none is given: it reaches a running actor too.
@@ -99,6 +103,15 @@ pub const COMMANDS: &[(&str, &str, &str, &str)] = &[
         "one actor in detail",
         "Its state, location, links, monitors, trap_exit, resources, whether it is traced, and its \
          recent exceptions; for an actor that has ended, its exit reason.",
+    ),
+    (
+        "nodes",
+        "nodes",
+        "list the other live nodes of the cluster",
+        "Only in a session started with --node NAME --cluster URL. Columns: node, incarnation, \
+         actors, uptime, and how long ago it was last heard from. Pids of other nodes print as \
+         <b.7> (actor 7 of node b), in `info` and in messages, and `send`, `interrupt`, `kill` and \
+         `info` take them.",
     ),
     (
         "executors",
@@ -182,6 +195,10 @@ pub fn parse(line: &str) -> Result<Option<Command>, String> {
             Command::Ps
         }
         "info" => Command::Info(one_target(rest, "info")?),
+        "nodes" => {
+            no_more(rest, "nodes")?;
+            Command::Nodes
+        }
         "executors" => {
             no_more(rest, "executors")?;
             Command::Executors
@@ -324,12 +341,19 @@ fn one_target(rest: &str, cmd: &str) -> Result<Target, String> {
     target(who)
 }
 
-/// `<3>`, `3`, `:name` or `name`.
+/// `<3>`, `3`, `:name`, `name`, or `<b.7>` (an actor of node b).
 pub fn target(word: &str) -> Result<Target, String> {
     let bad = || format!("`{word}` is not a pid (<3> or 3) or a registered name (:name)");
     let digits = word.strip_prefix('<').and_then(|w| w.strip_suffix('>')).unwrap_or(word);
     if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
         return digits.parse().map(|n| Target::Pid(Pid(n))).map_err(|_| bad());
+    }
+    if let Some((node, serial)) = digits.rsplit_once('.')
+        && word.starts_with('<')
+        && vm_dist::id::check_node_name(node).is_ok()
+        && let Ok(serial) = serial.parse()
+    {
+        return Ok(Target::Remote(Atom::new(node), serial));
     }
     let name = word.strip_prefix(':').unwrap_or(word);
     let mut chars = name.chars();
@@ -462,6 +486,8 @@ mod tests {
     #[test]
     fn targets() {
         assert_eq!(target("<7>"), Ok(Target::Pid(Pid(7))));
+        assert_eq!(target("<b-2.7>"), Ok(Target::Remote(Atom::new("b-2"), 7)));
+        assert_eq!(ok("nodes"), Command::Nodes);
         assert_eq!(target(":\"a b\""), Ok(Target::Name(Atom::new("a b"))));
         assert!(target("<>").is_err());
         assert!(target("99999999999999999999999").is_err());

@@ -133,6 +133,13 @@ impl Engine {
             Command::Spawn { func, args } => self.spawn(&func, &args),
             Command::Ps => Ok(ps(&self.session.vm().actors())),
             Command::Executors => Ok(executors(&self.session.vm().executors())),
+            Command::Nodes => {
+                let n =
+                    self.session.vm().node().ok_or(
+                        "this session is not a node of a cluster (vm repl --node NAME --cluster URL)",
+                    )?;
+                Ok(nodes(&n.me().name, &n.nodes()))
+            }
             Command::Info(t) => self.info(t),
             Command::Send(t, v) => {
                 let pid = self.resolve(t)?;
@@ -193,6 +200,14 @@ impl Engine {
     fn resolve(&self, t: Target) -> Result<Pid, String> {
         match t {
             Target::Pid(p) => Ok(p),
+            Target::Remote(node, serial) => {
+                let n =
+                    self.session.vm().node().ok_or(
+                        "this session is not a node of a cluster (vm repl --node NAME --cluster URL)",
+                    )?;
+                let id = n.live(&node.name()).ok_or_else(|| format!("node {node} is not up"))?;
+                n.pid_of(&id, serial).ok_or_else(|| format!("<{node}.{serial}> is not a pid"))
+            }
             Target::Name(n) => self
                 .session
                 .vm()
@@ -207,7 +222,10 @@ impl Engine {
         let module = crate::load_program(path, self.style)?;
         let names: Vec<String> = module.funcs.iter().map(|f| f.name.clone()).collect();
         self.programs.retain(|p| p.file != file);
-        self.programs.push(Program { file: file.to_string(), module: Arc::new(module) });
+        let module = Arc::new(module);
+        self.programs.push(Program { file: file.to_string(), module: module.clone() });
+        // A node serves spawns of the newest program's functions.
+        self.session.serve(module);
         let mut all: Vec<String> =
             self.programs.iter().flat_map(|p| p.module.funcs.iter().map(|f| f.name.clone())).collect();
         all.sort();
@@ -219,6 +237,22 @@ impl Engine {
             list.push_str(", ...");
         }
         Ok(format!("loaded {file}: {} ({list})", render::count(names.len(), "function")))
+    }
+
+    /// Leaves the cluster gracefully, if the session is a node.
+    pub fn leave_cluster(&self) {
+        self.session.leave_cluster();
+    }
+
+    /// Joins the cluster `opts` names, serving spawns of the newest program's functions (of
+    /// each program loaded later, from then on); says which node this is.
+    pub fn join_cluster(&self, opts: &vm_sched::cluster::ClusterOptions) -> Result<String, String> {
+        let module = self.programs.last().map_or_else(
+            || Arc::new(Module { consts: vec![], funcs: vec![], debug: None }),
+            |p| p.module.clone(),
+        );
+        let me = self.session.join_cluster(module, opts)?;
+        Ok(format!("node {} is up (incarnation {})", me.name, me.inc))
     }
 
     fn spawn(&mut self, func: &str, args: &[String]) -> Result<String, String> {
@@ -252,6 +286,23 @@ impl Engine {
 
     fn info(&self, t: Target) -> Result<String, String> {
         let pid = self.resolve(t)?;
+        if !pid.is_local() {
+            // Another node's actor: what this node knows is where it lives.
+            let node = self
+                .session
+                .vm()
+                .node()
+                .and_then(|n| n.node_of(pid).map(|id| (n.live(&id.name) == Some(id.clone()), id)));
+            return Ok(match node {
+                Some((up, id)) => format!(
+                    "{pid}\n  node:          {} (incarnation {}, {})\n  (an actor of another node: `info` there shows its state)",
+                    id.name,
+                    id.inc,
+                    if up { "up" } else { "down" }
+                ),
+                None => format!("{pid} names no node this session knows"),
+            });
+        }
         let events = self.records.events(pid.0);
         let Some(a) = self.session.vm().info(pid) else {
             if events.is_empty() {
@@ -408,6 +459,26 @@ pub fn ps(actors: &[ActorInfo]) -> String {
     if rows.is_empty() {
         out.push_str("\n(no live actors)");
     }
+    out
+}
+
+/// The `nodes` table: the other live nodes, as this node `me` sees them.
+pub fn nodes(me: &str, list: &[vm_dist::NodeInfo]) -> String {
+    let header = ["NODE", "INCARNATION", "ACTORS", "UPTIME", "LAST HEARD"];
+    let rows: Vec<[String; 5]> = list
+        .iter()
+        .map(|n| {
+            [
+                n.id.name.to_string(),
+                n.id.inc.to_string(),
+                n.actors.to_string(),
+                crate::uptime(n.uptime_ms),
+                format!("{} ms ago", n.last_heard_ms),
+            ]
+        })
+        .collect();
+    let mut out = table(&header, &rows);
+    let _ = write!(out, "\n(this node: {me})");
     out
 }
 
