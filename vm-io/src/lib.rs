@@ -20,6 +20,7 @@
 //! - [`durable`]: files written to survive a crash at any moment, in generations (snapshots).
 //! - [`reopen`]: resources across a snapshot: reopen recipes, and opening them again.
 //! - [`request`]: `vm_snapshot`, a program asking the runtime for a snapshot of its VM.
+//! - [`services`]: `publish` and `lookup`, the names containers offer each other.
 //! - [`rerun`]: which natives in flight when a snapshot was taken may run again after a restore.
 
 pub mod affine;
@@ -38,12 +39,13 @@ pub mod request;
 pub mod rerun;
 pub mod resource;
 pub mod resp;
+pub mod services;
 pub mod sqlite;
 pub mod stdio;
 pub mod table;
 
 pub use output::Output;
-pub use perms::Permissions;
+pub use perms::{Grants, Permissions};
 pub use resource::{Console, Io};
 
 use std::path::{Component, Path, PathBuf};

@@ -404,7 +404,7 @@ pub(crate) fn tcp_write_resp(ctx: &Ctx<'_>, args: &[Value]) -> Started {
 
 pub(crate) fn tcp_listen(ctx: &Ctx<'_>, args: &[Value]) -> Started {
     let addr = try_start!(str_arg("tcp_listen", &args[0])).into_owned();
-    try_start!(ctx.io.perms.check_net(&addr));
+    try_start!(ctx.grants.perms.check_net(&addr));
     let (io, pid) = (ctx.io.clone(), ctx.pid);
     Started::Pending(Box::pin(async move {
         let l = listen(&addr).await.map_err(|e| io_error(&format!("tcp_listen {addr}"), &e))?;
@@ -517,7 +517,7 @@ pub fn take_accepted(ctx: &Ctx<'_>, obj: &Obj) -> NativeResult {
 
 pub(crate) fn tcp_connect(ctx: &Ctx<'_>, args: &[Value]) -> Started {
     let addr = try_start!(str_arg("tcp_connect", &args[0])).into_owned();
-    try_start!(ctx.io.perms.check_net(&addr));
+    try_start!(ctx.grants.perms.check_net(&addr));
     let timeout = try_start!(timeout_arg("tcp_connect", arg(args, 1)));
     let (io, pid) = (ctx.io.clone(), ctx.pid);
     Started::Pending(with_timeout("tcp_connect", timeout, async move {
@@ -574,7 +574,7 @@ pub(crate) fn close(ctx: &Ctx<'_>, args: &[Value]) -> NativeResult {
 
 pub(crate) fn udp_bind(ctx: &Ctx<'_>, args: &[Value]) -> Started {
     let addr = try_start!(str_arg("udp_bind", &args[0])).into_owned();
-    try_start!(ctx.io.perms.check_net(&addr));
+    try_start!(ctx.grants.perms.check_net(&addr));
     let (io, pid) = (ctx.io.clone(), ctx.pid);
     Started::Pending(Box::pin(async move {
         let u = UdpSocket::bind(&addr).await.map_err(|e| io_error(&format!("udp_bind {addr}"), &e))?;
@@ -588,7 +588,7 @@ pub(crate) fn udp_send_to(ctx: &Ctx<'_>, args: &[Value]) -> Started {
     let obj = try_start!(ctx.obj("udp_send_to", &args[0]));
     try_start!(udp("udp_send_to", &obj));
     let addr = try_start!(str_arg("udp_send_to", &args[1])).into_owned();
-    try_start!(ctx.io.perms.check_net(&addr));
+    try_start!(ctx.grants.perms.check_net(&addr));
     let data = args[2].clone();
     try_start!(data_arg("udp_send_to", &data));
     let timeout = try_start!(timeout_arg("udp_send_to", arg(args, 3)));
@@ -624,7 +624,7 @@ mod tests {
     use tokio::io::AsyncReadExt;
 
     async fn start(io: &Arc<Io>, name: &str, args: &[Value]) -> NativeResult {
-        let started = lookup(Atom::new(name)).unwrap().start(&Ctx { io, pid: 1 }, args);
+        let started = lookup(Atom::new(name)).unwrap().start(&Ctx::new(io, 1), args);
         match started {
             Started::Done(r) => r,
             Started::Pending(f) => f.await,

@@ -146,8 +146,9 @@ impl Drop for Resource {
 
 /// Shared I/O state of one VM: permissions, the ownership table, standard input.
 pub struct Io {
-    /// What the program may do.
-    pub perms: Permissions,
+    /// What the program may do when no container says otherwise (`vm run`'s flags; a restore
+    /// reopens resources with these).
+    pub grants: Arc<crate::perms::Grants>,
     /// Standard output and error.
     pub console: Arc<dyn Console>,
     next_id: AtomicU64,
@@ -157,6 +158,8 @@ pub struct Io {
     pub(crate) stdin: tokio::sync::Mutex<crate::stdio::StdinState>,
     /// Takes snapshots for `vm_snapshot` (installed by the runtime).
     pub(crate) snapshots: std::sync::OnceLock<Arc<dyn crate::request::SnapshotHook>>,
+    /// Answers `publish` and `lookup` (installed by the runtime).
+    pub(crate) services: std::sync::OnceLock<Arc<dyn crate::services::ServiceHook>>,
 }
 
 const SHARDS: usize = 16;
@@ -173,13 +176,14 @@ impl Io {
         // Natives only run with an `Io`: from here on their caught panics print nothing.
         crate::natives::install_quiet_panic_hook();
         Arc::new(Io {
-            perms,
+            grants: Arc::new(crate::perms::Grants::of(perms)),
             console,
             next_id: AtomicU64::new(1),
             live: AtomicUsize::new(0),
             owned: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             stdin: tokio::sync::Mutex::new(Default::default()),
             snapshots: std::sync::OnceLock::new(),
+            services: std::sync::OnceLock::new(),
         })
     }
 
@@ -445,8 +449,8 @@ mod tests {
         let a = io.adopt(1, file_obj(), "a".into());
         let b = io.adopt(1, file_obj(), "b".into());
         assert_eq!(io.live(), 2);
-        let ctx1 = Ctx { io: &io, pid: 1 };
-        let ctx2 = Ctx { io: &io, pid: 2 };
+        let ctx1 = Ctx::new(&io, 1);
+        let ctx2 = Ctx::new(&io, 2);
         assert!(ctx1.obj("t", &a).is_ok());
         // Hand `b` (inside a message) to actor 2.
         io.transfer(&Value::tuple(vec![Value::Int(0), Value::list(vec![b.clone()])]), 1, 2);

@@ -167,7 +167,7 @@ async fn run(host: &mut ActorHost<'_>, module: &Module, st: &mut ActorState) -> 
             Step::Failed(f) => return ExitReason::Failed(f),
             Step::Blocked(effect) => match effect {
                 Effect::Print(text) => {
-                    vm.shared.output.line(&text);
+                    print_line(vm, cell, &text);
                     st.resume(module, Resume::Value(Value::Nil));
                 }
                 Effect::Stop(reason) => return ExitReason::Stopped(reason),
@@ -227,7 +227,13 @@ async fn run(host: &mut ActorHost<'_>, module: &Module, st: &mut ActorState) -> 
                             }
                         };
                         cell.set_state(RunState::Waiting);
-                        let (call, reply) = exec.call(vm.shared.io.clone(), cell.pid.0, native, args);
+                        let (call, reply) = exec.call(
+                            vm.shared.io.clone(),
+                            cell.container.grants.clone(),
+                            cell.pid.0,
+                            native,
+                            args,
+                        );
                         drop(exec);
                         // Boxed, as the other native waits are, to keep every actor's task small.
                         let name = native.name;
@@ -246,11 +252,7 @@ async fn run(host: &mut ActorHost<'_>, module: &Module, st: &mut ActorState) -> 
                         continue;
                     }
                     cell.set_state(RunState::RealBlocked);
-                    let io = vm.shared.io.clone();
-                    let pid = cell.pid.0;
-                    let job = tokio::task::spawn_blocking(move || {
-                        natives::guarded(|| native.call(&natives::Ctx { io: &io, pid }, &args))
-                    });
+                    let job = start_blocking(vm, cell, native, args);
                     // Boxed: native calls are rare, and this keeps every task small. A snapshot
                     // does not wait for it (`pause::Pausable`).
                     let name = native.name;
@@ -330,6 +332,30 @@ async fn run(host: &mut ActorHost<'_>, module: &Module, st: &mut ActorState) -> 
                 }
             },
         }
+    }
+}
+
+/// Starts a blocking native on the pool, with the caller's container's grants.
+fn start_blocking(
+    vm: &Vm,
+    cell: &ActorCell,
+    native: &'static natives::Native,
+    args: Vec<Value>,
+) -> tokio::task::JoinHandle<natives::NativeResult> {
+    let io = vm.shared.io.clone();
+    let grants = cell.container.grants.clone();
+    let pid = cell.pid.0;
+    tokio::task::spawn_blocking(move || {
+        natives::guarded(|| native.call(&natives::Ctx { io: &io, pid, grants: &grants }, &args))
+    })
+}
+
+/// Prints a line of the actor's (out of the driver, whose future every actor's task holds).
+fn print_line(vm: &Vm, cell: &ActorCell, text: &str) {
+    match &cell.container.tag {
+        None => vm.shared.output.line(text),
+        // A container's lines carry its name, as a group leader's would.
+        Some(tag) => vm.shared.output.line(&format!("{tag}{text}")),
     }
 }
 

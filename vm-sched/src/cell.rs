@@ -2,6 +2,7 @@
 //! touch (its mailbox, its run state, where it is), as opposed to its interpreter state, which
 //! only its own driver holds.
 
+use crate::container::Container;
 use crate::mailbox::Mailbox;
 use crate::sync::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -51,10 +52,17 @@ pub struct ActorCell {
     reductions: AtomicU64,
     /// The module the actor runs (for locations in reports).
     pub module: Arc<Module>,
+    /// The container it belongs to (fixed for its life; see `container`).
+    pub container: Arc<Container>,
 }
 
 impl ActorCell {
-    pub(crate) fn new(pid: Pid, module: Arc<Module>, max_mailbox: Option<usize>) -> ActorCell {
+    pub(crate) fn new(
+        pid: Pid,
+        module: Arc<Module>,
+        max_mailbox: Option<usize>,
+        container: Arc<Container>,
+    ) -> ActorCell {
         ActorCell {
             pid,
             mailbox: Mailbox::with_limit(max_mailbox),
@@ -63,12 +71,18 @@ impl ActorCell {
             position: AtomicU64::new(0),
             reductions: AtomicU64::new(0),
             module,
+            container,
         }
     }
 
     /// The cell of an actor being restored from a snapshot, its mailbox refilled.
-    pub(crate) fn restored(pid: Pid, module: Arc<Module>, mailbox: Mailbox) -> ActorCell {
-        ActorCell { mailbox, ..ActorCell::new(pid, module, None) }
+    pub(crate) fn restored(
+        pid: Pid,
+        module: Arc<Module>,
+        mailbox: Mailbox,
+        container: Arc<Container>,
+    ) -> ActorCell {
+        ActorCell { mailbox, ..ActorCell::new(pid, module, None, container) }
     }
 
     pub(crate) fn set_state(&self, s: RunState) {

@@ -11,6 +11,8 @@
 //! - `mailbox`: an actor's message queue, control port and the wake protocol (loom-checked).
 //! - `exit`: why actors end, and what each control signal does to a running, soft-blocked or
 //!   real-blocked actor (the one signal-to-reason mapping).
+//! - `container`: containers, the programs a VM runs side by side (grants, limits, names,
+//!   boundaries, lifecycle).
 //! - `cell`: [`ActorCell`], the part of an actor others can see (mailbox, run state, position).
 //! - `trace`: the tracing the runtime emits about each actor (a span per actor, activity,
 //!   exits).
@@ -26,6 +28,9 @@
 //! - `persist`: running a program with snapshots to a file (`vm run --snapshot`, `vm resume`).
 //! - `run`: [`block_on_run`], which builds the tokio runtime and runs a program to its end with
 //!   its output on standard output (what `vm run` calls, so the CLI spawns nothing).
+//! - `manifest`: the JSON manifest of `vm up`, parsed and checked.
+//! - `up`: [`up::block_on_up`], several containers in one VM under their restart types
+//!   (what `vm up` calls).
 //! - `session`: [`Session`], a long-lived runtime driven from outside (what `vm repl` uses).
 //! - `testing` (tests, and the `testing` feature): the shared test support: output capture,
 //!   running a program in-process on a fresh runtime, expected files (`UPDATE_EXPECT=1`).
@@ -37,10 +42,12 @@ pub mod actor;
 pub mod affine;
 pub mod cell;
 pub mod chan;
+pub mod container;
 pub mod exit;
 pub mod heartbeat;
 mod host;
 pub mod mailbox;
+pub mod manifest;
 mod native;
 mod pause;
 pub mod persist;
@@ -52,6 +59,7 @@ mod sync;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod trace;
+pub mod up;
 pub mod vm;
 
 pub use affine::ExecutorInfo;

@@ -111,7 +111,15 @@ impl Session {
         let fun = Closure { func: f, env: vec![] };
         let (pid, _) = self
             .vm
-            .spawn_reporting(module, &fun, vec![], SpawnOpts::default(), None, Some(tx))
+            .spawn_reporting(
+                self.vm.default_container(),
+                module,
+                &fun,
+                vec![],
+                SpawnOpts::default(),
+                None,
+                Some(tx),
+            )
             .map_err(|e| format!("cannot start the snippet: {e}"))?;
         Ok(Eval { pid, done: rx })
     }

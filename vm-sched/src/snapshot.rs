@@ -322,7 +322,12 @@ pub async fn restore(
             max_len: a.max_mailbox.map(|n| n as usize),
         };
         let has_signals = !img.signals.is_empty();
-        let cell = Arc::new(ActorCell::restored(Pid(a.pid), s.module.clone(), Mailbox::from_image(img)));
+        let cell = Arc::new(ActorCell::restored(
+            Pid(a.pid),
+            s.module.clone(),
+            Mailbox::from_image(img),
+            vm.default_container().clone(),
+        ));
         if has_signals {
             cell.has_signals.store(true, crate::sync::Ordering::SeqCst);
         }
