@@ -96,6 +96,18 @@ pub enum Command {
     Repl(repl::ReplArgs),
     /// Continue a VM from the newest snapshot of PATH that loads (see `vm run --snapshot`).
     Resume(ResumeArgs),
+    /// Run the containers a manifest describes in one VM (see docs/containers.md).
+    Up(UpArgs),
+}
+
+/// Arguments of `vm up`.
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// The manifest (JSON): each container's name, module, args, grants, limits, restart type.
+    pub manifest: PathBuf,
+    /// Worker threads (default: one per core).
+    #[arg(long, value_name = "N", value_parser = parse_workers)]
+    pub workers: Option<NonZeroUsize>,
 }
 
 /// Arguments of `vm resume`.
@@ -323,6 +335,7 @@ pub fn run_command(command: Command, err: &mut dyn std::io::Write, style: Style)
         Command::Check { file, lib } => cmd_check(&file, lib, style),
         Command::Repl(args) => return repl::main(args, false),
         Command::Resume(args) => cmd_resume(args, &mut say),
+        Command::Up(args) => cmd_up(args, style),
     };
     match result {
         Ok(()) => EXIT_OK,
@@ -450,6 +463,53 @@ fn cmd_resume(args: ResumeArgs, say: &mut dyn FnMut(&str)) -> Result<(), Failure
     match outcome_report(&name, vm_sched::persist::block_on_persistent(start, opts, persist)) {
         (EXIT_OK, _) => Ok(()),
         failure => Err(failure),
+    }
+}
+
+/// `vm up`: loads the manifest and every module it names (any error is a usage error, exit 2,
+/// with its location), then runs the containers; what happens to them is told on stderr.
+fn cmd_up(args: UpArgs, style: Style) -> Result<(), Failure> {
+    let name = display(&args.manifest);
+    let text = String::from_utf8(read_file(&args.manifest).map_err(|msg| (EXIT_USAGE, msg))?)
+        .map_err(|_| (EXIT_USAGE, format!("error: {name}: the manifest is not UTF-8 text\n")))?;
+    let dir = args.manifest.parent().unwrap_or(Path::new(""));
+    let entries =
+        vm_sched::manifest::parse(&text, dir).map_err(|e| (EXIT_USAGE, format!("error: {name}:{e}\n")))?;
+    let mut specs = Vec::with_capacity(entries.len());
+    for e in entries {
+        let module = load_program(&e.module, style).map_err(|msg| (EXIT_USAGE, msg))?;
+        specs.push(vm_sched::container::ContainerSpec {
+            name: e.name,
+            module: Arc::new(module),
+            source: display(&e.module),
+            args: e.args,
+            grants: e.grants,
+            allow_lookup: e.allow_lookup,
+            limits: e.limits,
+            restart: e.restart,
+            intensity: e.intensity,
+        });
+    }
+    let opts = RunOptions { workers: args.workers, ..RunOptions::default() };
+    let report: vm_sched::up::Report = Arc::new(|line: &str| {
+        vm_io::stdio::write_stderr(format!("vm up: {line}\n").as_bytes());
+    });
+    use vm_sched::up::UpOutcome;
+    match vm_sched::up::block_on_up(specs, opts, report) {
+        Ok(UpOutcome::AllEnded) => Ok(()),
+        Ok(UpOutcome::PermanentEnded { crashed: false, .. }) => Ok(()),
+        Ok(UpOutcome::PermanentEnded { name, reason, crashed: true }) => {
+            Err((EXIT_EXCEPTION, format!("error: permanent container {name} crashed with reason {reason}\n")))
+        }
+        Ok(UpOutcome::Deadlock(mut report)) => {
+            if !report.ends_with('\n') {
+                report.push('\n');
+            }
+            Err((EXIT_DEADLOCK, report))
+        }
+        Ok(UpOutcome::StartFailed(msg)) => Err((EXIT_USAGE, format!("error: {name}: {msg}\n"))),
+        Err(e @ RunError::Panicked(_)) => Err((EXIT_INTERNAL, format!("error: {e}\n"))),
+        Err(e) => Err((EXIT_USAGE, format!("error: {name}: {e}\n"))),
     }
 }
 
