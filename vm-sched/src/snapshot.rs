@@ -88,6 +88,15 @@ pub async fn take_and_stop(vm: &Vm, settings: Settings) -> Result<(Snapshot, std
 fn one_module(vm: &Vm) -> Result<Arc<vm_core::Module>, String> {
     let cells = vm.cells();
     let Some(first) = cells.first() else { return Err("there is no actor to snapshot".into()) };
+    // Container membership, names and restart types are not in snapshot format 1: a VM of
+    // several containers is refused rather than resumed as one.
+    if let Some(c) = cells.iter().find(|c| !Arc::ptr_eq(&c.container, vm.default_container())) {
+        return Err(format!(
+            "actor {} belongs to container {}: a VM of several containers cannot be snapshotted yet",
+            c.pid,
+            c.container.name()
+        ));
+    }
     if cells.iter().any(|c| !Arc::ptr_eq(&c.module, &first.module)) {
         return Err("the actors run different programs (loaded separately); a snapshot holds one".into());
     }

@@ -230,6 +230,8 @@ pub struct ActorInfo {
     pub trap_exit: bool,
     /// The open resources it owns: id and description (`tcp connection 127.0.0.1:5000`).
     pub resources: Vec<(u64, String)>,
+    /// The name of its container (`main` for the default one).
+    pub container: String,
 }
 
 impl Vm {
@@ -636,6 +638,7 @@ impl Vm {
             monitoring,
             trap_exit,
             resources: self.shared.io.owned_by(c.pid.0),
+            container: c.container.name().to_string(),
         }
     }
 
