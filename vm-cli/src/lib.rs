@@ -488,6 +488,7 @@ fn cmd_up(args: UpArgs, style: Style) -> Result<(), Failure> {
             limits: e.limits,
             restart: e.restart,
             intensity: e.intensity,
+            priority: e.priority,
         });
     }
     let opts = RunOptions { workers: args.workers, ..RunOptions::default() };

@@ -104,7 +104,11 @@ async fn run(host: &mut ActorHost<'_>, module: &Module, st: &mut ActorState) -> 
         // that live across an await are stored in every actor's task.
         let vm = host.vm;
         let cell = host.cell;
-        let fuel = vm.shared.config.fuel;
+        // `:low` actors run quarter slices (`prio`, rule 3).
+        let fuel = match cell.priority() {
+            vm_core::Priority::Low => (vm.shared.config.fuel / 4).max(1),
+            _ => vm.shared.config.fuel,
+        };
         // A plain load first: the read-modify-write is only paid when a signal is there.
         if !std::mem::take(&mut resumed)
             && cell.has_signals.load(Ordering::Relaxed)
@@ -115,6 +119,16 @@ async fn run(host: &mut ActorHost<'_>, module: &Module, st: &mut ActorState) -> 
                     return end;
                 }
             }
+        }
+        // Priorities (`prio`): wake `:high` actors whose precise timer is due; a `:high` actor
+        // starting its slice is no longer waiting; others step aside while one is.
+        vm.shared.prio.fire_due();
+        vm.shared.prio.running(cell);
+        if deferrals < 8 && vm.shared.prio.should_step_aside(cell) {
+            deferrals += 1;
+            cell.set_state(RunState::Runnable);
+            tokio::task::yield_now().await;
+            continue;
         }
         // `yieldto`: step aside (a bounded number of times) while another actor asked to run next.
         let boost = vm.shared.boost.load(Ordering::Relaxed);
@@ -384,6 +398,10 @@ struct WaitFor<'a> {
     /// Boxed so the future stays small when there is no deadline.
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
     done: bool,
+    /// A `:high` actor's deadline, also checked by every safe point (`prio`, rule 1).
+    precise: bool,
+    /// Its deadline is registered with `prio`.
+    registered: bool,
 }
 
 impl<'a> WaitFor<'a> {
@@ -395,7 +413,8 @@ impl<'a> WaitFor<'a> {
         timeout_ms: Option<u64>,
     ) -> Self {
         let timer = timeout_ms.map(|ms| Box::pin(tokio::time::sleep(Duration::from_millis(ms))));
-        WaitFor { vm, cell, pattern, receive, timeout_ms, timer, done: false }
+        let precise = timer.is_some() && cell.priority() == vm_core::Priority::High;
+        WaitFor { vm, cell, pattern, receive, timeout_ms, timer, done: false, precise, registered: false }
     }
 }
 
@@ -404,7 +423,19 @@ impl Future for WaitFor<'_> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Woken>> {
         let this = self.get_mut();
-        let passed = this.timer.as_mut().is_some_and(|t| t.as_mut().poll(cx).is_ready());
+        let mut passed = this.timer.as_mut().is_some_and(|t| t.as_mut().poll(cx).is_ready());
+        if this.precise
+            && !passed
+            && let Some(t) = &this.timer
+        {
+            // Not waiting for tokio's timer, which busy workers look at only now and then.
+            let deadline = t.deadline().into_std();
+            if std::time::Instant::now() >= deadline {
+                passed = true;
+            } else if !std::mem::replace(&mut this.registered, true) {
+                this.vm.shared.prio.add(deadline, cx.waker());
+            }
+        }
         let spec = WaitSpec {
             receive: this.receive,
             pattern: this.pattern.as_ref(),

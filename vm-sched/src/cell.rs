@@ -47,6 +47,10 @@ pub struct ActorCell {
     /// safe point without taking the lock every slice.
     pub has_signals: AtomicBool,
     state: AtomicU8,
+    /// Its wakeup priority (`vm_core::Priority` as a byte; see `prio`).
+    priority: u8,
+    /// Counted in the VM's runnable `:high` actors (see `prio`, rule 2).
+    pub(crate) prio_pending: AtomicBool,
     /// `func << 32 | pc` of the running frame, updated after every slice.
     position: AtomicU64,
     reductions: AtomicU64,
@@ -68,6 +72,8 @@ impl ActorCell {
             mailbox: Mailbox::with_limit(max_mailbox),
             has_signals: AtomicBool::new(false),
             state: AtomicU8::new(RunState::Runnable as u8),
+            priority: container.priority as u8,
+            prio_pending: AtomicBool::new(false),
             position: AtomicU64::new(0),
             reductions: AtomicU64::new(0),
             module,
@@ -83,6 +89,17 @@ impl ActorCell {
         container: Arc<Container>,
     ) -> ActorCell {
         ActorCell { mailbox, ..ActorCell::new(pid, module, None, container) }
+    }
+
+    /// Its wakeup priority.
+    pub fn priority(&self) -> vm_core::Priority {
+        vm_core::Priority::from_u8(self.priority)
+    }
+
+    /// Sets the priority of an actor not yet started.
+    pub(crate) fn with_priority(mut self, p: vm_core::Priority) -> ActorCell {
+        self.priority = p as u8;
+        self
     }
 
     pub(crate) fn set_state(&self, s: RunState) {

@@ -100,6 +100,8 @@ pub struct ContainerSpec {
     pub restart: Restart,
     /// How often a transient container may be restarted.
     pub intensity: Intensity,
+    /// The wakeup priority of its actors (a `spawnx` option overrides it).
+    pub priority: vm_core::Priority,
 }
 
 /// The restart intensity of a transient container (OTP's): more than `max_restarts` restarts
@@ -133,6 +135,8 @@ pub struct Container {
     pub spec: ContainerSpec,
     /// Its grants, shared with the natives its actors call.
     pub grants: Arc<Grants>,
+    /// Its actors' default priority (copied from the spec, for the cell).
+    pub(crate) priority: vm_core::Priority,
     /// `[name] `, put in front of each line its actors print; `None` for the default container
     /// (`vm run`'s output is the program's own).
     pub(crate) tag: Option<Box<str>>,
@@ -151,6 +155,7 @@ impl Container {
     pub(crate) fn new(spec: ContainerSpec, tagged: bool) -> Container {
         Container {
             grants: Arc::new(spec.grants.clone()),
+            priority: spec.priority,
             tag: tagged.then(|| format!("[{}] ", spec.name).into_boxed_str()),
             spec,
             actors: AtomicUsize::new(0),

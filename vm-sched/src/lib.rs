@@ -16,6 +16,8 @@
 //! - `cell`: [`ActorCell`], the part of an actor others can see (mailbox, run state, position).
 //! - `trace`: the tracing the runtime emits about each actor (a span per actor, activity,
 //!   exits).
+//! - `prio`: wakeup priorities (precise timers for `:high` actors, stepping aside, `:low`'s
+//!   shorter slices).
 //! - `vm`: the runtime handle: registry, spawn (the one place actor tasks are spawned),
 //!   routing, exits, deadlock detection, introspection.
 //! - `select`: the actor's side of channels (the fast path, the waits, orphan detection).
@@ -51,6 +53,7 @@ pub mod manifest;
 mod native;
 mod pause;
 pub mod persist;
+mod prio;
 pub mod run;
 mod select;
 pub mod session;

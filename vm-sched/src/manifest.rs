@@ -49,8 +49,8 @@ pub struct Entry {
     pub restart: Restart,
     /// Its restart intensity.
     pub intensity: Intensity,
-    /// Its actors' wakeup priority (`high`, `normal`, `low`).
-    pub priority: String,
+    /// Its actors' wakeup priority.
+    pub priority: vm_core::Priority,
 }
 
 /// A manifest error: where, and what.
@@ -187,13 +187,12 @@ pub fn parse(text: &str, dir: &Path) -> Result<Vec<Entry>, ManifestError> {
                 )
             })?,
         };
-        let priority = r.priority.unwrap_or_else(|| "normal".into());
-        if !matches!(priority.as_str(), "high" | "normal" | "low") {
-            return Err(at_path(
-                here("priority"),
-                format!("{priority:?} is not a priority (high, normal, low)"),
-            ));
-        }
+        let priority = match r.priority.as_deref() {
+            None => vm_core::Priority::Normal,
+            Some(p) => vm_core::Priority::parse(p).ok_or_else(|| {
+                at_path(here("priority"), format!("{p:?} is not a priority (high, normal, low)"))
+            })?,
+        };
         if r.limits.max_actors == Some(0) {
             return Err(at_path(
                 here("limits.max_actors"),
@@ -258,7 +257,7 @@ mod tests {
         assert_eq!(m[1].grants.env, vec![("A".to_string(), "1".to_string())]);
         assert_eq!(m[1].limits.max_actors, Some(5));
         assert_eq!(m[1].intensity, Intensity::default());
-        assert_eq!(m[1].priority, "normal");
+        assert_eq!(m[1].priority, vm_core::Priority::Normal);
     }
 
     #[test]

@@ -171,6 +171,8 @@ pub(crate) struct Shared {
     main: AtomicU64,
     /// Snapshots pause the VM through this (see `pause`).
     pub(crate) pause: crate::pause::Pause,
+    /// Wakeup priorities (see `prio`).
+    pub(crate) prio: crate::prio::Prio,
     /// The container of actors started from outside (see `container`, rule 1).
     default_container: Arc<Container>,
     /// The containers started by name, the newest of each name (ended ones stay until replaced).
@@ -276,6 +278,7 @@ impl Vm {
                 clock_offset_ms: AtomicU64::new(0),
                 main: AtomicU64::new(0),
                 pause: Default::default(),
+                prio: Default::default(),
                 default_container: Arc::new(Container::new(
                     ContainerSpec {
                         name: "main".into(),
@@ -287,6 +290,7 @@ impl Vm {
                         limits: Default::default(),
                         restart: Default::default(),
                         intensity: Default::default(),
+                        priority: Default::default(),
                     },
                     false,
                 )),
@@ -411,7 +415,11 @@ impl Vm {
         state.max_frames = opts.max_frames.unwrap_or(self.shared.config.max_frames);
         let pid = Pid(self.shared.next_pid.fetch_add(1, Ordering::Relaxed));
         let max_mailbox = opts.max_mailbox.or(container.spec.limits.max_mailbox);
-        let cell = Arc::new(ActorCell::new(pid, module.clone(), max_mailbox, container.clone()));
+        let mut cell = ActorCell::new(pid, module.clone(), max_mailbox, container.clone());
+        if let Some(p) = opts.priority {
+            cell = cell.with_priority(p);
+        }
+        let cell = Arc::new(cell);
         let mut monitor = None;
         if let Some(parent) = parent {
             if opts.link {
@@ -470,7 +478,10 @@ impl Vm {
     pub(crate) fn deliver(&self, cell: &ActorCell, msg: Value) {
         trace::trace_deliver(cell.pid, &msg);
         match cell.mailbox.deliver(msg, &self.shared.active) {
-            Delivery::Wake(w) => w.wake(),
+            Delivery::Wake(w) => {
+                self.shared.prio.woken(cell);
+                w.wake()
+            }
             Delivery::Overflow(w) => {
                 cell.has_signals.store(true, Ordering::SeqCst);
                 if let Some(w) = w {
@@ -493,6 +504,7 @@ impl Vm {
         match cell.mailbox.signal(sig, &self.shared.active) {
             Delivery::Wake(w) => {
                 cell.has_signals.store(true, Ordering::SeqCst);
+                self.shared.prio.woken(cell);
                 w.wake();
             }
             Delivery::Queued => {
@@ -543,6 +555,7 @@ impl Vm {
     pub(crate) fn finish(&self, cell: &ActorCell, reason: &ExitReason) {
         trace::trace_exit(cell, reason);
         cell.set_state(RunState::Exited);
+        self.shared.prio.running(cell);
         let (links, monitors, name) = cell.mailbox.close();
         if let Some(name) = name {
             let mut names = lock(&self.shared.names);

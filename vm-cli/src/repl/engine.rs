@@ -291,6 +291,7 @@ impl Engine {
             limits: Default::default(),
             restart: Restart::Temporary,
             intensity: Default::default(),
+            priority: Default::default(),
         })
     }
 
