@@ -260,6 +260,24 @@ mod tests {
         assert_eq!(m[1].priority, vm_core::Priority::Normal);
     }
 
+    /// The fuzz target's seeds (`fuzz/seeds/manifest`) hold to its contract here too, so a
+    /// regression a fuzzer found and a seed now keeps shows up in an ordinary test run.
+    #[test]
+    fn the_fuzz_seeds_load_or_fail_with_a_location() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds/manifest");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).expect("the seed directory") {
+            let path = entry.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap();
+            match parse(&text, Path::new("/m")) {
+                Ok(entries) => assert!(!entries.is_empty(), "{path:?}"),
+                Err(e) => assert!(e.at.is_some() || e.path.is_some(), "{path:?}: {e}"),
+            }
+            seen += 1;
+        }
+        assert!(seen >= 4, "only {seen} seeds in {dir:?}");
+    }
+
     #[test]
     fn errors_say_where() {
         assert_eq!(
