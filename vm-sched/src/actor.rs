@@ -122,13 +122,15 @@ async fn run(host: &mut ActorHost<'_>, module: &Module, st: &mut ActorState) -> 
         }
         // Priorities (`prio`): wake `:high` actors whose precise timer is due; a `:high` actor
         // starting its slice is no longer waiting; others step aside while one is.
-        vm.shared.prio.fire_due();
-        vm.shared.prio.running(cell);
-        if deferrals < 8 && vm.shared.prio.should_step_aside(cell) {
-            deferrals += 1;
-            cell.set_state(RunState::Runnable);
-            tokio::task::yield_now().await;
-            continue;
+        if vm.shared.prio.busy() {
+            vm.shared.prio.fire_due();
+            vm.shared.prio.running(cell);
+            if deferrals < 8 && vm.shared.prio.should_step_aside(cell) {
+                deferrals += 1;
+                cell.set_state(RunState::Runnable);
+                tokio::task::yield_now().await;
+                continue;
+            }
         }
         // `yieldto`: step aside (a bounded number of times) while another actor asked to run next.
         let boost = vm.shared.boost.load(Ordering::Relaxed);

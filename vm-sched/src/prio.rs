@@ -37,6 +37,9 @@ pub(crate) struct Prio {
     timers: Mutex<Vec<(u64, Waker)>>,
     /// `:high` actors woken and not yet running (rule 2).
     pub(crate) high_runnable: AtomicUsize,
+    /// Registered timers plus `high_runnable`: zero means a safe point has nothing to do here,
+    /// which one relaxed load tells (the common case, on every round of every driver).
+    pending: AtomicUsize,
 }
 
 impl Default for Prio {
@@ -46,6 +49,7 @@ impl Default for Prio {
             next_us: AtomicU64::new(u64::MAX),
             timers: Mutex::new(Vec::new()),
             high_runnable: AtomicUsize::new(0),
+            pending: AtomicUsize::new(0),
         }
     }
 }
@@ -60,14 +64,20 @@ impl Prio {
         let at = self.us(deadline);
         let mut timers = lock(&self.timers);
         timers.push((at, waker.clone()));
+        self.pending.fetch_add(1, Ordering::SeqCst);
         if at < self.next_us.load(Ordering::Relaxed) {
             self.next_us.store(at, Ordering::Relaxed);
         }
     }
 
-    /// Wakes the actors whose deadline has passed (rule 1). One relaxed load when none is
-    /// registered, so every safe point can afford it.
+    /// Whether anything here may concern a safe point (timers registered, or a `:high` actor
+    /// waiting for a worker).
     #[inline]
+    pub(crate) fn busy(&self) -> bool {
+        self.pending.load(Ordering::Relaxed) != 0
+    }
+
+    /// Wakes the actors whose deadline has passed (rule 1).
     pub(crate) fn fire_due(&self) {
         let next = self.next_us.load(Ordering::Relaxed);
         if next != u64::MAX {
@@ -95,6 +105,7 @@ impl Prio {
                 }
             });
             self.next_us.store(earliest, Ordering::Relaxed);
+            self.pending.fetch_sub(due.len(), Ordering::SeqCst);
             due
         };
         for w in due {
@@ -107,6 +118,7 @@ impl Prio {
     pub(crate) fn woken(&self, cell: &ActorCell) {
         if cell.priority() == Priority::High && !cell.prio_pending.swap(true, Ordering::SeqCst) {
             self.high_runnable.fetch_add(1, Ordering::SeqCst);
+            self.pending.fetch_add(1, Ordering::SeqCst);
         }
     }
 
@@ -115,6 +127,7 @@ impl Prio {
     pub(crate) fn running(&self, cell: &ActorCell) {
         if cell.prio_pending.load(Ordering::Relaxed) && cell.prio_pending.swap(false, Ordering::SeqCst) {
             self.high_runnable.fetch_sub(1, Ordering::SeqCst);
+            self.pending.fetch_sub(1, Ordering::SeqCst);
         }
     }
 
