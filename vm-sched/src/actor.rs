@@ -123,9 +123,9 @@ async fn run(host: &mut ActorHost<'_>, module: &Module, st: &mut ActorState) -> 
         // Priorities (`prio`): wake `:high` actors whose precise timer is due; a `:high` actor
         // starting its slice is no longer waiting; others step aside while one is.
         if vm.shared.prio.busy() {
-            vm.shared.prio.fire_due();
+            let fired = vm.shared.prio.fire_due();
             vm.shared.prio.running(cell);
-            if deferrals < 8 && vm.shared.prio.should_step_aside(cell) {
+            if deferrals < 8 && vm.shared.prio.should_step_aside(cell, fired) {
                 deferrals += 1;
                 cell.set_state(RunState::Runnable);
                 tokio::task::yield_now().await;

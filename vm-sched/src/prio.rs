@@ -10,11 +10,12 @@
 //!    when no such timer exists, whether one is due, and wakes it. A wake from a worker thread
 //!    goes to that worker's next-task slot, so the high actor runs right after the current one
 //!    steps aside. tokio's own timer stays as the backstop (when every worker is idle).
-//! 2. **Stepping aside.** A `:high` actor made runnable by such a timer, or by a message or a
-//!    signal that wakes it, is counted in `high_runnable` (once: its cell's `prio_pending` flag)
-//!    until its next slice starts. While the count is non-zero, a `:normal` or `:low` actor
-//!    reaching a safe point yields instead of running (at most 8 times in a row, as `yieldto`'s
-//!    deferrals, so a high actor that cannot get a worker does not stop everyone). A running
+//! 2. **Stepping aside.** A `:high` actor woken by a message or a signal is counted in
+//!    `high_runnable` (once: its cell's `prio_pending` flag) until its next slice starts. While
+//!    the count is non-zero, a `:normal` or `:low` actor reaching a safe point yields instead of
+//!    running; so does one that has just fired a `:high` actor's timer (which then waits in that
+//!    worker's next-task slot). A lower actor steps aside at most 8 times in a row, as
+//!    `yieldto`'s deferrals, so a high actor that cannot get a worker does not stop everyone. A running
 //!    lower-priority actor therefore steps aside at the end of its current slice (its next fuel
 //!    check): the high actor waits at most one slice, not behind every queued one.
 //! 3. **`:low` runs quarter slices.** A `:low` actor gets `fuel / 4` per slice in the same
@@ -77,19 +78,17 @@ impl Prio {
         self.pending.load(Ordering::Relaxed) != 0
     }
 
-    /// Wakes the actors whose deadline has passed (rule 1).
-    pub(crate) fn fire_due(&self) {
+    /// Wakes the actors whose deadline has passed (rule 1); whether it woke any.
+    pub(crate) fn fire_due(&self) -> bool {
         let next = self.next_us.load(Ordering::Relaxed);
-        if next != u64::MAX {
-            self.fire(next);
-        }
+        next != u64::MAX && self.fire(next)
     }
 
     #[cold]
-    fn fire(&self, next: u64) {
+    fn fire(&self, next: u64) -> bool {
         let now = self.us(Instant::now());
         if now < next {
-            return;
+            return false;
         }
         let due: Vec<Waker> = {
             let mut timers = lock(&self.timers);
@@ -108,9 +107,11 @@ impl Prio {
             self.pending.fetch_sub(due.len(), Ordering::SeqCst);
             due
         };
+        let woke = !due.is_empty();
         for w in due {
             w.wake();
         }
+        woke
     }
 
     /// Counts `cell` as a runnable `:high` actor if it is one and not counted yet (rule 2).
@@ -131,9 +132,10 @@ impl Prio {
         }
     }
 
-    /// Whether a lower-priority actor should step aside now (rule 2).
+    /// Whether a lower-priority actor should step aside now (rule 2); `fired`: it has just
+    /// woken a `:high` actor's timer, which then waits in this worker's next-task slot.
     #[inline]
-    pub(crate) fn should_step_aside(&self, cell: &ActorCell) -> bool {
-        self.high_runnable.load(Ordering::Relaxed) != 0 && cell.priority() != Priority::High
+    pub(crate) fn should_step_aside(&self, cell: &ActorCell, fired: bool) -> bool {
+        (fired || self.high_runnable.load(Ordering::Relaxed) != 0) && cell.priority() != Priority::High
     }
 }
