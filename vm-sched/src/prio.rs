@@ -22,6 +22,9 @@
 //!    round-robin as everyone else, so beside busy `:normal` actors it progresses at about a
 //!    quarter of a `:normal` actor's rate: less, and never nothing (it is never skipped).
 //! 4. `yieldto` keeps its meaning (a hint naming who runs next, whatever the priorities).
+//! 5. The counters only steer yields, never correctness: a decrement may come an instant before
+//!    its increment (an actor starts its slice while its waker is still counting it), which at
+//!    worst makes some actor step aside once more than it needed to.
 
 use crate::cell::ActorCell;
 use crate::sync::{AtomicU64, AtomicUsize, Mutex, Ordering, lock};
