@@ -149,6 +149,8 @@ pub struct Io {
     /// What the program may do when no container says otherwise (`vm run`'s flags; a restore
     /// reopens resources with these).
     pub grants: Arc<crate::perms::Grants>,
+    /// The answers granted host names are pinned to (`perms` rule 1).
+    pub(crate) pins: crate::perms::Pins,
     /// Standard output and error.
     pub console: Arc<dyn Console>,
     next_id: AtomicU64,
@@ -177,6 +179,7 @@ impl Io {
         crate::natives::install_quiet_panic_hook();
         Arc::new(Io {
             grants: Arc::new(crate::perms::Grants::of(perms)),
+            pins: Default::default(),
             console,
             next_id: AtomicU64::new(1),
             live: AtomicUsize::new(0),
