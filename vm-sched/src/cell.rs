@@ -51,7 +51,8 @@ pub struct ActorCell {
     priority: u8,
     /// Counted in the VM's runnable `:high` actors (see `prio`, rule 2).
     pub(crate) prio_pending: AtomicBool,
-    /// `func << 32 | pc` of the running frame, updated after every slice.
+    /// `func << 32 | pc` of the running frame, updated after every slice and, while a slice
+    /// runs, before each out-of-line instruction (`Host::at`).
     position: AtomicU64,
     reductions: AtomicU64,
     /// The module the actor runs (for locations in reports).
@@ -113,9 +114,16 @@ impl ActorCell {
 
     pub(crate) fn record(&self, position: Option<(u32, u32)>, reductions: u64) {
         if let Some((f, pc)) = position {
-            self.position.store((u64::from(f) << 32) | u64::from(pc), Ordering::Relaxed);
+            self.record_at(f, pc);
         }
         self.reductions.store(reductions, Ordering::Relaxed);
+    }
+
+    /// Where the actor is now (instruction `pc` of function `f`), for whoever reads
+    /// [`ActorCell::location`] from another thread (the heartbeat, `ps`).
+    #[inline]
+    pub(crate) fn record_at(&self, f: u32, pc: u32) {
+        self.position.store((u64::from(f) << 32) | u64::from(pc), Ordering::Relaxed);
     }
 
     /// Fuel the actor has spent, as of its last slice.

@@ -106,6 +106,11 @@ impl Host for ActorHost<'_> {
         self.vm.now_ms()
     }
 
+    #[inline]
+    fn at(&mut self, func: u32, pc: u32) {
+        self.cell.record_at(func, pc);
+    }
+
     fn native(&mut self, name: Atom, args: &[Value]) -> NativeCall {
         let Some((id, native)) = natives::find(name) else { return NativeCall::unknown(name) };
         let ctx = natives::Ctx {
