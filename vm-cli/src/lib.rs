@@ -208,6 +208,10 @@ pub struct RuntimeFlags {
     #[arg(long, value_name = "N", default_value_t = vm_core::step::DEFAULT_MAX_FRAMES,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_frames: u32,
+    /// Seed the actors' random generators (rand, randf, randb), so a run can be repeated
+    /// (default: a different seed each run).
+    #[arg(long, value_name = "N")]
+    pub seed: Option<u64>,
     /// What programs may do (deny by default).
     #[command(flatten)]
     pub perms: PermFlags,
@@ -238,6 +242,7 @@ impl RuntimeFlags {
             max_frames: self.max_frames,
             workers: self.workers,
             perms: self.perms.permissions()?,
+            seed: self.seed,
             hog_threshold_ms: hog_threshold_ms(std::env::var_os(HOG_VAR).as_deref())?,
         })
     }

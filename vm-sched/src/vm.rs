@@ -99,6 +99,10 @@ pub struct Config {
     pub hog_threshold_ms: u64,
     /// What programs may do (network, files); nothing by default.
     pub perms: vm_io::Permissions,
+    /// Where the random generators of the actors the runtime starts itself come from (the
+    /// main actor first): the same seed gives the same seeds (see `vm_core::rng`). `None`:
+    /// from the process's own randomness.
+    pub seed: Option<u64>,
 }
 
 impl Default for Config {
@@ -109,6 +113,7 @@ impl Default for Config {
             max_actors: 4_000_000,
             hog_threshold_ms: 100,
             perms: vm_io::Permissions::default(),
+            seed: None,
         }
     }
 }
@@ -143,6 +148,8 @@ pub(crate) struct Shared {
     next_pid: AtomicU64,
     next_ref: AtomicU64,
     next_chan: AtomicU64,
+    /// The generator the runtime seeds actors from when no spawner does (see [`Vm::fresh_seed`]).
+    seeds: Mutex<u64>,
     live: AtomicUsize,
     /// See the module docs: actors not parked indefinitely, plus external holders.
     pub(crate) active: AtomicUsize,
@@ -242,6 +249,7 @@ impl Vm {
     pub(crate) fn with_driver(config: Config, output: Arc<dyn Output>, start_actor: StartActor) -> Vm {
         let shards = (0..SHARDS).map(|_| Mutex::new(PidMap::default())).collect();
         let config_hog = config.hog_threshold_ms;
+        let seed = config.seed.unwrap_or_else(entropy);
         let io = vm_io::Io::new(config.perms.clone(), Arc::new(ConsoleOf(output.clone())));
         let io_grants = io.grants.clone();
         let heartbeat = Arc::new(Heartbeat::new(config_hog));
@@ -254,6 +262,7 @@ impl Vm {
                 next_pid: AtomicU64::new(1),
                 next_ref: AtomicU64::new(1),
                 next_chan: AtomicU64::new(1),
+                seeds: Mutex::new(seed),
                 live: AtomicUsize::new(0),
                 active: AtomicUsize::new(0),
                 idle: tokio::sync::Notify::new(),
@@ -343,6 +352,12 @@ impl Vm {
         self.shared.next_ref.fetch_add(1, Ordering::Relaxed) as i64
     }
 
+    /// A seed for an actor whose spawner gave none (the main actor, the REPL's, a remote
+    /// spawn's, a restored one's): the next output of the VM's own generator.
+    pub(crate) fn fresh_seed(&self) -> u64 {
+        vm_core::rng::next(&mut lock(&self.shared.seeds))
+    }
+
     fn shard(&self, pid: Pid) -> &Mutex<PidMap> {
         &self.shared.shards[(pid.0 as usize) % SHARDS]
     }
@@ -413,6 +428,7 @@ impl Vm {
             }
         };
         state.max_frames = opts.max_frames.unwrap_or(self.shared.config.max_frames);
+        state.rng = opts.seed.unwrap_or_else(|| self.fresh_seed());
         let pid = Pid(self.shared.next_pid.fetch_add(1, Ordering::Relaxed));
         let max_mailbox = opts.max_mailbox.or(container.spec.limits.max_mailbox);
         let mut cell = ActorCell::new(pid, module.clone(), max_mailbox, container.clone());
@@ -798,7 +814,10 @@ impl Vm {
     }
 
     /// Starts a restored actor's task with its state.
-    pub(crate) fn start_restored(&self, cell: Arc<ActorCell>, st: ActorState) {
+    pub(crate) fn start_restored(&self, cell: Arc<ActorCell>, mut st: ActorState) {
+        // A snapshot does not hold the generators' states: each restored actor starts a new
+        // stream (docs/snapshots.md).
+        st.rng = self.fresh_seed();
         let func = st.frames.first().map_or(0, |f| f.func);
         let span = trace::actor_span(cell.pid, &cell.module, func);
         (self.shared.start_actor)(self.clone(), cell, st, span);
@@ -971,4 +990,12 @@ impl vm_io::services::ServiceHook for Services {
         }
         Ok(vm.container(container).and_then(|c| c.published(name)).unwrap_or(Value::Nil))
     }
+}
+
+/// A seed from the process's own randomness: std's per-process random hash keys, mixed with
+/// the clock.
+fn entropy() -> u64 {
+    use std::hash::BuildHasher;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    std::hash::RandomState::new().hash_one(now.as_nanos())
 }

@@ -105,10 +105,10 @@ pub fn step<H: Host + ?Sized>(st: &mut ActorState, m: &Module, host: &mut H, fue
 #[inline(never)]
 fn run<H: Host + ?Sized>(st: &mut ActorState, m: &Module, host: &mut H, mut fuel: u32) -> (Step, u32) {
     let max_frames = st.max_frames as usize;
-    let ActorState { regs: stack, frames, handlers, pending, caught, .. } = st;
+    let ActorState { regs: stack, frames, handlers, rare, rng, .. } = st;
     // An exception left by `resume` is raised at the blocked instruction before anything runs.
-    if let Some(e) = pending.take()
-        && let Err(fault) = unwind(stack, frames, handlers, caught, m, *e)
+    if let Some(e) = rare.as_mut().and_then(|r| r.pending.take())
+        && let Err(fault) = unwind(stack, frames, handlers, rare, m, e)
     {
         return (Step::Failed(fault), fuel);
     }
@@ -163,7 +163,7 @@ fn run<H: Host + ?Sized>(st: &mut ActorState, m: &Module, host: &mut H, mut fuel
         ($e:expr) => {{
             let e: Exception = $e;
             save!();
-            match unwind(stack, frames, handlers, caught, m, e) {
+            match unwind(stack, frames, handlers, rare, m, e) {
                 Ok(()) => {
                     let f = *frames.last().expect("unwind keeps the handler's frame");
                     func = &m.funcs[f.func as usize];
@@ -542,7 +542,18 @@ fn run<H: Host + ?Sized>(st: &mut ActorState, m: &Module, host: &mut H, mut fuel
             | Instr::Ctrysend { .. }
             | Instr::Ctryrecv { .. }
             | Instr::Cclose { .. }
-            | Instr::Select { .. } => {}
+            | Instr::Select { .. }
+            | Instr::Addw { .. }
+            | Instr::Subw { .. }
+            | Instr::Mulw { .. }
+            | Instr::Lsr { .. }
+            | Instr::Jeqk { .. }
+            | Instr::Jnek { .. }
+            | Instr::Format { .. }
+            | Instr::Rand { .. }
+            | Instr::Randf { .. }
+            | Instr::Randb { .. }
+            | Instr::MakeRef { .. } => {}
         }
         // The spawn instructions' fuel column (see `SPAWN_FUEL`): charged here, before the
         // spawn; the next call or backward jump yields once the fuel is spent.
@@ -552,7 +563,7 @@ fn run<H: Host + ?Sized>(st: &mut ActorState, m: &Module, host: &mut H, mut fuel
         // The instruction's slow path, or an instruction with no fast path. The host hears
         // where the actor is first: one of these may take long (`Host::at`).
         host.at(frames.last().map_or(0, |f| f.func), pc as u32);
-        let flow = slow(*instr, regs, m, host, handlers, (frames.len() - 1) as u32);
+        let flow = slow(*instr, regs, m, host, handlers, rng, (frames.len() - 1) as u32);
         // The register window is derived again rather than kept across the call, so that the
         // loop need not hold it in a register the call preserves (or spill it).
         let base = frames.last().map_or(0, |f| f.base as usize);
