@@ -104,6 +104,8 @@ pub enum Command {
     Node(NodeArgs),
     /// List the live nodes of a cluster: name, incarnation, actors, uptime.
     Nodes(NodesArgs),
+    /// Run the containers a manifest describes in one VM (see docs/containers.md).
+    Up(UpArgs),
 }
 
 /// How to reach a cluster's NATS servers, shared by `vm run`, `vm node`, `vm nodes` and
@@ -220,6 +222,16 @@ pub struct NodesArgs {
     /// The cluster's servers and login.
     #[command(flatten)]
     pub nats: NatsFlags,
+}
+
+/// Arguments of `vm up`.
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// The manifest (JSON): each container's name, module, args, grants, limits, restart type.
+    pub manifest: PathBuf,
+    /// Worker threads (default: one per core).
+    #[arg(long, value_name = "N", value_parser = parse_workers)]
+    pub workers: Option<NonZeroUsize>,
 }
 
 /// Arguments of `vm resume`.
@@ -477,6 +489,7 @@ pub fn run_command(command: Command, err: &mut dyn std::io::Write, style: Style)
         Command::Resume(args) => cmd_resume(args, &mut say),
         Command::Node(args) => cmd_node(args, style),
         Command::Nodes(args) => cmd_nodes(&args),
+        Command::Up(args) => cmd_up(args, style),
     };
     match result {
         Ok(()) => EXIT_OK,
@@ -658,6 +671,54 @@ pub fn uptime(ms: u64) -> String {
         60..3600 => format!("{}m{:02}s", s / 60, s % 60),
         3600..86400 => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
         _ => format!("{}d{:02}h", s / 86400, s % 86400 / 3600),
+    }
+}
+
+/// `vm up`: loads the manifest and every module it names (any error is a usage error, exit 2,
+/// with its location), then runs the containers; what happens to them is told on stderr.
+fn cmd_up(args: UpArgs, style: Style) -> Result<(), Failure> {
+    let name = display(&args.manifest);
+    let text = String::from_utf8(read_file(&args.manifest).map_err(|msg| (EXIT_USAGE, msg))?)
+        .map_err(|_| (EXIT_USAGE, format!("error: {name}: the manifest is not UTF-8 text\n")))?;
+    let dir = args.manifest.parent().unwrap_or(Path::new(""));
+    let entries =
+        vm_sched::manifest::parse(&text, dir).map_err(|e| (EXIT_USAGE, format!("error: {name}:{e}\n")))?;
+    let mut specs = Vec::with_capacity(entries.len());
+    for e in entries {
+        let module = load_program(&e.module, style).map_err(|msg| (EXIT_USAGE, msg))?;
+        specs.push(vm_sched::container::ContainerSpec {
+            name: e.name,
+            module: Arc::new(module),
+            source: display(&e.module),
+            args: e.args,
+            grants: e.grants,
+            allow_lookup: e.allow_lookup,
+            limits: e.limits,
+            restart: e.restart,
+            intensity: e.intensity,
+            priority: e.priority,
+        });
+    }
+    let opts = RunOptions { workers: args.workers, ..RunOptions::default() };
+    let report: vm_sched::up::Report = Arc::new(|line: &str| {
+        vm_io::stdio::write_stderr(format!("vm up: {line}\n").as_bytes());
+    });
+    use vm_sched::up::UpOutcome;
+    match vm_sched::up::block_on_up(specs, opts, report) {
+        Ok(UpOutcome::AllEnded) => Ok(()),
+        Ok(UpOutcome::PermanentEnded { crashed: false, .. }) => Ok(()),
+        Ok(UpOutcome::PermanentEnded { name, reason, crashed: true }) => {
+            Err((EXIT_EXCEPTION, format!("error: permanent container {name} crashed with reason {reason}\n")))
+        }
+        Ok(UpOutcome::Deadlock(mut report)) => {
+            if !report.ends_with('\n') {
+                report.push('\n');
+            }
+            Err((EXIT_DEADLOCK, report))
+        }
+        Ok(UpOutcome::StartFailed(msg)) => Err((EXIT_USAGE, format!("error: {name}: {msg}\n"))),
+        Err(e @ RunError::Panicked(_)) => Err((EXIT_INTERNAL, format!("error: {e}\n"))),
+        Err(e) => Err((EXIT_USAGE, format!("error: {name}: {e}\n"))),
     }
 }
 

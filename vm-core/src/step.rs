@@ -351,9 +351,54 @@ pub struct SpawnOpts {
     pub max_mailbox: Option<usize>,
     /// Maximum frame depth; deeper calls raise `:stack_overflow`.
     pub max_frames: Option<u32>,
+    /// Wakeup priority (`:priority`, `:high`, `:normal` or `:low`); `None`: the container's.
+    pub priority: Option<Priority>,
     /// The seed of the new actor's random generator: the spawn instructions draw it from the
     /// spawner's generator (see [`crate::rng`]); `None` lets the runtime choose one.
     pub seed: Option<u64>,
+}
+
+/// An actor's wakeup priority (the runtime's scheduling docs say what each level gets).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum Priority {
+    /// Runs ahead of the others: running lower-priority actors step aside for it.
+    High = 0,
+    /// The default.
+    #[default]
+    Normal = 1,
+    /// Runs shorter slices; still progresses.
+    Low = 2,
+}
+
+impl Priority {
+    /// `high`, `normal` or `low`.
+    pub fn parse(name: &str) -> Option<Priority> {
+        match name {
+            "high" => Some(Priority::High),
+            "normal" => Some(Priority::Normal),
+            "low" => Some(Priority::Low),
+            _ => None,
+        }
+    }
+
+    /// Its name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Priority::High => "high",
+            Priority::Normal => "normal",
+            Priority::Low => "low",
+        }
+    }
+
+    /// The level from its `repr(u8)` value (anything past `Low` is `Low`).
+    pub fn from_u8(v: u8) -> Priority {
+        match v {
+            0 => Priority::High,
+            1 => Priority::Normal,
+            _ => Priority::Low,
+        }
+    }
 }
 
 impl SpawnOpts {
@@ -386,6 +431,20 @@ impl SpawnOpts {
                 "monitor" => o.monitor = val.truthy(),
                 "max_mailbox" => o.max_mailbox = Some(limit(val)? as usize),
                 "max_frames" => o.max_frames = Some(limit(val)?.min(u32::MAX as i64) as u32),
+                "priority" => {
+                    o.priority = Some(
+                        match val {
+                            Value::Atom(a) => Priority::parse(&a.name()),
+                            _ => None,
+                        }
+                        .ok_or_else(|| {
+                            Exception::badarg(format!(
+                                "spawn option :priority must be :high, :normal or :low, got {}",
+                                val.repr()
+                            ))
+                        })?,
+                    )
+                }
                 _ => return Err(Exception::badarg(format!("unknown spawn option :{key}"))),
             }
         }

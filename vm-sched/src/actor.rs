@@ -118,7 +118,11 @@ async fn run(host: &mut ActorHost<'_>, module: &Module, mut state: Box<ActorStat
         let vm = host.vm;
         let cell = host.cell;
         let st = &mut *state;
-        let fuel = vm.shared.config.fuel;
+        // `:low` actors run quarter slices (`prio`, rule 3).
+        let fuel = match cell.priority() {
+            vm_core::Priority::Low => (vm.shared.config.fuel / 4).max(1),
+            _ => vm.shared.config.fuel,
+        };
         // A plain load first: the read-modify-write is only paid when a signal is there.
         if !std::mem::take(&mut resumed)
             && cell.has_signals.load(Ordering::Relaxed)
@@ -128,6 +132,18 @@ async fn run(host: &mut ActorHost<'_>, module: &Module, mut state: Box<ActorStat
                 if let Some(end) = take_signal(module, st, sig, Doing::Running) {
                     return end;
                 }
+            }
+        }
+        // Priorities (`prio`): wake `:high` actors whose precise timer is due; a `:high` actor
+        // starting its slice is no longer waiting; others step aside while one is.
+        if vm.shared.prio.busy() {
+            let fired = vm.shared.prio.fire_due();
+            vm.shared.prio.running(cell);
+            if deferrals < 8 && vm.shared.prio.should_step_aside(cell, fired) {
+                deferrals += 1;
+                cell.set_state(RunState::Runnable);
+                tokio::task::yield_now().await;
+                continue;
             }
         }
         // `yieldto`: step aside (a bounded number of times) while another actor asked to run next.
@@ -181,7 +197,7 @@ async fn run(host: &mut ActorHost<'_>, module: &Module, mut state: Box<ActorStat
             Step::Failed(f) => return ExitReason::Failed(f),
             Step::Blocked(effect) => match effect {
                 Effect::Print(text) => {
-                    vm.shared.output.line(&text);
+                    print_line(vm, cell, &text);
                     st.resume(module, Resume::Value(Value::Nil));
                 }
                 Effect::Stop(reason) => return ExitReason::Stopped(reason),
@@ -240,7 +256,13 @@ async fn run(host: &mut ActorHost<'_>, module: &Module, mut state: Box<ActorStat
                             }
                         };
                         cell.set_state(RunState::Waiting);
-                        let (call, reply) = exec.call(vm.shared.io.clone(), cell.pid.0, native, args);
+                        let (call, reply) = exec.call(
+                            vm.shared.io.clone(),
+                            cell.container.grants.clone(),
+                            cell.pid.0,
+                            native,
+                            args,
+                        );
                         drop(exec);
                         // Boxed, as the other native waits are, to keep every actor's task small.
                         let name = native.name;
@@ -259,11 +281,7 @@ async fn run(host: &mut ActorHost<'_>, module: &Module, mut state: Box<ActorStat
                         continue;
                     }
                     cell.set_state(RunState::RealBlocked);
-                    let io = vm.shared.io.clone();
-                    let pid = cell.pid.0;
-                    let job = tokio::task::spawn_blocking(move || {
-                        natives::guarded(|| native.call(&natives::Ctx { io: &io, pid }, &args))
-                    });
+                    let job = start_blocking(vm, cell, native, args);
                     // Boxed: native calls are rare, and this keeps every task small. A snapshot
                     // does not wait for it (`pause::Pausable`).
                     let name = native.name;
@@ -369,6 +387,30 @@ fn lost_state() -> ExitReason {
     ExitReason::Stopped(Value::atom("lost_state"))
 }
 
+/// Starts a blocking native on the pool, with the caller's container's grants.
+fn start_blocking(
+    vm: &Vm,
+    cell: &ActorCell,
+    native: &'static natives::Native,
+    args: Vec<Value>,
+) -> tokio::task::JoinHandle<natives::NativeResult> {
+    let io = vm.shared.io.clone();
+    let grants = cell.container.grants.clone();
+    let pid = cell.pid.0;
+    tokio::task::spawn_blocking(move || {
+        natives::guarded(|| native.call(&natives::Ctx { io: &io, pid, grants: &grants }, &args))
+    })
+}
+
+/// Prints a line of the actor's (out of the driver, whose future every actor's task holds).
+fn print_line(vm: &Vm, cell: &ActorCell, text: &str) {
+    match &cell.container.tag {
+        None => vm.shared.output.line(text),
+        // A container's lines carry its name, as a group leader's would.
+        Some(tag) => vm.shared.output.line(&format!("{tag}{text}")),
+    }
+}
+
 /// Applies a signal the actor took while `doing` this (see `exit`): raising sets the exception
 /// to raise at the current (or blocked) instruction; an end is returned.
 fn take_signal(module: &Module, st: &mut ActorState, sig: Signal, doing: Doing) -> Option<ExitReason> {
@@ -394,6 +436,10 @@ struct WaitFor<'a> {
     /// Boxed so the future stays small when there is no deadline.
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
     done: bool,
+    /// A `:high` actor's deadline, also checked by every safe point (`prio`, rule 1).
+    precise: bool,
+    /// Its deadline is registered with `prio`.
+    registered: bool,
 }
 
 impl<'a> WaitFor<'a> {
@@ -405,7 +451,8 @@ impl<'a> WaitFor<'a> {
         timeout_ms: Option<u64>,
     ) -> Self {
         let timer = timeout_ms.map(|ms| Box::pin(tokio::time::sleep(Duration::from_millis(ms))));
-        WaitFor { vm, cell, pattern, receive, timeout_ms, timer, done: false }
+        let precise = timer.is_some() && cell.priority() == vm_core::Priority::High;
+        WaitFor { vm, cell, pattern, receive, timeout_ms, timer, done: false, precise, registered: false }
     }
 }
 
@@ -414,7 +461,19 @@ impl Future for WaitFor<'_> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Woken>> {
         let this = self.get_mut();
-        let passed = this.timer.as_mut().is_some_and(|t| t.as_mut().poll(cx).is_ready());
+        let mut passed = this.timer.as_mut().is_some_and(|t| t.as_mut().poll(cx).is_ready());
+        if this.precise
+            && !passed
+            && let Some(t) = &this.timer
+        {
+            // Not waiting for tokio's timer, which busy workers look at only now and then.
+            let deadline = t.deadline().into_std();
+            if std::time::Instant::now() >= deadline {
+                passed = true;
+            } else if !std::mem::replace(&mut this.registered, true) {
+                this.vm.shared.prio.add(deadline, cx.waker());
+            }
+        }
         let spec = WaitSpec {
             receive: this.receive,
             pattern: this.pattern.as_ref(),

@@ -444,6 +444,7 @@ impl Local for VmLocal {
             max_frames: opts.max_frames,
             // A remote spawn has no generator of the spawner's to draw from: the VM seeds it.
             seed: None,
+            priority: None,
         };
         let mut before_start = |cell: &ActorCell| {
             if let Some(r) = opts.monitor {

@@ -65,7 +65,9 @@ impl Host for ActorHost<'_> {
         opts: SpawnOpts,
     ) -> Result<(Pid, Option<i64>), Exception> {
         let module = self.cell.module.clone();
-        let (pid, r) = self.vm.spawn(module, &fun, args, opts, Some(self.cell.pid))?;
+        let container = &self.cell.container;
+        let (pid, r) =
+            self.vm.spawn_reporting(container, module, &fun, args, opts, Some(self.cell.pid), None)?;
         trace::trace_spawned(self.cell.pid, pid);
         if let Some(r) = r {
             self.cell.mailbox.with(|i| i.ext().monitoring.push((r, pid)));
@@ -90,6 +92,14 @@ impl Host for ActorHost<'_> {
             }
             _ => {
                 if let Some(c) = self.vm.lookup(to) {
+                    // Across containers the message is checked (and the receiver not cached, so
+                    // the fast path above only ever meets the sender's own container).
+                    if !Arc::ptr_eq(&c.container, &self.cell.container) {
+                        Vm::check_crossing(self.cell, &c, &msg)?;
+                        io.transfer(&msg, me.0, to.0);
+                        self.vm.deliver(&c, msg);
+                        return Ok(());
+                    }
                     io.transfer(&msg, me.0, to.0);
                     self.vm.deliver(&c, msg);
                     self.last_target = Some(c);
@@ -134,7 +144,11 @@ impl Host for ActorHost<'_> {
 
     fn native(&mut self, name: Atom, args: &[Value]) -> NativeCall {
         let Some((id, native)) = natives::find(name) else { return NativeCall::unknown(name) };
-        let ctx = natives::Ctx { io: &self.vm.shared.io, pid: self.cell.pid.0 };
+        let ctx = natives::Ctx {
+            io: &self.vm.shared.io,
+            pid: self.cell.pid.0,
+            grants: &self.cell.container.grants,
+        };
         match native.imp {
             // Left to the driver, which runs it on the blocking pool or queues it to its
             // executor's thread.

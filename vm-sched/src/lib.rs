@@ -12,9 +12,13 @@
 //! - `mailbox`: an actor's message queue, control port and the wake protocol (loom-checked).
 //! - `exit`: why actors end, and what each control signal does to a running, soft-blocked or
 //!   real-blocked actor (the one signal-to-reason mapping).
+//! - `container`: containers, the programs a VM runs side by side (grants, limits, names,
+//!   boundaries, lifecycle).
 //! - `cell`: [`ActorCell`], the part of an actor others can see (mailbox, run state, position).
 //! - `trace`: the tracing the runtime emits about each actor (a span per actor, activity,
 //!   exits).
+//! - `prio`: wakeup priorities (precise timers for `:high` actors, stepping aside, `:low`'s
+//!   shorter slices).
 //! - `vm`: the runtime handle: registry, spawn (the one place actor tasks are spawned),
 //!   routing, exits, deadlock detection, introspection.
 //! - `chan::waits`: the actor's side of channels (the fast path, the waits, orphan detection).
@@ -31,6 +35,9 @@
 //! - `persist`: running a program with snapshots to a file (`vm run --snapshot`, `vm resume`).
 //! - `run`: [`block_on_run`], which builds the tokio runtime and runs a program to its end with
 //!   its output on standard output (what `vm run` calls, so the CLI spawns nothing).
+//! - `manifest`: the JSON manifest of `vm up`, parsed and checked.
+//! - `up`: [`up::block_on_up`], several containers in one VM under their restart types
+//!   (what `vm up` calls).
 //! - `session`: [`Session`], a long-lived runtime driven from outside (what `vm repl` uses).
 //! - `testing` (tests, and the `testing` feature): the shared test support: output capture,
 //!   running a program in-process on a fresh runtime, expected files (`UPDATE_EXPECT=1`).
@@ -43,13 +50,16 @@ pub mod affine;
 pub mod cell;
 pub mod chan;
 pub mod cluster;
+pub mod container;
 pub mod exit;
 pub mod heartbeat;
 mod host;
 pub mod mailbox;
+pub mod manifest;
 mod native;
 mod pause;
 pub mod persist;
+mod prio;
 pub mod run;
 pub mod session;
 pub mod snapshot;
@@ -57,6 +67,7 @@ mod sync;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod trace;
+pub mod up;
 pub mod vm;
 
 pub use affine::ExecutorInfo;

@@ -219,15 +219,16 @@ pub fn block_on_census(opts: &crate::cluster::ClusterOptions) -> Result<Vec<vm_d
 /// Builds the runtime `opts` describes, runs `body` on a VM with `config` printing to standard
 /// output (and `main`'s executor, if given), and returns its outcome once `body` ends, output
 /// flushed (see the module docs). `vm run` and `vm resume` (`persist`) both run this way.
-pub(crate) fn on_runtime<F, Fut>(
+pub(crate) fn on_runtime<F, Fut, T>(
     opts: &RunOptions,
     config: Config,
     main: Option<Arc<crate::affine::ExecHandle>>,
     body: F,
-) -> Result<Outcome, RunError>
+) -> Result<T, RunError>
 where
     F: FnOnce(Vm) -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = Result<Outcome, String>> + Send,
+    Fut: std::future::Future<Output = Result<T, String>> + Send,
+    T: Send + 'static,
 {
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = opts.workers {

@@ -17,6 +17,7 @@
 //! external source of messages, so the VM is never idle in the sense of deadlock detection.
 //! Dropping the session abandons every actor still running (as `vm run` does when `main` ends).
 
+use crate::container::{Container, ContainerSpec};
 use crate::mailbox::Signal;
 use crate::run::{RunError, RunOptions};
 use crate::vm::{Hold, Outcome, Output, Vm};
@@ -93,25 +94,67 @@ impl Session {
     /// with a message for people when there is no such function, the argument count is wrong, or
     /// the VM refuses (its actor limit).
     pub fn spawn(&self, module: &Arc<Module>, func: &str, args: Vec<Value>) -> Result<Pid, String> {
+        self.spawn_in(self.vm.default_container(), module, func, args)
+    }
+
+    /// As [`Session::spawn`], in `container` (with its grants and limits).
+    pub fn spawn_in(
+        &self,
+        container: &Arc<Container>,
+        module: &Arc<Module>,
+        func: &str,
+        args: Vec<Value>,
+    ) -> Result<Pid, String> {
         let f = function(module, func, args.len())?;
         let _in_runtime = self.runtime().enter();
         let fun = Closure { func: f, env: vec![] };
         self.vm
-            .spawn(module.clone(), &fun, args, SpawnOpts::default(), None)
+            .spawn_reporting(container, module.clone(), &fun, args, SpawnOpts::default(), None, None)
             .map(|(pid, _)| pid)
             .map_err(|e| format!("cannot spawn `{func}`: {e}"))
+    }
+
+    /// Starts a container (see [`Vm::start_container`]) on the session's runtime.
+    pub fn start_container(&self, spec: ContainerSpec) -> Result<Arc<Container>, String> {
+        let _in_runtime = self.runtime().enter();
+        self.vm.start_container(spec)
+    }
+
+    /// Stops a running container and waits (up to `limit`) until its actors are gone, so its
+    /// resources are closed; false if some are still alive then.
+    pub fn stop_container(&self, name: &str, limit: Duration) -> Result<bool, String> {
+        let c = self.vm.container(name).ok_or_else(|| format!("no container named {name}"))?;
+        self.vm.stop_container(name, Value::atom("shutdown"))?;
+        let deadline = std::time::Instant::now() + limit;
+        while c.live() > 0 {
+            if std::time::Instant::now() >= deadline {
+                return Ok(false);
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        Ok(true)
     }
 
     /// Starts `func` (taking no arguments) of `module` as a temporary actor whose outcome
     /// [`Session::wait`] returns.
     pub fn eval(&self, module: Arc<Module>, func: &str) -> Result<Eval, String> {
+        self.eval_in(&self.vm.default_container().clone(), module, func)
+    }
+
+    /// As [`Session::eval`], in `container` (with its grants).
+    pub fn eval_in(
+        &self,
+        container: &Arc<Container>,
+        module: Arc<Module>,
+        func: &str,
+    ) -> Result<Eval, String> {
         let f = function(&module, func, 0)?;
         let _in_runtime = self.runtime().enter();
         let (tx, rx) = tokio::sync::oneshot::channel();
         let fun = Closure { func: f, env: vec![] };
         let (pid, _) = self
             .vm
-            .spawn_reporting(module, &fun, vec![], SpawnOpts::default(), None, Some(tx))
+            .spawn_reporting(container, module, &fun, vec![], SpawnOpts::default(), None, Some(tx))
             .map_err(|e| format!("cannot start the snippet: {e}"))?;
         Ok(Eval { pid, done: rx })
     }

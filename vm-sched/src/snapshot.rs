@@ -86,14 +86,23 @@ async fn pause_and_take(vm: &Vm, settings: Settings) -> Result<(Snapshot, std::t
     vm.flush_output();
     let started = Instant::now();
     let cut = vm.pause_all().await;
-    let module = one_module(&cut.cells)?;
+    let module = one_module(vm, &cut.cells)?;
     let snapshot = capture(vm, &module, settings, cut);
     Ok((snapshot, started.elapsed()))
 }
 
 /// The module every live actor runs.
-fn one_module(cells: &[Arc<ActorCell>]) -> Result<Arc<vm_core::Module>, String> {
+fn one_module(vm: &Vm, cells: &[Arc<ActorCell>]) -> Result<Arc<vm_core::Module>, String> {
     let Some(first) = cells.first() else { return Err("there is no actor to snapshot".into()) };
+    // Container membership, names and restart types are not in snapshot format 1: a VM of
+    // several containers is refused rather than resumed as one.
+    if let Some(c) = cells.iter().find(|c| !Arc::ptr_eq(&c.container, vm.default_container())) {
+        return Err(format!(
+            "actor {} belongs to container {}: a VM of several containers cannot be snapshotted yet",
+            c.pid,
+            c.container.name()
+        ));
+    }
     if cells.iter().any(|c| !Arc::ptr_eq(&c.module, &first.module)) {
         return Err("the actors run different programs (loaded separately); a snapshot holds one".into());
     }
@@ -327,7 +336,12 @@ pub async fn restore(
             max_len: a.max_mailbox.map(|n| n as usize),
         };
         let has_signals = !img.signals.is_empty();
-        let cell = Arc::new(ActorCell::restored(Pid(a.pid), s.module.clone(), Mailbox::from_image(img)));
+        let cell = Arc::new(ActorCell::restored(
+            Pid(a.pid),
+            s.module.clone(),
+            Mailbox::from_image(img),
+            vm.default_container().clone(),
+        ));
         if has_signals {
             cell.has_signals.store(true, crate::sync::Ordering::SeqCst);
         }

@@ -281,7 +281,7 @@ fn split_cases(cases: &[SelectCase], vm: &Vm, pid: Pid) -> Result<SplitCases, Ex
             }
             SelectCase::Message(p) => out.messages.push((i, p.clone())),
             SelectCase::Readable(r) | SelectCase::Accept(r) => {
-                let ctx = natives::Ctx { io: &vm.shared.io, pid: pid.0 };
+                let ctx = natives::Ctx::new(&vm.shared.io, pid.0);
                 let accept = matches!(c, SelectCase::Accept(_));
                 let obj = ctx.obj(if accept { "select accept" } else { "select readable" }, r)?;
                 if accept && !matches!(*obj, vm_io::resource::Obj::Listener(_)) {
@@ -329,7 +329,7 @@ fn fire_io(
     obj: &vm_io::resource::Obj,
 ) -> Result<Fired, Exception> {
     if accept {
-        let ctx = natives::Ctx { io: &vm.shared.io, pid: pid.0 };
+        let ctx = natives::Ctx::new(&vm.shared.io, pid.0);
         vm_io::net::take_accepted(&ctx, obj).map(|conn| Fired::Received(i, conn))
     } else {
         Ok(Fired::Readable(i))
