@@ -11,10 +11,12 @@ fn per_actor_structures_stay_small() {
     // An idle actor is its shared cell, its task (the driver future holding the interpreter
     // state), a registry entry and a few small heap blocks; the spawn benchmark measures the
     // whole (docs/BENCHMARKS.md). These bounds catch regressions in the parts.
-    // The cell lives in an `Arc` (16 bytes of counts in front): 176 bytes make a 192-byte block,
-    // the same size class of mimalloc as the 184 bytes before the container pointer was added.
+    // The cell lives in an `Arc` (16 bytes of counts in front). It grew from 168 to 200 bytes
+    // with the container pointer and priority (containers) and the parked-state slot (snapshots):
+    // a 216-byte block, 24 bytes more per actor than a 192-byte one. Shrinking it (the priority
+    // byte into the state byte, the slot's lock into the mailbox's) is noted in the issue notes.
     let cell = std::mem::size_of::<crate::cell::ActorCell>();
-    assert!(cell <= 192, "actor cell: {cell} bytes");
+    assert!(cell <= 200, "actor cell: {cell} bytes");
     let state = std::mem::size_of::<vm_core::ActorState>();
     assert!(state <= 128, "interpreter state: {state} bytes");
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
