@@ -10,6 +10,7 @@
 const FILES: &[(&str, &str)] = &[
     ("std/list.vasm", include_str!("../../std/list.vasm")),
     ("std/server.vasm", include_str!("../../std/server.vasm")),
+    ("std/supervisor.vasm", include_str!("../../std/supervisor.vasm")),
 ];
 
 /// The text of the library file `path` names, if it names one.
