@@ -479,14 +479,6 @@ pub trait Host {
         let _ = args;
         NativeCall::unknown(name)
     }
-    /// The actor is about to run the out-of-line instruction `pc` of function `func`: the
-    /// instructions one of which can take long (a huge `split`, a slow native), so a watcher on
-    /// another thread can say where an actor that holds its thread is. Keep it a store or two;
-    /// the default does nothing.
-    #[inline]
-    fn at(&mut self, func: u32, pc: u32) {
-        let _ = (func, pc);
-    }
 }
 
 impl ActorState {

@@ -19,12 +19,12 @@
 //! parked task with a stored waker: no polling, no CPU.
 
 use crate::cell::{ActorCell, RunState};
+use crate::chan::waits::{SelectEnd, start_select};
 use crate::exit::{Doing, ExitReason, OnSignal, on_signal};
 use crate::host::ActorHost;
-use crate::mailbox::{Signal, Wait, WaitSpec, Woken};
+use crate::mailbox::{Signal, Wait, WaitId, WaitSpec, Woken};
 use crate::native::{IoWait, affine_wait, native_result, real_block};
 use crate::pause::{self, Pausable};
-use crate::select::{SelectEnd, start_select};
 use crate::sync::Ordering;
 use crate::trace;
 use crate::vm::{Config, Outcome, Output, Vm, spawn_actor};
@@ -44,6 +44,7 @@ impl Vm {
     pub fn new(config: Config, output: Arc<dyn Output>) -> Vm {
         let vm = Vm::with_driver(config, output, start);
         crate::snapshot::install_hook(&vm);
+        crate::chan::orphans::start(&vm);
         vm
     }
 }
@@ -178,7 +179,6 @@ async fn run(host: &mut ActorHost<'_>, module: &Module, st: &mut ActorState) -> 
                     let wait = match start_select(
                         vm,
                         cell,
-                        st,
                         shape,
                         cases,
                         timeout_ms.map(|ms| vm.timed_wait_ms(cell.pid, ms)),
@@ -336,7 +336,7 @@ async fn run(host: &mut ActorHost<'_>, module: &Module, st: &mut ActorState) -> 
 /// Applies a signal the actor took while `doing` this (see `exit`): raising sets the exception
 /// to raise at the current (or blocked) instruction; an end is returned.
 fn take_signal(module: &Module, st: &mut ActorState, sig: Signal, doing: Doing) -> Option<ExitReason> {
-    match on_signal(sig, doing) {
+    match on_signal(sig, doing, Some(WaitId::of(st))) {
         OnSignal::End(reason) => Some(reason),
         OnSignal::Raise(exc) => {
             st.resume(module, Resume::Raise(exc));

@@ -2,7 +2,7 @@
 //! touch (its mailbox, its run state, where it is), as opposed to its interpreter state, which
 //! only its own driver holds.
 
-use crate::mailbox::Mailbox;
+use crate::mailbox::{Mailbox, WaitId};
 use crate::sync::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::Arc;
 use vm_core::module::Location;
@@ -46,8 +46,7 @@ pub struct ActorCell {
     /// safe point without taking the lock every slice.
     pub has_signals: AtomicBool,
     state: AtomicU8,
-    /// `func << 32 | pc` of the running frame, updated after every slice and, while a slice
-    /// runs, before each out-of-line instruction (`Host::at`).
+    /// `func << 32 | pc` of the running frame, updated after every slice.
     position: AtomicU64,
     reductions: AtomicU64,
     /// The module the actor runs (for locations in reports).
@@ -83,16 +82,14 @@ impl ActorCell {
 
     pub(crate) fn record(&self, position: Option<(u32, u32)>, reductions: u64) {
         if let Some((f, pc)) = position {
-            self.record_at(f, pc);
+            self.position.store((u64::from(f) << 32) | u64::from(pc), Ordering::Relaxed);
         }
         self.reductions.store(reductions, Ordering::Relaxed);
     }
 
-    /// Where the actor is now (instruction `pc` of function `f`), for whoever reads
-    /// [`ActorCell::location`] from another thread (the heartbeat, `ps`).
-    #[inline]
-    pub(crate) fn record_at(&self, f: u32, pc: u32) {
-        self.position.store((u64::from(f) << 32) | u64::from(pc), Ordering::Relaxed);
+    /// The wait the actor is in, as of its last slice (see [`WaitId`]).
+    pub fn wait_id(&self) -> WaitId {
+        WaitId { position: self.position.load(Ordering::Relaxed), reductions: self.reductions() }
     }
 
     /// Fuel the actor has spent, as of its last slice.

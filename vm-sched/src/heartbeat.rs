@@ -13,14 +13,11 @@
 //!    slice — and counts it in [`Heartbeat::hogs`].
 //! 3. When no slot is busy the watchdog parks on a `Notify` instead of ticking; a driver starting
 //!    a slice wakes it if it is parked. So an idle VM has no timer firing at all (hibernation).
-//! 4. The watchdog cannot read a running actor's state (it belongs to the worker thread running
-//!    it), so the actor publishes where it is: its cell's position, written when a slice ends
-//!    and, during the slice, before each out-of-line instruction (`Host::at`: the instructions
-//!    one of which can take long, such as a huge `split` or a slow native). The report names
-//!    that position: the long instruction itself, or where the slice began if no out-of-line
-//!    instruction has run since. When a reported slice ends, [`Heartbeat::end`] says so, and
-//!    the driver reports again, naming where the actor let go (the instruction after the long
-//!    operation, or where it blocked) and for how long it held the thread.
+//! 4. The watchdog cannot see where a running actor is (its state belongs to the worker thread
+//!    running it), so its report names where the slice *began*. When a reported slice ends,
+//!    [`Heartbeat::end`] says so, and the driver reports again, naming where the actor *is*:
+//!    the instruction it stopped at (the one after the long operation, or where it blocked),
+//!    and for how long it held the thread.
 //! 5. An affine executor's thread (see `affine`) takes a slot the same way, named after its
 //!    executor ([`Heartbeat::begin_job`]); each job is a "slice" begun for its calling
 //!    actor, so a job that holds its thread too long is reported, naming the executor and the
@@ -203,8 +200,8 @@ impl Heartbeat {
                         tracing::warn!(executor = %executor, job, caller = %locate(pid - 1), held_ms = ms, "an affine job has held its executor thread (calls queued behind it wait)");
                         continue;
                     }
-                    // Step 4: where it is now, and again where it lets go when the slice ends.
-                    tracing::warn!(pid = pid - 1, held_ms = ms, at = %locate(pid - 1), "actor has held a worker thread without yielding");
+                    // Step 4: where it is gets reported when the slice ends.
+                    tracing::warn!(pid = pid - 1, held_ms = ms, slice_began_at = %locate(pid - 1), "actor has held a worker thread without yielding (where it is follows when it yields)");
                 }
             }
             if !busy {

@@ -3,8 +3,8 @@
 //! path, natives that need not wait, links, monitors, the registry, signals).
 
 use crate::cell::{ActorCell, RunState};
+use crate::chan::waits;
 use crate::mailbox::{Signal, TakeOrPark};
-use crate::select;
 use crate::trace;
 use crate::vm::Vm;
 use std::sync::Arc;
@@ -96,11 +96,6 @@ impl Host for ActorHost<'_> {
         self.vm.now_ms()
     }
 
-    #[inline]
-    fn at(&mut self, func: u32, pc: u32) {
-        self.cell.record_at(func, pc);
-    }
-
     fn native(&mut self, name: Atom, args: &[Value]) -> NativeCall {
         let Some((id, native)) = natives::find(name) else { return NativeCall::unknown(name) };
         let ctx = natives::Ctx { io: &self.vm.shared.io, pid: self.cell.pid.0 };
@@ -125,19 +120,19 @@ impl Host for ActorHost<'_> {
     }
 
     fn chan_new(&mut self, cap: usize) -> Result<Value, Exception> {
-        Ok(select::new_channel(self.vm, cap))
+        Ok(waits::new_channel(self.vm, cap))
     }
 
     fn chan_try(&mut self, cases: &[SelectCase]) -> Result<Option<Fired>, Exception> {
-        select::try_now(self.vm, self.cell, cases)
+        waits::try_now(self.vm, self.cell, cases)
     }
 
     fn chan_try_one(&mut self, chan: &Handle, send: Option<&Value>) -> Result<Option<Fired>, Exception> {
-        select::try_one(self.vm, chan, send)
+        waits::try_one(self.vm, chan, send)
     }
 
     fn chan_close(&mut self, h: &Handle) -> Result<(), Exception> {
-        select::close(self.vm, h)
+        waits::close(self.vm, h)
     }
 
     fn control(&mut self, op: ActorOp) -> Result<Value, Exception> {

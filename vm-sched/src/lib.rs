@@ -1,13 +1,14 @@
 //! vm-sched: the runtime. **The only crate that spawns tasks.**
 //!
-//! Modules, lowest first (each uses only those above it; `select` and `mailbox` are the
-//! exceptions noted):
+//! Modules, lowest first (each uses only those above it; `chan::waits` and `mailbox` are
+//! the exceptions noted):
 //! - `sync`: the atomics and locks, swapped for loom's under `--cfg vm_loom`.
 //! - `heartbeat`: the watchdog that reports an actor (or an affine job) holding its thread too
 //!   long.
 //! - `affine`: the executors, the OS threads that thread-affine natives run on (named ones,
 //!   one per SQLite connection, and `main`, the process's first thread when `run` gives it).
-//! - `chan`: rendezvous and buffered channels with a cancel-safe select (loom-checked).
+//! - `chan`: rendezvous and buffered channels with a cancel-safe select (loom-checked); its
+//!   `waits` submodule is the actor's side (see the next note).
 //! - `mailbox`: an actor's message queue, control port and the wake protocol (loom-checked).
 //! - `exit`: why actors end, and what each control signal does to a running, soft-blocked or
 //!   real-blocked actor (the one signal-to-reason mapping).
@@ -16,7 +17,9 @@
 //!   exits).
 //! - `vm`: the runtime handle: registry, spawn (the one place actor tasks are spawned),
 //!   routing, exits, deadlock detection, introspection.
-//! - `select`: the actor's side of channels (the fast path, the waits, orphan detection).
+//! - `chan::waits`: the actor's side of channels (the fast path, the waits, orphan detection).
+//!   It sits in the `chan` folder with the channel core, but in this order it comes here: it
+//!   uses `vm` and `cell`, and the channel core uses none of them.
 //! - `host`: the `Host` the interpreter sees while it steps an actor.
 //! - `native`: how the driver waits for a native call (awaited I/O, the blocking pool, an
 //!   affine executor).
@@ -45,7 +48,6 @@ mod native;
 mod pause;
 pub mod persist;
 pub mod run;
-mod select;
 pub mod session;
 pub mod snapshot;
 mod sync;

@@ -79,6 +79,8 @@ pub(crate) struct Pause {
     deadlines: Mutex<HashMap<u64, Instant>>,
     /// How many `deadlines` there are, so that other timed waits skip the lock.
     deadlines_left: AtomicUsize,
+    /// Held by whoever pauses the VM (a snapshot, an orphan census): one pause at a time.
+    pub(crate) exclusive: tokio::sync::Mutex<()>,
 }
 
 impl Pause {

@@ -68,7 +68,8 @@ fn unix_ms() -> u64 {
 /// long the actors were paused. Fails if the actors run more than one module (a REPL session
 /// that loaded several programs): a snapshot holds one.
 pub async fn take(vm: &Vm, settings: Settings) -> Result<(Snapshot, std::time::Duration), String> {
-    let taken = take_and_stop(vm, settings).await;
+    let _one_pause = vm.shared.pause.exclusive.lock().await;
+    let taken = pause_and_take(vm, settings).await;
     vm.resume_after_pause();
     taken
 }
@@ -76,6 +77,12 @@ pub async fn take(vm: &Vm, settings: Settings) -> Result<(Snapshot, std::time::D
 /// Takes a last snapshot and leaves every actor paused (the VM is about to end: nothing may
 /// happen after the snapshot that a resume would do again).
 pub async fn take_and_stop(vm: &Vm, settings: Settings) -> Result<(Snapshot, std::time::Duration), String> {
+    let _one_pause = vm.shared.pause.exclusive.lock().await;
+    pause_and_take(vm, settings).await
+}
+
+/// Pauses every actor and takes the snapshot, leaving them paused; the caller holds the pause.
+async fn pause_and_take(vm: &Vm, settings: Settings) -> Result<(Snapshot, std::time::Duration), String> {
     vm.flush_output();
     let started = Instant::now();
     let cut = vm.pause_all().await;
@@ -231,7 +238,7 @@ fn signal(w: &mut Writer, s: &Signal) -> Option<v1::Signal> {
         Signal::Exit { from, reason } => v1::Signal::Exit { from: from.0, reason: w.value(reason) },
         Signal::Kill(reason) => v1::Signal::Kill { reason: w.value(reason) },
         Signal::Interrupt { exc, mode } => v1::Signal::Interrupt { exc: w.exception(exc), mode: *mode },
-        Signal::Orphaned(_) | Signal::Pause => return None,
+        Signal::Orphaned { .. } | Signal::Pause => return None,
     })
 }
 

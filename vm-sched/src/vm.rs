@@ -165,9 +165,9 @@ pub(crate) struct Shared {
     pub(crate) heartbeat: Arc<Heartbeat>,
     /// The threads of the affine natives.
     pub(crate) executors: crate::affine::Executors,
-    /// The hook of every orphaned-channel watch (see `select::watch_orphans`): signals the
-    /// watching actor. It holds the runtime weakly, so that channels do not keep it alive.
-    pub(crate) orphan_hook: vm_core::value::WatchHook,
+    /// Orphaned-channel detection's shared state (`chan::reach`; the detector is
+    /// `chan::orphans`).
+    pub(crate) orphans: Arc<crate::chan::reach::Orphans>,
     /// Starts an actor's driver task.
     start_actor: StartActor,
     start: Instant,
@@ -177,6 +177,13 @@ pub(crate) struct Shared {
     main: AtomicU64,
     /// Snapshots pause the VM through this (see `pause`).
     pub(crate) pause: crate::pause::Pause,
+}
+
+/// The detector task holds the VM weakly and parks while disarmed: tell it the VM is gone.
+impl Drop for Shared {
+    fn drop(&mut self) {
+        self.orphans.close();
+    }
 }
 
 /// A handle on the runtime; clones share it.
@@ -243,7 +250,7 @@ impl Vm {
         let heartbeat = Arc::new(Heartbeat::new(config_hog));
         let executors = crate::affine::Executors::new(&heartbeat);
         let vm = Vm {
-            shared: Arc::new_cyclic(|me: &std::sync::Weak<Shared>| Shared {
+            shared: Arc::new(Shared {
                 config,
                 shards,
                 names: Mutex::new(HashMap::new()),
@@ -261,15 +268,7 @@ impl Vm {
                 io,
                 heartbeat,
                 executors,
-                orphan_hook: {
-                    let me = me.clone();
-                    Arc::new(move |owner, id| {
-                        if let Some(shared) = me.upgrade() {
-                            let exc = crate::exit::orphaned(id);
-                            (Vm { shared }).signal(Pid(owner), Signal::Orphaned(exc));
-                        }
-                    })
-                },
+                orphans: Arc::default(),
                 start_actor,
                 start: Instant::now(),
                 clock_offset_ms: AtomicU64::new(0),
@@ -538,6 +537,8 @@ impl Vm {
             self.send(watcher, down);
         }
         self.shared.live.fetch_sub(1, Ordering::SeqCst);
+        // The exit may have let go of the last other copy of some waiter's channel.
+        self.shared.orphans.exits.fetch_add(1, Ordering::SeqCst);
         if self.shared.active.fetch_sub(1, Ordering::SeqCst) == 1 {
             self.shared.idle.notify_one();
         }
@@ -602,14 +603,33 @@ impl Vm {
         }
     }
 
-    /// The deadlock report: every actor and what it waits on, where.
+    /// The deadlock report: every actor and what it waits on, where; then each channel waited
+    /// on, with the actors parked on it and those that hold it (can reach it, as the last
+    /// orphan census found), so that a cycle of channel waits is visible.
     pub fn deadlock_report(&self) -> String {
         let mut out = String::from("deadlock: every actor is waiting and nothing can wake any of them\n");
+        // Channel id -> the actors parked on it, in pid order.
+        let mut parked: std::collections::BTreeMap<u64, Vec<Pid>> = Default::default();
         for a in self.actors() {
             let name = a.name.map(|n| format!(" ({n})")).unwrap_or_default();
+            if let Some(Wait::Chan { chans, .. }) = &a.waiting {
+                for id in chans.as_slice() {
+                    parked.entry(*id).or_default().push(a.pid);
+                }
+            }
             let what =
                 a.waiting.map(|w| w.to_string()).unwrap_or_else(|| format!("{:?}", a.state).to_lowercase());
             out.push_str(&format!("  {}{name}: waiting in {what} at {}\n", a.pid, a.location));
+        }
+        let pids = |ps: &mut dyn Iterator<Item = String>| ps.collect::<Vec<_>>().join(", ");
+        for (id, on) in parked {
+            let on = pids(&mut on.iter().map(|p| p.to_string()));
+            let held = match self.shared.orphans.holders(id) {
+                Some(h) if h.is_empty() => "; held by no one".to_string(),
+                Some(h) => format!("; held by {}", pids(&mut h.iter().map(|p| Pid(*p).to_string()))),
+                None => String::new(),
+            };
+            out.push_str(&format!("  #chan<{id}>: parked on it: {on}{held}\n"));
         }
         out
     }
@@ -645,31 +665,43 @@ impl Vm {
 
     /// Waits until the main actor (which reports to `rx`) ends or the VM deadlocks.
     pub(crate) async fn wait_for_main(&self, mut rx: tokio::sync::oneshot::Receiver<Outcome>) -> Outcome {
+        // Set while the orphan detector has been asked to judge the waits of a quiet VM: look
+        // again when it has (or in a while, should it not get to it).
+        let mut retry: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
         loop {
             tokio::select! {
                 biased;
                 done = &mut rx => return done.unwrap_or_else(|_| Outcome::Stopped(Value::atom("lost"))),
-                () = self.shared.idle.notified() => {
-                    // Every wake path counts the woken actor back in before the waker can park
-                    // itself, so zero is stable. But a select (channel or mailbox) counts itself
-                    // out before it re-checks for work, so a runnable actor can pass through
-                    // zero for an instant on its way back in, and a busy program does so over
-                    // and over (chan_pingpong: every round trip); two readings of zero can both
-                    // land in such instants. So the detector waits a short grace and also asks
-                    // whether any slice ran meanwhile: a real deadlock runs none.
-                    let slices = self.shared.heartbeat.slices();
-                    if self.shared.active.load(Ordering::SeqCst) == 0 {
-                        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                    }
-                    if self.shared.active.load(Ordering::SeqCst) == 0 && self.shared.heartbeat.slices() == slices {
-                        // Main reports its outcome before it counts itself out, so an outcome
-                        // present now means main ended; otherwise nothing can run again.
-                        if let Ok(done) = rx.try_recv() {
-                            return done;
-                        }
-                        return Outcome::Deadlock(self.deadlock_report());
-                    }
+                () = self.shared.idle.notified() => {}
+                () = async { match retry.as_mut() { Some(t) => t.await, None => std::future::pending().await } } => {}
+            }
+            retry = None;
+            // Every wake path counts the woken actor back in before the waker can park
+            // itself, so zero is stable. But a select (channel or mailbox) counts itself
+            // out before it re-checks for work, so a runnable actor can pass through
+            // zero for an instant on its way back in, and a busy program does so over
+            // and over (chan_pingpong: every round trip); two readings of zero can both
+            // land in such instants. So the detector waits a short grace and also asks
+            // whether any slice ran meanwhile: a real deadlock runs none.
+            let slices = self.shared.heartbeat.slices();
+            if self.shared.active.load(Ordering::SeqCst) == 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            if self.shared.active.load(Ordering::SeqCst) == 0 && self.shared.heartbeat.slices() == slices {
+                // Main reports its outcome before it counts itself out, so an outcome
+                // present now means main ended; otherwise nothing can run again.
+                if let Ok(done) = rx.try_recv() {
+                    return done;
                 }
+                // Unless some waits are orphaned: those the orphan detector has not judged
+                // yet are judged now (`chan::orphans`, step 3), and the VM wakes if any is.
+                let waits = crate::chan::reach::orphanable_waits(&self.cells());
+                if !self.shared.orphans.judged(&waits) {
+                    self.shared.orphans.poke();
+                    retry = Some(Box::pin(tokio::time::sleep(std::time::Duration::from_millis(100))));
+                    continue;
+                }
+                return Outcome::Deadlock(self.deadlock_report());
             }
         }
     }

@@ -560,9 +560,7 @@ fn run<H: Host + ?Sized>(st: &mut ActorState, m: &Module, host: &mut H, mut fuel
         if instr.charges_spawn_fuel() {
             fuel = fuel.saturating_sub(SPAWN_FUEL);
         }
-        // The instruction's slow path, or an instruction with no fast path. The host hears
-        // where the actor is first: one of these may take long (`Host::at`).
-        host.at(frames.last().map_or(0, |f| f.func), pc as u32);
+        // The instruction's slow path, or an instruction with no fast path.
         let flow = slow(*instr, regs, m, host, handlers, rng, (frames.len() - 1) as u32);
         // The register window is derived again rather than kept across the call, so that the
         // loop need not hold it in a register the call preserves (or spill it).
