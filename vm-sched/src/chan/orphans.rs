@@ -151,8 +151,11 @@ pub(crate) async fn census(vm: &Vm, waits: &[ChanWaiter]) -> usize {
     let cut = vm.pause_all().await;
     // Each actor's state, read once (reading takes a publication): the census is rare and
     // looks at a state twice, to judge the waits and to walk what it reaches.
-    let states: HashMap<u64, vm_core::ActorState> =
-        cut.cells.iter().filter_map(|c| Some((c.pid.0, c.slot.read(cut.epoch, |st, _| st.clone())?))).collect();
+    let states: HashMap<u64, vm_core::ActorState> = cut
+        .cells
+        .iter()
+        .filter_map(|c| Some((c.pid.0, c.slot.read(cut.epoch, |st, _| st.clone())?)))
+        .collect();
     let cells: Vec<Arc<ActorCell>> = vm.cells();
     // Judge only the waits their actors are still in.
     let judged: Vec<&ChanWaiter> =
