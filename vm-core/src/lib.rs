@@ -19,6 +19,7 @@ pub mod bytecode;
 pub mod disasm;
 pub mod exception;
 pub mod interp;
+pub mod mem;
 pub mod module;
 pub mod ops;
 pub mod snapshot;

@@ -111,6 +111,9 @@ pub struct ActorState {
     /// boxed on the first one, so actors that never catch pay one word.
     #[serde(default)]
     pub caught: Option<Box<Caught>>,
+    /// The allocation meter that decides when memory is counted again (see [`crate::mem`]).
+    #[serde(skip)]
+    pub meter: crate::mem::Meter,
 }
 
 /// The exceptions an actor has caught with `try`: how many, and the latest with where it was
@@ -336,6 +339,9 @@ pub struct SpawnOpts {
     pub max_mailbox: Option<usize>,
     /// Maximum frame depth; deeper calls raise `:stack_overflow`.
     pub max_frames: Option<u32>,
+    /// Maximum bytes the actor may hold (see [`crate::mem`]); past it the actor is killed with
+    /// `{:limit, :max_heap}`.
+    pub max_heap: Option<u64>,
 }
 
 impl SpawnOpts {
@@ -368,6 +374,7 @@ impl SpawnOpts {
                 "monitor" => o.monitor = val.truthy(),
                 "max_mailbox" => o.max_mailbox = Some(limit(val)? as usize),
                 "max_frames" => o.max_frames = Some(limit(val)?.min(u32::MAX as i64) as u32),
+                "max_heap" => o.max_heap = Some(limit(val)? as u64),
                 _ => return Err(Exception::badarg(format!("unknown spawn option :{key}"))),
             }
         }
@@ -463,6 +470,15 @@ pub trait Host {
         let _ = args;
         NativeCall::unknown(name)
     }
+    /// Memory accounting (see [`crate::mem`]): what the running actor holds and is about to
+    /// allocate. `Ok` lets it go on, with the actor's own limit (`:max_heap`) if it has one, so
+    /// that the interpreter counts often enough not to pass it by much; `Err(reason)` ends the
+    /// actor with that exit reason (`{:limit, :max_heap}`, `{:limit, :memory}`) before the
+    /// allocation happens. The default host sets no limits.
+    fn memory(&mut self, usage: crate::mem::MemUse) -> Result<Option<u64>, Value> {
+        let _ = usage;
+        Ok(None)
+    }
 }
 
 impl ActorState {
@@ -489,6 +505,7 @@ impl ActorState {
             reductions: 0,
             max_frames: DEFAULT_MAX_FRAMES,
             caught: None,
+            meter: crate::mem::Meter::default(),
         })
     }
 

@@ -259,6 +259,7 @@ impl Reader {
             pending: s.pending.as_ref().map(|e| Box::new(self.exception(e))),
             reductions: s.reductions,
             max_frames: s.max_frames,
+            meter: Default::default(),
             caught: s.caught.as_ref().map(|c| {
                 Box::new(Caught {
                     count: c.count,
