@@ -10,8 +10,8 @@
 //!    counted through at most [`MESSAGE_NODES`] boxes (so a send costs O(1) however deep the
 //!    message; a scalar message costs nothing beyond its queue slot).
 //! 3. Counting is amortised, as a garbage collector's is: the interpreter adds what each
-//!    allocating instruction allocates to [`Meter::alloc`] (a trigger, not a size: garbage
-//!    counts too), and when it passes [`Meter::check_at`] counts again ([`measure`]) and
+//!    allocating instruction allocates to its [`Meter`] (a trigger, not a size: garbage counts
+//!    too), and when that passes the meter's gap counts again ([`measure`]) and
 //!    reports the count to the host ([`crate::step::Host::memory`]), which compares it with the
 //!    limits. The next count comes after the actor has allocated half as much again as it holds
 //!    (at least [`MIN_CHECK`]), so counting costs O(1) per byte allocated.
@@ -45,19 +45,20 @@ pub const MIN_CHECK: u32 = 64 * 1024;
 /// An allocation this large is shown to the host before it happens.
 pub const BIG: u64 = 1 << 20;
 
-/// The interpreter's allocation meter (rule 3 of the module docs). Not part of a snapshot: a
-/// restored actor counts afresh.
+/// The interpreter's allocation meter (rule 3 of the module docs), packed in one word because
+/// every actor's state carries it: the low 5 bits are the base-2 logarithm of the gap to the next
+/// count, the rest the bytes allocated since the last count in 32-byte units (rounded up, so
+/// small allocations count a little high; saturating). Not part of a snapshot: a restored actor
+/// counts afresh.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Meter {
-    /// Bytes allocated since the last count (saturating).
-    pub alloc: u32,
-    /// Count again when `alloc` reaches this.
-    pub check_at: u32,
-}
+pub struct Meter(u32);
+
+/// The largest count of 32-byte units a [`Meter`] holds.
+const UNITS_MAX: u32 = u32::MAX >> 5;
 
 impl Default for Meter {
     fn default() -> Meter {
-        Meter { alloc: 0, check_at: MIN_CHECK }
+        Meter(MIN_CHECK.trailing_zeros())
     }
 }
 
@@ -65,25 +66,43 @@ impl Meter {
     /// Adds `bytes` to the allocation count.
     #[inline(always)]
     pub fn add(&mut self, bytes: u64) {
-        self.alloc = self.alloc.saturating_add(bytes.min(u64::from(u32::MAX)) as u32);
+        if bytes != 0 {
+            self.add_nonzero(bytes);
+        }
+    }
+
+    fn add_nonzero(&mut self, bytes: u64) {
+        let units = (bytes.div_ceil(32)).min(u64::from(UNITS_MAX)) as u32;
+        let total = (self.0 >> 5).saturating_add(units).min(UNITS_MAX);
+        self.0 = (self.0 & 31) | (total << 5);
+    }
+
+    /// Bytes allocated since the last count (rounded up to 32-byte units).
+    pub fn alloc(&self) -> u64 {
+        u64::from(self.0 >> 5) * 32
+    }
+
+    /// The gap between the last count and the next.
+    pub fn gap(&self) -> u64 {
+        1 << (self.0 & 31)
     }
 
     /// Whether a count is due.
     #[inline(always)]
     pub fn due(&self) -> bool {
-        self.alloc >= self.check_at
+        self.alloc() >= self.gap()
     }
 
     /// Starts a new period after a count of `live` bytes: the next count comes after the actor
-    /// has allocated half of `live` (at least [`MIN_CHECK`], at most 1 GiB), or a quarter of its
-    /// `:max_heap`, whichever is sooner, so a limit is never overshot by much.
+    /// has allocated about half of `live` (at least [`MIN_CHECK`], at most 1 GiB), or a quarter
+    /// of its `:max_heap`, whichever is sooner, so a limit is never overshot by much. (The gap is
+    /// a power of two, rounded down.)
     pub fn counted(&mut self, live: u64, max_heap: Option<u64>) {
         let mut gap = (live / 2).clamp(u64::from(MIN_CHECK), 1 << 30);
         if let Some(max) = max_heap {
             gap = gap.min((max / 4).max(1024));
         }
-        self.alloc = 0;
-        self.check_at = gap as u32;
+        self.0 = 63 - gap.leading_zeros();
     }
 }
 
@@ -284,12 +303,20 @@ mod tests {
     #[test]
     fn the_gap_between_counts_follows_the_live_size_and_the_limit() {
         let mut m = Meter::default();
+        assert_eq!(m.gap(), u64::from(MIN_CHECK));
         m.counted(10 << 20, None);
-        assert_eq!(m.check_at, 5 << 20);
+        assert_eq!(m.gap(), 4 << 20);
         m.counted(0, None);
-        assert_eq!(m.check_at, MIN_CHECK);
+        assert_eq!(m.gap(), u64::from(MIN_CHECK));
         m.counted(10 << 20, Some(100_000));
-        assert_eq!(m.check_at, 25_000);
+        assert_eq!(m.gap(), 16_384);
+        m.add(1);
+        assert_eq!(m.alloc(), 32);
+        assert!(!m.due());
+        m.add(16_384);
+        assert!(m.due());
+        m.add(u64::MAX);
+        assert_eq!(m.alloc(), u64::from(UNITS_MAX) * 32);
         assert_eq!(growth(4, 4, 1, 16), 4 * 16);
         assert_eq!(growth(3, 4, 1, 16), 0);
     }

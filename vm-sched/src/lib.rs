@@ -35,6 +35,7 @@
 
 pub mod actor;
 pub mod affine;
+pub mod budget;
 pub mod cell;
 pub mod chan;
 pub mod exit;

@@ -48,6 +48,7 @@
 use crate::sync::{AtomicBool, AtomicUsize, Mutex, Ordering, count_in, lock};
 use std::collections::VecDeque;
 use std::task::{Context, Poll, Waker};
+use vm_core::mem::message_size;
 use vm_core::{Atom, Exception, Pid, Value, atoms};
 
 /// A control signal, handled before any message.
@@ -182,8 +183,9 @@ pub struct Inner {
     pub waiting: Option<Wait>,
     /// Set once the actor has exited; everything sent afterwards is dropped.
     pub closed: bool,
-    /// Maximum queued messages (a spawn option); past it the actor is killed.
-    pub max_len: Option<usize>,
+    /// What the queued messages are charged (`vm_core::mem::message_size` of each; their
+    /// slots in the queue are counted apart, by its length).
+    pub bytes: u64,
     /// What most actors never use, allocated on first use so an idle actor stays small.
     ext: Option<Box<Extras>>,
 }
@@ -204,6 +206,14 @@ pub struct Extras {
     pub name: Option<Atom>,
     /// Whether exit signals become messages.
     pub trap_exit: bool,
+    /// Maximum queued messages (the spawn option `:max_mailbox`); past it the actor is killed.
+    pub max_len: Option<usize>,
+    /// The spawn option `:max_heap`.
+    pub max_heap: Option<u64>,
+    /// What the actor held at its latest count (`vm_core::mem`), for the `:max_heap` check on
+    /// delivery and the VM-wide budget's choice of the largest actor. (Only an actor that has
+    /// allocated enough to be counted has one: a smaller one is nobody's choice.)
+    pub live: u64,
 }
 
 /// An actor's mailbox; see the module docs.
@@ -238,6 +248,41 @@ impl Inner {
     /// Whether exit signals become messages.
     pub fn trap_exit(&self) -> bool {
         self.ext_ref().is_some_and(|e| e.trap_exit)
+    }
+
+    /// Queues a message at the back, counting its size.
+    fn push_back(&mut self, msg: Value) {
+        self.bytes += message_size(&msg);
+        self.messages.push_back(msg);
+    }
+
+    /// A message has left the queue: stops counting its size.
+    #[inline]
+    fn took(&mut self, msg: Option<Value>) -> Option<Value> {
+        if let Some(m) = &msg {
+            let size = message_size(m);
+            if size != 0 {
+                self.bytes = self.bytes.saturating_sub(size);
+            }
+        }
+        msg
+    }
+
+    /// What the actor holds by the latest count plus its queued messages (see `vm_core::mem`).
+    pub fn held(&self) -> u64 {
+        self.ext_ref().map_or(0, |e| e.live) + self.bytes + self.messages.len() as u64 * vm_core::mem::SLOT
+    }
+
+    /// Whether the actor holds more than its `:max_heap`.
+    fn past_max_heap(&self) -> bool {
+        self.ext_ref().and_then(|e| e.max_heap).is_some_and(|max| self.held() > max)
+    }
+
+    /// Drops every queued message (the actor is being killed: they would only be dropped later).
+    pub fn clear_messages(&mut self) {
+        // A new queue, so that a flooded queue's buffer is given back at once.
+        self.messages = VecDeque::new();
+        self.bytes = 0;
     }
 
     /// Step 2 of the protocol: unparks the actor, counting it back in if needed, and returns the
@@ -284,7 +329,8 @@ impl Inner {
 impl Mailbox {
     /// A mailbox with a length limit.
     pub fn with_limit(max_len: Option<usize>) -> Mailbox {
-        Mailbox { inner: Mutex::new(Inner { max_len, ..Inner::default() }), counted: AtomicBool::new(false) }
+        let ext = max_len.map(|n| Box::new(Extras { max_len: Some(n), ..Extras::default() }));
+        Mailbox { inner: Mutex::new(Inner { ext, ..Inner::default() }), counted: AtomicBool::new(false) }
     }
 
     /// The actor's "counted out" flag, for a channel select that parks alongside the mailbox.
@@ -315,14 +361,19 @@ impl Mailbox {
         if g.closed {
             return Delivery::Dropped;
         }
-        if let Some(max) = g.max_len
+        if let Some(max) = g.ext_ref().and_then(|e| e.max_len)
             && g.messages.len() >= max
         {
             g.ext().signals.push_back(Signal::Kill(mailbox_overflow_reason()));
-            g.messages.clear();
+            g.clear_messages();
             return Delivery::Overflow(g.take_waker(&self.counted, active));
         }
-        g.messages.push_back(msg);
+        g.push_back(msg);
+        if g.ext.is_some() && g.past_max_heap() {
+            g.ext().signals.push_back(Signal::Kill(vm_core::mem::limit_reason("max_heap")));
+            g.clear_messages();
+            return Delivery::Overflow(g.take_waker(&self.counted, active));
+        }
         g.wake_result(&self.counted, active)
     }
 
@@ -334,7 +385,7 @@ impl Mailbox {
         }
         match sig {
             Signal::Exit { from, reason } if g.trap_exit() => {
-                g.messages.push_back(Value::tuple(vec![Value::Atom(atoms::EXIT), Value::Pid(from), reason]));
+                g.push_back(Value::tuple(vec![Value::Atom(atoms::EXIT), Value::Pid(from), reason]));
             }
             Signal::Exit { reason: Value::Atom(a), .. } if a == atoms::NORMAL => return Delivery::Dropped,
             Signal::Interrupt { mode: 0, .. } if g.waiting.is_none() => return Delivery::Dropped,
@@ -351,12 +402,16 @@ impl Mailbox {
     /// Returns a message taken by a select whose channel case turned out to have committed
     /// first; it goes back to the front, where it was, so no message is lost or reordered.
     pub fn put_back(&self, msg: Value) {
-        lock(&self.inner).messages.push_front(msg);
+        let mut g = lock(&self.inner);
+        g.bytes += message_size(&msg);
+        g.messages.push_front(msg);
     }
 
     /// The fast path of receive: takes the oldest message matching `pattern` without waiting.
     pub fn try_take(&self, pattern: Option<&Value>) -> Option<Value> {
-        take_matching(&mut lock(&self.inner).messages, pattern)
+        let mut g = lock(&self.inner);
+        let m = take_matching(&mut g.messages, pattern);
+        g.took(m)
     }
 
     /// The fast path of a receive with no deadline: takes the oldest message matching
@@ -381,6 +436,7 @@ impl Mailbox {
             None => g.messages.pop_front(),
             Some(_) => take_matching(&mut g.messages, pattern),
         };
+        let taken = g.took(taken);
         if let Some(m) = taken {
             if resumed {
                 g.waiting = None;
@@ -417,7 +473,12 @@ impl Mailbox {
         let mut g = lock(&self.inner);
         let outcome = if let Some(sig) = g.pop_signal() {
             Some(Some(Woken::Signal(sig)))
-        } else if let Some(m) = if receive { take_matching(&mut g.messages, pattern) } else { None } {
+        } else if let Some(m) = if receive {
+            let m = take_matching(&mut g.messages, pattern);
+            g.took(m)
+        } else {
+            None
+        } {
             Some(Some(Woken::Message(m)))
         } else if deadline_passed {
             Some(None)
@@ -452,7 +513,7 @@ impl Mailbox {
     pub fn close(&self) -> (Vec<Pid>, Vec<(i64, Pid)>, Option<Atom>) {
         let mut g = lock(&self.inner);
         g.closed = true;
-        g.messages.clear();
+        g.clear_messages();
         g.waker = None;
         g.parked = false;
         match g.ext.take() {
@@ -502,7 +563,7 @@ impl Mailbox {
             monitoring: ext.map(|e| e.monitoring.clone()).unwrap_or_default(),
             name: ext.and_then(|e| e.name),
             trap_exit: ext.is_some_and(|e| e.trap_exit),
-            max_len: g.max_len,
+            max_len: ext.and_then(|e| e.max_len),
         }
     }
 
@@ -511,6 +572,7 @@ impl Mailbox {
         let mb = Mailbox::with_limit(img.max_len);
         {
             let mut g = lock(&mb.inner);
+            g.bytes = img.messages.iter().map(message_size).sum();
             g.messages = img.messages.into();
             let rare = !img.signals.is_empty()
                 || !img.links.is_empty()

@@ -48,6 +48,8 @@ pub struct RunOptions {
     pub workers: Option<NonZeroUsize>,
     /// What the program may do (`--allow-net`, `--allow-read`, `--allow-write`).
     pub perms: vm_io::Permissions,
+    /// The VM-wide memory budget in bytes (`--max-memory`; see `budget`).
+    pub max_memory: Option<u64>,
 }
 
 impl Default for RunOptions {
@@ -58,6 +60,7 @@ impl Default for RunOptions {
             max_frames: config.max_frames,
             workers: None,
             perms: vm_io::Permissions::default(),
+            max_memory: None,
         }
     }
 }
@@ -69,6 +72,7 @@ impl RunOptions {
             fuel: self.fuel_per_slice.max(1),
             max_frames: self.max_frames,
             perms: self.perms.clone(),
+            max_memory: self.max_memory,
             ..Config::default()
         }
     }
@@ -329,8 +333,14 @@ mod tests {
         assert_eq!(o.fuel_per_slice, Config::default().fuel);
         assert_eq!(o.max_frames, vm_core::step::DEFAULT_MAX_FRAMES);
         assert_eq!(o.workers, None);
-        let c = RunOptions { fuel_per_slice: 0, max_frames: 7, workers: None, perms: Default::default() }
-            .config();
+        let c = RunOptions {
+            fuel_per_slice: 0,
+            max_frames: 7,
+            workers: None,
+            perms: Default::default(),
+            max_memory: None,
+        }
+        .config();
         assert_eq!((c.fuel, c.max_frames), (1, 7));
     }
 

@@ -98,6 +98,10 @@ pub struct Config {
     pub hog_threshold_ms: u64,
     /// What programs may do (network, files); nothing by default.
     pub perms: vm_io::Permissions,
+    /// The VM-wide memory budget in bytes (`vm run --max-memory`; see `budget`): past it, the
+    /// actor holding the most is ended with `{:limit, :memory}`. Enforced only in a process
+    /// that counts its allocations (`budget::install_memory_probe`).
+    pub max_memory: Option<u64>,
 }
 
 impl Default for Config {
@@ -108,6 +112,7 @@ impl Default for Config {
             max_actors: 4_000_000,
             hog_threshold_ms: 100,
             perms: vm_io::Permissions::default(),
+            max_memory: None,
         }
     }
 }
@@ -170,6 +175,8 @@ pub(crate) struct Shared {
     main: AtomicU64,
     /// Snapshots pause the VM through this (see `pause`).
     pub(crate) pause: crate::pause::Pause,
+    /// The VM-wide memory budget's state (see `budget`).
+    pub(crate) budget: crate::budget::Budget,
 }
 
 /// A handle on the runtime; clones share it.
@@ -266,6 +273,7 @@ impl Vm {
                 clock_offset_ms: AtomicU64::new(0),
                 main: AtomicU64::new(0),
                 pause: Default::default(),
+                budget: Default::default(),
             }),
         };
         let weak = Arc::downgrade(&vm.shared);
@@ -348,6 +356,9 @@ impl Vm {
         report: Option<tokio::sync::oneshot::Sender<Outcome>>,
     ) -> Result<(Pid, Option<i64>), Exception> {
         let max = self.shared.config.max_actors;
+        if self.past_budget() {
+            return Err(Exception::new(atoms::LIMIT, "the VM is past its memory budget (--max-memory)"));
+        }
         if self.shared.live.fetch_add(1, Ordering::SeqCst) >= max {
             self.shared.live.fetch_sub(1, Ordering::SeqCst);
             return Err(Exception::new(
@@ -365,6 +376,10 @@ impl Vm {
         state.max_frames = opts.max_frames.unwrap_or(self.shared.config.max_frames);
         let pid = Pid(self.shared.next_pid.fetch_add(1, Ordering::Relaxed));
         let cell = Arc::new(ActorCell::new(pid, module.clone(), opts.max_mailbox));
+        if let Some(max) = opts.max_heap {
+            cell.mailbox.with(|i| i.ext().max_heap = Some(max));
+            state.meter.counted(0, Some(max));
+        }
         let mut monitor = None;
         if let Some(parent) = parent {
             if opts.link {
@@ -428,6 +443,7 @@ impl Vm {
             }
             Delivery::Queued | Delivery::Dropped => {}
         }
+        self.check_budget_after_delivery();
     }
 
     /// Delivers a control signal to `to` (dropped if it has exited).

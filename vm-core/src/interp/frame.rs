@@ -114,7 +114,7 @@ pub(super) fn grow<H: Host + ?Sized>(
     let add = len.saturating_sub(stack.len());
     let more = mem::growth(stack.len(), stack.capacity(), add, mem::SLOT);
     if more >= mem::BIG {
-        host.memory(MemUse { live: None, since: u64::from(meter.alloc), more })?;
+        host.memory(MemUse { live: None, since: meter.alloc(), more })?;
     }
     meter.add(more);
     if stack.try_reserve(add).is_err() {

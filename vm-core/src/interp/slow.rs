@@ -51,8 +51,7 @@ pub(super) fn slow<H: Host + ?Sized>(
         ($n:expr) => {{
             let n: u64 = $n;
             if n >= mem::BIG
-                && let Err(reason) =
-                    host.memory(MemUse { live: None, since: u64::from(meter.alloc), more: n })
+                && let Err(reason) = host.memory(MemUse { live: None, since: meter.alloc(), more: n })
             {
                 return Flow::Block(Effect::Stop(reason));
             }
