@@ -40,6 +40,7 @@ pub mod resource;
 pub mod resp;
 pub mod sqlite;
 pub mod stdio;
+pub mod sysmem;
 pub mod table;
 
 pub use output::Output;

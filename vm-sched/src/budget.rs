@@ -13,7 +13,10 @@
 //!    allocation, a delivery, a spawn (refused with `:limit` past the budget).
 //! 3. **Who pays.** Past the budget, the actor holding the most (by rule 1's sum; the allocating
 //!    actor's own figure includes what it is about to allocate) is ended with
-//!    `{:limit, :memory}`: killed, and its queued messages dropped at once. Only one such victim
+//!    `{:limit, :memory}`: killed, and its queued messages dropped at once; but only if it holds
+//!    at least an eighth of the process's memory (else it is not the cause, and ending it would
+//!    free little: memory spread over many actors or held by none is left to refused spawns and
+//!    rule 4). Only one such victim
 //!    is chosen at a time: until it has exited (or for a second), later checks choose nobody, so
 //!    one runaway does not take others with it while its memory is being given back.
 //! 4. **The hard line.** Past the budget by an eighth, an actor that allocates more is stopped
@@ -133,7 +136,12 @@ impl Vm {
                 largest = Some((held, cell));
             }
         }
-        let Some((held, victim)) = largest else { return Verdict::Go };
+        // An actor that holds little is not the cause, and ending it would free little: memory
+        // spread over many actors (a spawn bomb's children) or held by nobody (tables, socket
+        // buffers) leaves the refused spawns and the hard line (rule 4) to act.
+        let Some((held, victim)) = largest.filter(|(held, _)| *held >= used / 8) else {
+            return if hard && me.is_some() { stop_me() } else { Verdict::Go };
+        };
         *lock(&self.shared.budget.victim) = Some((victim.pid, Instant::now()));
         tracing::warn!(pid = %victim.pid, held, used, budget = max, "the VM is past its memory budget: ending the actor that holds the most");
         if me.is_some_and(|(c, _)| c.pid == victim.pid) {
