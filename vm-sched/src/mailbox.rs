@@ -544,6 +544,7 @@ pub(crate) struct Image {
     pub(crate) name: Option<Atom>,
     pub(crate) trap_exit: bool,
     pub(crate) max_len: Option<usize>,
+    pub(crate) max_heap: Option<u64>,
 }
 
 /// Snapshots (see `snapshot` and `pause`): reading and refilling a mailbox, and waking its
@@ -564,6 +565,7 @@ impl Mailbox {
             name: ext.and_then(|e| e.name),
             trap_exit: ext.is_some_and(|e| e.trap_exit),
             max_len: ext.and_then(|e| e.max_len),
+            max_heap: ext.and_then(|e| e.max_heap),
         }
     }
 
@@ -588,6 +590,9 @@ impl Mailbox {
                 e.monitoring = img.monitoring;
                 e.name = img.name;
                 e.trap_exit = img.trap_exit;
+            }
+            if img.max_heap.is_some() {
+                g.ext().max_heap = img.max_heap;
             }
         }
         mb

@@ -104,6 +104,7 @@ fn capture(
     let now = Instant::now();
     let mut w = Writer::new();
     let mut actors = Vec::new();
+    let mut limits = Vec::new();
     for cell in vm.cells() {
         let Some(p) = cut.remove(&cell.pid.0) else { continue };
         let img = cell.mailbox.image();
@@ -130,6 +131,9 @@ fn capture(
             trap_exit: img.trap_exit,
             max_mailbox: img.max_len.map(|n| n as u64),
         });
+        if img.max_heap.is_some() {
+            limits.push(v1::ActorLimits { pid: cell.pid.0, max_heap: img.max_heap });
+        }
     }
     let (mut channels, mut tables, mut resources) = (Vec::new(), Vec::new(), Vec::new());
     loop {
@@ -194,6 +198,7 @@ fn capture(
         channels,
         tables,
         resources,
+        limits,
     }
 }
 
@@ -320,7 +325,11 @@ pub async fn restore(
             name: a.name.map(|n| reader.atom(n)),
             trap_exit: a.trap_exit,
             max_len: a.max_mailbox.map(|n| n as usize),
+            max_heap: s.limits.iter().find(|l| l.pid == a.pid).and_then(|l| l.max_heap),
         };
+        if img.max_heap.is_some() {
+            st.meter.counted(0, img.max_heap);
+        }
         let has_signals = !img.signals.is_empty();
         let cell = Arc::new(ActorCell::restored(Pid(a.pid), s.module.clone(), Mailbox::from_image(img)));
         if has_signals {
