@@ -26,7 +26,6 @@
 
 use crate::cell::{ActorCell, RunState};
 use crate::mailbox::Signal;
-use crate::sync::lock;
 use crate::vm::Vm;
 use std::time::{Duration, Instant};
 use vm_core::mem::{MemUse, limit_reason};
@@ -45,10 +44,11 @@ pub fn install_memory_probe(in_use: fn() -> u64) {
 /// How long a victim is waited for before another may be chosen.
 const VICTIM_GRACE: Duration = Duration::from_secs(1);
 
-/// The VM's budget state: the latest victim and when it was chosen.
+/// The VM's budget state: the latest victim and when it was chosen. (A plain `parking_lot`
+/// lock, not `crate::sync`'s: nothing here is part of a loom model.)
 #[derive(Default)]
 pub(crate) struct Budget {
-    victim: crate::sync::Mutex<Option<(Pid, Instant)>>,
+    victim: parking_lot::Mutex<Option<(Pid, Instant)>>,
 }
 
 /// What a check decided for the actor that made it.
@@ -115,7 +115,7 @@ impl Vm {
         let stop_me = || Verdict::Stop(limit_reason("memory"));
         let hard = used > max.saturating_add(max / 8);
         {
-            let victim = lock(&self.shared.budget.victim);
+            let victim = self.shared.budget.victim.lock();
             if let Some((pid, at)) = *victim {
                 if me.is_some_and(|(c, _)| c.pid == pid) {
                     return stop_me();
@@ -142,7 +142,7 @@ impl Vm {
         let Some((held, victim)) = largest.filter(|(held, _)| *held >= used / 8) else {
             return if hard && me.is_some() { stop_me() } else { Verdict::Go };
         };
-        *lock(&self.shared.budget.victim) = Some((victim.pid, Instant::now()));
+        *self.shared.budget.victim.lock() = Some((victim.pid, Instant::now()));
         tracing::warn!(pid = %victim.pid, held, used, budget = max, "the VM is past its memory budget: ending the actor that holds the most");
         if me.is_some_and(|(c, _)| c.pid == victim.pid) {
             return stop_me();
