@@ -44,6 +44,11 @@
 //! actor in). A spurious wake finds nothing and parks again, which changes nothing.
 //!
 //! This protocol is model-checked with loom (`loom_tests` below).
+//!
+//! **Memory.** Under the same lock the mailbox keeps what its queued messages are charged
+//! (`Inner::bytes`, `vm_core::mem::message_size` of each, added when one is queued and taken off
+//! when one leaves), and in its extras the actor's latest count and `:max_heap`; a delivery that
+//! takes the actor past its `:max_heap` kills it as an overflow does (see `budget`).
 
 use crate::sync::{AtomicBool, AtomicUsize, Mutex, Ordering, count_in, lock};
 use std::collections::VecDeque;
