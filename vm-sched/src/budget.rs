@@ -18,7 +18,8 @@
 //!    free little: memory spread over many actors or held by none is left to refused spawns and
 //!    rule 4). Only one such victim
 //!    is chosen at a time: until it has exited (or for a second), later checks choose nobody, so
-//!    one runaway does not take others with it while its memory is being given back.
+//!    one runaway does not take others with it while its memory is being given back. A search
+//!    looks at every actor, so one that found nobody to end is not repeated for 20 ms.
 //! 4. **The hard line.** Past the budget by an eighth, an actor that allocates more is stopped
 //!    itself, whoever the victim is: memory the actors do not hold (socket buffers, tables) can
 //!    put the process there, and it must not reach the operating system's limit, where the
@@ -44,11 +45,23 @@ pub fn install_memory_probe(in_use: fn() -> u64) {
 /// How long a victim is waited for before another may be chosen.
 const VICTIM_GRACE: Duration = Duration::from_secs(1);
 
-/// The VM's budget state: the latest victim and when it was chosen. (A plain `parking_lot`
-/// lock, not `crate::sync`'s: nothing here is part of a loom model.)
+/// How long after a search that found no victim the next search waits: a search looks at every
+/// actor, and a VM past its budget may check at every delivery.
+const SEARCH_GAP: Duration = Duration::from_millis(20);
+
+/// The VM's budget state. (A plain `parking_lot` lock, not `crate::sync`'s: nothing here is part
+/// of a loom model.)
 #[derive(Default)]
 pub(crate) struct Budget {
-    victim: parking_lot::Mutex<Option<(Pid, Instant)>>,
+    state: parking_lot::Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    /// The latest victim and when it was chosen.
+    victim: Option<(Pid, Instant)>,
+    /// When the latest search that found no victim ended.
+    idle_search: Option<Instant>,
 }
 
 /// What a check decided for the actor that made it.
@@ -114,16 +127,20 @@ impl Vm {
     fn relieve(&self, me: Option<(&ActorCell, u64)>, used: u64, max: u64) -> Verdict {
         let stop_me = || Verdict::Stop(limit_reason("memory"));
         let hard = used > max.saturating_add(max / 8);
+        let otherwise = if hard && me.is_some() { stop_me() } else { Verdict::Go };
         {
-            let victim = self.shared.budget.victim.lock();
-            if let Some((pid, at)) = *victim {
+            let st = self.shared.budget.state.lock();
+            if let Some((pid, at)) = st.victim {
                 if me.is_some_and(|(c, _)| c.pid == pid) {
                     return stop_me();
                 }
                 let alive = self.lookup(pid).is_some_and(|c| c.state() != RunState::Exited);
                 if alive && at.elapsed() < VICTIM_GRACE {
-                    return if hard && me.is_some() { stop_me() } else { Verdict::Go };
+                    return otherwise;
                 }
+            }
+            if st.idle_search.is_some_and(|t| t.elapsed() < SEARCH_GAP) {
+                return otherwise;
             }
         }
         let mut largest: Option<(u64, std::sync::Arc<ActorCell>)> = None;
@@ -140,15 +157,17 @@ impl Vm {
         // spread over many actors (a spawn bomb's children) or held by nobody (tables, socket
         // buffers) leaves the refused spawns and the hard line (rule 4) to act.
         let Some((held, victim)) = largest.filter(|(held, _)| *held >= used / 8) else {
-            return if hard && me.is_some() { stop_me() } else { Verdict::Go };
+            self.shared.budget.state.lock().idle_search = Some(Instant::now());
+            return otherwise;
         };
-        *self.shared.budget.victim.lock() = Some((victim.pid, Instant::now()));
+        *self.shared.budget.state.lock() =
+            State { victim: Some((victim.pid, Instant::now())), idle_search: None };
         tracing::warn!(pid = %victim.pid, held, used, budget = max, "the VM is past its memory budget: ending the actor that holds the most");
         if me.is_some_and(|(c, _)| c.pid == victim.pid) {
             return stop_me();
         }
         victim.mailbox.with(|i| i.clear_messages());
         self.signal_cell(&victim, Signal::Kill(limit_reason("memory")));
-        if hard && me.is_some() { stop_me() } else { Verdict::Go }
+        otherwise
     }
 }
