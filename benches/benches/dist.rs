@@ -13,6 +13,7 @@
 //!
 //! Run with `cargo bench -p vm-benches --bench dist` (needs `nats-server` on the PATH or in
 //! /usr/sbin). Results and the command are recorded in docs/BENCHMARKS.md.
+#![allow(clippy::print_stdout, reason = "a benchmark binary: printing its figures is its job")]
 
 use futures::StreamExt;
 use std::sync::{Arc, OnceLock};

@@ -5,6 +5,7 @@
 //! resume add the capture and the spawning around these; `docs/BENCHMARKS.md` has the figures.
 //!
 //! Run with `cargo bench -p vm-benches --bench snapshot`.
+#![allow(clippy::print_stderr, reason = "a benchmark binary: printing its figures is its job")]
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use std::collections::HashMap;

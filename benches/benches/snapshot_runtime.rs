@@ -8,6 +8,7 @@
 //!
 //! Run with `cargo bench -p vm-benches --bench snapshot_runtime`; `docs/BENCHMARKS.md` has the
 //! figures.
+#![allow(clippy::print_stderr, reason = "a benchmark binary: printing its figures is its job")]
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use std::sync::Arc;

@@ -281,4 +281,18 @@ fn the_hog_warning_names_where_the_actor_is() {
         .find(|l| l.contains("held a worker thread without yielding; it let go here"))
         .unwrap_or_else(|| panic!("no warning naming where the actor is:\n{}", r.stderr));
     assert!(line.contains("at=tests/programs/sandbox/hog.vasm:19 (in work, instruction 8)"), "{line}");
+
+    // `VM_HOG_THRESHOLD_MS` raises the threshold (the golden harness does, so that a loaded
+    // machine's slow slices are not output): the same run then warns of nothing.
+    let mut cmd = Command::new(VM);
+    cmd.args(["run", "tests/programs/sandbox/hog.vasm"]).current_dir(repo_root()).env_remove("RUST_LOG");
+    let quiet = run_with_timeout(cmd.env("VM_HOG_THRESHOLD_MS", "600000"), Duration::from_secs(20)).unwrap();
+    assert_eq!((quiet.code, quiet.stdout.as_str(), quiet.stderr.as_str()), (Some(0), "4194305\n", ""));
+    let bad = run_with_timeout(cmd.env("VM_HOG_THRESHOLD_MS", "soon"), Duration::from_secs(20)).unwrap();
+    assert_eq!(bad.code, Some(2), "{}", bad.stderr);
+    assert!(
+        bad.stderr.contains("VM_HOG_THRESHOLD_MS=soon is not a number of milliseconds"),
+        "{}",
+        bad.stderr
+    );
 }

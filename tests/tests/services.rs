@@ -10,6 +10,10 @@
 //! a failing test leaves no process behind. Tests run one at a time ([`SERIAL`]): they measure
 //! things of the server process (its file descriptors, its memory) and load a machine of two
 //! cores, where several at once would only make each slower and the deadlines less telling.
+#![allow(
+    clippy::print_stderr,
+    reason = "a test harness: it reports the timings it measured and a failing server's stderr"
+)]
 
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Read};

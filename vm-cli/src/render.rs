@@ -40,14 +40,14 @@ impl Style {
 }
 
 /// `1 error` / `3 errors`.
-pub fn count(n: usize, what: &str) -> String {
+pub(crate) fn count(n: usize, what: &str) -> String {
     if n == 1 { format!("1 {what}") } else { format!("{n} {what}s") }
 }
 
 /// All assembler diagnostics, each as a miette report whose first line reads
 /// `× file:line:col: message`, followed by the source snippet and the hint, then the summary
 /// `error: N errors in FILE`.
-pub fn asm_errors(file: &str, errors: &AsmErrors, style: Style) -> String {
+pub(crate) fn asm_errors(file: &str, errors: &AsmErrors, style: Style) -> String {
     let mut out = String::new();
     for d in &errors.diagnostics {
         out.push_str(&asm_diagnostic(d, errors, style));
@@ -68,7 +68,7 @@ pub fn asm_errors(file: &str, errors: &AsmErrors, style: Style) -> String {
 
 /// One assembler diagnostic. Falls back to a single `error: file:line:col: message` line (plus
 /// `help:`) when there is no text to show, e.g. when the file itself could not be read.
-pub fn asm_diagnostic(d: &Diagnostic, errors: &AsmErrors, style: Style) -> String {
+pub(crate) fn asm_diagnostic(d: &Diagnostic, errors: &AsmErrors, style: Style) -> String {
     diagnostic(d, &errors.sources, style)
 }
 
@@ -117,7 +117,7 @@ fn clamp_span(text: &str, offset: usize, len: usize) -> (usize, usize) {
 /// where the verifier found it. Any other is one line
 /// (`error: verification failed: t.vasm:12 (in main, instruction 2): message`), as for a
 /// `.vbc` module, whose sources are not at hand.
-pub fn verify_errors(
+pub(crate) fn verify_errors(
     file: &str,
     module: Option<&Module>,
     errors: &[VerifyError],
@@ -171,7 +171,7 @@ fn verify_diagnostic(m: &Module, e: &VerifyError, sources: &[(String, String)]) 
 }
 
 /// The report for an exception that ended the main actor.
-pub fn uncaught(fault: &Fault, location: &Location) -> String {
+pub(crate) fn uncaught(fault: &Fault, location: &Location) -> String {
     format!(
         "error: uncaught exception in actor <1> (main)\n  {}: {}\n  at {location}\n",
         fault.exception.kind, fault.exception.msg
@@ -180,7 +180,7 @@ pub fn uncaught(fault: &Fault, location: &Location) -> String {
 
 /// The report for a main actor that ended with an abnormal exit reason (`stop`, a kill, an exit
 /// signal from a linked actor).
-pub fn stopped(reason: &vm_core::Value) -> String {
+pub(crate) fn stopped(reason: &vm_core::Value) -> String {
     format!("error: actor <1> (main) exited with reason {}\n", reason.repr())
 }
 

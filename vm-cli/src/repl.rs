@@ -82,6 +82,7 @@ pub fn history_path() -> Option<PathBuf> {
 type Editor = rustyline::Editor<complete::ReplHelper, FileHistory>;
 
 /// Runs the REPL; `trace` is the global `--trace` flag. Returns the exit status.
+#[allow(clippy::print_stderr, reason = "vm-cli prints: the REPL reports why it cannot start")]
 pub fn main(args: ReplArgs, trace: bool) -> u8 {
     let opts = match args.run_options() {
         Ok(opts) => opts,

@@ -11,14 +11,14 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// `fuzz/<sub>` in the repository.
-pub fn fuzz_dir(sub: &str) -> std::path::PathBuf {
+pub(crate) fn fuzz_dir(sub: &str) -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz").join(sub)
 }
 
 /// Checks that the generated file `rel` (relative to the repository root) holds `want`.
 /// With `UPDATE_EXPECT=1`, the workspace's one switch for regenerating expected files (see
 /// vm-sched's `testing` module), it writes the file first. `test` names the test to run.
-pub fn expect_file(rel: &str, want: &[u8], test: &str) {
+pub(crate) fn expect_file(rel: &str, want: &[u8], test: &str) {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel);
     if std::env::var_os("UPDATE_EXPECT").is_some_and(|v| v == "1") {
         if let Some(dir) = path.parent() {
@@ -31,7 +31,7 @@ pub fn expect_file(rel: &str, want: &[u8], test: &str) {
 }
 
 /// The files of `fuzz/<sub>`, sorted, or none if the directory does not exist.
-pub fn files_in(sub: &str) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+pub(crate) fn files_in(sub: &str) -> Vec<(std::path::PathBuf, Vec<u8>)> {
     let Ok(dir) = std::fs::read_dir(fuzz_dir(sub)) else { return Vec::new() };
     let mut files: Vec<_> = dir
         .map(|e| e.expect("readable directory entry").path())
@@ -46,7 +46,7 @@ pub fn files_in(sub: &str) -> Vec<(std::path::PathBuf, Vec<u8>)> {
 }
 
 /// A small program touching every constant kind, labels, calls, closures and debug info.
-pub fn sample() -> Module {
+pub(crate) fn sample() -> Module {
     let mut map = BTreeMap::new();
     map.insert(Value::atom("a"), Value::Nil);
     map.insert(Value::str("k"), Value::Bool(true));
@@ -113,7 +113,7 @@ pub fn sample() -> Module {
 
 /// Any constant value (literal kinds only), nested a few levels. NaNs are the standard NaN,
 /// the only one the text form can express.
-pub fn value() -> impl Strategy<Value = Value> {
+pub(crate) fn value() -> impl Strategy<Value = Value> {
     let leaf = prop_oneof![
         Just(Value::Nil),
         any::<bool>().prop_map(Value::Bool),
@@ -151,7 +151,7 @@ fn func_spec() -> impl Strategy<Value = FuncSpec> {
 
 /// A random canonical module: it verifies, its pool holds exactly the used constants in order
 /// of first use, and its debug info (if any) is what the assembler would record.
-pub fn canonical_module() -> impl Strategy<Value = Module> {
+pub(crate) fn canonical_module() -> impl Strategy<Value = Module> {
     (
         prop::collection::vec(value(), 1..6),
         prop::collection::vec(func_spec(), 1..5),

@@ -406,11 +406,13 @@ mod map_as_pairs {
     use std::collections::BTreeMap;
     use std::sync::Arc;
 
-    pub fn serialize<S: Serializer>(m: &Arc<BTreeMap<Value, Value>>, s: S) -> Result<S::Ok, S::Error> {
+    pub(super) fn serialize<S: Serializer>(m: &Arc<BTreeMap<Value, Value>>, s: S) -> Result<S::Ok, S::Error> {
         s.collect_seq(m.iter())
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Arc<BTreeMap<Value, Value>>, D::Error> {
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Arc<BTreeMap<Value, Value>>, D::Error> {
         let pairs: Vec<(Value, Value)> = Vec::deserialize(d)?;
         Ok(Arc::new(pairs.into_iter().collect()))
     }

@@ -44,32 +44,32 @@ pub const MAX_ATOM_LEN: usize = 255;
 
 /// Value tags: the `.vbc` constant tags, then the two kinds of value only a message can hold.
 mod tag {
-    pub use vm_core::bytecode::tag::*;
-    pub const PID: u8 = MAP + 1;
-    pub const FUN: u8 = MAP + 2;
+    pub(super) use vm_core::bytecode::tag::*;
+    pub(super) const PID: u8 = MAP + 1;
+    pub(super) const FUN: u8 = MAP + 2;
 }
 
 /// Signal kinds (byte 1).
 mod kind {
-    pub const SEND: u8 = 1;
-    pub const SEND_NAME: u8 = 2;
-    pub const SPAWN: u8 = 3;
-    pub const SPAWNED: u8 = 4;
-    pub const LINK: u8 = 5;
-    pub const UNLINK: u8 = 6;
-    pub const EXIT: u8 = 7;
-    pub const MONITOR: u8 = 8;
-    pub const DEMONITOR: u8 = 9;
-    pub const DOWN: u8 = 10;
-    pub const INTERRUPT: u8 = 11;
-    pub const KILL: u8 = 12;
+    pub(super) const SEND: u8 = 1;
+    pub(super) const SEND_NAME: u8 = 2;
+    pub(super) const SPAWN: u8 = 3;
+    pub(super) const SPAWNED: u8 = 4;
+    pub(super) const LINK: u8 = 5;
+    pub(super) const UNLINK: u8 = 6;
+    pub(super) const EXIT: u8 = 7;
+    pub(super) const MONITOR: u8 = 8;
+    pub(super) const DEMONITOR: u8 = 9;
+    pub(super) const DOWN: u8 = 10;
+    pub(super) const INTERRUPT: u8 = 11;
+    pub(super) const KILL: u8 = 12;
     /// Kinds below this one are sequenced.
-    pub const FIRST_UNSEQUENCED: u8 = 64;
-    pub const TICK: u8 = 64;
-    pub const ACK: u8 = 65;
-    pub const RESET: u8 = 66;
-    pub const ANNOUNCE: u8 = 67;
-    pub const BYE: u8 = 68;
+    pub(super) const FIRST_UNSEQUENCED: u8 = 64;
+    pub(super) const TICK: u8 = 64;
+    pub(super) const ACK: u8 = 65;
+    pub(super) const RESET: u8 = 66;
+    pub(super) const ANNOUNCE: u8 = 67;
+    pub(super) const BYE: u8 = 68;
 }
 
 /// Decoder limits.

@@ -1,6 +1,7 @@
 //! The node protocol over real nats-server processes on loopback: throughput and order, node
 //! crashes (`kill -9` of a node process), a server crash under a clustered pair, a partition
 //! between two servers (a paused TCP proxy on their route), credentials, TLS, global names.
+#![allow(clippy::print_stderr, reason = "a test harness: it reports the timings it measured")]
 
 mod common;
 

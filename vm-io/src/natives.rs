@@ -22,7 +22,9 @@
 //! **Caught panics are quiet.** A panic inside a native becomes a `:panic` exception in the
 //! calling actor ([`guarded`]); it is the program's business, so it prints nothing:
 //! 1. [`guarded`] marks the thread as inside a native call (a thread-local flag, restored after)
-//!    around the call and its `catch_unwind`.
+//!    around the call and its `catch_unwind`; [`guarded_start`] and [`guarded_poll`] do the same
+//!    around an async native's start and each poll of its future, so every path a native's code
+//!    runs on is covered.
 //! 2. A panic hook, installed once per process when the first [`Io`] is made, logs a panic
 //!    raised while the flag is set through `tracing` at debug level (message and location), and
 //!    hands every other panic to the hook it replaced: a panic in the VM itself is a bug and is
@@ -256,13 +258,29 @@ thread_local! {
 /// `:panic` exception for the caller and prints nothing (see the module docs).
 #[inline]
 pub fn guarded(call: impl FnOnce() -> NativeResult) -> NativeResult {
+    catch(call).and_then(|r| r)
+}
+
+/// [`guarded`] for the start of an async native ([`Native::start`]): a panic is the
+/// `:panic` exception, completed at once.
+pub fn guarded_start(start: impl FnOnce() -> Started) -> Started {
+    catch(start).unwrap_or_else(|e| Started::Done(Err(e)))
+}
+
+/// [`guarded`] for one poll of an async native's future: a panic is the `:panic` exception,
+/// ready at once (the future is not polled again).
+pub fn guarded_poll(poll: impl FnOnce() -> std::task::Poll<NativeResult>) -> std::task::Poll<NativeResult> {
+    catch(poll).unwrap_or_else(|e| std::task::Poll::Ready(Err(e)))
+}
+
+/// Steps 1 and 2 of the module docs around `call`: its panic, quietly, as the `:panic`
+/// exception.
+#[inline]
+fn catch<T>(call: impl FnOnce() -> T) -> Result<T, Exception> {
     let was = IN_NATIVE.replace(true);
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(call));
     IN_NATIVE.set(was);
-    match result {
-        Ok(r) => r,
-        Err(payload) => Err(panicked(&panic_text(payload))),
-    }
+    result.map_err(|payload| panicked(&panic_text(payload)))
 }
 
 /// The `:panic` exception for a native call that panicked with `text`.
@@ -321,6 +339,20 @@ pub static TEST_NATIVES: &[Native] = &[
         max_args: 1,
         imp: Imp::Inline(panic_native),
         doc: "panic_inline(msg): panics inside an inline native (for tests: the caller gets :panic)",
+    },
+    Native {
+        name: "panic_start",
+        min_args: 1,
+        max_args: 1,
+        imp: Imp::Async(panic_start),
+        doc: "panic_start(msg): an async native that panics as it starts (for tests: the caller gets :panic)",
+    },
+    Native {
+        name: "panic_poll",
+        min_args: 1,
+        max_args: 1,
+        imp: Imp::Async(panic_poll),
+        doc: "panic_poll(msg): an async native whose future waits once, then panics (for tests: the caller gets :panic)",
     },
     Native {
         name: "affine_probe",
@@ -605,6 +637,21 @@ fn monotonic_us(_: &Ctx<'_>, _: &[Value]) -> Result<Value, Exception> {
 #[cfg(any(test, feature = "test-natives"))]
 fn panic_native(_: &Ctx<'_>, args: &[Value]) -> Result<Value, Exception> {
     panic!("{}", args[0]);
+}
+
+#[cfg(any(test, feature = "test-natives"))]
+fn panic_start(ctx: &Ctx<'_>, args: &[Value]) -> Started {
+    Started::Done(panic_native(ctx, args))
+}
+
+#[cfg(any(test, feature = "test-natives"))]
+fn panic_poll(_: &Ctx<'_>, args: &[Value]) -> Started {
+    let msg = args[0].clone();
+    Started::Pending(Box::pin(async move {
+        // Pending once, so that the panic comes from a later poll, not from the start.
+        tokio::task::yield_now().await;
+        panic!("{msg}")
+    }))
 }
 
 #[cfg(test)]

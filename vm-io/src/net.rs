@@ -16,8 +16,9 @@
 use crate::natives::{
     Ctx, NativeResult, Started, arg, data_arg, io_error, size_arg, str_arg, timeout_arg, with_timeout,
 };
+use crate::perms::split_host_port;
 use crate::reopen::{Reopen, bound_address};
-use crate::resource::{Conn, Obj, ReadBuf, conn_label};
+use crate::resource::{Conn, Io, Obj, ReadBuf, conn_label};
 use crate::resp::Parsed;
 use std::collections::VecDeque;
 use std::io;
@@ -528,10 +529,31 @@ pub(crate) fn tcp_connect(ctx: &Ctx<'_>, args: &[Value]) -> Started {
     let timeout = try_start!(timeout_arg("tcp_connect", arg(args, 1)));
     let (io, pid) = (ctx.io.clone(), ctx.pid);
     Started::Pending(with_timeout("tcp_connect", timeout, async move {
-        let s = TcpStream::connect(&addr).await.map_err(|e| io_error(&format!("tcp_connect {addr}"), &e))?;
+        let to = reached(&io, "tcp_connect", &addr).await?;
+        let s =
+            TcpStream::connect(&to[..]).await.map_err(|e| io_error(&format!("tcp_connect {addr}"), &e))?;
         let peer = s.peer_addr().ok();
         Ok(io.adopt(pid, Obj::Tcp(Conn::new(s)), conn_label(peer)))
     }))
+}
+
+/// Rule 1 of `perms` for a target `addr` (`host:port`) already checked as written: where the
+/// socket may go. An IP address is used as written; a host name is resolved once, and only the
+/// addresses the grant reaches are returned (never empty), for the socket to use as they are.
+async fn reached(io: &Io, what: &str, addr: &str) -> Result<Vec<SocketAddr>, Exception> {
+    if let Ok(a) = addr.parse::<SocketAddr>() {
+        return Ok(vec![a]);
+    }
+    let resolved: Vec<SocketAddr> =
+        tokio::net::lookup_host(addr).await.map_err(|e| io_error(&format!("{what} {addr}"), &e))?.collect();
+    let (Some((host, _)), Some(first)) = (split_host_port(addr), resolved.first()) else {
+        return Err(Exception::new(
+            vm_core::atoms::NOT_FOUND,
+            format!("{what} {addr}: the name resolves to nothing"),
+        ));
+    };
+    let port = first.port();
+    io.pins.reached(&io.perms, host, port, resolved)
 }
 
 pub(crate) fn tcp_shutdown(ctx: &Ctx<'_>, args: &[Value]) -> NativeResult {
@@ -599,10 +621,15 @@ pub(crate) fn udp_send_to(ctx: &Ctx<'_>, args: &[Value]) -> Started {
     let data = args[2].clone();
     try_start!(data_arg("udp_send_to", &data));
     let timeout = try_start!(timeout_arg("udp_send_to", arg(args, 3)));
+    let io = ctx.io.clone();
     Started::Pending(with_timeout("udp_send_to", timeout, async move {
         let u = udp("udp_send_to", &obj)?;
         let bytes = data_arg("udp_send_to", &data)?;
-        u.send_to(bytes, &addr).await.map_err(|e| io_error(&format!("udp_send_to {addr}"), &e))?;
+        let to = reached(&io, "udp_send_to", &addr).await?;
+        // One datagram, one address: the first of the socket's own family, if any.
+        let v4 = u.local_addr().map_or(true, |a| a.is_ipv4());
+        let to = to.iter().find(|a| a.is_ipv4() == v4).unwrap_or(&to[0]);
+        u.send_to(bytes, to).await.map_err(|e| io_error(&format!("udp_send_to {addr}"), &e))?;
         Ok(Value::Nil)
     }))
 }
@@ -636,6 +663,57 @@ mod tests {
             Started::Done(r) => r,
             Started::Pending(f) => f.await,
         }
+    }
+
+    /// `perms` rule 1 through the natives: a granted name goes where it resolves while that
+    /// is where it first resolved to; once the VM has seen it resolve elsewhere first (here,
+    /// pinned to a documentation address before the real lookup gives 127.0.0.1: a rebinding),
+    /// `tcp_connect` and `udp_send_to` refuse, and nothing reaches the listening sockets.
+    #[test]
+    fn a_name_that_resolves_elsewhere_than_first_is_refused() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let sink = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let (tp, up) = (l.local_addr().unwrap().port(), sink.local_addr().unwrap().port());
+            let grant = format!("localhost:{tp},localhost:{up},127.0.0.1:0");
+            let perms =
+                Permissions { net: Permissions::parse_net(Some(&grant)).unwrap(), ..Default::default() };
+            let to_tcp = Value::str(format!("localhost:{tp}"));
+            let to_udp = Value::str(format!("localhost:{up}"));
+
+            let io = Io::new(perms.clone(), Arc::new(Quiet));
+            start(&io, "tcp_connect", std::slice::from_ref(&to_tcp)).await.unwrap();
+            let (_, peer) = l.accept().await.unwrap();
+            assert!(peer.ip().is_loopback());
+            let u = start(&io, "udp_bind", &[Value::str("127.0.0.1:0")]).await.unwrap();
+            start(&io, "udp_send_to", &[u, to_udp.clone(), Value::str("hi")]).await.unwrap();
+            let mut buf = [0u8; 8];
+            assert_eq!(sink.recv_from(&mut buf).await.unwrap().0, 2);
+
+            let rebound = Io::new(perms, Arc::new(Quiet));
+            let earlier = |port| vec![SocketAddr::from(([192, 0, 2, 1], port))];
+            rebound.pins.reached(&rebound.perms, "localhost", tp, earlier(tp)).unwrap();
+            rebound.pins.reached(&rebound.perms, "localhost", up, earlier(up)).unwrap();
+            let e = start(&rebound, "tcp_connect", &[to_tcp]).await.unwrap_err();
+            assert_eq!(e.kind, crate::perms::permission_atom());
+            assert!(
+                e.msg
+                    .to_string()
+                    .contains("it resolved to 127.0.0.1, not to what it first resolved to (192.0.2.1)"),
+                "{}",
+                e.msg
+            );
+            let u = start(&rebound, "udp_bind", &[Value::str("127.0.0.1:0")]).await.unwrap();
+            let e = start(&rebound, "udp_send_to", &[u, to_udp, Value::str("hi")]).await.unwrap_err();
+            assert_eq!(e.kind, crate::perms::permission_atom(), "{}", e.msg);
+            let quiet = std::time::Duration::from_millis(200);
+            assert!(tokio::time::timeout(quiet, l.accept()).await.is_err(), "a refused connection arrived");
+            assert!(
+                tokio::time::timeout(quiet, sink.recv_from(&mut buf)).await.is_err(),
+                "a refused datagram arrived"
+            );
+        });
     }
 
     /// A list of parts larger than the socket's buffers (so the write waits part-way, inside a

@@ -9,6 +9,14 @@
 //!    `127.0.0.1` are different entries, as in deno). `[::1]:80` is the IPv6 form. An entry must
 //!    be an IP address or a DNS name (letters, digits, `-`, `_`, dot-separated), with a port
 //!    from 0 to 65535 if any; anything else (`:::`, `a b`) is refused when the flag is parsed.
+//!    A connection or datagram to a host *name* goes only to resolved addresses the grant
+//!    reaches ([`Pins::reached`]), so a granted name cannot be pointed elsewhere by its name
+//!    server (DNS rebinding): with the bare flag, every address; otherwise an address an IP
+//!    entry grants (its port matching), or, when the name itself is granted, one of the
+//!    addresses the name resolved to the first time this VM connected or sent to it (the grant
+//!    is *pinned* to that answer, as if the name's entry had listed those addresses). The
+//!    socket then uses the address that was checked: the name is not resolved a second time.
+//!    An answer with no reached address is a denial.
 //! 2. Name resolution (`resolve`) is network access: it needs `--allow-net`, or an entry naming
 //!    that host (any port), since a query to a name server carries data out of the process.
 //! 3. Files: a path is allowed when, made absolute against the current directory and normalised
@@ -19,7 +27,10 @@
 //! 5. A denial is an exception of kind `:permission` whose message names the flag that grants it.
 //! 6. An empty list (`--allow-read=`) is refused when parsed: it would grant nothing.
 
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use vm_core::{Atom, Exception};
 
 /// What one kind of access is granted for.
@@ -148,6 +159,69 @@ impl Permissions {
     }
 }
 
+/// Rule 1's pinned answers: for each granted host name a connection or datagram has gone to,
+/// the addresses it resolved to the first time (one table per VM, in its `Io`).
+#[derive(Debug, Default)]
+pub struct Pins {
+    /// Lower-cased host name -> the addresses of its first answer.
+    first: Mutex<HashMap<String, Arc<[IpAddr]>>>,
+}
+
+impl Pins {
+    /// Rule 1 for a target written as `host:port` that resolved to `resolved` (in the resolver's
+    /// order): the addresses the grant reaches, in that order, or the `:permission` denial if
+    /// none is. The caller has checked `host:port` with [`Permissions::check_net`] first.
+    pub fn reached(
+        &self,
+        perms: &Permissions,
+        host: &str,
+        port: u16,
+        resolved: Vec<SocketAddr>,
+    ) -> Result<Vec<SocketAddr>, Exception> {
+        let rules = match &perms.net {
+            Grant::All => return Ok(resolved),
+            Grant::Denied => return Err(denial("network", &format!("{host}:{port}"), "--allow-net")),
+            Grant::Only(rules) => rules,
+        };
+        let port_ok = |r: &NetRule| r.port.is_none_or(|p| p == port);
+        let name_granted = rules.iter().any(|r| r.host.eq_ignore_ascii_case(host) && port_ok(r));
+        let pinned: Arc<[IpAddr]> = if name_granted {
+            let mut first = self.first.lock().unwrap_or_else(|p| p.into_inner());
+            let ips: Arc<[IpAddr]> = resolved.iter().map(SocketAddr::ip).collect();
+            first.entry(host.to_ascii_lowercase()).or_insert(ips).clone()
+        } else {
+            Arc::from([])
+        };
+        let ip_granted = |ip: IpAddr| {
+            rules.iter().any(|r| port_ok(r) && r.host.parse::<IpAddr>().is_ok_and(|granted| granted == ip))
+        };
+        let (reached, refused): (Vec<SocketAddr>, Vec<SocketAddr>) =
+            resolved.into_iter().partition(|a| pinned.contains(&a.ip()) || ip_granted(a.ip()));
+        if !reached.is_empty() {
+            return Ok(reached);
+        }
+        let list = |ips: &mut dyn Iterator<Item = IpAddr>| {
+            ips.map(|ip| ip.to_string()).collect::<Vec<_>>().join(", ")
+        };
+        let answer = list(&mut refused.iter().map(SocketAddr::ip));
+        let target = refused.first().map_or_else(|| format!("{host}:{port}"), SocketAddr::to_string);
+        let why = match pinned.is_empty() {
+            true => "which no --allow-net entry grants".to_string(),
+            false => format!(
+                "not to what it first resolved to ({}), which the grant is pinned to",
+                list(&mut pinned.iter().copied())
+            ),
+        };
+        Err(Exception::new(
+            permission_atom(),
+            format!(
+                "network access to {host}:{port} denied: it resolved to {answer}, {why}; run with \
+                 --allow-net or --allow-net={target}"
+            ),
+        ))
+    }
+}
+
 /// Parses a comma-separated grant list with `item` (rule 6: an empty one is an error).
 fn parse_list<T>(
     value: Option<&str>,
@@ -258,6 +332,49 @@ mod tests {
         assert!(p.check_resolve("localhost").is_err());
         assert!(Permissions::all().check_resolve("localhost").is_ok());
         assert_eq!(Permissions::parse_net(None).unwrap(), Grant::All);
+    }
+
+    /// Rule 1's pinning: a granted name reaches what it first resolved to, and a later answer
+    /// pointing elsewhere (DNS rebinding) is refused; IP entries reach their address by any name.
+    #[test]
+    fn a_granted_name_is_pinned_to_its_first_answer() {
+        let a = |s: &str| s.parse::<SocketAddr>().unwrap();
+        let p = Permissions {
+            net: Permissions::parse_net(Some("rebind.test:80,10.9.9.9:80,other.test")).unwrap(),
+            ..Default::default()
+        };
+        let pins = Pins::default();
+        let first = vec![a("192.0.2.1:80"), a("192.0.2.2:80")];
+        assert_eq!(pins.reached(&p, "rebind.test", 80, first.clone()).unwrap(), first);
+        assert_eq!(
+            pins.reached(&p, "REBIND.test", 80, vec![a("192.0.2.2:80")]).unwrap(),
+            [a("192.0.2.2:80")]
+        );
+        // The name server now points the name inside the network: refused, naming both answers.
+        let e = pins.reached(&p, "rebind.test", 80, vec![a("127.0.0.1:80"), a("10.0.0.1:80")]).unwrap_err();
+        assert_eq!(e.kind, permission_atom());
+        assert_eq!(
+            e.msg.to_string(),
+            "network access to rebind.test:80 denied: it resolved to 127.0.0.1, 10.0.0.1, not to what it \
+             first resolved to (192.0.2.1, 192.0.2.2), which the grant is pinned to; run with --allow-net \
+             or --allow-net=127.0.0.1:80"
+        );
+        // A mixed answer keeps only what is reached, in the resolver's order; an address an IP
+        // entry grants (with its port) is reached whatever name led to it.
+        let mixed = vec![a("10.0.0.1:80"), a("10.9.9.9:80"), a("192.0.2.1:80")];
+        assert_eq!(
+            pins.reached(&p, "rebind.test", 80, mixed).unwrap(),
+            [a("10.9.9.9:80"), a("192.0.2.1:80")]
+        );
+        // Each name has its own pin, taken on its first use.
+        assert_eq!(pins.reached(&p, "other.test", 1, vec![a("10.0.0.1:1")]).unwrap(), [a("10.0.0.1:1")]);
+        assert!(pins.reached(&p, "other.test", 2, vec![a("10.0.0.2:2")]).is_err());
+        // The bare flag reaches everything, and pins nothing.
+        let all = Permissions::all();
+        assert_eq!(
+            pins.reached(&all, "rebind.test", 80, vec![a("10.0.0.1:80")]).unwrap(),
+            [a("10.0.0.1:80")]
+        );
     }
 
     #[test]

@@ -66,6 +66,8 @@ pub const RERUN: &[(&str, bool)] = &[
     ("affine_res_use_elsewhere", false),
     ("sleep_blocking", true),
     ("panic", true),
+    ("panic_poll", true),
+    ("panic_start", true),
 ];
 
 /// Whether native `name`, in flight when a snapshot was taken, may simply run again after the

@@ -148,6 +148,8 @@ impl Drop for Resource {
 pub struct Io {
     /// What the program may do.
     pub perms: Permissions,
+    /// The answers granted host names are pinned to (`perms` rule 1).
+    pub(crate) pins: crate::perms::Pins,
     /// Standard output and error.
     pub console: Arc<dyn Console>,
     next_id: AtomicU64,
@@ -174,6 +176,7 @@ impl Io {
         crate::natives::install_quiet_panic_hook();
         Arc::new(Io {
             perms,
+            pins: Default::default(),
             console,
             next_id: AtomicU64::new(1),
             live: AtomicUsize::new(0),

@@ -1273,6 +1273,7 @@ mod tests {
         }
     }
 
+    #[allow(clippy::print_stderr, reason = "a test harness: it reports how many waits it cancelled")]
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn stress_every_value_is_received_exactly_once_despite_cancellations() {
         const SENDERS: i64 = 8;
@@ -1444,6 +1445,7 @@ mod loom_tests {
     /// preemptions. Only the largest model is bounded: exhaustively it explores 2.1 million
     /// interleavings in about two minutes (and passes); with a bound of 4, 120 thousand in
     /// seconds.
+    #[allow(clippy::print_stderr, reason = "a test harness: it reports how many interleavings it explored")]
     fn model(bound: Option<usize>, f: impl Fn() + Sync + Send + 'static) {
         let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let counter = runs.clone();

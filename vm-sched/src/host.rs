@@ -107,7 +107,9 @@ impl Host for ActorHost<'_> {
             // the row just matched (`Native::call` would match the kind again), and a panic
             // still becomes a quiet `:panic` exception in this actor only (`natives::guarded`).
             natives::Imp::Inline(f) => NativeCall::Done(natives::guarded(|| native.call_sync(f, &ctx, args))),
-            natives::Imp::Async(_) => match native.start(&ctx, args) {
+            // Its start runs here too, guarded the same way; its future's polls are guarded
+            // by the driver (`native::IoWait`).
+            natives::Imp::Async(_) => match natives::guarded_start(|| native.start(&ctx, args)) {
                 natives::Started::Done(r) => NativeCall::Done(r),
                 natives::Started::Pending(fut) => {
                     self.in_flight = Some(fut);

@@ -51,7 +51,8 @@ impl Future for IoWait<'_> {
             this.done = true;
             return Poll::Ready(Err(sig));
         }
-        match this.fut.as_mut().poll(cx) {
+        // A panic in the native's future is the caller's `:panic`, as on every other path.
+        match natives::guarded_poll(|| this.fut.as_mut().poll(cx)) {
             Poll::Ready(r) => {
                 this.cell.mailbox.cancel_wait(&this.vm.shared.active);
                 this.done = true;

@@ -48,6 +48,8 @@ pub struct RunOptions {
     pub workers: Option<NonZeroUsize>,
     /// What the program may do (`--allow-net`, `--allow-read`, `--allow-write`).
     pub perms: vm_io::Permissions,
+    /// The heartbeat warns of an actor holding a worker thread longer than this (milliseconds).
+    pub hog_threshold_ms: u64,
     /// The VM-wide memory budget in bytes (`--max-memory`; see `budget`).
     pub max_memory: Option<u64>,
 }
@@ -60,6 +62,7 @@ impl Default for RunOptions {
             max_frames: config.max_frames,
             workers: None,
             perms: vm_io::Permissions::default(),
+            hog_threshold_ms: config.hog_threshold_ms,
             max_memory: None,
         }
     }
@@ -72,6 +75,7 @@ impl RunOptions {
             fuel: self.fuel_per_slice.max(1),
             max_frames: self.max_frames,
             perms: self.perms.clone(),
+            hog_threshold_ms: self.hog_threshold_ms,
             max_memory: self.max_memory,
             ..Config::default()
         }
@@ -333,15 +337,12 @@ mod tests {
         assert_eq!(o.fuel_per_slice, Config::default().fuel);
         assert_eq!(o.max_frames, vm_core::step::DEFAULT_MAX_FRAMES);
         assert_eq!(o.workers, None);
-        let c = RunOptions {
-            fuel_per_slice: 0,
-            max_frames: 7,
-            workers: None,
-            perms: Default::default(),
-            max_memory: None,
-        }
-        .config();
-        assert_eq!((c.fuel, c.max_frames), (1, 7));
+        let c =
+            RunOptions { fuel_per_slice: 0, max_frames: 7, hog_threshold_ms: 5000, ..RunOptions::default() }
+                .config();
+        assert_eq!((c.fuel, c.max_frames, c.hog_threshold_ms), (1, 7, 5000));
+        let c = RunOptions { max_memory: Some(1 << 30), ..RunOptions::default() }.config();
+        assert_eq!(c.max_memory, Some(1 << 30));
     }
 
     #[tokio::test]

@@ -665,11 +665,18 @@ mod tests {
         );
         text(e.execute(&format!("load {file}")));
         assert_eq!(text(e.execute("spawn keep")), "<1>");
+        // Neither the executor's row nor `ps` alone says the call is over: the executor is
+        // listed as soon as the call makes it, before the job is queued and before `ps` shows
+        // the call (so `ps` shows no call yet), and it counts the job only after the job has
+        // handed its result to the actor (which may already be past the call). So wait for
+        // both, the row counting the job and `ps` showing no call; the row is checked below.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         let mut table = String::new();
         while std::time::Instant::now() < deadline {
             table = text(e.execute("executors"));
-            if table.contains("sqlite-1") && !text(e.execute("ps")).contains("affine") {
+            let row = table.lines().find(|l| l.starts_with("sqlite-1 "));
+            let counted = row.and_then(|l| l.split_whitespace().nth(2)).is_some_and(|jobs| jobs != "0");
+            if counted && !text(e.execute("ps")).contains("affine") {
                 break;
             }
             std::thread::sleep(std::time::Duration::from_millis(10));

@@ -19,11 +19,11 @@ pub(crate) struct SpanError {
 }
 
 impl SpanError {
-    pub fn new(at: usize, len: usize, message: impl Into<String>) -> SpanError {
+    pub(super) fn new(at: usize, len: usize, message: impl Into<String>) -> SpanError {
         SpanError { at, len, message: message.into(), hint: None }
     }
 
-    pub fn with_hint(mut self, hint: impl Into<String>) -> SpanError {
+    pub(super) fn with_hint(mut self, hint: impl Into<String>) -> SpanError {
         self.hint = Some(hint.into());
         self
     }
@@ -52,46 +52,46 @@ pub(crate) struct Cursor<'a> {
 
 impl<'a> Cursor<'a> {
     /// A cursor over `src[start..end]`; both must be character boundaries.
-    pub fn new(src: &'a str, start: usize, end: usize) -> Cursor<'a> {
+    pub(super) fn new(src: &'a str, start: usize, end: usize) -> Cursor<'a> {
         Cursor { src, pos: start, end }
     }
 
     /// The whole text the cursor works on (offsets are relative to it).
-    pub fn src(&self) -> &'a str {
+    pub(super) fn src(&self) -> &'a str {
         self.src
     }
 
     /// The end of the region.
-    pub fn end(&self) -> usize {
+    pub(super) fn end(&self) -> usize {
         self.end
     }
 
     /// The unread part of the region.
-    pub fn rest(&self) -> &'a str {
+    pub(super) fn rest(&self) -> &'a str {
         self.src.get(self.pos..self.end).unwrap_or("")
     }
 
-    pub fn at_end(&self) -> bool {
+    pub(super) fn at_end(&self) -> bool {
         self.pos >= self.end
     }
 
-    pub fn peek(&self) -> Option<char> {
+    pub(super) fn peek(&self) -> Option<char> {
         self.rest().chars().next()
     }
 
     /// The character `n` characters ahead of the current one.
-    pub fn peek_nth(&self, n: usize) -> Option<char> {
+    pub(super) fn peek_nth(&self, n: usize) -> Option<char> {
         self.rest().chars().nth(n)
     }
 
-    pub fn bump(&mut self) -> Option<char> {
+    pub(super) fn bump(&mut self) -> Option<char> {
         let c = self.peek()?;
         self.pos += c.len_utf8();
         Some(c)
     }
 
     /// Consumes `c` if it is next.
-    pub fn eat(&mut self, c: char) -> bool {
+    pub(super) fn eat(&mut self, c: char) -> bool {
         if self.peek() == Some(c) {
             self.pos += c.len_utf8();
             true
@@ -101,7 +101,7 @@ impl<'a> Cursor<'a> {
     }
 
     /// Consumes `s` if the unread text starts with it.
-    pub fn eat_str(&mut self, s: &str) -> bool {
+    pub(super) fn eat_str(&mut self, s: &str) -> bool {
         if self.rest().starts_with(s) {
             self.pos += s.len();
             true
@@ -110,14 +110,14 @@ impl<'a> Cursor<'a> {
         }
     }
 
-    pub fn skip_ws(&mut self) {
+    pub(super) fn skip_ws(&mut self) {
         while self.peek().is_some_and(char::is_whitespace) {
             self.bump();
         }
     }
 
     /// Consumes characters while `f` holds and returns them.
-    pub fn take_while(&mut self, f: impl Fn(char) -> bool) -> &'a str {
+    pub(super) fn take_while(&mut self, f: impl Fn(char) -> bool) -> &'a str {
         let start = self.pos;
         while self.peek().is_some_and(&f) {
             self.bump();
@@ -126,20 +126,20 @@ impl<'a> Cursor<'a> {
     }
 
     /// Reads an identifier (`[A-Za-z_][A-Za-z0-9_.]*`), if one starts here.
-    pub fn ident(&mut self) -> Option<&'a str> {
+    pub(super) fn ident(&mut self) -> Option<&'a str> {
         if self.peek().is_some_and(is_ident_start) { Some(self.take_while(is_ident_char)) } else { None }
     }
 
     /// The byte length of the token at the cursor, for error spans: a run of identifier
     /// characters, or else one character.
-    pub fn token_len(&self) -> usize {
+    pub(super) fn token_len(&self) -> usize {
         let rest = self.rest();
         let word = rest.find(|c: char| !is_ident_char(c)).unwrap_or(rest.len());
         if word > 0 { word } else { rest.chars().next().map_or(0, char::len_utf8) }
     }
 
     /// An "expected X" error at the cursor, naming what was found instead.
-    pub fn expected(&self, what: &str) -> SpanError {
+    pub(super) fn expected(&self, what: &str) -> SpanError {
         let len = self.token_len();
         if len == 0 {
             SpanError::new(self.pos, 0, format!("expected {what}"))
@@ -152,7 +152,7 @@ impl<'a> Cursor<'a> {
     }
 
     /// Fails unless only whitespace is left; `after` describes what was just read.
-    pub fn expect_end(&mut self, after: &str) -> PResult<()> {
+    pub(super) fn expect_end(&mut self, after: &str) -> PResult<()> {
         self.skip_ws();
         if self.at_end() {
             return Ok(());

@@ -7,6 +7,11 @@
 //! it prints `ready` once it has joined. Its NATS client name is `node::client_name`'s, so the
 //! server's disconnect notice names it.
 //! With `busy`, two threads spin for the life of the process (a node at 100 % CPU).
+#![allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a test node process: its usage, errors and `ready` line are how the test harness talks to it"
+)]
 
 use parking_lot::Mutex;
 use std::collections::HashSet;

@@ -17,7 +17,7 @@ use vm_dist::{NodeId, Transport};
 
 /// What the fake runtime saw.
 #[derive(Default)]
-pub struct Seen {
+pub(crate) struct Seen {
     next: u64,
     pub alive: HashSet<Pid>,
     pub mail: HashMap<Pid, VecDeque<Value>>,
@@ -34,7 +34,7 @@ pub struct Seen {
 }
 
 /// A stand-in for vm-sched: actors are entries in a set, mailboxes are queues.
-pub struct FakeVm {
+pub(crate) struct FakeVm {
     pub seen: Mutex<Seen>,
     /// Set by a test to make this VM's deliveries stall (a receiver far behind).
     pub stall: std::sync::atomic::AtomicBool,
@@ -44,7 +44,7 @@ pub struct FakeVm {
 }
 
 impl FakeVm {
-    pub fn new() -> Arc<FakeVm> {
+    pub(crate) fn new() -> Arc<FakeVm> {
         Arc::new(FakeVm {
             seen: Mutex::default(),
             stall: Default::default(),
@@ -53,12 +53,12 @@ impl FakeVm {
         })
     }
 
-    pub fn node(&self) -> &Node {
+    pub(crate) fn node(&self) -> &Node {
         self.node.get().expect("started")
     }
 
     /// A new local actor.
-    pub fn actor(&self) -> Pid {
+    pub(crate) fn actor(&self) -> Pid {
         let mut s = self.seen.lock();
         s.next += 1;
         let pid = Pid(s.next);
@@ -67,20 +67,20 @@ impl FakeVm {
     }
 
     /// Ends local actor `pid` with `reason`, as the runtime would (mark dead, then tell the node).
-    pub fn exit(&self, pid: Pid, reason: Value) {
+    pub(crate) fn exit(&self, pid: Pid, reason: Value) {
         self.seen.lock().alive.remove(&pid);
         self.node().actor_exited(pid, &reason);
     }
 
-    pub fn mail(&self, pid: Pid) -> Vec<Value> {
+    pub(crate) fn mail(&self, pid: Pid) -> Vec<Value> {
         self.seen.lock().mail.get(&pid).map(|q| q.iter().cloned().collect()).unwrap_or_default()
     }
 
-    pub fn exits_to(&self, pid: Pid) -> Vec<(Pid, Value)> {
+    pub(crate) fn exits_to(&self, pid: Pid) -> Vec<(Pid, Value)> {
         self.seen.lock().exits.iter().filter(|e| e.0 == pid).map(|e| (e.1, e.2.clone())).collect()
     }
 
-    pub fn node_events(&self, name: &str) -> Vec<bool> {
+    pub(crate) fn node_events(&self, name: &str) -> Vec<bool> {
         self.seen.lock().node_events.iter().filter(|e| e.0 == name).map(|e| e.1).collect()
     }
 }
@@ -173,7 +173,7 @@ impl Local for FakeVm {
 }
 
 /// Fast failure detection for tests.
-pub fn fast(cluster: &str, name: &str) -> Config {
+pub(crate) fn fast(cluster: &str, name: &str) -> Config {
     Config {
         heartbeat: Duration::from_millis(50),
         down_after: Duration::from_millis(400),
@@ -183,7 +183,10 @@ pub fn fast(cluster: &str, name: &str) -> Config {
 }
 
 /// Starts a node on `transport` with a fresh fake VM; the driver runs on a tokio task.
-pub async fn start(cfg: Config, transport: Arc<dyn Transport>) -> (Arc<FakeVm>, tokio::task::JoinHandle<()>) {
+pub(crate) async fn start(
+    cfg: Config,
+    transport: Arc<dyn Transport>,
+) -> (Arc<FakeVm>, tokio::task::JoinHandle<()>) {
     let vm = FakeVm::new();
     let (node, driver) = Node::start(cfg, transport, vm.clone()).await.expect("node starts");
     vm.node.set(node).expect("once");
@@ -192,7 +195,7 @@ pub async fn start(cfg: Config, transport: Arc<dyn Transport>) -> (Arc<FakeVm>, 
 }
 
 /// Sends, waiting while the peer is congested (as a runtime suspends the sending actor).
-pub async fn send(node: &Node, from: Pid, to: Pid, msg: &Value) {
+pub(crate) async fn send(node: &Node, from: Pid, to: Pid, msg: &Value) {
     loop {
         match node.send(from, to, msg) {
             Ok(()) => return,
@@ -203,7 +206,7 @@ pub async fn send(node: &Node, from: Pid, to: Pid, msg: &Value) {
 }
 
 /// Polls `cond` every 2 ms until it holds or `within` passes; returns how long it took.
-pub async fn until(within: Duration, mut cond: impl FnMut() -> bool) -> Option<Duration> {
+pub(crate) async fn until(within: Duration, mut cond: impl FnMut() -> bool) -> Option<Duration> {
     let t = Instant::now();
     while t.elapsed() < within {
         if cond() {
@@ -214,11 +217,11 @@ pub async fn until(within: Duration, mut cond: impl FnMut() -> bool) -> Option<D
     cond().then(|| t.elapsed())
 }
 
-pub fn is_remote(pid: Pid) -> bool {
+pub(crate) fn is_remote(pid: Pid) -> bool {
     slot_of(pid) != 0
 }
 
-pub fn serial(pid: Pid) -> u64 {
+pub(crate) fn serial(pid: Pid) -> u64 {
     serial_of(pid)
 }
 
@@ -227,12 +230,12 @@ pub fn serial(pid: Pid) -> u64 {
 
 /// A free TCP port on 127.0.0.1 (bound and released: another process may take it in between,
 /// which the server start then reports).
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// A nats-server child process, killed with SIGKILL when dropped.
-pub struct NatsServer {
+pub(crate) struct NatsServer {
     pub port: u16,
     pub cluster_port: u16,
     child: Option<Child>,
@@ -240,7 +243,7 @@ pub struct NatsServer {
     config: String,
 }
 
-pub fn nats_server_binary() -> &'static str {
+pub(crate) fn nats_server_binary() -> &'static str {
     for p in ["/usr/sbin/nats-server", "/usr/bin/nats-server", "/usr/local/bin/nats-server"] {
         if Path::new(p).exists() {
             return p;
@@ -252,11 +255,11 @@ pub fn nats_server_binary() -> &'static str {
 impl NatsServer {
     /// A server with `extra` configuration (NATS config syntax) appended; pings every second so
     /// that dead routes and clients are noticed quickly.
-    pub fn start(extra: &str) -> NatsServer {
+    pub(crate) fn start(extra: &str) -> NatsServer {
         Self::start_on(free_port(), free_port(), extra)
     }
 
-    pub fn start_on(port: u16, cluster_port: u16, extra: &str) -> NatsServer {
+    pub(crate) fn start_on(port: u16, cluster_port: u16, extra: &str) -> NatsServer {
         let dir = std::env::temp_dir().join(format!("vm-dist-nats-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let config = format!(
@@ -285,16 +288,16 @@ impl NatsServer {
         }
     }
 
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
     }
 
-    pub fn dir(&self) -> &Path {
+    pub(crate) fn dir(&self) -> &Path {
         &self.dir
     }
 
     /// SIGKILL, as `kill -9` does.
-    pub fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
@@ -302,7 +305,7 @@ impl NatsServer {
     }
 
     /// Starts the server again with the same configuration.
-    pub fn restart(&mut self) {
+    pub(crate) fn restart(&mut self) {
         self.kill();
         self.spawn();
     }
@@ -318,14 +321,14 @@ impl Drop for NatsServer {
 /// A TCP proxy on a free loopback port that forwards to `target` and can be paused: while
 /// paused, bytes in both directions are held back (a partition that leaves the connections
 /// open, as a dropped network does).
-pub struct Proxy {
+pub(crate) struct Proxy {
     pub port: u16,
     paused: Arc<std::sync::atomic::AtomicBool>,
     stop: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Proxy {
-    pub fn start(target: u16) -> Proxy {
+    pub(crate) fn start(target: u16) -> Proxy {
         use std::sync::atomic::{AtomicBool, Ordering};
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
@@ -355,7 +358,7 @@ impl Proxy {
         Proxy { port, paused, stop }
     }
 
-    pub fn pause(&self, on: bool) {
+    pub(crate) fn pause(&self, on: bool) {
         self.paused.store(on, std::sync::atomic::Ordering::SeqCst);
     }
 }
@@ -396,18 +399,18 @@ fn pump(
 }
 
 /// Connects to NATS at `urls` as a node of cluster `cl`.
-pub async fn nats(urls: &[String], cl: &str) -> Arc<vm_dist::NatsTransport> {
+pub(crate) async fn nats(urls: &[String], cl: &str) -> Arc<vm_dist::NatsTransport> {
     let opts = vm_dist::NatsOptions { urls: urls.to_vec(), ..Default::default() };
     Arc::new(vm_dist::NatsTransport::connect(&opts, cl).await.expect("connects to nats-server"))
 }
 
 /// A node process (`vm-dist-node`), killed with SIGKILL when dropped.
-pub struct NodeProcess {
+pub(crate) struct NodeProcess {
     pub child: Child,
 }
 
 impl NodeProcess {
-    pub fn start(urls: &str, cluster: &str, name: &str, busy: bool) -> NodeProcess {
+    pub(crate) fn start(urls: &str, cluster: &str, name: &str, busy: bool) -> NodeProcess {
         use std::io::BufRead;
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_vm-dist-node"));
         cmd.args([urls, cluster, name]);
@@ -423,13 +426,13 @@ impl NodeProcess {
     }
 
     /// `kill -9`.
-    pub fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 
     /// A graceful leave.
-    pub fn leave(&mut self) {
+    pub(crate) fn leave(&mut self) {
         use std::io::Write;
         let stdin = self.child.stdin.as_mut().unwrap();
         let _ = writeln!(stdin, "leave");
