@@ -136,6 +136,8 @@ fn shipped_programs() {
         (&["run", "benches/programs/fib.vasm", "1"], "1\n"),
         (&["run", "benches/programs/loop.vasm", "1000"], "3003\n"),
         (&["run", "benches/programs/loop.vasm", "0"], "0\n"),
+        (&["run", "benches/programs/values.vasm", "1000"], "936\n"),
+        (&["run", "benches/programs/values.vasm", "10"], "0\n"),
     ];
     let failures = par_map(cases, |(args, want)| {
         let run = vm(args);
@@ -344,4 +346,25 @@ fn every_instruction_is_used_by_a_golden_program() {
     let missing: Vec<&str> =
         vm_core::Opcode::ALL.iter().map(|op| op.mnemonic()).filter(|m| !used.contains(*m)).collect();
     assert!(missing.is_empty(), "no golden program uses: {}", missing.join(", "));
+}
+
+#[test]
+fn a_seed_repeats_a_run_and_another_seed_does_not() {
+    let run = |seed: Option<&str>| {
+        let mut args = vec!["run"];
+        if let Some(s) = seed {
+            args.extend(["--seed", s]);
+        }
+        args.push("tests/programs/dice.vasm");
+        let out = vm(&args);
+        assert_eq!(out.code, Some(0), "{}", out.stderr);
+        out.stdout
+    };
+    assert_eq!(run(Some("7")), run(Some("7")));
+    assert_ne!(run(Some("7")), run(Some("8")));
+    // Without a seed each run has its own: two runs rolling the same ten dice, the same float
+    // and the same bytes would be a 1 in 2^80 coincidence.
+    assert_ne!(run(None), run(None));
+    let bad = vm(&["run", "--seed", "x", "tests/programs/dice.vasm"]);
+    assert_eq!(bad.code, Some(2), "{}", bad.stderr);
 }

@@ -409,6 +409,26 @@ fn history_is_kept_across_sessions() {
     second.quit();
 }
 
+/// Values nested 100,000 deep in a session (issue 20): `tests/programs/deep_values.vasm`'s
+/// `main` spawned from the prompt builds one in a monitored child that dies with it and prints
+/// after the DOWN; an `eval` returns one and the REPL prints it; the session goes on.
+#[test]
+fn values_nested_100_000_deep_leave_the_session_alive() {
+    let dir = scratch("deep");
+    let (mut repl, banner) = Repl::start(&["tests/programs/deep_values.vasm"], &dir.join("history"));
+    assert!(banner.contains("loaded tests/programs/deep_values.vasm"), "{banner}");
+    let mark = repl.mark();
+    let spawned = repl.run("spawn main");
+    assert!(spawned.iter().any(|l| l == "<1>"), "{spawned:#?}");
+    repl.line_since(mark, "down");
+    repl.line_since(mark, "alive");
+    repl.sync();
+    let deep = format!("{}1{}", "[".repeat(100_000), "]".repeat(100_000));
+    repl.expect("eval int r1, 100000; call r0, build, r1, 1; ret r0", &[deep.as_str()]);
+    repl.expect("eval int r0, 1", &["1"]);
+    repl.quit();
+}
+
 /// `checkpoint`, three messages that change a counter's total, `rewind 1`: the counter is back
 /// at its old total (`info` shows the actor at its receive, with no record of the kill), and
 /// `snapshot FILE` writes a file that loads.

@@ -413,3 +413,20 @@ fn a_program_snapshots_itself_with_the_write_grant() {
     assert_eq!((again.code, again.stdout.as_str()), (Some(0), ":resumed\n42\n"), "{}", again.stderr);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn references_survive_a_resume_and_the_resumed_vm_makes_new_ones() {
+    let _s = serial();
+    let dir = scratch("refs");
+    let prog = program("refsnap");
+    let run = |args: &[&str]| run_with_timeout(Command::new(VM).args(args).current_dir(&dir), LIMIT).unwrap();
+    let first = run(&["run", "--allow-write", &prog, "refs.snap"]);
+    let want = ":ok\n#Ref<0.1>\n#Ref<0.2>\nfalse\n";
+    assert_eq!((first.code, first.stdout.as_str()), (Some(0), want), "{}", first.stderr);
+    // Resumed at the snapshot, the program makes its second reference again: the same number
+    // as in the first run (the counter came back), and not the first reference's.
+    let again = run(&["resume", "refs.snap"]);
+    let want = ":resumed\n#Ref<0.1>\n#Ref<0.2>\nfalse\n";
+    assert_eq!((again.code, again.stdout.as_str()), (Some(0), want), "{}", again.stderr);
+    let _ = std::fs::remove_dir_all(dir);
+}

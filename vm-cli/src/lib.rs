@@ -205,6 +205,10 @@ pub struct RuntimeFlags {
     /// cgroup's limit, its address-space limit, the machine's memory).
     #[arg(long, value_name = "SIZE", value_parser = vm_io::sysmem::parse_size)]
     pub max_memory: Option<u64>,
+    /// Seed the actors' random generators (rand, randf, randb), so a run can be repeated
+    /// (default: a different seed each run).
+    #[arg(long, value_name = "N")]
+    pub seed: Option<u64>,
     /// What programs may do (deny by default).
     #[command(flatten)]
     pub perms: PermFlags,
@@ -235,6 +239,7 @@ impl RuntimeFlags {
             max_frames: self.max_frames,
             workers: self.workers,
             perms: self.perms.permissions()?,
+            seed: self.seed,
             hog_threshold_ms: hog_threshold_ms(std::env::var_os(HOG_VAR).as_deref())?,
             max_memory: self.max_memory.or_else(vm_io::sysmem::default_budget),
         })

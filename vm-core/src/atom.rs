@@ -166,6 +166,7 @@ well_known! {
     KILL = "kill",
     UNSUPPORTED = "unsupported",
     PANIC = "panic",
+    REF = "ref",
 }
 
 #[cfg(test)]

@@ -18,10 +18,12 @@ pub mod atom;
 pub mod bytecode;
 pub mod disasm;
 pub mod exception;
+pub mod format;
 pub mod interp;
 pub mod mem;
 pub mod module;
 pub mod ops;
+pub mod rng;
 pub mod snapshot;
 pub mod step;
 #[cfg(test)]

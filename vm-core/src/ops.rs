@@ -108,7 +108,7 @@ macro_rules! for_each_op {
             moves Const "const" (dst: Dst, k: Const) "Loads a constant: `const r0, \"hi\"`, `const r1, {:ok, [1, 2.5]}`.";
             moves Int "int" (dst: Dst, imm: Imm) "Loads a small integer.";
             moves Nil "nil" (dst: Dst) "Loads `nil`.";
-            moves Typeof "typeof" (dst: Dst, a: Reg) "The type of `a` as an atom: `:nil :bool :int :float :atom :str :bytes :tuple :list :map :pid :chan :resource :fun`.";
+            moves Typeof "typeof" (dst: Dst, a: Reg) "The type of `a` as an atom: `:nil :bool :int :float :atom :str :bytes :tuple :list :map :pid :ref :chan :resource :fun`.";
             // ---- arithmetic
             arith Add "add" (dst: Dst, a: Reg, b: Reg) "`a + b`. Two ints give an int (overflow raises `:overflow`); an int and a float give a float; anything else raises `:type_error`.";
             arith Sub "sub" (dst: Dst, a: Reg, b: Reg) "`a - b`, typed as `add`.";
@@ -231,6 +231,17 @@ macro_rules! for_each_op {
             // ---- appended ops (new opcodes go last so that existing opcode bytes never change)
             arith Remi "remi" (dst: Dst, a: Reg, imm: Imm) "`a rem imm`, typed as `rem` (an `imm` of 0 raises `:div_by_zero`).";
             jump Incjle "incjle" (a: Dst, limit: Reg, target: Label) [fuel_jump] "Counted-loop step: adds 1 to `a` (as `addi a, a, 1`) and jumps to `target` if the new `a <= limit` (as `jle`). `for i = 1, n` ends its body with `incjle ri, rn, body`.";
+            arith Addw "addw" (dst: Dst, a: Reg, b: Reg) "Wrapping `a + b` of two ints (modulo 2^64, two's complement): never raises `:overflow`; anything but two ints raises `:type_error`.";
+            arith Subw "subw" (dst: Dst, a: Reg, b: Reg) "Wrapping `a - b` of two ints, as `addw`.";
+            arith Mulw "mulw" (dst: Dst, a: Reg, b: Reg) "Wrapping `a * b` of two ints, as `addw` (the low 64 bits of the product).";
+            arith Lsr "lsr" (dst: Dst, a: Reg, b: Reg) "Logical `a >> b` for `0 <= b < 64` (else `:badarg`): zeros shift in at the top, so the result of a shift by 1 or more is never negative.";
+            jump Jeqk "jeqk" (a: Reg, k: Const, target: Label) [fuel_jump] "Jumps if `a` equals the constant (as `eq`). The assembler also takes `jeq a, CONST, target` for it.";
+            jump Jnek "jnek" (a: Reg, k: Const, target: Label) [fuel_jump] "Jumps unless `a` equals the constant. The assembler also takes `jne a, CONST, target` for it.";
+            text Format "format" (dst: Dst, template: Const, args: Reg, n: Count) "A string built from the template constant (a string) and the `n` registers from `args`, one per directive in order: `~p` writes a value's literal form (strings quoted), `~s` its print form (a string bare, an atom without its colon), `~~` a tilde. The verifier checks the template and that `n` equals its number of directives.";
+            arith Rand "rand" (dst: Dst, lo: Reg, hi: Reg) "A uniformly random int in `lo..=hi` (ints, `lo <= hi`, else `:badarg`) from this actor's generator (see `vm run --seed`).";
+            arith Randf "randf" (dst: Dst) "A uniformly random float in `[0, 1)` from this actor's generator.";
+            actor MakeRef "make_ref" (dst: Dst) "A new reference: a value equal only to itself and its copies, unique across the VM and (naming its node) across a cluster; printed `#Ref<node.serial>`, usable in patterns, as a map key and in messages to other nodes.";
+            arith Randb "randb" (dst: Dst, n: Reg) "`n` random bytes (`0 <= n <= 1048576`, else `:badarg`) from this actor's generator.";
         }
     };
 }

@@ -100,20 +100,31 @@ pub struct ActorState {
     pub frames: Vec<Frame>,
     /// Installed exception handlers, innermost last.
     pub handlers: Vec<Handler>,
-    /// An exception to raise at the current instruction on the next step (set by `resume`).
-    /// (Boxed: it is rare, and every idle actor carries this state.)
-    pub pending: Option<Box<Exception>>,
+    /// What few actors ever have: a pending exception, the exceptions caught. Boxed on first
+    /// use, so an actor without them pays one word (every idle actor carries this state, and
+    /// the runtime's task holding it must stay within a tokio size class).
+    #[serde(default)]
+    pub rare: Option<Box<Rare>>,
     /// Fuel spent so far (BEAM's "reductions").
     pub reductions: u64,
+    /// The state of the actor's random generator ([`crate::rng`]); the runtime seeds it when
+    /// it starts the actor.
+    #[serde(default)]
+    pub rng: u64,
     /// Maximum frame-stack depth.
     pub max_frames: u32,
-    /// Exceptions this actor raised and caught itself (for introspection: `vm repl`'s `info`);
-    /// boxed on the first one, so actors that never catch pay one word.
-    #[serde(default)]
-    pub caught: Option<Box<Caught>>,
     /// The allocation meter that decides when memory is counted again (see [`crate::mem`]).
     #[serde(skip)]
     pub meter: crate::mem::Meter,
+}
+
+/// The rarely used part of an [`ActorState`].
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Rare {
+    /// An exception to raise at the current instruction on the next step (set by `resume`).
+    pub pending: Option<Exception>,
+    /// Exceptions this actor raised and caught itself (for introspection: `vm repl`'s `info`).
+    pub caught: Option<Caught>,
 }
 
 /// The exceptions an actor has caught with `try`: how many, and the latest with where it was
@@ -342,6 +353,9 @@ pub struct SpawnOpts {
     /// Maximum bytes the actor may hold (see [`crate::mem`]); past it the actor is killed with
     /// `{:limit, :max_heap}`.
     pub max_heap: Option<u64>,
+    /// The seed of the new actor's random generator: the spawn instructions draw it from the
+    /// spawner's generator (see [`crate::rng`]); `None` lets the runtime choose one.
+    pub seed: Option<u64>,
 }
 
 impl SpawnOpts {
@@ -398,6 +412,8 @@ pub enum ActorOp {
     Unlink(Pid),
     /// Monitor an actor; returns the reference (an int).
     Monitor(Pid),
+    /// A new reference (`make_ref`), unique across the VM: a `Value::Ref` of this node.
+    MakeRef,
     /// Cancel a monitor by reference.
     Demonitor(i64),
     /// Set exit trapping; returns the previous setting.
@@ -501,10 +517,10 @@ impl ActorState {
             regs,
             frames: vec![Frame { func, pc: 0, base: 0, ret: 0 }],
             handlers: Vec::new(),
-            pending: None,
+            rare: None,
             reductions: 0,
+            rng: 0,
             max_frames: DEFAULT_MAX_FRAMES,
-            caught: None,
             meter: crate::mem::Meter::default(),
         })
     }
@@ -533,13 +549,31 @@ impl ActorState {
                 }
                 frame.pc += 1;
             }
-            Resume::Raise(e) => self.pending = Some(Box::new(e)),
+            Resume::Raise(e) => self.set_pending(Some(e)),
             Resume::Timeout => match instr.label() {
                 Some(target) => frame.pc = target,
                 None => frame.pc += 1,
             },
             Resume::Retry => {}
         }
+    }
+
+    /// The exception to raise at the current instruction on the next step, if any.
+    pub fn pending(&self) -> Option<&Exception> {
+        self.rare.as_ref().and_then(|r| r.pending.as_ref())
+    }
+
+    /// Sets (or clears) the exception to raise at the current instruction on the next step.
+    pub fn set_pending(&mut self, e: Option<Exception>) {
+        match (e, &mut self.rare) {
+            (None, None) => {}
+            (e, rare) => rare.get_or_insert_with(Default::default).pending = e,
+        }
+    }
+
+    /// The exceptions this actor has caught, if any.
+    pub fn caught(&self) -> Option<&Caught> {
+        self.rare.as_ref().and_then(|r| r.caught.as_ref())
     }
 
     /// Where the actor is now: function index and program counter of the running frame.

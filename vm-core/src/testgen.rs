@@ -200,7 +200,12 @@ fn build(candidates: &[Value], specs: &[FuncSpec], with_debug: bool, file_names:
                     OperandKind::Reg => r % i64::from(nregs),
                     OperandKind::Count => vals[j],
                     OperandKind::Const => {
-                        let c = &candidates[raw[j] as usize % candidates.len()];
+                        // A `format` template must take exactly the values of the window that
+                        // follows (its count is drawn from `raw[j + 2]`, as for any window).
+                        let template = (op == Opcode::Format).then(|| {
+                            Value::str("~p ".repeat((raw[j + 2] as i64 % (i64::from(nregs) + 1)) as usize))
+                        });
+                        let c = template.as_ref().unwrap_or(&candidates[raw[j] as usize % candidates.len()]);
                         match consts.iter().position(|k| k == c) {
                             Some(k) => k as i64,
                             None => {

@@ -14,7 +14,24 @@
 //! Equality is structural and strict: `1 == 1.0` is false (they are different keys in a map), but
 //! the ordering compares numbers numerically. Floats are ordered with `total_cmp`, so every value
 //! has a place in the total order used by maps and `cmp`: nil < bool < numbers < atom < str <
-//! bytes < tuple < list < map < pid < chan < resource < fun.
+//! bytes < tuple < list < map < pid < ref < chan < resource < fun.
+//!
+//! # Nesting depth
+//!
+//! A program can nest values as deep as its memory allows (`list r1, r1, 1` in a loop), so no
+//! operation here recurses on the Rust stack once per level of nesting:
+//! 1. Dropping ([`Value`]'s `Drop`), equality, ordering, hashing, the literal and print forms and
+//!    [`matches`] walk nested values with an explicit work list on the heap, so each works at
+//!    any depth and its stack use is constant.
+//! 2. A work list holds one entry per *unfinished* level (an iterator over what is left of
+//!    that container), and a container whose last child is being visited is not kept, so
+//!    walking a flat or right-nested value (`[1, [2, [3]]]`) allocates nothing.
+//! 3. Dropping only unlinks what this reference owns alone: the children of a container whose
+//!    last reference is going are moved onto the work list before the container is freed;
+//!    a container still shared elsewhere is only released (its count decremented).
+//! 4. [`Value::children`] is the one description of what a value holds directly; code outside
+//!    this module that walks values (snapshots, tables, resources, the wire format) uses it
+//!    with a work list of its own.
 
 use crate::atom::{Atom, atoms};
 use serde::{Deserialize, Serialize};
@@ -31,6 +48,37 @@ pub struct Pid(pub u64);
 impl fmt::Display for Pid {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "<{}>", self.0)
+    }
+}
+
+/// A reference made by `make_ref`: a value equal only to itself (and its copies), for tagging a
+/// request so that its reply can be told apart.
+///
+/// The high 16 bits name the node that made it, as a pid's do (0: this VM; a cluster maps other
+/// nodes' references to their node's slot as it maps pids), the low 48 bits are the serial that
+/// node's runtime handed out. So a reference is unique across the VM and, naming its node's
+/// incarnation on the wire, across a cluster. It prints as `#Ref<node.serial>`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Ref(pub u64);
+
+impl Ref {
+    /// Bits of a reference that hold the serial; the rest name the node.
+    pub const SERIAL_BITS: u32 = 48;
+
+    /// The node part (0 for a reference made here).
+    pub fn node(self) -> u16 {
+        (self.0 >> Ref::SERIAL_BITS) as u16
+    }
+
+    /// The serial part.
+    pub fn serial(self) -> u64 {
+        self.0 & ((1 << Ref::SERIAL_BITS) - 1)
+    }
+}
+
+impl fmt::Display for Ref {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "#Ref<{}.{}>", self.node(), self.serial())
     }
 }
 
@@ -205,6 +253,8 @@ pub enum Value {
     Map(#[serde(with = "map_as_pairs")] Arc<BTreeMap<Value, Value>>),
     /// An actor.
     Pid(Pid),
+    /// A unique reference (`make_ref`).
+    Ref(Ref),
     /// A channel.
     Chan(Handle),
     /// An OS resource (socket, file, listener).
@@ -259,6 +309,7 @@ impl Value {
             Value::List(_) => atoms::LIST,
             Value::Map(_) => atoms::MAP,
             Value::Pid(_) => atoms::PID,
+            Value::Ref(_) => atoms::REF,
             Value::Chan(_) => atoms::CHAN,
             Value::Res(_) => atoms::RESOURCE,
             Value::Fun(_) => atoms::FUN,
@@ -277,9 +328,10 @@ impl Value {
             Value::List(_) => 7,
             Value::Map(_) => 8,
             Value::Pid(_) => 9,
-            Value::Chan(_) => 10,
-            Value::Res(_) => 11,
-            Value::Fun(_) => 12,
+            Value::Ref(_) => 10,
+            Value::Chan(_) => 11,
+            Value::Res(_) => 12,
+            Value::Fun(_) => 13,
         }
     }
 
@@ -289,9 +341,228 @@ impl Value {
         write_repr(&mut s, self).expect("writing to a String cannot fail");
         s
     }
+
+    /// True for the values that hold other values: tuples, lists, maps and function values.
+    #[inline]
+    pub fn is_container(&self) -> bool {
+        matches!(self, Value::Tuple(_) | Value::List(_) | Value::Map(_) | Value::Fun(_))
+    }
+
+    /// The values this value holds directly, in order: a tuple's or list's items, a map's keys
+    /// and values alternating (`k1, v1, k2, v2, ...`, keys in order), a function value's
+    /// captured values. Empty for every other value.
+    pub fn children(&self) -> Children<'_> {
+        match self {
+            Value::Tuple(items) | Value::List(items) => Children::Seq(items.iter()),
+            Value::Map(m) => Children::Map(Box::new((m.iter(), None))),
+            Value::Fun(c) => Children::Seq(c.env.iter()),
+            _ => Children::Seq([].iter()),
+        }
+    }
+}
+
+/// The values a value holds directly: see [`Value::children`]. Two words: the walks move these
+/// between their work lists at every level, and a map's iterator is nine, so it is boxed.
+#[derive(Clone)]
+pub enum Children<'a> {
+    /// A tuple's or list's items, or a function value's captured values.
+    Seq(std::slice::Iter<'a, Value>),
+    /// A map's entries, and the value of the entry whose key was the last item.
+    Map(Box<(std::collections::btree_map::Iter<'a, Value, Value>, Option<&'a Value>)>),
+}
+
+impl<'a> Iterator for Children<'a> {
+    type Item = &'a Value;
+
+    #[inline]
+    fn next(&mut self) -> Option<&'a Value> {
+        match self {
+            Children::Seq(it) => it.next(),
+            Children::Map(state) => match state.1.take() {
+                Some(v) => Some(v),
+                None => {
+                    let (k, v) = state.0.next()?;
+                    state.1 = Some(v);
+                    Some(k)
+                }
+            },
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let n = self.len();
+        (n, Some(n))
+    }
+}
+
+impl ExactSizeIterator for Children<'_> {
+    #[inline]
+    fn len(&self) -> usize {
+        match self {
+            Children::Seq(it) => it.len(),
+            Children::Map(state) => 2 * state.0.len() + usize::from(state.1.is_some()),
+        }
+    }
+}
+
+/// Dropping is iterative (see the module docs, protocol point 3): a nested value whose last
+/// reference goes frees its levels one after another instead of one inside the other.
+impl Drop for Value {
+    #[inline]
+    fn drop(&mut self) {
+        // Only the last reference to a container can free what it holds, and a plain load
+        // tells: dropping a scalar or a shared container costs no call. (A count that falls to
+        // one just after this load leaves the container to its ordinary drop, one level deep:
+        // each child's own drop starts the walk again.)
+        let last = match self {
+            Value::Tuple(items) | Value::List(items) => Arc::strong_count(items) == 1,
+            Value::Map(m) => Arc::strong_count(m) == 1,
+            Value::Fun(c) => Arc::strong_count(c) == 1,
+            _ => false,
+        };
+        if last {
+            drop_nested(self);
+        }
+    }
+}
+
+/// Frees what `v` owns alone, level by level. Children that are containers are moved out of a
+/// container about to be freed, so the container's own drop only frees its leaves; each of them
+/// is then dropped the same way from the loop here. The first such child is kept aside rather
+/// than on the work list, so freeing a chain (one container inside the next) allocates nothing.
+#[inline(never)]
+fn drop_nested(v: &mut Value) {
+    let mut work: Vec<Value> = Vec::new();
+    let mut next = detach_children(v, &mut work);
+    loop {
+        let Some(mut v) = next.take().or_else(|| work.pop()) else { return };
+        next = detach_children(&mut v, &mut work);
+    }
+}
+
+/// Moves the container children of `v` out of it if this is the last reference to `v` (a
+/// shared container is only released by its drop, which never frees its children): the first
+/// is returned, the others pushed on `work`.
+fn detach_children(v: &mut Value, work: &mut Vec<Value>) -> Option<Value> {
+    let mut first = None;
+    let mut keep = |c: Value| match first {
+        None => first = Some(c),
+        Some(_) => work.push(c),
+    };
+    // Plain loads before `get_mut`: a shared container, and one holding no containers, pay no
+    // atomic read-modify-write beyond their drop's own.
+    match v {
+        Value::Tuple(items) | Value::List(items) => {
+            if Arc::strong_count(items) == 1
+                && items.iter().any(Value::is_container)
+                && let Some(items) = Arc::get_mut(items)
+            {
+                items.iter_mut().filter(|x| x.is_container()).for_each(|x| keep(std::mem::take(x)));
+            }
+        }
+        Value::Fun(c) => {
+            if Arc::strong_count(c) == 1
+                && c.env.iter().any(Value::is_container)
+                && let Some(c) = Arc::get_mut(c)
+            {
+                c.env.iter_mut().filter(|x| x.is_container()).for_each(|x| keep(std::mem::take(x)));
+            }
+        }
+        Value::Map(m) => {
+            if Arc::strong_count(m) == 1
+                && m.iter().any(|(k, x)| k.is_container() || x.is_container())
+                && let Some(m) = Arc::get_mut(m)
+            {
+                // Keys cannot be taken out of a map in place: take the whole map apart.
+                for (k, x) in std::mem::take(m) {
+                    [k, x].into_iter().filter(Value::is_container).for_each(&mut keep);
+                }
+            }
+        }
+        _ => {}
+    }
+    first
+}
+
+/// How far [`compare_nested`] looks into a pair of values.
+enum Shallow<'a> {
+    /// The pair is decided without looking further.
+    Done(Ordering),
+    /// Two containers with equal headers: their children decide.
+    Descend(Children<'a>, Children<'a>),
+}
+
+/// Compares a pair as far as it can without visiting children. With `eq_only`, containers of
+/// different sizes are unequal at once (the result then only says equal or not).
+#[inline(always)]
+fn shallow<'a>(a: &'a Value, b: &'a Value, eq_only: bool) -> Shallow<'a> {
+    let (same, sizes_differ) = match (a, b) {
+        (Value::Tuple(x), Value::Tuple(y)) | (Value::List(x), Value::List(y)) => {
+            (Arc::ptr_eq(x, y), x.len() != y.len())
+        }
+        (Value::Map(x), Value::Map(y)) => (Arc::ptr_eq(x, y), x.len() != y.len()),
+        (Value::Fun(x), Value::Fun(y)) => {
+            if x.func != y.func {
+                return Shallow::Done(x.func.cmp(&y.func));
+            }
+            (Arc::ptr_eq(x, y), x.env.len() != y.env.len())
+        }
+        _ => return Shallow::Done(a.cmp_leaf(b)),
+    };
+    if same {
+        // One allocation: values are immutable, so it is equal to itself.
+        Shallow::Done(Ordering::Equal)
+    } else if eq_only && sizes_differ {
+        Shallow::Done(Ordering::Less)
+    } else {
+        Shallow::Descend(a.children(), b.children())
+    }
+}
+
+/// Structural comparison of two values, iterative (module docs, protocol points 1 and 2):
+/// children in order, lexicographically, then the shorter first, which is the order of
+/// `Vec`'s and `BTreeMap`'s own comparisons.
+fn compare_nested(a: &Value, b: &Value, eq_only: bool) -> Ordering {
+    let (mut x, mut y) = match shallow(a, b, eq_only) {
+        Shallow::Done(o) => return o,
+        Shallow::Descend(x, y) => (x, y),
+    };
+    let mut work: Vec<(Children<'_>, Children<'_>)> = Vec::new();
+    loop {
+        match (x.next(), y.next()) {
+            // A pair that is not two containers is decided here, without a call.
+            (Some(p), Some(q)) if !(p.is_container() && q.is_container()) => {
+                let o = if eq_only {
+                    if p == q { Ordering::Equal } else { Ordering::Less }
+                } else {
+                    p.cmp_leaf(q)
+                };
+                if o != Ordering::Equal {
+                    return o;
+                }
+            }
+            (Some(p), Some(q)) => match shallow(p, q, eq_only) {
+                Shallow::Done(Ordering::Equal) => {}
+                Shallow::Done(o) => return o,
+                Shallow::Descend(cp, cq) => {
+                    let parent = (std::mem::replace(&mut x, cp), std::mem::replace(&mut y, cq));
+                    if parent.0.len() > 0 || parent.1.len() > 0 {
+                        work.push(parent);
+                    }
+                }
+            },
+            (None, None) => match work.pop() {
+                Some((px, py)) => (x, y) = (px, py),
+                None => return Ordering::Equal,
+            },
+            (None, Some(_)) => return Ordering::Less,
+            (Some(_), None) => return Ordering::Greater,
+        }
+    }
 }
 
 impl PartialEq for Value {
+    #[inline]
     fn eq(&self, other: &Self) -> bool {
         match (self, other) {
             (Value::Nil, Value::Nil) => true,
@@ -301,11 +572,13 @@ impl PartialEq for Value {
             (Value::Atom(a), Value::Atom(b)) => a == b,
             (Value::Str(a), Value::Str(b)) => a == b,
             (Value::Bytes(a), Value::Bytes(b)) => a == b,
-            (Value::Tuple(a), Value::Tuple(b)) | (Value::List(a), Value::List(b)) => a == b,
-            (Value::Map(a), Value::Map(b)) => a == b,
+            (Value::Tuple(_), Value::Tuple(_))
+            | (Value::List(_), Value::List(_))
+            | (Value::Map(_), Value::Map(_))
+            | (Value::Fun(_), Value::Fun(_)) => compare_nested(self, other, true) == Ordering::Equal,
             (Value::Pid(a), Value::Pid(b)) => a == b,
+            (Value::Ref(a), Value::Ref(b)) => a == b,
             (Value::Chan(a), Value::Chan(b)) | (Value::Res(a), Value::Res(b)) => a.id() == b.id(),
-            (Value::Fun(a), Value::Fun(b)) => a == b,
             _ => false,
         }
     }
@@ -320,7 +593,21 @@ impl PartialOrd for Value {
 }
 
 impl Ord for Value {
+    #[inline]
     fn cmp(&self, other: &Self) -> Ordering {
+        if self.is_container() && other.is_container() {
+            compare_nested(self, other, false)
+        } else {
+            self.cmp_leaf(other)
+        }
+    }
+}
+
+impl Value {
+    /// The order of a pair in which at least one side is not a container, or of containers
+    /// of different kinds: decided without looking at children.
+    #[inline]
+    fn cmp_leaf(&self, other: &Self) -> Ordering {
         match (self, other) {
             (Value::Nil, Value::Nil) => Ordering::Equal,
             (Value::Bool(a), Value::Bool(b)) => a.cmp(b),
@@ -333,11 +620,13 @@ impl Ord for Value {
             (Value::Atom(a), Value::Atom(b)) => a.cmp(b),
             (Value::Str(a), Value::Str(b)) => a.cmp(b),
             (Value::Bytes(a), Value::Bytes(b)) => a.cmp(b),
-            (Value::Tuple(a), Value::Tuple(b)) | (Value::List(a), Value::List(b)) => a.cmp(b),
-            (Value::Map(a), Value::Map(b)) => a.cmp(b),
             (Value::Pid(a), Value::Pid(b)) => a.cmp(b),
+            (Value::Ref(a), Value::Ref(b)) => a.cmp(b),
             (Value::Chan(a), Value::Chan(b)) | (Value::Res(a), Value::Res(b)) => a.id().cmp(&b.id()),
-            (Value::Fun(a), Value::Fun(b)) => a.cmp(b),
+            (Value::Tuple(_), Value::Tuple(_))
+            | (Value::List(_), Value::List(_))
+            | (Value::Map(_), Value::Map(_))
+            | (Value::Fun(_), Value::Fun(_)) => compare_nested(self, other, false),
             _ => self.rank().cmp(&other.rank()),
         }
     }
@@ -363,7 +652,16 @@ fn hash_data<H: Hasher>(h: &mut H, rank: u8, data: &[u8]) {
 }
 
 impl Hash for Value {
+    #[inline]
     fn hash<H: Hasher>(&self, h: &mut H) {
+        if self.is_container() { hash_nested(self, h) } else { self.hash_leaf(h) }
+    }
+}
+
+impl Value {
+    /// Hashes a value that holds no other values.
+    #[inline]
+    fn hash_leaf<H: Hasher>(&self, h: &mut H) {
         match self {
             Value::Str(s) => return hash_data(h, self.rank(), s.as_bytes()),
             Value::Bytes(b) => return hash_data(h, self.rank(), b),
@@ -371,16 +669,47 @@ impl Hash for Value {
         }
         self.rank().hash(h);
         match self {
-            Value::Nil | Value::Str(_) | Value::Bytes(_) => {}
             Value::Bool(b) => b.hash(h),
             Value::Int(i) => i.hash(h),
             Value::Float(f) => f.to_bits().hash(h),
             Value::Atom(a) => a.hash(h),
-            Value::Tuple(t) | Value::List(t) => t.hash(h),
-            Value::Map(m) => m.hash(h),
             Value::Pid(p) => p.hash(h),
+            Value::Ref(r) => r.hash(h),
             Value::Chan(c) | Value::Res(c) => c.id().hash(h),
-            Value::Fun(f) => f.hash(h),
+            _ => {}
+        }
+    }
+
+    /// Hashes what identifies a container before its children: its kind, the function of a
+    /// function value and the number of children (so that the encoding stays prefix-free).
+    fn hash_head<H: Hasher>(&self, h: &mut H) -> Children<'_> {
+        self.rank().hash(h);
+        if let Value::Fun(c) = self {
+            c.func.hash(h);
+        }
+        let children = self.children();
+        h.write_usize(children.len());
+        children
+    }
+}
+
+/// Hashes a container and everything in it, iteratively (see the module docs).
+fn hash_nested<H: Hasher>(v: &Value, h: &mut H) {
+    let mut cur = v.hash_head(h);
+    let mut work: Vec<Children<'_>> = Vec::new();
+    loop {
+        match cur.next() {
+            Some(x) if x.is_container() => {
+                let parent = std::mem::replace(&mut cur, x.hash_head(h));
+                if parent.len() > 0 {
+                    work.push(parent);
+                }
+            }
+            Some(x) => x.hash_leaf(h),
+            None => match work.pop() {
+                Some(parent) => cur = parent,
+                None => return,
+            },
         }
     }
 }
@@ -421,14 +750,40 @@ mod map_as_pairs {
 /// Selective-receive pattern matching: a pattern matches a value equal to it; the atom `:_`
 /// matches anything; a tuple (or list) pattern matches a tuple (or list) of the same length whose
 /// elements match element by element. So `{:reply, :_, :_}` matches any three-element tuple
-/// tagged `:reply`.
+/// tagged `:reply`. Iterative, so neither side's depth matters.
 pub fn matches(pattern: &Value, v: &Value) -> bool {
-    match (pattern, v) {
-        (Value::Atom(a), _) if *a == atoms::WILDCARD => true,
-        (Value::Tuple(p), Value::Tuple(t)) | (Value::List(p), Value::List(t)) => {
-            p.len() == t.len() && p.iter().zip(t.iter()).all(|(p, x)| matches(p, x))
+    type Pair<'a> = (std::slice::Iter<'a, Value>, std::slice::Iter<'a, Value>);
+    let mut cur: Pair<'_> = ([].iter(), [].iter());
+    let mut work: Vec<Pair<'_>> = Vec::new();
+    let (mut p, mut x) = (pattern, v);
+    loop {
+        match (p, x) {
+            (Value::Atom(a), _) if *a == atoms::WILDCARD => {}
+            (Value::Tuple(ps), Value::Tuple(xs)) | (Value::List(ps), Value::List(xs)) => {
+                if ps.len() != xs.len() {
+                    return false;
+                }
+                let parent = std::mem::replace(&mut cur, (ps.iter(), xs.iter()));
+                if parent.0.len() > 0 {
+                    work.push(parent);
+                }
+            }
+            _ => {
+                if p != x {
+                    return false;
+                }
+            }
         }
-        _ => pattern == v,
+        loop {
+            if let (Some(a), Some(b)) = (cur.0.next(), cur.1.next()) {
+                (p, x) = (a, b);
+                break;
+            }
+            match work.pop() {
+                Some(parent) => cur = parent,
+                None => return true,
+            }
+        }
     }
 }
 
@@ -486,18 +841,8 @@ pub fn write_float(out: &mut impl fmt::Write, x: f64) -> fmt::Result {
     }
 }
 
-fn write_seq(out: &mut impl fmt::Write, items: &[Value], open: char, close: char) -> fmt::Result {
-    out.write_char(open)?;
-    for (i, v) in items.iter().enumerate() {
-        if i > 0 {
-            out.write_str(", ")?;
-        }
-        write_repr(out, v)?;
-    }
-    out.write_char(close)
-}
-
-fn write_repr(out: &mut impl fmt::Write, v: &Value) -> fmt::Result {
+/// Writes a value that holds no other values (a function value's captures are not shown).
+fn write_leaf(out: &mut impl fmt::Write, v: &Value) -> fmt::Result {
     match v {
         Value::Nil => out.write_str("nil"),
         Value::Bool(b) => write!(out, "{b}"),
@@ -514,30 +859,72 @@ fn write_repr(out: &mut impl fmt::Write, v: &Value) -> fmt::Result {
         }
         Value::Str(s) => write_str_literal(out, s),
         Value::Bytes(b) => write_bytes_literal(out, b),
-        Value::Tuple(t) => write_seq(out, t, '{', '}'),
-        Value::List(l) => write_seq(out, l, '[', ']'),
-        Value::Map(m) => {
-            out.write_str("%{")?;
-            for (i, (k, v)) in m.iter().enumerate() {
-                if i > 0 {
-                    out.write_str(", ")?;
-                }
-                write_repr(out, k)?;
-                out.write_str(" => ")?;
-                write_repr(out, v)?;
-            }
-            out.write_char('}')
-        }
         Value::Pid(p) => write!(out, "{p}"),
+        Value::Ref(r) => write!(out, "{r}"),
         Value::Chan(h) => write!(out, "#chan<{}>", h.id()),
         Value::Res(h) => write!(out, "#res<{}>", h.id()),
         Value::Fun(c) => write!(out, "#fun<{}/{}>", c.func, c.env.len()),
+        Value::Tuple(_) | Value::List(_) | Value::Map(_) => {
+            unreachable!("containers are written by write_repr")
+        }
+    }
+}
+
+/// A container being written: what is left of it, how many children are written, its kind.
+struct Open<'a> {
+    items: Children<'a>,
+    written: usize,
+    map: bool,
+    close: &'static str,
+}
+
+/// Writes the literal form, iteratively (see the module docs).
+fn write_repr(out: &mut impl fmt::Write, v: &Value) -> fmt::Result {
+    let mut work: Vec<Open<'_>> = Vec::new();
+    let mut item = v;
+    loop {
+        let (open, close, map) = match item {
+            Value::Tuple(_) => ("{", "}", false),
+            Value::List(_) => ("[", "]", false),
+            Value::Map(_) => ("%{", "}", true),
+            leaf => {
+                write_leaf(out, leaf)?;
+                ("", "", false)
+            }
+        };
+        if !open.is_empty() {
+            out.write_str(open)?;
+            work.push(Open { items: item.children(), written: 0, map, close });
+        }
+        // The next item to write, closing the containers that are finished.
+        loop {
+            let Some(top) = work.last_mut() else { return Ok(()) };
+            match top.items.next() {
+                Some(x) => {
+                    if top.written > 0 {
+                        out.write_str(if top.map && top.written % 2 == 1 { " => " } else { ", " })?;
+                    }
+                    top.written += 1;
+                    item = x;
+                    break;
+                }
+                None => {
+                    out.write_str(top.close)?;
+                    work.pop();
+                }
+            }
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn children_is_two_words() {
+        assert_eq!(std::mem::size_of::<Children<'_>>(), 2 * std::mem::size_of::<usize>());
+    }
 
     #[test]
     fn value_is_at_most_16_bytes() {
@@ -634,6 +1021,197 @@ mod tests {
         drop(theirs);
         assert_eq!(fired.load(O::SeqCst), 1, "only the watcher's own clone is left");
         mine.unwatch(1);
+    }
+
+    /// How deep the deep-value tests nest: what `list r1, r1, 1` in a loop builds in a moment.
+    const DEEP: usize = 100_000;
+
+    /// Runs `f` on a thread with a 256 KiB stack: recursing once per level of a value nested
+    /// [`DEEP`] levels would overflow it many times over (and abort the test process).
+    fn on_small_stack<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+        std::thread::Builder::new().stack_size(256 * 1024).spawn(f).unwrap().join().unwrap()
+    }
+
+    /// `[[[...[leaf]...]]]`, `depth` lists around `leaf`, as `list r1, r1, 1` builds it.
+    fn nested_lists(depth: usize, leaf: Value) -> Value {
+        (0..depth).fold(leaf, |v, _| Value::list(vec![v]))
+    }
+
+    /// Every kind of container in turn: a list, a tuple beside an int, a map value, a map key
+    /// and a function value's capture, `depth` levels in all.
+    fn nested_mix(depth: usize, leaf: Value) -> Value {
+        (0..depth).fold(leaf, |v, i| match i % 5 {
+            0 => Value::list(vec![v]),
+            1 => Value::tuple(vec![Value::Int(i as i64), v]),
+            2 => Value::Map(Arc::new(BTreeMap::from([(Value::atom("k"), v)]))),
+            3 => Value::Map(Arc::new(BTreeMap::from([(v, Value::Nil)]))),
+            _ => Value::Fun(Arc::new(Closure { func: 1, env: vec![Value::Nil, v] })),
+        })
+    }
+
+    #[test]
+    fn deep_values_drop_level_by_level() {
+        on_small_stack(|| {
+            drop(nested_lists(DEEP, Value::Int(1)));
+            drop(nested_mix(DEEP, Value::str("leaf")));
+            // A deep value shared at every level: dropping one holder frees nothing of the other's.
+            let a = nested_mix(DEEP, Value::Nil);
+            let b = Value::list(vec![a.clone(), a.clone()]);
+            drop(a);
+            assert_eq!(b.children().len(), 2);
+            drop(b);
+        });
+    }
+
+    #[test]
+    fn a_deep_value_frees_every_level() {
+        // A channel handle at the bottom: its drop hook runs only if every level above it was freed.
+        use std::sync::atomic::{AtomicU64, Ordering as O};
+        let seen = Arc::new(AtomicU64::new(0));
+        let s2 = seen.clone();
+        let h = Handle::with_drop_hook(7, Box::new(move |id| s2.store(id, O::SeqCst)));
+        let v = nested_mix(DEEP, Value::Chan(h));
+        on_small_stack(move || drop(v));
+        assert_eq!(seen.load(O::SeqCst), 7);
+    }
+
+    #[test]
+    fn deep_values_compare_and_hash() {
+        on_small_stack(|| {
+            use std::hash::BuildHasher;
+            let state = std::hash::RandomState::new();
+            for build in [nested_lists, nested_mix] {
+                let a = build(DEEP, Value::Int(1));
+                let b = build(DEEP, Value::Int(1));
+                let c = build(DEEP, Value::Int(2));
+                assert!(a == b);
+                assert!(a != c);
+                assert_eq!(a.cmp(&b), Ordering::Equal);
+                assert_eq!(a.cmp(&c), Ordering::Less);
+                assert_eq!(c.cmp(&a), Ordering::Greater);
+                assert_eq!(state.hash_one(&a), state.hash_one(&b));
+                assert_ne!(state.hash_one(&a), state.hash_one(&c));
+                // As a key: a map and a hash set both find it.
+                let m = BTreeMap::from([(a.clone(), 1), (c.clone(), 2)]);
+                assert_eq!(m.get(&b), Some(&1));
+                let set: std::collections::HashSet<Value> = [a, c].into_iter().collect();
+                assert!(set.contains(&b));
+            }
+            // One level less is a shorter list at the bottom: it sorts first.
+            let shallower = nested_lists(DEEP - 1, Value::list(vec![]));
+            assert!(shallower < nested_lists(DEEP, Value::Int(1)));
+        });
+    }
+
+    #[test]
+    fn deep_values_print_and_match() {
+        on_small_stack(|| {
+            let v = nested_lists(DEEP, Value::Int(1));
+            let text = v.repr();
+            assert_eq!(text, format!("{}1{}", "[".repeat(DEEP), "]".repeat(DEEP)));
+            assert_eq!(v.to_string(), text);
+            assert_eq!(format!("{v:?}"), text);
+            let mix = nested_mix(10, Value::str("s")).repr();
+            assert_eq!(mix, "#fun<1/2>", "a function value's captures are not shown, whatever they hold");
+            let mix = nested_mix(9, Value::str("s")).repr();
+            assert_eq!(mix, "%{%{:k => {6, [#fun<1/2>]}} => nil}");
+            let mix = nested_mix(4, Value::str("s")).repr();
+            assert_eq!(mix, r#"%{%{:k => {1, ["s"]}} => nil}"#);
+
+            // A pattern as deep as the value, with a wildcard at the bottom.
+            let pattern = nested_lists(DEEP, Value::atom("_"));
+            assert!(matches(&pattern, &v));
+            assert!(!matches(&pattern, &nested_lists(DEEP - 1, Value::Int(1))));
+            assert!(matches(&nested_lists(DEEP, Value::Int(1)), &v));
+            assert!(!matches(&nested_lists(DEEP, Value::Int(2)), &v));
+        });
+    }
+
+    /// The order and equality as they were before they became iterative: children compared
+    /// lexicographically by recursion (what `Vec`'s and `BTreeMap`'s derived orders do).
+    fn reference_cmp(a: &Value, b: &Value) -> Ordering {
+        match (a, b) {
+            (Value::Tuple(_), Value::Tuple(_))
+            | (Value::List(_), Value::List(_))
+            | (Value::Map(_), Value::Map(_))
+            | (Value::Fun(_), Value::Fun(_)) => {
+                if let (Value::Fun(x), Value::Fun(y)) = (a, b)
+                    && x.func != y.func
+                {
+                    return x.func.cmp(&y.func);
+                }
+                let (mut x, mut y) = (a.children(), b.children());
+                loop {
+                    match (x.next(), y.next()) {
+                        (Some(p), Some(q)) => match reference_cmp(p, q) {
+                            Ordering::Equal => {}
+                            o => return o,
+                        },
+                        (None, None) => return Ordering::Equal,
+                        (None, Some(_)) => return Ordering::Less,
+                        (Some(_), None) => return Ordering::Greater,
+                    }
+                }
+            }
+            _ => a.cmp_leaf(b),
+        }
+    }
+
+    /// The same value in new allocations (so that no comparison can take the same-allocation
+    /// shortcut).
+    fn fresh_copy(v: &Value) -> Value {
+        match v {
+            Value::Tuple(t) => Value::tuple(t.iter().map(fresh_copy).collect()),
+            Value::List(t) => Value::list(t.iter().map(fresh_copy).collect()),
+            Value::Map(m) => {
+                Value::Map(Arc::new(m.iter().map(|(k, x)| (fresh_copy(k), fresh_copy(x))).collect()))
+            }
+            Value::Fun(c) => {
+                Value::Fun(Arc::new(Closure { func: c.func, env: c.env.iter().map(fresh_copy).collect() }))
+            }
+            Value::Str(s) => Value::str(s.as_str()),
+            other => other.clone(),
+        }
+    }
+
+    fn arb_value() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Nil),
+            (0i64..3).prop_map(Value::Int),
+            prop_oneof![Just(1.0), Just(f64::NAN), Just(-0.0)].prop_map(Value::Float),
+            prop_oneof![Just("a"), Just("b")].prop_map(Value::str),
+        ];
+        leaf.prop_recursive(4, 24, 3, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..3).prop_map(Value::tuple),
+                proptest::collection::vec(inner.clone(), 0..3).prop_map(Value::list),
+                proptest::collection::vec((inner.clone(), inner.clone()), 0..3)
+                    .prop_map(|kv| Value::Map(Arc::new(kv.into_iter().collect()))),
+                (0u32..2, proptest::collection::vec(inner, 0..2))
+                    .prop_map(|(func, env)| Value::Fun(Arc::new(Closure { func, env }))),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn iterative_order_equality_and_hash_agree_with_recursive_ones(a in arb_value(), b in arb_value()) {
+            use std::hash::BuildHasher;
+            let state = std::hash::RandomState::new();
+            let want = reference_cmp(&a, &b);
+            proptest::prop_assert_eq!(a.cmp(&b), want);
+            proptest::prop_assert_eq!(b.cmp(&a), want.reverse());
+            proptest::prop_assert_eq!(a == b, want == Ordering::Equal);
+            if a == b {
+                proptest::prop_assert_eq!(state.hash_one(&a), state.hash_one(&b));
+            }
+            // A copy made of fresh allocations is equal, orders equal and hashes equal.
+            let copy = fresh_copy(&a);
+            proptest::prop_assert!(a == copy);
+            proptest::prop_assert_eq!(a.cmp(&copy), Ordering::Equal);
+            proptest::prop_assert_eq!(state.hash_one(&a), state.hash_one(&copy));
+        }
     }
 
     #[test]

@@ -25,7 +25,9 @@
 //! 11. If debug information is present: it has one entry per function, each file index is
 //!     `< files.len()`, and each entry's lines are empty or exactly one per instruction; so
 //!     [`Module::location`] finds what it looks for.
-//! 12. Every constant has a binary encoding: no pid, channel, resource or function value (those
+//! 12. Every `format` template is a string constant whose directives are valid and number
+//!     exactly the instruction's count ([`crate::format::directives`]).
+//! 13. Every constant has a binary encoding: no pid, channel, resource or function value (those
 //!     exist only at run time), and containers nest at most [`MAX_CONST_DEPTH`] deep. This one
 //!     is for the file format rather than the interpreter: a verified module encodes to bytes
 //!     that load again.
@@ -153,6 +155,7 @@ fn check_const(errors: &mut Errors, index: usize, c: &Value) {
     while let Some((v, depth)) = stack.pop() {
         let kind = match v {
             Value::Pid(_) => "a pid",
+            Value::Ref(_) => "a reference",
             Value::Chan(_) => "a channel",
             Value::Res(_) => "a resource",
             Value::Fun(_) => "a function value",
@@ -300,6 +303,26 @@ fn check_instr(errors: &mut Errors, module: &Module, f: &Function, pc: usize, in
                 );
             }
         }
+        Instr::Format { template, n, .. } => match module.consts.get(template as usize) {
+            Some(Value::Str(t)) => match crate::format::directives(t) {
+                Ok(want) if want == usize::from(n) => {}
+                Ok(want) => errors.instr(
+                    f,
+                    pc,
+                    format!(
+                        "`format` passes {n} values but its template {} takes {want}",
+                        Value::Str(t.clone()).repr()
+                    ),
+                ),
+                Err(e) => {
+                    errors.instr(f, pc, format!("`format` template {}: {e}", Value::Str(t.clone()).repr()))
+                }
+            },
+            Some(other) => {
+                errors.instr(f, pc, format!("`format` template must be a string, found {}", other.repr()))
+            }
+            None => {}
+        },
         Instr::Closure { f: callee, n, .. } => {
             if let Some(g) = module.funcs.get(callee as usize)
                 && n > g.arity
@@ -515,7 +538,7 @@ mod tests {
         }
         m.consts[1] = deep.clone();
         assert_eq!(errors(&m), ["constant 1 nests containers more than 64 deep"]);
-        let Value::List(inner) = deep else { unreachable!() };
+        let Value::List(inner) = &deep else { unreachable!() };
         m.consts[1] = inner[0].clone();
         assert_eq!(verify(&m), Ok(()));
     }

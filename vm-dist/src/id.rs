@@ -24,6 +24,9 @@ pub const MAX_NODE_NAME: usize = 64;
 /// Bits of a pid that hold the serial; the rest hold the slot.
 pub const SERIAL_BITS: u32 = 48;
 
+// References name their node as pids do (`vm_core::value::Ref`).
+const _: () = assert!(SERIAL_BITS == vm_core::value::Ref::SERIAL_BITS);
+
 /// The largest serial a pid can carry.
 pub const MAX_SERIAL: u64 = (1 << SERIAL_BITS) - 1;
 
@@ -90,6 +93,13 @@ pub fn serial_of(pid: Pid) -> u64 {
 #[inline]
 pub fn make_pid(slot: u16, serial: u64) -> Pid {
     Pid((u64::from(slot) << SERIAL_BITS) | (serial & MAX_SERIAL))
+}
+
+/// The reference with `slot` and `serial`: a reference names its node as a pid does
+/// (`vm_core::value::Ref`).
+#[inline]
+pub fn make_ref(slot: u16, serial: u64) -> vm_core::value::Ref {
+    vm_core::value::Ref(make_pid(slot, serial).0)
 }
 
 /// Maps slots to node incarnations and back (see the module docs).

@@ -10,8 +10,9 @@
 //!    stamp them under it ([`stamp`]).
 //! 3. Then the signal's body (see [`Signal`]); values use the tags of the `tag` module.
 //! 4. Then the node list: a count byte and per node its name (length byte + bytes) and
-//!    incarnation (`u64`). Entry 0 is the sender. A pid inside a value is written as (index into
-//!    this list, serial), so a message naming pids of many nodes carries each node once.
+//!    incarnation (`u64`). Entry 0 is the sender. A pid or a reference inside a value is written
+//!    as (index into this list, serial), so a message naming pids of many nodes carries each
+//!    node once, and a reference stays unique across nodes and their restarts.
 //! 5. The last 4 bytes hold the offset of the node list (`u32`), so a decoder reads the nodes
 //!    first and maps each to a local slot before it meets a pid.
 //!
@@ -47,6 +48,7 @@ mod tag {
     pub(super) use vm_core::bytecode::tag::*;
     pub(super) const PID: u8 = MAP + 1;
     pub(super) const FUN: u8 = MAP + 2;
+    pub(super) const REF: u8 = MAP + 3;
 }
 
 /// Signal kinds (byte 1).
@@ -483,6 +485,17 @@ impl Encoder<'_, '_> {
                 self.varint(i);
                 self.varint(serial_of(*p));
             }
+            // As a pid: its node's index in the node list (so its incarnation) and its serial.
+            Value::Ref(r) => {
+                let slot = r.node();
+                if self.ctx.table.get(slot).is_none() {
+                    return Err(EncodeError::BadPid);
+                }
+                self.out.push(tag::REF);
+                let i = self.node_index(slot);
+                self.varint(i);
+                self.varint(r.serial());
+            }
             Value::Chan(_) => return Err(EncodeError::NotDistributable("chan")),
             Value::Res(h) => return Err(EncodeError::NotDistributable((self.ctx.res_kind)(h))),
             Value::Tuple(_) | Value::List(_) | Value::Map(_) | Value::Fun(_) => {
@@ -809,6 +822,14 @@ impl Decoder<'_, '_> {
                         DecodeError(format!("pid at byte {at} names node {i} of {}", self.slots.len()))
                     })?;
                 Value::Pid(crate::id::make_pid(slot, self.r.serial()?))
+            }
+            tag::REF => {
+                let i = self.r.varint()?;
+                let slot =
+                    usize::try_from(i).ok().and_then(|i| self.slots.get(i)).copied().ok_or_else(|| {
+                        DecodeError(format!("reference at byte {at} names node {i} of {}", self.slots.len()))
+                    })?;
+                Value::Ref(crate::id::make_ref(slot, self.r.serial()?))
             }
             tag::TUPLE | tag::LIST | tag::MAP | tag::FUN => {
                 if depth >= self.ctx.limits.max_depth {

@@ -447,7 +447,7 @@ async fn concurrent_senders_keep_order_whichever_way_envelopes_leave() {
         until(T, || b.mail(r).len() == 8_000).await.unwrap_or_else(|| panic!("round {round}: lost messages"));
         let mut next = [0i64; 4];
         for m in b.mail(r) {
-            let Value::Tuple(t) = m else { panic!() };
+            let Value::Tuple(t) = &m else { panic!() };
             let (Value::Int(k), Value::Int(i)) = (&t[0], &t[1]) else { panic!() };
             assert_eq!(*i, next[*k as usize], "round {round}: sender {k} out of order");
             next[*k as usize] += 1;

@@ -79,7 +79,7 @@ async fn round_trips_and_four_ordered_streams() {
     let mut next = [0i64; 4];
     for _ in 0..400_000 {
         let m = tokio::time::timeout(T, collected.recv()).await.expect("a message within 10 s").unwrap();
-        let Value::Tuple(t) = m else { panic!() };
+        let Value::Tuple(t) = &m else { panic!() };
         let (Value::Int(k), Value::Int(i)) = (&t[0], &t[1]) else { panic!() };
         assert_eq!(*i, next[*k as usize], "sender {k}: out of order or lost");
         next[*k as usize] += 1;

@@ -720,7 +720,8 @@ mod tests {
 
     #[test]
     fn resolve_localhost() {
-        let Value::List(ips) = call("resolve", &[Value::str("localhost")]).unwrap() else { panic!() };
+        let ips = call("resolve", &[Value::str("localhost")]).unwrap();
+        let Value::List(ips) = &ips else { panic!() };
         assert!(ips.iter().any(|ip| ip == &Value::str("127.0.0.1") || ip == &Value::str("::1")), "{ips:?}");
         assert_eq!(call("resolve", &[Value::Int(1)]).unwrap_err().kind, atoms::TYPE_ERROR);
     }

@@ -272,24 +272,21 @@ impl Io {
         self.transfer_in(v, from, to);
     }
 
+    /// Walks `v` with a work list (a value may nest deeper than the stack could recurse).
     fn transfer_in(&self, v: &Value, from: u64, to: u64) {
-        match v {
-            Value::Res(h) => {
-                if let Some(r) = resource_of(h)
-                    && r.owner.compare_exchange(from, to, Ordering::AcqRel, Ordering::Acquire).is_ok()
-                {
-                    self.record(to, &r);
+        let mut work = vec![v];
+        while let Some(v) = work.pop() {
+            match v {
+                Value::Res(h) => {
+                    if let Some(r) = resource_of(h)
+                        && r.owner.compare_exchange(from, to, Ordering::AcqRel, Ordering::Acquire).is_ok()
+                    {
+                        self.record(to, &r);
+                    }
                 }
+                v if v.is_container() => work.extend(v.children()),
+                _ => {}
             }
-            Value::Tuple(items) | Value::List(items) => {
-                items.iter().for_each(|x| self.transfer_in(x, from, to))
-            }
-            Value::Map(m) => m.iter().for_each(|(k, x)| {
-                self.transfer_in(k, from, to);
-                self.transfer_in(x, from, to);
-            }),
-            Value::Fun(c) => c.env.iter().for_each(|x| self.transfer_in(x, from, to)),
-            _ => {}
         }
     }
 
@@ -464,5 +461,22 @@ mod tests {
         // Dropping the last handle closes too.
         drop(b);
         assert_eq!(io.live(), 0);
+    }
+
+    #[test]
+    fn a_resource_at_the_bottom_of_a_deep_message_changes_owner() {
+        let io = Io::new(Permissions::all(), Arc::new(Quiet));
+        let r = io.adopt(1, file_obj(), "r".into());
+        let deep =
+            (0..100_000).fold(Value::list(vec![Value::Int(0), r.clone()]), |v, _| Value::list(vec![v]));
+        // On a small stack: a walk recursing once per level would overflow it.
+        std::thread::scope(|s| {
+            std::thread::Builder::new()
+                .stack_size(256 * 1024)
+                .spawn_scoped(s, || io.transfer(&deep, 1, 2))
+                .unwrap();
+        });
+        assert!(Ctx { io: &io, pid: 2 }.obj("t", &r).is_ok());
+        assert_eq!(io.owned_by(1).len(), 0);
     }
 }

@@ -551,7 +551,7 @@ mod tests {
         let (mut buf, mut st) =
             (BytesMut::from(&b"*1\r\n$4\r\nPING\r\nPING\r\n*1\r\n$4\r\nPING\r\n"[..]), Partial::default());
         let mut names = Vec::new();
-        while let Ok(Parsed::Command(Value::List(c))) = parse(&mut buf, &mut st, false, 100) {
+        while let Ok(Parsed::Command(Value::List(c))) = &parse(&mut buf, &mut st, false, 100) {
             names.push(c[0].clone());
         }
         let [Value::Bytes(a), Value::Bytes(_), Value::Bytes(c)] = names.as_slice() else {
@@ -566,8 +566,8 @@ mod tests {
         let mut st = Partial::default();
         let mut next = || {
             let mut buf = BytesMut::from(&input[..]);
-            match parse(&mut buf, &mut st, false, 100) {
-                Ok(Parsed::Command(Value::List(l))) => l,
+            match &parse(&mut buf, &mut st, false, 100) {
+                Ok(Parsed::Command(Value::List(l))) => l.clone(),
                 other => panic!("{other:?}"),
             }
         };
@@ -589,7 +589,8 @@ mod tests {
             big.extend_from_slice(b"$1\r\nx\r\n");
         }
         let mut buf = BytesMut::from(&big[..]);
-        let Ok(Parsed::Command(Value::List(l))) = parse(&mut buf, &mut st, false, 10_000) else { panic!() };
+        let parsed = parse(&mut buf, &mut st, false, 10_000);
+        let Ok(Parsed::Command(Value::List(l))) = &parsed else { panic!() };
         assert_eq!(l.len(), 100);
         assert!(st.kept.iter().flatten().all(|k| k.capacity() <= KEEP_ARGS));
         assert!(st.args.capacity() <= KEEP_ARGS);
@@ -672,6 +673,19 @@ mod tests {
         let e = parse(&mut buf, &mut st, false, 100).unwrap_err();
         // "+oops" is not taken for an inline command: the input is out of step.
         assert_eq!(parse(&mut buf, &mut st, false, 100), Err(e));
+    }
+
+    #[test]
+    fn a_value_nested_past_the_limit_is_refused_whatever_its_depth() {
+        let nested = |n: usize| (0..n).fold(Value::Int(1), |v, _| Value::list(vec![v]));
+        assert!(encode(&nested(MAX_DEPTH)).is_ok());
+        for n in [MAX_DEPTH + 1, 100_000] {
+            let e = encode(&nested(n)).unwrap_err();
+            assert_eq!(
+                (e.kind, e.msg.to_string()),
+                (atoms::BADARG, "resp_encode: nested more than 256 deep".into())
+            );
+        }
     }
 
     #[test]

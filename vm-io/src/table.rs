@@ -104,8 +104,11 @@ impl Table {
     pub fn cas(&self, key: Value, old: &Value, new: Value) -> bool {
         let _replaced = {
             let mut s = self.shard(&key);
-            let now = s.get(&key).unwrap_or(&Value::Nil);
-            if now != old {
+            let holds_old = match s.get(&key) {
+                Some(now) => now == old,
+                None => matches!(old, Value::Nil),
+            };
+            if !holds_old {
                 return false;
             }
             store(&mut s, key, new)
@@ -169,9 +172,9 @@ pub fn check_data(what: &str, v: &Value) -> Result<(), Exception> {
             | Value::Float(_)
             | Value::Atom(_)
             | Value::Str(_)
-            | Value::Bytes(_) => {}
-            Value::Tuple(items) | Value::List(items) => stack.extend(items.iter()),
-            Value::Map(m) => m.iter().for_each(|(k, x)| stack.extend([k, x])),
+            | Value::Bytes(_)
+            | Value::Ref(_) => {}
+            Value::Tuple(_) | Value::List(_) | Value::Map(_) => stack.extend(v.children()),
             Value::Pid(_) | Value::Chan(_) | Value::Res(_) | Value::Fun(_) => {
                 return Err(Exception::type_error(format!(
                     "{what}: a table holds only data, not a {}",

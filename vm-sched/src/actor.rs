@@ -141,10 +141,10 @@ async fn run(host: &mut ActorHost<'_>, module: &Module, st: &mut ActorState) -> 
 
         cell.set_state(RunState::Running);
         vm.shared.heartbeat.begin(cell.pid.0);
-        trace::trace_raise(cell.pid, st.pending.as_deref());
-        let caught_before = st.caught.as_ref().map_or(0, |c| c.count);
+        trace::trace_raise(cell.pid, st.pending());
+        let caught_before = st.caught().map_or(0, |c| c.count);
         let step = interp::step(st, module, host, fuel);
-        trace::trace_caught(cell, st.caught.as_deref(), caught_before);
+        trace::trace_caught(cell, st.caught(), caught_before);
         let hogged = vm.shared.heartbeat.end();
         trace::trace_step(cell.pid, &step);
         cell.record(st.position(), st.reductions);

@@ -400,7 +400,8 @@ impl Executors {
                 Ok(e)
             }
             Bind::Arg0 => {
-                let first = args.first().unwrap_or(&vm_core::Value::Nil);
+                let nil = vm_core::Value::Nil;
+                let first = args.first().unwrap_or(&nil);
                 let Some(res) = vm_io::affine::resource(first) else {
                     return Err(vm_core::Exception::type_error(format!(
                         "{native}: expected a resource bound to a thread, got {}",

@@ -181,6 +181,11 @@ impl Host for ActorHost<'_> {
                 }
                 Ok(Value::Nil)
             }
+            // Monitors and references share the counter (a snapshot keeps it), so every
+            // reference this VM makes is new; 2^48 of them exhaust no run.
+            ActorOp::MakeRef => Ok(Value::Ref(vm_core::value::Ref(
+                vm.next_ref() as u64 & ((1 << vm_core::value::Ref::SERIAL_BITS) - 1),
+            ))),
             ActorOp::Monitor(pid) => {
                 let r = vm.next_ref();
                 let alive = vm.lookup(pid).is_some_and(|c| {

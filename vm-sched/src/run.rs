@@ -48,6 +48,9 @@ pub struct RunOptions {
     pub workers: Option<NonZeroUsize>,
     /// What the program may do (`--allow-net`, `--allow-read`, `--allow-write`).
     pub perms: vm_io::Permissions,
+    /// Seeds the actors' random generators (`--seed`), so a run can be repeated; `None`
+    /// seeds them from the process's own randomness.
+    pub seed: Option<u64>,
     /// The heartbeat warns of an actor holding a worker thread longer than this (milliseconds).
     pub hog_threshold_ms: u64,
     /// The VM-wide memory budget in bytes (`--max-memory`; see `budget`).
@@ -62,6 +65,7 @@ impl Default for RunOptions {
             max_frames: config.max_frames,
             workers: None,
             perms: vm_io::Permissions::default(),
+            seed: None,
             hog_threshold_ms: config.hog_threshold_ms,
             max_memory: None,
         }
@@ -75,6 +79,7 @@ impl RunOptions {
             fuel: self.fuel_per_slice.max(1),
             max_frames: self.max_frames,
             perms: self.perms.clone(),
+            seed: self.seed,
             hog_threshold_ms: self.hog_threshold_ms,
             max_memory: self.max_memory,
             ..Config::default()
@@ -337,10 +342,15 @@ mod tests {
         assert_eq!(o.fuel_per_slice, Config::default().fuel);
         assert_eq!(o.max_frames, vm_core::step::DEFAULT_MAX_FRAMES);
         assert_eq!(o.workers, None);
-        let c =
-            RunOptions { fuel_per_slice: 0, max_frames: 7, hog_threshold_ms: 5000, ..RunOptions::default() }
-                .config();
-        assert_eq!((c.fuel, c.max_frames, c.hog_threshold_ms), (1, 7, 5000));
+        let c = RunOptions {
+            fuel_per_slice: 0,
+            max_frames: 7,
+            hog_threshold_ms: 5000,
+            seed: Some(3),
+            ..RunOptions::default()
+        }
+        .config();
+        assert_eq!((c.fuel, c.max_frames, c.hog_threshold_ms, c.seed), (1, 7, 5000, Some(3)));
         let c = RunOptions { max_memory: Some(1 << 30), ..RunOptions::default() }.config();
         assert_eq!(c.max_memory, Some(1 << 30));
     }

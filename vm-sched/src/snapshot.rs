@@ -282,8 +282,8 @@ pub async fn restore(
         made_tables.push(table);
     }
     for r in &s.resources {
-        if let Value::Res(h) = vm.shared.io.reopen(r.id, r.owner, &r.label, &r.recipe).await {
-            res.insert(r.id, h);
+        if let Value::Res(h) = &vm.shared.io.reopen(r.id, r.owner, &r.label, &r.recipe).await {
+            res.insert(r.id, h.clone());
         }
     }
     let reader = Reader::new(s.values, chans, res);

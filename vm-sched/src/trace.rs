@@ -221,6 +221,7 @@ impl fmt::Display for DescribeOp<'_> {
             ActorOp::Link(pid) => write!(f, "link {pid}"),
             ActorOp::Unlink(pid) => write!(f, "unlink {pid}"),
             ActorOp::Monitor(pid) => write!(f, "monitor {pid}"),
+            ActorOp::MakeRef => write!(f, "make_ref"),
             ActorOp::Demonitor(r) => write!(f, "demonitor {r}"),
             ActorOp::TrapExit(on) => write!(f, "trap_exit {on}"),
             ActorOp::Exit(pid, reason) => write!(f, "exit signal to {pid} with reason {}", reason.repr()),

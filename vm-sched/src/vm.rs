@@ -102,6 +102,10 @@ pub struct Config {
     /// actor holding the most is ended with `{:limit, :memory}`. Enforced only in a process
     /// that counts its allocations (`budget::install_memory_probe`).
     pub max_memory: Option<u64>,
+    /// Where the random generators of the actors the runtime starts itself come from (the
+    /// main actor first): the same seed gives the same seeds (see `vm_core::rng`). `None`:
+    /// from the process's own randomness.
+    pub seed: Option<u64>,
 }
 
 impl Default for Config {
@@ -113,6 +117,7 @@ impl Default for Config {
             hog_threshold_ms: 100,
             perms: vm_io::Permissions::default(),
             max_memory: None,
+            seed: None,
         }
     }
 }
@@ -147,6 +152,8 @@ pub(crate) struct Shared {
     next_pid: AtomicU64,
     next_ref: AtomicU64,
     next_chan: AtomicU64,
+    /// The generator the runtime seeds actors from when no spawner does (see [`Vm::fresh_seed`]).
+    seeds: Mutex<u64>,
     live: AtomicUsize,
     /// See the module docs: actors not parked indefinitely, plus external holders.
     pub(crate) active: AtomicUsize,
@@ -238,6 +245,7 @@ impl Vm {
     pub(crate) fn with_driver(config: Config, output: Arc<dyn Output>, start_actor: StartActor) -> Vm {
         let shards = (0..SHARDS).map(|_| Mutex::new(PidMap::default())).collect();
         let config_hog = config.hog_threshold_ms;
+        let seed = config.seed.unwrap_or_else(entropy);
         let io = vm_io::Io::new(config.perms.clone(), Arc::new(ConsoleOf(output.clone())));
         let heartbeat = Arc::new(Heartbeat::new(config_hog));
         let executors = crate::affine::Executors::new(&heartbeat);
@@ -249,6 +257,7 @@ impl Vm {
                 next_pid: AtomicU64::new(1),
                 next_ref: AtomicU64::new(1),
                 next_chan: AtomicU64::new(1),
+                seeds: Mutex::new(seed),
                 live: AtomicUsize::new(0),
                 active: AtomicUsize::new(0),
                 idle: tokio::sync::Notify::new(),
@@ -320,6 +329,12 @@ impl Vm {
         self.shared.next_ref.fetch_add(1, Ordering::Relaxed) as i64
     }
 
+    /// A seed for an actor whose spawner gave none (the main actor, the REPL's, a remote
+    /// spawn's, a restored one's): the next output of the VM's own generator.
+    pub(crate) fn fresh_seed(&self) -> u64 {
+        vm_core::rng::next(&mut lock(&self.shared.seeds))
+    }
+
     fn shard(&self, pid: Pid) -> &Mutex<PidMap> {
         &self.shared.shards[(pid.0 as usize) % SHARDS]
     }
@@ -374,6 +389,7 @@ impl Vm {
             }
         };
         state.max_frames = opts.max_frames.unwrap_or(self.shared.config.max_frames);
+        state.rng = opts.seed.unwrap_or_else(|| self.fresh_seed());
         let pid = Pid(self.shared.next_pid.fetch_add(1, Ordering::Relaxed));
         let cell = Arc::new(ActorCell::new(pid, module.clone(), opts.max_mailbox));
         if let Some(max) = opts.max_heap {
@@ -732,7 +748,10 @@ impl Vm {
     }
 
     /// Starts a restored actor's task with its state.
-    pub(crate) fn start_restored(&self, cell: Arc<ActorCell>, st: ActorState) {
+    pub(crate) fn start_restored(&self, cell: Arc<ActorCell>, mut st: ActorState) {
+        // A snapshot does not hold the generators' states: each restored actor starts a new
+        // stream (docs/snapshots.md).
+        st.rng = self.fresh_seed();
         let func = st.frames.first().map_or(0, |f| f.func);
         let span = trace::actor_span(cell.pid, &cell.module, func);
         (self.shared.start_actor)(self.clone(), cell, st, span);
@@ -752,4 +771,12 @@ impl Vm {
     pub(crate) fn flush_output(&self) {
         self.shared.output.flush();
     }
+}
+
+/// A seed from the process's own randomness: std's per-process random hash keys, mixed with
+/// the clock.
+fn entropy() -> u64 {
+    use std::hash::BuildHasher;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    std::hash::RandomState::new().hash_one(now.as_nanos())
 }

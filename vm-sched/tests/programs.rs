@@ -30,6 +30,7 @@
 //! - `limit-ms=N`: how long the program may run (default 30000); a program still running then
 //!   is left behind and its error text is `still running after N ms`;
 //! - `rounds=N`: run the program N times (default 1), each run checked: for races.
+//! - `seed=N`: seeds the random generators, as `vm run --seed N`.
 //!
 //! In a value, `$TMP` stands for a scratch directory made empty for each run.
 //!
@@ -79,6 +80,7 @@ fn settings(source: &str, tmp: &Path) -> Result<Settings, String> {
             "max-actors" => s.setup.config.max_actors = number(key)? as usize,
             "limit-ms" => s.setup.limit = Duration::from_millis(number(key)?),
             "rounds" => s.rounds = number(key)? as u32,
+            "seed" => s.setup.config.seed = Some(number(key)?),
             "allow-net" => perms.net = vm_io::Permissions::parse_net(value.as_deref())?,
             "allow-read" => perms.read = vm_io::Permissions::parse_paths(value.as_deref(), "--allow-read")?,
             "allow-write" => {

@@ -307,7 +307,7 @@ fn edit_distance(a: &str, b: &str) -> usize {
 fn path(rest: &str) -> Result<String, String> {
     match rest {
         "" => Err(usage("load")),
-        quoted if quoted.starts_with('"') => match vm_core::asm::parse_value(quoted) {
+        quoted if quoted.starts_with('"') => match &vm_core::asm::parse_value(quoted) {
             Ok(Value::Str(s)) => Ok(s.to_string()),
             _ => Err(format!("malformed file name {quoted}")),
         },

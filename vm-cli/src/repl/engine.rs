@@ -235,7 +235,7 @@ impl Engine {
             // As `vm run` passes its arguments: a list of strings. A string literal stands for
             // its contents, so arguments with spaces can be written.
             let strings = args.iter().map(|a| match vm_core::asm::parse_value(a) {
-                Ok(Value::Str(s)) => Value::Str(s),
+                Ok(s @ Value::Str(_)) => s,
                 _ => Value::str(a.as_str()),
             });
             vec![Value::list(strings.collect())]

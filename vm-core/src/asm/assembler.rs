@@ -67,6 +67,24 @@ struct Pending {
     bad: bool,
 }
 
+/// Scratch register slots of operand lists are written as `SCRATCH + k` until `.end` places them
+/// above every register the function names itself (so a list never overwrites one of them).
+const SCRATCH: i64 = -(1 << 40);
+
+/// An operand list item.
+enum Item {
+    Reg(i64),
+    Const(Value),
+}
+
+/// A parsed operand list: the window it becomes, and the items to load into scratch registers
+/// first (none when the items are already a run of consecutive registers).
+struct OperandList {
+    start: i64,
+    count: i64,
+    moves: Vec<Item>,
+}
+
 /// A use of a label or function name, patched once the name's index is known.
 struct NameRef {
     instr: usize,
@@ -99,8 +117,10 @@ struct FuncBuild {
     labels: HashMap<String, (u32, usize, usize)>,
     label_refs: Vec<NameRef>,
     func_refs: Vec<NameRef>,
-    /// The highest register the function uses (windows included).
+    /// The highest register the function uses (windows included, scratch registers not).
     max_reg: Option<i64>,
+    /// How many scratch registers its operand lists need (see [`SCRATCH`]).
+    scratch: i64,
     line_override: Option<u32>,
     debug_file: String,
 }
@@ -283,14 +303,18 @@ impl Asm<'_> {
                 .with_hint("put instructions between `.func NAME ARITY` and `.end`"));
         };
         let result = self.instruction(f, &mut c);
-        f.lines.push(f.line_override.unwrap_or(line_no));
+        let line = f.line_override.unwrap_or(line_no);
         match result {
-            Ok(p) => {
-                f.code.push(p);
+            Ok(ps) => {
+                for p in ps {
+                    f.code.push(p);
+                    f.lines.push(line);
+                }
                 Ok(())
             }
             Err(e) => {
                 f.code.push(Pending { op: Opcode::Nop, vals: Vec::new(), at: e.at, len: e.len, bad: true });
+                f.lines.push(line);
                 Err(e)
             }
         }
@@ -314,7 +338,9 @@ impl Asm<'_> {
 
     // ---- instructions
 
-    fn instruction(&mut self, f: &mut FuncBuild, c: &mut Cursor) -> PResult<Pending> {
+    /// One instruction line: the instruction, preceded by the moves its operand list expands
+    /// to (see [`SCRATCH`]).
+    fn instruction(&mut self, f: &mut FuncBuild, c: &mut Cursor) -> PResult<Vec<Pending>> {
         let at = c.pos;
         let mnemonic = c.ident().unwrap_or("");
         let Some(op) = Opcode::from_mnemonic(mnemonic) else {
@@ -324,8 +350,34 @@ impl Asm<'_> {
             return Err(c.expected("a space after the mnemonic"));
         }
         let len = c.end() - at;
-        let spans = lex::split_operands(c.src(), c.pos, c.end())?;
+        let mut spans = lex::split_operands(c.src(), c.pos, c.end())?;
+        let op = const_form(op, c.src(), &spans);
         let kinds = op.operands();
+        // An operand list `[a, b, ...]` in place of a window's `reg, count`.
+        let window = kinds.windows(2).position(|k| k == [OperandKind::Reg, OperandKind::Count]);
+        // Scratch slots are handed out in operand order within the instruction.
+        let mut slots = 0;
+        let mut list = None;
+        if let Some(w) = window
+            && spans.len() + 1 == kinds.len()
+            && c.src()[spans[w].0..spans[w].1].starts_with('[')
+        {
+            let (s, e) = spans[w];
+            let l = self.operand_list(f, c.src(), s, e, slots, false)?;
+            slots += l.moves.len() as i64;
+            list = Some(l);
+            spans.insert(w + 1, (s, e));
+        }
+        // A tuple `{item, ...}` in place of a register operand: built in a scratch register.
+        let mut tuples: Vec<(usize, OperandList)> = Vec::new();
+        for (i, &(s, e)) in spans.iter().enumerate() {
+            if kinds.get(i) == Some(&OperandKind::Reg) && Some(i) != window && c.src()[s..e].starts_with('{')
+            {
+                let l = self.operand_list(f, c.src(), s, e, slots, true)?;
+                slots += l.moves.len() as i64 + 1;
+                tuples.push((i, l));
+            }
+        }
         if spans.len() != kinds.len() {
             let n = kinds.len();
             let msg = format!(
@@ -337,6 +389,16 @@ impl Asm<'_> {
         }
         let mut parsed: Vec<(Operand, usize, usize)> = Vec::with_capacity(kinds.len());
         for (i, (&kind, &(s, e))) in kinds.iter().zip(&spans).enumerate() {
+            if let (Some(w), Some(l)) = (window, &list)
+                && (i == w || i == w + 1)
+            {
+                parsed.push((Operand::Val(if i == w { l.start } else { l.count }), s, e - s));
+                continue;
+            }
+            if let Some((_, l)) = tuples.iter().find(|(k, _)| *k == i) {
+                parsed.push((Operand::Val(l.start + l.count), s, e - s));
+                continue;
+            }
             let prev = match parsed.last() {
                 Some((Operand::Val(v), ..)) if i > 0 => Some(*v),
                 _ => None,
@@ -347,7 +409,17 @@ impl Asm<'_> {
             parsed.push((operand, s, e - s));
         }
         // Every operand is good: only now record name uses, pool constants and count registers.
-        let instr = f.code.len();
+        let mut out = Vec::new();
+        if let Some(l) = list {
+            out.extend(self.list_moves(f, l, at, len));
+        }
+        for (_, l) in tuples {
+            let (items, n) = (l.start, l.count);
+            out.extend(self.list_moves(f, l, at, len));
+            out.push(Pending { op: Opcode::Tuple, vals: vec![items + n, items, n], at, len, bad: false });
+            f.scratch = f.scratch.max(items + n - SCRATCH + 1);
+        }
+        let instr = f.code.len() + out.len();
         let mut vals = Vec::with_capacity(kinds.len());
         for (i, ((operand, at, len), &kind)) in parsed.into_iter().zip(kinds).enumerate() {
             let val = match operand {
@@ -367,10 +439,87 @@ impl Asm<'_> {
                 OperandKind::Count if val > 0 => vals.last().map(|reg| reg + val - 1),
                 _ => None,
             };
-            f.max_reg = f.max_reg.max(highest);
+            // Scratch registers are placed above every other register at `.end`.
+            if highest.is_none_or(|h| h >= 0) {
+                f.max_reg = f.max_reg.max(highest);
+            }
             vals.push(val);
         }
-        Ok(Pending { op, vals, at, len, bad: false })
+        out.push(Pending { op, vals, at, len, bad: false });
+        Ok(out)
+    }
+
+    /// Parses an operand list `[item, ...]` (or a tuple's items `{item, ...}`) spanning `s..e`:
+    /// each item a register or a constant. Registers already in a run `rK, rK+1, ...` are the
+    /// window itself, unless `always` (a tuple needs its own registers): otherwise the items
+    /// are loaded into the scratch slots from `slot`.
+    fn operand_list(
+        &self,
+        f: &FuncBuild,
+        src: &str,
+        s: usize,
+        e: usize,
+        slot: i64,
+        always: bool,
+    ) -> PResult<OperandList> {
+        let inner = lex::split_operands(src, s + 1, e - 1)?;
+        let mut items = Vec::with_capacity(inner.len());
+        for &(a, b) in &inner {
+            let mut oc = Cursor::new(src, a, b);
+            let item = if is_register(src[a..b].trim()) {
+                match self.operand(f, OperandKind::Reg, &mut oc, None)? {
+                    Operand::Val(r) => Item::Reg(r),
+                    _ => unreachable!("a register operand is a value"),
+                }
+            } else {
+                Item::Const(self.constant(&mut oc)?)
+            };
+            oc.expect_end("the list item")?;
+            items.push(item);
+        }
+        let count = items.len() as i64;
+        if count > i64::from(u16::MAX) {
+            return Err(SpanError::new(s, e - s, format!("a list of {count} operands is too long")));
+        }
+        let run = match items.first() {
+            _ if always => None,
+            None => Some(0),
+            Some(Item::Reg(first)) => {
+                let consecutive = items
+                    .iter()
+                    .enumerate()
+                    .all(|(k, it)| matches!(it, Item::Reg(r) if *r == first + k as i64));
+                consecutive.then_some(*first)
+            }
+            Some(Item::Const(_)) => None,
+        };
+        Ok(match run {
+            Some(start) => OperandList { start, count, moves: Vec::new() },
+            None => OperandList { start: SCRATCH + slot, count, moves: items },
+        })
+    }
+
+    /// The instructions that load an operand list's items into scratch registers (slots
+    /// `SCRATCH..`, placed at `.end`), recording the registers they read.
+    fn list_moves(&mut self, f: &mut FuncBuild, l: OperandList, at: usize, len: usize) -> Vec<Pending> {
+        if !l.moves.is_empty() {
+            f.scratch = f.scratch.max(l.start - SCRATCH + l.moves.len() as i64);
+        }
+        let mut out = Vec::with_capacity(l.moves.len());
+        for (k, item) in l.moves.into_iter().enumerate() {
+            let dst = l.start + k as i64;
+            let (op, vals) = match item {
+                Item::Reg(r) => {
+                    f.max_reg = f.max_reg.max(Some(r));
+                    (Opcode::Move, vec![dst, r])
+                }
+                Item::Const(Value::Int(i)) if i32::try_from(i).is_ok() => (Opcode::Int, vec![dst, i]),
+                Item::Const(Value::Nil) => (Opcode::Nil, vec![dst]),
+                Item::Const(v) => (Opcode::Const, vec![dst, self.pool(v)]),
+            };
+            out.push(Pending { op, vals, at, len, bad: false });
+        }
+        out
     }
 
     /// Parses one operand of kind `kind`; `prev` is the previous operand's value (the window's
@@ -576,6 +725,7 @@ impl Asm<'_> {
             label_refs: Vec::new(),
             func_refs: Vec::new(),
             max_reg: None,
+            scratch: 0,
             line_override: None,
             debug_file,
         };
@@ -628,7 +778,19 @@ impl Asm<'_> {
             return Err(span(format!("includes nest more than {MAX_INCLUDE_DEPTH} deep")));
         }
         let from_name = self.sources[from].name.clone();
-        let (name, text) = match self.loader.load(path, Some(&from_name)) {
+        let loaded = if super::stdlib::reserved(path) {
+            match super::stdlib::file(path) {
+                Some(text) => Ok((path.to_string(), text.to_string())),
+                None => {
+                    let names: Vec<&str> = super::stdlib::names().collect();
+                    return Err(span(format!("there is no `{path}` in the standard library"))
+                        .with_hint(format!("it has {}", names.join(", "))));
+                }
+            }
+        } else {
+            self.loader.load(path, Some(&from_name))
+        };
+        let (name, text) = match loaded {
             Ok(loaded) => loaded,
             Err(LoadError::Unreadable(msg)) => return Err(span(format!("cannot include `{path}`: {msg}"))),
             Err(e @ LoadError::NotUtf8 { .. }) => {
@@ -730,6 +892,35 @@ impl Asm<'_> {
             }
         }
         let used = f.max_reg.map_or(0, |r| r + 1).max(i64::from(f.arity)).max(1);
+        // Scratch registers go above every register the function names, or at the top of an
+        // explicit register count.
+        let base = match f.regs {
+            Some(regs) if f.scratch > 0 => i64::from(regs) - f.scratch,
+            _ => used,
+        };
+        if f.scratch > 0 && (base < used || base + f.scratch - 1 > MAX_REG) {
+            let e = SpanError::new(
+                f.at,
+                f.len,
+                format!(
+                    "`{}` has no room for the {} scratch registers its operand lists need",
+                    f.name, f.scratch
+                ),
+            )
+            .with_hint(format!(
+                "raise REGS in its `.func` to at least {}, or leave it out",
+                used + f.scratch
+            ));
+            self.error(src, e);
+        }
+        for p in code.iter_mut() {
+            for (v, k) in p.vals.iter_mut().zip(p.op.operands()) {
+                if matches!(k, OperandKind::Dst | OperandKind::Reg) && *v < 0 {
+                    *v = (*v - SCRATCH + base).clamp(0, MAX_REG);
+                }
+            }
+        }
+        let used = if f.scratch > 0 { base + f.scratch } else { used };
         let nregs = f.regs.unwrap_or_else(|| u16::try_from(used).unwrap_or(u16::MAX));
         let debug_file = match self.debug_files.iter().position(|n| *n == f.debug_file) {
             Some(i) => to_u32(i),
@@ -861,6 +1052,17 @@ fn register(c: &mut Cursor) -> PResult<i64> {
         Ok(n) if n <= MAX_REG => Ok(n),
         _ => Err(SpanError::new(at, word.len(), format!("register `{word}` is out of range"))
             .with_hint(format!("registers are r0 to r{MAX_REG}"))),
+    }
+}
+
+/// `jeq a, CONST, target` and `jne a, CONST, target` are `jeqk` and `jnek`: the comparison
+/// with a constant picks its op by the form of the second operand, as people expect of `jeq`.
+fn const_form(op: Opcode, src: &str, spans: &[(usize, usize)]) -> Opcode {
+    let constant = spans.get(1).is_some_and(|&(s, e)| !is_register(src[s..e].trim()));
+    match op {
+        Opcode::Jeq if constant && spans.len() == 3 => Opcode::Jeqk,
+        Opcode::Jne if constant && spans.len() == 3 => Opcode::Jnek,
+        _ => op,
     }
 }
 

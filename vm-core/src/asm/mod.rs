@@ -24,6 +24,7 @@
 mod assembler;
 mod lex;
 mod literal;
+pub mod stdlib;
 #[cfg(test)]
 mod tests;
 

@@ -118,6 +118,92 @@ fn every_opcode_assembles_from_its_op_list_syntax() {
 }
 
 #[test]
+fn an_operand_list_expands_to_the_moves_a_person_would_write() {
+    // Scratch registers go above every register the function names (r0..r5 here), so the
+    // list overwrites none of them; the module is exactly the hand-written one.
+    let sugar = asm(r#"
+.func main 1
+    int r1, 7
+    const r5, "x"
+again:
+    tuple r2, [:meet, r1, r0, 3000000000]
+    call r3, pair, [r5, r1]
+    call r4, pair, [r1, r2]
+    jeq r2, nil, again
+    ret r2
+.end
+
+.func pair 2
+    tuple r2, [r1, r0]
+    ret r2
+.end
+"#);
+    let by_hand = asm(r#"
+.func main 1
+    int r1, 7
+    const r5, "x"
+again:
+    const r6, :meet
+    move r7, r1
+    move r8, r0
+    const r9, 3000000000
+    tuple r2, r6, 4
+    move r6, r5
+    move r7, r1
+    call r3, pair, r6, 2
+    call r4, pair, r1, 2
+    jeq r2, nil, again
+    ret r2
+.end
+
+.func pair 2
+    move r3, r1
+    move r4, r0
+    tuple r2, r3, 2
+    ret r2
+.end
+"#);
+    assert_eq!(sugar.funcs, by_hand.funcs);
+    assert_eq!(sugar.consts, by_hand.consts);
+    // The label marks the first move, so a jump back builds the tuple again.
+    assert_eq!(sugar.funcs[0].code[11], Instr::Jeqk { a: 2, k: 3, target: 2 });
+}
+
+#[test]
+fn a_tuple_in_place_of_a_register_is_built_in_scratch_registers() {
+    let sugar = asm(
+        ".func main 1\n    self r1\n    send r1, {:meet, r1, r0}\n    recvp r2, {:meet, r1, :_}\n    ret r2\n.end\n",
+    );
+    let by_hand = asm(
+        ".func main 1\n    self r1\n    const r3, :meet\n    move r4, r1\n    move r5, r0\n    tuple r6, r3, 3\n    send r1, r6\n    const r3, :meet\n    move r4, r1\n    const r5, :_\n    tuple r6, r3, 3\n    recvp r2, r6\n    ret r2\n.end\n",
+    );
+    assert_eq!(sugar.funcs, by_hand.funcs);
+}
+
+#[test]
+fn operand_lists_take_small_ints_nil_and_empty_lists_and_are_checked() {
+    let m = asm(".func main 0\n    list r0, [1, nil]\n    spawn r1, r0, []\n    ret r0\n.end\n");
+    assert_eq!(
+        m.funcs[0].code[..4],
+        [
+            Instr::Int { dst: 2, imm: 1 },
+            Instr::Nil { dst: 3 },
+            Instr::List { dst: 0, items: 2, n: 2 },
+            Instr::Spawn { dst: 1, f: 0, args: 0, n: 0 },
+        ]
+    );
+    assert_eq!(m.funcs[0].nregs, 4);
+    // An explicit register count must leave room for the scratch registers, at its top.
+    let m = asm(".func main 0 8\n    tuple r0, [r1, :a]\n    ret r0\n.end\n");
+    assert_eq!(m.funcs[0].code[2], Instr::Tuple { dst: 0, items: 6, n: 2 });
+    let e = error(".func main 0 3\n    int r2, 1\n    tuple r0, [r1, :a]\n    ret r0\n.end\n");
+    assert!(e.message.contains("no room for the 2 scratch registers"), "{e:?}");
+    assert!(e.hint.as_deref().unwrap_or("").contains("at least 5"), "{e:?}");
+    let e = error(".func main 0\n    tuple r0, [r1, nope]\n    ret r0\n.end\n");
+    assert!(e.message.contains("nope") || e.message.contains("expected"), "{e:?}");
+}
+
+#[test]
 fn labels_resolve_forward_and_backward() {
     let m = asm("
 .func count 1
@@ -589,6 +675,35 @@ fn complete_programs_in_the_language_guide_assemble() {
         rest = &body[end + 3..];
     }
     assert!(blocks >= 5, "only {blocks} complete programs found");
+}
+
+#[test]
+fn complete_programs_in_the_std_guide_assemble() {
+    let guide = include_str!("../../../docs/std.md");
+    let mut blocks = 0;
+    for block in guide.split("```vasm\n").skip(1) {
+        let body = &block[..block.find("```").expect("closed code block")];
+        if let Err(e) = assemble_str("std_guide.vasm", body) {
+            panic!("a program in docs/std.md does not assemble:\n{e}\n{body}");
+        }
+        blocks += 1;
+    }
+    assert!(blocks >= 1, "no complete program found in docs/std.md");
+}
+
+#[test]
+fn the_standard_library_is_included_from_the_binary_not_the_loader() {
+    // The loader holds only the main file: `std/` paths never reach it.
+    let mut files = MemLoader::new();
+    files.insert("deep/dir/main.vasm", ".include \"std/list.vasm\"\n.func main 1\n    ret r0\n.end\n");
+    let m = assemble("deep/dir/main.vasm", &mut files).unwrap_or_else(|e| panic!("{e}"));
+    for f in ["list_map", "list_fold", "list_filter", "list_each"] {
+        assert!(m.func_index(f).is_some(), "{f}");
+    }
+    assert!(m.debug.expect("debug").files.contains(&"std/list.vasm".to_string()));
+    let e = error(".include \"std/nope.vasm\"\n.func main 1\n    ret r0\n.end\n");
+    assert!(e.message.contains("no `std/nope.vasm` in the standard library"), "{e:?}");
+    assert!(e.hint.as_deref().unwrap_or("").contains("std/list.vasm"), "{e:?}");
 }
 
 #[test]

@@ -313,7 +313,7 @@ fn put_const(out: &mut Vec<u8>, v: &Value) {
                 put_const(out, v);
             }
         }
-        Value::Pid(_) | Value::Chan(_) | Value::Res(_) | Value::Fun(_) => {
+        Value::Pid(_) | Value::Ref(_) | Value::Chan(_) | Value::Res(_) | Value::Fun(_) => {
             // Run-time values have no encoding (see the module docs): the assembler never pools
             // them and the verifier rejects them, so reaching this is a bug in the caller.
             debug_assert!(false, "constant {v:?} has no encoding in the .vbc format");

@@ -21,11 +21,14 @@ pub(super) fn spawn<H: Host + ?Sized>(
     host: &mut H,
     f: &Value,
     args: Vec<Value>,
-    opts: SpawnOpts,
+    mut opts: SpawnOpts,
+    rng: &mut u64,
 ) -> Result<Value, Exception> {
     let Value::Fun(c) = f else {
         return Err(type_err("spawn", "a function value", f));
     };
+    // The child's generator is seeded from this actor's, so a seeded run is reproducible.
+    opts.seed = Some(crate::rng::next(rng));
     let (pid, monitor) = host.spawn(c.clone(), args, opts)?;
     Ok(match monitor {
         Some(r) => Value::tuple(vec![Value::Pid(pid), Value::Int(r)]),

@@ -43,15 +43,33 @@ fn palette() -> Vec<Value> {
     ]
 }
 
-/// The constant pool: the names of [`BeginningHost`]'s natives (one it begins, one it leaves to
-/// the runtime, one that completes at once) and a name that is no native.
+/// The constant pool starts with the names of [`BeginningHost`]'s natives (one it begins, one
+/// it leaves to the runtime, one that completes at once) and a name that is no native.
 const NATIVES: [&str; 4] = ["io", "pool", "ready", "nope"];
 
-/// The values tried for an operand of each kind.
-fn choices(kind: OperandKind, nregs: usize) -> Vec<i64> {
+/// Then a `format` template taking one value (the windows here have one register)...
+const TEMPLATE: i64 = NATIVES.len() as i64;
+
+/// ... and a constant equal to a palette register (`5`), so a comparison with a constant can
+/// hold.
+const FIVE: i64 = TEMPLATE + 1;
+
+/// The constant pool: see [`NATIVES`], [`TEMPLATE`] and [`FIVE`].
+fn consts() -> Vec<Value> {
+    let mut k: Vec<Value> = NATIVES.iter().map(|n| Value::atom(n)).collect();
+    k.push(Value::str("v=~p"));
+    k.push(Value::Int(5));
+    k
+}
+
+/// The values tried for an operand of each kind, in an instruction of `op`.
+fn choices(op: Opcode, kind: OperandKind, nregs: usize) -> Vec<i64> {
     match kind {
         OperandKind::Dst | OperandKind::Reg => (0..nregs as i64).collect(),
         OperandKind::Count => vec![1],
+        // Only a template verifies as `format`'s constant.
+        OperandKind::Const if op == Opcode::Format => vec![TEMPLATE],
+        OperandKind::Const if matches!(op, Opcode::Jeqk | Opcode::Jnek) => vec![0, FIVE],
         OperandKind::Const => (0..NATIVES.len() as i64).collect(),
         OperandKind::Label => vec![LABEL as i64],
         OperandKind::Func => vec![1],
@@ -66,7 +84,7 @@ fn instances(op: Opcode, nregs: usize) -> Vec<Instr> {
         combos = combos
             .into_iter()
             .flat_map(|c| {
-                choices(kind, nregs).into_iter().map(move |v| {
+                choices(op, kind, nregs).into_iter().map(move |v| {
                     let mut c = c.clone();
                     c.push(v);
                     c
@@ -126,7 +144,7 @@ fn run(m: &Module, host: &mut BeginningHost) -> Seen {
 fn every_column_of_the_op_list_matches_what_the_stepper_does() {
     let nregs = palette().len();
     let mut module = Module {
-        consts: NATIVES.iter().map(|n| Value::atom(n)).collect(),
+        consts: consts(),
         funcs: vec![
             Function {
                 name: "main".into(),

@@ -17,7 +17,7 @@ use crate::atom::atoms;
 use crate::exception::Exception;
 use crate::mem::{self, MemUse, Meter};
 use crate::module::Module;
-use crate::step::{Caught, Fault, Frame, Handler, Host};
+use crate::step::{Caught, Fault, Frame, Handler, Host, Rare};
 use crate::value::{Closure, Value};
 use std::sync::Arc;
 
@@ -61,7 +61,7 @@ pub(super) fn unwind(
     stack: &mut [Value],
     frames: &mut Vec<Frame>,
     handlers: &mut Vec<Handler>,
-    caught: &mut Option<Box<Caught>>,
+    rare: &mut Option<Box<Rare>>,
     m: &Module,
     e: Exception,
 ) -> Result<(), Fault> {
@@ -90,7 +90,7 @@ pub(super) fn unwind(
     let end = running_top.clamp(top, stack.len());
     reset(&mut stack[top..end]);
     stack[frame.base as usize + h.dst as usize] = e.to_value();
-    let log = caught.get_or_insert_with(Default::default);
+    let log = rare.get_or_insert_with(Default::default).caught.get_or_insert_with(Caught::default);
     log.count += 1;
     log.last = Some((e, func, pc));
     if let Some(last) = frames.last_mut() {

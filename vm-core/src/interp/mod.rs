@@ -114,10 +114,10 @@ pub fn step<H: Host + ?Sized>(st: &mut ActorState, m: &Module, host: &mut H, fue
 #[inline(never)]
 fn run<H: Host + ?Sized>(st: &mut ActorState, m: &Module, host: &mut H, mut fuel: u32) -> (Step, u32) {
     let max_frames = st.max_frames as usize;
-    let ActorState { regs: stack, frames, handlers, pending, caught, meter, .. } = st;
+    let ActorState { regs: stack, frames, handlers, rare, rng, meter, .. } = st;
     // An exception left by `resume` is raised at the blocked instruction before anything runs.
-    if let Some(e) = pending.take()
-        && let Err(fault) = unwind(stack, frames, handlers, caught, m, *e)
+    if let Some(e) = rare.as_mut().and_then(|r| r.pending.take())
+        && let Err(fault) = unwind(stack, frames, handlers, rare, m, e)
     {
         return (Step::Failed(fault), fuel);
     }
@@ -172,7 +172,7 @@ fn run<H: Host + ?Sized>(st: &mut ActorState, m: &Module, host: &mut H, mut fuel
         ($e:expr) => {{
             let e: Exception = $e;
             save!();
-            match unwind(stack, frames, handlers, caught, m, e) {
+            match unwind(stack, frames, handlers, rare, m, e) {
                 Ok(()) => {
                     let f = *frames.last().expect("unwind keeps the handler's frame");
                     func = &m.funcs[f.func as usize];
@@ -559,7 +559,18 @@ fn run<H: Host + ?Sized>(st: &mut ActorState, m: &Module, host: &mut H, mut fuel
             | Instr::Ctrysend { .. }
             | Instr::Ctryrecv { .. }
             | Instr::Cclose { .. }
-            | Instr::Select { .. } => {}
+            | Instr::Select { .. }
+            | Instr::Addw { .. }
+            | Instr::Subw { .. }
+            | Instr::Mulw { .. }
+            | Instr::Lsr { .. }
+            | Instr::Jeqk { .. }
+            | Instr::Jnek { .. }
+            | Instr::Format { .. }
+            | Instr::Rand { .. }
+            | Instr::Randf { .. }
+            | Instr::Randb { .. }
+            | Instr::MakeRef { .. } => {}
         }
         // The spawn instructions' fuel column (see `SPAWN_FUEL`): charged here, before the
         // spawn; the next call or backward jump yields once the fuel is spent.
@@ -567,7 +578,7 @@ fn run<H: Host + ?Sized>(st: &mut ActorState, m: &Module, host: &mut H, mut fuel
             fuel = fuel.saturating_sub(SPAWN_FUEL);
         }
         // The instruction's slow path, or an instruction with no fast path.
-        let flow = slow(*instr, regs, m, host, handlers, (frames.len() - 1) as u32, meter);
+        let flow = slow(*instr, regs, m, host, handlers, rng, (frames.len() - 1) as u32, meter);
         // What it allocated may make a count of the actor's memory due (see `crate::mem`).
         if meter.due()
             && let Err(reason) = recount(stack, frames, handlers, meter, host)

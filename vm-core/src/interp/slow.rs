@@ -35,12 +35,17 @@ use std::sync::Arc;
 /// have one (other operand types, errors, a heap value in the destination). Keeping them out of
 /// `run` keeps the interpreter loop small enough for the compiler to hold its state in registers.
 #[inline(never)]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the loop passes the actor state's fields it holds apart; a struct would be built per call"
+)]
 pub(super) fn slow<H: Host + ?Sized>(
     instr: Instr,
     regs: &mut [Value],
     m: &Module,
     host: &mut H,
     handlers: &mut Vec<Handler>,
+    rng: &mut u64,
     depth: u32,
     meter: &mut Meter,
 ) -> Flow {
@@ -133,6 +138,40 @@ pub(super) fn slow<H: Host + ?Sized>(
         Instr::Shr { dst, a, b } => {
             put!(dst, bitop("shr", &reg!(a), &reg!(b), |x, y| shift_amount(y).map(|s| x >> s)))
         }
+        Instr::Addw { dst, a, b } => {
+            put!(dst, bitop("addw", &reg!(a), &reg!(b), |x, y| Ok(x.wrapping_add(y))))
+        }
+        Instr::Subw { dst, a, b } => {
+            put!(dst, bitop("subw", &reg!(a), &reg!(b), |x, y| Ok(x.wrapping_sub(y))))
+        }
+        Instr::Mulw { dst, a, b } => {
+            put!(dst, bitop("mulw", &reg!(a), &reg!(b), |x, y| Ok(x.wrapping_mul(y))))
+        }
+        Instr::Lsr { dst, a, b } => {
+            put!(
+                dst,
+                bitop("lsr", &reg!(a), &reg!(b), |x, y| shift_amount(y).map(|s| ((x as u64) >> s) as i64))
+            )
+        }
+        Instr::Rand { dst, lo, hi } => {
+            let r = match (&reg!(lo), &reg!(hi)) {
+                (Value::Int(lo), Value::Int(hi)) => crate::rng::int_in(rng, *lo, *hi).map(Value::Int),
+                (lo, hi) => Err(Exception::type_error(format!(
+                    "rand: expected ints, got {} and {}",
+                    lo.type_atom(),
+                    hi.type_atom()
+                ))),
+            };
+            put!(dst, r)
+        }
+        Instr::Randf { dst } => set!(dst, Value::Float(crate::rng::float(rng))),
+        Instr::Randb { dst, n } => {
+            let r = match &reg!(n) {
+                Value::Int(n) => crate::rng::bytes(rng, *n).map(Value::bytes),
+                x => Err(type_err("randb", "an int count", x)),
+            };
+            put!(dst, r)
+        }
         Instr::Tofloat { dst, a } => put!(dst, to_float(&reg!(a))),
         Instr::Toint { dst, a } => put!(dst, to_int(&reg!(a))),
 
@@ -159,6 +198,8 @@ pub(super) fn slow<H: Host + ?Sized>(
         Instr::Jnei { a, imm, target } => {
             branch!(!matches!(reg!(a), Value::Int(x) if x == imm as i64), target)
         }
+        Instr::Jeqk { a, k, target } => branch!(reg!(a) == consts[k as usize], target),
+        Instr::Jnek { a, k, target } => branch!(reg!(a) != consts[k as usize], target),
         Instr::Jlti { a, imm: i, target } => branch!(reg!(a) < imm(i), target),
         Instr::Jlei { a, imm: i, target } => branch!(reg!(a) <= imm(i), target),
         Instr::Jgti { a, imm: i, target } => branch!(reg!(a) > imm(i), target),
@@ -215,7 +256,7 @@ pub(super) fn slow<H: Host + ?Sized>(
         Instr::Len { dst, a } => put!(dst, length(&reg!(a))),
         Instr::Append { dst, l, v } => {
             let item = reg!(v).clone();
-            let list = take_or_clone(regs, dst, l);
+            let mut list = take_or_clone(regs, dst, l);
             alloc!(
                 mem::copy_cost(&list)
                     + match &list {
@@ -223,12 +264,12 @@ pub(super) fn slow<H: Host + ?Sized>(
                         _ => 0,
                     }
             );
-            let r = match list {
-                Value::List(mut items) => {
-                    Arc::make_mut(&mut items).push(item);
-                    Ok(Value::List(items))
+            let r = match &mut list {
+                Value::List(items) => {
+                    Arc::make_mut(items).push(item);
+                    Ok(list)
                 }
-                x => Err(type_err("append", "a list", &x)),
+                x => Err(type_err("append", "a list", x)),
             };
             put!(dst, r)
         }
@@ -241,14 +282,14 @@ pub(super) fn slow<H: Host + ?Sized>(
         Instr::Mput { dst, m: mr, k, v } => {
             let key = reg!(k).clone();
             let val = reg!(v).clone();
-            let map = take_or_clone(regs, dst, mr);
+            let mut map = take_or_clone(regs, dst, mr);
             alloc!(mem::copy_cost(&map) + mem::MAP_ENTRY);
-            let r = match map {
-                Value::Map(mut map) => {
-                    Arc::make_mut(&mut map).insert(key, val);
-                    Ok(Value::Map(map))
+            let r = match &mut map {
+                Value::Map(m) => {
+                    Arc::make_mut(m).insert(key, val);
+                    Ok(map)
                 }
-                x => Err(type_err("mput", "a map", &x)),
+                x => Err(type_err("mput", "a map", x)),
             };
             put!(dst, r)
         }
@@ -268,16 +309,16 @@ pub(super) fn slow<H: Host + ?Sized>(
         }
         Instr::Mdel { dst, m: mr, k } => {
             let key = reg!(k).clone();
-            let map = take_or_clone(regs, dst, mr);
+            let mut map = take_or_clone(regs, dst, mr);
             alloc!(mem::copy_cost(&map));
-            let r = match map {
-                Value::Map(mut map) => {
-                    if map.contains_key(&key) {
-                        Arc::make_mut(&mut map).remove(&key);
+            let r = match &mut map {
+                Value::Map(m) => {
+                    if m.contains_key(&key) {
+                        Arc::make_mut(m).remove(&key);
                     }
-                    Ok(Value::Map(map))
+                    Ok(map)
                 }
-                x => Err(type_err("mdel", "a map", &x)),
+                x => Err(type_err("mdel", "a map", x)),
             };
             put!(dst, r)
         }
@@ -302,6 +343,14 @@ pub(super) fn slow<H: Host + ?Sized>(
         Instr::Upper { dst, s } => put!(dst, made!(map_text("upper", &reg!(s), |t| t.to_ascii_uppercase()))),
         Instr::Lower { dst, s } => put!(dst, made!(map_text("lower", &reg!(s), |t| t.to_ascii_lowercase()))),
         Instr::Byte { dst, s, i } => put!(dst, byte_at(&reg!(s), &reg!(i))),
+        Instr::Format { dst, template, args, n } => {
+            let args = &regs[args as usize..args as usize + n as usize];
+            let r = match &consts[template as usize] {
+                Value::Str(t) => crate::format::format(t, args).map(Value::str),
+                x => Err(type_err("format", "a string template", x)),
+            };
+            put!(dst, made!(r))
+        }
         Instr::Tostr { dst, a } => {
             let v = match &reg!(a) {
                 s @ Value::Str(_) => s.clone(),
@@ -355,25 +404,26 @@ pub(super) fn slow<H: Host + ?Sized>(
         }
 
         Instr::Print { a } => Flow::Block(Effect::Print(reg!(a).to_string())),
+        Instr::MakeRef { dst } => put!(dst, host.control(ActorOp::MakeRef)),
         Instr::Self_ { dst } => {
             let v = Value::Pid(host.self_pid());
             store(&mut reg!(dst), v);
             Flow::Next
         }
         Instr::Spawn { dst, f, args, n } => {
-            put!(dst, spawn(host, &reg!(f), window(regs, args as usize, n), SpawnOpts::default()))
+            put!(dst, spawn(host, &reg!(f), window(regs, args as usize, n), SpawnOpts::default(), rng))
         }
         Instr::Spawnl { dst, f, args, n } => {
             let opts = SpawnOpts { link: true, ..SpawnOpts::default() };
-            put!(dst, spawn(host, &reg!(f), window(regs, args as usize, n), opts))
+            put!(dst, spawn(host, &reg!(f), window(regs, args as usize, n), opts, rng))
         }
         Instr::Spawnm { dst, f, args, n } => {
             let opts = SpawnOpts { monitor: true, ..SpawnOpts::default() };
-            put!(dst, spawn(host, &reg!(f), window(regs, args as usize, n), opts))
+            put!(dst, spawn(host, &reg!(f), window(regs, args as usize, n), opts, rng))
         }
         Instr::Spawnx { dst, f, args, opts } => {
             let r = match (&reg!(args), SpawnOpts::from_map(&reg!(opts))) {
-                (Value::List(a), Ok(o)) => spawn(host, &reg!(f), a.to_vec(), o),
+                (Value::List(a), Ok(o)) => spawn(host, &reg!(f), a.to_vec(), o, rng),
                 (_, Err(e)) => Err(e),
                 (x, _) => Err(type_err("spawnx", "a list of arguments", x)),
             };

@@ -145,7 +145,7 @@ fn caught_exceptions_are_counted_with_the_latest_and_where_it_was_raised() {
     let mut st = ActorState::new(&m, 0, vec![]).unwrap();
     let mut host = TestHost::default();
     assert!(matches!(step(&mut st, &m, &mut host, 1000), Step::Exited(_)));
-    let c = st.caught.as_deref().expect("two exceptions were caught");
+    let c = st.caught().expect("two exceptions were caught");
     assert_eq!(c.count, 2);
     let (e, func, pc) = c.last.clone().unwrap();
     assert_eq!((e.kind.name().to_string(), func, pc), ("oops".to_string(), 0, 7));
@@ -1059,7 +1059,7 @@ fn begun_waits_are_named_by_the_effect_and_may_be_abandoned_and_run_again() {
     host.inner.mailbox.push_back(Value::Int(8));
     // An unknown native raises `:badarg`, catchable where it was called.
     match step(&mut restored, &m, &mut host, 100) {
-        Step::Exited(Value::Tuple(t)) => assert_eq!(t[0], Value::Atom(atoms::BADARG)),
+        Step::Exited(Value::Tuple(ref t)) => assert_eq!(t[0], Value::Atom(atoms::BADARG)),
         other => panic!("{other:?}"),
     }
 }

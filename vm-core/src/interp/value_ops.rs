@@ -169,22 +169,21 @@ pub(super) fn element(c: &Value, i: i64, negative: bool) -> Result<Value, Except
 }
 
 #[inline(never)]
-pub(super) fn set_element(c: Value, i: &Value, v: Value) -> Result<Value, Exception> {
+pub(super) fn set_element(mut c: Value, i: &Value, v: Value) -> Result<Value, Exception> {
     let Value::Int(i) = *i else {
         return Err(type_err("lset", "an int index", i));
     };
-    let (mut items, is_tuple) = match c {
-        Value::Tuple(t) => (t, true),
-        Value::List(l) => (l, false),
-        x => return Err(type_err("lset", "a tuple or list", &x)),
+    let items = match &mut c {
+        Value::Tuple(t) | Value::List(t) => t,
+        x => return Err(type_err("lset", "a tuple or list", x)),
     };
     let len = items.len();
     let j = if i < 0 { i + len as i64 } else { i };
     if j < 0 || j as usize >= len {
         return Err(index_err(i, len));
     }
-    Arc::make_mut(&mut items)[j as usize] = v;
-    Ok(if is_tuple { Value::Tuple(items) } else { Value::List(items) })
+    Arc::make_mut(items)[j as usize] = v;
+    Ok(c)
 }
 
 #[inline(never)]
@@ -200,21 +199,21 @@ pub(super) fn length(a: &Value) -> Result<Value, Exception> {
 }
 
 #[inline(never)]
-pub(super) fn concat(a: Value, b: &Value) -> Result<Value, Exception> {
-    match (a, b) {
-        (Value::Str(mut x), Value::Str(y)) => {
-            Arc::make_mut(&mut x).push_str(y);
-            Ok(Value::Str(x))
+pub(super) fn concat(mut a: Value, b: &Value) -> Result<Value, Exception> {
+    match (&mut a, b) {
+        (Value::Str(x), Value::Str(y)) => {
+            Arc::make_mut(x).push_str(y);
+            Ok(a)
         }
         (Value::Bytes(x), Value::Bytes(y)) => {
             let mut out = Vec::with_capacity(x.len() + y.len());
-            out.extend_from_slice(&x);
+            out.extend_from_slice(x);
             out.extend_from_slice(y);
             Ok(Value::bytes(out))
         }
-        (Value::List(mut x), Value::List(y)) => {
-            Arc::make_mut(&mut x).extend(y.iter().cloned());
-            Ok(Value::List(x))
+        (Value::List(x), Value::List(y)) => {
+            Arc::make_mut(x).extend(y.iter().cloned());
+            Ok(a)
         }
         (x, y) => Err(Exception::type_error(format!(
             "concat: expected two strings, two bytes or two lists, got {} and {}",

@@ -2,7 +2,7 @@
 //! against the snapshot's (verified) module. See the parent module's docs, "Loading", step 4.
 
 use super::v1::{self, Boxed, VRef, Wait};
-use super::{MAX_VALUE_DEPTH, Snapshot, SnapshotError};
+use super::{Snapshot, SnapshotError};
 use crate::module::{Function, Module};
 use crate::ops::Instr;
 use crate::value::Value;
@@ -28,7 +28,6 @@ pub(super) fn check_loaded(s: &Snapshot, file_len: usize) -> Result<(), Snapshot
         m: &s.module,
         chans: HashSet::new(),
         res: HashSet::new(),
-        depth: Vec::with_capacity(s.values.shared.len()),
         size: Vec::with_capacity(s.values.shared.len()),
         data: Vec::with_capacity(s.values.shared.len()),
         key_work: KEY_WORK.saturating_add(16u64.saturating_mul(file_len as u64)),
@@ -41,8 +40,6 @@ struct Checker<'a> {
     m: &'a Module,
     chans: HashSet<u64>,
     res: HashSet<u64>,
-    /// Per shared entry: how deeply it nests (1 for a value holding only scalars).
-    depth: Vec<u32>,
     /// Per shared entry: its node count as a tree (saturating).
     size: Vec<u64>,
     /// Per shared entry: whether it is plain data (no pid, channel, resource or function).
@@ -140,6 +137,7 @@ impl Checker<'_> {
             VRef::Nil | VRef::False | VRef::True | VRef::Int(_) | VRef::Float(_) => Ok(()),
             VRef::Atom(i) => self.atom(i),
             VRef::Pid(p) => self.pid(p),
+            VRef::Ref(r) => self.reference(r),
             VRef::Chan(id) if self.chans.contains(&id) => Ok(()),
             VRef::Chan(id) => Err(format!("refers to channel {id}, which the snapshot does not hold")),
             VRef::Res(id) if self.res.contains(&id) => Ok(()),
@@ -170,17 +168,26 @@ impl Checker<'_> {
         Ok(())
     }
 
+    /// A reference this VM made (node 0) is below the reference counter, so a resumed VM never
+    /// hands it out again; one another node made cannot be in a snapshot (a clustered VM is not
+    /// snapshotted), as for pids.
+    fn reference(&self, r: u64) -> Res {
+        let next = self.s.meta.counters.next_ref;
+        if r == 0 || r >= next {
+            return Err(format!("refers to reference {r}, which was never handed out (the next is {next})"));
+        }
+        Ok(())
+    }
+
     fn values(&mut self) -> Res {
         let all = self.s.values.shared.len();
         for (i, entry) in self.s.values.shared.iter().enumerate() {
-            let mut depth = 0u32;
             let mut size = 1u64;
             let mut data = true;
             let at = |e: String| format!("shared value {i}: {e}");
             let mut child = |c: &Checker<'_>, r: VRef| -> Res {
                 c.vref(r, i).map_err(at)?;
-                let (d, n, pure) = c.shape(r);
-                depth = depth.max(d);
+                let (n, pure) = c.shape(r);
                 size = size.saturating_add(n);
                 data &= pure;
                 Ok(())
@@ -217,32 +224,27 @@ impl Checker<'_> {
                     data = false;
                 }
             }
-            let depth = depth + 1;
-            if depth > MAX_VALUE_DEPTH {
-                return Err(at(format!("nests {depth} deep; the limit is {MAX_VALUE_DEPTH}")));
-            }
-            self.depth.push(depth);
             self.size.push(size);
             self.data.push(data);
         }
-        debug_assert_eq!(self.depth.len(), all);
+        debug_assert_eq!(self.size.len(), all);
         Ok(())
     }
 
-    /// Depth, tree size and plain-data flag of a (checked) reference.
-    fn shape(&self, r: VRef) -> (u32, u64, bool) {
+    /// Tree size and plain-data flag of a (checked) reference.
+    fn shape(&self, r: VRef) -> (u64, bool) {
         match r {
             VRef::Shared(i) => {
                 let i = i as usize;
-                (self.depth[i], self.size[i], self.data[i])
+                (self.size[i], self.data[i])
             }
-            VRef::Pid(_) | VRef::Chan(_) | VRef::Res(_) => (0, 1, false),
-            _ => (0, 1, true),
+            VRef::Pid(_) | VRef::Chan(_) | VRef::Res(_) => (1, false),
+            _ => (1, true),
         }
     }
 
     fn charge_key(&mut self, k: VRef) -> Res {
-        let (_, n, _) = self.shape(k);
+        let (n, _) = self.shape(k);
         self.key_work = self.key_work.checked_sub(n).ok_or_else(|| {
             "its map or table keys expand to more nodes than the file could hold: shared \
              values reused as keys beyond any real program's"
@@ -471,7 +473,7 @@ impl Checker<'_> {
             let at = |e: String| format!("entry {i}: {e}");
             self.top_ref(k).map_err(at)?;
             self.top_ref(v).map_err(at)?;
-            if !self.shape(k).2 || !self.shape(v).2 {
+            if !self.shape(k).1 || !self.shape(v).1 {
                 return Err(at("holds a pid, channel, resource or function (tables hold plain data)".into()));
             }
             self.charge_key(k).map_err(at)?;

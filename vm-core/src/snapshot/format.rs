@@ -12,6 +12,9 @@ pub const MAGIC: [u8; 10] = *b"VMSNAP\r\n\x1a\n";
 /// The major format version this VM reads and writes.
 pub const VERSION_MAJOR: u16 = 1;
 /// The minor format version this VM writes (it reads any minor version of its major).
+/// 1.1 added `v1::VRef::Ref` (references; a 1.0 reader refuses a file holding one as damaged)
+/// and the custom limits section (`section::LIMITS`, which a 1.0 reader skips). Both are
+/// additions a 1.1 reader of either kind reads or skips, so one minor version holds them.
 pub const VERSION_MINOR: u16 = 1;
 
 /// Section ids.

@@ -43,8 +43,8 @@
 //! 3. the module: the hash recorded in the meta section matches the module section, which
 //!    loads and verifies as a `.vbc` file does ([`crate::load`]);
 //! 4. the state ([`check`]): every reference to an atom, a shared value, a function, a channel,
-//!    a table or a resource resolves; shared values refer only to earlier ones and nest at most
-//!    [`MAX_VALUE_DEPTH`] deep; every actor's frames, program counters, handlers and registers
+//!    a table or a resource resolves; shared values refer only to earlier ones (so they nest
+//!    as deep as the file spells out: values are safe at any depth, see [`crate::value`]); every actor's frames, program counters, handlers and registers
 //!    agree with the module (nil above the running frame included); pids, monitor references
 //!    and handle ids are below their counters; names are unique.
 //!
@@ -62,14 +62,6 @@ pub use values::{Reader, Writer};
 
 use crate::module::Module;
 use std::sync::Arc;
-
-/// How deeply values may nest in a snapshot. Deeper values are refused by the loader (and by
-/// [`check`] before a file is written, so the runtime never writes a file it would refuse).
-/// Dropping, comparing and hashing a value still recurse through its nesting (issue 20 is
-/// removing that), and a debug build overflows a 2 MiB thread stack comparing about 2,500
-/// levels or dropping about 7,000: without a bound a hostile file could crash the loader.
-/// Raise it when values are safe at any depth.
-pub const MAX_VALUE_DEPTH: u32 = 1_000;
 
 /// A whole VM as data: what [`encode`] writes and [`decode`] returns.
 #[derive(Clone, Debug)]

@@ -41,6 +41,9 @@ pub enum VRef {
     Res(u64),
     /// A boxed value: an index into [`Values::shared`].
     Shared(u32),
+    /// A reference (`make_ref`), as its 64 bits (appended in format 1.1: a 1.0 reader refuses
+    /// a file holding one as damaged).
+    Ref(u64),
 }
 
 /// A boxed value. Its children are [`VRef`]s to scalars or to *earlier* shared entries, so the

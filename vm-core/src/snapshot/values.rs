@@ -7,8 +7,8 @@
 use super::v1::{self, Boxed, VRef};
 use crate::atom::Atom;
 use crate::exception::Exception;
-use crate::step::{ActorState, Caught, Frame, Handler};
-use crate::value::{Closure, Handle, Pid, Value};
+use crate::step::{ActorState, Caught, Frame, Handler, Rare};
+use crate::value::{Closure, Handle, Pid, Ref, Value};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
@@ -63,7 +63,7 @@ impl Writer {
             }
             if !children_done {
                 work.push((v.clone(), true));
-                for child in children(&v) {
+                for child in v.children() {
                     if self.known(child).is_none() {
                         work.push((child.clone(), false));
                     }
@@ -98,6 +98,7 @@ impl Writer {
             Value::Float(x) => VRef::Float(x.to_bits()),
             Value::Atom(a) => VRef::Atom(self.atom(*a)),
             Value::Pid(p) => VRef::Pid(p.0),
+            Value::Ref(r) => VRef::Ref(r.0),
             Value::Chan(h) => {
                 if self.chans.insert(h.id()) {
                     self.fresh_chans.push(h.clone());
@@ -139,10 +140,10 @@ impl Writer {
                 .iter()
                 .map(|h| v1::Handler { frame: h.frame, target: h.target, dst: h.dst })
                 .collect(),
-            pending: st.pending.as_deref().map(|e| self.exception(e)),
+            pending: st.pending().map(|e| self.exception(e)),
             reductions: st.reductions,
             max_frames: st.max_frames,
-            caught: st.caught.as_deref().map(|c| v1::Caught {
+            caught: st.caught().map(|c| v1::Caught {
                 count: c.count,
                 last: c.last.as_ref().map(|(e, f, pc)| (self.exception(e), *f, *pc)),
             }),
@@ -165,16 +166,6 @@ fn address(v: &Value) -> Option<usize> {
         Value::Fun(c) => Arc::as_ptr(c) as *const () as usize,
         _ => return None,
     })
-}
-
-/// The values a boxed value holds directly.
-fn children(v: &Value) -> Box<dyn Iterator<Item = &Value> + '_> {
-    match v {
-        Value::Tuple(t) | Value::List(t) => Box::new(t.iter()),
-        Value::Map(m) => Box::new(m.iter().flat_map(|(k, x)| [k, x])),
-        Value::Fun(c) => Box::new(c.env.iter()),
-        _ => Box::new(std::iter::empty()),
-    }
 }
 
 /// Turns the frozen values of a checked snapshot back into live ones.
@@ -231,6 +222,7 @@ impl Reader {
             VRef::Float(bits) => Value::Float(f64::from_bits(bits)),
             VRef::Atom(i) => Value::Atom(self.atom(i)),
             VRef::Pid(p) => Value::Pid(Pid(p)),
+            VRef::Ref(r) => Value::Ref(Ref(r)),
             VRef::Chan(id) => Value::Chan(self.chans.get(&id).cloned().unwrap_or_else(|| Handle::new(id))),
             VRef::Res(id) => Value::Res(self.res.get(&id).cloned().unwrap_or_else(|| Handle::new(id))),
             VRef::Shared(i) => self.shared.get(i as usize).cloned().unwrap_or(Value::Nil),
@@ -256,16 +248,19 @@ impl Reader {
                 .iter()
                 .map(|h| Handler { frame: h.frame, target: h.target, dst: h.dst })
                 .collect(),
-            pending: s.pending.as_ref().map(|e| Box::new(self.exception(e))),
-            reductions: s.reductions,
-            max_frames: s.max_frames,
-            meter: Default::default(),
-            caught: s.caught.as_ref().map(|c| {
-                Box::new(Caught {
-                    count: c.count,
-                    last: c.last.as_ref().map(|(e, f, pc)| (self.exception(e), *f, *pc)),
+            rare: (s.pending.is_some() || s.caught.is_some()).then(|| {
+                Box::new(Rare {
+                    pending: s.pending.as_ref().map(|e| self.exception(e)),
+                    caught: s.caught.as_ref().map(|c| Caught {
+                        count: c.count,
+                        last: c.last.as_ref().map(|(e, f, pc)| (self.exception(e), *f, *pc)),
+                    }),
                 })
             }),
+            reductions: s.reductions,
+            max_frames: s.max_frames,
+            rng: 0,
+            meter: Default::default(),
         }
     }
 }

@@ -44,6 +44,7 @@ pub(crate) fn every_signal() -> Vec<Signal> {
         Value::list(vec![Value::Nil, Value::Bool(true), Value::Bool(false)]),
         Value::Map(Arc::new([(Value::Int(1), Value::str("one"))].into_iter().collect())),
         Value::Pid(Pid(9)),
+        Value::Ref(vm_core::value::Ref(12)),
     ]);
     vec![
         Signal::Send { to: 5, msg: msg.clone() },
@@ -132,11 +133,34 @@ fn pids_of_the_receiver_come_back_local_and_of_third_nodes_keep_their_node() {
     let on_c = a.pid(&cid, 6).unwrap();
     let msg = Value::list(vec![Value::Pid(on_b), Value::Pid(on_c), Value::Pid(on_c)]);
     let (env, b) = cross(1, 1, &Signal::Send { to: 1, msg }, &a);
-    let Signal::Send { msg: Value::List(items), .. } = env.signal else { panic!() };
+    let Signal::Send { msg: Value::List(items), .. } = &env.signal else { panic!() };
     assert_eq!(items[0], Value::Pid(Pid(5)), "a pid of the receiving node is its local pid");
     let Value::Pid(p) = items[1] else { panic!() };
     assert_eq!(b.node_of(p), Some(cid));
     assert_eq!(items[1], items[2]);
+}
+
+#[test]
+fn references_keep_their_node_across_the_wire_and_come_home_equal() {
+    use crate::id::make_ref;
+    use vm_core::value::Ref;
+    let a = NodeTable::new(me());
+    let mine = Value::Ref(make_ref(0, 7));
+    // b receives a's reference 7: it names a there, so it differs from b's own reference 7.
+    let (env, b) = cross(1, 1, &Signal::Send { to: 1, msg: mine.clone() }, &a);
+    let Signal::Send { msg: on_b, .. } = env.signal else { panic!() };
+    let Value::Ref(r) = on_b else { panic!("{on_b:?}") };
+    assert_ne!(r.node(), 0, "a's reference is remote on b");
+    assert_eq!(b.node_of(make_pid(r.node(), 0)), Some(me()));
+    assert_ne!(on_b, Value::Ref(Ref(7)));
+    // Sent back to a (in a reply, say), it is a's own reference again: equal to the original,
+    // so a pattern holding it matches.
+    let bytes = encode(&ectx(&b), 1, 1, &Signal::Send { to: 1, msg: on_b }).expect("encodes");
+    let ctx = DecodeCtx { table: &a, module_hash: HASH, limits: Limits::default() };
+    let Signal::Send { msg: home, .. } = decode(&ctx, &Bytes::from(bytes)).expect("decodes").signal else {
+        panic!()
+    };
+    assert_eq!(home, mine);
 }
 
 #[test]
@@ -349,6 +373,7 @@ fn value() -> impl Strategy<Value = Value> {
         ".{0,20}".prop_map(Value::str),
         proptest::collection::vec(any::<u8>(), 0..20).prop_map(Value::bytes),
         (0u64..1000).prop_map(|s| Value::Pid(make_pid(0, s))),
+        (1u64..1000).prop_map(|s| Value::Ref(crate::id::make_ref(0, s))),
     ];
     leaf.prop_recursive(4, 64, 8, |inner| {
         prop_oneof![
@@ -378,6 +403,9 @@ proptest! {
 fn same_up_to_pids(sent: &Value, got: &Value, b: &NodeTable) -> bool {
     match (sent, got) {
         (Value::Pid(p), Value::Pid(q)) => b.node_of(*q) == Some(me()) && serial_of(*p) == serial_of(*q),
+        (Value::Ref(r), Value::Ref(s)) => {
+            b.node_of(make_pid(s.node(), 0)) == Some(me()) && r.serial() == s.serial()
+        }
         (Value::Tuple(x), Value::Tuple(y)) | (Value::List(x), Value::List(y)) => {
             x.len() == y.len() && x.iter().zip(y.iter()).all(|(s, g)| same_up_to_pids(s, g, b))
         }
