@@ -68,10 +68,16 @@ impl Repl {
     /// Starts `vm repl ARGS...` from the repository root, keeping its history in `history`, and
     /// waits for the first prompt; returns the session and what it printed before the prompt.
     fn start(args: &[&str], history: &Path) -> (Repl, String) {
+        Repl::start_in(&repo_root(), args, history)
+    }
+
+    /// As [`Repl::start`], in `dir` (short file names keep a command within the terminal's 80
+    /// columns, which the line editor would otherwise wrap).
+    fn start_in(dir: &Path, args: &[&str], history: &Path) -> (Repl, String) {
         let mut cmd = Command::new(VM);
         cmd.arg("repl")
             .args(args)
-            .current_dir(repo_root())
+            .current_dir(dir)
             .env("VM_HISTORY", history)
             .env("TERM", "xterm")
             .env("NO_COLOR", "1")
@@ -464,5 +470,66 @@ fn checkpoint_and_rewind_travel_back_in_time() {
     let s = vm_core::snapshot::decode(&bytes).expect("the REPL's snapshot loads");
     assert_eq!(s.actors.len(), 1);
     repl.expect("rewind 2", &["error: there are 1 checkpoints"]);
+    repl.quit();
+}
+
+/// Containers from the REPL: `start` two (the example's store without grants, its front with
+/// one port), use them, `containers`, `ps --in`, `enter store` then `eval` in its module and with
+/// its grants, `stop front` frees its port (binding it again succeeds), `restart front` serves
+/// again.
+#[test]
+fn containers_are_started_entered_stopped_and_restarted() {
+    let dir = scratch("containers");
+    let (mut repl, _) = Repl::start_in(&repo_root().join("examples/containers"), &[], &dir.join("history"));
+    let port = free_port();
+    let mark = repl.mark();
+    let started = repl.run("start store store.vasm");
+    assert!(started.iter().any(|l| l == "started container store: root <1>"), "{started:#?}");
+    repl.shown_since(mark, "[store] store ready");
+    let mark = repl.mark();
+    let started =
+        repl.run(&format!("start front front.vasm --allow-net=127.0.0.1 --allow-lookup=store {port}"));
+    assert!(started.iter().any(|l| l.starts_with("started container front: root <")), "{started:#?}");
+    repl.shown_since(mark, &format!("[front] front listening on 127.0.0.1:{port}"));
+    repl.sync();
+    let mut conn = connect(port);
+    assert_eq!(echo(&mut conn, "SET a 1"), "OK\n");
+    assert_eq!(echo(&mut conn, "GET a"), "1\n");
+
+    let table = repl.run("containers");
+    assert!(table[0].starts_with("NAME") && table[0].ends_with("GRANTS"), "{table:#?}");
+    let row = |name: &str| table.iter().find(|l| l.starts_with(&format!("{name} "))).cloned();
+    let store = row("store").expect("store is listed");
+    assert!(store.contains(" store.vasm ") && store.contains("running"), "{store}");
+    assert!(store.ends_with("none"), "store has no grants: {store}");
+    let front = row("front").expect("front is listed");
+    assert!(front.ends_with("--allow-net=127.0.0.1 --allow-lookup=store"), "{front}");
+    let ps = repl.run("ps --in store");
+    assert_eq!(ps.len(), 2, "the header and store's root: {ps:#?}");
+    assert!(ps[1].starts_with("<1> "), "{ps:#?}");
+
+    // Outside any container no program is loaded; inside store, its module and its grants.
+    let outside = repl.run("eval map r1; const r2, \"k\"; call r0, get, r1, 2");
+    assert!(outside.iter().any(|l| l.contains("get")), "{outside:#?}");
+    repl.expect("enter store", &["entered container store: spawn and eval run there"]);
+    repl.expect("eval map r1; int r2, 7; mput r1, r1, r2, r2; call r0, get, r1, 2", &["7"]);
+    let denied = repl.run("eval const r1, \"127.0.0.1:0\"; native r0, :tcp_listen, r1, 1");
+    assert!(
+        denied.iter().any(|l| l.contains("exception permission") && l.contains("--allow-net")),
+        "{denied:#?}"
+    );
+    repl.expect("enter", &["left container store"]);
+
+    repl.expect("stop front", &["stopped container front"]);
+    TcpListener::bind(("127.0.0.1", port)).expect("front's port is free again after stop");
+    let table = repl.run("containers");
+    assert!(table.iter().any(|l| l.starts_with("front ") && l.contains(" ended ")), "{table:#?}");
+    let mark = repl.mark();
+    let restarted = repl.run("restart front");
+    assert!(restarted.iter().any(|l| l.starts_with("restarted container front: root <")), "{restarted:#?}");
+    repl.shown_since(mark, &format!("[front] front listening on 127.0.0.1:{port}"));
+    repl.sync();
+    let mut conn = connect(port);
+    assert_eq!(echo(&mut conn, "GET a"), "1\n", "the store kept its data");
     repl.quit();
 }

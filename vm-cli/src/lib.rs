@@ -17,6 +17,9 @@
 //! | `vm repl [--workers N] [--fuel N] [--max-frames N] [--allow-...] [FILE...]` | an interactive session (see [`repl`]) |
 //! | `vm run --snapshot PATH [--snapshot-every DUR] [--snapshot-on-term] FILE [ARGS...]` | runs with snapshots (docs/snapshots.md) |
 //! | `vm resume [--timers=frozen\|wall] [--allow-...] PATH` | continues from the newest snapshot of PATH that loads |
+//! | `vm run --node NAME --cluster nats://HOST:PORT[,...] FILE [ARGS...]` | runs `main` as a node of a cluster (docs/cluster.md); `vm repl` takes the same flags |
+//! | `vm node --node NAME --cluster URL FILE` | a node with no `main` serving spawns of FILE's functions until SIGTERM, then leaving gracefully |
+//! | `vm nodes --cluster URL` | the live nodes: name, incarnation, actors, uptime |
 //!
 //! | status | meaning |
 //! |---|---|
@@ -97,6 +100,139 @@ pub enum Command {
     Repl(repl::ReplArgs),
     /// Continue a VM from the newest snapshot of PATH that loads (see `vm run --snapshot`).
     Resume(ResumeArgs),
+    /// Join a cluster as a node that serves remote spawns of FILE's functions (it runs no
+    /// `main`) until SIGTERM, then leaves gracefully.
+    Node(NodeArgs),
+    /// List the live nodes of a cluster: name, incarnation, actors, uptime.
+    Nodes(NodesArgs),
+    /// Run the containers a manifest describes in one VM (see docs/containers.md).
+    Up(UpArgs),
+}
+
+/// How to reach a cluster's NATS servers, shared by `vm run`, `vm node`, `vm nodes` and
+/// `vm repl` (docs/cluster.md).
+#[derive(Debug, Clone, Default, Args)]
+pub struct NatsFlags {
+    /// The cluster's NATS servers (the client fails over between them).
+    #[arg(long, value_name = "nats://HOST:PORT,...")]
+    pub cluster: Option<String>,
+    /// The cluster's name: nodes of one cluster share it (NATS subjects `vm.NAME.>`).
+    #[arg(long, value_name = "NAME", default_value = "vm")]
+    pub cluster_name: String,
+    /// NATS user; the password is read from the environment variable VM_NATS_PASSWORD.
+    #[arg(long, value_name = "USER")]
+    pub nats_user: Option<String>,
+    /// A NATS `.creds` file (user JWT and nkey seed).
+    #[arg(long, value_name = "FILE")]
+    pub nats_creds: Option<PathBuf>,
+    /// A file holding a NATS nkey seed.
+    #[arg(long, value_name = "FILE")]
+    pub nats_nkey: Option<PathBuf>,
+    /// A CA certificate (PEM) to trust for the servers' TLS certificates.
+    #[arg(long, value_name = "FILE")]
+    pub nats_tls_ca: Option<PathBuf>,
+    /// Refuse servers that do not offer TLS.
+    #[arg(long)]
+    pub nats_require_tls: bool,
+}
+
+/// Membership of a cluster, for `vm run`, `vm node` and `vm repl`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ClusterFlags {
+    /// Join the cluster given by --cluster as node NAME (letters, digits, '_' and '-').
+    #[arg(long, value_name = "NAME", requires = "cluster")]
+    pub node: Option<String>,
+    /// How often the node announces itself and checks its peers (`500ms`, `1s`).
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, requires = "node")]
+    pub heartbeat: Option<std::time::Duration>,
+    /// Silence after which a peer is declared down.
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, requires = "node")]
+    pub down_after: Option<std::time::Duration>,
+    /// The servers and the login.
+    #[command(flatten)]
+    pub nats: NatsFlags,
+}
+
+impl NatsFlags {
+    /// The NATS options these flags describe (the password from the environment).
+    pub fn nats_options(&self) -> Result<vm_dist::NatsOptions, String> {
+        let Some(urls) = &self.cluster else {
+            return Err("error: --cluster nats://HOST:PORT is needed\n".into());
+        };
+        let urls: Vec<String> =
+            urls.split(',').map(str::trim).filter(|u| !u.is_empty()).map(String::from).collect();
+        if urls.is_empty() {
+            return Err("error: --cluster names no server (use nats://HOST:PORT[,...])\n".into());
+        }
+        let o = vm_dist::NatsOptions {
+            urls,
+            user: self.nats_user.clone(),
+            creds_file: self.nats_creds.clone(),
+            nkey_file: self.nats_nkey.clone(),
+            tls_ca: self.nats_tls_ca.clone(),
+            require_tls: self.nats_require_tls,
+            ..Default::default()
+        };
+        Ok(if self.nats_user.is_some() { o.with_password_from_env() } else { o })
+    }
+
+    /// The cluster these flags name, for a client that does not join it (`vm nodes`).
+    pub fn observer(&self) -> Result<vm_sched::cluster::ClusterOptions, String> {
+        let mut c = vm_sched::cluster::ClusterOptions::new(&self.cluster_name, "observer", vec![]);
+        c.nats = self.nats_options()?;
+        Ok(c)
+    }
+}
+
+impl ClusterFlags {
+    /// The cluster to join, if `--node` was given.
+    pub fn cluster_options(&self) -> Result<Option<vm_sched::cluster::ClusterOptions>, String> {
+        let Some(node) = &self.node else { return Ok(None) };
+        vm_dist::id::check_node_name(node).map_err(|e| format!("error: --node: {e}\n"))?;
+        vm_dist::id::check_node_name(&self.nats.cluster_name)
+            .map_err(|e| format!("error: --cluster-name: {e}\n"))?;
+        let mut c = vm_sched::cluster::ClusterOptions::new(&self.nats.cluster_name, node, vec![]);
+        c.nats = self.nats.nats_options()?;
+        if let Some(h) = self.heartbeat {
+            c.heartbeat = h;
+        }
+        if let Some(d) = self.down_after {
+            c.down_after = d;
+        }
+        Ok(Some(c))
+    }
+}
+
+/// Arguments of `vm node`.
+#[derive(Debug, Args)]
+pub struct NodeArgs {
+    /// Runtime settings and permissions, as for `vm run`.
+    #[command(flatten)]
+    pub runtime: RuntimeFlags,
+    /// The cluster to join (--node and --cluster are required).
+    #[command(flatten)]
+    pub cluster: ClusterFlags,
+    /// The program whose functions remote nodes may spawn here (it needs no `main`).
+    #[arg(value_name = "FILE.vasm|FILE.vbc")]
+    pub file: PathBuf,
+}
+
+/// Arguments of `vm nodes`.
+#[derive(Debug, Args)]
+pub struct NodesArgs {
+    /// The cluster's servers and login.
+    #[command(flatten)]
+    pub nats: NatsFlags,
+}
+
+/// Arguments of `vm up`.
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// The manifest (JSON): each container's name, module, args, grants, limits, restart type.
+    pub manifest: PathBuf,
+    /// Worker threads (default: one per core).
+    #[arg(long, value_name = "N", value_parser = parse_workers)]
+    pub workers: Option<NonZeroUsize>,
 }
 
 /// Arguments of `vm resume`.
@@ -176,6 +312,9 @@ pub struct RunArgs {
     /// Snapshots of the running VM.
     #[command(flatten)]
     pub snapshots: SnapshotFlags,
+    /// Membership of a cluster (`--node NAME --cluster URL`).
+    #[command(flatten)]
+    pub cluster: ClusterFlags,
     /// The program (a `.vbc` module, or assembly source with any other extension), then the
     /// arguments for `main`, passed through untouched: everything after FILE belongs to the
     /// program, even words that look like `vm` options.
@@ -242,6 +381,7 @@ impl RuntimeFlags {
             seed: self.seed,
             hog_threshold_ms: hog_threshold_ms(std::env::var_os(HOG_VAR).as_deref())?,
             max_memory: self.max_memory.or_else(vm_io::sysmem::default_budget),
+            cluster: None,
         })
     }
 }
@@ -359,6 +499,9 @@ pub fn run_command(command: Command, err: &mut dyn std::io::Write, style: Style)
         Command::Check { file, lib } => cmd_check(&file, lib, style),
         Command::Repl(args) => return repl::main(args, false),
         Command::Resume(args) => cmd_resume(args, &mut say),
+        Command::Node(args) => cmd_node(args, style),
+        Command::Nodes(args) => cmd_nodes(&args),
+        Command::Up(args) => cmd_up(args, style),
     };
     match result {
         Ok(()) => EXIT_OK,
@@ -447,7 +590,15 @@ fn load_error(name: &str, module: Option<&Module>, e: vm_core::bytecode::LoadErr
 fn cmd_run(run: RunArgs, style: Style) -> Result<(), Failure> {
     let file = run.file();
     let module = load_program(&file, style).map_err(|msg| (EXIT_USAGE, msg))?;
-    let opts = run.runtime.run_options().map_err(|msg| (EXIT_USAGE, msg))?;
+    let mut opts = run.runtime.run_options().map_err(|msg| (EXIT_USAGE, msg))?;
+    opts.cluster = run.cluster.cluster_options().map_err(|msg| (EXIT_USAGE, msg))?;
+    if opts.cluster.is_some() && run.snapshots.snapshot.is_some() {
+        return Err((
+            EXIT_USAGE,
+            "error: --snapshot cannot be combined with --node (a cluster node's links cannot be saved)\n"
+                .into(),
+        ));
+    }
     let module = Arc::new(module);
     let result = match &run.snapshots.snapshot {
         None => vm_sched::block_on_run(module, run.args().to_vec(), opts),
@@ -487,6 +638,100 @@ fn cmd_resume(args: ResumeArgs, say: &mut dyn FnMut(&str)) -> Result<(), Failure
     match outcome_report(&name, vm_sched::persist::block_on_persistent(start, opts, persist)) {
         (EXIT_OK, _) => Ok(()),
         failure => Err(failure),
+    }
+}
+
+#[allow(clippy::print_stderr, reason = "vm-cli prints: the line scripts wait for, once the node serves")]
+fn cmd_node(args: NodeArgs, style: Style) -> Result<(), Failure> {
+    let file = display(&args.file);
+    let module = load_program(&args.file, style).map_err(|msg| (EXIT_USAGE, msg))?;
+    let mut opts = args.runtime.run_options().map_err(|msg| (EXIT_USAGE, msg))?;
+    opts.cluster = args.cluster.cluster_options().map_err(|msg| (EXIT_USAGE, msg))?;
+    if opts.cluster.is_none() {
+        return Err((EXIT_USAGE, "error: vm node needs --node NAME and --cluster nats://HOST:PORT\n".into()));
+    }
+    let result = vm_sched::run::block_on_node(Arc::new(module), opts, |me| {
+        // The line scripts and tests wait for: the node serves spawns from now on.
+        eprintln!("node {} is up (incarnation {})", me.name, me.inc);
+    });
+    match outcome_report(&file, result) {
+        (EXIT_OK, _) => Ok(()),
+        failure => Err(failure),
+    }
+}
+
+fn cmd_nodes(args: &NodesArgs) -> Result<(), Failure> {
+    let opts = args.nats.observer().map_err(|msg| (EXIT_USAGE, msg))?;
+    let nodes = vm_sched::run::block_on_census(&opts).map_err(|e| (EXIT_USAGE, format!("error: {e}\n")))?;
+    let mut out = String::from("NODE\tINCARNATION\tACTORS\tUPTIME\n");
+    for n in &nodes {
+        out.push_str(&format!("{}\t{}\t{}\t{}\n", n.id.name, n.id.inc, n.actors, uptime(n.uptime_ms)));
+    }
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(out.as_bytes()).and_then(|()| stdout.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err((EXIT_USAGE, format!("error: cannot write to standard output: {e}\n")))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// An uptime for people: `42s`, `3m07s`, `5h02m`, `2d03h`.
+pub fn uptime(ms: u64) -> String {
+    let s = ms / 1000;
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        3600..86400 => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d{:02}h", s / 86400, s % 86400 / 3600),
+    }
+}
+
+/// `vm up`: loads the manifest and every module it names (any error is a usage error, exit 2,
+/// with its location), then runs the containers; what happens to them is told on stderr.
+fn cmd_up(args: UpArgs, style: Style) -> Result<(), Failure> {
+    let name = display(&args.manifest);
+    let text = String::from_utf8(read_file(&args.manifest).map_err(|msg| (EXIT_USAGE, msg))?)
+        .map_err(|_| (EXIT_USAGE, format!("error: {name}: the manifest is not UTF-8 text\n")))?;
+    let dir = args.manifest.parent().unwrap_or(Path::new(""));
+    let entries =
+        vm_sched::manifest::parse(&text, dir).map_err(|e| (EXIT_USAGE, format!("error: {name}:{e}\n")))?;
+    let mut specs = Vec::with_capacity(entries.len());
+    for e in entries {
+        let module = load_program(&e.module, style).map_err(|msg| (EXIT_USAGE, msg))?;
+        specs.push(vm_sched::container::ContainerSpec {
+            name: e.name,
+            module: Arc::new(module),
+            source: display(&e.module),
+            args: e.args,
+            grants: e.grants,
+            allow_lookup: e.allow_lookup,
+            limits: e.limits,
+            restart: e.restart,
+            intensity: e.intensity,
+            priority: e.priority,
+        });
+    }
+    let opts = RunOptions { workers: args.workers, ..RunOptions::default() };
+    let report: vm_sched::up::Report = Arc::new(|line: &str| {
+        vm_io::stdio::write_stderr(format!("vm up: {line}\n").as_bytes());
+    });
+    use vm_sched::up::UpOutcome;
+    match vm_sched::up::block_on_up(specs, opts, report) {
+        Ok(UpOutcome::AllEnded) => Ok(()),
+        Ok(UpOutcome::PermanentEnded { crashed: false, .. }) => Ok(()),
+        Ok(UpOutcome::PermanentEnded { name, reason, crashed: true }) => {
+            Err((EXIT_EXCEPTION, format!("error: permanent container {name} crashed with reason {reason}\n")))
+        }
+        Ok(UpOutcome::Deadlock(mut report)) => {
+            if !report.ends_with('\n') {
+                report.push('\n');
+            }
+            Err((EXIT_DEADLOCK, report))
+        }
+        Ok(UpOutcome::StartFailed(msg)) => Err((EXIT_USAGE, format!("error: {name}: {msg}\n"))),
+        Err(e @ RunError::Panicked(_)) => Err((EXIT_INTERNAL, format!("error: {e}\n"))),
+        Err(e) => Err((EXIT_USAGE, format!("error: {name}: {e}\n"))),
     }
 }
 

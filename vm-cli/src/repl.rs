@@ -3,13 +3,16 @@
 //! The session loads the FILEs given (as `load FILE` would), then reads commands with a line
 //! editor (rustyline): history across sessions, Tab completion of commands, loaded function
 //! names, pids and file names. The commands (`help`, `load`, `spawn`, `ps`, `info`, `send`,
-//! `interrupt`, `kill`, `eval`, `trace`, `quit`) are parsed by [`command`] and carried out by
+//! `interrupt`, `kill`, `eval`, `trace`, `nodes`, `quit`) are parsed by [`command`] and carried out by
 //! [`engine`]; `help` lists them.
 //!
 //! - **Runtime.** The VM runs on a [`vm_sched::Session`]: the same multi-thread runtime and
 //!   options as `vm run` (`--workers`, `--fuel`, `--max-frames`, and the permission flags
 //!   `--allow-net`, `--allow-read`, `--allow-write`), living until the REPL ends. Actors keep
-//!   running while the prompt waits for input.
+//!   running while the prompt waits for input. With `--node NAME --cluster URL` the session is
+//!   a node of a cluster: it serves remote spawns of the newest program's functions, pids of
+//!   other nodes print as `<b.7>` (and `send`, `info`, `interrupt`, `kill` take them), and
+//!   `nodes` lists the other nodes.
 //! - **Output.** Everything shown (command results, actors' `print` lines, log and trace lines)
 //!   goes through one [`printer::Printer`] thread. In an interactive session it writes through
 //!   rustyline's external printer, so output appears above the prompt and the line being typed
@@ -56,6 +59,9 @@ pub struct ReplArgs {
     /// Runtime settings and permissions, as for `vm run`.
     #[command(flatten)]
     pub runtime: crate::RuntimeFlags,
+    /// Join a cluster as a node (`--node NAME --cluster URL`); `nodes` lists the others.
+    #[command(flatten)]
+    pub cluster: crate::ClusterFlags,
     /// Programs to load at the start (`.vasm` source or `.vbc` modules).
     #[arg(value_name = "FILE")]
     pub files: Vec<PathBuf>,
@@ -84,6 +90,13 @@ type Editor = rustyline::Editor<complete::ReplHelper, FileHistory>;
 /// Runs the REPL; `trace` is the global `--trace` flag. Returns the exit status.
 #[allow(clippy::print_stderr, reason = "vm-cli prints: the REPL reports why it cannot start")]
 pub fn main(args: ReplArgs, trace: bool) -> u8 {
+    let cluster = match args.cluster.cluster_options() {
+        Ok(c) => c,
+        Err(msg) => {
+            eprint!("{msg}");
+            return EXIT_USAGE;
+        }
+    };
     let opts = match args.run_options() {
         Ok(opts) => opts,
         Err(msg) => {
@@ -148,6 +161,16 @@ pub fn main(args: ReplArgs, trace: bool) -> u8 {
     for file in &args.files {
         show(&printer, engine.execute(&format!("load \"{}\"", escape(&file.to_string_lossy()))));
     }
+    if let Some(c) = &cluster {
+        match engine.join_cluster(c) {
+            Ok(msg) => printer.line(msg),
+            Err(e) => {
+                printer.sync();
+                eprintln!("error: {e}");
+                return EXIT_USAGE;
+            }
+        }
+    }
     if interactive {
         printer.line("vm repl: type `help` for the commands, Ctrl-D to quit");
     }
@@ -179,6 +202,7 @@ pub fn main(args: ReplArgs, trace: bool) -> u8 {
             reply => show(&printer, reply),
         }
     }
+    engine.leave_cluster();
     printer.sync();
     EXIT_OK
 }

@@ -36,10 +36,10 @@ pub use exception::Exception;
 pub use module::{Function, Location, Module};
 pub use ops::{Instr, Opcode, OperandKind};
 pub use step::{
-    ActorOp, ActorState, Begun, Effect, Fault, Fired, Host, NativeCall, NativeId, Received, Resume,
+    ActorOp, ActorState, Begun, Effect, Fault, Fired, Host, NativeCall, NativeId, Priority, Received, Resume,
     SelectCase, SelectShape, SpawnOpts, Step, select_resume,
 };
-pub use value::{Closure, Handle, Pid, Value};
+pub use value::{Closure, Handle, Pid, Value, set_node_namer};
 
 /// Decodes and verifies a `.vbc` file: the only way bytes become a runnable module.
 pub fn load(bytes: &[u8]) -> Result<Module, bytecode::LoadError> {

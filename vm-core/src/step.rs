@@ -192,6 +192,10 @@ pub enum Begun {
     /// [`Host::native`] started this native's operation and holds it in flight
     /// ([`NativeCall::Begun`]): await it, then resume with its result.
     Native(NativeId),
+    /// [`Host::send`] found the receiver's node far behind and holds the send, waiting for
+    /// room ([`Host::send_waits`]): await it; the instruction then moves on (nothing was
+    /// delivered before, so a cancelled wait raises with nothing sent).
+    Send,
 }
 
 /// A native function's identity: its index in the host's table of natives. It means something
@@ -353,9 +357,54 @@ pub struct SpawnOpts {
     /// Maximum bytes the actor may hold (see [`crate::mem`]); past it the actor is killed with
     /// `{:limit, :max_heap}`.
     pub max_heap: Option<u64>,
+    /// Wakeup priority (`:priority`, `:high`, `:normal` or `:low`); `None`: the container's.
+    pub priority: Option<Priority>,
     /// The seed of the new actor's random generator: the spawn instructions draw it from the
     /// spawner's generator (see [`crate::rng`]); `None` lets the runtime choose one.
     pub seed: Option<u64>,
+}
+
+/// An actor's wakeup priority (the runtime's scheduling docs say what each level gets).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum Priority {
+    /// Runs ahead of the others: running lower-priority actors step aside for it.
+    High = 0,
+    /// The default.
+    #[default]
+    Normal = 1,
+    /// Runs shorter slices; still progresses.
+    Low = 2,
+}
+
+impl Priority {
+    /// `high`, `normal` or `low`.
+    pub fn parse(name: &str) -> Option<Priority> {
+        match name {
+            "high" => Some(Priority::High),
+            "normal" => Some(Priority::Normal),
+            "low" => Some(Priority::Low),
+            _ => None,
+        }
+    }
+
+    /// Its name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Priority::High => "high",
+            Priority::Normal => "normal",
+            Priority::Low => "low",
+        }
+    }
+
+    /// The level from its `repr(u8)` value (anything past `Low` is `Low`).
+    pub fn from_u8(v: u8) -> Priority {
+        match v {
+            0 => Priority::High,
+            1 => Priority::Normal,
+            _ => Priority::Low,
+        }
+    }
 }
 
 impl SpawnOpts {
@@ -389,6 +438,20 @@ impl SpawnOpts {
                 "max_mailbox" => o.max_mailbox = Some(limit(val)? as usize),
                 "max_frames" => o.max_frames = Some(limit(val)?.min(u32::MAX as i64) as u32),
                 "max_heap" => o.max_heap = Some(limit(val)? as u64),
+                "priority" => {
+                    o.priority = Some(
+                        match val {
+                            Value::Atom(a) => Priority::parse(&a.name()),
+                            _ => None,
+                        }
+                        .ok_or_else(|| {
+                            Exception::badarg(format!(
+                                "spawn option :priority must be :high, :normal or :low, got {}",
+                                val.repr()
+                            ))
+                        })?,
+                    )
+                }
                 _ => return Err(Exception::badarg(format!("unknown spawn option :{key}"))),
             }
         }
@@ -453,6 +516,27 @@ pub trait Host {
             Some(m) => Received::Message(m),
             None => Received::Empty,
         }
+    }
+    /// Whether the `send` (or `send_to_node`) that just returned `Err` holds a wait instead:
+    /// the receiver's node is far behind and the host suspends the sender until there is room
+    /// ([`Begun::Send`]) rather than raising. The default host never does.
+    fn send_waits(&mut self) -> bool {
+        false
+    }
+    /// Delivers `msg` to the actor registered as `name` on node `node` (`send` to the tuple
+    /// `{name, node}`). The default host is no node of a cluster: it raises `:badarg`.
+    fn send_to_node(
+        &mut self,
+        name: crate::atom::Atom,
+        node: crate::atom::Atom,
+        msg: Value,
+    ) -> Result<(), Exception> {
+        let _ = msg;
+        Err(Exception::badarg(format!(
+            "send: {{{}, {}}} names a node, and this VM is not in a cluster",
+            Value::Atom(name).repr(),
+            Value::Atom(node).repr()
+        )))
     }
     /// Monotonic milliseconds since the VM started.
     fn now_ms(&self) -> i64;

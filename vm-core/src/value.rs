@@ -42,12 +42,68 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 /// An actor identifier.
+///
+/// 1. The low [`Pid::SERIAL_BITS`] bits are the serial the owning node gave the actor; the
+///    high 16 bits are a *node slot* in the VM's table of node incarnations (vm-dist's
+///    `NodeTable`), 0 for this VM's own actors. Local pids are therefore plain serials and every
+///    local path stays as it was.
+/// 2. A local pid prints `<7>`; a pid of another node prints `<b.7>`, with the node's name from
+///    the namer a clustered runtime installs ([`set_node_namer`]), or `<#slot.7>` without one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Pid(pub u64);
 
+impl Pid {
+    /// Bits of a pid that hold the serial; the rest hold the node slot.
+    pub const SERIAL_BITS: u32 = 48;
+    /// The largest serial a pid can carry.
+    pub const MAX_SERIAL: u64 = (1 << Pid::SERIAL_BITS) - 1;
+
+    /// The node slot (0 for this VM's own actors).
+    #[inline]
+    pub fn slot(self) -> u16 {
+        (self.0 >> Pid::SERIAL_BITS) as u16
+    }
+
+    /// The serial the owning node gave the actor.
+    #[inline]
+    pub fn serial(self) -> u64 {
+        self.0 & Pid::MAX_SERIAL
+    }
+
+    /// Whether the actor is this VM's own.
+    #[inline]
+    pub fn is_local(self) -> bool {
+        self.slot() == 0
+    }
+
+    /// The pid of actor `serial` in node slot `slot`.
+    #[inline]
+    pub fn remote(slot: u16, serial: u64) -> Pid {
+        Pid((u64::from(slot) << Pid::SERIAL_BITS) | (serial & Pid::MAX_SERIAL))
+    }
+}
+
+/// Names the node of a node slot, for printing pids (see [`Pid`]).
+pub type NodeNamer = Arc<dyn Fn(u16) -> Option<Arc<str>> + Send + Sync>;
+
+static NODE_NAMER: std::sync::RwLock<Option<NodeNamer>> = std::sync::RwLock::new(None);
+
+/// Installs how pids of other nodes print their node's name (a clustered runtime does this
+/// once it has joined; the last one installed wins, as a process runs one clustered VM).
+pub fn set_node_namer(namer: NodeNamer) {
+    *NODE_NAMER.write().unwrap_or_else(|p| p.into_inner()) = Some(namer);
+}
+
 impl fmt::Display for Pid {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "<{}>", self.0)
+        if self.is_local() {
+            return write!(f, "<{}>", self.0);
+        }
+        let namer = NODE_NAMER.read().unwrap_or_else(|p| p.into_inner()).clone();
+        match namer.and_then(|n| n(self.slot())) {
+            Some(name) => write!(f, "<{name}.{}>", self.serial()),
+            None => write!(f, "<#{}.{}>", self.slot(), self.serial()),
+        }
     }
 }
 
@@ -97,11 +153,6 @@ pub type DropHook = Box<dyn Fn(u64) + Send + Sync>;
 /// The runtime object behind a handle, opaque to vm-core.
 pub type Payload = Arc<dyn std::any::Any + Send + Sync>;
 
-/// Called with the watch's owner and the handle's id when a watched handle's reference count
-/// falls to the watch's threshold. Shared (an `Arc`), so that setting a watch, which the runtime
-/// does every time an actor blocks on a channel, allocates nothing.
-pub type WatchHook = Arc<dyn Fn(u64, u64) + Send + Sync>;
-
 #[derive(Serialize, Deserialize)]
 struct HandleInner {
     id: u64,
@@ -109,34 +160,11 @@ struct HandleInner {
     payload: Option<Payload>,
     #[serde(skip)]
     on_drop: Option<DropHook>,
-    /// Set while `watches` is non-empty, so unwatched handles pay one relaxed load per drop.
-    #[serde(skip)]
-    watched: std::sync::atomic::AtomicBool,
-    /// `(owner, threshold, hook)`: call `hook` when the count of handles falls to `threshold`.
-    #[serde(skip)]
-    watches: std::sync::Mutex<Vec<(u64, usize, WatchHook)>>,
-}
-
-/// Watches fire from here: a clone of a handle going away may leave only the references its
-/// watchers hold themselves (the runtime uses this to find channels no one else can reach).
-impl Drop for Handle {
-    fn drop(&mut self) {
-        if !self.0.watched.load(std::sync::atomic::Ordering::Acquire) {
-            return;
-        }
-        let remaining = Arc::strong_count(&self.0) - 1;
-        let watches = self.0.watches.lock().unwrap_or_else(|p| p.into_inner());
-        for (owner, threshold, hook) in watches.iter() {
-            if remaining == *threshold {
-                hook(*owner, self.0.id);
-            }
-        }
-    }
 }
 
 impl HandleInner {
     fn new(id: u64, payload: Option<Payload>, on_drop: Option<DropHook>) -> HandleInner {
-        HandleInner { id, payload, on_drop, watched: Default::default(), watches: Default::default() }
+        HandleInner { id, payload, on_drop }
     }
 }
 
@@ -179,26 +207,6 @@ impl Handle {
     /// How many clones of this handle exist.
     pub fn ref_count(&self) -> usize {
         Arc::strong_count(&self.0)
-    }
-
-    /// Calls `hook(owner, id)` when dropping a clone leaves exactly `threshold` clones. `owner`
-    /// identifies the watch for [`Handle::unwatch`]. Returns the count at the moment the watch was set, so
-    /// the caller can check whether the threshold was already reached (set first, then check:
-    /// a drop in between cannot be missed).
-    pub fn watch(&self, owner: u64, threshold: usize, hook: WatchHook) -> usize {
-        let mut w = self.0.watches.lock().unwrap_or_else(|p| p.into_inner());
-        w.push((owner, threshold, hook));
-        self.0.watched.store(true, std::sync::atomic::Ordering::Release);
-        Arc::strong_count(&self.0)
-    }
-
-    /// Removes the watches set by `owner`.
-    pub fn unwatch(&self, owner: u64) {
-        let mut w = self.0.watches.lock().unwrap_or_else(|p| p.into_inner());
-        w.retain(|(o, _, _)| *o != owner);
-        if w.is_empty() {
-            self.0.watched.store(false, std::sync::atomic::Ordering::Release);
-        }
     }
 }
 
@@ -995,32 +1003,6 @@ mod tests {
         assert!(!matches(&Value::tuple(vec![Value::atom("reply"), any.clone()]), &msg));
         assert!(matches(&Value::Int(7), &Value::Int(7)));
         assert!(!matches(&Value::Int(7), &Value::Float(7.0)));
-    }
-
-    #[test]
-    fn a_watch_fires_when_only_the_watchers_references_remain() {
-        use std::sync::atomic::{AtomicUsize, Ordering as O};
-        let fired = Arc::new(AtomicUsize::new(0));
-        let f2 = fired.clone();
-        let mine = Handle::new(5);
-        let theirs = mine.clone();
-        let nested = Value::list(vec![Value::tuple(vec![Value::Chan(theirs.clone())])]);
-        assert_eq!(
-            mine.watch(
-                1,
-                1,
-                Arc::new(move |owner, id| {
-                    assert_eq!((owner, id), (1, 5));
-                    f2.fetch_add(1, O::SeqCst);
-                })
-            ),
-            3
-        );
-        drop(nested);
-        assert_eq!(fired.load(O::SeqCst), 0, "two clones left");
-        drop(theirs);
-        assert_eq!(fired.load(O::SeqCst), 1, "only the watcher's own clone is left");
-        mine.unwatch(1);
     }
 
     /// How deep the deep-value tests nest: what `list r1, r1, 1` in a loop builds in a moment.

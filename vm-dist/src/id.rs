@@ -21,14 +21,14 @@ use vm_core::Pid;
 /// The longest node name accepted.
 pub const MAX_NODE_NAME: usize = 64;
 
-/// Bits of a pid that hold the serial; the rest hold the slot.
-pub const SERIAL_BITS: u32 = 48;
+/// Bits of a pid that hold the serial; the rest hold the slot (vm-core's split).
+pub const SERIAL_BITS: u32 = Pid::SERIAL_BITS;
 
 // References name their node as pids do (`vm_core::value::Ref`).
 const _: () = assert!(SERIAL_BITS == vm_core::value::Ref::SERIAL_BITS);
 
 /// The largest serial a pid can carry.
-pub const MAX_SERIAL: u64 = (1 << SERIAL_BITS) - 1;
+pub const MAX_SERIAL: u64 = Pid::MAX_SERIAL;
 
 /// One incarnation of a node.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -80,19 +80,19 @@ pub fn check_node_name(name: &str) -> Result<(), String> {
 /// The slot part of a pid (0 for a local pid).
 #[inline]
 pub fn slot_of(pid: Pid) -> u16 {
-    (pid.0 >> SERIAL_BITS) as u16
+    pid.slot()
 }
 
 /// The serial part of a pid.
 #[inline]
 pub fn serial_of(pid: Pid) -> u64 {
-    pid.0 & MAX_SERIAL
+    pid.serial()
 }
 
 /// The pid with `slot` and `serial`.
 #[inline]
 pub fn make_pid(slot: u16, serial: u64) -> Pid {
-    Pid((u64::from(slot) << SERIAL_BITS) | (serial & MAX_SERIAL))
+    Pid::remote(slot, serial)
 }
 
 /// The reference with `slot` and `serial`: a reference names its node as a pid does

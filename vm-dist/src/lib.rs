@@ -10,20 +10,24 @@
 //! - [`id`]: node incarnations, pid slots.
 //! - [`wire`]: the envelope format and its hardened decoder (untrusted input; a fuzz target).
 //! - [`transport`]: the [`Transport`] trait and the in-memory bus for in-process tests;
-//!   [`nats`]: the NATS transport (async-nats), with credentials and TLS.
+//!   [`nats`]: the NATS transport (async-nats), with credentials and TLS ([`options`]: how to
+//!   reach and log in to the servers).
 //! - [`node`]: sessions, failure detection, backpressure, remote links/monitors/spawn; the
 //!   runtime implements [`Local`] and spawns the [`Driver`].
 //! - [`global`]: cluster-wide names with exactly one winner.
+//! - [`census`]: the live nodes, seen from outside the cluster (`vm nodes`).
 //! - `outbox`: the order in which envelopes reach the transport (loom-checked).
 //!
 //! **This crate spawns no tasks** (the runtime spawns [`Driver::run`]); async-nats spawns its
 //! connection task inside `connect`, the one exception to "only vm-sched spawns tasks".
 
+pub mod census;
 pub mod global;
 pub mod id;
 #[cfg(not(vm_loom))]
 pub mod nats;
 pub mod node;
+pub mod options;
 mod outbox;
 pub mod transport;
 pub mod wire;
@@ -31,8 +35,9 @@ pub mod wire;
 pub use global::GlobalError;
 pub use id::{NodeId, NodeTable};
 #[cfg(not(vm_loom))]
-pub use nats::{NatsOptions, NatsTransport};
+pub use nats::NatsTransport;
 pub use node::{Config, Congestion, Driver, Local, Node, NodeInfo, SendError, SpawnError, StartError};
+pub use options::NatsOptions;
 pub use transport::{MemBus, MemTransport, Transport};
 pub use wire::SpawnOptions;
 

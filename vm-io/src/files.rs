@@ -57,7 +57,8 @@ pub(crate) fn file_open(ctx: &Ctx<'_>, args: &[Value]) -> NativeResult {
             )));
         }
     };
-    let file = with_path(&ctx.io.perms, &path, needs, &format!("file_open {path}"), |place| place.open(&o))?;
+    let file =
+        with_path(&ctx.grants.perms, &path, needs, &format!("file_open {path}"), |place| place.open(&o))?;
     // Opened again after a restore as it is now: never created or truncated a second time.
     let (read, append) = (matches!(&*mode, "read" | "read_write"), &*mode == "append");
     let reopen = crate::reopen::Reopen::File {
@@ -105,7 +106,7 @@ pub(crate) fn file_seek(ctx: &Ctx<'_>, args: &[Value]) -> NativeResult {
 pub(crate) fn file_read_all(ctx: &Ctx<'_>, args: &[Value]) -> NativeResult {
     let path = str_arg("file_read_all", &args[0])?;
     let what = format!("file_read_all {path}");
-    let data = with_path(&ctx.io.perms, &path, &[Access::Read], &what, |place| {
+    let data = with_path(&ctx.grants.perms, &path, &[Access::Read], &what, |place| {
         let mut data = Vec::new();
         place.open(OpenOptions::new().read(true))?.read_to_end(&mut data)?;
         Ok(data)
@@ -117,7 +118,7 @@ pub(crate) fn file_write_all(ctx: &Ctx<'_>, args: &[Value]) -> NativeResult {
     let path = str_arg("file_write_all", &args[0])?;
     let data = data_arg("file_write_all", &args[1])?;
     let what = format!("file_write_all {path}");
-    with_path(&ctx.io.perms, &path, &[Access::Write], &what, |place| {
+    with_path(&ctx.grants.perms, &path, &[Access::Write], &what, |place| {
         place.open(OpenOptions::new().write(true).create(true).truncate(true))?.write_all(data)
     })?;
     Ok(Value::Nil)
@@ -126,7 +127,7 @@ pub(crate) fn file_write_all(ctx: &Ctx<'_>, args: &[Value]) -> NativeResult {
 pub(crate) fn dir_list(ctx: &Ctx<'_>, args: &[Value]) -> NativeResult {
     let path = str_arg("dir_list", &args[0])?;
     let what = format!("dir_list {path}");
-    let mut names = with_path(&ctx.io.perms, &path, &[Access::Read], &what, |place| {
+    let mut names = with_path(&ctx.grants.perms, &path, &[Access::Read], &what, |place| {
         place
             .open_dir()?
             .entries()?
@@ -139,7 +140,7 @@ pub(crate) fn dir_list(ctx: &Ctx<'_>, args: &[Value]) -> NativeResult {
 
 pub(crate) fn file_remove(ctx: &Ctx<'_>, args: &[Value]) -> NativeResult {
     let path = str_arg("file_remove", &args[0])?;
-    with_path(&ctx.io.perms, &path, &[Access::Write], &format!("file_remove {path}"), |place| {
+    with_path(&ctx.grants.perms, &path, &[Access::Write], &format!("file_remove {path}"), |place| {
         place.remove()
     })?;
     Ok(Value::Nil)

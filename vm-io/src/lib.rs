@@ -20,9 +20,13 @@
 //! - [`durable`]: files written to survive a crash at any moment, in generations (snapshots).
 //! - [`reopen`]: resources across a snapshot: reopen recipes, and opening them again.
 //! - [`request`]: `vm_snapshot`, a program asking the runtime for a snapshot of its VM.
+//! - [`cluster`]: the cluster natives (`spawn_on`, `node`, `nodes`, global names), answered
+//!   by the membership the runtime installs.
+//! - [`services`]: `publish` and `lookup`, the names containers offer each other.
 //! - [`rerun`]: which natives in flight when a snapshot was taken may run again after a restore.
 
 pub mod affine;
+pub mod cluster;
 pub mod confine;
 pub mod ctrl_c;
 pub mod durable;
@@ -38,13 +42,14 @@ pub mod request;
 pub mod rerun;
 pub mod resource;
 pub mod resp;
+pub mod services;
 pub mod sqlite;
 pub mod stdio;
 pub mod sysmem;
 pub mod table;
 
 pub use output::Output;
-pub use perms::Permissions;
+pub use perms::{Grants, Permissions};
 pub use resource::{Console, Io};
 
 use std::path::{Component, Path, PathBuf};

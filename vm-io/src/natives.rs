@@ -32,7 +32,7 @@
 //!
 //! The registry is a static table (adding a native is adding a row); `docs/io.md` is its
 //! reference and a test checks that every row is documented there. A native gets a [`Ctx`]: the
-//! VM's [`Io`] state (permissions, ownership table, console) and the caller's pid.
+//! VM's [`Io`] state (ownership table, console), the caller's pid and the caller's grants.
 
 pub use crate::affine::Bind;
 use crate::resource::Io;
@@ -49,6 +49,16 @@ pub struct Ctx<'a> {
     pub io: &'a Arc<Io>,
     /// The calling actor's pid.
     pub pid: u64,
+    /// What the caller may do: its container's grants (never the VM's, which a container may
+    /// not hold).
+    pub grants: &'a Arc<crate::perms::Grants>,
+}
+
+impl<'a> Ctx<'a> {
+    /// A context with the VM's own grants ([`Io::grants`]), for callers outside any container.
+    pub fn new(io: &'a Arc<Io>, pid: u64) -> Ctx<'a> {
+        Ctx { io, pid, grants: &io.grants }
+    }
 }
 
 /// The result of a native.
@@ -193,7 +203,7 @@ macro_rules! natives {
     };
 }
 
-use crate::{files, net, request, resp, sqlite, stdio, table};
+use crate::{cluster, files, net, request, resp, services, sqlite, stdio, table};
 
 natives! {
     "tcp_listen", 1..=1, Async(net::tcp_listen), "tcp_listen(addr): listens on host:port -> listener";
@@ -246,7 +256,17 @@ natives! {
     "sqlite_transaction", 2..=2, Affine(Bind::Arg0, sqlite::sqlite_transaction), "sqlite_transaction(db, statements): runs a list of {sql, params} in one transaction, all or none -> rows changed";
     "sqlite_last_id", 1..=1, Affine(Bind::Arg0, sqlite::sqlite_last_id), "sqlite_last_id(db): the rowid of the last row inserted on the connection";
     "sqlite_close", 1..=1, Affine(Bind::Arg0, sqlite::sqlite_close), "sqlite_close(db): closes the connection -> true, or false if already closed";
+    "node", 0..=0, Inline(cluster::node), "node(): this node's name as an atom (:nonode outside a cluster)";
+    "nodes", 0..=0, Inline(cluster::nodes), "nodes(): the names of the other live nodes of the cluster";
+    "node_of", 1..=1, Inline(cluster::node_of), "node_of(pid): the name of the node pid lives on";
+    "spawn_on", 3..=4, Async(cluster::spawn_on), "spawn_on(node, func, args, [opts]): runs func (an atom naming a function of the module that node runs) there -> pid, or {pid, ref} with %{:monitor => true} (needs --cluster)";
+    "monitor_node", 2..=2, Inline(cluster::monitor_node), "monitor_node(node, flag): {:nodedown, node} and {:nodeup, node} messages on (true) or off (needs --cluster)";
+    "global_register", 1..=2, Async(cluster::global_register), "global_register(name, [pid]): registers the caller (or pid) cluster-wide; one winner when nodes race (needs --cluster)";
+    "global_whereis", 1..=1, Async(cluster::global_whereis), "global_whereis(name): the pid registered cluster-wide as name, or nil (needs --cluster)";
+    "global_unregister", 1..=1, Async(cluster::global_unregister), "global_unregister(name): removes a cluster-wide name an actor of this node holds (needs --cluster)";
     "vm_snapshot", 1..=1, Async(request::vm_snapshot), "vm_snapshot(path): writes a snapshot of the whole VM to path (needs --allow-write) -> :ok, or :resumed in a VM resumed from it";
+    "publish", 2..=2, Inline(services::publish), "publish(name, chan_or_pid): offers a channel or pid to other containers as \"container/name\"";
+    "lookup", 1..=1, Inline(services::lookup), "lookup(\"container/name\"): what that container published under name, or nil (needs allow_lookup of that container)";
 }
 
 thread_local! {
@@ -614,7 +634,7 @@ fn resolve(ctx: &Ctx<'_>, args: &[Value]) -> Result<Value, Exception> {
         }
     };
     // A query carries the name to a name server: it is network access (perms rule 2).
-    ctx.io.perms.check_resolve(&host)?;
+    ctx.grants.perms.check_resolve(&host)?;
     // Port 0 only satisfies the API; the addresses are what is wanted.
     let addrs = (host.as_str(), 0)
         .to_socket_addrs()
@@ -662,7 +682,7 @@ mod tests {
 
     fn with_ctx<R>(f: impl FnOnce(&Ctx<'_>) -> R) -> R {
         let io = Io::new(Permissions::all(), Arc::new(Quiet));
-        f(&Ctx { io: &io, pid: 1 })
+        f(&Ctx::new(&io, 1))
     }
 
     fn call(name: &str, args: &[Value]) -> NativeResult {

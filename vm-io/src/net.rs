@@ -16,7 +16,7 @@
 use crate::natives::{
     Ctx, NativeResult, Started, arg, data_arg, io_error, size_arg, str_arg, timeout_arg, with_timeout,
 };
-use crate::perms::split_host_port;
+use crate::perms::{Permissions, split_host_port};
 use crate::reopen::{Reopen, bound_address};
 use crate::resource::{Conn, Io, Obj, ReadBuf, conn_label};
 use crate::resp::Parsed;
@@ -412,7 +412,7 @@ pub(crate) fn tcp_write_resp(ctx: &Ctx<'_>, args: &[Value]) -> Started {
 
 pub(crate) fn tcp_listen(ctx: &Ctx<'_>, args: &[Value]) -> Started {
     let addr = try_start!(str_arg("tcp_listen", &args[0])).into_owned();
-    try_start!(ctx.io.perms.check_net(&addr));
+    try_start!(ctx.grants.perms.check_net(&addr));
     let (io, pid) = (ctx.io.clone(), ctx.pid);
     Started::Pending(Box::pin(async move {
         let l = listen(&addr).await.map_err(|e| io_error(&format!("tcp_listen {addr}"), &e))?;
@@ -525,11 +525,11 @@ pub fn take_accepted(ctx: &Ctx<'_>, obj: &Obj) -> NativeResult {
 
 pub(crate) fn tcp_connect(ctx: &Ctx<'_>, args: &[Value]) -> Started {
     let addr = try_start!(str_arg("tcp_connect", &args[0])).into_owned();
-    try_start!(ctx.io.perms.check_net(&addr));
+    try_start!(ctx.grants.perms.check_net(&addr));
     let timeout = try_start!(timeout_arg("tcp_connect", arg(args, 1)));
-    let (io, pid) = (ctx.io.clone(), ctx.pid);
+    let (io, pid, grants) = (ctx.io.clone(), ctx.pid, ctx.grants.clone());
     Started::Pending(with_timeout("tcp_connect", timeout, async move {
-        let to = reached(&io, "tcp_connect", &addr).await?;
+        let to = reached(&io, &grants.perms, "tcp_connect", &addr).await?;
         let s =
             TcpStream::connect(&to[..]).await.map_err(|e| io_error(&format!("tcp_connect {addr}"), &e))?;
         let peer = s.peer_addr().ok();
@@ -540,7 +540,7 @@ pub(crate) fn tcp_connect(ctx: &Ctx<'_>, args: &[Value]) -> Started {
 /// Rule 1 of `perms` for a target `addr` (`host:port`) already checked as written: where the
 /// socket may go. An IP address is used as written; a host name is resolved once, and only the
 /// addresses the grant reaches are returned (never empty), for the socket to use as they are.
-async fn reached(io: &Io, what: &str, addr: &str) -> Result<Vec<SocketAddr>, Exception> {
+async fn reached(io: &Io, perms: &Permissions, what: &str, addr: &str) -> Result<Vec<SocketAddr>, Exception> {
     if let Ok(a) = addr.parse::<SocketAddr>() {
         return Ok(vec![a]);
     }
@@ -553,7 +553,7 @@ async fn reached(io: &Io, what: &str, addr: &str) -> Result<Vec<SocketAddr>, Exc
         ));
     };
     let port = first.port();
-    io.pins.reached(&io.perms, host, port, resolved)
+    io.pins.reached(perms, host, port, resolved)
 }
 
 pub(crate) fn tcp_shutdown(ctx: &Ctx<'_>, args: &[Value]) -> NativeResult {
@@ -603,7 +603,7 @@ pub(crate) fn close(ctx: &Ctx<'_>, args: &[Value]) -> NativeResult {
 
 pub(crate) fn udp_bind(ctx: &Ctx<'_>, args: &[Value]) -> Started {
     let addr = try_start!(str_arg("udp_bind", &args[0])).into_owned();
-    try_start!(ctx.io.perms.check_net(&addr));
+    try_start!(ctx.grants.perms.check_net(&addr));
     let (io, pid) = (ctx.io.clone(), ctx.pid);
     Started::Pending(Box::pin(async move {
         let u = UdpSocket::bind(&addr).await.map_err(|e| io_error(&format!("udp_bind {addr}"), &e))?;
@@ -617,15 +617,15 @@ pub(crate) fn udp_send_to(ctx: &Ctx<'_>, args: &[Value]) -> Started {
     let obj = try_start!(ctx.obj("udp_send_to", &args[0]));
     try_start!(udp("udp_send_to", &obj));
     let addr = try_start!(str_arg("udp_send_to", &args[1])).into_owned();
-    try_start!(ctx.io.perms.check_net(&addr));
+    try_start!(ctx.grants.perms.check_net(&addr));
     let data = args[2].clone();
     try_start!(data_arg("udp_send_to", &data));
     let timeout = try_start!(timeout_arg("udp_send_to", arg(args, 3)));
-    let io = ctx.io.clone();
+    let (io, grants) = (ctx.io.clone(), ctx.grants.clone());
     Started::Pending(with_timeout("udp_send_to", timeout, async move {
         let u = udp("udp_send_to", &obj)?;
         let bytes = data_arg("udp_send_to", &data)?;
-        let to = reached(&io, "udp_send_to", &addr).await?;
+        let to = reached(&io, &grants.perms, "udp_send_to", &addr).await?;
         // One datagram, one address: the first of the socket's own family, if any.
         let v4 = u.local_addr().map_or(true, |a| a.is_ipv4());
         let to = to.iter().find(|a| a.is_ipv4() == v4).unwrap_or(&to[0]);
@@ -658,7 +658,7 @@ mod tests {
     use tokio::io::AsyncReadExt;
 
     async fn start(io: &Arc<Io>, name: &str, args: &[Value]) -> NativeResult {
-        let started = lookup(Atom::new(name)).unwrap().start(&Ctx { io, pid: 1 }, args);
+        let started = lookup(Atom::new(name)).unwrap().start(&Ctx::new(io, 1), args);
         match started {
             Started::Done(r) => r,
             Started::Pending(f) => f.await,
@@ -693,8 +693,8 @@ mod tests {
 
             let rebound = Io::new(perms, Arc::new(Quiet));
             let earlier = |port| vec![SocketAddr::from(([192, 0, 2, 1], port))];
-            rebound.pins.reached(&rebound.perms, "localhost", tp, earlier(tp)).unwrap();
-            rebound.pins.reached(&rebound.perms, "localhost", up, earlier(up)).unwrap();
+            rebound.pins.reached(&rebound.grants.perms, "localhost", tp, earlier(tp)).unwrap();
+            rebound.pins.reached(&rebound.grants.perms, "localhost", up, earlier(up)).unwrap();
             let e = start(&rebound, "tcp_connect", &[to_tcp]).await.unwrap_err();
             assert_eq!(e.kind, crate::perms::permission_atom());
             assert!(

@@ -67,6 +67,25 @@ pub struct Permissions {
     pub env: Grant<String>,
 }
 
+/// What one group of actors (a container) may do: its permissions and the environment
+/// variables its manifest gives it. Natives get the calling actor's through [`crate::natives::Ctx`],
+/// so two containers in one VM can hold different grants.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Grants {
+    /// Network, file and environment access.
+    pub perms: Permissions,
+    /// Variables `env_get` answers without `--allow-env` (the container's own environment);
+    /// any other name still needs the grant and is read from the process.
+    pub env: Vec<(String, String)>,
+}
+
+impl Grants {
+    /// Grants of these permissions, with no environment of their own.
+    pub fn of(perms: Permissions) -> Grants {
+        Grants { perms, env: Vec::new() }
+    }
+}
+
 /// The kind of every denial.
 pub fn permission_atom() -> Atom {
     Atom::new("permission")

@@ -128,7 +128,7 @@ impl Io {
         what: &str,
         bind: impl FnOnce(String) -> F,
     ) -> Result<T, String> {
-        self.perms.check_net(addr).map_err(|e| e.msg.to_string())?;
+        self.grants.perms.check_net(addr).map_err(|e| e.msg.to_string())?;
         bind(addr.to_string()).await.map_err(|e| format!("{what} {addr} again: {e}"))
     }
 
@@ -153,7 +153,7 @@ impl Io {
         let mut opts = cap_std::fs::OpenOptions::new();
         opts.read(read).write(write && !append).append(append);
         let what = format!("opening {path} again");
-        let mut f = with_path(&self.perms, path, &needs, &what, |place| place.open(&opts))
+        let mut f = with_path(&self.grants.perms, path, &needs, &what, |place| place.open(&opts))
             .map_err(|e| e.msg.to_string())?;
         let len = f.metadata().map_err(|e| format!("{path}: {e}"))?.len();
         if pos > len {
@@ -185,7 +185,7 @@ mod tests {
     }
 
     fn use_err(io: &Arc<Io>, v: &Value) -> vm_core::Exception {
-        Ctx { io, pid: 7 }.obj("t", v).err().expect("unusable")
+        Ctx::new(io, 7).obj("t", v).err().expect("unusable")
     }
 
     #[tokio::test]
@@ -209,7 +209,7 @@ mod tests {
         let v = second.reopen(3, 7, "tcp listener", &recipe).await;
         let Value::Res(h) = &v else { panic!() };
         assert_eq!(h.id(), 3);
-        let obj = Ctx { io: &second, pid: 7 }.obj("t", &v).unwrap();
+        let obj = Ctx::new(&second, 7).obj("t", &v).unwrap();
         let Obj::Listener(l) = &*obj else { panic!("a listener") };
         let client = std::thread::spawn(move || std::net::TcpStream::connect(("127.0.0.1", port)).unwrap());
         let (_conn, _) = l.inner.accept().await.unwrap();
@@ -263,7 +263,7 @@ mod tests {
         drop(v);
         let again = io(Permissions::all());
         let v = again.reopen(9, 7, "file", &recipe).await;
-        let obj = Ctx { io: &again, pid: 7 }.obj("t", &v).unwrap();
+        let obj = Ctx::new(&again, 7).obj("t", &v).unwrap();
         let Obj::File(f) = &*obj else { panic!("a file") };
         let mut rest = String::new();
         f.lock().unwrap().read_to_string(&mut rest).unwrap();
@@ -272,7 +272,7 @@ mod tests {
         let append =
             Recipe::File { path: p.clone(), read: false, write: false, append: true, pos: 12, len: 12 };
         let v = again.reopen(10, 7, "file", &append).await;
-        let obj = Ctx { io: &again, pid: 7 }.obj("t", &v).unwrap();
+        let obj = Ctx::new(&again, 7).obj("t", &v).unwrap();
         let Obj::File(f) = &*obj else { panic!("a file") };
         f.lock().unwrap().write_all(b"!").unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"hello, world!");

@@ -36,7 +36,7 @@ pub(crate) fn vm_snapshot(ctx: &Ctx<'_>, args: &[Value]) -> Started {
     // The grant is checked by name and by where links lead, as for the file natives; the file
     // itself is written by `durable` beside the path.
     let granted = crate::confine::with_path(
-        &ctx.io.perms,
+        &ctx.grants.perms,
         &path,
         &[crate::confine::Access::Write],
         "vm_snapshot",

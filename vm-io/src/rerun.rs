@@ -42,6 +42,12 @@ pub const RERUN: &[(&str, bool)] = &[
     ("file_remove", false),
     ("stdin_read_line", true),
     ("resolve", true),
+    // The cluster: a remote spawn may have started its actor; a registration may have won.
+    // Looking a name up, or removing it, again is the same as once.
+    ("spawn_on", false),
+    ("global_register", false),
+    ("global_whereis", true),
+    ("global_unregister", true),
     // Not run again: a VM resumed from the snapshot it was taking returns `:resumed` instead.
     ("vm_snapshot", false),
     // SQLite (thread-affine): reads and opening run again, changes do not. (A connection itself

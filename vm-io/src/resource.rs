@@ -146,8 +146,9 @@ impl Drop for Resource {
 
 /// Shared I/O state of one VM: permissions, the ownership table, standard input.
 pub struct Io {
-    /// What the program may do.
-    pub perms: Permissions,
+    /// What the program may do when no container says otherwise (`vm run`'s flags; a restore
+    /// reopens resources with these).
+    pub grants: Arc<crate::perms::Grants>,
     /// The answers granted host names are pinned to (`perms` rule 1).
     pub(crate) pins: crate::perms::Pins,
     /// Standard output and error.
@@ -159,6 +160,10 @@ pub struct Io {
     pub(crate) stdin: tokio::sync::Mutex<crate::stdio::StdinState>,
     /// Takes snapshots for `vm_snapshot` (installed by the runtime).
     pub(crate) snapshots: std::sync::OnceLock<Arc<dyn crate::request::SnapshotHook>>,
+    /// The VM's membership in a cluster (installed by the runtime; see `cluster`).
+    pub(crate) cluster: std::sync::OnceLock<Arc<dyn crate::cluster::ClusterHook>>,
+    /// Answers `publish` and `lookup` (installed by the runtime).
+    pub(crate) services: std::sync::OnceLock<Arc<dyn crate::services::ServiceHook>>,
 }
 
 const SHARDS: usize = 16;
@@ -175,7 +180,7 @@ impl Io {
         // Natives only run with an `Io`: from here on their caught panics print nothing.
         crate::natives::install_quiet_panic_hook();
         Arc::new(Io {
-            perms,
+            grants: Arc::new(crate::perms::Grants::of(perms)),
             pins: Default::default(),
             console,
             next_id: AtomicU64::new(1),
@@ -183,6 +188,8 @@ impl Io {
             owned: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             stdin: tokio::sync::Mutex::new(Default::default()),
             snapshots: std::sync::OnceLock::new(),
+            cluster: std::sync::OnceLock::new(),
+            services: std::sync::OnceLock::new(),
         })
     }
 
@@ -445,8 +452,8 @@ mod tests {
         let a = io.adopt(1, file_obj(), "a".into());
         let b = io.adopt(1, file_obj(), "b".into());
         assert_eq!(io.live(), 2);
-        let ctx1 = Ctx { io: &io, pid: 1 };
-        let ctx2 = Ctx { io: &io, pid: 2 };
+        let ctx1 = Ctx::new(&io, 1);
+        let ctx2 = Ctx::new(&io, 2);
         assert!(ctx1.obj("t", &a).is_ok());
         // Hand `b` (inside a message) to actor 2.
         io.transfer(&Value::tuple(vec![Value::Int(0), Value::list(vec![b.clone()])]), 1, 2);
@@ -476,7 +483,7 @@ mod tests {
                 .spawn_scoped(s, || io.transfer(&deep, 1, 2))
                 .unwrap();
         });
-        assert!(Ctx { io: &io, pid: 2 }.obj("t", &r).is_ok());
+        assert!(Ctx::new(&io, 2).obj("t", &r).is_ok());
         assert_eq!(io.owned_by(1).len(), 0);
     }
 }

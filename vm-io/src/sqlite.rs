@@ -81,7 +81,7 @@ pub(crate) fn sqlite_open(ctx: &Ctx<'_>, args: &[Value]) -> NativeResult {
 fn checked_path(ctx: &Ctx<'_>, path: &str, read_only: bool) -> Result<(PathBuf, bool), Exception> {
     let needs: &[Access] = if read_only { &[Access::Read] } else { &[Access::Read, Access::Write] };
     let what = format!("sqlite_open {path}");
-    let (real, confined) = with_path(&ctx.io.perms, path, needs, &what, |place| match place {
+    let (real, confined) = with_path(&ctx.grants.perms, path, needs, &what, |place| match place {
         Place::Anywhere(p) => Ok((p.to_path_buf(), false)),
         Place::Beneath(..) => {
             let mut o = OpenOptions::new();
@@ -96,7 +96,7 @@ fn checked_path(ctx: &Ctx<'_>, path: &str, read_only: bool) -> Result<(PathBuf, 
     if !read_only && confined {
         // The files SQLite keeps beside the database: checked by name (they need not exist).
         for suffix in ["-journal", "-wal", "-shm"] {
-            with_path(&ctx.io.perms, &format!("{path}{suffix}"), &[Access::Write], &what, |_| Ok(()))?;
+            with_path(&ctx.grants.perms, &format!("{path}{suffix}"), &[Access::Write], &what, |_| Ok(()))?;
         }
     }
     Ok((real, confined))

@@ -64,7 +64,11 @@ pub(crate) fn env_get(ctx: &Ctx<'_>, args: &[Value]) -> NativeResult {
     if !crate::perms::valid_env_name(&name) {
         return Err(Exception::badarg(format!("env_get: {name:?} is not a variable name")));
     }
-    ctx.io.perms.check_env(&name)?;
+    // A container's own variables need no grant: its manifest gave them to it.
+    if let Some((_, v)) = ctx.grants.env.iter().find(|(k, _)| *k == *name) {
+        return Ok(Value::str(v.as_str()));
+    }
+    ctx.grants.perms.check_env(&name)?;
     Ok(std::env::var(&*name).map_or(Value::Nil, Value::str))
 }
 

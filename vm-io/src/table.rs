@@ -267,7 +267,7 @@ mod tests {
     use vm_core::Atom;
 
     fn call(io: &Arc<Io>, name: &str, args: &[Value]) -> NativeResult {
-        lookup(Atom::new(name)).unwrap().call(&Ctx { io, pid: 1 }, args)
+        lookup(Atom::new(name)).unwrap().call(&Ctx::new(io, 1), args)
     }
 
     #[test]

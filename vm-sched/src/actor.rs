@@ -19,12 +19,12 @@
 //! parked task with a stored waker: no polling, no CPU.
 
 use crate::cell::{ActorCell, RunState};
+use crate::chan::waits::{SelectEnd, start_select};
 use crate::exit::{Doing, ExitReason, OnSignal, on_signal};
 use crate::host::ActorHost;
-use crate::mailbox::{Signal, Wait, WaitSpec, Woken};
+use crate::mailbox::{Signal, Wait, WaitId, WaitSpec, Woken};
 use crate::native::{IoWait, affine_wait, native_result, real_block};
-use crate::pause::{self, Pausable};
-use crate::select::{SelectEnd, start_select};
+use crate::pause::{self, Pausable, Taken};
 use crate::sync::Ordering;
 use crate::trace;
 use crate::vm::{Config, Outcome, Output, Vm, spawn_actor};
@@ -44,6 +44,7 @@ impl Vm {
     pub fn new(config: Config, output: Arc<dyn Output>) -> Vm {
         let vm = Vm::with_driver(config, output, start);
         crate::snapshot::install_hook(&vm);
+        crate::chan::orphans::start(&vm);
         vm
     }
 }
@@ -63,12 +64,22 @@ fn start(vm: Vm, cell: Arc<ActorCell>, st: ActorState, span: Option<tracing::Spa
 pub(crate) fn drive(
     vm: Vm,
     cell: Arc<ActorCell>,
-    mut st: ActorState,
+    st: ActorState,
 ) -> impl Future<Output = ()> + Send + 'static {
+    // Boxed before the block captures it: a parked receive moves it into the cell's slot and
+    // back (`pause`), and the task is the smaller for it.
+    let st = Box::new(st);
     async move {
+        // The mailbox keeps the task's waker from the start, so that the first plain receive
+        // parks in its fast path too (with the state in the cell's slot: `pause`).
+        std::future::poll_fn(|cx| {
+            cell.mailbox.keep_waker(cx.waker());
+            Poll::Ready(())
+        })
+        .await;
         let reason = {
             let mut host = ActorHost { vm: &vm, cell: &cell, last_target: None, in_flight: None };
-            run(&mut host, &cell.module, &mut st).await
+            run(&mut host, &cell.module, st).await
         };
         let report = vm.take_reporter(cell.pid);
         // The main actor's failure is reported by `vm run` itself; others are logged here.
@@ -94,7 +105,9 @@ pub(crate) fn drive(
     }
 }
 
-async fn run(host: &mut ActorHost<'_>, module: &Module, st: &mut ActorState) -> ExitReason {
+/// The state is boxed so that a parked receive can move it into the cell's slot and back
+/// (`pause`), a pointer's move each way.
+async fn run(host: &mut ActorHost<'_>, module: &Module, mut state: Box<ActorState>) -> ExitReason {
     let mut deferrals = 0u32;
     let mut slices = 0u32;
     // The last round ended in a receive parked in its fast path, now woken: see that arm.
@@ -104,7 +117,12 @@ async fn run(host: &mut ActorHost<'_>, module: &Module, st: &mut ActorState) -> 
         // that live across an await are stored in every actor's task.
         let vm = host.vm;
         let cell = host.cell;
-        let fuel = vm.shared.config.fuel;
+        let st = &mut *state;
+        // `:low` actors run quarter slices (`prio`, rule 3).
+        let fuel = match cell.priority() {
+            vm_core::Priority::Low => (vm.shared.config.fuel / 4).max(1),
+            _ => vm.shared.config.fuel,
+        };
         // A plain load first: the read-modify-write is only paid when a signal is there.
         if !std::mem::take(&mut resumed)
             && cell.has_signals.load(Ordering::Relaxed)
@@ -114,6 +132,18 @@ async fn run(host: &mut ActorHost<'_>, module: &Module, st: &mut ActorState) -> 
                 if let Some(end) = take_signal(module, st, sig, Doing::Running) {
                     return end;
                 }
+            }
+        }
+        // Priorities (`prio`): wake `:high` actors whose precise timer is due; a `:high` actor
+        // starting its slice is no longer waiting; others step aside while one is.
+        if vm.shared.prio.busy() {
+            let fired = vm.shared.prio.fire_due();
+            vm.shared.prio.running(cell);
+            if deferrals < 8 && vm.shared.prio.should_step_aside(cell, fired) {
+                deferrals += 1;
+                cell.set_state(RunState::Runnable);
+                tokio::task::yield_now().await;
+                continue;
             }
         }
         // `yieldto`: step aside (a bounded number of times) while another actor asked to run next.
@@ -167,7 +197,7 @@ async fn run(host: &mut ActorHost<'_>, module: &Module, st: &mut ActorState) -> 
             Step::Failed(f) => return ExitReason::Failed(f),
             Step::Blocked(effect) => match effect {
                 Effect::Print(text) => {
-                    vm.shared.output.line(&text);
+                    print_line(vm, cell, &text);
                     st.resume(module, Resume::Value(Value::Nil));
                 }
                 Effect::Stop(reason) => return ExitReason::Stopped(reason),
@@ -178,7 +208,6 @@ async fn run(host: &mut ActorHost<'_>, module: &Module, st: &mut ActorState) -> 
                     let wait = match start_select(
                         vm,
                         cell,
-                        st,
                         shape,
                         cases,
                         timeout_ms.map(|ms| vm.timed_wait_ms(cell.pid, ms)),
@@ -227,7 +256,13 @@ async fn run(host: &mut ActorHost<'_>, module: &Module, st: &mut ActorState) -> 
                             }
                         };
                         cell.set_state(RunState::Waiting);
-                        let (call, reply) = exec.call(vm.shared.io.clone(), cell.pid.0, native, args);
+                        let (call, reply) = exec.call(
+                            vm.shared.io.clone(),
+                            cell.container.grants.clone(),
+                            cell.pid.0,
+                            native,
+                            args,
+                        );
                         drop(exec);
                         // Boxed, as the other native waits are, to keep every actor's task small.
                         let name = native.name;
@@ -246,11 +281,7 @@ async fn run(host: &mut ActorHost<'_>, module: &Module, st: &mut ActorState) -> 
                         continue;
                     }
                     cell.set_state(RunState::RealBlocked);
-                    let io = vm.shared.io.clone();
-                    let pid = cell.pid.0;
-                    let job = tokio::task::spawn_blocking(move || {
-                        natives::guarded(|| native.call(&natives::Ctx { io: &io, pid }, &args))
-                    });
+                    let job = start_blocking(vm, cell, native, args);
                     // Boxed: native calls are rare, and this keeps every task small. A snapshot
                     // does not wait for it (`pause::Pausable`).
                     let name = native.name;
@@ -262,11 +293,15 @@ async fn run(host: &mut ActorHost<'_>, module: &Module, st: &mut ActorState) -> 
                         Err(end) => return end,
                     }
                 }
-                Effect::Begun(Begun::Native(id)) => {
+                Effect::Begun(begun @ (Begun::Native(_) | Begun::Send)) => {
                     // The host began the operation in the step and holds it. (Were it gone, the
-                    // rule of begun waits applies: run the instruction again.)
+                    // rule of begun waits applies: run the instruction again.) A held send (to a
+                    // node far behind, `cluster`'s rule 3) is waited for the same way.
                     let Some(fut) = host.in_flight.take() else { continue };
-                    let name = natives::get(id).map_or("native", |n| n.name);
+                    let name = match begun {
+                        Begun::Native(id) => natives::get(id).map_or("native", |n| n.name),
+                        _ => "send",
+                    };
                     cell.set_state(RunState::Waiting);
                     // Boxed, as `real_block` is, to keep every actor's task small. A snapshot leaves
                     // it alone (`pause::Pausable`): a write may have half happened.
@@ -286,8 +321,19 @@ async fn run(host: &mut ActorHost<'_>, module: &Module, st: &mut ActorState) -> 
                     // signal (see "A parked receive is re-run" in `mailbox`). The signal check
                     // at the top of the loop is skipped then, as it would treat the actor as
                     // running and drop a mode-0 interrupt meant for the wait.
+                    // The state waits in the cell's slot, where a snapshot reads it without waking
+                    // the actor; one it reserved stays there until that pause ends (`pause`).
                     cell.set_state(RunState::Waiting);
+                    cell.slot.put(state);
                     ParkedReceive { vm, cell, polled: false, woken: false }.await;
+                    state = match pause::take_back(vm, cell) {
+                        Taken::State(st) => st,
+                        Taken::Reserved => match pause::reclaim(vm, cell).await {
+                            Some(st) => st,
+                            None => return lost_state(),
+                        },
+                        Taken::Missing => return lost_state(),
+                    };
                     resumed = true;
                 }
                 Effect::Yield(target) => {
@@ -333,10 +379,42 @@ async fn run(host: &mut ActorHost<'_>, module: &Module, st: &mut ActorState) -> 
     }
 }
 
+/// The end of an actor whose parked state was not in its slot when it woke: a runtime bug,
+/// reported, that ends this actor only.
+#[cold]
+fn lost_state() -> ExitReason {
+    tracing::error!("an actor's parked state was missing from its slot; the actor ends");
+    ExitReason::Stopped(Value::atom("lost_state"))
+}
+
+/// Starts a blocking native on the pool, with the caller's container's grants.
+fn start_blocking(
+    vm: &Vm,
+    cell: &ActorCell,
+    native: &'static natives::Native,
+    args: Vec<Value>,
+) -> tokio::task::JoinHandle<natives::NativeResult> {
+    let io = vm.shared.io.clone();
+    let grants = cell.container.grants.clone();
+    let pid = cell.pid.0;
+    tokio::task::spawn_blocking(move || {
+        natives::guarded(|| native.call(&natives::Ctx { io: &io, pid, grants: &grants }, &args))
+    })
+}
+
+/// Prints a line of the actor's (out of the driver, whose future every actor's task holds).
+fn print_line(vm: &Vm, cell: &ActorCell, text: &str) {
+    match &cell.container.tag {
+        None => vm.shared.output.line(text),
+        // A container's lines carry its name, as a group leader's would.
+        Some(tag) => vm.shared.output.line(&format!("{tag}{text}")),
+    }
+}
+
 /// Applies a signal the actor took while `doing` this (see `exit`): raising sets the exception
 /// to raise at the current (or blocked) instruction; an end is returned.
 fn take_signal(module: &Module, st: &mut ActorState, sig: Signal, doing: Doing) -> Option<ExitReason> {
-    match on_signal(sig, doing) {
+    match on_signal(sig, doing, Some(WaitId::of(st))) {
         OnSignal::End(reason) => Some(reason),
         OnSignal::Raise(exc) => {
             st.resume(module, Resume::Raise(exc));
@@ -358,6 +436,10 @@ struct WaitFor<'a> {
     /// Boxed so the future stays small when there is no deadline.
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
     done: bool,
+    /// A `:high` actor's deadline, also checked by every safe point (`prio`, rule 1).
+    precise: bool,
+    /// Its deadline is registered with `prio`.
+    registered: bool,
 }
 
 impl<'a> WaitFor<'a> {
@@ -369,7 +451,8 @@ impl<'a> WaitFor<'a> {
         timeout_ms: Option<u64>,
     ) -> Self {
         let timer = timeout_ms.map(|ms| Box::pin(tokio::time::sleep(Duration::from_millis(ms))));
-        WaitFor { vm, cell, pattern, receive, timeout_ms, timer, done: false }
+        let precise = timer.is_some() && cell.priority() == vm_core::Priority::High;
+        WaitFor { vm, cell, pattern, receive, timeout_ms, timer, done: false, precise, registered: false }
     }
 }
 
@@ -378,7 +461,19 @@ impl Future for WaitFor<'_> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Woken>> {
         let this = self.get_mut();
-        let passed = this.timer.as_mut().is_some_and(|t| t.as_mut().poll(cx).is_ready());
+        let mut passed = this.timer.as_mut().is_some_and(|t| t.as_mut().poll(cx).is_ready());
+        if this.precise
+            && !passed
+            && let Some(t) = &this.timer
+        {
+            // Not waiting for tokio's timer, which busy workers look at only now and then.
+            let deadline = t.deadline().into_std();
+            if std::time::Instant::now() >= deadline {
+                passed = true;
+            } else if !std::mem::replace(&mut this.registered, true) {
+                this.vm.shared.prio.add(deadline, cx.waker());
+            }
+        }
         let spec = WaitSpec {
             receive: this.receive,
             pattern: this.pattern.as_ref(),

@@ -2,7 +2,9 @@
 //! touch (its mailbox, its run state, where it is), as opposed to its interpreter state, which
 //! only its own driver holds.
 
-use crate::mailbox::Mailbox;
+use crate::container::Container;
+use crate::mailbox::{Mailbox, WaitId};
+use crate::pause::Slot;
 use crate::sync::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::Arc;
 use vm_core::module::Location;
@@ -46,29 +48,63 @@ pub struct ActorCell {
     /// safe point without taking the lock every slice.
     pub has_signals: AtomicBool,
     state: AtomicU8,
+    /// Its wakeup priority (`vm_core::Priority` as a byte; see `prio`).
+    priority: u8,
+    /// Counted in the VM's runnable `:high` actors (see `prio`, rule 2).
+    pub(crate) prio_pending: AtomicBool,
     /// `func << 32 | pc` of the running frame, updated after every slice.
     position: AtomicU64,
     reductions: AtomicU64,
     /// The module the actor runs (for locations in reports).
     pub module: Arc<Module>,
+    /// Its interpreter state while it is parked in a receive, and its snapshot publications
+    /// (see `pause`).
+    pub(crate) slot: Slot,
+    /// The container it belongs to (fixed for its life; see `container`).
+    pub container: Arc<Container>,
 }
 
 impl ActorCell {
-    pub(crate) fn new(pid: Pid, module: Arc<Module>, max_mailbox: Option<usize>) -> ActorCell {
+    pub(crate) fn new(
+        pid: Pid,
+        module: Arc<Module>,
+        max_mailbox: Option<usize>,
+        container: Arc<Container>,
+    ) -> ActorCell {
         ActorCell {
             pid,
             mailbox: Mailbox::with_limit(max_mailbox),
             has_signals: AtomicBool::new(false),
             state: AtomicU8::new(RunState::Runnable as u8),
+            priority: container.priority as u8,
+            prio_pending: AtomicBool::new(false),
             position: AtomicU64::new(0),
             reductions: AtomicU64::new(0),
             module,
+            slot: Slot::default(),
+            container,
         }
     }
 
     /// The cell of an actor being restored from a snapshot, its mailbox refilled.
-    pub(crate) fn restored(pid: Pid, module: Arc<Module>, mailbox: Mailbox) -> ActorCell {
-        ActorCell { mailbox, ..ActorCell::new(pid, module, None) }
+    pub(crate) fn restored(
+        pid: Pid,
+        module: Arc<Module>,
+        mailbox: Mailbox,
+        container: Arc<Container>,
+    ) -> ActorCell {
+        ActorCell { mailbox, ..ActorCell::new(pid, module, None, container) }
+    }
+
+    /// Its wakeup priority.
+    pub fn priority(&self) -> vm_core::Priority {
+        vm_core::Priority::from_u8(self.priority)
+    }
+
+    /// Sets the priority of an actor not yet started.
+    pub(crate) fn with_priority(mut self, p: vm_core::Priority) -> ActorCell {
+        self.priority = p as u8;
+        self
     }
 
     pub(crate) fn set_state(&self, s: RunState) {
@@ -85,6 +121,11 @@ impl ActorCell {
             self.position.store((u64::from(f) << 32) | u64::from(pc), Ordering::Relaxed);
         }
         self.reductions.store(reductions, Ordering::Relaxed);
+    }
+
+    /// The wait the actor is in, as of its last slice (see [`WaitId`]).
+    pub fn wait_id(&self) -> WaitId {
+        WaitId { position: self.position.load(Ordering::Relaxed), reductions: self.reductions() }
     }
 
     /// Fuel the actor has spent, as of its last slice.

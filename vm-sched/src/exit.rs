@@ -10,10 +10,12 @@
 //!    returns for a real-blocked one.
 //! 3. A mode-0 interrupt raises only in a soft-blocked actor (the mailbox accepts it only while
 //!    the actor waits); one that meets a running or real-blocked actor is stale and dropped.
-//! 4. An orphaned-channel signal raises `:orphaned` at the blocked instruction of a soft-blocked
-//!    actor; once the wait has ended it is stale and dropped.
+//! 4. An orphaned-channel signal raises `:orphaned` at the blocked instruction of an actor that
+//!    is still in the wait the signal names (its [`WaitId`]): soft-blocked in it, or running
+//!    just before it runs the instruction again (after a pause, which is when the census that
+//!    sends the signal runs). In any other wait, or real-blocked, it is stale and dropped.
 
-use crate::mailbox::Signal;
+use crate::mailbox::{Signal, WaitId};
 use vm_core::{Atom, Exception, Fault, Value, atoms};
 
 /// Why an actor ended.
@@ -67,15 +69,20 @@ pub(crate) enum OnSignal {
     Ignore,
 }
 
-/// The effect of `sig` on an actor that is `doing` this; see the module docs.
-pub(crate) fn on_signal(sig: Signal, doing: Doing) -> OnSignal {
+/// The effect of `sig` on an actor that is `doing` this, in the wait `wait` if known; see the
+/// module docs.
+pub(crate) fn on_signal(sig: Signal, doing: Doing, wait: Option<WaitId>) -> OnSignal {
     match sig {
         Signal::Kill(reason) => OnSignal::End(ExitReason::Killed(reason)),
         Signal::Exit { reason, .. } => OnSignal::End(ExitReason::Stopped(reason)),
         Signal::Interrupt { exc, mode: 1 } => OnSignal::Raise(exc),
-        Signal::Interrupt { exc, mode: 0 } | Signal::Orphaned(exc) => match doing {
+        Signal::Interrupt { exc, mode: 0 } => match doing {
             Doing::SoftBlocked => OnSignal::Raise(exc),
             Doing::Running | Doing::RealBlocked => OnSignal::Ignore,
+        },
+        Signal::Orphaned { exc, at } => match doing {
+            Doing::SoftBlocked | Doing::Running if wait == Some(at) => OnSignal::Raise(exc),
+            _ => OnSignal::Ignore,
         },
         // A snapshot's pause: the wait gives way and runs again afterwards (see `pause`).
         Signal::Pause => OnSignal::Ignore,
@@ -84,9 +91,14 @@ pub(crate) fn on_signal(sig: Signal, doing: Doing) -> OnSignal {
     }
 }
 
-/// The exception raised in an actor waiting on a channel that no other actor can reach.
-pub(crate) fn orphaned(id: u64) -> Exception {
-    Exception::new(Atom::new("orphaned"), format!("orphaned channel: no other live actor holds #chan<{id}>"))
+/// The exception raised in an actor waiting on channels (`ids`) that no other live actor can
+/// reach.
+pub(crate) fn orphaned(ids: &[u64]) -> Exception {
+    let names: Vec<String> = ids.iter().map(|id| format!("#chan<{id}>")).collect();
+    Exception::new(
+        Atom::new("orphaned"),
+        format!("orphaned channel: no other live actor can reach {}", names.join(", ")),
+    )
 }
 
 #[cfg(test)]
@@ -98,25 +110,32 @@ mod tests {
         let exc = || Exception::new(Atom::new("poke"), "x");
         let int = |mode| Signal::Interrupt { exc: exc(), mode };
         let all = [Doing::Running, Doing::SoftBlocked, Doing::RealBlocked];
+        let none = None;
         for doing in all {
             let r = Value::atom("why");
             assert_eq!(
-                on_signal(Signal::Kill(r.clone()), doing),
+                on_signal(Signal::Kill(r.clone()), doing, none),
                 OnSignal::End(ExitReason::Killed(r.clone()))
             );
             let exit = Signal::Exit { from: vm_core::Pid(2), reason: r.clone() };
-            assert_eq!(on_signal(exit, doing), OnSignal::End(ExitReason::Stopped(r)));
+            assert_eq!(on_signal(exit, doing, none), OnSignal::End(ExitReason::Stopped(r)));
             let stopped = ExitReason::Stopped(exception_reason(&exc()));
-            assert_eq!(on_signal(int(2), doing), OnSignal::End(stopped));
-            assert_eq!(on_signal(int(1), doing), OnSignal::Raise(exc()));
+            assert_eq!(on_signal(int(2), doing, none), OnSignal::End(stopped));
+            assert_eq!(on_signal(int(1), doing, none), OnSignal::Raise(exc()));
         }
-        assert_eq!(on_signal(int(0), Doing::SoftBlocked), OnSignal::Raise(exc()));
-        assert_eq!(on_signal(int(0), Doing::Running), OnSignal::Ignore);
-        assert_eq!(on_signal(int(0), Doing::RealBlocked), OnSignal::Ignore);
-        let orphan = || Signal::Orphaned(orphaned(7));
-        assert_eq!(on_signal(orphan(), Doing::SoftBlocked), OnSignal::Raise(orphaned(7)));
-        assert_eq!(on_signal(orphan(), Doing::Running), OnSignal::Ignore);
-        assert_eq!(on_signal(orphan(), Doing::RealBlocked), OnSignal::Ignore);
+        assert_eq!(on_signal(int(0), Doing::SoftBlocked, none), OnSignal::Raise(exc()));
+        assert_eq!(on_signal(int(0), Doing::Running, none), OnSignal::Ignore);
+        assert_eq!(on_signal(int(0), Doing::RealBlocked, none), OnSignal::Ignore);
+        // An orphaned-channel signal applies only in the wait it names.
+        let at = WaitId { position: 3 << 32 | 9, reductions: 40 };
+        let later = WaitId { reductions: 41, ..at };
+        let orphan = || Signal::Orphaned { exc: orphaned(&[7]), at };
+        assert_eq!(on_signal(orphan(), Doing::SoftBlocked, Some(at)), OnSignal::Raise(orphaned(&[7])));
+        assert_eq!(on_signal(orphan(), Doing::Running, Some(at)), OnSignal::Raise(orphaned(&[7])));
+        assert_eq!(on_signal(orphan(), Doing::SoftBlocked, Some(later)), OnSignal::Ignore);
+        assert_eq!(on_signal(orphan(), Doing::Running, Some(later)), OnSignal::Ignore);
+        assert_eq!(on_signal(orphan(), Doing::RealBlocked, Some(at)), OnSignal::Ignore);
+        assert_eq!(on_signal(orphan(), Doing::SoftBlocked, None), OnSignal::Ignore);
         assert_eq!(ExitReason::Stopped(Value::atom("x")).value(), Value::atom("x"));
         assert_eq!(ExitReason::Returned(Value::Int(1)).value(), Value::Atom(atoms::NORMAL));
     }

@@ -3,8 +3,9 @@
 //! path, natives that need not wait, links, monitors, the registry, signals).
 
 use crate::cell::{ActorCell, RunState};
+use crate::chan::waits;
+use crate::cluster;
 use crate::mailbox::{Signal, TakeOrPark};
-use crate::select;
 use crate::trace;
 use crate::vm::Vm;
 use std::sync::Arc;
@@ -29,6 +30,29 @@ pub(crate) struct ActorHost<'a> {
     pub(crate) in_flight: Option<natives::IoFuture>,
 }
 
+impl ActorHost<'_> {
+    /// What a send to another node did, as `Host::send` answers: a held send is kept in
+    /// `in_flight` and reported as an error that `send_waits` explains (`cluster`'s rule 3).
+    /// Nothing else is in flight at a send (a begun native ends the step at once, and the
+    /// driver takes it), so `in_flight` being set after a failed send means "held".
+    fn remote_sent(&mut self, remote: cluster::Remote) -> Result<(), Exception> {
+        match remote {
+            cluster::Remote::Sent => {
+                self.in_flight = None;
+                Ok(())
+            }
+            cluster::Remote::Refused(e) => {
+                self.in_flight = None;
+                Err(e)
+            }
+            cluster::Remote::Wait(fut) => {
+                self.in_flight = Some(fut);
+                Err(Exception::new(atoms::LIMIT, "the receiver's node is far behind"))
+            }
+        }
+    }
+}
+
 impl Host for ActorHost<'_> {
     fn self_pid(&self) -> Pid {
         self.cell.pid
@@ -41,7 +65,9 @@ impl Host for ActorHost<'_> {
         opts: SpawnOpts,
     ) -> Result<(Pid, Option<i64>), Exception> {
         let module = self.cell.module.clone();
-        let (pid, r) = self.vm.spawn(module, &fun, args, opts, Some(self.cell.pid))?;
+        let container = &self.cell.container;
+        let (pid, r) =
+            self.vm.spawn_reporting(container, module, &fun, args, opts, Some(self.cell.pid), None)?;
         trace::trace_spawned(self.cell.pid, pid);
         if let Some(r) = r {
             self.cell.mailbox.with(|i| i.ext().monitoring.push((r, pid)));
@@ -66,13 +92,33 @@ impl Host for ActorHost<'_> {
             }
             _ => {
                 if let Some(c) = self.vm.lookup(to) {
+                    // Across containers the message is checked (and the receiver not cached, so
+                    // the fast path above only ever meets the sender's own container).
+                    if !Arc::ptr_eq(&c.container, &self.cell.container) {
+                        Vm::check_crossing(self.cell, &c, &msg)?;
+                        io.transfer(&msg, me.0, to.0);
+                        self.vm.deliver(&c, msg);
+                        return Ok(());
+                    }
                     io.transfer(&msg, me.0, to.0);
                     self.vm.deliver(&c, msg);
                     self.last_target = Some(c);
+                } else if !to.is_local() {
+                    let remote = cluster::send(self.vm, me, to, msg);
+                    return self.remote_sent(remote);
                 }
             }
         }
         Ok(())
+    }
+
+    fn send_waits(&mut self) -> bool {
+        self.in_flight.is_some()
+    }
+
+    fn send_to_node(&mut self, name: Atom, node: Atom, msg: Value) -> Result<(), Exception> {
+        let remote = cluster::send_named(self.vm, self.cell.pid, name, node, msg)?;
+        self.remote_sent(remote)
     }
 
     fn try_receive(&mut self, pattern: Option<&Value>) -> Option<Value> {
@@ -98,7 +144,11 @@ impl Host for ActorHost<'_> {
 
     fn native(&mut self, name: Atom, args: &[Value]) -> NativeCall {
         let Some((id, native)) = natives::find(name) else { return NativeCall::unknown(name) };
-        let ctx = natives::Ctx { io: &self.vm.shared.io, pid: self.cell.pid.0 };
+        let ctx = natives::Ctx {
+            io: &self.vm.shared.io,
+            pid: self.cell.pid.0,
+            grants: &self.cell.container.grants,
+        };
         match native.imp {
             // Left to the driver, which runs it on the blocking pool or queues it to its
             // executor's thread.
@@ -127,25 +177,28 @@ impl Host for ActorHost<'_> {
     }
 
     fn chan_new(&mut self, cap: usize) -> Result<Value, Exception> {
-        Ok(select::new_channel(self.vm, cap))
+        Ok(waits::new_channel(self.vm, cap))
     }
 
     fn chan_try(&mut self, cases: &[SelectCase]) -> Result<Option<Fired>, Exception> {
-        select::try_now(self.vm, self.cell, cases)
+        waits::try_now(self.vm, self.cell, cases)
     }
 
     fn chan_try_one(&mut self, chan: &Handle, send: Option<&Value>) -> Result<Option<Fired>, Exception> {
-        select::try_one(self.vm, chan, send)
+        waits::try_one(self.vm, chan, send)
     }
 
     fn chan_close(&mut self, h: &Handle) -> Result<(), Exception> {
-        select::close(self.vm, h)
+        waits::close(self.vm, h)
     }
 
     fn control(&mut self, op: ActorOp) -> Result<Value, Exception> {
         trace::trace_control(self.cell, &op, |name| self.vm.whereis(name).is_none());
         let me = self.cell.pid;
         let vm = self.vm;
+        if cluster::is_remote(&op) {
+            return cluster::control(vm, self.cell, op);
+        }
         match op {
             ActorOp::Register(name, pid) => vm.register(name, pid).map(|()| Value::Nil),
             ActorOp::Unregister(name) => {
@@ -214,10 +267,12 @@ impl Host for ActorHost<'_> {
                     let m = &mut i.ext().monitoring;
                     m.iter().position(|(x, _)| *x == r).map(|k| m.swap_remove(k).1)
                 });
-                if let Some(pid) = held
-                    && let Some(c) = vm.lookup(pid)
-                {
-                    c.mailbox.with(|i| i.ext().monitors.retain(|(x, _)| *x != r));
+                if let Some(pid) = held {
+                    if !pid.is_local() {
+                        cluster::demonitor(vm, me, pid, r);
+                    } else if let Some(c) = vm.lookup(pid) {
+                        c.mailbox.with(|i| i.ext().monitors.retain(|(x, _)| *x != r));
+                    }
                 }
                 Ok(Value::Nil)
             }

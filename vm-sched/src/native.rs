@@ -112,7 +112,7 @@ pub(crate) async fn real_block(
             Ok(Err(join)) => {
                 break Err(join.try_into_panic().map_or_else(|e| e.to_string(), natives::panic_text));
             }
-            Err(sig) => match on_signal(sig, Doing::RealBlocked) {
+            Err(sig) => match on_signal(sig, Doing::RealBlocked, None) {
                 OnSignal::End(reason) => return Err(reason),
                 OnSignal::Raise(exc) => interrupt = Some(exc),
                 OnSignal::Ignore => {}
@@ -178,7 +178,7 @@ pub(crate) async fn affine_wait(
             Err(Signal::Pause) => {}
             Err(sig) => {
                 let doing = if call.cancel() { Doing::SoftBlocked } else { Doing::RealBlocked };
-                match on_signal(sig, doing) {
+                match on_signal(sig, doing, None) {
                     OnSignal::End(reason) => return Err(reason),
                     OnSignal::Raise(exc) if doing == Doing::SoftBlocked => return Ok(Resume::Raise(exc)),
                     OnSignal::Raise(exc) => interrupt = Some(exc),

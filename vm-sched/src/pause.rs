@@ -1,34 +1,52 @@
 //! Pausing the VM for a snapshot: a consistent cut of every actor, taken while no slice runs.
 //!
-//! Every actor's interpreter state lives in its own task, so a snapshot asks each actor for it.
-//! The protocol (one snapshot at a time: [`Vm::pause_all`], then [`Vm::resume_after_pause`]):
-//! 1. *Request.* The snapshotter sets the pause's epoch and sends every actor the control signal
-//!    `Signal::Pause` (the mailbox's wake protocol: a parked actor is woken, a running one sees
-//!    it at its next safe point).
-//! 2. *Waits give way.* Every wait already races the control port and is cancel-safe (that is
-//!    what interrupts rely on): a receive takes nothing, a channel select either cancels with
-//!    nothing transferred or returns the case that committed first, which the actor applies.
-//!    A pause signal changes nothing else (`exit::on_signal` ignores it), so the actor's program
-//!    counter stays on its blocking instruction, which runs again after the pause — a timed wait
-//!    with the time it had left ([`Vm::timed_wait_ms`]), so the pause does not lengthen it.
-//! 3. *Gate.* At its safe point (the top of its driver loop, before a slice: [`gate`]) the actor
-//!    publishes a clone of its state and waits for the end of the pause. From the request on, no
-//!    actor starts a slice.
-//! 4. *Natives in flight are not disturbed.* An awaited I/O operation may have half happened (a
+//! Every actor's interpreter state lives in its own task, except while it is parked in a plain
+//! receive: then it lies in the actor's [`Slot`], where the snapshotter reads it without waking
+//! the actor. The protocol (one snapshot at a time: [`Vm::pause_all`], then
+//! [`Vm::resume_after_pause`]):
+//! 1. *Request.* The snapshotter sets the pause's epoch, then sweeps the actors once. For each
+//!    it locks the slot: a state lying there is *reserved* for this epoch (the actor is parked in
+//!    a receive whose message, if one comes, stays in the mailbox until the receive runs again,
+//!    so the state and the mailbox agree); a publication of this epoch already there counts;
+//!    otherwise the actor is *expected*, counted in `outstanding`, and sent the control signal
+//!    `Signal::Pause` after the lock is released (the mailbox's wake protocol: a parked actor is
+//!    woken, a running one sees it at its next safe point).
+//! 2. *Parked states stay put.* An actor that parks in a receive (the one parked inside the
+//!    step) moves its boxed state into its slot first and takes it back when woken, before it
+//!    runs anything ([`Slot::take`], which reads the epoch under the slot's lock). A state
+//!    reserved for the pause in progress is left there: the actor waits for the end of the pause
+//!    without publishing, then takes it back and runs the receive again.
+//! 3. *Waits give way.* Every other wait already races the control port and is cancel-safe
+//!    (that is what interrupts rely on): a receive takes nothing, a channel select either
+//!    cancels with nothing transferred or returns the case that committed first, which the
+//!    actor applies. A pause signal changes nothing else (`exit::on_signal` ignores it), so the
+//!    actor's program counter stays on its blocking instruction, which runs again after the
+//!    pause — a timed wait with the time it had left ([`Vm::timed_wait_ms`]), so the pause does
+//!    not lengthen it.
+//! 4. *Gate.* At its safe point (the top of its driver loop, before a slice: [`gate`]) an actor
+//!    publishes a clone of its state into its slot and waits for the end of the pause. If the
+//!    snapshotter expected it, it decrements `outstanding`; the one that brings it to zero
+//!    notifies the snapshotter (once per pause). From the request on, no actor starts a slice.
+//! 5. *Natives in flight are not disturbed.* An awaited I/O operation may have half happened (a
 //!    write), and a blocking call cannot be stopped, so their waits ignore the pause signal and
 //!    are wrapped in [`Pausable`] instead: polled during a pause, it polls the wait once (one
 //!    that completed completes, and the actor publishes at its gate), else publishes the state
 //!    with the native in flight and leaves the wait unpolled until the pause ends. The snapshot
 //!    never waits for such a call.
-//! 5. *Release.* Once every live actor has published, nothing runs: the snapshotter reads what it
-//!    needs (values are shared: this copies references), ends the pause, opens the gates and
-//!    wakes the frozen waits that were polled meanwhile. Encoding and writing come after, off the
+//! 6. *Release.* Once every live actor is reserved or has published, nothing runs: the
+//!    snapshotter reads what it needs (a reserved state in its slot, under the slot's lock;
+//!    values are shared: this copies references), ends the pause, opens the gates, and wakes
+//!    the frozen waits that were polled meanwhile. Encoding and writing come after, off the
 //!    actor threads.
 //!
 //! An actor that ends during a pause is counted live until its exit is complete (links and
-//! monitors notified), and the snapshotter waits for it, so its exit signals and `DOWN`
-//! messages are in the others' mailboxes. A mode-0 interrupt sent during a pause finds no
-//! soft-blocked actor and is dropped, as for a running actor.
+//! monitors notified), and the snapshotter waits for it (it never publishes, so the
+//! snapshotter also looks every 2 ms, as it does for actors spawned during the pause), so its
+//! exit signals and `DOWN` messages are in the others' mailboxes. A mode-0 interrupt sent
+//! during a pause reaches an actor whose state is reserved (it is parked in a receive, as the
+//! snapshot records it) and is dropped for the others, as for a running actor.
+//!
+//! The slot protocol (steps 1, 2 and 4) is model-checked with loom (`loom_tests` below).
 
 use crate::cell::ActorCell;
 use crate::mailbox::Signal;
@@ -37,6 +55,7 @@ use crate::vm::Vm;
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use vm_core::{ActorState, Atom, Pid};
@@ -58,8 +77,148 @@ pub(crate) struct Published {
     pub(crate) waiting: Waiting,
 }
 
-/// The actors' published states, by pid, taken by the snapshotter under a pause.
-pub(crate) type Cut = HashMap<u64, Published>;
+/// The actors a pause caught, in pid order, each reserved or published for `epoch` (read them
+/// with [`Slot::read`] before the pause ends).
+pub(crate) struct Cut {
+    pub(crate) epoch: u64,
+    pub(crate) cells: Vec<Arc<ActorCell>>,
+}
+
+/// An actor's state while it is parked in a receive, and its publications (see the module
+/// docs). A lock of its own, taken twice per park by the actor and once per pause by the
+/// snapshotter.
+#[derive(Default)]
+pub(crate) struct Slot {
+    inner: Mutex<SlotInner>,
+}
+
+#[derive(Default)]
+struct SlotInner {
+    /// The actor's state while it is parked in a receive.
+    state: Option<Box<ActorState>>,
+    /// What pauses noted here, allocated at the first one so that an idle actor stays small.
+    marks: Option<Box<Marks>>,
+}
+
+#[derive(Default)]
+struct Marks {
+    /// The epoch of the pause that reserved `state` (0: none): the actor leaves it there until
+    /// that pause ends.
+    reserved: u64,
+    /// The epoch of the pause that waits for this actor's publication (0: none).
+    expected: u64,
+    /// The latest publication, with its epoch.
+    published: Option<(u64, Published)>,
+}
+
+impl SlotInner {
+    fn marks(&mut self) -> &mut Marks {
+        self.marks.get_or_insert_with(Box::default)
+    }
+
+    fn reserved(&self) -> u64 {
+        self.marks.as_ref().map_or(0, |m| m.reserved)
+    }
+
+    fn published(&self, epoch: u64) -> bool {
+        self.marks.as_ref().is_some_and(|m| m.published.as_ref().is_some_and(|(e, _)| *e == epoch))
+    }
+}
+
+/// What the sweep (step 1) found in a slot.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Swept {
+    /// A parked state, now reserved.
+    Reserved,
+    /// A publication of this epoch (the actor reached its gate first).
+    Published,
+    /// Neither: the actor is expected to publish (and was counted in `outstanding`).
+    Expected,
+}
+
+/// What the actor found when it came to take its state back (step 2).
+#[derive(Debug)]
+pub(crate) enum Taken {
+    /// Its state.
+    State(Box<ActorState>),
+    /// Reserved for the pause in progress: wait for its end ([`reclaim`]).
+    Reserved,
+    /// Nothing there (a bug; the actor cannot go on).
+    Missing,
+}
+
+impl Slot {
+    /// Step 2: the actor parks with its state here.
+    #[inline]
+    pub(crate) fn put(&self, st: Box<ActorState>) {
+        lock(&self.inner).state = Some(st);
+    }
+
+    /// Step 2: the actor takes its state back, unless the pause in progress reserved it. The
+    /// epoch is read under the lock, so it is at least the one that reserved the state.
+    #[inline]
+    pub(crate) fn take(&self, epoch: &AtomicU64) -> Taken {
+        let mut g = lock(&self.inner);
+        if let Some(m) = &mut g.marks
+            && m.reserved != 0
+        {
+            if m.reserved == epoch.load(Ordering::Acquire) {
+                return Taken::Reserved;
+            }
+            m.reserved = 0;
+        }
+        match g.state.take() {
+            Some(st) => Taken::State(st),
+            None => Taken::Missing,
+        }
+    }
+
+    /// Step 1: reserves a parked state for `epoch`, or counts the actor in `outstanding` (under
+    /// the lock, so that its publication, which decrements, comes after).
+    pub(crate) fn sweep(&self, epoch: u64, outstanding: &AtomicUsize) -> Swept {
+        let mut g = lock(&self.inner);
+        if g.state.is_some() {
+            g.marks().reserved = epoch;
+            Swept::Reserved
+        } else if g.published(epoch) {
+            Swept::Published
+        } else {
+            g.marks().expected = epoch;
+            outstanding.fetch_add(1, Ordering::AcqRel);
+            Swept::Expected
+        }
+    }
+
+    /// Step 4: publishes for `epoch`. True if the snapshotter expected it.
+    pub(crate) fn publish(&self, epoch: u64, p: Published) -> bool {
+        let mut g = lock(&self.inner);
+        let m = g.marks();
+        m.published = Some((epoch, p));
+        std::mem::replace(&mut m.expected, 0) == epoch
+    }
+
+    /// Whether the actor is caught by the pause `epoch` (reserved or published).
+    fn settled(&self, epoch: u64) -> bool {
+        let g = lock(&self.inner);
+        (g.reserved() == epoch && g.state.is_some()) || g.published(epoch)
+    }
+
+    /// Step 6, under the pause `epoch`: calls `f` with the reserved state (and `None`) or with
+    /// the published one and what it waits for (the publication is taken). `None` if neither
+    /// is there.
+    pub(crate) fn read<R>(&self, epoch: u64, f: impl FnOnce(&ActorState, Option<Waiting>) -> R) -> Option<R> {
+        let mut g = lock(&self.inner);
+        if g.reserved() == epoch
+            && let Some(st) = &g.state
+        {
+            return Some(f(st, None));
+        }
+        match g.marks.as_mut().and_then(|m| m.published.take()) {
+            Some((e, p)) if e == epoch => Some(f(&p.state, Some(p.waiting))),
+            _ => None,
+        }
+    }
+}
 
 /// The pause state of one VM.
 #[derive(Default)]
@@ -67,18 +226,24 @@ pub(crate) struct Pause {
     /// Non-zero while a snapshot is being taken.
     epoch: AtomicU64,
     next_epoch: AtomicU64,
-    published: Mutex<Cut>,
+    /// Publications the snapshotter still waits for, plus one it holds during the sweep.
+    outstanding: AtomicUsize,
+    /// Publications in this pause, expected or not (an actor spawned during the pause, or one
+    /// that reached its gate before the sweep).
+    got: AtomicUsize,
     /// Frozen native waits polled during the pause (woken at its end).
     poked: Mutex<Vec<u64>>,
-    /// The snapshotter waits here for publications.
+    /// The snapshotter waits here for the last expected publication.
     changed: tokio::sync::Notify,
-    /// Gates wait here for the end of the pause.
+    /// Gates and reserved actors wait here for the end of the pause.
     released: tokio::sync::Notify,
     /// Timed waits to run again with their own deadline (a wait a pause cut short, or a
     /// restored one): by pid.
     deadlines: Mutex<HashMap<u64, Instant>>,
     /// How many `deadlines` there are, so that other timed waits skip the lock.
     deadlines_left: AtomicUsize,
+    /// Held by whoever pauses the VM (a snapshot, an orphan census): one pause at a time.
+    pub(crate) exclusive: tokio::sync::Mutex<()>,
 }
 
 impl Pause {
@@ -88,9 +253,15 @@ impl Pause {
         self.epoch.load(Ordering::Acquire)
     }
 
-    fn publish(&self, pid: u64, state: ActorState, waiting: Waiting) {
-        lock(&self.published).insert(pid, Published { state, waiting });
-        self.changed.notify_waiters();
+    /// Step 4; the publication that completes the expected ones notifies the snapshotter (a
+    /// stored permit if it is not waiting yet).
+    fn publish(&self, cell: &ActorCell, epoch: u64, state: ActorState, waiting: Waiting) {
+        self.got.fetch_add(1, Ordering::AcqRel);
+        if cell.slot.publish(epoch, Published { state, waiting })
+            && self.outstanding.fetch_sub(1, Ordering::AcqRel) == 1
+        {
+            self.changed.notify_one();
+        }
     }
 }
 
@@ -100,7 +271,35 @@ pub(crate) fn requested(vm: &Vm) -> bool {
     vm.shared.pause.epoch() != 0
 }
 
-/// Step 3: at a safe point, publishes the state and waits out the pause in progress. Returns a
+/// Step 2: the actor woken from a parked receive takes its state back ([`Taken::Reserved`]:
+/// await [`reclaim`]).
+#[inline]
+pub(crate) fn take_back(vm: &Vm, cell: &ActorCell) -> Taken {
+    cell.slot.take(&vm.shared.pause.epoch)
+}
+
+/// Step 2 when the state is reserved: waits for the end of the pause, then takes it back.
+/// `None` if it is missing. Boxed: it is rare, and every actor's task would otherwise carry it.
+pub(crate) fn reclaim<'a>(
+    vm: &'a Vm,
+    cell: &'a ActorCell,
+) -> Pin<Box<dyn Future<Output = Option<Box<ActorState>>> + Send + 'a>> {
+    Box::pin(async move {
+        let pause = &vm.shared.pause;
+        loop {
+            let released = pause.released.notified();
+            tokio::pin!(released);
+            released.as_mut().enable();
+            match cell.slot.take(&pause.epoch) {
+                Taken::State(st) => return Some(st),
+                Taken::Missing => return None,
+                Taken::Reserved => released.await,
+            }
+        }
+    })
+}
+
+/// Step 4: at a safe point, publishes the state and waits out the pause in progress. Returns a
 /// boxed future: it is rare, and every actor's task would otherwise carry its state.
 pub(crate) fn gate<'a>(
     vm: &'a Vm,
@@ -115,23 +314,20 @@ async fn wait_at_gate(vm: &Vm, cell: &ActorCell, st: &ActorState) {
     let released = pause.released.notified();
     tokio::pin!(released);
     released.as_mut().enable();
-    if pause.epoch() == 0 {
+    let epoch = pause.epoch();
+    if epoch == 0 {
         return;
     }
-    let waiting = match lock(&pause.deadlines).get(&cell.pid.0) {
-        Some(&deadline) => Waiting::Until(deadline),
-        None => Waiting::Nothing,
-    };
-    pause.publish(cell.pid.0, st.clone(), waiting);
+    pause.publish(cell, epoch, st.clone(), vm.waiting_of(cell.pid));
     released.await;
 }
 
-/// Step 2 for a timed wait that a pause cut short: it runs again with the deadline it had.
+/// Step 3 for a timed wait that a pause cut short: it runs again with the deadline it had.
 pub(crate) fn cut_short(vm: &Vm, pid: Pid, deadline: Instant) {
     vm.set_deadline(pid, deadline);
 }
 
-/// Step 4: the wait of a native call in flight, which a pause leaves alone (see the module
+/// Step 5: the wait of a native call in flight, which a pause leaves alone (see the module
 /// docs). Awaited boxed, as native waits are.
 pub(crate) struct Pausable<'a, F> {
     inner: F,
@@ -174,46 +370,76 @@ impl<F: Future + Unpin> Future for Pausable<'_, F> {
         let out = Pin::new(&mut self.inner).poll(cx);
         if out.is_pending() {
             self.frozen = epoch;
-            pause.publish(pid, self.st.clone(), Waiting::Native(Atom::new(self.native)));
+            pause.publish(self.cell, epoch, self.st.clone(), Waiting::Native(Atom::new(self.native)));
         }
         out
     }
 }
 
 impl Vm {
-    /// Steps 1 to 4: pauses every actor and returns what each published, the actors still
-    /// paused. [`Vm::resume_after_pause`] ends the pause.
+    /// Steps 1 to 5: pauses every actor and returns the cut, the actors still paused.
+    /// [`Vm::resume_after_pause`] ends the pause.
     pub(crate) async fn pause_all(&self) -> Cut {
         let pause = &self.shared.pause;
         let epoch = pause.next_epoch.fetch_add(1, Ordering::Relaxed) + 1;
-        pause.epoch.store(epoch, Ordering::Release);
-        for cell in self.cells() {
+        pause.got.store(0, Ordering::SeqCst);
+        pause.outstanding.store(1, Ordering::SeqCst);
+        pause.epoch.store(epoch, Ordering::SeqCst);
+        let cells = self.cells();
+        let mut published = 0;
+        let mut expected = Vec::new();
+        for cell in &cells {
+            match cell.slot.sweep(epoch, &pause.outstanding) {
+                Swept::Reserved => {}
+                Swept::Published => published += 1,
+                Swept::Expected => expected.push(cell.clone()),
+            }
+        }
+        // Every publication this pause should see: those found and those asked for.
+        let publications = published + expected.len();
+        for cell in expected {
             self.signal_cell(&cell, Signal::Pause);
         }
+        // The sweep's own count goes: whoever brings `outstanding` to zero saw the last one in.
+        let mut all_in = pause.outstanding.fetch_sub(1, Ordering::AcqRel) == 1;
         loop {
-            let changed = pause.changed.notified();
-            tokio::pin!(changed);
-            changed.as_mut().enable();
-            // Counting first: the full check walks every actor, and publications keep waking
-            // this loop until they are all in.
-            if lock(&pause.published).len() >= self.live() {
-                let cells = self.cells();
-                let published = lock(&pause.published);
-                if cells.iter().all(|c| published.contains_key(&c.pid.0)) {
-                    break;
-                }
+            if !all_in {
+                // Exits, which also end the wait, do not notify: look again now and then.
+                let _ = tokio::time::timeout(Duration::from_millis(2), pause.changed.notified()).await;
+                all_in = pause.outstanding.load(Ordering::Acquire) == 0;
             }
-            // Exits, which also end the wait, do not notify: look again now and then.
-            let _ = tokio::time::timeout(Duration::from_millis(2), changed).await;
+            // The sweep's actors are the cut when every expected one published, nobody else did
+            // (no actor came) and none is still ending.
+            if all_in && pause.got.load(Ordering::Acquire) == publications && cells.len() == self.live() {
+                return Cut { epoch, cells };
+            }
+            // Actors came or went: check each one.
+            let now = self.cells();
+            if now.len() >= self.live() && now.iter().all(|c| c.slot.settled(epoch)) {
+                return Cut { epoch, cells: now };
+            }
+            all_in = false;
         }
-        std::mem::take(&mut *lock(&pause.published))
     }
 
-    /// Step 5: ends the pause; gates open and frozen native waits carry on.
+    /// What `pid` waits for, as its publication records it: a deadline a pause cut short or a
+    /// restore gave it, or nothing.
+    pub(crate) fn waiting_of(&self, pid: Pid) -> Waiting {
+        let pause = &self.shared.pause;
+        if pause.deadlines_left.load(Ordering::Relaxed) == 0 {
+            return Waiting::Nothing;
+        }
+        match lock(&pause.deadlines).get(&pid.0) {
+            Some(&deadline) => Waiting::Until(deadline),
+            None => Waiting::Nothing,
+        }
+    }
+
+    /// Step 6: ends the pause; gates open, reserved states go back, frozen native waits carry
+    /// on.
     pub(crate) fn resume_after_pause(&self) {
         let pause = &self.shared.pause;
-        pause.epoch.store(0, Ordering::Release);
-        lock(&pause.published).clear();
+        pause.epoch.store(0, Ordering::SeqCst);
         pause.released.notify_waiters();
         let poked = std::mem::take(&mut *lock(&pause.poked));
         for pid in poked {
@@ -249,5 +475,160 @@ impl Vm {
         let d = lock(&pause.deadlines).remove(&pid.0)?;
         pause.deadlines_left.fetch_sub(1, Ordering::SeqCst);
         Some(d)
+    }
+}
+
+/// Model checks of the slot protocol (steps 1, 2, 4 and 6): the snapshotter and an actor that
+/// wakes, takes its state back and runs a receive race, and whatever the interleaving the
+/// snapshot sees the state and the mailbox agree (the message is in exactly one of them), and
+/// nobody waits forever. The ends of a pause are modelled as spins on the epoch (tokio's
+/// `Notify` is not loom's), and a receive as taking one from a count of queued messages.
+#[cfg(all(test, vm_loom))]
+mod loom_tests {
+    use super::*;
+    use crate::sync::AtomicBool;
+    use loom::sync::Arc as LArc;
+    use loom::thread;
+
+    fn state(received: u64) -> Box<ActorState> {
+        Box::new(ActorState {
+            regs: Vec::new(),
+            frames: Vec::new(),
+            handlers: Vec::new(),
+            rare: None,
+            reductions: received,
+            rng: 1,
+            max_frames: 1,
+        })
+    }
+
+    struct World {
+        epoch: AtomicU64,
+        outstanding: AtomicUsize,
+        slot: Slot,
+        /// Messages queued in the actor's mailbox.
+        mailbox: Mutex<u64>,
+        /// The pause signal sent to an expected actor.
+        signalled: AtomicBool,
+        /// The snapshot is done (the model's end).
+        finished: AtomicBool,
+    }
+
+    impl World {
+        fn new(queued: u64) -> LArc<World> {
+            LArc::new(World {
+                epoch: AtomicU64::new(0),
+                outstanding: AtomicUsize::new(0),
+                slot: Slot::default(),
+                mailbox: Mutex::new(queued),
+                signalled: AtomicBool::new(false),
+                finished: AtomicBool::new(false),
+            })
+        }
+
+        /// Parks with the state in the slot; woken by the pause signal, it takes the state
+        /// back, publishes at its gate and parks again, until the snapshot is done.
+        fn park(&self, mut st: Box<ActorState>) {
+            loop {
+                self.slot.put(st);
+                loop {
+                    if self.signalled.swap(false, Ordering::AcqRel) {
+                        break;
+                    }
+                    if self.finished.load(Ordering::Acquire) {
+                        return;
+                    }
+                    thread::yield_now();
+                }
+                st = self.take_back();
+                self.gate(&st);
+            }
+        }
+
+        /// The actor's safe point: publish and wait out a pause in progress.
+        fn gate(&self, st: &ActorState) {
+            let e = self.epoch.load(Ordering::Acquire);
+            if e == 0 {
+                return;
+            }
+            let p = Published { state: st.clone(), waiting: Waiting::Nothing };
+            if self.slot.publish(e, p) {
+                self.outstanding.fetch_sub(1, Ordering::AcqRel);
+            }
+            while self.epoch.load(Ordering::Acquire) == e {
+                thread::yield_now();
+            }
+        }
+
+        /// Step 2 after a wake: take the state back, or wait out the pause that reserved it.
+        fn take_back(&self) -> Box<ActorState> {
+            loop {
+                match self.slot.take(&self.epoch) {
+                    Taken::State(st) => return st,
+                    Taken::Reserved => thread::yield_now(),
+                    Taken::Missing => panic!("the parked state is missing"),
+                }
+            }
+        }
+
+        /// The receive instruction run again: takes a queued message into the state.
+        fn receive(&self, st: &mut ActorState) {
+            let mut q = lock(&self.mailbox);
+            if *q > 0 {
+                *q -= 1;
+                st.reductions += 1;
+            }
+        }
+
+        /// The snapshotter: sweep, signal the expected actor, wait for it, read the cut, end
+        /// the pause. Returns what the cut holds: messages received plus queued.
+        fn snapshot(&self) -> u64 {
+            self.outstanding.store(1, Ordering::SeqCst);
+            self.epoch.store(1, Ordering::SeqCst);
+            if self.slot.sweep(1, &self.outstanding) == Swept::Expected {
+                self.signalled.store(true, Ordering::SeqCst);
+            }
+            self.outstanding.fetch_sub(1, Ordering::AcqRel);
+            while self.outstanding.load(Ordering::Acquire) != 0 {
+                thread::yield_now();
+            }
+            let received = self.slot.read(1, |st, _| st.reductions).expect("the actor is in the cut");
+            let queued = *lock(&self.mailbox);
+            self.epoch.store(0, Ordering::SeqCst);
+            self.finished.store(true, Ordering::Release);
+            received + queued
+        }
+    }
+
+    /// The spins that model the pause's ends need a bound on preemptions to keep the search finite.
+    fn model(f: impl Fn() + Sync + Send + 'static) {
+        let mut m = loom::model::Builder::new();
+        m.preemption_bound = Some(2);
+        m.check(f);
+    }
+
+    #[test]
+    fn loom_a_parked_state_is_read_in_place_or_published_and_agrees_with_the_mailbox() {
+        model(|| {
+            // Parked with one message just delivered: the actor is waking.
+            let w = World::new(1);
+            w.slot.put(state(0));
+            let actor = {
+                let w = w.clone();
+                thread::spawn(move || {
+                    let mut st = w.take_back();
+                    w.gate(&st);
+                    w.receive(&mut st);
+                    w.gate(&st);
+                    w.park(st);
+                })
+            };
+            assert_eq!(w.snapshot(), 1, "the message is in exactly one of state and mailbox");
+            actor.join().unwrap();
+            match w.slot.take(&w.epoch) {
+                Taken::State(st) => assert_eq!(st.reductions, 1),
+                other => panic!("the actor's state is not back in its slot: {other:?}"),
+            }
+        });
     }
 }

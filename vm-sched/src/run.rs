@@ -32,12 +32,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use vm_core::Module;
+use vm_dist::NodeId;
 
 /// How long the flusher waits after output first appears before it flushes.
 pub const FLUSH_DELAY: Duration = Duration::from_millis(5);
 
 /// How to run a program.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct RunOptions {
     /// Fuel per slice: an actor yields to tokio after this many calls and backward jumps
     /// (at least 1; 0 is treated as 1).
@@ -55,6 +56,8 @@ pub struct RunOptions {
     pub hog_threshold_ms: u64,
     /// The VM-wide memory budget in bytes (`--max-memory`; see `budget`).
     pub max_memory: Option<u64>,
+    /// The cluster to join as a node (`--node`, `--cluster`), if any.
+    pub cluster: Option<crate::cluster::ClusterOptions>,
 }
 
 impl Default for RunOptions {
@@ -68,6 +71,7 @@ impl Default for RunOptions {
             seed: None,
             hog_threshold_ms: config.hog_threshold_ms,
             max_memory: None,
+            cluster: None,
         }
     }
 }
@@ -155,21 +159,80 @@ fn run_here(
     opts: RunOptions,
     main: Option<Arc<crate::affine::ExecHandle>>,
 ) -> Result<Outcome, RunError> {
-    on_runtime(&opts, opts.config(), main, move |vm| async move { vm.run_main(module, args).await })
+    let cluster = opts.cluster.clone();
+    on_runtime(&opts, opts.config(), main, move |vm| async move {
+        if let Some(c) = &cluster {
+            join(&vm, module.clone(), c).await?;
+        }
+        let outcome = vm.run_main(module, args).await;
+        // Peers see a node that ends as gone at once, not after their silence limit.
+        vm.leave_cluster().await;
+        outcome
+    })
+}
+
+/// Joins the cluster `opts` names, or says why not.
+async fn join(vm: &Vm, module: Arc<Module>, opts: &crate::cluster::ClusterOptions) -> Result<NodeId, String> {
+    #[cfg(not(vm_loom))]
+    return crate::cluster::join_nats(vm, module, opts).await.map_err(|e| e.to_string());
+    #[cfg(vm_loom)]
+    {
+        let _ = (vm, module, opts);
+        Err("this build has no NATS transport".into())
+    }
+}
+
+/// `vm node`: joins the cluster `opts.cluster` names and serves remote spawns of `module`'s
+/// functions (it has no `main`) until SIGTERM or SIGINT, then leaves the cluster gracefully
+/// (its peers see it gone at once). `ready` is called with the node's identity once it is up.
+pub fn block_on_node(
+    module: Arc<Module>,
+    opts: RunOptions,
+    ready: impl FnOnce(&NodeId) + Send + 'static,
+) -> Result<Outcome, RunError> {
+    let Some(cluster) = opts.cluster.clone() else {
+        return Err(RunError::Usage("a node needs --node NAME and --cluster URL".into()));
+    };
+    on_runtime(&opts, opts.config(), None, move |vm| async move {
+        let mut term = vm_io::ctrl_c::CtrlC::term().map_err(|e| format!("cannot catch SIGTERM: {e}"))?;
+        let mut int = vm_io::ctrl_c::CtrlC::new().map_err(|e| format!("cannot catch SIGINT: {e}"))?;
+        let me = join(&vm, module, &cluster).await?;
+        ready(&me);
+        tokio::select! {
+            _ = term.pressed() => {}
+            _ = int.pressed() => {}
+        }
+        vm.leave_cluster().await;
+        Ok(Outcome::Exited(vm_core::Value::Nil))
+    })
+}
+
+/// `vm nodes`: the live nodes of the cluster `opts` names, seen from outside it.
+pub fn block_on_census(opts: &crate::cluster::ClusterOptions) -> Result<Vec<vm_dist::NodeInfo>, RunError> {
+    let runtime =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(RunError::Runtime)?;
+    #[cfg(not(vm_loom))]
+    return runtime.block_on(crate::cluster::census(opts)).map_err(|e| RunError::Usage(e.to_string()));
+    #[cfg(vm_loom)]
+    {
+        let _ = (runtime, opts);
+        Err(RunError::Usage("this build has no NATS transport".into()))
+    }
 }
 
 /// Builds the runtime `opts` describes, runs `body` on a VM with `config` printing to standard
 /// output (and `main`'s executor, if given), and returns its outcome once `body` ends, output
 /// flushed (see the module docs). `vm run` and `vm resume` (`persist`) both run this way.
-pub(crate) fn on_runtime<F, Fut>(
+pub(crate) fn on_runtime<F, Fut, T>(
     opts: &RunOptions,
     config: Config,
     main: Option<Arc<crate::affine::ExecHandle>>,
     body: F,
-) -> Result<Outcome, RunError>
+) -> Result<T, RunError>
 where
     F: FnOnce(Vm) -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = Result<Outcome, String>> + Send,
+    Fut: std::future::Future<Output = Result<T, String>> + Send,
+    T: Send + 'static,
 {
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = opts.workers {

@@ -17,6 +17,7 @@
 //! external source of messages, so the VM is never idle in the sense of deadlock detection.
 //! Dropping the session abandons every actor still running (as `vm run` does when `main` ends).
 
+use crate::container::{Container, ContainerSpec};
 use crate::mailbox::Signal;
 use crate::run::{RunError, RunOptions};
 use crate::vm::{Hold, Outcome, Output, Vm};
@@ -93,25 +94,67 @@ impl Session {
     /// with a message for people when there is no such function, the argument count is wrong, or
     /// the VM refuses (its actor limit).
     pub fn spawn(&self, module: &Arc<Module>, func: &str, args: Vec<Value>) -> Result<Pid, String> {
+        self.spawn_in(self.vm.default_container(), module, func, args)
+    }
+
+    /// As [`Session::spawn`], in `container` (with its grants and limits).
+    pub fn spawn_in(
+        &self,
+        container: &Arc<Container>,
+        module: &Arc<Module>,
+        func: &str,
+        args: Vec<Value>,
+    ) -> Result<Pid, String> {
         let f = function(module, func, args.len())?;
         let _in_runtime = self.runtime().enter();
         let fun = Closure { func: f, env: vec![] };
         self.vm
-            .spawn(module.clone(), &fun, args, SpawnOpts::default(), None)
+            .spawn_reporting(container, module.clone(), &fun, args, SpawnOpts::default(), None, None)
             .map(|(pid, _)| pid)
             .map_err(|e| format!("cannot spawn `{func}`: {e}"))
+    }
+
+    /// Starts a container (see [`Vm::start_container`]) on the session's runtime.
+    pub fn start_container(&self, spec: ContainerSpec) -> Result<Arc<Container>, String> {
+        let _in_runtime = self.runtime().enter();
+        self.vm.start_container(spec)
+    }
+
+    /// Stops a running container and waits (up to `limit`) until its actors are gone, so its
+    /// resources are closed; false if some are still alive then.
+    pub fn stop_container(&self, name: &str, limit: Duration) -> Result<bool, String> {
+        let c = self.vm.container(name).ok_or_else(|| format!("no container named {name}"))?;
+        self.vm.stop_container(name, Value::atom("shutdown"))?;
+        let deadline = std::time::Instant::now() + limit;
+        while c.live() > 0 {
+            if std::time::Instant::now() >= deadline {
+                return Ok(false);
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        Ok(true)
     }
 
     /// Starts `func` (taking no arguments) of `module` as a temporary actor whose outcome
     /// [`Session::wait`] returns.
     pub fn eval(&self, module: Arc<Module>, func: &str) -> Result<Eval, String> {
+        self.eval_in(&self.vm.default_container().clone(), module, func)
+    }
+
+    /// As [`Session::eval`], in `container` (with its grants).
+    pub fn eval_in(
+        &self,
+        container: &Arc<Container>,
+        module: Arc<Module>,
+        func: &str,
+    ) -> Result<Eval, String> {
         let f = function(&module, func, 0)?;
         let _in_runtime = self.runtime().enter();
         let (tx, rx) = tokio::sync::oneshot::channel();
         let fun = Closure { func: f, env: vec![] };
         let (pid, _) = self
             .vm
-            .spawn_reporting(module, &fun, vec![], SpawnOpts::default(), None, Some(tx))
+            .spawn_reporting(container, module, &fun, vec![], SpawnOpts::default(), None, Some(tx))
             .map_err(|e| format!("cannot start the snippet: {e}"))?;
         Ok(Eval { pid, done: rx })
     }
@@ -149,8 +192,44 @@ impl Session {
         })
     }
 
-    /// Delivers `msg` to `pid`; fails if there is no live actor with that pid.
+    /// Joins the cluster `opts` names as a node serving remote spawns of `module`'s functions
+    /// (see [`Session::serve`]).
+    #[cfg(not(vm_loom))]
+    pub fn join_cluster(
+        &self,
+        module: Arc<Module>,
+        opts: &crate::cluster::ClusterOptions,
+    ) -> Result<vm_dist::NodeId, String> {
+        let vm = self.vm.clone();
+        let opts = opts.clone();
+        self.runtime()
+            .block_on(async move { crate::cluster::join_nats(&vm, module, &opts).await })
+            .map_err(|e| e.to_string())
+    }
+
+    /// Leaves the cluster gracefully, if the session is a node (its peers see it at once).
+    pub fn leave_cluster(&self) {
+        let vm = self.vm.clone();
+        self.runtime().block_on(async move { vm.leave_cluster().await });
+    }
+
+    /// Serves remote spawns of `module`'s functions from now on (the newest program loaded).
+    pub fn serve(&self, module: Arc<Module>) {
+        self.vm.serve_module(module);
+    }
+
+    /// Delivers `msg` to `pid`; fails if there is no live actor with that pid. A pid of another
+    /// node takes the message as a remote send does (waiting while that node is far behind).
     pub fn send(&self, pid: Pid, msg: Value) -> Result<(), String> {
+        if !pid.is_local() {
+            return match crate::cluster::send(&self.vm, Pid(0), pid, msg) {
+                crate::cluster::Remote::Sent => Ok(()),
+                crate::cluster::Remote::Refused(e) => Err(e.to_string()),
+                crate::cluster::Remote::Wait(fut) => {
+                    self.runtime().block_on(fut).map(|_| ()).map_err(|e| e.to_string())
+                }
+            };
+        }
         let cell = self.vm.lookup(pid).ok_or_else(|| no_actor(pid))?;
         self.vm.deliver(&cell, msg);
         Ok(())
@@ -163,6 +242,10 @@ impl Session {
         if mode > 2 {
             return Err(format!("interrupt mode {mode} does not exist (0, 1 or 2)"));
         }
+        if !pid.is_local() {
+            let op = vm_core::ActorOp::Interrupt(pid, exc, mode);
+            return crate::cluster::control_from_outside(&self.vm, op).map_err(|e| e.to_string());
+        }
         self.alive(pid)?;
         self.vm.signal(pid, Signal::Interrupt { exc, mode });
         Ok(())
@@ -171,6 +254,10 @@ impl Session {
     /// Ends `pid` untrappably with reason `:killed`; fails if there is no live actor with that
     /// pid.
     pub fn kill(&self, pid: Pid) -> Result<(), String> {
+        if !pid.is_local() {
+            let op = vm_core::ActorOp::Kill(pid);
+            return crate::cluster::control_from_outside(&self.vm, op).map_err(|e| e.to_string());
+        }
         self.alive(pid)?;
         self.vm.signal(pid, Signal::Kill(Value::Atom(vm_core::atoms::KILLED)));
         Ok(())

@@ -68,7 +68,8 @@ fn unix_ms() -> u64 {
 /// long the actors were paused. Fails if the actors run more than one module (a REPL session
 /// that loaded several programs): a snapshot holds one.
 pub async fn take(vm: &Vm, settings: Settings) -> Result<(Snapshot, std::time::Duration), String> {
-    let taken = take_and_stop(vm, settings).await;
+    let _one_pause = vm.shared.pause.exclusive.lock().await;
+    let taken = pause_and_take(vm, settings).await;
     vm.resume_after_pause();
     taken
 }
@@ -76,18 +77,32 @@ pub async fn take(vm: &Vm, settings: Settings) -> Result<(Snapshot, std::time::D
 /// Takes a last snapshot and leaves every actor paused (the VM is about to end: nothing may
 /// happen after the snapshot that a resume would do again).
 pub async fn take_and_stop(vm: &Vm, settings: Settings) -> Result<(Snapshot, std::time::Duration), String> {
+    let _one_pause = vm.shared.pause.exclusive.lock().await;
+    pause_and_take(vm, settings).await
+}
+
+/// Pauses every actor and takes the snapshot, leaving them paused; the caller holds the pause.
+async fn pause_and_take(vm: &Vm, settings: Settings) -> Result<(Snapshot, std::time::Duration), String> {
     vm.flush_output();
     let started = Instant::now();
     let cut = vm.pause_all().await;
-    let module = one_module(vm)?;
+    let module = one_module(vm, &cut.cells)?;
     let snapshot = capture(vm, &module, settings, cut);
     Ok((snapshot, started.elapsed()))
 }
 
 /// The module every live actor runs.
-fn one_module(vm: &Vm) -> Result<Arc<vm_core::Module>, String> {
-    let cells = vm.cells();
+fn one_module(vm: &Vm, cells: &[Arc<ActorCell>]) -> Result<Arc<vm_core::Module>, String> {
     let Some(first) = cells.first() else { return Err("there is no actor to snapshot".into()) };
+    // Container membership, names and restart types are not in snapshot format 1: a VM of
+    // several containers is refused rather than resumed as one.
+    if let Some(c) = cells.iter().find(|c| !Arc::ptr_eq(&c.container, vm.default_container())) {
+        return Err(format!(
+            "actor {} belongs to container {}: a VM of several containers cannot be snapshotted yet",
+            c.pid,
+            c.container.name()
+        ));
+    }
     if cells.iter().any(|c| !Arc::ptr_eq(&c.module, &first.module)) {
         return Err("the actors run different programs (loaded separately); a snapshot holds one".into());
     }
@@ -95,27 +110,26 @@ fn one_module(vm: &Vm) -> Result<Arc<vm_core::Module>, String> {
 }
 
 /// Step 3, under the pause.
-fn capture(
-    vm: &Vm,
-    module: &Arc<vm_core::Module>,
-    settings: Settings,
-    mut cut: crate::pause::Cut,
-) -> Snapshot {
+fn capture(vm: &Vm, module: &Arc<vm_core::Module>, settings: Settings, cut: crate::pause::Cut) -> Snapshot {
     let now = Instant::now();
     let mut w = Writer::new();
     let mut actors = Vec::new();
     let mut limits = Vec::new();
-    for cell in vm.cells() {
-        let Some(p) = cut.remove(&cell.pid.0) else { continue };
+    for cell in &cut.cells {
+        // A reserved state is read in its slot; a published one says what it waits for.
+        let read = cell.slot.read(cut.epoch, |st, waiting| {
+            let waiting = waiting.unwrap_or_else(|| vm.waiting_of(cell.pid));
+            (w.state(st), waiting)
+        });
+        let Some((state, waiting)) = read else { continue };
         let img = cell.mailbox.image();
-        let wait = match p.waiting {
+        let wait = match waiting {
             Waiting::Nothing => v1::Wait::Runnable,
             Waiting::Until(deadline) => {
                 v1::Wait::Timed { remaining_ms: deadline.saturating_duration_since(now).as_millis() as u64 }
             }
             Waiting::Native(name) => v1::Wait::Native { name: w.atom(name) },
         };
-        let state = w.state(&p.state);
         let mailbox = img.messages.iter().map(|m| w.value(m)).collect();
         let signals = img.signals.iter().filter_map(|s| signal(&mut w, s)).collect();
         actors.push(v1::Actor {
@@ -236,7 +250,7 @@ fn signal(w: &mut Writer, s: &Signal) -> Option<v1::Signal> {
         Signal::Exit { from, reason } => v1::Signal::Exit { from: from.0, reason: w.value(reason) },
         Signal::Kill(reason) => v1::Signal::Kill { reason: w.value(reason) },
         Signal::Interrupt { exc, mode } => v1::Signal::Interrupt { exc: w.exception(exc), mode: *mode },
-        Signal::Orphaned(_) | Signal::Pause => return None,
+        Signal::Orphaned { .. } | Signal::Pause => return None,
     })
 }
 
@@ -331,7 +345,12 @@ pub async fn restore(
             st.meter.counted(0, img.max_heap);
         }
         let has_signals = !img.signals.is_empty();
-        let cell = Arc::new(ActorCell::restored(Pid(a.pid), s.module.clone(), Mailbox::from_image(img)));
+        let cell = Arc::new(ActorCell::restored(
+            Pid(a.pid),
+            s.module.clone(),
+            Mailbox::from_image(img),
+            vm.default_container().clone(),
+        ));
         if has_signals {
             cell.has_signals.store(true, crate::sync::Ordering::SeqCst);
         }

@@ -11,8 +11,12 @@ fn per_actor_structures_stay_small() {
     // An idle actor is its shared cell, its task (the driver future holding the interpreter
     // state), a registry entry and a few small heap blocks; the spawn benchmark measures the
     // whole (docs/BENCHMARKS.md). These bounds catch regressions in the parts.
+    // The cell lives in an `Arc` (16 bytes of counts in front). It grew from 168 to 200 bytes
+    // with the container pointer and priority (containers) and the parked-state slot (snapshots):
+    // a 216-byte block, 24 bytes more per actor than a 192-byte one. Shrinking it (the priority
+    // byte into the state byte, the slot's lock into the mailbox's) is noted in the issue notes.
     let cell = std::mem::size_of::<crate::cell::ActorCell>();
-    assert!(cell <= 168, "actor cell: {cell} bytes");
+    assert!(cell <= 200, "actor cell: {cell} bytes");
     let state = std::mem::size_of::<vm_core::ActorState>();
     assert!(state <= 128, "interpreter state: {state} bytes");
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -20,7 +24,12 @@ fn per_actor_structures_stay_small() {
         let vm = Vm::new(Config::default(), Arc::new(Lines::default()));
         let m = module(".func main 0\n ret r0\n.end\n");
         let st = vm_core::ActorState::new(&m, 0, vec![]).unwrap();
-        let cell = Arc::new(crate::cell::ActorCell::new(vm_core::Pid(1), m.clone(), None));
+        let cell = Arc::new(crate::cell::ActorCell::new(
+            vm_core::Pid(1),
+            m.clone(),
+            None,
+            vm.default_container().clone(),
+        ));
         let task = crate::actor::drive(vm, cell, st);
         // tokio's task is a 128-byte-aligned block of header (32 bytes), scheduler and id (16),
         // the future, and trailer (48): at 400 bytes or less it takes 512 bytes, one step above
@@ -106,4 +115,105 @@ fn introspection_shows_affine_calls_and_executors() {
     let execs = vm.executors();
     assert_eq!((execs[0].jobs, execs[0].queued, execs[0].current), (2, 0, None));
     assert!(execs[0].busy >= std::time::Duration::from_millis(400), "{:?}", execs[0].busy);
+}
+
+/// `main` and two echo actors in lockstep: `main` sends `i` to both, waits for both echoes,
+/// `M` times, and returns the sum of what came back (M·(M−1)). Every actor spends its time
+/// parked in `recv` and woken by a message, so pauses race wakes all the time.
+const LOCKSTEP_ROUNDS: i64 = 400;
+const LOCKSTEP: &str = "
+.func main 0
+    self r0
+    fun r1, echo
+    spawn r2, r1, r0, 1
+    spawn r3, r1, r0, 1
+    int r4, 0
+    int r5, 0
+    int r9, 400
+loop:
+    jge r4, r9, done
+    send r2, r4
+    send r3, r4
+    recv r6
+    add r5, r5, r6
+    recv r6
+    add r5, r5, r6
+    addi r4, r4, 1
+    jmp loop
+done:
+    ret r5
+.end
+
+.func echo 1
+loop:
+    recv r1
+    send r0, r1
+    jmp loop
+.end
+";
+
+#[test]
+fn thousands_of_pauses_racing_wakes_each_restore_to_the_same_state() {
+    use crate::snapshot::{Settings, Timers, restore, take};
+    use crate::vm::Outcome;
+    use vm_core::Value;
+    let want = LOCKSTEP_ROUNDS * (LOCKSTEP_ROUNDS - 1);
+    let m = module(LOCKSTEP);
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    // Restores run on a runtime of their own that runs nothing until told: a restored VM is
+    // snapshotted again before any of its actors takes a step.
+    let quiet = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let mut snaps = Vec::new();
+    let mut rounds = 0;
+    while snaps.len() < 2_000 {
+        rounds += 1;
+        assert!(rounds <= 200, "only {} pauses in 200 runs", snaps.len());
+        let vm = {
+            let _in = rt.enter();
+            Vm::new(Config::default(), Arc::new(Lines::default()))
+        };
+        let outcome = rt.block_on(async {
+            let main = tokio::spawn({
+                let (vm, m) = (vm.clone(), m.clone());
+                async move { vm.run_main(m, vec![]).await }
+            });
+            while !main.is_finished() {
+                // Only while `main` is known and alive (it is registered just after its spawn).
+                let Some(pid) = vm.main() else {
+                    tokio::task::yield_now().await;
+                    continue;
+                };
+                match take(&vm, Settings { main: Some(pid), ..Settings::default() }).await {
+                    Ok((s, _)) if s.actors.iter().any(|a| a.pid == pid.0) => snaps.push(s),
+                    Ok(_) => {}
+                    Err(e) => assert!(e.contains("no actor"), "{e}"),
+                }
+            }
+            main.await.unwrap().unwrap()
+        });
+        assert!(matches!(&outcome, Outcome::Exited(Value::Int(n)) if *n == want), "{outcome:?}");
+    }
+    for (k, s) in snaps.iter().enumerate() {
+        let loaded = vm_core::snapshot::decode(&vm_core::snapshot::encode(s)).expect("a snapshot loads");
+        // Restored and snapshotted again at once: the same actors, states, mailboxes, values.
+        let again = quiet.block_on(async {
+            let fresh = Vm::new(Config::default(), Arc::new(Lines::default()));
+            restore(&fresh, loaded.clone(), Timers::Frozen).await;
+            take(&fresh, Settings { main: fresh.main(), ..Settings::default() }).await.expect("again").0
+        });
+        assert_eq!(again.actors, s.actors, "snapshot {k}: the actors differ after a restore");
+        assert_eq!(again.values, s.values, "snapshot {k}: the values differ after a restore");
+        // Every 20th runs on to its end: nothing was lost or duplicated at the cut.
+        if k % 20 == 0 {
+            let end = rt.block_on(async {
+                let fresh = Vm::new(Config::default(), Arc::new(Lines::default()));
+                let report = restore(&fresh, loaded, Timers::Frozen).await.expect("main is in the snapshot");
+                tokio::time::timeout(std::time::Duration::from_secs(20), report).await
+            });
+            match end {
+                Ok(Ok(Outcome::Exited(Value::Int(n)))) => assert_eq!(n, want, "snapshot {k}"),
+                other => panic!("snapshot {k}: the resumed run ended with {other:?}"),
+            }
+        }
+    }
 }

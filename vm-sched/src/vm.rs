@@ -29,6 +29,7 @@
 
 // Re-exported: the cell is part of the VM's vocabulary (`Vm::lookup` returns one).
 pub use crate::cell::{ActorCell, RunState};
+use crate::container::{Container, ContainerEnd, ContainerSpec};
 use crate::exit::ExitReason;
 use crate::heartbeat::Heartbeat;
 use crate::mailbox::{Delivery, Signal, Wait};
@@ -170,9 +171,9 @@ pub(crate) struct Shared {
     pub(crate) heartbeat: Arc<Heartbeat>,
     /// The threads of the affine natives.
     pub(crate) executors: crate::affine::Executors,
-    /// The hook of every orphaned-channel watch (see `select::watch_orphans`): signals the
-    /// watching actor. It holds the runtime weakly, so that channels do not keep it alive.
-    pub(crate) orphan_hook: vm_core::value::WatchHook,
+    /// Orphaned-channel detection's shared state (`chan::reach`; the detector is
+    /// `chan::orphans`).
+    pub(crate) orphans: Arc<crate::chan::reach::Orphans>,
     /// Starts an actor's driver task.
     start_actor: StartActor,
     start: Instant,
@@ -184,6 +185,23 @@ pub(crate) struct Shared {
     pub(crate) pause: crate::pause::Pause,
     /// The VM-wide memory budget's state (see `budget`).
     pub(crate) budget: crate::budget::Budget,
+    /// Wakeup priorities (see `prio`).
+    pub(crate) prio: crate::prio::Prio,
+    /// The container of actors started from outside (see `container`, rule 1).
+    default_container: Arc<Container>,
+    /// The containers started by name, the newest of each name (ended ones stay until replaced).
+    containers: Mutex<Vec<Arc<Container>>>,
+    /// Where container ends are reported (`Vm::container_ends`), once someone asked.
+    ends: Mutex<Option<tokio::sync::mpsc::UnboundedSender<ContainerEnd>>>,
+    /// The VM's membership in a cluster, once it joined one (see `cluster`).
+    pub(crate) cluster: std::sync::OnceLock<Arc<crate::cluster::Membership>>,
+}
+
+/// The detector task holds the VM weakly and parks while disarmed: tell it the VM is gone.
+impl Drop for Shared {
+    fn drop(&mut self) {
+        self.orphans.close();
+    }
 }
 
 /// A handle on the runtime; clones share it.
@@ -237,6 +255,8 @@ pub struct ActorInfo {
     pub trap_exit: bool,
     /// The open resources it owns: id and description (`tcp connection 127.0.0.1:5000`).
     pub resources: Vec<(u64, String)>,
+    /// The name of its container (`main` for the default one).
+    pub container: String,
 }
 
 impl Vm {
@@ -247,10 +267,11 @@ impl Vm {
         let config_hog = config.hog_threshold_ms;
         let seed = config.seed.unwrap_or_else(entropy);
         let io = vm_io::Io::new(config.perms.clone(), Arc::new(ConsoleOf(output.clone())));
+        let io_grants = io.grants.clone();
         let heartbeat = Arc::new(Heartbeat::new(config_hog));
         let executors = crate::affine::Executors::new(&heartbeat);
         let vm = Vm {
-            shared: Arc::new_cyclic(|me: &std::sync::Weak<Shared>| Shared {
+            shared: Arc::new(Shared {
                 config,
                 shards,
                 names: Mutex::new(HashMap::new()),
@@ -268,23 +289,35 @@ impl Vm {
                 io,
                 heartbeat,
                 executors,
-                orphan_hook: {
-                    let me = me.clone();
-                    Arc::new(move |owner, id| {
-                        if let Some(shared) = me.upgrade() {
-                            let exc = crate::exit::orphaned(id);
-                            (Vm { shared }).signal(Pid(owner), Signal::Orphaned(exc));
-                        }
-                    })
-                },
+                orphans: Arc::default(),
                 start_actor,
                 start: Instant::now(),
                 clock_offset_ms: AtomicU64::new(0),
                 main: AtomicU64::new(0),
                 pause: Default::default(),
                 budget: Default::default(),
+                cluster: std::sync::OnceLock::new(),
+                prio: Default::default(),
+                default_container: Arc::new(Container::new(
+                    ContainerSpec {
+                        name: "main".into(),
+                        module: Arc::new(Module::default()),
+                        source: String::new(),
+                        args: vec![],
+                        grants: (*io_grants).clone(),
+                        allow_lookup: vec![],
+                        limits: Default::default(),
+                        restart: Default::default(),
+                        intensity: Default::default(),
+                        priority: Default::default(),
+                    },
+                    false,
+                )),
+                containers: Mutex::new(Vec::new()),
+                ends: Mutex::new(None),
             }),
         };
+        vm.shared.io.set_service_hook(Arc::new(Services(Arc::downgrade(&vm.shared))));
         let weak = Arc::downgrade(&vm.shared);
         let locate = move |pid: u64| match weak.upgrade().and_then(|s| (Vm { shared: s }).lookup(Pid(pid))) {
             Some(cell) => format!("{} at {}", cell.pid, cell.location()),
@@ -358,17 +391,56 @@ impl Vm {
         opts: SpawnOpts,
         parent: Option<Pid>,
     ) -> Result<(Pid, Option<i64>), Exception> {
-        self.spawn_reporting(module, fun, args, opts, parent, None)
+        // A child joins its parent's container; an actor started from outside, the default one.
+        let container = match parent.and_then(|p| self.lookup(p)) {
+            Some(p) => p.container.clone(),
+            None => self.shared.default_container.clone(),
+        };
+        self.spawn_reporting(&container, module, fun, args, opts, parent, None)
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn spawn_reporting(
         &self,
+        container: &Arc<Container>,
         module: Arc<Module>,
         fun: &Closure,
         args: Vec<Value>,
         opts: SpawnOpts,
         parent: Option<Pid>,
         report: Option<tokio::sync::oneshot::Sender<Outcome>>,
+    ) -> Result<(Pid, Option<i64>), Exception> {
+        self.spawn_full(container, module, fun, args, opts, parent, report, None)
+    }
+
+    /// [`Vm::spawn`], calling `before_start` with the new actor's cell once it is in the actor
+    /// table and before its task starts (a remote spawn records the spawner's link or monitor
+    /// and queues its answer there, so nothing the actor does can overtake them).
+    pub(crate) fn spawn_with(
+        &self,
+        module: Arc<Module>,
+        fun: &Closure,
+        args: Vec<Value>,
+        opts: SpawnOpts,
+        parent: Option<Pid>,
+        before_start: Option<&mut dyn FnMut(&ActorCell)>,
+    ) -> Result<(Pid, Option<i64>), Exception> {
+        // A remote spawn runs in the node's default container, as `vm node` serves one module.
+        let container = self.shared.default_container.clone();
+        self.spawn_full(&container, module, fun, args, opts, parent, None, before_start)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn spawn_full(
+        &self,
+        container: &Arc<Container>,
+        module: Arc<Module>,
+        fun: &Closure,
+        args: Vec<Value>,
+        opts: SpawnOpts,
+        parent: Option<Pid>,
+        report: Option<tokio::sync::oneshot::Sender<Outcome>>,
+        before_start: Option<&mut dyn FnMut(&ActorCell)>,
     ) -> Result<(Pid, Option<i64>), Exception> {
         let max = self.shared.config.max_actors;
         if self.past_budget() {
@@ -381,9 +453,21 @@ impl Vm {
                 format!("the VM already runs its maximum of {max} actors"),
             ));
         }
+        let counted = container.actors.fetch_add(1, Ordering::SeqCst);
+        if let Some(cmax) = container.spec.limits.max_actors
+            && counted >= cmax
+        {
+            container.actors.fetch_sub(1, Ordering::SeqCst);
+            self.shared.live.fetch_sub(1, Ordering::SeqCst);
+            return Err(Exception::new(
+                atoms::LIMIT,
+                format!("container {} already runs its maximum of {cmax} actors", container.name()),
+            ));
+        }
         let mut state = match vm_core::ActorState::from_closure(&module, fun, args) {
             Ok(s) => s,
             Err(e) => {
+                container.actors.fetch_sub(1, Ordering::SeqCst);
                 self.shared.live.fetch_sub(1, Ordering::SeqCst);
                 return Err(e);
             }
@@ -391,7 +475,12 @@ impl Vm {
         state.max_frames = opts.max_frames.unwrap_or(self.shared.config.max_frames);
         state.rng = opts.seed.unwrap_or_else(|| self.fresh_seed());
         let pid = Pid(self.shared.next_pid.fetch_add(1, Ordering::Relaxed));
-        let cell = Arc::new(ActorCell::new(pid, module.clone(), opts.max_mailbox));
+        let max_mailbox = opts.max_mailbox.or(container.spec.limits.max_mailbox);
+        let mut cell = ActorCell::new(pid, module.clone(), max_mailbox, container.clone());
+        if let Some(p) = opts.priority {
+            cell = cell.with_priority(p);
+        }
+        let cell = Arc::new(cell);
         if let Some(max) = opts.max_heap {
             cell.mailbox.with(|i| i.ext().max_heap = Some(max));
             state.meter.counted(0, Some(max));
@@ -417,6 +506,10 @@ impl Vm {
                 self.shared.io.transfer(v, parent.0, pid.0);
             }
         }
+        if parent.is_none() && container.tag.is_some() {
+            // The first actor of a named container is its root (see `Vm::start_container`).
+            let _ = container.root.compare_exchange(0, pid.0, Ordering::SeqCst, Ordering::SeqCst);
+        }
         lock(self.shard(pid)).insert(pid.0, cell.clone());
         // Counted in before it exists; the spawner is active, so the count cannot touch zero.
         self.shared.active.fetch_add(1, Ordering::SeqCst);
@@ -425,6 +518,9 @@ impl Vm {
             // Kept here rather than in the actor's task, which every actor would pay for.
             lock(&self.shared.reporters).insert(pid.0, tx);
             self.shared.reporting.fetch_add(1, Ordering::SeqCst);
+        }
+        if let Some(f) = before_start {
+            f(&cell);
         }
         (self.shared.start_actor)(self.clone(), cell, state, span);
         Ok((pid, monitor))
@@ -450,7 +546,10 @@ impl Vm {
     pub(crate) fn deliver(&self, cell: &ActorCell, msg: Value) {
         trace::trace_deliver(cell.pid, &msg);
         match cell.mailbox.deliver(msg, &self.shared.active) {
-            Delivery::Wake(w) => w.wake(),
+            Delivery::Wake(w) => {
+                self.shared.prio.woken(cell);
+                w.wake()
+            }
             Delivery::Overflow(w) => {
                 cell.has_signals.store(true, Ordering::SeqCst);
                 if let Some(w) = w {
@@ -474,6 +573,7 @@ impl Vm {
         match cell.mailbox.signal(sig, &self.shared.active) {
             Delivery::Wake(w) => {
                 cell.has_signals.store(true, Ordering::SeqCst);
+                self.shared.prio.woken(cell);
                 w.wake();
             }
             Delivery::Queued => {
@@ -524,6 +624,7 @@ impl Vm {
     pub(crate) fn finish(&self, cell: &ActorCell, reason: &ExitReason) {
         trace::trace_exit(cell, reason);
         cell.set_state(RunState::Exited);
+        self.shared.prio.running(cell);
         let (links, monitors, name) = cell.mailbox.close();
         if let Some(name) = name {
             let mut names = lock(&self.shared.names);
@@ -553,7 +654,16 @@ impl Vm {
             ]);
             self.send(watcher, down);
         }
+        if let Some(cluster) = self.shared.cluster.get() {
+            cluster.actor_exited(cell.pid, &reason_value);
+        }
+        cell.container.actors.fetch_sub(1, Ordering::SeqCst);
+        if cell.container.root.load(Ordering::Relaxed) == cell.pid.0 {
+            self.end_container(&cell.container, reason);
+        }
         self.shared.live.fetch_sub(1, Ordering::SeqCst);
+        // The exit may have let go of the last other copy of some waiter's channel.
+        self.shared.orphans.exits.fetch_add(1, Ordering::SeqCst);
         if self.shared.active.fetch_sub(1, Ordering::SeqCst) == 1 {
             self.shared.idle.notify_one();
         }
@@ -615,17 +725,37 @@ impl Vm {
             monitoring,
             trap_exit,
             resources: self.shared.io.owned_by(c.pid.0),
+            container: c.container.name().to_string(),
         }
     }
 
-    /// The deadlock report: every actor and what it waits on, where.
+    /// The deadlock report: every actor and what it waits on, where; then each channel waited
+    /// on, with the actors parked on it and those that hold it (can reach it, as the last
+    /// orphan census found), so that a cycle of channel waits is visible.
     pub fn deadlock_report(&self) -> String {
         let mut out = String::from("deadlock: every actor is waiting and nothing can wake any of them\n");
+        // Channel id -> the actors parked on it, in pid order.
+        let mut parked: std::collections::BTreeMap<u64, Vec<Pid>> = Default::default();
         for a in self.actors() {
             let name = a.name.map(|n| format!(" ({n})")).unwrap_or_default();
+            if let Some(Wait::Chan { chans, .. }) = &a.waiting {
+                for id in chans.as_slice() {
+                    parked.entry(*id).or_default().push(a.pid);
+                }
+            }
             let what =
                 a.waiting.map(|w| w.to_string()).unwrap_or_else(|| format!("{:?}", a.state).to_lowercase());
             out.push_str(&format!("  {}{name}: waiting in {what} at {}\n", a.pid, a.location));
+        }
+        let pids = |ps: &mut dyn Iterator<Item = String>| ps.collect::<Vec<_>>().join(", ");
+        for (id, on) in parked {
+            let on = pids(&mut on.iter().map(|p| p.to_string()));
+            let held = match self.shared.orphans.holders(id) {
+                Some(h) if h.is_empty() => "; held by no one".to_string(),
+                Some(h) => format!("; held by {}", pids(&mut h.iter().map(|p| Pid(*p).to_string()))),
+                None => String::new(),
+            };
+            out.push_str(&format!("  #chan<{id}>: parked on it: {on}{held}\n"));
         }
         out
     }
@@ -653,7 +783,15 @@ impl Vm {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let fun = Closure { func: main, env: vec![] };
         let (pid, _) = self
-            .spawn_reporting(module, &fun, args, SpawnOpts::default(), None, Some(tx))
+            .spawn_reporting(
+                &self.shared.default_container.clone(),
+                module,
+                &fun,
+                args,
+                SpawnOpts::default(),
+                None,
+                Some(tx),
+            )
             .map_err(|e| e.to_string())?;
         self.set_main(pid);
         Ok((pid, rx))
@@ -661,33 +799,50 @@ impl Vm {
 
     /// Waits until the main actor (which reports to `rx`) ends or the VM deadlocks.
     pub(crate) async fn wait_for_main(&self, mut rx: tokio::sync::oneshot::Receiver<Outcome>) -> Outcome {
+        // Set while the orphan detector has been asked to judge the waits of a quiet VM: look
+        // again when it has (or in a while, should it not get to it).
+        let mut retry: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
         loop {
             tokio::select! {
                 biased;
                 done = &mut rx => return done.unwrap_or_else(|_| Outcome::Stopped(Value::atom("lost"))),
-                () = self.shared.idle.notified() => {
-                    // Every wake path counts the woken actor back in before the waker can park
-                    // itself, so zero is stable. But a select (channel or mailbox) counts itself
-                    // out before it re-checks for work, so a runnable actor can pass through
-                    // zero for an instant on its way back in, and a busy program does so over
-                    // and over (chan_pingpong: every round trip); two readings of zero can both
-                    // land in such instants. So the detector waits a short grace and also asks
-                    // whether any slice ran meanwhile: a real deadlock runs none.
-                    let slices = self.shared.heartbeat.slices();
-                    if self.shared.active.load(Ordering::SeqCst) == 0 {
-                        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                    }
-                    if self.shared.active.load(Ordering::SeqCst) == 0 && self.shared.heartbeat.slices() == slices {
-                        // Main reports its outcome before it counts itself out, so an outcome
-                        // present now means main ended; otherwise nothing can run again.
-                        if let Ok(done) = rx.try_recv() {
-                            return done;
-                        }
-                        return Outcome::Deadlock(self.deadlock_report());
-                    }
+                () = self.shared.idle.notified() => {}
+                () = async { match retry.as_mut() { Some(t) => t.await, None => std::future::pending().await } } => {}
+            }
+            retry = None;
+            if self.stuck().await {
+                // Main reports its outcome before it counts itself out, so an outcome
+                // present now means main ended; otherwise nothing can run again.
+                if let Ok(done) = rx.try_recv() {
+                    return done;
                 }
+                // Unless some waits are orphaned: those the orphan detector has not judged
+                // yet are judged now (`chan::orphans`, step 3), and the VM wakes if any is.
+                let waits = crate::chan::reach::orphanable_waits(&self.cells());
+                if !self.shared.orphans.judged(&waits) {
+                    self.shared.orphans.poke();
+                    retry = Some(Box::pin(tokio::time::sleep(std::time::Duration::from_millis(100))));
+                    continue;
+                }
+                return Outcome::Deadlock(self.deadlock_report());
             }
         }
+    }
+
+    /// Called when `idle` was notified: whether the VM really is stuck (no actor can ever run
+    /// again).
+    pub(crate) async fn stuck(&self) -> bool {
+        // Every wake path counts the woken actor back in before the waker can park itself, so
+        // zero is stable. But a select (channel or mailbox) counts itself out before it
+        // re-checks for work, so a runnable actor can pass through zero for an instant on its
+        // way back in, and a busy program does so over and over (chan_pingpong: every round
+        // trip); two readings of zero can both land in such instants. So the detector waits a
+        // short grace and also asks whether any slice ran meanwhile: a real deadlock runs none.
+        let slices = self.shared.heartbeat.slices();
+        if self.shared.active.load(Ordering::SeqCst) == 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        self.shared.active.load(Ordering::SeqCst) == 0 && self.shared.heartbeat.slices() == slices
     }
 }
 
@@ -770,6 +925,159 @@ impl Vm {
     /// The sink of `print` (flushed before a snapshot, so no line prints twice after a resume).
     pub(crate) fn flush_output(&self) {
         self.shared.output.flush();
+    }
+}
+
+/// Containers (see `container`): starting and ending them, finding them, their services.
+impl Vm {
+    /// The container of actors started from outside (`vm run`'s `main`, the REPL).
+    pub fn default_container(&self) -> &Arc<Container> {
+        &self.shared.default_container
+    }
+
+    /// The container named `name` (the newest of that name), or the default one for `main`.
+    pub fn container(&self, name: &str) -> Option<Arc<Container>> {
+        if name == self.shared.default_container.name() {
+            return Some(self.shared.default_container.clone());
+        }
+        lock(&self.shared.containers).iter().find(|c| c.name() == name).cloned()
+    }
+
+    /// The containers started by name, in the order they were first started.
+    pub fn containers(&self) -> Vec<Arc<Container>> {
+        lock(&self.shared.containers).clone()
+    }
+
+    /// Starts a container: its root actor runs `main` of the spec's module with the spec's
+    /// arguments. A running container of the same name is an error; an ended one is replaced.
+    pub fn start_container(&self, spec: ContainerSpec) -> Result<Arc<Container>, String> {
+        if spec.name.is_empty()
+            || spec.name.contains('/')
+            || spec.name == self.shared.default_container.name()
+        {
+            return Err(format!("{:?} cannot name a container (non-empty, no '/', not \"main\")", spec.name));
+        }
+        crate::run::check_main(&spec.module).map_err(|e| format!("container {}: {e}", spec.name))?;
+        let container = Arc::new(Container::new(spec, true));
+        {
+            let mut all = lock(&self.shared.containers);
+            match all.iter().position(|c| c.name() == container.name()) {
+                Some(i) if all[i].status() == crate::container::Status::Running => {
+                    return Err(format!("container {} is already running", container.name()));
+                }
+                Some(i) => all[i] = container.clone(),
+                None => all.push(container.clone()),
+            }
+        }
+        let spec = &container.spec;
+        let main = spec.module.func_index("main").ok_or("no main")?;
+        let args = match spec.module.funcs[main as usize].arity {
+            0 => vec![],
+            _ => vec![Value::list(spec.args.iter().map(|a| Value::str(a.as_str())).collect())],
+        };
+        let fun = Closure { func: main, env: vec![] };
+        // `spawn_reporting` records the root before the task starts, so even an instant exit
+        // ends the container.
+        match self.spawn_reporting(
+            &container,
+            spec.module.clone(),
+            &fun,
+            args,
+            SpawnOpts::default(),
+            None,
+            None,
+        ) {
+            Ok(_) => Ok(container),
+            Err(e) => {
+                container.end();
+                Err(format!("container {}: {e}", container.name()))
+            }
+        }
+    }
+
+    /// Ends a container as if its root had been killed with `reason` (the REPL's `stop`).
+    pub fn stop_container(&self, name: &str, reason: Value) -> Result<(), String> {
+        let c = self.container(name).ok_or_else(|| format!("no container named {name}"))?;
+        match c.root() {
+            Some(root) if c.status() == crate::container::Status::Running => {
+                self.signal(root, Signal::Kill(reason));
+                Ok(())
+            }
+            _ => Err(format!("container {name} is not running")),
+        }
+    }
+
+    /// Where each container's end is reported from now on (see [`ContainerEnd`]); a second
+    /// call replaces the first receiver.
+    pub fn container_ends(&self) -> tokio::sync::mpsc::UnboundedReceiver<ContainerEnd> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        *lock(&self.shared.ends) = Some(tx);
+        rx
+    }
+
+    /// Ends `container` (its root ended with `reason`): withdraws its names, kills its other
+    /// actors and reports the end (see `container`, rule 6).
+    pub(crate) fn end_container(&self, container: &Arc<Container>, reason: &ExitReason) {
+        if !container.end() {
+            return;
+        }
+        let root = container.root.load(Ordering::SeqCst);
+        for cell in self.cells() {
+            if Arc::ptr_eq(&cell.container, container) && cell.pid.0 != root {
+                self.signal_cell(&cell, Signal::Kill(Value::atom("shutdown")));
+            }
+        }
+        let value = reason.value();
+        let abnormal = !matches!(&value, Value::Atom(a) if *a == atoms::NORMAL);
+        tracing::debug!(container = container.name(), reason = %value.repr(), "container ended");
+        if let Some(tx) = lock(&self.shared.ends).as_ref() {
+            let _ = tx.send(ContainerEnd { container: container.clone(), reason: value, abnormal });
+        }
+    }
+
+    /// A message from `from` to `to` may not carry what rule 4 of `container` refuses: the
+    /// exception to raise, if it does.
+    pub(crate) fn check_crossing(from: &ActorCell, to: &ActorCell, msg: &Value) -> Result<(), Exception> {
+        if Arc::ptr_eq(&from.container, &to.container) {
+            return Ok(());
+        }
+        match crate::container::crossing_refusal(msg) {
+            None => Ok(()),
+            Some(what) => Err(Exception::badarg(format!(
+                "send: {what} cannot cross from container {} to container {} (only data, pids and \
+                 channels cross; nothing was sent)",
+                from.container.name(),
+                to.container.name()
+            ))),
+        }
+    }
+}
+
+/// `publish` and `lookup` (vm-io's `services`), answered from the containers.
+struct Services(std::sync::Weak<Shared>);
+
+impl vm_io::services::ServiceHook for Services {
+    fn publish(&self, caller: u64, name: &str, value: Value) -> vm_io::natives::NativeResult {
+        let vm = Vm { shared: self.0.upgrade().ok_or_else(|| Exception::badarg("the VM has ended"))? };
+        let cell =
+            vm.lookup(Pid(caller)).ok_or_else(|| Exception::badarg("publish: the caller has ended"))?;
+        cell.container.publish(name, value);
+        Ok(Value::Nil)
+    }
+
+    fn lookup(&self, caller: u64, container: &str, name: &str) -> vm_io::natives::NativeResult {
+        let vm = Vm { shared: self.0.upgrade().ok_or_else(|| Exception::badarg("the VM has ended"))? };
+        let cell = vm.lookup(Pid(caller)).ok_or_else(|| Exception::badarg("lookup: the caller has ended"))?;
+        if !cell.container.may_look_up(container) {
+            return Err(Exception::new(
+                vm_io::perms::permission_atom(),
+                format!(
+                    "lookup of {container}/{name} denied: container {} needs \"allow_lookup\": [\"{container}\"]",
+                    cell.container.name()
+                ),
+            ));
+        }
+        Ok(vm.container(container).and_then(|c| c.published(name)).unwrap_or(Value::Nil))
     }
 }
 

@@ -29,12 +29,32 @@ pub enum Command {
         /// Each operand's text.
         args: Vec<String>,
     },
-    /// `ps`.
-    Ps,
+    /// `ps [--in CONTAINER]`.
+    Ps(Option<String>),
+    /// `containers`.
+    Containers,
+    /// `enter [CONTAINER]`: `spawn` and `eval` then run in that container (none: the default).
+    Enter(Option<String>),
+    /// `start NAME FILE [GRANTS...] [ARGS...]`.
+    Start {
+        /// The container's name.
+        name: String,
+        /// Its module file.
+        file: String,
+        /// Its grants, as flags (`--allow-net=127.0.0.1:7000`, `--allow-lookup=store`), and
+        /// `main`'s arguments (the words that are not flags).
+        grants: Vec<String>,
+    },
+    /// `stop NAME`.
+    Stop(String),
+    /// `restart NAME`.
+    Restart(String),
     /// `info PID`.
     Info(Target),
     /// `executors`.
     Executors,
+    /// `nodes`: the other live nodes of the cluster.
+    Nodes,
     /// `send PID VALUE`.
     Send(Target, Value),
     /// `interrupt PID [MODE]`.
@@ -56,12 +76,14 @@ pub enum Command {
 }
 
 /// An actor as named on the command line.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Target {
     /// By pid.
     Pid(Pid),
     /// By registered name.
     Name(Atom),
+    /// An actor of another node of the cluster, as pids print (`<b.7>`): node name and serial.
+    Remote(Atom, u64),
 }
 
 /// The interrupt mode `interrupt` uses when none is given: it reaches a running actor too.
@@ -88,17 +110,50 @@ pub const COMMANDS: &[(&str, &str, &str, &str)] = &[
     ),
     (
         "ps",
-        "ps",
-        "list live actors",
+        "ps [--in CONTAINER]",
+        "list live actors (of one container)",
         "Columns: pid, registered name, state and what it waits on, queued messages, reductions \
          (fuel spent), and the function:line it is at.",
     ),
+    (
+        "containers",
+        "containers",
+        "list the containers",
+        "Columns: name, module file, status, live actors, queued messages, reductions, grants. \
+         `main` is the default container (actors started from the REPL outside any container).",
+    ),
+    (
+        "enter",
+        "enter [CONTAINER]",
+        "make `spawn` and `eval` run in a container (none: leave it)",
+        "Inside a container, `spawn` and `eval` use its module (the snippet can call its \
+         functions) and its grants. `enter` alone goes back to the default container.",
+    ),
+    (
+        "start",
+        "start NAME FILE [GRANTS...] [ARGS...]",
+        "start a container running FILE's main with ARGS",
+        "GRANTS are the run flags (`--allow-net[=...]`, `--allow-read[=...]`, `--allow-write[=...]`, \
+         `--allow-env[=...]`) and `--allow-lookup=NAME,...`; a container has exactly the grants \
+         listed. Containers started here are temporary: `restart` starts one again.",
+    ),
+    ("stop", "stop NAME", "end a container: its actors are killed and their resources closed", ""),
+    ("restart", "restart NAME", "stop a container (if it runs) and start it again from its file", ""),
     (
         "info",
         "info PID",
         "one actor in detail",
         "Its state, location, links, monitors, trap_exit, resources, whether it is traced, and its \
          recent exceptions; for an actor that has ended, its exit reason.",
+    ),
+    (
+        "nodes",
+        "nodes",
+        "list the other live nodes of the cluster",
+        "Only in a session started with --node NAME --cluster URL. Columns: node, incarnation, \
+         actors, uptime, and how long ago it was last heard from. Pids of other nodes print as \
+         <b.7> (actor 7 of node b), in `info` and in messages, and `send`, `interrupt`, `kill` and \
+         `info` take them.",
     ),
     (
         "executors",
@@ -177,11 +232,44 @@ pub fn parse(line: &str) -> Result<Option<Command>, String> {
             let args = split_top_level(rest, |c| c.is_whitespace() || c == ',')?;
             Command::Spawn { func: func.to_string(), args: args.into_iter().map(str::to_string).collect() }
         }
-        "ps" => {
-            no_more(rest, "ps")?;
-            Command::Ps
+        "ps" => match split_word(rest) {
+            ("", _) => Command::Ps(None),
+            ("--in", name) if !name.is_empty() && !name.contains(char::is_whitespace) => {
+                Command::Ps(Some(name.to_string()))
+            }
+            _ => return Err(usage("ps")),
+        },
+        "containers" => {
+            no_more(rest, "containers")?;
+            Command::Containers
+        }
+        "enter" => match split_word(rest) {
+            ("", _) => Command::Enter(None),
+            (name, "") => Command::Enter(Some(name.to_string())),
+            _ => return Err(usage("enter")),
+        },
+        "start" => {
+            let (name, rest) = split_word(rest);
+            let (file, rest) = split_word(rest);
+            if name.is_empty() || file.is_empty() {
+                return Err(usage("start"));
+            }
+            let grants = rest.split_whitespace().map(str::to_string).collect();
+            Command::Start { name: name.to_string(), file: file.to_string(), grants }
+        }
+        "stop" | "restart" => {
+            let (name, rest) = split_word(rest);
+            if name.is_empty() {
+                return Err(usage(word));
+            }
+            no_more(rest, word)?;
+            if word == "stop" { Command::Stop(name.to_string()) } else { Command::Restart(name.to_string()) }
         }
         "info" => Command::Info(one_target(rest, "info")?),
+        "nodes" => {
+            no_more(rest, "nodes")?;
+            Command::Nodes
+        }
         "executors" => {
             no_more(rest, "executors")?;
             Command::Executors
@@ -324,12 +412,19 @@ fn one_target(rest: &str, cmd: &str) -> Result<Target, String> {
     target(who)
 }
 
-/// `<3>`, `3`, `:name` or `name`.
+/// `<3>`, `3`, `:name`, `name`, or `<b.7>` (an actor of node b).
 pub fn target(word: &str) -> Result<Target, String> {
     let bad = || format!("`{word}` is not a pid (<3> or 3) or a registered name (:name)");
     let digits = word.strip_prefix('<').and_then(|w| w.strip_suffix('>')).unwrap_or(word);
     if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
         return digits.parse().map(|n| Target::Pid(Pid(n))).map_err(|_| bad());
+    }
+    if let Some((node, serial)) = digits.rsplit_once('.')
+        && word.starts_with('<')
+        && vm_dist::id::check_node_name(node).is_ok()
+        && let Ok(serial) = serial.parse()
+    {
+        return Ok(Target::Remote(Atom::new(node), serial));
     }
     let name = word.strip_prefix(':').unwrap_or(word);
     let mut chars = name.chars();
@@ -397,7 +492,21 @@ mod tests {
         assert_eq!(ok("help eval"), Command::Help(Some("eval".into())));
         assert_eq!(ok("load examples/echo.vasm"), Command::Load("examples/echo.vasm".into()));
         assert_eq!(ok("load \"a b.vasm\""), Command::Load("a b.vasm".into()));
-        assert_eq!(ok("ps"), Command::Ps);
+        assert_eq!(ok("ps"), Command::Ps(None));
+        assert_eq!(ok("ps --in store"), Command::Ps(Some("store".into())));
+        assert_eq!(ok("containers"), Command::Containers);
+        assert_eq!(ok("enter store"), Command::Enter(Some("store".into())));
+        assert_eq!(ok("enter"), Command::Enter(None));
+        assert_eq!(
+            ok("start front f.vasm --allow-net=127.0.0.1:7000 --allow-lookup=store"),
+            Command::Start {
+                name: "front".into(),
+                file: "f.vasm".into(),
+                grants: vec!["--allow-net=127.0.0.1:7000".into(), "--allow-lookup=store".into()]
+            }
+        );
+        assert_eq!(ok("stop front"), Command::Stop("front".into()));
+        assert_eq!(ok("restart front"), Command::Restart("front".into()));
         assert_eq!(ok("executors"), Command::Executors);
         assert_eq!(ok("info <3>"), Command::Info(Target::Pid(Pid(3))));
         assert_eq!(ok("kill 12"), Command::Kill(Target::Pid(Pid(12))));
@@ -455,13 +564,19 @@ mod tests {
         assert_eq!(err("eval"), "usage: eval INSTRUCTIONS");
         assert_eq!(err("eval ;;"), "usage: eval INSTRUCTIONS");
         assert_eq!(err("eval const r0, \"open"), "unterminated string literal (a `\"` is missing)");
-        assert_eq!(err("ps now"), "unexpected `now` (usage: ps)");
+        assert_eq!(err("ps now"), "usage: ps [--in CONTAINER]");
+        assert_eq!(err("ps --in"), "usage: ps [--in CONTAINER]");
+        assert_eq!(err("start store"), "usage: start NAME FILE [GRANTS...] [ARGS...]");
+        assert_eq!(err("stop"), "usage: stop NAME");
+        assert_eq!(err("enter a b"), "usage: enter [CONTAINER]");
         assert_eq!(err("load"), "usage: load FILE");
     }
 
     #[test]
     fn targets() {
         assert_eq!(target("<7>"), Ok(Target::Pid(Pid(7))));
+        assert_eq!(target("<b-2.7>"), Ok(Target::Remote(Atom::new("b-2"), 7)));
+        assert_eq!(ok("nodes"), Command::Nodes);
         assert_eq!(target(":\"a b\""), Ok(Target::Name(Atom::new("a b"))));
         assert!(target("<>").is_err());
         assert!(target("99999999999999999999999").is_err());

@@ -94,7 +94,8 @@ mod tests {
         let h = ReplHelper::new(engine.completions());
         let words = |line: &str| h.candidates(line, line.len());
 
-        assert_eq!(words("s"), (0, vec!["send".to_string(), "snapshot".to_string(), "spawn".to_string()]));
+        assert_eq!(words("sp"), (0, vec!["spawn".to_string()]));
+        assert_eq!(words("st"), (0, vec!["start".to_string(), "stop".to_string()]));
         assert_eq!(words("  pr").1, Vec::<String>::new());
         assert_eq!(words("spawn w"), (6, vec!["waiter".to_string(), "worker".to_string()]));
         assert_eq!(words("spawn wo").1, ["worker"]);

@@ -22,6 +22,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use vm_core::{Atom, Exception, Module, Pid, Value};
+use vm_sched::container::{Container, ContainerSpec, Restart, Status};
 use vm_sched::{ActorInfo, EvalEnd, ExecutorInfo, Outcome, RunState, Session, Vm};
 
 /// The file name locations in a snippet report.
@@ -85,6 +86,8 @@ pub struct Engine {
     records: Arc<ActorRecords>,
     funcs: Arc<Mutex<Vec<String>>>,
     style: Style,
+    /// The container `enter` chose: `spawn` and `eval` run there.
+    entered: Option<Arc<Container>>,
 }
 
 impl Engine {
@@ -98,6 +101,7 @@ impl Engine {
             records,
             funcs: Arc::default(),
             style,
+            entered: None,
         }
     }
 
@@ -131,8 +135,57 @@ impl Engine {
             Command::Help(topic) => help(topic.as_deref()),
             Command::Load(file) => self.load(&file),
             Command::Spawn { func, args } => self.spawn(&func, &args),
-            Command::Ps => Ok(ps(&self.session.vm().actors())),
+            Command::Ps(None) => Ok(ps(&self.session.vm().actors())),
+            Command::Ps(Some(name)) => {
+                let vm = self.session.vm();
+                vm.container(&name).ok_or_else(|| format!("no container named {name}"))?;
+                let actors: Vec<ActorInfo> =
+                    vm.actors().into_iter().filter(|a| a.container == name).collect();
+                Ok(ps(&actors))
+            }
+            Command::Containers => Ok(containers(self.session.vm())),
+            Command::Enter(None) => Ok(match self.entered.take() {
+                Some(c) => format!("left container {}", c.name()),
+                None => String::new(),
+            }),
+            Command::Enter(Some(name)) => {
+                let c =
+                    self.session.vm().container(&name).ok_or_else(|| format!("no container named {name}"))?;
+                if c.status() != Status::Running {
+                    return Err(format!("container {name} is not running (`restart {name}` starts it)"));
+                }
+                self.entered = Some(c);
+                Ok(format!("entered container {name}: spawn and eval run there"))
+            }
+            Command::Start { name, file, grants } => {
+                let spec = self.container_spec(&name, &file, &grants)?;
+                let c = self.session.start_container(spec)?;
+                Ok(format!(
+                    "started container {name}: root {}",
+                    c.root().map_or("-".into(), |p| p.to_string())
+                ))
+            }
+            Command::Stop(name) => self.stop(&name).map(|()| format!("stopped container {name}")),
+            Command::Restart(name) => {
+                let c =
+                    self.session.vm().container(&name).ok_or_else(|| format!("no container named {name}"))?;
+                if c.status() == Status::Running {
+                    self.stop(&name)?;
+                }
+                let c = self.session.start_container(c.spec.clone())?;
+                Ok(format!(
+                    "restarted container {name}: root {}",
+                    c.root().map_or("-".into(), |p| p.to_string())
+                ))
+            }
             Command::Executors => Ok(executors(&self.session.vm().executors())),
+            Command::Nodes => {
+                let n =
+                    self.session.vm().node().ok_or(
+                        "this session is not a node of a cluster (vm repl --node NAME --cluster URL)",
+                    )?;
+                Ok(nodes(&n.me().name, &n.nodes()))
+            }
             Command::Info(t) => self.info(t),
             Command::Send(t, v) => {
                 let pid = self.resolve(t)?;
@@ -189,10 +242,78 @@ impl Engine {
         }
     }
 
+    /// Stops a container and waits until its actors (and so their resources) are gone.
+    fn stop(&mut self, name: &str) -> Result<(), String> {
+        if self.session.stop_container(name, KILL_WAIT)? {
+            Ok(())
+        } else {
+            Err(format!(
+                "container {name} was stopped but some of its actors are alive after {} s",
+                KILL_WAIT.as_secs()
+            ))
+        }
+    }
+
+    /// The container `start NAME FILE GRANTS...` describes.
+    fn container_spec(&self, name: &str, file: &str, grants: &[String]) -> Result<ContainerSpec, String> {
+        let mut flags = crate::PermFlags::default();
+        let mut allow_lookup = Vec::new();
+        let mut args = Vec::new();
+        for g in grants {
+            if !g.starts_with("--") {
+                args.push(g.clone());
+                continue;
+            }
+            let (flag, value) = match g.split_once('=') {
+                Some((f, v)) => (f, Some(v.to_string())),
+                None => (g.as_str(), None),
+            };
+            match flag {
+                "--allow-net" => flags.allow_net = Some(value),
+                "--allow-read" => flags.allow_read = Some(value),
+                "--allow-write" => flags.allow_write = Some(value),
+                "--allow-env" => flags.allow_env = Some(value),
+                "--allow-lookup" => match value {
+                    Some(v) if !v.is_empty() => allow_lookup.extend(v.split(',').map(str::to_string)),
+                    _ => return Err("--allow-lookup needs container names: --allow-lookup=NAME,...".into()),
+                },
+                other => {
+                    return Err(format!(
+                        "`{other}` is not a grant (--allow-net, --allow-read, --allow-write, --allow-env, \
+                         --allow-lookup)"
+                    ));
+                }
+            }
+        }
+        let perms =
+            flags.permissions().map_err(|e| e.trim_end().trim_start_matches("error: ").to_string())?;
+        let module = crate::load_program(Path::new(file), self.style)?;
+        Ok(ContainerSpec {
+            name: name.to_string(),
+            module: Arc::new(module),
+            source: file.to_string(),
+            args,
+            grants: vm_io::Grants::of(perms),
+            allow_lookup,
+            limits: Default::default(),
+            restart: Restart::Temporary,
+            intensity: Default::default(),
+            priority: Default::default(),
+        })
+    }
+
     /// The pid a target names.
     fn resolve(&self, t: Target) -> Result<Pid, String> {
         match t {
             Target::Pid(p) => Ok(p),
+            Target::Remote(node, serial) => {
+                let n =
+                    self.session.vm().node().ok_or(
+                        "this session is not a node of a cluster (vm repl --node NAME --cluster URL)",
+                    )?;
+                let id = n.live(&node.name()).ok_or_else(|| format!("node {node} is not up"))?;
+                n.pid_of(&id, serial).ok_or_else(|| format!("<{node}.{serial}> is not a pid"))
+            }
             Target::Name(n) => self
                 .session
                 .vm()
@@ -207,7 +328,10 @@ impl Engine {
         let module = crate::load_program(path, self.style)?;
         let names: Vec<String> = module.funcs.iter().map(|f| f.name.clone()).collect();
         self.programs.retain(|p| p.file != file);
-        self.programs.push(Program { file: file.to_string(), module: Arc::new(module) });
+        let module = Arc::new(module);
+        self.programs.push(Program { file: file.to_string(), module: module.clone() });
+        // A node serves spawns of the newest program's functions.
+        self.session.serve(module);
         let mut all: Vec<String> =
             self.programs.iter().flat_map(|p| p.module.funcs.iter().map(|f| f.name.clone())).collect();
         all.sort();
@@ -221,15 +345,39 @@ impl Engine {
         Ok(format!("loaded {file}: {} ({list})", render::count(names.len(), "function")))
     }
 
+    /// Leaves the cluster gracefully, if the session is a node.
+    pub fn leave_cluster(&self) {
+        self.session.leave_cluster();
+    }
+
+    /// Joins the cluster `opts` names, serving spawns of the newest program's functions (of
+    /// each program loaded later, from then on); says which node this is.
+    pub fn join_cluster(&self, opts: &vm_sched::cluster::ClusterOptions) -> Result<String, String> {
+        let module = self.programs.last().map_or_else(
+            || Arc::new(Module { consts: vec![], funcs: vec![], debug: None }),
+            |p| p.module.clone(),
+        );
+        let me = self.session.join_cluster(module, opts)?;
+        Ok(format!("node {} is up (incarnation {})", me.name, me.inc))
+    }
+
     fn spawn(&mut self, func: &str, args: &[String]) -> Result<String, String> {
-        let Some(program) = self.programs.iter().rev().find(|p| p.module.func_index(func).is_some()) else {
-            return Err(if self.programs.is_empty() {
-                format!("no function named `{func}`: no program is loaded (use `load FILE`)")
-            } else {
-                format!("no function named `{func}` in the loaded programs")
-            });
+        let module = match &self.entered {
+            // Inside a container: its module, and nothing else.
+            Some(c) if c.spec.module.func_index(func).is_some() => c.spec.module.clone(),
+            Some(c) => return Err(format!("no function named `{func}` in container {}'s module", c.name())),
+            None => {
+                let Some(program) = self.programs.iter().rev().find(|p| p.module.func_index(func).is_some())
+                else {
+                    return Err(if self.programs.is_empty() {
+                        format!("no function named `{func}`: no program is loaded (use `load FILE`)")
+                    } else {
+                        format!("no function named `{func}` in the loaded programs")
+                    });
+                };
+                program.module.clone()
+            }
         };
-        let module = program.module.clone();
         let arity = module.func_index(func).map_or(0, |i| module.funcs[i as usize].arity);
         let values = if func == "main" && arity == 1 {
             // As `vm run` passes its arguments: a list of strings. A string literal stands for
@@ -247,11 +395,32 @@ impl Engine {
             }
             values
         };
-        self.session.spawn(&module, func, values).map(|pid| pid.to_string())
+        match &self.entered {
+            Some(c) => self.session.spawn_in(c, &module, func, values),
+            None => self.session.spawn(&module, func, values),
+        }
+        .map(|pid| pid.to_string())
     }
 
     fn info(&self, t: Target) -> Result<String, String> {
         let pid = self.resolve(t)?;
+        if !pid.is_local() {
+            // Another node's actor: what this node knows is where it lives.
+            let node = self
+                .session
+                .vm()
+                .node()
+                .and_then(|n| n.node_of(pid).map(|id| (n.live(&id.name) == Some(id.clone()), id)));
+            return Ok(match node {
+                Some((up, id)) => format!(
+                    "{pid}\n  node:          {} (incarnation {}, {})\n  (an actor of another node: `info` there shows its state)",
+                    id.name,
+                    id.inc,
+                    if up { "up" } else { "down" }
+                ),
+                None => format!("{pid} names no node this session knows"),
+            });
+        }
         let events = self.records.events(pid.0);
         let Some(a) = self.session.vm().info(pid) else {
             if events.is_empty() {
@@ -303,7 +472,10 @@ impl Engine {
     }
 
     fn eval(&mut self, instrs: &[String]) -> Result<String, String> {
-        let base = self.programs.last().map(|p| p.module.as_ref());
+        let base = match &self.entered {
+            Some(c) => Some(c.spec.module.as_ref()),
+            None => self.programs.last().map(|p| p.module.as_ref()),
+        };
         let src = eval_source(base, instrs);
         let module = vm_core::asm::assemble_str(EVAL_FILE, &src.text).map_err(|errors| {
             let mut out = String::new();
@@ -318,7 +490,10 @@ impl Engine {
         })?;
         vm_core::verify::verify(&module)
             .map_err(|errors| render::verify_errors(EVAL_FILE, Some(&module), &errors, &[], self.style))?;
-        let eval = self.session.eval(Arc::new(module), EVAL_FUNC)?;
+        let eval = match &self.entered {
+            Some(c) => self.session.eval_in(c, Arc::new(module), EVAL_FUNC)?,
+            None => self.session.eval(Arc::new(module), EVAL_FUNC)?,
+        };
         match self.session.wait(eval) {
             EvalEnd::Done(Outcome::Exited(v)) => Ok(v.repr()),
             EvalEnd::Done(Outcome::Failed { fault, location }) => Err(format!(
@@ -409,6 +584,85 @@ pub fn ps(actors: &[ActorInfo]) -> String {
         out.push_str("\n(no live actors)");
     }
     out
+}
+
+/// The `nodes` table: the other live nodes, as this node `me` sees them.
+pub fn nodes(me: &str, list: &[vm_dist::NodeInfo]) -> String {
+    let header = ["NODE", "INCARNATION", "ACTORS", "UPTIME", "LAST HEARD"];
+    let rows: Vec<[String; 5]> = list
+        .iter()
+        .map(|n| {
+            [
+                n.id.name.to_string(),
+                n.id.inc.to_string(),
+                n.actors.to_string(),
+                crate::uptime(n.uptime_ms),
+                format!("{} ms ago", n.last_heard_ms),
+            ]
+        })
+        .collect();
+    let mut out = table(&header, &rows);
+    let _ = write!(out, "\n(this node: {me})");
+    out
+}
+
+/// The `containers` table.
+pub fn containers(vm: &Vm) -> String {
+    let header = ["NAME", "MODULE", "STATUS", "ACTORS", "MAILBOXES", "REDUCTIONS", "GRANTS"];
+    let actors = vm.actors();
+    let mut all = vec![vm.default_container().clone()];
+    all.extend(vm.containers());
+    let rows: Vec<[String; 7]> = all
+        .iter()
+        .map(|c| {
+            let mine = actors.iter().filter(|a| a.container == c.name());
+            let (mut mailboxes, mut reductions) = (0usize, 0u64);
+            for a in mine {
+                mailboxes += a.mailbox_len;
+                reductions += a.reductions;
+            }
+            [
+                c.name().to_string(),
+                if c.spec.source.is_empty() { "-".into() } else { c.spec.source.clone() },
+                match c.status() {
+                    Status::Running => "running".into(),
+                    Status::Ended => "ended".into(),
+                },
+                c.live().to_string(),
+                mailboxes.to_string(),
+                reductions.to_string(),
+                grants(c),
+            ]
+        })
+        .collect();
+    table(&header, &rows)
+}
+
+/// A container's grants as the flags that would give them.
+fn grants(c: &Container) -> String {
+    use vm_io::perms::Grant;
+    fn flag<T>(out: &mut Vec<String>, name: &str, g: &Grant<T>, show: impl Fn(&T) -> String) {
+        match g {
+            Grant::Denied => {}
+            Grant::All => out.push(format!("--allow-{name}")),
+            Grant::Only(items) => {
+                out.push(format!("--allow-{name}={}", items.iter().map(show).collect::<Vec<_>>().join(",")))
+            }
+        }
+    }
+    let p = &c.grants.perms;
+    let mut out = Vec::new();
+    flag(&mut out, "net", &p.net, |r| match r.port {
+        Some(port) => format!("{}:{port}", r.host),
+        None => r.host.clone(),
+    });
+    flag(&mut out, "read", &p.read, |d| d.display().to_string());
+    flag(&mut out, "write", &p.write, |d| d.display().to_string());
+    flag(&mut out, "env", &p.env, String::clone);
+    if !c.spec.allow_lookup.is_empty() {
+        out.push(format!("--allow-lookup={}", c.spec.allow_lookup.join(",")));
+    }
+    if out.is_empty() { "none".into() } else { out.join(" ") }
 }
 
 /// The `executors` table.

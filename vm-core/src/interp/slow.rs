@@ -430,12 +430,17 @@ pub(super) fn slow<H: Host + ?Sized>(
             put!(dst, r)
         }
         Instr::Send { to, msg } => {
-            let r = match pid_of(host, "send", &reg!(to)) {
-                Ok(pid) => host.send(pid, reg!(msg).clone()),
-                Err(e) => Err(e),
+            let to = &reg!(to);
+            let r = match name_on_node(to) {
+                Some((name, node)) => host.send_to_node(name, node, reg!(msg).clone()),
+                None => match pid_of(host, "send", to) {
+                    Ok(pid) => host.send(pid, reg!(msg).clone()),
+                    Err(e) => Err(e),
+                },
             };
             match r {
                 Ok(()) => Flow::Next,
+                Err(_) if host.send_waits() => Flow::Block(Effect::Begun(Begun::Send)),
                 Err(e) => Flow::Throw(e),
             }
         }
@@ -635,5 +640,16 @@ fn concat_cost(left: &Value, right: &Value) -> u64 {
             copy + mem::growth(x.len(), cap, y.len(), mem::SLOT)
         }
         _ => 0,
+    }
+}
+
+/// `{name, node}`, the address of an actor registered on another node, if `to` is one.
+fn name_on_node(to: &Value) -> Option<(Atom, Atom)> {
+    match to {
+        Value::Tuple(t) => match &t[..] {
+            [Value::Atom(name), Value::Atom(node)] => Some((*name, *node)),
+            _ => None,
+        },
+        _ => None,
     }
 }

@@ -6,7 +6,7 @@ use super::value_ops::{
     Arith, arith, byte_at, concat, find, map_text, set_element, shift_amount, slice, split, to_int,
 };
 use super::*;
-use crate::atom::atoms;
+use crate::atom::{Atom, atoms};
 use crate::module::Function;
 use crate::step::{ActorOp, DEFAULT_MAX_FRAMES, Fired, Resume, SelectCase, SpawnOpts};
 use crate::value::{Closure, Pid};
@@ -925,6 +925,88 @@ fn arithmetic_edge_cases() {
     assert_eq!(arith(Arith::Div, &Value::Int(-7), &Value::Int(2)).unwrap(), Value::Int(-3));
     assert_eq!(arith(Arith::Add, &Value::str("a"), &Value::Int(1)).unwrap_err().kind, atoms::TYPE_ERROR);
     assert!(shift_amount(64).is_err());
+}
+
+/// A host whose sends to pid 99 are held (a node far behind) and which delivers `{name, node}`
+/// sends; it counts both.
+#[derive(Default)]
+struct HoldingHost {
+    inner: TestHost,
+    held: u32,
+    holding: bool,
+    to_node: Vec<(Atom, Atom, Value)>,
+}
+
+impl Host for HoldingHost {
+    fn self_pid(&self) -> Pid {
+        self.inner.self_pid()
+    }
+    fn spawn(
+        &mut self,
+        f: Arc<Closure>,
+        a: Vec<Value>,
+        o: SpawnOpts,
+    ) -> Result<(Pid, Option<i64>), Exception> {
+        self.inner.spawn(f, a, o)
+    }
+    fn send(&mut self, to: Pid, msg: Value) -> Result<(), Exception> {
+        self.holding = to == Pid(99);
+        if self.holding {
+            self.held += 1;
+            return Err(Exception::new(atoms::LIMIT, "held"));
+        }
+        self.inner.send(to, msg)
+    }
+    fn send_waits(&mut self) -> bool {
+        self.holding
+    }
+    fn send_to_node(&mut self, name: Atom, node: Atom, msg: Value) -> Result<(), Exception> {
+        self.to_node.push((name, node, msg));
+        Ok(())
+    }
+    fn try_receive(&mut self, pattern: Option<&Value>) -> Option<Value> {
+        self.inner.try_receive(pattern)
+    }
+    fn now_ms(&self) -> i64 {
+        self.inner.now_ms()
+    }
+    fn control(&mut self, op: ActorOp) -> Result<Value, Exception> {
+        self.inner.control(op)
+    }
+    fn chan_new(&mut self, cap: usize) -> Result<Value, Exception> {
+        self.inner.chan_new(cap)
+    }
+    fn chan_try(&mut self, cases: &[SelectCase]) -> Result<Option<Fired>, Exception> {
+        self.inner.chan_try(cases)
+    }
+    fn chan_close(&mut self, chan: &crate::value::Handle) -> Result<(), Exception> {
+        self.inner.chan_close(chan)
+    }
+}
+
+#[test]
+fn a_held_send_blocks_on_its_instruction_and_moves_on_once_resumed() {
+    use crate::step::Begun;
+    let src = ".func main 2
+    send r0, r1            ; held: the sender waits
+    const r2, {:svc, :b}
+    send r2, r1            ; to the actor registered as svc on node b
+    ret r1
+.end
+";
+    let m = crate::asm::assemble_str("t.vasm", src).unwrap();
+    let mut st = ActorState::new(&m, 0, vec![Value::Pid(Pid(99)), Value::Int(7)]).unwrap();
+    let mut host = HoldingHost::default();
+    assert_eq!(step(&mut st, &m, &mut host, 1000), Step::Blocked(Effect::Begun(Begun::Send)));
+    assert!(host.inner.sent.is_empty() && host.to_node.is_empty(), "nothing sent while held");
+    // The runtime awaited the held send (which sent the message) and resumes past it.
+    st.resume(&m, Resume::Value(Value::Nil));
+    assert_eq!(step(&mut st, &m, &mut host, 1000), Step::Exited(Value::Int(7)));
+    assert_eq!(host.to_node, vec![(Atom::new("svc"), Atom::new("b"), Value::Int(7))]);
+    // The default host is no node of a cluster: a send to {name, node} raises.
+    let mut st = ActorState::new(&m, 0, vec![Value::Pid(Pid(5)), Value::Int(7)]).unwrap();
+    let Step::Failed(f) = step(&mut st, &m, &mut TestHost::default(), 1000) else { panic!() };
+    assert_eq!(f.exception.kind, atoms::BADARG);
 }
 
 /// A host that begins waits inside the step, as the runtime's does: a receive that finds nothing

@@ -6,7 +6,8 @@
 //! lock per actor keeps every decision about that actor atomic.
 //!
 //! Selective receive scans `messages` from the front and removes the first match, so messages it
-//! skips keep their order; a message is removed only by the receiving actor itself, in the same
+//! skips keep their order; a scan that finds nothing leaves a *save point* (BEAM's save
+//! pointer), so the same receive woken by the next arrival looks only at messages after it; a message is removed only by the receiving actor itself, in the same
 //! critical section that decides it has been received, so a receive cancelled by a timeout or an
 //! interrupt can neither lose nor duplicate a message.
 //!
@@ -43,7 +44,7 @@
 //! ordinary wait, which takes it — then a matching message, clearing `waiting` and counting the
 //! actor in). A spurious wake finds nothing and parks again, which changes nothing.
 //!
-//! This protocol is model-checked with loom (`loom_tests` below).
+//! This protocol is model-checked with loom (the `loom_tests` submodule); unit tests are in `tests`.
 //!
 //! **Memory.** Under the same lock the mailbox keeps what its queued messages are charged
 //! (`Inner::bytes`, `vm_core::mem::message_size` of each, added when one is queued and taken off
@@ -69,9 +70,15 @@ pub enum Signal {
     },
     /// End the actor now with this reason; cannot be trapped or caught.
     Kill(Value),
-    /// The channel the actor waits on can no longer be reached by any other actor: raise this
-    /// at the blocked instruction (stale, and ignored, if the wait has already ended).
-    Orphaned(Exception),
+    /// The channels the actor waits on can no longer be reached by any other actor (see
+    /// `chan::orphans`): raise `exc` at the blocked instruction if the actor is still in the
+    /// wait the census judged, `at` (its [`WaitId`]); stale and ignored otherwise.
+    Orphaned {
+        /// The exception to raise.
+        exc: Exception,
+        /// The wait it applies to.
+        at: WaitId,
+    },
     /// Raise an exception in the actor (modes 0 and 1), or end it with the exception (mode 2).
     Interrupt {
         /// The exception.
@@ -82,6 +89,26 @@ pub enum Signal {
     /// A snapshot is being taken: a wait gives way (taking nothing) so that the actor reaches
     /// its safe point, where it publishes its state (see `pause`). Changes nothing else.
     Pause,
+}
+
+/// Which execution of a blocking instruction an actor is in: its position (function and
+/// instruction, packed as `func << 32 | pc`) and the fuel it had spent. An actor comes back to
+/// the same instruction only by a backward jump or a call, and both cost fuel, so the pair
+/// names one wait; a wait that gave way to a pause and runs its instruction again keeps it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct WaitId {
+    /// `func << 32 | pc`.
+    pub position: u64,
+    /// Fuel spent so far.
+    pub reductions: u64,
+}
+
+impl WaitId {
+    /// The wait an actor whose state is `st` is in (or would be, at its current instruction).
+    pub fn of(st: &vm_core::ActorState) -> WaitId {
+        let position = st.position().map_or(0, |(f, pc)| (u64::from(f) << 32) | u64::from(pc));
+        WaitId { position, reductions: st.reductions }
+    }
 }
 
 /// What a parked actor waits for (for `ps` and deadlock reports).
@@ -100,8 +127,49 @@ pub enum Wait {
     Io(&'static str),
     /// Waiting for a call queued to (or running on) an affine executor's thread.
     Affine(std::sync::Arc<crate::affine::Call>),
+    /// A channel wait (`csend`, `crecv` or `select`): which instruction, the channels of its
+    /// channel cases, and whether it is *orphanable*: no deadline and no mailbox or socket case,
+    /// so that only its channels can end it (`chan::orphans` looks for these).
+    Chan {
+        /// Which instruction: `csend`, `crecv` or `select` (see [`describe_shape`]).
+        shape: vm_core::SelectShape,
+        /// The ids of its channels.
+        chans: ChanIds,
+        /// No deadline, no mailbox or socket case.
+        orphanable: bool,
+    },
     /// Another effect, described in words (static, so that parking allocates nothing).
     Other(&'static str),
+}
+
+/// How introspection names a channel wait.
+pub fn describe_shape(shape: vm_core::SelectShape) -> &'static str {
+    match shape {
+        vm_core::SelectShape::Send => "channel send",
+        vm_core::SelectShape::Recv => "channel receive",
+        vm_core::SelectShape::Select => "select",
+    }
+}
+
+/// The channel ids of a [`Wait::Chan`]: one inline (a `csend` or `crecv`: parking allocates
+/// nothing), several in a shared list (a `select`). Two words, so that `Wait` stays as small as
+/// its largest other variant.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ChanIds {
+    /// One channel.
+    One(u64),
+    /// Several, distinct, in case order.
+    Many(std::sync::Arc<Vec<u64>>),
+}
+
+impl ChanIds {
+    /// The ids.
+    pub fn as_slice(&self) -> &[u64] {
+        match self {
+            ChanIds::One(id) => std::slice::from_ref(id),
+            ChanIds::Many(ids) => ids,
+        }
+    }
 }
 
 impl std::fmt::Display for Wait {
@@ -118,6 +186,13 @@ impl std::fmt::Display for Wait {
             Wait::Sleep(ms) => write!(f, "sleep {ms} ms"),
             Wait::Io(name) => write!(f, "I/O ({name})"),
             Wait::Affine(call) => write!(f, "{call}"),
+            Wait::Chan { shape, chans, .. } => {
+                write!(f, "{} on ", describe_shape(*shape))?;
+                for (i, id) in chans.as_slice().iter().enumerate() {
+                    write!(f, "{}#chan<{id}>", if i == 0 { "" } else { ", " })?;
+                }
+                Ok(())
+            }
             Wait::Other(s) => f.write_str(s),
         }
     }
@@ -219,6 +294,11 @@ pub struct Extras {
     /// delivery and the VM-wide budget's choice of the largest actor. (Only an actor that has
     /// allocated enough to be counted has one: a smaller one is nobody's choice.)
     pub live: u64,
+    /// The selective-receive save point (BEAM's save pointer): the first `.1` messages are
+    /// known not to match pattern `.0`, so a receive with that pattern woken by a new message
+    /// looks only at the new ones. Set by a scan that found nothing; dropped whenever a message
+    /// is removed or put back at the front (indexes shift).
+    save: Option<(Value, usize)>,
 }
 
 /// An actor's mailbox; see the module docs.
@@ -288,6 +368,7 @@ impl Inner {
         // A new queue, so that a flooded queue's buffer is given back at once.
         self.messages = VecDeque::new();
         self.bytes = 0;
+        self.forget_save();
     }
 
     /// Step 2 of the protocol: unparks the actor, counting it back in if needed, and returns the
@@ -410,13 +491,12 @@ impl Mailbox {
         let mut g = lock(&self.inner);
         g.bytes += message_size(&msg);
         g.messages.push_front(msg);
+        g.forget_save();
     }
 
     /// The fast path of receive: takes the oldest message matching `pattern` without waiting.
     pub fn try_take(&self, pattern: Option<&Value>) -> Option<Value> {
-        let mut g = lock(&self.inner);
-        let m = take_matching(&mut g.messages, pattern);
-        g.took(m)
+        lock(&self.inner).take_matching(pattern)
     }
 
     /// The fast path of a receive with no deadline: takes the oldest message matching
@@ -436,12 +516,7 @@ impl Mailbox {
         if resumed && signalled {
             return TakeOrPark::Empty;
         }
-        // A plain receive (the common case) is one `pop_front`.
-        let taken = match pattern {
-            None => g.messages.pop_front(),
-            Some(_) => take_matching(&mut g.messages, pattern),
-        };
-        let taken = g.took(taken);
+        let taken = g.take_matching(pattern);
         if let Some(m) = taken {
             if resumed {
                 g.waiting = None;
@@ -478,12 +553,7 @@ impl Mailbox {
         let mut g = lock(&self.inner);
         let outcome = if let Some(sig) = g.pop_signal() {
             Some(Some(Woken::Signal(sig)))
-        } else if let Some(m) = if receive {
-            let m = take_matching(&mut g.messages, pattern);
-            g.took(m)
-        } else {
-            None
-        } {
+        } else if let Some(m) = if receive { g.take_matching(pattern) } else { None } {
             Some(Some(Woken::Message(m)))
         } else if deadline_passed {
             Some(None)
@@ -528,12 +598,42 @@ impl Mailbox {
     }
 }
 
-fn take_matching(q: &mut VecDeque<Value>, pattern: Option<&Value>) -> Option<Value> {
-    match pattern {
-        None => q.pop_front(),
-        Some(p) => {
-            let i = q.iter().position(|m| vm_core::value::matches(p, m))?;
-            q.remove(i)
+impl Inner {
+    /// Takes the oldest message matching `pattern` (the oldest message, if `None`). A scan for
+    /// a pattern starts at the save point left by the last scan for the same pattern, so a
+    /// selective receive woken once per arriving message costs time linear in the messages, not
+    /// quadratic (see `Extras::save`).
+    fn take_matching(&mut self, pattern: Option<&Value>) -> Option<Value> {
+        let Some(p) = pattern else {
+            let m = self.messages.pop_front();
+            if m.is_some() {
+                self.forget_save();
+            }
+            return self.took(m);
+        };
+        let saved = self.ext_ref().and_then(|e| e.save.as_ref());
+        let start = saved.filter(|(sp, _)| sp == p).map_or(0, |(_, n)| *n).min(self.messages.len());
+        match self.messages.range(start..).position(|m| vm_core::value::matches(p, m)) {
+            Some(i) => {
+                self.forget_save();
+                let m = self.messages.remove(start + i);
+                self.took(m)
+            }
+            None => {
+                let n = self.messages.len();
+                if n > 0 {
+                    self.ext().save = Some((p.clone(), n));
+                }
+                None
+            }
+        }
+    }
+
+    /// Drops the save point: messages before it moved.
+    #[inline]
+    fn forget_save(&mut self) {
+        if let Some(e) = self.ext.as_mut() {
+            e.save = None;
         }
     }
 }
@@ -603,6 +703,16 @@ impl Mailbox {
         mb
     }
 
+    /// Keeps the actor task's waker from its start, so that even its first plain receive can
+    /// park in the fast path ([`Mailbox::take_or_park`]) and leave its state where a snapshot
+    /// reads it (see `pause`).
+    pub(crate) fn keep_waker(&self, w: &Waker) {
+        let mut g = lock(&self.inner);
+        if !g.waker.as_ref().is_some_and(|old| old.will_wake(w)) {
+            g.waker = Some(w.clone());
+        }
+    }
+
     /// Wakes the actor's task if it has ever waited, deciding nothing: its wait, polled, finds
     /// what it found before (step 1 of `pause`).
     pub(crate) fn wake_task(&self) {
@@ -614,428 +724,7 @@ impl Mailbox {
 }
 
 #[cfg(all(test, not(vm_loom)))]
-mod tests {
-    use super::*;
-    use std::sync::Arc as StdArc;
-    use std::task::Wake;
-
-    struct Flag(std::sync::atomic::AtomicBool);
-    impl Wake for Flag {
-        fn wake(self: StdArc<Self>) {
-            self.0.store(true, std::sync::atomic::Ordering::SeqCst);
-        }
-    }
-
-    fn park(
-        mb: &Mailbox,
-        active: &AtomicUsize,
-        pattern: Option<&Value>,
-    ) -> (Poll<Option<Woken>>, bool, StdArc<Flag>) {
-        let flag = StdArc::new(Flag(Default::default()));
-        let waker = Waker::from(flag.clone());
-        let mut cx = Context::from_waker(&waker);
-        let wait = || Wait::Receive { pattern: pattern.cloned(), timeout_ms: None };
-        let spec = WaitSpec { receive: true, pattern, indefinite: true, soft: true };
-        let (p, idle) = mb.poll_wait(&mut cx, &spec, false, wait, active);
-        (p, idle, flag)
-    }
-
-    #[test]
-    fn selective_receive_keeps_skipped_messages_in_order() {
-        let mb = Mailbox::default();
-        let active = AtomicUsize::new(1);
-        for i in 0..4 {
-            mb.deliver(
-                Value::tuple(vec![Value::atom(if i == 2 { "b" } else { "a" }), Value::Int(i)]),
-                &active,
-            );
-        }
-        let pat = Value::tuple(vec![Value::atom("b"), Value::atom("_")]);
-        assert_eq!(mb.try_take(Some(&pat)), Some(Value::tuple(vec![Value::atom("b"), Value::Int(2)])));
-        let rest: Vec<_> = std::iter::from_fn(|| mb.try_take(None)).collect();
-        assert_eq!(rest.len(), 3);
-        assert_eq!(rest[0], Value::tuple(vec![Value::atom("a"), Value::Int(0)]));
-        assert_eq!(rest[2], Value::tuple(vec![Value::atom("a"), Value::Int(3)]));
-    }
-
-    #[test]
-    fn parking_counts_out_and_a_sender_counts_back_in() {
-        let mb = Mailbox::default();
-        let active = AtomicUsize::new(1);
-        let (p, idle, flag) = park(&mb, &active, None);
-        assert!(p.is_pending() && idle, "the only actor parking makes the VM idle");
-        assert_eq!(active.load(Ordering::SeqCst), 0);
-        match mb.deliver(Value::Int(1), &active) {
-            Delivery::Wake(w) => w.wake(),
-            other => panic!("{other:?}"),
-        }
-        assert!(flag.0.load(std::sync::atomic::Ordering::SeqCst));
-        assert_eq!(active.load(Ordering::SeqCst), 1, "counted back in by the sender");
-        let (p, _, _) = park(&mb, &active, None);
-        assert_eq!(p, Poll::Ready(Some(Woken::Message(Value::Int(1)))));
-        assert_eq!(active.load(Ordering::SeqCst), 1);
-        // A second delivery finds no waker: only one party wakes.
-        assert!(matches!(mb.deliver(Value::Int(2), &active), Delivery::Queued));
-    }
-
-    #[test]
-    fn mode_zero_interrupts_only_reach_waiting_actors() {
-        let mb = Mailbox::default();
-        let active = AtomicUsize::new(1);
-        let exc = Exception::new(atoms::INTERRUPT, "x");
-        assert!(matches!(
-            mb.signal(Signal::Interrupt { exc: exc.clone(), mode: 0 }, &active),
-            Delivery::Dropped
-        ));
-        let (p, _, _) = park(&mb, &active, None);
-        assert!(p.is_pending());
-        assert!(matches!(
-            mb.signal(Signal::Interrupt { exc: exc.clone(), mode: 0 }, &active),
-            Delivery::Wake(_)
-        ));
-        let (p, _, _) = park(&mb, &active, None);
-        assert_eq!(p, Poll::Ready(Some(Woken::Signal(Signal::Interrupt { exc, mode: 0 }))));
-    }
-
-    #[test]
-    fn trapped_exits_become_messages_and_normal_exits_are_ignored() {
-        let mb = Mailbox::default();
-        let active = AtomicUsize::new(1);
-        assert!(matches!(
-            mb.signal(Signal::Exit { from: Pid(9), reason: Value::Atom(atoms::NORMAL) }, &active),
-            Delivery::Dropped
-        ));
-        mb.with(|i| i.ext().trap_exit = true);
-        mb.signal(Signal::Exit { from: Pid(9), reason: Value::atom("boom") }, &active);
-        assert_eq!(
-            mb.try_take(None),
-            Some(Value::tuple(vec![Value::Atom(atoms::EXIT), Value::Pid(Pid(9)), Value::atom("boom")]))
-        );
-    }
-
-    #[test]
-    fn overflow_kills_with_a_reason_that_names_the_limit() {
-        let mb = Mailbox::with_limit(Some(2));
-        let active = AtomicUsize::new(1);
-        mb.deliver(Value::Int(1), &active);
-        mb.deliver(Value::Int(2), &active);
-        assert!(matches!(mb.deliver(Value::Int(3), &active), Delivery::Overflow(_)));
-        assert_eq!(mb.take_signal(), Some(Signal::Kill(mailbox_overflow_reason())));
-    }
-
-    #[test]
-    fn receive_parks_in_its_fast_path_once_the_waker_is_known() {
-        let mb = Mailbox::default();
-        let active = AtomicUsize::new(1);
-        // Before any wait the waker is unknown: the fast path cannot park.
-        assert_eq!(mb.take_or_park(None, &active), TakeOrPark::Empty);
-        assert_eq!(active.load(Ordering::SeqCst), 1);
-        // The first wait stores the waker; a delivery wakes it and it takes the message.
-        let (p, _, flag) = park(&mb, &active, None);
-        assert!(p.is_pending());
-        assert!(matches!(mb.deliver(Value::Int(1), &active), Delivery::Wake(_)));
-        assert_eq!(park(&mb, &active, None).0, Poll::Ready(Some(Woken::Message(Value::Int(1)))));
-        // A queued message is taken at once.
-        mb.deliver(Value::Int(2), &active);
-        assert_eq!(mb.take_or_park(None, &active), TakeOrPark::Taken(Value::Int(2)));
-        // Now the fast path parks: the actor is counted out (the VM would be idle), shows as
-        // waiting, and the next delivery wakes it exactly once.
-        assert_eq!(mb.take_or_park(None, &active), TakeOrPark::Parked { idle: true });
-        assert_eq!(active.load(Ordering::SeqCst), 0);
-        assert!(mb.with(|i| i.waiting.is_some()));
-        let Delivery::Wake(w) = mb.deliver(Value::Int(3), &active) else { panic!("not woken") };
-        assert_eq!(active.load(Ordering::SeqCst), 1, "counted back in by the sender");
-        assert!(matches!(mb.deliver(Value::Int(4), &active), Delivery::Queued), "one wake only");
-        w.wake();
-        assert!(flag.0.load(std::sync::atomic::Ordering::SeqCst));
-        // Woken, the receive runs again: it takes the message, and the wait is over.
-        assert_eq!(mb.take_or_park(None, &active), TakeOrPark::Taken(Value::Int(3)));
-        assert!(mb.with(|i| i.waiting.is_none()));
-        // Parked again, a signal that arrives during the wait is its outcome: the re-run receive
-        // steps aside even though a message is queued, and the ordinary wait takes the signal.
-        assert_eq!(mb.take_or_park(None, &active), TakeOrPark::Taken(Value::Int(4)));
-        assert_eq!(mb.take_or_park(None, &active), TakeOrPark::Parked { idle: true });
-        let exc = Exception::new(atoms::INTERRUPT, "poke");
-        assert!(matches!(
-            mb.signal(Signal::Interrupt { exc: exc.clone(), mode: 0 }, &active),
-            Delivery::Wake(_)
-        ));
-        mb.deliver(Value::Int(5), &active);
-        assert_eq!(mb.take_or_park(None, &active), TakeOrPark::Empty);
-        let interrupt = Woken::Signal(Signal::Interrupt { exc, mode: 0 });
-        assert_eq!(park(&mb, &active, None).0, Poll::Ready(Some(interrupt)));
-        assert_eq!(mb.try_take(None), Some(Value::Int(5)));
-        // A signal pending before the receive starts makes the fast path step aside too.
-        mb.signal(Signal::Kill(Value::Nil), &active);
-        assert_eq!(mb.take_or_park(None, &active), TakeOrPark::Empty);
-        assert_eq!(active.load(Ordering::SeqCst), 1);
-    }
-
-    #[test]
-    fn a_closed_mailbox_drops_everything() {
-        let mb = Mailbox::default();
-        let active = AtomicUsize::new(1);
-        mb.with(|i| i.ext().links.push(Pid(4)));
-        let (links, _, _) = mb.close();
-        assert_eq!(links, vec![Pid(4)]);
-        assert!(matches!(mb.deliver(Value::Int(1), &active), Delivery::Dropped));
-    }
-}
+mod tests;
 
 #[cfg(all(test, vm_loom))]
-mod loom_tests {
-    //! Model checks of the wake protocol: every interleaving of a parking receiver with
-    //! concurrent senders and signallers.
-    use super::*;
-    use crate::sync::{Arc, AtomicBool};
-    use std::future::poll_fn;
-
-    /// One poll of an ordinary indefinite receive (steps 1 and 4 of the protocol).
-    fn poll_receive(mb: &Mailbox, cx: &mut Context<'_>, active: &AtomicUsize) -> Poll<Option<Woken>> {
-        let wait = || Wait::Receive { pattern: None, timeout_ms: None };
-        let spec = WaitSpec { receive: true, pattern: None, indefinite: true, soft: true };
-        mb.poll_wait(cx, &spec, false, wait, active).0
-    }
-
-    fn receive(mb: &Mailbox, active: &AtomicUsize) -> Option<Woken> {
-        loom::future::block_on(poll_fn(|cx| poll_receive(mb, cx, active)))
-    }
-
-    fn wake(d: Delivery) {
-        if let Delivery::Wake(w) = d {
-            w.wake();
-        }
-    }
-
-    /// A message sent while the receiver parks is received exactly once, and the receiver is
-    /// counted back in, whatever the interleaving.
-    #[test]
-    fn loom_message_is_received_once_and_accounting_balances() {
-        loom::model(|| {
-            let mb = Arc::new(Mailbox::default());
-            // Two live actors: the receiver and the sender.
-            let active = Arc::new(AtomicUsize::new(2));
-            let (mb2, active2) = (mb.clone(), active.clone());
-            let sender = loom::thread::spawn(move || {
-                wake(mb2.deliver(Value::Int(7), &active2));
-                // The sender exits.
-                active2.fetch_sub(1, Ordering::SeqCst);
-            });
-            assert_eq!(receive(&mb, &active), Some(Woken::Message(Value::Int(7))));
-            sender.join().unwrap();
-            assert_eq!(active.load(Ordering::SeqCst), 1, "only the receiver is left, and it is active");
-            assert_eq!(mb.try_take(None), None, "no duplicate");
-        });
-    }
-
-    /// A receive as the host and the driver run it once the waker is known: `take_or_park`;
-    /// when that parks (the step's `Begun::Receive`), wait for one wake and run it again; when it
-    /// steps aside (`Empty`: the step's plain `Effect::Receive`), the ordinary wait.
-    async fn rerun_receive(mb: &Mailbox, active: &AtomicUsize) -> Option<Woken> {
-        loop {
-            match mb.take_or_park(None, active) {
-                TakeOrPark::Taken(m) => return Some(Woken::Message(m)),
-                TakeOrPark::Parked { .. } => {
-                    let mut first = true;
-                    poll_fn(|_| if std::mem::take(&mut first) { Poll::Pending } else { Poll::Ready(()) })
-                        .await;
-                }
-                TakeOrPark::Empty => {
-                    return poll_fn(|cx| poll_receive(mb, cx, active)).await;
-                }
-            }
-        }
-    }
-
-    /// The second of two receives parks in its fast path (`take_or_park`, as the interpreter's
-    /// receive does once the waker is known) and is re-run when woken, while the sender
-    /// delivers: both messages arrive once, in order, and the accounting balances.
-    #[test]
-    fn loom_a_receive_parked_in_its_fast_path_is_woken() {
-        loom::model(|| {
-            let mb = Arc::new(Mailbox::default());
-            let active = Arc::new(AtomicUsize::new(2));
-            let (mb2, active2) = (mb.clone(), active.clone());
-            let sender = loom::thread::spawn(move || {
-                wake(mb2.deliver(Value::Int(1), &active2));
-                wake(mb2.deliver(Value::Int(2), &active2));
-                active2.fetch_sub(1, Ordering::SeqCst);
-            });
-            // One task (one waker) for both receives, as an actor is one tokio task.
-            let got = loom::future::block_on(async {
-                let first = poll_fn(|cx| poll_receive(&mb, cx, &active)).await;
-                (first, rerun_receive(&mb, &active).await)
-            });
-            sender.join().unwrap();
-            assert_eq!(got, (Some(Woken::Message(Value::Int(1))), Some(Woken::Message(Value::Int(2)))));
-            assert_eq!(active.load(Ordering::SeqCst), 1);
-            assert!(mb.with(|i| i.waiting.is_none()), "the wait is over");
-        });
-    }
-
-    /// A mode-0 interrupt and a message racing to a receive parked in its fast path: the re-run
-    /// receive ends with the interrupt or the message, whichever the mailbox saw first while it
-    /// waited; the interrupt is never dropped once it was accepted for the wait, the message is
-    /// never lost, and the actor is counted back in once.
-    #[test]
-    fn loom_an_interrupt_reaches_a_receive_parked_in_its_fast_path() {
-        loom::model(|| {
-            let mb = Arc::new(Mailbox::default());
-            let active = Arc::new(AtomicUsize::new(3));
-            let exc = Exception::new(atoms::INTERRUPT, "poke");
-            // One task throughout, as an actor is one tokio task: its first wait stores the
-            // waker (here woken by a message the actor sends itself), the second parks in the
-            // fast path while a sender and a signaller race.
-            let (got, sender, signaller) = loom::future::block_on(async {
-                let first = poll_fn(|cx| {
-                    let p = poll_receive(&mb, cx, &active);
-                    if p.is_pending() {
-                        wake(mb.deliver(Value::Int(0), &active));
-                    }
-                    p
-                })
-                .await;
-                assert_eq!(first, Some(Woken::Message(Value::Int(0))));
-                let (mb2, a2) = (mb.clone(), active.clone());
-                let sender = loom::thread::spawn(move || {
-                    wake(mb2.deliver(Value::Int(1), &a2));
-                    a2.fetch_sub(1, Ordering::SeqCst);
-                });
-                let (mb3, a3, e3) = (mb.clone(), active.clone(), exc.clone());
-                let signaller = loom::thread::spawn(move || {
-                    let d = mb3.signal(Signal::Interrupt { exc: e3, mode: 0 }, &a3);
-                    let accepted = !matches!(d, Delivery::Dropped);
-                    wake(d);
-                    a3.fetch_sub(1, Ordering::SeqCst);
-                    accepted
-                });
-                (rerun_receive(&mb, &active).await, sender, signaller)
-            });
-            sender.join().unwrap();
-            let accepted = signaller.join().unwrap();
-            let interrupt = Some(Woken::Signal(Signal::Interrupt { exc, mode: 0 }));
-            if got == interrupt {
-                assert!(accepted);
-                assert_eq!(mb.try_take(None), Some(Value::Int(1)), "the message is still there");
-            } else {
-                assert_eq!(got, Some(Woken::Message(Value::Int(1))));
-                // Accepted means it arrived while the actor waited, and then it ends the wait.
-                assert!(!accepted, "an interrupt accepted for the wait was not its outcome");
-                assert_eq!(mb.take_signal(), None);
-            }
-            assert!(mb.with(|i| i.waiting.is_none()), "the wait is over");
-            assert_eq!(active.load(Ordering::SeqCst), 1, "counted back in exactly once");
-        });
-    }
-
-    /// A signal and a message racing to a parked receiver: it sees the signal or the message
-    /// first, and whichever it did not take is still there afterwards.
-    #[test]
-    fn loom_signal_and_message_race_loses_nothing() {
-        loom::model(|| {
-            let mb = Arc::new(Mailbox::default());
-            let active = Arc::new(AtomicUsize::new(3));
-            let exc = Exception::new(atoms::INTERRUPT, "stop");
-            let (mb2, a2) = (mb.clone(), active.clone());
-            let t1 = loom::thread::spawn(move || {
-                wake(mb2.deliver(Value::Int(1), &a2));
-                a2.fetch_sub(1, Ordering::SeqCst);
-            });
-            let (mb3, a3, e3) = (mb.clone(), active.clone(), exc.clone());
-            let t2 = loom::thread::spawn(move || {
-                wake(mb3.signal(Signal::Interrupt { exc: e3, mode: 1 }, &a3));
-                a3.fetch_sub(1, Ordering::SeqCst);
-            });
-            let first = receive(&mb, &active);
-            t1.join().unwrap();
-            t2.join().unwrap();
-            match first {
-                Some(Woken::Message(_)) => assert!(mb.take_signal().is_some()),
-                Some(Woken::Signal(_)) => assert_eq!(mb.try_take(None), Some(Value::Int(1))),
-                None => panic!("no deadline, so some outcome"),
-            }
-            assert_eq!(active.load(Ordering::SeqCst), 1);
-        });
-    }
-
-    /// Lets a select reach a mailbox's flag, as the runtime does through the actor's cell.
-    struct MailboxFlag(Arc<Mailbox>);
-
-    impl crate::sync::CountedFlag for MailboxFlag {
-        fn counted(&self) -> &AtomicBool {
-            self.0.counted()
-        }
-    }
-
-    /// A select parked on a channel and on the mailbox's control port at once, sharing the
-    /// actor's "counted out" flag: woken concurrently through both paths, it is counted back in
-    /// exactly once, and the waker threads never see `active` at zero while they run.
-    #[test]
-    fn loom_a_select_and_its_mailbox_count_the_actor_in_once() {
-        use crate::chan::{Case, Channel, Select};
-        // Three threads over two protocols: bounded preemptions keep the model to seconds.
-        let mut model = loom::model::Builder::new();
-        model.preemption_bound = Some(2);
-        model.check(|| {
-            let mb = Arc::new(Mailbox::default());
-            let chan = Channel::new(1, 0);
-            // The receiver plus two wakers.
-            let active = Arc::new(AtomicUsize::new(3));
-            let (c2, a2) = (chan.clone(), active.clone());
-            let sender = loom::thread::spawn(move || {
-                let _ = c2.try_send(Value::Int(1), &a2);
-                assert!(a2.load(Ordering::SeqCst) >= 1);
-                a2.fetch_sub(1, Ordering::SeqCst);
-            });
-            let (mb3, a3) = (mb.clone(), active.clone());
-            let signaller = loom::thread::spawn(move || {
-                let exc = Exception::new(atoms::INTERRUPT, "x");
-                wake(mb3.signal(Signal::Interrupt { exc, mode: 1 }, &a3));
-                assert!(a3.load(Ordering::SeqCst) >= 1);
-                a3.fetch_sub(1, Ordering::SeqCst);
-            });
-            let flag = std::sync::Arc::new(MailboxFlag(mb.clone()));
-            let mut sel = Select::with_flag(vec![Case::recv(&chan)], false, flag);
-            let woke = loom::future::block_on(poll_fn(|cx| {
-                // Count out first, then publish both wakers, then re-check (as the driver does).
-                mb.count_out(&active);
-                if let Poll::Ready(_) = sel.poll(cx, &active).0 {
-                    return Poll::Ready("channel");
-                }
-                let spec = WaitSpec { receive: false, pattern: None, indefinite: false, soft: true };
-                let wait = || Wait::Other("select");
-                match mb.poll_wait(cx, &spec, false, wait, &active).0 {
-                    Poll::Ready(_) => Poll::Ready("signal"),
-                    Poll::Pending => Poll::Pending,
-                }
-            }));
-            if woke == "signal" {
-                let _ = sel.cancel(&active);
-            }
-            mb.count_in(&active);
-            sender.join().unwrap();
-            signaller.join().unwrap();
-            assert_eq!(active.load(Ordering::SeqCst), 1, "counted back in exactly once");
-        });
-    }
-
-    /// With one actor parked forever and nobody else, `active` reaches zero exactly once; with a
-    /// sender that wakes it, it never reaches zero while the sender is alive.
-    #[test]
-    fn loom_idle_is_reported_only_when_no_one_can_wake() {
-        loom::model(|| {
-            let mb = Arc::new(Mailbox::default());
-            let active = Arc::new(AtomicUsize::new(2));
-            let (mb2, a2) = (mb.clone(), active.clone());
-            let t = loom::thread::spawn(move || {
-                wake(mb2.deliver(Value::Int(1), &a2));
-                // Still alive here, so the VM cannot be idle yet.
-                assert!(a2.load(Ordering::SeqCst) >= 1);
-                a2.fetch_sub(1, Ordering::SeqCst);
-            });
-            assert_eq!(receive(&mb, &active), Some(Woken::Message(Value::Int(1))));
-            t.join().unwrap();
-            assert_eq!(active.load(Ordering::SeqCst), 1);
-        });
-    }
-}
+mod loom_tests;

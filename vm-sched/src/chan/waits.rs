@@ -3,12 +3,13 @@
 //! channel cases, mailbox cases, socket cases, a deadline and the control port at once.
 //!
 //! The channel core (`chan`) knows nothing of actors; this module maps a program's select cases
-//! to it, counts the actor out of `active` while it waits (see `mailbox`), and watches the
-//! channels of an indefinite wait for being orphaned.
+//! to it, counts the actor out of `active` while it waits (see `mailbox`), and describes each
+//! wait in the mailbox's `waiting` ([`Wait::Chan`]: the channels, and whether the wait is
+//! *orphanable*), which is all that orphan detection (`orphans`) needs from a waiting actor:
+//! parking walks nothing.
 
 use crate::chan::{self, Channel};
-use crate::exit::orphaned;
-use crate::mailbox::{Signal, Wait, WaitSpec, Woken};
+use crate::mailbox::{ChanIds, Signal, Wait, WaitSpec, Woken, describe_shape};
 use crate::vm::{ActorCell, Vm};
 use smallvec::SmallVec;
 use std::future::Future;
@@ -16,7 +17,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
-use vm_core::{ActorState, Atom, Exception, Fired, Handle, Pid, SelectCase, SelectShape, Value};
+use vm_core::{Atom, Exception, Fired, Handle, Pid, SelectCase, SelectShape, Value};
 use vm_io::natives;
 
 /// A non-blocking attempt at a select's cases (the interpreter's first try): the fired case, or
@@ -86,19 +87,16 @@ fn not_a_channel(h: &Handle) -> Exception {
     Exception::badarg(format!("#chan<{}> is not a live channel of this VM", h.id()))
 }
 
-/// Prepares a blocking select: splits its cases, sets up orphan detection (an indefinite wait
-/// on channels only — a mailbox case could still complete it — watches each channel for the
-/// moment no one but this actor holds it) and returns the boxed wait. A plain function, so that
-/// none of this setup's locals take room in every actor's task.
+/// Prepares a blocking select: splits its cases and returns the wait (the lean one for one
+/// channel case with no deadline). A plain function, so that none of this setup's locals take
+/// room in every actor's task.
 pub(crate) fn start_select<'a>(
     vm: &'a Vm,
     cell: &'a Arc<ActorCell>,
-    st: &ActorState,
     shape: SelectShape,
     mut cases: Vec<SelectCase>,
     timeout_ms: Option<u64>,
 ) -> Result<Waiting<'a>, Exception> {
-    let what = describe_wait(shape);
     // A blocking `csend`/`crecv` (or a one-case select) with no deadline: the lean wait.
     if timeout_ms.is_none()
         && let [SelectCase::Send(h, _) | SelectCase::Recv(h)] = &cases[..]
@@ -110,34 +108,28 @@ pub(crate) fn start_select<'a>(
             _ => unreachable!("matched a channel case above"),
         };
         drop(cases);
-        let mut wait = ChanWait { vm, cell, handle, value, parked: None, shape, watched: false };
-        if let Some(e) = watch_orphans(vm, cell, st, std::slice::from_ref(&wait.handle)) {
-            wait.handle.unwatch(cell.pid.0);
-            return Err(e);
-        }
-        wait.watched = true;
-        return Ok(Waiting::One(wait));
+        return Ok(Waiting::One(ChanWait { vm, cell, handle, value, parked: None, shape }));
     }
     let split = split_cases(&cases, vm, cell.pid)?;
-    let watched = if timeout_ms.is_none() && split.messages.is_empty() && split.io.is_empty() {
-        channel_handles(&cases)
-    } else {
-        Watched::new()
-    };
+    let chans = channel_ids(&cases);
     drop(cases);
-    if let Some(e) = watch_orphans(vm, cell, st, &watched) {
-        unwatch(cell, &watched);
-        return Err(e);
-    }
-    Ok(Waiting::Many(Box::pin(SelectWait::new(vm, cell, split, what, timeout_ms, watched))))
+    Ok(Waiting::Many(Box::pin(SelectWait::new(vm, cell, split, shape, timeout_ms, chans))))
 }
 
-/// How introspection names a select's wait.
-fn describe_wait(shape: SelectShape) -> &'static str {
-    match shape {
-        SelectShape::Send => "channel send",
-        SelectShape::Recv => "channel receive",
-        SelectShape::Select => "select",
+/// The distinct channel ids of a select's cases, in case order (none: `None`).
+fn channel_ids(cases: &[SelectCase]) -> Option<ChanIds> {
+    let mut out = Vec::new();
+    for c in cases {
+        if let SelectCase::Send(h, _) | SelectCase::Recv(h) = c
+            && !out.contains(&h.id())
+        {
+            out.push(h.id());
+        }
+    }
+    match out[..] {
+        [] => None,
+        [id] => Some(ChanIds::One(id)),
+        _ => Some(ChanIds::Many(Arc::new(out))),
     }
 }
 
@@ -165,15 +157,13 @@ impl Future for Waiting<'_> {
 pub(crate) struct ChanWait<'a> {
     vm: &'a Vm,
     cell: &'a Arc<ActorCell>,
-    /// The channel's handle (also the clone its orphan watch counts as this wait's own).
+    /// The channel's handle.
     handle: Handle,
     /// The value to send; `None` for a receive.
     value: Option<Value>,
     parked: Option<chan::OneWait>,
     /// Which instruction waits (for introspection; a byte where the description would take 16).
     shape: SelectShape,
-    /// Whether the orphan watch on `handle` is set (unset when the wait ends).
-    watched: bool,
 }
 
 impl ChanWait<'_> {
@@ -222,12 +212,16 @@ impl Future for ChanWait<'_> {
                     this.cell.mailbox.cancel_wait(active);
                     return Poll::Ready(SelectEnd::Fired(one_fired(f)));
                 }
-                Err(w) => this.parked = Some(w),
+                Err(w) => {
+                    this.parked = Some(w);
+                    // Only its channel can end this wait: orphan detection looks at it.
+                    this.vm.shared.orphans.arm();
+                }
             }
         }
         let spec = WaitSpec { receive: false, pattern: None, indefinite: false, soft: true };
-        let shape = this.shape;
-        let describe = || Wait::Other(describe_wait(shape));
+        let (shape, id) = (this.shape, this.handle.id());
+        let describe = || Wait::Chan { shape, chans: ChanIds::One(id), orphanable: true };
         if let (Poll::Ready(Some(Woken::Signal(sig))), _) =
             this.cell.mailbox.poll_wait(cx, &spec, false, describe, active)
         {
@@ -245,100 +239,10 @@ impl Future for ChanWait<'_> {
 /// As for `SelectWait`: a wait abandoned before it ended is cancelled.
 impl Drop for ChanWait<'_> {
     fn drop(&mut self) {
-        if self.watched {
-            self.handle.unwatch(self.cell.pid.0);
-        }
         if self.parked.is_some() {
             self.cancel();
             self.cell.mailbox.cancel_wait(&self.vm.shared.active);
         }
-    }
-}
-
-/// The channels a wait watches for being orphaned (usually one).
-type Watched = SmallVec<[Handle; 2]>;
-
-/// The distinct channel handles of a select's cases.
-fn channel_handles(cases: &[SelectCase]) -> Watched {
-    let mut out = Watched::new();
-    for c in cases {
-        if let SelectCase::Send(h, _) | SelectCase::Recv(h) = c
-            && !out.iter().any(|o| o.id() == h.id())
-        {
-            out.push(h.clone());
-        }
-    }
-    out
-}
-
-/// Watches each channel for the moment only this actor's own references remain (its registers,
-/// its mailbox, and the clone in `watched`); returns the exception at once if that is already
-/// so. See `Handle::watch`.
-fn watch_orphans(vm: &Vm, cell: &ActorCell, st: &ActorState, watched: &[Handle]) -> Option<Exception> {
-    let mut now = None;
-    for h in watched {
-        let id = h.id();
-        let in_regs = own_handle_refs(st.regs.iter(), id);
-        let in_mail = cell.mailbox.with(|i| own_handle_refs(i.messages.iter(), id));
-        let own = in_regs + in_mail + 1;
-        let count = h.watch(cell.pid.0, own, vm.shared.orphan_hook.clone());
-        if count == own && now.is_none() {
-            now = Some(orphaned(id));
-        }
-    }
-    now
-}
-
-/// How many clones of handle `id` the `roots` hold where only their owner can reach them: a root
-/// that is the handle, or the handle inside a tuple, list, map or closure that nothing else holds
-/// (its `Arc` has one holder), looking inside such containers only. Values are shared, not
-/// copied, so a container with several holders may be held by another actor (a message it sent
-/// or received); the handles in it are not counted as the owner's. Counting one there could make
-/// the watch fire while another actor can still reach the channel (and counting a container once
-/// per path to it did: a tuple in a register and in a list in another register counted twice);
-/// not counting it can only leave an orphaned wait unnoticed, which deadlock detection reports.
-fn own_handle_refs<'a>(roots: impl Iterator<Item = &'a Value>, id: u64) -> usize {
-    fn visit<'a>(v: &'a Value, id: u64, n: &mut usize, stack: &mut SmallVec<[&'a Value; 8]>) {
-        match v {
-            Value::Chan(h) | Value::Res(h) => *n += usize::from(h.id() == id),
-            Value::Tuple(t) | Value::List(t) if Arc::strong_count(t) == 1 => stack.push(v),
-            Value::Map(m) if Arc::strong_count(m) == 1 => stack.push(v),
-            Value::Fun(c) if Arc::strong_count(c) == 1 => stack.push(v),
-            _ => {}
-        }
-    }
-    let mut n = 0;
-    let mut stack = SmallVec::new();
-    for v in roots {
-        match v {
-            // Most registers: a scalar, or the handle itself.
-            Value::Chan(h) | Value::Res(h) => {
-                n += usize::from(h.id() == id);
-                continue;
-            }
-            Value::Tuple(_) | Value::List(_) | Value::Map(_) | Value::Fun(_) => {
-                visit(v, id, &mut n, &mut stack)
-            }
-            _ => continue,
-        }
-        while let Some(v) = stack.pop() {
-            match v {
-                Value::Tuple(t) | Value::List(t) => t.iter().for_each(|x| visit(x, id, &mut n, &mut stack)),
-                Value::Map(m) => m.iter().for_each(|(k, x)| {
-                    visit(k, id, &mut n, &mut stack);
-                    visit(x, id, &mut n, &mut stack);
-                }),
-                Value::Fun(c) => c.env.iter().for_each(|x| visit(x, id, &mut n, &mut stack)),
-                _ => {}
-            }
-        }
-    }
-    n
-}
-
-fn unwatch(cell: &ActorCell, watched: &[Handle]) {
-    for h in watched {
-        h.unwatch(cell.pid.0);
     }
 }
 
@@ -377,7 +281,7 @@ fn split_cases(cases: &[SelectCase], vm: &Vm, pid: Pid) -> Result<SplitCases, Ex
             }
             SelectCase::Message(p) => out.messages.push((i, p.clone())),
             SelectCase::Readable(r) | SelectCase::Accept(r) => {
-                let ctx = natives::Ctx { io: &vm.shared.io, pid: pid.0 };
+                let ctx = natives::Ctx::new(&vm.shared.io, pid.0);
                 let accept = matches!(c, SelectCase::Accept(_));
                 let obj = ctx.obj(if accept { "select accept" } else { "select readable" }, r)?;
                 if accept && !matches!(*obj, vm_io::resource::Obj::Listener(_)) {
@@ -425,7 +329,7 @@ fn fire_io(
     obj: &vm_io::resource::Obj,
 ) -> Result<Fired, Exception> {
     if accept {
-        let ctx = natives::Ctx { io: &vm.shared.io, pid: pid.0 };
+        let ctx = natives::Ctx::new(&vm.shared.io, pid.0);
         vm_io::net::take_accepted(&ctx, obj).map(|conn| Fired::Received(i, conn))
     } else {
         Ok(Fired::Readable(i))
@@ -452,11 +356,14 @@ pub(crate) struct SelectWait<'a> {
     split: SplitCases,
     sel: Option<chan::Select>,
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
-    what: &'static str,
-    /// Channels watched for being orphaned; unwatched when the wait ends.
-    watched: Watched,
+    shape: SelectShape,
+    /// The channels of its cases (for `waiting`), if it has channel cases.
+    chans: Option<ChanIds>,
     /// No deadline: the actor counts out of `active` while parked.
     indefinite: bool,
+    /// Only its channel cases can end it (no deadline, no mailbox or socket case): orphan
+    /// detection looks at it.
+    orphanable: bool,
 }
 
 impl<'a> SelectWait<'a> {
@@ -464,9 +371,9 @@ impl<'a> SelectWait<'a> {
         vm: &'a Vm,
         cell: &'a Arc<ActorCell>,
         mut split: SplitCases,
-        what: &'static str,
+        shape: SelectShape,
         timeout_ms: Option<u64>,
-        watched: Watched,
+        chans: Option<ChanIds>,
     ) -> Self {
         // The channel core owns the cases from here; `split` keeps only the index mapping.
         // The select shares the actor's "counted out" flag with the mailbox, and this wait (not
@@ -476,7 +383,8 @@ impl<'a> SelectWait<'a> {
         // Waiting on a socket is waiting on the outside world: the actor stays counted in, so
         // such a select is never taken for a deadlock.
         let indefinite = timeout_ms.is_none() && split.io.is_empty();
-        SelectWait { vm, cell, split, sel, timer, what, watched, indefinite }
+        let orphanable = indefinite && split.messages.is_empty() && chans.is_some();
+        SelectWait { vm, cell, split, sel, timer, shape, chans, indefinite, orphanable }
     }
 
     /// Cancels the channel select; `Some` if a channel case had committed first.
@@ -531,8 +439,11 @@ impl Future for SelectWait<'_> {
         }
         // The control port, and the waker registration that mailbox cases rely on.
         let spec = WaitSpec { receive: false, pattern: None, indefinite: false, soft: true };
-        let what = this.what;
-        let describe = || Wait::Other(what);
+        let (shape, orphanable) = (this.shape, this.orphanable);
+        let describe = || match &this.chans {
+            None => Wait::Other(describe_shape(shape)),
+            Some(chans) => Wait::Chan { shape, chans: chans.clone(), orphanable },
+        };
         let end = if let (Poll::Ready(Some(Woken::Signal(sig))), _) =
             this.cell.mailbox.poll_wait(cx, &spec, false, describe, active)
         {
@@ -572,6 +483,9 @@ impl Future for SelectWait<'_> {
                 Poll::Ready(e)
             }
             None => {
+                if this.orphanable {
+                    this.vm.shared.orphans.arm();
+                }
                 if idle {
                     this.vm.shared.idle.notify_one();
                 }
@@ -585,7 +499,6 @@ impl Future for SelectWait<'_> {
 /// entries for an actor that is gone.
 impl Drop for SelectWait<'_> {
     fn drop(&mut self) {
-        unwatch(self.cell, &self.watched);
         if self.sel.is_some() {
             self.cancel();
             self.cell.mailbox.cancel_wait(&self.vm.shared.active);

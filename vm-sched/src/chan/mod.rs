@@ -1,0 +1,575 @@
+//! Channels: rendezvous (capacity 0) and buffered FIFO channels of [`Value`]s, with a select over
+//! a runtime-built list of cases that commits to exactly one case, cancel-safely.
+//!
+//! The semantics are Go's. A send on a rendezvous channel completes only when a receiver takes
+//! the value; on a buffered channel when there is room. A receive completes when a value is
+//! available, or with "closed" once the channel is closed *and* drained (buffered values stay
+//! receivable after close). Sending on a closed channel, and closing twice, are errors. Closing
+//! completes every parked receiver with "closed" and every parked sender with the send error.
+//!
+//! A plain send or receive is a select with one case; there is one algorithm (Go's `selectgo`).
+//!
+//! **The select protocol** (exactly one case commits; exactly one party wakes a parked select):
+//! 1. *Lock order.* A select locks all of its channels at once, in one global order — by channel
+//!    id, then by address so that even duplicate ids cannot deadlock — and locks a channel that
+//!    appears in several cases only once. Every other operation locks a single channel. A
+//!    waiter's own small lock (`Waiter::slot`) is a leaf: it is taken under channel locks, never
+//!    the other way round.
+//! 2. *Pass 1 (complete now).* With every channel locked, the cases are tried in a fresh random
+//!    order (a Fisher–Yates shuffle driven by a xorshift generator seeded per call from an atomic
+//!    counter), so that when several cases are ready each is equally likely and none starves.
+//!    A receive is ready if a sender is parked (take its value; on a buffered channel take the
+//!    oldest buffered value and move the sender's value to the back), the buffer is non-empty, or
+//!    the channel is closed (complete with "closed"). A send is ready if the channel is closed
+//!    (complete with the error), a receiver is parked (hand the value over), or the buffer has
+//!    room. Handing over to or taking from a parked party means *claiming* it (step 4). The first
+//!    ready case in the order commits and the select is done. [`try_select`] (and a select with a
+//!    `default`) stops here with "nothing ready".
+//! 3. *Pass 2 (park).* Otherwise, still holding every lock, the select creates ONE shared
+//!    [`Waiter`] holding its task's waker and enqueues an entry `(waiter, case index)` on every
+//!    case's channel — on the receive queue, or on the send queue together with (a clone of) the
+//!    value to send. If the wait has no deadline the waiter counts itself out of `active` *before*
+//!    the entries become visible (so whoever finds it can count it back in); if that made
+//!    `active` zero, `poll` reports idle. Then it unlocks and returns `Pending`.
+//! 4. *Claiming.* A counterpart (a send, receive, select or close that holds the lock of one of
+//!    the waiter's channels) pops an entry and claims its waiter with a compare-and-swap of the
+//!    waiter's state from `WAITING` to `CLAIMED`. The winner, still holding that channel lock,
+//!    records under the waiter's slot lock which case fired (and the value received, if any),
+//!    counts the waiter back into `active` if it was counted out, and takes its waker, which it
+//!    wakes after releasing the channel lock. A counterpart that loses the swap drops the stale
+//!    entry and tries the next one. `CLAIMED` is never reset: a waiter is used once, so "claimed"
+//!    stays set while its entries are being removed from the other queues.
+//! 5. *Completion.* When polled again, the select takes the recorded outcome from its slot (if
+//!    there is none yet it only refreshes its waker — the actor task's waker changes between
+//!    polls), removes its remaining entries from all its channels (locked as in step 1) and
+//!    returns `Ready`.
+//! 6. *Cancellation* (an interrupt, a deadline, a kill). The owner locks all its channels (step 1)
+//!    and tries to claim its OWN waiter. If it wins, no case fired and none ever will: it removes
+//!    its entries everywhere, counts itself back in, and reports "cancelled" — nothing was
+//!    transferred, so an unsent value is still the caller's. If it loses, some counterpart
+//!    committed a case; because that counterpart did so while holding one of the channel locks
+//!    now held, the outcome is already recorded, and it is returned exactly as if the select had
+//!    completed. So a cancelled send is never lost and never duplicated, and a deadline is simply
+//!    one more party racing in the same claim.
+//! 7. *Accounting.* `active` counts the actors that are not parked indefinitely. A select with no
+//!    deadline counts itself out in step 3; it is counted back in exactly once: by the claimer in
+//!    step 4 (before releasing the channel lock, so `active` cannot reach zero while a wake is in
+//!    flight), or by itself when it cancels (step 6).
+//!
+//! A parked send keeps a clone of its value in the channel's send queue; the clone is removed
+//! (and dropped) with the entry, and the caller's own copy is what the select reports on.
+//!
+//! A blocking `csend`/`crecv` is a select with one case, run without the case list
+//! ([`Channel::complete_or_park`] and [`OneWait`]): steps 2 and 3 under the one channel lock
+//! (no shuffle), step 5 with nothing to remove (the claimer popped the only entry), step 6
+//! locking that one channel. The steps and the waiter are the same, so are the guarantees.
+//!
+//! This protocol is model-checked with loom (the `loom_tests` submodule); unit tests are in `tests`.
+
+use crate::sync::{AtomicU8, AtomicUsize, CountedFlag, Mutex, Ordering, count_in, lock};
+use smallvec::SmallVec;
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Waker};
+use vm_core::Value;
+
+/// The wakers a channel operation collects under its locks, to wake after unlocking: usually
+/// none or one, so they live inline (no allocation on the hot path).
+type Wakers = SmallVec<[Waker; 2]>;
+
+/// Where a claimer puts the waker to wake after unlocking: a small vector for operations that
+/// may claim several waiters (close, a select over several channels), or one slot for an
+/// operation on one channel, which claims at most one.
+trait WakeSink {
+    fn add(&mut self, w: Waker);
+}
+
+impl WakeSink for Wakers {
+    fn add(&mut self, w: Waker) {
+        self.push(w);
+    }
+}
+
+impl WakeSink for Option<Waker> {
+    fn add(&mut self, w: Waker) {
+        debug_assert!(self.is_none(), "an operation on one channel claims at most one waiter");
+        *self = Some(w);
+    }
+}
+
+/// Wakes what a channel operation collected, after unlocking (popping: cheaper than consuming
+/// the small vector, and the order of wakes means nothing).
+fn wake_all(wakers: &mut Wakers) {
+    while let Some(w) = wakers.pop() {
+        w.wake();
+    }
+}
+
+/// A select's cases. Most selects are a plain send or receive, or choose between two channels,
+/// so up to two live inline in the (boxed) select instead of in an allocation of their own.
+pub type Cases = SmallVec<[Case; 2]>;
+
+/// An error from a channel operation that is not a case outcome.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChanError {
+    /// `close` on a channel that is already closed.
+    AlreadyClosed,
+}
+
+impl fmt::Display for ChanError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ChanError::AlreadyClosed => f.write_str("close of a closed channel"),
+        }
+    }
+}
+
+impl std::error::Error for ChanError {}
+
+/// A channel: a buffer of at most `cap` values (none for a rendezvous channel), the parked
+/// receivers and senders, and the closed flag, all behind one lock.
+pub struct Channel {
+    id: u64,
+    cap: usize,
+    state: Mutex<ChanState>,
+}
+
+impl fmt::Debug for Channel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Channel {{ id: {}, cap: {} }}", self.id, self.cap)
+    }
+}
+
+/// One parked party on a channel queue: which select, and which of its cases.
+struct Parked {
+    waiter: Arc<Waiter>,
+    case: usize,
+}
+
+#[derive(Default)]
+struct ChanState {
+    /// Buffered values, oldest first; never longer than `cap`.
+    buf: VecDeque<Value>,
+    closed: bool,
+    /// Parked receivers, oldest first. Holds live (unclaimed) entries only while `buf` is empty;
+    /// stale entries of selects claimed elsewhere are skipped and dropped by whoever meets them.
+    recvq: VecDeque<Parked>,
+    /// Parked senders with their values, oldest first. Holds live entries only while `buf` is
+    /// full (always, for a rendezvous channel).
+    sendq: VecDeque<(Parked, Value)>,
+}
+
+const WAITING: u8 = 0;
+const CLAIMED: u8 = 1;
+
+/// The one waiter a parked select shares among all of its channel queues (protocol step 3).
+struct Waiter {
+    /// `WAITING` until a counterpart or the owner claims it (step 4 / step 6); never reset.
+    state: AtomicU8,
+    slot: Mutex<Slot>,
+    /// The owner's "counted out of `active`" flag, shared with the owner's other wake paths
+    /// (its mailbox): whoever swaps it from true to false counts the owner back in (step 7).
+    counted: Arc<dyn CountedFlag>,
+}
+
+struct Slot {
+    /// The owner's waker; taken by the claimer.
+    waker: Option<Waker>,
+    /// The case a counterpart committed; taken by the owner.
+    fired: Option<Fired>,
+}
+
+impl Waiter {
+    /// Step 4: claims the waiter for a counterpart and records `fired()`. Returns false (and
+    /// records nothing) if someone else claimed it first. Must be called with the lock of one of
+    /// the waiter's channels held; the waker to wake after unlocking is pushed onto `wakers`.
+    fn commit(
+        &self,
+        fired: impl FnOnce() -> Fired,
+        active: &AtomicUsize,
+        wakers: &mut impl WakeSink,
+    ) -> bool {
+        if self.state.compare_exchange(WAITING, CLAIMED, Ordering::AcqRel, Ordering::Acquire).is_err() {
+            return false;
+        }
+        let mut s = lock(&self.slot);
+        s.fired = Some(fired());
+        count_in(self.counted.counted(), active);
+        if let Some(w) = s.waker.take() {
+            wakers.add(w);
+        }
+        true
+    }
+
+    /// Step 6: the owner claims its own waiter. True if it won (no case fired).
+    fn claim_self(&self) -> bool {
+        self.state.compare_exchange(WAITING, CLAIMED, Ordering::AcqRel, Ordering::Acquire).is_ok()
+    }
+}
+
+impl ChanState {
+    /// Pass 1 for a receive case: completes it if a value is available or the channel is closed.
+    fn try_recv(&mut self, case: usize, active: &AtomicUsize, wakers: &mut impl WakeSink) -> Option<Fired> {
+        while let Some((p, v)) = self.sendq.pop_front() {
+            if p.waiter.commit(|| Fired::Sent { case: p.case }, active, wakers) {
+                // On a buffered channel a parked sender means the buffer is full: the receiver
+                // takes the oldest value and the sender's value joins the back, keeping FIFO.
+                let value = match self.buf.pop_front() {
+                    Some(head) => {
+                        self.buf.push_back(v);
+                        head
+                    }
+                    None => v,
+                };
+                return Some(Fired::Received { case, value });
+            }
+            // A stale entry of a waiter claimed elsewhere; dropping it is its removal.
+        }
+        if let Some(value) = self.buf.pop_front() {
+            return Some(Fired::Received { case, value });
+        }
+        self.closed.then_some(Fired::RecvClosed { case })
+    }
+
+    /// Pass 1 for a send case: completes it if a receiver is parked, there is room, or the
+    /// channel is closed (with the error).
+    fn try_send(
+        &mut self,
+        case: usize,
+        value: &Value,
+        cap: usize,
+        active: &AtomicUsize,
+        wakers: &mut impl WakeSink,
+    ) -> Option<Fired> {
+        if self.closed {
+            return Some(Fired::SendClosed { case });
+        }
+        while let Some(p) = self.recvq.pop_front() {
+            if p.waiter.commit(|| Fired::Received { case: p.case, value: value.clone() }, active, wakers) {
+                return Some(Fired::Sent { case });
+            }
+        }
+        if self.buf.len() < cap {
+            self.buf.push_back(value.clone());
+            return Some(Fired::Sent { case });
+        }
+        None
+    }
+
+    /// Removes every entry of `w` (steps 5 and 6), dropping the queued clones of its values.
+    fn remove(&mut self, w: &Arc<Waiter>) {
+        self.recvq.retain(|p| !Arc::ptr_eq(&p.waiter, w));
+        self.sendq.retain(|(p, _)| !Arc::ptr_eq(&p.waiter, w));
+    }
+}
+
+impl Channel {
+    /// A new open channel; `cap` 0 is a rendezvous channel. `id` orders channel locks (protocol
+    /// step 1), so the runtime should give every channel its own.
+    pub fn new(id: u64, cap: usize) -> Arc<Channel> {
+        Arc::new(Channel { id, cap, state: Mutex::new(ChanState::default()) })
+    }
+
+    /// The runtime's id for the channel.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The buffer capacity (0 for a rendezvous channel).
+    pub fn cap(&self) -> usize {
+        self.cap
+    }
+
+    /// How many values are buffered now.
+    pub fn len(&self) -> usize {
+        lock(&self.state).buf.len()
+    }
+
+    /// Whether no values are buffered now.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether the channel has been closed.
+    pub fn is_closed(&self) -> bool {
+        lock(&self.state).closed
+    }
+
+    /// How many receivers and senders are parked on the channel now (for introspection; a
+    /// claimed select whose entry has not been removed yet is still counted).
+    pub fn parked(&self) -> (usize, usize) {
+        let g = lock(&self.state);
+        (g.recvq.len(), g.sendq.len())
+    }
+
+    /// Closes the channel: every parked receiver completes with [`Fired::RecvClosed`] and every
+    /// parked sender with [`Fired::SendClosed`] (claimed, counted back in and woken as in
+    /// protocol step 4). Buffered values stay receivable.
+    pub fn close(&self, active: &AtomicUsize) -> Result<(), ChanError> {
+        let mut wakers = Wakers::new();
+        {
+            let mut g = lock(&self.state);
+            if g.closed {
+                return Err(ChanError::AlreadyClosed);
+            }
+            g.closed = true;
+            for p in std::mem::take(&mut g.recvq) {
+                p.waiter.commit(|| Fired::RecvClosed { case: p.case }, active, &mut wakers);
+            }
+            for (p, _) in std::mem::take(&mut g.sendq) {
+                p.waiter.commit(|| Fired::SendClosed { case: p.case }, active, &mut wakers);
+            }
+        }
+        wake_all(&mut wakers);
+        Ok(())
+    }
+
+    /// A non-blocking send (the stepper's fast path): completes against a parked receiver or the
+    /// buffer, or gives the value back.
+    pub fn try_send(&self, value: Value, active: &AtomicUsize) -> Result<(), TrySendError> {
+        let mut waker = None;
+        let out = lock(&self.state).try_send(0, &value, self.cap, active, &mut waker);
+        if let Some(w) = waker {
+            w.wake();
+        }
+        match out {
+            Some(Fired::Sent { .. }) => Ok(()),
+            Some(_) => Err(TrySendError::Closed(value)),
+            None => Err(TrySendError::Full(value)),
+        }
+    }
+
+    /// A non-blocking receive (the stepper's fast path).
+    pub fn try_recv(&self, active: &AtomicUsize) -> TryRecv {
+        let mut waker = None;
+        let out = lock(&self.state).try_recv(0, active, &mut waker);
+        if let Some(w) = waker {
+            w.wake();
+        }
+        match out {
+            Some(Fired::Received { value, .. }) => TryRecv::Value(value),
+            Some(_) => TryRecv::Closed,
+            None => TryRecv::Empty,
+        }
+    }
+}
+
+/// A one-case select parked on a channel (a blocking `csend`/`crecv`): the same protocol as a
+/// [`Select`] with one case, without a case list or a shuffle. Made by
+/// [`Channel::complete_or_park`]; the owner then polls it with [`OneWait::poll`] and, if it
+/// stops waiting for any other reason, MUST [`OneWait::cancel`] it on the same channel (the
+/// rules of [`Select::cancel`] apply).
+pub struct OneWait(Arc<Waiter>);
+
+impl fmt::Debug for OneWait {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("OneWait")
+    }
+}
+
+impl Channel {
+    /// Passes 1 and 2 (protocol steps 2 and 3) of a one-case select under this channel's lock:
+    /// a send of `send`, or a receive if `None`. Returns the outcome, or the parked wait. The
+    /// caller counts itself out of `active` before calling, if it is to (as a select spanning
+    /// the mailbox does), so `counted` is only the flag its claimer resets.
+    pub fn complete_or_park(
+        &self,
+        send: Option<&Value>,
+        waker: &Waker,
+        counted: Arc<dyn CountedFlag>,
+        active: &AtomicUsize,
+    ) -> Result<Fired, OneWait> {
+        let mut to_wake = None;
+        let out = {
+            let mut g = lock(&self.state);
+            let fired = match send {
+                Some(v) => g.try_send(0, v, self.cap, active, &mut to_wake),
+                None => g.try_recv(0, active, &mut to_wake),
+            };
+            match fired {
+                Some(f) => Ok(f),
+                None => {
+                    let slot = Slot { waker: Some(waker.clone()), fired: None };
+                    let waiter =
+                        Arc::new(Waiter { state: AtomicU8::new(WAITING), slot: Mutex::new(slot), counted });
+                    let p = Parked { waiter: waiter.clone(), case: 0 };
+                    match send {
+                        Some(v) => g.sendq.push_back((p, v.clone())),
+                        None => g.recvq.push_back(p),
+                    }
+                    Err(OneWait(waiter))
+                }
+            }
+        };
+        if let Some(w) = to_wake {
+            w.wake();
+        }
+        out
+    }
+}
+
+impl OneWait {
+    /// Step 5 for one case: the committed outcome (the claimer already popped the only entry,
+    /// so there is nothing to remove), or `None` after refreshing the stored waker.
+    pub fn poll(&self, cx: &mut Context<'_>, active: &AtomicUsize) -> Option<Fired> {
+        let mut s = lock(&self.0.slot);
+        match s.fired.take() {
+            Some(f) => {
+                // The claimer counted us in; this only guards the invariant.
+                count_in(self.0.counted.counted(), active);
+                Some(f)
+            }
+            None => {
+                if !s.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                    s.waker = Some(cx.waker().clone());
+                }
+                None
+            }
+        }
+    }
+
+    /// Step 6 for one case; `chan` must be the channel it parked on. `Ok(())` if nothing was
+    /// transferred (the entry is gone and, given `active`, the owner is counted back in), or
+    /// the case that committed first.
+    pub fn cancel(self, chan: &Channel, active: Option<&AtomicUsize>) -> Result<(), Fired> {
+        let waiter = self.0;
+        // Holding the channel lock means a claimer has finished recording its outcome.
+        let mut g = lock(&chan.state);
+        let won = waiter.claim_self();
+        if won {
+            g.remove(&waiter);
+        }
+        drop(g);
+        let mut s = lock(&waiter.slot);
+        s.waker = None;
+        if let Some(active) = active {
+            count_in(waiter.counted.counted(), active);
+        }
+        match (won, s.fired.take()) {
+            (false, Some(f)) => Err(f),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Why [`Channel::try_send`] did not send; the value is handed back.
+#[derive(Clone, Debug, PartialEq)]
+pub enum TrySendError {
+    /// No receiver is parked and the buffer is full (always, for a rendezvous channel without a
+    /// parked receiver).
+    Full(Value),
+    /// The channel is closed (an error for the sender).
+    Closed(Value),
+}
+
+/// The result of [`Channel::try_recv`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum TryRecv {
+    /// A value was received.
+    Value(Value),
+    /// Nothing is available yet.
+    Empty,
+    /// The channel is closed and drained.
+    Closed,
+}
+
+/// What a select case does.
+#[derive(Clone, Debug, PartialEq)]
+pub enum CaseOp {
+    /// Send this value.
+    Send(Value),
+    /// Receive a value.
+    Recv,
+}
+
+/// One case of a select.
+#[derive(Clone, Debug)]
+pub struct Case {
+    /// The channel.
+    pub chan: Arc<Channel>,
+    /// Send or receive.
+    pub op: CaseOp,
+}
+
+impl Case {
+    /// A send case.
+    pub fn send(chan: &Arc<Channel>, value: Value) -> Case {
+        Case { chan: chan.clone(), op: CaseOp::Send(value) }
+    }
+
+    /// A receive case.
+    pub fn recv(chan: &Arc<Channel>) -> Case {
+        Case { chan: chan.clone(), op: CaseOp::Recv }
+    }
+}
+
+/// The case a select committed to (`case` indexes the select's case list).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Fired {
+    /// The value of send case `case` was taken by a receiver or buffered.
+    Sent {
+        /// The case.
+        case: usize,
+    },
+    /// Receive case `case` received `value`.
+    Received {
+        /// The case.
+        case: usize,
+        /// The value.
+        value: Value,
+    },
+    /// Receive case `case` found its channel closed and drained.
+    RecvClosed {
+        /// The case.
+        case: usize,
+    },
+    /// Send case `case` found its channel closed: an error (the value was not sent).
+    SendClosed {
+        /// The case.
+        case: usize,
+    },
+}
+
+impl Fired {
+    /// The index of the case that fired.
+    pub fn case(&self) -> usize {
+        match self {
+            Fired::Sent { case }
+            | Fired::Received { case, .. }
+            | Fired::RecvClosed { case }
+            | Fired::SendClosed { case } => *case,
+        }
+    }
+}
+
+/// Snapshots (see `snapshot`): a channel's contents, and a channel made from them. Parked
+/// senders and receivers are not part of it: each runs its blocking instruction again after a
+/// restore.
+impl Channel {
+    /// The buffered values, oldest first, and whether the channel is closed.
+    pub(crate) fn image(&self) -> (Vec<Value>, bool) {
+        let g = lock(&self.state);
+        (g.buf.iter().cloned().collect(), g.closed)
+    }
+
+    /// Fills a channel made for a restore (no party has used it yet) with its contents.
+    pub(crate) fn refill(&self, buffer: Vec<Value>, closed: bool) {
+        let mut g = lock(&self.state);
+        g.buf = buffer.into();
+        g.closed = closed;
+    }
+}
+
+pub(crate) mod orphans;
+pub(crate) mod reach;
+mod select;
+pub(crate) mod waits;
+
+pub use select::{Select, try_select};
+
+#[cfg(all(test, not(vm_loom)))]
+mod tests;
+
+#[cfg(all(test, vm_loom))]
+mod loom_tests;

@@ -1,0 +1,185 @@
+use super::*;
+use std::sync::Arc as StdArc;
+use std::task::Wake;
+
+struct Flag(std::sync::atomic::AtomicBool);
+impl Wake for Flag {
+    fn wake(self: StdArc<Self>) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+fn park(
+    mb: &Mailbox,
+    active: &AtomicUsize,
+    pattern: Option<&Value>,
+) -> (Poll<Option<Woken>>, bool, StdArc<Flag>) {
+    let flag = StdArc::new(Flag(Default::default()));
+    let waker = Waker::from(flag.clone());
+    let mut cx = Context::from_waker(&waker);
+    let wait = || Wait::Receive { pattern: pattern.cloned(), timeout_ms: None };
+    let spec = WaitSpec { receive: true, pattern, indefinite: true, soft: true };
+    let (p, idle) = mb.poll_wait(&mut cx, &spec, false, wait, active);
+    (p, idle, flag)
+}
+
+#[test]
+fn selective_receive_keeps_skipped_messages_in_order() {
+    let mb = Mailbox::default();
+    let active = AtomicUsize::new(1);
+    for i in 0..4 {
+        mb.deliver(Value::tuple(vec![Value::atom(if i == 2 { "b" } else { "a" }), Value::Int(i)]), &active);
+    }
+    let pat = Value::tuple(vec![Value::atom("b"), Value::atom("_")]);
+    assert_eq!(mb.try_take(Some(&pat)), Some(Value::tuple(vec![Value::atom("b"), Value::Int(2)])));
+    let rest: Vec<_> = std::iter::from_fn(|| mb.try_take(None)).collect();
+    assert_eq!(rest.len(), 3);
+    assert_eq!(rest[0], Value::tuple(vec![Value::atom("a"), Value::Int(0)]));
+    assert_eq!(rest[2], Value::tuple(vec![Value::atom("a"), Value::Int(3)]));
+}
+
+#[test]
+fn parking_counts_out_and_a_sender_counts_back_in() {
+    let mb = Mailbox::default();
+    let active = AtomicUsize::new(1);
+    let (p, idle, flag) = park(&mb, &active, None);
+    assert!(p.is_pending() && idle, "the only actor parking makes the VM idle");
+    assert_eq!(active.load(Ordering::SeqCst), 0);
+    match mb.deliver(Value::Int(1), &active) {
+        Delivery::Wake(w) => w.wake(),
+        other => panic!("{other:?}"),
+    }
+    assert!(flag.0.load(std::sync::atomic::Ordering::SeqCst));
+    assert_eq!(active.load(Ordering::SeqCst), 1, "counted back in by the sender");
+    let (p, _, _) = park(&mb, &active, None);
+    assert_eq!(p, Poll::Ready(Some(Woken::Message(Value::Int(1)))));
+    assert_eq!(active.load(Ordering::SeqCst), 1);
+    // A second delivery finds no waker: only one party wakes.
+    assert!(matches!(mb.deliver(Value::Int(2), &active), Delivery::Queued));
+}
+
+#[test]
+fn mode_zero_interrupts_only_reach_waiting_actors() {
+    let mb = Mailbox::default();
+    let active = AtomicUsize::new(1);
+    let exc = Exception::new(atoms::INTERRUPT, "x");
+    assert!(matches!(mb.signal(Signal::Interrupt { exc: exc.clone(), mode: 0 }, &active), Delivery::Dropped));
+    let (p, _, _) = park(&mb, &active, None);
+    assert!(p.is_pending());
+    assert!(matches!(mb.signal(Signal::Interrupt { exc: exc.clone(), mode: 0 }, &active), Delivery::Wake(_)));
+    let (p, _, _) = park(&mb, &active, None);
+    assert_eq!(p, Poll::Ready(Some(Woken::Signal(Signal::Interrupt { exc, mode: 0 }))));
+}
+
+#[test]
+fn trapped_exits_become_messages_and_normal_exits_are_ignored() {
+    let mb = Mailbox::default();
+    let active = AtomicUsize::new(1);
+    assert!(matches!(
+        mb.signal(Signal::Exit { from: Pid(9), reason: Value::Atom(atoms::NORMAL) }, &active),
+        Delivery::Dropped
+    ));
+    mb.with(|i| i.ext().trap_exit = true);
+    mb.signal(Signal::Exit { from: Pid(9), reason: Value::atom("boom") }, &active);
+    assert_eq!(
+        mb.try_take(None),
+        Some(Value::tuple(vec![Value::Atom(atoms::EXIT), Value::Pid(Pid(9)), Value::atom("boom")]))
+    );
+}
+
+#[test]
+fn overflow_kills_with_a_reason_that_names_the_limit() {
+    let mb = Mailbox::with_limit(Some(2));
+    let active = AtomicUsize::new(1);
+    mb.deliver(Value::Int(1), &active);
+    mb.deliver(Value::Int(2), &active);
+    assert!(matches!(mb.deliver(Value::Int(3), &active), Delivery::Overflow(_)));
+    assert_eq!(mb.take_signal(), Some(Signal::Kill(mailbox_overflow_reason())));
+}
+
+#[test]
+fn receive_parks_in_its_fast_path_once_the_waker_is_known() {
+    let mb = Mailbox::default();
+    let active = AtomicUsize::new(1);
+    // Before any wait the waker is unknown: the fast path cannot park.
+    assert_eq!(mb.take_or_park(None, &active), TakeOrPark::Empty);
+    assert_eq!(active.load(Ordering::SeqCst), 1);
+    // The first wait stores the waker; a delivery wakes it and it takes the message.
+    let (p, _, flag) = park(&mb, &active, None);
+    assert!(p.is_pending());
+    assert!(matches!(mb.deliver(Value::Int(1), &active), Delivery::Wake(_)));
+    assert_eq!(park(&mb, &active, None).0, Poll::Ready(Some(Woken::Message(Value::Int(1)))));
+    // A queued message is taken at once.
+    mb.deliver(Value::Int(2), &active);
+    assert_eq!(mb.take_or_park(None, &active), TakeOrPark::Taken(Value::Int(2)));
+    // Now the fast path parks: the actor is counted out (the VM would be idle), shows as
+    // waiting, and the next delivery wakes it exactly once.
+    assert_eq!(mb.take_or_park(None, &active), TakeOrPark::Parked { idle: true });
+    assert_eq!(active.load(Ordering::SeqCst), 0);
+    assert!(mb.with(|i| i.waiting.is_some()));
+    let Delivery::Wake(w) = mb.deliver(Value::Int(3), &active) else { panic!("not woken") };
+    assert_eq!(active.load(Ordering::SeqCst), 1, "counted back in by the sender");
+    assert!(matches!(mb.deliver(Value::Int(4), &active), Delivery::Queued), "one wake only");
+    w.wake();
+    assert!(flag.0.load(std::sync::atomic::Ordering::SeqCst));
+    // Woken, the receive runs again: it takes the message, and the wait is over.
+    assert_eq!(mb.take_or_park(None, &active), TakeOrPark::Taken(Value::Int(3)));
+    assert!(mb.with(|i| i.waiting.is_none()));
+    // Parked again, a signal that arrives during the wait is its outcome: the re-run receive
+    // steps aside even though a message is queued, and the ordinary wait takes the signal.
+    assert_eq!(mb.take_or_park(None, &active), TakeOrPark::Taken(Value::Int(4)));
+    assert_eq!(mb.take_or_park(None, &active), TakeOrPark::Parked { idle: true });
+    let exc = Exception::new(atoms::INTERRUPT, "poke");
+    assert!(matches!(mb.signal(Signal::Interrupt { exc: exc.clone(), mode: 0 }, &active), Delivery::Wake(_)));
+    mb.deliver(Value::Int(5), &active);
+    assert_eq!(mb.take_or_park(None, &active), TakeOrPark::Empty);
+    let interrupt = Woken::Signal(Signal::Interrupt { exc, mode: 0 });
+    assert_eq!(park(&mb, &active, None).0, Poll::Ready(Some(interrupt)));
+    assert_eq!(mb.try_take(None), Some(Value::Int(5)));
+    // A signal pending before the receive starts makes the fast path step aside too.
+    mb.signal(Signal::Kill(Value::Nil), &active);
+    assert_eq!(mb.take_or_park(None, &active), TakeOrPark::Empty);
+    assert_eq!(active.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn a_closed_mailbox_drops_everything() {
+    let mb = Mailbox::default();
+    let active = AtomicUsize::new(1);
+    mb.with(|i| i.ext().links.push(Pid(4)));
+    let (links, _, _) = mb.close();
+    assert_eq!(links, vec![Pid(4)]);
+    assert!(matches!(mb.deliver(Value::Int(1), &active), Delivery::Dropped));
+}
+
+/// The save point: a failed scan for a pattern is not repeated over the same messages, yet no
+/// match is ever missed — not one arriving later, not one put back at the front, not one for
+/// another pattern among the skipped messages — and skipped messages keep their order.
+#[test]
+fn the_save_point_skips_only_messages_already_seen_not_to_match() {
+    let mb = Mailbox::default();
+    let active = AtomicUsize::new(1);
+    let cast = |i| Value::tuple(vec![Value::atom("cast"), Value::Int(i)]);
+    let reply = Value::tuple(vec![Value::atom("reply"), Value::atom("_")]);
+    for i in 0..3 {
+        mb.deliver(cast(i), &active);
+    }
+    assert_eq!(mb.try_take(Some(&reply)), None);
+    assert_eq!(mb.with(|i| i.ext_ref().and_then(|e| e.save.clone())), Some((reply.clone(), 3)));
+    mb.deliver(cast(3), &active);
+    assert_eq!(mb.try_take(Some(&reply)), None);
+    assert_eq!(mb.with(|i| i.ext_ref().and_then(|e| e.save.clone())), Some((reply.clone(), 4)));
+    // Another pattern scans from the front: it finds a message the save point skipped.
+    assert_eq!(mb.try_take(Some(&cast(1))), Some(cast(1)));
+    assert_eq!(mb.with(|i| i.ext_ref().and_then(|e| e.save.clone())), None, "indexes moved");
+    let r = Value::tuple(vec![Value::atom("reply"), Value::Int(9)]);
+    assert_eq!(mb.try_take(Some(&reply)), None);
+    mb.deliver(r.clone(), &active);
+    assert_eq!(mb.try_take(Some(&reply)), Some(r.clone()), "a match that arrived after the save point");
+    // A message put back at the front is seen, although it sits before the save point.
+    assert_eq!(mb.try_take(Some(&reply)), None);
+    mb.put_back(r.clone());
+    assert_eq!(mb.try_take(Some(&reply)), Some(r));
+    let rest: Vec<Value> = std::iter::from_fn(|| mb.try_take(None)).collect();
+    assert_eq!(rest, vec![cast(0), cast(2), cast(3)]);
+}

@@ -1,0 +1,163 @@
+//! `vm up`: several containers in one VM, supervised by their restart types.
+//!
+//! [`block_on_up`] builds the runtime as `vm run` does (`run::on_runtime`: standard output,
+//! worker threads), starts every container of the manifest in order, then supervises:
+//! 1. A container ends when its root actor ends (`container`, rule 6); its end arrives here.
+//! 2. `temporary`: reported, stays down. `transient`: restarted (a fresh container from the
+//!    same spec) after an abnormal end; a normal end leaves it down; more than
+//!    `intensity.max_restarts` restarts within `intensity.period_ms` leave it down too, reported
+//!    as a crash loop. `permanent`: its end stops every other container and ends the VM —
+//!    [`UpOutcome::PermanentEnded`], status 1 after a crash, 0 after a normal end.
+//! 3. When no container runs any more, [`UpOutcome::AllEnded`]; when no actor can ever run
+//!    again while some container is up, [`UpOutcome::Deadlock`] with the report.
+//!
+//! What happens is told through the caller's `report` callback, one line per event (the CLI
+//! prints them on standard error): this crate prints nothing.
+
+use crate::container::{ContainerEnd, ContainerSpec, Restart, Status};
+use crate::run::{RunError, RunOptions, on_runtime};
+use crate::vm::Vm;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How `vm up` ended.
+#[derive(Clone, Debug, PartialEq)]
+pub enum UpOutcome {
+    /// Every container ended and none is to be restarted.
+    AllEnded,
+    /// A permanent container ended, which ends the VM.
+    PermanentEnded {
+        /// Its name.
+        name: String,
+        /// Its root's exit reason, as the program would write it.
+        reason: String,
+        /// Whether it crashed (an abnormal end).
+        crashed: bool,
+    },
+    /// No actor can run again; the report names each actor and what it waits on.
+    Deadlock(String),
+    /// A container could not be started.
+    StartFailed(String),
+}
+
+/// Where `vm up` tells what happens to its containers (one line each).
+pub type Report = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// Runs `specs` as containers of one VM until the supervision rules above end it.
+pub fn block_on_up(
+    specs: Vec<ContainerSpec>,
+    opts: RunOptions,
+    report: Report,
+) -> Result<UpOutcome, RunError> {
+    for s in &specs {
+        crate::run::check_main(&s.module)
+            .map_err(|e| RunError::Usage(format!("container {}: {e}", s.name)))?;
+    }
+    on_runtime(&opts, opts.config(), None, move |vm| async move { Ok(supervise(&vm, specs, &report).await) })
+}
+
+/// Starts the containers and applies their restart types; see the module docs.
+pub async fn supervise(vm: &Vm, specs: Vec<ContainerSpec>, report: &Report) -> UpOutcome {
+    let mut ends = vm.container_ends();
+    for spec in specs {
+        if let Err(e) = vm.start_container(spec) {
+            stop_all(vm);
+            return UpOutcome::StartFailed(e);
+        }
+    }
+    let mut restarts: HashMap<String, VecDeque<Instant>> = HashMap::new();
+    loop {
+        if vm.containers().iter().all(|c| c.status() == Status::Ended) {
+            // Ends already queued are reported before the VM goes.
+            while let Ok(end) = ends.try_recv() {
+                if let Some(out) = on_end(vm, end, &mut restarts, report) {
+                    return out;
+                }
+            }
+            if vm.containers().iter().all(|c| c.status() == Status::Ended) {
+                return UpOutcome::AllEnded;
+            }
+        }
+        tokio::select! {
+            end = ends.recv() => {
+                let Some(end) = end else { return UpOutcome::AllEnded };
+                if let Some(out) = on_end(vm, end, &mut restarts, report) {
+                    return out;
+                }
+            }
+            () = vm.shared.idle.notified() => {
+                if vm.stuck().await && ends.is_empty() {
+                    return UpOutcome::Deadlock(vm.deadlock_report());
+                }
+            }
+        }
+    }
+}
+
+/// Applies the restart type of the container that ended; `Some` ends the VM.
+fn on_end(
+    vm: &Vm,
+    end: ContainerEnd,
+    restarts: &mut HashMap<String, VecDeque<Instant>>,
+    report: &Report,
+) -> Option<UpOutcome> {
+    let spec = &end.container.spec;
+    let how = if end.abnormal { "crashed" } else { "ended" };
+    let reason = end.reason.repr();
+    match spec.restart {
+        Restart::Permanent => {
+            report(&format!(
+                "container {} ({}) {how} with reason {reason}: stopping the VM",
+                spec.name,
+                spec.restart.name()
+            ));
+            stop_all(vm);
+            Some(UpOutcome::PermanentEnded { name: spec.name.clone(), reason, crashed: end.abnormal })
+        }
+        Restart::Temporary => {
+            report(&format!("container {} (temporary) {how} with reason {reason}; it stays down", spec.name));
+            None
+        }
+        Restart::Transient if !end.abnormal => {
+            report(&format!("container {} (transient) ended normally; it stays down", spec.name));
+            None
+        }
+        Restart::Transient => {
+            let now = Instant::now();
+            let period = Duration::from_millis(spec.intensity.period_ms);
+            let recent = restarts.entry(spec.name.clone()).or_default();
+            while recent.front().is_some_and(|t| now.duration_since(*t) > period) {
+                recent.pop_front();
+            }
+            if recent.len() >= spec.intensity.max_restarts as usize {
+                report(&format!(
+                    "container {} (transient) crashed with reason {reason}, its {}th crash within {} ms: \
+                     it stays down (restart intensity reached)",
+                    spec.name,
+                    recent.len() + 1,
+                    spec.intensity.period_ms
+                ));
+                return None;
+            }
+            recent.push_back(now);
+            report(&format!(
+                "container {} (transient) crashed with reason {reason}; restarting it",
+                spec.name
+            ));
+            if let Err(e) = vm.start_container(spec.clone()) {
+                report(&format!("container {} could not be restarted: {e}", spec.name));
+            }
+            None
+        }
+    }
+}
+
+/// Stops every running container (the VM is ending).
+fn stop_all(vm: &Vm) {
+    for c in vm.containers() {
+        if c.status() == Status::Running {
+            let _ = vm.stop_container(c.name(), vm_core::Value::atom("shutdown"));
+        }
+    }
+}
