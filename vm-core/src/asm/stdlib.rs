@@ -7,7 +7,11 @@
 //!    the one the binary was built with; a diagnostic in one names it `std/NAME.vasm`.
 
 /// The shipped files, by include path.
-const FILES: &[(&str, &str)] = &[("std/list.vasm", include_str!("../../std/list.vasm"))];
+const FILES: &[(&str, &str)] = &[
+    ("std/list.vasm", include_str!("../../std/list.vasm")),
+    ("std/server.vasm", include_str!("../../std/server.vasm")),
+    ("std/supervisor.vasm", include_str!("../../std/supervisor.vasm")),
+];
 
 /// The text of the library file `path` names, if it names one.
 pub fn file(path: &str) -> Option<&'static str> {
