@@ -75,6 +75,7 @@ fn capture(m: &Arc<Module>, states: &[ActorState]) -> Snapshot {
         channels: vec![],
         tables: vec![],
         resources: vec![],
+        limits: vec![],
     }
 }
 

@@ -857,6 +857,40 @@ fn kv_set_get_random_values() {
     server.assert_healthy();
 }
 
+/// The kv example bounds what a client makes it hold, as Redis does: an argument declared
+/// longer than a command may be (`proto-max-bulk-len`) is refused at its length line, and a
+/// command whose arguments add up past the limit (`client-query-buffer-limit`, 64 MiB here) is
+/// refused when it gets there; each with an error reply, then the connection is closed. The
+/// server serves the next client as before.
+#[test]
+fn kv_bounds_what_a_client_sends() {
+    let _serial = serial();
+    let mut server = Server::start("kv");
+    let addr = server.addr;
+    run_bounded("oversized commands", async move {
+        let got = exchange(addr, b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1000000000\r\n").await;
+        assert_eq!(
+            got,
+            b"-ERR Protocol error: invalid bulk length\r\n",
+            "{:?}",
+            String::from_utf8_lossy(&got)
+        );
+        let half = 32 << 20;
+        let mut big = format!("*3\r\n$3\r\nSET\r\n${half}\r\n").into_bytes();
+        big.resize(big.len() + half, b'v');
+        big.extend_from_slice(format!("\r\n${half}\r\n").as_bytes());
+        let got = exchange(addr, &big).await;
+        assert!(
+            got.starts_with(b"-ERR Protocol error: command larger than 67108864 bytes"),
+            "{:?}",
+            String::from_utf8_lossy(&got)
+        );
+        let got = exchange(addr, b"PING\r\nQUIT\r\n").await;
+        assert_eq!(got, b"+PONG\r\n+OK\r\n");
+    });
+    server.assert_healthy();
+}
+
 /// A pipeline of 3,000 commands in one batch is answered in order; then the other commands,
 /// the Redis tools' start-up queries, errors, and inline commands.
 #[test]

@@ -10,7 +10,7 @@
 //!
 //! | command | does |
 //! |---|---|
-//! | `vm run [--workers N] [--fuel N] [--max-frames N] [--allow-net[=..]] [--allow-read[=..]] [--allow-write[=..]] [--allow-env[=..]] FILE [ARGS...]` | runs `main` with ARGS (FILE is a module if it starts with the `.vbc` magic bytes, else source) |
+//! | `vm run [--workers N] [--fuel N] [--max-frames N] [--max-memory SIZE] [--allow-net[=..]] [--allow-read[=..]] [--allow-write[=..]] [--allow-env[=..]] FILE [ARGS...]` | runs `main` with ARGS (FILE is a module if it starts with the `.vbc` magic bytes, else source) |
 //! | `vm asm FILE.vasm [-o FILE.vbc]` | assembles and verifies, writes the module |
 //! | `vm disasm FILE.vbc` | prints the module as assembly |
 //! | `vm check [--lib] FILE` | assembles (or decodes) and verifies, checks `main` as `vm run` would (not with `--lib`), reports every error, prints nothing if ok |
@@ -29,6 +29,7 @@
 //! | 3 | deadlock |
 //! | 101 | internal error (the VM panicked; Rust's own status for a panic) |
 
+pub mod alloc;
 mod render;
 pub mod repl;
 
@@ -244,6 +245,9 @@ pub struct ResumeArgs {
     /// Worker threads (default: as when the snapshot was taken, else one per core).
     #[arg(long, value_name = "N")]
     pub workers: Option<NonZeroUsize>,
+    /// The VM's memory budget, as for `vm run` (not stored in a snapshot either).
+    #[arg(long, value_name = "SIZE", value_parser = vm_io::sysmem::parse_size)]
+    pub max_memory: Option<u64>,
     /// What the resumed program may do: grants are never stored in a snapshot.
     #[command(flatten)]
     pub perms: PermFlags,
@@ -335,6 +339,11 @@ pub struct RuntimeFlags {
     #[arg(long, value_name = "N", default_value_t = vm_core::step::DEFAULT_MAX_FRAMES,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_frames: u32,
+    /// The VM's memory budget (`512m`, `2g`): past it, the actor holding the most is ended with
+    /// {:limit, :memory}. Default: three quarters of what the system allows the process (its
+    /// cgroup's limit, its address-space limit, the machine's memory).
+    #[arg(long, value_name = "SIZE", value_parser = vm_io::sysmem::parse_size)]
+    pub max_memory: Option<u64>,
     /// Seed the actors' random generators (rand, randf, randb), so a run can be repeated
     /// (default: a different seed each run).
     #[arg(long, value_name = "N")]
@@ -371,6 +380,7 @@ impl RuntimeFlags {
             perms: self.perms.permissions()?,
             seed: self.seed,
             hog_threshold_ms: hog_threshold_ms(std::env::var_os(HOG_VAR).as_deref())?,
+            max_memory: self.max_memory.or_else(vm_io::sysmem::default_budget),
             cluster: None,
         })
     }
@@ -446,6 +456,8 @@ impl RunArgs {
 
 /// The `vm` binary: parses `std::env::args_os()` and runs the command.
 pub fn main_entry() -> ExitCode {
+    // The binaries count their allocations (`alloc`), which the memory budget needs.
+    vm_sched::budget::install_memory_probe(alloc::in_use);
     ExitCode::from(run_cli(std::env::args_os()))
 }
 
@@ -615,7 +627,8 @@ fn cmd_resume(args: ResumeArgs, say: &mut dyn FnMut(&str)) -> Result<(), Failure
         say(&format!("warning: skipped {}: {why}\n", display(&file)));
     }
     let perms = args.perms.permissions().map_err(|msg| (EXIT_USAGE, msg))?;
-    let opts = RunOptions { workers: args.workers, perms, ..RunOptions::default() };
+    let max_memory = args.max_memory.or_else(vm_io::sysmem::default_budget);
+    let opts = RunOptions { workers: args.workers, perms, max_memory, ..RunOptions::default() };
     let timers = match args.timers {
         TimersArg::Frozen => vm_sched::snapshot::Timers::Frozen,
         TimersArg::Wall => vm_sched::snapshot::Timers::Wall,

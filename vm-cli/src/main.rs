@@ -1,10 +1,8 @@
 //! The `vm` binary; all logic is in the `vm_cli` library.
 
-/// mimalloc rather than glibc's malloc: message passing, channel waits and the socket natives
-/// allocate and free small blocks on every worker thread, and mimalloc's thread-local free lists
-/// made those paths measurably cheaper (docs/BENCHMARKS.md).
+/// mimalloc, counted for the VM-wide memory budget (`vm_cli::alloc`).
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: vm_cli::alloc::VmAllocator = vm_cli::alloc::vm_allocator();
 
 fn main() -> std::process::ExitCode {
     vm_cli::main_entry()

@@ -20,6 +20,7 @@ pub mod disasm;
 pub mod exception;
 pub mod format;
 pub mod interp;
+pub mod mem;
 pub mod module;
 pub mod ops;
 pub mod rng;

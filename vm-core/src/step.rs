@@ -113,6 +113,9 @@ pub struct ActorState {
     pub rng: u64,
     /// Maximum frame-stack depth.
     pub max_frames: u32,
+    /// The allocation meter that decides when memory is counted again (see [`crate::mem`]).
+    #[serde(skip)]
+    pub meter: crate::mem::Meter,
 }
 
 /// The rarely used part of an [`ActorState`].
@@ -351,6 +354,9 @@ pub struct SpawnOpts {
     pub max_mailbox: Option<usize>,
     /// Maximum frame depth; deeper calls raise `:stack_overflow`.
     pub max_frames: Option<u32>,
+    /// Maximum bytes the actor may hold (see [`crate::mem`]); past it the actor is killed with
+    /// `{:limit, :max_heap}`.
+    pub max_heap: Option<u64>,
     /// Wakeup priority (`:priority`, `:high`, `:normal` or `:low`); `None`: the container's.
     pub priority: Option<Priority>,
     /// The seed of the new actor's random generator: the spawn instructions draw it from the
@@ -431,6 +437,7 @@ impl SpawnOpts {
                 "monitor" => o.monitor = val.truthy(),
                 "max_mailbox" => o.max_mailbox = Some(limit(val)? as usize),
                 "max_frames" => o.max_frames = Some(limit(val)?.min(u32::MAX as i64) as u32),
+                "max_heap" => o.max_heap = Some(limit(val)? as u64),
                 "priority" => {
                     o.priority = Some(
                         match val {
@@ -563,6 +570,15 @@ pub trait Host {
         let _ = args;
         NativeCall::unknown(name)
     }
+    /// Memory accounting (see [`crate::mem`]): what the running actor holds and is about to
+    /// allocate. `Ok` lets it go on, with the actor's own limit (`:max_heap`) if it has one, so
+    /// that the interpreter counts often enough not to pass it by much; `Err(reason)` ends the
+    /// actor with that exit reason (`{:limit, :max_heap}`, `{:limit, :memory}`) before the
+    /// allocation happens. The default host sets no limits.
+    fn memory(&mut self, usage: crate::mem::MemUse) -> Result<Option<u64>, Value> {
+        let _ = usage;
+        Ok(None)
+    }
 }
 
 impl ActorState {
@@ -589,6 +605,7 @@ impl ActorState {
             reductions: 0,
             rng: 0,
             max_frames: DEFAULT_MAX_FRAMES,
+            meter: crate::mem::Meter::default(),
         })
     }
 

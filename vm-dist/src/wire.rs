@@ -123,6 +123,8 @@ pub struct SpawnOptions {
     pub max_mailbox: Option<u64>,
     /// The new actor's frame limit.
     pub max_frames: Option<u32>,
+    /// The new actor's memory limit (`:max_heap`, bytes).
+    pub max_heap: Option<u64>,
 }
 
 /// What an envelope carries. `from`/`watcher`/`target` fields are serials: a field naming the
@@ -554,7 +556,8 @@ impl Encoder<'_, '_> {
                 let flags = u8::from(opts.link)
                     | u8::from(opts.monitor.is_some()) << 1
                     | u8::from(opts.max_mailbox.is_some()) << 2
-                    | u8::from(opts.max_frames.is_some()) << 3;
+                    | u8::from(opts.max_frames.is_some()) << 3
+                    | u8::from(opts.max_heap.is_some()) << 4;
                 self.out.push(flags);
                 if let Some(r) = opts.monitor {
                     self.zigzag(r);
@@ -564,6 +567,9 @@ impl Encoder<'_, '_> {
                 }
                 if let Some(n) = opts.max_frames {
                     self.varint(u64::from(n));
+                }
+                if let Some(n) = opts.max_heap {
+                    self.varint(n);
                 }
             }
             Signal::Spawned { req, result } => {
@@ -886,7 +892,7 @@ impl Decoder<'_, '_> {
                 let args = self.values(1)?;
                 let r = &mut self.r;
                 let flags = r.u8()?;
-                if flags & !0b1111 != 0 {
+                if flags & !0b1_1111 != 0 {
                     return bad(format!("unknown spawn flags {flags:#x}"));
                 }
                 let monitor = if flags & 2 != 0 { Some(r.zigzag()?) } else { None };
@@ -896,7 +902,8 @@ impl Decoder<'_, '_> {
                 } else {
                     None
                 };
-                let opts = SpawnOptions { link: flags & 1 != 0, monitor, max_mailbox, max_frames };
+                let max_heap = if flags & 16 != 0 { Some(r.varint()?) } else { None };
+                let opts = SpawnOptions { link: flags & 1 != 0, monitor, max_mailbox, max_frames, max_heap };
                 Signal::Spawn { req, from, func, args, opts }
             }
             kind::SPAWNED => {

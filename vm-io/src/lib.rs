@@ -45,6 +45,7 @@ pub mod resp;
 pub mod services;
 pub mod sqlite;
 pub mod stdio;
+pub mod sysmem;
 pub mod table;
 
 pub use output::Output;

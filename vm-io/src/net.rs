@@ -30,6 +30,8 @@ use vm_core::{Atom, Exception, Value};
 
 /// Spare room kept in a connection's read buffer before each read.
 const READ_CHUNK: usize = 16 * 1024;
+/// A read buffer larger than this is replaced by a new one once it is empty (see `pump`).
+const BIG_BUFFER: usize = 64 * READ_CHUNK;
 
 /// Returns `Started::Done(Err(e))` from the enclosing native on an error.
 macro_rules! try_start {
@@ -108,6 +110,11 @@ fn pump(c: &Conn, what: &str, take: Take, n: usize) -> Option<NativeResult> {
     loop {
         let mut rb = c.rbuf.lock().unwrap_or_else(|p| p.into_inner());
         if let Want::Ready(r) = take(&mut rb, eof, n) {
+            // A buffer that grew for one large message is given back once it is empty, so a
+            // connection that received a large value does not keep its memory while idle.
+            if rb.buf.is_empty() && rb.buf.capacity() > BIG_BUFFER {
+                rb.buf = bytes::BytesMut::new();
+            }
             return Some(r);
         }
         let buf = &mut rb.buf;

@@ -442,6 +442,7 @@ impl Local for VmLocal {
             monitor: false,
             max_mailbox: opts.max_mailbox.map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
             max_frames: opts.max_frames,
+            max_heap: opts.max_heap,
             // A remote spawn has no generator of the spawner's to draw from: the VM seeds it.
             seed: None,
             priority: None,
@@ -581,6 +582,7 @@ impl vm_io::cluster::ClusterHook for Natives {
             monitor: r,
             max_mailbox: opts.max_mailbox.map(|n| n as u64),
             max_frames: opts.max_frames,
+            max_heap: opts.max_heap,
         };
         if self.node().live(&name).is_none() {
             // Answered at once: nobody is there to ask.

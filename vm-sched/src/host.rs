@@ -169,6 +169,13 @@ impl Host for ActorHost<'_> {
         }
     }
 
+    fn memory(&mut self, usage: vm_core::mem::MemUse) -> Result<Option<u64>, Value> {
+        match self.vm.check_memory(self.cell, usage) {
+            (crate::budget::Verdict::Go, max_heap) => Ok(max_heap),
+            (crate::budget::Verdict::Stop(reason), _) => Err(reason),
+        }
+    }
+
     fn chan_new(&mut self, cap: usize) -> Result<Value, Exception> {
         Ok(waits::new_channel(self.vm, cap))
     }

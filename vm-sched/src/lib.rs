@@ -47,6 +47,7 @@
 
 pub mod actor;
 pub mod affine;
+pub mod budget;
 pub mod cell;
 pub mod chan;
 pub mod cluster;

@@ -54,6 +54,8 @@ pub struct RunOptions {
     pub seed: Option<u64>,
     /// The heartbeat warns of an actor holding a worker thread longer than this (milliseconds).
     pub hog_threshold_ms: u64,
+    /// The VM-wide memory budget in bytes (`--max-memory`; see `budget`).
+    pub max_memory: Option<u64>,
     /// The cluster to join as a node (`--node`, `--cluster`), if any.
     pub cluster: Option<crate::cluster::ClusterOptions>,
 }
@@ -68,6 +70,7 @@ impl Default for RunOptions {
             perms: vm_io::Permissions::default(),
             seed: None,
             hog_threshold_ms: config.hog_threshold_ms,
+            max_memory: None,
             cluster: None,
         }
     }
@@ -82,6 +85,7 @@ impl RunOptions {
             perms: self.perms.clone(),
             seed: self.seed,
             hog_threshold_ms: self.hog_threshold_ms,
+            max_memory: self.max_memory,
             ..Config::default()
         }
     }
@@ -410,6 +414,8 @@ mod tests {
         }
         .config();
         assert_eq!((c.fuel, c.max_frames, c.hog_threshold_ms, c.seed), (1, 7, 5000, Some(3)));
+        let c = RunOptions { max_memory: Some(1 << 30), ..RunOptions::default() }.config();
+        assert_eq!(c.max_memory, Some(1 << 30));
     }
 
     #[tokio::test]

@@ -385,6 +385,48 @@ loop:
 ";
 
     #[test]
+    fn max_heap_survives_a_snapshot_and_a_restore() {
+        let (s, _) = session();
+        let m = module(
+            "
+.func start 0
+    fun r0, hold
+    nil r1
+    list r1, r1, 0
+    const r2, %{:max_heap => 100000}
+    spawnx r3, r0, r1, r2
+    int r4, 100000
+    sleep r4
+    ret r3
+.end
+.func hold 0
+    int r0, 100000
+    sleep r0
+    ret r0
+.end
+",
+        );
+        s.spawn(&m, "start", vec![]).unwrap();
+        let limited = |snap: &vm_core::snapshot::Snapshot| {
+            snap.limits.iter().find(|l| l.max_heap == Some(100_000)).map(|l| Pid(l.pid))
+        };
+        let mut holder = None;
+        for _ in 0..1000 {
+            holder = limited(&s.snapshot().unwrap());
+            if holder.is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let holder = holder.expect("the holder's limit is in the snapshot");
+        s.rewind(s.snapshot().unwrap()).unwrap();
+        assert_eq!(limited(&s.snapshot().unwrap()), Some(holder), "the restored actor keeps its limit");
+        // And it applies: a message larger than the limit ends the restored holder.
+        s.send(holder, Value::str("x".repeat(200_000))).unwrap();
+        assert!(s.wait_gone(holder, Duration::from_secs(10)));
+    }
+
+    #[test]
     fn spawned_actors_take_messages_from_outside() {
         let (s, out) = session();
         let m = module(SERVER);

@@ -114,6 +114,7 @@ fn capture(vm: &Vm, module: &Arc<vm_core::Module>, settings: Settings, cut: crat
     let now = Instant::now();
     let mut w = Writer::new();
     let mut actors = Vec::new();
+    let mut limits = Vec::new();
     for cell in &cut.cells {
         // A reserved state is read in its slot; a published one says what it waits for.
         let read = cell.slot.read(cut.epoch, |st, waiting| {
@@ -144,6 +145,9 @@ fn capture(vm: &Vm, module: &Arc<vm_core::Module>, settings: Settings, cut: crat
             trap_exit: img.trap_exit,
             max_mailbox: img.max_len.map(|n| n as u64),
         });
+        if img.max_heap.is_some() {
+            limits.push(v1::ActorLimits { pid: cell.pid.0, max_heap: img.max_heap });
+        }
     }
     let (mut channels, mut tables, mut resources) = (Vec::new(), Vec::new(), Vec::new());
     loop {
@@ -208,6 +212,7 @@ fn capture(vm: &Vm, module: &Arc<vm_core::Module>, settings: Settings, cut: crat
         channels,
         tables,
         resources,
+        limits,
     }
 }
 
@@ -334,7 +339,11 @@ pub async fn restore(
             name: a.name.map(|n| reader.atom(n)),
             trap_exit: a.trap_exit,
             max_len: a.max_mailbox.map(|n| n as usize),
+            max_heap: s.limits.iter().find(|l| l.pid == a.pid).and_then(|l| l.max_heap),
         };
+        if img.max_heap.is_some() {
+            st.meter.counted(0, img.max_heap);
+        }
         let has_signals = !img.signals.is_empty();
         let cell = Arc::new(ActorCell::restored(
             Pid(a.pid),

@@ -99,6 +99,10 @@ pub struct Config {
     pub hog_threshold_ms: u64,
     /// What programs may do (network, files); nothing by default.
     pub perms: vm_io::Permissions,
+    /// The VM-wide memory budget in bytes (`vm run --max-memory`; see `budget`): past it, the
+    /// actor holding the most is ended with `{:limit, :memory}`. Enforced only in a process
+    /// that counts its allocations (`budget::install_memory_probe`).
+    pub max_memory: Option<u64>,
     /// Where the random generators of the actors the runtime starts itself come from (the
     /// main actor first): the same seed gives the same seeds (see `vm_core::rng`). `None`:
     /// from the process's own randomness.
@@ -113,6 +117,7 @@ impl Default for Config {
             max_actors: 4_000_000,
             hog_threshold_ms: 100,
             perms: vm_io::Permissions::default(),
+            max_memory: None,
             seed: None,
         }
     }
@@ -178,6 +183,8 @@ pub(crate) struct Shared {
     main: AtomicU64,
     /// Snapshots pause the VM through this (see `pause`).
     pub(crate) pause: crate::pause::Pause,
+    /// The VM-wide memory budget's state (see `budget`).
+    pub(crate) budget: crate::budget::Budget,
     /// Wakeup priorities (see `prio`).
     pub(crate) prio: crate::prio::Prio,
     /// The container of actors started from outside (see `container`, rule 1).
@@ -288,6 +295,7 @@ impl Vm {
                 clock_offset_ms: AtomicU64::new(0),
                 main: AtomicU64::new(0),
                 pause: Default::default(),
+                budget: Default::default(),
                 cluster: std::sync::OnceLock::new(),
                 prio: Default::default(),
                 default_container: Arc::new(Container::new(
@@ -435,6 +443,9 @@ impl Vm {
         before_start: Option<&mut dyn FnMut(&ActorCell)>,
     ) -> Result<(Pid, Option<i64>), Exception> {
         let max = self.shared.config.max_actors;
+        if self.past_budget() {
+            return Err(Exception::new(atoms::LIMIT, "the VM is past its memory budget (--max-memory)"));
+        }
         if self.shared.live.fetch_add(1, Ordering::SeqCst) >= max {
             self.shared.live.fetch_sub(1, Ordering::SeqCst);
             return Err(Exception::new(
@@ -470,6 +481,10 @@ impl Vm {
             cell = cell.with_priority(p);
         }
         let cell = Arc::new(cell);
+        if let Some(max) = opts.max_heap {
+            cell.mailbox.with(|i| i.ext().max_heap = Some(max));
+            state.meter.counted(0, Some(max));
+        }
         let mut monitor = None;
         if let Some(parent) = parent {
             if opts.link {
@@ -543,6 +558,7 @@ impl Vm {
             }
             Delivery::Queued | Delivery::Dropped => {}
         }
+        self.check_budget_after_delivery();
     }
 
     /// Delivers a control signal to `to` (dropped if it has exited).

@@ -45,6 +45,7 @@ pub(super) fn receive<H: Host + ?Sized>(
     pattern: Option<Value>,
     timeout_ms: Option<u64>,
     target: u32,
+    meter: &mut crate::mem::Meter,
 ) -> Flow {
     let got = match timeout_ms {
         None => host.try_receive_or_park(pattern.as_ref()),
@@ -55,6 +56,7 @@ pub(super) fn receive<H: Host + ?Sized>(
     };
     match got {
         Received::Message(msg) => {
+            meter.add(crate::mem::message_size(&msg));
             store(&mut regs[dst as usize], msg);
             Flow::Next
         }

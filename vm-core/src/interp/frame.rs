@@ -15,8 +15,9 @@
 use super::value_ops::type_err;
 use crate::atom::atoms;
 use crate::exception::Exception;
+use crate::mem::{self, MemUse, Meter};
 use crate::module::Module;
-use crate::step::{Caught, Fault, Frame, Handler, Rare};
+use crate::step::{Caught, Fault, Frame, Handler, Host, Rare};
 use crate::value::{Closure, Value};
 use std::sync::Arc;
 
@@ -99,10 +100,45 @@ pub(super) fn unwind(
 }
 
 /// Grows the register stack to `len` slots (rare: only when calls go deeper than ever before).
+/// The growth counts as the actor's allocation (see `crate::mem`): a large one is shown to the
+/// host first, and one the allocator cannot satisfy ends the actor with `{:limit, :memory}`
+/// rather than aborting the process. `Err` is the reason to stop the actor with.
 #[cold]
 #[inline(never)]
-pub(super) fn grow(stack: &mut Vec<Value>, len: usize) {
+pub(super) fn grow<H: Host + ?Sized>(
+    stack: &mut Vec<Value>,
+    len: usize,
+    host: &mut H,
+    meter: &mut Meter,
+) -> Result<(), Value> {
+    let add = len.saturating_sub(stack.len());
+    let more = mem::growth(stack.len(), stack.capacity(), add, mem::SLOT);
+    if more >= mem::BIG {
+        host.memory(MemUse { live: None, since: meter.alloc(), more })?;
+    }
+    meter.add(more);
+    if stack.try_reserve(add).is_err() {
+        return Err(mem::limit_reason("memory"));
+    }
     stack.resize(len, Value::Nil);
+    Ok(())
+}
+
+/// Counts what the actor holds and reports it to the host (see `crate::mem`, rule 3); `Err` is
+/// the reason to stop the actor with.
+#[cold]
+#[inline(never)]
+pub(super) fn recount<H: Host + ?Sized>(
+    stack: &[Value],
+    frames: &[Frame],
+    handlers: &[Handler],
+    meter: &mut Meter,
+    host: &mut H,
+) -> Result<(), Value> {
+    let live = mem::measure_parts(stack, frames, handlers);
+    let max = host.memory(MemUse { live: Some(live), since: 0, more: 0 })?;
+    meter.counted(live, max);
+    Ok(())
 }
 
 /// Sets up a callee's arguments: `regs` is the caller's registers and beyond, `at` the callee's

@@ -72,13 +72,14 @@ mod tests;
 mod value_ops;
 
 use crate::exception::Exception;
+use crate::mem::Meter;
 use crate::module::{Function, Module};
 use crate::ops::{Instr, SPAWN_FUEL};
 use crate::step::{ActorState, Begun, Effect, Fault, Frame, Host, Received, Step};
 use crate::value::Value;
 use frame::{
     closure_for_call, drop_frame_handlers, enter, enter_closure, grow, move_value, place_args, put_int,
-    reset, ret_slow, stack_overflow, store, tail_args, take_tail_args, unwind,
+    recount, reset, ret_slow, stack_overflow, store, tail_args, take_tail_args, unwind,
 };
 use slow::slow;
 
@@ -86,6 +87,14 @@ use slow::slow;
 pub fn step<H: Host + ?Sized>(st: &mut ActorState, m: &Module, host: &mut H, fuel: u32) -> Step {
     let (result, left) = run(st, m, host, fuel);
     st.reductions += u64::from(fuel - left);
+    // A count that came due in the fast paths (a receive, a deep call) is made at the latest
+    // when the slice ends.
+    if st.meter.due()
+        && matches!(result, Step::Yielded | Step::Blocked(_))
+        && let Err(reason) = recount(&st.regs, &st.frames, &st.handlers, &mut st.meter, host)
+    {
+        return Step::Blocked(Effect::Stop(reason));
+    }
     result
 }
 
@@ -105,7 +114,7 @@ pub fn step<H: Host + ?Sized>(st: &mut ActorState, m: &Module, host: &mut H, fue
 #[inline(never)]
 fn run<H: Host + ?Sized>(st: &mut ActorState, m: &Module, host: &mut H, mut fuel: u32) -> (Step, u32) {
     let max_frames = st.max_frames as usize;
-    let ActorState { regs: stack, frames, handlers, rare, rng, .. } = st;
+    let ActorState { regs: stack, frames, handlers, rare, rng, meter, .. } = st;
     // An exception left by `resume` is raised at the blocked instruction before anything runs.
     if let Some(e) = rare.as_mut().and_then(|r| r.pending.take())
         && let Err(fault) = unwind(stack, frames, handlers, rare, m, e)
@@ -265,7 +274,11 @@ fn run<H: Host + ?Sized>(st: &mut ActorState, m: &Module, host: &mut H, mut fuel
         ($callee:expr) => {
             if regs.len() < func.nregs as usize + $callee.nregs as usize {
                 let base = frames.last().map_or(0, |f| f.base as usize);
-                grow(stack, base + func.nregs as usize + $callee.nregs as usize);
+                if let Err(reason) =
+                    grow(stack, base + func.nregs as usize + $callee.nregs as usize, host, meter)
+                {
+                    break Effect::Stop(reason);
+                }
                 regs = &mut stack[base..];
                 // (`pc` is still on the call.)
                 continue;
@@ -383,7 +396,9 @@ fn run<H: Host + ?Sized>(st: &mut ActorState, m: &Module, host: &mut H, mut fuel
                 let cn = callee.nregs as usize;
                 if regs.len() < cn {
                     let base = frame.base as usize;
-                    grow(stack, base + cn);
+                    if let Err(reason) = grow(stack, base + cn, host, meter) {
+                        break Effect::Stop(reason);
+                    }
                     regs = &mut stack[base..];
                 }
                 // As with `call`, the callee's registers other than its arguments are nil already:
@@ -407,7 +422,9 @@ fn run<H: Host + ?Sized>(st: &mut ActorState, m: &Module, host: &mut H, mut fuel
                 let cn = callee.nregs as usize;
                 if regs.len() < cn {
                     let base = frame.base as usize;
-                    grow(stack, base + cn);
+                    if let Err(reason) = grow(stack, base + cn, host, meter) {
+                        break Effect::Stop(reason);
+                    }
                     regs = &mut stack[base..];
                 }
                 place_args(regs, new);
@@ -452,7 +469,7 @@ fn run<H: Host + ?Sized>(st: &mut ActorState, m: &Module, host: &mut H, mut fuel
                     next!();
                 }
             }
-            Instr::Recv { dst } => match receive_now(host, &mut reg!(dst)) {
+            Instr::Recv { dst } => match receive_now(host, &mut reg!(dst), meter) {
                 Took::Message => next!(),
                 Took::Parked => break Effect::Begun(Begun::Receive),
                 Took::Nothing => break Effect::Receive { pattern: None, timeout_ms: None },
@@ -561,7 +578,13 @@ fn run<H: Host + ?Sized>(st: &mut ActorState, m: &Module, host: &mut H, mut fuel
             fuel = fuel.saturating_sub(SPAWN_FUEL);
         }
         // The instruction's slow path, or an instruction with no fast path.
-        let flow = slow(*instr, regs, m, host, handlers, rng, (frames.len() - 1) as u32);
+        let flow = slow(*instr, regs, m, host, handlers, rng, (frames.len() - 1) as u32, meter);
+        // What it allocated may make a count of the actor's memory due (see `crate::mem`).
+        if meter.due()
+            && let Err(reason) = recount(stack, frames, handlers, meter, host)
+        {
+            break Effect::Stop(reason);
+        }
         // The register window is derived again rather than kept across the call, so that the
         // loop need not hold it in a register the call preserves (or spill it).
         let base = frames.last().map_or(0, |f| f.base as usize);
@@ -602,9 +625,10 @@ enum Took {
 /// else the actor waits; the host may have begun that wait already (see
 /// [`Host::try_receive_or_park`]).
 #[inline(never)]
-fn receive_now<H: Host + ?Sized>(host: &mut H, dst: &mut Value) -> Took {
+fn receive_now<H: Host + ?Sized>(host: &mut H, dst: &mut Value, meter: &mut Meter) -> Took {
     match host.try_receive_or_park(None) {
         Received::Message(msg) => {
+            meter.add(crate::mem::message_size(&msg));
             store(dst, msg);
             Took::Message
         }

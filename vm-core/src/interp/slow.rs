@@ -23,6 +23,7 @@ use super::value_ops::{
 };
 use crate::atom::{Atom, atoms};
 use crate::exception::Exception;
+use crate::mem::{self, MemUse, Meter};
 use crate::module::Module;
 use crate::ops::Instr;
 use crate::step::{ActorOp, Begun, Effect, Fired, Handler, Host, NativeCall, SelectShape, SpawnOpts};
@@ -34,6 +35,10 @@ use std::sync::Arc;
 /// have one (other operand types, errors, a heap value in the destination). Keeping them out of
 /// `run` keeps the interpreter loop small enough for the compiler to hold its state in registers.
 #[inline(never)]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the loop passes the actor state's fields it holds apart; a struct would be built per call"
+)]
 pub(super) fn slow<H: Host + ?Sized>(
     instr: Instr,
     regs: &mut [Value],
@@ -42,8 +47,33 @@ pub(super) fn slow<H: Host + ?Sized>(
     handlers: &mut Vec<Handler>,
     rng: &mut u64,
     depth: u32,
+    meter: &mut Meter,
 ) -> Flow {
     let consts = &m.consts;
+    // Counts an allocation of `n` bytes about to happen (see `crate::mem`): a large one is
+    // shown to the host first, which may end the actor instead.
+    macro_rules! alloc {
+        ($n:expr) => {{
+            let n: u64 = $n;
+            if n >= mem::BIG
+                && let Err(reason) = host.memory(MemUse { live: None, since: meter.alloc(), more: n })
+            {
+                return Flow::Block(Effect::Stop(reason));
+            }
+            meter.add(n);
+        }};
+    }
+    // Counts the boxes of a result just made (operations whose result is no larger than their
+    // operands, so it needs no check beforehand).
+    macro_rules! made {
+        ($v:expr) => {{
+            let v: Result<Value, Exception> = $v;
+            if let Ok(v) = &v {
+                meter.add(fresh(v));
+            }
+            v
+        }};
+    }
     macro_rules! reg {
         ($r:expr) => {
             regs[$r as usize]
@@ -184,11 +214,13 @@ pub(super) fn slow<H: Host + ?Sized>(
         },
 
         Instr::Fun { dst, f } => {
+            alloc!(48);
             let v = Value::Fun(Arc::new(Closure { func: f, env: Vec::new() }));
             store(&mut reg!(dst), v);
             Flow::Next
         }
         Instr::Closure { dst, f, env, n } => {
+            alloc!(48 + u64::from(n) * mem::SLOT);
             let env = window(regs, env as usize, n);
             let v = Value::Fun(Arc::new(Closure { func: f, env }));
             store(&mut reg!(dst), v);
@@ -196,11 +228,13 @@ pub(super) fn slow<H: Host + ?Sized>(
         }
 
         Instr::Tuple { dst, items, n } => {
+            alloc!(40 + u64::from(n) * mem::SLOT);
             let v = Value::tuple(window(regs, items as usize, n));
             store(&mut reg!(dst), v);
             Flow::Next
         }
         Instr::List { dst, items, n } => {
+            alloc!(40 + u64::from(n) * mem::SLOT);
             let v = Value::list(window(regs, items as usize, n));
             store(&mut reg!(dst), v);
             Flow::Next
@@ -216,12 +250,20 @@ pub(super) fn slow<H: Host + ?Sized>(
             let item = reg!(v).clone();
             let idx = reg!(i).clone();
             let coll = take_or_clone(regs, dst, c);
+            alloc!(mem::copy_cost(&coll));
             put!(dst, set_element(coll, &idx, item))
         }
         Instr::Len { dst, a } => put!(dst, length(&reg!(a))),
         Instr::Append { dst, l, v } => {
             let item = reg!(v).clone();
             let mut list = take_or_clone(regs, dst, l);
+            alloc!(
+                mem::copy_cost(&list)
+                    + match &list {
+                        Value::List(items) => mem::growth(items.len(), items.capacity(), 1, mem::SLOT),
+                        _ => 0,
+                    }
+            );
             let r = match &mut list {
                 Value::List(items) => {
                     Arc::make_mut(items).push(item);
@@ -232,6 +274,7 @@ pub(super) fn slow<H: Host + ?Sized>(
             put!(dst, r)
         }
         Instr::Map { dst } => {
+            alloc!(40);
             let v = Value::Map(Arc::default());
             store(&mut reg!(dst), v);
             Flow::Next
@@ -240,6 +283,7 @@ pub(super) fn slow<H: Host + ?Sized>(
             let key = reg!(k).clone();
             let val = reg!(v).clone();
             let mut map = take_or_clone(regs, dst, mr);
+            alloc!(mem::copy_cost(&map) + mem::MAP_ENTRY);
             let r = match &mut map {
                 Value::Map(m) => {
                     Arc::make_mut(m).insert(key, val);
@@ -266,6 +310,7 @@ pub(super) fn slow<H: Host + ?Sized>(
         Instr::Mdel { dst, m: mr, k } => {
             let key = reg!(k).clone();
             let mut map = take_or_clone(regs, dst, mr);
+            alloc!(mem::copy_cost(&map));
             let r = match &mut map {
                 Value::Map(m) => {
                     if m.contains_key(&key) {
@@ -282,20 +327,21 @@ pub(super) fn slow<H: Host + ?Sized>(
                 Value::Map(map) => Ok(Value::list(map.keys().cloned().collect())),
                 x => Err(type_err("mkeys", "a map", x)),
             };
-            put!(dst, r)
+            put!(dst, made!(r))
         }
 
         Instr::Concat { dst, a, b } => {
             let right = reg!(b).clone();
             let left = take_or_clone(regs, dst, a);
+            alloc!(concat_cost(&left, &right));
             put!(dst, concat(left, &right))
         }
-        Instr::Slice { dst, s, from, to } => put!(dst, slice(&reg!(s), &reg!(from), &reg!(to))),
+        Instr::Slice { dst, s, from, to } => put!(dst, made!(slice(&reg!(s), &reg!(from), &reg!(to)))),
         Instr::Find { dst, hay, needle } => put!(dst, find(&reg!(hay), &reg!(needle))),
-        Instr::Split { dst, s, sep } => put!(dst, split(&reg!(s), &reg!(sep))),
-        Instr::Trim { dst, s } => put!(dst, map_text("trim", &reg!(s), |t| t.trim_ascii().to_vec())),
-        Instr::Upper { dst, s } => put!(dst, map_text("upper", &reg!(s), |t| t.to_ascii_uppercase())),
-        Instr::Lower { dst, s } => put!(dst, map_text("lower", &reg!(s), |t| t.to_ascii_lowercase())),
+        Instr::Split { dst, s, sep } => put!(dst, made!(split(&reg!(s), &reg!(sep)))),
+        Instr::Trim { dst, s } => put!(dst, made!(map_text("trim", &reg!(s), |t| t.trim_ascii().to_vec()))),
+        Instr::Upper { dst, s } => put!(dst, made!(map_text("upper", &reg!(s), |t| t.to_ascii_uppercase()))),
+        Instr::Lower { dst, s } => put!(dst, made!(map_text("lower", &reg!(s), |t| t.to_ascii_lowercase()))),
         Instr::Byte { dst, s, i } => put!(dst, byte_at(&reg!(s), &reg!(i))),
         Instr::Format { dst, template, args, n } => {
             let args = &regs[args as usize..args as usize + n as usize];
@@ -303,13 +349,14 @@ pub(super) fn slow<H: Host + ?Sized>(
                 Value::Str(t) => crate::format::format(t, args).map(Value::str),
                 x => Err(type_err("format", "a string template", x)),
             };
-            put!(dst, r)
+            put!(dst, made!(r))
         }
         Instr::Tostr { dst, a } => {
             let v = match &reg!(a) {
                 s @ Value::Str(_) => s.clone(),
                 x => Value::str(x.to_string()),
             };
+            meter.add(mem::node_size(&v));
             store(&mut reg!(dst), v);
             Flow::Next
         }
@@ -322,7 +369,7 @@ pub(super) fn slow<H: Host + ?Sized>(
                 s @ Value::Str(_) => Ok(s.clone()),
                 x => Err(type_err("btos", "bytes", x)),
             };
-            put!(dst, r)
+            put!(dst, made!(r))
         }
         Instr::Stob { dst, s } => {
             let r = match &reg!(s) {
@@ -330,7 +377,7 @@ pub(super) fn slow<H: Host + ?Sized>(
                 b @ Value::Bytes(_) => Ok(b.clone()),
                 x => Err(type_err("stob", "a string", x)),
             };
-            put!(dst, r)
+            put!(dst, made!(r))
         }
 
         Instr::Raise { kind, msg } => {
@@ -397,19 +444,19 @@ pub(super) fn slow<H: Host + ?Sized>(
                 Err(e) => Flow::Throw(e),
             }
         }
-        Instr::Recv { dst } => receive(host, regs, dst, None, None, 0),
+        Instr::Recv { dst } => receive(host, regs, dst, None, None, 0, meter),
         Instr::Recvt { dst, ms, target } => match millis("recvt", &reg!(ms)) {
-            Ok(ms) => receive(host, regs, dst, None, Some(ms), target),
+            Ok(ms) => receive(host, regs, dst, None, Some(ms), target, meter),
             Err(e) => Flow::Throw(e),
         },
         Instr::Recvp { dst, pat } => {
             let pat = reg!(pat).clone();
-            receive(host, regs, dst, Some(pat), None, 0)
+            receive(host, regs, dst, Some(pat), None, 0, meter)
         }
         Instr::Recvpt { dst, pat, ms, target } => match millis("recvpt", &reg!(ms)) {
             Ok(ms) => {
                 let pat = reg!(pat).clone();
-                receive(host, regs, dst, Some(pat), Some(ms), target)
+                receive(host, regs, dst, Some(pat), Some(ms), target, meter)
             }
             Err(e) => Flow::Throw(e),
         },
@@ -481,7 +528,12 @@ pub(super) fn slow<H: Host + ?Sized>(
             // not start takes a copy of its arguments (see `step`'s docs, paths 3 and 4).
             let (from, n) = (args as usize, n as usize);
             match host.native(name, &regs[from..from + n]) {
-                NativeCall::Done(result) => put!(dst, result),
+                NativeCall::Done(result) => {
+                    if let Ok(v) = &result {
+                        meter.add(mem::message_size(v));
+                    }
+                    put!(dst, result)
+                }
                 NativeCall::Begun(id) => Flow::Block(Effect::Begun(Begun::Native(id))),
                 NativeCall::Deferred(id) => {
                     Flow::Block(Effect::Native { id, args: window(regs, args as usize, n as u16) })
@@ -561,6 +613,33 @@ pub(super) fn slow<H: Host + ?Sized>(
             "internal error: {:?} reached the cold path",
             hot.opcode()
         ))),
+    }
+}
+
+/// The boxes of a value just made: its own and those of its elements (the parts of a `split`).
+fn fresh(v: &Value) -> u64 {
+    let own = mem::node_size(v);
+    match v {
+        Value::List(items) => own + items.iter().map(mem::node_size).sum::<u64>(),
+        _ => own,
+    }
+}
+
+/// What `concat` allocates: a copy of a shared left operand, and the growth of its buffer (a
+/// new buffer for bytes, which are not grown in place).
+fn concat_cost(left: &Value, right: &Value) -> u64 {
+    let copy = mem::copy_cost(left);
+    match (left, right) {
+        (Value::Str(x), Value::Str(y)) => {
+            let cap = if copy > 0 { x.len() } else { x.capacity() };
+            copy + mem::growth(x.len(), cap, y.len(), 1)
+        }
+        (Value::Bytes(x), Value::Bytes(y)) => 80 + (x.len() + y.len()) as u64,
+        (Value::List(x), Value::List(y)) => {
+            let cap = if copy > 0 { x.len() } else { x.capacity() };
+            copy + mem::growth(x.len(), cap, y.len(), mem::SLOT)
+        }
+        _ => 0,
     }
 }
 

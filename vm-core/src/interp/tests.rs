@@ -26,6 +26,11 @@ pub(super) struct TestHost {
     sent: Vec<(Pid, Value)>,
     /// Sends to this pid are refused (nothing is delivered).
     refuse: Option<Pid>,
+    /// A memory limit (bytes), as `:max_heap`, and the last count reported.
+    limit: Option<u64>,
+    live: u64,
+    /// The most the actor was seen to hold or be about to hold.
+    peak: u64,
 }
 
 impl Host for TestHost {
@@ -69,6 +74,17 @@ impl Host for TestHost {
     }
     fn chan_close(&mut self, _: &crate::value::Handle) -> Result<(), Exception> {
         Ok(())
+    }
+    fn memory(&mut self, u: crate::mem::MemUse) -> Result<Option<u64>, Value> {
+        if let Some(live) = u.live {
+            self.live = live;
+        }
+        let total = self.live + u.since + u.more;
+        self.peak = self.peak.max(total);
+        match self.limit {
+            Some(max) if total > max => Err(crate::mem::limit_reason("max_heap")),
+            limit => Ok(limit),
+        }
     }
 }
 
@@ -1128,4 +1144,101 @@ fn begun_waits_are_named_by_the_effect_and_may_be_abandoned_and_run_again() {
         Step::Exited(Value::Tuple(ref t)) => assert_eq!(t[0], Value::Atom(atoms::BADARG)),
         other => panic!("{other:?}"),
     }
+}
+
+/// Runs `m`'s first function under a memory limit; the step that ended it and the host.
+fn run_limited(m: &Module, limit: u64) -> (Step, TestHost) {
+    let mut st = ActorState::new(m, 0, vec![]).unwrap();
+    let mut host = TestHost { limit: Some(limit), ..TestHost::default() };
+    st.meter.counted(0, Some(limit));
+    loop {
+        match step(&mut st, m, &mut host, 1000) {
+            Step::Yielded => continue,
+            other => return (other, host),
+        }
+    }
+}
+
+fn max_heap_stop() -> Step {
+    Step::Blocked(Effect::Stop(crate::mem::limit_reason("max_heap")))
+}
+
+#[test]
+fn a_list_growing_forever_is_stopped_near_the_limit() {
+    use Instr::*;
+    // l = []; loop { l = append(l, "some text") }
+    let m = Module {
+        funcs: vec![func(
+            "main",
+            0,
+            2,
+            vec![
+                List { dst: 0, items: 0, n: 0 },
+                Const { dst: 1, k: 0 },
+                Append { dst: 0, l: 0, v: 1 },
+                Jmp { target: 2 },
+            ],
+        )],
+        consts: vec![Value::str("some text")],
+        ..Module::default()
+    };
+    let (end, host) = run_limited(&m, 1 << 20);
+    assert_eq!(end, max_heap_stop());
+    // Stopped before the list's buffer passed the limit by more than one doubling.
+    assert!(host.peak <= 3 << 20, "peak {}", host.peak);
+}
+
+#[test]
+fn garbage_does_not_count_against_the_limit() {
+    use Instr::*;
+    // for i in 0..200000: t = {i, i, i, i}  -- 200,000 tuples made and dropped: 14 MB in all.
+    let m = Module {
+        funcs: vec![func(
+            "main",
+            0,
+            6,
+            vec![
+                Int { dst: 0, imm: 0 },
+                Tuple { dst: 5, items: 0, n: 4 },
+                Addi { dst: 0, a: 0, imm: 1 },
+                Jlti { a: 0, imm: 200_000, target: 1 },
+                Ret { a: 0 },
+            ],
+        )],
+        ..Module::default()
+    };
+    let (end, _) = run_limited(&m, 256 * 1024);
+    assert_eq!(end, Step::Exited(Value::Int(200_000)));
+}
+
+#[test]
+fn one_large_allocation_is_refused_before_it_happens() {
+    use Instr::*;
+    // s = "x"; loop { s = concat(s, s) }: doubling, so one step would allocate past the limit.
+    let m = Module {
+        funcs: vec![func(
+            "main",
+            0,
+            1,
+            vec![Const { dst: 0, k: 0 }, Concat { dst: 0, a: 0, b: 0 }, Jmp { target: 1 }],
+        )],
+        consts: vec![Value::str("x")],
+        ..Module::default()
+    };
+    let (end, host) = run_limited(&m, 8 << 20);
+    assert_eq!(end, max_heap_stop());
+    assert!(host.peak <= 24 << 20, "peak {}", host.peak);
+}
+
+#[test]
+fn register_stack_growth_counts() {
+    use Instr::*;
+    // A function of 65,535 registers calling itself forever: 1 MB per frame.
+    let m = Module {
+        funcs: vec![func("down", 0, 65_535, vec![Call { dst: 0, f: 0, args: 0, n: 0 }, Ret { a: 0 }])],
+        ..Module::default()
+    };
+    let (end, host) = run_limited(&m, 64 << 20);
+    assert_eq!(end, max_heap_stop());
+    assert!(host.peak <= 200 << 20, "peak {}", host.peak);
 }

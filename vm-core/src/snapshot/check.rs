@@ -69,6 +69,15 @@ impl Checker<'_> {
         {
             return Err(format!("the main actor <{main}> is not among the actors"));
         }
+        let mut limited = HashSet::new();
+        for l in &self.s.limits {
+            if !pids.contains(&l.pid) || !limited.insert(l.pid) {
+                return Err(format!("the limits section names actor <{}> twice or not at all", l.pid));
+            }
+            if l.max_heap == Some(0) {
+                return Err(format!("actor <{}>: its heap limit is 0", l.pid));
+            }
+        }
         for ch in &self.s.channels {
             self.channel(ch).map_err(|e| format!("channel {}: {e}", ch.id))?;
         }

@@ -12,7 +12,9 @@ pub const MAGIC: [u8; 10] = *b"VMSNAP\r\n\x1a\n";
 /// The major format version this VM reads and writes.
 pub const VERSION_MAJOR: u16 = 1;
 /// The minor format version this VM writes (it reads any minor version of its major).
-/// 1.1 added `v1::VRef::Ref` (references); a 1.0 reader refuses a file holding one as damaged.
+/// 1.1 added `v1::VRef::Ref` (references; a 1.0 reader refuses a file holding one as damaged)
+/// and the custom limits section (`section::LIMITS`, which a 1.0 reader skips). Both are
+/// additions a 1.1 reader of either kind reads or skips, so one minor version holds them.
 pub const VERSION_MINOR: u16 = 1;
 
 /// Section ids.
@@ -35,6 +37,8 @@ pub mod section {
     pub const RESOURCES: u8 = 7;
     /// Ids with this bit set are custom sections, which readers skip.
     pub const CUSTOM: u8 = 0x80;
+    /// Actor limits (format 1.1): a custom section, so that 1.0 readers skip it.
+    pub const LIMITS: u8 = 0x80;
 
     /// A section's name, for messages.
     pub fn name(id: u8) -> &'static str {
@@ -47,6 +51,7 @@ pub mod section {
             CHANNELS => "channels",
             TABLES => "tables",
             RESOURCES => "resources",
+            LIMITS => "limits",
             _ if id & CUSTOM != 0 => "custom",
             _ => "unknown",
         }
@@ -76,6 +81,9 @@ pub fn encode(s: &Snapshot) -> Vec<u8> {
     put_body(&mut out, section::CHANNELS, &s.channels);
     put_body(&mut out, section::TABLES, &s.tables);
     put_body(&mut out, section::RESOURCES, &s.resources);
+    if !s.limits.is_empty() {
+        put_body(&mut out, section::LIMITS, &s.limits);
+    }
     let file_crc = crc32fast::hash(&out);
     put_section(&mut out, section::END, |out| out.extend_from_slice(&file_crc.to_le_bytes()));
     out
@@ -109,7 +117,7 @@ fn damaged(msg: String) -> SnapshotError {
 /// Parses and checks a snapshot file; see the parent module's docs for everything it checks.
 /// Never panics; every error says what was wrong, and where.
 pub fn decode(bytes: &[u8]) -> Result<Snapshot, SnapshotError> {
-    let sections = split(bytes)?;
+    let (sections, custom) = split(bytes)?;
     let mut it = sections.into_iter();
     let mut next = |id: u8| -> Result<(usize, &[u8]), SnapshotError> {
         match it.next() {
@@ -140,8 +148,19 @@ pub fn decode(bytes: &[u8]) -> Result<Snapshot, SnapshotError> {
             meta.module_hash
         )));
     }
+    let mut limits = Vec::new();
+    let mut seen_limits = false;
+    for (id, at, b) in custom {
+        if id == section::LIMITS {
+            if std::mem::replace(&mut seen_limits, true) {
+                return Err(damaged(format!("a second limits section at offset {at}")));
+            }
+            limits = body((at, b), id)?;
+        }
+    }
     let module = crate::load(vbc).map_err(SnapshotError::Module)?;
-    let snapshot = Snapshot { meta, module: Arc::new(module), values, actors, channels, tables, resources };
+    let snapshot =
+        Snapshot { meta, module: Arc::new(module), values, actors, channels, tables, resources, limits };
     super::check::check_loaded(&snapshot, bytes.len())?;
     Ok(snapshot)
 }
@@ -150,8 +169,8 @@ pub fn decode(bytes: &[u8]) -> Result<Snapshot, SnapshotError> {
 type Section<'a> = (u8, usize, &'a [u8]);
 
 /// Checks the container and returns the known sections in file order, without the end
-/// section. Custom sections are skipped.
-fn split(bytes: &[u8]) -> Result<Vec<Section<'_>>, SnapshotError> {
+/// section, and apart from them the custom sections this VM knows (others are skipped).
+fn split(bytes: &[u8]) -> Result<(Vec<Section<'_>>, Vec<Section<'_>>), SnapshotError> {
     if !bytes.starts_with(&MAGIC) {
         if bytes.len() < MAGIC.len() && MAGIC.starts_with(bytes) {
             return Err(damaged(format!("truncated header: the file has {} bytes", bytes.len())));
@@ -170,6 +189,7 @@ fn split(bytes: &[u8]) -> Result<Vec<Section<'_>>, SnapshotError> {
     }
     let mut at = MAGIC.len() + 4;
     let mut out = Vec::new();
+    let mut custom = Vec::new();
     loop {
         let Some(header) = bytes.get(at..at + HEADER) else {
             return Err(damaged(format!(
@@ -209,9 +229,11 @@ fn split(bytes: &[u8]) -> Result<Vec<Section<'_>>, SnapshotError> {
                     bytes.len() - start - len
                 )));
             }
-            return Ok(out);
+            return Ok((out, custom));
         }
-        if id & section::CUSTOM == 0 {
+        if id == section::LIMITS {
+            custom.push((id, at, body));
+        } else if id & section::CUSTOM == 0 {
             if id > section::RESOURCES {
                 return Err(damaged(format!("unknown section id {id} at offset {at}")));
             }

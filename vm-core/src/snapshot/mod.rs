@@ -9,7 +9,7 @@
 //! ```text
 //! file     = magic version section* end
 //! magic    = 56 4d 53 4e 41 50 0d 0a 1a 0a     ("VMSNAP\r\n\x1a\n")
-//! version  = major:u16 minor:u16                (this VM writes 1.0 and reads 1.x)
+//! version  = major:u16 minor:u16                (this VM writes 1.1 and reads 1.x)
 //! section  = id:u8 length:u32 crc32:u32 body[length]
 //! end      = 00 04000000 crc32:u32 filecrc:u32
 //! ```
@@ -27,10 +27,11 @@
 //! | 5 | channels | postcard `Vec<`[`v1::Channel`]`>` |
 //! | 6 | tables | postcard `Vec<`[`v1::Table`]`>` |
 //! | 7 | resources | postcard `Vec<`[`v1::Resource`]`>` |
-//! | `0x80..=0xff` | custom: skipped by this VM | anything |
+//! | `0x80` | limits (1.1): optional | postcard `Vec<`[`v1::ActorLimits`]`>` |
+//! | `0x81..=0xff` | custom: skipped by this VM | anything |
 //!
 //! Sections 1 to 7 appear exactly once each, in that order; custom sections anywhere before the
-//! end. A newer minor version only adds custom sections (see [`v1`] for the rules that keep the
+//! end, a known one (limits) at most once. A newer minor version only adds custom sections (see [`v1`] for the rules that keep the
 //! postcard bodies stable); a different major version is refused.
 //!
 //! # Loading
@@ -79,6 +80,8 @@ pub struct Snapshot {
     pub tables: Vec<v1::Table>,
     /// The resources reachable from them, as reopen recipes.
     pub resources: Vec<v1::Resource>,
+    /// The actors' limits that the actors section has no field for (format 1.1).
+    pub limits: Vec<v1::ActorLimits>,
 }
 
 /// Why bytes are not a usable snapshot. The message says what was wrong and where.

@@ -200,6 +200,7 @@ fn capture(m: &Arc<Module>, st: &ActorState, mailbox: &VecDeque<Value>, waiting:
         channels: vec![],
         tables: vec![],
         resources: vec![],
+        limits: vec![],
     }
 }
 
@@ -328,6 +329,7 @@ fn a_value_held_by_many_actors_is_written_once_and_restored_shared() {
         channels: vec![],
         tables: vec![],
         resources: vec![],
+        limits: vec![],
     };
     let bytes = encode(&s);
     let one_list = postcard::to_stdvec(&v1::Boxed::List((0..1000).map(VRef::Int).collect())).unwrap().len();
@@ -471,6 +473,7 @@ fn rich() -> Snapshot {
         channels,
         tables,
         resources,
+        limits: vec![v1::ActorLimits { pid: 2, max_heap: Some(1 << 20) }],
     }
 }
 
@@ -561,14 +564,29 @@ fn file(version: (u16, u16), parts: &[(u8, Vec<u8>)]) -> Vec<u8> {
 
 #[test]
 fn versions_custom_sections_and_section_order() {
-    let parts = sections(&encode(&rich()));
-    assert_eq!(parts.iter().map(|p| p.0).collect::<Vec<_>>(), [1, 2, 3, 4, 5, 6, 7]);
-    assert!(decode(&file((1, 0), &parts)).is_ok());
+    let all = sections(&encode(&rich()));
+    // Format 1.1 adds the limits section (0x80), a custom section, written only when an actor
+    // has a limit; a 1.0 file without it still loads.
+    assert_eq!(all.iter().map(|p| p.0).collect::<Vec<_>>(), [1, 2, 3, 4, 5, 6, 7, 0x80]);
+    assert_eq!(decode(&file((1, 1), &all)).unwrap().limits, rich().limits);
+    let parts = all[..7].to_vec();
+    assert!(decode(&file((1, 0), &parts)).unwrap().limits.is_empty());
     // A newer minor version may add custom sections, which are skipped.
     let mut with_custom = parts.clone();
-    with_custom.insert(3, (0x80, b"a newer writer's notes".to_vec()));
+    with_custom.insert(3, (0x81, b"a newer writer's notes".to_vec()));
     with_custom.push((0xff, vec![]));
     assert!(decode(&file((1, 7), &with_custom)).is_ok());
+    // The limits section must decode, name actors of the file, and appear once.
+    let mut bad_limits = parts.clone();
+    bad_limits.push((0x80, b"not postcard".to_vec()));
+    assert!(err(&file((1, 1), &bad_limits)).contains("limits section"));
+    let mut stranger = parts.clone();
+    let limits = vec![v1::ActorLimits { pid: 99, max_heap: Some(1) }];
+    stranger.push((0x80, postcard::to_stdvec(&limits).unwrap()));
+    assert!(err(&file((1, 1), &stranger)).contains("names actor <99>"));
+    let mut twice = all.clone();
+    twice.push(all[7].clone());
+    assert!(err(&file((1, 1), &twice)).contains("a second limits section"));
     assert_eq!(
         err(&file((2, 0), &parts)),
         "damaged snapshot: unsupported snapshot format version 2.0 (this VM reads 1.x)"
@@ -801,6 +819,7 @@ fn seed_snapshots() -> Vec<(&'static str, Snapshot)> {
     sleeping.actors[0].links.clear();
     sleeping.actors[0].monitoring.clear();
     sleeping.actors[0].wait = Wait::Runnable;
+    sleeping.limits.clear();
     vec![("rich.vsnap", rich()), ("fresh.vsnap", fresh), ("one_actor.vsnap", sleeping)]
 }
 

@@ -203,6 +203,16 @@ pub struct Actor {
     pub max_mailbox: Option<u64>,
 }
 
+/// Limits of one actor added in format 1.1, in the custom section `LIMITS` (0x80), which a
+/// 1.0 reader skips. Only actors with a limit are listed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActorLimits {
+    /// The actor's pid (one of the actors section's).
+    pub pid: u64,
+    /// The spawn option `:max_heap`.
+    pub max_heap: Option<u64>,
+}
+
 /// The interpreter's state of one actor (the live `ActorState`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct State {

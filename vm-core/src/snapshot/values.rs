@@ -260,6 +260,7 @@ impl Reader {
             reductions: s.reductions,
             max_frames: s.max_frames,
             rng: 0,
+            meter: Default::default(),
         }
     }
 }

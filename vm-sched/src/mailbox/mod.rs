@@ -45,10 +45,16 @@
 //! actor in). A spurious wake finds nothing and parks again, which changes nothing.
 //!
 //! This protocol is model-checked with loom (the `loom_tests` submodule); unit tests are in `tests`.
+//!
+//! **Memory.** Under the same lock the mailbox keeps what its queued messages are charged
+//! (`Inner::bytes`, `vm_core::mem::message_size` of each, added when one is queued and taken off
+//! when one leaves), and in its extras the actor's latest count and `:max_heap`; a delivery that
+//! takes the actor past its `:max_heap` kills it as an overflow does (see `budget`).
 
 use crate::sync::{AtomicBool, AtomicUsize, Mutex, Ordering, count_in, lock};
 use std::collections::VecDeque;
 use std::task::{Context, Poll, Waker};
+use vm_core::mem::message_size;
 use vm_core::{Atom, Exception, Pid, Value, atoms};
 
 /// A control signal, handled before any message.
@@ -257,8 +263,9 @@ pub struct Inner {
     pub waiting: Option<Wait>,
     /// Set once the actor has exited; everything sent afterwards is dropped.
     pub closed: bool,
-    /// Maximum queued messages (a spawn option); past it the actor is killed.
-    pub max_len: Option<usize>,
+    /// What the queued messages are charged (`vm_core::mem::message_size` of each; their
+    /// slots in the queue are counted apart, by its length).
+    pub bytes: u64,
     /// What most actors never use, allocated on first use so an idle actor stays small.
     ext: Option<Box<Extras>>,
 }
@@ -279,6 +286,14 @@ pub struct Extras {
     pub name: Option<Atom>,
     /// Whether exit signals become messages.
     pub trap_exit: bool,
+    /// Maximum queued messages (the spawn option `:max_mailbox`); past it the actor is killed.
+    pub max_len: Option<usize>,
+    /// The spawn option `:max_heap`.
+    pub max_heap: Option<u64>,
+    /// What the actor held at its latest count (`vm_core::mem`), for the `:max_heap` check on
+    /// delivery and the VM-wide budget's choice of the largest actor. (Only an actor that has
+    /// allocated enough to be counted has one: a smaller one is nobody's choice.)
+    pub live: u64,
     /// The selective-receive save point (BEAM's save pointer): the first `.1` messages are
     /// known not to match pattern `.0`, so a receive with that pattern woken by a new message
     /// looks only at the new ones. Set by a scan that found nothing; dropped whenever a message
@@ -318,6 +333,42 @@ impl Inner {
     /// Whether exit signals become messages.
     pub fn trap_exit(&self) -> bool {
         self.ext_ref().is_some_and(|e| e.trap_exit)
+    }
+
+    /// Queues a message at the back, counting its size.
+    fn push_back(&mut self, msg: Value) {
+        self.bytes += message_size(&msg);
+        self.messages.push_back(msg);
+    }
+
+    /// A message has left the queue: stops counting its size.
+    #[inline]
+    fn took(&mut self, msg: Option<Value>) -> Option<Value> {
+        if let Some(m) = &msg {
+            let size = message_size(m);
+            if size != 0 {
+                self.bytes = self.bytes.saturating_sub(size);
+            }
+        }
+        msg
+    }
+
+    /// What the actor holds by the latest count plus its queued messages (see `vm_core::mem`).
+    pub fn held(&self) -> u64 {
+        self.ext_ref().map_or(0, |e| e.live) + self.bytes + self.messages.len() as u64 * vm_core::mem::SLOT
+    }
+
+    /// Whether the actor holds more than its `:max_heap`.
+    fn past_max_heap(&self) -> bool {
+        self.ext_ref().and_then(|e| e.max_heap).is_some_and(|max| self.held() > max)
+    }
+
+    /// Drops every queued message (the actor is being killed: they would only be dropped later).
+    pub fn clear_messages(&mut self) {
+        // A new queue, so that a flooded queue's buffer is given back at once.
+        self.messages = VecDeque::new();
+        self.bytes = 0;
+        self.forget_save();
     }
 
     /// Step 2 of the protocol: unparks the actor, counting it back in if needed, and returns the
@@ -364,7 +415,8 @@ impl Inner {
 impl Mailbox {
     /// A mailbox with a length limit.
     pub fn with_limit(max_len: Option<usize>) -> Mailbox {
-        Mailbox { inner: Mutex::new(Inner { max_len, ..Inner::default() }), counted: AtomicBool::new(false) }
+        let ext = max_len.map(|n| Box::new(Extras { max_len: Some(n), ..Extras::default() }));
+        Mailbox { inner: Mutex::new(Inner { ext, ..Inner::default() }), counted: AtomicBool::new(false) }
     }
 
     /// The actor's "counted out" flag, for a channel select that parks alongside the mailbox.
@@ -395,15 +447,19 @@ impl Mailbox {
         if g.closed {
             return Delivery::Dropped;
         }
-        if let Some(max) = g.max_len
+        if let Some(max) = g.ext_ref().and_then(|e| e.max_len)
             && g.messages.len() >= max
         {
             g.ext().signals.push_back(Signal::Kill(mailbox_overflow_reason()));
-            g.messages.clear();
-            g.forget_save();
+            g.clear_messages();
             return Delivery::Overflow(g.take_waker(&self.counted, active));
         }
-        g.messages.push_back(msg);
+        g.push_back(msg);
+        if g.ext.is_some() && g.past_max_heap() {
+            g.ext().signals.push_back(Signal::Kill(vm_core::mem::limit_reason("max_heap")));
+            g.clear_messages();
+            return Delivery::Overflow(g.take_waker(&self.counted, active));
+        }
         g.wake_result(&self.counted, active)
     }
 
@@ -415,7 +471,7 @@ impl Mailbox {
         }
         match sig {
             Signal::Exit { from, reason } if g.trap_exit() => {
-                g.messages.push_back(Value::tuple(vec![Value::Atom(atoms::EXIT), Value::Pid(from), reason]));
+                g.push_back(Value::tuple(vec![Value::Atom(atoms::EXIT), Value::Pid(from), reason]));
             }
             Signal::Exit { reason: Value::Atom(a), .. } if a == atoms::NORMAL => return Delivery::Dropped,
             Signal::Interrupt { mode: 0, .. } if g.waiting.is_none() => return Delivery::Dropped,
@@ -433,6 +489,7 @@ impl Mailbox {
     /// first; it goes back to the front, where it was, so no message is lost or reordered.
     pub fn put_back(&self, msg: Value) {
         let mut g = lock(&self.inner);
+        g.bytes += message_size(&msg);
         g.messages.push_front(msg);
         g.forget_save();
     }
@@ -531,7 +588,7 @@ impl Mailbox {
     pub fn close(&self) -> (Vec<Pid>, Vec<(i64, Pid)>, Option<Atom>) {
         let mut g = lock(&self.inner);
         g.closed = true;
-        g.messages.clear();
+        g.clear_messages();
         g.waker = None;
         g.parked = false;
         match g.ext.take() {
@@ -552,14 +609,15 @@ impl Inner {
             if m.is_some() {
                 self.forget_save();
             }
-            return m;
+            return self.took(m);
         };
         let saved = self.ext_ref().and_then(|e| e.save.as_ref());
         let start = saved.filter(|(sp, _)| sp == p).map_or(0, |(_, n)| *n).min(self.messages.len());
         match self.messages.range(start..).position(|m| vm_core::value::matches(p, m)) {
             Some(i) => {
                 self.forget_save();
-                self.messages.remove(start + i)
+                let m = self.messages.remove(start + i);
+                self.took(m)
             }
             None => {
                 let n = self.messages.len();
@@ -591,6 +649,7 @@ pub(crate) struct Image {
     pub(crate) name: Option<Atom>,
     pub(crate) trap_exit: bool,
     pub(crate) max_len: Option<usize>,
+    pub(crate) max_heap: Option<u64>,
 }
 
 /// Snapshots (see `snapshot` and `pause`): reading and refilling a mailbox, and waking its
@@ -610,7 +669,8 @@ impl Mailbox {
             monitoring: ext.map(|e| e.monitoring.clone()).unwrap_or_default(),
             name: ext.and_then(|e| e.name),
             trap_exit: ext.is_some_and(|e| e.trap_exit),
-            max_len: g.max_len,
+            max_len: ext.and_then(|e| e.max_len),
+            max_heap: ext.and_then(|e| e.max_heap),
         }
     }
 
@@ -619,6 +679,7 @@ impl Mailbox {
         let mb = Mailbox::with_limit(img.max_len);
         {
             let mut g = lock(&mb.inner);
+            g.bytes = img.messages.iter().map(message_size).sum();
             g.messages = img.messages.into();
             let rare = !img.signals.is_empty()
                 || !img.links.is_empty()
@@ -634,6 +695,9 @@ impl Mailbox {
                 e.monitoring = img.monitoring;
                 e.name = img.name;
                 e.trap_exit = img.trap_exit;
+            }
+            if img.max_heap.is_some() {
+                g.ext().max_heap = img.max_heap;
             }
         }
         mb
