@@ -499,6 +499,7 @@ mod loom_tests {
             reductions: received,
             rng: 1,
             max_frames: 1,
+            meter: Default::default(),
         })
     }
 
