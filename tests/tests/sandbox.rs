@@ -268,6 +268,30 @@ fn check_reports_what_run_would_refuse() {
     }
 }
 
+/// Point 7, while the actor still holds its worker: an actor spinning in a loop in `spin`
+/// (called from `work`, called from `main`, where its one long slice began: `--fuel` lets it run
+/// 30 million iterations without yielding) is reported at the loop in `spin`, as published at
+/// its fuel checks, not at the slice's start in `main`.
+#[test]
+fn the_hog_warning_names_the_loop_a_long_slice_spins_in() {
+    let mut cmd = Command::new(VM);
+    cmd.args(["run", "--workers", "2", "--fuel", "4000000000", "tests/programs/sandbox/spin.vasm"])
+        .current_dir(repo_root())
+        .env_remove("RUST_LOG")
+        // A low threshold, so that even a release build's loop (about 0.1 s) is reported.
+        .env("VM_HOG_THRESHOLD_MS", "20");
+    let r = run_with_timeout(&mut cmd, Duration::from_secs(60)).unwrap();
+    assert_eq!((r.code, r.stdout.as_str()), (Some(0), "30000000\n"), "{}", r.stderr);
+    let line = r
+        .stderr
+        .lines()
+        .find(|l| l.contains("actor has held a worker thread without yielding"))
+        .unwrap_or_else(|| panic!("no warning while the actor held its worker:\n{}", r.stderr));
+    assert!(line.contains(" at tests/programs/sandbox/spin.vasm:"), "{line}");
+    assert!(line.contains("(in spin, instruction "), "{line}");
+    assert!(!line.contains("slice_began_at"), "{line}");
+}
+
 /// Point 7: the heartbeat's warning names where the actor is, not where its slice began. The
 /// program's slice begins in `main`; one long `split` in `work` holds the worker; when the slice
 /// ends, at the `print` after it, the warning names that line in `work`.

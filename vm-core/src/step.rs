@@ -579,7 +579,19 @@ pub trait Host {
         let _ = usage;
         Ok(None)
     }
+    /// Where the running actor is (function index and instruction), told at a fuel check every
+    /// [`PROGRESS_EVERY`] units of fuel, so that a watchdog on another thread can say where a
+    /// long slice is without the stepper storing its position at every instruction. The default
+    /// host ignores it.
+    fn progress(&mut self, func: u32, pc: u32) {
+        let _ = (func, pc);
+    }
 }
+
+/// How often (in units of fuel, a power of two) the stepper tells [`Host::progress`] where the
+/// actor is: a fuel check is a backward jump or a call, so a slice that runs long reports its
+/// position within this many loop iterations or calls.
+pub const PROGRESS_EVERY: u32 = 4096;
 
 impl ActorState {
     /// An actor about to run function `func` of `module` with `args`. Fails with `:badarity` if

@@ -10,7 +10,9 @@
 //! 2. **The VM-wide budget** compares the process's allocated bytes ([`install_memory_probe`]:
 //!    the counting allocator vm-cli installs; without it there is no budget) with
 //!    `Config::max_memory`. The checks run where memory grows: an actor's count or large
-//!    allocation, a delivery, a spawn (refused with `:limit` past the budget).
+//!    allocation, a delivery that may grow it (a boxed message, or a queue whose buffer is
+//!    full: a scalar into a queue with room allocates nothing), a spawn (refused with `:limit`
+//!    past the budget).
 //! 3. **Who pays.** Past the budget, the actor holding the most (by rule 1's sum; the allocating
 //!    actor's own figure includes what it is about to allocate) is ended with
 //!    `{:limit, :memory}`: killed, and its queued messages dropped at once; but only if it holds

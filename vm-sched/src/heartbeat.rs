@@ -13,11 +13,14 @@
 //!    slice — and counts it in [`Heartbeat::hogs`].
 //! 3. When no slot is busy the watchdog parks on a `Notify` instead of ticking; a driver starting
 //!    a slice wakes it if it is parked. So an idle VM has no timer firing at all (hibernation).
-//! 4. The watchdog cannot see where a running actor is (its state belongs to the worker thread
-//!    running it), so its report names where the slice *began*. When a reported slice ends,
-//!    [`Heartbeat::end`] says so, and the driver reports again, naming where the actor *is*:
-//!    the instruction it stopped at (the one after the long operation, or where it blocked),
-//!    and for how long it held the thread.
+//! 4. The watchdog cannot read a running actor's state (it belongs to the worker thread running
+//!    it), so the stepper publishes where the actor is at a fuel check every
+//!    `vm_core::PROGRESS_EVERY` units of fuel ([`Heartbeat::progress`], into the thread's slot;
+//!    cleared when a slice begins). The report names that position (`at`: where a loop spins, in
+//!    whatever function), or, when none was published yet (one long instruction), where the
+//!    slice *began*. When a reported slice ends, [`Heartbeat::end`] says so, and the driver
+//!    reports again, naming the instruction the actor stopped at (the one after the long
+//!    operation, or where it blocked), and for how long it held the thread.
 //! 5. An affine executor's thread (see `affine`) takes a slot the same way, named after its
 //!    executor ([`Heartbeat::begin_job`]); each job is a "slice" begun for its calling
 //!    actor, so a job that holds its thread too long is reported, naming the executor and the
@@ -33,11 +36,17 @@ use std::time::Duration;
 /// Worker threads and executor threads together; a thread beyond this is not watched.
 const SLOTS: usize = 256;
 
+/// A slot's `at` when no position has been published in its slice.
+const NOWHERE: u64 = u64::MAX;
+
 struct Slot {
     /// `pid + 1` of the actor running on this thread, or 0.
     pid: AtomicU64,
     /// The epoch when that slice started.
     since: AtomicU64,
+    /// Where the slice's actor was at its latest fuel check (`func << 32 | pc`), or [`NOWHERE`]
+    /// (step 4; written by this thread only).
+    at: AtomicU64,
     /// Set once this slice has been reported.
     reported: AtomicBool,
     /// How many slices have started on this thread (written by this thread only).
@@ -80,6 +89,7 @@ impl Heartbeat {
                 .map(|_| Slot {
                     pid: AtomicU64::new(0),
                     since: AtomicU64::new(0),
+                    at: AtomicU64::new(NOWHERE),
                     reported: AtomicBool::new(false),
                     slices: AtomicU64::new(0),
                     executor: parking_lot::Mutex::new(None),
@@ -140,12 +150,22 @@ impl Heartbeat {
             s.slices.store(s.slices.load(Ordering::Relaxed) + 1, Ordering::Release);
             s.since.store(self.epoch.load(Ordering::Relaxed), Ordering::Relaxed);
             s.reported.store(false, Ordering::Relaxed);
+            s.at.store(NOWHERE, Ordering::Relaxed);
             // Sequentially consistent with the watchdog's `parked` store and slot check, so that
             // either it sees this slice or this sees it parked (a Dekker-style handshake).
             s.pid.store(pid + 1, Ordering::SeqCst);
         }
         if self.parked.load(Ordering::SeqCst) {
             self.wake.notify_one();
+        }
+    }
+
+    /// Step 4: the running actor (of this thread's slice) is at instruction `pc` of function
+    /// `func`.
+    #[cold]
+    pub fn progress(&self, func: u32, pc: u32) {
+        if let Some(s) = self.slot() {
+            s.at.store((u64::from(func) << 32) | u64::from(pc), Ordering::Relaxed);
         }
     }
 
@@ -175,8 +195,9 @@ impl Heartbeat {
         self.hogs.load(Ordering::Relaxed)
     }
 
-    /// Steps 2 and 3: the watchdog loop. `locate` describes an actor for the report.
-    pub async fn watch(this: Weak<Heartbeat>, locate: impl Fn(u64) -> String) {
+    /// Steps 2 and 3: the watchdog loop. `locate` describes an actor for the report: where it
+    /// is, given its published position (function, instruction), or else where it was last seen.
+    pub async fn watch(this: Weak<Heartbeat>, locate: impl Fn(u64, Option<(u32, u32)>) -> String) {
         loop {
             let Some(hb) = this.upgrade() else { return };
             let tick = hb.tick;
@@ -197,11 +218,19 @@ impl Heartbeat {
                     let ms = held * hb.tick.as_millis() as u64;
                     if let Some((executor, job)) = s.executor.lock().clone() {
                         // Step 5: a job holding its executor's thread; its callers queue behind it.
-                        tracing::warn!(executor = %executor, job, caller = %locate(pid - 1), held_ms = ms, "an affine job has held its executor thread (calls queued behind it wait)");
+                        tracing::warn!(executor = %executor, job, caller = %locate(pid - 1, None), held_ms = ms, "an affine job has held its executor thread (calls queued behind it wait)");
                         continue;
                     }
-                    // Step 4: where it is gets reported when the slice ends.
-                    tracing::warn!(pid = pid - 1, held_ms = ms, slice_began_at = %locate(pid - 1), "actor has held a worker thread without yielding (where it is follows when it yields)");
+                    // Step 4: where it is, as of its latest fuel check; else where the slice
+                    // began. Where it lets go is reported when the slice ends.
+                    match s.at.load(Ordering::Relaxed) {
+                        NOWHERE => {
+                            tracing::warn!(pid = pid - 1, held_ms = ms, slice_began_at = %locate(pid - 1, None), "actor has held a worker thread without yielding (where it is follows when it yields)")
+                        }
+                        at => {
+                            tracing::warn!(pid = pid - 1, held_ms = ms, at = %locate(pid - 1, Some(((at >> 32) as u32, at as u32))), "actor has held a worker thread without yielding (where it lets go follows when it yields)")
+                        }
+                    }
                 }
             }
             if !busy {

@@ -121,6 +121,10 @@ impl Host for ActorHost<'_> {
         self.remote_sent(remote)
     }
 
+    fn progress(&mut self, func: u32, pc: u32) {
+        self.vm.shared.heartbeat.progress(func, pc);
+    }
+
     fn try_receive(&mut self, pattern: Option<&Value>) -> Option<Value> {
         self.cell.mailbox.try_take(pattern)
     }

@@ -75,7 +75,7 @@ use crate::exception::Exception;
 use crate::mem::Meter;
 use crate::module::{Function, Module};
 use crate::ops::{Instr, SPAWN_FUEL};
-use crate::step::{ActorState, Begun, Effect, Fault, Frame, Host, Received, Step};
+use crate::step::{ActorState, Begun, Effect, Fault, Frame, Host, PROGRESS_EVERY, Received, Step};
 use crate::value::Value;
 use frame::{
     closure_for_call, drop_frame_handlers, enter, enter_closure, grow, move_value, place_args, put_int,
@@ -84,13 +84,21 @@ use frame::{
 use slow::slow;
 
 /// Runs `st` for at most `fuel` units (see the module docs).
+#[inline]
 pub fn step<H: Host + ?Sized>(st: &mut ActorState, m: &Module, host: &mut H, fuel: u32) -> Step {
     let (result, left) = run(st, m, host, fuel);
     st.reductions += u64::from(fuel - left);
     // A count that came due in the fast paths (a receive, a deep call) is made at the latest
-    // when the slice ends.
-    if st.meter.due()
-        && matches!(result, Step::Yielded | Step::Blocked(_))
+    // when the slice ends. Out of line, so that this stays small enough to inline into the
+    // driver (a `Step` kept across a call in here costs every slice ~17 instructions).
+    if st.meter.due() { count_at_slice_end(st, host, result) } else { result }
+}
+
+/// The count [`step`] makes when one came due during the slice (see `crate::mem`, rule 3).
+#[cold]
+#[inline(never)]
+fn count_at_slice_end<H: Host + ?Sized>(st: &mut ActorState, host: &mut H, result: Step) -> Step {
+    if matches!(result, Step::Yielded | Step::Blocked(_))
         && let Err(reason) = recount(&st.regs, &st.frames, &st.handlers, &mut st.meter, host)
     {
         return Step::Blocked(Effect::Stop(reason));
@@ -189,7 +197,9 @@ fn run<H: Host + ?Sized>(st: &mut ActorState, m: &Module, host: &mut H, mut fuel
             regs[$r as usize]
         };
     }
-    // Charges one unit of fuel; with none left, yields with the frame's `pc` at `$at`.
+    // Charges one unit of fuel; with none left, yields with the frame's `pc` at `$at`. Every
+    // `PROGRESS_EVERY` units the host is told where the actor is (`Host::progress`): one test of
+    // the fuel's low bits here, instead of a store at every instruction.
     macro_rules! charge {
         ($at:expr) => {
             if fuel == 0 {
@@ -197,6 +207,9 @@ fn run<H: Host + ?Sized>(st: &mut ActorState, m: &Module, host: &mut H, mut fuel
                 return (Step::Yielded, fuel);
             }
             fuel -= 1;
+            if fuel % PROGRESS_EVERY == 0 {
+                progress(host, frames, $at);
+            }
         };
     }
     // Jumps to `$target`, charging fuel when the jump goes backward.
@@ -608,6 +621,15 @@ fn send_now<H: Host + ?Sized>(host: &mut H, to: &Value, msg: &Value) -> bool {
     match to {
         Value::Pid(p) => host.send(*p, msg.clone()).is_ok(),
         _ => false,
+    }
+}
+
+/// Tells the host where the running frame is (see `charge!`); out of line, as it is rare.
+#[cold]
+#[inline(never)]
+fn progress<H: Host + ?Sized>(host: &mut H, frames: &[Frame], pc: usize) {
+    if let Some(f) = frames.last() {
+        host.progress(f.func, pc as u32);
     }
 }
 

@@ -335,10 +335,15 @@ impl Inner {
         self.ext_ref().is_some_and(|e| e.trap_exit)
     }
 
-    /// Queues a message at the back, counting its size.
-    fn push_back(&mut self, msg: Value) {
-        self.bytes += message_size(&msg);
+    /// Queues a message at the back, counting its size. True if that may have made the
+    /// process's memory grow: a boxed message (charged here for the first time) or a queue
+    /// whose buffer was full (it grows); a scalar into a queue with room allocates nothing.
+    fn push_back(&mut self, msg: Value) -> bool {
+        let size = message_size(&msg);
+        let grows = size != 0 || self.messages.len() == self.messages.capacity();
+        self.bytes += size;
         self.messages.push_back(msg);
+        grows
     }
 
     /// A message has left the queue: stops counting its size.
@@ -443,24 +448,30 @@ impl Mailbox {
 
     /// Delivers a user message.
     pub fn deliver(&self, msg: Value, active: &AtomicUsize) -> Delivery {
+        self.deliver_grows(msg, active).0
+    }
+
+    /// [`Mailbox::deliver`], also saying whether the delivery may have made the process's memory
+    /// grow (see `Inner::push_back`): only then is the VM-wide budget checked (`budget`).
+    pub fn deliver_grows(&self, msg: Value, active: &AtomicUsize) -> (Delivery, bool) {
         let mut g = lock(&self.inner);
         if g.closed {
-            return Delivery::Dropped;
+            return (Delivery::Dropped, false);
         }
         if let Some(max) = g.ext_ref().and_then(|e| e.max_len)
             && g.messages.len() >= max
         {
             g.ext().signals.push_back(Signal::Kill(mailbox_overflow_reason()));
             g.clear_messages();
-            return Delivery::Overflow(g.take_waker(&self.counted, active));
+            return (Delivery::Overflow(g.take_waker(&self.counted, active)), false);
         }
-        g.push_back(msg);
+        let grows = g.push_back(msg);
         if g.ext.is_some() && g.past_max_heap() {
             g.ext().signals.push_back(Signal::Kill(vm_core::mem::limit_reason("max_heap")));
             g.clear_messages();
-            return Delivery::Overflow(g.take_waker(&self.counted, active));
+            return (Delivery::Overflow(g.take_waker(&self.counted, active)), false);
         }
-        g.wake_result(&self.counted, active)
+        (g.wake_result(&self.counted, active), grows)
     }
 
     /// Delivers a control signal, applying the trapping and mode-0 rules.
