@@ -21,13 +21,27 @@
 //! 4. `B` answers with a [`Welcome`] frame: magic `VMDW` and `A`'s own token (from `A`'s
 //!    announcement), which proves to `A` that it reached `B` and not an impostor.
 //!
+//! Writing (one [`Writer`] per connection; many actors' threads send on it):
+//! 1. Frames are handed over under the caller's lock, in the order the session numbered them.
+//! 2. A frame goes straight into the socket on the sender's thread (`try_write`, no task wake)
+//!    while nothing is queued before it; what the socket does not take at once (all of it, or
+//!    the rest of a partly written frame) is queued for the connection's write loop
+//!    ([`WriteLoop`]), and so is every later frame until the queue is empty. This is the
+//!    `outbox` protocol (loom-checked), so the socket sees frames in the order handed over.
+//! 3. A write error ends the write loop; the connection is then lost (the reader sees it too).
+//!
 //! Every decoder here treats its input as hostile: it never panics and never allocates more than
 //! the bytes it was given (fuzzed with the envelope target, [`crate::fuzz_envelope`]).
 
 use crate::id::{NodeId, check_node_name};
+use crate::outbox::Outbox;
 use bytes::{Buf, Bytes, BytesMut};
+use std::io::ErrorKind;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
 
 /// The largest hello accepted (names are at most 64 bytes, so a real one is under 200).
 pub const HELLO_MAX: usize = 256;
@@ -151,6 +165,94 @@ impl FrameReader {
                 return malformed("the connection closed inside a frame");
             }
         }
+    }
+}
+
+impl FrameReader {
+    /// [`FrameReader::read_frame`] for a socket shared with a [`Writer`].
+    pub async fn read_frame_from(&mut self, io: &TcpStream) -> Result<Option<Bytes>, DirectError> {
+        loop {
+            if let Some(f) = self.next_frame()? {
+                return Ok(Some(f));
+            }
+            io.readable().await?;
+            match io.try_read_buf(&mut self.buf) {
+                Ok(0) if self.buf.is_empty() => return Ok(None),
+                Ok(0) => return malformed("the connection closed inside a frame"),
+                Ok(_) => {}
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+}
+
+/// The sending side of a connection (the writing protocol above).
+pub struct Writer {
+    stream: Arc<TcpStream>,
+    out: Arc<Outbox<mpsc::UnboundedSender<Bytes>>>,
+}
+
+/// The connection's write loop: writes queued frames in order; ends on a write error (the
+/// connection is lost) or when its [`Writer`] is dropped and the queue is empty.
+pub struct WriteLoop {
+    stream: Arc<TcpStream>,
+    /// Weak, so that dropping the writer closes the queue.
+    out: std::sync::Weak<Outbox<mpsc::UnboundedSender<Bytes>>>,
+    queue: mpsc::UnboundedReceiver<Bytes>,
+}
+
+/// Writes what the socket takes without waiting; gives back the rest (point 2 of writing).
+fn write_now(stream: &TcpStream, mut f: Bytes) -> Option<Bytes> {
+    loop {
+        match stream.try_write(&f) {
+            Ok(n) if n == f.len() => return None,
+            Ok(n) => f.advance(n),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return Some(f),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            // Broken: queue it, and the write loop reports the error.
+            Err(_) => return Some(f),
+        }
+    }
+}
+
+impl Writer {
+    /// A writer on `stream` and the loop the caller runs beside it.
+    pub fn new(stream: Arc<TcpStream>) -> (Writer, WriteLoop) {
+        let (tx, queue) = mpsc::unbounded_channel();
+        let out = Arc::new(Outbox::new(tx));
+        let weak = Arc::downgrade(&out);
+        (Writer { stream: stream.clone(), out }, WriteLoop { stream, out: weak, queue })
+    }
+
+    /// Sends `payload` as one frame. Callers that need order hold one lock across their calls.
+    pub fn send(&self, payload: &[u8]) {
+        self.out.emit(frame(payload), |f| write_now(&self.stream, f));
+    }
+
+    /// Whether frames still wait in the queue.
+    pub fn pending(&self) -> bool {
+        self.out.pending()
+    }
+}
+
+impl WriteLoop {
+    /// Runs until the writer is gone and everything is written, or a write fails.
+    pub async fn run(mut self) -> Result<(), DirectError> {
+        while let Some(mut f) = self.queue.recv().await {
+            while !f.is_empty() {
+                self.stream.writable().await?;
+                match self.stream.try_write(&f) {
+                    Ok(n) => f.advance(n),
+                    Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            if let Some(out) = self.out.upgrade() {
+                out.taken();
+            }
+        }
+        Ok(())
     }
 }
 
