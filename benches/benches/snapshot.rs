@@ -76,6 +76,7 @@ fn capture(m: &Arc<Module>, states: &[ActorState]) -> Snapshot {
         tables: vec![],
         resources: vec![],
         limits: vec![],
+        rngs: vec![],
     }
 }
 

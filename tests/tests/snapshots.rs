@@ -430,3 +430,28 @@ fn references_survive_a_resume_and_the_resumed_vm_makes_new_ones() {
     assert_eq!((again.code, again.stdout.as_str()), (Some(0), want), "{}", again.stderr);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn a_seeded_program_resumed_from_a_snapshot_continues_its_random_streams() {
+    let _s = serial();
+    let dir = scratch("rand");
+    let prog = program("randsnap");
+    let run = |args: &[&str]| run_with_timeout(Command::new(VM).args(args).current_dir(&dir), LIMIT).unwrap();
+    let first = run(&["run", "--seed", "7", "--allow-write", &prog, "rand.snap"]);
+    assert_eq!(first.code, Some(0), "{}", first.stderr);
+    let lines: Vec<&str> = first.stdout.lines().collect();
+    assert_eq!((lines.len(), lines[1]), (5, ":ok"), "{}", first.stdout);
+    // The same seed draws the same numbers; another seed draws others.
+    let same = run(&["run", "--seed", "7", "--allow-write", &prog, "same.snap"]);
+    assert_eq!(same.stdout, first.stdout);
+    let other = run(&["run", "--seed", "8", "--allow-write", &prog, "other.snap"]);
+    assert_ne!(other.stdout.lines().skip(2).collect::<Vec<_>>(), lines[2..]);
+    // Resumed at the snapshot, the main actor and the child it spawned before the snapshot
+    // draw what they drew after it in the first run: their generators came back.
+    for _ in 0..3 {
+        let again = run(&["resume", "rand.snap"]);
+        let want = format!(":resumed\n{}\n", lines[2..].join("\n"));
+        assert_eq!((again.code, again.stdout.as_str()), (Some(0), want.as_str()), "{}", again.stderr);
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -8,8 +8,10 @@
 //! 3. Seeding: a spawned actor's seed is the next output of its spawner's generator (drawn by the
 //!    spawn instruction), so with `vm run --seed N` (the main actor seeded with `N`) every actor's
 //!    stream is reproducible whatever the scheduling. Actors the runtime starts on its own (the
-//!    REPL's, remote spawns, a resumed snapshot's) get a seed from the runtime.
-//! 4. Ranges are drawn without modulo bias (values below `2^64 mod span` are rejected), floats
+//!    REPL's, remote spawns) get a seed from the runtime.
+//! 4. A snapshot (format 1.2) saves each actor's state and a resume restores it, so a seeded
+//!    program continues its streams across `vm resume`.
+//! 5. Ranges are drawn without modulo bias (values below `2^64 mod span` are rejected), floats
 //!    from the top 53 bits, so every float in `[0, 1)` with that spacing is equally likely.
 
 use crate::exception::Exception;

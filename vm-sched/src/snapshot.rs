@@ -122,13 +122,15 @@ fn capture(vm: &Vm, module: &Arc<vm_core::Module>, settings: Settings, cut: &cra
     // several times over, all under the pause.
     let mut actors = Vec::with_capacity(cut.cells.len());
     let mut limits = Vec::new();
+    let mut rngs = Vec::with_capacity(cut.cells.len());
     for cell in &cut.cells {
         // A reserved state is read in its slot; a published one says what it waits for.
         let read = cell.slot.read(cut.epoch, |st, waiting| {
             let waiting = waiting.unwrap_or_else(|| vm.waiting_of(cell.pid));
-            (w.state(st), waiting)
+            (w.state(st), st.rng, waiting)
         });
-        let Some((state, waiting)) = read else { continue };
+        let Some((state, rng, waiting)) = read else { continue };
+        rngs.push(v1::ActorRng { pid: cell.pid.0, state: rng });
         let img = cell.mailbox.image();
         let wait = match waiting {
             Waiting::Nothing => v1::Wait::Runnable,
@@ -220,6 +222,7 @@ fn capture(vm: &Vm, module: &Arc<vm_core::Module>, settings: Settings, cut: &cra
         tables,
         resources,
         limits,
+        rngs,
     }
 }
 
@@ -319,6 +322,8 @@ pub async fn restore(
 
     let mut report = None;
     let mut started = Vec::new();
+    // Looked up per actor: a map, as every actor has an entry.
+    let rngs: std::collections::HashMap<u64, u64> = s.rngs.iter().map(|g| (g.pid, g.state)).collect();
     for a in &s.actors {
         let mut st = reader.state(&a.state);
         match a.wait {
@@ -368,11 +373,13 @@ pub async fn restore(
         } else {
             None
         };
+        // A file from before format 1.2 has no generators: such an actor starts a new stream.
+        let rng = rngs.get(&a.pid).copied();
         vm.install_restored(cell.clone(), tx);
-        started.push((cell, st));
+        started.push((cell, st, rng));
     }
-    for (cell, st) in started {
-        vm.start_restored(cell, st);
+    for (cell, st, rng) in started {
+        vm.start_restored(cell, st, rng);
     }
     report
 }

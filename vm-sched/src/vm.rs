@@ -924,11 +924,10 @@ impl Vm {
         }
     }
 
-    /// Starts a restored actor's task with its state.
-    pub(crate) fn start_restored(&self, cell: Arc<ActorCell>, mut st: ActorState) {
-        // A snapshot does not hold the generators' states: each restored actor starts a new
-        // stream (docs/snapshots.md).
-        st.rng = self.fresh_seed();
+    /// Starts a restored actor's task with its state and its generator's saved state (`None`
+    /// from a file older than format 1.2: the actor starts a new stream, docs/snapshots.md).
+    pub(crate) fn start_restored(&self, cell: Arc<ActorCell>, mut st: ActorState, rng: Option<u64>) {
+        st.rng = rng.unwrap_or_else(|| self.fresh_seed());
         let func = st.frames.first().map_or(0, |f| f.func);
         let span = trace::actor_span(cell.pid, &cell.module, func);
         (self.shared.start_actor)(self.clone(), cell, st, span);

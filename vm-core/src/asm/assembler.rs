@@ -83,6 +83,31 @@ struct OperandList {
     start: i64,
     count: i64,
     moves: Vec<Item>,
+    /// Binding items `?rN` of a pattern: (element index, register, span of the item). The
+    /// pattern holds `:_` there, and the matched element is copied to the register afterwards.
+    binds: Vec<(i64, i64, usize, usize)>,
+}
+
+/// What an operand list stands for.
+#[derive(Clone, Copy, PartialEq)]
+enum ListKind {
+    /// A window `reg, count`: a run of consecutive registers is used in place.
+    Window,
+    /// A tuple built in its own scratch registers.
+    Tuple,
+    /// A tuple that is a pattern, where binding items `?rN` may appear.
+    Pattern,
+}
+
+impl ListKind {
+    /// The kind of a tuple written as operand `i` of `op`.
+    fn tuple(op: Opcode, i: usize) -> ListKind {
+        if matches!(op, Opcode::Recvp | Opcode::Recvpt) && i == 1 {
+            ListKind::Pattern
+        } else {
+            ListKind::Tuple
+        }
+    }
 }
 
 /// A use of a label or function name, patched once the name's index is known.
@@ -363,7 +388,7 @@ impl Asm<'_> {
             && c.src()[spans[w].0..spans[w].1].starts_with('[')
         {
             let (s, e) = spans[w];
-            let l = self.operand_list(f, c.src(), s, e, slots, false)?;
+            let l = self.operand_list(f, c.src(), s, e, slots, ListKind::Window)?;
             slots += l.moves.len() as i64;
             list = Some(l);
             spans.insert(w + 1, (s, e));
@@ -373,7 +398,7 @@ impl Asm<'_> {
         for (i, &(s, e)) in spans.iter().enumerate() {
             if kinds.get(i) == Some(&OperandKind::Reg) && Some(i) != window && c.src()[s..e].starts_with('{')
             {
-                let l = self.operand_list(f, c.src(), s, e, slots, true)?;
+                let l = self.operand_list(f, c.src(), s, e, slots, ListKind::tuple(op, i))?;
                 slots += l.moves.len() as i64 + 1;
                 tuples.push((i, l));
             }
@@ -413,6 +438,24 @@ impl Asm<'_> {
         if let Some(l) = list {
             out.extend(self.list_moves(f, l, at, len));
         }
+        // A pattern's bindings: `tget`s from the matched message (in the destination) after the
+        // instruction, so a pattern without them costs nothing, and a `recvpt` that times out
+        // (jumping away) binds nothing.
+        let mut binds = Vec::new();
+        for (_, l) in &tuples {
+            for &(k, r, bs, bl) in &l.binds {
+                let Some(&(Operand::Val(dst), ..)) = parsed.first() else { continue };
+                if r == dst {
+                    return Err(SpanError::new(bs, bl, format!("`?r{r}` binds the register the message is received into"))
+                        .with_hint(format!("bind into another register: the match is in r{dst}, whose elements are copied after it arrives")));
+                }
+                if binds.iter().any(|&(_, b)| b == r) {
+                    return Err(SpanError::new(bs, bl, format!("`?r{r}` is bound twice in one pattern"))
+                        .with_hint("bind each element to its own register; to test that two elements are equal, compare them after the receive"));
+                }
+                binds.push((k, r));
+            }
+        }
         for (_, l) in tuples {
             let (items, n) = (l.start, l.count);
             out.extend(self.list_moves(f, l, at, len));
@@ -445,14 +488,19 @@ impl Asm<'_> {
             }
             vals.push(val);
         }
+        let dst = vals.first().copied().unwrap_or(0);
         out.push(Pending { op, vals, at, len, bad: false });
+        for (k, r) in binds {
+            f.max_reg = f.max_reg.max(Some(r));
+            out.push(Pending { op: Opcode::Tget, vals: vec![r, dst, k], at, len, bad: false });
+        }
         Ok(out)
     }
 
     /// Parses an operand list `[item, ...]` (or a tuple's items `{item, ...}`) spanning `s..e`:
     /// each item a register or a constant. Registers already in a run `rK, rK+1, ...` are the
-    /// window itself, unless `always` (a tuple needs its own registers): otherwise the items
-    /// are loaded into the scratch slots from `slot`.
+    /// window itself, unless `kind` is a tuple (which needs its own registers): otherwise the
+    /// items are loaded into the scratch slots from `slot`. In a pattern, an item `?rN` binds.
     fn operand_list(
         &self,
         f: &FuncBuild,
@@ -460,13 +508,31 @@ impl Asm<'_> {
         s: usize,
         e: usize,
         slot: i64,
-        always: bool,
+        kind: ListKind,
     ) -> PResult<OperandList> {
         let inner = lex::split_operands(src, s + 1, e - 1)?;
         let mut items = Vec::with_capacity(inner.len());
+        let mut binds = Vec::new();
         for &(a, b) in &inner {
             let mut oc = Cursor::new(src, a, b);
-            let item = if is_register(src[a..b].trim()) {
+            let text = src[a..b].trim();
+            let item = if let Some(reg) = text.strip_prefix('?') {
+                let (bs, bl) = (a + (src[a..b].len() - src[a..b].trim_start().len()), text.len());
+                if kind != ListKind::Pattern {
+                    return Err(SpanError::new(bs, bl, format!("`{text}` binds, but this is not a pattern"))
+                        .with_hint("a binding `?rN` goes in the `{..}` pattern of `recvp` or `recvpt`; elsewhere write the register itself"));
+                }
+                if !is_register(reg) {
+                    return Err(SpanError::new(bs, bl, format!("`{text}` binds no register"))
+                        .with_hint("write `?` before a register, as in `recvp r1, {:reply, r2, ?r3}`"));
+                }
+                oc.pos = bs + 1;
+                match self.operand(f, OperandKind::Reg, &mut oc, None)? {
+                    Operand::Val(r) => binds.push((items.len() as i64, r, bs, bl)),
+                    _ => unreachable!("a register operand is a value"),
+                }
+                Item::Const(Value::Atom(crate::atom::atoms::WILDCARD))
+            } else if is_register(text) {
                 match self.operand(f, OperandKind::Reg, &mut oc, None)? {
                     Operand::Val(r) => Item::Reg(r),
                     _ => unreachable!("a register operand is a value"),
@@ -482,7 +548,7 @@ impl Asm<'_> {
             return Err(SpanError::new(s, e - s, format!("a list of {count} operands is too long")));
         }
         let run = match items.first() {
-            _ if always => None,
+            _ if kind != ListKind::Window => None,
             None => Some(0),
             Some(Item::Reg(first)) => {
                 let consecutive = items
@@ -494,8 +560,8 @@ impl Asm<'_> {
             Some(Item::Const(_)) => None,
         };
         Ok(match run {
-            Some(start) => OperandList { start, count, moves: Vec::new() },
-            None => OperandList { start: SCRATCH + slot, count, moves: items },
+            Some(start) => OperandList { start, count, moves: Vec::new(), binds },
+            None => OperandList { start: SCRATCH + slot, count, moves: items, binds },
         })
     }
 

@@ -181,6 +181,40 @@ fn a_tuple_in_place_of_a_register_is_built_in_scratch_registers() {
 }
 
 #[test]
+fn a_binding_pattern_is_a_wildcard_and_a_tget_after_the_receive() {
+    let sugar = asm(
+        ".func main 1\n    self r1\n    recvp r2, {:reply, r1, ?r7, ?r0}\n    recvpt r3, {?r4, :x}, r1, out\nout:\n    ret r2\n.end\n",
+    );
+    let by_hand = asm(
+        ".func main 1\n    self r1\n    const r8, :reply\n    move r9, r1\n    const r10, :_\n    const r11, :_\n    tuple r12, r8, 4\n    recvp r2, r12\n    tget r7, r2, 2\n    tget r0, r2, 3\n    const r8, :_\n    const r9, :x\n    tuple r10, r8, 2\n    recvpt r3, r10, r1, out\n    tget r4, r3, 0\nout:\n    ret r2\n.end\n",
+    );
+    assert_eq!(sugar.funcs, by_hand.funcs);
+    // A pattern without bindings assembles exactly as before: binding costs nothing elsewhere.
+    let plain = asm(".func main 1\n    recvp r2, {:reply, r0, :_}\n    ret r2\n.end\n");
+    assert_eq!(plain.funcs[0].code.len(), 6);
+}
+
+#[test]
+fn binding_misuse_is_an_error_at_the_binding_with_a_hint() {
+    let cases: [(&str, &str, &str); 5] = [
+        ("    send r0, {:a, ?r1}\n", "not a pattern", "recvp"),
+        ("    spawn r1, r0, [?r2]\n", "not a pattern", "recvp"),
+        ("    recvp r1, {:a, ?r1}\n", "binds the register the message is received into", "another register"),
+        ("    recvp r1, {?r2, ?r2}\n", "bound twice", "its own register"),
+        ("    recvp r1, {:a, ?x}\n", "binds no register", "before a register"),
+    ];
+    for (line, message, hint) in cases {
+        let e = error(&format!(".func main 1\n{line}    ret r0\n.end\n"));
+        assert!(e.message.contains(message), "{line}: {e:?}");
+        assert!(e.hint.as_deref().unwrap_or("").contains(hint), "{line}: {e:?}");
+        let col = line.rfind('?').unwrap() as u32 + 1; // the second of two bindings
+        assert_eq!((e.line, e.col), (2, col), "{line}: {e:?}");
+    }
+    let e = error(".func main 1 4\n    recvp r1, {:a, ?r9}\n    ret r0\n.end\n");
+    assert!(e.message.contains("out of range"), "{e:?}");
+}
+
+#[test]
 fn operand_lists_take_small_ints_nil_and_empty_lists_and_are_checked() {
     let m = asm(".func main 0\n    list r0, [1, nil]\n    spawn r1, r0, []\n    ret r0\n.end\n");
     assert_eq!(

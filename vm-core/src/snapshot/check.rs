@@ -78,6 +78,12 @@ impl Checker<'_> {
                 return Err(format!("actor <{}>: its heap limit is 0", l.pid));
             }
         }
+        let mut seeded = HashSet::new();
+        for g in &self.s.rngs {
+            if !pids.contains(&g.pid) || !seeded.insert(g.pid) {
+                return Err(format!("the rng section names actor <{}> twice or not at all", g.pid));
+            }
+        }
         for ch in &self.s.channels {
             self.channel(ch).map_err(|e| format!("channel {}: {e}", ch.id))?;
         }

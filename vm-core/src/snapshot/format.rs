@@ -15,7 +15,9 @@ pub const VERSION_MAJOR: u16 = 1;
 /// 1.1 added `v1::VRef::Ref` (references; a 1.0 reader refuses a file holding one as damaged)
 /// and the custom limits section (`section::LIMITS`, which a 1.0 reader skips). Both are
 /// additions a 1.1 reader of either kind reads or skips, so one minor version holds them.
-pub const VERSION_MINOR: u16 = 1;
+/// 1.2 added the custom rng section (`section::RNG`, which 1.0 and 1.1 readers skip: they
+/// resume with fresh generators). A file without it (1.0, 1.1) is read as before.
+pub const VERSION_MINOR: u16 = 2;
 
 /// Section ids.
 pub mod section {
@@ -39,6 +41,8 @@ pub mod section {
     pub const CUSTOM: u8 = 0x80;
     /// Actor limits (format 1.1): a custom section, so that 1.0 readers skip it.
     pub const LIMITS: u8 = 0x80;
+    /// The actors' random generators (format 1.2): a custom section, so older readers skip it.
+    pub const RNG: u8 = 0x81;
 
     /// A section's name, for messages.
     pub fn name(id: u8) -> &'static str {
@@ -52,6 +56,7 @@ pub mod section {
             TABLES => "tables",
             RESOURCES => "resources",
             LIMITS => "limits",
+            RNG => "rng",
             _ if id & CUSTOM != 0 => "custom",
             _ => "unknown",
         }
@@ -83,6 +88,9 @@ pub fn encode(s: &Snapshot) -> Vec<u8> {
     put_body(&mut out, section::RESOURCES, &s.resources);
     if !s.limits.is_empty() {
         put_body(&mut out, section::LIMITS, &s.limits);
+    }
+    if !s.rngs.is_empty() {
+        put_body(&mut out, section::RNG, &s.rngs);
     }
     let file_crc = crc32fast::hash(&out);
     put_section(&mut out, section::END, |out| out.extend_from_slice(&file_crc.to_le_bytes()));
@@ -148,19 +156,35 @@ pub fn decode(bytes: &[u8]) -> Result<Snapshot, SnapshotError> {
             meta.module_hash
         )));
     }
-    let mut limits = Vec::new();
-    let mut seen_limits = false;
+    let (mut limits, mut rngs) = (Vec::new(), Vec::new());
+    let (mut seen_limits, mut seen_rngs) = (false, false);
     for (id, at, b) in custom {
+        let seen = match id {
+            section::LIMITS => &mut seen_limits,
+            section::RNG => &mut seen_rngs,
+            _ => continue,
+        };
+        if std::mem::replace(seen, true) {
+            return Err(damaged(format!("a second {} section at offset {at}", section::name(id))));
+        }
         if id == section::LIMITS {
-            if std::mem::replace(&mut seen_limits, true) {
-                return Err(damaged(format!("a second limits section at offset {at}")));
-            }
             limits = body((at, b), id)?;
+        } else {
+            rngs = body((at, b), id)?;
         }
     }
     let module = crate::load(vbc).map_err(SnapshotError::Module)?;
-    let snapshot =
-        Snapshot { meta, module: Arc::new(module), values, actors, channels, tables, resources, limits };
+    let snapshot = Snapshot {
+        meta,
+        module: Arc::new(module),
+        values,
+        actors,
+        channels,
+        tables,
+        resources,
+        limits,
+        rngs,
+    };
     super::check::check_loaded(&snapshot, bytes.len())?;
     Ok(snapshot)
 }
@@ -231,7 +255,7 @@ fn split(bytes: &[u8]) -> Result<(Vec<Section<'_>>, Vec<Section<'_>>), SnapshotE
             }
             return Ok((out, custom));
         }
-        if id == section::LIMITS {
+        if id == section::LIMITS || id == section::RNG {
             custom.push((id, at, body));
         } else if id & section::CUSTOM == 0 {
             if id > section::RESOURCES {

@@ -9,7 +9,7 @@
 //! ```text
 //! file     = magic version section* end
 //! magic    = 56 4d 53 4e 41 50 0d 0a 1a 0a     ("VMSNAP\r\n\x1a\n")
-//! version  = major:u16 minor:u16                (this VM writes 1.1 and reads 1.x)
+//! version  = major:u16 minor:u16                (this VM writes 1.2 and reads 1.x)
 //! section  = id:u8 length:u32 crc32:u32 body[length]
 //! end      = 00 04000000 crc32:u32 filecrc:u32
 //! ```
@@ -28,10 +28,11 @@
 //! | 6 | tables | postcard `Vec<`[`v1::Table`]`>` |
 //! | 7 | resources | postcard `Vec<`[`v1::Resource`]`>` |
 //! | `0x80` | limits (1.1): optional | postcard `Vec<`[`v1::ActorLimits`]`>` |
-//! | `0x81..=0xff` | custom: skipped by this VM | anything |
+//! | `0x81` | rng (1.2): optional | postcard `Vec<`[`v1::ActorRng`]`>` |
+//! | `0x82..=0xff` | custom: skipped by this VM | anything |
 //!
 //! Sections 1 to 7 appear exactly once each, in that order; custom sections anywhere before the
-//! end, a known one (limits) at most once. A newer minor version only adds custom sections (see [`v1`] for the rules that keep the
+//! end, a known one (limits, rng) at most once. A newer minor version only adds custom sections (see [`v1`] for the rules that keep the
 //! postcard bodies stable); a different major version is refused.
 //!
 //! # Loading
@@ -82,6 +83,8 @@ pub struct Snapshot {
     pub resources: Vec<v1::Resource>,
     /// The actors' limits that the actors section has no field for (format 1.1).
     pub limits: Vec<v1::ActorLimits>,
+    /// The actors' random generators (format 1.2; empty when read from an older file).
+    pub rngs: Vec<v1::ActorRng>,
 }
 
 /// Why bytes are not a usable snapshot. The message says what was wrong and where.

@@ -201,6 +201,7 @@ fn capture(m: &Arc<Module>, st: &ActorState, mailbox: &VecDeque<Value>, waiting:
         tables: vec![],
         resources: vec![],
         limits: vec![],
+        rngs: vec![],
     }
 }
 
@@ -330,6 +331,7 @@ fn a_value_held_by_many_actors_is_written_once_and_restored_shared() {
         tables: vec![],
         resources: vec![],
         limits: vec![],
+        rngs: vec![],
     };
     let bytes = encode(&s);
     let one_list = postcard::to_stdvec(&v1::Boxed::List((0..1000).map(VRef::Int).collect())).unwrap().len();
@@ -474,6 +476,7 @@ fn rich() -> Snapshot {
         tables,
         resources,
         limits: vec![v1::ActorLimits { pid: 2, max_heap: Some(1 << 20) }],
+        rngs: vec![v1::ActorRng { pid: 2, state: 0x1234_5678_9abc_def0 }],
     }
 }
 
@@ -566,14 +569,30 @@ fn file(version: (u16, u16), parts: &[(u8, Vec<u8>)]) -> Vec<u8> {
 fn versions_custom_sections_and_section_order() {
     let all = sections(&encode(&rich()));
     // Format 1.1 adds the limits section (0x80), a custom section, written only when an actor
-    // has a limit; a 1.0 file without it still loads.
-    assert_eq!(all.iter().map(|p| p.0).collect::<Vec<_>>(), [1, 2, 3, 4, 5, 6, 7, 0x80]);
-    assert_eq!(decode(&file((1, 1), &all)).unwrap().limits, rich().limits);
+    // has a limit; 1.2 the rng section (0x81). A 1.0 file without them still loads, and a 1.1
+    // file without the rng section too (its actors get fresh generators).
+    assert_eq!(all.iter().map(|p| p.0).collect::<Vec<_>>(), [1, 2, 3, 4, 5, 6, 7, 0x80, 0x81]);
+    let both = decode(&file((1, 2), &all)).unwrap();
+    assert_eq!((both.limits, both.rngs), (rich().limits, rich().rngs));
     let parts = all[..7].to_vec();
-    assert!(decode(&file((1, 0), &parts)).unwrap().limits.is_empty());
+    let old = decode(&file((1, 0), &parts)).unwrap();
+    assert!(old.limits.is_empty() && old.rngs.is_empty());
+    let v11 = decode(&file((1, 1), &all[..8])).unwrap();
+    assert_eq!((v11.limits, v11.rngs), (rich().limits, vec![]));
+    // The rng section must decode, name actors of the file, and appear once.
+    let mut bad_rng = parts.clone();
+    bad_rng.push((0x81, b"not postcard".to_vec()));
+    assert!(err(&file((1, 2), &bad_rng)).contains("rng section"));
+    let mut stranger = parts.clone();
+    let rngs = vec![v1::ActorRng { pid: 99, state: 1 }];
+    stranger.push((0x81, postcard::to_stdvec(&rngs).unwrap()));
+    assert!(err(&file((1, 2), &stranger)).contains("the rng section names actor <99>"));
+    let mut twice = all.clone();
+    twice.push(all[8].clone());
+    assert!(err(&file((1, 2), &twice)).contains("a second rng section"));
     // A newer minor version may add custom sections, which are skipped.
     let mut with_custom = parts.clone();
-    with_custom.insert(3, (0x81, b"a newer writer's notes".to_vec()));
+    with_custom.insert(3, (0x82, b"a newer writer's notes".to_vec()));
     with_custom.push((0xff, vec![]));
     assert!(decode(&file((1, 7), &with_custom)).is_ok());
     // The limits section must decode, name actors of the file, and appear once.
@@ -820,6 +839,7 @@ fn seed_snapshots() -> Vec<(&'static str, Snapshot)> {
     sleeping.actors[0].monitoring.clear();
     sleeping.actors[0].wait = Wait::Runnable;
     sleeping.limits.clear();
+    sleeping.rngs.clear();
     vec![("rich.vsnap", rich()), ("fresh.vsnap", fresh), ("one_actor.vsnap", sleeping)]
 }
 

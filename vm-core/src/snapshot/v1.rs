@@ -213,6 +213,16 @@ pub struct ActorLimits {
     pub max_heap: Option<u64>,
 }
 
+/// The state of one actor's random generator (`vm_core::rng`), added in format 1.2 in the
+/// custom section `RNG` (0x81), which older readers skip: a resumed actor continues its stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActorRng {
+    /// The actor's pid (one of the actors section's).
+    pub pid: u64,
+    /// The generator's 64-bit state.
+    pub state: u64,
+}
+
 /// The interpreter's state of one actor (the live `ActorState`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct State {
