@@ -209,6 +209,38 @@ fn a_transient_container_restarts_until_the_intensity_limit() {
     assert!(run.stderr.contains("restart intensity reached"), "{}", run.stderr);
 }
 
+/// `limits.max_heap` is the default `:max_heap` of a container's actors: a child spawned with
+/// no such option that grows forever is ended with `{:limit, :max_heap}`, and the root goes on.
+#[test]
+fn max_heap_is_a_container_limit() {
+    let m = manifest(
+        "max_heap",
+        &format!(
+            r#"{{"containers": [
+                {{"name": "small", "module": "{}", "limits": {{"max_heap": 1000000}}}}
+            ]}}"#,
+            program("heap.vasm")
+        ),
+    );
+    let run = up(&m);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_eq!(
+        lines_of(&run.stdout, "[small] "),
+        vec!["{:limit, :max_heap}", "root goes on"],
+        "{}",
+        run.stdout
+    );
+    let run = up(&manifest(
+        "max_heap_zero",
+        &format!(
+            r#"{{"containers": [{{"name": "a", "module": "{}", "limits": {{"max_heap": 0}}}}]}}"#,
+            program("heap.vasm")
+        ),
+    ));
+    assert_eq!(run.code, Some(2), "{}", run.stderr);
+    assert!(run.stderr.contains("containers[0].limits.max_heap"), "{}", run.stderr);
+}
+
 /// Manifest errors are usage errors (status 2) that say where.
 #[test]
 fn manifest_errors_are_located() {

@@ -15,7 +15,8 @@
 //!    the VM's.
 //! 3. **Limits.** `max_actors` counts the container's live actors (spawning past it raises
 //!    `:limit`, as the VM's own limit does); `max_mailbox` is the default of every actor's
-//!    `:max_mailbox` in the container (a `spawnx` option still overrides it).
+//!    `:max_mailbox` in the container and `max_heap` of every actor's `:max_heap` (a `spawnx`
+//!    option still overrides either).
 //! 4. **Boundaries.** A message from an actor of one container to an actor of another may hold
 //!    plain data, pids and channels; a function value, a resource or a shared table anywhere in
 //!    it makes the send raise `:badarg`, and nothing is delivered ([`crossing_refusal`]). The
@@ -77,6 +78,8 @@ pub struct Limits {
     pub max_actors: Option<usize>,
     /// The default `:max_mailbox` of its actors.
     pub max_mailbox: Option<usize>,
+    /// The default `:max_heap` of its actors, in bytes.
+    pub max_heap: Option<u64>,
 }
 
 /// Everything a container is started from (a manifest entry, the REPL's `start`).

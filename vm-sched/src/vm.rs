@@ -481,7 +481,7 @@ impl Vm {
             cell = cell.with_priority(p);
         }
         let cell = Arc::new(cell);
-        if let Some(max) = opts.max_heap {
+        if let Some(max) = opts.max_heap.or(container.spec.limits.max_heap) {
             cell.mailbox.with(|i| i.ext().max_heap = Some(max));
             state.meter.counted(0, Some(max));
         }
