@@ -209,6 +209,27 @@ fn a_transient_container_restarts_until_the_intensity_limit() {
     assert!(run.stderr.contains("restart intensity reached"), "{}", run.stderr);
 }
 
+/// Each container has its own registry: two containers both register `:db`, send to it by
+/// name and find their own actor there.
+#[test]
+fn each_container_has_its_own_names() {
+    let m = manifest(
+        "names",
+        &format!(
+            r#"{{"containers": [
+                {{"name": "a", "module": "{p}"}},
+                {{"name": "b", "module": "{p}"}}
+            ]}}"#,
+            p = program("names.vasm")
+        ),
+    );
+    let run = up(&m);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    for tag in ["[a] ", "[b] "] {
+        assert_eq!(lines_of(&run.stdout, tag), vec!["by name", ":db is mine"], "{}", run.stdout);
+    }
+}
+
 /// `limits.max_heap` is the default `:max_heap` of a container's actors: a child spawned with
 /// no such option that grows forever is ended with `{:limit, :max_heap}`, and the root goes on.
 #[test]

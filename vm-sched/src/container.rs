@@ -22,9 +22,14 @@
 //!    it makes the send raise `:badarg`, and nothing is delivered ([`crossing_refusal`]). The
 //!    host checks this only when it looks the receiver up: the cached receiver of the send fast
 //!    path is always in the sender's container, so the fast path pays nothing.
-//! 5. **Names.** Each container has its own table of published services (`publish`); another
-//!    container reaches one with `lookup("container/name")` only if its `allow_lookup` names
-//!    that container. Pids are global, so links and monitors work across containers.
+//! 5. **Names.** Each container has its own registry (`register`, `whereis`, a send to a name):
+//!    two containers may both register `:db`, each meaning its own actor. An actor is registered
+//!    only in its own container's registry (registering an actor of another container raises
+//!    `:badarg`), so its name leaves with it. The registry of the default container is the one
+//!    the REPL and remote name sends from other nodes see. Each container also has its own table
+//!    of published services (`publish`); another container reaches one with
+//!    `lookup("container/name")` only if its `allow_lookup` names that container. Pids are
+//!    global, so links and monitors work across containers.
 //! 6. **Lifecycle.** A container with a root actor ends when the root ends: every other actor of
 //!    the container is killed (their resources close as each one ends), its published names
 //!    are withdrawn, and the end ([`ContainerEnd`]) is reported to whoever supervises the VM
@@ -148,6 +153,8 @@ pub struct Container {
     /// The root actor's pid (0: none, as in the default container).
     pub(crate) root: AtomicU64,
     ended: AtomicBool,
+    /// Its registered names (rule 5).
+    pub(crate) names: Mutex<HashMap<vm_core::Atom, Pid>>,
     /// Its published services.
     published: Mutex<HashMap<String, Value>>,
 }
@@ -164,6 +171,7 @@ impl Container {
             actors: AtomicUsize::new(0),
             root: AtomicU64::new(0),
             ended: AtomicBool::new(false),
+            names: Mutex::new(HashMap::new()),
             published: Mutex::new(HashMap::new()),
         }
     }

@@ -193,19 +193,24 @@ impl Host for ActorHost<'_> {
     }
 
     fn control(&mut self, op: ActorOp) -> Result<Value, Exception> {
-        trace::trace_control(self.cell, &op, |name| self.vm.whereis(name).is_none());
+        trace::trace_control(self.cell, &op, |name| self.vm.whereis_in(&self.cell.container, name).is_none());
         let me = self.cell.pid;
         let vm = self.vm;
         if cluster::is_remote(&op) {
             return cluster::control(vm, self.cell, op);
         }
         match op {
-            ActorOp::Register(name, pid) => vm.register(name, pid).map(|()| Value::Nil),
+            // Names are the caller's container's own (`container`, rule 5).
+            ActorOp::Register(name, pid) => {
+                vm.register_in(&self.cell.container, name, pid).map(|()| Value::Nil)
+            }
             ActorOp::Unregister(name) => {
-                vm.unregister(name);
+                vm.unregister_in(&self.cell.container, name);
                 Ok(Value::Nil)
             }
-            ActorOp::Whereis(name) => Ok(vm.whereis(name).map_or(Value::Nil, Value::Pid)),
+            ActorOp::Whereis(name) => {
+                Ok(vm.whereis_in(&self.cell.container, name).map_or(Value::Nil, Value::Pid))
+            }
             ActorOp::Link(pid) if pid == me => Ok(Value::Nil),
             ActorOp::Link(pid) => {
                 let alive = vm.lookup(pid).is_some_and(|c| {

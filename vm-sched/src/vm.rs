@@ -149,7 +149,6 @@ type PidMap = HashMap<u64, Arc<ActorCell>, std::hash::BuildHasherDefault<PidHash
 pub(crate) struct Shared {
     pub(crate) config: Config,
     shards: Vec<Mutex<PidMap>>,
-    names: Mutex<HashMap<Atom, Pid>>,
     next_pid: AtomicU64,
     next_ref: AtomicU64,
     next_chan: AtomicU64,
@@ -274,7 +273,6 @@ impl Vm {
             shared: Arc::new(Shared {
                 config,
                 shards,
-                names: Mutex::new(HashMap::new()),
                 next_pid: AtomicU64::new(1),
                 next_ref: AtomicU64::new(1),
                 next_chan: AtomicU64::new(1),
@@ -377,9 +375,14 @@ impl Vm {
         lock(self.shard(pid)).get(&pid.0).cloned()
     }
 
-    /// The pid registered as `name`.
+    /// The pid registered as `name` in the default container (the REPL's, remote sends').
     pub fn whereis(&self, name: Atom) -> Option<Pid> {
-        lock(&self.shared.names).get(&name).copied()
+        self.whereis_in(&self.shared.default_container, name)
+    }
+
+    /// The pid registered as `name` in `container` (see `container`, rule 5).
+    pub fn whereis_in(&self, container: &Container, name: Atom) -> Option<Pid> {
+        lock(&container.names).get(&name).copied()
     }
 
     /// Starts an actor running `fun(args)` from `module`. `parent` is needed to link or monitor.
@@ -586,9 +589,15 @@ impl Vm {
         }
     }
 
-    /// Registers `name` for `pid`.
+    /// Registers `name` for `pid` in the default container's registry.
     pub fn register(&self, name: Atom, pid: Pid) -> Result<(), Exception> {
-        let mut names = lock(&self.shared.names);
+        self.register_in(&self.shared.default_container.clone(), name, pid)
+    }
+
+    /// Registers `name` for `pid` in `container`'s registry; `pid` must be an actor of that
+    /// container (see `container`, rule 5).
+    pub fn register_in(&self, container: &Arc<Container>, name: Atom, pid: Pid) -> Result<(), Exception> {
+        let mut names = lock(&container.names);
         if let Some(other) = names.get(&name) {
             return Err(Exception::badarg(format!(
                 "{} is already registered to {other}",
@@ -596,6 +605,12 @@ impl Vm {
             )));
         }
         let cell = self.lookup(pid).ok_or_else(|| Exception::badarg(format!("{pid} is not alive")))?;
+        if !Arc::ptr_eq(&cell.container, container) {
+            return Err(Exception::badarg(format!(
+                "{pid} belongs to container {}: a container registers only its own actors",
+                cell.container.name()
+            )));
+        }
         cell.mailbox.with(|i| match i.ext_ref().and_then(|e| e.name) {
             _ if i.closed => Err(Exception::badarg(format!("{pid} is not alive"))),
             Some(old) => {
@@ -610,9 +625,9 @@ impl Vm {
         Ok(())
     }
 
-    /// Removes a registered name.
-    pub fn unregister(&self, name: Atom) {
-        if let Some(pid) = lock(&self.shared.names).remove(&name)
+    /// Removes a name from `container`'s registry.
+    pub fn unregister_in(&self, container: &Container, name: Atom) {
+        if let Some(pid) = lock(&container.names).remove(&name)
             && let Some(cell) = self.lookup(pid)
         {
             cell.mailbox.with(|i| i.ext().name = None);
@@ -627,7 +642,7 @@ impl Vm {
         self.shared.prio.running(cell);
         let (links, monitors, name) = cell.mailbox.close();
         if let Some(name) = name {
-            let mut names = lock(&self.shared.names);
+            let mut names = lock(&cell.container.names);
             if names.get(&name) == Some(&cell.pid) {
                 names.remove(&name);
             }
@@ -891,7 +906,7 @@ impl Vm {
     ) {
         let pid = cell.pid;
         if let Some(name) = cell.mailbox.with(|i| i.ext_ref().and_then(|e| e.name)) {
-            lock(&self.shared.names).insert(name, pid);
+            lock(&cell.container.names).insert(name, pid);
         }
         lock(self.shard(pid)).insert(pid.0, cell);
         self.shared.live.fetch_add(1, Ordering::SeqCst);

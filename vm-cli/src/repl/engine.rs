@@ -314,11 +314,13 @@ impl Engine {
                 let id = n.live(&node.name()).ok_or_else(|| format!("node {node} is not up"))?;
                 n.pid_of(&id, serial).ok_or_else(|| format!("<{node}.{serial}> is not a pid"))
             }
-            Target::Name(n) => self
-                .session
-                .vm()
-                .whereis(n)
-                .ok_or_else(|| format!("no actor is registered as {}", Value::Atom(n).repr())),
+            // A name is looked up in the entered container's registry (each has its own).
+            Target::Name(n) => {
+                let vm = self.session.vm();
+                let container = self.entered.as_ref().unwrap_or(vm.default_container());
+                vm.whereis_in(container, n)
+                    .ok_or_else(|| format!("no actor is registered as {}", Value::Atom(n).repr()))
+            }
         }
     }
 
