@@ -230,6 +230,30 @@ fn each_container_has_its_own_names() {
     }
 }
 
+/// Under `vm up` every line a container writes with `stdout_write` carries its name once, however
+/// it was written (in pieces, several lines at once, finished by a `print`, left unfinished at
+/// the end); under `vm run` the same program's output is exactly what it wrote.
+#[test]
+fn stdout_write_lines_carry_the_container_name() {
+    let m = manifest(
+        "writes",
+        &format!(r#"{{"containers": [{{"name": "w", "module": "{}"}}]}}"#, program("writes.vasm")),
+    );
+    let run = up(&m);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_eq!(
+        run.stdout.lines().collect::<Vec<_>>(),
+        vec!["[w] one piece", "[w] two", "[w] three then print", "[w] last, unfinished"],
+        "{}",
+        run.stdout
+    );
+    let mut cmd = Command::new(VM);
+    cmd.arg("run").arg(program("writes.vasm")).env("NO_COLOR", "1").env_remove("RUST_LOG");
+    let run = run_with_timeout(&mut cmd, Duration::from_secs(30)).unwrap_or_else(|e| panic!("{VM}: {e}"));
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_eq!(run.stdout, "one piece\ntwo\nthree then print\nlast, unfinished");
+}
+
 /// `limits.max_heap` is the default `:max_heap` of a container's actors: a child spawned with
 /// no such option that grows forever is ended with `{:limit, :max_heap}`, and the root goes on.
 #[test]

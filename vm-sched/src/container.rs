@@ -38,6 +38,7 @@
 //!    limit) or `temporary` (reported, stays down). The default container has no root.
 
 use crate::sync::{AtomicBool, AtomicU64, AtomicUsize, Mutex, Ordering, lock};
+use crate::vm::Output;
 use std::collections::HashMap;
 use std::sync::Arc;
 use vm_core::{Module, Pid, Value};
@@ -145,9 +146,11 @@ pub struct Container {
     pub grants: Arc<Grants>,
     /// Its actors' default priority (copied from the spec, for the cell).
     pub(crate) priority: vm_core::Priority,
-    /// `[name] `, put in front of each line its actors print; `None` for the default container
-    /// (`vm run`'s output is the program's own).
-    pub(crate) tag: Option<Box<str>>,
+    /// Its output, which puts `[name] ` in front of each line its actors write; `None` for the
+    /// default container (`vm run`'s output is the program's own).
+    pub(crate) tag: Option<Arc<Tagged>>,
+    /// Where its actors' `stdout_write` and `stderr_write` go: `tag`, or the VM's console.
+    pub console: Arc<dyn vm_io::Console>,
     /// Its live actors.
     pub(crate) actors: AtomicUsize,
     /// The root actor's pid (0: none, as in the default container).
@@ -160,13 +163,28 @@ pub struct Container {
 }
 
 impl Container {
-    /// A container started from `spec`, with no actor yet; `tagged` puts its name in front of
-    /// its output lines.
-    pub(crate) fn new(spec: ContainerSpec, tagged: bool) -> Container {
+    /// A container started from `spec`, with no actor yet. With `tagged`, its output lines go
+    /// to that sink with its name in front; without, its actors write to `console`, the VM's.
+    pub(crate) fn new(
+        spec: ContainerSpec,
+        tagged: Option<Arc<dyn Output>>,
+        console: Arc<dyn vm_io::Console>,
+    ) -> Container {
+        let tag = tagged.map(|output| {
+            Arc::new(Tagged {
+                tag: format!("[{}] ", spec.name).into_boxed_str(),
+                output,
+                partial: Mutex::new(Vec::new()),
+            })
+        });
         Container {
             grants: Arc::new(spec.grants.clone()),
             priority: spec.priority,
-            tag: tagged.then(|| format!("[{}] ", spec.name).into_boxed_str()),
+            console: match &tag {
+                Some(t) => t.clone(),
+                None => console,
+            },
+            tag,
             spec,
             actors: AtomicUsize::new(0),
             root: AtomicU64::new(0),
@@ -201,6 +219,9 @@ impl Container {
         let first = !self.ended.swap(true, Ordering::SeqCst);
         if first {
             lock(&self.published).clear();
+            if let Some(t) = &self.tag {
+                t.flush_partial();
+            }
         }
         first
     }
@@ -233,6 +254,64 @@ impl Container {
 impl std::fmt::Debug for Container {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Container").field("name", &self.name()).field("status", &self.status()).finish()
+    }
+}
+
+/// The output of a named container: every line its actors write (`print`, `stdout_write`)
+/// leaves with `[name] ` in front. The protocol:
+/// 1. `stdout_write` bytes up to each newline complete a line: the unfinished line so far, then
+///    those bytes, leave as one tagged line.
+/// 2. Bytes after the last newline wait in `partial` (the container's unfinished line) until a
+///    newline or a `print` completes them, so a line written in pieces is tagged once.
+/// 3. A `print` is a whole line: the unfinished line, if any, is its beginning (as on a
+///    terminal, where `stdout_write("a")` then `print("b")` shows `ab`).
+/// 4. When the container ends, an unfinished line leaves as it is, tagged.
+///
+/// Standard error is not tagged: the supervisor's own lines are there.
+pub(crate) struct Tagged {
+    tag: Box<str>,
+    output: Arc<dyn Output>,
+    partial: Mutex<Vec<u8>>,
+}
+
+impl Tagged {
+    /// Writes a whole line (rule 3).
+    pub(crate) fn line(&self, text: &str) {
+        let mut partial = lock(&self.partial);
+        if partial.is_empty() {
+            drop(partial);
+            self.output.line(&format!("{}{text}", self.tag));
+        } else {
+            let start = std::mem::take(&mut *partial);
+            self.output.line(&format!("{}{}{text}", self.tag, String::from_utf8_lossy(&start)));
+        }
+    }
+
+    /// Writes what is left of the unfinished line (rule 4).
+    fn flush_partial(&self) {
+        let start = std::mem::take(&mut *lock(&self.partial));
+        if !start.is_empty() {
+            self.output.line(&format!("{}{}", self.tag, String::from_utf8_lossy(&start)));
+        }
+    }
+}
+
+impl vm_io::Console for Tagged {
+    fn stdout(&self, bytes: &[u8]) {
+        // Rules 1 and 2; the lock keeps the pieces of one container's line together.
+        let mut partial = lock(&self.partial);
+        let mut rest = bytes;
+        while let Some(nl) = rest.iter().position(|&b| b == b'\n') {
+            partial.extend_from_slice(&rest[..nl]);
+            let line = std::mem::take(&mut *partial);
+            self.output.line(&format!("{}{}", self.tag, String::from_utf8_lossy(&line)));
+            rest = &rest[nl + 1..];
+        }
+        partial.extend_from_slice(rest);
+    }
+
+    fn stderr(&self, bytes: &[u8]) {
+        vm_io::stdio::write_stderr(bytes);
     }
 }
 

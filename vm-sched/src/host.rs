@@ -148,6 +148,7 @@ impl Host for ActorHost<'_> {
             io: &self.vm.shared.io,
             pid: self.cell.pid.0,
             grants: &self.cell.container.grants,
+            console: &self.cell.container.console,
         };
         match native.imp {
             // Left to the driver, which runs it on the blocking pool or queues it to its

@@ -265,7 +265,8 @@ impl Vm {
         let shards = (0..SHARDS).map(|_| Mutex::new(PidMap::default())).collect();
         let config_hog = config.hog_threshold_ms;
         let seed = config.seed.unwrap_or_else(entropy);
-        let io = vm_io::Io::new(config.perms.clone(), Arc::new(ConsoleOf(output.clone())));
+        let console: Arc<dyn vm_io::Console> = Arc::new(ConsoleOf(output.clone()));
+        let io = vm_io::Io::new(config.perms.clone(), console.clone());
         let io_grants = io.grants.clone();
         let heartbeat = Arc::new(Heartbeat::new(config_hog));
         let executors = crate::affine::Executors::new(&heartbeat);
@@ -309,7 +310,8 @@ impl Vm {
                         intensity: Default::default(),
                         priority: Default::default(),
                     },
-                    false,
+                    None,
+                    console,
                 )),
                 containers: Mutex::new(Vec::new()),
                 ends: Mutex::new(None),
@@ -977,7 +979,8 @@ impl Vm {
             return Err(format!("{:?} cannot name a container (non-empty, no '/', not \"main\")", spec.name));
         }
         crate::run::check_main(&spec.module).map_err(|e| format!("container {}: {e}", spec.name))?;
-        let container = Arc::new(Container::new(spec, true));
+        let container =
+            Arc::new(Container::new(spec, Some(self.shared.output.clone()), self.shared.io.console.clone()));
         {
             let mut all = lock(&self.shared.containers);
             match all.iter().position(|c| c.name() == container.name()) {
