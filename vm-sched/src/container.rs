@@ -156,6 +156,9 @@ pub struct Container {
     /// The root actor's pid (0: none, as in the default container).
     pub(crate) root: AtomicU64,
     ended: AtomicBool,
+    /// Set by [`crate::Vm::stop_container`]: it is ending because someone stopped it, and no
+    /// restart type applies.
+    pub(crate) stopped: AtomicBool,
     /// Its registered names (rule 5).
     pub(crate) names: Mutex<HashMap<vm_core::Atom, Pid>>,
     /// Its published services.
@@ -189,6 +192,7 @@ impl Container {
             actors: AtomicUsize::new(0),
             root: AtomicU64::new(0),
             ended: AtomicBool::new(false),
+            stopped: AtomicBool::new(false),
             names: Mutex::new(HashMap::new()),
             published: Mutex::new(HashMap::new()),
         }
@@ -324,6 +328,8 @@ pub struct ContainerEnd {
     pub reason: Value,
     /// Whether that is an abnormal end (a crash, a kill, a reason other than `:normal`).
     pub abnormal: bool,
+    /// Whether it was stopped on purpose (`Vm::stop_container`): then it is not restarted.
+    pub stopped: bool,
 }
 
 /// The first function value, resource or shared table inside `v`, by kind (`"a function

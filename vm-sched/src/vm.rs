@@ -1022,6 +1022,7 @@ impl Vm {
         let c = self.container(name).ok_or_else(|| format!("no container named {name}"))?;
         match c.root() {
             Some(root) if c.status() == crate::container::Status::Running => {
+                c.stopped.store(true, Ordering::SeqCst);
                 self.signal(root, Signal::Kill(reason));
                 Ok(())
             }
@@ -1053,7 +1054,8 @@ impl Vm {
         let abnormal = !matches!(&value, Value::Atom(a) if *a == atoms::NORMAL);
         tracing::debug!(container = container.name(), reason = %value.repr(), "container ended");
         if let Some(tx) = lock(&self.shared.ends).as_ref() {
-            let _ = tx.send(ContainerEnd { container: container.clone(), reason: value, abnormal });
+            let stopped = container.stopped.load(Ordering::SeqCst);
+            let _ = tx.send(ContainerEnd { container: container.clone(), reason: value, abnormal, stopped });
         }
     }
 
