@@ -112,6 +112,51 @@ fn only_data_pids_and_channels_cross_a_boundary() {
     assert_eq!(lines_of(&run.stdout, "[inbox] "), vec!["got a :tuple", "quiet"], "{}", run.stdout);
 }
 
+/// On a channel another container can reach (looked up, or sent over such a channel), a
+/// function value, a list holding one, a shared table (`csend`) and a function (`select` send)
+/// raise `:badarg` and nothing arrives; plain data and channels cross. A channel only its own
+/// container knows carries a function as before.
+#[test]
+fn channel_sends_refuse_what_may_not_cross() {
+    let m = manifest(
+        "chan_boundary",
+        &format!(
+            r#"{{"containers": [
+                {{"name": "inbox", "module": "{}"}},
+                {{"name": "sender", "module": "{}", "allow_lookup": ["inbox"]}}
+            ]}}"#,
+            program("chan_inbox.vasm"),
+            program("chan_sender.vasm")
+        ),
+    );
+    let run = up(&m);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let sent = lines_of(&run.stdout, "[sender] ");
+    assert_eq!(sent.len(), 9, "{}", run.stdout);
+    for (i, what) in [
+        (0, "a function value"),
+        (1, "a function value"),
+        (2, "a shared table"),
+        (3, "a function value"),
+        (6, "a function value"),
+    ] {
+        assert!(sent[i].starts_with("{:badarg, ") && sent[i].contains(what), "{}", sent[i]);
+        assert!(
+            sent[i].contains("another container can reach") && sent[i].contains("nothing was sent"),
+            "{}",
+            sent[i]
+        );
+    }
+    assert!(sent[0].contains("csend: ") && sent[3].contains("select: "), "{sent:#?}");
+    assert_eq!([sent[4], sent[5], sent[7], sent[8]], ["sent", "sent", "sent", "local got a :fun"]);
+    assert_eq!(
+        lines_of(&run.stdout, "[inbox] "),
+        vec!["got a :tuple", "got a :chan", "quiet"],
+        "{}",
+        run.stdout
+    );
+}
+
 /// `lookup` of another container's name needs `allow_lookup` of it.
 #[test]
 fn lookups_need_the_grant() {

@@ -21,7 +21,22 @@
 //!    plain data, pids and channels; a function value, a resource or a shared table anywhere in
 //!    it makes the send raise `:badarg`, and nothing is delivered ([`crossing_refusal`]). The
 //!    host checks this only when it looks the receiver up: the cached receiver of the send fast
-//!    path is always in the sender's container, so the fast path pays nothing.
+//!    path is always in the sender's container, so the fast path pays nothing. The same holds
+//!    for values a published name hands to another container (`lookup`). Channels:
+//!    a. A channel does not know who will receive what is sent on it, so the rule is kept per
+//!       channel: a channel that has reached a second container is *shared* (its flag is set
+//!       by the walk that checks a crossing message or lookup, and by a send of the channel on
+//!       a shared channel — [`crossing_refusal`] marks every channel it meets). Never unset.
+//!    b. A `csend`, `ctrysend` or `select` send of a value holding a function, a resource or a
+//!       table on a shared channel raises `:badarg` before anything is sent, whoever would
+//!       receive it ([`check_chan_send`]); channels inside the value become shared too.
+//!    c. The check runs where every send is first tried (the host's `chan_try_one` and
+//!       `chan_try`; an actor only parks a send after trying it). Scalars are not looked at, and
+//!       a compound value costs a flag load unless the channel is shared, so sends within one
+//!       container pay next to nothing.
+//!    d. What a channel holds (buffered or parked values) before it becomes shared is not
+//!       rechecked: a program that buffers a function on a channel and then hands the channel to
+//!       another container gets it across.
 //! 5. **Names.** Each container has its own registry (`register`, `whereis`, a send to a name):
 //!    two containers may both register `:db`, each meaning its own actor. An actor is registered
 //!    only in its own container's registry (registering an actor of another container raises
@@ -335,11 +350,17 @@ pub struct ContainerEnd {
 /// The first function value, resource or shared table inside `v`, by kind (`"a function
 /// value"`, `"a resource"`), or `None` if `v` may cross to another container (rule 4). Walks
 /// tuples, lists and maps with a stack of its own (no recursion: a message may nest deeply);
-/// channels and pids are capabilities that may cross, and are not looked into.
+/// channels and pids are capabilities that may cross, and are not looked into, but every
+/// channel met is marked shared (rule 4a).
 pub(crate) fn crossing_refusal(v: &Value) -> Option<&'static str> {
     let mut stack = vec![v];
     while let Some(v) = stack.pop() {
         match v {
+            Value::Chan(h) => {
+                if let Some(c) = h.payload().and_then(|p| p.downcast_ref::<crate::chan::Channel>()) {
+                    c.mark_shared();
+                }
+            }
             Value::Fun(_) => return Some("a function value"),
             Value::Res(h) => {
                 let table = h.payload().is_some_and(|p| p.is::<vm_io::table::Table>());
@@ -356,4 +377,28 @@ pub(crate) fn crossing_refusal(v: &Value) -> Option<&'static str> {
         }
     }
     None
+}
+
+/// Rule 4b: a send of `v` on channel `h` by `op` (`csend`, `select`), refused if the channel is
+/// shared and `v` holds a function, a resource or a table. Scalars return at once (rule 4c).
+pub(crate) fn check_chan_send(op: &str, h: &vm_core::Handle, v: &Value) -> Result<(), vm_core::Exception> {
+    if !matches!(
+        v,
+        Value::Fun(_) | Value::Res(_) | Value::Tuple(_) | Value::List(_) | Value::Map(_) | Value::Chan(_)
+    ) {
+        return Ok(());
+    }
+    let shared =
+        h.payload().and_then(|p| p.downcast_ref::<crate::chan::Channel>()).is_some_and(|c| c.is_shared());
+    if !shared {
+        return Ok(());
+    }
+    match crossing_refusal(v) {
+        None => Ok(()),
+        Some(what) => Err(vm_core::Exception::badarg(format!(
+            "{op}: {what} cannot be sent on #chan<{}>, which another container can reach (only data, \
+             pids and channels cross; nothing was sent)",
+            h.id()
+        ))),
+    }
 }

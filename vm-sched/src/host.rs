@@ -182,10 +182,29 @@ impl Host for ActorHost<'_> {
     }
 
     fn chan_try(&mut self, cases: &[SelectCase]) -> Result<Option<Fired>, Exception> {
+        // Every send is tried here before it may park: the place for the boundary check
+        // (`container`, rule 4).
+        for case in cases {
+            if let SelectCase::Send(h, v) = case {
+                crate::container::check_chan_send("select", h, v)?;
+            }
+        }
         waits::try_now(self.vm, self.cell, cases)
     }
 
     fn chan_try_one(&mut self, chan: &Handle, send: Option<&Value>) -> Result<Option<Fired>, Exception> {
+        // Scalars never need the boundary check; tested here so the fast path makes no call.
+        if let Some(
+            v @ (Value::Fun(_)
+            | Value::Res(_)
+            | Value::Tuple(_)
+            | Value::List(_)
+            | Value::Map(_)
+            | Value::Chan(_)),
+        ) = send
+        {
+            crate::container::check_chan_send("csend", chan, v)?;
+        }
         waits::try_one(self.vm, chan, send)
     }
 

@@ -1101,7 +1101,18 @@ impl vm_io::services::ServiceHook for Services {
                 ),
             ));
         }
-        Ok(vm.container(container).and_then(|c| c.published(name)).unwrap_or(Value::Nil))
+        let value = vm.container(container).and_then(|c| c.published(name)).unwrap_or(Value::Nil);
+        // A value handed to another container crosses a boundary as a message does (rule 4).
+        if container != cell.container.name()
+            && let Some(what) = crate::container::crossing_refusal(&value)
+        {
+            return Err(Exception::badarg(format!(
+                "lookup: {container}/{name} is {what}, which cannot cross to container {} (only data, \
+                 pids and channels cross)",
+                cell.container.name()
+            )));
+        }
+        Ok(value)
     }
 }
 
