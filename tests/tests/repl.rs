@@ -567,3 +567,24 @@ fn repl_containers_are_supervised_by_their_restart_types() {
     assert!(bad.iter().any(|l| l.contains("--restart=permanent, transient or temporary")), "{bad:#?}");
     repl.quit();
 }
+
+/// A snapshot of a session where a container still has actors is refused, naming the container
+/// and what to do, and writes no file.
+#[test]
+fn a_snapshot_with_containers_running_is_refused_precisely() {
+    let dir = scratch("snapshot_containers");
+    let (mut repl, _) =
+        Repl::start_in(&repo_root().join("tests/programs/containers"), &[], &dir.join("history"));
+    let mark = repl.mark();
+    repl.run("start steady forever.vasm");
+    repl.shown_since(mark, "[steady] up");
+    let file = dir.join("s.snap");
+    let refused = repl.run(&format!("snapshot {}", file.display()));
+    assert!(
+        refused.iter().any(|l| l.contains("a VM of several containers cannot be snapshotted")
+            && l.contains("container steady still has actors (stop it first)")),
+        "{refused:#?}"
+    );
+    assert!(!file.exists(), "nothing is written");
+    repl.quit();
+}
