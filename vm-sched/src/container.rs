@@ -23,18 +23,18 @@
 //!    host checks this only when it looks the receiver up: the cached receiver of the send fast
 //!    path is always in the sender's container, so the fast path pays nothing. The same holds
 //!    for values a published name hands to another container (`lookup`). Channels:
-//!    a. A channel does not know who will receive what is sent on it, so the rule is kept per
+//!    1. A channel does not know who will receive what is sent on it, so the rule is kept per
 //!       channel: a channel that has reached a second container is *shared* (its flag is set
 //!       by the walk that checks a crossing message or lookup, and by a send of the channel on
 //!       a shared channel — [`crossing_refusal`] marks every channel it meets). Never unset.
-//!    b. A `csend`, `ctrysend` or `select` send of a value holding a function, a resource or a
+//!    2. A `csend`, `ctrysend` or `select` send of a value holding a function, a resource or a
 //!       table on a shared channel raises `:badarg` before anything is sent, whoever would
 //!       receive it ([`check_chan_send`]); channels inside the value become shared too.
-//!    c. The check runs where every send is first tried (the host's `chan_try_one` and
+//!    3. The check runs where every send is first tried (the host's `chan_try_one` and
 //!       `chan_try`; an actor only parks a send after trying it). Scalars are not looked at, and
 //!       a compound value costs a flag load unless the channel is shared, so sends within one
 //!       container pay next to nothing.
-//!    d. What a channel holds (buffered or parked values) before it becomes shared is not
+//!    4. What a channel holds (buffered or parked values) before it becomes shared is not
 //!       rechecked: a program that buffers a function on a channel and then hands the channel to
 //!       another container gets it across.
 //! 5. **Names.** Each container has its own registry (`register`, `whereis`, a send to a name):
