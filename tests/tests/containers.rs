@@ -112,6 +112,51 @@ fn only_data_pids_and_channels_cross_a_boundary() {
     assert_eq!(lines_of(&run.stdout, "[inbox] "), vec!["got a :tuple", "quiet"], "{}", run.stdout);
 }
 
+/// On a channel another container can reach (looked up, or sent over such a channel), a
+/// function value, a list holding one, a shared table (`csend`) and a function (`select` send)
+/// raise `:badarg` and nothing arrives; plain data and channels cross. A channel only its own
+/// container knows carries a function as before.
+#[test]
+fn channel_sends_refuse_what_may_not_cross() {
+    let m = manifest(
+        "chan_boundary",
+        &format!(
+            r#"{{"containers": [
+                {{"name": "inbox", "module": "{}"}},
+                {{"name": "sender", "module": "{}", "allow_lookup": ["inbox"]}}
+            ]}}"#,
+            program("chan_inbox.vasm"),
+            program("chan_sender.vasm")
+        ),
+    );
+    let run = up(&m);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let sent = lines_of(&run.stdout, "[sender] ");
+    assert_eq!(sent.len(), 9, "{}", run.stdout);
+    for (i, what) in [
+        (0, "a function value"),
+        (1, "a function value"),
+        (2, "a shared table"),
+        (3, "a function value"),
+        (6, "a function value"),
+    ] {
+        assert!(sent[i].starts_with("{:badarg, ") && sent[i].contains(what), "{}", sent[i]);
+        assert!(
+            sent[i].contains("another container can reach") && sent[i].contains("nothing was sent"),
+            "{}",
+            sent[i]
+        );
+    }
+    assert!(sent[0].contains("csend: ") && sent[3].contains("select: "), "{sent:#?}");
+    assert_eq!([sent[4], sent[5], sent[7], sent[8]], ["sent", "sent", "sent", "local got a :fun"]);
+    assert_eq!(
+        lines_of(&run.stdout, "[inbox] "),
+        vec!["got a :tuple", "got a :chan", "quiet"],
+        "{}",
+        run.stdout
+    );
+}
+
 /// `lookup` of another container's name needs `allow_lookup` of it.
 #[test]
 fn lookups_need_the_grant() {
@@ -233,6 +278,83 @@ fn a_transient_container_restarts_until_the_intensity_limit() {
     assert_eq!(lines_of(&run.stdout, "[flaky] "), vec!["starting"; 3], "{}", run.stdout);
     assert_eq!(run.stderr.matches("restarting it").count(), 2, "{}", run.stderr);
     assert!(run.stderr.contains("restart intensity reached"), "{}", run.stderr);
+}
+
+/// Each container has its own registry: two containers both register `:db`, send to it by
+/// name and find their own actor there.
+#[test]
+fn each_container_has_its_own_names() {
+    let m = manifest(
+        "names",
+        &format!(
+            r#"{{"containers": [
+                {{"name": "a", "module": "{p}"}},
+                {{"name": "b", "module": "{p}"}}
+            ]}}"#,
+            p = program("names.vasm")
+        ),
+    );
+    let run = up(&m);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    for tag in ["[a] ", "[b] "] {
+        assert_eq!(lines_of(&run.stdout, tag), vec!["by name", ":db is mine"], "{}", run.stdout);
+    }
+}
+
+/// Under `vm up` every line a container writes with `stdout_write` carries its name once, however
+/// it was written (in pieces, several lines at once, finished by a `print`, left unfinished at
+/// the end); under `vm run` the same program's output is exactly what it wrote.
+#[test]
+fn stdout_write_lines_carry_the_container_name() {
+    let m = manifest(
+        "writes",
+        &format!(r#"{{"containers": [{{"name": "w", "module": "{}"}}]}}"#, program("writes.vasm")),
+    );
+    let run = up(&m);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_eq!(
+        run.stdout.lines().collect::<Vec<_>>(),
+        vec!["[w] one piece", "[w] two", "[w] three then print", "[w] last, unfinished"],
+        "{}",
+        run.stdout
+    );
+    let mut cmd = Command::new(VM);
+    cmd.arg("run").arg(program("writes.vasm")).env("NO_COLOR", "1").env_remove("RUST_LOG");
+    let run = run_with_timeout(&mut cmd, Duration::from_secs(30)).unwrap_or_else(|e| panic!("{VM}: {e}"));
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_eq!(run.stdout, "one piece\ntwo\nthree then print\nlast, unfinished");
+}
+
+/// `limits.max_heap` is the default `:max_heap` of a container's actors: a child spawned with
+/// no such option that grows forever is ended with `{:limit, :max_heap}`, and the root goes on.
+#[test]
+fn max_heap_is_a_container_limit() {
+    let m = manifest(
+        "max_heap",
+        &format!(
+            r#"{{"containers": [
+                {{"name": "small", "module": "{}", "limits": {{"max_heap": 1000000}}}}
+            ]}}"#,
+            program("heap.vasm")
+        ),
+    );
+    let run = up(&m);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_eq!(
+        lines_of(&run.stdout, "[small] "),
+        vec!["{:limit, :max_heap}", "root goes on"],
+        "{}",
+        run.stdout
+    );
+    let run = up(&manifest(
+        "max_heap_zero",
+        &format!(
+            r#"{{"containers": [{{"name": "a", "module": "{}", "limits": {{"max_heap": 0}}}}]}}"#,
+            program("heap.vasm")
+        ),
+    ));
+    assert_eq!(run.code, Some(2), "{}", run.stderr);
+    assert!(run.stderr.contains("containers[0].limits.max_heap"), "{}", run.stderr);
 }
 
 /// Manifest errors are usage errors (status 2) that say where.

@@ -538,3 +538,53 @@ fn containers_are_started_entered_stopped_and_restarted() {
     assert_eq!(echo(&mut conn, "GET a"), "1\n", "the store kept its data");
     repl.quit();
 }
+
+/// Containers started in the REPL are supervised by their restart types, as `vm up`'s: a
+/// transient one that crashes is restarted until the restart intensity stops the loop (three
+/// restarts by default); a transient one stopped with `stop` is not restarted.
+#[test]
+fn repl_containers_are_supervised_by_their_restart_types() {
+    let dir = scratch("supervised");
+    let (mut repl, _) =
+        Repl::start_in(&repo_root().join("tests/programs/containers"), &[], &dir.join("history"));
+    let mark = repl.mark();
+    let started = repl.run("start flaky crash.vasm --restart=transient");
+    assert!(started.iter().any(|l| l.starts_with("started container flaky: root <")), "{started:#?}");
+    let end = repl.shown_since(mark, "restart intensity reached");
+    let shown = &repl.seen[mark..end];
+    assert_eq!(shown.matches("container flaky (transient) crashed with reason").count(), 4, "{shown}");
+    assert_eq!(shown.matches("; restarting it").count(), 3, "{shown}");
+    repl.sync();
+
+    repl.run("start steady forever.vasm --restart=transient");
+    repl.expect("stop steady", &["stopped container steady"]);
+    // A restart would come at once; give it time to show.
+    std::thread::sleep(Duration::from_millis(300));
+    repl.sync();
+    let table = repl.run("containers");
+    assert!(table.iter().any(|l| l.starts_with("steady ") && l.contains(" ended ")), "{table:#?}");
+    let bad = repl.run("start x crash.vasm --restart=sometimes");
+    assert!(bad.iter().any(|l| l.contains("--restart=permanent, transient or temporary")), "{bad:#?}");
+    repl.quit();
+}
+
+/// A snapshot of a session where a container still has actors is refused, naming the container
+/// and what to do, and writes no file.
+#[test]
+fn a_snapshot_with_containers_running_is_refused_precisely() {
+    let dir = scratch("snapshot_containers");
+    let (mut repl, _) =
+        Repl::start_in(&repo_root().join("tests/programs/containers"), &[], &dir.join("history"));
+    let mark = repl.mark();
+    repl.run("start steady forever.vasm");
+    repl.shown_since(mark, "[steady] up");
+    let file = dir.join("s.snap");
+    let refused = repl.run(&format!("snapshot {}", file.display()));
+    assert!(
+        refused.iter().any(|l| l.contains("a VM of several containers cannot be snapshotted")
+            && l.contains("container steady still has actors (stop it first)")),
+        "{refused:#?}"
+    );
+    assert!(!file.exists(), "nothing is written");
+    repl.quit();
+}

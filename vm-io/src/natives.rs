@@ -52,12 +52,16 @@ pub struct Ctx<'a> {
     /// What the caller may do: its container's grants (never the VM's, which a container may
     /// not hold).
     pub grants: &'a Arc<crate::perms::Grants>,
+    /// Where the caller's `stdout_write` and `stderr_write` go: its container's console (which
+    /// may put the container's name in front of each line), or the VM's ([`Io::console`]).
+    pub console: &'a Arc<dyn crate::resource::Console>,
 }
 
 impl<'a> Ctx<'a> {
-    /// A context with the VM's own grants ([`Io::grants`]), for callers outside any container.
+    /// A context with the VM's own grants ([`Io::grants`]) and console, for callers outside
+    /// any container.
     pub fn new(io: &'a Arc<Io>, pid: u64) -> Ctx<'a> {
-        Ctx { io, pid, grants: &io.grants }
+        Ctx { io, pid, grants: &io.grants, console: &io.console }
     }
 }
 

@@ -50,12 +50,12 @@ pub(crate) fn stdin_read_line(ctx: &Ctx<'_>, args: &[Value]) -> Started {
 }
 
 pub(crate) fn stdout_write(ctx: &Ctx<'_>, args: &[Value]) -> NativeResult {
-    ctx.io.console.stdout(data_arg("stdout_write", &args[0])?);
+    ctx.console.stdout(data_arg("stdout_write", &args[0])?);
     Ok(Value::Nil)
 }
 
 pub(crate) fn stderr_write(ctx: &Ctx<'_>, args: &[Value]) -> NativeResult {
-    ctx.io.console.stderr(data_arg("stderr_write", &args[0])?);
+    ctx.console.stderr(data_arg("stderr_write", &args[0])?);
     Ok(Value::Nil)
 }
 

@@ -256,13 +256,8 @@ async fn run(host: &mut ActorHost<'_>, module: &Module, mut state: Box<ActorStat
                             }
                         };
                         cell.set_state(RunState::Waiting);
-                        let (call, reply) = exec.call(
-                            vm.shared.io.clone(),
-                            cell.container.grants.clone(),
-                            cell.pid.0,
-                            native,
-                            args,
-                        );
+                        let (call, reply) =
+                            exec.call(vm.shared.io.clone(), cell.container.clone(), cell.pid.0, native, args);
                         drop(exec);
                         // Boxed, as the other native waits are, to keep every actor's task small.
                         let name = native.name;
@@ -395,10 +390,11 @@ fn start_blocking(
     args: Vec<Value>,
 ) -> tokio::task::JoinHandle<natives::NativeResult> {
     let io = vm.shared.io.clone();
-    let grants = cell.container.grants.clone();
+    let container = cell.container.clone();
     let pid = cell.pid.0;
     tokio::task::spawn_blocking(move || {
-        natives::guarded(|| native.call(&natives::Ctx { io: &io, pid, grants: &grants }, &args))
+        let ctx = natives::Ctx { io: &io, pid, grants: &container.grants, console: &container.console };
+        natives::guarded(|| native.call(&ctx, &args))
     })
 }
 
@@ -407,7 +403,7 @@ fn print_line(vm: &Vm, cell: &ActorCell, text: &str) {
     match &cell.container.tag {
         None => vm.shared.output.line(text),
         // A container's lines carry its name, as a group leader's would.
-        Some(tag) => vm.shared.output.line(&format!("{tag}{text}")),
+        Some(tagged) => tagged.line(text),
     }
 }
 

@@ -272,7 +272,7 @@ impl ExecHandle {
     pub(crate) fn call(
         self: &Arc<Self>,
         io: Arc<vm_io::Io>,
-        grants: Arc<vm_io::Grants>,
+        container: Arc<crate::container::Container>,
         caller: u64,
         native: &'static vm_io::natives::Native,
         args: Vec<vm_core::Value>,
@@ -292,7 +292,12 @@ impl ExecHandle {
         let keep = self.clone();
         let run = move || {
             if claim.start() {
-                let ctx = vm_io::natives::Ctx { io: &io, pid: caller, grants: &grants };
+                let ctx = vm_io::natives::Ctx {
+                    io: &io,
+                    pid: caller,
+                    grants: &container.grants,
+                    console: &container.console,
+                };
                 let _ = tx.send(vm_io::natives::guarded(|| native.call(&ctx, &args)));
             }
             drop(keep);

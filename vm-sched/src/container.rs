@@ -15,15 +15,36 @@
 //!    the VM's.
 //! 3. **Limits.** `max_actors` counts the container's live actors (spawning past it raises
 //!    `:limit`, as the VM's own limit does); `max_mailbox` is the default of every actor's
-//!    `:max_mailbox` in the container (a `spawnx` option still overrides it).
+//!    `:max_mailbox` in the container and `max_heap` of every actor's `:max_heap` (a `spawnx`
+//!    option still overrides either).
 //! 4. **Boundaries.** A message from an actor of one container to an actor of another may hold
 //!    plain data, pids and channels; a function value, a resource or a shared table anywhere in
 //!    it makes the send raise `:badarg`, and nothing is delivered ([`crossing_refusal`]). The
 //!    host checks this only when it looks the receiver up: the cached receiver of the send fast
-//!    path is always in the sender's container, so the fast path pays nothing.
-//! 5. **Names.** Each container has its own table of published services (`publish`); another
-//!    container reaches one with `lookup("container/name")` only if its `allow_lookup` names
-//!    that container. Pids are global, so links and monitors work across containers.
+//!    path is always in the sender's container, so the fast path pays nothing. The same holds
+//!    for values a published name hands to another container (`lookup`). Channels:
+//!    1. A channel does not know who will receive what is sent on it, so the rule is kept per
+//!       channel: a channel that has reached a second container is *shared* (its flag is set
+//!       by the walk that checks a crossing message or lookup, and by a send of the channel on
+//!       a shared channel — [`crossing_refusal`] marks every channel it meets). Never unset.
+//!    2. A `csend`, `ctrysend` or `select` send of a value holding a function, a resource or a
+//!       table on a shared channel raises `:badarg` before anything is sent, whoever would
+//!       receive it ([`check_chan_send`]); channels inside the value become shared too.
+//!    3. The check runs where every send is first tried (the host's `chan_try_one` and
+//!       `chan_try`; an actor only parks a send after trying it). Scalars are not looked at, and
+//!       a compound value costs a flag load unless the channel is shared, so sends within one
+//!       container pay next to nothing.
+//!    4. What a channel holds (buffered or parked values) before it becomes shared is not
+//!       rechecked: a program that buffers a function on a channel and then hands the channel to
+//!       another container gets it across.
+//! 5. **Names.** Each container has its own registry (`register`, `whereis`, a send to a name):
+//!    two containers may both register `:db`, each meaning its own actor. An actor is registered
+//!    only in its own container's registry (registering an actor of another container raises
+//!    `:badarg`), so its name leaves with it. The registry of the default container is the one
+//!    the REPL and remote name sends from other nodes see. Each container also has its own table
+//!    of published services (`publish`); another container reaches one with
+//!    `lookup("container/name")` only if its `allow_lookup` names that container. Pids are
+//!    global, so links and monitors work across containers.
 //! 6. **Lifecycle.** A container with a root actor ends when the root ends: every other actor of
 //!    the container is killed (their resources close as each one ends), its published names
 //!    are withdrawn, and the end ([`ContainerEnd`]) is reported to whoever supervises the VM
@@ -32,6 +53,7 @@
 //!    limit) or `temporary` (reported, stays down). The default container has no root.
 
 use crate::sync::{AtomicBool, AtomicU64, AtomicUsize, Mutex, Ordering, lock};
+use crate::vm::Output;
 use std::collections::HashMap;
 use std::sync::Arc;
 use vm_core::{Module, Pid, Value};
@@ -77,6 +99,8 @@ pub struct Limits {
     pub max_actors: Option<usize>,
     /// The default `:max_mailbox` of its actors.
     pub max_mailbox: Option<usize>,
+    /// The default `:max_heap` of its actors, in bytes.
+    pub max_heap: Option<u64>,
 }
 
 /// Everything a container is started from (a manifest entry, the REPL's `start`).
@@ -137,30 +161,54 @@ pub struct Container {
     pub grants: Arc<Grants>,
     /// Its actors' default priority (copied from the spec, for the cell).
     pub(crate) priority: vm_core::Priority,
-    /// `[name] `, put in front of each line its actors print; `None` for the default container
-    /// (`vm run`'s output is the program's own).
-    pub(crate) tag: Option<Box<str>>,
+    /// Its output, which puts `[name] ` in front of each line its actors write; `None` for the
+    /// default container (`vm run`'s output is the program's own).
+    pub(crate) tag: Option<Arc<Tagged>>,
+    /// Where its actors' `stdout_write` and `stderr_write` go: `tag`, or the VM's console.
+    pub console: Arc<dyn vm_io::Console>,
     /// Its live actors.
     pub(crate) actors: AtomicUsize,
     /// The root actor's pid (0: none, as in the default container).
     pub(crate) root: AtomicU64,
     ended: AtomicBool,
+    /// Set by [`crate::Vm::stop_container`]: it is ending because someone stopped it, and no
+    /// restart type applies.
+    pub(crate) stopped: AtomicBool,
+    /// Its registered names (rule 5).
+    pub(crate) names: Mutex<HashMap<vm_core::Atom, Pid>>,
     /// Its published services.
     published: Mutex<HashMap<String, Value>>,
 }
 
 impl Container {
-    /// A container started from `spec`, with no actor yet; `tagged` puts its name in front of
-    /// its output lines.
-    pub(crate) fn new(spec: ContainerSpec, tagged: bool) -> Container {
+    /// A container started from `spec`, with no actor yet. With `tagged`, its output lines go
+    /// to that sink with its name in front; without, its actors write to `console`, the VM's.
+    pub(crate) fn new(
+        spec: ContainerSpec,
+        tagged: Option<Arc<dyn Output>>,
+        console: Arc<dyn vm_io::Console>,
+    ) -> Container {
+        let tag = tagged.map(|output| {
+            Arc::new(Tagged {
+                tag: format!("[{}] ", spec.name).into_boxed_str(),
+                output,
+                partial: Mutex::new(Vec::new()),
+            })
+        });
         Container {
             grants: Arc::new(spec.grants.clone()),
             priority: spec.priority,
-            tag: tagged.then(|| format!("[{}] ", spec.name).into_boxed_str()),
+            console: match &tag {
+                Some(t) => t.clone(),
+                None => console,
+            },
+            tag,
             spec,
             actors: AtomicUsize::new(0),
             root: AtomicU64::new(0),
             ended: AtomicBool::new(false),
+            stopped: AtomicBool::new(false),
+            names: Mutex::new(HashMap::new()),
             published: Mutex::new(HashMap::new()),
         }
     }
@@ -190,6 +238,9 @@ impl Container {
         let first = !self.ended.swap(true, Ordering::SeqCst);
         if first {
             lock(&self.published).clear();
+            if let Some(t) = &self.tag {
+                t.flush_partial();
+            }
         }
         first
     }
@@ -231,6 +282,64 @@ impl std::fmt::Debug for Container {
     }
 }
 
+/// The output of a named container: every line its actors write (`print`, `stdout_write`)
+/// leaves with `[name] ` in front. The protocol:
+/// 1. `stdout_write` bytes up to each newline complete a line: the unfinished line so far, then
+///    those bytes, leave as one tagged line.
+/// 2. Bytes after the last newline wait in `partial` (the container's unfinished line) until a
+///    newline or a `print` completes them, so a line written in pieces is tagged once.
+/// 3. A `print` is a whole line: the unfinished line, if any, is its beginning (as on a
+///    terminal, where `stdout_write("a")` then `print("b")` shows `ab`).
+/// 4. When the container ends, an unfinished line leaves as it is, tagged.
+///
+/// Standard error is not tagged: the supervisor's own lines are there.
+pub(crate) struct Tagged {
+    tag: Box<str>,
+    output: Arc<dyn Output>,
+    partial: Mutex<Vec<u8>>,
+}
+
+impl Tagged {
+    /// Writes a whole line (rule 3).
+    pub(crate) fn line(&self, text: &str) {
+        let mut partial = lock(&self.partial);
+        if partial.is_empty() {
+            drop(partial);
+            self.output.line(&format!("{}{text}", self.tag));
+        } else {
+            let start = std::mem::take(&mut *partial);
+            self.output.line(&format!("{}{}{text}", self.tag, String::from_utf8_lossy(&start)));
+        }
+    }
+
+    /// Writes what is left of the unfinished line (rule 4).
+    fn flush_partial(&self) {
+        let start = std::mem::take(&mut *lock(&self.partial));
+        if !start.is_empty() {
+            self.output.line(&format!("{}{}", self.tag, String::from_utf8_lossy(&start)));
+        }
+    }
+}
+
+impl vm_io::Console for Tagged {
+    fn stdout(&self, bytes: &[u8]) {
+        // Rules 1 and 2; the lock keeps the pieces of one container's line together.
+        let mut partial = lock(&self.partial);
+        let mut rest = bytes;
+        while let Some(nl) = rest.iter().position(|&b| b == b'\n') {
+            partial.extend_from_slice(&rest[..nl]);
+            let line = std::mem::take(&mut *partial);
+            self.output.line(&format!("{}{}", self.tag, String::from_utf8_lossy(&line)));
+            rest = &rest[nl + 1..];
+        }
+        partial.extend_from_slice(rest);
+    }
+
+    fn stderr(&self, bytes: &[u8]) {
+        vm_io::stdio::write_stderr(bytes);
+    }
+}
+
 /// How a container ended, for its supervisor.
 #[derive(Clone, Debug)]
 pub struct ContainerEnd {
@@ -240,16 +349,24 @@ pub struct ContainerEnd {
     pub reason: Value,
     /// Whether that is an abnormal end (a crash, a kill, a reason other than `:normal`).
     pub abnormal: bool,
+    /// Whether it was stopped on purpose (`Vm::stop_container`): then it is not restarted.
+    pub stopped: bool,
 }
 
 /// The first function value, resource or shared table inside `v`, by kind (`"a function
 /// value"`, `"a resource"`), or `None` if `v` may cross to another container (rule 4). Walks
 /// tuples, lists and maps with a stack of its own (no recursion: a message may nest deeply);
-/// channels and pids are capabilities that may cross, and are not looked into.
+/// channels and pids are capabilities that may cross, and are not looked into, but every
+/// channel met is marked shared (rule 4a).
 pub(crate) fn crossing_refusal(v: &Value) -> Option<&'static str> {
     let mut stack = vec![v];
     while let Some(v) = stack.pop() {
         match v {
+            Value::Chan(h) => {
+                if let Some(c) = h.payload().and_then(|p| p.downcast_ref::<crate::chan::Channel>()) {
+                    c.mark_shared();
+                }
+            }
             Value::Fun(_) => return Some("a function value"),
             Value::Res(h) => {
                 let table = h.payload().is_some_and(|p| p.is::<vm_io::table::Table>());
@@ -266,4 +383,28 @@ pub(crate) fn crossing_refusal(v: &Value) -> Option<&'static str> {
         }
     }
     None
+}
+
+/// Rule 4b: a send of `v` on channel `h` by `op` (`csend`, `select`), refused if the channel is
+/// shared and `v` holds a function, a resource or a table. Scalars return at once (rule 4c).
+pub(crate) fn check_chan_send(op: &str, h: &vm_core::Handle, v: &Value) -> Result<(), vm_core::Exception> {
+    if !matches!(
+        v,
+        Value::Fun(_) | Value::Res(_) | Value::Tuple(_) | Value::List(_) | Value::Map(_) | Value::Chan(_)
+    ) {
+        return Ok(());
+    }
+    let shared =
+        h.payload().and_then(|p| p.downcast_ref::<crate::chan::Channel>()).is_some_and(|c| c.is_shared());
+    if !shared {
+        return Ok(());
+    }
+    match crossing_refusal(v) {
+        None => Ok(()),
+        Some(what) => Err(vm_core::Exception::badarg(format!(
+            "{op}: {what} cannot be sent on #chan<{}>, which another container can reach (only data, \
+             pids and channels cross; nothing was sent)",
+            h.id()
+        ))),
+    }
 }

@@ -152,6 +152,7 @@ impl Host for ActorHost<'_> {
             io: &self.vm.shared.io,
             pid: self.cell.pid.0,
             grants: &self.cell.container.grants,
+            console: &self.cell.container.console,
         };
         match native.imp {
             // Left to the driver, which runs it on the blocking pool or queues it to its
@@ -185,10 +186,29 @@ impl Host for ActorHost<'_> {
     }
 
     fn chan_try(&mut self, cases: &[SelectCase]) -> Result<Option<Fired>, Exception> {
+        // Every send is tried here before it may park: the place for the boundary check
+        // (`container`, rule 4).
+        for case in cases {
+            if let SelectCase::Send(h, v) = case {
+                crate::container::check_chan_send("select", h, v)?;
+            }
+        }
         waits::try_now(self.vm, self.cell, cases)
     }
 
     fn chan_try_one(&mut self, chan: &Handle, send: Option<&Value>) -> Result<Option<Fired>, Exception> {
+        // Scalars never need the boundary check; tested here so the fast path makes no call.
+        if let Some(
+            v @ (Value::Fun(_)
+            | Value::Res(_)
+            | Value::Tuple(_)
+            | Value::List(_)
+            | Value::Map(_)
+            | Value::Chan(_)),
+        ) = send
+        {
+            crate::container::check_chan_send("csend", chan, v)?;
+        }
         waits::try_one(self.vm, chan, send)
     }
 
@@ -197,19 +217,24 @@ impl Host for ActorHost<'_> {
     }
 
     fn control(&mut self, op: ActorOp) -> Result<Value, Exception> {
-        trace::trace_control(self.cell, &op, |name| self.vm.whereis(name).is_none());
+        trace::trace_control(self.cell, &op, |name| self.vm.whereis_in(&self.cell.container, name).is_none());
         let me = self.cell.pid;
         let vm = self.vm;
         if cluster::is_remote(&op) {
             return cluster::control(vm, self.cell, op);
         }
         match op {
-            ActorOp::Register(name, pid) => vm.register(name, pid).map(|()| Value::Nil),
+            // Names are the caller's container's own (`container`, rule 5).
+            ActorOp::Register(name, pid) => {
+                vm.register_in(&self.cell.container, name, pid).map(|()| Value::Nil)
+            }
             ActorOp::Unregister(name) => {
-                vm.unregister(name);
+                vm.unregister_in(&self.cell.container, name);
                 Ok(Value::Nil)
             }
-            ActorOp::Whereis(name) => Ok(vm.whereis(name).map_or(Value::Nil, Value::Pid)),
+            ActorOp::Whereis(name) => {
+                Ok(vm.whereis_in(&self.cell.container, name).map_or(Value::Nil, Value::Pid))
+            }
             ActorOp::Link(pid) if pid == me => Ok(Value::Nil),
             ActorOp::Link(pid) => {
                 let alive = vm.lookup(pid).is_some_and(|c| {

@@ -11,7 +11,7 @@
 //!
 //! The rules [`parse`] checks (docs/containers.md is the reference for users):
 //! 1. The text is JSON with exactly the fields above and `allow_read`, `allow_write`,
-//!    `allow_env`, `max_restarts`, `restart_period_ms`, `priority`; an unknown field, a wrong
+//!    `allow_env`, `max_restarts`, `restart_period_ms`, `priority`, `limits.max_heap`; an unknown field, a wrong
 //!    type or a syntax error is reported at its line and column.
 //! 2. Each `allow_*` is `true` (everything, as the bare flag) or a non-empty list of entries in
 //!    the flag's syntax (`HOST[:PORT]`, paths, variable names); absent means denied. A bad entry
@@ -115,6 +115,7 @@ enum RawGrant {
 struct RawLimits {
     max_actors: Option<usize>,
     max_mailbox: Option<usize>,
+    max_heap: Option<u64>,
 }
 
 fn at_path(path: String, msg: impl Into<String>) -> ManifestError {
@@ -199,6 +200,9 @@ pub fn parse(text: &str, dir: &Path) -> Result<Vec<Entry>, ManifestError> {
                 "a container needs at least one actor (its root)",
             ));
         }
+        if r.limits.max_heap == Some(0) {
+            return Err(at_path(here("limits.max_heap"), "an actor needs some memory: at least 1 byte"));
+        }
         let defaults = Intensity::default();
         out.push(Entry {
             name: r.name,
@@ -206,7 +210,11 @@ pub fn parse(text: &str, dir: &Path) -> Result<Vec<Entry>, ManifestError> {
             args: r.args,
             grants: Grants { perms, env: r.env.into_iter().collect() },
             allow_lookup: r.allow_lookup,
-            limits: Limits { max_actors: r.limits.max_actors, max_mailbox: r.limits.max_mailbox },
+            limits: Limits {
+                max_actors: r.limits.max_actors,
+                max_mailbox: r.limits.max_mailbox,
+                max_heap: r.limits.max_heap,
+            },
             restart,
             intensity: Intensity {
                 max_restarts: r.max_restarts.unwrap_or(defaults.max_restarts),

@@ -75,9 +75,12 @@ impl Session {
         // `Vm::new` starts the heartbeat task, so it must run inside the runtime.
         let vm = {
             let _in_runtime = runtime.enter();
-            Vm::new(opts.config(), output)
+            Vm::new(opts.config(), output.clone())
         };
         let hold = vm.hold();
+        // Containers started in the session are supervised by their restart types, as `vm up`'s.
+        let report: crate::up::Report = Arc::new(move |line: &str| output.line(&format!("vm: {line}")));
+        runtime.spawn(crate::up::supervise_session(vm.clone(), report));
         Ok(Session { runtime: Some(runtime), vm, _hold: hold, ctrl_c: Mutex::new(None) })
     }
 

@@ -99,13 +99,24 @@ async fn pause_and_take(
 /// The module every live actor runs.
 fn one_module(vm: &Vm, cells: &[Arc<ActorCell>]) -> Result<Arc<vm_core::Module>, String> {
     let Some(first) = cells.first() else { return Err("there is no actor to snapshot".into()) };
-    // Container membership, names and restart types are not in snapshot format 1: a VM of
-    // several containers is refused rather than resumed as one.
-    if let Some(c) = cells.iter().find(|c| !Arc::ptr_eq(&c.container, vm.default_container())) {
+    // Container membership, modules, limits, registries and restart types are not in snapshot
+    // format 1 (which holds one program): a VM of several containers is refused rather than
+    // resumed as one, naming every container that still has actors.
+    let mut others: Vec<&str> = cells
+        .iter()
+        .filter(|c| !Arc::ptr_eq(&c.container, vm.default_container()))
+        .map(|c| c.container.name())
+        .collect();
+    if !others.is_empty() {
+        others.sort_unstable();
+        others.dedup();
         return Err(format!(
-            "actor {} belongs to container {}: a VM of several containers cannot be snapshotted yet",
-            c.pid,
-            c.container.name()
+            "a VM of several containers cannot be snapshotted: snapshot format 1 holds one program \
+             and no containers, and container{} {} still {} actors (stop {} first)",
+            if others.len() == 1 { "" } else { "s" },
+            others.join(", "),
+            if others.len() == 1 { "has" } else { "have" },
+            if others.len() == 1 { "it" } else { "them" },
         ));
     }
     if cells.iter().any(|c| !Arc::ptr_eq(&c.module, &first.module)) {

@@ -10,6 +10,10 @@
 //!    [`UpOutcome::PermanentEnded`], status 1 after a crash, 0 after a normal end.
 //! 3. When no container runs any more, [`UpOutcome::AllEnded`]; when no actor can ever run
 //!    again while some container is up, [`UpOutcome::Deadlock`] with the report.
+//! 4. A container stopped on purpose (`Vm::stop_container`, the REPL's `stop`) is not
+//!    restarted, whatever its type (whoever stopped it reports it).
+//! 5. In the REPL ([`supervise_session`]) the same rules apply while the session lasts, except
+//!    that a permanent container's end stops every other container but not the session.
 //!
 //! What happens is told through the caller's `report` callback, one line per event (the CLI
 //! prints them on standard error): this crate prints nothing.
@@ -71,7 +75,7 @@ pub async fn supervise(vm: &Vm, specs: Vec<ContainerSpec>, report: &Report) -> U
         if vm.containers().iter().all(|c| c.status() == Status::Ended) {
             // Ends already queued are reported before the VM goes.
             while let Ok(end) = ends.try_recv() {
-                if let Some(out) = on_end(vm, end, &mut restarts, report) {
+                if let Some(out) = on_end(vm, end, &mut restarts, report, true) {
                     return out;
                 }
             }
@@ -82,7 +86,7 @@ pub async fn supervise(vm: &Vm, specs: Vec<ContainerSpec>, report: &Report) -> U
         tokio::select! {
             end = ends.recv() => {
                 let Some(end) = end else { return UpOutcome::AllEnded };
-                if let Some(out) = on_end(vm, end, &mut restarts, report) {
+                if let Some(out) = on_end(vm, end, &mut restarts, report, true) {
                     return out;
                 }
             }
@@ -95,17 +99,41 @@ pub async fn supervise(vm: &Vm, specs: Vec<ContainerSpec>, report: &Report) -> U
     }
 }
 
-/// Applies the restart type of the container that ended; `Some` ends the VM.
+/// Supervises the containers started in a REPL session (rule 5) until the session's runtime
+/// goes: each end is applied as `vm up` applies it, told through `report`.
+pub async fn supervise_session(vm: Vm, report: Report) {
+    let mut ends = vm.container_ends();
+    let mut restarts: HashMap<String, VecDeque<Instant>> = HashMap::new();
+    while let Some(end) = ends.recv().await {
+        on_end(&vm, end, &mut restarts, &report, false);
+    }
+}
+
+/// Applies the restart type of the container that ended; `Some` ends the VM (only when
+/// `whole_vm`: under `vm up`, not in the REPL).
 fn on_end(
     vm: &Vm,
     end: ContainerEnd,
     restarts: &mut HashMap<String, VecDeque<Instant>>,
     report: &Report,
+    whole_vm: bool,
 ) -> Option<UpOutcome> {
     let spec = &end.container.spec;
     let how = if end.abnormal { "crashed" } else { "ended" };
     let reason = end.reason.repr();
+    if end.stopped {
+        // Whoever stopped it says so (the REPL's `stop`); it is not restarted.
+        return None;
+    }
     match spec.restart {
+        Restart::Permanent if !whole_vm => {
+            report(&format!(
+                "container {} (permanent) {how} with reason {reason}: stopping every container",
+                spec.name
+            ));
+            stop_all(vm);
+            None
+        }
         Restart::Permanent => {
             report(&format!(
                 "container {} ({}) {how} with reason {reason}: stopping the VM",

@@ -149,7 +149,6 @@ type PidMap = HashMap<u64, Arc<ActorCell>, std::hash::BuildHasherDefault<PidHash
 pub(crate) struct Shared {
     pub(crate) config: Config,
     shards: Vec<Mutex<PidMap>>,
-    names: Mutex<HashMap<Atom, Pid>>,
     next_pid: AtomicU64,
     next_ref: AtomicU64,
     next_chan: AtomicU64,
@@ -266,7 +265,8 @@ impl Vm {
         let shards = (0..SHARDS).map(|_| Mutex::new(PidMap::default())).collect();
         let config_hog = config.hog_threshold_ms;
         let seed = config.seed.unwrap_or_else(entropy);
-        let io = vm_io::Io::new(config.perms.clone(), Arc::new(ConsoleOf(output.clone())));
+        let console: Arc<dyn vm_io::Console> = Arc::new(ConsoleOf(output.clone()));
+        let io = vm_io::Io::new(config.perms.clone(), console.clone());
         let io_grants = io.grants.clone();
         let heartbeat = Arc::new(Heartbeat::new(config_hog));
         let executors = crate::affine::Executors::new(&heartbeat);
@@ -274,7 +274,6 @@ impl Vm {
             shared: Arc::new(Shared {
                 config,
                 shards,
-                names: Mutex::new(HashMap::new()),
                 next_pid: AtomicU64::new(1),
                 next_ref: AtomicU64::new(1),
                 next_chan: AtomicU64::new(1),
@@ -311,7 +310,8 @@ impl Vm {
                         intensity: Default::default(),
                         priority: Default::default(),
                     },
-                    false,
+                    None,
+                    console,
                 )),
                 containers: Mutex::new(Vec::new()),
                 ends: Mutex::new(None),
@@ -383,9 +383,14 @@ impl Vm {
         lock(self.shard(pid)).get(&pid.0).cloned()
     }
 
-    /// The pid registered as `name`.
+    /// The pid registered as `name` in the default container (the REPL's, remote sends').
     pub fn whereis(&self, name: Atom) -> Option<Pid> {
-        lock(&self.shared.names).get(&name).copied()
+        self.whereis_in(&self.shared.default_container, name)
+    }
+
+    /// The pid registered as `name` in `container` (see `container`, rule 5).
+    pub fn whereis_in(&self, container: &Container, name: Atom) -> Option<Pid> {
+        lock(&container.names).get(&name).copied()
     }
 
     /// Starts an actor running `fun(args)` from `module`. `parent` is needed to link or monitor.
@@ -487,7 +492,7 @@ impl Vm {
             cell = cell.with_priority(p);
         }
         let cell = Arc::new(cell);
-        if let Some(max) = opts.max_heap {
+        if let Some(max) = opts.max_heap.or(container.spec.limits.max_heap) {
             cell.mailbox.with(|i| i.ext().max_heap = Some(max));
             state.meter.counted(0, Some(max));
         }
@@ -598,9 +603,15 @@ impl Vm {
         }
     }
 
-    /// Registers `name` for `pid`.
+    /// Registers `name` for `pid` in the default container's registry.
     pub fn register(&self, name: Atom, pid: Pid) -> Result<(), Exception> {
-        let mut names = lock(&self.shared.names);
+        self.register_in(&self.shared.default_container.clone(), name, pid)
+    }
+
+    /// Registers `name` for `pid` in `container`'s registry; `pid` must be an actor of that
+    /// container (see `container`, rule 5).
+    pub fn register_in(&self, container: &Arc<Container>, name: Atom, pid: Pid) -> Result<(), Exception> {
+        let mut names = lock(&container.names);
         if let Some(other) = names.get(&name) {
             return Err(Exception::badarg(format!(
                 "{} is already registered to {other}",
@@ -608,6 +619,12 @@ impl Vm {
             )));
         }
         let cell = self.lookup(pid).ok_or_else(|| Exception::badarg(format!("{pid} is not alive")))?;
+        if !Arc::ptr_eq(&cell.container, container) {
+            return Err(Exception::badarg(format!(
+                "{pid} belongs to container {}: a container registers only its own actors",
+                cell.container.name()
+            )));
+        }
         cell.mailbox.with(|i| match i.ext_ref().and_then(|e| e.name) {
             _ if i.closed => Err(Exception::badarg(format!("{pid} is not alive"))),
             Some(old) => {
@@ -622,9 +639,9 @@ impl Vm {
         Ok(())
     }
 
-    /// Removes a registered name.
-    pub fn unregister(&self, name: Atom) {
-        if let Some(pid) = lock(&self.shared.names).remove(&name)
+    /// Removes a name from `container`'s registry.
+    pub fn unregister_in(&self, container: &Container, name: Atom) {
+        if let Some(pid) = lock(&container.names).remove(&name)
             && let Some(cell) = self.lookup(pid)
         {
             cell.mailbox.with(|i| i.ext().name = None);
@@ -639,7 +656,7 @@ impl Vm {
         self.shared.prio.running(cell);
         let (links, monitors, name) = cell.mailbox.close();
         if let Some(name) = name {
-            let mut names = lock(&self.shared.names);
+            let mut names = lock(&cell.container.names);
             if names.get(&name) == Some(&cell.pid) {
                 names.remove(&name);
             }
@@ -913,7 +930,7 @@ impl Vm {
     ) {
         let pid = cell.pid;
         if let Some(name) = cell.mailbox.with(|i| i.ext_ref().and_then(|e| e.name)) {
-            lock(&self.shared.names).insert(name, pid);
+            lock(&cell.container.names).insert(name, pid);
         }
         lock(self.shard(pid)).insert(pid.0, cell);
         self.shared.live.fetch_add(1, Ordering::SeqCst);
@@ -979,7 +996,8 @@ impl Vm {
             return Err(format!("{:?} cannot name a container (non-empty, no '/', not \"main\")", spec.name));
         }
         crate::run::check_main(&spec.module).map_err(|e| format!("container {}: {e}", spec.name))?;
-        let container = Arc::new(Container::new(spec, true));
+        let container =
+            Arc::new(Container::new(spec, Some(self.shared.output.clone()), self.shared.io.console.clone()));
         {
             let mut all = lock(&self.shared.containers);
             match all.iter().position(|c| c.name() == container.name()) {
@@ -1021,6 +1039,7 @@ impl Vm {
         let c = self.container(name).ok_or_else(|| format!("no container named {name}"))?;
         match c.root() {
             Some(root) if c.status() == crate::container::Status::Running => {
+                c.stopped.store(true, Ordering::SeqCst);
                 self.signal(root, Signal::Kill(reason));
                 Ok(())
             }
@@ -1052,7 +1071,8 @@ impl Vm {
         let abnormal = !matches!(&value, Value::Atom(a) if *a == atoms::NORMAL);
         tracing::debug!(container = container.name(), reason = %value.repr(), "container ended");
         if let Some(tx) = lock(&self.shared.ends).as_ref() {
-            let _ = tx.send(ContainerEnd { container: container.clone(), reason: value, abnormal });
+            let stopped = container.stopped.load(Ordering::SeqCst);
+            let _ = tx.send(ContainerEnd { container: container.clone(), reason: value, abnormal, stopped });
         }
     }
 
@@ -1098,7 +1118,18 @@ impl vm_io::services::ServiceHook for Services {
                 ),
             ));
         }
-        Ok(vm.container(container).and_then(|c| c.published(name)).unwrap_or(Value::Nil))
+        let value = vm.container(container).and_then(|c| c.published(name)).unwrap_or(Value::Nil);
+        // A value handed to another container crosses a boundary as a message does (rule 4).
+        if container != cell.container.name()
+            && let Some(what) = crate::container::crossing_refusal(&value)
+        {
+            return Err(Exception::badarg(format!(
+                "lookup: {container}/{name} is {what}, which cannot cross to container {} (only data, \
+                 pids and channels cross)",
+                cell.container.name()
+            )));
+        }
+        Ok(value)
     }
 }
 

@@ -135,7 +135,9 @@ pub const COMMANDS: &[(&str, &str, &str, &str)] = &[
         "start a container running FILE's main with ARGS",
         "GRANTS are the run flags (`--allow-net[=...]`, `--allow-read[=...]`, `--allow-write[=...]`, \
          `--allow-env[=...]`) and `--allow-lookup=NAME,...`; a container has exactly the grants \
-         listed. Containers started here are temporary: `restart` starts one again.",
+         listed. `--restart=permanent|transient|temporary` (default temporary) is its restart type, \
+         applied as `vm up` applies it (a permanent one's end stops every container, not the \
+         session); `stop` never restarts one.",
     ),
     ("stop", "stop NAME", "end a container: its actors are killed and their resources closed", ""),
     ("restart", "restart NAME", "stop a container (if it runs) and start it again from its file", ""),

@@ -258,6 +258,7 @@ impl Engine {
     fn container_spec(&self, name: &str, file: &str, grants: &[String]) -> Result<ContainerSpec, String> {
         let mut flags = crate::PermFlags::default();
         let mut allow_lookup = Vec::new();
+        let mut restart = Restart::Temporary;
         let mut args = Vec::new();
         for g in grants {
             if !g.starts_with("--") {
@@ -277,10 +278,15 @@ impl Engine {
                     Some(v) if !v.is_empty() => allow_lookup.extend(v.split(',').map(str::to_string)),
                     _ => return Err("--allow-lookup needs container names: --allow-lookup=NAME,...".into()),
                 },
+                "--restart" => {
+                    restart = value.as_deref().and_then(Restart::parse).ok_or(
+                        "--restart needs a restart type: --restart=permanent, transient or temporary",
+                    )?;
+                }
                 other => {
                     return Err(format!(
                         "`{other}` is not a grant (--allow-net, --allow-read, --allow-write, --allow-env, \
-                         --allow-lookup)"
+                         --allow-lookup; or --restart)"
                     ));
                 }
             }
@@ -296,7 +302,7 @@ impl Engine {
             grants: vm_io::Grants::of(perms),
             allow_lookup,
             limits: Default::default(),
-            restart: Restart::Temporary,
+            restart,
             intensity: Default::default(),
             priority: Default::default(),
         })
@@ -314,11 +320,13 @@ impl Engine {
                 let id = n.live(&node.name()).ok_or_else(|| format!("node {node} is not up"))?;
                 n.pid_of(&id, serial).ok_or_else(|| format!("<{node}.{serial}> is not a pid"))
             }
-            Target::Name(n) => self
-                .session
-                .vm()
-                .whereis(n)
-                .ok_or_else(|| format!("no actor is registered as {}", Value::Atom(n).repr())),
+            // A name is looked up in the entered container's registry (each has its own).
+            Target::Name(n) => {
+                let vm = self.session.vm();
+                let container = self.entered.as_ref().unwrap_or(vm.default_container());
+                vm.whereis_in(container, n)
+                    .ok_or_else(|| format!("no actor is registered as {}", Value::Atom(n).repr()))
+            }
         }
     }
 

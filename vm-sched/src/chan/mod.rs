@@ -66,7 +66,7 @@
 //!
 //! This protocol is model-checked with loom (the `loom_tests` submodule); unit tests are in `tests`.
 
-use crate::sync::{AtomicU8, AtomicUsize, CountedFlag, Mutex, Ordering, count_in, lock};
+use crate::sync::{AtomicBool, AtomicU8, AtomicUsize, CountedFlag, Mutex, Ordering, count_in, lock};
 use smallvec::SmallVec;
 use std::collections::VecDeque;
 use std::fmt;
@@ -133,6 +133,9 @@ pub struct Channel {
     id: u64,
     cap: usize,
     state: Mutex<ChanState>,
+    /// Set once the channel has reached a second container (`container`, rule 4): from then on
+    /// only plain data, pids and channels may be sent on it. Never reset.
+    shared: AtomicBool,
 }
 
 impl fmt::Debug for Channel {
@@ -268,12 +271,22 @@ impl Channel {
     /// A new open channel; `cap` 0 is a rendezvous channel. `id` orders channel locks (protocol
     /// step 1), so the runtime should give every channel its own.
     pub fn new(id: u64, cap: usize) -> Arc<Channel> {
-        Arc::new(Channel { id, cap, state: Mutex::new(ChanState::default()) })
+        Arc::new(Channel { id, cap, state: Mutex::new(ChanState::default()), shared: AtomicBool::new(false) })
     }
 
     /// The runtime's id for the channel.
     pub fn id(&self) -> u64 {
         self.id
+    }
+
+    /// Whether the channel has reached more than one container (see `container`, rule 4).
+    pub(crate) fn is_shared(&self) -> bool {
+        self.shared.load(Ordering::Relaxed)
+    }
+
+    /// Records that the channel has reached another container than its creator's.
+    pub(crate) fn mark_shared(&self) {
+        self.shared.store(true, Ordering::Relaxed);
     }
 
     /// The buffer capacity (0 for a rendezvous channel).
