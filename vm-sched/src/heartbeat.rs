@@ -175,7 +175,8 @@ impl Heartbeat {
         self.hogs.load(Ordering::Relaxed)
     }
 
-    /// Steps 2 and 3: the watchdog loop. `locate` describes an actor for the report.
+    /// Steps 2 and 3: the watchdog loop. `locate` says where an actor (by pid number) is, for the
+    /// report; the pid itself is a field of its own.
     pub async fn watch(this: Weak<Heartbeat>, locate: impl Fn(u64) -> String) {
         loop {
             let Some(hb) = this.upgrade() else { return };
@@ -197,7 +198,7 @@ impl Heartbeat {
                     let ms = held * hb.tick.as_millis() as u64;
                     if let Some((executor, job)) = s.executor.lock().clone() {
                         // Step 5: a job holding its executor's thread; its callers queue behind it.
-                        tracing::warn!(executor = %executor, job, caller = %locate(pid - 1), held_ms = ms, "an affine job has held its executor thread (calls queued behind it wait)");
+                        tracing::warn!(executor = %executor, job, caller = pid - 1, caller_at = %locate(pid - 1), held_ms = ms, "an affine job has held its executor thread (calls queued behind it wait)");
                         continue;
                     }
                     // Step 4: where it is gets reported when the slice ends.

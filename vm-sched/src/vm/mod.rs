@@ -295,8 +295,9 @@ impl Vm {
         vm.shared.io.set_service_hook(Arc::new(Services(Arc::downgrade(&vm.shared))));
         let weak = Arc::downgrade(&vm.shared);
         let locate = move |pid: u64| match weak.upgrade().and_then(|s| (Vm { shared: s }).lookup(Pid(pid))) {
-            Some(cell) => format!("{} at {}", cell.pid, cell.location()),
-            None => format!("<{pid}>"),
+            // The warnings name the pid in a field of its own; this is only where the actor is.
+            Some(cell) => cell.location().to_string(),
+            None => "nowhere (it has ended)".to_string(),
         };
         tokio::spawn(Heartbeat::watch(Arc::downgrade(&vm.shared.heartbeat), locate));
         vm
