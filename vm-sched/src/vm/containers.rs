@@ -1,7 +1,7 @@
 //! Containers (see `container`): starting and ending them, finding them, checking what crosses
 //! between them, and answering `publish` and `lookup` (vm-io's `services`) from them.
 
-use super::{Shared, Vm};
+use super::{Shared, SpawnHooks, Vm};
 use crate::cell::ActorCell;
 use crate::container::{Container, ContainerEnd, ContainerSpec};
 use crate::exit::ExitReason;
@@ -58,16 +58,16 @@ impl Vm {
             _ => vec![Value::list(spec.args.iter().map(|a| Value::str(a.as_str())).collect())],
         };
         let fun = Closure { func: main, env: vec![] };
-        // `spawn_reporting` records the root before the task starts, so even an instant exit
+        // The `report` hook records the root before the task starts, so even an instant exit
         // ends the container.
-        match self.spawn_reporting(
+        match self.spawn_in(
             &container,
             spec.module.clone(),
             &fun,
             args,
             SpawnOpts::default(),
             None,
-            None,
+            SpawnHooks::default(),
         ) {
             Ok(_) => Ok(container),
             Err(e) => {

@@ -168,7 +168,7 @@ pub(crate) struct Shared {
     /// An actor that asked (through `yieldto`) to run next, as `pid + 1`; 0 for none.
     pub(crate) boost: AtomicU64,
     pub(crate) output: Arc<dyn Output>,
-    /// Where actors started with `spawn_reporting` (main, `eval` snippets) send their outcome.
+    /// Where actors started with a `report` hook (see [`SpawnHooks`]) (main, `eval` snippets) send their outcome.
     reporters: Mutex<HashMap<u64, tokio::sync::oneshot::Sender<Outcome>>>,
     /// How many `reporters` there are, so that other actors' exits skip the lock.
     reporting: AtomicUsize,
@@ -372,11 +372,13 @@ impl Vm {
             Some(p) => p.container.clone(),
             None => self.shared.default_container.clone(),
         };
-        self.spawn_reporting(&container, module, fun, args, opts, parent, None)
+        self.spawn_in(&container, module, fun, args, opts, parent, SpawnHooks::default())
     }
 
+    /// [`Vm::spawn`] into `container`, with what the runtime's own spawns add (see
+    /// [`SpawnHooks`]). Every actor is started here.
     #[allow(clippy::too_many_arguments)]
-    pub(crate) fn spawn_reporting(
+    pub(crate) fn spawn_in(
         &self,
         container: &Arc<Container>,
         module: Arc<Module>,
@@ -384,40 +386,9 @@ impl Vm {
         args: Vec<Value>,
         opts: SpawnOpts,
         parent: Option<Pid>,
-        report: Option<tokio::sync::oneshot::Sender<Outcome>>,
+        hooks: SpawnHooks<'_>,
     ) -> Result<(Pid, Option<i64>), Exception> {
-        self.spawn_full(container, module, fun, args, opts, parent, report, None)
-    }
-
-    /// [`Vm::spawn`], calling `before_start` with the new actor's cell once it is in the actor
-    /// table and before its task starts (a remote spawn records the spawner's link or monitor
-    /// and queues its answer there, so nothing the actor does can overtake them).
-    pub(crate) fn spawn_with(
-        &self,
-        module: Arc<Module>,
-        fun: &Closure,
-        args: Vec<Value>,
-        opts: SpawnOpts,
-        parent: Option<Pid>,
-        before_start: Option<&mut dyn FnMut(&ActorCell)>,
-    ) -> Result<(Pid, Option<i64>), Exception> {
-        // A remote spawn runs in the node's default container, as `vm node` serves one module.
-        let container = self.shared.default_container.clone();
-        self.spawn_full(&container, module, fun, args, opts, parent, None, before_start)
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn spawn_full(
-        &self,
-        container: &Arc<Container>,
-        module: Arc<Module>,
-        fun: &Closure,
-        args: Vec<Value>,
-        opts: SpawnOpts,
-        parent: Option<Pid>,
-        report: Option<tokio::sync::oneshot::Sender<Outcome>>,
-        before_start: Option<&mut dyn FnMut(&ActorCell)>,
-    ) -> Result<(Pid, Option<i64>), Exception> {
+        let SpawnHooks { report, before_start } = hooks;
         let max = self.shared.config.max_actors;
         if self.past_budget() {
             return Err(Exception::new(atoms::LIMIT, "the VM is past its memory budget (--max-memory)"));
@@ -502,7 +473,7 @@ impl Vm {
         Ok((pid, monitor))
     }
 
-    /// The outcome channel of `pid` if it was started with `spawn_reporting`.
+    /// The outcome channel of `pid` if it was started with a `report` hook (see [`SpawnHooks`]).
     pub(crate) fn take_reporter(&self, pid: Pid) -> Option<tokio::sync::oneshot::Sender<Outcome>> {
         if self.shared.reporting.load(Ordering::SeqCst) == 0 {
             return None;
@@ -675,14 +646,14 @@ impl Vm {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let fun = Closure { func: main, env: vec![] };
         let (pid, _) = self
-            .spawn_reporting(
+            .spawn_in(
                 &self.shared.default_container.clone(),
                 module,
                 &fun,
                 args,
                 SpawnOpts::default(),
                 None,
-                Some(tx),
+                SpawnHooks { report: Some(tx), ..SpawnHooks::default() },
             )
             .map_err(|e| e.to_string())?;
         self.set_main(pid);
@@ -736,6 +707,18 @@ impl Vm {
         }
         self.shared.active.load(Ordering::SeqCst) == 0 && self.shared.heartbeat.slices() == slices
     }
+}
+
+/// What a spawn from inside the runtime may add to [`Vm::spawn`] (see [`Vm::spawn_in`]).
+#[derive(Default)]
+pub(crate) struct SpawnHooks<'a> {
+    /// Where the actor's outcome is sent when it ends (`main`, REPL snippets, container roots);
+    /// recorded before its task starts, so even an instant exit is reported.
+    pub(crate) report: Option<tokio::sync::oneshot::Sender<Outcome>>,
+    /// Called with the new actor's cell once it is in the actor table and before its task
+    /// starts (a remote spawn records the spawner's link or monitor and queues its answer
+    /// there, so nothing the actor does can overtake them).
+    pub(crate) before_start: Option<&'a mut dyn FnMut(&ActorCell)>,
 }
 
 /// An external hold on the VM; see [`Vm::hold`].
