@@ -125,7 +125,13 @@ impl Vm {
             let on = pids(&mut on.iter().map(|p| p.to_string()));
             let held = match self.shared.orphans.holders(id) {
                 Some(h) if h.is_empty() => "; held by no one".to_string(),
-                Some(h) => format!("; held by {}", pids(&mut h.iter().map(|p| Pid(*p).to_string()))),
+                Some(h) => format!(
+                    "; held by {}",
+                    pids(&mut h.iter().map(|&p| match p {
+                        crate::chan::reach::PUBLISHED => "a published service".to_string(),
+                        p => Pid(p).to_string(),
+                    }))
+                ),
                 None => String::new(),
             };
             out.push_str(&format!("  #chan<{id}>: parked on it: {on}{held}\n"));
