@@ -287,7 +287,7 @@ fn the_hog_warning_names_the_loop_a_long_slice_spins_in() {
         .lines()
         .find(|l| l.contains("actor has held a worker thread without yielding"))
         .unwrap_or_else(|| panic!("no warning while the actor held its worker:\n{}", r.stderr));
-    assert!(line.contains(" at tests/programs/sandbox/spin.vasm:"), "{line}");
+    assert!(line.contains("at=tests/programs/sandbox/spin.vasm:"), "{line}");
     assert!(line.contains("(in spin, instruction "), "{line}");
     assert!(!line.contains("slice_began_at"), "{line}");
 }
@@ -305,6 +305,18 @@ fn the_hog_warning_names_where_the_actor_is() {
         .find(|l| l.contains("held a worker thread without yielding; it let go here"))
         .unwrap_or_else(|| panic!("no warning naming where the actor is:\n{}", r.stderr));
     assert!(line.contains("at=tests/programs/sandbox/hog.vasm:19 (in work, instruction 8)"), "{line}");
+    // The watchdog's warning, while the slice still runs, names the actor once (the pid field)
+    // and where its slice began.
+    let early = r
+        .stderr
+        .lines()
+        .find(|l| l.contains("actor has held a worker thread without yielding (where it is follows"))
+        .unwrap_or_else(|| panic!("no watchdog warning:\n{}", r.stderr));
+    assert!(
+        early.contains("pid=1 ") && early.contains("slice_began_at=tests/programs/sandbox/hog.vasm:"),
+        "{early}"
+    );
+    assert!(!early.contains("<1>"), "the pid is shown twice: {early}");
 
     // `VM_HOG_THRESHOLD_MS` raises the threshold (the golden harness does, so that a loaded
     // machine's slow slices are not output): the same run then warns of nothing.

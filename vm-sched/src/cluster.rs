@@ -453,7 +453,9 @@ impl Local for VmLocal {
             }
             started(cell.pid);
         };
-        vm.spawn_with(module, &fun, args, spawn_opts, Some(parent), Some(&mut before_start))
+        // A remote spawn runs in the node's default container, as `vm node` serves one module.
+        let hooks = crate::vm::SpawnHooks { report: None, before_start: Some(&mut before_start) };
+        vm.spawn_in(vm.default_container(), module, &fun, args, spawn_opts, Some(parent), hooks)
             .map(|(pid, _)| pid)
             .map_err(|e| e.kind)
     }

@@ -195,8 +195,9 @@ impl Heartbeat {
         self.hogs.load(Ordering::Relaxed)
     }
 
-    /// Steps 2 and 3: the watchdog loop. `locate` describes an actor for the report: where it
-    /// is, given its published position (function, instruction), or else where it was last seen.
+    /// Steps 2 and 3: the watchdog loop. `locate` says where an actor (by pid number) is, for the
+    /// report, given its published position (function, instruction) or else where it was last
+    /// seen; the pid itself is a field of its own.
     pub async fn watch(this: Weak<Heartbeat>, locate: impl Fn(u64, Option<(u32, u32)>) -> String) {
         loop {
             let Some(hb) = this.upgrade() else { return };
@@ -218,7 +219,7 @@ impl Heartbeat {
                     let ms = held * hb.tick.as_millis() as u64;
                     if let Some((executor, job)) = s.executor.lock().clone() {
                         // Step 5: a job holding its executor's thread; its callers queue behind it.
-                        tracing::warn!(executor = %executor, job, caller = %locate(pid - 1, None), held_ms = ms, "an affine job has held its executor thread (calls queued behind it wait)");
+                        tracing::warn!(executor = %executor, job, caller = pid - 1, caller_at = %locate(pid - 1, None), held_ms = ms, "an affine job has held its executor thread (calls queued behind it wait)");
                         continue;
                     }
                     // Step 4: where it is, as of its latest fuel check; else where the slice

@@ -67,7 +67,7 @@ impl Host for ActorHost<'_> {
         let module = self.cell.module.clone();
         let container = &self.cell.container;
         let (pid, r) =
-            self.vm.spawn_reporting(container, module, &fun, args, opts, Some(self.cell.pid), None)?;
+            self.vm.spawn_in(container, module, &fun, args, opts, Some(self.cell.pid), Default::default())?;
         trace::trace_spawned(self.cell.pid, pid);
         if let Some(r) = r {
             self.cell.mailbox.with(|i| i.ext().monitoring.push((r, pid)));

@@ -112,7 +112,7 @@ impl Session {
         let _in_runtime = self.runtime().enter();
         let fun = Closure { func: f, env: vec![] };
         self.vm
-            .spawn_reporting(container, module.clone(), &fun, args, SpawnOpts::default(), None, None)
+            .spawn_in(container, module.clone(), &fun, args, SpawnOpts::default(), None, Default::default())
             .map(|(pid, _)| pid)
             .map_err(|e| format!("cannot spawn `{func}`: {e}"))
     }
@@ -157,7 +157,15 @@ impl Session {
         let fun = Closure { func: f, env: vec![] };
         let (pid, _) = self
             .vm
-            .spawn_reporting(container, module, &fun, vec![], SpawnOpts::default(), None, Some(tx))
+            .spawn_in(
+                container,
+                module,
+                &fun,
+                vec![],
+                SpawnOpts::default(),
+                None,
+                crate::vm::SpawnHooks { report: Some(tx), before_start: None },
+            )
             .map_err(|e| format!("cannot start the snippet: {e}"))?;
         Ok(Eval { pid, done: rx })
     }

@@ -28,13 +28,19 @@
 //! that is delivered, so the receivers are counted back in first.
 
 // Re-exported: the cell is part of the VM's vocabulary (`Vm::lookup` returns one).
+mod containers;
+mod introspect;
+mod restore;
+
 pub use crate::cell::{ActorCell, RunState};
 use crate::container::{Container, ContainerEnd, ContainerSpec};
 use crate::exit::ExitReason;
 use crate::heartbeat::Heartbeat;
-use crate::mailbox::{Delivery, Signal, Wait};
+use crate::mailbox::{Delivery, Signal};
 use crate::sync::{AtomicU64, AtomicUsize, Mutex, Ordering, lock};
 use crate::trace;
+use containers::Services;
+pub use introspect::ActorInfo;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
@@ -161,7 +167,7 @@ pub(crate) struct Shared {
     /// An actor that asked (through `yieldto`) to run next, as `pid + 1`; 0 for none.
     pub(crate) boost: AtomicU64,
     pub(crate) output: Arc<dyn Output>,
-    /// Where actors started with `spawn_reporting` (main, `eval` snippets) send their outcome.
+    /// Where actors started with a `report` hook (see [`SpawnHooks`]) (main, `eval` snippets) send their outcome.
     reporters: Mutex<HashMap<u64, tokio::sync::oneshot::Sender<Outcome>>>,
     /// How many `reporters` there are, so that other actors' exits skip the lock.
     reporting: AtomicUsize,
@@ -225,37 +231,6 @@ pub enum Outcome {
     Stopped(Value),
     /// No actor could ever run again; the report names each actor and what it waits on.
     Deadlock(String),
-}
-
-/// One actor as the introspection API shows it.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ActorInfo {
-    /// Its pid.
-    pub pid: Pid,
-    /// Its registered name.
-    pub name: Option<Atom>,
-    /// Running, runnable, waiting, real-blocked or exited.
-    pub state: RunState,
-    /// What it waits on, when waiting.
-    pub waiting: Option<Wait>,
-    /// Queued messages.
-    pub mailbox_len: usize,
-    /// Fuel spent so far.
-    pub reductions: u64,
-    /// Current function and source position.
-    pub location: Location,
-    /// Linked actors.
-    pub links: Vec<Pid>,
-    /// Actors monitoring this one.
-    pub monitored_by: Vec<Pid>,
-    /// Actors this one monitors.
-    pub monitoring: Vec<Pid>,
-    /// Whether it traps exits.
-    pub trap_exit: bool,
-    /// The open resources it owns: id and description (`tcp connection 127.0.0.1:5000`).
-    pub resources: Vec<(u64, String)>,
-    /// The name of its container (`main` for the default one).
-    pub container: String,
 }
 
 impl Vm {
@@ -323,11 +298,13 @@ impl Vm {
             .upgrade()
             .and_then(|s| (Vm { shared: s }).lookup(Pid(pid)))
         {
+            // The warnings name the pid in a field of its own; this is only where the actor is:
+            // its published position, or else where its slice began.
             Some(cell) => match at {
-                Some((func, pc)) => format!("{} at {}", cell.pid, cell.module.location(func, pc)),
-                None => format!("{} at {}", cell.pid, cell.location()),
+                Some((func, pc)) => cell.module.location(func, pc).to_string(),
+                None => cell.location().to_string(),
             },
-            None => format!("<{pid}>"),
+            None => "nowhere (it has ended)".to_string(),
         };
         tokio::spawn(Heartbeat::watch(Arc::downgrade(&vm.shared.heartbeat), locate));
         vm
@@ -407,11 +384,13 @@ impl Vm {
             Some(p) => p.container.clone(),
             None => self.shared.default_container.clone(),
         };
-        self.spawn_reporting(&container, module, fun, args, opts, parent, None)
+        self.spawn_in(&container, module, fun, args, opts, parent, SpawnHooks::default())
     }
 
+    /// [`Vm::spawn`] into `container`, with what the runtime's own spawns add (see
+    /// [`SpawnHooks`]). Every actor is started here.
     #[allow(clippy::too_many_arguments)]
-    pub(crate) fn spawn_reporting(
+    pub(crate) fn spawn_in(
         &self,
         container: &Arc<Container>,
         module: Arc<Module>,
@@ -419,40 +398,9 @@ impl Vm {
         args: Vec<Value>,
         opts: SpawnOpts,
         parent: Option<Pid>,
-        report: Option<tokio::sync::oneshot::Sender<Outcome>>,
+        hooks: SpawnHooks<'_>,
     ) -> Result<(Pid, Option<i64>), Exception> {
-        self.spawn_full(container, module, fun, args, opts, parent, report, None)
-    }
-
-    /// [`Vm::spawn`], calling `before_start` with the new actor's cell once it is in the actor
-    /// table and before its task starts (a remote spawn records the spawner's link or monitor
-    /// and queues its answer there, so nothing the actor does can overtake them).
-    pub(crate) fn spawn_with(
-        &self,
-        module: Arc<Module>,
-        fun: &Closure,
-        args: Vec<Value>,
-        opts: SpawnOpts,
-        parent: Option<Pid>,
-        before_start: Option<&mut dyn FnMut(&ActorCell)>,
-    ) -> Result<(Pid, Option<i64>), Exception> {
-        // A remote spawn runs in the node's default container, as `vm node` serves one module.
-        let container = self.shared.default_container.clone();
-        self.spawn_full(&container, module, fun, args, opts, parent, None, before_start)
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn spawn_full(
-        &self,
-        container: &Arc<Container>,
-        module: Arc<Module>,
-        fun: &Closure,
-        args: Vec<Value>,
-        opts: SpawnOpts,
-        parent: Option<Pid>,
-        report: Option<tokio::sync::oneshot::Sender<Outcome>>,
-        before_start: Option<&mut dyn FnMut(&ActorCell)>,
-    ) -> Result<(Pid, Option<i64>), Exception> {
+        let SpawnHooks { report, before_start } = hooks;
         let max = self.shared.config.max_actors;
         if self.past_budget() {
             return Err(Exception::new(atoms::LIMIT, "the VM is past its memory budget (--max-memory)"));
@@ -537,7 +485,7 @@ impl Vm {
         Ok((pid, monitor))
     }
 
-    /// The outcome channel of `pid` if it was started with `spawn_reporting`.
+    /// The outcome channel of `pid` if it was started with a `report` hook (see [`SpawnHooks`]).
     pub(crate) fn take_reporter(&self, pid: Pid) -> Option<tokio::sync::oneshot::Sender<Outcome>> {
         if self.shared.reporting.load(Ordering::SeqCst) == 0 {
             return None;
@@ -705,100 +653,6 @@ impl Vm {
         Hold { vm: self.clone() }
     }
 
-    /// Every live actor, in pid order.
-    pub fn actors(&self) -> Vec<ActorInfo> {
-        self.cells().iter().map(|c| self.info_of(c)).collect()
-    }
-
-    /// Every live actor's cell, in pid order.
-    pub(crate) fn cells(&self) -> Vec<Arc<ActorCell>> {
-        let mut cells: Vec<Arc<ActorCell>> = Vec::with_capacity(self.live());
-        for shard in self.shared.shards.iter() {
-            cells.extend(lock(shard).values().cloned());
-        }
-        // Pids are unique, so an unstable sort gives the same order, faster (a snapshot's pause
-        // sorts every actor).
-        cells.sort_unstable_by_key(|c| c.pid);
-        cells
-    }
-
-    /// One actor's details.
-    pub fn info(&self, pid: Pid) -> Option<ActorInfo> {
-        self.lookup(pid).map(|c| self.info_of(&c))
-    }
-
-    fn info_of(&self, c: &ActorCell) -> ActorInfo {
-        let (name, waiting, mailbox_len, links, monitored_by, monitoring, trap_exit) = c.mailbox.with(|i| {
-            (
-                i.ext_ref().and_then(|e| e.name),
-                i.waiting.clone(),
-                i.messages.len(),
-                i.ext_ref().map(|e| e.links.clone()).unwrap_or_default(),
-                i.ext_ref().map(|e| e.monitors.iter().map(|(_, p)| *p).collect()).unwrap_or_default(),
-                i.ext_ref().map(|e| e.monitoring.iter().map(|(_, p)| *p).collect()).unwrap_or_default(),
-                i.trap_exit(),
-            )
-        });
-        // A call running on an affine executor makes its caller real-blocked (the cell says
-        // waiting: it waits the same way whether the call is queued or running).
-        let state = match &waiting {
-            Some(Wait::Affine(call)) if call.running() => RunState::RealBlocked,
-            _ => c.state(),
-        };
-        ActorInfo {
-            pid: c.pid,
-            name,
-            state,
-            waiting,
-            mailbox_len,
-            reductions: c.reductions(),
-            location: c.location(),
-            links,
-            monitored_by,
-            monitoring,
-            trap_exit,
-            resources: self.shared.io.owned_by(c.pid.0),
-            container: c.container.name().to_string(),
-        }
-    }
-
-    /// The deadlock report: every actor and what it waits on, where; then each channel waited
-    /// on, with the actors parked on it and those that hold it (can reach it, as the last
-    /// orphan census found), so that a cycle of channel waits is visible.
-    pub fn deadlock_report(&self) -> String {
-        let mut out = String::from("deadlock: every actor is waiting and nothing can wake any of them\n");
-        // Channel id -> the actors parked on it, in pid order.
-        let mut parked: std::collections::BTreeMap<u64, Vec<Pid>> = Default::default();
-        for a in self.actors() {
-            let name = a.name.map(|n| format!(" ({n})")).unwrap_or_default();
-            if let Some(Wait::Chan { chans, .. }) = &a.waiting {
-                for id in chans.as_slice() {
-                    parked.entry(*id).or_default().push(a.pid);
-                }
-            }
-            let what =
-                a.waiting.map(|w| w.to_string()).unwrap_or_else(|| format!("{:?}", a.state).to_lowercase());
-            out.push_str(&format!("  {}{name}: waiting in {what} at {}\n", a.pid, a.location));
-        }
-        let pids = |ps: &mut dyn Iterator<Item = String>| ps.collect::<Vec<_>>().join(", ");
-        for (id, on) in parked {
-            let on = pids(&mut on.iter().map(|p| p.to_string()));
-            let held = match self.shared.orphans.holders(id) {
-                Some(h) if h.is_empty() => "; held by no one".to_string(),
-                Some(h) => format!(
-                    "; held by {}",
-                    pids(&mut h.iter().map(|&p| match p {
-                        crate::chan::reach::PUBLISHED => "a published service".to_string(),
-                        p => Pid(p).to_string(),
-                    }))
-                ),
-                None => String::new(),
-            };
-            out.push_str(&format!("  #chan<{id}>: parked on it: {on}{held}\n"));
-        }
-        out
-    }
-
     /// Runs `main` (arity 0, or 1 taking `args` as a list of strings) as the first actor and
     /// waits until it ends or the VM deadlocks.
     pub async fn run_main(&self, module: Arc<Module>, args: Vec<String>) -> Result<Outcome, String> {
@@ -822,14 +676,14 @@ impl Vm {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let fun = Closure { func: main, env: vec![] };
         let (pid, _) = self
-            .spawn_reporting(
+            .spawn_in(
                 &self.shared.default_container.clone(),
                 module,
                 &fun,
                 args,
                 SpawnOpts::default(),
                 None,
-                Some(tx),
+                SpawnHooks { report: Some(tx), ..SpawnHooks::default() },
             )
             .map_err(|e| e.to_string())?;
         self.set_main(pid);
@@ -885,6 +739,18 @@ impl Vm {
     }
 }
 
+/// What a spawn from inside the runtime may add to [`Vm::spawn`] (see [`Vm::spawn_in`]).
+#[derive(Default)]
+pub(crate) struct SpawnHooks<'a> {
+    /// Where the actor's outcome is sent when it ends (`main`, REPL snippets, container roots);
+    /// recorded before its task starts, so even an instant exit is reported.
+    pub(crate) report: Option<tokio::sync::oneshot::Sender<Outcome>>,
+    /// Called with the new actor's cell once it is in the actor table and before its task
+    /// starts (a remote spawn records the spawner's link or monitor and queues its answer
+    /// there, so nothing the actor does can overtake them).
+    pub(crate) before_start: Option<&'a mut dyn FnMut(&ActorCell)>,
+}
+
 /// An external hold on the VM; see [`Vm::hold`].
 pub struct Hold {
     vm: Vm,
@@ -895,241 +761,6 @@ impl Drop for Hold {
         if self.vm.shared.active.fetch_sub(1, Ordering::SeqCst) == 1 {
             self.vm.shared.idle.notify_one();
         }
-    }
-}
-
-/// What a snapshot reads and a restore sets of the VM itself (see `snapshot`).
-impl Vm {
-    /// The next pid, monitor reference and channel id.
-    pub(crate) fn counters(&self) -> (u64, u64, u64) {
-        let s = &self.shared;
-        (
-            s.next_pid.load(Ordering::SeqCst),
-            s.next_ref.load(Ordering::SeqCst),
-            s.next_chan.load(Ordering::SeqCst),
-        )
-    }
-
-    /// Sets the counters and the clock of a VM being restored.
-    pub(crate) fn restore_counters(&self, (pid, r, chan): (u64, u64, u64), clock_ms: u64) {
-        let s = &self.shared;
-        s.next_pid.store(pid, Ordering::SeqCst);
-        s.next_ref.store(r, Ordering::SeqCst);
-        s.next_chan.store(chan, Ordering::SeqCst);
-        let elapsed = s.start.elapsed().as_millis() as u64;
-        s.clock_offset_ms.store(clock_ms.saturating_sub(elapsed), Ordering::Relaxed);
-    }
-
-    /// Adds a restored actor's cell (its mailbox already filled) to the registry, counted live
-    /// and active, reporting its outcome to `report` if given. [`Vm::start_restored`] starts it
-    /// once every cell is in place.
-    pub(crate) fn install_restored(
-        &self,
-        cell: Arc<ActorCell>,
-        report: Option<tokio::sync::oneshot::Sender<Outcome>>,
-    ) {
-        let pid = cell.pid;
-        if let Some(name) = cell.mailbox.with(|i| i.ext_ref().and_then(|e| e.name)) {
-            lock(&cell.container.names).insert(name, pid);
-        }
-        lock(self.shard(pid)).insert(pid.0, cell);
-        self.shared.live.fetch_add(1, Ordering::SeqCst);
-        self.shared.active.fetch_add(1, Ordering::SeqCst);
-        if let Some(tx) = report {
-            lock(&self.shared.reporters).insert(pid.0, tx);
-            self.shared.reporting.fetch_add(1, Ordering::SeqCst);
-        }
-    }
-
-    /// Starts a restored actor's task with its state and its generator's saved state (`None`
-    /// from a file older than format 1.2: the actor starts a new stream, docs/snapshots.md).
-    pub(crate) fn start_restored(&self, cell: Arc<ActorCell>, mut st: ActorState, rng: Option<u64>) {
-        st.rng = rng.unwrap_or_else(|| self.fresh_seed());
-        let func = st.frames.first().map_or(0, |f| f.func);
-        let span = trace::actor_span(cell.pid, &cell.module, func);
-        (self.shared.start_actor)(self.clone(), cell, st, span);
-    }
-
-    /// Records the main actor, whose end ends `vm run` (a snapshot records it).
-    pub(crate) fn set_main(&self, pid: Pid) {
-        self.shared.main.store(pid.0, Ordering::Relaxed);
-    }
-
-    /// The main actor, if the VM has one.
-    pub(crate) fn main(&self) -> Option<Pid> {
-        Some(Pid(self.shared.main.load(Ordering::Relaxed))).filter(|p| p.0 != 0)
-    }
-
-    /// The sink of `print` (flushed before a snapshot, so no line prints twice after a resume).
-    pub(crate) fn flush_output(&self) {
-        self.shared.output.flush();
-    }
-}
-
-/// Containers (see `container`): starting and ending them, finding them, their services.
-impl Vm {
-    /// The container of actors started from outside (`vm run`'s `main`, the REPL).
-    pub fn default_container(&self) -> &Arc<Container> {
-        &self.shared.default_container
-    }
-
-    /// The container named `name` (the newest of that name), or the default one for `main`.
-    pub fn container(&self, name: &str) -> Option<Arc<Container>> {
-        if name == self.shared.default_container.name() {
-            return Some(self.shared.default_container.clone());
-        }
-        lock(&self.shared.containers).iter().find(|c| c.name() == name).cloned()
-    }
-
-    /// The containers started by name, in the order they were first started.
-    pub fn containers(&self) -> Vec<Arc<Container>> {
-        lock(&self.shared.containers).clone()
-    }
-
-    /// Starts a container: its root actor runs `main` of the spec's module with the spec's
-    /// arguments. A running container of the same name is an error; an ended one is replaced.
-    pub fn start_container(&self, spec: ContainerSpec) -> Result<Arc<Container>, String> {
-        if spec.name.is_empty()
-            || spec.name.contains('/')
-            || spec.name == self.shared.default_container.name()
-        {
-            return Err(format!("{:?} cannot name a container (non-empty, no '/', not \"main\")", spec.name));
-        }
-        crate::run::check_main(&spec.module).map_err(|e| format!("container {}: {e}", spec.name))?;
-        let container =
-            Arc::new(Container::new(spec, Some(self.shared.output.clone()), self.shared.io.console.clone()));
-        {
-            let mut all = lock(&self.shared.containers);
-            match all.iter().position(|c| c.name() == container.name()) {
-                Some(i) if all[i].status() == crate::container::Status::Running => {
-                    return Err(format!("container {} is already running", container.name()));
-                }
-                Some(i) => all[i] = container.clone(),
-                None => all.push(container.clone()),
-            }
-        }
-        let spec = &container.spec;
-        let main = spec.module.func_index("main").ok_or("no main")?;
-        let args = match spec.module.funcs[main as usize].arity {
-            0 => vec![],
-            _ => vec![Value::list(spec.args.iter().map(|a| Value::str(a.as_str())).collect())],
-        };
-        let fun = Closure { func: main, env: vec![] };
-        // `spawn_reporting` records the root before the task starts, so even an instant exit
-        // ends the container.
-        match self.spawn_reporting(
-            &container,
-            spec.module.clone(),
-            &fun,
-            args,
-            SpawnOpts::default(),
-            None,
-            None,
-        ) {
-            Ok(_) => Ok(container),
-            Err(e) => {
-                container.end();
-                Err(format!("container {}: {e}", container.name()))
-            }
-        }
-    }
-
-    /// Ends a container as if its root had been killed with `reason` (the REPL's `stop`).
-    pub fn stop_container(&self, name: &str, reason: Value) -> Result<(), String> {
-        let c = self.container(name).ok_or_else(|| format!("no container named {name}"))?;
-        match c.root() {
-            Some(root) if c.status() == crate::container::Status::Running => {
-                c.stopped.store(true, Ordering::SeqCst);
-                self.signal(root, Signal::Kill(reason));
-                Ok(())
-            }
-            _ => Err(format!("container {name} is not running")),
-        }
-    }
-
-    /// Where each container's end is reported from now on (see [`ContainerEnd`]); a second
-    /// call replaces the first receiver.
-    pub fn container_ends(&self) -> tokio::sync::mpsc::UnboundedReceiver<ContainerEnd> {
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        *lock(&self.shared.ends) = Some(tx);
-        rx
-    }
-
-    /// Ends `container` (its root ended with `reason`): withdraws its names, kills its other
-    /// actors and reports the end (see `container`, rule 6).
-    pub(crate) fn end_container(&self, container: &Arc<Container>, reason: &ExitReason) {
-        if !container.end() {
-            return;
-        }
-        let root = container.root.load(Ordering::SeqCst);
-        for cell in self.cells() {
-            if Arc::ptr_eq(&cell.container, container) && cell.pid.0 != root {
-                self.signal_cell(&cell, Signal::Kill(Value::atom("shutdown")));
-            }
-        }
-        let value = reason.value();
-        let abnormal = !matches!(&value, Value::Atom(a) if *a == atoms::NORMAL);
-        tracing::debug!(container = container.name(), reason = %value.repr(), "container ended");
-        if let Some(tx) = lock(&self.shared.ends).as_ref() {
-            let stopped = container.stopped.load(Ordering::SeqCst);
-            let _ = tx.send(ContainerEnd { container: container.clone(), reason: value, abnormal, stopped });
-        }
-    }
-
-    /// A message from `from` to `to` may not carry what rule 4 of `container` refuses: the
-    /// exception to raise, if it does.
-    pub(crate) fn check_crossing(from: &ActorCell, to: &ActorCell, msg: &Value) -> Result<(), Exception> {
-        if Arc::ptr_eq(&from.container, &to.container) {
-            return Ok(());
-        }
-        match crate::container::crossing_refusal(msg) {
-            None => Ok(()),
-            Some(what) => Err(Exception::badarg(format!(
-                "send: {what} cannot cross from container {} to container {} (only data, pids and \
-                 channels cross; nothing was sent)",
-                from.container.name(),
-                to.container.name()
-            ))),
-        }
-    }
-}
-
-/// `publish` and `lookup` (vm-io's `services`), answered from the containers.
-struct Services(std::sync::Weak<Shared>);
-
-impl vm_io::services::ServiceHook for Services {
-    fn publish(&self, caller: u64, name: &str, value: Value) -> vm_io::natives::NativeResult {
-        let vm = Vm { shared: self.0.upgrade().ok_or_else(|| Exception::badarg("the VM has ended"))? };
-        let cell =
-            vm.lookup(Pid(caller)).ok_or_else(|| Exception::badarg("publish: the caller has ended"))?;
-        cell.container.publish(name, value);
-        Ok(Value::Nil)
-    }
-
-    fn lookup(&self, caller: u64, container: &str, name: &str) -> vm_io::natives::NativeResult {
-        let vm = Vm { shared: self.0.upgrade().ok_or_else(|| Exception::badarg("the VM has ended"))? };
-        let cell = vm.lookup(Pid(caller)).ok_or_else(|| Exception::badarg("lookup: the caller has ended"))?;
-        if !cell.container.may_look_up(container) {
-            return Err(Exception::new(
-                vm_io::perms::permission_atom(),
-                format!(
-                    "lookup of {container}/{name} denied: container {} needs \"allow_lookup\": [\"{container}\"]",
-                    cell.container.name()
-                ),
-            ));
-        }
-        let value = vm.container(container).and_then(|c| c.published(name)).unwrap_or(Value::Nil);
-        // A value handed to another container crosses a boundary as a message does (rule 4).
-        if container != cell.container.name()
-            && let Some(what) = crate::container::crossing_refusal(&value)
-        {
-            return Err(Exception::badarg(format!(
-                "lookup: {container}/{name} is {what}, which cannot cross to container {} (only data, \
-                 pids and channels cross)",
-                cell.container.name()
-            )));
-        }
-        Ok(value)
     }
 }
 

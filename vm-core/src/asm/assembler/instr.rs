@@ -1,0 +1,459 @@
+//! Instruction lines: a mnemonic from the op list, then its operands.
+//!
+//! 1. Operands are parsed by the kind the op list gives each one (register, constant, label,
+//!    function, count); a constant operand is a literal or a `.const` name, pooled on first use.
+//! 2. Label and function operands are placeholders recorded as [`NameRef`]s; the assembler
+//!    patches them when the function ends (labels) or when every file is read (functions).
+//! 3. An operand list (`[a, 1, b]`) becomes a register window: items that are not already a run
+//!    of consecutive registers are first moved into scratch registers (see [`SCRATCH`]).
+
+use super::{Asm, FuncBuild, MAX_REG, NameRef, NamedConst, Pending, SCRATCH, decimal, to_u32};
+use crate::asm::lex::{self, Cursor, PResult, SpanError};
+use crate::asm::{literal, nearest};
+use crate::ops::{Opcode, OperandKind};
+use crate::value::Value;
+
+/// An operand list item.
+enum Item {
+    Reg(i64),
+    Const(Value),
+}
+
+/// A parsed operand list: the window it becomes, and the items to load into scratch registers
+/// first (none when the items are already a run of consecutive registers).
+struct OperandList {
+    start: i64,
+    count: i64,
+    moves: Vec<Item>,
+    /// Binding items `?rN` of a pattern: (element index, register, span of the item). The
+    /// pattern holds `:_` there, and the matched element is copied to the register afterwards.
+    binds: Vec<(i64, i64, usize, usize)>,
+}
+
+/// What an operand list stands for.
+#[derive(Clone, Copy, PartialEq)]
+enum ListKind {
+    /// A window `reg, count`: a run of consecutive registers is used in place.
+    Window,
+    /// A tuple built in its own scratch registers.
+    Tuple,
+    /// A tuple that is a pattern, where binding items `?rN` may appear.
+    Pattern,
+}
+
+impl ListKind {
+    /// The kind of a tuple written as operand `i` of `op`.
+    fn tuple(op: Opcode, i: usize) -> ListKind {
+        if matches!(op, Opcode::Recvp | Opcode::Recvpt) && i == 1 {
+            ListKind::Pattern
+        } else {
+            ListKind::Tuple
+        }
+    }
+}
+
+/// A parsed operand before names are resolved and constants pooled.
+enum Operand {
+    Val(i64),
+    Const(Value),
+    Label(String),
+    Func(String),
+}
+
+impl Asm<'_> {
+    // ---- instructions
+
+    /// One instruction line: the instruction, preceded by the moves its operand list expands
+    /// to (see [`SCRATCH`]).
+    pub(super) fn instruction(&mut self, f: &mut FuncBuild, c: &mut Cursor) -> PResult<Vec<Pending>> {
+        let at = c.pos;
+        let mnemonic = c.ident().unwrap_or("");
+        let Some(op) = Opcode::from_mnemonic(mnemonic) else {
+            return Err(unknown_mnemonic(mnemonic, at));
+        };
+        if !c.at_end() && !c.peek().is_some_and(char::is_whitespace) {
+            return Err(c.expected("a space after the mnemonic"));
+        }
+        let len = c.end() - at;
+        let mut spans = lex::split_operands(c.src(), c.pos, c.end())?;
+        let op = const_form(op, c.src(), &spans);
+        let kinds = op.operands();
+        // An operand list `[a, b, ...]` in place of a window's `reg, count`.
+        let window = kinds.windows(2).position(|k| k == [OperandKind::Reg, OperandKind::Count]);
+        // Scratch slots are handed out in operand order within the instruction.
+        let mut slots = 0;
+        let mut list = None;
+        if let Some(w) = window
+            && spans.len() + 1 == kinds.len()
+            && c.src()[spans[w].0..spans[w].1].starts_with('[')
+        {
+            let (s, e) = spans[w];
+            let l = self.operand_list(f, c.src(), s, e, slots, ListKind::Window)?;
+            slots += l.moves.len() as i64;
+            list = Some(l);
+            spans.insert(w + 1, (s, e));
+        }
+        // A tuple `{item, ...}` in place of a register operand: built in a scratch register.
+        let mut tuples: Vec<(usize, OperandList)> = Vec::new();
+        for (i, &(s, e)) in spans.iter().enumerate() {
+            if kinds.get(i) == Some(&OperandKind::Reg) && Some(i) != window && c.src()[s..e].starts_with('{')
+            {
+                let l = self.operand_list(f, c.src(), s, e, slots, ListKind::tuple(op, i))?;
+                slots += l.moves.len() as i64 + 1;
+                tuples.push((i, l));
+            }
+        }
+        if spans.len() != kinds.len() {
+            let n = kinds.len();
+            let msg = format!(
+                "`{mnemonic}` takes {n} operand{}, found {}",
+                if n == 1 { "" } else { "s" },
+                spans.len()
+            );
+            return Err(SpanError::new(at, len, msg).with_hint(format!("expected: {}", syntax(op))));
+        }
+        let mut parsed: Vec<(Operand, usize, usize)> = Vec::with_capacity(kinds.len());
+        for (i, (&kind, &(s, e))) in kinds.iter().zip(&spans).enumerate() {
+            if let (Some(w), Some(l)) = (window, &list)
+                && (i == w || i == w + 1)
+            {
+                parsed.push((Operand::Val(if i == w { l.start } else { l.count }), s, e - s));
+                continue;
+            }
+            if let Some((_, l)) = tuples.iter().find(|(k, _)| *k == i) {
+                parsed.push((Operand::Val(l.start + l.count), s, e - s));
+                continue;
+            }
+            let prev = match parsed.last() {
+                Some((Operand::Val(v), ..)) if i > 0 => Some(*v),
+                _ => None,
+            };
+            let mut oc = Cursor::new(c.src(), s, e);
+            let operand = self.operand(f, kind, &mut oc, prev)?;
+            oc.expect_end("the operand")?;
+            parsed.push((operand, s, e - s));
+        }
+        // Every operand is good: only now record name uses, pool constants and count registers.
+        let mut out = Vec::new();
+        if let Some(l) = list {
+            out.extend(self.list_moves(f, l, at, len));
+        }
+        // A pattern's bindings: `tget`s from the matched message (in the destination) after the
+        // instruction, so a pattern without them costs nothing, and a `recvpt` that times out
+        // (jumping away) binds nothing.
+        let mut binds = Vec::new();
+        for (_, l) in &tuples {
+            for &(k, r, bs, bl) in &l.binds {
+                let Some(&(Operand::Val(dst), ..)) = parsed.first() else { continue };
+                if r == dst {
+                    return Err(SpanError::new(bs, bl, format!("`?r{r}` binds the register the message is received into"))
+                        .with_hint(format!("bind into another register: the match is in r{dst}, whose elements are copied after it arrives")));
+                }
+                if binds.iter().any(|&(_, b)| b == r) {
+                    return Err(SpanError::new(bs, bl, format!("`?r{r}` is bound twice in one pattern"))
+                        .with_hint("bind each element to its own register; to test that two elements are equal, compare them after the receive"));
+                }
+                binds.push((k, r));
+            }
+        }
+        for (_, l) in tuples {
+            let (items, n) = (l.start, l.count);
+            out.extend(self.list_moves(f, l, at, len));
+            out.push(Pending { op: Opcode::Tuple, vals: vec![items + n, items, n], at, len, bad: false });
+            f.scratch = f.scratch.max(items + n - SCRATCH + 1);
+        }
+        let instr = f.code.len() + out.len();
+        let mut vals = Vec::with_capacity(kinds.len());
+        for (i, ((operand, at, len), &kind)) in parsed.into_iter().zip(kinds).enumerate() {
+            let val = match operand {
+                Operand::Val(v) => v,
+                Operand::Const(value) => self.pool(value),
+                Operand::Label(name) => {
+                    f.label_refs.push(NameRef { instr, operand: i, name, at, len });
+                    0
+                }
+                Operand::Func(name) => {
+                    f.func_refs.push(NameRef { instr, operand: i, name, at, len });
+                    0
+                }
+            };
+            let highest = match kind {
+                OperandKind::Dst | OperandKind::Reg => Some(val),
+                OperandKind::Count if val > 0 => vals.last().map(|reg| reg + val - 1),
+                _ => None,
+            };
+            // Scratch registers are placed above every other register at `.end`.
+            if highest.is_none_or(|h| h >= 0) {
+                f.max_reg = f.max_reg.max(highest);
+            }
+            vals.push(val);
+        }
+        let dst = vals.first().copied().unwrap_or(0);
+        out.push(Pending { op, vals, at, len, bad: false });
+        for (k, r) in binds {
+            f.max_reg = f.max_reg.max(Some(r));
+            out.push(Pending { op: Opcode::Tget, vals: vec![r, dst, k], at, len, bad: false });
+        }
+        Ok(out)
+    }
+
+    /// Parses an operand list `[item, ...]` (or a tuple's items `{item, ...}`) spanning `s..e`:
+    /// each item a register or a constant. Registers already in a run `rK, rK+1, ...` are the
+    /// window itself, unless `kind` is a tuple (which needs its own registers): otherwise the
+    /// items are loaded into the scratch slots from `slot`. In a pattern, an item `?rN` binds.
+    fn operand_list(
+        &self,
+        f: &FuncBuild,
+        src: &str,
+        s: usize,
+        e: usize,
+        slot: i64,
+        kind: ListKind,
+    ) -> PResult<OperandList> {
+        let inner = lex::split_operands(src, s + 1, e - 1)?;
+        let mut items = Vec::with_capacity(inner.len());
+        let mut binds = Vec::new();
+        for &(a, b) in &inner {
+            let mut oc = Cursor::new(src, a, b);
+            let text = src[a..b].trim();
+            let item = if let Some(reg) = text.strip_prefix('?') {
+                let (bs, bl) = (a + (src[a..b].len() - src[a..b].trim_start().len()), text.len());
+                if kind != ListKind::Pattern {
+                    return Err(SpanError::new(bs, bl, format!("`{text}` binds, but this is not a pattern"))
+                        .with_hint("a binding `?rN` goes in the `{..}` pattern of `recvp` or `recvpt`; elsewhere write the register itself"));
+                }
+                if !is_register(reg) {
+                    return Err(SpanError::new(bs, bl, format!("`{text}` binds no register"))
+                        .with_hint("write `?` before a register, as in `recvp r1, {:reply, r2, ?r3}`"));
+                }
+                oc.pos = bs + 1;
+                match self.operand(f, OperandKind::Reg, &mut oc, None)? {
+                    Operand::Val(r) => binds.push((items.len() as i64, r, bs, bl)),
+                    _ => unreachable!("a register operand is a value"),
+                }
+                Item::Const(Value::Atom(crate::atom::atoms::WILDCARD))
+            } else if is_register(text) {
+                match self.operand(f, OperandKind::Reg, &mut oc, None)? {
+                    Operand::Val(r) => Item::Reg(r),
+                    _ => unreachable!("a register operand is a value"),
+                }
+            } else {
+                Item::Const(self.constant(&mut oc)?)
+            };
+            oc.expect_end("the list item")?;
+            items.push(item);
+        }
+        let count = items.len() as i64;
+        if count > i64::from(u16::MAX) {
+            return Err(SpanError::new(s, e - s, format!("a list of {count} operands is too long")));
+        }
+        let run = match items.first() {
+            _ if kind != ListKind::Window => None,
+            None => Some(0),
+            Some(Item::Reg(first)) => {
+                let consecutive = items
+                    .iter()
+                    .enumerate()
+                    .all(|(k, it)| matches!(it, Item::Reg(r) if *r == first + k as i64));
+                consecutive.then_some(*first)
+            }
+            Some(Item::Const(_)) => None,
+        };
+        Ok(match run {
+            Some(start) => OperandList { start, count, moves: Vec::new(), binds },
+            None => OperandList { start: SCRATCH + slot, count, moves: items, binds },
+        })
+    }
+
+    /// The instructions that load an operand list's items into scratch registers (slots
+    /// `SCRATCH..`, placed at `.end`), recording the registers they read.
+    fn list_moves(&mut self, f: &mut FuncBuild, l: OperandList, at: usize, len: usize) -> Vec<Pending> {
+        if !l.moves.is_empty() {
+            f.scratch = f.scratch.max(l.start - SCRATCH + l.moves.len() as i64);
+        }
+        let mut out = Vec::with_capacity(l.moves.len());
+        for (k, item) in l.moves.into_iter().enumerate() {
+            let dst = l.start + k as i64;
+            let (op, vals) = match item {
+                Item::Reg(r) => {
+                    f.max_reg = f.max_reg.max(Some(r));
+                    (Opcode::Move, vec![dst, r])
+                }
+                Item::Const(Value::Int(i)) if i32::try_from(i).is_ok() => (Opcode::Int, vec![dst, i]),
+                Item::Const(Value::Nil) => (Opcode::Nil, vec![dst]),
+                Item::Const(v) => (Opcode::Const, vec![dst, self.pool(v)]),
+            };
+            out.push(Pending { op, vals, at, len, bad: false });
+        }
+        out
+    }
+
+    /// Parses one operand of kind `kind`; `prev` is the previous operand's value (the window's
+    /// first register, for a count).
+    fn operand(
+        &self,
+        f: &FuncBuild,
+        kind: OperandKind,
+        c: &mut Cursor,
+        prev: Option<i64>,
+    ) -> PResult<Operand> {
+        let at = c.pos;
+        Ok(match kind {
+            OperandKind::Dst | OperandKind::Reg => {
+                let r = register(c)?;
+                if let Some(regs) = f.regs.filter(|&n| r >= i64::from(n)) {
+                    return Err(SpanError::new(at, c.pos - at, format!("register r{r} is out of range"))
+                        .with_hint(format!(
+                            "`{}` declares {regs} registers (r0 to r{}); raise REGS in its `.func` or leave \
+                             it out to have it counted",
+                            f.name,
+                            i64::from(regs) - 1
+                        )));
+                }
+                Operand::Val(r)
+            }
+            OperandKind::Count => {
+                let n = decimal(c, "a count (a non-negative integer)")?;
+                let span = |msg: String| SpanError::new(at, c.pos - at, msg);
+                let reg = prev.unwrap_or(0);
+                if n > u64::from(u16::MAX) || reg + n as i64 - 1 > MAX_REG {
+                    return Err(span(format!("count {n} is out of range"))
+                        .with_hint(format!("the window r{reg}.. must end at r{MAX_REG} or below")));
+                }
+                let n = n as i64;
+                if let Some(regs) = f.regs.filter(|&r| reg + n > i64::from(r)) {
+                    return Err(span(format!(
+                        "the window r{reg}..r{} goes past the last register",
+                        reg + n - 1
+                    ))
+                    .with_hint(format!("`{}` declares {regs} registers in its `.func`", f.name)));
+                }
+                Operand::Val(n)
+            }
+            OperandKind::Const => Operand::Const(self.constant(c)?),
+            OperandKind::Imm => {
+                let value = match c.peek() {
+                    Some('$') => self.named_const(c)?,
+                    Some(ch) if ch == '-' || ch.is_ascii_digit() => literal::literal(c, 0)?,
+                    _ => return Err(c.expected("an integer")),
+                };
+                let span = |msg: String| SpanError::new(at, c.pos - at, msg);
+                match value {
+                    Value::Int(i) if i32::try_from(i).is_ok() => Operand::Val(i),
+                    Value::Int(i) => {
+                        return Err(span(format!("immediate {i} does not fit in 32 bits"))
+                            .with_hint("load it with `const` instead"));
+                    }
+                    other => return Err(span(format!("expected an integer, found {}", other.repr()))),
+                }
+            }
+            OperandKind::Label => Operand::Label(name(c, "a label name")?),
+            OperandKind::Func => {
+                let word = name(c, "a function name")?;
+                if is_register(&word) && !self.func_names.contains_key(&word) {
+                    return Err(SpanError::new(
+                        at,
+                        c.pos - at,
+                        format!("expected a function name, found `{word}`"),
+                    )
+                    .with_hint("a function value held in a register is called with `callv` or `tcallv`"));
+                }
+                Operand::Func(word)
+            }
+        })
+    }
+
+    /// A constant operand: a literal or `$NAME`.
+    pub(super) fn constant(&self, c: &mut Cursor) -> PResult<Value> {
+        if c.peek() == Some('$') { self.named_const(c) } else { literal::literal(c, 0) }
+    }
+
+    pub(super) fn lookup(&self, name: &str) -> Option<&NamedConst> {
+        self.scopes.iter().rev().find_map(|scope| scope.get(name))
+    }
+
+    /// `$NAME`, looked up in the visible `.const` scopes.
+    fn named_const(&self, c: &mut Cursor) -> PResult<Value> {
+        let at = c.pos;
+        c.bump();
+        let Some(name) = c.ident() else {
+            return Err(c.expected("a constant name after `$`"));
+        };
+        if let Some(k) = self.lookup(name) {
+            return Ok(k.value.clone());
+        }
+        let visible = self.scopes.iter().flat_map(|s| s.keys().map(String::as_str));
+        let hint = match nearest(name, visible) {
+            Some(near) => format!("did you mean `${near}`?"),
+            None => format!("define it before its use with `.const {name} VALUE`"),
+        };
+        Err(SpanError::new(at, c.pos - at, format!("undefined constant `${name}`")).with_hint(hint))
+    }
+
+    fn pool(&mut self, value: Value) -> i64 {
+        if let Some(&i) = self.const_index.get(&value) {
+            return i64::from(i);
+        }
+        let i = to_u32(self.consts.len());
+        self.consts.push(value.clone());
+        self.const_index.insert(value, i);
+        i64::from(i)
+    }
+}
+
+/// `rN`.
+fn register(c: &mut Cursor) -> PResult<i64> {
+    let at = c.pos;
+    let word = c.ident().unwrap_or("");
+    if !is_register(word) {
+        c.pos = at;
+        return Err(c.expected("a register (`r0`, `r1`, ...)"));
+    }
+    match word[1..].parse::<i64>() {
+        Ok(n) if n <= MAX_REG => Ok(n),
+        _ => Err(SpanError::new(at, word.len(), format!("register `{word}` is out of range"))
+            .with_hint(format!("registers are r0 to r{MAX_REG}"))),
+    }
+}
+
+/// `jeq a, CONST, target` and `jne a, CONST, target` are `jeqk` and `jnek`: the comparison
+/// with a constant picks its op by the form of the second operand, as people expect of `jeq`.
+fn const_form(op: Opcode, src: &str, spans: &[(usize, usize)]) -> Opcode {
+    let constant = spans.get(1).is_some_and(|&(s, e)| !is_register(src[s..e].trim()));
+    match op {
+        Opcode::Jeq if constant && spans.len() == 3 => Opcode::Jeqk,
+        Opcode::Jne if constant && spans.len() == 3 => Opcode::Jnek,
+        _ => op,
+    }
+}
+
+fn is_register(word: &str) -> bool {
+    word.len() > 1 && word.starts_with('r') && word[1..].bytes().all(|b| b.is_ascii_digit())
+}
+
+/// A label or function name.
+fn name(c: &mut Cursor, what: &str) -> PResult<String> {
+    c.ident().map(str::to_string).ok_or_else(|| c.expected(what))
+}
+
+/// `add dst, a, b`: an instruction's syntax from the op list.
+fn syntax(op: Opcode) -> String {
+    let names = op.operand_names();
+    if names.is_empty() {
+        op.mnemonic().to_string()
+    } else {
+        format!("{} {}", op.mnemonic(), names.join(", "))
+    }
+}
+
+fn unknown_mnemonic(mnemonic: &str, at: usize) -> SpanError {
+    let e = SpanError::new(at, mnemonic.len(), format!("unknown instruction `{mnemonic}`"));
+    let lower = mnemonic.to_ascii_lowercase();
+    if Opcode::from_mnemonic(&lower).is_some() {
+        return e.with_hint(format!("mnemonics are lower case: `{lower}`"));
+    }
+    match nearest(mnemonic, Opcode::ALL.iter().map(|op| op.mnemonic())) {
+        Some(near) => e.with_hint(format!("did you mean `{near}`?")),
+        None => e.with_hint("docs/isa.md lists every instruction"),
+    }
+}
