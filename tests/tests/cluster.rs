@@ -8,6 +8,7 @@
 //!   refusals of what cannot cross, `:too_large`, `{name, node}` sends (`remote.vasm`);
 //! - `kill -9` of a node: 1,000 links and monitors each fire `:noconnection` exactly once,
 //!   within 3.5 s (`watch.vasm`);
+//! - references: unique across nodes and incarnations, intact across the wire (`refs.vasm`);
 //! - global names: two nodes racing for 100 names, exactly one winner each (`global.vasm`);
 //! - `kill -9` of the server a node is connected to (three routed servers): every message
 //!   arrives in order after the reconnect, or both sides see the session end and a new one
@@ -300,6 +301,26 @@ fn kill_9_of_a_node_fires_each_link_and_monitor_once_within_3_5_s() {
     assert_eq!(a.line(Duration::from_secs(10)).1, "dups 0", "a link or monitor fired twice");
     assert_eq!(a.line(Duration::from_secs(5)).1, "{:nodedown, :b}");
     assert_eq!(a.wait(Duration::from_secs(10)), Some(0), "stderr:\n{}", a.stderr());
+}
+
+#[test]
+fn references_are_unique_across_nodes_and_incarnations_and_cross_intact() {
+    let s = NatsServer::start("");
+    let _b = VmProcess::node("b", &s.url(), &[]);
+    let prog = program("refs.vasm");
+    let run = |mode: &str| {
+        let (code, out, err) = vm(
+            &["run", "--node", "a", "--cluster", &s.url(), "--heartbeat", "200ms", &prog, mode],
+            Duration::from_secs(60),
+        );
+        assert_eq!(code, Some(0), "stderr:\n{err}");
+        out
+    };
+    // The first run's reference goes to b and comes home equal to itself; b's own differs.
+    assert_eq!(run("start"), "#Ref<0.1>\ntrue\ntrue\n#Ref<0.1>\nfalse\n0\n");
+    // The next incarnation of a makes a reference with the same serial: b tells it apart from
+    // the one it kept, which comes back to the new a as the old incarnation's, printed so.
+    assert_eq!(run("again"), "#Ref<0.1>\nfalse\nfalse\n#Ref<a.1>\nfalse\n0\n");
 }
 
 #[test]

@@ -164,6 +164,32 @@ fn a_temporary_container_ends_with_its_root_and_others_carry_on() {
     );
 }
 
+/// A channel published as a service stays reachable while no actor holds it: a waiter on it is
+/// not orphaned (issue 18: no false alarms), and a client that looks it up later reaches it.
+#[test]
+fn a_published_channel_is_never_orphaned() {
+    let m = manifest(
+        "published",
+        &format!(
+            r#"{{"containers": [
+                {{"name": "service", "module": "{}"}},
+                {{"name": "client", "module": "{}", "allow_lookup": ["service"], "restart": "temporary"}}
+            ]}}"#,
+            program("service.vasm"),
+            program("client.vasm")
+        ),
+    );
+    let run = up(&m);
+    assert!(
+        !run.stdout.contains("orphaned") && !run.stderr.contains("orphaned"),
+        "{}\n{}",
+        run.stdout,
+        run.stderr
+    );
+    assert_eq!(lines_of(&run.stdout, "[service] "), vec!["service got 42"], "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(lines_of(&run.stdout, "[client] "), vec!["client sent"], "{}", run.stdout);
+}
+
 /// A permanent container's crash stops the VM with status 1, ending the other containers.
 #[test]
 fn a_permanent_crash_ends_vm_up_with_status_1() {

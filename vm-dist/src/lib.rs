@@ -15,6 +15,8 @@
 //! - [`node`]: sessions, failure detection, backpressure, remote links/monitors/spawn; the
 //!   runtime implements [`Local`] and spawns the [`Driver`].
 //! - [`global`]: cluster-wide names with exactly one winner.
+//! - [`direct`]: frames and the authenticating handshake of a direct TCP connection between two
+//!   nodes (the first stage of the direct path; not yet used by sessions).
 //! - [`census`]: the live nodes, seen from outside the cluster (`vm nodes`).
 //! - `outbox`: the order in which envelopes reach the transport (loom-checked).
 //!
@@ -22,6 +24,7 @@
 //! connection task inside `connect`, the one exception to "only vm-sched spawns tasks".
 
 pub mod census;
+pub mod direct;
 pub mod global;
 pub mod id;
 #[cfg(not(vm_loom))]
@@ -45,6 +48,8 @@ pub use wire::SpawnOptions;
 /// returns, and an envelope that decodes re-encodes to one that decodes to the same signal.
 #[doc(hidden)]
 pub fn fuzz_envelope(bytes: &[u8]) {
+    // The same bytes as a direct connection's stream: its framing and handshake.
+    direct::fuzz(bytes);
     let me = NodeId::new("fuzz", 1).expect("a valid name");
     let table = NodeTable::new(me);
     let ctx = wire::DecodeCtx { table: &table, module_hash: 7, limits: wire::Limits::default() };

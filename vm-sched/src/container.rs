@@ -201,6 +201,12 @@ impl Container {
         }
     }
 
+    /// Everything it has published (roots for orphan detection: a published channel can be
+    /// looked up again by any actor allowed to).
+    pub(crate) fn published_values(&self) -> Vec<Value> {
+        lock(&self.published).values().cloned().collect()
+    }
+
     /// What it published as `name`.
     pub(crate) fn published(&self, name: &str) -> Option<Value> {
         lock(&self.published).get(name).cloned()

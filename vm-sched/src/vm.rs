@@ -688,9 +688,13 @@ impl Vm {
 
     /// Every live actor's cell, in pid order.
     pub(crate) fn cells(&self) -> Vec<Arc<ActorCell>> {
-        let mut cells: Vec<Arc<ActorCell>> =
-            self.shared.shards.iter().flat_map(|s| lock(s).values().cloned().collect::<Vec<_>>()).collect();
-        cells.sort_by_key(|c| c.pid);
+        let mut cells: Vec<Arc<ActorCell>> = Vec::with_capacity(self.live());
+        for shard in self.shared.shards.iter() {
+            cells.extend(lock(shard).values().cloned());
+        }
+        // Pids are unique, so an unstable sort gives the same order, faster (a snapshot's pause
+        // sorts every actor).
+        cells.sort_unstable_by_key(|c| c.pid);
         cells
     }
 
@@ -757,7 +761,13 @@ impl Vm {
             let on = pids(&mut on.iter().map(|p| p.to_string()));
             let held = match self.shared.orphans.holders(id) {
                 Some(h) if h.is_empty() => "; held by no one".to_string(),
-                Some(h) => format!("; held by {}", pids(&mut h.iter().map(|p| Pid(*p).to_string()))),
+                Some(h) => format!(
+                    "; held by {}",
+                    pids(&mut h.iter().map(|&p| match p {
+                        crate::chan::reach::PUBLISHED => "a published service".to_string(),
+                        p => Pid(p).to_string(),
+                    }))
+                ),
                 None => String::new(),
             };
             out.push_str(&format!("  #chan<{id}>: parked on it: {on}{held}\n"));

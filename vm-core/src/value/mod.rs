@@ -113,7 +113,8 @@ impl fmt::Display for Pid {
 /// The high 16 bits name the node that made it, as a pid's do (0: this VM; a cluster maps other
 /// nodes' references to their node's slot as it maps pids), the low 48 bits are the serial that
 /// node's runtime handed out. So a reference is unique across the VM and, naming its node's
-/// incarnation on the wire, across a cluster. It prints as `#Ref<node.serial>`.
+/// incarnation on the wire, across a cluster. It prints as `#Ref<0.serial>` when made here and
+/// `#Ref<b.serial>` when made on node `b` (`#Ref<#slot.serial>` without a node namer).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Ref(pub u64);
 
@@ -134,7 +135,16 @@ impl Ref {
 
 impl fmt::Display for Ref {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "#Ref<{}.{}>", self.node(), self.serial())
+        if self.node() == 0 {
+            return write!(f, "#Ref<0.{}>", self.serial());
+        }
+        // Another node's reference names that node as its pids do (`#Ref<b.7>`), so a person
+        // can tell it from this node's `#Ref<0.7>`.
+        let namer = NODE_NAMER.read().unwrap_or_else(|p| p.into_inner()).clone();
+        match namer.and_then(|n| n(self.node())) {
+            Some(name) => write!(f, "#Ref<{name}.{}>", self.serial()),
+            None => write!(f, "#Ref<#{}.{}>", self.node(), self.serial()),
+        }
     }
 }
 

@@ -164,6 +164,34 @@ fn references_keep_their_node_across_the_wire_and_come_home_equal() {
 }
 
 #[test]
+fn references_of_two_incarnations_and_of_another_node_never_collide() {
+    use crate::id::make_ref;
+    // c receives reference 7 from a's first incarnation, from its next one, and from b.
+    let c = NodeTable::new(NodeId::new("c", 300).unwrap());
+    let arrive = |from: NodeId| {
+        let t = NodeTable::new(from);
+        let bytes = encode(&ectx(&t), 1, 1, &Signal::Send { to: 1, msg: Value::Ref(make_ref(0, 7)) })
+            .expect("encodes");
+        let ctx = DecodeCtx { table: &c, module_hash: HASH, limits: Limits::default() };
+        let Signal::Send { msg, .. } = decode(&ctx, &Bytes::from(bytes)).expect("decodes").signal else {
+            panic!()
+        };
+        msg
+    };
+    let a1 = arrive(NodeId::new("a", 10).unwrap());
+    let a2 = arrive(NodeId::new("a", 20).unwrap());
+    let b = arrive(NodeId::new("b", 10).unwrap());
+    let own = Value::Ref(make_ref(0, 7));
+    let all = [&a1, &a2, &b, &own];
+    for (i, x) in all.iter().enumerate() {
+        for y in &all[i + 1..] {
+            assert_ne!(x, y, "two references made by different incarnations are equal");
+        }
+    }
+    assert_eq!(arrive(NodeId::new("a", 10).unwrap()), a1, "the same incarnation's reference is equal");
+}
+
+#[test]
 fn a_stale_incarnation_of_the_receiver_stays_remote() {
     let a = NodeTable::new(me());
     let old_b = NodeId::new("b", 150).unwrap();

@@ -31,7 +31,8 @@
 //!    a time, shared with snapshots). Each orphanable wait is judged only if its actor's
 //!    published state is still in the same wait (same `WaitId`). Every live actor's roots are
 //!    walked (`reach`: registers, exceptions, mailbox messages and signals, nested values,
-//!    buffered channel contents). A judged wait is *hopeless* when each of its channels is
+//!    buffered channel contents), and so is every container's table of published services,
+//!    as a holder of its own ([`reach::PUBLISHED`]): what is published can be looked up again. A judged wait is *hopeless* when each of its channels is
 //!    reached by no actor but the waiter and is neither closed nor holding a value.
 //! 5. *Raising.* Before the pause ends, each hopeless waiter is sent `Signal::Orphaned` naming
 //!    its `WaitId`. The actor takes it at the top of its driver loop, where it was about to run
@@ -184,6 +185,13 @@ pub(crate) async fn census(vm: &Vm, waits: &[ChanWaiter]) -> usize {
             });
             reach.walk(cell.pid.0, reach::state_roots(st).chain(queued.iter()), &targets);
         }
+        // A published service can be looked up again by any actor allowed to, at any time: it
+        // holds what it names, as an actor would.
+        let published: Vec<vm_core::Value> = std::iter::once(vm.default_container().clone())
+            .chain(vm.containers())
+            .flat_map(|c| c.published_values())
+            .collect();
+        reach.walk(reach::PUBLISHED, published.iter(), &targets);
     }
     let mut raised = 0;
     let mut book = reach::Book::default();

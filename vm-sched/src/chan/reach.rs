@@ -16,6 +16,10 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use vm_core::{ActorState, Value};
 
+/// The holder that stands for the containers' published services in a census (no actor has
+/// pid 0: pids start at 1).
+pub(crate) const PUBLISHED: u64 = 0;
+
 /// A wait that only its channels can end, as found in an actor's `waiting`.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct ChanWaiter {
