@@ -160,6 +160,8 @@ pub(crate) async fn census(vm: &Vm, waits: &[ChanWaiter]) -> usize {
         return 0;
     }
     let cut = vm.pause_all().await;
+    // Every actor is paused: exits counted by now are those this census sees.
+    let exits = vm.shared.orphans.exits.load(Ordering::SeqCst);
     // Each actor's state, read once (reading takes a publication): the census is rare and
     // looks at a state twice, to judge the waits and to walk what it reaches.
     let states: HashMap<u64, vm_core::ActorState> = cut
@@ -194,7 +196,7 @@ pub(crate) async fn census(vm: &Vm, waits: &[ChanWaiter]) -> usize {
         reach.walk(reach::PUBLISHED, published.iter(), &targets);
     }
     let mut raised = 0;
-    let mut book = reach::Book::default();
+    let mut book = reach::Book { exits, ..reach::Book::default() };
     for w in judged {
         if reach.hopeless(w) {
             if let Some(cell) = cells.iter().find(|c| c.pid.0 == w.pid) {

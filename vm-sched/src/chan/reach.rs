@@ -170,6 +170,8 @@ pub(crate) struct Book {
     pub(crate) judged: HashMap<u64, WaitId>,
     /// For the channels of those waits: which actors reach each.
     pub(crate) holders: HashMap<u64, Vec<u64>>,
+    /// `Orphans::exits` when it paused the actors: an exit since may have let a channel go.
+    pub(crate) exits: u64,
 }
 
 impl Orphans {
@@ -213,11 +215,13 @@ impl Orphans {
         self.closed.load(Ordering::SeqCst)
     }
 
-    /// Whether every one of `waits` was judged reachable by the last census, in this very wait
-    /// (so nothing is left for a census to find while they stay as they are).
+    /// Whether every one of `waits` was judged reachable by the last census, in this very wait,
+    /// and no actor has exited since (so nothing is left for a census to find while they stay
+    /// as they are: the quiet VM reports a deadlock only then).
     pub(crate) fn judged(&self, waits: &[ChanWaiter]) -> bool {
         let book = lock(&self.book);
-        waits.iter().all(|w| book.judged.get(&w.pid) == Some(&w.wait))
+        book.exits == self.exits.load(Ordering::SeqCst)
+            && waits.iter().all(|w| book.judged.get(&w.pid) == Some(&w.wait))
     }
 
     /// Whether a census now could find none of `waits` hopeless that the last one did not
