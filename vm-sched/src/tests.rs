@@ -217,3 +217,57 @@ fn thousands_of_pauses_racing_wakes_each_restore_to_the_same_state() {
         }
     }
 }
+
+/// Issue 18, point 5: a pool of workers on one channel (a hundred, so that a census is cheap and
+/// only `MIN_GAP` spaces them) parks again after every job, each time
+/// in a new wait. A census (which pauses every actor) is taken only when it could find
+/// something: not for each new wait on a channel the last census found held by another actor,
+/// only as the re-check backs off (50 ms, doubling to 2 s) or when an actor exits. Before,
+/// every look found new waits and took a census every 50 ms.
+#[test]
+fn a_busy_worker_pool_is_not_censused_on_every_look() {
+    let src = "
+.func main 0
+    int r0, 0
+    chan r1, r0
+    fun r2, worker
+    int r3, 0
+spawn:
+    jgei r3, 100, send
+    spawn r4, r2, r1, 1
+    addi r3, r3, 1
+    jmp spawn
+send:
+    int r3, 0
+    int r5, 1
+loop:
+    jgei r3, 800, close
+    csend r1, r3
+    sleep r5
+    addi r3, r3, 1
+    jmp loop
+close:
+    cclose r1
+    ret r3
+.end
+
+.func worker 1
+loop:
+    crecv r1, r0, closed
+    jmp loop
+closed:
+    ret r0
+.end
+";
+    let started = std::time::Instant::now();
+    let ran = Setup::default().run(module(src));
+    let took = started.elapsed();
+    assert!(ran.outcome.is_some(), "the pool did not finish");
+    let censuses = ran.vm.orphan_censuses();
+    // The first census, one per doubling of the re-check from 50 ms, one per 2 s after that,
+    // and one spare (an exit at the end).
+    let doublings = (took.as_secs_f64() / 0.05).log2().ceil().max(0.0) as u64;
+    let bound = 2 + doublings + took.as_secs() / 2;
+    assert!(censuses >= 1, "the pool's waits were never judged");
+    assert!(censuses <= bound, "{censuses} censuses in {took:?} (at most {bound} expected)");
+}

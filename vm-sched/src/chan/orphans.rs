@@ -16,7 +16,10 @@
 //!    [`MAX_TICK`] (an idle server with a parked worker pool costs a look ten times a second);
 //!    any change brings it back to [`TICK`].
 //! 3. *When to take a census.* When a wait has been seen for [`SUSPECT_AFTER`] and the last
-//!    census did not judge it; or an actor has exited since the last census while any wait is
+//!    census did not judge it, nor find each of its channels reached by some other actor (a
+//!    pool's workers park again after every job, each time in a new wait on a channel the last
+//!    census found held: only the holders letting go could make those hopeless, and the next
+//!    two triggers catch that; see `Orphans::settled`); or an actor has exited since the last census while any wait is
 //!    that old (an exit is how the last other holder usually lets go); or the last census is
 //!    older than the re-check interval, which doubles from [`SUSPECT_AFTER`] up to
 //!    [`MAX_RECHECK`] while censuses find nothing (a holder that overwrote its last copy and
@@ -94,6 +97,7 @@ async fn detector(weak: Weak<Shared>, orphans: Arc<reach::Orphans>) {
             orphans.wake.notified().await;
             continue;
         }
+        let looked = Instant::now();
         let Some(shared) = weak.upgrade() else { return };
         let vm = Vm { shared };
         let cells = vm.cells();
@@ -110,17 +114,20 @@ async fn detector(weak: Weak<Shared>, orphans: Arc<reach::Orphans>) {
         }
         let now = Instant::now();
         let before = seen.len();
-        seen.retain(|pid, (id, _)| waits.iter().any(|w| w.pid == *pid && w.wait == *id));
+        // By pid, so that a look costs time linear in the waits (ten thousand parked workers).
+        let current: HashMap<u64, WaitId> = waits.iter().map(|w| (w.pid, w.wait)).collect();
+        seen.retain(|pid, (id, _)| current.get(pid) == Some(id));
         let changed = seen.len() != before || seen.len() != waits.len();
         for w in &waits {
             seen.entry(w.pid).or_insert((w.wait, now));
         }
-        tick = if changed || !orphans.judged(&waits) { TICK } else { (tick * 2).min(MAX_TICK) };
+        tick = if changed || !orphans.settled(&waits) { TICK } else { (tick * 2).min(MAX_TICK) };
         let old: Vec<&ChanWaiter> =
             waits.iter().filter(|w| now.duration_since(seen[&w.pid].1) >= SUSPECT_AFTER).collect();
+        tracing::trace!(waits = waits.len(), took_us = looked.elapsed().as_micros() as u64, "orphan look");
         let poked = orphans.take_poke();
         let exits = orphans.exits.load(Ordering::SeqCst);
-        let unjudged = !orphans.judged(&old.iter().map(|w| (*w).clone()).collect::<Vec<_>>());
+        let unjudged = !orphans.settled(old.iter().copied());
         let due = match last {
             None => !old.is_empty(),
             Some((at, cost)) => {
@@ -136,7 +143,10 @@ async fn detector(weak: Weak<Shared>, orphans: Arc<reach::Orphans>) {
         exits_then = exits;
         let started = Instant::now();
         let raised = census(&vm, &waits).await;
-        last = Some((Instant::now(), started.elapsed()));
+        let took = started.elapsed();
+        last = Some((Instant::now(), took));
+        orphans.censuses.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(waits = waits.len(), raised, took_us = took.as_micros() as u64, "orphan census");
         recheck = if raised > 0 || unjudged { SUSPECT_AFTER } else { (recheck * 2).min(MAX_RECHECK) };
     }
 }
@@ -150,6 +160,8 @@ pub(crate) async fn census(vm: &Vm, waits: &[ChanWaiter]) -> usize {
         return 0;
     }
     let cut = vm.pause_all().await;
+    // Every actor is paused: exits counted by now are those this census sees.
+    let exits = vm.shared.orphans.exits.load(Ordering::SeqCst);
     // Each actor's state, read once (reading takes a publication): the census is rare and
     // looks at a state twice, to judge the waits and to walk what it reaches.
     let states: HashMap<u64, vm_core::ActorState> = cut
@@ -184,7 +196,7 @@ pub(crate) async fn census(vm: &Vm, waits: &[ChanWaiter]) -> usize {
         reach.walk(reach::PUBLISHED, published.iter(), &targets);
     }
     let mut raised = 0;
-    let mut book = reach::Book::default();
+    let mut book = reach::Book { exits, ..reach::Book::default() };
     for w in judged {
         if reach.hopeless(w) {
             if let Some(cell) = cells.iter().find(|c| c.pid.0 == w.pid) {

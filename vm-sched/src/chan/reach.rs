@@ -158,6 +158,8 @@ pub(crate) struct Orphans {
     pub(crate) wake: tokio::sync::Notify,
     /// How many actors have exited (an exit may leave a channel unreachable).
     pub(crate) exits: AtomicU64,
+    /// How many censuses the detector has taken (for tests and the debug log).
+    pub(crate) censuses: AtomicU64,
     pub(crate) book: Mutex<Book>,
 }
 
@@ -168,6 +170,8 @@ pub(crate) struct Book {
     pub(crate) judged: HashMap<u64, WaitId>,
     /// For the channels of those waits: which actors reach each.
     pub(crate) holders: HashMap<u64, Vec<u64>>,
+    /// `Orphans::exits` when it paused the actors: an exit since may have let a channel go.
+    pub(crate) exits: u64,
 }
 
 impl Orphans {
@@ -211,11 +215,30 @@ impl Orphans {
         self.closed.load(Ordering::SeqCst)
     }
 
-    /// Whether every one of `waits` was judged reachable by the last census, in this very wait
-    /// (so nothing is left for a census to find while they stay as they are).
+    /// Whether every one of `waits` was judged reachable by the last census, in this very wait,
+    /// and no actor has exited since (so nothing is left for a census to find while they stay
+    /// as they are: the quiet VM reports a deadlock only then).
     pub(crate) fn judged(&self, waits: &[ChanWaiter]) -> bool {
         let book = lock(&self.book);
-        waits.iter().all(|w| book.judged.get(&w.pid) == Some(&w.wait))
+        book.exits == self.exits.load(Ordering::SeqCst)
+            && waits.iter().all(|w| book.judged.get(&w.pid) == Some(&w.wait))
+    }
+
+    /// Whether a census now could find none of `waits` hopeless that the last one did not
+    /// judge already: each wait was judged reachable in this very wait, or each of its
+    /// channels was found reached by some actor other than this waiter. A new wait on such a
+    /// channel (a worker of a pool parking again after each job) is hopeless only if those
+    /// holders let go since, by exiting (counted in `exits`, which brings a census) or by
+    /// dropping their copies while running on (the re-check finds that).
+    pub(crate) fn settled<'a>(&self, waits: impl IntoIterator<Item = &'a ChanWaiter>) -> bool {
+        let book = lock(&self.book);
+        waits.into_iter().all(|w| {
+            book.judged.get(&w.pid) == Some(&w.wait)
+                || w.chans
+                    .as_slice()
+                    .iter()
+                    .all(|id| book.holders.get(id).is_some_and(|h| h.iter().any(|&p| p != w.pid)))
+        })
     }
 
     /// The actors the last census found reaching channel `id`, if it looked at it.
@@ -276,6 +299,22 @@ mod tests {
         r.walk(3, [outer].iter(), &targets);
         assert_eq!(r.holders[&1], vec![1, 3]);
         assert!(!r.hopeless(&waiter(1, &[1])));
+    }
+
+    #[test]
+    fn a_new_wait_is_settled_only_on_channels_the_last_census_found_held_by_another() {
+        let o = Orphans::default();
+        let mut book = Book::default();
+        book.holders.insert(1, vec![5, 7]);
+        book.holders.insert(2, vec![7]);
+        *lock(&o.book) = book;
+        // Worker 7 parks again on channel 1, which actor 5 reached: nothing new to judge.
+        assert!(o.settled([&waiter(7, &[1])]));
+        // Channel 2 was reached by 7 alone, channel 3 never looked at: a census must judge.
+        assert!(!o.settled([&waiter(7, &[2])]));
+        assert!(!o.settled([&waiter(7, &[3])]));
+        assert!(!o.settled([&waiter(7, &[1, 3])]), "every channel of a select counts");
+        assert!(!o.judged(&[waiter(7, &[1])]), "the quiet VM's check stays per wait");
     }
 
     #[test]

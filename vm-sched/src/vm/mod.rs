@@ -321,6 +321,11 @@ impl Vm {
         self.shared.heartbeat.hogs()
     }
 
+    /// How many orphan censuses (each pausing every actor) the VM has taken.
+    pub fn orphan_censuses(&self) -> u64 {
+        self.shared.orphans.censuses.load(Ordering::Relaxed)
+    }
+
     /// The configuration.
     pub fn config(&self) -> &Config {
         &self.shared.config
