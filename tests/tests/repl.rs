@@ -289,7 +289,7 @@ fn the_shipped_echo_server_is_spawned_used_and_killed() {
     let mut conn = connect(port);
     assert_eq!(echo(&mut conn, "hello through the repl"), "hello through the repl\n");
     let line = ps_line(&mut repl, &pid).unwrap_or_else(|| panic!("{pid} is not in ps"));
-    assert!(line.contains("main:"), "{line}");
+    assert!(line.contains("accept_loop:"), "{line}");
 
     repl.expect(&format!("kill {pid}"), &[]);
     assert!(ps_line(&mut repl, &pid).is_none(), "{pid} is still listed after kill");
