@@ -201,8 +201,10 @@ fn loom_one_wait_meets_a_sender() {
 
 /// Runs a `csend`/`crecv` as the host parks it inside the step (`complete_or_park_counted`):
 /// one lock both tries and, finding nothing, counts the actor out before its entry becomes
-/// visible; the claimer counts it back in. The actor never counts out when it completes at
-/// once, so, unlike `block_one`, this must never report idle while a counterpart runs.
+/// visible, with no waker yet; the owner then sets its waker (`set_waker`), which finds the
+/// outcome of a claimer that came in between. The claimer counts it back in. The actor never
+/// counts out when it completes at once, so, unlike `block_one`, this must never report idle
+/// while a counterpart runs.
 fn block_counted(c: &Channel, send: Option<Value>, active: &AtomicUsize) -> Fired {
     let counted = Arc::new(AtomicBool::new(false));
     let mut parked: Option<OneWait> = None;
@@ -210,13 +212,17 @@ fn block_counted(c: &Channel, send: Option<Value>, active: &AtomicUsize) -> Fire
         if let Some(w) = &parked {
             return w.poll(cx, active).map_or(Poll::Pending, Poll::Ready);
         }
-        match c.complete_or_park_counted(send.as_ref(), cx.waker(), counted.clone(), active) {
+        match c.complete_or_park_counted(send.as_ref(), counted.clone(), active) {
             Ok(f) => {
                 assert!(!counted.load(Ordering::SeqCst), "completing at once never counts out");
                 Poll::Ready(f)
             }
             Err((w, idle)) => {
                 assert!(!idle, "an actor that could wake this one is still active");
+                if let Some(f) = w.set_waker(cx.waker().clone()) {
+                    assert!(!counted.load(Ordering::SeqCst), "the claimer counted it back in");
+                    return Poll::Ready(f);
+                }
                 parked = Some(w);
                 Poll::Pending
             }
