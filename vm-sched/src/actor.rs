@@ -228,7 +228,7 @@ async fn run(host: &mut ActorHost<'_>, module: &Module, mut state: Box<ActorStat
                 Effect::Begun(Begun::Chan) => {
                     // A `csend`/`crecv` the host parked on its channel in the step: its wait is
                     // held, so nothing is begun again (were it gone, the instruction runs again).
-                    let Some(wait) = host.held.into_chan_wait(vm, cell) else { continue };
+                    let Some(wait) = host.held.take_chan_wait(vm, cell) else { continue };
                     cell.set_state(RunState::Waiting);
                     let shape = wait.shape();
                     let end = wait.await;

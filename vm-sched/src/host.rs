@@ -34,7 +34,7 @@ pub(crate) struct ActorHost<'a> {
 /// the driver's taking it) cancels it, so that no counterpart commits to an actor that is gone.
 impl Drop for ActorHost<'_> {
     fn drop(&mut self) {
-        if let Some(w) = self.held.into_chan_wait(self.vm, self.cell) {
+        if let Some(w) = self.held.take_chan_wait(self.vm, self.cell) {
             drop(w);
         }
     }

@@ -116,7 +116,7 @@ pub(crate) enum Held {
     Io(natives::IoFuture),
     /// A `csend` (`send`) or `crecv` parked on the channel of `handle` ([`try_or_park`]);
     /// `quiet`: nothing was pending when it parked. It must be cancelled, not dropped (a case
-    /// may have committed): [`Held::into_chan_wait`] makes the wait that does so.
+    /// may have committed): [`Held::take_chan_wait`] makes the wait that does so.
     Chan {
         wait: chan::OneWait,
         handle: Handle,
@@ -138,7 +138,7 @@ impl Held {
     }
 
     /// Takes the held channel wait, if that is what is held, as the driver awaits it.
-    pub(crate) fn into_chan_wait<'a>(
+    pub(crate) fn take_chan_wait<'a>(
         &mut self,
         vm: &'a Vm,
         cell: &'a Arc<ActorCell>,
