@@ -138,6 +138,10 @@ fn shipped_programs() {
         (&["run", "benches/programs/loop.vasm", "0"], "0\n"),
         (&["run", "benches/programs/values.vasm", "1000"], "936\n"),
         (&["run", "benches/programs/values.vasm", "10"], "0\n"),
+        // The fan-in pair issue 18 compares: a channel against a mailbox, the same sum.
+        (&["run", "benches/programs/chan_fanin.vasm", "6400"], "chan_fanin 6400 result=323200\n"),
+        (&["run", "benches/programs/fanin.vasm", "6400"], "fanin 6400 result=323200\n"),
+        (&["run", "benches/programs/chan_pingpong.vasm", "5000"], "chan_pingpong 5000 result=5000\n"),
     ];
     let failures = par_map(cases, |(args, want)| {
         let run = vm(args);

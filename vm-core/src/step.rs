@@ -33,7 +33,9 @@
 //!    ([`Effect::Begun`]), which saves the runtime doing it again: [`Begun::Receive`] (the host
 //!    parked the actor on its mailbox: once woken, the runtime steps the actor again *without*
 //!    resuming, so the receive runs again and takes the message, or steps aside to
-//!    [`Effect::Receive`]) or [`Begun::Native`] (the host started the native's I/O operation and
+//!    [`Effect::Receive`]), [`Begun::Chan`] (the host parked the actor on the channel of its
+//!    `csend` or `crecv` and holds the wait: the runtime awaits it and resumes with its outcome)
+//!    or [`Begun::Native`] (the host started the native's I/O operation and
 //!    holds it in flight: the runtime awaits that operation and resumes with its result). A
 //!    native's arguments stay in their registers; only [`Effect::Native`], a native the host did
 //!    not start (one that may block its thread), carries a copy of them.
@@ -44,7 +46,10 @@
 //! operation) is never part of the actor: dropping it — cancelling the operation, which loses no
 //! input (bytes read stay in the connection's buffer), or unparking the mailbox — and stepping the
 //! actor again re-runs the instruction, which begins its wait afresh. So an actor blocked on a
-//! begun wait is still plain data: a snapshot of it is its [`ActorState`] alone. (Whether a
+//! begun wait is still plain data: a snapshot of it is its [`ActorState`] alone. (A channel wait
+//! is the one that cannot simply be dropped: it is cancelled as a select is, and if its case
+//! committed first, that outcome is the instruction's result and the actor resumes with it; the
+//! runtime does this before it lets a snapshot see the actor. Whether a
 //! native's *side effects*, a write half done, may be repeated is the native's own property.)
 
 use crate::exception::Exception;
@@ -196,6 +201,10 @@ pub enum Begun {
     /// room ([`Host::send_waits`]): await it; the instruction then moves on (nothing was
     /// delivered before, so a cancelled wait raises with nothing sent).
     Send,
+    /// [`Host::chan_try_or_park`] parked the actor on the channel of its `csend` or `crecv`
+    /// ([`ChanTried::Parked`]) and holds that wait: await it, then resume with its outcome as
+    /// for [`Effect::Select`] (were it gone, the instruction runs again).
+    Chan,
 }
 
 /// A native function's identity: its index in the host's table of natives. It means something
@@ -236,6 +245,18 @@ pub enum Received {
     /// [`Begun::Receive`].
     Parked,
     /// No message, and nothing begun: the instruction blocks with [`Effect::Receive`].
+    Empty,
+}
+
+/// What [`Host::chan_try_or_park`] did.
+#[derive(Debug, PartialEq)]
+pub enum ChanTried {
+    /// The case completed now (as [`Host::chan_try_one`]'s `Some`).
+    Fired(Fired),
+    /// Nothing was ready, and the host parked the actor on the channel and holds the wait: the
+    /// instruction blocks with [`Begun::Chan`].
+    Parked,
+    /// Nothing was ready, and nothing begun: the instruction blocks with [`Effect::Select`].
     Empty,
 }
 
@@ -559,6 +580,19 @@ pub trait Host {
             None => SelectCase::Recv(chan.clone()),
         };
         self.chan_try(std::slice::from_ref(&case))
+    }
+    /// [`Host::chan_try_one`] for `csend` and `crecv`, which otherwise wait with no deadline:
+    /// the host may also begin that wait here, in the same step ([`ChanTried::Parked`]; the
+    /// instruction then blocks with [`Begun::Chan`]). The default only tries.
+    fn chan_try_or_park(
+        &mut self,
+        chan: &crate::value::Handle,
+        send: Option<&Value>,
+    ) -> Result<ChanTried, Exception> {
+        Ok(match self.chan_try_one(chan, send)? {
+            Some(f) => ChanTried::Fired(f),
+            None => ChanTried::Empty,
+        })
     }
     /// Closes a channel; closing twice raises `:closed`.
     fn chan_close(&mut self, chan: &crate::value::Handle) -> Result<(), Exception>;

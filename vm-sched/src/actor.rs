@@ -12,14 +12,16 @@
 //!    (`Effect::Begun`, see `vm_core::step`) is finished here, never begun again: a receive the
 //!    host parked waits for its wake and is stepped again without a resume (the receive runs
 //!    again, and no signal check comes first, which would drop a mode-0 interrupt meant for the
-//!    wait); an I/O operation the host holds (`ActorHost::in_flight`) is awaited, raced against
-//!    the control port, and its result resumes the actor.
+//!    wait); an I/O operation the host holds (`ActorHost::held`) is awaited, raced against
+//!    the control port, and its result resumes the actor; a `csend`/`crecv` the host parked on
+//!    its channel (also held) is awaited as a one-case select (`chan::waits::ChanWait`) and its
+//!    outcome resumes the actor, so a case that committed is never run again.
 //!
 //! Every wait goes through the mailbox's wake protocol (see `mailbox`), so a waiting actor is one
 //! parked task with a stored waker: no polling, no CPU.
 
 use crate::cell::{ActorCell, RunState};
-use crate::chan::waits::{SelectEnd, start_select};
+use crate::chan::waits::{Held, SelectEnd, start_select};
 use crate::exit::{Doing, ExitReason, OnSignal, on_signal};
 use crate::host::ActorHost;
 use crate::mailbox::{Signal, Wait, WaitId, WaitSpec, Woken};
@@ -78,7 +80,7 @@ pub(crate) fn drive(
         })
         .await;
         let reason = {
-            let mut host = ActorHost { vm: &vm, cell: &cell, last_target: None, in_flight: None };
+            let mut host = ActorHost { vm: &vm, cell: &cell, last_target: None, held: Held::Nothing };
             run(&mut host, &cell.module, st).await
         };
         let report = vm.take_reporter(cell.pid);
@@ -218,22 +220,20 @@ async fn run(host: &mut ActorHost<'_>, module: &Module, mut state: Box<ActorStat
                             continue;
                         }
                     };
-                    match wait.await {
-                        SelectEnd::Fired(f) => st.resume(module, select_resume(shape, f)),
-                        SelectEnd::TimedOut => st.resume(module, Resume::Timeout),
-                        SelectEnd::Failed(e) => st.resume(module, Resume::Raise(e)),
-                        SelectEnd::Signal(sig, committed) => {
-                            if let Some(f) = committed {
-                                // The select completed first; the signal then meets a running
-                                // actor: mode 0 no longer applies, mode 1 is raised next.
-                                st.resume(module, select_resume(shape, f));
-                                if let Some(end) = take_signal(module, st, sig, Doing::Running) {
-                                    return end;
-                                }
-                            } else if let Some(end) = take_signal(module, st, sig, Doing::SoftBlocked) {
-                                return end;
-                            }
-                        }
+                    let end = wait.await;
+                    if let Some(end) = select_ended(module, st, shape, end) {
+                        return end;
+                    }
+                }
+                Effect::Begun(Begun::Chan) => {
+                    // A `csend`/`crecv` the host parked on its channel in the step: its wait is
+                    // held, so nothing is begun again (were it gone, the instruction runs again).
+                    let Some(wait) = host.held.take_chan_wait(vm, cell) else { continue };
+                    cell.set_state(RunState::Waiting);
+                    let shape = wait.shape();
+                    let end = wait.await;
+                    if let Some(end) = select_ended(module, st, shape, end) {
+                        return end;
                     }
                 }
                 Effect::Native { id, args } => {
@@ -292,7 +292,7 @@ async fn run(host: &mut ActorHost<'_>, module: &Module, mut state: Box<ActorStat
                     // The host began the operation in the step and holds it. (Were it gone, the
                     // rule of begun waits applies: run the instruction again.) A held send (to a
                     // node far behind, `cluster`'s rule 3) is waited for the same way.
-                    let Some(fut) = host.in_flight.take() else { continue };
+                    let Some(fut) = host.held.take_io() else { continue };
                     let name = match begun {
                         Begun::Native(id) => natives::get(id).map_or("native", |n| n.name),
                         _ => "send",
@@ -372,6 +372,31 @@ async fn run(host: &mut ActorHost<'_>, module: &Module, mut state: Box<ActorStat
             },
         }
     }
+}
+
+/// Resumes an actor whose select (or `csend`/`crecv`) wait ended with `end`; `Some` if the
+/// actor ends instead (a signal that stops it).
+fn select_ended(
+    module: &Module,
+    st: &mut ActorState,
+    shape: vm_core::SelectShape,
+    end: SelectEnd,
+) -> Option<ExitReason> {
+    match end {
+        SelectEnd::Fired(f) => st.resume(module, select_resume(shape, f)),
+        SelectEnd::TimedOut => st.resume(module, Resume::Timeout),
+        SelectEnd::Failed(e) => st.resume(module, Resume::Raise(e)),
+        SelectEnd::Signal(sig, committed) => {
+            if let Some(f) = committed {
+                // The select completed first; the signal then meets a running actor: mode 0 no
+                // longer applies, mode 1 is raised next.
+                st.resume(module, select_resume(shape, f));
+                return take_signal(module, st, sig, Doing::Running);
+            }
+            return take_signal(module, st, sig, Doing::SoftBlocked);
+        }
+    }
+    None
 }
 
 /// The end of an actor whose parked state was not in its slot when it woke: a runtime bug,

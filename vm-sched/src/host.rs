@@ -10,8 +10,8 @@ use crate::trace;
 use crate::vm::Vm;
 use std::sync::Arc;
 use vm_core::{
-    ActorOp, Atom, Closure, Exception, Fired, Handle, Host, NativeCall, Pid, Received, SelectCase, SpawnOpts,
-    Value, atoms,
+    ActorOp, Atom, ChanTried, Closure, Exception, Fired, Handle, Host, NativeCall, Pid, Received, SelectCase,
+    SpawnOpts, Value, atoms,
 };
 use vm_io::natives;
 
@@ -23,30 +23,40 @@ pub(crate) struct ActorHost<'a> {
     /// registry lookup; a cached actor that has exited just drops the message, as the registry
     /// would.
     pub(crate) last_target: Option<Arc<ActorCell>>,
-    /// The I/O operation `native` began ([`NativeCall::Begun`]): the step blocks right after
-    /// with `Effect::Begun(Begun::Native)`, and the driver takes and awaits it. Dropping it
-    /// abandons the operation, losing no input, and the instruction may simply run again (the
-    /// rule in `vm_core::step`'s docs).
-    pub(crate) in_flight: Option<natives::IoFuture>,
+    /// The wait the step began and holds, if any ([`waits::Held`]): an I/O operation `native`
+    /// began ([`NativeCall::Begun`]), a send held for a node far behind, or a `csend`/`crecv`
+    /// parked on its channel. The step blocks right after with `Effect::Begun`, and the driver
+    /// takes it at once; an actor that ends holding one cancels it (`Drop`).
+    pub(crate) held: waits::Held,
+}
+
+/// An actor that ends with a channel wait still held (its task dropped between the step and
+/// the driver's taking it) cancels it, so that no counterpart commits to an actor that is gone.
+impl Drop for ActorHost<'_> {
+    fn drop(&mut self) {
+        if let Some(w) = self.held.take_chan_wait(self.vm, self.cell) {
+            drop(w);
+        }
+    }
 }
 
 impl ActorHost<'_> {
     /// What a send to another node did, as `Host::send` answers: a held send is kept in
-    /// `in_flight` and reported as an error that `send_waits` explains (`cluster`'s rule 3).
+    /// `held` and reported as an error that `send_waits` explains (`cluster`'s rule 3).
     /// Nothing else is in flight at a send (a begun native ends the step at once, and the
-    /// driver takes it), so `in_flight` being set after a failed send means "held".
+    /// driver takes it), so `held` holding I/O after a failed send means "held".
     fn remote_sent(&mut self, remote: cluster::Remote) -> Result<(), Exception> {
         match remote {
             cluster::Remote::Sent => {
-                self.in_flight = None;
+                self.held = waits::Held::Nothing;
                 Ok(())
             }
             cluster::Remote::Refused(e) => {
-                self.in_flight = None;
+                self.held = waits::Held::Nothing;
                 Err(e)
             }
             cluster::Remote::Wait(fut) => {
-                self.in_flight = Some(fut);
+                self.held = waits::Held::Io(fut);
                 Err(Exception::new(atoms::LIMIT, "the receiver's node is far behind"))
             }
         }
@@ -113,7 +123,7 @@ impl Host for ActorHost<'_> {
     }
 
     fn send_waits(&mut self) -> bool {
-        self.in_flight.is_some()
+        matches!(self.held, waits::Held::Io(_))
     }
 
     fn send_to_node(&mut self, name: Atom, node: Atom, msg: Value) -> Result<(), Exception> {
@@ -167,7 +177,7 @@ impl Host for ActorHost<'_> {
             natives::Imp::Async(_) => match natives::guarded_start(|| native.start(&ctx, args)) {
                 natives::Started::Done(r) => NativeCall::Done(r),
                 natives::Started::Pending(fut) => {
-                    self.in_flight = Some(fut);
+                    self.held = waits::Held::Io(fut);
                     NativeCall::Begun(id)
                 }
             },
@@ -210,6 +220,10 @@ impl Host for ActorHost<'_> {
             crate::container::check_chan_send("csend", chan, v)?;
         }
         waits::try_one(self.vm, chan, send)
+    }
+
+    fn chan_try_or_park(&mut self, chan: &Handle, send: Option<&Value>) -> Result<ChanTried, Exception> {
+        waits::try_or_park(self.vm, self.cell, chan, send, &mut self.held)
     }
 
     fn chan_close(&mut self, h: &Handle) -> Result<(), Exception> {

@@ -129,6 +129,7 @@ impl fmt::Display for DescribeEffect<'_> {
             Effect::Native { id, args } => write!(f, "native {}({})", NativeName(*id), ReprList(args)),
             Effect::Begun(Begun::Native(id)) => write!(f, "native {} (I/O in flight)", NativeName(*id)),
             Effect::Begun(Begun::Receive) => f.write_str("receive (parked)"),
+            Effect::Begun(Begun::Chan) => f.write_str("channel send or receive (parked)"),
             Effect::Begun(Begun::Send) => f.write_str("send (the receiver's node is far behind)"),
             // Effects added to the runtime later are still shown, if less nicely.
             #[allow(unreachable_patterns)]

@@ -13,7 +13,9 @@ use super::frame::store;
 use super::value_ops::type_err;
 use crate::atom::{Atom, atoms};
 use crate::exception::Exception;
-use crate::step::{ActorOp, Begun, Effect, Host, Received, Resume, SelectCase, SelectShape, SpawnOpts};
+use crate::step::{
+    ActorOp, Begun, ChanTried, Effect, Host, Received, Resume, SelectCase, SelectShape, SpawnOpts,
+};
 use crate::value::{Handle, Pid, Value};
 
 /// Starts an actor from a function value.
@@ -79,8 +81,9 @@ pub(super) fn chan_ref<'v>(op: &str, v: &'v Value) -> Result<&'v Handle, Excepti
 }
 
 /// `csend` (with `send`, the value's register) and `crecv` (with `dst` and the `closed` label):
-/// [`select`] over one case, tried with the channel and value borrowed from the registers; the
-/// case is only built (cloning them) when the actor has to wait.
+/// [`select`] over one case, tried with the channel and value borrowed from the registers. The
+/// host may park the actor on the channel in the same call ([`Begun::Chan`]); otherwise the case
+/// is only built (cloning them) when the actor has to wait.
 pub(super) fn chan_one<H: Host + ?Sized>(
     host: &mut H,
     regs: &mut [Value],
@@ -92,7 +95,12 @@ pub(super) fn chan_one<H: Host + ?Sized>(
 ) -> Flow {
     let shape = if send.is_some() { SelectShape::Send } else { SelectShape::Recv };
     let tried = match chan_ref(op, &regs[ch as usize]) {
-        Ok(h) => host.chan_try_one(h, send.map(|v| &regs[v as usize])),
+        Ok(h) => match host.chan_try_or_park(h, send.map(|v| &regs[v as usize])) {
+            Ok(ChanTried::Fired(f)) => Ok(Some(f)),
+            Ok(ChanTried::Parked) => return Flow::Block(Effect::Begun(Begun::Chan)),
+            Ok(ChanTried::Empty) => Ok(None),
+            Err(e) => Err(e),
+        },
         Err(e) => return Flow::Throw(e),
     };
     let block = |regs: &[Value]| {

@@ -199,6 +199,60 @@ fn loom_one_wait_meets_a_sender() {
     });
 }
 
+/// Runs a `csend`/`crecv` as the host parks it inside the step (`complete_or_park_counted`):
+/// one lock both tries and, finding nothing, counts the actor out before its entry becomes
+/// visible, with no waker yet; the owner then sets its waker (`set_waker`), which finds the
+/// outcome of a claimer that came in between. The claimer counts it back in. The actor never
+/// counts out when it completes at once, so, unlike `block_one`, this must never report idle
+/// while a counterpart runs.
+fn block_counted(c: &Channel, send: Option<Value>, active: &AtomicUsize) -> Fired {
+    let counted = Arc::new(AtomicBool::new(false));
+    let mut parked: Option<OneWait> = None;
+    loom::future::block_on(poll_fn(|cx| {
+        if let Some(w) = &parked {
+            return w.poll(cx, active).map_or(Poll::Pending, Poll::Ready);
+        }
+        match c.complete_or_park_counted(send.as_ref(), counted.clone(), active) {
+            Ok(f) => {
+                assert!(!counted.load(Ordering::SeqCst), "completing at once never counts out");
+                Poll::Ready(f)
+            }
+            Err((w, idle)) => {
+                assert!(!idle, "an actor that could wake this one is still active");
+                if let Some(f) = w.set_waker(cx.waker().clone()) {
+                    assert!(!counted.load(Ordering::SeqCst), "the claimer counted it back in");
+                    return Poll::Ready(f);
+                }
+                parked = Some(w);
+                Poll::Pending
+            }
+        }
+    }))
+}
+
+/// Two actors that both park inside the step (`csend` against `crecv`, the host's
+/// `chan_try_or_park`) meet exactly once whoever comes first, the one that parked is counted
+/// back in by the other, and `active` never reads zero on the way.
+#[test]
+fn loom_counted_parks_meet_and_balance() {
+    model(None, || {
+        let c = Channel::new(1, 0);
+        let active = Arc::new(AtomicUsize::new(2));
+        let t = {
+            let (c, active) = (c.clone(), active.clone());
+            loom::thread::spawn(move || {
+                let f = block_counted(&c, Some(Value::Int(7)), &active);
+                exit(&active);
+                f
+            })
+        };
+        assert_eq!(block_counted(&c, None, &active), Fired::Received { case: 0, value: Value::Int(7) });
+        assert_eq!(t.join().unwrap(), Fired::Sent { case: 0 });
+        assert_eq!(active.load(Ordering::SeqCst), 1, "accounting balances: each counted in once");
+        assert_eq!(c.parked(), (0, 0));
+    });
+}
+
 /// The race above for a one-case wait (`OneWait`).
 #[test]
 fn loom_one_wait_cancel_races_a_committing_receiver() {

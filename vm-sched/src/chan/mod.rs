@@ -63,6 +63,13 @@
 //! ([`Channel::complete_or_park`] and [`OneWait`]): steps 2 and 3 under the one channel lock
 //! (no shuffle), step 5 with nothing to remove (the claimer popped the only entry), step 6
 //! locking that one channel. The steps and the waiter are the same, so are the guarantees.
+//! The runtime usually parks a `csend`/`crecv` inside the interpreter's step
+//! ([`Channel::complete_or_park_counted`]): the owner counts itself out under the channel lock
+//! just before its entry becomes visible (step 7, as an indefinite select does), and the entry
+//! carries no waker until the owner gives it one ([`OneWait::set_waker`]). A claimer that
+//! comes first records its outcome and wakes nobody (there is nobody to wake yet); setting the
+//! waker then finds that outcome under the waiter's slot lock, so it is neither missed nor
+//! waited for.
 //!
 //! This protocol is model-checked with loom (the `loom_tests` submodule); unit tests are in `tests`.
 
@@ -393,6 +400,35 @@ impl Channel {
         counted: Arc<dyn CountedFlag>,
         active: &AtomicUsize,
     ) -> Result<Fired, OneWait> {
+        self.complete_or_park_as(send, Some(waker), counted, active, false).map_err(|(w, _)| w)
+    }
+
+    /// [`Channel::complete_or_park`] for an owner that waits on nothing else (a `csend` or
+    /// `crecv` the host parks inside the step): if it parks, it counts itself out of `active`
+    /// under the channel lock, before its entry becomes visible (protocol step 7, as an
+    /// indefinite [`Select`] does), so a `csend`/`crecv` that completes at once never touches
+    /// the count. The boolean is true when that made `active` zero (the VM may be idle).
+    ///
+    /// The wait parks with no waker: the owner gives it one afterwards with
+    /// [`OneWait::set_waker`] (or its first [`OneWait::poll`]), and a claimer that comes first
+    /// records its outcome for that call to find.
+    pub fn complete_or_park_counted(
+        &self,
+        send: Option<&Value>,
+        counted: Arc<dyn CountedFlag>,
+        active: &AtomicUsize,
+    ) -> Result<Fired, (OneWait, bool)> {
+        self.complete_or_park_as(send, None, counted, active, true)
+    }
+
+    fn complete_or_park_as(
+        &self,
+        send: Option<&Value>,
+        waker: Option<&Waker>,
+        counted: Arc<dyn CountedFlag>,
+        active: &AtomicUsize,
+        count_out: bool,
+    ) -> Result<Fired, (OneWait, bool)> {
         let mut to_wake = None;
         let out = {
             let mut g = lock(&self.state);
@@ -403,7 +439,10 @@ impl Channel {
             match fired {
                 Some(f) => Ok(f),
                 None => {
-                    let slot = Slot { waker: Some(waker.clone()), fired: None };
+                    let idle = count_out
+                        && !counted.counted().swap(true, Ordering::SeqCst)
+                        && active.fetch_sub(1, Ordering::SeqCst) == 1;
+                    let slot = Slot { waker: waker.cloned(), fired: None };
                     let waiter =
                         Arc::new(Waiter { state: AtomicU8::new(WAITING), slot: Mutex::new(slot), counted });
                     let p = Parked { waiter: waiter.clone(), case: 0 };
@@ -411,7 +450,7 @@ impl Channel {
                         Some(v) => g.sendq.push_back((p, v.clone())),
                         None => g.recvq.push_back(p),
                     }
-                    Err(OneWait(waiter))
+                    Err((OneWait(waiter), idle))
                 }
             }
         };
@@ -437,6 +476,20 @@ impl OneWait {
                 if !s.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
                     s.waker = Some(cx.waker().clone());
                 }
+                None
+            }
+        }
+    }
+
+    /// Gives a wait parked without a waker ([`Channel::complete_or_park_counted`]) its
+    /// owner's waker: `Some` with the committed outcome if a claimer came first (it found no
+    /// waker to wake, and the owner need not wait).
+    pub fn set_waker(&self, waker: Waker) -> Option<Fired> {
+        let mut s = lock(&self.0.slot);
+        match s.fired.take() {
+            Some(f) => Some(f),
+            None => {
+                s.waker = Some(waker);
                 None
             }
         }

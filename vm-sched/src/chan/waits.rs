@@ -1,6 +1,8 @@
-//! Channel operations as an actor performs them: the non-blocking attempt (`try_now`), and the
-//! blocking select (`start_select` and the `SelectWait` future the driver awaits), which waits on
-//! channel cases, mailbox cases, socket cases, a deadline and the control port at once.
+//! Channel operations as an actor performs them: the non-blocking attempt (`try_now`), the
+//! `csend`/`crecv` that parks inside the step (`try_or_park`, held as `Held::Chan` until the
+//! driver awaits it as a `ChanWait`), and the blocking select (`start_select` and the
+//! `SelectWait` future the driver awaits), which waits on channel cases, mailbox cases, socket
+//! cases, a deadline and the control port at once.
 //!
 //! The channel core (`chan`) knows nothing of actors; this module maps a program's select cases
 //! to it, counts the actor out of `active` while it waits (see `mailbox`), and describes each
@@ -17,7 +19,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
-use vm_core::{Atom, Exception, Fired, Handle, Pid, SelectCase, SelectShape, Value};
+use vm_core::{Atom, ChanTried, Exception, Fired, Handle, Pid, SelectCase, SelectShape, Value};
 use vm_io::natives;
 
 /// A non-blocking attempt at a select's cases (the interpreter's first try): the fired case, or
@@ -64,6 +66,96 @@ pub(crate) fn try_one(vm: &Vm, h: &Handle, send: Option<&Value>) -> Result<Optio
     })
 }
 
+/// `csend`'s and `crecv`'s try ([`vm_core::Host::chan_try_or_park`]): completes now, or parks
+/// the actor on the channel in the same lock and leaves the wait in `held` for the driver
+/// (`Begun::Chan`). Parking this way counts the actor out under the channel lock, then marks
+/// its mailbox parked and hands the channel wait the task's waker the mailbox keeps, so the
+/// wait's first poll has nothing left to do: no case list, no second lock of the channel and
+/// no look at the mailbox (unless a signal was pending).
+pub(crate) fn try_or_park(
+    vm: &Vm,
+    cell: &Arc<ActorCell>,
+    h: &Handle,
+    send: Option<&Value>,
+    held: &mut Held,
+) -> Result<ChanTried, Exception> {
+    let active = &vm.shared.active;
+    let chan = channel_ref(h)?;
+    let (parked, idle) = match chan.complete_or_park_counted(send, cell.clone(), active) {
+        Ok(f) => return Ok(ChanTried::Fired(one_fired(f))),
+        Err(p) => p,
+    };
+    if idle {
+        vm.shared.idle.notify_one();
+    }
+    let shape = if send.is_some() { SelectShape::Send } else { SelectShape::Recv };
+    let id = h.id();
+    let waker = cell.mailbox.park_begun(|| Wait::Chan { shape, chans: ChanIds::One(id), orphanable: true });
+    let quiet = waker.is_some();
+    if let Some(w) = waker
+        && let Some(f) = parked.set_waker(w)
+    {
+        // Claimed before it had a waker: done, and the claimer counted the actor back in.
+        cell.mailbox.cancel_wait(active);
+        return Ok(ChanTried::Fired(one_fired(f)));
+    }
+    // Only its channel can end this wait: orphan detection looks at it.
+    vm.shared.orphans.arm();
+    *held = Held::Chan { wait: parked, handle: h.clone(), send: send.is_some(), quiet };
+    Ok(ChanTried::Parked)
+}
+
+/// A wait the host began inside the step and holds until the driver takes it, right after
+/// the step (`Effect::Begun`). One field for both kinds, as an actor has at most one: every
+/// actor's task holds it.
+pub(crate) enum Held {
+    Nothing,
+    /// An I/O operation `native` began ([`vm_core::NativeCall::Begun`]), or a send held for a
+    /// node far behind (`cluster`'s rule 3). Dropping it abandons the operation, losing no
+    /// input, and the instruction may simply run again (the rule in `vm_core::step`'s docs).
+    Io(natives::IoFuture),
+    /// A `csend` (`send`) or `crecv` parked on the channel of `handle` ([`try_or_park`]);
+    /// `quiet`: nothing was pending when it parked. It must be cancelled, not dropped (a case
+    /// may have committed): [`Held::take_chan_wait`] makes the wait that does so.
+    Chan {
+        wait: chan::OneWait,
+        handle: Handle,
+        send: bool,
+        quiet: bool,
+    },
+}
+
+impl Held {
+    /// Takes the held I/O operation, if that is what is held.
+    pub(crate) fn take_io(&mut self) -> Option<natives::IoFuture> {
+        match std::mem::replace(self, Held::Nothing) {
+            Held::Io(f) => Some(f),
+            other => {
+                *self = other;
+                None
+            }
+        }
+    }
+
+    /// Takes the held channel wait, if that is what is held, as the driver awaits it.
+    pub(crate) fn take_chan_wait<'a>(
+        &mut self,
+        vm: &'a Vm,
+        cell: &'a Arc<ActorCell>,
+    ) -> Option<ChanWait<'a>> {
+        match std::mem::replace(self, Held::Nothing) {
+            Held::Chan { wait, handle, send, quiet } => {
+                let shape = if send { SelectShape::Send } else { SelectShape::Recv };
+                Some(ChanWait { vm, cell, handle, value: None, parked: Some(wait), shape, quiet })
+            }
+            other => {
+                *self = other;
+                None
+            }
+        }
+    }
+}
+
 /// A new channel of capacity `cap` (0: rendezvous), as a program sees it.
 pub(crate) fn new_channel(vm: &Vm, cap: usize) -> Value {
     let id = vm.next_chan_id();
@@ -108,7 +200,7 @@ pub(crate) fn start_select<'a>(
             _ => unreachable!("matched a channel case above"),
         };
         drop(cases);
-        return Ok(Waiting::One(ChanWait { vm, cell, handle, value, parked: None, shape }));
+        return Ok(Waiting::One(ChanWait { vm, cell, handle, value, parked: None, shape, quiet: false }));
     }
     let split = split_cases(&cases, vm, cell.pid)?;
     let chans = channel_ids(&cases);
@@ -164,9 +256,18 @@ pub(crate) struct ChanWait<'a> {
     parked: Option<chan::OneWait>,
     /// Which instruction waits (for introspection; a byte where the description would take 16).
     shape: SelectShape,
+    /// Parked inside the step with nothing pending (`try_or_park`): every wake source (the
+    /// channel's claimer, the mailbox) already holds the task's waker, so the first poll, which
+    /// follows the step at once, only returns `Pending`.
+    quiet: bool,
 }
 
 impl ChanWait<'_> {
+    /// Which instruction waits.
+    pub(crate) fn shape(&self) -> SelectShape {
+        self.shape
+    }
+
     fn channel(&self) -> &Channel {
         // Checked when the wait was made, and a handle's payload never changes.
         channel_ref(&self.handle).expect("a channel handle")
@@ -196,6 +297,9 @@ impl Future for ChanWait<'_> {
     /// then publish the wakers (channel, then the control port), re-checking as they go.
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<SelectEnd> {
         let this = self.get_mut();
+        if std::mem::take(&mut this.quiet) {
+            return Poll::Pending;
+        }
         let active = &this.vm.shared.active;
         if let Some(w) = &this.parked
             && let Some(f) = w.poll(cx, active)

@@ -549,6 +549,25 @@ impl Mailbox {
         TakeOrPark::Parked { idle: g.park(None, &spec, wait, &self.counted, active) }
     }
 
+    /// Step 1 for a wait the host began in the step on something other than the mailbox (a
+    /// `csend` or `crecv` parked on its channel, which counted the actor out already): marks the
+    /// actor parked with its kept waker and records `wait`, so that a signal wakes it, and
+    /// returns a clone of that waker for the wait's other wake source. `None`, doing nothing,
+    /// if a signal is pending or no waker is kept: the wait's first poll must then look at the
+    /// mailbox as usual ([`Mailbox::poll_wait`]); with `Some` it need not.
+    pub(crate) fn park_begun(&self, wait: impl FnOnce() -> Wait) -> Option<Waker> {
+        let mut g = lock(&self.inner);
+        if g.ext_ref().is_some_and(|e| !e.signals.is_empty()) {
+            return None;
+        }
+        let waker = g.waker.clone()?;
+        g.parked = true;
+        if g.waiting.is_none() {
+            g.waiting = Some(wait());
+        }
+        Some(waker)
+    }
+
     /// Steps 1 and 4 of the protocol. `deadline_passed` says whether the wait's timer (if any)
     /// has fired. Returns `Ready(None)` when the deadline passed with nothing delivered. The
     /// boolean is true when parking made `active` zero (the VM may be idle).
