@@ -100,14 +100,18 @@ fn only_data_pids_and_channels_cross_a_boundary() {
     let run = up(&m);
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     let sent = lines_of(&run.stdout, "[sender] ");
-    assert_eq!(sent.len(), 5, "{}", run.stdout);
-    for (line, what) in
-        sent[..4].iter().zip(["a function value", "a shared table", "a resource", "a function value"])
-    {
+    assert_eq!(sent.len(), 6, "{}", run.stdout);
+    for (line, what) in sent[..5].iter().zip([
+        "a function value",
+        "a shared table",
+        "a resource",
+        "a function value",
+        "a resource",
+    ]) {
         assert!(line.starts_with("{:badarg, ") && line.contains(what), "{line}");
         assert!(line.contains("from container sender to container inbox"), "{line}");
     }
-    assert_eq!(sent[4], "sent");
+    assert_eq!(sent[5], "sent");
     // Only the tuple arrived.
     assert_eq!(lines_of(&run.stdout, "[inbox] "), vec!["got a :tuple", "quiet"], "{}", run.stdout);
 }

@@ -34,9 +34,13 @@
 //!       `chan_try`; an actor only parks a send after trying it). Scalars are not looked at, and
 //!       a compound value costs a flag load unless the channel is shared, so sends within one
 //!       container pay next to nothing.
-//!    4. What a channel holds (buffered or parked values) before it becomes shared is not
-//!       rechecked: a program that buffers a function on a channel and then hands the channel to
-//!       another container gets it across.
+//!    4. What a channel holds when it crosses (buffered values, parked senders' values) was put
+//!       in while no other container could reach it, so no send checked it: the crossing walk
+//!       checks it too ([`Channel::share`](crate::chan::Channel::share)), and a channel holding a
+//!       function, a resource or a table does not cross. One window stays open: a send that
+//!       passed its check (the channel not yet shared) and enqueues after the crossing walk
+//!       read the channel's contents is not seen; closing it needs the check under the
+//!       channel's lock, on every send's path.
 //! 5. **Names.** Each container has its own registry (`register`, `whereis`, a send to a name):
 //!    two containers may both register `:db`, each meaning its own actor. An actor is registered
 //!    only in its own container's registry (registering an actor of another container raises
@@ -355,16 +359,17 @@ pub struct ContainerEnd {
 
 /// The first function value, resource or shared table inside `v`, by kind (`"a function
 /// value"`, `"a resource"`), or `None` if `v` may cross to another container (rule 4). Walks
-/// tuples, lists and maps with a stack of its own (no recursion: a message may nest deeply);
-/// channels and pids are capabilities that may cross, and are not looked into, but every
-/// channel met is marked shared (rule 4a).
+/// tuples, lists and maps with a work list of its own (no recursion: a message may nest deeply).
+/// Channels and pids are capabilities that may cross; every channel met is marked shared and
+/// what it already holds (its buffer, its parked senders' values) is checked too, since a value
+/// put in before the channel could cross was never checked (rule 4a).
 pub(crate) fn crossing_refusal(v: &Value) -> Option<&'static str> {
-    let mut stack = vec![v];
+    let mut stack = vec![v.clone()];
     while let Some(v) = stack.pop() {
-        match v {
+        match &v {
             Value::Chan(h) => {
                 if let Some(c) = h.payload().and_then(|p| p.downcast_ref::<crate::chan::Channel>()) {
-                    c.mark_shared();
+                    stack.extend(c.share());
                 }
             }
             Value::Fun(_) => return Some("a function value"),
@@ -372,11 +377,11 @@ pub(crate) fn crossing_refusal(v: &Value) -> Option<&'static str> {
                 let table = h.payload().is_some_and(|p| p.is::<vm_io::table::Table>());
                 return Some(if table { "a shared table" } else { "a resource" });
             }
-            Value::Tuple(items) | Value::List(items) => stack.extend(items.iter()),
+            Value::Tuple(items) | Value::List(items) => stack.extend(items.iter().cloned()),
             Value::Map(m) => {
                 for (k, x) in m.iter() {
-                    stack.push(k);
-                    stack.push(x);
+                    stack.push(k.clone());
+                    stack.push(x.clone());
                 }
             }
             _ => {}

@@ -207,22 +207,12 @@ impl Host for ActorHost<'_> {
     }
 
     fn chan_try_one(&mut self, chan: &Handle, send: Option<&Value>) -> Result<Option<Fired>, Exception> {
-        // Scalars never need the boundary check; tested here so the fast path makes no call.
-        if let Some(
-            v @ (Value::Fun(_)
-            | Value::Res(_)
-            | Value::Tuple(_)
-            | Value::List(_)
-            | Value::Map(_)
-            | Value::Chan(_)),
-        ) = send
-        {
-            crate::container::check_chan_send("csend", chan, v)?;
-        }
+        check_one_send(chan, send)?;
         waits::try_one(self.vm, chan, send)
     }
 
     fn chan_try_or_park(&mut self, chan: &Handle, send: Option<&Value>) -> Result<ChanTried, Exception> {
+        check_one_send(chan, send)?;
         waits::try_or_park(self.vm, self.cell, chan, send, &mut self.held)
     }
 
@@ -340,4 +330,21 @@ impl Host for ActorHost<'_> {
             }
         }
     }
+}
+
+/// The boundary check (`container`, rule 4) of a one-channel send, where every `csend` is tried
+/// before it may park. Scalars never need it; tested here so the fast path makes no call.
+fn check_one_send(chan: &Handle, send: Option<&Value>) -> Result<(), Exception> {
+    if let Some(
+        v @ (Value::Fun(_)
+        | Value::Res(_)
+        | Value::Tuple(_)
+        | Value::List(_)
+        | Value::Map(_)
+        | Value::Chan(_)),
+    ) = send
+    {
+        crate::container::check_chan_send("csend", chan, v)?;
+    }
+    Ok(())
 }

@@ -291,9 +291,14 @@ impl Channel {
         self.shared.load(Ordering::Relaxed)
     }
 
-    /// Records that the channel has reached another container than its creator's.
-    pub(crate) fn mark_shared(&self) {
+    /// Records that the channel is reaching another container than its creator's, and returns
+    /// what it holds now — its buffered values and its parked senders' values — for the crossing
+    /// check (`container::crossing_refusal`): those were put in while no other container could
+    /// reach the channel, so no send checked them. Sends after this are checked as they come.
+    pub(crate) fn share(&self) -> Vec<Value> {
+        let g = lock(&self.state);
         self.shared.store(true, Ordering::Relaxed);
+        g.buf.iter().cloned().chain(g.sendq.iter().map(|(_, v)| v.clone())).collect()
     }
 
     /// The buffer capacity (0 for a rendezvous channel).
