@@ -216,6 +216,22 @@ impl Waiter {
     fn claim_self(&self) -> bool {
         self.state.compare_exchange(WAITING, CLAIMED, Ordering::AcqRel, Ordering::Acquire).is_ok()
     }
+
+    /// The end of a cancel (step 6), once the owner has claimed (`won`) or found the waiter
+    /// claimed with its queue entries removed: drops the waker, counts the owner back in and
+    /// returns the outcome a counterpart recorded, if it won instead.
+    fn finish_cancel(&self, won: bool, active: Option<&AtomicUsize>) -> Result<(), Fired> {
+        let mut s = lock(&self.slot);
+        s.waker = None;
+        if let Some(active) = active {
+            count_in(self.counted.counted(), active);
+        }
+        match (won, s.fired.take()) {
+            (false, Some(f)) => Err(f),
+            // Winning means nobody recorded anything; losing always comes with an outcome.
+            _ => Ok(()),
+        }
+    }
 }
 
 impl ChanState {
@@ -512,15 +528,7 @@ impl OneWait {
             g.remove(&waiter);
         }
         drop(g);
-        let mut s = lock(&waiter.slot);
-        s.waker = None;
-        if let Some(active) = active {
-            count_in(waiter.counted.counted(), active);
-        }
-        match (won, s.fired.take()) {
-            (false, Some(f)) => Err(f),
-            _ => Ok(()),
-        }
+        waiter.finish_cancel(won, active)
     }
 }
 

@@ -275,16 +275,7 @@ impl Select {
         let mut locked = Locked::new(&self.cases);
         let won = waiter.claim_self();
         locked.remove(&waiter);
-        let mut s = lock(&waiter.slot);
-        s.waker = None;
-        if let Some(active) = active {
-            count_in(waiter.counted.counted(), active);
-        }
-        match (won, s.fired.take()) {
-            (false, Some(f)) => Err(f),
-            // Winning means nobody recorded anything; losing always comes with an outcome.
-            _ => Ok(()),
-        }
+        waiter.finish_cancel(won, active)
     }
 }
 
