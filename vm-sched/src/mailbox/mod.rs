@@ -338,7 +338,7 @@ impl Inner {
     /// Queues a message at the back, counting its size. True if that may have made the
     /// process's memory grow: a boxed message (charged here for the first time) or a queue
     /// whose buffer was full (it grows); a scalar into a queue with room allocates nothing.
-    #[inline]
+    #[inline(always)]
     fn push_back(&mut self, msg: Value) -> bool {
         let size = message_size(&msg);
         let grows = size != 0 || self.messages.len() == self.messages.capacity();
@@ -348,7 +348,7 @@ impl Inner {
     }
 
     /// A message has left the queue: stops counting its size.
-    #[inline]
+    #[inline(always)]
     fn took(&mut self, msg: Option<Value>) -> Option<Value> {
         if let Some(m) = &msg {
             let size = message_size(m);
@@ -638,8 +638,9 @@ impl Inner {
     /// Inlined: a plain receive (no pattern) takes the front, and a receive that finds the
     /// queue empty has nothing to scan; only a scan for a pattern is a call. (Every plain
     /// receive comes here twice per message, once to take it and once to find the queue empty
-    /// before parking, so the call was ~100 of a ring hop's instructions.)
-    #[inline]
+    /// before parking, so the call was ~100 of a ring hop's instructions; `#[inline]` alone
+    /// left it out of line.)
+    #[inline(always)]
     fn take_matching(&mut self, pattern: Option<&Value>) -> Option<Value> {
         match pattern {
             None => {
