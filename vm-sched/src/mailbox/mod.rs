@@ -351,12 +351,18 @@ impl Inner {
     #[inline(always)]
     fn took(&mut self, msg: Option<Value>) -> Option<Value> {
         if let Some(m) = &msg {
-            let size = message_size(m);
-            if size != 0 {
-                self.bytes = self.bytes.saturating_sub(size);
-            }
+            self.uncharge(m);
         }
         msg
+    }
+
+    /// Stops counting the size of `m`, which has left the queue.
+    #[inline(always)]
+    fn uncharge(&mut self, m: &Value) {
+        let size = message_size(m);
+        if size != 0 {
+            self.bytes = self.bytes.saturating_sub(size);
+        }
     }
 
     /// What the actor holds by the latest count plus its queued messages (see `vm_core::mem`).
@@ -459,6 +465,19 @@ impl Mailbox {
         if g.closed {
             return (Delivery::Dropped, false);
         }
+        // The limits live in the extras: an actor without them (most) skips both checks with
+        // one test.
+        if g.ext.is_some() {
+            return self.deliver_limited(&mut g, msg, active);
+        }
+        let grows = g.push_back(msg);
+        (g.wake_result(&self.counted, active), grows)
+    }
+
+    /// [`Mailbox::deliver_grows`] for an actor with extras: its `:max_mailbox` and `:max_heap`
+    /// are checked.
+    #[inline(never)]
+    fn deliver_limited(&self, g: &mut Inner, msg: Value, active: &AtomicUsize) -> (Delivery, bool) {
         if let Some(max) = g.ext_ref().and_then(|e| e.max_len)
             && g.messages.len() >= max
         {
@@ -467,7 +486,7 @@ impl Mailbox {
             return (Delivery::Overflow(g.take_waker(&self.counted, active)), false);
         }
         let grows = g.push_back(msg);
-        if g.ext.is_some() && g.past_max_heap() {
+        if g.past_max_heap() {
             g.ext().signals.push_back(Signal::Kill(vm_core::mem::limit_reason("max_heap")));
             g.clear_messages();
             return (Delivery::Overflow(g.take_waker(&self.counted, active)), false);
@@ -646,7 +665,8 @@ impl Inner {
             None => {
                 let m = self.messages.pop_front()?;
                 self.forget_save();
-                self.took(Some(m))
+                self.uncharge(&m);
+                Some(m)
             }
             Some(_) if self.messages.is_empty() => None,
             Some(p) => self.scan(p),
