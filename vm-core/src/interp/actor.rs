@@ -86,6 +86,7 @@ pub(super) fn chan_ref<'v>(op: &str, v: &'v Value) -> Result<&'v Handle, Excepti
 /// host may park the actor on the channel in the same call ([`Begun::Chan`]); otherwise the case
 /// is only built (cloning them) when the actor has to wait. A parked one runs again once woken
 /// and then takes its outcome here, as one that completes at once does ([`one_case`]).
+#[inline(never)]
 pub(super) fn chan_one<H: Host + ?Sized>(
     host: &mut H,
     regs: &mut [Value],
