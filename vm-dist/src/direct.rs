@@ -119,6 +119,11 @@ impl FrameReader {
         FrameReader { buf: BytesMut::new(), max }
     }
 
+    /// Changes the limit (a connection reads its handshake under a small one, then frames).
+    pub fn set_max(&mut self, max: usize) {
+        self.max = max;
+    }
+
     /// Appends received bytes.
     pub fn push(&mut self, bytes: &[u8]) {
         self.buf.extend_from_slice(bytes);

@@ -97,6 +97,9 @@ pub struct Config {
     pub discovery: Duration,
     /// Decoder limits.
     pub limits: Limits,
+    /// Where to take direct connections from peers (`None`: no direct path; signals to every
+    /// peer go through NATS). The address is announced, so it must be one peers can reach.
+    pub direct: Option<std::net::SocketAddr>,
 }
 
 impl Config {
@@ -113,6 +116,7 @@ impl Config {
             spawn_timeout: Duration::from_secs(5),
             discovery: Duration::from_secs(2),
             limits: Limits::default(),
+            direct: None,
         }
     }
 }
@@ -251,12 +255,18 @@ pub(crate) struct Inner {
     announce_subject: Arc<str>,
     shutdown: Notify,
     pub(crate) names: Names,
+    /// This node's direct-path listener, as announced (`None` when the path is off).
+    direct: Option<wire::DirectAddr>,
+    /// The number of the next direct connection this node dials.
+    next_conn: std::sync::atomic::AtomicU64,
 }
 
 /// Work the driver does for synchronous callers (it may wait).
 pub(crate) enum Job {
     /// Delete a global name held by an actor that ended.
     DeleteName(String, u64),
+    /// Dial peer `peer`'s direct listener as connection `conn`.
+    Dial { peer: NodeId, to: wire::DirectAddr, conn: u64 },
 }
 
 #[derive(Default)]
@@ -313,6 +323,12 @@ struct Peer {
     reply: Arc<str>,
     alive: bool,
     last_heard: Instant,
+    /// When something last came from the peer through NATS (its announcements, at least every
+    /// heartbeat): a peer NATS no longer hears from is down even if its connection is up.
+    last_nats: Instant,
+    /// When an envelope of the peer last came through NATS (not an announcement): a connection
+    /// waiting for the peer's `Switch` waits while these still come (`conn`, rule 2).
+    last_nats_data: Instant,
     announce: Announce,
     out_epoch: u32,
     out_seq: u64,
@@ -328,6 +344,12 @@ struct Peer {
     reset_sent: Option<u32>,
     bonds: Bonds,
     gate: Arc<Notify>,
+    /// The direct connection with the peer, once its handshake is done.
+    direct: Option<conn::Conn>,
+    /// The connection this node is dialing to the peer.
+    dialing: Option<u64>,
+    /// The connection named by the last `Switch` the peer sent through NATS.
+    switch_seen: Option<u64>,
 }
 
 impl Peer {
@@ -355,11 +377,16 @@ enum EndCause {
     NoResponders,
     Departed,
     Bye,
+    /// The direct connection broke: frames in flight may be lost.
+    ConnectionLost,
+    /// The peer dialed again while its old connection was still held here (the old one broke
+    /// on the peer's side); the peer is evidently reachable.
+    ConnectionReplaced,
 }
 
 impl EndCause {
     fn still_reachable(self) -> bool {
-        matches!(self, EndCause::Gap | EndCause::Reset | EndCause::NewEpoch)
+        matches!(self, EndCause::Gap | EndCause::Reset | EndCause::NewEpoch | EndCause::ConnectionReplaced)
     }
 }
 
@@ -385,6 +412,7 @@ pub struct Driver {
     events: BoxStream<'static, TransportEvent>,
     out: mpsc::UnboundedReceiver<Outgoing>,
     jobs: mpsc::UnboundedReceiver<Job>,
+    listener: Option<tokio::net::TcpListener>,
 }
 
 /// Why a node could not start.
@@ -399,6 +427,9 @@ pub enum StartError {
     /// Another live node already has this name.
     #[error("node name {0} is already in use in this cluster")]
     NameTaken(String),
+    /// The direct path's listener could not be opened.
+    #[error("cannot take direct connections on {0}")]
+    Direct(String),
 }
 
 impl Node {
@@ -413,6 +444,10 @@ impl Node {
         check_node_name(&cfg.cluster).map_err(|e| StartError::Name(format!("cluster name: {e}")))?;
         let inc = cfg.incarnation.unwrap_or_else(NodeId::fresh_incarnation);
         let me = NodeId::new(&cfg.name, inc).map_err(StartError::Name)?;
+        let listener = match cfg.direct {
+            Some(addr) => Some(conn::listen(addr).await?),
+            None => None,
+        };
         let prefix = format!("vm.{}", cfg.cluster);
         let mut replies = transport.subscribe(format!("{prefix}.r.{}.{inc}.>", me.name)).await?;
         let probe = Outgoing {
@@ -451,6 +486,8 @@ impl Node {
             prefix,
             shutdown: Notify::new(),
             names,
+            direct: listener.as_ref().map(|(_, a)| *a),
+            next_conn: std::sync::atomic::AtomicU64::new(1),
             cfg,
         });
         let node = Node { inner };
@@ -464,6 +501,7 @@ impl Node {
             events,
             out: out_rx,
             jobs: jobs_rx,
+            listener: listener.map(|(l, _)| l),
         };
         Ok((node, driver))
     }
@@ -476,6 +514,24 @@ impl Node {
     /// The node of `pid` (this node for a local pid).
     pub fn node_of(&self, pid: Pid) -> Option<NodeId> {
         self.inner.table.node_of(pid)
+    }
+
+    /// Where this node takes direct connections (`None` when the direct path is off).
+    pub fn direct_addr(&self) -> Option<std::net::SocketAddr> {
+        self.inner.direct.map(|d| d.addr)
+    }
+
+    /// Whether this node sends to peer `name` on a direct connection now.
+    pub fn is_direct(&self, name: &str) -> bool {
+        let st = self.inner.state.lock();
+        st.peers.get(name).is_some_and(|p| p.direct.as_ref().is_some_and(|c| c.writer.is_some()))
+    }
+
+    /// Breaks the direct connection with peer `name` as a network fault would (both sides then
+    /// see it lost); `false` if there is none. For tests of what a lost connection does.
+    #[doc(hidden)]
+    pub fn break_direct(&self, name: &str) -> bool {
+        self.inner.break_direct(name)
     }
 
     /// Whether `pid` is on this node.
@@ -756,7 +812,7 @@ impl Node {
         for p in self.inner.state.lock().peers.values_mut().filter(|p| p.alive) {
             self.inner.push(p, &Signal::Bye);
         }
-        while self.inner.out.pending() {
+        while self.inner.out.pending() || self.inner.direct_pending() {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         let _ = self.inner.transport.flush().await;
@@ -779,5 +835,6 @@ impl Node {
     }
 }
 
+mod conn;
 mod inbound;
 mod session;

@@ -182,11 +182,27 @@ pub(crate) fn fast(cluster: &str, name: &str) -> Config {
     }
 }
 
+/// The direct path's listener for test nodes: `VM_CLUSTER_DIRECT` (e.g. `127.0.0.1:0`) runs
+/// every test with the direct path on; unset, it is off (the default), except in the tests of
+/// the direct path itself ([`direct`]).
+pub(crate) fn direct_from_env() -> Option<std::net::SocketAddr> {
+    let v = std::env::var("VM_CLUSTER_DIRECT").ok().filter(|v| !v.is_empty())?;
+    Some(v.parse().expect("VM_CLUSTER_DIRECT is an address such as 127.0.0.1:0"))
+}
+
+/// `cfg` with the direct path on, on a free loopback port.
+pub(crate) fn direct(cfg: Config) -> Config {
+    Config { direct: Some("127.0.0.1:0".parse().unwrap()), ..cfg }
+}
+
 /// Starts a node on `transport` with a fresh fake VM; the driver runs on a tokio task.
 pub(crate) async fn start(
-    cfg: Config,
+    mut cfg: Config,
     transport: Arc<dyn Transport>,
 ) -> (Arc<FakeVm>, tokio::task::JoinHandle<()>) {
+    if cfg.direct.is_none() {
+        cfg.direct = direct_from_env();
+    }
     let vm = FakeVm::new();
     let (node, driver) = Node::start(cfg, transport, vm.clone()).await.expect("node starts");
     vm.node.set(node).expect("once");
