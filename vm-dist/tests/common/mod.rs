@@ -85,11 +85,25 @@ impl FakeVm {
     }
 }
 
+impl FakeVm {
+    /// A stalled VM blocks the node's driver, as a runtime far behind would. `block_in_place`
+    /// tells tokio so: the worker's other duties (the timers, the sockets' readiness) move to
+    /// another thread, which a test's two-thread runtime needs once a node's own connection
+    /// woke the stalled driver.
+    fn wait_while_stalled(&self) {
+        if self.stall.load(std::sync::atomic::Ordering::SeqCst) {
+            tokio::task::block_in_place(|| {
+                while self.stall.load(std::sync::atomic::Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            });
+        }
+    }
+}
+
 impl Local for FakeVm {
     fn send(&self, to: Pid, msg: Value) {
-        while self.stall.load(std::sync::atomic::Ordering::SeqCst) {
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        self.wait_while_stalled();
         if let Some(tap) = &*self.tap.lock() {
             let _ = tap.send((to, msg));
             return;
@@ -115,9 +129,7 @@ impl Local for FakeVm {
         parent: Pid,
         started: &mut dyn FnMut(Pid),
     ) -> Result<Pid, Atom> {
-        while self.stall.load(std::sync::atomic::Ordering::SeqCst) {
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        self.wait_while_stalled();
         if !matches!(func, "worker" | "crash") {
             return Err(Atom::new("undef"));
         }
@@ -205,6 +217,20 @@ pub(crate) async fn start(
     }
     let vm = FakeVm::new();
     let (node, driver) = Node::start(cfg, transport, vm.clone()).await.expect("node starts");
+    vm.node.set(node).expect("once");
+    let task = tokio::spawn(driver.run());
+    (vm, task)
+}
+
+/// Starts a node that sends through NATS only, whatever `VM_CLUSTER_DIRECT` says: for tests
+/// of what NATS itself does (a message it drops).
+pub(crate) async fn start_nats_only(
+    cfg: Config,
+    transport: Arc<dyn Transport>,
+) -> (Arc<FakeVm>, tokio::task::JoinHandle<()>) {
+    let vm = FakeVm::new();
+    let (node, driver) =
+        Node::start(Config { direct: None, ..cfg }, transport, vm.clone()).await.expect("node starts");
     vm.node.set(node).expect("once");
     let task = tokio::spawn(driver.run());
     (vm, task)
