@@ -225,6 +225,8 @@ pub struct NodeInfo {
     pub uptime_ms: u64,
     /// Milliseconds since anything was heard from it.
     pub last_heard_ms: u64,
+    /// Whether this node sends to it on a direct connection (`false` from outside the cluster).
+    pub direct: bool,
 }
 
 /// A handle on this VM's membership in the cluster (cheap to clone).
@@ -556,6 +558,7 @@ impl Node {
                 actors: p.announce.actors,
                 uptime_ms: p.announce.uptime_ms,
                 last_heard_ms: p.last_heard.elapsed().as_millis() as u64,
+                direct: p.direct.as_ref().is_some_and(|c| c.writer.is_some()),
             })
             .collect();
         v.sort_by(|a, b| a.id.cmp(&b.id));
