@@ -377,7 +377,7 @@ async fn run(
                 None => return Err(DirectError::Io(std::io::ErrorKind::UnexpectedEof.into())),
             }
             taken = taken.wrapping_add(1);
-            if taken % READ_BATCH == 0 {
+            if taken.is_multiple_of(READ_BATCH) {
                 // A socket that always has data never makes this future wait: let the driver's
                 // other work (announcements, NATS, other connections) run between batches.
                 yield_now().await;
