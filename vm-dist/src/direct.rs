@@ -1,6 +1,6 @@
 //! The direct path's wire: frames on a TCP connection between two nodes, and the handshake
-//! that authenticates such a connection (the first stage of one direct connection per node
-//! pair, issue 15's round-trip goal; the session layer does not use it yet).
+//! that authenticates such a connection (one connection per node pair, issue 15's round-trip
+//! goal; `node::conn` holds the rules of its use by sessions).
 //!
 //! Framing (all integers little-endian):
 //! 1. A frame is a `u32` length `n` (1 ≤ n ≤ the reader's limit) followed by `n` bytes. After

@@ -24,9 +24,10 @@
 //!    receiver that has taken less has lost signals (NATS dropped them) and ends the session.
 //! 3. A session ends (exactly once per side): on a sequence gap, on a `Reset` naming its
 //!    epoch, on an envelope of a newer epoch while it is live (the other side ended it), on a
-//!    newer incarnation of the peer, on a 503 for the peer's subject, on the peer's `Bye`, and
-//!    when nothing was heard from the peer for `down_after` (this also covers this node's own
-//!    connection being down). Ending it fires every link to the peer's actors with the exit
+//!    newer incarnation of the peer, on a 503 for the peer's subject, on the peer's `Bye`, when
+//!    nothing was heard from the peer for `down_after`, or nothing through NATS (this also
+//!    covers this node's own connection being down), and when the direct connection with the
+//!    peer is lost (`conn`). Ending it fires every link to the peer's actors with the exit
 //!    reason `:noconnection` and every monitor with `{:DOWN, ref, pid, :noconnection}` (each
 //!    link and monitor is held once, in the peer's bonds, and removed when it fires or is
 //!    answered), fires `nodedown` if the peer was up, starts a new out-epoch, marks the
@@ -54,7 +55,8 @@
 //! The code, by concept: this file holds the settings, the runtime's side ([`Local`]) and the
 //! API ([`Node`]); `session` the session rules above (numbering, acknowledgements, the end of
 //! a session and what it fires, heartbeats); `inbound` what arrives (envelopes, announcements,
-//! probes, departures), what each signal does, and the [`Driver`]'s loop.
+//! probes, departures), what each signal does, and the [`Driver`]'s loop; `conn` the direct
+//! path (one TCP connection per pair of nodes that both take them; its own numbered rules).
 
 use crate::global::Names;
 use crate::id::{NodeId, NodeTable, check_node_name, make_pid, serial_of, slot_of};
