@@ -113,6 +113,7 @@ impl Asm<'_> {
             return Err(SpanError::new(at, len, msg).with_hint(format!("expected: {}", syntax(op))));
         }
         let mut parsed: Vec<(Operand, usize, usize)> = Vec::with_capacity(kinds.len());
+        let mut consts: Vec<(i64, Value)> = Vec::new();
         for (i, (&kind, &(s, e))) in kinds.iter().zip(&spans).enumerate() {
             if let (Some(w), Some(l)) = (window, &list)
                 && (i == w || i == w + 1)
@@ -122,6 +123,14 @@ impl Asm<'_> {
             }
             if let Some((_, l)) = tuples.iter().find(|(k, _)| *k == i) {
                 parsed.push((Operand::Val(l.start + l.count), s, e - s));
+                continue;
+            }
+            // A constant where a register is read: loaded into a scratch register first.
+            if kind == OperandKind::Reg && Some(i) != window && !is_register(c.src()[s..e].trim()) {
+                let value = self.read_constant(c.src(), s, e)?;
+                consts.push((SCRATCH + slots, value));
+                parsed.push((Operand::Val(SCRATCH + slots), s, e - s));
+                slots += 1;
                 continue;
             }
             let prev = match parsed.last() {
@@ -161,6 +170,21 @@ impl Asm<'_> {
             out.extend(self.list_moves(f, l, at, len));
             out.push(Pending { op: Opcode::Tuple, vals: vec![items + n, items, n], at, len, bad: false });
             f.scratch = f.scratch.max(items + n - SCRATCH + 1);
+        }
+        if op == Opcode::Move
+            && let [(_, value)] = &mut consts[..]
+            && let Some(&(Operand::Val(dst), ..)) = parsed.first()
+        {
+            // `move rN, CONST` is the load itself, into rN: no scratch register.
+            f.max_reg = f.max_reg.max(Some(dst));
+            let (op, vals) = self.load(dst, std::mem::take(value));
+            out.push(Pending { op, vals, at, len, bad: false });
+            return Ok(out);
+        }
+        for (slot, value) in consts {
+            f.scratch = f.scratch.max(slot - SCRATCH + 1);
+            let (op, vals) = self.load(slot, value);
+            out.push(Pending { op, vals, at, len, bad: false });
         }
         let instr = f.code.len() + out.len();
         let mut vals = Vec::with_capacity(kinds.len());
@@ -279,13 +303,40 @@ impl Asm<'_> {
                     f.max_reg = f.max_reg.max(Some(r));
                     (Opcode::Move, vec![dst, r])
                 }
-                Item::Const(Value::Int(i)) if i32::try_from(i).is_ok() => (Opcode::Int, vec![dst, i]),
-                Item::Const(Value::Nil) => (Opcode::Nil, vec![dst]),
-                Item::Const(v) => (Opcode::Const, vec![dst, self.pool(v)]),
+                Item::Const(v) => self.load(dst, v),
             };
             out.push(Pending { op, vals, at, len, bad: false });
         }
         out
+    }
+
+    /// The instruction that loads constant `value` into register `dst`: `int` for a small
+    /// int, `nil` for nil, else `const` from the pool.
+    fn load(&mut self, dst: i64, value: Value) -> (Opcode, Vec<i64>) {
+        match value {
+            Value::Int(i) if i32::try_from(i).is_ok() => (Opcode::Int, vec![dst, i]),
+            Value::Nil => (Opcode::Nil, vec![dst]),
+            v => (Opcode::Const, vec![dst, self.pool(v)]),
+        }
+    }
+
+    /// A constant written where a register is read (`s..e`, not a register). A word that is no
+    /// literal gets the register error, since a misspelt register is the likelier mistake.
+    fn read_constant(&self, src: &str, s: usize, e: usize) -> PResult<Value> {
+        let mut c = Cursor::new(src, s, e);
+        let parsed = self.constant(&mut c).and_then(|v| c.expect_end("the operand").map(|()| v));
+        let word = src[s..e].trim_start().starts_with(|ch: char| ch.is_ascii_alphabetic() || ch == '_');
+        if parsed.is_err() && word {
+            let mut rc = Cursor::new(src, s, e);
+            return match register(&mut rc) {
+                Err(err) => Err(err.with_hint(
+                    "a register is read here, so a constant also works: `5`, `:ok`, `\"text\"`, `b\"\\n\"`, `$NAME`",
+                )),
+                // `r1 r2`: the register is fine, what follows it is not.
+                Ok(_) => rc.expect_end("the operand").and(parsed),
+            };
+        }
+        parsed
     }
 
     /// Parses one operand of kind `kind`; `prev` is the previous operand's value (the window's
@@ -300,7 +351,10 @@ impl Asm<'_> {
         let at = c.pos;
         Ok(match kind {
             OperandKind::Dst | OperandKind::Reg => {
-                let r = register(c)?;
+                let r = register(c).map_err(|e| match kind {
+                    OperandKind::Dst => e.with_hint("this operand is written, so it must be a register"),
+                    _ => e,
+                })?;
                 if let Some(regs) = f.regs.filter(|&n| r >= i64::from(n)) {
                     return Err(SpanError::new(at, c.pos - at, format!("register r{r} is out of range"))
                         .with_hint(format!(
