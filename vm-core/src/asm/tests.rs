@@ -247,6 +247,56 @@ again:
 }
 
 #[test]
+fn a_tuple_or_list_holding_registers_nests_in_an_operand_list() {
+    // The outer items take the first scratch registers (r3, r4, r5 here); each nested one is
+    // built in registers of its own after them, before the outer item it is.
+    let sugar = asm(r#"
+.func main 2
+    call r2, main, [r0, {:join, r1}]
+    list r2, [{:msg, {:line, :_}}, {:readable, r0}, [r1, 5]]
+    send r0, {:say, [r1], r0}
+    ret r2
+.end
+"#);
+    let by_hand = asm(r#"
+.func main 2
+    move r3, r0
+    const r5, :join
+    move r6, r1
+    tuple r4, r5, 2
+    call r2, main, r3, 2
+    const r3, {:msg, {:line, :_}}
+    const r6, :readable
+    move r7, r0
+    tuple r4, r6, 2
+    move r8, r1
+    int r9, 5
+    list r5, r8, 2
+    list r2, r3, 3
+    const r3, :say
+    move r7, r1
+    list r4, r7, 1
+    move r5, r0
+    tuple r6, r3, 3
+    send r0, r6
+    ret r2
+.end
+"#);
+    assert_eq!(sugar.funcs, by_hand.funcs);
+    assert_eq!(sugar.funcs[0].nregs, by_hand.funcs[0].nregs);
+    // A binding nested in a pattern's tuple is refused at the binding.
+    let e = error(".func main 1\n    recvp r1, {:a, {?r2}}\n    ret r0\n.end\n");
+    assert!(e.message.contains("not a pattern"), "{e:?}");
+    assert!(e.hint.as_deref().unwrap_or("").contains("nested"), "{e:?}");
+    assert_eq!((e.line, e.col), (2, 21), "{e:?}");
+    // A bad item inside is located there.
+    let e = error(".func main 1\n    send r0, {:a, [r1, nope]}\n    ret r0\n.end\n");
+    assert_eq!((e.line, e.col), (2, 24), "{e:?}");
+    let e = error(".func main 1\n    send r0, {:a, {r1}\n    ret r0\n.end\n");
+    assert_eq!(e.line, 2, "{e:?}");
+}
+
+#[test]
 fn constant_operand_misuse_is_located_with_a_hint() {
     let cases: [(&str, u32, &str, &str); 6] = [
         // A word that is not a literal reads as a misspelt register.
