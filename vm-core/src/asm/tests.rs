@@ -248,13 +248,15 @@ again:
 
 #[test]
 fn a_tuple_or_list_holding_registers_nests_in_an_operand_list() {
-    // The outer items take the first scratch registers (r3, r4, r5 here); each nested one is
+    // A list holding registers is also built where one register is read. The outer items take the first scratch registers (r3, r4, r5 here); each nested one is
     // built in registers of its own after them, before the outer item it is.
     let sugar = asm(r#"
 .func main 2
     call r2, main, [r0, {:join, r1}]
     list r2, [{:msg, {:line, :_}}, {:readable, r0}, [r1, 5]]
     send r0, {:say, [r1], r0}
+    concat r2, [r0], r2
+    concat r2, [1, 2], r2
     ret r2
 .end
 "#);
@@ -279,6 +281,11 @@ fn a_tuple_or_list_holding_registers_nests_in_an_operand_list() {
     move r5, r0
     tuple r6, r3, 3
     send r0, r6
+    move r3, r0
+    list r4, r3, 1
+    concat r2, r4, r2
+    const r3, [1, 2]
+    concat r2, r3, r2
     ret r2
 .end
 "#);

@@ -102,15 +102,25 @@ impl Asm<'_> {
             list = Some(l);
             spans.insert(w + 1, (s, e));
         }
-        // A tuple `{item, ...}` in place of a register operand: built in a scratch register.
-        let mut tuples: Vec<(usize, OperandList)> = Vec::new();
+        // A tuple `{item, ...}` in place of a register operand, or a list `[item, ...]` holding
+        // registers (one of constants is a constant): built in a scratch register.
+        let mut tuples: Vec<(usize, OperandList, Opcode)> = Vec::new();
         for (i, &(s, e)) in spans.iter().enumerate() {
-            if kinds.get(i) == Some(&OperandKind::Reg) && Some(i) != window && c.src()[s..e].starts_with('{')
-            {
-                let l = self.operand_list(f, c.src(), s, e, slots, ListKind::tuple(op, i))?;
-                slots = l.end - SCRATCH;
-                tuples.push((i, l));
+            if kinds.get(i) != Some(&OperandKind::Reg) || Some(i) == window {
+                continue;
             }
+            let text = &c.src()[s..e];
+            let built = if text.starts_with('{') {
+                Opcode::Tuple
+            } else if text.starts_with('[') && self.read_constant(c.src(), s, e).is_err() {
+                Opcode::List
+            } else {
+                continue;
+            };
+            let kind = if built == Opcode::Tuple { ListKind::tuple(op, i) } else { ListKind::Tuple };
+            let l = self.operand_list(f, c.src(), s, e, slots, kind)?;
+            slots = l.end - SCRATCH;
+            tuples.push((i, l, built));
         }
         if spans.len() != kinds.len() {
             let n = kinds.len();
@@ -130,7 +140,7 @@ impl Asm<'_> {
                 parsed.push((Operand::Val(if i == w { l.start } else { l.count }), s, e - s));
                 continue;
             }
-            if let Some((_, l)) = tuples.iter().find(|(k, _)| *k == i) {
+            if let Some((_, l, _)) = tuples.iter().find(|(k, ..)| *k == i) {
                 parsed.push((Operand::Val(l.start + l.count), s, e - s));
                 continue;
             }
@@ -160,7 +170,7 @@ impl Asm<'_> {
         // instruction, so a pattern without them costs nothing, and a `recvpt` that times out
         // (jumping away) binds nothing.
         let mut binds = Vec::new();
-        for (_, l) in &tuples {
+        for (_, l, _) in &tuples {
             for &(k, r, bs, bl) in &l.binds {
                 let Some(&(Operand::Val(dst), ..)) = parsed.first() else { continue };
                 if r == dst {
@@ -174,10 +184,10 @@ impl Asm<'_> {
                 binds.push((k, r));
             }
         }
-        for (_, l) in tuples {
+        for (_, l, built) in tuples {
             let (items, n, end) = (l.start, l.count, l.end);
             out.extend(self.list_moves(f, l, at, len));
-            out.push(Pending { op: Opcode::Tuple, vals: vec![items + n, items, n], at, len, bad: false });
+            out.push(Pending { op: built, vals: vec![items + n, items, n], at, len, bad: false });
             f.scratch = f.scratch.max(end - SCRATCH);
         }
         if op == Opcode::Move
