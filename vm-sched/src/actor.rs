@@ -316,19 +316,25 @@ async fn run(host: &mut ActorHost<'_>, module: &Module, mut state: Box<ActorStat
                     // signal (see "A parked receive is re-run" in `mailbox`). The signal check
                     // at the top of the loop is skipped then, as it would treat the actor as
                     // running and drop a mode-0 interrupt meant for the wait.
-                    // The state waits in the cell's slot, where a snapshot reads it without waking
-                    // the actor; one it reserved stays there until that pause ends (`pause`).
+                    // Once the VM has paused (or will: `pause`, step 2) the state waits in the
+                    // cell's slot, where a snapshot reads it without waking the actor; one it
+                    // reserved stays there until that pause ends. Before, it stays here, and a
+                    // pause wakes the actor to publish it at its gate.
                     cell.set_state(RunState::Waiting);
-                    cell.slot.put(state);
-                    ParkedReceive { vm, cell, polled: false, woken: false }.await;
-                    state = match pause::take_back(vm, cell) {
-                        Taken::State(st) => st,
-                        Taken::Reserved => match pause::reclaim(vm, cell).await {
-                            Some(st) => st,
-                            None => return lost_state(),
-                        },
-                        Taken::Missing => return lost_state(),
-                    };
+                    if pause::armed(vm) {
+                        cell.slot.put(state);
+                        ParkedReceive { vm, cell, polled: false, woken: false }.await;
+                        state = match pause::take_back(vm, cell) {
+                            Taken::State(st) => st,
+                            Taken::Reserved => match pause::reclaim(vm, cell).await {
+                                Some(st) => st,
+                                None => return lost_state(),
+                            },
+                            Taken::Missing => return lost_state(),
+                        };
+                    } else {
+                        ParkedReceive { vm, cell, polled: false, woken: false }.await;
+                    }
                     resumed = true;
                 }
                 Effect::Yield(target) => {
