@@ -681,42 +681,4 @@ mod loom_tests {
             assert_eq!(w.final_state(kept).reductions, 1);
         });
     }
-
-    #[test]
-    fn loom_a_state_parked_before_the_first_pause_is_published_and_agrees_with_the_mailbox() {
-        model(|| {
-            // Not armed yet, parked with the state in hand and one message just delivered: the
-            // actor is waking as the first pause arms the VM and sweeps.
-            let w = World::new(1, false);
-            let actor = {
-                let w = w.clone();
-                thread::spawn(move || {
-                    let mut st = state(0);
-                    w.gate(&st);
-                    w.receive(&mut st);
-                    w.gate(&st);
-                    w.park(st)
-                })
-            };
-            assert_eq!(w.snapshot(), 1, "the message is in exactly one of state and mailbox");
-            let kept = actor.join().unwrap();
-            assert_eq!(w.final_state(kept).reductions, 1);
-        });
-    }
-
-    #[test]
-    fn loom_an_idle_actor_parked_before_the_first_pause_is_woken_to_publish() {
-        model(|| {
-            // Not armed, idle in its receive with the state in hand: only the pause signal wakes
-            // it; it publishes and parks again, now in its slot.
-            let w = World::new(0, false);
-            let actor = {
-                let w = w.clone();
-                thread::spawn(move || w.park(state(0)))
-            };
-            assert_eq!(w.snapshot(), 0);
-            let kept = actor.join().unwrap();
-            assert_eq!(w.final_state(kept).reductions, 0);
-        });
-    }
 }
