@@ -436,6 +436,6 @@ pub(crate) fn check_shared_chan_send(
     }
 }
 
-#[cfg(all(test, not(vm_loom)))]
+#[cfg(test)]
 #[path = "container_tests.rs"]
 mod tests;
