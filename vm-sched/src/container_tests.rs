@@ -4,8 +4,8 @@
 
 #[cfg(not(vm_loom))]
 mod raced {
-    use crate::container::crossing_refusal;
     use crate::chan::waits;
+    use crate::container::crossing_refusal;
     use crate::testing::Lines;
     use crate::vm::{Config, Vm};
     use std::sync::{Arc, Barrier};
