@@ -112,12 +112,12 @@ pub(crate) fn try_or_park(
     held: &mut Held,
 ) -> Result<ChanTried, Exception> {
     let active = &vm.shared.active;
-    let chan = channel_ref(h)?;
     if matches!(held, Held::Chan { .. })
         && let Some(f) = rerun(vm, cell, held)
     {
         return Ok(ChanTried::Fired(one_fired(f)));
     }
+    let chan = channel_ref(h)?;
     // The boundary check (`container`, rule 4) comes after the re-run, which may find the
     // value already sent; a send that runs again after its wait was cancelled is checked afresh.
     let mut checked = match send {
@@ -127,7 +127,7 @@ pub(crate) fn try_or_park(
     let mut spare = match std::mem::replace(held, Held::Nothing) {
         Held::Spare(w) => Some(w),
         other => {
-            *held = other;
+            held.put(other);
             None
         }
     };
@@ -147,7 +147,7 @@ pub(crate) fn try_or_park(
             Err(p) => break p,
         };
         if let Some(w) = spare {
-            *held = Held::Spare(w);
+            held.put(Held::Spare(w));
         }
         return fired;
     };
@@ -163,11 +163,12 @@ pub(crate) fn try_or_park(
     {
         // Claimed before it had a waker: done, and the claimer counted the actor back in.
         cell.mailbox.cancel_wait(active);
+        held.put(Held::Spare(parked));
         return Ok(ChanTried::Fired(one_fired(f)));
     }
     // Only its channel can end this wait: orphan detection looks at it.
     vm.shared.orphans.arm();
-    *held = Held::Chan { wait: parked, handle: h.clone(), send: send.is_some(), quiet };
+    held.put(Held::Chan { wait: parked, handle: h.clone(), send: send.is_some(), quiet });
     Ok(ChanTried::Parked)
 }
 
@@ -186,7 +187,7 @@ fn rerun(vm: &Vm, cell: &ActorCell, held: &mut Held) -> Option<chan::Fired> {
     let active = &vm.shared.active;
     let fired = match wait.take_fired() {
         Some(f) => {
-            *held = Held::Spare(wait);
+            held.put(Held::Spare(wait));
             Some(f)
         }
         None => {
@@ -232,6 +233,14 @@ impl Held {
                 None
             }
         }
+    }
+
+    /// Stores `new` in an empty `held` (the hot path stores one or two per `csend`/`crecv`).
+    fn put(&mut self, new: Held) {
+        debug_assert!(matches!(self, Held::Nothing), "`put` replaces only `Held::Nothing`");
+        // `Nothing` owns nothing: forgetting it skips a call to the enum's whole drop glue
+        // (an I/O future's among it), which an assignment would make.
+        std::mem::forget(std::mem::replace(self, new));
     }
 
     /// Whether a `csend`/`crecv` parked quietly is held: the driver then waits for its wake
