@@ -501,6 +501,8 @@ impl Channel {
         self.complete_or_park_as(send, checked, None, reuse, counted, active, true)
     }
 
+    // The two public forms' arguments plus how they differ (a waker now, counting out).
+    #[allow(clippy::too_many_arguments)]
     fn complete_or_park_as(
         &self,
         send: Option<&Value>,
