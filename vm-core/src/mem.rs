@@ -216,9 +216,23 @@ pub fn measure_parts(regs: &[Value], frames: &[Frame], handlers: &[Handler]) -> 
 
 /// The size a queued message is charged (rule 2): its boxes, through at most [`MESSAGE_NODES`]
 /// of them; 0 for a scalar.
-#[inline]
+#[inline(always)]
 pub fn message_size(v: &Value) -> u64 {
-    if node_size(v) == 0 { 0 } else { message_size_boxed(v) }
+    // A test of the tag rather than `node_size`'s table of sizes: scalars are most messages.
+    if matches!(
+        v,
+        Value::Nil
+            | Value::Bool(_)
+            | Value::Int(_)
+            | Value::Float(_)
+            | Value::Atom(_)
+            | Value::Pid(_)
+            | Value::Ref(_)
+    ) {
+        0
+    } else {
+        message_size_boxed(v)
+    }
 }
 
 #[inline(never)]

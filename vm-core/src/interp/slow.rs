@@ -347,7 +347,8 @@ pub(super) fn slow<H: Host + ?Sized>(
             let args = &regs[args as usize..args as usize + n as usize];
             let r = match &consts[template as usize] {
                 Value::Str(t) => crate::format::format(t, args).map(Value::str),
-                x => Err(type_err("format", "a string template", x)),
+                Value::Bytes(t) => crate::format::format_bytes(t, args).map(Value::bytes),
+                x => Err(type_err("format", "a string or bytes template", x)),
             };
             put!(dst, made!(r))
         }
@@ -549,9 +550,7 @@ pub(super) fn slow<H: Host + ?Sized>(
         Instr::Ctrysend { dst, ch, v } => {
             let r =
                 chan_ref("ctrysend", &reg!(ch)).and_then(|h| match host.chan_try_one(h, Some(&reg!(v)))? {
-                    Some(Fired::SendClosed(_)) => {
-                        Err(Exception::new(Atom::new("closed"), "send on a closed channel"))
-                    }
+                    Some(Fired::SendClosed(_)) => Err(crate::step::send_closed()),
                     Some(_) => Ok(Value::Bool(true)),
                     None => Ok(Value::Bool(false)),
                 });
