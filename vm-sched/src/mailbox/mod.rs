@@ -465,19 +465,6 @@ impl Mailbox {
         if g.closed {
             return (Delivery::Dropped, false);
         }
-        // The limits live in the extras: an actor without them (most) skips both checks with
-        // one test.
-        if g.ext.is_some() {
-            return self.deliver_limited(&mut g, msg, active);
-        }
-        let grows = g.push_back(msg);
-        (g.wake_result(&self.counted, active), grows)
-    }
-
-    /// [`Mailbox::deliver_grows`] for an actor with extras: its `:max_mailbox` and `:max_heap`
-    /// are checked.
-    #[inline(never)]
-    fn deliver_limited(&self, g: &mut Inner, msg: Value, active: &AtomicUsize) -> (Delivery, bool) {
         if let Some(max) = g.ext_ref().and_then(|e| e.max_len)
             && g.messages.len() >= max
         {
@@ -486,7 +473,7 @@ impl Mailbox {
             return (Delivery::Overflow(g.take_waker(&self.counted, active)), false);
         }
         let grows = g.push_back(msg);
-        if g.past_max_heap() {
+        if g.ext.is_some() && g.past_max_heap() {
             g.ext().signals.push_back(Signal::Kill(vm_core::mem::limit_reason("max_heap")));
             g.clear_messages();
             return (Delivery::Overflow(g.take_waker(&self.counted, active)), false);
