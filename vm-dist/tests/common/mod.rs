@@ -180,6 +180,13 @@ pub(crate) fn fast(cluster: &str, name: &str) -> Config {
     }
 }
 
+/// As [`fast`], with a failure detector that would take a minute: for tests of what a session
+/// carries, which a stall of a loaded machine (the test process descheduled for longer than
+/// `fast`'s 400 ms) must not end.
+pub(crate) fn steady(cluster: &str, name: &str) -> Config {
+    Config { down_after: Duration::from_secs(60), ..fast(cluster, name) }
+}
+
 /// Starts a node on `transport` with a fresh fake VM; the driver runs on a tokio task.
 pub(crate) async fn start(
     cfg: Config,
