@@ -305,13 +305,18 @@ pub enum Fired {
 /// How the result of a committed select reaches the program (see [`SelectShape`]). Used by the
 /// interpreter's fast path and by the runtime alike, so both give the same results.
 pub fn select_resume(shape: SelectShape, fired: Fired) -> Resume {
-    use crate::atom::Atom;
-    let closed = || Exception::new(Atom::new("closed"), "send on a closed channel");
     match (shape, fired) {
-        (_, Fired::SendClosed(_)) => Resume::Raise(closed()),
-        (SelectShape::Send, _) => Resume::Value(Value::Nil),
-        (SelectShape::Recv, Fired::Received(_, v)) => Resume::Value(v),
-        (SelectShape::Recv, _) => Resume::Timeout,
+        (SelectShape::Send, f) => match one_case(true, f) {
+            OneCase::Value(v) => Resume::Value(v),
+            OneCase::Closed => Resume::Timeout,
+            OneCase::SendClosed => Resume::Raise(send_closed()),
+        },
+        (SelectShape::Recv, f) => match one_case(false, f) {
+            OneCase::Value(v) => Resume::Value(v),
+            OneCase::Closed => Resume::Timeout,
+            OneCase::SendClosed => Resume::Raise(send_closed()),
+        },
+        (_, Fired::SendClosed(_)) => Resume::Raise(send_closed()),
         (SelectShape::Select, Fired::Sent(i)) => {
             Resume::Value(Value::tuple(vec![Value::Int(i as i64), Value::atom("sent")]))
         }
@@ -325,6 +330,35 @@ pub fn select_resume(shape: SelectShape, fired: Fired) -> Resume {
             Resume::Value(Value::tuple(vec![Value::Int(i as i64), Value::atom("readable")]))
         }
     }
+}
+
+/// How a `csend` or `crecv` completes ([`one_case`]): the interpreter's own form of
+/// [`select_resume`] for one channel case, which builds no [`Resume`].
+#[derive(Debug, PartialEq)]
+pub enum OneCase {
+    /// The instruction's result (`nil` for a send).
+    Value(Value),
+    /// A receive on a closed, drained channel: continue at its label.
+    Closed,
+    /// A send on a closed channel: raise [`send_closed`].
+    SendClosed,
+}
+
+/// The result of a `csend` (`send`) or `crecv` whose case fired: the one mapping of channel
+/// outcomes to results, shared by the interpreter and [`select_resume`].
+#[inline]
+pub fn one_case(send: bool, fired: Fired) -> OneCase {
+    match fired {
+        Fired::SendClosed(_) => OneCase::SendClosed,
+        _ if send => OneCase::Value(Value::Nil),
+        Fired::Received(_, v) => OneCase::Value(v),
+        _ => OneCase::Closed,
+    }
+}
+
+/// The exception a send on a closed channel raises.
+pub fn send_closed() -> Exception {
+    Exception::new(crate::atom::Atom::new("closed"), "send on a closed channel")
 }
 
 /// How the runtime completes a blocked instruction. See the module docs.

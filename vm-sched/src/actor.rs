@@ -14,8 +14,12 @@
 //!    again, and no signal check comes first, which would drop a mode-0 interrupt meant for the
 //!    wait); an I/O operation the host holds (`ActorHost::held`) is awaited, raced against
 //!    the control port, and its result resumes the actor; a `csend`/`crecv` the host parked on
-//!    its channel (also held) is awaited as a one-case select (`chan::waits::ChanWait`) and its
-//!    outcome resumes the actor, so a case that committed is never run again.
+//!    its channel (also held) is, like a parked receive, stepped again once woken: the
+//!    instruction runs again and takes the held wait's outcome (`chan::waits::try_or_park`),
+//!    with no signal check first, and a snapshot requested meanwhile settles the wait before
+//!    the state is published, so a case that committed is never run again. One parked while a
+//!    signal was pending is awaited as a one-case select (`chan::waits::ChanWait`), whose
+//!    outcome resumes the actor.
 //!
 //! Every wait goes through the mailbox's wake protocol (see `mailbox`), so a waiting actor is one
 //! parked task with a stored waker: no polling, no CPU.
@@ -112,7 +116,9 @@ pub(crate) fn drive(
 async fn run(host: &mut ActorHost<'_>, module: &Module, mut state: Box<ActorState>) -> ExitReason {
     let mut deferrals = 0u32;
     let mut slices = 0u32;
-    // The last round ended in a receive parked in its fast path, now woken: see that arm.
+    // The last round ended in a receive or a `csend`/`crecv` parked in the step, now woken:
+    // see those arms. Cleared when the next slice starts, not before, so that a round that
+    // steps aside (priorities, `yieldto`) still skips the signal check.
     let mut resumed = false;
     loop {
         // Taken from `host` afresh in each round, and not used after the round's await: locals
@@ -126,7 +132,7 @@ async fn run(host: &mut ActorHost<'_>, module: &Module, mut state: Box<ActorStat
             _ => vm.shared.config.fuel,
         };
         // A plain load first: the read-modify-write is only paid when a signal is there.
-        if !std::mem::take(&mut resumed)
+        if !resumed
             && cell.has_signals.load(Ordering::Relaxed)
             && cell.has_signals.swap(false, Ordering::SeqCst)
         {
@@ -167,9 +173,16 @@ async fn run(host: &mut ActorHost<'_>, module: &Module, mut state: Box<ActorStat
         // A snapshot in progress: publish this state and wait here, at a safe point (`pause`),
         // then look at the control port again.
         if pause::requested(vm) {
+            // A woken `csend`/`crecv` that has not run again yet settles its wait first, so
+            // that the state published agrees with the channels (`pause`, step 3).
+            if let Some((shape, f)) = host.held.settle_chan(vm, cell) {
+                st.resume(module, select_resume(shape, f));
+            }
+            resumed = false;
             pause::gate(vm, cell, st).await;
             continue;
         }
+        resumed = false;
 
         cell.set_state(RunState::Running);
         vm.shared.heartbeat.begin(cell.pid.0);
@@ -228,8 +241,18 @@ async fn run(host: &mut ActorHost<'_>, module: &Module, mut state: Box<ActorStat
                 Effect::Begun(Begun::Chan) => {
                     // A `csend`/`crecv` the host parked on its channel in the step: its wait is
                     // held, so nothing is begun again (were it gone, the instruction runs again).
-                    let Some(wait) = host.held.take_chan_wait(vm, cell) else { continue };
                     cell.set_state(RunState::Waiting);
+                    if host.held.is_quiet_chan() {
+                        // Every wake source holds the task's waker: once woken, run the
+                        // instruction again, which takes the outcome or, woken by the mailbox,
+                        // parks again (see `chan::waits::try_or_park`). As for a parked
+                        // receive, the signal check is skipped: it would treat the actor as
+                        // running while its wait may have committed.
+                        ParkedChan { polled: false }.await;
+                        resumed = true;
+                        continue;
+                    }
+                    let Some(wait) = host.held.take_chan_wait(vm, cell) else { continue };
                     let shape = wait.shape();
                     let end = wait.await;
                     if let Some(end) = select_ended(module, st, shape, end) {
@@ -316,19 +339,25 @@ async fn run(host: &mut ActorHost<'_>, module: &Module, mut state: Box<ActorStat
                     // signal (see "A parked receive is re-run" in `mailbox`). The signal check
                     // at the top of the loop is skipped then, as it would treat the actor as
                     // running and drop a mode-0 interrupt meant for the wait.
-                    // The state waits in the cell's slot, where a snapshot reads it without waking
-                    // the actor; one it reserved stays there until that pause ends (`pause`).
+                    // Once the VM has paused (or will: `pause`, step 2) the state waits in the
+                    // cell's slot, where a snapshot reads it without waking the actor; one it
+                    // reserved stays there until that pause ends. Before, it stays here, and a
+                    // pause wakes the actor to publish it at its gate.
                     cell.set_state(RunState::Waiting);
-                    cell.slot.put(state);
-                    ParkedReceive { vm, cell, polled: false, woken: false }.await;
-                    state = match pause::take_back(vm, cell) {
-                        Taken::State(st) => st,
-                        Taken::Reserved => match pause::reclaim(vm, cell).await {
-                            Some(st) => st,
-                            None => return lost_state(),
-                        },
-                        Taken::Missing => return lost_state(),
-                    };
+                    if pause::armed(vm) {
+                        cell.slot.put(state);
+                        ParkedReceive { vm, cell, polled: false, woken: false }.await;
+                        state = match pause::take_back(vm, cell) {
+                            Taken::State(st) => st,
+                            Taken::Reserved => match pause::reclaim(vm, cell).await {
+                                Some(st) => st,
+                                None => return lost_state(),
+                            },
+                            Taken::Missing => return lost_state(),
+                        };
+                    } else {
+                        ParkedReceive { vm, cell, polled: false, woken: false }.await;
+                    }
                     resumed = true;
                 }
                 Effect::Yield(target) => {
@@ -553,6 +582,22 @@ impl Future for ParkedReceive<'_> {
         } else {
             Poll::Pending
         }
+    }
+}
+
+/// A `csend`/`crecv` parked in the step (quietly: its channel and its mailbox hold the task's
+/// waker), waiting to be woken: pending on its first poll, ready on the next. Abandoned while
+/// parked (runtime shutdown), it leaves the wait to the host, which cancels it (`ActorHost`'s
+/// `Drop`).
+struct ParkedChan {
+    polled: bool,
+}
+
+impl Future for ParkedChan {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<()> {
+        if std::mem::replace(&mut self.get_mut().polled, true) { Poll::Ready(()) } else { Poll::Pending }
     }
 }
 

@@ -11,11 +11,17 @@
 //!    otherwise the actor is *expected*, counted in `outstanding`, and sent the control signal
 //!    `Signal::Pause` after the lock is released (the mailbox's wake protocol: a parked actor is
 //!    woken, a running one sees it at its next safe point).
-//! 2. *Parked states stay put.* An actor that parks in a receive (the one parked inside the
-//!    step) moves its boxed state into its slot first and takes it back when woken, before it
-//!    runs anything ([`Slot::take`], which reads the epoch under the slot's lock). A state
-//!    reserved for the pause in progress is left there: the actor waits for the end of the pause
-//!    without publishing, then takes it back and runs the receive again.
+//! 2. *Parked states stay put.* Once the VM is *armed* (its first pause armed it, before setting
+//!    the epoch; a run that snapshots on a schedule arms it at its start: [`Vm::arm_pauses`]),
+//!    an actor that parks in a receive (the one parked inside the step) moves its boxed state
+//!    into its slot first and takes it back when woken, before it runs anything
+//!    ([`Slot::take`], which reads the epoch under the slot's lock). A state reserved for the
+//!    pause in progress is left there: the actor waits for the end of the pause without
+//!    publishing, then takes it back and runs the receive again. Before that, a parked actor
+//!    keeps its state in its task (no slot lock on the hot path of a VM that never pauses): the
+//!    sweep finds its slot empty and expects it, and the pause signal wakes it to publish at its
+//!    gate (step 4), as for a running actor. Whether an actor used its slot is its own choice,
+//!    made with a plain load: the sweep is correct either way.
 //! 3. *Waits give way.* Every other wait already races the control port and is cancel-safe
 //!    (that is what interrupts rely on): a receive takes nothing, a channel select either
 //!    cancels with nothing transferred or returns the case that committed first, which the
@@ -50,7 +56,7 @@
 
 use crate::cell::ActorCell;
 use crate::mailbox::Signal;
-use crate::sync::{AtomicU64, AtomicUsize, Mutex, Ordering, lock};
+use crate::sync::{AtomicBool, AtomicU64, AtomicUsize, Mutex, Ordering, lock};
 use crate::vm::Vm;
 use std::collections::HashMap;
 use std::future::Future;
@@ -225,6 +231,9 @@ impl Slot {
 pub(crate) struct Pause {
     /// Non-zero while a snapshot is being taken.
     epoch: AtomicU64,
+    /// Parked receives leave their state in their slot (step 2): set by the first pause (or
+    /// [`Vm::arm_pauses`]) and never cleared.
+    armed: AtomicBool,
     next_epoch: AtomicU64,
     /// Publications the snapshotter still waits for, plus one it holds during the sweep.
     outstanding: AtomicUsize,
@@ -269,6 +278,13 @@ impl Pause {
 #[inline]
 pub(crate) fn requested(vm: &Vm) -> bool {
     vm.shared.pause.epoch() != 0
+}
+
+/// Step 2: whether an actor parking in a receive leaves its state in its slot (one relaxed
+/// load: the sweep is correct whatever the actor decided, see the module docs).
+#[inline]
+pub(crate) fn armed(vm: &Vm) -> bool {
+    vm.shared.pause.armed.load(Ordering::Relaxed)
 }
 
 /// Step 2: the actor woken from a parked receive takes its state back ([`Taken::Reserved`]:
@@ -381,6 +397,7 @@ impl Vm {
     /// [`Vm::resume_after_pause`] ends the pause.
     pub(crate) async fn pause_all(&self) -> Cut {
         let pause = &self.shared.pause;
+        self.arm_pauses();
         let epoch = pause.next_epoch.fetch_add(1, Ordering::Relaxed) + 1;
         pause.got.store(0, Ordering::SeqCst);
         pause.outstanding.store(1, Ordering::SeqCst);
@@ -420,6 +437,14 @@ impl Vm {
             }
             all_in = false;
         }
+    }
+
+    /// Step 2: from now on, actors parking in a receive leave their state in their slot, where
+    /// a pause reads it without waking them. The first pause does this itself (and wakes the
+    /// actors parked before it); a run that will pause often (`--snapshot-every`) does it at
+    /// its start.
+    pub(crate) fn arm_pauses(&self) {
+        self.shared.pause.armed.store(true, Ordering::SeqCst);
     }
 
     /// What `pid` waits for, as its publication records it: a deadline a pause cut short or a
@@ -479,14 +504,14 @@ impl Vm {
 }
 
 /// Model checks of the slot protocol (steps 1, 2, 4 and 6): the snapshotter and an actor that
-/// wakes, takes its state back and runs a receive race, and whatever the interleaving the
-/// snapshot sees the state and the mailbox agree (the message is in exactly one of them), and
-/// nobody waits forever. The ends of a pause are modelled as spins on the epoch (tokio's
-/// `Notify` is not loom's), and a receive as taking one from a count of queued messages.
+/// wakes, takes its state back (or has it in hand, when it parked before the VM was armed) and
+/// runs a receive race, and whatever the interleaving the snapshot sees the state and the mailbox
+/// agree (the message is in exactly one of them), and nobody waits forever. The ends of a pause
+/// are modelled as spins on the epoch (tokio's `Notify` is not loom's), and a receive as taking
+/// one from a count of queued messages.
 #[cfg(all(test, vm_loom))]
 mod loom_tests {
     use super::*;
-    use crate::sync::AtomicBool;
     use loom::sync::Arc as LArc;
     use loom::thread;
 
@@ -505,6 +530,8 @@ mod loom_tests {
 
     struct World {
         epoch: AtomicU64,
+        /// `Pause::armed`.
+        armed: AtomicBool,
         outstanding: AtomicUsize,
         slot: Slot,
         /// Messages queued in the actor's mailbox.
@@ -516,9 +543,10 @@ mod loom_tests {
     }
 
     impl World {
-        fn new(queued: u64) -> LArc<World> {
+        fn new(queued: u64, armed: bool) -> LArc<World> {
             LArc::new(World {
                 epoch: AtomicU64::new(0),
+                armed: AtomicBool::new(armed),
                 outstanding: AtomicUsize::new(0),
                 slot: Slot::default(),
                 mailbox: Mutex::new(queued),
@@ -527,21 +555,31 @@ mod loom_tests {
             })
         }
 
-        /// Parks with the state in the slot; woken by the pause signal, it takes the state
-        /// back, publishes at its gate and parks again, until the snapshot is done.
-        fn park(&self, mut st: Box<ActorState>) {
+        /// Parks, with the state in the slot if the VM is armed (the driver's choice, a
+        /// relaxed load) or else in hand; woken by the pause signal, it takes the state back,
+        /// publishes at its gate and parks again, until the snapshot is done. Returns the state
+        /// if it ends parked with it in hand.
+        fn park(&self, mut st: Box<ActorState>) -> Option<Box<ActorState>> {
             loop {
-                self.slot.put(st);
+                let kept = if self.armed.load(Ordering::Relaxed) {
+                    self.slot.put(st);
+                    None
+                } else {
+                    Some(st)
+                };
                 loop {
                     if self.signalled.swap(false, Ordering::AcqRel) {
                         break;
                     }
                     if self.finished.load(Ordering::Acquire) {
-                        return;
+                        return kept;
                     }
                     thread::yield_now();
                 }
-                st = self.take_back();
+                st = match kept {
+                    Some(st) => st,
+                    None => self.take_back(),
+                };
                 self.gate(&st);
             }
         }
@@ -581,9 +619,10 @@ mod loom_tests {
             }
         }
 
-        /// The snapshotter: sweep, signal the expected actor, wait for it, read the cut, end
-        /// the pause. Returns what the cut holds: messages received plus queued.
+        /// The snapshotter: arm, sweep, signal the expected actor, wait for it, read the cut,
+        /// end the pause. Returns what the cut holds: messages received plus queued.
         fn snapshot(&self) -> u64 {
+            self.armed.store(true, Ordering::SeqCst);
             self.outstanding.store(1, Ordering::SeqCst);
             self.epoch.store(1, Ordering::SeqCst);
             if self.slot.sweep(1, &self.outstanding) == Swept::Expected {
@@ -599,6 +638,17 @@ mod loom_tests {
             self.finished.store(true, Ordering::Release);
             received + queued
         }
+
+        /// Where the actor's state ended: in hand (returned by `park`) or in the slot.
+        fn final_state(&self, kept: Option<Box<ActorState>>) -> Box<ActorState> {
+            match kept {
+                Some(st) => st,
+                None => match self.slot.take(&self.epoch) {
+                    Taken::State(st) => st,
+                    other => panic!("the actor's state is not back in its slot: {other:?}"),
+                },
+            }
+        }
     }
 
     /// The spins that model the pause's ends need a bound on preemptions to keep the search finite.
@@ -611,8 +661,9 @@ mod loom_tests {
     #[test]
     fn loom_a_parked_state_is_read_in_place_or_published_and_agrees_with_the_mailbox() {
         model(|| {
-            // Parked with one message just delivered: the actor is waking.
-            let w = World::new(1);
+            // Armed by an earlier pause, parked with one message just delivered: the actor is
+            // waking.
+            let w = World::new(1, true);
             w.slot.put(state(0));
             let actor = {
                 let w = w.clone();
@@ -621,15 +672,51 @@ mod loom_tests {
                     w.gate(&st);
                     w.receive(&mut st);
                     w.gate(&st);
-                    w.park(st);
+                    w.park(st)
                 })
             };
             assert_eq!(w.snapshot(), 1, "the message is in exactly one of state and mailbox");
-            actor.join().unwrap();
-            match w.slot.take(&w.epoch) {
-                Taken::State(st) => assert_eq!(st.reductions, 1),
-                other => panic!("the actor's state is not back in its slot: {other:?}"),
-            }
+            let kept = actor.join().unwrap();
+            assert!(kept.is_none(), "an armed VM's parked actor keeps its state in its slot");
+            assert_eq!(w.final_state(kept).reductions, 1);
+        });
+    }
+
+    #[test]
+    fn loom_a_state_parked_before_the_first_pause_is_published_and_agrees_with_the_mailbox() {
+        model(|| {
+            // Not armed yet, parked with the state in hand and one message just delivered: the
+            // actor is waking as the first pause arms the VM and sweeps.
+            let w = World::new(1, false);
+            let actor = {
+                let w = w.clone();
+                thread::spawn(move || {
+                    let mut st = state(0);
+                    w.gate(&st);
+                    w.receive(&mut st);
+                    w.gate(&st);
+                    w.park(st)
+                })
+            };
+            assert_eq!(w.snapshot(), 1, "the message is in exactly one of state and mailbox");
+            let kept = actor.join().unwrap();
+            assert_eq!(w.final_state(kept).reductions, 1);
+        });
+    }
+
+    #[test]
+    fn loom_an_idle_actor_parked_before_the_first_pause_is_woken_to_publish() {
+        model(|| {
+            // Not armed, idle in its receive with the state in hand: only the pause signal wakes
+            // it; it publishes and parks again, now in its slot.
+            let w = World::new(0, false);
+            let actor = {
+                let w = w.clone();
+                thread::spawn(move || w.park(state(0)))
+            };
+            assert_eq!(w.snapshot(), 0);
+            let kept = actor.join().unwrap();
+            assert_eq!(w.final_state(kept).reductions, 0);
         });
     }
 }

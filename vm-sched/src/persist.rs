@@ -84,6 +84,11 @@ pub fn block_on_persistent(start: Start, opts: RunOptions, persist: Persist) -> 
     };
     let workers = opts.workers.map(|n| n.get() as u32);
     on_runtime(&opts, config, None, move |vm| async move {
+        // Snapshots on a schedule: parked actors leave their state where a pause reads it from
+        // the start, so that no pause has to wake them (`pause`, step 2).
+        if persist.every.is_some() {
+            vm.arm_pauses();
+        }
         let (main, incarnation) = match start {
             Start::Fresh(module, args) => (vm.start_main(module, args)?, 0),
             Start::Resume(s, timers) => {

@@ -14,7 +14,8 @@ use super::value_ops::type_err;
 use crate::atom::{Atom, atoms};
 use crate::exception::Exception;
 use crate::step::{
-    ActorOp, Begun, ChanTried, Effect, Host, Received, Resume, SelectCase, SelectShape, SpawnOpts,
+    ActorOp, Begun, ChanTried, Effect, Host, OneCase, Received, Resume, SelectCase, SelectShape, SpawnOpts,
+    one_case, send_closed,
 };
 use crate::value::{Handle, Pid, Value};
 
@@ -83,7 +84,9 @@ pub(super) fn chan_ref<'v>(op: &str, v: &'v Value) -> Result<&'v Handle, Excepti
 /// `csend` (with `send`, the value's register) and `crecv` (with `dst` and the `closed` label):
 /// [`select`] over one case, tried with the channel and value borrowed from the registers. The
 /// host may park the actor on the channel in the same call ([`Begun::Chan`]); otherwise the case
-/// is only built (cloning them) when the actor has to wait.
+/// is only built (cloning them) when the actor has to wait. A parked one runs again once woken
+/// and then takes its outcome here, as one that completes at once does ([`one_case`]).
+#[inline(never)]
 pub(super) fn chan_one<H: Host + ?Sized>(
     host: &mut H,
     regs: &mut [Value],
@@ -93,38 +96,32 @@ pub(super) fn chan_one<H: Host + ?Sized>(
     dst: Option<u16>,
     closed: u32,
 ) -> Flow {
-    let shape = if send.is_some() { SelectShape::Send } else { SelectShape::Recv };
-    let tried = match chan_ref(op, &regs[ch as usize]) {
-        Ok(h) => match host.chan_try_or_park(h, send.map(|v| &regs[v as usize])) {
-            Ok(ChanTried::Fired(f)) => Ok(Some(f)),
-            Ok(ChanTried::Parked) => return Flow::Block(Effect::Begun(Begun::Chan)),
-            Ok(ChanTried::Empty) => Ok(None),
-            Err(e) => Err(e),
-        },
+    let h = match chan_ref(op, &regs[ch as usize]) {
+        Ok(h) => h,
         Err(e) => return Flow::Throw(e),
     };
-    let block = |regs: &[Value]| {
-        let Value::Chan(h) = &regs[ch as usize] else { unreachable!("checked above") };
-        let case = match send {
-            Some(v) => SelectCase::Send(h.clone(), regs[v as usize].clone()),
-            None => SelectCase::Recv(h.clone()),
-        };
-        Flow::Block(Effect::Select { shape, cases: vec![case], timeout_ms: None })
+    let fired = match host.chan_try_or_park(h, send.map(|v| &regs[v as usize])) {
+        Ok(ChanTried::Fired(f)) => f,
+        Ok(ChanTried::Parked) => return Flow::Block(Effect::Begun(Begun::Chan)),
+        Ok(ChanTried::Empty) => {
+            let h = h.clone();
+            let (shape, case) = match send {
+                Some(v) => (SelectShape::Send, SelectCase::Send(h, regs[v as usize].clone())),
+                None => (SelectShape::Recv, SelectCase::Recv(h)),
+            };
+            return Flow::Block(Effect::Select { shape, cases: vec![case], timeout_ms: None });
+        }
+        Err(e) => return Flow::Throw(e),
     };
-    match tried {
-        Ok(Some(fired)) => match crate::step::select_resume(shape, fired) {
-            Resume::Value(v) => {
-                if let Some(d) = dst {
-                    store(&mut regs[d as usize], v);
-                }
-                Flow::Next
+    match one_case(send.is_some(), fired) {
+        OneCase::Value(v) => {
+            if let Some(d) = dst {
+                store(&mut regs[d as usize], v);
             }
-            Resume::Raise(e) => Flow::Throw(e),
-            Resume::Timeout => Flow::Jump(closed),
-            Resume::Retry => block(regs),
-        },
-        Ok(None) => block(regs),
-        Err(e) => Flow::Throw(e),
+            Flow::Next
+        }
+        OneCase::Closed => Flow::Jump(closed),
+        OneCase::SendClosed => Flow::Throw(send_closed()),
     }
 }
 

@@ -487,6 +487,22 @@ fn run<H: Host + ?Sized>(st: &mut ActorState, m: &Module, host: &mut H, mut fuel
                 Took::Parked => break Effect::Begun(Begun::Receive),
                 Took::Nothing => break Effect::Receive { pattern: None, timeout_ms: None },
             },
+            // A channel program's `csend` and `crecv` take the same short way (a parked one runs
+            // again when woken, so each wait passes here twice).
+            Instr::Csend { ch, v } => match actor::chan_one(host, regs, "csend", ch, Some(v), None, 0) {
+                Flow::Next => next!(),
+                Flow::Throw(e) => throw!(e),
+                Flow::Block(effect) => break effect,
+                Flow::Jump(target) => jump!(target),
+            },
+            Instr::Crecv { dst, ch, closed } => {
+                match actor::chan_one(host, regs, "crecv", ch, None, Some(dst), closed) {
+                    Flow::Next => next!(),
+                    Flow::Jump(target) => jump!(target),
+                    Flow::Throw(e) => throw!(e),
+                    Flow::Block(effect) => break effect,
+                }
+            }
             // Every other instruction is listed (rather than matched by `_`) so that the compiler
             // knows the jump table covers every opcode and needs no range check.
             Instr::Const { .. }
@@ -567,8 +583,6 @@ fn run<H: Host + ?Sized>(st: &mut ActorState, m: &Module, host: &mut H, mut fuel
             | Instr::Native { .. }
             | Instr::Interrupt { .. }
             | Instr::Chan { .. }
-            | Instr::Csend { .. }
-            | Instr::Crecv { .. }
             | Instr::Ctrysend { .. }
             | Instr::Ctryrecv { .. }
             | Instr::Cclose { .. }

@@ -549,9 +549,7 @@ pub(super) fn slow<H: Host + ?Sized>(
         Instr::Ctrysend { dst, ch, v } => {
             let r =
                 chan_ref("ctrysend", &reg!(ch)).and_then(|h| match host.chan_try_one(h, Some(&reg!(v)))? {
-                    Some(Fired::SendClosed(_)) => {
-                        Err(Exception::new(Atom::new("closed"), "send on a closed channel"))
-                    }
+                    Some(Fired::SendClosed(_)) => Err(crate::step::send_closed()),
                     Some(_) => Ok(Value::Bool(true)),
                     None => Ok(Value::Bool(false)),
                 });

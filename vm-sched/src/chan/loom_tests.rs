@@ -202,17 +202,33 @@ fn loom_one_wait_meets_a_sender() {
 /// Runs a `csend`/`crecv` as the host parks it inside the step (`complete_or_park_counted`):
 /// one lock both tries and, finding nothing, counts the actor out before its entry becomes
 /// visible, with no waker yet; the owner then sets its waker (`set_waker`), which finds the
-/// outcome of a claimer that came in between. The claimer counts it back in. The actor never
-/// counts out when it completes at once, so, unlike `block_one`, this must never report idle
-/// while a counterpart runs.
-fn block_counted(c: &Channel, send: Option<Value>, active: &AtomicUsize) -> Fired {
-    let counted = Arc::new(AtomicBool::new(false));
+/// outcome of a claimer that came in between. The claimer counts it back in. Once woken, the
+/// owner runs its instruction again, which takes the outcome (`take_fired`) and keeps the
+/// waiter in `spare` for its next park to reuse, as the runtime does (`waits::try_or_park`).
+/// The actor never counts out when it completes at once, so, unlike `block_one`, this must
+/// never report idle while a counterpart runs.
+fn block_counted(
+    c: &Channel,
+    send: Option<Value>,
+    active: &AtomicUsize,
+    counted: &Arc<AtomicBool>,
+    spare: &mut Option<OneWait>,
+) -> Fired {
     let mut parked: Option<OneWait> = None;
     loom::future::block_on(poll_fn(|cx| {
         if let Some(w) = &parked {
-            return w.poll(cx, active).map_or(Poll::Pending, Poll::Ready);
+            let Some(f) = w.take_fired() else { return Poll::Pending };
+            *spare = parked.take();
+            assert!(!counted.load(Ordering::SeqCst), "the claimer counted it back in");
+            return Poll::Ready(f);
         }
-        match c.complete_or_park_counted(send.as_ref(), counted.clone(), active) {
+        let flag = counted.clone();
+        match c.complete_or_park_counted(
+            send.as_ref(),
+            spare,
+            move || -> Arc<dyn CountedFlag> { flag },
+            active,
+        ) {
             Ok(f) => {
                 assert!(!counted.load(Ordering::SeqCst), "completing at once never counts out");
                 Poll::Ready(f)
@@ -230,6 +246,11 @@ fn block_counted(c: &Channel, send: Option<Value>, active: &AtomicUsize) -> Fire
     }))
 }
 
+/// One `csend`/`crecv` parked in the step, with a fresh waiter.
+fn block_counted_once(c: &Channel, send: Option<Value>, active: &AtomicUsize) -> Fired {
+    block_counted(c, send, active, &Arc::new(AtomicBool::new(false)), &mut None)
+}
+
 /// Two actors that both park inside the step (`csend` against `crecv`, the host's
 /// `chan_try_or_park`) meet exactly once whoever comes first, the one that parked is counted
 /// back in by the other, and `active` never reads zero on the way.
@@ -241,13 +262,44 @@ fn loom_counted_parks_meet_and_balance() {
         let t = {
             let (c, active) = (c.clone(), active.clone());
             loom::thread::spawn(move || {
-                let f = block_counted(&c, Some(Value::Int(7)), &active);
+                let f = block_counted_once(&c, Some(Value::Int(7)), &active);
                 exit(&active);
                 f
             })
         };
-        assert_eq!(block_counted(&c, None, &active), Fired::Received { case: 0, value: Value::Int(7) });
+        assert_eq!(block_counted_once(&c, None, &active), Fired::Received { case: 0, value: Value::Int(7) });
         assert_eq!(t.join().unwrap(), Fired::Sent { case: 0 });
+        assert_eq!(active.load(Ordering::SeqCst), 1, "accounting balances: each counted in once");
+        assert_eq!(c.parked(), (0, 0));
+    });
+}
+
+/// Two rounds of the race above with each actor reusing its waiter (`spare`) for its second
+/// park, as the runtime does: a waiter is reused only once nothing else holds it
+/// (`Arc::get_mut`), so a claimer that has not yet dropped its entry of the first round can
+/// neither see the second round's wait as its own nor miss it; both values arrive once, in
+/// order, and the accounting balances.
+#[test]
+fn loom_counted_parks_reuse_their_waiters() {
+    model(Some(3), || {
+        let c = Channel::new(1, 0);
+        let active = Arc::new(AtomicUsize::new(2));
+        let t = {
+            let (c, active) = (c.clone(), active.clone());
+            loom::thread::spawn(move || {
+                let (counted, mut spare) = (Arc::new(AtomicBool::new(false)), None);
+                let a = block_counted(&c, Some(Value::Int(1)), &active, &counted, &mut spare);
+                let b = block_counted(&c, Some(Value::Int(2)), &active, &counted, &mut spare);
+                exit(&active);
+                (a, b)
+            })
+        };
+        let (counted, mut spare) = (Arc::new(AtomicBool::new(false)), None);
+        let a = block_counted(&c, None, &active, &counted, &mut spare);
+        let b = block_counted(&c, None, &active, &counted, &mut spare);
+        assert_eq!(a, Fired::Received { case: 0, value: Value::Int(1) });
+        assert_eq!(b, Fired::Received { case: 0, value: Value::Int(2) });
+        assert_eq!(t.join().unwrap(), (Fired::Sent { case: 0 }, Fired::Sent { case: 0 }));
         assert_eq!(active.load(Ordering::SeqCst), 1, "accounting balances: each counted in once");
         assert_eq!(c.parked(), (0, 0));
     });

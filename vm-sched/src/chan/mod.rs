@@ -212,6 +212,29 @@ impl Waiter {
         true
     }
 
+    /// A waiter for a new one-case wait: `reuse`'s, reset, when nothing else holds it (no
+    /// queue entry, no claimer: `Arc::get_mut`), else a new one with the flag `counted()`.
+    fn fresh(
+        reuse: Option<OneWait>,
+        waker: Option<&Waker>,
+        counted: impl FnOnce() -> Arc<dyn CountedFlag>,
+    ) -> Arc<Waiter> {
+        if let Some(OneWait(mut w)) = reuse
+            && let Some(x) = Arc::get_mut(&mut w)
+        {
+            // Nobody else can see it: plain resets, published with the queue entry under the
+            // channel lock as a new waiter's fields are.
+            x.state.store(WAITING, Ordering::Relaxed);
+            let mut s = lock(&x.slot);
+            s.waker = waker.cloned();
+            s.fired = None;
+            drop(s);
+            return w;
+        }
+        let slot = Slot { waker: waker.cloned(), fired: None };
+        Arc::new(Waiter { state: AtomicU8::new(WAITING), slot: Mutex::new(slot), counted: counted() })
+    }
+
     /// Step 6: the owner claims its own waiter. True if it won (no case fired).
     fn claim_self(&self) -> bool {
         self.state.compare_exchange(WAITING, CLAIMED, Ordering::AcqRel, Ordering::Acquire).is_ok()
@@ -421,7 +444,7 @@ impl Channel {
         counted: Arc<dyn CountedFlag>,
         active: &AtomicUsize,
     ) -> Result<Fired, OneWait> {
-        self.complete_or_park_as(send, Some(waker), counted, active, false).map_err(|(w, _)| w)
+        self.complete_or_park_as(send, Some(waker), &mut None, || counted, active, false).map_err(|(w, _)| w)
     }
 
     /// [`Channel::complete_or_park`] for an owner that waits on nothing else (a `csend` or
@@ -433,20 +456,28 @@ impl Channel {
     /// The wait parks with no waker: the owner gives it one afterwards with
     /// [`OneWait::set_waker`] (or its first [`OneWait::poll`]), and a claimer that comes first
     /// records its outcome for that call to find.
+    ///
+    /// `reuse` is a wait of the same owner that has ended ([`OneWait::take_fired`] returned its
+    /// outcome), taken only if the wait parks: if no queue holds its waiter any more, which `Arc::get_mut` proves (the claimer
+    /// popped the only entry and dropped it under the channel lock), the waiter is reset and
+    /// used again instead of allocating one, keeping its `counted` flag. `counted` is only
+    /// called when a new waiter is made.
     pub fn complete_or_park_counted(
         &self,
         send: Option<&Value>,
-        counted: Arc<dyn CountedFlag>,
+        reuse: &mut Option<OneWait>,
+        counted: impl FnOnce() -> Arc<dyn CountedFlag>,
         active: &AtomicUsize,
     ) -> Result<Fired, (OneWait, bool)> {
-        self.complete_or_park_as(send, None, counted, active, true)
+        self.complete_or_park_as(send, None, reuse, counted, active, true)
     }
 
     fn complete_or_park_as(
         &self,
         send: Option<&Value>,
         waker: Option<&Waker>,
-        counted: Arc<dyn CountedFlag>,
+        reuse: &mut Option<OneWait>,
+        counted: impl FnOnce() -> Arc<dyn CountedFlag>,
         active: &AtomicUsize,
         count_out: bool,
     ) -> Result<Fired, (OneWait, bool)> {
@@ -460,12 +491,10 @@ impl Channel {
             match fired {
                 Some(f) => Ok(f),
                 None => {
+                    let waiter = Waiter::fresh(reuse.take(), waker, counted);
                     let idle = count_out
-                        && !counted.counted().swap(true, Ordering::SeqCst)
+                        && !waiter.counted.counted().swap(true, Ordering::SeqCst)
                         && active.fetch_sub(1, Ordering::SeqCst) == 1;
-                    let slot = Slot { waker: waker.cloned(), fired: None };
-                    let waiter =
-                        Arc::new(Waiter { state: AtomicU8::new(WAITING), slot: Mutex::new(slot), counted });
                     let p = Parked { waiter: waiter.clone(), case: 0 };
                     match send {
                         Some(v) => g.sendq.push_back((p, v.clone())),
@@ -500,6 +529,14 @@ impl OneWait {
                 None
             }
         }
+    }
+
+    /// Step 5 for a wait whose owner was woken and runs its instruction again (the runtime's
+    /// `csend`/`crecv`): the committed outcome, if any, without touching the waker. With
+    /// `Some` the wait is over (nothing to cancel) and may be reused
+    /// ([`Channel::complete_or_park_counted`]); with `None` it is still parked.
+    pub fn take_fired(&self) -> Option<Fired> {
+        lock(&self.0.slot).fired.take()
     }
 
     /// Gives a wait parked without a waker ([`Channel::complete_or_park_counted`]) its

@@ -12,6 +12,7 @@
 
 use crate::chan::{self, Channel};
 use crate::mailbox::{ChanIds, Signal, Wait, WaitSpec, Woken, describe_shape};
+use crate::sync::CountedFlag;
 use crate::vm::{ActorCell, Vm};
 use smallvec::SmallVec;
 use std::future::Future;
@@ -72,6 +73,19 @@ pub(crate) fn try_one(vm: &Vm, h: &Handle, send: Option<&Value>) -> Result<Optio
 /// its mailbox parked and hands the channel wait the task's waker the mailbox keeps, so the
 /// wait's first poll has nothing left to do: no case list, no second lock of the channel and
 /// no look at the mailbox (unless a signal was pending).
+///
+/// **A parked `csend`/`crecv` is re-run**, as a parked receive is (see `actor`): a quiet wait
+/// (one that found no signal pending) is not awaited as a future; once woken, the driver steps
+/// the actor again and the instruction comes back here with its wait still in `held`:
+/// 1. If a counterpart committed, its outcome is the instruction's result: the wait is over
+///    (the claimer popped its only entry), the mailbox's wait is cleared, and the waiter is kept
+///    (`Held::Spare`) for the next park ([`chan::Channel::complete_or_park_counted`] reuses it when
+///    `Arc::get_mut` proves nothing else holds it).
+/// 2. Otherwise the actor was woken by its mailbox (a signal, or a message it is not waiting
+///    for): the wait is cancelled (protocol step 6: a case that committed meanwhile is the
+///    result, as in 1) and the instruction tries again from the start. A pending signal then
+///    makes the new park not quiet, so the driver awaits it as a [`ChanWait`], whose first poll
+///    takes the signal as any wait does; a message only costs the park again.
 pub(crate) fn try_or_park(
     vm: &Vm,
     cell: &Arc<ActorCell>,
@@ -81,8 +95,26 @@ pub(crate) fn try_or_park(
 ) -> Result<ChanTried, Exception> {
     let active = &vm.shared.active;
     let chan = channel_ref(h)?;
-    let (parked, idle) = match chan.complete_or_park_counted(send, cell.clone(), active) {
-        Ok(f) => return Ok(ChanTried::Fired(one_fired(f))),
+    if matches!(held, Held::Chan { .. })
+        && let Some(f) = rerun(vm, cell, held)
+    {
+        return Ok(ChanTried::Fired(one_fired(f)));
+    }
+    let mut spare = match std::mem::replace(held, Held::Nothing) {
+        Held::Spare(w) => Some(w),
+        other => {
+            *held = other;
+            None
+        }
+    };
+    let counted = || -> Arc<dyn CountedFlag> { cell.clone() };
+    let (parked, idle) = match chan.complete_or_park_counted(send, &mut spare, counted, active) {
+        Ok(f) => {
+            if let Some(w) = spare {
+                *held = Held::Spare(w);
+            }
+            return Ok(ChanTried::Fired(one_fired(f)));
+        }
         Err(p) => p,
     };
     if idle {
@@ -105,6 +137,27 @@ pub(crate) fn try_or_park(
     Ok(ChanTried::Parked)
 }
 
+/// Steps 1 and 2 of the re-run of a `csend`/`crecv` whose wait is `held` (see [`try_or_park`]):
+/// the outcome that ends it (the waiter is then kept as `Held::Spare`), or `None` once it is
+/// cancelled with nothing transferred (`held` is then empty).
+fn rerun(vm: &Vm, cell: &ActorCell, held: &mut Held) -> Option<chan::Fired> {
+    let Held::Chan { wait, handle, .. } = std::mem::replace(held, Held::Nothing) else { return None };
+    let active = &vm.shared.active;
+    let fired = match wait.take_fired() {
+        Some(f) => {
+            *held = Held::Spare(wait);
+            Some(f)
+        }
+        None => {
+            let chan = channel_ref(&handle).expect("a channel handle");
+            wait.cancel(chan, Some(active)).err()
+        }
+    };
+    // Ended either way; parking again records the wait afresh.
+    cell.mailbox.cancel_wait(active);
+    fired
+}
+
 /// A wait the host began inside the step and holds until the driver takes it, right after
 /// the step (`Effect::Begun`). One field for both kinds, as an actor has at most one: every
 /// actor's task holds it.
@@ -123,6 +176,9 @@ pub(crate) enum Held {
         send: bool,
         quiet: bool,
     },
+    /// Nothing in flight: the waiter of the actor's last `csend`/`crecv` wait, kept for its
+    /// next one to reuse ([`try_or_park`]). Dropping it only frees it.
+    Spare(chan::OneWait),
 }
 
 impl Held {
@@ -135,6 +191,23 @@ impl Held {
                 None
             }
         }
+    }
+
+    /// Whether a `csend`/`crecv` parked quietly is held: the driver then waits for its wake
+    /// and runs the instruction again ([`try_or_park`]) instead of awaiting a [`ChanWait`].
+    pub(crate) fn is_quiet_chan(&self) -> bool {
+        matches!(self, Held::Chan { quiet: true, .. })
+    }
+
+    /// Ends a held channel wait at once (a woken actor about to publish its state for a
+    /// snapshot, `pause` step 3): cancels it and returns the instruction's shape and the case
+    /// that committed first, if one did, which the caller must apply as the instruction's
+    /// result.
+    pub(crate) fn settle_chan(&mut self, vm: &Vm, cell: &Arc<ActorCell>) -> Option<(SelectShape, Fired)> {
+        let mut w = self.take_chan_wait(vm, cell)?;
+        let committed = w.cancel();
+        cell.mailbox.cancel_wait(&vm.shared.active);
+        committed.map(|f| (w.shape, f))
     }
 
     /// Takes the held channel wait, if that is what is held, as the driver awaits it.
