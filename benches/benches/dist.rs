@@ -6,10 +6,14 @@
 //! - `nats`: two vm-dist nodes in this process, each on its own connection to one nats-server
 //!   (started here on a free port); an actor on `a` sends a 64-byte bytes value to an actor on
 //!   `b`, whose runtime echoes it back.
+//! - `direct`: the same with two other nodes (`c`, `d`) that take direct connections
+//!   (`Config::direct` on 127.0.0.1): once they have switched, every signal goes over their one
+//!   TCP connection, and NATS carries only announcements.
 //!
-//! Rounds alternate between the two (interleaved, so machine noise hits both alike); the median
-//! round trip of each round is printed, then the median of those medians and their ratio. Last,
-//! one-way throughput: messages per second from `a` to `b` with the window's backpressure.
+//! Rounds alternate between the four (interleaved, so machine noise hits all alike); the median
+//! round trip of each round is printed, then the median of those medians and their ratios.
+//! Last, one-way throughput: messages per second from `a` to `b` (and `c` to `d`) with the
+//! window's backpressure.
 //!
 //! Run with `cargo bench -p vm-benches --bench dist` (needs `nats-server` on the PATH or in
 //! /usr/sbin). Results and the command are recorded in docs/BENCHMARKS.md.
@@ -29,13 +33,17 @@ const ROUNDS: usize = 7;
 const TRIPS: usize = 2000;
 const ONE_WAY: usize = 300_000;
 
-async fn node(url: &str, name: &str) -> (Arc<Tap>, mpsc::UnboundedReceiver<(Pid, Value)>) {
+async fn node(url: &str, name: &str, direct: bool) -> (Arc<Tap>, mpsc::UnboundedReceiver<(Pid, Value)>) {
     let opts = NatsOptions { urls: vec![url.to_string()], ..Default::default() };
     let t = Arc::new(NatsTransport::connect(&opts, "bench").await.expect("nats-server reachable"));
     // A runtime whose every delivery goes to a channel (the bench plays the actors).
     let (tap, rx) = Tap::new(1);
     let tap = Arc::new(tap);
-    let (n, driver) = Node::start(Config::new("bench", name), t, tap.clone()).await.unwrap();
+    let mut cfg = Config::new("bench", name);
+    if direct {
+        cfg.direct = Some("127.0.0.1:0".parse().unwrap());
+    }
+    let (n, driver) = Node::start(cfg, t, tap.clone()).await.unwrap();
     tap.node.set(n).unwrap();
     tokio::spawn(driver.run());
     (tap, rx)
@@ -89,28 +97,39 @@ fn main() {
         tcp.set_nodelay(true).unwrap();
 
         let url = format!("nats://127.0.0.1:{port}");
-        let (a, mut a_in) = node(&url, "a").await;
-        let (b, mut b_in) = node(&url, "b").await;
+        let (a, mut a_in) = node(&url, "a", false).await;
+        let (b, b_in) = node(&url, "b", false).await;
         let an = a.node.get().unwrap().clone();
         let bn = b.node.get().unwrap().clone();
         an.wait_for("b", Duration::from_secs(5)).await.expect("a sees b");
         bn.wait_for("a", Duration::from_secs(5)).await.expect("b sees a");
-        let (pa, pb) = (Pid(1), Pid(1));
+        let (c, mut c_in) = node(&url, "c", true).await;
+        let (d, d_in) = node(&url, "d", true).await;
+        let cn = c.node.get().unwrap().clone();
+        let dn = d.node.get().unwrap().clone();
+        let t = Instant::now();
+        while !(cn.is_direct("d") && dn.is_direct("c")) {
+            assert!(t.elapsed() < Duration::from_secs(5), "c and d switch to their connection");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let pa = Pid(1);
         let to_b = an.pid_of(bn.me(), 1).unwrap();
-        let to_a = bn.pid_of(an.me(), 1).unwrap();
-        // b's runtime echoes everything back to a's actor.
-        let echo = {
-            let bn = bn.clone();
+        let to_d = cn.pid_of(dn.me(), 1).unwrap();
+        // b's and d's runtimes echo everything back to a's and c's actors.
+        let echo = |from: Node, to: Node, mut inbox: mpsc::UnboundedReceiver<(Pid, Value)>| {
+            let back = from.pid_of(to.me(), 1).unwrap();
             tokio::spawn(async move {
-                while let Some((_, msg)) = b_in.recv().await {
+                while let Some((_, msg)) = inbox.recv().await {
                     if msg == Value::Nil {
                         break;
                     }
-                    bn.send(pb, to_a, &msg).unwrap();
+                    from.send(Pid(1), back, &msg).unwrap();
                 }
-                b_in
+                inbox
             })
         };
+        let echo_b = echo(bn.clone(), an.clone(), b_in);
+        let echo_d = echo(dn.clone(), cn.clone(), d_in);
         // The raw async-nats pair: b echoes `raw.b` to `raw.a`.
         let ra = async_nats::connect(&url).await.unwrap();
         let rb = async_nats::connect(&url).await.unwrap();
@@ -123,7 +142,8 @@ fn main() {
         });
         ra.flush().await.unwrap();
         let msg = Value::bytes(vec![0x5a; 64]);
-        let (mut tcp_medians, mut nats_medians, mut raw_medians) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut tcp_medians, mut nats_medians, mut raw_medians, mut direct_medians) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for round in 0..ROUNDS {
             let mut t = Vec::with_capacity(TRIPS);
             let mut buf = [0u8; 64];
@@ -149,51 +169,82 @@ fn main() {
                 ra_in.next().await.unwrap();
                 r.push(s.elapsed());
             }
-            let (tm, rm, nm) = (median(t), median(r), median(n));
-            println!("round {round}: tcp p50 {:>6.1} us   raw nats p50 {:>6.1} us   vm-dist p50 {:>6.1} us", us(tm), us(rm), us(nm));
+            let mut dt = Vec::with_capacity(TRIPS);
+            for _ in 0..TRIPS {
+                let s = Instant::now();
+                cn.send(pa, to_d, &msg).unwrap();
+                let (_, back) = c_in.recv().await.unwrap();
+                assert_eq!(back, msg);
+                dt.push(s.elapsed());
+            }
+            let (tm, rm, nm, dm) = (median(t), median(r), median(n), median(dt));
+            println!(
+                "round {round}: tcp p50 {:>6.1} us   raw nats p50 {:>6.1} us   vm-dist p50 {:>6.1} us   vm-dist direct p50 {:>6.1} us",
+                us(tm),
+                us(rm),
+                us(nm),
+                us(dm)
+            );
             tcp_medians.push(tm);
             raw_medians.push(rm);
             nats_medians.push(nm);
+            direct_medians.push(dm);
         }
-        let (tm, rm, nm) = (median(tcp_medians), median(raw_medians), median(nats_medians));
+        let (tm, rm, nm, dm) =
+            (median(tcp_medians), median(raw_medians), median(nats_medians), median(direct_medians));
         println!(
-            "median of medians: tcp {:.1} us, raw nats {:.1} us ({:.2}x tcp), vm-dist {:.1} us ({:.2}x tcp, {:.2}x raw nats)",
+            "median of medians: tcp {:.1} us, raw nats {:.1} us ({:.2}x tcp), vm-dist {:.1} us ({:.2}x tcp, {:.2}x raw nats), vm-dist direct {:.1} us ({:.2}x tcp)",
             us(tm),
             us(rm),
             us(rm) / us(tm),
             us(nm),
             us(nm) / us(tm),
-            us(nm) / us(rm)
+            us(nm) / us(rm),
+            us(dm),
+            us(dm) / us(tm)
         );
         an.send(pa, to_b, &Value::Nil).unwrap();
-        let mut b_in = echo.await.unwrap();
-        // One way: a sends ONE_WAY 64-byte messages, b counts them.
-        let s = Instant::now();
-        let sender = {
-            let an = an.clone();
-            let msg = msg.clone();
-            tokio::spawn(async move {
-                for _ in 0..ONE_WAY {
-                    loop {
-                        match an.send(pa, to_b, &msg) {
-                            Ok(()) => break,
-                            Err(SendError::Busy(c)) => c.wait().await,
-                            Err(e) => panic!("{e}"),
-                        }
-                    }
-                }
-            })
-        };
-        for _ in 0..ONE_WAY {
-            b_in.recv().await.unwrap();
-        }
-        let took = s.elapsed();
-        sender.await.unwrap();
-        println!(
-            "one way: {ONE_WAY} messages of 64 bytes in {took:?}: {:.0} msg/s",
-            ONE_WAY as f64 / took.as_secs_f64()
-        );
+        cn.send(pa, to_d, &Value::Nil).unwrap();
+        let b_in = echo_b.await.unwrap();
+        let d_in = echo_d.await.unwrap();
+        one_way("vm-dist", &an, to_b, b_in, &msg).await;
+        one_way("vm-dist direct", &cn, to_d, d_in, &msg).await;
     });
     let _ = server.kill();
     let _ = server.wait();
+}
+
+/// One way: `from`'s actor sends ONE_WAY 64-byte messages to `to`, whose node counts them.
+async fn one_way(
+    label: &str,
+    from: &Node,
+    to: Pid,
+    mut inbox: mpsc::UnboundedReceiver<(Pid, Value)>,
+    msg: &Value,
+) {
+    let s = Instant::now();
+    let sender = {
+        let from = from.clone();
+        let msg = msg.clone();
+        tokio::spawn(async move {
+            for _ in 0..ONE_WAY {
+                loop {
+                    match from.send(Pid(1), to, &msg) {
+                        Ok(()) => break,
+                        Err(SendError::Busy(c)) => c.wait().await,
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+            }
+        })
+    };
+    for _ in 0..ONE_WAY {
+        inbox.recv().await.unwrap();
+    }
+    let took = s.elapsed();
+    sender.await.unwrap();
+    println!(
+        "one way, {label}: {ONE_WAY} messages of 64 bytes in {took:?}: {:.0} msg/s",
+        ONE_WAY as f64 / took.as_secs_f64()
+    );
 }

@@ -348,6 +348,50 @@ fn a_repl_node_lists_nodes_and_shows_remote_pids_as_such() {
     assert!(text.contains("<1> is not alive") && text.contains("exited with reason :killed"), "{text}");
 }
 
+/// With `--cluster-direct` on both nodes, round trips and four ordered streams go over their
+/// TCP connection (the REPL's `nodes` shows the path), with the same results as through NATS.
+#[test]
+fn the_direct_path_carries_round_trips_and_ordered_streams() {
+    let s = NatsServer::start("");
+    let direct = ["--cluster-direct", "127.0.0.1:0"];
+    let _b = VmProcess::node("b", &s.url(), &direct);
+    let prog = program("roundtrip.vasm");
+    let t = Instant::now();
+    let (code, out, err) = vm(
+        &[
+            "run",
+            "--node",
+            "a",
+            "--cluster",
+            &s.url(),
+            "--heartbeat",
+            "200ms",
+            "--cluster-direct",
+            "127.0.0.1:0",
+            &prog,
+            "10000",
+            "100000",
+        ],
+        Duration::from_secs(240),
+    );
+    eprintln!("direct: 10,000 round trips and 4 x 100,000 messages in {:?} (debug build)", t.elapsed());
+    assert_eq!((code, out.as_str()), (Some(0), "10000\n{:ok, 400000}\n"), "stderr:\n{err}");
+    // b (the smaller name) dials c once it hears of it; c's `nodes` then shows the path.
+    let serve = program("serve.vasm");
+    let out = vm_tests::run_with_input(
+        Command::new(VM)
+            .args(["repl", "--node", "c", "--cluster", &s.url(), "--cluster-direct", "127.0.0.1:0", &serve])
+            .current_dir(repo_root()),
+        Some(b"eval int r0, 1000; sleep r0\nnodes\nquit\n".as_slice()),
+        Duration::from_secs(60),
+    )
+    .unwrap();
+    let text = out.stdout;
+    assert_eq!(out.code, Some(0), "{text}\n{}", out.stderr);
+    let b_row = text.lines().find(|l| l.starts_with("b ")).unwrap_or_else(|| panic!("no row for b: {text}"));
+    assert!(b_row.trim_end().ends_with("direct"), "{b_row}");
+}
+
 #[test]
 fn kill_9_of_a_nodes_server_is_never_a_silent_gap() {
     // Three servers in a full mesh of routes; b stays on s3, a may be on s1 or s2 and fails over.

@@ -148,6 +148,11 @@ pub struct ClusterFlags {
     /// Silence after which a peer is declared down.
     #[arg(long, value_name = "DUR", value_parser = parse_duration, requires = "node")]
     pub down_after: Option<std::time::Duration>,
+    /// Take direct connections from peers on ADDR (`127.0.0.1:0`, `HOST:PORT`; announced, so
+    /// peers must be able to reach it): signals between two nodes that both take them go over
+    /// one TCP connection instead of through NATS. Off unless given (or `VM_CLUSTER_DIRECT`).
+    #[arg(long, value_name = "ADDR", requires = "node")]
+    pub cluster_direct: Option<String>,
     /// The servers and the login.
     #[command(flatten)]
     pub nats: NatsFlags,
@@ -198,6 +203,10 @@ impl ClusterFlags {
         }
         if let Some(d) = self.down_after {
             c.down_after = d;
+        }
+        let direct = self.cluster_direct.clone().or_else(|| std::env::var("VM_CLUSTER_DIRECT").ok());
+        if let Some(addr) = direct.filter(|a| !a.is_empty()) {
+            c.direct = Some(parse_socket_addr(&addr).map_err(|e| format!("error: --cluster-direct: {e}\n"))?);
         }
         Ok(Some(c))
     }
@@ -281,6 +290,15 @@ pub struct SnapshotFlags {
     #[arg(long, value_name = "N", default_value_t = 3, requires = "snapshot",
           value_parser = clap::value_parser!(u32).range(1..100))]
     pub snapshot_keep: u32,
+}
+
+/// Parses `HOST:PORT` (a name is resolved; the first address is taken).
+pub fn parse_socket_addr(text: &str) -> Result<std::net::SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    let mut addrs = text
+        .to_socket_addrs()
+        .map_err(|e| format!("{text:?} is not an address (HOST:PORT, e.g. 127.0.0.1:0): {e}"))?;
+    addrs.next().ok_or_else(|| format!("{text:?} names no address"))
 }
 
 /// Parses a duration such as `50ms`, `30s` or `5m` (a bare number is milliseconds).

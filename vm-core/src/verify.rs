@@ -303,26 +303,30 @@ fn check_instr(errors: &mut Errors, module: &Module, f: &Function, pc: usize, in
                 );
             }
         }
-        Instr::Format { template, n, .. } => match module.consts.get(template as usize) {
-            Some(Value::Str(t)) => match crate::format::directives(t) {
-                Ok(want) if want == usize::from(n) => {}
-                Ok(want) => errors.instr(
-                    f,
-                    pc,
-                    format!(
-                        "`format` passes {n} values but its template {} takes {want}",
-                        Value::Str(t.clone()).repr()
-                    ),
-                ),
-                Err(e) => {
-                    errors.instr(f, pc, format!("`format` template {}: {e}", Value::Str(t.clone()).repr()))
+        Instr::Format { template, n, .. } => {
+            let text = match module.consts.get(template as usize) {
+                Some(Value::Str(t)) => Some(t.as_bytes()),
+                Some(Value::Bytes(b)) => Some(&b[..]),
+                Some(other) => {
+                    let msg = format!("`format` template must be a string or bytes, found {}", other.repr());
+                    errors.instr(f, pc, msg);
+                    None
                 }
-            },
-            Some(other) => {
-                errors.instr(f, pc, format!("`format` template must be a string, found {}", other.repr()))
+                None => None,
+            };
+            if let Some(t) = text {
+                let shown = || module.consts[template as usize].repr();
+                match crate::format::directives(t) {
+                    Ok(want) if want == usize::from(n) => {}
+                    Ok(want) => errors.instr(
+                        f,
+                        pc,
+                        format!("`format` passes {n} values but its template {} takes {want}", shown()),
+                    ),
+                    Err(e) => errors.instr(f, pc, format!("`format` template {}: {e}", shown())),
+                }
             }
-            None => {}
-        },
+        }
         Instr::Closure { f: callee, n, .. } => {
             if let Some(g) = module.funcs.get(callee as usize)
                 && n > g.arity

@@ -38,6 +38,7 @@ pub async fn census(
             actors: a.actors,
             uptime_ms: a.uptime_ms,
             last_heard_ms: start.elapsed().as_millis() as u64,
+            direct: false,
         };
         match seen.get(&*env.from.name) {
             Some(old) if old.id.inc > info.id.inc => {}

@@ -1,6 +1,6 @@
 //! The direct path's wire: frames on a TCP connection between two nodes, and the handshake
-//! that authenticates such a connection (the first stage of one direct connection per node
-//! pair, issue 15's round-trip goal; the session layer does not use it yet).
+//! that authenticates such a connection (one connection per node pair, issue 15's round-trip
+//! goal; `node::conn` holds the rules of its use by sessions).
 //!
 //! Framing (all integers little-endian):
 //! 1. A frame is a `u32` length `n` (1 ≤ n ≤ the reader's limit) followed by `n` bytes. After
@@ -117,6 +117,11 @@ impl FrameReader {
     /// A reader that refuses frames longer than `max` bytes.
     pub fn new(max: usize) -> FrameReader {
         FrameReader { buf: BytesMut::new(), max }
+    }
+
+    /// Changes the limit (a connection reads its handshake under a small one, then frames).
+    pub fn set_max(&mut self, max: usize) {
+        self.max = max;
     }
 
     /// Appends received bytes.

@@ -15,8 +15,8 @@
 //! - [`node`]: sessions, failure detection, backpressure, remote links/monitors/spawn; the
 //!   runtime implements [`Local`] and spawns the [`Driver`].
 //! - [`global`]: cluster-wide names with exactly one winner.
-//! - [`direct`]: frames and the authenticating handshake of a direct TCP connection between two
-//!   nodes (the first stage of the direct path; not yet used by sessions).
+//! - [`direct`]: frames, the authenticating handshake and the ordered writer of a direct TCP
+//!   connection between two nodes (the direct path; `node`'s `conn` runs the connections).
 //! - [`census`]: the live nodes, seen from outside the cluster (`vm nodes`).
 //! - `outbox`: the order in which envelopes reach the transport (loom-checked).
 //!

@@ -72,6 +72,7 @@ mod kind {
     pub(super) const RESET: u8 = 66;
     pub(super) const ANNOUNCE: u8 = 67;
     pub(super) const BYE: u8 = 68;
+    pub(super) const SWITCH: u8 = 69;
 }
 
 /// Decoder limits.
@@ -110,6 +111,18 @@ pub struct Announce {
     pub module_hash: u64,
     /// Milliseconds since the node started.
     pub uptime_ms: u64,
+    /// Where the node takes direct connections, and the token a dialer presents (absent when
+    /// it takes none; then nothing follows `uptime_ms` on the wire, as before the direct path).
+    pub direct: Option<DirectAddr>,
+}
+
+/// A node's direct-connection listener, as announced (`direct`'s handshake, point 1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DirectAddr {
+    /// The address to dial.
+    pub addr: std::net::SocketAddr,
+    /// The token to present in the hello.
+    pub token: crate::direct::Token,
 }
 
 /// Options of a remote spawn, as `spawnx` takes them.
@@ -260,6 +273,12 @@ pub enum Signal {
     Announce(Announce),
     /// A graceful leave, sent to each peer behind everything else sent to it.
     Bye,
+    /// "From here on I send to you on direct connection `conn`": sent on NATS behind everything
+    /// sent there, so the receiver takes the connection's frames only after it.
+    Switch {
+        /// The connection's number (the dialer's, from its hello).
+        conn: u64,
+    },
 }
 
 impl Signal {
@@ -282,6 +301,7 @@ impl Signal {
             Signal::Reset { .. } => kind::RESET,
             Signal::Announce(_) => kind::ANNOUNCE,
             Signal::Bye => kind::BYE,
+            Signal::Switch { .. } => kind::SWITCH,
         }
     }
 
@@ -623,8 +643,23 @@ impl Encoder<'_, '_> {
                 self.varint(a.actors);
                 self.out.extend_from_slice(&a.module_hash.to_le_bytes());
                 self.varint(a.uptime_ms);
+                if let Some(d) = &a.direct {
+                    match d.addr.ip() {
+                        std::net::IpAddr::V4(ip) => {
+                            self.out.push(4);
+                            self.out.extend_from_slice(&ip.octets());
+                        }
+                        std::net::IpAddr::V6(ip) => {
+                            self.out.push(6);
+                            self.out.extend_from_slice(&ip.octets());
+                        }
+                    }
+                    self.out.extend_from_slice(&d.addr.port().to_le_bytes());
+                    self.out.extend_from_slice(&d.token.0);
+                }
             }
             Signal::Bye => {}
+            Signal::Switch { conn } => self.varint(*conn),
         }
         Ok(())
     }
@@ -737,6 +772,17 @@ impl<'a> Reader<'a> {
             }
         }
         bad("varint longer than 10 bytes")
+    }
+
+    fn direct_addr(&mut self) -> Result<DirectAddr, DecodeError> {
+        let ip = match self.u8()? {
+            4 => std::net::IpAddr::from(<[u8; 4]>::try_from(self.take(4)?).expect("4 bytes")),
+            6 => std::net::IpAddr::from(<[u8; 16]>::try_from(self.take(16)?).expect("16 bytes")),
+            v => return bad(format!("address family {v}")),
+        };
+        let port = u16::from_le_bytes(self.take(2)?.try_into().expect("2 bytes"));
+        let token = crate::direct::Token(self.take(crate::direct::TOKEN_LEN)?.try_into().expect("16 bytes"));
+        Ok(DirectAddr { addr: std::net::SocketAddr::new(ip, port), token })
     }
 
     fn zigzag(&mut self) -> Result<i64, DecodeError> {
@@ -971,9 +1017,12 @@ impl Decoder<'_, '_> {
             kind::ANNOUNCE => {
                 let actors = r.varint()?;
                 let module_hash = u64::from_le_bytes(r.take(8)?.try_into().expect("8 bytes"));
-                Signal::Announce(Announce { actors, module_hash, uptime_ms: r.varint()? })
+                let uptime_ms = r.varint()?;
+                let direct = if r.at_end() { None } else { Some(r.direct_addr()?) };
+                Signal::Announce(Announce { actors, module_hash, uptime_ms, direct })
             }
             kind::BYE => Signal::Bye,
+            kind::SWITCH => Signal::Switch { conn: r.varint()? },
             _ => return bad(format!("unknown signal kind {k}")),
         })
     }

@@ -176,7 +176,13 @@ async fn node_loss_fires_each_link_and_monitor_exactly_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_message_is_a_session_end_on_both_sides_never_a_silent_gap() {
     let bus = MemBus::new();
-    let (a, b, _, tb) = pair_fast(&bus).await;
+    // NATS loses the message, so the envelopes must go through NATS: the direct path stays
+    // off here (a lost connection is `direct.rs`'s test).
+    let ta = Arc::new(bus.connect());
+    let tb = Arc::new(bus.connect());
+    let (a, _) = start_nats_only(fast("t", "a"), ta.clone()).await;
+    let (b, _) = start_nats_only(fast("t", "b"), tb.clone()).await;
+    assert!(a.node().wait_for("b", T).await.is_some(), "a sees b");
     let wa = a.actor();
     let wb = b.actor();
     a.node().link(wa, remote_pid(&a, &b, wb)).unwrap();

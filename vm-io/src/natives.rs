@@ -251,6 +251,7 @@ natives! {
     "stdout_write", 1..=1, Inline(stdio::stdout_write), "stdout_write(data): writes to standard output without a newline";
     "stderr_write", 1..=1, Inline(stdio::stderr_write), "stderr_write(data): writes to standard error";
     "env_get", 1..=1, Inline(stdio::env_get), "env_get(name): an environment variable, or nil";
+    "strip_eol", 1..=1, Inline(strip_eol), "strip_eol(line): line (a string or bytes) without its final \"\\n\" or \"\\r\\n\", or nil if it does not end in \"\\n\"";
     "wall_clock_ms", 0..=0, Inline(wall_clock_ms), "wall_clock_ms(): milliseconds since the Unix epoch";
     "monotonic_us", 0..=0, Inline(monotonic_us), "monotonic_us(): microseconds on a monotonic clock";
     "resolve", 1..=1, Blocking(resolve), "resolve(host): the host's addresses as a list of strings";
@@ -648,6 +649,28 @@ fn resolve(ctx: &Ctx<'_>, args: &[Value]) -> Result<Value, Exception> {
     Ok(Value::list(ips.into_iter().map(Value::str).collect()))
 }
 
+/// `strip_eol(line)`. A line as `tcp_read_line` gives it ends in "\n" unless the input ended in
+/// the middle of it, so a protocol that needs whole lines (HTTP) learns both things in one call:
+/// the text, or `nil` for a cut-off line. A bytes line is cut without copying.
+fn strip_eol(_: &Ctx<'_>, args: &[Value]) -> NativeResult {
+    /// The length of the text before the line end, if there is one.
+    fn text_len(line: &[u8]) -> Option<usize> {
+        let before = line.strip_suffix(b"\n")?;
+        Some(before.strip_suffix(b"\r").unwrap_or(before).len())
+    }
+    Ok(match &args[0] {
+        Value::Bytes(b) => text_len(b).map_or(Value::Nil, |n| Value::bytes(b.slice(..n))),
+        // "\r" and "\n" are ASCII, so the cut falls on a character boundary.
+        Value::Str(s) => text_len(s.as_bytes()).map_or(Value::Nil, |n| Value::str(&s[..n])),
+        other => {
+            return Err(Exception::type_error(format!(
+                "strip_eol: expected a string or bytes, got {}",
+                other.type_atom()
+            )));
+        }
+    })
+}
+
 fn wall_clock_ms(_: &Ctx<'_>, _: &[Value]) -> Result<Value, Exception> {
     let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     Ok(Value::Int(d.as_millis() as i64))
@@ -700,6 +723,29 @@ mod tests {
         let e = call("tcp_read", &[]).unwrap_err();
         assert!(e.msg.to_string().contains("takes 2 to 3 arguments"), "{}", e.msg);
         assert!(lookup(Atom::new("no_such_native")).is_none());
+    }
+
+    #[test]
+    fn strip_eol_cuts_a_line_end_and_tells_a_cut_off_line() {
+        let strip = |v: Value| call("strip_eol", &[v]);
+        let b = |s: &[u8]| Value::bytes(s.to_vec());
+        assert_eq!(strip(b(b"GET / HTTP/1.1\r\n")), Ok(b(b"GET / HTTP/1.1")));
+        assert_eq!(strip(b(b"Host: x\n")), Ok(b(b"Host: x")));
+        assert_eq!(strip(b(b"\r\n")), Ok(b(b"")));
+        assert_eq!(strip(b(b"\n")), Ok(b(b"")));
+        // Only the last line end goes; a "\r" alone is no line end.
+        assert_eq!(strip(b(b"a\r\r\n")), Ok(b(b"a\r")));
+        assert_eq!(strip(b(b"a\n\n")), Ok(b(b"a\n")));
+        for cut_off in [&b"half a li"[..], b"", b"a\r", b"\r"] {
+            assert_eq!(strip(b(cut_off)), Ok(Value::Nil), "{cut_off:?}");
+        }
+        assert_eq!(strip(Value::str("caf\u{e9}\r\n")), Ok(Value::str("caf\u{e9}")));
+        assert_eq!(strip(Value::str("caf\u{e9}")), Ok(Value::Nil));
+        let e = strip(Value::Int(1)).unwrap_err();
+        assert_eq!(
+            (e.kind, e.msg.to_string()),
+            (atoms::TYPE_ERROR, "strip_eol: expected a string or bytes, got int".into())
+        );
     }
 
     #[test]

@@ -120,17 +120,18 @@ async fn run(host: &mut ActorHost<'_>, module: &Module, mut state: Box<ActorStat
     // see those arms. Cleared when the next slice starts, not before, so that a round that
     // steps aside (priorities, `yieldto`) still skips the signal check.
     let mut resumed = false;
+    // `:low` actors run quarter slices (`prio`, rule 3). An actor's priority is fixed before it
+    // starts, so this is worked out once, not per slice.
+    let fuel = match host.cell.priority() {
+        vm_core::Priority::Low => (host.vm.shared.config.fuel / 4).max(1),
+        _ => host.vm.shared.config.fuel,
+    };
     loop {
         // Taken from `host` afresh in each round, and not used after the round's await: locals
         // that live across an await are stored in every actor's task.
         let vm = host.vm;
         let cell = host.cell;
         let st = &mut *state;
-        // `:low` actors run quarter slices (`prio`, rule 3).
-        let fuel = match cell.priority() {
-            vm_core::Priority::Low => (vm.shared.config.fuel / 4).max(1),
-            _ => vm.shared.config.fuel,
-        };
         // A plain load first: the read-modify-write is only paid when a signal is there.
         if !resumed
             && cell.has_signals.load(Ordering::Relaxed)
@@ -415,6 +416,7 @@ fn select_ended(
         SelectEnd::Fired(f) => st.resume(module, select_resume(shape, f)),
         SelectEnd::TimedOut => st.resume(module, Resume::Timeout),
         SelectEnd::Failed(e) => st.resume(module, Resume::Raise(e)),
+        SelectEnd::Retry => st.resume(module, Resume::Retry),
         SelectEnd::Signal(sig, committed) => {
             if let Some(f) = committed {
                 // The select completed first; the signal then meets a running actor: mode 0 no

@@ -48,6 +48,8 @@ pub struct ClusterOptions {
     pub down_after: Duration,
     /// The NATS servers and how to log in.
     pub nats: vm_dist::NatsOptions,
+    /// Where to take direct connections from peers (`None`: every signal goes through NATS).
+    pub direct: Option<std::net::SocketAddr>,
 }
 
 impl ClusterOptions {
@@ -60,6 +62,7 @@ impl ClusterOptions {
             heartbeat: d.heartbeat,
             down_after: d.down_after,
             nats: vm_dist::NatsOptions { urls, ..Default::default() },
+            direct: d.direct,
         }
     }
 }
@@ -136,6 +139,7 @@ pub async fn join(
     cfg.incarnation = Some(incarnation);
     cfg.heartbeat = opts.heartbeat;
     cfg.down_after = opts.down_after;
+    cfg.direct = opts.direct;
     cfg.module_hash = module_hash(&module);
     let serving = Arc::new(Mutex::new(module));
     let local = Arc::new(VmLocal { shared: Arc::downgrade(&vm.shared), serving: serving.clone() });

@@ -219,24 +219,17 @@ impl Host for ActorHost<'_> {
         Ok(waits::new_channel(self.vm, cap))
     }
 
+    // The boundary check of every send (`container`, rule 4) is in `waits`, next to the
+    // channel operations whose lock it must agree with (rule 4.5).
     fn chan_try(&mut self, cases: &[SelectCase]) -> Result<Option<Fired>, Exception> {
-        // Every send is tried here before it may park: the place for the boundary check
-        // (`container`, rule 4).
-        for case in cases {
-            if let SelectCase::Send(h, v) = case {
-                crate::container::check_chan_send("select", h, v)?;
-            }
-        }
         waits::try_now(self.vm, self.cell, cases)
     }
 
     fn chan_try_one(&mut self, chan: &Handle, send: Option<&Value>) -> Result<Option<Fired>, Exception> {
-        check_one_send(chan, send)?;
-        waits::try_one(self.vm, chan, send)
+        waits::try_one(self.vm, "csend", chan, send)
     }
 
     fn chan_try_or_park(&mut self, chan: &Handle, send: Option<&Value>) -> Result<ChanTried, Exception> {
-        check_one_send(chan, send)?;
         waits::try_or_park(self.vm, self.cell, chan, send, &mut self.held)
     }
 
@@ -354,21 +347,4 @@ impl Host for ActorHost<'_> {
             }
         }
     }
-}
-
-/// The boundary check (`container`, rule 4) of a one-channel send, where every `csend` is tried
-/// before it may park. Scalars never need it; tested here so the fast path makes no call.
-fn check_one_send(chan: &Handle, send: Option<&Value>) -> Result<(), Exception> {
-    if let Some(
-        v @ (Value::Fun(_)
-        | Value::Res(_)
-        | Value::Tuple(_)
-        | Value::List(_)
-        | Value::Map(_)
-        | Value::Chan(_)),
-    ) = send
-    {
-        crate::container::check_chan_send("csend", chan, v)?;
-    }
-    Ok(())
 }

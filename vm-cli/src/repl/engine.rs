@@ -596,8 +596,8 @@ pub fn ps(actors: &[ActorInfo]) -> String {
 
 /// The `nodes` table: the other live nodes, as this node `me` sees them.
 pub fn nodes(me: &str, list: &[vm_dist::NodeInfo]) -> String {
-    let header = ["NODE", "INCARNATION", "ACTORS", "UPTIME", "LAST HEARD"];
-    let rows: Vec<[String; 5]> = list
+    let header = ["NODE", "INCARNATION", "ACTORS", "UPTIME", "LAST HEARD", "PATH"];
+    let rows: Vec<[String; 6]> = list
         .iter()
         .map(|n| {
             [
@@ -606,6 +606,7 @@ pub fn nodes(me: &str, list: &[vm_dist::NodeInfo]) -> String {
                 n.actors.to_string(),
                 crate::uptime(n.uptime_ms),
                 format!("{} ms ago", n.last_heard_ms),
+                if n.direct { "direct" } else { "nats" }.to_string(),
             ]
         })
         .collect();

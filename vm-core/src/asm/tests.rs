@@ -195,6 +195,137 @@ fn a_binding_pattern_is_a_wildcard_and_a_tget_after_the_receive() {
 }
 
 #[test]
+fn a_constant_where_a_register_is_read_is_loaded_into_a_scratch_register() {
+    // Each constant operand is one load into a scratch register above r0..r2, then the
+    // instruction reads it; `move` of a constant is the load itself, into its destination.
+    let sugar = asm(r#"
+.const PAUSE 10
+.func main 1
+    split r1, r0, b" "
+again:
+    find r2, r0, "="
+    sleep $PAUSE
+    concat r2, "[", r0
+    jlt r2, 5, again
+    move r2, :done
+    send r1, {:x, r2}
+    ret nil
+.end
+"#);
+    let by_hand = asm(r#"
+.func main 1
+    const r3, b" "
+    split r1, r0, r3
+again:
+    const r3, "="
+    find r2, r0, r3
+    int r3, 10
+    sleep r3
+    const r3, "["
+    concat r2, r3, r0
+    int r3, 5
+    jlt r2, r3, again
+    const r2, :done
+    const r3, :x
+    move r4, r2
+    tuple r5, r3, 2
+    send r1, r5
+    nil r3
+    ret r3
+.end
+"#);
+    assert_eq!(sugar.funcs, by_hand.funcs);
+    assert_eq!(sugar.funcs[0].nregs, 6);
+    // Two constants in one instruction take two scratch registers, in operand order, and the
+    // label marks the first load, so the jump back loads them again. (A function that names
+    // no register still has r0, so they are r1 and r2.)
+    let m = asm(".func main 0\nagain:\n    jlt 1, 2.5, again\n    ret 0\n.end\n");
+    assert_eq!(
+        m.funcs[0].code[..3],
+        [Instr::Int { dst: 1, imm: 1 }, Instr::Const { dst: 2, k: 0 }, Instr::Jlt { a: 1, b: 2, target: 0 }]
+    );
+}
+
+#[test]
+fn a_tuple_or_list_holding_registers_nests_in_an_operand_list() {
+    // A list holding registers is also built where one register is read. The outer items take the first scratch registers (r3, r4, r5 here); each nested one is
+    // built in registers of its own after them, before the outer item it is.
+    let sugar = asm(r#"
+.func main 2
+    call r2, main, [r0, {:join, r1}]
+    list r2, [{:msg, {:line, :_}}, {:readable, r0}, [r1, 5]]
+    send r0, {:say, [r1], r0}
+    concat r2, [r0], r2
+    concat r2, [1, 2], r2
+    ret r2
+.end
+"#);
+    let by_hand = asm(r#"
+.func main 2
+    move r3, r0
+    const r5, :join
+    move r6, r1
+    tuple r4, r5, 2
+    call r2, main, r3, 2
+    const r3, {:msg, {:line, :_}}
+    const r6, :readable
+    move r7, r0
+    tuple r4, r6, 2
+    move r8, r1
+    int r9, 5
+    list r5, r8, 2
+    list r2, r3, 3
+    const r3, :say
+    move r7, r1
+    list r4, r7, 1
+    move r5, r0
+    tuple r6, r3, 3
+    send r0, r6
+    move r3, r0
+    list r4, r3, 1
+    concat r2, r4, r2
+    const r3, [1, 2]
+    concat r2, r3, r2
+    ret r2
+.end
+"#);
+    assert_eq!(sugar.funcs, by_hand.funcs);
+    assert_eq!(sugar.funcs[0].nregs, by_hand.funcs[0].nregs);
+    // A binding nested in a pattern's tuple is refused at the binding.
+    let e = error(".func main 1\n    recvp r1, {:a, {?r2}}\n    ret r0\n.end\n");
+    assert!(e.message.contains("not a pattern"), "{e:?}");
+    assert!(e.hint.as_deref().unwrap_or("").contains("nested"), "{e:?}");
+    assert_eq!((e.line, e.col), (2, 21), "{e:?}");
+    // A bad item inside is located there.
+    let e = error(".func main 1\n    send r0, {:a, [r1, nope]}\n    ret r0\n.end\n");
+    assert_eq!((e.line, e.col), (2, 24), "{e:?}");
+    let e = error(".func main 1\n    send r0, {:a, {r1}\n    ret r0\n.end\n");
+    assert_eq!(e.line, 2, "{e:?}");
+}
+
+#[test]
+fn constant_operand_misuse_is_located_with_a_hint() {
+    let cases: [(&str, u32, &str, &str); 7] = [
+        // A word that is not a literal reads as a misspelt register.
+        ("add r1, x1, r0", 13, "expected a register (`r0`, `r1`, ...), found `x1`", "a constant also works"),
+        // A destination is written: no constant there.
+        ("int 5, 3", 9, "expected a register (`r0`, `r1`, ...), found `5`", "must be a register"),
+        ("find r1, r0, \"ab", 18, "unterminated string", ""),
+        ("print $NOPE", 11, "undefined constant `$NOPE`", ""),
+        ("move r1, r0 r2", 17, "unexpected `r2` after the operand", ""),
+        // A register window starts at a register; a list takes constants.
+        ("call r1, main, 5, 1", 20, "expected a register (`r0`, `r1`, ...), found `5`", ""),
+        // A destination out of range keeps its own hint.
+        ("int r70000, 3", 9, "register `r70000` is out of range", "registers are r0 to"),
+    ];
+    for (line, col, message, hint) in cases {
+        let e = error(&format!(".func main 0\n    {line}\n    ret r0\n.end\n"));
+        assert_eq!((e.line, e.col, e.message.as_str()), (2, col, message), "{line}: {e:?}");
+        assert!(e.hint.as_deref().unwrap_or("").contains(hint), "{line}: {e:?}");
+    }
+}
+
+#[test]
 fn binding_misuse_is_an_error_at_the_binding_with_a_hint() {
     let cases: [(&str, &str, &str); 5] = [
         ("    send r0, {:a, ?r1}\n", "not a pattern", "recvp"),

@@ -347,7 +347,8 @@ pub(super) fn slow<H: Host + ?Sized>(
             let args = &regs[args as usize..args as usize + n as usize];
             let r = match &consts[template as usize] {
                 Value::Str(t) => crate::format::format(t, args).map(Value::str),
-                x => Err(type_err("format", "a string template", x)),
+                Value::Bytes(t) => crate::format::format_bytes(t, args).map(Value::bytes),
+                x => Err(type_err("format", "a string or bytes template", x)),
             };
             put!(dst, made!(r))
         }

@@ -133,7 +133,15 @@ fn main() {
             }
         };
         let actors = Arc::new(Actors::default());
-        let cfg = Config { incarnation: Some(inc), ..Config::new(&args[2], &args[3]) };
+        // `VM_CLUSTER_DIRECT` (an address such as 127.0.0.1:0) turns the direct path on, as for
+        // the test harness's in-process nodes.
+        let direct = std::env::var("VM_CLUSTER_DIRECT").ok().filter(|v| !v.is_empty()).map(|v| {
+            v.parse().unwrap_or_else(|_| {
+                eprintln!("VM_CLUSTER_DIRECT: not an address: {v}");
+                std::process::exit(2)
+            })
+        });
+        let cfg = Config { incarnation: Some(inc), direct, ..Config::new(&args[2], &args[3]) };
         let (node, driver) = match Node::start(cfg, transport, actors.clone()).await {
             Ok(started) => started,
             Err(e) => {

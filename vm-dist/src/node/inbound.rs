@@ -20,32 +20,45 @@ impl Inner {
         if env.from.name == self.me.name {
             return;
         }
+        self.take(env, payload.len(), true);
+    }
+
+    /// Takes a decoded envelope from another node, through NATS (`via_nats`) or its direct
+    /// connection (whose reader checked the sender).
+    pub(super) fn take(&self, env: Envelope, size: usize, via_nats: bool) {
         let mut fire = Vec::new();
         let mut deliver = None;
         {
             let mut st = self.state.lock();
             let st = &mut *st;
             let mut ended = Vec::new();
-            if let Some(p) = self.peer_for(st, &env.from, &mut fire)
-                && self.accept(p, &env, &mut ended, &mut fire)
-            {
-                p.last_heard = Instant::now();
-                if !p.alive {
-                    p.alive = true;
-                    fire.push(Fire::NodeEvent(p.id.clone(), true));
+            if let Some(p) = self.peer_for(st, &env.from, &mut fire) {
+                if via_nats {
+                    self.nats_after_switch(p, &env.signal, &mut ended, &mut fire);
                 }
-                if env.signal.is_sequenced() {
-                    // Acknowledge by the sender's measure: whole envelopes of sequenced signals.
-                    p.in_bytes += payload.len() as u64;
-                    if p.in_bytes - p.acked_in >= self.cfg.window / 4 {
-                        self.send_ack(p);
+                if self.accept(p, &env, &mut ended, &mut fire) {
+                    p.last_heard = Instant::now();
+                    if via_nats {
+                        p.last_nats = p.last_heard;
+                        p.last_nats_data = p.last_heard;
                     }
-                }
-                match self.handle(p, env, &mut fire) {
-                    Some(Deliver::Spawned { req, result, slot }) => {
-                        self.spawn_answered(st, req, result, slot, &mut fire)
+                    if !p.alive {
+                        p.alive = true;
+                        fire.push(Fire::NodeEvent(p.id.clone(), true));
                     }
-                    d => deliver = d,
+                    if env.signal.is_sequenced() {
+                        // Acknowledge by the sender's measure: whole envelopes of sequenced signals.
+                        p.in_bytes += size as u64;
+                        if p.in_bytes - p.acked_in >= self.cfg.window / 4 {
+                            self.send_ack(p);
+                        }
+                    }
+                    match self.handle(p, env, &mut fire) {
+                        Some(Deliver::Spawned { req, result, slot }) => {
+                            self.spawn_answered(st, req, result, slot, &mut fire)
+                        }
+                        d => deliver = d,
+                    }
                 }
             }
             for name in ended {
@@ -111,6 +124,7 @@ impl Inner {
             | Signal::Ack(_)
             | Signal::Reset { .. }
             | Signal::Announce(_)
+            | Signal::Switch { .. }
             | Signal::Bye => None,
         }
     }
@@ -261,10 +275,12 @@ impl Inner {
                     let Some(p) = self.peer_for(st, &env.from, &mut fire) else { return };
                     p.announce = a;
                     p.last_heard = Instant::now();
+                    p.last_nats = p.last_heard;
                     if !p.alive {
                         p.alive = true;
                         fire.push(Fire::NodeEvent(p.id.clone(), true));
                     }
+                    self.maybe_dial(p);
                     if !known {
                         // A node we did not know: tell it about us now, not a heartbeat later.
                         self.announce();
@@ -317,8 +333,18 @@ enum Deliver {
 impl Driver {
     /// Runs until [`Node::leave`]: receives, publishes and keeps the heartbeat.
     pub async fn run(self) {
-        let Driver { node, inbox, replies, announces, probes, mut departures, mut events, mut out, mut jobs } =
-            self;
+        let Driver {
+            node,
+            inbox,
+            replies,
+            announces,
+            probes,
+            mut departures,
+            mut events,
+            mut out,
+            mut jobs,
+            listener,
+        } = self;
         let inner = node.inner.clone();
         let publisher = {
             let inner = inner.clone();
@@ -344,14 +370,20 @@ impl Driver {
             probes.map(In::Probe).boxed(),
         ]);
         let mut deletions = futures::stream::FuturesUnordered::new();
+        // The direct connections (`conn`), each one future from its handshake to its end.
+        let mut conns = futures::stream::FuturesUnordered::<conn::ConnFuture>::new();
         let receiver = async {
             inner.announce();
             let mut tick = tokio::time::interval(inner.cfg.heartbeat);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
+                // Unbiased (branches are polled from a random start): under a backlog from one
+                // source (NATS, a connection) the others still get their turn, so a busy node
+                // still announces itself every heartbeat (its peers count its announcements,
+                // `conn`) and answers handshakes.
                 tokio::select! {
-                    biased;
                     _ = inner.shutdown.notified() => break,
+                    _ = tick.tick() => inner.heartbeat(),
                     m = incoming.next() => match m {
                         Some(In::Envelope(m)) => inner.on_message(m),
                         Some(In::Reply(m)) => if m.no_responders { inner.on_no_responders(&m.subject) },
@@ -359,7 +391,6 @@ impl Driver {
                         Some(In::Probe(m)) => inner.on_probe(m),
                         None => break,
                     },
-                    _ = tick.tick() => inner.heartbeat(),
                     Some(name) = departures.next() => inner.on_departure(&name),
                     Some(e) = events.next() => match e {
                         TransportEvent::SlowConsumer => tracing::warn!("this node fell behind: NATS dropped messages to it"),
@@ -370,8 +401,16 @@ impl Driver {
                     Some(job) = jobs.recv() => match job {
                         // Run beside the loop: a store round trip must not hold up receiving.
                         Job::DeleteName(key, rev) => deletions.push(inner.names.delete(key, rev)),
+                        Job::Dial { peer, to, conn } => conns.push(conn::dial(inner.clone(), peer, to, conn)),
                     },
                     Some(()) = deletions.next(), if !deletions.is_empty() => {}
+                    accepted = async { listener.as_ref().expect("guarded").accept().await }, if listener.is_some() => {
+                        match accepted {
+                            Ok((s, _)) => conns.push(conn::accept(inner.clone(), s)),
+                            Err(e) => tracing::warn!(error = %e, "could not accept a direct connection"),
+                        }
+                    }
+                    Some(end) = conns.next(), if !conns.is_empty() => inner.conn_ended(end),
                 }
             }
         };

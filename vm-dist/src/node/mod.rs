@@ -24,9 +24,10 @@
 //!    receiver that has taken less has lost signals (NATS dropped them) and ends the session.
 //! 3. A session ends (exactly once per side): on a sequence gap, on a `Reset` naming its
 //!    epoch, on an envelope of a newer epoch while it is live (the other side ended it), on a
-//!    newer incarnation of the peer, on a 503 for the peer's subject, on the peer's `Bye`, and
-//!    when nothing was heard from the peer for `down_after` (this also covers this node's own
-//!    connection being down). Ending it fires every link to the peer's actors with the exit
+//!    newer incarnation of the peer, on a 503 for the peer's subject, on the peer's `Bye`, when
+//!    nothing was heard from the peer for `down_after`, or nothing through NATS (this also
+//!    covers this node's own connection being down), and when the direct connection with the
+//!    peer is lost (`conn`). Ending it fires every link to the peer's actors with the exit
 //!    reason `:noconnection` and every monitor with `{:DOWN, ref, pid, :noconnection}` (each
 //!    link and monitor is held once, in the peer's bonds, and removed when it fires or is
 //!    answered), fires `nodedown` if the peer was up, starts a new out-epoch, marks the
@@ -54,7 +55,8 @@
 //! The code, by concept: this file holds the settings, the runtime's side ([`Local`]) and the
 //! API ([`Node`]); `session` the session rules above (numbering, acknowledgements, the end of
 //! a session and what it fires, heartbeats); `inbound` what arrives (envelopes, announcements,
-//! probes, departures), what each signal does, and the [`Driver`]'s loop.
+//! probes, departures), what each signal does, and the [`Driver`]'s loop; `conn` the direct
+//! path (one TCP connection per pair of nodes that both take them; its own numbered rules).
 
 use crate::global::Names;
 use crate::id::{NodeId, NodeTable, check_node_name, make_pid, serial_of, slot_of};
@@ -97,6 +99,9 @@ pub struct Config {
     pub discovery: Duration,
     /// Decoder limits.
     pub limits: Limits,
+    /// Where to take direct connections from peers (`None`: no direct path; signals to every
+    /// peer go through NATS). The address is announced, so it must be one peers can reach.
+    pub direct: Option<std::net::SocketAddr>,
 }
 
 impl Config {
@@ -113,6 +118,7 @@ impl Config {
             spawn_timeout: Duration::from_secs(5),
             discovery: Duration::from_secs(2),
             limits: Limits::default(),
+            direct: None,
         }
     }
 }
@@ -221,6 +227,8 @@ pub struct NodeInfo {
     pub uptime_ms: u64,
     /// Milliseconds since anything was heard from it.
     pub last_heard_ms: u64,
+    /// Whether this node sends to it on a direct connection (`false` from outside the cluster).
+    pub direct: bool,
 }
 
 /// A handle on this VM's membership in the cluster (cheap to clone).
@@ -251,12 +259,18 @@ pub(crate) struct Inner {
     announce_subject: Arc<str>,
     shutdown: Notify,
     pub(crate) names: Names,
+    /// This node's direct-path listener, as announced (`None` when the path is off).
+    direct: Option<wire::DirectAddr>,
+    /// The number of the next direct connection this node dials.
+    next_conn: std::sync::atomic::AtomicU64,
 }
 
 /// Work the driver does for synchronous callers (it may wait).
 pub(crate) enum Job {
     /// Delete a global name held by an actor that ended.
     DeleteName(String, u64),
+    /// Dial peer `peer`'s direct listener as connection `conn`.
+    Dial { peer: NodeId, to: wire::DirectAddr, conn: u64 },
 }
 
 #[derive(Default)]
@@ -313,6 +327,12 @@ struct Peer {
     reply: Arc<str>,
     alive: bool,
     last_heard: Instant,
+    /// When something last came from the peer through NATS (its announcements, at least every
+    /// heartbeat): a peer NATS no longer hears from is down even if its connection is up.
+    last_nats: Instant,
+    /// When an envelope of the peer last came through NATS (not an announcement): a connection
+    /// waiting for the peer's `Switch` waits while these still come (`conn`, rule 2).
+    last_nats_data: Instant,
     announce: Announce,
     out_epoch: u32,
     out_seq: u64,
@@ -328,6 +348,12 @@ struct Peer {
     reset_sent: Option<u32>,
     bonds: Bonds,
     gate: Arc<Notify>,
+    /// The direct connection with the peer, once its handshake is done.
+    direct: Option<conn::Conn>,
+    /// The connection this node is dialing to the peer.
+    dialing: Option<u64>,
+    /// The connection named by the last `Switch` the peer sent through NATS.
+    switch_seen: Option<u64>,
 }
 
 impl Peer {
@@ -355,11 +381,16 @@ enum EndCause {
     NoResponders,
     Departed,
     Bye,
+    /// The direct connection broke: frames in flight may be lost.
+    ConnectionLost,
+    /// The peer dialed again while its old connection was still held here (the old one broke
+    /// on the peer's side); the peer is evidently reachable.
+    ConnectionReplaced,
 }
 
 impl EndCause {
     fn still_reachable(self) -> bool {
-        matches!(self, EndCause::Gap | EndCause::Reset | EndCause::NewEpoch)
+        matches!(self, EndCause::Gap | EndCause::Reset | EndCause::NewEpoch | EndCause::ConnectionReplaced)
     }
 }
 
@@ -385,6 +416,7 @@ pub struct Driver {
     events: BoxStream<'static, TransportEvent>,
     out: mpsc::UnboundedReceiver<Outgoing>,
     jobs: mpsc::UnboundedReceiver<Job>,
+    listener: Option<tokio::net::TcpListener>,
 }
 
 /// Why a node could not start.
@@ -399,6 +431,9 @@ pub enum StartError {
     /// Another live node already has this name.
     #[error("node name {0} is already in use in this cluster")]
     NameTaken(String),
+    /// The direct path's listener could not be opened.
+    #[error("cannot take direct connections on {0}")]
+    Direct(String),
 }
 
 impl Node {
@@ -413,6 +448,10 @@ impl Node {
         check_node_name(&cfg.cluster).map_err(|e| StartError::Name(format!("cluster name: {e}")))?;
         let inc = cfg.incarnation.unwrap_or_else(NodeId::fresh_incarnation);
         let me = NodeId::new(&cfg.name, inc).map_err(StartError::Name)?;
+        let listener = match cfg.direct {
+            Some(addr) => Some(conn::listen(addr).await?),
+            None => None,
+        };
         let prefix = format!("vm.{}", cfg.cluster);
         let mut replies = transport.subscribe(format!("{prefix}.r.{}.{inc}.>", me.name)).await?;
         let probe = Outgoing {
@@ -451,6 +490,8 @@ impl Node {
             prefix,
             shutdown: Notify::new(),
             names,
+            direct: listener.as_ref().map(|(_, a)| *a),
+            next_conn: std::sync::atomic::AtomicU64::new(1),
             cfg,
         });
         let node = Node { inner };
@@ -464,6 +505,7 @@ impl Node {
             events,
             out: out_rx,
             jobs: jobs_rx,
+            listener: listener.map(|(l, _)| l),
         };
         Ok((node, driver))
     }
@@ -476,6 +518,24 @@ impl Node {
     /// The node of `pid` (this node for a local pid).
     pub fn node_of(&self, pid: Pid) -> Option<NodeId> {
         self.inner.table.node_of(pid)
+    }
+
+    /// Where this node takes direct connections (`None` when the direct path is off).
+    pub fn direct_addr(&self) -> Option<std::net::SocketAddr> {
+        self.inner.direct.map(|d| d.addr)
+    }
+
+    /// Whether this node sends to peer `name` on a direct connection now.
+    pub fn is_direct(&self, name: &str) -> bool {
+        let st = self.inner.state.lock();
+        st.peers.get(name).is_some_and(|p| p.direct.as_ref().is_some_and(|c| c.writer.is_some()))
+    }
+
+    /// Breaks the direct connection with peer `name` as a network fault would (both sides then
+    /// see it lost); `false` if there is none. For tests of what a lost connection does.
+    #[doc(hidden)]
+    pub fn break_direct(&self, name: &str) -> bool {
+        self.inner.break_direct(name)
     }
 
     /// Whether `pid` is on this node.
@@ -500,6 +560,7 @@ impl Node {
                 actors: p.announce.actors,
                 uptime_ms: p.announce.uptime_ms,
                 last_heard_ms: p.last_heard.elapsed().as_millis() as u64,
+                direct: p.direct.as_ref().is_some_and(|c| c.writer.is_some()),
             })
             .collect();
         v.sort_by(|a, b| a.id.cmp(&b.id));
@@ -756,7 +817,10 @@ impl Node {
         for p in self.inner.state.lock().peers.values_mut().filter(|p| p.alive) {
             self.inner.push(p, &Signal::Bye);
         }
-        while self.inner.out.pending() {
+        // A peer that does not read its connection (hung) gets `down_after` to take the rest: it
+        // would not notice the `Bye` anyway, and its silence ends its side of the session.
+        let deadline = Instant::now() + self.inner.cfg.down_after;
+        while self.inner.out.pending() || (self.inner.direct_pending() && Instant::now() < deadline) {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         let _ = self.inner.transport.flush().await;
@@ -779,5 +843,6 @@ impl Node {
     }
 }
 
+mod conn;
 mod inbound;
 mod session;

@@ -41,11 +41,16 @@ impl Inner {
         p.out_seq += 1;
         p.out_bytes += bytes.len() as u64;
         wire::stamp(&mut bytes, p.out_epoch, p.out_seq);
-        self.emit(Outgoing {
-            subject: p.subject.clone(),
-            reply: Some(p.reply.clone()),
-            payload: Bytes::from(bytes),
-        });
+        self.emit_to(p, Bytes::from(bytes));
+    }
+
+    /// Emits an envelope to `p` (under the state lock) on its path: the direct connection once
+    /// this node has switched to it, else NATS.
+    pub(super) fn emit_to(&self, p: &Peer, payload: Bytes) {
+        match p.direct.as_ref().and_then(|c| c.writer.as_ref()) {
+            Some(w) => w.send(&payload),
+            None => self.emit(Outgoing { subject: p.subject.clone(), reply: Some(p.reply.clone()), payload }),
+        }
     }
 
     /// Encodes and queues a control signal: sequenced kinds take a sequence number, the others
@@ -66,11 +71,7 @@ impl Inner {
         let seq = u64::from(sig.is_sequenced());
         match wire::encode(&ctx, p.out_epoch, seq, sig) {
             Ok(bytes) if sig.is_sequenced() => self.push_encoded(p, bytes),
-            Ok(bytes) => self.emit(Outgoing {
-                subject: p.subject.clone(),
-                reply: Some(p.reply.clone()),
-                payload: Bytes::from(bytes),
-            }),
+            Ok(bytes) => self.emit_to(p, Bytes::from(bytes)),
             Err(e) => tracing::warn!(peer = %p.id, error = %e, "control signal not encoded"),
         }
     }
@@ -80,6 +81,7 @@ impl Inner {
             actors: self.local.actor_count(),
             module_hash: self.cfg.module_hash,
             uptime_ms: self.started.elapsed().as_millis() as u64,
+            direct: self.direct,
         };
         let payload = self.encode_plain(&Signal::Announce(a));
         self.emit(Outgoing { subject: self.announce_subject.clone(), reply: None, payload });
@@ -97,6 +99,8 @@ impl Inner {
             slot,
             alive: false,
             last_heard: Instant::now(),
+            last_nats: Instant::now(),
+            last_nats_data: Instant::now(),
             announce: Announce::default(),
             out_epoch: 1,
             out_seq: 0,
@@ -110,6 +114,9 @@ impl Inner {
             reset_sent: None,
             bonds: Bonds::default(),
             gate: Arc::new(Notify::new()),
+            direct: None,
+            dialing: None,
+            switch_seen: None,
         })
     }
 
@@ -170,6 +177,11 @@ impl Inner {
         }
         spawns_of.push(p.id.name.clone());
         p.alive = cause.still_reachable();
+        if !p.alive {
+            // The peer is down until its next announcement, which dials again: its connection
+            // (if any) closes, and what this side sends meanwhile goes through NATS.
+            p.direct = None;
+        }
         if p.alive {
             fire.push(Fire::NodeEvent(p.id.clone(), true));
         }
@@ -222,6 +234,11 @@ impl Inner {
             }
             Signal::Ack(ack) => {
                 self.take_ack(p, ack);
+                return true;
+            }
+            Signal::Switch { conn } => {
+                // Not part of the session: it orders the paths (the module docs of `conn`).
+                self.switch_seen(p, *conn);
                 return true;
             }
             _ => {}
@@ -312,7 +329,8 @@ impl Inner {
             let st = &mut *st;
             let mut silent = Vec::new();
             for p in st.peers.values_mut().filter(|p| p.alive) {
-                if p.last_heard.elapsed() > self.cfg.down_after {
+                if p.last_heard.elapsed() > self.cfg.down_after || p.last_nats.elapsed() > self.cfg.down_after
+                {
                     let mut ended = Vec::new();
                     self.end_session(p, EndCause::Silence, &mut ended, &mut fire);
                     silent.push(p.id.name.clone());

@@ -76,8 +76,27 @@ pub(crate) fn every_signal() -> Vec<Signal> {
         Signal::Tick { last_seq: 10, ack: Ack { epoch: 2, seq: 9, bytes: 1000 } },
         Signal::Ack(Ack { epoch: 1, seq: u64::MAX, bytes: 1 }),
         Signal::Reset { dead: 7 },
-        Signal::Announce(Announce { actors: 3, module_hash: HASH, uptime_ms: 1234 }),
+        Signal::Announce(Announce { actors: 3, module_hash: HASH, uptime_ms: 1234, direct: None }),
         Signal::Bye,
+        Signal::Switch { conn: 3 },
+        Signal::Announce(Announce {
+            actors: 1,
+            module_hash: HASH,
+            uptime_ms: 5,
+            direct: Some(DirectAddr {
+                addr: "127.0.0.1:4711".parse().unwrap(),
+                token: crate::direct::Token([9; crate::direct::TOKEN_LEN]),
+            }),
+        }),
+        Signal::Announce(Announce {
+            actors: 1,
+            module_hash: HASH,
+            uptime_ms: 5,
+            direct: Some(DirectAddr {
+                addr: "[::1]:80".parse().unwrap(),
+                token: crate::direct::Token([1; crate::direct::TOKEN_LEN]),
+            }),
+        }),
     ]
 }
 

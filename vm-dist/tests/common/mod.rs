@@ -83,11 +83,25 @@ impl FakeVm {
     }
 }
 
+impl FakeVm {
+    /// A stalled VM blocks the node's driver, as a runtime far behind would. `block_in_place`
+    /// tells tokio so: the worker's other duties (the timers, the sockets' readiness) move to
+    /// another thread, which a test's two-thread runtime needs once a node's own connection
+    /// woke the stalled driver.
+    fn wait_while_stalled(&self) {
+        if self.stall.load(std::sync::atomic::Ordering::SeqCst) {
+            tokio::task::block_in_place(|| {
+                while self.stall.load(std::sync::atomic::Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            });
+        }
+    }
+}
+
 impl Local for FakeVm {
     fn send(&self, to: Pid, msg: Value) {
-        while self.stall.load(std::sync::atomic::Ordering::SeqCst) {
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        self.wait_while_stalled();
         if let Some(tap) = &*self.tap.lock() {
             let _ = tap.send((to, msg));
             return;
@@ -113,9 +127,7 @@ impl Local for FakeVm {
         parent: Pid,
         started: &mut dyn FnMut(Pid),
     ) -> Result<Pid, Atom> {
-        while self.stall.load(std::sync::atomic::Ordering::SeqCst) {
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        self.wait_while_stalled();
         if !matches!(func, "worker" | "crash") {
             return Err(Atom::new("undef"));
         }
@@ -187,13 +199,43 @@ pub(crate) fn steady(cluster: &str, name: &str) -> Config {
     Config { down_after: Duration::from_secs(60), ..fast(cluster, name) }
 }
 
+/// The direct path's listener for test nodes: `VM_CLUSTER_DIRECT` (e.g. `127.0.0.1:0`) runs
+/// every test with the direct path on; unset, it is off (the default), except in the tests of
+/// the direct path itself ([`direct`]).
+pub(crate) fn direct_from_env() -> Option<std::net::SocketAddr> {
+    let v = std::env::var("VM_CLUSTER_DIRECT").ok().filter(|v| !v.is_empty())?;
+    Some(v.parse().expect("VM_CLUSTER_DIRECT is an address such as 127.0.0.1:0"))
+}
+
+/// `cfg` with the direct path on, on a free loopback port.
+pub(crate) fn direct(cfg: Config) -> Config {
+    Config { direct: Some("127.0.0.1:0".parse().unwrap()), ..cfg }
+}
+
 /// Starts a node on `transport` with a fresh fake VM; the driver runs on a tokio task.
 pub(crate) async fn start(
+    mut cfg: Config,
+    transport: Arc<dyn Transport>,
+) -> (Arc<FakeVm>, tokio::task::JoinHandle<()>) {
+    if cfg.direct.is_none() {
+        cfg.direct = direct_from_env();
+    }
+    let vm = FakeVm::new();
+    let (node, driver) = Node::start(cfg, transport, vm.clone()).await.expect("node starts");
+    vm.node.set(node).expect("once");
+    let task = tokio::spawn(driver.run());
+    (vm, task)
+}
+
+/// Starts a node that sends through NATS only, whatever `VM_CLUSTER_DIRECT` says: for tests
+/// of what NATS itself does (a message it drops).
+pub(crate) async fn start_nats_only(
     cfg: Config,
     transport: Arc<dyn Transport>,
 ) -> (Arc<FakeVm>, tokio::task::JoinHandle<()>) {
     let vm = FakeVm::new();
-    let (node, driver) = Node::start(cfg, transport, vm.clone()).await.expect("node starts");
+    let (node, driver) =
+        Node::start(Config { direct: None, ..cfg }, transport, vm.clone()).await.expect("node starts");
     vm.node.set(node).expect("once");
     let task = tokio::spawn(driver.run());
     (vm, task)

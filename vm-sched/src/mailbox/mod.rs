@@ -341,7 +341,7 @@ impl Inner {
     /// Queues a message at the back, counting its size. True if that may have made the
     /// process's memory grow: a boxed message (charged here for the first time) or a queue
     /// whose buffer was full (it grows); a scalar into a queue with room allocates nothing.
-    #[inline]
+    #[inline(always)]
     fn push_back(&mut self, msg: Value) -> bool {
         let size = message_size(&msg);
         let grows = size != 0 || self.messages.len() == self.messages.capacity();
@@ -351,15 +351,21 @@ impl Inner {
     }
 
     /// A message has left the queue: stops counting its size.
-    #[inline]
+    #[inline(always)]
     fn took(&mut self, msg: Option<Value>) -> Option<Value> {
         if let Some(m) = &msg {
-            let size = message_size(m);
-            if size != 0 {
-                self.bytes = self.bytes.saturating_sub(size);
-            }
+            self.uncharge(m);
         }
         msg
+    }
+
+    /// Stops counting the size of `m`, which has left the queue.
+    #[inline(always)]
+    fn uncharge(&mut self, m: &Value) {
+        let size = message_size(m);
+        if size != 0 {
+            self.bytes = self.bytes.saturating_sub(size);
+        }
     }
 
     /// What the actor holds by the latest count plus its queued messages (see `vm_core::mem`).
@@ -462,6 +468,19 @@ impl Mailbox {
         if g.closed {
             return (Delivery::Dropped, false);
         }
+        // The limits live in the extras: an actor without them (most) skips both checks with
+        // one test.
+        if g.ext.is_some() {
+            return self.deliver_limited(&mut g, msg, active);
+        }
+        let grows = g.push_back(msg);
+        (g.wake_result(&self.counted, active), grows)
+    }
+
+    /// [`Mailbox::deliver_grows`] for an actor with extras: its `:max_mailbox` and `:max_heap`
+    /// are checked.
+    #[inline(never)]
+    fn deliver_limited(&self, g: &mut Inner, msg: Value, active: &AtomicUsize) -> (Delivery, bool) {
         if let Some(max) = g.ext_ref().and_then(|e| e.max_len)
             && g.messages.len() >= max
         {
@@ -470,7 +489,7 @@ impl Mailbox {
             return (Delivery::Overflow(g.take_waker(&self.counted, active)), false);
         }
         let grows = g.push_back(msg);
-        if g.ext.is_some() && g.past_max_heap() {
+        if g.past_max_heap() {
             g.ext().signals.push_back(Signal::Kill(vm_core::mem::limit_reason("max_heap")));
             g.clear_messages();
             return (Delivery::Overflow(g.take_waker(&self.counted, active)), false);
@@ -665,14 +684,16 @@ impl Inner {
     /// Inlined: a plain receive (no pattern) takes the front, and a receive that finds the
     /// queue empty has nothing to scan; only a scan for a pattern is a call. (Every plain
     /// receive comes here twice per message, once to take it and once to find the queue empty
-    /// before parking, so the call was ~100 of a ring hop's instructions.)
-    #[inline]
+    /// before parking, so the call was ~100 of a ring hop's instructions; `#[inline]` alone
+    /// left it out of line.)
+    #[inline(always)]
     fn take_matching(&mut self, pattern: Option<&Value>) -> Option<Value> {
         match pattern {
             None => {
                 let m = self.messages.pop_front()?;
                 self.forget_save();
-                self.took(Some(m))
+                self.uncharge(&m);
+                Some(m)
             }
             Some(_) if self.messages.is_empty() => None,
             Some(p) => {

@@ -17,13 +17,22 @@ use crate::value::Value;
 enum Item {
     Reg(i64),
     Const(Value),
+    /// A nested tuple (`Opcode::Tuple`) or list (`Opcode::List`) holding registers: its items
+    /// are loaded into their own scratch registers from the given one, then built.
+    Built(Opcode, i64, Vec<Item>),
 }
+
+/// How deeply built items may nest (`[{r1, {r2}}]` is two levels).
+const MAX_BUILT_DEPTH: usize = 16;
 
 /// A parsed operand list: the window it becomes, and the items to load into scratch registers
 /// first (none when the items are already a run of consecutive registers).
 struct OperandList {
     start: i64,
     count: i64,
+    /// Where its scratch registers end (`SCRATCH + slot` after the last one it uses, nested
+    /// items' included).
+    end: i64,
     moves: Vec<Item>,
     /// Binding items `?rN` of a pattern: (element index, register, span of the item). The
     /// pattern holds `:_` there, and the matched element is copied to the register afterwards.
@@ -89,19 +98,29 @@ impl Asm<'_> {
         {
             let (s, e) = spans[w];
             let l = self.operand_list(f, c.src(), s, e, slots, ListKind::Window)?;
-            slots += l.moves.len() as i64;
+            slots = l.end - SCRATCH;
             list = Some(l);
             spans.insert(w + 1, (s, e));
         }
-        // A tuple `{item, ...}` in place of a register operand: built in a scratch register.
-        let mut tuples: Vec<(usize, OperandList)> = Vec::new();
+        // A tuple `{item, ...}` in place of a register operand, or a list `[item, ...]` holding
+        // registers (one of constants is a constant): built in a scratch register.
+        let mut tuples: Vec<(usize, OperandList, Opcode)> = Vec::new();
         for (i, &(s, e)) in spans.iter().enumerate() {
-            if kinds.get(i) == Some(&OperandKind::Reg) && Some(i) != window && c.src()[s..e].starts_with('{')
-            {
-                let l = self.operand_list(f, c.src(), s, e, slots, ListKind::tuple(op, i))?;
-                slots += l.moves.len() as i64 + 1;
-                tuples.push((i, l));
+            if kinds.get(i) != Some(&OperandKind::Reg) || Some(i) == window {
+                continue;
             }
+            let text = &c.src()[s..e];
+            let built = if text.starts_with('{') {
+                Opcode::Tuple
+            } else if text.starts_with('[') && self.read_constant(c.src(), s, e).is_err() {
+                Opcode::List
+            } else {
+                continue;
+            };
+            let kind = if built == Opcode::Tuple { ListKind::tuple(op, i) } else { ListKind::Tuple };
+            let l = self.operand_list(f, c.src(), s, e, slots, kind)?;
+            slots = l.end - SCRATCH;
+            tuples.push((i, l, built));
         }
         if spans.len() != kinds.len() {
             let n = kinds.len();
@@ -113,6 +132,7 @@ impl Asm<'_> {
             return Err(SpanError::new(at, len, msg).with_hint(format!("expected: {}", syntax(op))));
         }
         let mut parsed: Vec<(Operand, usize, usize)> = Vec::with_capacity(kinds.len());
+        let mut consts: Vec<(i64, Value)> = Vec::new();
         for (i, (&kind, &(s, e))) in kinds.iter().zip(&spans).enumerate() {
             if let (Some(w), Some(l)) = (window, &list)
                 && (i == w || i == w + 1)
@@ -120,8 +140,16 @@ impl Asm<'_> {
                 parsed.push((Operand::Val(if i == w { l.start } else { l.count }), s, e - s));
                 continue;
             }
-            if let Some((_, l)) = tuples.iter().find(|(k, _)| *k == i) {
+            if let Some((_, l, _)) = tuples.iter().find(|(k, ..)| *k == i) {
                 parsed.push((Operand::Val(l.start + l.count), s, e - s));
+                continue;
+            }
+            // A constant where a register is read: loaded into a scratch register first.
+            if kind == OperandKind::Reg && Some(i) != window && !is_register(c.src()[s..e].trim()) {
+                let value = self.read_constant(c.src(), s, e)?;
+                consts.push((SCRATCH + slots, value));
+                parsed.push((Operand::Val(SCRATCH + slots), s, e - s));
+                slots += 1;
                 continue;
             }
             let prev = match parsed.last() {
@@ -142,7 +170,7 @@ impl Asm<'_> {
         // instruction, so a pattern without them costs nothing, and a `recvpt` that times out
         // (jumping away) binds nothing.
         let mut binds = Vec::new();
-        for (_, l) in &tuples {
+        for (_, l, _) in &tuples {
             for &(k, r, bs, bl) in &l.binds {
                 let Some(&(Operand::Val(dst), ..)) = parsed.first() else { continue };
                 if r == dst {
@@ -156,11 +184,26 @@ impl Asm<'_> {
                 binds.push((k, r));
             }
         }
-        for (_, l) in tuples {
-            let (items, n) = (l.start, l.count);
+        for (_, l, built) in tuples {
+            let (items, n, end) = (l.start, l.count, l.end);
             out.extend(self.list_moves(f, l, at, len));
-            out.push(Pending { op: Opcode::Tuple, vals: vec![items + n, items, n], at, len, bad: false });
-            f.scratch = f.scratch.max(items + n - SCRATCH + 1);
+            out.push(Pending { op: built, vals: vec![items + n, items, n], at, len, bad: false });
+            f.scratch = f.scratch.max(end - SCRATCH);
+        }
+        if op == Opcode::Move
+            && let [(_, value)] = &mut consts[..]
+            && let Some(&(Operand::Val(dst), ..)) = parsed.first()
+        {
+            // `move rN, CONST` is the load itself, into rN: no scratch register.
+            f.max_reg = f.max_reg.max(Some(dst));
+            let (op, vals) = self.load(dst, std::mem::take(value));
+            out.push(Pending { op, vals, at, len, bad: false });
+            return Ok(out);
+        }
+        for (slot, value) in consts {
+            f.scratch = f.scratch.max(slot - SCRATCH + 1);
+            let (op, vals) = self.load(slot, value);
+            out.push(Pending { op, vals, at, len, bad: false });
         }
         let instr = f.code.len() + out.len();
         let mut vals = Vec::with_capacity(kinds.len());
@@ -213,6 +256,9 @@ impl Asm<'_> {
         let inner = lex::split_operands(src, s + 1, e - 1)?;
         let mut items = Vec::with_capacity(inner.len());
         let mut binds = Vec::new();
+        // Nested items' registers go after the list's own (and after a tuple's result).
+        let own = slot + inner.len() as i64 + i64::from(kind != ListKind::Window);
+        let mut next = own;
         for &(a, b) in &inner {
             let mut oc = Cursor::new(src, a, b);
             let text = src[a..b].trim();
@@ -238,9 +284,11 @@ impl Asm<'_> {
                     _ => unreachable!("a register operand is a value"),
                 }
             } else {
-                Item::Const(self.constant(&mut oc)?)
+                self.list_item(f, src, a, b, &mut next, 0)?
             };
-            oc.expect_end("the list item")?;
+            if matches!(item, Item::Reg(_)) || text.starts_with('?') {
+                oc.expect_end("the list item")?;
+            }
             items.push(item);
         }
         let count = items.len() as i64;
@@ -257,35 +305,131 @@ impl Asm<'_> {
                     .all(|(k, it)| matches!(it, Item::Reg(r) if *r == first + k as i64));
                 consecutive.then_some(*first)
             }
-            Some(Item::Const(_)) => None,
+            Some(_) => None,
         };
         Ok(match run {
-            Some(start) => OperandList { start, count, moves: Vec::new(), binds },
-            None => OperandList { start: SCRATCH + slot, count, moves: items, binds },
+            Some(start) => OperandList { start, count, end: SCRATCH + slot, moves: Vec::new(), binds },
+            None => OperandList { start: SCRATCH + slot, count, end: SCRATCH + next, moves: items, binds },
         })
+    }
+
+    /// A list item `s..e` that is not a register nor a binding: a constant, or else a tuple
+    /// `{..}` or list `[..]` holding registers, whose items get the scratch slots from `next`
+    /// (nested ones after them).
+    fn list_item(
+        &self,
+        f: &FuncBuild,
+        src: &str,
+        s: usize,
+        e: usize,
+        next: &mut i64,
+        depth: usize,
+    ) -> PResult<Item> {
+        let text = src[s..e].trim();
+        let ts = s + (src[s..e].len() - src[s..e].trim_start().len());
+        let mut c = Cursor::new(src, s, e);
+        if is_register(text) {
+            return match self.operand(f, OperandKind::Reg, &mut c, None)? {
+                Operand::Val(r) => Ok(Item::Reg(r)),
+                _ => unreachable!("a register operand is a value"),
+            };
+        }
+        if text.starts_with('?') {
+            return Err(SpanError::new(ts, text.len(), format!("`{text}` binds, but this is not a pattern"))
+                .with_hint("a binding `?rN` is an item of the `{..}` pattern of `recvp` or `recvpt` itself, not of a tuple or list nested in it"));
+        }
+        let constant = self.constant(&mut c).and_then(|v| c.expect_end("the list item").map(|()| v));
+        let op = match (constant, text.as_bytes()) {
+            (Ok(v), _) => return Ok(Item::Const(v)),
+            (Err(_), [b'{', .., b'}']) => Opcode::Tuple,
+            (Err(_), [b'[', .., b']']) => Opcode::List,
+            (Err(err), _) => return Err(err),
+        };
+        if depth >= MAX_BUILT_DEPTH {
+            return Err(SpanError::new(
+                ts,
+                text.len(),
+                format!("items nest more than {MAX_BUILT_DEPTH} deep"),
+            )
+            .with_hint("build the inner values in registers first"));
+        }
+        let inner = lex::split_operands(src, ts + 1, ts + text.len() - 1)?;
+        let region = SCRATCH + *next;
+        *next += inner.len() as i64;
+        let items = inner
+            .iter()
+            .map(|&(a, b)| self.list_item(f, src, a, b, next, depth + 1))
+            .collect::<PResult<Vec<_>>>()?;
+        Ok(Item::Built(op, region, items))
     }
 
     /// The instructions that load an operand list's items into scratch registers (slots
     /// `SCRATCH..`, placed at `.end`), recording the registers they read.
     fn list_moves(&mut self, f: &mut FuncBuild, l: OperandList, at: usize, len: usize) -> Vec<Pending> {
         if !l.moves.is_empty() {
-            f.scratch = f.scratch.max(l.start - SCRATCH + l.moves.len() as i64);
+            f.scratch = f.scratch.max(l.end - SCRATCH);
         }
         let mut out = Vec::with_capacity(l.moves.len());
         for (k, item) in l.moves.into_iter().enumerate() {
-            let dst = l.start + k as i64;
-            let (op, vals) = match item {
-                Item::Reg(r) => {
-                    f.max_reg = f.max_reg.max(Some(r));
-                    (Opcode::Move, vec![dst, r])
-                }
-                Item::Const(Value::Int(i)) if i32::try_from(i).is_ok() => (Opcode::Int, vec![dst, i]),
-                Item::Const(Value::Nil) => (Opcode::Nil, vec![dst]),
-                Item::Const(v) => (Opcode::Const, vec![dst, self.pool(v)]),
-            };
-            out.push(Pending { op, vals, at, len, bad: false });
+            self.load_item(f, l.start + k as i64, item, (at, len), &mut out);
         }
         out
+    }
+
+    /// Appends the instructions that put `item` in register `dst`: a nested tuple or list
+    /// has its items loaded first, into its own scratch registers.
+    fn load_item(
+        &mut self,
+        f: &mut FuncBuild,
+        dst: i64,
+        item: Item,
+        span: (usize, usize),
+        out: &mut Vec<Pending>,
+    ) {
+        let (op, vals) = match item {
+            Item::Reg(r) => {
+                f.max_reg = f.max_reg.max(Some(r));
+                (Opcode::Move, vec![dst, r])
+            }
+            Item::Const(v) => self.load(dst, v),
+            Item::Built(op, region, items) => {
+                let n = items.len() as i64;
+                for (k, it) in items.into_iter().enumerate() {
+                    self.load_item(f, region + k as i64, it, span, out);
+                }
+                (op, vec![dst, region, n])
+            }
+        };
+        out.push(Pending { op, vals, at: span.0, len: span.1, bad: false });
+    }
+
+    /// The instruction that loads constant `value` into register `dst`: `int` for a small
+    /// int, `nil` for nil, else `const` from the pool.
+    fn load(&mut self, dst: i64, value: Value) -> (Opcode, Vec<i64>) {
+        match value {
+            Value::Int(i) if i32::try_from(i).is_ok() => (Opcode::Int, vec![dst, i]),
+            Value::Nil => (Opcode::Nil, vec![dst]),
+            v => (Opcode::Const, vec![dst, self.pool(v)]),
+        }
+    }
+
+    /// A constant written where a register is read (`s..e`, not a register). A word that is no
+    /// literal gets the register error, since a misspelt register is the likelier mistake.
+    fn read_constant(&self, src: &str, s: usize, e: usize) -> PResult<Value> {
+        let mut c = Cursor::new(src, s, e);
+        let parsed = self.constant(&mut c).and_then(|v| c.expect_end("the operand").map(|()| v));
+        let word = src[s..e].trim_start().starts_with(|ch: char| ch.is_ascii_alphabetic() || ch == '_');
+        if parsed.is_err() && word {
+            let mut rc = Cursor::new(src, s, e);
+            return match register(&mut rc) {
+                Err(err) => Err(err.with_hint(
+                    "a register is read here, so a constant also works: `5`, `:ok`, `\"text\"`, `b\"\\n\"`, `$NAME`",
+                )),
+                // `r1 r2`: the register is fine, what follows it is not.
+                Ok(_) => rc.expect_end("the operand").and(parsed),
+            };
+        }
+        parsed
     }
 
     /// Parses one operand of kind `kind`; `prev` is the previous operand's value (the window's
@@ -300,7 +444,12 @@ impl Asm<'_> {
         let at = c.pos;
         Ok(match kind {
             OperandKind::Dst | OperandKind::Reg => {
-                let r = register(c)?;
+                let r = register(c).map_err(|e| match kind {
+                    OperandKind::Dst if e.hint.is_none() => {
+                        e.with_hint("this operand is written, so it must be a register")
+                    }
+                    _ => e,
+                })?;
                 if let Some(regs) = f.regs.filter(|&n| r >= i64::from(n)) {
                     return Err(SpanError::new(at, c.pos - at, format!("register r{r} is out of range"))
                         .with_hint(format!(
