@@ -115,13 +115,15 @@ pub struct Limits {
     pub max_heap: Option<u64>,
 }
 
-/// Everything a container is started from (a manifest entry, the REPL's `start`).
-#[derive(Clone, Debug)]
-pub struct ContainerSpec {
+/// Everything a container is started from (a manifest entry, the REPL's `start`). `M` is its
+/// module: loaded (`Arc<Module>`, what a VM starts) or still a file to load (`PathBuf`: a
+/// manifest's entry, `manifest::Entry`); the other settings are the same in both.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ContainerSpec<M = Arc<Module>> {
     /// Its name: unique in the VM, no `/`.
     pub name: String,
     /// The module its root runs `main` of.
-    pub module: Arc<Module>,
+    pub module: M,
     /// Where the module came from, for people (`containers` in the REPL).
     pub source: String,
     /// `main`'s argument list.
@@ -138,6 +140,36 @@ pub struct ContainerSpec {
     pub intensity: Intensity,
     /// The wakeup priority of its actors (a `spawnx` option overrides it).
     pub priority: vm_core::Priority,
+}
+
+impl<M> ContainerSpec<M> {
+    /// The same settings with `module` as the module (`vm up` loads each entry's file).
+    pub fn with_module<N>(self, module: N) -> ContainerSpec<N> {
+        let ContainerSpec {
+            name,
+            module: _,
+            source,
+            args,
+            grants,
+            allow_lookup,
+            limits,
+            restart,
+            intensity,
+            priority,
+        } = self;
+        ContainerSpec {
+            name,
+            module,
+            source,
+            args,
+            grants,
+            allow_lookup,
+            limits,
+            restart,
+            intensity,
+            priority,
+        }
+    }
 }
 
 /// The restart intensity of a transient container (OTP's): more than `max_restarts` restarts

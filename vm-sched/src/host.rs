@@ -63,6 +63,25 @@ impl ActorHost<'_> {
     }
 }
 
+impl ActorHost<'_> {
+    /// What the mailbox did, as the stepper's [`Received`] (waking the deadlock detector if
+    /// parking made the VM idle); `None` if the scan stopped at its budget.
+    #[inline(always)]
+    fn received(&self, took: TakeOrPark) -> Option<Received> {
+        Some(match took {
+            TakeOrPark::Taken(m) => Received::Message(m),
+            TakeOrPark::Parked { idle } => {
+                if idle {
+                    self.vm.shared.idle.notify_one();
+                }
+                Received::Parked
+            }
+            TakeOrPark::Empty => Received::Empty,
+            TakeOrPark::Unfinished => return None,
+        })
+    }
+}
+
 impl Host for ActorHost<'_> {
     fn self_pid(&self) -> Pid {
         self.cell.pid
@@ -140,15 +159,20 @@ impl Host for ActorHost<'_> {
     }
 
     fn try_receive_or_park(&mut self, pattern: Option<&Value>) -> Received {
-        match self.cell.mailbox.take_or_park(pattern, &self.vm.shared.active) {
-            TakeOrPark::Taken(m) => Received::Message(m),
-            TakeOrPark::Parked { idle } => {
-                if idle {
-                    self.vm.shared.idle.notify_one();
-                }
-                Received::Parked
-            }
-            TakeOrPark::Empty => Received::Empty,
+        let took = self.cell.mailbox.take_or_park(pattern, &self.vm.shared.active);
+        // With no bound on the scan, it always finishes.
+        self.received(took).unwrap_or(Received::Empty)
+    }
+
+    fn try_receive_matching(&mut self, pattern: &Value, park: bool, budget: &mut u32) -> Option<Received> {
+        if park {
+            let took = self.cell.mailbox.take_or_park_within(Some(pattern), budget, &self.vm.shared.active);
+            return self.received(took);
+        }
+        match self.cell.mailbox.try_take_within(Some(pattern), budget) {
+            Ok(Some(m)) => Some(Received::Message(m)),
+            Ok(None) => Some(Received::Empty),
+            Err(_) => None,
         }
     }
 
