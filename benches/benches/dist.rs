@@ -20,58 +20,25 @@
 #![allow(clippy::print_stdout, reason = "a benchmark binary: printing its figures is its job")]
 
 use futures::StreamExt;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
-use vm_core::{Atom, Pid, Value};
-use vm_dist::node::{Config, Local, Node, SendError};
-use vm_dist::wire::SpawnOptions;
-use vm_dist::{NatsOptions, NatsTransport, NodeId};
+use vm_core::{Pid, Value};
+use vm_dist::node::{Config, Node, SendError};
+use vm_dist::tap::Tap;
+use vm_dist::{NatsOptions, NatsTransport};
 
 const ROUNDS: usize = 7;
 const TRIPS: usize = 2000;
 const ONE_WAY: usize = 300_000;
 
-/// A runtime whose every delivery goes to a channel (the bench plays the actors).
-struct Tap {
-    tx: mpsc::UnboundedSender<(Pid, Value)>,
-    node: OnceLock<Node>,
-}
-
-impl Local for Tap {
-    fn send(&self, to: Pid, msg: Value) {
-        let _ = self.tx.send((to, msg));
-    }
-    fn send_named(&self, _: Atom, _: Value) {}
-    fn spawn(
-        &self,
-        _: &str,
-        _: Vec<Value>,
-        _: &SpawnOptions,
-        _: Pid,
-        _: &mut dyn FnMut(Pid),
-    ) -> Result<Pid, Atom> {
-        Err(Atom::new("undef"))
-    }
-    fn is_alive(&self, _: Pid) -> bool {
-        true
-    }
-    fn exit_signal(&self, _: Pid, _: Pid, _: Value, _: bool) {}
-    fn down(&self, _: Pid, _: i64, _: Pid, _: Value) {}
-    fn interrupt(&self, _: Pid, _: Atom, _: Value, _: u8) {}
-    fn kill(&self, _: Pid, _: Pid) {}
-    fn node_event(&self, _: &NodeId, _: bool) {}
-    fn actor_count(&self) -> u64 {
-        1
-    }
-}
-
 async fn node(url: &str, name: &str, direct: bool) -> (Arc<Tap>, mpsc::UnboundedReceiver<(Pid, Value)>) {
     let opts = NatsOptions { urls: vec![url.to_string()], ..Default::default() };
     let t = Arc::new(NatsTransport::connect(&opts, "bench").await.expect("nats-server reachable"));
-    let (tx, rx) = mpsc::unbounded_channel();
-    let tap = Arc::new(Tap { tx, node: OnceLock::new() });
+    // A runtime whose every delivery goes to a channel (the bench plays the actors).
+    let (tap, rx) = Tap::new(1);
+    let tap = Arc::new(tap);
     let mut cfg = Config::new("bench", name);
     if direct {
         cfg.direct = Some("127.0.0.1:0".parse().unwrap());

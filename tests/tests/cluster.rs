@@ -20,111 +20,21 @@
 #![allow(clippy::print_stderr, reason = "a test harness: it reports the timings it measured")]
 
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 use vm_tests::{repo_root, run_with_timeout};
+
+// nats-server processes and the partition proxy, shared with vm-dist's own cluster tests.
+#[path = "../../vm-dist/tests/common/servers.rs"]
+mod servers;
+use servers::{NatsServer, Proxy, free_port, monitor_get};
 
 const VM: &str = env!("CARGO_BIN_EXE_vm-under-test");
 
 fn program(name: &str) -> String {
     repo_root().join("tests/cluster").join(name).to_string_lossy().into_owned()
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn nats_server_binary() -> &'static str {
-    for p in ["/usr/sbin/nats-server", "/usr/bin/nats-server", "/usr/local/bin/nats-server"] {
-        if Path::new(p).exists() {
-            return p;
-        }
-    }
-    panic!("nats-server is not installed (apt-get install -y nats-server; .ci/run does this)")
-}
-
-/// A nats-server child process on a free loopback port, killed when dropped.
-struct NatsServer {
-    port: u16,
-    child: Option<Child>,
-    dir: PathBuf,
-}
-
-impl NatsServer {
-    /// A server with `extra` configuration appended; it pings every second, so dead clients and
-    /// routes are noticed within ~3 s.
-    fn start(extra: &str) -> NatsServer {
-        let port = free_port();
-        let dir = std::env::temp_dir().join(format!("vm-cluster-test-{}-{port}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let config = format!(
-            "listen: 127.0.0.1:{port}\nping_interval: \"1s\"\nping_max: 2\nserver_name: s{port}\n{}\n",
-            extra.replace("$DIR", &dir.to_string_lossy())
-        );
-        let conf = dir.join("nats.conf");
-        std::fs::write(&conf, config).unwrap();
-        let child = Command::new(nats_server_binary())
-            .arg("-c")
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nats-server starts");
-        let t = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(t.elapsed() < Duration::from_secs(10), "nats-server did not listen on {port}");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        NatsServer { port, child: Some(child), dir }
-    }
-
-    /// SIGKILL, as `kill -9` does.
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
-    }
-
-    /// Waits until the server's monitoring endpoint reports `n` routes.
-    fn wait_routes(&self, monitor_port: u16, n: usize) {
-        let t = Instant::now();
-        loop {
-            let body = monitor_get(monitor_port, "/routez");
-            if body.contains(&format!("\"num_routes\": {n}")) {
-                return;
-            }
-            assert!(t.elapsed() < Duration::from_secs(15), "no {n} routes on {}: {body}", self.port);
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for NatsServer {
-    fn drop(&mut self) {
-        self.kill();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// The body of an HTTP GET of `path` on the server's monitoring port.
-fn monitor_get(monitor_port: u16, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut body = String::new();
-    if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", monitor_port)) {
-        let _ = s.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes());
-        let _ = s.read_to_string(&mut body);
-    }
-    body
 }
 
 /// A `vm` process whose standard output is read line by line as it comes, each line with the
@@ -367,84 +277,6 @@ fn vm_nodes_lists_the_live_nodes_and_a_taken_name_is_refused() {
     assert_eq!(b.wait(Duration::from_secs(10)), Some(0), "{}", b.stderr());
     let (_, out, _) = vm(&["nodes", "--cluster", &s.url()], Duration::from_secs(20));
     assert_eq!(out.lines().skip(1).map(|l| l.split('\t').next().unwrap()).collect::<Vec<_>>(), ["c"]);
-}
-
-/// A TCP proxy on a free loopback port forwarding to `target`; while paused, bytes in both
-/// directions are held back (a partition that leaves the connections open, as a dropped
-/// network does).
-struct Proxy {
-    port: u16,
-    paused: Arc<AtomicBool>,
-    stop: Arc<AtomicBool>,
-}
-
-impl Proxy {
-    fn start(target: u16) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        listener.set_nonblocking(true).unwrap();
-        let paused = Arc::new(AtomicBool::new(false));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (p, s) = (paused.clone(), stop.clone());
-        std::thread::spawn(move || {
-            while !s.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((inbound, _)) => {
-                        let Ok(outbound) = std::net::TcpStream::connect(("127.0.0.1", target)) else {
-                            continue;
-                        };
-                        for (from, to) in [
-                            (inbound.try_clone().unwrap(), outbound.try_clone().unwrap()),
-                            (outbound, inbound),
-                        ] {
-                            let (p, s) = (p.clone(), s.clone());
-                            std::thread::spawn(move || pump(from, to, p, s));
-                        }
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
-                }
-            }
-        });
-        Proxy { port, paused, stop }
-    }
-
-    fn pause(&self, on: bool) {
-        self.paused.store(on, Ordering::SeqCst);
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-    }
-}
-
-fn pump(
-    mut from: std::net::TcpStream,
-    mut to: std::net::TcpStream,
-    paused: Arc<AtomicBool>,
-    stop: Arc<AtomicBool>,
-) {
-    use std::io::{Read, Write};
-    from.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
-    let mut buf = vec![0u8; 64 * 1024];
-    while !stop.load(Ordering::Relaxed) {
-        if paused.load(Ordering::SeqCst) {
-            std::thread::sleep(Duration::from_millis(5));
-            continue;
-        }
-        match from.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => {
-                if to.write_all(&buf[..n]).is_err() {
-                    break;
-                }
-            }
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
-            Err(_) => break,
-        }
-    }
-    let _ = to.shutdown(std::net::Shutdown::Both);
 }
 
 #[test]

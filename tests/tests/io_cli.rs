@@ -1,5 +1,6 @@
-//! I/O through the real command line: standard input and output of a program, and the
-//! permission flags of `vm run`.
+//! I/O through the real command line: standard input and output of a program, the permission
+//! flags of `vm run`, and reports on standard error that stay short whatever a crashed actor
+//! held.
 
 use std::process::Command;
 use std::time::Duration;
@@ -52,4 +53,39 @@ fn permission_flags_are_parsed_and_denials_name_the_flag() {
     let (code, _, err) = vm(&["run", "--allow-net=host:notaport", listen], b"");
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("bad port"), "{err}");
+}
+
+/// An actor that ends holding a 10 MB string or a million-element list is reported with a
+/// bounded excerpt, "…" and the value's size, never the whole value.
+#[test]
+fn a_crash_with_a_huge_value_is_reported_with_an_excerpt() {
+    let prog = "tests/programs/io/huge_crash.vasm";
+    // A child's crash, logged while the VM goes on.
+    let (code, out, err) = vm(&["run", prog, "child"], b"");
+    assert_eq!((code, out.as_str()), (0, "main goes on\n"), "{}", &err[..err.len().min(4000)]);
+    assert!(
+        err.contains("actor crashed") && err.contains("oops: 0123456789"),
+        "{}",
+        &err[..err.len().min(4000)]
+    );
+    assert!(err.contains("… (10485760 bytes)"), "{}", &err[..err.len().min(4000)]);
+    assert!(err.len() < 4096, "the crash log is {} bytes", err.len());
+    // Main's uncaught exception.
+    let (code, out, err) = vm(&["run", prog, "main"], b"");
+    assert_eq!((code, out.as_str()), (1, ""), "{}", &err[..err.len().min(4000)]);
+    assert!(
+        err.contains("oops: 01234567890123456789") && err.contains("… (10485760 bytes)"),
+        "{}",
+        &err[..err.len().min(4000)]
+    );
+    assert!(err.len() < 4096, "the report is {} bytes", err.len());
+    // Main stopping with a huge reason.
+    let (code, _, err) = vm(&["run", prog, "stop"], b"");
+    assert_eq!(code, 1, "{}", &err[..err.len().min(4000)]);
+    assert!(
+        err.contains("exited with reason [\"a\", \"a\", ") && err.contains("… (1048577 elements)"),
+        "{}",
+        &err[..err.len().min(4000)]
+    );
+    assert!(err.len() < 4096, "the report is {} bytes", err.len());
 }

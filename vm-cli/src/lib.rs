@@ -717,18 +717,7 @@ fn cmd_up(args: UpArgs, style: Style) -> Result<(), Failure> {
     let mut specs = Vec::with_capacity(entries.len());
     for e in entries {
         let module = load_program(&e.module, style).map_err(|msg| (EXIT_USAGE, msg))?;
-        specs.push(vm_sched::container::ContainerSpec {
-            name: e.name,
-            module: Arc::new(module),
-            source: display(&e.module),
-            args: e.args,
-            grants: e.grants,
-            allow_lookup: e.allow_lookup,
-            limits: e.limits,
-            restart: e.restart,
-            intensity: e.intensity,
-            priority: e.priority,
-        });
+        specs.push(e.with_module(Arc::new(module)));
     }
     let opts = RunOptions { workers: args.workers, ..RunOptions::default() };
     let report: vm_sched::up::Report = Arc::new(|line: &str| {

@@ -174,14 +174,18 @@ fn verify_diagnostic(m: &Module, e: &VerifyError, sources: &[(String, String)]) 
 pub(crate) fn uncaught(fault: &Fault, location: &Location) -> String {
     format!(
         "error: uncaught exception in actor <1> (main)\n  {}: {}\n  at {location}\n",
-        fault.exception.kind, fault.exception.msg
+        fault.exception.kind,
+        fault.exception.msg.excerpt(vm_core::value::EXCERPT_BYTES)
     )
 }
 
 /// The report for a main actor that ended with an abnormal exit reason (`stop`, a kill, an exit
 /// signal from a linked actor).
 pub(crate) fn stopped(reason: &vm_core::Value) -> String {
-    format!("error: actor <1> (main) exited with reason {}\n", reason.repr())
+    format!(
+        "error: actor <1> (main) exited with reason {}\n",
+        reason.repr_excerpt(vm_core::value::EXCERPT_BYTES)
+    )
 }
 
 #[cfg(test)]

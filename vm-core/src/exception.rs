@@ -52,6 +52,7 @@ impl Exception {
 
 impl fmt::Display for Exception {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.kind, self.msg)
+        // A message can be any value a program raised, however large: a report shows an excerpt.
+        write!(f, "{}: {}", self.kind, self.msg.excerpt(crate::value::EXCERPT_BYTES))
     }
 }

@@ -24,7 +24,10 @@
 //! 1. The instruction completes inside the step, through [`Host`] calls that never wait (a
 //!    message already in the mailbox, a channel partner already parked, an inline native, I/O
 //!    whose data is ready), and the next one runs.
-//! 2. The fuel runs out: [`Step::Yielded`], the actor is runnable.
+//! 2. The fuel runs out: [`Step::Yielded`], the actor is runnable. A selective receive's scan
+//!    of the mailbox is charged too, one unit per message looked at
+//!    ([`Host::try_receive_matching`]): a scan that spends the fuel stops where it is and
+//!    yields, and the receive runs again, going on from there.
 //! 3. The instruction must wait and the runtime begins the wait: [`Step::Blocked`] with a plain
 //!    [`Effect`] ([`Effect::Print`], [`Effect::Sleep`], [`Effect::Receive`], [`Effect::Yield`],
 //!    [`Effect::Select`], [`Effect::Native`], [`Effect::Stop`]). The runtime waits and calls
@@ -571,6 +574,24 @@ pub trait Host {
             Some(m) => Received::Message(m),
             None => Received::Empty,
         }
+    }
+    /// A selective receive's attempt (`recvp`, `recvpt`): as [`Host::try_receive_or_park`]
+    /// (with `park`) or [`Host::try_receive`] for `pattern`, looking at no more than `*budget`
+    /// queued messages and taking one unit from `*budget` for each one it looks at (the stepper
+    /// charges them as fuel). `None`: none of those matched and more are queued; the host
+    /// remembers how far it looked, the instruction yields, and when it runs again the scan
+    /// goes on from there. The default does not bound its scan and charges nothing. (This
+    /// charge depends on the mailbox, so it is no column of the op list: `recvp`'s is free.)
+    fn try_receive_matching(&mut self, pattern: &Value, park: bool, budget: &mut u32) -> Option<Received> {
+        let _ = budget;
+        Some(if park {
+            self.try_receive_or_park(Some(pattern))
+        } else {
+            match self.try_receive(Some(pattern)) {
+                Some(m) => Received::Message(m),
+                None => Received::Empty,
+            }
+        })
     }
     /// Whether the `send` (or `send_to_node`) that just returned `Err` holds a wait instead:
     /// the receiver's node is far behind and the host suspends the sender until there is room

@@ -55,49 +55,21 @@ pub async fn census(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::node::{Config, Local, Node};
+    use crate::node::{Config, Node};
+    use crate::tap::Tap;
     use crate::transport::MemBus;
-    use crate::wire::SpawnOptions;
     use std::sync::Arc;
-    use vm_core::{Atom, Pid, Value};
-
-    struct Idle(u64);
-
-    impl Local for Idle {
-        fn send(&self, _: Pid, _: Value) {}
-        fn send_named(&self, _: Atom, _: Value) {}
-        fn spawn(
-            &self,
-            _: &str,
-            _: Vec<Value>,
-            _: &SpawnOptions,
-            _: Pid,
-            _: &mut dyn FnMut(Pid),
-        ) -> Result<Pid, Atom> {
-            Err(Atom::new("undef"))
-        }
-        fn is_alive(&self, _: Pid) -> bool {
-            false
-        }
-        fn exit_signal(&self, _: Pid, _: Pid, _: Value, _: bool) {}
-        fn down(&self, _: Pid, _: i64, _: Pid, _: Value) {}
-        fn interrupt(&self, _: Pid, _: Atom, _: Value, _: u8) {}
-        fn kill(&self, _: Pid, _: Pid) {}
-        fn node_event(&self, _: &NodeId, _: bool) {}
-        fn actor_count(&self) -> u64 {
-            self.0
-        }
-    }
 
     #[tokio::test]
     async fn lists_the_live_nodes_without_joining() {
         let bus = MemBus::new();
         let mut cfg = Config::new("c", "a");
         cfg.heartbeat = Duration::from_millis(50);
-        let (a, driver) = Node::start(cfg.clone(), Arc::new(bus.connect()), Arc::new(Idle(3))).await.unwrap();
+        let (a, driver) =
+            Node::start(cfg.clone(), Arc::new(bus.connect()), Arc::new(Tap::new(3).0)).await.unwrap();
         tokio::spawn(driver.run());
         cfg.name = "b".into();
-        let (b, driver) = Node::start(cfg, Arc::new(bus.connect()), Arc::new(Idle(5))).await.unwrap();
+        let (b, driver) = Node::start(cfg, Arc::new(bus.connect()), Arc::new(Tap::new(5).0)).await.unwrap();
         tokio::spawn(driver.run());
         let nodes = census(&bus.connect(), "c", Duration::from_millis(200)).await.unwrap();
         let got: Vec<(String, u64, u64)> =

@@ -32,6 +32,7 @@ pub mod nats;
 pub mod node;
 pub mod options;
 mod outbox;
+pub mod tap;
 pub mod transport;
 pub mod wire;
 

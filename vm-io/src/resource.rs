@@ -286,18 +286,12 @@ impl Io {
     /// Walks `v` with a work list (a value may nest deeper than the stack could recurse).
     #[inline(never)]
     fn transfer_in(&self, v: &Value, from: u64, to: u64) {
-        let mut work = vec![v];
-        while let Some(v) = work.pop() {
-            match v {
-                Value::Res(h) => {
-                    if let Some(r) = resource_of(h)
-                        && r.owner.compare_exchange(from, to, Ordering::AcqRel, Ordering::Acquire).is_ok()
-                    {
-                        self.record(to, &r);
-                    }
-                }
-                v if v.is_container() => work.extend(v.children()),
-                _ => {}
+        for v in v.walk() {
+            if let Value::Res(h) = v
+                && let Some(r) = resource_of(h)
+                && r.owner.compare_exchange(from, to, Ordering::AcqRel, Ordering::Acquire).is_ok()
+            {
+                self.record(to, &r);
             }
         }
     }

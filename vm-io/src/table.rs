@@ -163,27 +163,13 @@ impl Table {
 /// Refuses values a table may not hold (see the module docs). Iterative, so a deeply nested
 /// value cannot overflow the stack.
 pub fn check_data(what: &str, v: &Value) -> Result<(), Exception> {
-    let mut stack = vec![v];
-    while let Some(v) = stack.pop() {
-        match v {
-            Value::Nil
-            | Value::Bool(_)
-            | Value::Int(_)
-            | Value::Float(_)
-            | Value::Atom(_)
-            | Value::Str(_)
-            | Value::Bytes(_)
-            | Value::Ref(_) => {}
-            Value::Tuple(_) | Value::List(_) | Value::Map(_) => stack.extend(v.children()),
-            Value::Pid(_) | Value::Chan(_) | Value::Res(_) | Value::Fun(_) => {
-                return Err(Exception::type_error(format!(
-                    "{what}: a table holds only data, not a {}",
-                    v.type_atom().name()
-                )));
-            }
-        }
+    match v.walk().find(|x| matches!(x, Value::Pid(_) | Value::Chan(_) | Value::Res(_) | Value::Fun(_))) {
+        Some(bad) => Err(Exception::type_error(format!(
+            "{what}: a table holds only data, not a {}",
+            bad.type_atom().name()
+        ))),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// A key or value argument: data (a flat value is checked with one match).

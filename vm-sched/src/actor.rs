@@ -416,6 +416,7 @@ fn select_ended(
         SelectEnd::Fired(f) => st.resume(module, select_resume(shape, f)),
         SelectEnd::TimedOut => st.resume(module, Resume::Timeout),
         SelectEnd::Failed(e) => st.resume(module, Resume::Raise(e)),
+        SelectEnd::Retry => st.resume(module, Resume::Retry),
         SelectEnd::Signal(sig, committed) => {
             if let Some(f) = committed {
                 // The select completed first; the signal then meets a running actor: mode 0 no

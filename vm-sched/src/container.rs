@@ -30,17 +30,25 @@
 //!    2. A `csend`, `ctrysend` or `select` send of a value holding a function, a resource or a
 //!       table on a shared channel raises `:badarg` before anything is sent, whoever would
 //!       receive it ([`check_chan_send`]); channels inside the value become shared too.
-//!    3. The check runs where every send is first tried (the host's `chan_try_one` and
-//!       `chan_try`; an actor only parks a send after trying it). Scalars are not looked at, and
-//!       a compound value costs a flag load unless the channel is shared, so sends within one
+//!    3. The check runs where every send is tried (`chan::waits`: `try_one`, `try_or_park`,
+//!       and the case lists of `try_now` and `start_select`). Scalars are not looked at, and a
+//!       compound value costs a flag load unless the channel is shared, so sends within one
 //!       container pay next to nothing.
 //!    4. What a channel holds when it crosses (buffered values, parked senders' values) was put
 //!       in while no other container could reach it, so no send checked it: the crossing walk
 //!       checks it too ([`Channel::share`](crate::chan::Channel::share)), and a channel holding a
-//!       function, a resource or a table does not cross. One window stays open: a send that
-//!       passed its check (the channel not yet shared) and enqueues after the crossing walk
-//!       read the channel's contents is not seen; closing it needs the check under the
-//!       channel's lock, on every send's path.
+//!       function, a resource or a table does not cross.
+//!    5. **The crossing race.** A send checks before it takes the channel's lock, so a
+//!       crossing may come between its check and its enqueue. The channel keeps its shared
+//!       flag under its lock too, set in the same critical section in which the crossing
+//!       reads what it holds (4). Every send carries whether it was *checked* (a scalar, or a
+//!       value walked with the channel shared: [`check_chan_send`]); under the lock, a send
+//!       that was not and finds the channel shared enqueues nothing and is sent back
+//!       ([`crate::chan::Fired::Unchecked`]) to be checked ([`check_shared_chan_send`]) and
+//!       tried again (a blocking select in the driver runs its instruction again). So every
+//!       value enqueued either went in before the crossing's read (and was seen by it) or was
+//!       checked with the channel shared. The cost within one container is the test of a
+//!       bool under a lock already held.
 //! 5. **Names.** Each container has its own registry (`register`, `whereis`, a send to a name):
 //!    two containers may both register `:db`, each meaning its own actor. An actor is registered
 //!    only in its own container's registry (registering an actor of another container raises
@@ -107,13 +115,15 @@ pub struct Limits {
     pub max_heap: Option<u64>,
 }
 
-/// Everything a container is started from (a manifest entry, the REPL's `start`).
-#[derive(Clone, Debug)]
-pub struct ContainerSpec {
+/// Everything a container is started from (a manifest entry, the REPL's `start`). `M` is its
+/// module: loaded (`Arc<Module>`, what a VM starts) or still a file to load (`PathBuf`: a
+/// manifest's entry, `manifest::Entry`); the other settings are the same in both.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ContainerSpec<M = Arc<Module>> {
     /// Its name: unique in the VM, no `/`.
     pub name: String,
     /// The module its root runs `main` of.
-    pub module: Arc<Module>,
+    pub module: M,
     /// Where the module came from, for people (`containers` in the REPL).
     pub source: String,
     /// `main`'s argument list.
@@ -130,6 +140,36 @@ pub struct ContainerSpec {
     pub intensity: Intensity,
     /// The wakeup priority of its actors (a `spawnx` option overrides it).
     pub priority: vm_core::Priority,
+}
+
+impl<M> ContainerSpec<M> {
+    /// The same settings with `module` as the module (`vm up` loads each entry's file).
+    pub fn with_module<N>(self, module: N) -> ContainerSpec<N> {
+        let ContainerSpec {
+            name,
+            module: _,
+            source,
+            args,
+            grants,
+            allow_lookup,
+            limits,
+            restart,
+            intensity,
+            priority,
+        } = self;
+        ContainerSpec {
+            name,
+            module,
+            source,
+            args,
+            grants,
+            allow_lookup,
+            limits,
+            restart,
+            intensity,
+            priority,
+        }
+    }
 }
 
 /// The restart intensity of a transient container (OTP's): more than `max_restarts` restarts
@@ -391,19 +431,33 @@ pub(crate) fn crossing_refusal(v: &Value) -> Option<&'static str> {
 }
 
 /// Rule 4b: a send of `v` on channel `h` by `op` (`csend`, `select`), refused if the channel is
-/// shared and `v` holds a function, a resource or a table. Scalars return at once (rule 4c).
-pub(crate) fn check_chan_send(op: &str, h: &vm_core::Handle, v: &Value) -> Result<(), vm_core::Exception> {
+/// shared and `v` holds a function, a resource or a table. Scalars return at once (rule 4c),
+/// inlined, so that the fast path makes no call. `Ok` says whether the value now counts as
+/// *checked* for the channel's lock (rule 4.5): true for a scalar and for a value walked with
+/// the channel shared, false for a compound value on a channel not shared when looked at.
+#[inline]
+pub(crate) fn check_chan_send(op: &str, h: &vm_core::Handle, v: &Value) -> Result<bool, vm_core::Exception> {
     if !matches!(
         v,
         Value::Fun(_) | Value::Res(_) | Value::Tuple(_) | Value::List(_) | Value::Map(_) | Value::Chan(_)
     ) {
-        return Ok(());
+        return Ok(true);
     }
     let shared =
         h.payload().and_then(|p| p.downcast_ref::<crate::chan::Channel>()).is_some_and(|c| c.is_shared());
     if !shared {
-        return Ok(());
+        return Ok(false);
     }
+    check_shared_chan_send(op, h, v).map(|()| true)
+}
+
+/// The walk of rule 4b for a send on a channel known to be shared: also the re-check of a send
+/// the channel's lock sent back ([`crate::chan::Fired::Unchecked`], rule 4.5).
+pub(crate) fn check_shared_chan_send(
+    op: &str,
+    h: &vm_core::Handle,
+    v: &Value,
+) -> Result<(), vm_core::Exception> {
     match crossing_refusal(v) {
         None => Ok(()),
         Some(what) => Err(vm_core::Exception::badarg(format!(
@@ -413,3 +467,7 @@ pub(crate) fn check_chan_send(op: &str, h: &vm_core::Handle, v: &Value) -> Resul
         ))),
     }
 }
+
+#[cfg(test)]
+#[path = "container_tests.rs"]
+mod tests;

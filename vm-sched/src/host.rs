@@ -63,6 +63,25 @@ impl ActorHost<'_> {
     }
 }
 
+impl ActorHost<'_> {
+    /// What the mailbox did, as the stepper's [`Received`] (waking the deadlock detector if
+    /// parking made the VM idle); `None` if the scan stopped at its budget.
+    #[inline(always)]
+    fn received(&self, took: TakeOrPark) -> Option<Received> {
+        Some(match took {
+            TakeOrPark::Taken(m) => Received::Message(m),
+            TakeOrPark::Parked { idle } => {
+                if idle {
+                    self.vm.shared.idle.notify_one();
+                }
+                Received::Parked
+            }
+            TakeOrPark::Empty => Received::Empty,
+            TakeOrPark::Unfinished => return None,
+        })
+    }
+}
+
 impl Host for ActorHost<'_> {
     fn self_pid(&self) -> Pid {
         self.cell.pid
@@ -140,15 +159,20 @@ impl Host for ActorHost<'_> {
     }
 
     fn try_receive_or_park(&mut self, pattern: Option<&Value>) -> Received {
-        match self.cell.mailbox.take_or_park(pattern, &self.vm.shared.active) {
-            TakeOrPark::Taken(m) => Received::Message(m),
-            TakeOrPark::Parked { idle } => {
-                if idle {
-                    self.vm.shared.idle.notify_one();
-                }
-                Received::Parked
-            }
-            TakeOrPark::Empty => Received::Empty,
+        let took = self.cell.mailbox.take_or_park(pattern, &self.vm.shared.active);
+        // With no bound on the scan, it always finishes.
+        self.received(took).unwrap_or(Received::Empty)
+    }
+
+    fn try_receive_matching(&mut self, pattern: &Value, park: bool, budget: &mut u32) -> Option<Received> {
+        if park {
+            let took = self.cell.mailbox.take_or_park_within(Some(pattern), budget, &self.vm.shared.active);
+            return self.received(took);
+        }
+        match self.cell.mailbox.try_take_within(Some(pattern), budget) {
+            Ok(Some(m)) => Some(Received::Message(m)),
+            Ok(None) => Some(Received::Empty),
+            Err(_) => None,
         }
     }
 
@@ -195,24 +219,17 @@ impl Host for ActorHost<'_> {
         Ok(waits::new_channel(self.vm, cap))
     }
 
+    // The boundary check of every send (`container`, rule 4) is in `waits`, next to the
+    // channel operations whose lock it must agree with (rule 4.5).
     fn chan_try(&mut self, cases: &[SelectCase]) -> Result<Option<Fired>, Exception> {
-        // Every send is tried here before it may park: the place for the boundary check
-        // (`container`, rule 4).
-        for case in cases {
-            if let SelectCase::Send(h, v) = case {
-                crate::container::check_chan_send("select", h, v)?;
-            }
-        }
         waits::try_now(self.vm, self.cell, cases)
     }
 
     fn chan_try_one(&mut self, chan: &Handle, send: Option<&Value>) -> Result<Option<Fired>, Exception> {
-        check_one_send(chan, send)?;
-        waits::try_one(self.vm, chan, send)
+        waits::try_one(self.vm, "csend", chan, send)
     }
 
     fn chan_try_or_park(&mut self, chan: &Handle, send: Option<&Value>) -> Result<ChanTried, Exception> {
-        check_one_send(chan, send)?;
         waits::try_or_park(self.vm, self.cell, chan, send, &mut self.held)
     }
 
@@ -330,21 +347,4 @@ impl Host for ActorHost<'_> {
             }
         }
     }
-}
-
-/// The boundary check (`container`, rule 4) of a one-channel send, where every `csend` is tried
-/// before it may park. Scalars never need it; tested here so the fast path makes no call.
-fn check_one_send(chan: &Handle, send: Option<&Value>) -> Result<(), Exception> {
-    if let Some(
-        v @ (Value::Fun(_)
-        | Value::Res(_)
-        | Value::Tuple(_)
-        | Value::List(_)
-        | Value::Map(_)
-        | Value::Chan(_)),
-    ) = send
-    {
-        crate::container::check_chan_send("csend", chan, v)?;
-    }
-    Ok(())
 }

@@ -23,35 +23,16 @@
 //!
 //! Grants are never stored anywhere else: a container has exactly the grants its entry lists.
 
-use crate::container::{Intensity, Limits, Restart};
+use crate::container::{ContainerSpec, Intensity, Limits, Restart};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use vm_io::{Grants, Permissions};
 
-/// One container as the manifest describes it (its module not loaded yet).
-#[derive(Clone, Debug, PartialEq)]
-pub struct Entry {
-    /// Its name.
-    pub name: String,
-    /// Its module file, resolved against the manifest's directory.
-    pub module: PathBuf,
-    /// `main`'s arguments.
-    pub args: Vec<String>,
-    /// Its grants and environment.
-    pub grants: Grants,
-    /// Containers it may look up.
-    pub allow_lookup: Vec<String>,
-    /// Its limits.
-    pub limits: Limits,
-    /// Its restart type.
-    pub restart: Restart,
-    /// Its restart intensity.
-    pub intensity: Intensity,
-    /// Its actors' wakeup priority.
-    pub priority: vm_core::Priority,
-}
+/// One container as the manifest describes it: its module is the file to load, resolved
+/// against the manifest's directory (`source` says the same, for people).
+pub type Entry = ContainerSpec<PathBuf>;
 
 /// A manifest error: where, and what.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -204,9 +185,11 @@ pub fn parse(text: &str, dir: &Path) -> Result<Vec<Entry>, ManifestError> {
             return Err(at_path(here("limits.max_heap"), "an actor needs some memory: at least 1 byte"));
         }
         let defaults = Intensity::default();
+        let module = dir.join(&r.module);
         out.push(Entry {
             name: r.name,
-            module: dir.join(&r.module),
+            source: module.display().to_string(),
+            module,
             args: r.args,
             grants: Grants { perms, env: r.env.into_iter().collect() },
             allow_lookup: r.allow_lookup,
@@ -257,6 +240,7 @@ mod tests {
         let m = parse(text, Path::new("/m")).unwrap();
         assert_eq!(m[0].module, PathBuf::from("/m/front.vasm"));
         assert_eq!(m[1].module, PathBuf::from("/abs/store.vasm"));
+        assert_eq!(m[0].source, "/m/front.vasm", "what `containers` shows");
         assert_eq!(m[0].restart, Restart::Permanent);
         assert_eq!(m[1].restart, Restart::Temporary);
         assert!(m[0].grants.perms.check_net("127.0.0.1:7000").is_ok());

@@ -2,10 +2,13 @@
 //! protocol in `mailbox` can be model-checked (`RUSTFLAGS="--cfg vm_loom" cargo test -p vm-sched
 //! --release --lib loom`). tokio uses `cfg(loom)` internally, hence a name of our own.
 
+/// (The models share state between loom's threads with loom's `Arc`.)
+#[cfg(all(test, vm_loom))]
+pub(crate) use loom::sync::Arc;
 #[cfg(vm_loom)]
 pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 #[cfg(vm_loom)]
-pub(crate) use loom::sync::{Arc, Mutex, MutexGuard};
+pub(crate) use loom::sync::{Mutex, MutexGuard};
 
 /// parking_lot's mutex rather than std's: an actor's mailbox lock is taken two or three times per
 /// message, and std's poisoning (a panic-count check on every lock and unlock) was ~45 of a ring

@@ -56,9 +56,15 @@ fn the_heartbeat_reports_an_actor_that_never_yields() {
 
 #[test]
 fn the_heartbeat_stays_quiet_for_well_behaved_actors() {
-    // A generous threshold: a loaded machine can deschedule a worker for tens of milliseconds.
-    let config = Config { hog_threshold_ms: 500, ..Config::default() };
-    let ran = Setup { config, ..Setup::default() }.run(count_to(3_000_000));
+    // A busy loop for 2.5 s, yielding as its fuel runs out: well past the threshold, so a
+    // heartbeat that missed the yields would report it. The threshold is generous, since a
+    // loaded machine can deschedule a worker (or the test process) for hundreds of
+    // milliseconds, which the heartbeat cannot tell from a hold.
+    let config = Config { hog_threshold_ms: 1_000, ..Config::default() };
+    let m = module(
+        ".func main 0\n    now r0\n    addi r1, r0, 2500\nloop:\n    now r2\n    jlt r2, r1, loop\n    ret r2\n.end\n",
+    );
+    let ran = Setup { config, ..Setup::default() }.run(m);
     assert!(ran.outcome.is_some(), "the loop did not finish");
     assert_eq!(ran.vm.hog_reports(), 0);
 }

@@ -52,7 +52,8 @@ pub(crate) struct Repr<'a>(pub &'a Value);
 
 impl fmt::Display for Repr<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0.repr())
+        // A log line shows a bounded excerpt of a value, however large the value is.
+        self.0.repr_excerpt(vm_core::value::EXCERPT_BYTES).fmt(f)
     }
 }
 
@@ -65,7 +66,7 @@ impl fmt::Display for ReprList<'_> {
             if i > 0 {
                 f.write_str(", ")?;
             }
-            f.write_str(&v.repr())?;
+            v.repr_excerpt(vm_core::value::EXCERPT_BYTES).fmt(f)?;
         }
         Ok(())
     }

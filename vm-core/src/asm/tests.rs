@@ -305,7 +305,7 @@ fn a_tuple_or_list_holding_registers_nests_in_an_operand_list() {
 
 #[test]
 fn constant_operand_misuse_is_located_with_a_hint() {
-    let cases: [(&str, u32, &str, &str); 6] = [
+    let cases: [(&str, u32, &str, &str); 7] = [
         // A word that is not a literal reads as a misspelt register.
         ("add r1, x1, r0", 13, "expected a register (`r0`, `r1`, ...), found `x1`", "a constant also works"),
         // A destination is written: no constant there.
@@ -315,6 +315,8 @@ fn constant_operand_misuse_is_located_with_a_hint() {
         ("move r1, r0 r2", 17, "unexpected `r2` after the operand", ""),
         // A register window starts at a register; a list takes constants.
         ("call r1, main, 5, 1", 20, "expected a register (`r0`, `r1`, ...), found `5`", ""),
+        // A destination out of range keeps its own hint.
+        ("int r70000, 3", 9, "register `r70000` is out of range", "registers are r0 to"),
     ];
     for (line, col, message, hint) in cases {
         let e = error(&format!(".func main 0\n    {line}\n    ret r0\n.end\n"));

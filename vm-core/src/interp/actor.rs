@@ -40,7 +40,10 @@ pub(super) fn spawn<H: Host + ?Sized>(
 }
 
 /// The receive instructions: the fast path takes a message already in the mailbox; otherwise a
-/// zero timeout jumps at once and anything else blocks.
+/// zero timeout jumps at once and anything else blocks. A selective receive (with `pattern`)
+/// looks at no more queued messages than `budget` allows, spending one unit of it per message
+/// (see [`Host::try_receive_matching`]); [`Flow::Yield`] if it stopped there.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn receive<H: Host + ?Sized>(
     host: &mut H,
     regs: &mut [Value],
@@ -49,10 +52,15 @@ pub(super) fn receive<H: Host + ?Sized>(
     timeout_ms: Option<u64>,
     target: u32,
     meter: &mut crate::mem::Meter,
+    budget: &mut u32,
 ) -> Flow {
-    let got = match timeout_ms {
-        None => host.try_receive_or_park(pattern.as_ref()),
-        Some(_) => match host.try_receive(pattern.as_ref()) {
+    let got = match (&pattern, timeout_ms) {
+        (Some(p), _) => match host.try_receive_matching(p, timeout_ms.is_none(), budget) {
+            Some(got) => got,
+            None => return Flow::Yield,
+        },
+        (None, None) => host.try_receive_or_park(None),
+        (None, Some(_)) => match host.try_receive(None) {
             Some(msg) => Received::Message(msg),
             None => Received::Empty,
         },
@@ -67,6 +75,28 @@ pub(super) fn receive<H: Host + ?Sized>(
         Received::Empty if timeout_ms == Some(0) => Flow::Jump(target),
         Received::Empty => Flow::Block(Effect::Receive { pattern, timeout_ms }),
     }
+}
+
+/// `recvp` (no `ms`) and `recvpt`: [`receive`] with the pattern in register `pat`, looking at
+/// no more queued messages than `budget` (`run` passes the fuel left, and charges what was
+/// spent).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn selective<H: Host + ?Sized>(
+    host: &mut H,
+    regs: &mut [Value],
+    dst: u16,
+    pat: u16,
+    ms: Option<u16>,
+    target: u32,
+    meter: &mut crate::mem::Meter,
+    budget: &mut u32,
+) -> Flow {
+    let timeout_ms = match ms.map(|r| millis("recvpt", &regs[r as usize])).transpose() {
+        Ok(t) => t,
+        Err(e) => return Flow::Throw(e),
+    };
+    let pattern = regs[pat as usize].clone();
+    receive(host, regs, dst, Some(pattern), timeout_ms, target, meter, budget)
 }
 
 /// A channel operand.

@@ -212,6 +212,21 @@ fn run<H: Host + ?Sized>(st: &mut ActorState, m: &Module, host: &mut H, mut fuel
             }
         };
     }
+    // Does what an instruction run out of line asks for.
+    macro_rules! flow {
+        ($flow:expr) => {
+            match $flow {
+                Flow::Next => next!(),
+                Flow::Jump(target) => jump!(target),
+                Flow::Throw(e) => throw!(e),
+                Flow::Block(effect) => break effect,
+                Flow::Yield => {
+                    save!();
+                    return (Step::Yielded, fuel);
+                }
+            }
+        };
+    }
     // Jumps to `$target`, charging fuel when the jump goes backward.
     macro_rules! jump {
         ($target:expr) => {{
@@ -489,19 +504,25 @@ fn run<H: Host + ?Sized>(st: &mut ActorState, m: &Module, host: &mut H, mut fuel
             },
             // A channel program's `csend` and `crecv` take the same short way (a parked one runs
             // again when woken, so each wait passes here twice).
-            Instr::Csend { ch, v } => match actor::chan_one(host, regs, "csend", ch, Some(v), None, 0) {
-                Flow::Next => next!(),
-                Flow::Throw(e) => throw!(e),
-                Flow::Block(effect) => break effect,
-                Flow::Jump(target) => jump!(target),
-            },
+            Instr::Csend { ch, v } => flow!(actor::chan_one(host, regs, "csend", ch, Some(v), None, 0)),
             Instr::Crecv { dst, ch, closed } => {
-                match actor::chan_one(host, regs, "crecv", ch, None, Some(dst), closed) {
-                    Flow::Next => next!(),
-                    Flow::Jump(target) => jump!(target),
-                    Flow::Throw(e) => throw!(e),
-                    Flow::Block(effect) => break effect,
-                }
+                flow!(actor::chan_one(host, regs, "crecv", ch, None, Some(dst), closed))
+            }
+            // A selective receive is charged one unit of fuel per message it looks at, so that a
+            // long scan yields like any other work: it gets the fuel left as its budget (a copy,
+            // so that `fuel` itself stays in a machine register) and may yield (`Flow::Yield`).
+            // A count its message makes due waits for the slice's end, as for `recv`.
+            Instr::Recvp { dst, pat } => {
+                let mut left = fuel;
+                let flow = actor::selective(host, regs, dst, pat, None, 0, meter, &mut left);
+                fuel = left;
+                flow!(flow);
+            }
+            Instr::Recvpt { dst, pat, ms, target } => {
+                let mut left = fuel;
+                let flow = actor::selective(host, regs, dst, pat, Some(ms), target, meter, &mut left);
+                fuel = left;
+                flow!(flow);
             }
             // Every other instruction is listed (rather than matched by `_`) so that the compiler
             // knows the jump table covers every opcode and needs no range check.
@@ -563,8 +584,6 @@ fn run<H: Host + ?Sized>(st: &mut ActorState, m: &Module, host: &mut H, mut fuel
             | Instr::Spawnm { .. }
             | Instr::Spawnx { .. }
             | Instr::Recvt { .. }
-            | Instr::Recvp { .. }
-            | Instr::Recvpt { .. }
             | Instr::Sleep { .. }
             | Instr::Now { .. }
             | Instr::Yield { .. }
@@ -616,12 +635,7 @@ fn run<H: Host + ?Sized>(st: &mut ActorState, m: &Module, host: &mut H, mut fuel
         // loop need not hold it in a register the call preserves (or spill it).
         let base = frames.last().map_or(0, |f| f.base as usize);
         regs = &mut stack[base..];
-        match flow {
-            Flow::Next => next!(),
-            Flow::Jump(target) => jump!(target),
-            Flow::Throw(e) => throw!(e),
-            Flow::Block(effect) => break effect,
-        }
+        flow!(flow);
     };
     // Every blocking instruction leaves the loop here, with the frame's `pc` on it.
     save!();
@@ -683,4 +697,7 @@ enum Flow {
     Throw(Exception),
     /// Suspend on this effect, leaving the program counter on the instruction.
     Block(Effect),
+    /// Yield, leaving the program counter on the instruction: it runs again in the next slice
+    /// (a selective receive whose scan spent the fuel).
+    Yield,
 }

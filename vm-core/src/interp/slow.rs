@@ -14,7 +14,7 @@
 
 use super::Flow;
 use super::actor::{
-    atom_of, chan_one, chan_ref, control, millis, pid_of, receive, select, select_cases, spawn,
+    atom_of, chan_one, chan_ref, control, millis, pid_of, receive, select, select_cases, selective, spawn,
 };
 use super::frame::{store, take_or_clone, window};
 use super::value_ops::{
@@ -445,22 +445,21 @@ pub(super) fn slow<H: Host + ?Sized>(
                 Err(e) => Flow::Throw(e),
             }
         }
-        Instr::Recv { dst } => receive(host, regs, dst, None, None, 0, meter),
+        // (A plain receive looks at one message, and is charged nothing for it.)
+        Instr::Recv { dst } => receive(host, regs, dst, None, None, 0, meter, &mut 0),
         Instr::Recvt { dst, ms, target } => match millis("recvt", &reg!(ms)) {
-            Ok(ms) => receive(host, regs, dst, None, Some(ms), target, meter),
+            Ok(ms) => receive(host, regs, dst, None, Some(ms), target, meter, &mut 0),
             Err(e) => Flow::Throw(e),
         },
+        // `run` runs these itself, with the fuel left as the budget; this is the same in full.
         Instr::Recvp { dst, pat } => {
-            let pat = reg!(pat).clone();
-            receive(host, regs, dst, Some(pat), None, 0, meter)
+            let mut unbounded = u32::MAX;
+            selective(host, regs, dst, pat, None, 0, meter, &mut unbounded)
         }
-        Instr::Recvpt { dst, pat, ms, target } => match millis("recvpt", &reg!(ms)) {
-            Ok(ms) => {
-                let pat = reg!(pat).clone();
-                receive(host, regs, dst, Some(pat), Some(ms), target, meter)
-            }
-            Err(e) => Flow::Throw(e),
-        },
+        Instr::Recvpt { dst, pat, ms, target } => {
+            let mut unbounded = u32::MAX;
+            selective(host, regs, dst, pat, Some(ms), target, meter, &mut unbounded)
+        }
         Instr::Yield {} => Flow::Block(Effect::Yield(None)),
         Instr::Yieldto { pid } => match pid_of(host, "yieldto", &reg!(pid)) {
             Ok(p) => Flow::Block(Effect::Yield(Some(p))),

@@ -377,6 +377,44 @@ impl Value {
             _ => Children::Seq([].iter()),
         }
     }
+
+    /// This value and every value nested in it, at any depth: depth first, each before what it
+    /// holds, in [`Value::children`] order. A work list of open containers, so any depth is
+    /// fine. A value reached twice through shared boxes is yielded twice.
+    pub fn walk(&self) -> Walk<'_> {
+        Walk { next: Some(self), open: Vec::new() }
+    }
+}
+
+/// The values of [`Value::walk`].
+pub struct Walk<'a> {
+    /// The value to yield next, if known (the root, at first).
+    next: Option<&'a Value>,
+    /// The containers whose children are still to come, innermost last.
+    open: Vec<Children<'a>>,
+}
+
+impl<'a> Iterator for Walk<'a> {
+    type Item = &'a Value;
+
+    fn next(&mut self) -> Option<&'a Value> {
+        let v = match self.next.take() {
+            Some(v) => v,
+            None => loop {
+                let top = self.open.last_mut()?;
+                match top.next() {
+                    Some(v) => break v,
+                    None => {
+                        self.open.pop();
+                    }
+                }
+            },
+        };
+        if v.is_container() {
+            self.open.push(v.children());
+        }
+        Some(v)
+    }
 }
 
 /// The values a value holds directly: see [`Value::children`]. Two words: the walks move these
@@ -744,6 +782,82 @@ impl fmt::Display for Value {
             Value::Str(s) => f.write_str(s),
             other => write_repr(f, other),
         }
+    }
+}
+
+/// How much of a value a report for people shows (a crash log, an uncaught exception, an exit
+/// reason): about 2 KB, as BEAM's logger bounds a term with `~P`.
+pub const EXCERPT_BYTES: usize = 2048;
+
+impl Value {
+    /// The print form (`Display`), cut after about `max` bytes: see [`Excerpt`].
+    pub fn excerpt(&self, max: usize) -> Excerpt<'_> {
+        Excerpt { v: self, max, repr: false }
+    }
+
+    /// The literal form ([`Value::repr`]), cut after about `max` bytes: see [`Excerpt`].
+    pub fn repr_excerpt(&self, max: usize) -> Excerpt<'_> {
+        Excerpt { v: self, max, repr: true }
+    }
+}
+
+/// A value for a report that must stay short whatever the value holds: its print or literal
+/// form up to `max` bytes (cut on a character boundary); a longer one ends in `…` and the
+/// size of the value, e.g. `"abc… (10485760 bytes)`. Writing stops at the cut, so a 10 MB value
+/// costs no more to show than a short one.
+pub struct Excerpt<'a> {
+    v: &'a Value,
+    max: usize,
+    repr: bool,
+}
+
+impl fmt::Display for Excerpt<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut out = Capped { out: f, left: self.max, cut: false };
+        let written = match (self.repr, self.v) {
+            (false, Value::Str(s)) => fmt::Write::write_str(&mut out, s),
+            _ => write_repr(&mut out, self.v),
+        };
+        match written {
+            Err(_) if out.cut => {}
+            other => return other,
+        }
+        let (n, what) = match self.v {
+            Value::Str(s) => (s.len(), "bytes"),
+            Value::Bytes(b) => (b.len(), "bytes"),
+            Value::Tuple(t) => (t.len(), "elements"),
+            Value::List(l) => (l.len(), "elements"),
+            Value::Map(m) => (m.len(), "entries"),
+            Value::Fun(c) => (c.env.len(), "captured values"),
+            // A scalar's form is short; only a very small `max` cuts one.
+            _ => return f.write_str("…"),
+        };
+        write!(f, "… ({n} {what})")
+    }
+}
+
+/// A writer that passes on at most `left` bytes, then fails (ending the write early) with
+/// `cut` set.
+struct Capped<'a, 'b> {
+    out: &'a mut fmt::Formatter<'b>,
+    left: usize,
+    cut: bool,
+}
+
+impl fmt::Write for Capped<'_, '_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        if s.len() <= self.left {
+            self.left -= s.len();
+            return self.out.write_str(s);
+        }
+        let mut end = self.left;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        self.out.write_str(&s[..end])?;
+        self.left = 0;
+        self.cut = true;
+        Err(fmt::Error)
     }
 }
 

@@ -105,6 +105,22 @@ fn nested_mix(depth: usize, leaf: Value) -> Value {
 }
 
 #[test]
+fn walk_visits_each_value_before_its_contents_at_any_depth() {
+    let v = Value::tuple(vec![
+        Value::Int(1),
+        Value::list(vec![Value::Int(2), Value::Int(3)]),
+        Value::Map(Arc::new(BTreeMap::from([(Value::atom("k"), Value::Int(4))]))),
+    ]);
+    let seen: Vec<String> = v.walk().map(Value::repr).collect();
+    assert_eq!(seen, ["{1, [2, 3], %{:k => 4}}", "1", "[2, 3]", "2", "3", "%{:k => 4}", ":k", "4"]);
+    assert_eq!(Value::Int(7).walk().count(), 1);
+    on_small_stack(|| {
+        let deep = nested_mix(DEEP, Value::str("leaf"));
+        assert_eq!(deep.walk().filter(|x| **x == Value::str("leaf")).count(), 1);
+    });
+}
+
+#[test]
 fn deep_values_drop_level_by_level() {
     on_small_stack(|| {
         drop(nested_lists(DEEP, Value::Int(1)));

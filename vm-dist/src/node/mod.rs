@@ -817,7 +817,10 @@ impl Node {
         for p in self.inner.state.lock().peers.values_mut().filter(|p| p.alive) {
             self.inner.push(p, &Signal::Bye);
         }
-        while self.inner.out.pending() || self.inner.direct_pending() {
+        // A peer that does not read its connection (hung) gets `down_after` to take the rest: it
+        // would not notice the `Bye` anyway, and its silence ends its side of the session.
+        let deadline = Instant::now() + self.inner.cfg.down_after;
+        while self.inner.out.pending() || (self.inner.direct_pending() && Instant::now() < deadline) {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         let _ = self.inner.transport.flush().await;

@@ -4,8 +4,6 @@
 
 use parking_lot::Mutex;
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -194,6 +192,13 @@ pub(crate) fn fast(cluster: &str, name: &str) -> Config {
     }
 }
 
+/// As [`fast`], with a failure detector that would take a minute: for tests of what a session
+/// carries, which a stall of a loaded machine (the test process descheduled for longer than
+/// `fast`'s 400 ms) must not end.
+pub(crate) fn steady(cluster: &str, name: &str) -> Config {
+    Config { down_after: Duration::from_secs(60), ..fast(cluster, name) }
+}
+
 /// The direct path's listener for test nodes: `VM_CLUSTER_DIRECT` (e.g. `127.0.0.1:0`) runs
 /// every test with the direct path on; unset, it is off (the default), except in the tests of
 /// the direct path itself ([`direct`]).
@@ -270,175 +275,10 @@ pub(crate) fn serial(pid: Pid) -> u64 {
 // ---------------------------------------------------------------------------------------------
 // nats-server processes
 
-/// A free TCP port on 127.0.0.1 (bound and released: another process may take it in between,
-/// which the server start then reports).
-pub(crate) fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// A nats-server child process, killed with SIGKILL when dropped.
-pub(crate) struct NatsServer {
-    pub port: u16,
-    pub cluster_port: u16,
-    child: Option<Child>,
-    dir: PathBuf,
-    config: String,
-}
-
-pub(crate) fn nats_server_binary() -> &'static str {
-    for p in ["/usr/sbin/nats-server", "/usr/bin/nats-server", "/usr/local/bin/nats-server"] {
-        if Path::new(p).exists() {
-            return p;
-        }
-    }
-    panic!("nats-server is not installed (apt-get install -y nats-server; .ci/run does this)")
-}
-
-impl NatsServer {
-    /// A server with `extra` configuration (NATS config syntax) appended; pings every second so
-    /// that dead routes and clients are noticed quickly.
-    pub(crate) fn start(extra: &str) -> NatsServer {
-        Self::start_on(free_port(), free_port(), extra)
-    }
-
-    pub(crate) fn start_on(port: u16, cluster_port: u16, extra: &str) -> NatsServer {
-        let dir = std::env::temp_dir().join(format!("vm-dist-nats-{}-{port}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let config = format!(
-            "listen: 127.0.0.1:{port}\nping_interval: \"1s\"\nping_max: 2\nserver_name: s{port}\n{extra}\n"
-        );
-        let mut s = NatsServer { port, cluster_port, child: None, dir, config };
-        s.spawn();
-        s
-    }
-
-    fn spawn(&mut self) {
-        let conf = self.dir.join("nats.conf");
-        std::fs::write(&conf, &self.config).unwrap();
-        let child = Command::new(nats_server_binary())
-            .arg("-c")
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nats-server starts");
-        self.child = Some(child);
-        let t = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(t.elapsed() < Duration::from_secs(10), "nats-server did not listen on {}", self.port);
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    pub(crate) fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
-    }
-
-    pub(crate) fn dir(&self) -> &Path {
-        &self.dir
-    }
-
-    /// SIGKILL, as `kill -9` does.
-    pub(crate) fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    /// Starts the server again with the same configuration.
-    pub(crate) fn restart(&mut self) {
-        self.kill();
-        self.spawn();
-    }
-}
-
-impl Drop for NatsServer {
-    fn drop(&mut self) {
-        self.kill();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// A TCP proxy on a free loopback port that forwards to `target` and can be paused: while
-/// paused, bytes in both directions are held back (a partition that leaves the connections
-/// open, as a dropped network does).
-pub(crate) struct Proxy {
-    pub port: u16,
-    paused: Arc<std::sync::atomic::AtomicBool>,
-    stop: Arc<std::sync::atomic::AtomicBool>,
-}
-
-impl Proxy {
-    pub(crate) fn start(target: u16) -> Proxy {
-        use std::sync::atomic::{AtomicBool, Ordering};
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        listener.set_nonblocking(true).unwrap();
-        let paused = Arc::new(AtomicBool::new(false));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (p, s) = (paused.clone(), stop.clone());
-        std::thread::spawn(move || {
-            while !s.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((inbound, _)) => {
-                        let Ok(outbound) = std::net::TcpStream::connect(("127.0.0.1", target)) else {
-                            continue;
-                        };
-                        for (from, to) in [
-                            (inbound.try_clone().unwrap(), outbound.try_clone().unwrap()),
-                            (outbound, inbound),
-                        ] {
-                            let (p, s) = (p.clone(), s.clone());
-                            std::thread::spawn(move || pump(from, to, p, s));
-                        }
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
-                }
-            }
-        });
-        Proxy { port, paused, stop }
-    }
-
-    pub(crate) fn pause(&self, on: bool) {
-        self.paused.store(on, std::sync::atomic::Ordering::SeqCst);
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
-    }
-}
-
-fn pump(
-    mut from: std::net::TcpStream,
-    mut to: std::net::TcpStream,
-    paused: Arc<std::sync::atomic::AtomicBool>,
-    stop: Arc<std::sync::atomic::AtomicBool>,
-) {
-    use std::io::{Read, Write};
-    use std::sync::atomic::Ordering;
-    from.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
-    let mut buf = vec![0u8; 64 * 1024];
-    while !stop.load(Ordering::Relaxed) {
-        if paused.load(Ordering::SeqCst) {
-            std::thread::sleep(Duration::from_millis(5));
-            continue;
-        }
-        match from.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => {
-                if to.write_all(&buf[..n]).is_err() {
-                    break;
-                }
-            }
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
-            Err(_) => break,
-        }
-    }
-    let _ = to.shutdown(std::net::Shutdown::Both);
-}
+mod servers;
+// (Each test binary compiles this module; the memory-bus tests use no server.)
+#[allow(unused_imports)]
+pub(crate) use servers::*;
 
 /// Connects to NATS at `urls` as a node of cluster `cl`.
 pub(crate) async fn nats(urls: &[String], cl: &str) -> Arc<vm_dist::NatsTransport> {

@@ -163,7 +163,7 @@ fn block_one(c: &Channel, send: Option<Value>, active: &AtomicUsize) -> Fired {
         if !counted.swap(true, Ordering::SeqCst) {
             active.fetch_sub(1, Ordering::SeqCst);
         }
-        match c.complete_or_park(send.as_ref(), cx.waker(), counted.clone(), active) {
+        match c.complete_or_park(send.as_ref(), false, cx.waker(), counted.clone(), active) {
             Ok(f) => {
                 count_in(&counted, active);
                 Poll::Ready(f)
@@ -225,6 +225,7 @@ fn block_counted(
         let flag = counted.clone();
         match c.complete_or_park_counted(
             send.as_ref(),
+            false,
             spare,
             move || -> Arc<dyn CountedFlag> { flag },
             active,
@@ -310,7 +311,7 @@ fn loom_counted_parks_reuse_their_waiters() {
 fn loom_one_wait_cancel_races_a_committing_receiver() {
     cancel_races_a_committing_receiver(|c, active| {
         let counted: Arc<dyn CountedFlag> = Arc::new(AtomicBool::new(false));
-        match c.complete_or_park(Some(&Value::Int(5)), Waker::noop(), counted, active) {
+        match c.complete_or_park(Some(&Value::Int(5)), false, Waker::noop(), counted, active) {
             Err(w) => w.cancel(c, Some(active)),
             Ok(f) => panic!("no receiver ever parks, yet {f:?}"),
         }

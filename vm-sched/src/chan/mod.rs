@@ -168,6 +168,10 @@ struct ChanState {
     /// Parked senders with their values, oldest first. Holds live entries only while `buf` is
     /// full (always, for a rendezvous channel).
     sendq: VecDeque<(Parked, Value)>,
+    /// [`Channel::shared`] as seen under the lock: set in the same critical section as the
+    /// crossing reads what the channel holds ([`Channel::share`]), so a send enqueues either
+    /// before that read (and is seen by it) or after, finding this set ([`ChanState::try_send`]).
+    shared: bool,
 }
 
 const WAITING: u8 = 0;
@@ -282,17 +286,23 @@ impl ChanState {
     }
 
     /// Pass 1 for a send case: completes it if a receiver is parked, there is room, or the
-    /// channel is closed (with the error).
+    /// channel is closed (with the error). `checked`: the sender checked `value` against the
+    /// boundary rule with the channel already shared, or it needs no check (see
+    /// [`Fired::Unchecked`], the answer when it did not and the channel is shared by now).
     fn try_send(
         &mut self,
         case: usize,
         value: &Value,
+        checked: bool,
         cap: usize,
         active: &AtomicUsize,
         wakers: &mut impl WakeSink,
     ) -> Option<Fired> {
         if self.closed {
             return Some(Fired::SendClosed { case });
+        }
+        if self.shared && !checked {
+            return Some(Fired::Unchecked { case });
         }
         while let Some(p) = self.recvq.pop_front() {
             if p.waiter.commit(|| Fired::Received { case: p.case, value: value.clone() }, active, wakers) {
@@ -333,9 +343,12 @@ impl Channel {
     /// Records that the channel is reaching another container than its creator's, and returns
     /// what it holds now — its buffered values and its parked senders' values — for the crossing
     /// check (`container::crossing_refusal`): those were put in while no other container could
-    /// reach the channel, so no send checked them. Sends after this are checked as they come.
+    /// reach the channel, so no send checked them. Sends after this are checked as they come:
+    /// one that was not (it saw the channel unshared) finds the flag set under this same lock
+    /// and is sent back to be checked ([`Fired::Unchecked`]), so nothing enqueues unseen.
     pub(crate) fn share(&self) -> Vec<Value> {
-        let g = lock(&self.state);
+        let mut g = lock(&self.state);
+        g.shared = true;
         self.shared.store(true, Ordering::Relaxed);
         g.buf.iter().cloned().chain(g.sendq.iter().map(|(_, v)| v.clone())).collect()
     }
@@ -389,16 +402,28 @@ impl Channel {
         Ok(())
     }
 
-    /// A non-blocking send (the stepper's fast path): completes against a parked receiver or the
-    /// buffer, or gives the value back.
+    /// A non-blocking send: completes against a parked receiver or the buffer, or gives the
+    /// value back. The value counts as unchecked ([`Channel::try_send_checked`]).
     pub fn try_send(&self, value: Value, active: &AtomicUsize) -> Result<(), TrySendError> {
+        self.try_send_checked(value, false, active)
+    }
+
+    /// [`Channel::try_send`] (the stepper's fast path) for a value the sender has `checked`
+    /// against the boundary rule with the channel shared, or that needs no check.
+    pub fn try_send_checked(
+        &self,
+        value: Value,
+        checked: bool,
+        active: &AtomicUsize,
+    ) -> Result<(), TrySendError> {
         let mut waker = None;
-        let out = lock(&self.state).try_send(0, &value, self.cap, active, &mut waker);
+        let out = lock(&self.state).try_send(0, &value, checked, self.cap, active, &mut waker);
         if let Some(w) = waker {
             w.wake();
         }
         match out {
             Some(Fired::Sent { .. }) => Ok(()),
+            Some(Fired::Unchecked { .. }) => Err(TrySendError::Unchecked(value)),
             Some(_) => Err(TrySendError::Closed(value)),
             None => Err(TrySendError::Full(value)),
         }
@@ -437,14 +462,17 @@ impl Channel {
     /// a send of `send`, or a receive if `None`. Returns the outcome, or the parked wait. The
     /// caller counts itself out of `active` before calling, if it is to (as a select spanning
     /// the mailbox does), so `counted` is only the flag its claimer resets.
+    /// `checked` is as for [`Channel::try_send_checked`].
     pub fn complete_or_park(
         &self,
         send: Option<&Value>,
+        checked: bool,
         waker: &Waker,
         counted: Arc<dyn CountedFlag>,
         active: &AtomicUsize,
     ) -> Result<Fired, OneWait> {
-        self.complete_or_park_as(send, Some(waker), &mut None, || counted, active, false).map_err(|(w, _)| w)
+        self.complete_or_park_as(send, checked, Some(waker), &mut None, || counted, active, false)
+            .map_err(|(w, _)| w)
     }
 
     /// [`Channel::complete_or_park`] for an owner that waits on nothing else (a `csend` or
@@ -465,16 +493,20 @@ impl Channel {
     pub fn complete_or_park_counted(
         &self,
         send: Option<&Value>,
+        checked: bool,
         reuse: &mut Option<OneWait>,
         counted: impl FnOnce() -> Arc<dyn CountedFlag>,
         active: &AtomicUsize,
     ) -> Result<Fired, (OneWait, bool)> {
-        self.complete_or_park_as(send, None, reuse, counted, active, true)
+        self.complete_or_park_as(send, checked, None, reuse, counted, active, true)
     }
 
+    // The two public forms' arguments plus how they differ (a waker now, counting out).
+    #[allow(clippy::too_many_arguments)]
     fn complete_or_park_as(
         &self,
         send: Option<&Value>,
+        checked: bool,
         waker: Option<&Waker>,
         reuse: &mut Option<OneWait>,
         counted: impl FnOnce() -> Arc<dyn CountedFlag>,
@@ -485,7 +517,7 @@ impl Channel {
         let out = {
             let mut g = lock(&self.state);
             let fired = match send {
-                Some(v) => g.try_send(0, v, self.cap, active, &mut to_wake),
+                Some(v) => g.try_send(0, v, checked, self.cap, active, &mut to_wake),
                 None => g.try_recv(0, active, &mut to_wake),
             };
             match fired {
@@ -577,6 +609,8 @@ pub enum TrySendError {
     Full(Value),
     /// The channel is closed (an error for the sender).
     Closed(Value),
+    /// As [`Fired::Unchecked`]: check the value and try again.
+    Unchecked(Value),
 }
 
 /// The result of [`Channel::try_recv`].
@@ -593,8 +627,9 @@ pub enum TryRecv {
 /// What a select case does.
 #[derive(Clone, Debug, PartialEq)]
 pub enum CaseOp {
-    /// Send this value.
-    Send(Value),
+    /// Send this value; the flag says whether it was checked as for
+    /// [`Channel::try_send_checked`].
+    Send(Value, bool),
     /// Receive a value.
     Recv,
 }
@@ -609,9 +644,14 @@ pub struct Case {
 }
 
 impl Case {
-    /// A send case.
+    /// A send case (its value counts as unchecked: [`Case::send_checked`]).
     pub fn send(chan: &Arc<Channel>, value: Value) -> Case {
-        Case { chan: chan.clone(), op: CaseOp::Send(value) }
+        Case::send_checked(chan, value, false)
+    }
+
+    /// A send case whose value was `checked` as for [`Channel::try_send_checked`].
+    pub fn send_checked(chan: &Arc<Channel>, value: Value, checked: bool) -> Case {
+        Case { chan: chan.clone(), op: CaseOp::Send(value, checked) }
     }
 
     /// A receive case.
@@ -645,6 +685,13 @@ pub enum Fired {
         /// The case.
         case: usize,
     },
+    /// Send case `case` was not checked against the boundary rule (`container`, rule 4) with
+    /// the channel shared, and found it shared under its lock (it crossed to another container
+    /// since the sender looked): nothing was sent; check the value and try again.
+    Unchecked {
+        /// The case.
+        case: usize,
+    },
 }
 
 impl Fired {
@@ -654,7 +701,8 @@ impl Fired {
             Fired::Sent { case }
             | Fired::Received { case, .. }
             | Fired::RecvClosed { case }
-            | Fired::SendClosed { case } => *case,
+            | Fired::SendClosed { case }
+            | Fired::Unchecked { case } => *case,
         }
     }
 }

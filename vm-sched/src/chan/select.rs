@@ -52,7 +52,7 @@ impl<'a> Locked<'a> {
             let cap = cases[i].chan.cap;
             let fired = match &cases[i].op {
                 CaseOp::Recv => st.try_recv(i, active, wakers),
-                CaseOp::Send(v) => st.try_send(i, v, cap, active, wakers),
+                CaseOp::Send(v, checked) => st.try_send(i, v, *checked, cap, active, wakers),
             };
             if fired.is_some() {
                 return fired;
@@ -68,7 +68,7 @@ impl<'a> Locked<'a> {
             let p = Parked { waiter: waiter.clone(), case: i };
             match &case.op {
                 CaseOp::Recv => st.recvq.push_back(p),
-                CaseOp::Send(v) => st.sendq.push_back((p, v.clone())),
+                CaseOp::Send(v, _) => st.sendq.push_back((p, v.clone())),
             }
         }
     }

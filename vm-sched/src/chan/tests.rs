@@ -68,7 +68,7 @@ fn a_one_case_wait_parks_commits_cancels_and_closes_like_a_select() {
     let mut cx = Context::from_waker(&waker);
     let counted = || -> Arc<dyn CountedFlag> { Arc::new(crate::sync::AtomicBool::new(false)) };
     // A receive parks, a sender hands over directly and wakes it.
-    let w = c.complete_or_park(None, &waker, counted(), &active).unwrap_err();
+    let w = c.complete_or_park(None, false, &waker, counted(), &active).unwrap_err();
     assert_eq!(c.parked(), (1, 0));
     assert_eq!(w.poll(&mut cx, &active), None);
     assert_eq!(c.try_send(Value::Int(3), &active), Ok(()));
@@ -76,23 +76,23 @@ fn a_one_case_wait_parks_commits_cancels_and_closes_like_a_select() {
     assert_eq!(w.poll(&mut cx, &active), Some(Fired::Received { case: 0, value: Value::Int(3) }));
     assert_eq!(c.parked(), (0, 0), "the claimer removed the only entry");
     // A parked send that is cancelled leaves nothing behind and sent nothing.
-    let w = c.complete_or_park(Some(&Value::Int(4)), &waker, counted(), &active).unwrap_err();
+    let w = c.complete_or_park(Some(&Value::Int(4)), false, &waker, counted(), &active).unwrap_err();
     assert_eq!(w.cancel(&c, Some(&active)), Ok(()));
     assert_eq!((c.parked(), c.try_recv(&active)), ((0, 0), TryRecv::Empty));
     // Cancelled after a receiver took the value: the cancel reports the send.
-    let w = c.complete_or_park(Some(&Value::Int(5)), &waker, counted(), &active).unwrap_err();
+    let w = c.complete_or_park(Some(&Value::Int(5)), false, &waker, counted(), &active).unwrap_err();
     assert_eq!(c.try_recv(&active), TryRecv::Value(Value::Int(5)));
     assert_eq!(w.cancel(&c, Some(&active)), Err(Fired::Sent { case: 0 }));
     // A sender already parked completes a receive at once.
     let mut s = Select::new(vec![Case::send(&c, Value::Int(6))], false);
     assert!(poll(&mut s, &active).0.is_pending());
     assert_eq!(
-        c.complete_or_park(None, &waker, counted(), &active).unwrap(),
+        c.complete_or_park(None, false, &waker, counted(), &active).unwrap(),
         Fired::Received { case: 0, value: Value::Int(6) }
     );
     assert_eq!(ready(poll(&mut s, &active).0), Fired::Sent { case: 0 });
     // Close completes a parked receive with "closed".
-    let w = c.complete_or_park(None, &waker, counted(), &active).unwrap_err();
+    let w = c.complete_or_park(None, false, &waker, counted(), &active).unwrap_err();
     c.close(&active).unwrap();
     assert_eq!(w.poll(&mut cx, &active), Some(Fired::RecvClosed { case: 0 }));
     assert_eq!(active.load(Ordering::SeqCst), 2);

@@ -11,6 +11,7 @@
 //! parking walks nothing.
 
 use crate::chan::{self, Channel};
+use crate::container;
 use crate::mailbox::{ChanIds, Signal, Wait, WaitSpec, Woken, describe_shape};
 use crate::sync::CountedFlag;
 use crate::vm::{ActorCell, Vm};
@@ -29,14 +30,19 @@ pub(crate) fn try_now(vm: &Vm, cell: &ActorCell, cases: &[SelectCase]) -> Result
     let active = &vm.shared.active;
     // A plain send or receive: the channel's own single-case fast path, with no allocation.
     match cases {
-        [SelectCase::Send(h, v)] => return try_one(vm, h, Some(v)),
-        [SelectCase::Recv(h)] => return try_one(vm, h, None),
+        [SelectCase::Send(h, v)] => return try_one(vm, "select", h, Some(v)),
+        [SelectCase::Recv(h)] => return try_one(vm, "select", h, None),
         _ => {}
     }
-    let split = split_cases(cases, vm, cell.pid)?;
-    if let Some(f) = chan::try_select(&split.chans, active) {
-        return Ok(Some(split.fired(f)));
-    }
+    let split = loop {
+        let split = split_cases(cases, vm, cell.pid)?;
+        match chan::try_select(&split.chans, active) {
+            // A channel crossed since its case was checked: check the cases again.
+            Some(chan::Fired::Unchecked { .. }) => continue,
+            Some(f) => return Ok(Some(split.fired(f))),
+            None => break split,
+        }
+    };
     if let Some(m) = split.take_message(cell) {
         return Ok(Some(m));
     }
@@ -49,16 +55,28 @@ pub(crate) fn try_now(vm: &Vm, cell: &ActorCell, cases: &[SelectCase]) -> Result
 }
 
 /// A non-blocking send of `send` (or receive, if `None`) on one channel: `csend`, `crecv`,
-/// `ctrysend` and `ctryrecv` try this first, with the handle and value borrowed.
-pub(crate) fn try_one(vm: &Vm, h: &Handle, send: Option<&Value>) -> Result<Option<Fired>, Exception> {
+/// `ctrysend` and `ctryrecv` try this first, with the handle and value borrowed. `op` names
+/// the instruction in a boundary refusal (`container`, rule 4).
+pub(crate) fn try_one(
+    vm: &Vm,
+    op: &str,
+    h: &Handle,
+    send: Option<&Value>,
+) -> Result<Option<Fired>, Exception> {
     let active = &vm.shared.active;
     let chan = channel_ref(h)?;
     Ok(match send {
-        Some(v) => match chan.try_send(v.clone(), active) {
-            Ok(()) => Some(Fired::Sent(0)),
-            Err(chan::TrySendError::Closed(_)) => Some(Fired::SendClosed(0)),
-            Err(chan::TrySendError::Full(_)) => None,
-        },
+        Some(v) => {
+            let mut checked = container::check_chan_send(op, h, v)?;
+            loop {
+                match chan.try_send_checked(v.clone(), checked, active) {
+                    Ok(()) => break Some(Fired::Sent(0)),
+                    Err(chan::TrySendError::Closed(_)) => break Some(Fired::SendClosed(0)),
+                    Err(chan::TrySendError::Full(_)) => break None,
+                    Err(chan::TrySendError::Unchecked(_)) => checked = recheck(op, h, v)?,
+                }
+            }
+        }
         None => match chan.try_recv(active) {
             chan::TryRecv::Value(v) => Some(Fired::Received(0, v)),
             chan::TryRecv::Closed => Some(Fired::Closed(0)),
@@ -94,28 +112,44 @@ pub(crate) fn try_or_park(
     held: &mut Held,
 ) -> Result<ChanTried, Exception> {
     let active = &vm.shared.active;
-    let chan = channel_ref(h)?;
     if matches!(held, Held::Chan { .. })
         && let Some(f) = rerun(vm, cell, held)
     {
         return Ok(ChanTried::Fired(one_fired(f)));
     }
+    let chan = channel_ref(h)?;
+    // The boundary check (`container`, rule 4) comes after the re-run, which may find the
+    // value already sent; a send that runs again after its wait was cancelled is checked afresh.
+    let mut checked = match send {
+        Some(v) => container::check_chan_send("csend", h, v)?,
+        None => true,
+    };
     let mut spare = match std::mem::replace(held, Held::Nothing) {
         Held::Spare(w) => Some(w),
         other => {
-            *held = other;
+            held.put(other);
             None
         }
     };
     let counted = || -> Arc<dyn CountedFlag> { cell.clone() };
-    let (parked, idle) = match chan.complete_or_park_counted(send, &mut spare, counted, active) {
-        Ok(f) => {
-            if let Some(w) = spare {
-                *held = Held::Spare(w);
+    let (parked, idle) = loop {
+        let fired = match chan.complete_or_park_counted(send, checked, &mut spare, counted, active) {
+            Ok(chan::Fired::Unchecked { .. }) => {
+                match recheck("csend", h, send.expect("only a send is unchecked")) {
+                    Ok(c) => {
+                        checked = c;
+                        continue;
+                    }
+                    Err(e) => Err(e),
+                }
             }
-            return Ok(ChanTried::Fired(one_fired(f)));
+            Ok(f) => Ok(ChanTried::Fired(one_fired(f))),
+            Err(p) => break p,
+        };
+        if let Some(w) = spare {
+            held.put(Held::Spare(w));
         }
-        Err(p) => p,
+        return fired;
     };
     if idle {
         vm.shared.idle.notify_one();
@@ -129,12 +163,20 @@ pub(crate) fn try_or_park(
     {
         // Claimed before it had a waker: done, and the claimer counted the actor back in.
         cell.mailbox.cancel_wait(active);
+        held.put(Held::Spare(parked));
         return Ok(ChanTried::Fired(one_fired(f)));
     }
     // Only its channel can end this wait: orphan detection looks at it.
     vm.shared.orphans.arm();
-    *held = Held::Chan { wait: parked, handle: h.clone(), send: send.is_some(), quiet };
+    held.put(Held::Chan { wait: parked, handle: h.clone(), send: send.is_some(), quiet });
     Ok(ChanTried::Parked)
+}
+
+/// A send the channel's lock sent back ([`chan::Fired::Unchecked`]: the channel crossed to
+/// another container since the send was checked): checked now as on a shared channel, after
+/// which it counts as checked (`container`, rule 4.5).
+fn recheck(op: &str, h: &Handle, v: &Value) -> Result<bool, Exception> {
+    container::check_shared_chan_send(op, h, v).map(|()| true)
 }
 
 /// Steps 1 and 2 of the re-run of a `csend`/`crecv` whose wait is `held` (see [`try_or_park`]):
@@ -145,7 +187,7 @@ fn rerun(vm: &Vm, cell: &ActorCell, held: &mut Held) -> Option<chan::Fired> {
     let active = &vm.shared.active;
     let fired = match wait.take_fired() {
         Some(f) => {
-            *held = Held::Spare(wait);
+            held.put(Held::Spare(wait));
             Some(f)
         }
         None => {
@@ -193,6 +235,14 @@ impl Held {
         }
     }
 
+    /// Stores `new` in an empty `held` (the hot path stores one or two per `csend`/`crecv`).
+    fn put(&mut self, new: Held) {
+        debug_assert!(matches!(self, Held::Nothing), "`put` replaces only `Held::Nothing`");
+        // `Nothing` owns nothing: forgetting it skips a call to the enum's whole drop glue
+        // (an I/O future's among it), which an assignment would make.
+        std::mem::forget(std::mem::replace(self, new));
+    }
+
     /// Whether a `csend`/`crecv` parked quietly is held: the driver then waits for its wake
     /// and runs the instruction again ([`try_or_park`]) instead of awaiting a [`ChanWait`].
     pub(crate) fn is_quiet_chan(&self) -> bool {
@@ -219,7 +269,16 @@ impl Held {
         match std::mem::replace(self, Held::Nothing) {
             Held::Chan { wait, handle, send, quiet } => {
                 let shape = if send { SelectShape::Send } else { SelectShape::Recv };
-                Some(ChanWait { vm, cell, handle, value: None, parked: Some(wait), shape, quiet })
+                Some(ChanWait {
+                    vm,
+                    cell,
+                    handle,
+                    value: None,
+                    checked: true,
+                    parked: Some(wait),
+                    shape,
+                    quiet,
+                })
             }
             other => {
                 *self = other;
@@ -273,7 +332,21 @@ pub(crate) fn start_select<'a>(
             _ => unreachable!("matched a channel case above"),
         };
         drop(cases);
-        return Ok(Waiting::One(ChanWait { vm, cell, handle, value, parked: None, shape, quiet: false }));
+        let op = if shape == SelectShape::Select { "select" } else { "csend" };
+        let checked = match &value {
+            Some(v) => container::check_chan_send(op, &handle, v)?,
+            None => true,
+        };
+        return Ok(Waiting::One(ChanWait {
+            vm,
+            cell,
+            handle,
+            value,
+            checked,
+            parked: None,
+            shape,
+            quiet: false,
+        }));
     }
     let split = split_cases(&cases, vm, cell.pid)?;
     let chans = channel_ids(&cases);
@@ -326,6 +399,8 @@ pub(crate) struct ChanWait<'a> {
     handle: Handle,
     /// The value to send; `None` for a receive.
     value: Option<Value>,
+    /// Whether `value` counts as checked (`container`, rule 4.5).
+    checked: bool,
     parked: Option<chan::OneWait>,
     /// Which instruction waits (for introspection; a byte where the description would take 16).
     shape: SelectShape,
@@ -360,6 +435,7 @@ fn one_fired(f: chan::Fired) -> Fired {
         chan::Fired::Received { value, .. } => Fired::Received(0, value),
         chan::Fired::RecvClosed { .. } => Fired::Closed(0),
         chan::Fired::SendClosed { .. } => Fired::SendClosed(0),
+        chan::Fired::Unchecked { .. } => unreachable!("an unchecked send is tried again, never a result"),
     }
 }
 
@@ -384,7 +460,19 @@ impl Future for ChanWait<'_> {
         let idle = this.cell.mailbox.count_out(active);
         if this.parked.is_none() {
             let chan = channel_ref(&this.handle).expect("a channel handle");
-            match chan.complete_or_park(this.value.as_ref(), cx.waker(), this.cell.clone(), active) {
+            match chan.complete_or_park(
+                this.value.as_ref(),
+                this.checked,
+                cx.waker(),
+                this.cell.clone(),
+                active,
+            ) {
+                Ok(chan::Fired::Unchecked { .. }) => {
+                    // The channel crossed since the value was checked: the instruction runs
+                    // again and checks it.
+                    this.cell.mailbox.cancel_wait(active);
+                    return Poll::Ready(SelectEnd::Retry);
+                }
                 Ok(f) => {
                     this.cell.mailbox.cancel_wait(active);
                     return Poll::Ready(SelectEnd::Fired(one_fired(f)));
@@ -449,7 +537,8 @@ fn split_cases(cases: &[SelectCase], vm: &Vm, pid: Pid) -> Result<SplitCases, Ex
     for (i, c) in cases.iter().enumerate() {
         match c {
             SelectCase::Send(h, v) => {
-                out.chans.push(chan::Case::send(&channel_of(h)?, v.clone()));
+                let checked = container::check_chan_send("select", h, v)?;
+                out.chans.push(chan::Case::send_checked(&channel_of(h)?, v.clone(), checked));
                 out.chan_index.push(i);
             }
             SelectCase::Recv(h) => {
@@ -479,6 +568,7 @@ impl SplitCases {
             chan::Fired::Received { case, value } => Fired::Received(self.chan_index[case], value),
             chan::Fired::RecvClosed { case } => Fired::Closed(self.chan_index[case]),
             chan::Fired::SendClosed { case } => Fired::SendClosed(self.chan_index[case]),
+            chan::Fired::Unchecked { .. } => unreachable!("an unchecked send is tried again, never a result"),
         }
     }
 
@@ -516,6 +606,9 @@ fn fire_io(
 /// What a parked select ended with.
 pub(crate) enum SelectEnd {
     Fired(Fired),
+    /// A send case's channel crossed to another container since the value was checked
+    /// (`container`, rule 4.5): nothing happened, and the instruction runs again.
+    Retry,
     /// A socket case failed (an accept error).
     Failed(Exception),
     TimedOut,
@@ -612,6 +705,11 @@ impl Future for SelectWait<'_> {
         if let Poll::Ready(f) = p {
             this.sel = None;
             this.cell.mailbox.cancel_wait(active);
+            if let chan::Fired::Unchecked { .. } = f {
+                // Pass 1 met a channel that crossed since its case was checked: nothing was
+                // parked or sent, and the instruction runs again.
+                return Poll::Ready(SelectEnd::Retry);
+            }
             return Poll::Ready(SelectEnd::Fired(this.split.fired(f)));
         }
         // The control port, and the waker registration that mailbox cases rely on.

@@ -56,6 +56,8 @@ async fn rerun_receive(mb: &Mailbox, active: &AtomicUsize) -> Option<Woken> {
             TakeOrPark::Empty => {
                 return poll_fn(|cx| poll_receive(mb, cx, active)).await;
             }
+            // A plain receive has no scan to leave unfinished.
+            TakeOrPark::Unfinished => unreachable!("take_or_park's scan is unbounded"),
         }
     }
 }
@@ -212,7 +214,7 @@ fn loom_a_select_and_its_mailbox_count_the_actor_in_once() {
         let woke = loom::future::block_on(poll_fn(|cx| {
             // Count out first, then publish both wakers, then re-check (as the driver does).
             mb.count_out(&active);
-            if let Poll::Ready(_) = sel.poll(cx, &active).0 {
+            if sel.poll(cx, &active).0.is_ready() {
                 return Poll::Ready("channel");
             }
             let spec = WaitSpec { receive: false, pattern: None, indefinite: false, soft: true };

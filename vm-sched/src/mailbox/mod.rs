@@ -235,6 +235,9 @@ pub enum TakeOrPark {
     /// Nothing matched and the actor could not park here (first wait, or a signal pending):
     /// wait the ordinary way.
     Empty,
+    /// A scan for a pattern spent its budget with more messages to look at; the save point
+    /// keeps its place (see [`Mailbox::take_or_park_within`]).
+    Unfinished,
 }
 
 /// The result of delivering a message or signal.
@@ -517,6 +520,17 @@ impl Mailbox {
         lock(&self.inner).take_matching(pattern)
     }
 
+    /// [`Mailbox::try_take`] looking at no more than `*budget` messages for a pattern, one unit
+    /// each; `Err` when it stopped there with more to look at (the save point keeps its place,
+    /// so the next scan for the same pattern goes on from it).
+    pub fn try_take_within(
+        &self,
+        pattern: Option<&Value>,
+        budget: &mut u32,
+    ) -> Result<Option<Value>, Unfinished> {
+        lock(&self.inner).take_matching_within(pattern, budget)
+    }
+
     /// The fast path of a receive with no deadline: takes the oldest message matching
     /// `pattern`, or else parks the actor in the same critical section (step 1 of the protocol)
     /// if it can — its waker is known from an earlier wait and no signal is pending. The caller
@@ -528,13 +542,26 @@ impl Mailbox {
     /// outcome (`Empty`: the caller waits the ordinary way and `poll_wait` takes the signal),
     /// else a matching message ends the wait.
     pub fn take_or_park(&self, pattern: Option<&Value>, active: &AtomicUsize) -> TakeOrPark {
+        let mut unbounded = u32::MAX;
+        self.take_or_park_within(pattern, &mut unbounded, active)
+    }
+
+    /// [`Mailbox::take_or_park`] looking at no more than `*budget` messages for a pattern, one
+    /// unit each ([`Mailbox::try_take_within`]): `Unfinished` if it stopped there.
+    #[inline(always)]
+    pub fn take_or_park_within(
+        &self,
+        pattern: Option<&Value>,
+        budget: &mut u32,
+        active: &AtomicUsize,
+    ) -> TakeOrPark {
         let mut g = lock(&self.inner);
         let signalled = g.ext_ref().is_some_and(|e| !e.signals.is_empty());
         let resumed = g.waiting.is_some();
         if resumed && signalled {
             return TakeOrPark::Empty;
         }
-        let taken = g.take_matching(pattern);
+        let Ok(taken) = g.take_matching_within(pattern, budget) else { return TakeOrPark::Unfinished };
         if let Some(m) = taken {
             if resumed {
                 g.waiting = None;
@@ -656,27 +683,50 @@ impl Inner {
                 Some(m)
             }
             Some(_) if self.messages.is_empty() => None,
-            Some(p) => self.scan(p),
+            Some(p) => {
+                let mut unbounded = u32::MAX;
+                self.scan(p, &mut unbounded).unwrap_or(None)
+            }
         }
     }
 
-    /// [`Inner::take_matching`] with a pattern and a queue that is not empty.
+    /// [`Inner::take_matching`] looking at no more than `*budget` messages for a pattern, one
+    /// unit each (taking the oldest message costs nothing): `Err` if it stopped there.
+    #[inline]
+    fn take_matching_within(
+        &mut self,
+        pattern: Option<&Value>,
+        budget: &mut u32,
+    ) -> Result<Option<Value>, Unfinished> {
+        match pattern {
+            Some(p) if !self.messages.is_empty() => self.scan(p, budget),
+            _ => Ok(self.take_matching(pattern)),
+        }
+    }
+
+    /// [`Inner::take_matching_within`] with a pattern and a queue that is not empty. A scan
+    /// that stops at its budget leaves the save point where it stopped, so that the next one
+    /// goes on from there.
     #[inline(never)]
-    fn scan(&mut self, p: &Value) -> Option<Value> {
+    fn scan(&mut self, p: &Value, budget: &mut u32) -> Result<Option<Value>, Unfinished> {
         let saved = self.ext_ref().and_then(|e| e.save.as_ref());
-        let start = saved.filter(|(sp, _)| sp == p).map_or(0, |(_, n)| *n).min(self.messages.len());
-        match self.messages.range(start..).position(|m| vm_core::value::matches(p, m)) {
+        let n = self.messages.len();
+        let start = saved.filter(|(sp, _)| sp == p).map_or(0, |(_, k)| *k).min(n);
+        let end = start.saturating_add(*budget as usize).min(n);
+        match self.messages.range(start..end).position(|m| vm_core::value::matches(p, m)) {
             Some(i) => {
+                // The messages up to the match were looked at.
+                *budget -= (i + 1) as u32;
                 self.forget_save();
                 let m = self.messages.remove(start + i);
-                self.took(m)
+                Ok(self.took(m))
             }
             None => {
-                let n = self.messages.len();
-                if n > 0 {
-                    self.ext().save = Some((p.clone(), n));
+                *budget -= (end - start) as u32;
+                if end > 0 {
+                    self.ext().save = Some((p.clone(), end));
                 }
-                None
+                if end < n { Err(Unfinished) } else { Ok(None) }
             }
         }
     }
@@ -689,6 +739,10 @@ impl Inner {
         }
     }
 }
+
+/// A selective receive's scan spent its budget with more messages to look at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Unfinished;
 
 /// What a snapshot holds of a mailbox: everything but the waker and the wait in progress.
 #[derive(Clone, Debug, Default)]

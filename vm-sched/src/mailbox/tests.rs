@@ -183,3 +183,35 @@ fn the_save_point_skips_only_messages_already_seen_not_to_match() {
     let rest: Vec<Value> = std::iter::from_fn(|| mb.try_take(None)).collect();
     assert_eq!(rest, vec![cast(0), cast(2), cast(3)]);
 }
+
+/// A scan with a budget looks at no more messages than it allows, one unit each, and stops
+/// with its place kept: the next scan goes on from there, and a match found is charged only
+/// for the messages up to it. Taking the oldest message costs nothing.
+#[test]
+fn a_bounded_scan_stops_at_its_budget_and_goes_on_from_there() {
+    let mb = Mailbox::default();
+    let active = AtomicUsize::new(1);
+    for i in 0..10 {
+        mb.deliver(Value::tuple(vec![Value::atom(if i == 9 { "b" } else { "a" }), Value::Int(i)]), &active);
+    }
+    let pat = Value::tuple(vec![Value::atom("b"), Value::atom("_")]);
+    let mut budget = 4;
+    assert_eq!(mb.try_take_within(Some(&pat), &mut budget), Err(Unfinished));
+    assert_eq!(budget, 0);
+    let mut budget = 4;
+    assert_eq!(mb.try_take_within(Some(&pat), &mut budget), Err(Unfinished));
+    assert_eq!(budget, 0);
+    // Messages 8 and 9 are left to look at: the match is the second, and 2 units are left.
+    assert_eq!(mb.take_or_park_within(Some(&pat), &mut budget, &active), TakeOrPark::Unfinished);
+    let mut budget = 4;
+    let got = mb.take_or_park_within(Some(&pat), &mut budget, &active);
+    assert_eq!(got, TakeOrPark::Taken(Value::tuple(vec![Value::atom("b"), Value::Int(9)])));
+    assert_eq!(budget, 2);
+    // The skipped messages are all there, in order; the oldest is taken for nothing.
+    let mut budget = 0;
+    assert_eq!(
+        mb.try_take_within(None, &mut budget),
+        Ok(Some(Value::tuple(vec![Value::atom("a"), Value::Int(0)])))
+    );
+    assert_eq!(std::iter::from_fn(|| mb.try_take(None)).count(), 8);
+}

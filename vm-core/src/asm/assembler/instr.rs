@@ -445,7 +445,9 @@ impl Asm<'_> {
         Ok(match kind {
             OperandKind::Dst | OperandKind::Reg => {
                 let r = register(c).map_err(|e| match kind {
-                    OperandKind::Dst => e.with_hint("this operand is written, so it must be a register"),
+                    OperandKind::Dst if e.hint.is_none() => {
+                        e.with_hint("this operand is written, so it must be a register")
+                    }
                     _ => e,
                 })?;
                 if let Some(regs) = f.regs.filter(|&n| r >= i64::from(n)) {
