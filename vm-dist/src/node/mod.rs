@@ -258,6 +258,9 @@ pub(crate) struct Inner {
     prefix: String,
     announce_subject: Arc<str>,
     shutdown: Notify,
+    /// Set by `leave` before its `Bye`s: the driver may still take a heartbeat tick before it
+    /// sees `shutdown`, and an announcement then would show the node alive to a census.
+    left: std::sync::atomic::AtomicBool,
     pub(crate) names: Names,
     /// This node's direct-path listener, as announced (`None` when the path is off).
     direct: Option<wire::DirectAddr>,
@@ -489,6 +492,7 @@ impl Node {
             announce_subject,
             prefix,
             shutdown: Notify::new(),
+            left: std::sync::atomic::AtomicBool::new(false),
             names,
             direct: listener.as_ref().map(|(_, a)| *a),
             next_conn: std::sync::atomic::AtomicU64::new(1),
@@ -814,6 +818,7 @@ impl Node {
     /// Leaves the cluster gracefully: each peer gets `Bye` behind everything already sent to
     /// it (so nothing sent before is lost) and fires its links at once; the driver ends.
     pub async fn leave(&self) {
+        self.inner.left.store(true, std::sync::atomic::Ordering::Release);
         for p in self.inner.state.lock().peers.values_mut().filter(|p| p.alive) {
             self.inner.push(p, &Signal::Bye);
         }

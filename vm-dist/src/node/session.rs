@@ -77,6 +77,9 @@ impl Inner {
     }
 
     pub(super) fn announce(&self) {
+        if self.left.load(std::sync::atomic::Ordering::Acquire) {
+            return;
+        }
         let a = Announce {
             actors: self.local.actor_count(),
             module_hash: self.cfg.module_hash,
