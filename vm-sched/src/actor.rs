@@ -127,8 +127,10 @@ async fn run(host: &mut ActorHost<'_>, module: &Module, mut state: Box<ActorStat
         _ => host.vm.shared.config.fuel,
     };
     loop {
-        // Taken from `host` afresh in each round, and not used after the round's await: locals
-        // that live across an await are stored in every actor's task.
+        // Taken from `host` and `state` afresh in each round, and not used after any of the
+        // round's awaits (the code after an await takes them again): a local used after an
+        // await is stored in the task, and storing these three at the top of every round, and
+        // loading them back from memory, cost ~10 instructions a slice.
         let vm = host.vm;
         let cell = host.cell;
         let st = &mut *state;
@@ -235,7 +237,7 @@ async fn run(host: &mut ActorHost<'_>, module: &Module, mut state: Box<ActorStat
                         }
                     };
                     let end = wait.await;
-                    if let Some(end) = select_ended(module, st, shape, end) {
+                    if let Some(end) = select_ended(module, &mut state, shape, end) {
                         return end;
                     }
                 }
@@ -256,7 +258,7 @@ async fn run(host: &mut ActorHost<'_>, module: &Module, mut state: Box<ActorStat
                     let Some(wait) = host.held.take_chan_wait(vm, cell) else { continue };
                     let shape = wait.shape();
                     let end = wait.await;
-                    if let Some(end) = select_ended(module, st, shape, end) {
+                    if let Some(end) = select_ended(module, &mut state, shape, end) {
                         return end;
                     }
                 }
@@ -294,7 +296,7 @@ async fn run(host: &mut ActorHost<'_>, module: &Module, mut state: Box<ActorStat
                         ))
                         .await
                         {
-                            Ok(how) => st.resume(module, how),
+                            Ok(how) => state.resume(module, how),
                             Err(end) => return end,
                         }
                         continue;
@@ -307,8 +309,8 @@ async fn run(host: &mut ActorHost<'_>, module: &Module, mut state: Box<ActorStat
                     match Box::pin(Pausable::new(vm, cell, st, name, Box::pin(real_block(vm, cell, job))))
                         .await
                     {
-                        Ok((_, Some(interrupt))) => st.resume(module, Resume::Raise(interrupt)),
-                        Ok((result, None)) => st.resume(module, native_result(result)),
+                        Ok((_, Some(interrupt))) => state.resume(module, Resume::Raise(interrupt)),
+                        Ok((result, None)) => state.resume(module, native_result(result)),
                         Err(end) => return end,
                     }
                 }
@@ -326,9 +328,9 @@ async fn run(host: &mut ActorHost<'_>, module: &Module, mut state: Box<ActorStat
                     // it alone (`pause::Pausable`): a write may have half happened.
                     let io = IoWait { vm, cell, fut, name, done: false };
                     match Box::pin(Pausable::new(vm, cell, st, name, io)).await {
-                        Ok(result) => st.resume(module, native_result(Ok(result))),
+                        Ok(result) => state.resume(module, native_result(Ok(result))),
                         Err(sig) => {
-                            if let Some(end) = take_signal(module, st, sig, Doing::SoftBlocked) {
+                            if let Some(end) = take_signal(module, &mut state, sig, Doing::SoftBlocked) {
                                 return end;
                             }
                         }
@@ -348,6 +350,7 @@ async fn run(host: &mut ActorHost<'_>, module: &Module, mut state: Box<ActorStat
                     if pause::armed(vm) {
                         cell.slot.put(state);
                         ParkedReceive { vm, cell, polled: false, woken: false }.await;
+                        let (vm, cell) = (host.vm, host.cell);
                         state = match pause::take_back(vm, cell) {
                             Taken::State(st) => st,
                             Taken::Reserved => match pause::reclaim(vm, cell).await {
@@ -367,14 +370,14 @@ async fn run(host: &mut ActorHost<'_>, module: &Module, mut state: Box<ActorStat
                     }
                     cell.set_state(RunState::Runnable);
                     tokio::task::yield_now().await;
-                    st.resume(module, Resume::Value(Value::Nil));
+                    state.resume(module, Resume::Value(Value::Nil));
                 }
                 Effect::Sleep { ms } => {
                     cell.set_state(RunState::Waiting);
                     match WaitFor::new(vm, cell, None, false, Some(vm.timed_wait_ms(cell.pid, ms))).await {
-                        None | Some(Woken::Message(_)) => st.resume(module, Resume::Value(Value::Nil)),
+                        None | Some(Woken::Message(_)) => state.resume(module, Resume::Value(Value::Nil)),
                         Some(Woken::Signal(sig)) => {
-                            if let Some(end) = take_signal(module, st, sig, Doing::SoftBlocked) {
+                            if let Some(end) = take_signal(module, &mut state, sig, Doing::SoftBlocked) {
                                 return end;
                             }
                         }
@@ -390,10 +393,10 @@ async fn run(host: &mut ActorHost<'_>, module: &Module, mut state: Box<ActorStat
                         timeout_ms.map(|ms| vm.timed_wait_ms(cell.pid, ms)),
                     );
                     match receive.await {
-                        Some(Woken::Message(m)) => st.resume(module, Resume::Value(m)),
-                        None => st.resume(module, Resume::Timeout),
+                        Some(Woken::Message(m)) => state.resume(module, Resume::Value(m)),
+                        None => state.resume(module, Resume::Timeout),
                         Some(Woken::Signal(sig)) => {
-                            if let Some(end) = take_signal(module, st, sig, Doing::SoftBlocked) {
+                            if let Some(end) = take_signal(module, &mut state, sig, Doing::SoftBlocked) {
                                 return end;
                             }
                         }
