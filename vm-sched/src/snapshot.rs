@@ -491,8 +491,19 @@ pub async fn restore_containers(
         res.insert(t.id, Handle::with_payload(t.id, table.clone()));
         made_tables.push(table);
     }
+    // The named container of each of its actors, for the resources they own.
+    let container_of: HashMap<u64, &ContainerImage> =
+        s.containers.iter().flat_map(|c| c.spec.actors.iter().map(move |m| (m.pid, c))).collect();
     for r in &s.resources {
-        if let Value::Res(h) = &vm.shared.io.reopen(r.id, r.owner, &r.label, &r.recipe).await {
+        // Under the grants of its owner's container: the manifest's for a named container.
+        let reopened = match container_of.get(&r.owner) {
+            Some(c) => {
+                let perms = grants.get(&c.spec.name).map(|g| g.perms.clone()).unwrap_or_default();
+                vm.shared.io.reopen_under(&perms, r.id, r.owner, &r.label, &r.recipe).await
+            }
+            None => vm.shared.io.reopen(r.id, r.owner, &r.label, &r.recipe).await,
+        };
+        if let Value::Res(h) = &reopened {
             res.insert(r.id, h.clone());
         }
     }
