@@ -34,8 +34,8 @@ use std::sync::Arc;
 /// [`run`] (data structures, text, exceptions, actor operations) and the slow paths of those that
 /// have one (other operand types, errors, a heap value in the destination). Keeping them out of
 /// `run` keeps the interpreter loop small enough for the compiler to hold its state in registers.
-/// The instruction comes by reference: with the actor's parts the loop holds apart, a copy of it
-/// would take two more of the argument registers, and more arguments would go on the stack.
+/// The instruction comes by reference: a copy of it takes two argument registers, and with the
+/// actor's parts the loop holds apart one more argument would go on the stack.
 #[inline(never)]
 #[expect(
     clippy::too_many_arguments,
