@@ -142,9 +142,7 @@ pub fn node_size(v: &Value) -> u64 {
 }
 
 /// The bytes an update in place of `v` copies first because the box is shared (`Arc::make_mut`
-/// clones a shared box); 0 for an unshared box or a scalar. Inlined: `append` and `lset` on an
-/// unshared list, a loop's usual case, pay two tests.
-#[inline]
+/// clones a shared box); 0 for an unshared box or a scalar.
 pub fn copy_cost(v: &Value) -> u64 {
     let shared = match v {
         Value::Str(s) => Arc::strong_count(s) > 1,
