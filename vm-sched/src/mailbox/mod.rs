@@ -346,27 +346,33 @@ impl Inner {
     #[inline(always)]
     fn push_back(&mut self, msg: Value) -> bool {
         let size = message_size(&msg);
-        let grows = size != 0 || self.messages.len() == self.messages.capacity();
-        self.bytes += size;
+        if size != 0 {
+            self.bytes += size;
+            self.messages.push_back(msg);
+            return true;
+        }
+        let full = self.messages.len() == self.messages.capacity();
         self.messages.push_back(msg);
-        grows
+        full
     }
 
     /// A message has left the queue: stops counting its size.
     #[inline(always)]
     fn took(&mut self, msg: Option<Value>) -> Option<Value> {
         if let Some(m) = &msg {
-            self.uncharge(m);
+            Self::uncharge(&mut self.bytes, m);
         }
         msg
     }
 
-    /// Stops counting the size of `m`, which has left the queue.
+    /// Stops counting the size of `m`, which leaves the queue, in `bytes` (the queue's
+    /// `Inner::bytes`; a field rather than `self`, so that `m` may still be in the queue). With
+    /// nothing counted (only scalars queued, as in most mailboxes) there is nothing to stop
+    /// counting, and `m` is not looked at: one test of `bytes`, which the lock brought in.
     #[inline(always)]
-    fn uncharge(&mut self, m: &Value) {
-        let size = message_size(m);
-        if size != 0 {
-            self.bytes = self.bytes.saturating_sub(size);
+    fn uncharge(bytes: &mut u64, m: &Value) {
+        if *bytes != 0 {
+            *bytes = bytes.saturating_sub(message_size(m));
         }
     }
 
@@ -421,6 +427,32 @@ impl Inner {
         spec.indefinite && !counted.swap(true, Ordering::SeqCst) && active.fetch_sub(1, Ordering::SeqCst) == 1
     }
 
+    /// [`Mailbox::deliver_grows`] to an actor that has extras, which may hold its limits: past
+    /// `:max_mailbox` the message is dropped, and past `:max_heap` once queued the queue is;
+    /// either way the actor is killed, as an overflow.
+    #[inline(never)]
+    fn deliver_with_extras(
+        &mut self,
+        msg: Value,
+        counted: &AtomicBool,
+        active: &AtomicUsize,
+    ) -> (Delivery, bool) {
+        if let Some(max) = self.ext_ref().and_then(|e| e.max_len)
+            && self.messages.len() >= max
+        {
+            self.ext().signals.push_back(Signal::Kill(mailbox_overflow_reason()));
+            self.clear_messages();
+            return (Delivery::Overflow(self.take_waker(counted, active)), false);
+        }
+        let grows = self.push_back(msg);
+        if self.past_max_heap() {
+            self.ext().signals.push_back(Signal::Kill(vm_core::mem::limit_reason("max_heap")));
+            self.clear_messages();
+            return (Delivery::Overflow(self.take_waker(counted, active)), false);
+        }
+        (self.wake_result(counted, active), grows)
+    }
+
     fn wake_result(&mut self, counted: &AtomicBool, active: &AtomicUsize) -> Delivery {
         match self.take_waker(counted, active) {
             Some(w) => Delivery::Wake(w),
@@ -470,19 +502,11 @@ impl Mailbox {
         if g.closed {
             return (Delivery::Dropped, false);
         }
-        if let Some(max) = g.ext_ref().and_then(|e| e.max_len)
-            && g.messages.len() >= max
-        {
-            g.ext().signals.push_back(Signal::Kill(mailbox_overflow_reason()));
-            g.clear_messages();
-            return (Delivery::Overflow(g.take_waker(&self.counted, active)), false);
+        // The limits are in the extras: with none (most actors), one test and on.
+        if g.ext.is_some() {
+            return g.deliver_with_extras(msg, &self.counted, active);
         }
         let grows = g.push_back(msg);
-        if g.ext.is_some() && g.past_max_heap() {
-            g.ext().signals.push_back(Signal::Kill(vm_core::mem::limit_reason("max_heap")));
-            g.clear_messages();
-            return (Delivery::Overflow(g.take_waker(&self.counted, active)), false);
-        }
         (g.wake_result(&self.counted, active), grows)
     }
 
@@ -695,11 +719,14 @@ impl Inner {
     #[inline(always)]
     fn take_matching(&mut self, pattern: Option<&Value>) -> Option<Value> {
         match pattern {
+            // The bookkeeping looks at the front before it is popped, so that the popped
+            // message goes out as it is: looked at after the pop, it was split into its tag
+            // and payload and copied three times on its way out (~25 instructions a receive).
             None => {
-                let m = self.messages.pop_front()?;
+                let front = self.messages.front()?;
+                Self::uncharge(&mut self.bytes, front);
                 self.forget_save();
-                self.uncharge(&m);
-                Some(m)
+                self.messages.pop_front()
             }
             Some(_) if self.messages.is_empty() => None,
             Some(p) => {
