@@ -87,10 +87,10 @@ pub(crate) fn try_one(
 
 /// `csend`'s and `crecv`'s try ([`vm_core::Host::chan_try_or_park`]): completes now, or parks
 /// the actor on the channel in the same lock and leaves the wait in `held` for the driver
-/// (`Begun::Chan`). Parking this way counts the actor out under the channel lock, then marks
-/// its mailbox parked and hands the channel wait the task's waker the mailbox keeps, so the
-/// wait's first poll has nothing left to do: no case list, no second lock of the channel and
-/// no look at the mailbox (unless a signal was pending).
+/// (`Begun::Chan`). Parking this way counts the actor out under the channel lock, with the
+/// actor's one reused waiter, which holds the task's waker (the mailbox's kept one), then marks
+/// its mailbox parked, so the wait's first poll has nothing left to do: no case list, no
+/// second lock of the channel and no look at the mailbox (unless a signal was pending).
 ///
 /// **A parked `csend`/`crecv` is re-run**, as a parked receive is (see `actor`): a quiet wait
 /// (one that found no signal pending) is not awaited as a future; once woken, the driver steps
@@ -110,19 +110,23 @@ pub(crate) fn try_or_park(
     h: &Handle,
     send: Option<&Value>,
     held: &mut Held,
-) -> Result<ChanTried, Exception> {
+) -> ChanTried {
     let active = &vm.shared.active;
     if matches!(held, Held::Chan { .. })
         && let Some(f) = rerun(vm, cell, held)
     {
-        return Ok(ChanTried::Fired(one_fired(f)));
+        return done(send.is_some(), f);
     }
-    let chan = channel_ref(h)?;
+    let chan = match channel_ref(h) {
+        Ok(c) => c,
+        Err(e) => return ChanTried::Raise(Box::new(e)),
+    };
     // The boundary check (`container`, rule 4) comes after the re-run, which may find the
     // value already sent; a send that runs again after its wait was cancelled is checked afresh.
-    let mut checked = match send {
-        Some(v) => container::check_chan_send("csend", h, v)?,
+    let mut checked = match send.map(|v| container::check_chan_send("csend", h, v)) {
         None => true,
+        Some(Ok(c)) => c,
+        Some(Err(e)) => return ChanTried::Raise(Box::new(e)),
     };
     let mut spare = match std::mem::replace(held, Held::Nothing) {
         Held::Spare(w) => Some(w),
@@ -131,45 +135,46 @@ pub(crate) fn try_or_park(
             None
         }
     };
+    // A new waiter (the actor's first wait, or one whose last was cancelled) gets the task's
+    // waker, which the mailbox keeps; a reused one has it already.
+    let kept = if spare.is_none() { cell.mailbox.kept_waker() } else { None };
     let counted = || -> Arc<dyn CountedFlag> { cell.clone() };
     let (parked, idle) = loop {
-        let fired = match chan.complete_or_park_counted(send, checked, &mut spare, counted, active) {
+        let tried = chan.complete_or_park_counted(send, checked, &mut spare, kept.as_ref(), counted, active);
+        let out = match tried {
             Ok(chan::Fired::Unchecked { .. }) => {
                 match recheck("csend", h, send.expect("only a send is unchecked")) {
                     Ok(c) => {
                         checked = c;
                         continue;
                     }
-                    Err(e) => Err(e),
+                    Err(e) => ChanTried::Raise(Box::new(e)),
                 }
             }
-            Ok(f) => Ok(ChanTried::Fired(one_fired(f))),
+            Ok(f) => done(send.is_some(), f),
             Err(p) => break p,
         };
         if let Some(w) = spare {
             held.put(Held::Spare(w));
         }
-        return fired;
+        return out;
     };
     if idle {
         vm.shared.idle.notify_one();
     }
     let shape = if send.is_some() { SelectShape::Send } else { SelectShape::Recv };
     let id = h.id();
-    let waker = cell.mailbox.park_begun(|| Wait::Chan { shape, chans: ChanIds::One(id), orphanable: true });
-    let quiet = waker.is_some();
-    if let Some(w) = waker
-        && let Some(f) = parked.set_waker(w)
-    {
-        // Claimed before it had a waker: done, and the claimer counted the actor back in.
-        cell.mailbox.cancel_wait(active);
-        held.put(Held::Spare(parked));
-        return Ok(ChanTried::Fired(one_fired(f)));
-    }
+    let quiet = cell.mailbox.park_begun(|| Wait::Chan { shape, chans: ChanIds::One(id), orphanable: true });
     // Only its channel can end this wait: orphan detection looks at it.
     vm.shared.orphans.arm();
     held.put(Held::Chan { wait: parked, handle: h.clone(), send: send.is_some(), quiet });
-    Ok(ChanTried::Parked)
+    ChanTried::Parked
+}
+
+/// The instruction's result for a `csend` (`send`) or `crecv` whose case fired.
+#[inline]
+fn done(send: bool, f: chan::Fired) -> ChanTried {
+    ChanTried::Done(vm_core::step::one_case(send, one_fired(f)))
 }
 
 /// A send the channel's lock sent back ([`chan::Fired::Unchecked`]: the channel crossed to

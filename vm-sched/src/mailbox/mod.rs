@@ -584,22 +584,27 @@ impl Mailbox {
     }
 
     /// Step 1 for a wait the host began in the step on something other than the mailbox (a
-    /// `csend` or `crecv` parked on its channel, which counted the actor out already): marks the
-    /// actor parked with its kept waker and records `wait`, so that a signal wakes it, and
-    /// returns a clone of that waker for the wait's other wake source. `None`, doing nothing,
-    /// if a signal is pending or no waker is kept: the wait's first poll must then look at the
-    /// mailbox as usual ([`Mailbox::poll_wait`]); with `Some` it need not.
-    pub(crate) fn park_begun(&self, wait: impl FnOnce() -> Wait) -> Option<Waker> {
+    /// `csend` or `crecv` parked on its channel, which counted the actor out already and holds
+    /// the task's waker): marks the actor parked with its kept waker and records `wait`, so
+    /// that a signal wakes it. False, doing nothing, if a signal is pending or no waker is
+    /// kept: the wait's first poll must then look at the mailbox as usual
+    /// ([`Mailbox::poll_wait`]); if true it need not.
+    pub(crate) fn park_begun(&self, wait: impl FnOnce() -> Wait) -> bool {
         let mut g = lock(&self.inner);
-        if g.ext_ref().is_some_and(|e| !e.signals.is_empty()) {
-            return None;
+        if g.waker.is_none() || g.ext_ref().is_some_and(|e| !e.signals.is_empty()) {
+            return false;
         }
-        let waker = g.waker.clone()?;
         g.parked = true;
         if g.waiting.is_none() {
             g.waiting = Some(wait());
         }
-        Some(waker)
+        true
+    }
+
+    /// The task's waker the mailbox keeps (see "The waker is kept" above), for a channel
+    /// waiter that keeps it too (`chan::waits::try_or_park`).
+    pub(crate) fn kept_waker(&self) -> Option<Waker> {
+        lock(&self.inner).waker.clone()
     }
 
     /// Steps 1 and 4 of the protocol. `deadline_passed` says whether the wait's timer (if any)
