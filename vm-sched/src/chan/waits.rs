@@ -88,22 +88,24 @@ pub(crate) fn try_one(
 /// `csend`'s and `crecv`'s try ([`vm_core::Host::chan_try_or_park`]): completes now, or parks
 /// the actor on the channel in the same lock and leaves the wait in `held` for the driver
 /// (`Begun::Chan`). Parking this way counts the actor out under the channel lock, with the
-/// actor's one reused waiter, which holds the task's waker (the mailbox's kept one), then marks
-/// its mailbox parked, so the wait's first poll has nothing left to do: no case list, no
-/// second lock of the channel and no look at the mailbox (unless a signal was pending).
+/// actor's one reused waiter, which holds the task's waker (the mailbox's kept one), then
+/// records the wait in the mailbox without its lock (`mailbox`'s "A quiet channel wait"), so
+/// the wait's first poll has nothing left to do: no case list, no second lock of the channel
+/// and no look at the mailbox (unless a signal was pending).
 ///
 /// **A parked `csend`/`crecv` is re-run**, as a parked receive is (see `actor`): a quiet wait
 /// (one that found no signal pending) is not awaited as a future; once woken, the driver steps
 /// the actor again and the instruction comes back here with its wait still in `held`:
 /// 1. If a counterpart committed, its outcome is the instruction's result: the wait is over
-///    (the claimer popped its only entry), the mailbox's wait is cleared, and the waiter is kept
-///    (`Held::Spare`) for the next park ([`chan::Channel::complete_or_park_counted`] reuses it when
-///    `Arc::get_mut` proves nothing else holds it).
-/// 2. Otherwise the actor was woken by its mailbox (a signal, or a message it is not waiting
-///    for): the wait is cancelled (protocol step 6: a case that committed meanwhile is the
+///    (the claimer popped its only entry and counted the actor in), the mailbox's record of it
+///    is cleared with a store, and the waiter is kept (`Held::Spare`) for the next park
+///    ([`chan::Channel::complete_or_park_counted`] reuses it when `Arc::get_mut` proves nothing
+///    else holds it).
+/// 2. Otherwise a signal woke the actor (messages do not wake a channel wait), or a pause
+///    did: the wait is cancelled (protocol step 6: a case that committed meanwhile is the
 ///    result, as in 1) and the instruction tries again from the start. A pending signal then
 ///    makes the new park not quiet, so the driver awaits it as a [`ChanWait`], whose first poll
-///    takes the signal as any wait does; a message only costs the park again.
+///    takes the signal as any wait does.
 pub(crate) fn try_or_park(
     vm: &Vm,
     cell: &Arc<ActorCell>,
@@ -137,7 +139,8 @@ pub(crate) fn try_or_park(
     };
     // A new waiter (the actor's first wait, or one whose last was cancelled) gets the task's
     // waker, which the mailbox keeps; a reused one has it already.
-    let kept = if spare.is_none() { cell.mailbox.kept_waker() } else { None };
+    let had_spare = spare.is_some();
+    let kept = if had_spare { None } else { cell.mailbox.kept_waker() };
     let counted = || -> Arc<dyn CountedFlag> { cell.clone() };
     let (parked, idle) = loop {
         let tried = chan.complete_or_park_counted(send, checked, &mut spare, kept.as_ref(), counted, active);
@@ -163,8 +166,10 @@ pub(crate) fn try_or_park(
         vm.shared.idle.notify_one();
     }
     let shape = if send.is_some() { SelectShape::Send } else { SelectShape::Recv };
-    let id = h.id();
-    let quiet = cell.mailbox.park_begun(|| Wait::Chan { shape, chans: ChanIds::One(id), orphanable: true });
+    // Quiet (awaited as a bare wake) only if the waiter holds the task's waker and the
+    // mailbox saw no signal pending (its "A quiet channel wait", step 1).
+    let has_waker = kept.is_some() || had_spare;
+    let quiet = has_waker && cell.mailbox.park_chan(shape, h.id());
     // Only its channel can end this wait: orphan detection looks at it.
     vm.shared.orphans.arm();
     held.put(Held::Chan { wait: parked, handle: h.clone(), send: send.is_some(), quiet });
@@ -188,21 +193,28 @@ fn recheck(op: &str, h: &Handle, v: &Value) -> Result<bool, Exception> {
 /// the outcome that ends it (the waiter is then kept as `Held::Spare`), or `None` once it is
 /// cancelled with nothing transferred (`held` is then empty).
 fn rerun(vm: &Vm, cell: &ActorCell, held: &mut Held) -> Option<chan::Fired> {
-    let Held::Chan { wait, handle, .. } = std::mem::replace(held, Held::Nothing) else { return None };
+    let Held::Chan { wait, handle, quiet, .. } = std::mem::replace(held, Held::Nothing) else { return None };
     let active = &vm.shared.active;
-    let fired = match wait.take_fired() {
+    match wait.take_fired() {
         Some(f) => {
             held.put(Held::Spare(wait));
+            // The claimer counted the actor in; a quiet wait left nothing in the mailbox's
+            // lock to clear (its "A quiet channel wait", step 4).
+            if quiet {
+                cell.mailbox.end_chan();
+            } else {
+                cell.mailbox.cancel_wait(active);
+            }
             Some(f)
         }
         None => {
             let chan = channel_ref(&handle).expect("a channel handle");
-            wait.cancel(chan, Some(active)).err()
+            let fired = wait.cancel(chan, Some(active)).err();
+            // Ended either way; parking again records the wait afresh.
+            cell.mailbox.cancel_wait(active);
+            fired
         }
-    };
-    // Ended either way; parking again records the wait afresh.
-    cell.mailbox.cancel_wait(active);
-    fired
+    }
 }
 
 /// A wait the host began inside the step and holds until the driver takes it, right after
