@@ -530,13 +530,16 @@ fn probe_count(line: &str) -> u64 {
 /// and used by the other) under load with a snapshot every 50 ms, killed with `kill -9` while
 /// clients are writing, then resumed with its manifest: every write acknowledged before the
 /// last snapshot is there, a write in flight at the kill is there or absent (never wrong), and
-/// `front` binds its port again and serves new clients through the same channel.
+/// `front` binds its port again and serves new clients through the same channel. A container
+/// the resume's manifest adds starts fresh.
 #[test]
 fn containers_under_load_survive_kill_9_and_resume_with_their_manifest() {
     let _s = serial();
     let dir = scratch("up_kill9");
     let port = free_port();
     containers_manifest(&dir, "m.json", port, None);
+    // The resume's manifest adds a container, which starts fresh beside those resumed.
+    containers_manifest(&dir, "more.json", port, Some(""));
     let p = Proc::start(&["up", "--snapshot", "s.snap", "--snapshot-every", "50ms", "m.json"], &dir);
     wait_listening(port);
     let writers = |tag: &'static str, n: usize, stop: std::sync::Arc<std::sync::atomic::AtomicBool>| {
@@ -576,7 +579,8 @@ fn containers_under_load_survive_kill_9_and_resume_with_their_manifest() {
     let in_flight: Vec<(String, String)> = during.into_iter().flat_map(|t| t.join().unwrap()).collect();
     assert!(!in_flight.is_empty(), "the VM was killed under load");
 
-    let p = Proc::start(&["resume", "--manifest", "m.json", "s.snap"], &dir);
+    let mut p = Proc::start(&["resume", "--manifest", "more.json", "s.snap"], &dir);
+    line_where(&mut p, |l| l.starts_with("[probe] probe 1: {:permission, "));
     wait_listening(port);
     let mut kv = Kv::connect(port).unwrap();
     for (key, value) in &before {
