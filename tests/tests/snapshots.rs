@@ -691,7 +691,8 @@ fn a_damaged_containers_section_is_refused_with_exit_2() {
     damaged.push(("cut short".into(), good[..start + len / 2].to_vec()));
     // Well-formed sections that do not agree with the rest of the file.
     let s = vm_core::snapshot::decode(&good).expect("the snapshot loads");
-    let edits: [(&str, fn(&mut vm_core::snapshot::Snapshot)); 4] = [
+    type Edit = fn(&mut vm_core::snapshot::Snapshot);
+    let edits: [(&str, Edit); 4] = [
         ("an actor that is not there", |s| {
             s.containers[0].spec.actors.push(vm_core::snapshot::v1::Member {
                 pid: 1,

@@ -257,7 +257,7 @@ impl<'a> Checker<'a> {
         Ok(())
     }
 
-    fn func<'m>(m: &'m Module, f: u32) -> Result<&'m Function, String> {
+    fn func(m: &Module, f: u32) -> Result<&Function, String> {
         m.funcs
             .get(f as usize)
             .ok_or_else(|| format!("refers to function {f}, but the module has {}", m.funcs.len()))
