@@ -294,7 +294,10 @@ impl<'a> Checker<'a> {
         for (i, c) in self.s.containers.iter().enumerate() {
             for m in &c.spec.actors {
                 if self.member_of.insert(m.pid, i).is_some() {
-                    return Err(format!("actor <{}> is listed in two containers", m.pid));
+                    return Err(format!(
+                        "actor <{}> is listed twice in the containers section (an actor belongs to one container)",
+                        m.pid
+                    ));
                 }
             }
         }

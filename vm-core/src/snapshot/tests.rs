@@ -1013,7 +1013,7 @@ type Edit = Box<dyn Fn(&mut Snapshot)>;
 fn containers_damage() -> Vec<(&'static str, Edit)> {
     vec![
         (
-            "actor <2> is listed in two containers",
+            "actor <2> is listed twice in the containers section",
             Box::new(|s| s.containers[1].spec.actors.push(member(2, v1::Priority::Low))),
         ),
         (
