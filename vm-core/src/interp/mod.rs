@@ -524,6 +524,14 @@ fn run<H: Host + ?Sized>(st: &mut ActorState, m: &Module, host: &mut H, mut fuel
                 fuel = left;
                 flow!(flow);
             }
+            // A select's mailbox cases (`{:msg, pattern}`) scan the queue as `recvp` does, and
+            // are charged the same way.
+            Instr::Select { dst, cases, ms, target } => {
+                let mut left = fuel;
+                let flow = actor::select_instr(host, regs, dst, cases, ms, target, &mut left);
+                fuel = left;
+                flow!(flow);
+            }
             // Every other instruction is listed (rather than matched by `_`) so that the compiler
             // knows the jump table covers every opcode and needs no range check.
             Instr::Const { .. }
@@ -605,7 +613,6 @@ fn run<H: Host + ?Sized>(st: &mut ActorState, m: &Module, host: &mut H, mut fuel
             | Instr::Ctrysend { .. }
             | Instr::Ctryrecv { .. }
             | Instr::Cclose { .. }
-            | Instr::Select { .. }
             | Instr::Addw { .. }
             | Instr::Subw { .. }
             | Instr::Mulw { .. }

@@ -14,7 +14,7 @@
 
 use super::Flow;
 use super::actor::{
-    atom_of, chan_one, chan_ref, control, millis, pid_of, receive, select, select_cases, selective, spawn,
+    atom_of, chan_one, chan_ref, control, millis, pid_of, receive, select_instr, selective, spawn,
 };
 use super::frame::{store, take_or_clone, window};
 use super::value_ops::{
@@ -26,7 +26,7 @@ use crate::exception::Exception;
 use crate::mem::{self, MemUse, Meter};
 use crate::module::Module;
 use crate::ops::Instr;
-use crate::step::{ActorOp, Begun, Effect, Fired, Handler, Host, NativeCall, SelectShape, SpawnOpts};
+use crate::step::{ActorOp, Begun, Effect, Fired, Handler, Host, NativeCall, SpawnOpts};
 use crate::value::{Closure, Value};
 use std::sync::Arc;
 
@@ -569,18 +569,10 @@ pub(super) fn slow<H: Host + ?Sized>(
             Ok(()) => Flow::Next,
             Err(e) => Flow::Throw(e),
         },
+        // `run` runs this itself, with the fuel left as the budget; this is the same in full.
         Instr::Select { dst, cases, ms, target } => {
-            let timeout = match &reg!(ms) {
-                Value::Int(ms) if *ms < 0 => Ok(None),
-                Value::Int(ms) => Ok(Some(*ms as u64)),
-                x => Err(type_err("select", "milliseconds as an int", x)),
-            };
-            match (select_cases(&reg!(cases)), timeout) {
-                (Ok(cases), Ok(timeout)) => {
-                    select(host, regs, Some(dst), target, SelectShape::Select, cases, timeout)
-                }
-                (Err(e), _) | (_, Err(e)) => Flow::Throw(e),
-            }
+            let mut unbounded = u32::MAX;
+            select_instr(host, regs, dst, cases, ms, target, &mut unbounded)
         }
         Instr::Interrupt { pid, exc, mode } => {
             let op =
