@@ -87,10 +87,13 @@ impl Meter {
         1 << (self.0 & 31)
     }
 
-    /// Whether a count is due.
+    /// Whether a count is due: `alloc() >= gap()`, as one comparison of the packed word. (The
+    /// gap is a power of two of at least 1024, so a multiple of 32: the word, the units with the
+    /// gap's logarithm in their low bits, reaches it exactly when the units alone do.) The
+    /// interpreter asks after every instruction it runs out of line.
     #[inline(always)]
     pub fn due(&self) -> bool {
-        self.alloc() >= self.gap()
+        self.0 >= 1 << (self.0 & 31)
     }
 
     /// Starts a new period after a count of `live` bytes: the next count comes after the actor
@@ -139,9 +142,7 @@ pub fn node_size(v: &Value) -> u64 {
 }
 
 /// The bytes an update in place of `v` copies first because the box is shared (`Arc::make_mut`
-/// clones a shared box); 0 for an unshared box or a scalar. Inlined: `append` and `lset` on an
-/// unshared list, a loop's usual case, pay two tests.
-#[inline]
+/// clones a shared box); 0 for an unshared box or a scalar.
 pub fn copy_cost(v: &Value) -> u64 {
     let shared = match v {
         Value::Str(s) => Arc::strong_count(s) > 1,
@@ -411,6 +412,16 @@ mod tests {
         assert!(!m.due());
         m.add(16_384);
         assert!(m.due());
+        // `due` is `alloc() >= gap()` for every gap a count can set, on both sides of it.
+        for (live, max) in [(0, None), (10 << 20, None), (10 << 20, Some(100_000)), (0, Some(1))] {
+            let mut m = Meter::default();
+            m.counted(live, max);
+            let gap = m.gap();
+            for add in [gap - 32, 31, 1, 32, gap] {
+                m.add(add);
+                assert_eq!(m.due(), m.alloc() >= m.gap(), "gap {gap}, allocated {}", m.alloc());
+            }
+        }
         m.add(u64::MAX);
         assert_eq!(m.alloc(), u64::from(UNITS_MAX) * 32);
         assert_eq!(growth(4, 4, 1, 16), 4 * 16);

@@ -234,6 +234,60 @@ async fn a_hostile_client_on_the_direct_port_costs_one_connection() {
     assert!(a.seen.lock().exits.is_empty() && b.seen.lock().exits.is_empty());
 }
 
+/// A client that opens many connections to a node's direct port and says nothing holds at most
+/// `max_handshakes` of them (a connection beyond that drops the oldest still in its handshake),
+/// a real peer that dials meanwhile still connects, and the rest are dropped at the handshake's
+/// deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_half_open_connections_hold_a_few_slots_and_a_real_peer_still_connects() {
+    const OPEN: usize = 100;
+    const SLOTS: usize = 4;
+    // A handshake deadline (`down_after`) far longer than the eviction takes, so that what
+    // closes the first connections is the cap, not the deadline.
+    const DEADLINE: Duration = Duration::from_secs(10);
+    let bus = MemBus::new();
+    let cfg = |name| vm_dist::node::Config {
+        down_after: DEADLINE,
+        max_handshakes: SLOTS,
+        ..direct(fast("t", name))
+    };
+    let (b, _) = start(cfg("b"), Arc::new(bus.connect())).await;
+    let addr = b.node().direct_addr().expect("b listens");
+    let opened = std::time::Instant::now();
+    let mut half_open = Vec::new();
+    for _ in 0..OPEN {
+        half_open.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    // How many of the client's connections b has closed (a read that would wait: still open).
+    let closed = |conns: &[tokio::net::TcpStream]| {
+        let mut buf = [0u8; 8];
+        conns
+            .iter()
+            .filter(|s| match s.try_read(&mut buf) {
+                Ok(n) => {
+                    assert_eq!(n, 0, "b answered a client that said nothing");
+                    true
+                }
+                Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+            })
+            .count()
+    };
+    until(DEADLINE / 2, || closed(&half_open) >= OPEN - SLOTS)
+        .await
+        .expect("b drops all but the newest handshakes");
+    assert!(opened.elapsed() < DEADLINE, "the cap, not the deadline, closed them");
+    // A real peer dials while the client still holds its slots.
+    let (a, _) = start(cfg("a"), Arc::new(bus.connect())).await;
+    switched(&a, &b).await;
+    let pb = b.actor();
+    a.node().send(a.actor(), remote_pid(&a, &b, pb), &Value::atom("hi")).unwrap();
+    until(T, || b.mail(pb) == [Value::atom("hi")]).await.expect("a and b talk on their connection");
+    // The client's last slots end at the handshake's deadline.
+    until(DEADLINE + T, || closed(&half_open) == OPEN).await.expect("every half-open connection is dropped");
+    assert!(a.node().is_direct("b") && b.node().is_direct("a"), "the real connection is untouched");
+    assert_eq!(a.node_events("b"), vec![true]);
+}
+
 /// NATS stays the membership: a peer whose announcements stop (a partition between the NATS
 /// connections) is down after `down_after` though its direct connection is up; after healing it
 /// is up again, on a new connection.

@@ -631,3 +631,7 @@ fn restored_signal(r: &Reader, s: &v1::Signal) -> Signal {
         v1::Signal::Interrupt { exc, mode } => Signal::Interrupt { exc: r.exception(&exc), mode },
     }
 }
+
+#[cfg(test)]
+#[path = "snapshot_tests.rs"]
+mod tests;

@@ -641,7 +641,7 @@ fn run<H: Host + ?Sized>(st: &mut ActorState, m: &Module, host: &mut H, mut fuel
             fuel = fuel.saturating_sub(SPAWN_FUEL);
         }
         // The instruction's slow path, or an instruction with no fast path.
-        let flow = slow(*instr, regs, m, host, handlers, rng, (frames.len() - 1) as u32, meter);
+        let flow = slow(instr, regs, m, host, handlers, rng, (frames.len() - 1) as u32, meter);
         // What it allocated may make a count of the actor's memory due.
         recount!();
         flow!(flow);

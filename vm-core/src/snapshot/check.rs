@@ -257,7 +257,7 @@ impl<'a> Checker<'a> {
         Ok(())
     }
 
-    fn func<'m>(m: &'m Module, f: u32) -> Result<&'m Function, String> {
+    fn func(m: &Module, f: u32) -> Result<&Function, String> {
         m.funcs
             .get(f as usize)
             .ok_or_else(|| format!("refers to function {f}, but the module has {}", m.funcs.len()))
@@ -294,7 +294,10 @@ impl<'a> Checker<'a> {
         for (i, c) in self.s.containers.iter().enumerate() {
             for m in &c.spec.actors {
                 if self.member_of.insert(m.pid, i).is_some() {
-                    return Err(format!("actor <{}> is listed in two containers", m.pid));
+                    return Err(format!(
+                        "actor <{}> is listed twice in the containers section (an actor belongs to one container)",
+                        m.pid
+                    ));
                 }
             }
         }

@@ -1006,11 +1006,14 @@ fn without_the_containers_section_the_actors_do_not_fit() {
     assert!(e.starts_with("inconsistent snapshot: ") && e.contains("but the module has 0"), "{e}");
 }
 
-#[test]
-fn the_containers_section_is_checked() {
-    let cases: Vec<(&str, Box<dyn Fn(&mut Snapshot)>)> = vec![
+/// An edit of a valid snapshot.
+type Edit = Box<dyn Fn(&mut Snapshot)>;
+
+/// Damage to the containers section, and the start of the message it gets.
+fn containers_damage() -> Vec<(&'static str, Edit)> {
+    vec![
         (
-            "actor <2> is listed in two containers",
+            "actor <2> is listed twice in the containers section",
             Box::new(|s| s.containers[1].spec.actors.push(member(2, v1::Priority::Low))),
         ),
         (
@@ -1041,8 +1044,12 @@ fn the_containers_section_is_checked() {
                 s.containers[0].module = tiny();
             }),
         ),
-    ];
-    for (want, edit) in cases {
+    ]
+}
+
+#[test]
+fn the_containers_section_is_checked() {
+    for (want, edit) in containers_damage() {
         let mut s = with_containers();
         edit(&mut s);
         let e = err(&encode(&s));

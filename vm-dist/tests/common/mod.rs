@@ -223,7 +223,7 @@ pub(crate) async fn start(
     let vm = FakeVm::new();
     let (node, driver) = Node::start(cfg, transport, vm.clone()).await.expect("node starts");
     vm.node.set(node).expect("once");
-    let task = tokio::spawn(driver.run());
+    let task = tokio::spawn(driver.run(|t| drop(tokio::spawn(t))));
     (vm, task)
 }
 
@@ -237,7 +237,7 @@ pub(crate) async fn start_nats_only(
     let (node, driver) =
         Node::start(Config { direct: None, ..cfg }, transport, vm.clone()).await.expect("node starts");
     vm.node.set(node).expect("once");
-    let task = tokio::spawn(driver.run());
+    let task = tokio::spawn(driver.run(|t| drop(tokio::spawn(t))));
     (vm, task)
 }
 
