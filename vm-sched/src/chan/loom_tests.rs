@@ -207,8 +207,10 @@ fn loom_one_wait_meets_a_sender() {
 /// in. Once woken, the owner runs its instruction again, which takes the outcome
 /// (`take_fired`) and keeps the waiter in `spare` for its next park to reuse, as the runtime
 /// does (`waits::try_or_park`). The actor never counts out when it completes at once, so,
-/// unlike `block_one`, this must never report idle while a counterpart runs.
-fn block_counted(
+/// unlike `block_one`, this must never report idle while a counterpart runs. An async fn: an
+/// actor's waits run in one task, whose waker a reused waiter keeps (`block_on` per wait would
+/// give each wait a waker of its own).
+async fn counted_wait(
     c: &Channel,
     send: Option<Value>,
     active: &AtomicUsize,
@@ -216,7 +218,7 @@ fn block_counted(
     spare: &mut Option<OneWait>,
 ) -> Fired {
     let mut parked: Option<OneWait> = None;
-    loom::future::block_on(poll_fn(|cx| {
+    poll_fn(|cx| {
         if let Some(w) = &parked {
             let Some(f) = w.take_fired() else { return Poll::Pending };
             *spare = parked.take();
@@ -243,12 +245,13 @@ fn block_counted(
                 Poll::Pending
             }
         }
-    }))
+    })
+    .await
 }
 
 /// One `csend`/`crecv` parked in the step, with a fresh waiter.
 fn block_counted_once(c: &Channel, send: Option<Value>, active: &AtomicUsize) -> Fired {
-    block_counted(c, send, active, &Arc::new(AtomicBool::new(false)), &mut None)
+    loom::future::block_on(counted_wait(c, send, active, &Arc::new(AtomicBool::new(false)), &mut None))
 }
 
 /// Two actors that both park inside the step (`csend` against `crecv`, the host's
@@ -288,15 +291,19 @@ fn loom_counted_parks_reuse_their_waiters() {
             let (c, active) = (c.clone(), active.clone());
             loom::thread::spawn(move || {
                 let (counted, mut spare) = (Arc::new(AtomicBool::new(false)), None);
-                let a = block_counted(&c, Some(Value::Int(1)), &active, &counted, &mut spare);
-                let b = block_counted(&c, Some(Value::Int(2)), &active, &counted, &mut spare);
+                let ab = loom::future::block_on(async {
+                    let a = counted_wait(&c, Some(Value::Int(1)), &active, &counted, &mut spare).await;
+                    (a, counted_wait(&c, Some(Value::Int(2)), &active, &counted, &mut spare).await)
+                });
                 exit(&active);
-                (a, b)
+                ab
             })
         };
         let (counted, mut spare) = (Arc::new(AtomicBool::new(false)), None);
-        let a = block_counted(&c, None, &active, &counted, &mut spare);
-        let b = block_counted(&c, None, &active, &counted, &mut spare);
+        let (a, b) = loom::future::block_on(async {
+            let a = counted_wait(&c, None, &active, &counted, &mut spare).await;
+            (a, counted_wait(&c, None, &active, &counted, &mut spare).await)
+        });
         assert_eq!(a, Fired::Received { case: 0, value: Value::Int(1) });
         assert_eq!(b, Fired::Received { case: 0, value: Value::Int(2) });
         assert_eq!(t.join().unwrap(), (Fired::Sent { case: 0 }, Fired::Sent { case: 0 }));
@@ -411,5 +418,185 @@ fn loom_arming_the_orphan_detector_is_never_lost() {
         }
         actor.join().unwrap();
         assert!(orphans.armed(), "a parked orphanable wait with the detector disarmed");
+    });
+}
+
+/// An actor in the quiet-wait models: its mailbox, whose "counted out" flag its channel
+/// waiter shares (as an actor's cell does).
+struct Actor(crate::mailbox::Mailbox);
+
+impl CountedFlag for Actor {
+    fn counted(&self) -> &AtomicBool {
+        self.0.counted()
+    }
+}
+
+/// A `crecv` on `c` (channel id 1) as the runtime runs it: `waits::try_or_park` parks it on
+/// the channel and, with no signal pending, quietly in the mailbox (`Mailbox::park_chan`);
+/// once woken it runs again (`waits::rerun`): the claimer's outcome ends it (clearing the
+/// mailbox's record with a store), or it is cancelled and tried again. With a signal pending
+/// it is awaited as `waits::ChanWait` is, which takes the signal from the mailbox. Returns the
+/// case that committed and the signal its wait took, if any. An async fn, as `counted_wait`.
+async fn quiet_recv(
+    c: &Channel,
+    a: &Arc<Actor>,
+    active: &AtomicUsize,
+    spare: &mut Option<OneWait>,
+) -> (Option<Fired>, Option<crate::mailbox::Signal>) {
+    use crate::mailbox::{ChanIds, Wait, WaitSpec, Woken};
+    use vm_core::SelectShape;
+    enum At {
+        Try,
+        Quiet(OneWait),
+        Loud(OneWait),
+    }
+    let mb = &a.0;
+    let mut at = At::Try;
+    poll_fn(|cx| {
+        loop {
+            match std::mem::replace(&mut at, At::Try) {
+                At::Try => {
+                    mb.keep_waker(cx.waker());
+                    let had_spare = spare.is_some();
+                    let kept = if had_spare { None } else { Some(cx.waker().clone()) };
+                    let flag = a.clone();
+                    let counted = move || -> Arc<dyn CountedFlag> { flag };
+                    match c.complete_or_park_counted(None, true, spare, kept.as_ref(), counted, active) {
+                        Ok(f) => return Poll::Ready((Some(f), None)),
+                        // Parking may report idle here: a signaller that has exited leaves a
+                        // signal, which the wait then takes (as in the runtime).
+                        Err((w, _idle)) => {
+                            if mb.park_chan(SelectShape::Recv, 1) {
+                                at = At::Quiet(w);
+                                return Poll::Pending;
+                            }
+                            at = At::Loud(w);
+                        }
+                    }
+                }
+                At::Quiet(w) => match w.take_fired() {
+                    Some(f) => {
+                        *spare = Some(w);
+                        mb.end_chan();
+                        return Poll::Ready((Some(f), None));
+                    }
+                    None => {
+                        let committed = w.cancel(c, Some(active));
+                        mb.cancel_wait(active);
+                        if let Err(f) = committed {
+                            return Poll::Ready((Some(f), None));
+                        }
+                    }
+                },
+                At::Loud(w) => {
+                    if let Some(f) = w.poll(cx, active) {
+                        mb.cancel_wait(active);
+                        return Poll::Ready((Some(f), None));
+                    }
+                    // Idle for a moment is allowed: the signaller counted the actor in and
+                    // may have exited, and the mailbox, looked at next, has its signal.
+                    let idle = mb.count_out(active);
+                    let spec = WaitSpec { receive: false, pattern: None, indefinite: false, soft: true };
+                    let describe =
+                        || Wait::Chan { shape: SelectShape::Recv, chans: ChanIds::One(1), orphanable: true };
+                    if let (Poll::Ready(Some(Woken::Signal(sig))), _) =
+                        mb.poll_wait(cx, &spec, false, describe, active)
+                    {
+                        let committed = w.cancel(c, Some(active)).err();
+                        mb.cancel_wait(active);
+                        return Poll::Ready((committed, Some(sig)));
+                    }
+                    assert!(!idle, "parked with nobody left to wake it");
+                    at = At::Loud(w);
+                    return Poll::Pending;
+                }
+            }
+        }
+    })
+    .await
+}
+
+/// Sends an interrupt (mode 1) to `a` and wakes it if the mailbox says so, as `Vm::signal` does.
+fn interrupt(a: &Actor, active: &AtomicUsize) {
+    let exc = vm_core::Exception::new(vm_core::atoms::INTERRUPT, "poke");
+    if let crate::mailbox::Delivery::Wake(w) =
+        a.0.signal(crate::mailbox::Signal::Interrupt { exc, mode: 1 }, active)
+    {
+        w.wake();
+    }
+}
+
+/// A signal racing a `crecv` that parks quietly (`mailbox`'s "A quiet channel wait"): the
+/// wait sees the signal or the signaller sees the wait, so the actor is never left asleep with
+/// the signal pending; its wait ends with the signal, the channel keeps no entry, the mailbox
+/// no wait, and the actor is counted back in.
+#[test]
+fn loom_a_signal_reaches_a_quiet_channel_wait() {
+    model(None, || {
+        let c = Channel::new(1, 0);
+        let a = Arc::new(Actor(crate::mailbox::Mailbox::default()));
+        let active = Arc::new(AtomicUsize::new(2));
+        let t = {
+            let (a, active) = (a.clone(), active.clone());
+            loom::thread::spawn(move || {
+                interrupt(&a, &active);
+                exit(&active);
+            })
+        };
+        let (fired, sig) = loom::future::block_on(quiet_recv(&c, &a, &active, &mut None));
+        t.join().unwrap();
+        assert_eq!(fired, None, "nobody sends");
+        assert!(matches!(sig, Some(crate::mailbox::Signal::Interrupt { mode: 1, .. })), "{sig:?}");
+        assert_eq!(active.load(Ordering::SeqCst), 1, "accounting balances");
+        assert_eq!(c.parked(), (0, 0));
+        assert_eq!(a.0.with(|i| a.0.waiting(i)), None, "the wait is over");
+    });
+}
+
+/// A sender and a signal racing two `crecv`s of one actor that park quietly and reuse their
+/// waiter: the value arrives exactly once, the signal is taken exactly once (by a wait, or
+/// left queued for the running actor), and the accounting balances.
+#[test]
+fn loom_a_quiet_channel_wait_meets_a_sender_and_a_signal() {
+    model(Some(3), || {
+        let c = Channel::new(1, 0);
+        let a = Arc::new(Actor(crate::mailbox::Mailbox::default()));
+        let active = Arc::new(AtomicUsize::new(3));
+        let sender = {
+            let (c, active) = (c.clone(), active.clone());
+            loom::thread::spawn(move || {
+                let f = block(vec![Case::send(&c, Value::Int(7))], &active);
+                // Not `exit`: a wait awaited the ordinary way (a signal was pending when it
+                // parked) counts out at each poll, after looking for a committed case
+                // (`ChanWait`, as `SelectWait`), so a commit between the two leaves the
+                // woken actor counted out until that poll's mailbox look or its next poll.
+                active.fetch_sub(1, Ordering::SeqCst);
+                f
+            })
+        };
+        let signaller = {
+            let (a, active) = (a.clone(), active.clone());
+            loom::thread::spawn(move || {
+                interrupt(&a, &active);
+                exit(&active);
+            })
+        };
+        let (values, mut signals) = loom::future::block_on(async {
+            let (mut values, mut signals, mut spare) = (Vec::new(), 0, None);
+            while values.is_empty() {
+                let (fired, sig) = quiet_recv(&c, &a, &active, &mut spare).await;
+                values.extend(fired);
+                signals += usize::from(sig.is_some());
+            }
+            (values, signals)
+        });
+        assert_eq!(sender.join().unwrap(), Fired::Sent { case: 0 });
+        signaller.join().unwrap();
+        signals += usize::from(a.0.take_signal().is_some());
+        assert_eq!(values, [Fired::Received { case: 0, value: Value::Int(7) }]);
+        assert_eq!(signals, 1, "the signal is taken once");
+        assert_eq!(active.load(Ordering::SeqCst), 1, "accounting balances");
+        assert_eq!(c.parked(), (0, 0));
+        assert_eq!(a.0.with(|i| a.0.waiting(i)), None, "the wait is over");
     });
 }
