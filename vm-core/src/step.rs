@@ -627,6 +627,20 @@ pub trait Host {
     fn chan_new(&mut self, cap: usize) -> Result<Value, Exception>;
     /// Commits the first ready case of a select, if any is ready now, without waiting.
     fn chan_try(&mut self, cases: &[SelectCase]) -> Result<Option<Fired>, Exception>;
+    /// [`Host::chan_try`] for `select`, whose mailbox cases (`{:msg, pattern}`) scan the queue
+    /// as a selective receive does ([`Host::try_receive_matching`]): looking at no more than
+    /// `*budget` queued messages and taking one unit from `*budget` for each (the stepper
+    /// charges them as fuel). `None`: nothing was committed and the scan stopped there with
+    /// more to look at; the instruction yields and, run again, goes on from there. The default
+    /// does not bound its scan and charges nothing.
+    fn chan_try_within(
+        &mut self,
+        cases: &[SelectCase],
+        budget: &mut u32,
+    ) -> Option<Result<Option<Fired>, Exception>> {
+        let _ = budget;
+        Some(self.chan_try(cases))
+    }
     /// [`Host::chan_try`] for one case on one channel, borrowed (a send of `send`, or a receive
     /// if `None`): what `csend`, `crecv`, `ctrysend` and `ctryrecv` try first, so that the fast
     /// path builds no case. The default builds one.

@@ -225,6 +225,14 @@ impl Host for ActorHost<'_> {
         waits::try_now(self.vm, self.cell, cases)
     }
 
+    fn chan_try_within(
+        &mut self,
+        cases: &[SelectCase],
+        budget: &mut u32,
+    ) -> Option<Result<Option<Fired>, Exception>> {
+        waits::try_now_within(self.vm, self.cell, cases, budget)
+    }
+
     fn chan_try_one(&mut self, chan: &Handle, send: Option<&Value>) -> Result<Option<Fired>, Exception> {
         waits::try_one(self.vm, "csend", chan, send)
     }

@@ -187,9 +187,37 @@ pub(super) fn select_cases(v: &Value) -> Result<Vec<SelectCase>, Exception> {
         .collect()
 }
 
+/// `select dst, cases, ms, target`: reads its operands and runs [`select`], whose mailbox cases
+/// look at no more queued messages than `budget` (`run` passes the fuel left, as for `recvp`).
+/// Out of line, so that `run`'s loop stays small.
+#[inline(never)]
+pub(super) fn select_instr<H: Host + ?Sized>(
+    host: &mut H,
+    regs: &mut [Value],
+    dst: u16,
+    cases: u16,
+    ms: u16,
+    target: u32,
+    budget: &mut u32,
+) -> Flow {
+    let timeout = match &regs[ms as usize] {
+        Value::Int(ms) if *ms < 0 => Ok(None),
+        Value::Int(ms) => Ok(Some(*ms as u64)),
+        x => Err(type_err("select", "milliseconds as an int", x)),
+    };
+    match (select_cases(&regs[cases as usize]), timeout) {
+        (Ok(cases), Ok(timeout)) => {
+            select(host, regs, Some(dst), target, SelectShape::Select, cases, timeout, budget)
+        }
+        (Err(e), _) | (_, Err(e)) => Flow::Throw(e),
+    }
+}
+
 /// The channel instructions: commit a ready case now (the fast path never leaves the stepper),
-/// jump at once for a zero timeout, or block on the whole select.
-/// (`csend` and `crecv` take [`chan_one`].)
+/// jump at once for a zero timeout, or block on the whole select. Mailbox cases look at no more
+/// queued messages than `budget`, one unit each ([`Host::chan_try_within`]); [`Flow::Yield`] if
+/// the scan stopped there. (`csend` and `crecv` take [`chan_one`].)
+#[allow(clippy::too_many_arguments)]
 pub(super) fn select<H: Host + ?Sized>(
     host: &mut H,
     regs: &mut [Value],
@@ -198,8 +226,9 @@ pub(super) fn select<H: Host + ?Sized>(
     shape: SelectShape,
     cases: Vec<SelectCase>,
     timeout_ms: Option<u64>,
+    budget: &mut u32,
 ) -> Flow {
-    let tried = host.chan_try(&cases);
+    let Some(tried) = host.chan_try_within(&cases, budget) else { return Flow::Yield };
     let block = move || Flow::Block(Effect::Select { shape, cases, timeout_ms });
     match tried {
         Ok(Some(fired)) => match crate::step::select_resume(shape, fired) {

@@ -14,7 +14,7 @@
 
 use super::Flow;
 use super::actor::{
-    atom_of, chan_one, chan_ref, control, millis, pid_of, receive, select, select_cases, selective, spawn,
+    atom_of, chan_one, chan_ref, control, millis, pid_of, receive, select_instr, selective, spawn,
 };
 use super::frame::{store, take_or_clone, window};
 use super::value_ops::{
@@ -26,7 +26,7 @@ use crate::exception::Exception;
 use crate::mem::{self, MemUse, Meter};
 use crate::module::Module;
 use crate::ops::Instr;
-use crate::step::{ActorOp, Begun, Effect, Fired, Handler, Host, NativeCall, SelectShape, SpawnOpts};
+use crate::step::{ActorOp, Begun, Effect, Fired, Handler, Host, NativeCall, SpawnOpts};
 use crate::value::{Closure, Value};
 use std::sync::Arc;
 
@@ -34,13 +34,15 @@ use std::sync::Arc;
 /// [`run`] (data structures, text, exceptions, actor operations) and the slow paths of those that
 /// have one (other operand types, errors, a heap value in the destination). Keeping them out of
 /// `run` keeps the interpreter loop small enough for the compiler to hold its state in registers.
+/// The instruction comes by reference: a copy of it takes two argument registers, and with the
+/// actor's parts the loop holds apart one more argument would go on the stack.
 #[inline(never)]
 #[expect(
     clippy::too_many_arguments,
     reason = "the loop passes the actor state's fields it holds apart; a struct would be built per call"
 )]
 pub(super) fn slow<H: Host + ?Sized>(
-    instr: Instr,
+    instr: &Instr,
     regs: &mut [Value],
     m: &Module,
     host: &mut H,
@@ -104,7 +106,7 @@ pub(super) fn slow<H: Host + ?Sized>(
         };
     }
     let imm = |i: i32| Value::Int(i as i64);
-    match instr {
+    match *instr {
         Instr::Move { dst, src } => set!(dst, reg!(src).clone()),
         Instr::Const { dst, k } => set!(dst, consts[k as usize].clone()),
         Instr::Int { dst, imm } => set!(dst, Value::Int(imm as i64)),
@@ -569,18 +571,10 @@ pub(super) fn slow<H: Host + ?Sized>(
             Ok(()) => Flow::Next,
             Err(e) => Flow::Throw(e),
         },
+        // `run` runs this itself, with the fuel left as the budget; this is the same in full.
         Instr::Select { dst, cases, ms, target } => {
-            let timeout = match &reg!(ms) {
-                Value::Int(ms) if *ms < 0 => Ok(None),
-                Value::Int(ms) => Ok(Some(*ms as u64)),
-                x => Err(type_err("select", "milliseconds as an int", x)),
-            };
-            match (select_cases(&reg!(cases)), timeout) {
-                (Ok(cases), Ok(timeout)) => {
-                    select(host, regs, Some(dst), target, SelectShape::Select, cases, timeout)
-                }
-                (Err(e), _) | (_, Err(e)) => Flow::Throw(e),
-            }
+            let mut unbounded = u32::MAX;
+            select_instr(host, regs, dst, cases, ms, target, &mut unbounded)
         }
         Instr::Interrupt { pid, exc, mode } => {
             let op =

@@ -12,7 +12,7 @@
 
 use crate::chan::{self, Channel};
 use crate::container;
-use crate::mailbox::{ChanIds, Signal, Wait, WaitSpec, Woken, describe_shape};
+use crate::mailbox::{self, ChanIds, Signal, Wait, WaitSpec, Woken, describe_shape};
 use crate::sync::CountedFlag;
 use crate::vm::{ActorCell, Vm};
 use smallvec::SmallVec;
@@ -27,31 +27,50 @@ use vm_io::natives;
 /// A non-blocking attempt at a select's cases (the interpreter's first try): the fired case, or
 /// `None` when none is ready now.
 pub(crate) fn try_now(vm: &Vm, cell: &ActorCell, cases: &[SelectCase]) -> Result<Option<Fired>, Exception> {
+    let mut unbounded = u32::MAX;
+    // With no bound on the scan, it always finishes.
+    try_now_within(vm, cell, cases, &mut unbounded).unwrap_or(Ok(None))
+}
+
+/// [`try_now`] whose mailbox cases look at no more than `*budget` queued messages, one unit
+/// each (`vm_core::Host::chan_try_within`): `None`, with nothing committed, if the scan
+/// stopped there with more to look at (the save point keeps its place).
+pub(crate) fn try_now_within(
+    vm: &Vm,
+    cell: &ActorCell,
+    cases: &[SelectCase],
+    budget: &mut u32,
+) -> Option<Result<Option<Fired>, Exception>> {
     let active = &vm.shared.active;
     // A plain send or receive: the channel's own single-case fast path, with no allocation.
     match cases {
-        [SelectCase::Send(h, v)] => return try_one(vm, "select", h, Some(v)),
-        [SelectCase::Recv(h)] => return try_one(vm, "select", h, None),
+        [SelectCase::Send(h, v)] => return Some(try_one(vm, "select", h, Some(v))),
+        [SelectCase::Recv(h)] => return Some(try_one(vm, "select", h, None)),
         _ => {}
     }
     let split = loop {
-        let split = split_cases(cases, vm, cell.pid)?;
+        let split = match split_cases(cases, vm, cell.pid) {
+            Ok(split) => split,
+            Err(e) => return Some(Err(e)),
+        };
         match chan::try_select(&split.chans, active) {
             // A channel crossed since its case was checked: check the cases again.
             Some(chan::Fired::Unchecked { .. }) => continue,
-            Some(f) => return Ok(Some(split.fired(f))),
+            Some(f) => return Some(Ok(Some(split.fired(f)))),
             None => break split,
         }
     };
-    if let Some(m) = split.take_message(cell) {
-        return Ok(Some(m));
+    match split.take_message_within(cell, budget) {
+        Ok(Some(m)) => return Some(Ok(Some(m))),
+        Ok(None) => {}
+        Err(mailbox::Unfinished) => return None,
     }
     // Sockets ready now; the no-op waker only asks, the blocking select registers for real.
     let mut cx = Context::from_waker(std::task::Waker::noop());
-    match split.ready_io(&mut cx) {
+    Some(match split.ready_io(&mut cx) {
         Some((i, accept, obj)) => fire_io(vm, cell.pid, i, accept, &obj).map(Some),
         None => Ok(None),
-    }
+    })
 }
 
 /// A non-blocking send of `send` (or receive, if `None`) on one channel: `csend`, `crecv`,
@@ -538,7 +557,9 @@ fn channel_ref(h: &Handle) -> Result<&Channel, Exception> {
 struct SplitCases {
     chans: chan::Cases,
     chan_index: SmallVec<[usize; 2]>,
-    messages: Vec<(usize, Value)>,
+    /// The patterns of the mailbox cases, in case order, and each one's case index.
+    patterns: SmallVec<[Value; 1]>,
+    pattern_index: SmallVec<[usize; 1]>,
     /// Socket cases: index, whether it accepts (else waits for input), the socket.
     io: Vec<(usize, bool, Arc<vm_io::resource::Obj>)>,
 }
@@ -548,7 +569,8 @@ fn split_cases(cases: &[SelectCase], vm: &Vm, pid: Pid) -> Result<SplitCases, Ex
     let mut out = SplitCases {
         chans: SmallVec::new(),
         chan_index: SmallVec::new(),
-        messages: Vec::new(),
+        patterns: SmallVec::new(),
+        pattern_index: SmallVec::new(),
         io: Vec::new(),
     };
     for (i, c) in cases.iter().enumerate() {
@@ -562,7 +584,10 @@ fn split_cases(cases: &[SelectCase], vm: &Vm, pid: Pid) -> Result<SplitCases, Ex
                 out.chans.push(chan::Case::recv(&channel_of(h)?));
                 out.chan_index.push(i);
             }
-            SelectCase::Message(p) => out.messages.push((i, p.clone())),
+            SelectCase::Message(p) => {
+                out.patterns.push(p.clone());
+                out.pattern_index.push(i);
+            }
             SelectCase::Readable(r) | SelectCase::Accept(r) => {
                 let ctx = natives::Ctx::new(&vm.shared.io, pid.0);
                 let accept = matches!(c, SelectCase::Accept(_));
@@ -589,9 +614,22 @@ impl SplitCases {
         }
     }
 
-    /// The first mailbox case with a matching message, taking the message.
+    /// The oldest message that a mailbox case matches, taken, as that case's outcome (the first
+    /// case it matches). Woken once per arriving message, a parked select looks only at the
+    /// new ones (the mailbox's save point).
     fn take_message(&self, cell: &ActorCell) -> Option<Fired> {
-        self.messages.iter().find_map(|(i, p)| cell.mailbox.try_take(Some(p)).map(|m| Fired::Received(*i, m)))
+        let mut unbounded = u32::MAX;
+        self.take_message_within(cell, &mut unbounded).unwrap_or(None)
+    }
+
+    /// [`SplitCases::take_message`] looking at no more than `*budget` queued messages.
+    fn take_message_within(
+        &self,
+        cell: &ActorCell,
+        budget: &mut u32,
+    ) -> Result<Option<Fired>, mailbox::Unfinished> {
+        let taken = cell.mailbox.try_take_any_within(&self.patterns, budget)?;
+        Ok(taken.map(|(k, m)| Fired::Received(self.pattern_index[k], m)))
     }
 
     /// The first ready socket case (registering `cx` with the others): its index, whether it
@@ -670,7 +708,7 @@ impl<'a> SelectWait<'a> {
         // Waiting on a socket is waiting on the outside world: the actor stays counted in, so
         // such a select is never taken for a deadlock.
         let indefinite = timeout_ms.is_none() && split.io.is_empty();
-        let orphanable = indefinite && split.messages.is_empty() && chans.is_some();
+        let orphanable = indefinite && split.patterns.is_empty() && chans.is_some();
         SelectWait { vm, cell, split, sel, timer, shape, chans, indefinite, orphanable }
     }
 

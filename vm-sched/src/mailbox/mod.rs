@@ -74,6 +74,7 @@
 //! takes the actor past its `:max_heap` kills it as an overflow does (see `budget`).
 
 use crate::sync::{AtomicBool, AtomicU64, AtomicUsize, Mutex, Ordering, count_in, lock};
+use smallvec::SmallVec;
 use std::collections::VecDeque;
 use std::task::{Context, Poll, Waker};
 use vm_core::mem::message_size;
@@ -320,10 +321,11 @@ pub struct Extras {
     /// allocated enough to be counted has one: a smaller one is nobody's choice.)
     pub live: u64,
     /// The selective-receive save point (BEAM's save pointer): the first `.1` messages are
-    /// known not to match pattern `.0`, so a receive with that pattern woken by a new message
-    /// looks only at the new ones. Set by a scan that found nothing; dropped whenever a message
-    /// is removed or put back at the front (indexes shift).
-    save: Option<(Value, usize)>,
+    /// known to match none of the patterns `.0` (one for `recvp`, a select's `{:msg, pattern}`
+    /// cases in order), so a scan for those patterns woken by a new message looks only at the
+    /// new ones. Set by a scan that found nothing; dropped whenever a message is removed or put
+    /// back at the front (indexes shift). Inline for one pattern, so saving allocates nothing.
+    save: Option<(SmallVec<[Value; 1]>, usize)>,
 }
 
 /// An actor's mailbox; see the module docs.
@@ -395,27 +397,33 @@ impl Inner {
     #[inline(always)]
     fn push_back(&mut self, msg: Value) -> bool {
         let size = message_size(&msg);
-        let grows = size != 0 || self.messages.len() == self.messages.capacity();
-        self.bytes += size;
+        if size != 0 {
+            self.bytes += size;
+            self.messages.push_back(msg);
+            return true;
+        }
+        let full = self.messages.len() == self.messages.capacity();
         self.messages.push_back(msg);
-        grows
+        full
     }
 
     /// A message has left the queue: stops counting its size.
     #[inline(always)]
     fn took(&mut self, msg: Option<Value>) -> Option<Value> {
         if let Some(m) = &msg {
-            self.uncharge(m);
+            Self::uncharge(&mut self.bytes, m);
         }
         msg
     }
 
-    /// Stops counting the size of `m`, which has left the queue.
+    /// Stops counting the size of `m`, which leaves the queue, in `bytes` (the queue's
+    /// `Inner::bytes`; a field rather than `self`, so that `m` may still be in the queue). With
+    /// nothing counted (only scalars queued, as in most mailboxes) there is nothing to stop
+    /// counting, and `m` is not looked at: one test of `bytes`, which the lock brought in.
     #[inline(always)]
-    fn uncharge(&mut self, m: &Value) {
-        let size = message_size(m);
-        if size != 0 {
-            self.bytes = self.bytes.saturating_sub(size);
+    fn uncharge(bytes: &mut u64, m: &Value) {
+        if *bytes != 0 {
+            *bytes = bytes.saturating_sub(message_size(m));
         }
     }
 
@@ -519,19 +527,11 @@ impl Mailbox {
         if g.closed {
             return (Delivery::Dropped, false);
         }
-        if let Some(max) = g.ext_ref().and_then(|e| e.max_len)
-            && g.messages.len() >= max
-        {
-            g.ext().signals.push_back(Signal::Kill(mailbox_overflow_reason()));
-            g.clear_messages();
-            return (Delivery::Overflow(self.signal_waker(&mut g, active)), false);
+        // The limits are in the extras: with none (most actors), one test and on.
+        if g.ext.is_some() {
+            return self.deliver_with_extras(&mut g, msg, active);
         }
         let grows = g.push_back(msg);
-        if g.ext.is_some() && g.past_max_heap() {
-            g.ext().signals.push_back(Signal::Kill(vm_core::mem::limit_reason("max_heap")));
-            g.clear_messages();
-            return (Delivery::Overflow(self.signal_waker(&mut g, active)), false);
-        }
         (g.wake_result(&self.counted, active), grows)
     }
 
@@ -560,6 +560,27 @@ impl Mailbox {
             }
         }
         g.wake_result(&self.counted, active)
+    }
+
+    /// [`Mailbox::deliver_grows`] to an actor that has extras, which may hold its limits: past
+    /// `:max_mailbox` the message is dropped, and past `:max_heap` once queued the queue is;
+    /// either way the actor is killed, as an overflow.
+    #[inline(never)]
+    fn deliver_with_extras(&self, g: &mut Inner, msg: Value, active: &AtomicUsize) -> (Delivery, bool) {
+        if let Some(max) = g.ext_ref().and_then(|e| e.max_len)
+            && g.messages.len() >= max
+        {
+            g.ext().signals.push_back(Signal::Kill(mailbox_overflow_reason()));
+            g.clear_messages();
+            return (Delivery::Overflow(self.signal_waker(g, active)), false);
+        }
+        let grows = g.push_back(msg);
+        if g.past_max_heap() {
+            g.ext().signals.push_back(Signal::Kill(vm_core::mem::limit_reason("max_heap")));
+            g.clear_messages();
+            return (Delivery::Overflow(self.signal_waker(g, active)), false);
+        }
+        (g.wake_result(&self.counted, active), grows)
     }
 
     /// Step 2 of "A quiet channel wait" for a signal just queued (with the lock held):
@@ -605,6 +626,23 @@ impl Mailbox {
         budget: &mut u32,
     ) -> Result<Option<Value>, Unfinished> {
         lock(&self.inner).take_matching_within(pattern, budget)
+    }
+
+    /// A select's mailbox cases (`{:msg, pattern}`): takes the oldest message that matches any
+    /// of `patterns`, with the index of the first pattern it matches, looking at no more than
+    /// `*budget` messages as [`Mailbox::try_take_within`] does (with a save point of its own
+    /// for the list of patterns, so a select woken once per arriving message also costs time
+    /// linear in the messages).
+    pub fn try_take_any_within(
+        &self,
+        patterns: &[Value],
+        budget: &mut u32,
+    ) -> Result<Option<(usize, Value)>, Unfinished> {
+        let mut g = lock(&self.inner);
+        if patterns.is_empty() || g.messages.is_empty() {
+            return Ok(None);
+        }
+        g.scan(patterns, budget)
     }
 
     /// The fast path of a receive with no deadline: takes the oldest message matching
@@ -777,16 +815,19 @@ impl Inner {
     #[inline(always)]
     fn take_matching(&mut self, pattern: Option<&Value>) -> Option<Value> {
         match pattern {
+            // The bookkeeping looks at the front before it is popped, so that the popped
+            // message goes out as it is: looked at after the pop, it was split into its tag
+            // and payload and copied three times on its way out (~25 instructions a receive).
             None => {
-                let m = self.messages.pop_front()?;
+                let front = self.messages.front()?;
+                Self::uncharge(&mut self.bytes, front);
                 self.forget_save();
-                self.uncharge(&m);
-                Some(m)
+                self.messages.pop_front()
             }
             Some(_) if self.messages.is_empty() => None,
             Some(p) => {
                 let mut unbounded = u32::MAX;
-                self.scan(p, &mut unbounded).unwrap_or(None)
+                self.scan(std::slice::from_ref(p), &mut unbounded).unwrap_or(None).map(|(_, m)| m)
             }
         }
     }
@@ -800,32 +841,43 @@ impl Inner {
         budget: &mut u32,
     ) -> Result<Option<Value>, Unfinished> {
         match pattern {
-            Some(p) if !self.messages.is_empty() => self.scan(p, budget),
+            Some(p) if !self.messages.is_empty() => {
+                Ok(self.scan(std::slice::from_ref(p), budget)?.map(|(_, m)| m))
+            }
             _ => Ok(self.take_matching(pattern)),
         }
     }
 
-    /// [`Inner::take_matching_within`] with a pattern and a queue that is not empty. A scan
+    /// [`Inner::take_matching_within`] with patterns and a queue that is not empty: the oldest
+    /// message matching any of `patterns`, with the index of the first one it matches. A scan
     /// that stops at its budget leaves the save point where it stopped, so that the next one
-    /// goes on from there.
+    /// for the same patterns goes on from there.
     #[inline(never)]
-    fn scan(&mut self, p: &Value, budget: &mut u32) -> Result<Option<Value>, Unfinished> {
+    fn scan(&mut self, patterns: &[Value], budget: &mut u32) -> Result<Option<(usize, Value)>, Unfinished> {
         let saved = self.ext_ref().and_then(|e| e.save.as_ref());
         let n = self.messages.len();
-        let start = saved.filter(|(sp, _)| sp == p).map_or(0, |(_, k)| *k).min(n);
+        let start = saved.filter(|(sp, _)| sp.as_slice() == patterns).map_or(0, |(_, k)| *k).min(n);
         let end = start.saturating_add(*budget as usize).min(n);
-        match self.messages.range(start..end).position(|m| vm_core::value::matches(p, m)) {
+        let mut case = 0;
+        let found = self.messages.range(start..end).position(|m| match first_match(patterns, m) {
+            Some(c) => {
+                case = c;
+                true
+            }
+            None => false,
+        });
+        match found {
             Some(i) => {
                 // The messages up to the match were looked at.
                 *budget -= (i + 1) as u32;
                 self.forget_save();
                 let m = self.messages.remove(start + i);
-                Ok(self.took(m))
+                Ok(self.took(m).map(|m| (case, m)))
             }
             None => {
                 *budget -= (end - start) as u32;
                 if end > 0 {
-                    self.ext().save = Some((p.clone(), end));
+                    self.ext().save = Some((patterns.iter().cloned().collect(), end));
                 }
                 if end < n { Err(Unfinished) } else { Ok(None) }
             }
@@ -838,6 +890,16 @@ impl Inner {
         if let Some(e) = self.ext.as_mut() {
             e.save = None;
         }
+    }
+}
+
+/// The index of the first of `patterns` that `m` matches (one pattern, `recvp`'s, without a
+/// loop).
+#[inline(always)]
+fn first_match(patterns: &[Value], m: &Value) -> Option<usize> {
+    match patterns {
+        [p] => vm_core::value::matches(p, m).then_some(0),
+        _ => patterns.iter().position(|p| vm_core::value::matches(p, m)),
     }
 }
 

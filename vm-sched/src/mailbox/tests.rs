@@ -165,10 +165,16 @@ fn the_save_point_skips_only_messages_already_seen_not_to_match() {
         mb.deliver(cast(i), &active);
     }
     assert_eq!(mb.try_take(Some(&reply)), None);
-    assert_eq!(mb.with(|i| i.ext_ref().and_then(|e| e.save.clone())), Some((reply.clone(), 3)));
+    assert_eq!(
+        mb.with(|i| i.ext_ref().and_then(|e| e.save.clone())),
+        Some((smallvec::smallvec![reply.clone()], 3))
+    );
     mb.deliver(cast(3), &active);
     assert_eq!(mb.try_take(Some(&reply)), None);
-    assert_eq!(mb.with(|i| i.ext_ref().and_then(|e| e.save.clone())), Some((reply.clone(), 4)));
+    assert_eq!(
+        mb.with(|i| i.ext_ref().and_then(|e| e.save.clone())),
+        Some((smallvec::smallvec![reply.clone()], 4))
+    );
     // Another pattern scans from the front: it finds a message the save point skipped.
     assert_eq!(mb.try_take(Some(&cast(1))), Some(cast(1)));
     assert_eq!(mb.with(|i| i.ext_ref().and_then(|e| e.save.clone())), None, "indexes moved");
@@ -213,5 +219,61 @@ fn a_bounded_scan_stops_at_its_budget_and_goes_on_from_there() {
         mb.try_take_within(None, &mut budget),
         Ok(Some(Value::tuple(vec![Value::atom("a"), Value::Int(0)])))
     );
+    assert_eq!(std::iter::from_fn(|| mb.try_take(None)).count(), 8);
+}
+
+/// A select's mailbox cases are scanned in one pass: the oldest message matching any of them is
+/// taken, with the first case it matches; the scan is bounded by its budget like a selective
+/// receive's, and goes on from where it stopped only for the same list of patterns (a save
+/// point left for the list says nothing about one of its patterns alone, and the other way
+/// round).
+#[test]
+fn a_scan_for_several_patterns_takes_the_oldest_match_and_keeps_its_own_place() {
+    let mb = Mailbox::default();
+    let active = AtomicUsize::new(1);
+    let msg = |tag: &str, i: i64| Value::tuple(vec![Value::atom(tag), Value::Int(i)]);
+    for i in 0..10 {
+        mb.deliver(
+            msg(
+                if i == 6 {
+                    "b"
+                } else if i == 8 {
+                    "c"
+                } else {
+                    "a"
+                },
+                i,
+            ),
+            &active,
+        );
+    }
+    let pat = |tag: &str| Value::tuple(vec![Value::atom(tag), Value::atom("_")]);
+    let both = [pat("c"), pat("b")];
+    let mut budget = 4;
+    assert_eq!(mb.try_take_any_within(&both, &mut budget), Err(Unfinished));
+    assert_eq!(budget, 0);
+    // Another pattern starts from the front (it is charged for messages 0 to 3 again).
+    let mut budget = 5;
+    assert_eq!(mb.try_take_within(Some(&pat("c")), &mut budget), Err(Unfinished));
+    // The list went on from message 4 before the other scan; now it starts over, and takes
+    // message 6, the older of the two matches, as case 1 (the case of `{:b, _}`).
+    let mut budget = 20;
+    assert_eq!(mb.try_take_any_within(&both, &mut budget), Ok(Some((1, msg("b", 6)))));
+    assert_eq!(budget, 20 - 7);
+    let mut budget = 20;
+    assert_eq!(mb.try_take_any_within(&both, &mut budget), Ok(Some((0, msg("c", 8)))));
+    assert_eq!(budget, 20 - 8);
+    // Nothing left to match: the whole queue is looked at once, and then only new messages.
+    let mut budget = 20;
+    assert_eq!(mb.try_take_any_within(&both, &mut budget), Ok(None));
+    assert_eq!(budget, 20 - 8);
+    mb.deliver(msg("b", 10), &active);
+    let mut budget = 20;
+    assert_eq!(mb.try_take_any_within(&both, &mut budget), Ok(Some((1, msg("b", 10)))));
+    assert_eq!(budget, 19);
+    // No patterns look at nothing.
+    let mut budget = 20;
+    assert_eq!(mb.try_take_any_within(&[], &mut budget), Ok(None));
+    assert_eq!(budget, 20);
     assert_eq!(std::iter::from_fn(|| mb.try_take(None)).count(), 8);
 }
