@@ -540,7 +540,10 @@ fn loom_a_signal_reaches_a_quiet_channel_wait() {
             let (a, active) = (a.clone(), active.clone());
             loom::thread::spawn(move || {
                 interrupt(&a, &active);
-                exit(&active);
+                // Not `exit`: a signal queued just before the wait records itself is taken
+                // by the wait (step 1), and the actor, counted out on its channel, counts
+                // itself back in only then.
+                active.fetch_sub(1, Ordering::SeqCst);
             })
         };
         let (fired, sig) = loom::future::block_on(quiet_recv(&c, &a, &active, &mut None));
@@ -565,11 +568,14 @@ fn loom_a_quiet_channel_wait_meets_a_sender_and_a_signal() {
         let sender = {
             let (c, active) = (c.clone(), active.clone());
             loom::thread::spawn(move || {
-                let f = block(vec![Case::send(&c, Value::Int(7))], &active);
-                // Not `exit`: a wait awaited the ordinary way (a signal was pending when it
-                // parked) counts out at each poll, after looking for a committed case
-                // (`ChanWait`, as `SelectWait`), so a commit between the two leaves the
-                // woken actor counted out until that poll's mailbox look or its next poll.
+                let mut sel = Select::new(vec![Case::send(&c, Value::Int(7))], true);
+                // Neither `block` nor `exit`, which assert that `active` never reads zero:
+                // besides the moment in the model above, a wait awaited the ordinary way (a
+                // signal was pending when it parked) counts out at each poll, after looking
+                // for a committed case (`ChanWait`, as `SelectWait`), so a commit between the
+                // two leaves the woken actor counted out until that poll's mailbox look or its
+                // next poll.
+                let f = loom::future::block_on(poll_fn(|cx| sel.poll(cx, &active).0));
                 active.fetch_sub(1, Ordering::SeqCst);
                 f
             })
@@ -578,7 +584,7 @@ fn loom_a_quiet_channel_wait_meets_a_sender_and_a_signal() {
             let (a, active) = (a.clone(), active.clone());
             loom::thread::spawn(move || {
                 interrupt(&a, &active);
-                exit(&active);
+                active.fetch_sub(1, Ordering::SeqCst);
             })
         };
         let (values, mut signals) = loom::future::block_on(async {
