@@ -207,8 +207,10 @@ fn loom_one_wait_meets_a_sender() {
 /// in. Once woken, the owner runs its instruction again, which takes the outcome
 /// (`take_fired`) and keeps the waiter in `spare` for its next park to reuse, as the runtime
 /// does (`waits::try_or_park`). The actor never counts out when it completes at once, so,
-/// unlike `block_one`, this must never report idle while a counterpart runs.
-fn block_counted(
+/// unlike `block_one`, this must never report idle while a counterpart runs. An async fn: an
+/// actor's waits run in one task, whose waker a reused waiter keeps (`block_on` per wait would
+/// give each wait a waker of its own).
+async fn counted_wait(
     c: &Channel,
     send: Option<Value>,
     active: &AtomicUsize,
@@ -216,7 +218,7 @@ fn block_counted(
     spare: &mut Option<OneWait>,
 ) -> Fired {
     let mut parked: Option<OneWait> = None;
-    loom::future::block_on(poll_fn(|cx| {
+    poll_fn(|cx| {
         if let Some(w) = &parked {
             let Some(f) = w.take_fired() else { return Poll::Pending };
             *spare = parked.take();
@@ -243,12 +245,13 @@ fn block_counted(
                 Poll::Pending
             }
         }
-    }))
+    })
+    .await
 }
 
 /// One `csend`/`crecv` parked in the step, with a fresh waiter.
 fn block_counted_once(c: &Channel, send: Option<Value>, active: &AtomicUsize) -> Fired {
-    block_counted(c, send, active, &Arc::new(AtomicBool::new(false)), &mut None)
+    loom::future::block_on(counted_wait(c, send, active, &Arc::new(AtomicBool::new(false)), &mut None))
 }
 
 /// Two actors that both park inside the step (`csend` against `crecv`, the host's
@@ -288,15 +291,19 @@ fn loom_counted_parks_reuse_their_waiters() {
             let (c, active) = (c.clone(), active.clone());
             loom::thread::spawn(move || {
                 let (counted, mut spare) = (Arc::new(AtomicBool::new(false)), None);
-                let a = block_counted(&c, Some(Value::Int(1)), &active, &counted, &mut spare);
-                let b = block_counted(&c, Some(Value::Int(2)), &active, &counted, &mut spare);
+                let ab = loom::future::block_on(async {
+                    let a = counted_wait(&c, Some(Value::Int(1)), &active, &counted, &mut spare).await;
+                    (a, counted_wait(&c, Some(Value::Int(2)), &active, &counted, &mut spare).await)
+                });
                 exit(&active);
-                (a, b)
+                ab
             })
         };
         let (counted, mut spare) = (Arc::new(AtomicBool::new(false)), None);
-        let a = block_counted(&c, None, &active, &counted, &mut spare);
-        let b = block_counted(&c, None, &active, &counted, &mut spare);
+        let (a, b) = loom::future::block_on(async {
+            let a = counted_wait(&c, None, &active, &counted, &mut spare).await;
+            (a, counted_wait(&c, None, &active, &counted, &mut spare).await)
+        });
         assert_eq!(a, Fired::Received { case: 0, value: Value::Int(1) });
         assert_eq!(b, Fired::Received { case: 0, value: Value::Int(2) });
         assert_eq!(t.join().unwrap(), (Fired::Sent { case: 0 }, Fired::Sent { case: 0 }));
@@ -413,3 +420,4 @@ fn loom_arming_the_orphan_detector_is_never_lost() {
         assert!(orphans.armed(), "a parked orphanable wait with the detector disarmed");
     });
 }
+
