@@ -421,3 +421,137 @@ fn loom_arming_the_orphan_detector_is_never_lost() {
     });
 }
 
+/// An actor in the quiet-wait models: its mailbox, whose "counted out" flag its channel
+/// waiter shares (as an actor's cell does).
+struct Actor(crate::mailbox::Mailbox);
+
+impl CountedFlag for Actor {
+    fn counted(&self) -> &AtomicBool {
+        self.0.counted()
+    }
+}
+
+/// A `crecv` on `c` (channel id 1) as the runtime runs it: `waits::try_or_park` parks it on
+/// the channel and, with no signal pending, quietly in the mailbox (`Mailbox::park_chan`);
+/// once woken it runs again (`waits::rerun`): the claimer's outcome ends it (clearing the
+/// mailbox's record with a store), or it is cancelled and tried again. With a signal pending
+/// it is awaited as `waits::ChanWait` is, which takes the signal from the mailbox. Returns the
+/// case that committed and the signal its wait took, if any. An async fn, as `counted_wait`.
+async fn quiet_recv(
+    c: &Channel,
+    a: &Arc<Actor>,
+    active: &AtomicUsize,
+    spare: &mut Option<OneWait>,
+) -> (Option<Fired>, Option<crate::mailbox::Signal>) {
+    use crate::mailbox::{ChanIds, Wait, WaitSpec, Woken};
+    use vm_core::SelectShape;
+    enum At {
+        Try,
+        Quiet(OneWait),
+        Loud(OneWait),
+    }
+    let mb = &a.0;
+    let mut at = At::Try;
+    poll_fn(|cx| {
+        loop {
+            match std::mem::replace(&mut at, At::Try) {
+                At::Try => {
+                    mb.keep_waker(cx.waker());
+                    let had_spare = spare.is_some();
+                    let kept = if had_spare { None } else { Some(cx.waker().clone()) };
+                    let flag = a.clone();
+                    let counted = move || -> Arc<dyn CountedFlag> { flag };
+                    match c.complete_or_park_counted(None, true, spare, kept.as_ref(), counted, active) {
+                        Ok(f) => return Poll::Ready((Some(f), None)),
+                        // Parking may report idle here: a signaller that has exited leaves a
+                        // signal, which the wait then takes (as in the runtime).
+                        Err((w, _idle)) => {
+                            if mb.park_chan(SelectShape::Recv, 1) {
+                                at = At::Quiet(w);
+                                return Poll::Pending;
+                            }
+                            at = At::Loud(w);
+                        }
+                    }
+                }
+                At::Quiet(w) => match w.take_fired() {
+                    Some(f) => {
+                        *spare = Some(w);
+                        mb.end_chan();
+                        return Poll::Ready((Some(f), None));
+                    }
+                    None => {
+                        let committed = w.cancel(c, Some(active));
+                        mb.cancel_wait(active);
+                        if let Err(f) = committed {
+                            return Poll::Ready((Some(f), None));
+                        }
+                    }
+                },
+                At::Loud(w) => {
+                    if let Some(f) = w.poll(cx, active) {
+                        mb.cancel_wait(active);
+                        return Poll::Ready((Some(f), None));
+                    }
+                    // Idle for a moment is allowed: the signaller counted the actor in and
+                    // may have exited, and the mailbox, looked at next, has its signal.
+                    let idle = mb.count_out(active);
+                    let spec = WaitSpec { receive: false, pattern: None, indefinite: false, soft: true };
+                    let describe =
+                        || Wait::Chan { shape: SelectShape::Recv, chans: ChanIds::One(1), orphanable: true };
+                    if let (Poll::Ready(Some(Woken::Signal(sig))), _) =
+                        mb.poll_wait(cx, &spec, false, describe, active)
+                    {
+                        let committed = w.cancel(c, Some(active)).err();
+                        mb.cancel_wait(active);
+                        return Poll::Ready((committed, Some(sig)));
+                    }
+                    assert!(!idle, "parked with nobody left to wake it");
+                    at = At::Loud(w);
+                    return Poll::Pending;
+                }
+            }
+        }
+    })
+    .await
+}
+
+/// Sends an interrupt (mode 1) to `a` and wakes it if the mailbox says so, as `Vm::signal` does.
+fn interrupt(a: &Actor, active: &AtomicUsize) {
+    let exc = vm_core::Exception::new(vm_core::atoms::INTERRUPT, "poke");
+    if let crate::mailbox::Delivery::Wake(w) =
+        a.0.signal(crate::mailbox::Signal::Interrupt { exc, mode: 1 }, active)
+    {
+        w.wake();
+    }
+}
+
+/// A signal racing a `crecv` that parks quietly (`mailbox`'s "A quiet channel wait"): the
+/// wait sees the signal or the signaller sees the wait, so the actor is never left asleep with
+/// the signal pending; its wait ends with the signal, the channel keeps no entry, the mailbox
+/// no wait, and the actor is counted back in.
+#[test]
+fn loom_a_signal_reaches_a_quiet_channel_wait() {
+    model(None, || {
+        let c = Channel::new(1, 0);
+        let a = Arc::new(Actor(crate::mailbox::Mailbox::default()));
+        let active = Arc::new(AtomicUsize::new(2));
+        let t = {
+            let (a, active) = (a.clone(), active.clone());
+            loom::thread::spawn(move || {
+                interrupt(&a, &active);
+                // Not `exit`: a signal queued just before the wait records itself is taken
+                // by the wait (step 1), and the actor, counted out on its channel, counts
+                // itself back in only then.
+                active.fetch_sub(1, Ordering::SeqCst);
+            })
+        };
+        let (fired, sig) = loom::future::block_on(quiet_recv(&c, &a, &active, &mut None));
+        t.join().unwrap();
+        assert_eq!(fired, None, "nobody sends");
+        assert!(matches!(sig, Some(crate::mailbox::Signal::Interrupt { mode: 1, .. })), "{sig:?}");
+        assert_eq!(active.load(Ordering::SeqCst), 1, "accounting balances");
+        assert_eq!(c.parked(), (0, 0));
+        assert_eq!(a.0.with(|i| a.0.waiting(i)), None, "the wait is over");
+    });
+}

@@ -53,10 +53,15 @@
 //!    waits the ordinary way ([`Mailbox::poll_wait`] takes the signal).
 //! 2. A signaller, holding the lock, queues its signal, sets `signalled` (kept under the lock
 //!    with the signal queue: cleared when the queue empties), then swaps `chan_wait` to 0: if
-//!    it held a wait, the signaller wakes the actor as step 2 above does (counting it in). The
-//!    four accesses are `SeqCst`, so at least one side sees the other: the wait sees the signal
-//!    or the signaller sees the wait, never neither. Both is a spurious wake, which costs the
-//!    actor one more park.
+//!    it held a wait, the signaller wakes the actor as step 2 above does (counting it in).
+//!    Every access to `signalled` is a read-modify-write (the wait's read is a `fetch_or` of
+//!    false, the signaller's set a `swap`, the queue's clearing a `swap`), so the two sides'
+//!    accesses to it are ordered and the later one reads from the earlier: if the wait's comes
+//!    first, the signaller's synchronises with it and so sees the wait stored before it; if the
+//!    signaller's comes first, the wait reads true. At least one side sees the other, never
+//!    neither, and this holds under acquire/release alone (plain `SeqCst` stores and loads
+//!    would also do on real hardware, but loom models them as acquire/release and cannot check
+//!    that). Both is a spurious wake, which costs the actor one more park.
 //! 3. A message does not look at `chan_wait`: it neither wakes nor counts in the actor.
 //! 4. Woken, the actor runs its instruction again, which clears `chan_wait` with a store. If
 //!    its channel's claimer woke it, that is the whole end of the wait; if a signaller did, the
@@ -381,7 +386,9 @@ impl Inner {
         let e = self.ext.as_mut()?;
         let sig = e.signals.pop_front()?;
         if e.signals.is_empty() {
-            signalled.store(false, Ordering::SeqCst);
+            // A swap, not a store: step 2 of "A quiet channel wait" needs every write of the
+            // flag to continue the read-modify-write chain.
+            signalled.swap(false, Ordering::SeqCst);
         }
         Some(sig)
     }
@@ -587,7 +594,7 @@ impl Mailbox {
     /// records that signals are pending, then unparks the actor if it waits on its mailbox
     /// or quietly on a channel, counting it in, and returns the waker to wake.
     fn signal_waker(&self, g: &mut Inner, active: &AtomicUsize) -> Option<Waker> {
-        self.signalled.store(true, Ordering::SeqCst);
+        self.signalled.swap(true, Ordering::SeqCst);
         if let Some(w) = g.take_waker(&self.counted, active) {
             return Some(w);
         }
@@ -705,7 +712,8 @@ impl Mailbox {
     pub(crate) fn park_chan(&self, shape: vm_core::SelectShape, id: u64) -> bool {
         let Some(word) = quiet_chan(shape, id) else { return false };
         self.chan_wait.store(word, Ordering::SeqCst);
-        if self.signalled.load(Ordering::SeqCst) {
+        // A read-modify-write, not a load (module docs, step 2).
+        if self.signalled.fetch_or(false, Ordering::SeqCst) {
             // A signaller may have taken the wait already and woken the task: a spurious
             // wake, which the ordinary wait's poll absorbs.
             self.chan_wait.store(0, Ordering::SeqCst);
@@ -793,7 +801,7 @@ impl Mailbox {
         g.waker = None;
         g.parked = false;
         self.chan_wait.store(0, Ordering::Relaxed);
-        self.signalled.store(false, Ordering::SeqCst);
+        self.signalled.swap(false, Ordering::SeqCst);
         match g.ext.take() {
             Some(e) => (e.links, e.monitors, e.name),
             None => (Vec::new(), Vec::new(), None),
