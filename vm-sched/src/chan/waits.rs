@@ -606,7 +606,11 @@ impl SplitCases {
     }
 
     /// [`SplitCases::take_message`] looking at no more than `*budget` queued messages.
-    fn take_message_within(&self, cell: &ActorCell, budget: &mut u32) -> Result<Option<Fired>, mailbox::Unfinished> {
+    fn take_message_within(
+        &self,
+        cell: &ActorCell,
+        budget: &mut u32,
+    ) -> Result<Option<Fired>, mailbox::Unfinished> {
         let taken = cell.mailbox.try_take_any_within(&self.patterns, budget)?;
         Ok(taken.map(|(k, m)| Fired::Received(self.pattern_index[k], m)))
     }

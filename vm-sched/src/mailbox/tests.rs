@@ -165,10 +165,16 @@ fn the_save_point_skips_only_messages_already_seen_not_to_match() {
         mb.deliver(cast(i), &active);
     }
     assert_eq!(mb.try_take(Some(&reply)), None);
-    assert_eq!(mb.with(|i| i.ext_ref().and_then(|e| e.save.clone())), Some((smallvec::smallvec![reply.clone()], 3)));
+    assert_eq!(
+        mb.with(|i| i.ext_ref().and_then(|e| e.save.clone())),
+        Some((smallvec::smallvec![reply.clone()], 3))
+    );
     mb.deliver(cast(3), &active);
     assert_eq!(mb.try_take(Some(&reply)), None);
-    assert_eq!(mb.with(|i| i.ext_ref().and_then(|e| e.save.clone())), Some((smallvec::smallvec![reply.clone()], 4)));
+    assert_eq!(
+        mb.with(|i| i.ext_ref().and_then(|e| e.save.clone())),
+        Some((smallvec::smallvec![reply.clone()], 4))
+    );
     // Another pattern scans from the front: it finds a message the save point skipped.
     assert_eq!(mb.try_take(Some(&cast(1))), Some(cast(1)));
     assert_eq!(mb.with(|i| i.ext_ref().and_then(|e| e.save.clone())), None, "indexes moved");
@@ -227,7 +233,19 @@ fn a_scan_for_several_patterns_takes_the_oldest_match_and_keeps_its_own_place() 
     let active = AtomicUsize::new(1);
     let msg = |tag: &str, i: i64| Value::tuple(vec![Value::atom(tag), Value::Int(i)]);
     for i in 0..10 {
-        mb.deliver(msg(if i == 6 { "b" } else if i == 8 { "c" } else { "a" }, i), &active);
+        mb.deliver(
+            msg(
+                if i == 6 {
+                    "b"
+                } else if i == 8 {
+                    "c"
+                } else {
+                    "a"
+                },
+                i,
+            ),
+            &active,
+        );
     }
     let pat = |tag: &str| Value::tuple(vec![Value::atom(tag), Value::atom("_")]);
     let both = [pat("c"), pat("b")];
