@@ -45,7 +45,7 @@ async fn node(url: &str, name: &str, direct: bool) -> (Arc<Tap>, mpsc::Unbounded
     }
     let (n, driver) = Node::start(cfg, t, tap.clone()).await.unwrap();
     tap.node.set(n).unwrap();
-    tokio::spawn(driver.run());
+    tokio::spawn(driver.run(|t| drop(tokio::spawn(t))));
     (tap, rx)
 }
 

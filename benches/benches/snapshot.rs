@@ -77,6 +77,8 @@ fn capture(m: &Arc<Module>, states: &[ActorState]) -> Snapshot {
         resources: vec![],
         limits: vec![],
         rngs: vec![],
+        containers: vec![],
+        shared_channels: vec![],
     }
 }
 

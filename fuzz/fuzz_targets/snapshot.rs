@@ -17,6 +17,8 @@ fuzz_target!(|data: &[u8]| {
             let again = encode(&s);
             let back = decode(&again).expect("a re-encoded snapshot loads");
             assert!(back.actors == s.actors, "re-encoding changed the actors");
+            let specs = |s: &vm_core::snapshot::Snapshot| s.containers.iter().map(|c| c.spec.clone()).collect::<Vec<_>>();
+            assert!(specs(&back) == specs(&s), "re-encoding changed the containers");
             let r = Reader::new(s.values.clone(), HashMap::new(), HashMap::new());
             for a in &s.actors {
                 let _ = r.state(&a.state);

@@ -582,7 +582,7 @@ fn a_snapshot_with_containers_running_is_refused_precisely() {
     let refused = repl.run(&format!("snapshot {}", file.display()));
     assert!(
         refused.iter().any(|l| l.contains("a VM of several containers cannot be snapshotted")
-            && l.contains("container steady still has actors (stop it first)")),
+            && l.contains("container steady still has actors (stop it first")),
         "{refused:#?}"
     );
     assert!(!file.exists(), "nothing is written");

@@ -455,3 +455,276 @@ fn a_seeded_program_resumed_from_a_snapshot_continues_its_random_streams() {
     }
     let _ = std::fs::remove_dir_all(dir);
 }
+
+// ---- A VM of several containers: `vm up --snapshot`, `vm resume --manifest` ----
+
+/// A port nothing listens on now.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").expect("a free port").local_addr().expect("its address").port()
+}
+
+/// Writes a manifest into `dir`: the example's `store` and `front` (on `port`), and, if
+/// `probe` is given, a container `probe` (`tests/snapshot/netprobe.vasm`) with `probe` as its
+/// extra fields (`"allow_net": [...]`, or nothing).
+fn containers_manifest(dir: &Path, file: &str, port: u16, probe: Option<&str>) {
+    let ex = repo_root().join("examples/containers");
+    let mut entries = vec![
+        format!(r#"{{"name": "store", "module": {:?}, "restart": "transient"}}"#, ex.join("store.vasm")),
+        format!(
+            r#"{{"name": "front", "module": {:?}, "args": ["{port}"], "allow_net": ["127.0.0.1:{port}"],
+                "allow_lookup": ["store"], "restart": "permanent"}}"#,
+            ex.join("front.vasm")
+        ),
+    ];
+    if let Some(extra) = probe {
+        let sep = if extra.is_empty() { "" } else { ", " };
+        entries.push(format!(r#"{{"name": "probe", "module": {:?}{sep}{extra}}}"#, program("netprobe")));
+    }
+    let text = format!("{{\"containers\": [\n  {}\n]}}\n", entries.join(",\n  "));
+    std::fs::write(dir.join(file), text).unwrap();
+}
+
+/// A client of the example's line protocol (`SET k v`, `GET k`).
+struct Kv {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+}
+
+impl Kv {
+    fn connect(port: u16) -> std::io::Result<Kv> {
+        let s = TcpStream::connect(("127.0.0.1", port))?;
+        s.set_read_timeout(Some(LIMIT))?;
+        // Each request is one write, and leaves at once (no Nagle wait for the server's ACK).
+        s.set_nodelay(true)?;
+        Ok(Kv { reader: BufReader::new(s.try_clone()?), writer: s })
+    }
+
+    /// Sends one request and reads its answer line.
+    fn ask(&mut self, request: &str) -> std::io::Result<String> {
+        self.writer.write_all(format!("{request}\n").as_bytes())?;
+        let mut line = String::new();
+        if self.reader.read_line(&mut line)? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        Ok(line.trim_end().to_string())
+    }
+}
+
+/// Waits for a line of `p` that `want` accepts, and returns it.
+fn line_where(p: &mut Proc, want: impl Fn(&str) -> bool) -> String {
+    loop {
+        let (_, line) = p.line();
+        if want(&line) {
+            return line;
+        }
+    }
+}
+
+/// The count of a `[probe] probe N: ...` line.
+fn probe_count(line: &str) -> u64 {
+    let n = line.strip_prefix("[probe] probe ").and_then(|r| r.split(':').next());
+    n.and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("not a probe line: {line}"))
+}
+
+/// The example (`front` serving clients, `store` keeping the data, a channel published by one
+/// and used by the other) under load with a snapshot every 50 ms, killed with `kill -9` while
+/// clients are writing, then resumed with its manifest: every write acknowledged before the
+/// last snapshot is there, a write in flight at the kill is there or absent (never wrong), and
+/// `front` binds its port again and serves new clients through the same channel. A container
+/// the resume's manifest adds starts fresh.
+#[test]
+fn containers_under_load_survive_kill_9_and_resume_with_their_manifest() {
+    let _s = serial();
+    let dir = scratch("up_kill9");
+    let port = free_port();
+    containers_manifest(&dir, "m.json", port, None);
+    // The resume's manifest adds a container, which starts fresh beside those resumed.
+    containers_manifest(&dir, "more.json", port, Some(""));
+    let p = Proc::start(&["up", "--snapshot", "s.snap", "--snapshot-every", "50ms", "m.json"], &dir);
+    wait_listening(port);
+    let writers = |tag: &'static str, n: usize, stop: std::sync::Arc<std::sync::atomic::AtomicBool>| {
+        (0..8)
+            .map(|c| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let mut acked = Vec::new();
+                    let Ok(mut kv) = Kv::connect(port) else { return acked };
+                    for i in 0..n {
+                        if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                            break;
+                        }
+                        let key = format!("{tag}{c}-{i}");
+                        match kv.ask(&format!("SET {key} v{i}")) {
+                            Ok(ok) if ok == "OK" => acked.push((key, format!("v{i}"))),
+                            _ => break,
+                        }
+                    }
+                    acked
+                })
+            })
+            .collect::<Vec<_>>()
+    };
+    let calm = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let before: Vec<(String, String)> =
+        writers("a", 150, calm).into_iter().flat_map(|t| t.join().unwrap()).collect();
+    assert_eq!(before.len(), 8 * 150, "every write of the first load is acknowledged");
+    // Several periods pass: a snapshot taken after every acknowledged write is on disk.
+    std::thread::sleep(Duration::from_millis(300));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Writers that go on until the VM is killed under them.
+    let during = writers("b", usize::MAX, stop.clone());
+    std::thread::sleep(Duration::from_millis(150));
+    drop(p); // kill -9, in the middle of the second load
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let in_flight: Vec<(String, String)> = during.into_iter().flat_map(|t| t.join().unwrap()).collect();
+    assert!(!in_flight.is_empty(), "the VM was killed under load");
+
+    let mut p = Proc::start(&["resume", "--manifest", "more.json", "s.snap"], &dir);
+    line_where(&mut p, |l| l.starts_with("[probe] probe 1: {:permission, "));
+    wait_listening(port);
+    let mut kv = Kv::connect(port).unwrap();
+    for (key, value) in &before {
+        assert_eq!(&kv.ask(&format!("GET {key}")).unwrap(), value, "{key}; stderr:\n{}", p.stderr());
+    }
+    for (key, value) in &in_flight {
+        let got = kv.ask(&format!("GET {key}")).unwrap();
+        assert!(got == *value || got == "nil", "{key}: {got}");
+    }
+    // New clients, new data, through the published channel the snapshot kept.
+    let mut other = Kv::connect(port).unwrap();
+    assert_eq!(other.ask("SET after resume").unwrap(), "OK");
+    assert_eq!(kv.ask("GET after").unwrap(), "resume");
+    assert!(!p.stderr().contains("panicked"), "{}", p.stderr());
+    let lines = p.seen.clone();
+    assert!(lines.iter().all(|l| l.starts_with('[')), "every line is a container's: {lines:?}");
+    drop(p);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// `vm up --snapshot-on-term`: SIGTERM writes a snapshot and exits 0. `vm resume --manifest`
+/// gives each container the grants of its manifest entry and nothing else: a container whose
+/// network grant the new manifest drops counts on from its snapshot but gets `:permission`,
+/// and the other containers' data and port are back. Refused with exit status 2, each saying
+/// why: a manifest without one of the snapshot's containers (named), no manifest at all, grant
+/// flags beside a manifest, and a manifest for a snapshot of one program.
+#[test]
+fn a_resumed_container_has_only_the_grants_of_its_manifest() {
+    let _s = serial();
+    let dir = scratch("up_grants");
+    let port = free_port();
+    containers_manifest(&dir, "wide.json", port, Some(r#""allow_net": ["127.0.0.1"]"#));
+    containers_manifest(&dir, "narrow.json", port, Some(""));
+    containers_manifest(&dir, "no_probe.json", port, None);
+    let mut p = Proc::start(&["up", "--snapshot", "s.snap", "--snapshot-on-term", "wide.json"], &dir);
+    line_where(&mut p, |l| l == "[probe] probe 3: :ok");
+    wait_listening(port);
+    assert_eq!(Kv::connect(port).unwrap().ask("SET kept yes").unwrap(), "OK");
+    let (code, lines, err) = p.terminate();
+    assert_eq!(code, Some(0), "SIGTERM with --snapshot-on-term exits 0; stderr:\n{err}");
+    let last = lines.iter().filter(|l| l.starts_with("[probe] ")).map(|l| probe_count(l)).max().unwrap();
+
+    let refused = |args: &[&str], want: &[&str]| {
+        let mut cmd = Command::new(VM);
+        cmd.args(args).current_dir(&dir).env_remove("RUST_LOG");
+        let run = run_with_timeout(&mut cmd, LIMIT).unwrap();
+        assert_eq!(run.code, Some(2), "{args:?}: {}", run.stderr);
+        assert!(run.stderr.starts_with("error: "), "{args:?}: {}", run.stderr);
+        for w in want {
+            assert!(run.stderr.contains(w), "{args:?}: want {w:?} in {}", run.stderr);
+        }
+    };
+    refused(
+        &["resume", "--manifest", "no_probe.json", "s.snap"],
+        &["container probe but the manifest does not", "add it to the manifest"],
+    );
+    refused(&["resume", "s.snap"], &["several containers", "--manifest"]);
+    refused(&["resume", "--allow-net", "--manifest", "wide.json", "s.snap"], &["--manifest"]);
+    let mut one =
+        Proc::start(&["run", "--snapshot", "one.snap", "--snapshot-on-term", &program("sleeper")], &dir);
+    one.line();
+    assert_eq!(one.terminate().0, Some(0));
+    refused(&["resume", "--manifest", "wide.json", "one.snap"], &["of one program", "without --manifest"]);
+
+    let mut p = Proc::start(&["resume", "--manifest", "narrow.json", "s.snap"], &dir);
+    let line = line_where(&mut p, |l| l.starts_with("[probe] "));
+    assert_eq!(probe_count(&line), last + 1, "the probe counts on from its snapshot: {line}");
+    assert!(line.contains(":permission") && line.contains("--allow-net"), "{line}");
+    wait_listening(port);
+    assert_eq!(Kv::connect(port).unwrap().ask("GET kept").unwrap(), "yes");
+    drop(p);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A snapshot of containers damaged inside its containers section (checksums made right, so
+/// the damage reaches the decoder and the checks), or cut short there, is refused with exit
+/// status 2 and a message, never a panic.
+#[test]
+fn a_damaged_containers_section_is_refused_with_exit_2() {
+    let _s = serial();
+    let dir = scratch("up_damaged");
+    containers_manifest(&dir, "m.json", free_port(), Some(""));
+    let mut p = Proc::start(&["up", "--snapshot", "s.snap", "--snapshot-on-term", "m.json"], &dir);
+    line_where(&mut p, |l| l.starts_with("[probe] probe 2"));
+    assert_eq!(p.terminate().0, Some(0));
+    let good = std::fs::read(dir.join("s.snap")).unwrap();
+    // The containers section (id 0x82): its header's offset and its body's range.
+    let mut at = 14;
+    let (start, len) = loop {
+        let len = u32::from_le_bytes(good[at + 1..at + 5].try_into().unwrap()) as usize;
+        if good[at] == 0x82 {
+            break (at + 9, len);
+        }
+        assert_ne!(good[at], 0, "no containers section");
+        at += 9 + len;
+    };
+    let mut damaged: Vec<(String, Vec<u8>)> = Vec::new();
+    // Bits of the section's start (how many containers, the first one's name), checksums made
+    // right again.
+    for k in 0..6 {
+        let mut b = good.clone();
+        b[start + k] ^= 1 << (k % 8);
+        damaged.push((format!("bit {} of byte {k} of the section", k % 8), vm_core::snapshot::reseal(&b)));
+    }
+    let mut garbage = good.clone();
+    garbage[start..start + len].copy_from_slice(&XorShift::new(16).bytes(len));
+    damaged.push(("garbage".into(), vm_core::snapshot::reseal(&garbage)));
+    damaged.push(("cut short".into(), good[..start + len / 2].to_vec()));
+    // Well-formed sections that do not agree with the rest of the file.
+    let s = vm_core::snapshot::decode(&good).expect("the snapshot loads");
+    type Edit = fn(&mut vm_core::snapshot::Snapshot);
+    let edits: [(&str, Edit); 4] = [
+        ("an actor that is not there", |s| {
+            s.containers[0].spec.actors.push(vm_core::snapshot::v1::Member {
+                pid: 1,
+                priority: vm_core::snapshot::v1::Priority::Low,
+            });
+            s.actors.retain(|a| a.pid != 1);
+        }),
+        ("an actor in two containers", |s| {
+            let m = s.containers[0].spec.actors[0];
+            s.containers[1].spec.actors.push(m);
+        }),
+        ("actors that do not fit their module", |s| {
+            let store = s.containers[0].module.clone();
+            s.containers[0].module = s.containers[2].module.clone();
+            s.containers[2].module = store;
+        }),
+        ("a container named main", |s| s.containers[1].spec.name = "main".into()),
+    ];
+    for (what, edit) in edits {
+        let mut bad = s.clone();
+        edit(&mut bad);
+        damaged.push((what.into(), vm_core::snapshot::encode(&bad)));
+    }
+    for (what, bytes) in &damaged {
+        // A file of its own, with no older generation to fall back on.
+        std::fs::write(dir.join("bad.snap"), bytes).unwrap();
+        let mut cmd = Command::new(VM);
+        cmd.args(["resume", "--manifest", "m.json", "bad.snap"]).current_dir(&dir).env_remove("RUST_LOG");
+        let run = run_with_timeout(&mut cmd, LIMIT).unwrap();
+        assert!(!run.stderr.contains("panicked"), "{what}: {}", run.stderr);
+        assert_eq!(run.code, Some(2), "{what}: {}", run.stderr);
+        assert!(run.stderr.starts_with("error: "), "{what}: {}", run.stderr);
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}

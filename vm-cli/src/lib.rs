@@ -17,6 +17,8 @@
 //! | `vm repl [--workers N] [--fuel N] [--max-frames N] [--allow-...] [FILE...]` | an interactive session (see [`repl`]) |
 //! | `vm run --snapshot PATH [--snapshot-every DUR] [--snapshot-on-term] FILE [ARGS...]` | runs with snapshots (docs/snapshots.md) |
 //! | `vm resume [--timers=frozen\|wall] [--allow-...] PATH` | continues from the newest snapshot of PATH that loads |
+//! | `vm up [--snapshot PATH [--snapshot-every DUR] [--snapshot-on-term]] MANIFEST.json` | runs the containers of a manifest in one VM (docs/containers.md) |
+//! | `vm resume --manifest MANIFEST.json [--timers=..] PATH` | continues a VM of containers, each with the grants of its manifest entry (docs/snapshots.md) |
 //! | `vm run --node NAME --cluster nats://HOST:PORT[,...] FILE [ARGS...]` | runs `main` as a node of a cluster (docs/cluster.md); `vm repl` takes the same flags |
 //! | `vm node --node NAME --cluster URL FILE` | a node with no `main` serving spawns of FILE's functions until SIGTERM, then leaving gracefully |
 //! | `vm nodes --cluster URL` | the live nodes: name, incarnation, actors, uptime |
@@ -242,6 +244,9 @@ pub struct UpArgs {
     /// Worker threads (default: one per core).
     #[arg(long, value_name = "N", value_parser = parse_workers)]
     pub workers: Option<NonZeroUsize>,
+    /// Snapshots of the running VM (`vm resume --manifest MANIFEST.json PATH` continues it).
+    #[command(flatten)]
+    pub snapshots: SnapshotFlags,
 }
 
 /// Arguments of `vm resume`.
@@ -260,6 +265,10 @@ pub struct ResumeArgs {
     /// What the resumed program may do: grants are never stored in a snapshot.
     #[command(flatten)]
     pub perms: PermFlags,
+    /// Resume a VM of several containers (`vm up`): every container of the snapshot must have
+    /// an entry in this manifest, whose grants it gets (and only those).
+    #[arg(long, value_name = "MANIFEST.json")]
+    pub manifest: Option<PathBuf>,
     /// The snapshot file (its generations PATH.1, PATH.2, ... are tried if it does not load).
     pub path: PathBuf,
 }
@@ -516,7 +525,7 @@ pub fn run_command(command: Command, err: &mut dyn std::io::Write, style: Style)
         Command::Disasm { file } => cmd_disasm(&file),
         Command::Check { file, lib } => cmd_check(&file, lib, style),
         Command::Repl(args) => return repl::main(args, false),
-        Command::Resume(args) => cmd_resume(args, &mut say),
+        Command::Resume(args) => cmd_resume(args, &mut say, style),
         Command::Node(args) => cmd_node(args, style),
         Command::Nodes(args) => cmd_nodes(&args),
         Command::Up(args) => cmd_up(args, style),
@@ -637,7 +646,7 @@ fn cmd_run(run: RunArgs, style: Style) -> Result<(), Failure> {
     }
 }
 
-fn cmd_resume(args: ResumeArgs, say: &mut dyn FnMut(&str)) -> Result<(), Failure> {
+fn cmd_resume(args: ResumeArgs, say: &mut dyn FnMut(&str), style: Style) -> Result<(), Failure> {
     let name = display(&args.path);
     let (snapshot, refused) =
         vm_sched::persist::load(&args.path).map_err(|e| (EXIT_USAGE, format!("error: {e}\n")))?;
@@ -645,6 +654,23 @@ fn cmd_resume(args: ResumeArgs, say: &mut dyn FnMut(&str)) -> Result<(), Failure
         say(&format!("warning: skipped {}: {why}\n", display(&file)));
     }
     let perms = args.perms.permissions().map_err(|msg| (EXIT_USAGE, msg))?;
+    if let Some(manifest) = &args.manifest {
+        if perms != vm_io::Permissions::default() {
+            return Err((
+                EXIT_USAGE,
+                "error: --allow-* cannot be combined with --manifest: each container gets exactly \
+                 the grants of its manifest entry\n"
+                    .into(),
+            ));
+        }
+        return resume_containers(manifest.clone(), args, snapshot, style);
+    }
+    if !snapshot.containers.is_empty() {
+        return Err((
+            EXIT_USAGE,
+            format!("error: {name}: {}\n", vm_sched::persist::CONTAINERS_NEED_A_MANIFEST),
+        ));
+    }
     let max_memory = args.max_memory.or_else(vm_io::sysmem::default_budget);
     let opts = RunOptions { workers: args.workers, perms, max_memory, ..RunOptions::default() };
     let timers = match args.timers {
@@ -709,23 +735,86 @@ pub fn uptime(ms: u64) -> String {
 /// with its location), then runs the containers; what happens to them is told on stderr.
 fn cmd_up(args: UpArgs, style: Style) -> Result<(), Failure> {
     let name = display(&args.manifest);
-    let text = String::from_utf8(read_file(&args.manifest).map_err(|msg| (EXIT_USAGE, msg))?)
+    let entries = read_manifest(&args.manifest)?;
+    let specs = load_modules(entries, style)?;
+    let opts = RunOptions { workers: args.workers, ..RunOptions::default() };
+    let persist = args.snapshots.snapshot.as_ref().map(|path| vm_sched::persist::Persist {
+        path: path.clone(),
+        every: args.snapshots.snapshot_every,
+        on_term: args.snapshots.snapshot_on_term,
+        keep: args.snapshots.snapshot_keep as usize,
+    });
+    let start = vm_sched::up::UpStart::Fresh(specs);
+    up_outcome(&name, vm_sched::up::block_on_up_with(start, opts, persist, up_report()))
+}
+
+/// `vm resume --manifest M PATH`: a VM of containers, each with the grants of its entry in `M`
+/// and nothing else; a container of the snapshot that `M` lacks is refused, naming it.
+fn resume_containers(
+    manifest: PathBuf,
+    args: ResumeArgs,
+    snapshot: vm_core::snapshot::Snapshot,
+    style: Style,
+) -> Result<(), Failure> {
+    let name = display(&args.path);
+    if snapshot.containers.is_empty() {
+        return Err((
+            EXIT_USAGE,
+            format!(
+                "error: {name}: the snapshot is of one program (`vm run`), not of containers: resume it \
+                 without --manifest, granting with --allow-*\n"
+            ),
+        ));
+    }
+    let entries = read_manifest(&manifest)?;
+    let (grants, fresh) = vm_sched::snapshot::grants_from_manifest(&snapshot, entries)
+        .map_err(|e| (EXIT_USAGE, format!("error: {name}: {e}\n")))?;
+    let fresh = load_modules(fresh, style)?;
+    let max_memory = args.max_memory.or_else(vm_io::sysmem::default_budget);
+    let opts = RunOptions { workers: args.workers, max_memory, ..RunOptions::default() };
+    let timers = match args.timers {
+        TimersArg::Frozen => vm_sched::snapshot::Timers::Frozen,
+        TimersArg::Wall => vm_sched::snapshot::Timers::Wall,
+    };
+    let persist = vm_sched::persist::Persist::from_schedule(args.path.clone(), snapshot.meta.schedule);
+    let start = vm_sched::up::UpStart::Resume { snapshot: Box::new(snapshot), timers, grants, fresh };
+    up_outcome(&display(&manifest), vm_sched::up::block_on_up_with(start, opts, Some(persist), up_report()))
+}
+
+/// Reads and checks a manifest (a usage error, exit 2, with its location).
+fn read_manifest(path: &Path) -> Result<Vec<vm_sched::manifest::Entry>, Failure> {
+    let name = display(path);
+    let text = String::from_utf8(read_file(path).map_err(|msg| (EXIT_USAGE, msg))?)
         .map_err(|_| (EXIT_USAGE, format!("error: {name}: the manifest is not UTF-8 text\n")))?;
-    let dir = args.manifest.parent().unwrap_or(Path::new(""));
-    let entries =
-        vm_sched::manifest::parse(&text, dir).map_err(|e| (EXIT_USAGE, format!("error: {name}:{e}\n")))?;
+    let dir = path.parent().unwrap_or(Path::new(""));
+    vm_sched::manifest::parse(&text, dir).map_err(|e| (EXIT_USAGE, format!("error: {name}:{e}\n")))
+}
+
+/// Loads the module of each manifest entry, as `vm run` loads its file.
+fn load_modules(
+    entries: Vec<vm_sched::manifest::Entry>,
+    style: Style,
+) -> Result<Vec<vm_sched::container::ContainerSpec>, Failure> {
     let mut specs = Vec::with_capacity(entries.len());
     for e in entries {
         let module = load_program(&e.module, style).map_err(|msg| (EXIT_USAGE, msg))?;
         specs.push(e.with_module(Arc::new(module)));
     }
-    let opts = RunOptions { workers: args.workers, ..RunOptions::default() };
-    let report: vm_sched::up::Report = Arc::new(|line: &str| {
+    Ok(specs)
+}
+
+/// Where `vm up` (and `vm resume --manifest`) tell what happens to their containers.
+fn up_report() -> vm_sched::up::Report {
+    Arc::new(|line: &str| {
         vm_io::stdio::write_stderr(format!("vm up: {line}\n").as_bytes());
-    });
+    })
+}
+
+/// The exit status and message for how `vm up` ended.
+fn up_outcome(name: &str, result: Result<vm_sched::up::UpOutcome, RunError>) -> Result<(), Failure> {
     use vm_sched::up::UpOutcome;
-    match vm_sched::up::block_on_up(specs, opts, report) {
-        Ok(UpOutcome::AllEnded) => Ok(()),
+    match result {
+        Ok(UpOutcome::AllEnded | UpOutcome::Snapshotted) => Ok(()),
         Ok(UpOutcome::PermanentEnded { crashed: false, .. }) => Ok(()),
         Ok(UpOutcome::PermanentEnded { name, reason, crashed: true }) => {
             Err((EXIT_EXCEPTION, format!("error: permanent container {name} crashed with reason {reason}\n")))

@@ -87,10 +87,13 @@ impl Meter {
         1 << (self.0 & 31)
     }
 
-    /// Whether a count is due.
+    /// Whether a count is due: `alloc() >= gap()`, as one comparison of the packed word. (The
+    /// gap is a power of two of at least 1024, so a multiple of 32: the word, the units with the
+    /// gap's logarithm in their low bits, reaches it exactly when the units alone do.) The
+    /// interpreter asks after every instruction it runs out of line.
     #[inline(always)]
     pub fn due(&self) -> bool {
-        self.alloc() >= self.gap()
+        self.0 >= 1 << (self.0 & 31)
     }
 
     /// Starts a new period after a count of `live` bytes: the next count comes after the actor
@@ -216,30 +219,57 @@ pub fn measure_parts(regs: &[Value], frames: &[Frame], handlers: &[Handler]) -> 
 
 /// The size a queued message is charged (rule 2): its boxes, through at most [`MESSAGE_NODES`]
 /// of them; 0 for a scalar.
+///
+/// Every native result and every received message is charged by this, so the common shapes
+/// take no walk: a scalar is a test of the tag, a string or bytes value (a line read, a value
+/// from a table) is its one box, and a tuple or list of such values (a command's words) is
+/// summed in one pass ([`flat_size`]). Only a value with a container inside takes the walk
+/// ([`message_size_walk`]). Each shortcut gives exactly the walk's count.
 #[inline(always)]
 pub fn message_size(v: &Value) -> u64 {
-    // A test of the tag rather than `node_size`'s table of sizes: scalars are most messages.
-    if matches!(
-        v,
+    match v {
         Value::Nil
-            | Value::Bool(_)
-            | Value::Int(_)
-            | Value::Float(_)
-            | Value::Atom(_)
-            | Value::Pid(_)
-            | Value::Ref(_)
-    ) {
-        0
-    } else {
-        message_size_boxed(v)
+        | Value::Bool(_)
+        | Value::Int(_)
+        | Value::Float(_)
+        | Value::Atom(_)
+        | Value::Pid(_)
+        | Value::Ref(_) => 0,
+        Value::Str(_) | Value::Bytes(_) => node_size(v),
+        _ => message_size_boxed(v),
     }
 }
 
-/// [`message_size`] of a boxed value. The work list is an array on the stack (it never holds more than [`MESSAGE_NODES`]): a
-/// growing `Vec` cost an allocation, a reallocation or two and a free per boxed message or
-/// native result, about 250 of a kv request's instructions.
+/// [`message_size`] of a value that may hold others: [`flat_size`] if it applies, else the walk.
 #[inline(never)]
 fn message_size_boxed(v: &Value) -> u64 {
+    flat_size(v).unwrap_or_else(|| message_size_walk(v))
+}
+
+/// The size of a tuple or list that holds no container and has fewer than [`MESSAGE_NODES`]
+/// items, or `None`. Such a value is at most [`MESSAGE_NODES`] boxes, each counted once by the
+/// walk, so the sum of their sizes is the walk's count.
+#[inline]
+fn flat_size(v: &Value) -> Option<u64> {
+    let (Value::Tuple(items) | Value::List(items)) = v else { return None };
+    if items.len() >= MESSAGE_NODES {
+        return None;
+    }
+    let mut total = node_size(v);
+    for item in items.iter() {
+        if item.is_container() {
+            return None;
+        }
+        total += node_size(item);
+    }
+    Some(total)
+}
+
+/// [`message_size`] by walking the value: its boxes, depth first, until [`MESSAGE_NODES`] have
+/// been counted. The work list is an array on the stack (it never holds more than
+/// [`MESSAGE_NODES`]): a growing `Vec` cost an allocation, a reallocation or two and a free per
+/// boxed message or native result, about 250 of a kv request's instructions.
+fn message_size_walk(v: &Value) -> u64 {
     let mut total = 0;
     let mut left = MESSAGE_NODES;
     let mut stack = [v; MESSAGE_NODES];
@@ -295,6 +325,57 @@ mod tests {
         assert_eq!(message_size(&mixed), node_size(&mixed) + node_size(&s));
     }
 
+    /// Values of every shape `message_size` tells apart: scalars, strings and bytes of a few
+    /// lengths, and tuples, lists, maps and function values, some wider than
+    /// [`MESSAGE_NODES`], some holding containers.
+    fn arb_message() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Nil),
+            any::<i64>().prop_map(Value::Int),
+            (0usize..100).prop_map(|n| Value::str("s".repeat(n))),
+            (0usize..100).prop_map(|n| Value::bytes(vec![7u8; n])),
+        ];
+        leaf.prop_recursive(3, 300, 70, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..70).prop_map(Value::tuple),
+                proptest::collection::vec(inner.clone(), 0..70).prop_map(Value::list),
+                proptest::collection::vec((inner.clone(), inner.clone()), 0..4)
+                    .prop_map(|kv| Value::Map(Arc::new(kv.into_iter().collect()))),
+                proptest::collection::vec(inner, 0..3)
+                    .prop_map(|env| Value::Fun(Arc::new(crate::value::Closure { func: 0, env }))),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        /// The shortcuts of `message_size` (a string or bytes value, a flat tuple or list) give
+        /// exactly what the walk gives.
+        #[test]
+        fn a_message_is_charged_what_the_walk_counts(v in arb_message()) {
+            proptest::prop_assert_eq!(message_size(&v), message_size_walk(&v));
+        }
+    }
+
+    #[test]
+    fn flat_values_around_the_node_limit_are_charged_as_the_walk_charges_them() {
+        let s = Value::str("w".repeat(40));
+        for n in [0, 1, MESSAGE_NODES - 2, MESSAGE_NODES - 1, MESSAGE_NODES, MESSAGE_NODES + 1, 200] {
+            let mut items: Vec<Value> = (0..n).map(|i| Value::str("v".repeat(i))).collect();
+            for l in [Value::list(items.clone()), Value::tuple(items.clone())] {
+                assert_eq!(message_size(&l), message_size_walk(&l), "{n} items");
+            }
+            items.push(Value::Int(1));
+            items.push(s.clone());
+            let l = Value::list(items);
+            assert_eq!(message_size(&l), message_size_walk(&l), "{n} items and two more");
+        }
+        // Below the limit a flat list is charged every box it holds.
+        let l = Value::list(vec![s.clone(), Value::Nil, s.clone()]);
+        assert_eq!(message_size(&l), node_size(&l) + 2 * node_size(&s));
+        assert_eq!(message_size(&s), node_size(&s));
+    }
+
     #[test]
     fn a_box_reached_twice_is_counted_once() {
         let s = Value::str("y".repeat(10_000));
@@ -331,6 +412,16 @@ mod tests {
         assert!(!m.due());
         m.add(16_384);
         assert!(m.due());
+        // `due` is `alloc() >= gap()` for every gap a count can set, on both sides of it.
+        for (live, max) in [(0, None), (10 << 20, None), (10 << 20, Some(100_000)), (0, Some(1))] {
+            let mut m = Meter::default();
+            m.counted(live, max);
+            let gap = m.gap();
+            for add in [gap - 32, 31, 1, 32, gap] {
+                m.add(add);
+                assert_eq!(m.due(), m.alloc() >= m.gap(), "gap {gap}, allocated {}", m.alloc());
+            }
+        }
         m.add(u64::MAX);
         assert_eq!(m.alloc(), u64::from(UNITS_MAX) * 32);
         assert_eq!(growth(4, 4, 1, 16), 4 * 16);

@@ -251,16 +251,21 @@ pub enum Received {
     Empty,
 }
 
-/// What [`Host::chan_try_or_park`] did.
+/// What [`Host::chan_try_or_park`] did. Two words (the result's `Value` with the tag in its
+/// niche, the exception boxed), so that the hot path of every `csend` and `crecv` gets it
+/// back in registers.
 #[derive(Debug, PartialEq)]
 pub enum ChanTried {
-    /// The case completed now (as [`Host::chan_try_one`]'s `Some`).
-    Fired(Fired),
+    /// The case completed now (as [`Host::chan_try_one`]'s `Some`), with this result
+    /// ([`one_case`]).
+    Done(OneCase),
     /// Nothing was ready, and the host parked the actor on the channel and holds the wait: the
     /// instruction blocks with [`Begun::Chan`].
     Parked,
     /// Nothing was ready, and nothing begun: the instruction blocks with [`Effect::Select`].
     Empty,
+    /// The try failed (not a live channel, a value refused at a container boundary): raise it.
+    Raise(Box<Exception>),
 }
 
 /// One case of a channel select.
@@ -653,15 +658,12 @@ pub trait Host {
     /// [`Host::chan_try_one`] for `csend` and `crecv`, which otherwise wait with no deadline:
     /// the host may also begin that wait here, in the same step ([`ChanTried::Parked`]; the
     /// instruction then blocks with [`Begun::Chan`]). The default only tries.
-    fn chan_try_or_park(
-        &mut self,
-        chan: &crate::value::Handle,
-        send: Option<&Value>,
-    ) -> Result<ChanTried, Exception> {
-        Ok(match self.chan_try_one(chan, send)? {
-            Some(f) => ChanTried::Fired(f),
-            None => ChanTried::Empty,
-        })
+    fn chan_try_or_park(&mut self, chan: &crate::value::Handle, send: Option<&Value>) -> ChanTried {
+        match self.chan_try_one(chan, send) {
+            Ok(Some(f)) => ChanTried::Done(one_case(send.is_some(), f)),
+            Ok(None) => ChanTried::Empty,
+            Err(e) => ChanTried::Raise(Box::new(e)),
+        }
     }
     /// Closes a channel; closing twice raises `:closed`.
     fn chan_close(&mut self, chan: &crate::value::Handle) -> Result<(), Exception>;

@@ -67,10 +67,10 @@ mod tests {
         cfg.heartbeat = Duration::from_millis(50);
         let (a, driver) =
             Node::start(cfg.clone(), Arc::new(bus.connect()), Arc::new(Tap::new(3).0)).await.unwrap();
-        tokio::spawn(driver.run());
+        tokio::spawn(driver.run(|t| drop(tokio::spawn(t))));
         cfg.name = "b".into();
         let (b, driver) = Node::start(cfg, Arc::new(bus.connect()), Arc::new(Tap::new(5).0)).await.unwrap();
-        tokio::spawn(driver.run());
+        tokio::spawn(driver.run(|t| drop(tokio::spawn(t))));
         let nodes = census(&bus.connect(), "c", Duration::from_millis(200)).await.unwrap();
         let got: Vec<(String, u64, u64)> =
             nodes.iter().map(|n| (n.id.name.to_string(), n.id.inc, n.actors)).collect();

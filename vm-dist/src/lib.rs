@@ -20,8 +20,9 @@
 //! - [`census`]: the live nodes, seen from outside the cluster (`vm nodes`).
 //! - `outbox`: the order in which envelopes reach the transport (loom-checked).
 //!
-//! **This crate spawns no tasks** (the runtime spawns [`Driver::run`]); async-nats spawns its
-//! connection task inside `connect`, the one exception to "only vm-sched spawns tasks".
+//! **This crate spawns no tasks** (the runtime spawns [`Driver::run`], and the direct
+//! connections' tasks the driver hands it); async-nats spawns its connection task inside
+//! `connect`, the one exception to "only vm-sched spawns tasks".
 
 pub mod census;
 pub mod direct;

@@ -17,10 +17,6 @@ use vm_dist::{MemBus, MemTransport};
 
 const T: Duration = Duration::from_secs(10);
 
-fn remote(from: &FakeVm, on: &FakeVm, local: Pid) -> Pid {
-    from.node().pid_of(on.node().me(), serial(local)).unwrap()
-}
-
 async fn pair(bus: &MemBus) -> (Arc<FakeVm>, Arc<FakeVm>, Arc<MemTransport>, Arc<MemTransport>) {
     let ta = Arc::new(bus.connect());
     let tb = Arc::new(bus.connect());
@@ -55,14 +51,14 @@ async fn four_senders_keep_their_order_across_the_switch() {
     let (a, _) = start(cfg("a"), ta.clone()).await;
     b.node().wait_for("a", T).await.expect("b sees a");
     let pa = a.actor();
-    b.node().send(sink, remote(&b, &a, pa), &Value::atom("hello")).unwrap();
+    b.node().send(sink, remote_pid(&b, &a, pa), &Value::atom("hello")).unwrap();
     a.node().wait_for("b", T).await.expect("a sees b through b's message");
     let mut b_in = {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         *b.tap.lock() = Some(tx);
         rx
     };
-    let to = remote(&a, &b, sink);
+    let to = remote_pid(&a, &b, sink);
     let from: Vec<Pid> = (0..4).map(|_| a.actor()).collect();
     assert!(!a.node().is_direct("b"), "a switched before the stream began");
     for i in 0..500 {
@@ -117,7 +113,7 @@ async fn round_trips_go_over_the_connection() {
     let pb = b.actor();
     let before = ta.published();
     for i in 0..200 {
-        a.node().send(pa, remote(&a, &b, pb), &Value::Int(i)).unwrap();
+        a.node().send(pa, remote_pid(&a, &b, pb), &Value::Int(i)).unwrap();
     }
     until(T, || b.mail(pb).len() == 200).await.expect("delivered");
     assert_eq!(b.mail(pb), (0..200).map(Value::Int).collect::<Vec<_>>());
@@ -133,22 +129,12 @@ async fn a_broken_connection_fires_noconnection_once_and_a_new_session_works() {
     let bus = MemBus::new();
     let (a, b, _, _) = pair(&bus).await;
     switched(&a, &b).await;
-    let mut watchers = Vec::new();
-    for i in 0..100 {
-        let w = a.actor();
-        let t = remote(&a, &b, b.actor());
-        if i % 2 == 0 {
-            a.node().link(w, t).unwrap();
-        } else {
-            a.node().monitor(w, t, i).unwrap();
-        }
-        watchers.push(w);
-    }
+    watch_remote_actors(&a, &b, 100);
     let wb = b.actor();
     let la = a.actor();
-    b.node().link(wb, remote(&b, &a, la)).unwrap();
+    b.node().link(wb, remote_pid(&b, &a, la)).unwrap();
     let sink = b.actor();
-    let to = remote(&a, &b, sink);
+    let to = remote_pid(&a, &b, sink);
     // A stream in flight when the connection breaks.
     let streamer = {
         let node = a.node().clone();
@@ -231,7 +217,7 @@ async fn a_hostile_client_on_the_direct_port_costs_one_connection() {
     ];
     let pa = a.actor();
     let pb = b.actor();
-    let to = remote(&a, &b, pb);
+    let to = remote_pid(&a, &b, pb);
     for (i, bytes) in attempts.iter().enumerate() {
         let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
         s.write_all(bytes).await.unwrap();
@@ -248,6 +234,60 @@ async fn a_hostile_client_on_the_direct_port_costs_one_connection() {
     assert!(a.seen.lock().exits.is_empty() && b.seen.lock().exits.is_empty());
 }
 
+/// A client that opens many connections to a node's direct port and says nothing holds at most
+/// `max_handshakes` of them (a connection beyond that drops the oldest still in its handshake),
+/// a real peer that dials meanwhile still connects, and the rest are dropped at the handshake's
+/// deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_half_open_connections_hold_a_few_slots_and_a_real_peer_still_connects() {
+    const OPEN: usize = 100;
+    const SLOTS: usize = 4;
+    // A handshake deadline (`down_after`) far longer than the eviction takes, so that what
+    // closes the first connections is the cap, not the deadline.
+    const DEADLINE: Duration = Duration::from_secs(10);
+    let bus = MemBus::new();
+    let cfg = |name| vm_dist::node::Config {
+        down_after: DEADLINE,
+        max_handshakes: SLOTS,
+        ..direct(fast("t", name))
+    };
+    let (b, _) = start(cfg("b"), Arc::new(bus.connect())).await;
+    let addr = b.node().direct_addr().expect("b listens");
+    let opened = std::time::Instant::now();
+    let mut half_open = Vec::new();
+    for _ in 0..OPEN {
+        half_open.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    // How many of the client's connections b has closed (a read that would wait: still open).
+    let closed = |conns: &[tokio::net::TcpStream]| {
+        let mut buf = [0u8; 8];
+        conns
+            .iter()
+            .filter(|s| match s.try_read(&mut buf) {
+                Ok(n) => {
+                    assert_eq!(n, 0, "b answered a client that said nothing");
+                    true
+                }
+                Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+            })
+            .count()
+    };
+    until(DEADLINE / 2, || closed(&half_open) >= OPEN - SLOTS)
+        .await
+        .expect("b drops all but the newest handshakes");
+    assert!(opened.elapsed() < DEADLINE, "the cap, not the deadline, closed them");
+    // A real peer dials while the client still holds its slots.
+    let (a, _) = start(cfg("a"), Arc::new(bus.connect())).await;
+    switched(&a, &b).await;
+    let pb = b.actor();
+    a.node().send(a.actor(), remote_pid(&a, &b, pb), &Value::atom("hi")).unwrap();
+    until(T, || b.mail(pb) == [Value::atom("hi")]).await.expect("a and b talk on their connection");
+    // The client's last slots end at the handshake's deadline.
+    until(DEADLINE + T, || closed(&half_open) == OPEN).await.expect("every half-open connection is dropped");
+    assert!(a.node().is_direct("b") && b.node().is_direct("a"), "the real connection is untouched");
+    assert_eq!(a.node_events("b"), vec![true]);
+}
+
 /// NATS stays the membership: a peer whose announcements stop (a partition between the NATS
 /// connections) is down after `down_after` though its direct connection is up; after healing it
 /// is up again, on a new connection.
@@ -258,27 +298,14 @@ async fn a_peer_nats_cannot_hear_is_down_though_its_connection_is_up() {
     switched(&a, &b).await;
     let wa = a.actor();
     let wb = b.actor();
-    b.node().link(wb, remote(&b, &a, wa)).unwrap();
+    b.node().link(wb, remote_pid(&b, &a, wa)).unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
-    bus.partition(&ta, &tb, true);
-    until(T, || a.node_events("b") == [true, false] && b.node_events("a") == [true, false])
-        .await
-        .expect("both sides see nodedown");
-    assert_eq!(a.exits_to(wa).len(), 1);
-    assert_eq!(b.exits_to(wb).len(), 1);
+    let nodes = (&*a, &*b, &*ta, &*tb);
+    partition_until_down(&bus, nodes, (wa, wb), T).await;
     assert!(!a.node().is_direct("b") && !b.node().is_direct("a"), "the connection is closed");
-    bus.partition(&ta, &tb, false);
-    until(T, || a.node_events("b").len() == 3 && b.node_events("a").len() == 3)
-        .await
-        .expect("nodeup after healing");
+    heal_until_up(&bus, nodes, T).await;
     switched(&a, &b).await;
-    let p = a.actor();
-    a.node()
-        .spawn(p, "b", "worker", vec![], SpawnOptions { link: true, ..Default::default() })
-        .await
-        .expect("spawn works");
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(a.exits_to(wa).len(), 1, "no second firing");
+    spawn_works_and_no_second_firing(&a, wa).await;
 }
 
 /// A node whose listener address is a wildcard does not start: the address is announced, and

@@ -38,10 +38,6 @@ async fn pair_with(bus: &MemBus, a_config: Config, b_config: Config) -> Pair {
     (a, b, ta, tb)
 }
 
-fn remote_pid(from: &FakeVm, on: &FakeVm, local: vm_core::Pid) -> vm_core::Pid {
-    from.node().pid_of(on.node().me(), serial(local)).unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_arrive_in_order_and_names_resolve() {
     let bus = MemBus::new();
@@ -138,17 +134,7 @@ async fn remote_spawn_link_and_monitor_have_local_semantics() {
 async fn node_loss_fires_each_link_and_monitor_exactly_once() {
     let bus = MemBus::new();
     let (a, b, _, tb) = pair_fast(&bus).await;
-    let mut watchers = Vec::new();
-    for i in 0..200 {
-        let w = a.actor();
-        let t = remote_pid(&a, &b, b.actor());
-        if i % 2 == 0 {
-            a.node().link(w, t).unwrap();
-        } else {
-            a.node().monitor(w, t, i).unwrap();
-        }
-        watchers.push(w);
-    }
+    watch_remote_actors(&a, &b, 200);
     // Let the links reach b, then crash b (its subscriptions vanish, as with kill -9).
     tokio::time::sleep(Duration::from_millis(100)).await;
     bus.kill(&tb);
@@ -226,23 +212,10 @@ async fn a_partition_is_seen_on_both_sides_and_healing_brings_the_node_back() {
     // A message sent after the link arrives after it: then a knows the link too.
     b.node().send(wb, remote_pid(&b, &a, wa), &Value::atom("linked")).unwrap();
     until(T, || a.mail(wa).len() == 1).await.expect("the marker arrives");
-    bus.partition(&ta, &tb, true);
-    until(T, || a.node_events("b") == [true, false] && b.node_events("a") == [true, false])
-        .await
-        .expect("both sides see nodedown");
-    assert_eq!(a.exits_to(wa).len(), 1);
-    assert_eq!(b.exits_to(wb).len(), 1);
-    bus.partition(&ta, &tb, false);
-    until(T, || a.node_events("b").len() == 3 && b.node_events("a").len() == 3)
-        .await
-        .expect("nodeup after healing");
-    let p = a.actor();
-    a.node()
-        .spawn(p, "b", "worker", vec![], SpawnOptions { link: true, ..Default::default() })
-        .await
-        .expect("spawn works");
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(a.exits_to(wa).len(), 1, "no second firing");
+    let nodes = (&*a, &*b, &*ta, &*tb);
+    partition_until_down(&bus, nodes, (wa, wb), T).await;
+    heal_until_up(&bus, nodes, T).await;
+    spawn_works_and_no_second_firing(&a, wa).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

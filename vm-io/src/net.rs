@@ -74,6 +74,9 @@ impl Conn {
     }
 }
 
+/// The connection `obj` holds, or a `:type_error` naming `what`. Inlined: every read and write
+/// of a connection asks it first.
+#[inline]
 fn conn<'o>(what: &str, obj: &'o Obj) -> Result<&'o Conn, Exception> {
     match obj {
         Obj::Tcp(c) => Ok(c),

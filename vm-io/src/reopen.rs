@@ -9,7 +9,8 @@
 //!    unknown, is lost), a connection is always lost (it cannot survive a process), a closed
 //!    resource stays closed.
 //! 3. A restore calls [`Io::reopen`] with the recipe and the resource's old id and owner: it
-//!    checks the *resumed* VM's permissions (grants are never stored), binds the address again
+//!    checks the *resumed* VM's permissions (grants are never stored; [`Io::reopen_under`]: the
+//!    owner's container's, from a manifest), binds the address again
 //!    or opens the file again (never creating or truncating it) and seeks; anything that fails
 //!    gives a resource whose every use raises `:lost`, saying why.
 
@@ -90,80 +91,99 @@ impl Io {
     /// returns its handle, open, closed or lost. `label` is what it was (`tcp listener
     /// 127.0.0.1:6379`), kept for messages and introspection.
     pub async fn reopen(self: &Arc<Io>, id: u64, owner: u64, label: &str, recipe: &Recipe) -> Value {
+        let perms = self.grants.perms.clone();
+        self.reopen_under(&perms, id, owner, label, recipe).await
+    }
+
+    /// [`Io::reopen`] under `perms`, the grants of the owner's container (a resumed VM of
+    /// several containers: each gets those of its manifest entry).
+    pub async fn reopen_under(
+        self: &Arc<Io>,
+        perms: &crate::Permissions,
+        id: u64,
+        owner: u64,
+        label: &str,
+        recipe: &Recipe,
+    ) -> Value {
         let label = label.to_string();
-        let (obj, reopen) = match recipe {
-            Recipe::Closed => return self.install(id, owner, None, label, Reopen::Never, None),
-            Recipe::Lost => {
-                let why = match label.split(' ').next() {
-                    Some("file") => "it was in use when the snapshot was taken",
-                    _ => "a connection does not survive a restart",
-                };
-                return self.install(id, owner, None, label, Reopen::Never, Some(why.into()));
-            }
-            Recipe::Listener { addr } => {
-                let l = self.bind_again(addr, "tcp_listen", |a| async move { listen(&a).await }).await;
-                (l.map(|l| Obj::Listener(Listener::new(l))), Reopen::Listener(addr.clone()))
-            }
-            Recipe::Udp { addr } => {
-                let u = self
-                    .bind_again(addr, "udp_bind", |a| async move { tokio::net::UdpSocket::bind(&a).await })
+        let (obj, reopen) =
+            match recipe {
+                Recipe::Closed => return self.install(id, owner, None, label, Reopen::Never, None),
+                Recipe::Lost => {
+                    let why = match label.split(' ').next() {
+                        Some("file") => "it was in use when the snapshot was taken",
+                        _ => "a connection does not survive a restart",
+                    };
+                    return self.install(id, owner, None, label, Reopen::Never, Some(why.into()));
+                }
+                Recipe::Listener { addr } => {
+                    let l = bind_again(perms, addr, "tcp_listen", |a| async move { listen(&a).await }).await;
+                    (l.map(|l| Obj::Listener(Listener::new(l))), Reopen::Listener(addr.clone()))
+                }
+                Recipe::Udp { addr } => {
+                    let u = bind_again(perms, addr, "udp_bind", |a| async move {
+                        tokio::net::UdpSocket::bind(&a).await
+                    })
                     .await;
-                (u.map(Obj::Udp), Reopen::Udp(addr.clone()))
-            }
-            Recipe::File { path, read, write, append, pos, .. } => {
-                let f = self.open_again(path, *read, *write, *append, *pos);
-                let reopen = Reopen::File { path: path.clone(), read: *read, write: *write, append: *append };
-                (f.map(|f| Obj::File(Mutex::new(f))), reopen)
-            }
-        };
+                    (u.map(Obj::Udp), Reopen::Udp(addr.clone()))
+                }
+                Recipe::File { path, read, write, append, pos, .. } => {
+                    let f = open_again(perms, path, *read, *write, *append, *pos);
+                    let reopen =
+                        Reopen::File { path: path.clone(), read: *read, write: *write, append: *append };
+                    (f.map(|f| Obj::File(Mutex::new(f))), reopen)
+                }
+            };
         match obj {
             Ok(obj) => self.install(id, owner, Some(obj), label, reopen, None),
             Err(why) => self.install(id, owner, None, label, reopen, Some(why)),
         }
     }
+}
 
-    async fn bind_again<T, F: std::future::Future<Output = std::io::Result<T>>>(
-        &self,
-        addr: &str,
-        what: &str,
-        bind: impl FnOnce(String) -> F,
-    ) -> Result<T, String> {
-        self.grants.perms.check_net(addr).map_err(|e| e.msg.to_string())?;
-        bind(addr.to_string()).await.map_err(|e| format!("{what} {addr} again: {e}"))
-    }
+/// Binds `addr` again for a restored listener or UDP socket, if `perms` grant it.
+async fn bind_again<T, F: std::future::Future<Output = std::io::Result<T>>>(
+    perms: &crate::Permissions,
+    addr: &str,
+    what: &str,
+    bind: impl FnOnce(String) -> F,
+) -> Result<T, String> {
+    perms.check_net(addr).map_err(|e| e.msg.to_string())?;
+    bind(addr.to_string()).await.map_err(|e| format!("{what} {addr} again: {e}"))
+}
 
-    fn open_again(
-        &self,
-        path: &str,
-        read: bool,
-        write: bool,
-        append: bool,
-        pos: u64,
-    ) -> Result<std::fs::File, String> {
-        use crate::confine::{Access, with_path};
-        let mut needs = Vec::new();
-        if read {
-            needs.push(Access::Read);
-        }
-        if write || append {
-            needs.push(Access::Write);
-        }
-        // Never create or truncate: the file is the one the program had open, or it is lost.
-        // Opened beneath the grants as the file natives open (`confine`).
-        let mut opts = cap_std::fs::OpenOptions::new();
-        opts.read(read).write(write && !append).append(append);
-        let what = format!("opening {path} again");
-        let mut f = with_path(&self.grants.perms, path, &needs, &what, |place| place.open(&opts))
-            .map_err(|e| e.msg.to_string())?;
-        let len = f.metadata().map_err(|e| format!("{path}: {e}"))?.len();
-        if pos > len {
-            return Err(format!("{path} is now {len} bytes, shorter than the position {pos} it was read to"));
-        }
-        if !append {
-            f.seek(SeekFrom::Start(pos)).map_err(|e| format!("seeking {path} to {pos}: {e}"))?;
-        }
-        Ok(f)
+/// Opens a restored file again beneath `perms`, at `pos`, never creating or truncating it.
+fn open_again(
+    perms: &crate::Permissions,
+    path: &str,
+    read: bool,
+    write: bool,
+    append: bool,
+    pos: u64,
+) -> Result<std::fs::File, String> {
+    use crate::confine::{Access, with_path};
+    let mut needs = Vec::new();
+    if read {
+        needs.push(Access::Read);
     }
+    if write || append {
+        needs.push(Access::Write);
+    }
+    // Never create or truncate: the file is the one the program had open, or it is lost.
+    // Opened beneath the grants as the file natives open (`confine`).
+    let mut opts = cap_std::fs::OpenOptions::new();
+    opts.read(read).write(write && !append).append(append);
+    let what = format!("opening {path} again");
+    let mut f =
+        with_path(perms, path, &needs, &what, |place| place.open(&opts)).map_err(|e| e.msg.to_string())?;
+    let len = f.metadata().map_err(|e| format!("{path}: {e}"))?.len();
+    if pos > len {
+        return Err(format!("{path} is now {len} bytes, shorter than the position {pos} it was read to"));
+    }
+    if !append {
+        f.seek(SeekFrom::Start(pos)).map_err(|e| format!("seeking {path} to {pos}: {e}"))?;
+    }
+    Ok(f)
 }
 
 #[cfg(test)]

@@ -127,8 +127,10 @@ async fn run(host: &mut ActorHost<'_>, module: &Module, mut state: Box<ActorStat
         _ => host.vm.shared.config.fuel,
     };
     loop {
-        // Taken from `host` afresh in each round, and not used after the round's await: locals
-        // that live across an await are stored in every actor's task.
+        // Taken from `host` and `state` afresh in each round, and not used after any of the
+        // round's awaits (the code after an await takes them again): a local used after an
+        // await is stored in the task, and storing these three at the top of every round, and
+        // loading them back from memory, cost ~10 instructions a slice.
         let vm = host.vm;
         let cell = host.cell;
         let st = &mut *state;
@@ -211,195 +213,192 @@ async fn run(host: &mut ActorHost<'_>, module: &Module, mut state: Box<ActorStat
             }
             Step::Exited(v) => return ExitReason::Returned(v),
             Step::Failed(f) => return ExitReason::Failed(f),
-            Step::Blocked(effect) => match effect {
-                Effect::Print(text) => {
-                    print_line(vm, cell, &text);
-                    st.resume(module, Resume::Value(Value::Nil));
+            Step::Blocked(Effect::Print(text)) => {
+                print_line(vm, cell, &text);
+                st.resume(module, Resume::Value(Value::Nil));
+            }
+            Step::Blocked(Effect::Stop(reason)) => return ExitReason::Stopped(reason),
+            Step::Blocked(Effect::Select { shape, cases, timeout_ms }) => {
+                cell.set_state(RunState::Waiting);
+                // (The timeout is not bound to a name: a local lives across the await below and
+                // would make every actor's task larger.)
+                let wait = match start_select(
+                    vm,
+                    cell,
+                    shape,
+                    cases,
+                    timeout_ms.map(|ms| vm.timed_wait_ms(cell.pid, ms)),
+                ) {
+                    Ok(w) => w,
+                    Err(e) => {
+                        st.resume(module, Resume::Raise(e));
+                        continue;
+                    }
+                };
+                let end = wait.await;
+                if let Some(end) = select_ended(module, &mut state, shape, end) {
+                    return end;
                 }
-                Effect::Stop(reason) => return ExitReason::Stopped(reason),
-                Effect::Select { shape, cases, timeout_ms } => {
-                    cell.set_state(RunState::Waiting);
-                    // (The timeout is not bound to a name: a local lives across the await below and
-                    // would make every actor's task larger.)
-                    let wait = match start_select(
-                        vm,
-                        cell,
-                        shape,
-                        cases,
-                        timeout_ms.map(|ms| vm.timed_wait_ms(cell.pid, ms)),
-                    ) {
-                        Ok(w) => w,
+            }
+            Step::Blocked(Effect::Begun(Begun::Chan)) => {
+                // A `csend`/`crecv` the host parked on its channel in the step: its wait is
+                // held, so nothing is begun again (were it gone, the instruction runs again).
+                cell.set_state(RunState::Waiting);
+                if host.held.is_quiet_chan() {
+                    // Every wake source holds the task's waker: once woken, run the
+                    // instruction again, which takes the outcome or, woken by the mailbox,
+                    // parks again (see `chan::waits::try_or_park`). As for a parked
+                    // receive, the signal check is skipped: it would treat the actor as
+                    // running while its wait may have committed.
+                    ParkedChan { polled: false }.await;
+                    resumed = true;
+                    continue;
+                }
+                let Some(wait) = host.held.take_chan_wait(vm, cell) else { continue };
+                let shape = wait.shape();
+                let end = wait.await;
+                if let Some(end) = select_ended(module, &mut state, shape, end) {
+                    return end;
+                }
+            }
+            Step::Blocked(Effect::Native { id, args }) => {
+                // A native the host did not start (it may block its thread): it runs on the
+                // blocking pool while the actor is real-blocked.
+                let Some(native) = natives::get(id) else {
+                    st.resume(
+                        module,
+                        Resume::Raise(Exception::badarg(format!("no native function #{}", id.0))),
+                    );
+                    continue;
+                };
+                if let natives::Imp::Affine(bind, _) = native.imp {
+                    // Queued to its executor's thread (see `affine`).
+                    let exec = match vm.shared.executors.for_call(bind, native.name, &args) {
+                        Ok(e) => e,
                         Err(e) => {
                             st.resume(module, Resume::Raise(e));
                             continue;
                         }
                     };
-                    let end = wait.await;
-                    if let Some(end) = select_ended(module, st, shape, end) {
-                        return end;
-                    }
-                }
-                Effect::Begun(Begun::Chan) => {
-                    // A `csend`/`crecv` the host parked on its channel in the step: its wait is
-                    // held, so nothing is begun again (were it gone, the instruction runs again).
                     cell.set_state(RunState::Waiting);
-                    if host.held.is_quiet_chan() {
-                        // Every wake source holds the task's waker: once woken, run the
-                        // instruction again, which takes the outcome or, woken by the mailbox,
-                        // parks again (see `chan::waits::try_or_park`). As for a parked
-                        // receive, the signal check is skipped: it would treat the actor as
-                        // running while its wait may have committed.
-                        ParkedChan { polled: false }.await;
-                        resumed = true;
-                        continue;
-                    }
-                    let Some(wait) = host.held.take_chan_wait(vm, cell) else { continue };
-                    let shape = wait.shape();
-                    let end = wait.await;
-                    if let Some(end) = select_ended(module, st, shape, end) {
-                        return end;
-                    }
-                }
-                Effect::Native { id, args } => {
-                    // A native the host did not start (it may block its thread): it runs on the
-                    // blocking pool while the actor is real-blocked.
-                    let Some(native) = natives::get(id) else {
-                        st.resume(
-                            module,
-                            Resume::Raise(Exception::badarg(format!("no native function #{}", id.0))),
-                        );
-                        continue;
-                    };
-                    if let natives::Imp::Affine(bind, _) = native.imp {
-                        // Queued to its executor's thread (see `affine`).
-                        let exec = match vm.shared.executors.for_call(bind, native.name, &args) {
-                            Ok(e) => e,
-                            Err(e) => {
-                                st.resume(module, Resume::Raise(e));
-                                continue;
-                            }
-                        };
-                        cell.set_state(RunState::Waiting);
-                        let (call, reply) =
-                            exec.call(vm.shared.io.clone(), cell.container.clone(), cell.pid.0, native, args);
-                        drop(exec);
-                        // Boxed, as the other native waits are, to keep every actor's task small.
-                        let name = native.name;
-                        match Box::pin(Pausable::new(
-                            vm,
-                            cell,
-                            st,
-                            name,
-                            Box::pin(affine_wait(vm, cell, call, reply)),
-                        ))
-                        .await
-                        {
-                            Ok(how) => st.resume(module, how),
-                            Err(end) => return end,
-                        }
-                        continue;
-                    }
-                    cell.set_state(RunState::RealBlocked);
-                    let job = start_blocking(vm, cell, native, args);
-                    // Boxed: native calls are rare, and this keeps every task small. A snapshot
-                    // does not wait for it (`pause::Pausable`).
+                    let (call, reply) =
+                        exec.call(vm.shared.io.clone(), cell.container.clone(), cell.pid.0, native, args);
+                    drop(exec);
+                    // Boxed, as the other native waits are, to keep every actor's task small.
                     let name = native.name;
-                    match Box::pin(Pausable::new(vm, cell, st, name, Box::pin(real_block(vm, cell, job))))
-                        .await
-                    {
-                        Ok((_, Some(interrupt))) => st.resume(module, Resume::Raise(interrupt)),
-                        Ok((result, None)) => st.resume(module, native_result(result)),
-                        Err(end) => return end,
-                    }
-                }
-                Effect::Begun(begun @ (Begun::Native(_) | Begun::Send)) => {
-                    // The host began the operation in the step and holds it. (Were it gone, the
-                    // rule of begun waits applies: run the instruction again.) A held send (to a
-                    // node far behind, `cluster`'s rule 3) is waited for the same way.
-                    let Some(fut) = host.held.take_io() else { continue };
-                    let name = match begun {
-                        Begun::Native(id) => natives::get(id).map_or("native", |n| n.name),
-                        _ => "send",
-                    };
-                    cell.set_state(RunState::Waiting);
-                    // Boxed, as `real_block` is, to keep every actor's task small. A snapshot leaves
-                    // it alone (`pause::Pausable`): a write may have half happened.
-                    let io = IoWait { vm, cell, fut, name, done: false };
-                    match Box::pin(Pausable::new(vm, cell, st, name, io)).await {
-                        Ok(result) => st.resume(module, native_result(Ok(result))),
-                        Err(sig) => {
-                            if let Some(end) = take_signal(module, st, sig, Doing::SoftBlocked) {
-                                return end;
-                            }
-                        }
-                    }
-                }
-                Effect::Begun(Begun::Receive) => {
-                    // Parked already by `try_receive_or_park`, in this step: once woken, run the
-                    // receive again; its fast path takes the message, or steps aside for a
-                    // signal (see "A parked receive is re-run" in `mailbox`). The signal check
-                    // at the top of the loop is skipped then, as it would treat the actor as
-                    // running and drop a mode-0 interrupt meant for the wait.
-                    // Once the VM has paused (or will: `pause`, step 2) the state waits in the
-                    // cell's slot, where a snapshot reads it without waking the actor; one it
-                    // reserved stays there until that pause ends. Before, it stays here, and a
-                    // pause wakes the actor to publish it at its gate.
-                    cell.set_state(RunState::Waiting);
-                    if pause::armed(vm) {
-                        cell.slot.put(state);
-                        ParkedReceive { vm, cell, polled: false, woken: false }.await;
-                        state = match pause::take_back(vm, cell) {
-                            Taken::State(st) => st,
-                            Taken::Reserved => match pause::reclaim(vm, cell).await {
-                                Some(st) => st,
-                                None => return lost_state(),
-                            },
-                            Taken::Missing => return lost_state(),
-                        };
-                    } else {
-                        ParkedReceive { vm, cell, polled: false, woken: false }.await;
-                    }
-                    resumed = true;
-                }
-                Effect::Yield(target) => {
-                    if let Some(t) = target {
-                        vm.shared.boost.store(t.0 + 1, Ordering::Relaxed);
-                    }
-                    cell.set_state(RunState::Runnable);
-                    tokio::task::yield_now().await;
-                    st.resume(module, Resume::Value(Value::Nil));
-                }
-                Effect::Sleep { ms } => {
-                    cell.set_state(RunState::Waiting);
-                    match WaitFor::new(vm, cell, None, false, Some(vm.timed_wait_ms(cell.pid, ms))).await {
-                        None | Some(Woken::Message(_)) => st.resume(module, Resume::Value(Value::Nil)),
-                        Some(Woken::Signal(sig)) => {
-                            if let Some(end) = take_signal(module, st, sig, Doing::SoftBlocked) {
-                                return end;
-                            }
-                        }
-                    }
-                }
-                Effect::Receive { pattern, timeout_ms } => {
-                    cell.set_state(RunState::Waiting);
-                    let receive = WaitFor::new(
+                    match Box::pin(Pausable::new(
                         vm,
                         cell,
-                        pattern,
-                        true,
-                        timeout_ms.map(|ms| vm.timed_wait_ms(cell.pid, ms)),
-                    );
-                    match receive.await {
-                        Some(Woken::Message(m)) => st.resume(module, Resume::Value(m)),
-                        None => st.resume(module, Resume::Timeout),
-                        Some(Woken::Signal(sig)) => {
-                            if let Some(end) = take_signal(module, st, sig, Doing::SoftBlocked) {
-                                return end;
-                            }
+                        st,
+                        name,
+                        Box::pin(affine_wait(vm, cell, call, reply)),
+                    ))
+                    .await
+                    {
+                        Ok(how) => state.resume(module, how),
+                        Err(end) => return end,
+                    }
+                    continue;
+                }
+                cell.set_state(RunState::RealBlocked);
+                let job = start_blocking(vm, cell, native, args);
+                // Boxed: native calls are rare, and this keeps every task small. A snapshot
+                // does not wait for it (`pause::Pausable`).
+                let name = native.name;
+                match Box::pin(Pausable::new(vm, cell, st, name, Box::pin(real_block(vm, cell, job)))).await {
+                    Ok((_, Some(interrupt))) => state.resume(module, Resume::Raise(interrupt)),
+                    Ok((result, None)) => state.resume(module, native_result(result)),
+                    Err(end) => return end,
+                }
+            }
+            Step::Blocked(Effect::Begun(begun @ (Begun::Native(_) | Begun::Send))) => {
+                // The host began the operation in the step and holds it. (Were it gone, the
+                // rule of begun waits applies: run the instruction again.) A held send (to a
+                // node far behind, `cluster`'s rule 3) is waited for the same way.
+                let Some(fut) = host.held.take_io() else { continue };
+                let name = match begun {
+                    Begun::Native(id) => natives::get(id).map_or("native", |n| n.name),
+                    _ => "send",
+                };
+                cell.set_state(RunState::Waiting);
+                // Boxed, as `real_block` is, to keep every actor's task small. A snapshot leaves
+                // it alone (`pause::Pausable`): a write may have half happened.
+                let io = IoWait { vm, cell, fut, name, done: false };
+                match Box::pin(Pausable::new(vm, cell, st, name, io)).await {
+                    Ok(result) => state.resume(module, native_result(Ok(result))),
+                    Err(sig) => {
+                        if let Some(end) = take_signal(module, &mut state, sig, Doing::SoftBlocked) {
+                            return end;
                         }
                     }
                 }
-            },
+            }
+            Step::Blocked(Effect::Begun(Begun::Receive)) => {
+                // Parked already by `try_receive_or_park`, in this step: once woken, run the
+                // receive again; its fast path takes the message, or steps aside for a
+                // signal (see "A parked receive is re-run" in `mailbox`). The signal check
+                // at the top of the loop is skipped then, as it would treat the actor as
+                // running and drop a mode-0 interrupt meant for the wait.
+                // Once the VM has paused (or will: `pause`, step 2) the state waits in the
+                // cell's slot, where a snapshot reads it without waking the actor; one it
+                // reserved stays there until that pause ends. Before, it stays here, and a
+                // pause wakes the actor to publish it at its gate.
+                cell.set_state(RunState::Waiting);
+                if pause::armed(vm) {
+                    cell.slot.put(state);
+                    ParkedReceive { vm, cell, polled: false, woken: false }.await;
+                    let (vm, cell) = (host.vm, host.cell);
+                    state = match pause::take_back(vm, cell) {
+                        Taken::State(st) => st,
+                        Taken::Reserved => match pause::reclaim(vm, cell).await {
+                            Some(st) => st,
+                            None => return lost_state(),
+                        },
+                        Taken::Missing => return lost_state(),
+                    };
+                } else {
+                    ParkedReceive { vm, cell, polled: false, woken: false }.await;
+                }
+                resumed = true;
+            }
+            Step::Blocked(Effect::Yield(target)) => {
+                if let Some(t) = target {
+                    vm.shared.boost.store(t.0 + 1, Ordering::Relaxed);
+                }
+                cell.set_state(RunState::Runnable);
+                tokio::task::yield_now().await;
+                state.resume(module, Resume::Value(Value::Nil));
+            }
+            Step::Blocked(Effect::Sleep { ms }) => {
+                cell.set_state(RunState::Waiting);
+                match WaitFor::new(vm, cell, None, false, Some(vm.timed_wait_ms(cell.pid, ms))).await {
+                    None | Some(Woken::Message(_)) => state.resume(module, Resume::Value(Value::Nil)),
+                    Some(Woken::Signal(sig)) => {
+                        if let Some(end) = take_signal(module, &mut state, sig, Doing::SoftBlocked) {
+                            return end;
+                        }
+                    }
+                }
+            }
+            Step::Blocked(Effect::Receive { pattern, timeout_ms }) => {
+                cell.set_state(RunState::Waiting);
+                let receive = WaitFor::new(
+                    vm,
+                    cell,
+                    pattern,
+                    true,
+                    timeout_ms.map(|ms| vm.timed_wait_ms(cell.pid, ms)),
+                );
+                match receive.await {
+                    Some(Woken::Message(m)) => state.resume(module, Resume::Value(m)),
+                    None => state.resume(module, Resume::Timeout),
+                    Some(Woken::Signal(sig)) => {
+                        if let Some(end) = take_signal(module, &mut state, sig, Doing::SoftBlocked) {
+                            return end;
+                        }
+                    }
+                }
+            }
         }
     }
 }

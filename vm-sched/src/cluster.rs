@@ -154,7 +154,7 @@ pub async fn join(
     if vm.shared.cluster.set(membership.clone()).is_err() {
         return Err(JoinError::Already);
     }
-    tokio::spawn(driver.run());
+    tokio::spawn(driver.run(|t| drop(tokio::spawn(t))));
     vm.shared.io.set_cluster(Arc::new(Natives { shared: Arc::downgrade(&vm.shared), membership }));
     let namer = node.clone();
     vm_core::set_node_namer(Arc::new(move |slot| {

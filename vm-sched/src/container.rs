@@ -302,6 +302,14 @@ impl Container {
         lock(&self.published).values().cloned().collect()
     }
 
+    /// Everything it has published, by name (sorted): what a snapshot keeps.
+    pub(crate) fn published_all(&self) -> Vec<(String, Value)> {
+        let mut all: Vec<(String, Value)> =
+            lock(&self.published).iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
+    }
+
     /// What it published as `name`.
     pub(crate) fn published(&self, name: &str) -> Option<Value> {
         lock(&self.published).get(name).cloned()

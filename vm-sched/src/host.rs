@@ -237,7 +237,7 @@ impl Host for ActorHost<'_> {
         waits::try_one(self.vm, "csend", chan, send)
     }
 
-    fn chan_try_or_park(&mut self, chan: &Handle, send: Option<&Value>) -> Result<ChanTried, Exception> {
+    fn chan_try_or_park(&mut self, chan: &Handle, send: Option<&Value>) -> ChanTried {
         waits::try_or_park(self.vm, self.cell, chan, send, &mut self.held)
     }
 

@@ -35,7 +35,7 @@ pub struct Persist {
 }
 
 impl Persist {
-    fn schedule(&self) -> v1::Schedule {
+    pub(crate) fn schedule(&self) -> v1::Schedule {
         v1::Schedule {
             every_ms: self.every.map(|d| d.as_millis() as u64),
             on_term: self.on_term,
@@ -53,6 +53,11 @@ impl Persist {
         }
     }
 }
+
+/// Why a snapshot of containers is not resumed as one program.
+pub const CONTAINERS_NEED_A_MANIFEST: &str = "the snapshot is of a VM of several containers (`vm up`): \
+     resume it with `vm resume --manifest MANIFEST.json`, whose entries give each container its grants \
+     (a snapshot holds none)";
 
 /// How a run with snapshots starts.
 pub enum Start {
@@ -75,6 +80,11 @@ pub fn resume_options(s: &Snapshot, opts: &RunOptions) -> (RunOptions, Config) {
 
 /// Runs a program with snapshots (see the module docs) and returns how `main` ended.
 pub fn block_on_persistent(start: Start, opts: RunOptions, persist: Persist) -> Result<Outcome, RunError> {
+    if let Start::Resume(s, _) = &start
+        && !s.containers.is_empty()
+    {
+        return Err(RunError::Usage(CONTAINERS_NEED_A_MANIFEST.into()));
+    }
     let (opts, config) = match &start {
         Start::Fresh(module, _) => {
             crate::run::check_main(module)?;
@@ -121,7 +131,7 @@ pub fn block_on_persistent(start: Start, opts: RunOptions, persist: Persist) -> 
     })
 }
 
-async fn sigterm(term: Option<vm_io::ctrl_c::CtrlC>) {
+pub(crate) async fn sigterm(term: Option<vm_io::ctrl_c::CtrlC>) {
     match term {
         Some(mut t) => t.pressed().await,
         None => std::future::pending().await,
@@ -129,7 +139,7 @@ async fn sigterm(term: Option<vm_io::ctrl_c::CtrlC>) {
 }
 
 /// Step 2: a snapshot every `persist.every`, written before the next is taken.
-async fn snapshot_loop(vm: Vm, settings: Settings, persist: Persist) {
+pub(crate) async fn snapshot_loop(vm: Vm, settings: Settings, persist: Persist) {
     let Some(every) = persist.every else { return };
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -151,7 +161,7 @@ async fn snapshot_loop(vm: Vm, settings: Settings, persist: Persist) {
 }
 
 /// Checks, encodes and writes a snapshot on the blocking pool; failures are logged.
-async fn write(s: Snapshot, persist: Persist) {
+pub(crate) async fn write(s: Snapshot, persist: Persist) {
     if let Err(e) = write_file(s, persist.path, persist.keep).await {
         tracing::error!("snapshot {e}");
     }

@@ -290,11 +290,32 @@ impl Session {
     }
 
     /// Takes a snapshot of the session's VM (see `snapshot`): every actor pauses at a safe point
-    /// for the copy, then runs on.
+    /// for the copy, then runs on. Refused while a container started in the session has actors:
+    /// a session's snapshot is resumed by `rewind` or, from a file, by `vm resume`, and neither
+    /// makes containers (`vm up --snapshot` snapshots a VM of containers; `vm resume --manifest`
+    /// resumes it); the containers that have ended are left out.
     pub fn snapshot(&self) -> Result<vm_core::snapshot::Snapshot, String> {
         let vm = self.vm.clone();
         let settings = crate::snapshot::Settings::default();
-        self.runtime().block_on(async move { crate::snapshot::take(&vm, settings).await.map(|(s, _)| s) })
+        let mut s = self
+            .runtime()
+            .block_on(async move { crate::snapshot::take(&vm, settings).await.map(|(s, _)| s) })?;
+        let mut busy: Vec<&str> =
+            s.containers.iter().filter(|c| !c.spec.actors.is_empty()).map(|c| c.spec.name.as_str()).collect();
+        if !busy.is_empty() {
+            busy.sort_unstable();
+            let one = busy.len() == 1;
+            return Err(format!(
+                "a VM of several containers cannot be snapshotted in the REPL, and container{} {} still {} \
+                 actors (stop {} first; `vm up --snapshot` snapshots a VM of containers)",
+                if one { "" } else { "s" },
+                busy.join(", "),
+                if one { "has" } else { "have" },
+                if one { "it" } else { "them" },
+            ));
+        }
+        s.containers.clear();
+        Ok(s)
     }
 
     /// Writes a snapshot to `path` durably (`vm_io::durable`, one generation).

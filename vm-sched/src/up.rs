@@ -17,13 +17,25 @@
 //!
 //! What happens is told through the caller's `report` callback, one line per event (the CLI
 //! prints them on standard error): this crate prints nothing.
+//!
+//! **Snapshots** ([`block_on_up_with`], `vm up --snapshot`, `vm resume --manifest`), as
+//! `persist` does for one program:
+//! 1. With a [`Persist`], a snapshotter takes one every `Persist::every`, and with `on_term`
+//!    SIGTERM takes a last one and ends the VM ([`UpOutcome::Snapshotted`], status 0).
+//! 2. A resume ([`UpStart::Resume`]) restores the snapshot's containers and actors with the
+//!    grants of the manifest only (`snapshot::restore_containers`), then starts fresh the
+//!    manifest's containers that the snapshot lacks. Its ends are supervised from before the
+//!    restore, so a root that ends at once is seen. Restart intensities start afresh.
 
 use crate::container::{ContainerEnd, ContainerSpec, Restart, Status};
+use crate::persist::Persist;
 use crate::run::{RunError, RunOptions, on_runtime};
+use crate::snapshot::{ContainerGrants, Settings, Timers};
 use crate::vm::Vm;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use vm_core::snapshot::Snapshot;
 
 /// How `vm up` ended.
 #[derive(Clone, Debug, PartialEq)]
@@ -43,6 +55,26 @@ pub enum UpOutcome {
     Deadlock(String),
     /// A container could not be started.
     StartFailed(String),
+    /// SIGTERM took a last snapshot (`--snapshot-on-term`) and ended the VM.
+    Snapshotted,
+}
+
+/// How `vm up` starts.
+pub enum UpStart {
+    /// The manifest's containers, started fresh.
+    Fresh(Vec<ContainerSpec>),
+    /// A snapshot of a VM of containers (`vm resume --manifest`).
+    Resume {
+        /// The snapshot.
+        snapshot: Box<Snapshot>,
+        /// How its timers count the downtime.
+        timers: Timers,
+        /// Each of its containers' grants, from the manifest
+        /// (`snapshot::grants_from_manifest`).
+        grants: ContainerGrants,
+        /// The manifest's containers that the snapshot lacks, started fresh.
+        fresh: Vec<ContainerSpec>,
+    },
 }
 
 /// Where `vm up` tells what happens to its containers (one line each).
@@ -54,22 +86,95 @@ pub fn block_on_up(
     opts: RunOptions,
     report: Report,
 ) -> Result<UpOutcome, RunError> {
-    for s in &specs {
+    block_on_up_with(UpStart::Fresh(specs), opts, None, report)
+}
+
+/// [`block_on_up`], starting fresh or from a snapshot, with snapshots to `persist` if given
+/// (see the module docs). A resumed VM keeps the snapshot's runtime settings, as
+/// `persist::resume_options` says.
+pub fn block_on_up_with(
+    start: UpStart,
+    opts: RunOptions,
+    persist: Option<Persist>,
+    report: Report,
+) -> Result<UpOutcome, RunError> {
+    let fresh = match &start {
+        UpStart::Fresh(specs) => specs,
+        UpStart::Resume { fresh, .. } => fresh,
+    };
+    for s in fresh {
         crate::run::check_main(&s.module)
             .map_err(|e| RunError::Usage(format!("container {}: {e}", s.name)))?;
     }
-    on_runtime(&opts, opts.config(), None, move |vm| async move { Ok(supervise(&vm, specs, &report).await) })
+    let (opts, config) = match &start {
+        UpStart::Fresh(_) => (opts.clone(), opts.config()),
+        UpStart::Resume { snapshot, .. } => crate::persist::resume_options(snapshot, &opts),
+    };
+    let workers = opts.workers.map(|n| n.get() as u32);
+    on_runtime(&opts, config, None, move |vm| async move {
+        if persist.as_ref().is_some_and(|p| p.every.is_some()) {
+            // As `persist` does: parked actors leave their state where a pause reads it.
+            vm.arm_pauses();
+        }
+        let mut ends = vm.container_ends();
+        let (specs, incarnation) = match start {
+            UpStart::Fresh(specs) => (specs, 0),
+            UpStart::Resume { snapshot, timers, grants, fresh } => {
+                let incarnation = snapshot.meta.incarnation + 1;
+                crate::snapshot::restore_containers(&vm, *snapshot, timers, &grants).await;
+                (fresh, incarnation)
+            }
+        };
+        if let Err(e) = start_all(&vm, specs) {
+            return Ok(UpOutcome::StartFailed(e));
+        }
+        let Some(persist) = persist else { return Ok(watch(&vm, &mut ends, &report).await) };
+        let settings = Settings { main: None, schedule: persist.schedule(), workers, incarnation };
+        let snapshotter = tokio::spawn(crate::persist::snapshot_loop(vm.clone(), settings, persist.clone()));
+        let term = persist.on_term.then(vm_io::ctrl_c::CtrlC::term).transpose().map_err(|e| e.to_string())?;
+        let outcome = tokio::select! {
+            outcome = watch(&vm, &mut ends, &report) => outcome,
+            () = crate::persist::sigterm(term) => {
+                // A last snapshot, then a clean end.
+                snapshotter.abort();
+                match crate::snapshot::take_and_stop(&vm, settings).await {
+                    Ok((s, _)) => crate::persist::write(s, persist.clone()).await,
+                    Err(e) => tracing::error!("no snapshot on SIGTERM: {e}"),
+                }
+                UpOutcome::Snapshotted
+            }
+        };
+        snapshotter.abort();
+        Ok(outcome)
+    })
 }
 
 /// Starts the containers and applies their restart types; see the module docs.
 pub async fn supervise(vm: &Vm, specs: Vec<ContainerSpec>, report: &Report) -> UpOutcome {
     let mut ends = vm.container_ends();
+    if let Err(e) = start_all(vm, specs) {
+        return UpOutcome::StartFailed(e);
+    }
+    watch(vm, &mut ends, report).await
+}
+
+/// Starts `specs` in order; on an error, stops every container and says why.
+fn start_all(vm: &Vm, specs: Vec<ContainerSpec>) -> Result<(), String> {
     for spec in specs {
         if let Err(e) = vm.start_container(spec) {
             stop_all(vm);
-            return UpOutcome::StartFailed(e);
+            return Err(e);
         }
     }
+    Ok(())
+}
+
+/// Applies the restart types of the containers as they end, until the rules end the VM.
+async fn watch(
+    vm: &Vm,
+    ends: &mut tokio::sync::mpsc::UnboundedReceiver<ContainerEnd>,
+    report: &Report,
+) -> UpOutcome {
     let mut restarts: HashMap<String, VecDeque<Instant>> = HashMap::new();
     loop {
         if vm.containers().iter().all(|c| c.status() == Status::Ended) {

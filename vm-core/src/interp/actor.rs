@@ -15,7 +15,7 @@ use crate::atom::{Atom, atoms};
 use crate::exception::Exception;
 use crate::step::{
     ActorOp, Begun, ChanTried, Effect, Host, OneCase, Received, Resume, SelectCase, SelectShape, SpawnOpts,
-    one_case, send_closed,
+    send_closed,
 };
 use crate::value::{Handle, Pid, Value};
 
@@ -115,7 +115,8 @@ pub(super) fn chan_ref<'v>(op: &str, v: &'v Value) -> Result<&'v Handle, Excepti
 /// [`select`] over one case, tried with the channel and value borrowed from the registers. The
 /// host may park the actor on the channel in the same call ([`Begun::Chan`]); otherwise the case
 /// is only built (cloning them) when the actor has to wait. A parked one runs again once woken
-/// and then takes its outcome here, as one that completes at once does ([`one_case`]).
+/// and then takes its outcome here, as one that completes at once does
+/// ([`one_case`](crate::step::one_case)).
 #[inline(never)]
 pub(super) fn chan_one<H: Host + ?Sized>(
     host: &mut H,
@@ -130,10 +131,10 @@ pub(super) fn chan_one<H: Host + ?Sized>(
         Ok(h) => h,
         Err(e) => return Flow::Throw(e),
     };
-    let fired = match host.chan_try_or_park(h, send.map(|v| &regs[v as usize])) {
-        Ok(ChanTried::Fired(f)) => f,
-        Ok(ChanTried::Parked) => return Flow::Block(Effect::Begun(Begun::Chan)),
-        Ok(ChanTried::Empty) => {
+    let done = match host.chan_try_or_park(h, send.map(|v| &regs[v as usize])) {
+        ChanTried::Done(c) => c,
+        ChanTried::Parked => return Flow::Block(Effect::Begun(Begun::Chan)),
+        ChanTried::Empty => {
             let h = h.clone();
             let (shape, case) = match send {
                 Some(v) => (SelectShape::Send, SelectCase::Send(h, regs[v as usize].clone())),
@@ -141,9 +142,9 @@ pub(super) fn chan_one<H: Host + ?Sized>(
             };
             return Flow::Block(Effect::Select { shape, cases: vec![case], timeout_ms: None });
         }
-        Err(e) => return Flow::Throw(e),
+        ChanTried::Raise(e) => return Flow::Throw(*e),
     };
-    match one_case(send.is_some(), fired) {
+    match done {
         OneCase::Value(v) => {
             if let Some(d) = dst {
                 store(&mut regs[d as usize], v);

@@ -86,23 +86,11 @@ use slow::slow;
 /// Runs `st` for at most `fuel` units (see the module docs).
 #[inline]
 pub fn step<H: Host + ?Sized>(st: &mut ActorState, m: &Module, host: &mut H, fuel: u32) -> Step {
+    // Every count that comes due is made inside `run`, where it came due (see `recount!`), so
+    // the step goes straight to the caller: a check here kept the `Step` across a call and
+    // copied it twice, ~20 instructions of every slice.
     let (result, left) = run(st, m, host, fuel);
     st.reductions += u64::from(fuel - left);
-    // A count that came due in the fast paths (a receive, a deep call) is made at the latest
-    // when the slice ends. Out of line, so that this stays small enough to inline into the
-    // driver (a `Step` kept across a call in here costs every slice ~17 instructions).
-    if st.meter.due() { count_at_slice_end(st, host, result) } else { result }
-}
-
-/// The count [`step`] makes when one came due during the slice (see `crate::mem`, rule 3).
-#[cold]
-#[inline(never)]
-fn count_at_slice_end<H: Host + ?Sized>(st: &mut ActorState, host: &mut H, result: Step) -> Step {
-    if matches!(result, Step::Yielded | Step::Blocked(_))
-        && let Err(reason) = recount(&st.regs, &st.frames, &st.handlers, &mut st.meter, host)
-    {
-        return Step::Blocked(Effect::Stop(reason));
-    }
     result
 }
 
@@ -198,18 +186,34 @@ fn run<H: Host + ?Sized>(st: &mut ActorState, m: &Module, host: &mut H, mut fuel
         };
     }
     // Charges one unit of fuel; with none left, yields with the frame's `pc` at `$at`. Every
-    // `PROGRESS_EVERY` units the host is told where the actor is (`Host::progress`): one test of
-    // the fuel's low bits here, instead of a store at every instruction.
+    // `PROGRESS_EVERY` units the host is told where the actor is (`Host::progress`), instead of
+    // a store at every instruction. No fuel left is a multiple of `PROGRESS_EVERY` too, so one
+    // test of the fuel's low bits covers both, and a charge with fuel to spare is one test.
     macro_rules! charge {
         ($at:expr) => {
-            if fuel == 0 {
-                save!($at);
-                return (Step::Yielded, fuel);
-            }
-            fuel -= 1;
             if fuel % PROGRESS_EVERY == 0 {
+                if fuel == 0 {
+                    save!($at);
+                    return (Step::Yielded, fuel);
+                }
                 progress(host, frames, $at);
             }
+            fuel -= 1;
+        };
+    }
+    // Makes the count of the actor's memory that its allocations have made due (see
+    // `crate::mem`, rule 3), right where it came due, ending the step if the host refuses; then
+    // derives the register window again (it is not kept across the call, so that the loop need
+    // not hold it in a register the call preserves, or spill it).
+    macro_rules! recount {
+        () => {
+            if meter.due()
+                && let Err(reason) = recount(stack, frames, handlers, meter, host)
+            {
+                break Effect::Stop(reason);
+            }
+            let base = frames.last().map_or(0, |f| f.base as usize);
+            regs = &mut stack[base..];
         };
     }
     // Does what an instruction run out of line asks for.
@@ -307,7 +311,7 @@ fn run<H: Host + ?Sized>(st: &mut ActorState, m: &Module, host: &mut H, mut fuel
                 {
                     break Effect::Stop(reason);
                 }
-                regs = &mut stack[base..];
+                recount!();
                 // (`pc` is still on the call.)
                 continue;
             }
@@ -420,15 +424,15 @@ fn run<H: Host + ?Sized>(st: &mut ActorState, m: &Module, host: &mut H, mut fuel
                 drop_frame_handlers(handlers, frames.len());
                 let callee = &m.funcs[f as usize];
                 tail_args(regs, args as usize, n as usize, func.nregs as usize);
-                let Some(frame) = frames.last_mut() else { unreachable!("a running actor has a frame") };
                 let cn = callee.nregs as usize;
                 if regs.len() < cn {
-                    let base = frame.base as usize;
+                    let base = frames.last().map_or(0, |f| f.base as usize);
                     if let Err(reason) = grow(stack, base + cn, host, meter) {
                         break Effect::Stop(reason);
                     }
-                    regs = &mut stack[base..];
+                    recount!();
                 }
+                let Some(frame) = frames.last_mut() else { unreachable!("a running actor has a frame") };
                 // As with `call`, the callee's registers other than its arguments are nil already:
                 // `tail_args` reset the frame's, and every slot above the frame is nil.
                 frame.func = f;
@@ -446,15 +450,15 @@ fn run<H: Host + ?Sized>(st: &mut ActorState, m: &Module, host: &mut H, mut fuel
                 drop_frame_handlers(handlers, frames.len());
                 let callee = &m.funcs[clo.func as usize];
                 let new = take_tail_args(regs, &clo.env, args as usize, n as usize, func.nregs as usize);
-                let Some(frame) = frames.last_mut() else { unreachable!("a running actor has a frame") };
                 let cn = callee.nregs as usize;
                 if regs.len() < cn {
-                    let base = frame.base as usize;
+                    let base = frames.last().map_or(0, |f| f.base as usize);
                     if let Err(reason) = grow(stack, base + cn, host, meter) {
                         break Effect::Stop(reason);
                     }
-                    regs = &mut stack[base..];
+                    recount!();
                 }
+                let Some(frame) = frames.last_mut() else { unreachable!("a running actor has a frame") };
                 place_args(regs, new);
                 frame.func = clo.func;
                 frame.pc = 0;
@@ -499,6 +503,10 @@ fn run<H: Host + ?Sized>(st: &mut ActorState, m: &Module, host: &mut H, mut fuel
             }
             Instr::Recv { dst } => match receive_now(host, &mut reg!(dst), meter) {
                 Took::Message => next!(),
+                Took::Due => {
+                    recount!();
+                    next!();
+                }
                 Took::Parked => break Effect::Begun(Begun::Receive),
                 Took::Nothing => break Effect::Receive { pattern: None, timeout_ms: None },
             },
@@ -511,17 +519,19 @@ fn run<H: Host + ?Sized>(st: &mut ActorState, m: &Module, host: &mut H, mut fuel
             // A selective receive is charged one unit of fuel per message it looks at, so that a
             // long scan yields like any other work: it gets the fuel left as its budget (a copy,
             // so that `fuel` itself stays in a machine register) and may yield (`Flow::Yield`).
-            // A count its message makes due waits for the slice's end, as for `recv`.
+            // A count its message makes due is made at once, as for `recv`.
             Instr::Recvp { dst, pat } => {
                 let mut left = fuel;
                 let flow = actor::selective(host, regs, dst, pat, None, 0, meter, &mut left);
                 fuel = left;
+                recount!();
                 flow!(flow);
             }
             Instr::Recvpt { dst, pat, ms, target } => {
                 let mut left = fuel;
                 let flow = actor::selective(host, regs, dst, pat, Some(ms), target, meter, &mut left);
                 fuel = left;
+                recount!();
                 flow!(flow);
             }
             // A select's mailbox cases (`{:msg, pattern}`) scan the queue as `recvp` does, and
@@ -631,17 +641,9 @@ fn run<H: Host + ?Sized>(st: &mut ActorState, m: &Module, host: &mut H, mut fuel
             fuel = fuel.saturating_sub(SPAWN_FUEL);
         }
         // The instruction's slow path, or an instruction with no fast path.
-        let flow = slow(*instr, regs, m, host, handlers, rng, (frames.len() - 1) as u32, meter);
-        // What it allocated may make a count of the actor's memory due (see `crate::mem`).
-        if meter.due()
-            && let Err(reason) = recount(stack, frames, handlers, meter, host)
-        {
-            break Effect::Stop(reason);
-        }
-        // The register window is derived again rather than kept across the call, so that the
-        // loop need not hold it in a register the call preserves (or spill it).
-        let base = frames.last().map_or(0, |f| f.base as usize);
-        regs = &mut stack[base..];
+        let flow = slow(instr, regs, m, host, handlers, rng, (frames.len() - 1) as u32, meter);
+        // What it allocated may make a count of the actor's memory due.
+        recount!();
         flow!(flow);
     };
     // Every blocking instruction leaves the loop here, with the frame's `pc` on it.
@@ -672,6 +674,8 @@ fn progress<H: Host + ?Sized>(host: &mut H, frames: &[Frame], pc: usize) {
 enum Took {
     /// The message is in `dst`.
     Message,
+    /// The message is in `dst`, and what it is charged made a count of the actor's memory due.
+    Due,
     /// None; the host parked the actor (block with [`Begun::Receive`]).
     Parked,
     /// None; wait the ordinary way (block with [`Effect::Receive`]).
@@ -685,8 +689,15 @@ enum Took {
 fn receive_now<H: Host + ?Sized>(host: &mut H, dst: &mut Value, meter: &mut Meter) -> Took {
     match host.try_receive_or_park(None) {
         Received::Message(msg) => {
-            meter.add(crate::mem::message_size(&msg));
             store(dst, msg);
+            // Sized where it now lies: a scalar is one test of the tag in memory.
+            let size = crate::mem::message_size(dst);
+            if size != 0 {
+                meter.add(size);
+                if meter.due() {
+                    return Took::Due;
+                }
+            }
             Took::Message
         }
         Received::Parked => Took::Parked,

@@ -34,13 +34,15 @@ use std::sync::Arc;
 /// [`run`] (data structures, text, exceptions, actor operations) and the slow paths of those that
 /// have one (other operand types, errors, a heap value in the destination). Keeping them out of
 /// `run` keeps the interpreter loop small enough for the compiler to hold its state in registers.
+/// The instruction comes by reference: a copy of it takes two argument registers, and with the
+/// actor's parts the loop holds apart one more argument would go on the stack.
 #[inline(never)]
 #[expect(
     clippy::too_many_arguments,
     reason = "the loop passes the actor state's fields it holds apart; a struct would be built per call"
 )]
 pub(super) fn slow<H: Host + ?Sized>(
-    instr: Instr,
+    instr: &Instr,
     regs: &mut [Value],
     m: &Module,
     host: &mut H,
@@ -104,7 +106,7 @@ pub(super) fn slow<H: Host + ?Sized>(
         };
     }
     let imm = |i: i32| Value::Int(i as i64);
-    match instr {
+    match *instr {
         Instr::Move { dst, src } => set!(dst, reg!(src).clone()),
         Instr::Const { dst, k } => set!(dst, consts[k as usize].clone()),
         Instr::Int { dst, imm } => set!(dst, Value::Int(imm as i64)),

@@ -1242,3 +1242,10 @@ fn register_stack_growth_counts() {
     assert_eq!(end, max_heap_stop());
     assert!(host.peak <= 200 << 20, "peak {}", host.peak);
 }
+
+/// `csend`'s and `crecv`'s try comes back in two registers: the result `Value` with the
+/// variant in its niche, the rare exception boxed (see `ChanTried`).
+#[test]
+fn a_channel_try_is_two_words() {
+    assert_eq!(std::mem::size_of::<crate::step::ChanTried>(), 16);
+}

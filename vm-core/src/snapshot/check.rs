@@ -6,7 +6,7 @@ use super::{Snapshot, SnapshotError};
 use crate::module::{Function, Module};
 use crate::ops::Instr;
 use crate::value::Value;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 /// How many nodes map and table keys may add up to when expanded into trees, beyond a
 /// multiple of the file's size. Shared values make a DAG, and comparing or hashing a key walks
@@ -26,6 +26,7 @@ pub(super) fn check_loaded(s: &Snapshot, file_len: usize) -> Result<(), Snapshot
     let mut c = Checker {
         s,
         m: &s.module,
+        member_of: HashMap::new(),
         chans: HashSet::new(),
         res: HashSet::new(),
         size: Vec::with_capacity(s.values.shared.len()),
@@ -38,6 +39,8 @@ pub(super) fn check_loaded(s: &Snapshot, file_len: usize) -> Result<(), Snapshot
 struct Checker<'a> {
     s: &'a Snapshot,
     m: &'a Module,
+    /// The container (an index of `s.containers`) of each actor listed in one.
+    member_of: HashMap<u64, usize>,
     chans: HashSet<u64>,
     res: HashSet<u64>,
     /// Per shared entry: its node count as a tree (saturating).
@@ -50,12 +53,14 @@ struct Checker<'a> {
 
 type Res = Result<(), String>;
 
-impl Checker<'_> {
+impl<'a> Checker<'a> {
     fn run(&mut self) -> Res {
         self.meta()?;
         self.handles()?;
         self.values()?;
+        self.members()?;
         let mut pids = HashSet::new();
+        // Each container has its own registry: a name is unique within one.
         let mut names = HashSet::new();
         for a in &self.s.actors {
             let who = format!("actor <{}>", a.pid);
@@ -64,6 +69,7 @@ impl Checker<'_> {
             }
             self.actor(a, &mut names).map_err(|e| format!("{who}: {e}"))?;
         }
+        self.containers(&pids)?;
         if let Some(main) = self.s.meta.main
             && !pids.contains(&main)
         {
@@ -215,15 +221,7 @@ impl Checker<'_> {
                     }
                 }
                 Boxed::Fun { func, env } => {
-                    let f = self.func(*func).map_err(at)?;
-                    if env.len() > f.arity as usize {
-                        return Err(at(format!(
-                            "a function value of `{}` captures {} values but the function takes {}",
-                            f.name,
-                            env.len(),
-                            f.arity
-                        )));
-                    }
+                    self.fun_target(*func, env.len()).map_err(at)?;
                     for &r in env {
                         child(self, r)?;
                     }
@@ -259,11 +257,87 @@ impl Checker<'_> {
         Ok(())
     }
 
-    fn func(&self, f: u32) -> Result<&Function, String> {
-        self.m
-            .funcs
+    fn func(m: &Module, f: u32) -> Result<&Function, String> {
+        m.funcs
             .get(f as usize)
-            .ok_or_else(|| format!("refers to function {f}, but the module has {}", self.m.funcs.len()))
+            .ok_or_else(|| format!("refers to function {f}, but the module has {}", m.funcs.len()))
+    }
+
+    /// The module actor `pid` runs: its container's, or the module section's.
+    fn module_of(&self, pid: u64) -> &'a Module {
+        match self.member_of.get(&pid) {
+            Some(&i) => &self.s.containers[i].module,
+            None => self.m,
+        }
+    }
+
+    /// The function a function value names. Values are shared by every container, and a
+    /// function value never leaves its container (the runtime refuses it at every boundary, and
+    /// `callv` checks its function against the caller's module), so it must fit the function
+    /// of that index in one of the snapshot's modules.
+    fn fun_target(&self, func: u32, captured: usize) -> Result<&'a Function, String> {
+        let fits = |m: &'a Module| Self::func(m, func).ok().filter(|f| captured <= f.arity as usize);
+        if let Some(f) =
+            std::iter::once(self.m).chain(self.s.containers.iter().map(|c| &*c.module)).find_map(fits)
+        {
+            return Ok(f);
+        }
+        let f = Self::func(self.m, func)?;
+        Err(format!(
+            "a function value of `{}` captures {captured} values but the function takes {}",
+            f.name, f.arity
+        ))
+    }
+
+    /// Each actor a container lists belongs to that container only.
+    fn members(&mut self) -> Res {
+        for (i, c) in self.s.containers.iter().enumerate() {
+            for m in &c.spec.actors {
+                if self.member_of.insert(m.pid, i).is_some() {
+                    return Err(format!(
+                        "actor <{}> is listed twice in the containers section (an actor belongs to one container)",
+                        m.pid
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The containers section: names, roots, members, published values, shared channels.
+    fn containers(&self, pids: &HashSet<u64>) -> Res {
+        let mut names = HashSet::new();
+        for c in &self.s.containers {
+            let c = &c.spec;
+            let at = |e: String| format!("container {:?}: {e}", c.name);
+            if c.name.is_empty() || c.name.contains('/') || c.name == "main" {
+                return Err(at("is not a container name (non-empty, no '/', not \"main\")".into()));
+            }
+            if !names.insert(c.name.as_str()) {
+                return Err(at("appears twice".into()));
+            }
+            if c.root != 0 {
+                self.pid(c.root).map_err(|e| at(format!("its root {e}")))?;
+            }
+            for m in &c.actors {
+                if !pids.contains(&m.pid) {
+                    return Err(at(format!("lists actor <{}>, which is not among the actors", m.pid)));
+                }
+            }
+            let l = c.limits;
+            if l.max_actors == Some(0) || l.max_mailbox == Some(0) || l.max_heap == Some(0) {
+                return Err(at("a limit is 0".into()));
+            }
+            for (name, v) in &c.published {
+                self.top_ref(*v).map_err(|e| at(format!("its published {name:?} {e}")))?;
+            }
+        }
+        for &id in &self.s.shared_channels {
+            if !self.chans.contains(&id) {
+                return Err(format!("shared channel {id} is not among the channels"));
+            }
+        }
+        Ok(())
     }
 
     fn top_ref(&self, r: VRef) -> Res {
@@ -275,10 +349,11 @@ impl Checker<'_> {
         self.top_ref(e.msg)
     }
 
-    fn actor(&self, a: &v1::Actor, names: &mut HashSet<u32>) -> Res {
+    fn actor(&self, a: &v1::Actor, names: &mut HashSet<(Option<usize>, u32)>) -> Res {
         self.pid(a.pid)?;
-        self.state(&a.state)?;
-        self.wait(a)?;
+        let m = self.module_of(a.pid);
+        self.state(m, &a.state)?;
+        self.wait(m, a)?;
         for (i, &r) in a.mailbox.iter().enumerate() {
             self.top_ref(r).map_err(|e| format!("message {i}: {e}"))?;
         }
@@ -300,7 +375,7 @@ impl Checker<'_> {
         }
         if let Some(name) = a.name {
             self.atom(name).map_err(|e| format!("its name {e}"))?;
-            if !names.insert(name) {
+            if !names.insert((self.member_of.get(&a.pid).copied(), name)) {
                 let name = &self.s.values.atoms[name as usize];
                 return Err(format!("its name :{name} is registered to another actor too"));
             }
@@ -322,7 +397,7 @@ impl Checker<'_> {
     }
 
     /// The interpreter's invariants (see `ActorState` and `interp`).
-    fn state(&self, st: &v1::State) -> Res {
+    fn state(&self, m: &Module, st: &v1::State) -> Res {
         if st.frames.is_empty() {
             return Err("it has no frames (an actor that has ended is not restored)".into());
         }
@@ -332,7 +407,7 @@ impl Checker<'_> {
         let mut base = 0u64;
         for (i, fr) in st.frames.iter().enumerate() {
             let at = |e: String| format!("frame {i}: {e}");
-            let f = self.func(fr.func).map_err(at)?;
+            let f = Self::func(m, fr.func).map_err(at)?;
             if fr.pc as usize >= f.code.len() {
                 return Err(at(format!(
                     "pc {} is past the end of `{}` ({} instructions)",
@@ -394,7 +469,7 @@ impl Checker<'_> {
                 return Err(at("is out of order (handlers go innermost last)".into()));
             }
             last = h.frame;
-            let f = self.func(fr.func).map_err(at)?;
+            let f = Self::func(m, fr.func).map_err(at)?;
             if h.target as usize >= f.code.len() || h.dst >= f.nregs {
                 return Err(at(format!(
                     "continues at {} into r{}, outside `{}` ({} instructions, {} registers)",
@@ -413,7 +488,7 @@ impl Checker<'_> {
             && let Some((e, func, pc)) = &c.last
         {
             self.exception(e).map_err(|e| format!("its last caught exception {e}"))?;
-            let f = self.func(*func).map_err(|e| format!("its last caught exception {e}"))?;
+            let f = Self::func(m, *func).map_err(|e| format!("its last caught exception {e}"))?;
             if *pc as usize >= f.code.len() {
                 return Err(format!(
                     "its last caught exception was raised at pc {pc}, past the end of `{}`",
@@ -425,9 +500,9 @@ impl Checker<'_> {
     }
 
     /// The blocked instruction must be one that waits as recorded.
-    fn wait(&self, a: &v1::Actor) -> Res {
+    fn wait(&self, m: &Module, a: &v1::Actor) -> Res {
         let Some(top) = a.state.frames.last() else { return Ok(()) };
-        let f = &self.m.funcs[top.func as usize];
+        let f = &m.funcs[top.func as usize];
         let instr = f.code[top.pc as usize];
         match a.wait {
             Wait::Runnable => Ok(()),
@@ -446,7 +521,7 @@ impl Checker<'_> {
                 self.atom(name).map_err(|e| format!("its native call {e}"))?;
                 let want = &self.s.values.atoms[name as usize];
                 match instr {
-                    Instr::Native { name: k, .. } => match self.m.consts.get(k as usize) {
+                    Instr::Native { name: k, .. } => match m.consts.get(k as usize) {
                         Some(Value::Atom(n)) if *n.name() == **want => Ok(()),
                         _ => Err(format!(
                             "it waits in native `{want}` but `{}` pc {} calls another",

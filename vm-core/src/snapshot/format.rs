@@ -1,7 +1,7 @@
 //! The container of a snapshot file: magic, version, checksummed sections (see the parent
 //! module's docs for the layout).
 
-use super::{Snapshot, SnapshotError, module_hash, v1};
+use super::{ContainerImage, Snapshot, SnapshotError, module_hash, v1};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::sync::Arc;
@@ -17,7 +17,10 @@ pub const VERSION_MAJOR: u16 = 1;
 /// additions a 1.1 reader of either kind reads or skips, so one minor version holds them.
 /// 1.2 added the custom rng section (`section::RNG`, which 1.0 and 1.1 readers skip: they
 /// resume with fresh generators). A file without it (1.0, 1.1) is read as before.
-pub const VERSION_MINOR: u16 = 2;
+/// 1.3 added the custom containers section (`section::CONTAINERS`), written only for a VM of
+/// several containers: a 1.2 reader skips it and then refuses the file, whose actors do not fit
+/// the module section. A file without it (1.0 to 1.2, or a VM of one program) is read as before.
+pub const VERSION_MINOR: u16 = 3;
 
 /// Section ids.
 pub mod section {
@@ -43,6 +46,8 @@ pub mod section {
     pub const LIMITS: u8 = 0x80;
     /// The actors' random generators (format 1.2): a custom section, so older readers skip it.
     pub const RNG: u8 = 0x81;
+    /// The named containers (format 1.3): a custom section, so older readers skip it.
+    pub const CONTAINERS: u8 = 0x82;
 
     /// A section's name, for messages.
     pub fn name(id: u8) -> &'static str {
@@ -57,6 +62,7 @@ pub mod section {
             RESOURCES => "resources",
             LIMITS => "limits",
             RNG => "rng",
+            CONTAINERS => "containers",
             _ if id & CUSTOM != 0 => "custom",
             _ => "unknown",
         }
@@ -91,6 +97,20 @@ pub fn encode(s: &Snapshot) -> Vec<u8> {
     }
     if !s.rngs.is_empty() {
         put_body(&mut out, section::RNG, &s.rngs);
+    }
+    if !s.containers.is_empty() || !s.shared_channels.is_empty() {
+        let containers = v1::Containers {
+            containers: s
+                .containers
+                .iter()
+                .map(|c| v1::Container {
+                    module: v1::Blob(crate::bytecode::encode(&c.module)),
+                    ..c.spec.clone()
+                })
+                .collect(),
+            shared_channels: s.shared_channels.clone(),
+        };
+        put_body(&mut out, section::CONTAINERS, &containers);
     }
     let file_crc = crc32fast::hash(&out);
     put_section(&mut out, section::END, |out| out.extend_from_slice(&file_crc.to_le_bytes()));
@@ -157,23 +177,36 @@ pub fn decode(bytes: &[u8]) -> Result<Snapshot, SnapshotError> {
         )));
     }
     let (mut limits, mut rngs) = (Vec::new(), Vec::new());
-    let (mut seen_limits, mut seen_rngs) = (false, false);
+    let mut raw_containers: Option<v1::Containers> = None;
+    let (mut seen_limits, mut seen_rngs, mut seen_containers) = (false, false, false);
     for (id, at, b) in custom {
         let seen = match id {
             section::LIMITS => &mut seen_limits,
             section::RNG => &mut seen_rngs,
+            section::CONTAINERS => &mut seen_containers,
             _ => continue,
         };
         if std::mem::replace(seen, true) {
             return Err(damaged(format!("a second {} section at offset {at}", section::name(id))));
         }
-        if id == section::LIMITS {
-            limits = body((at, b), id)?;
-        } else {
-            rngs = body((at, b), id)?;
+        match id {
+            section::LIMITS => limits = body((at, b), id)?,
+            section::RNG => rngs = body((at, b), id)?,
+            _ => raw_containers = Some(body((at, b), id)?),
         }
     }
     let module = crate::load(vbc).map_err(SnapshotError::Module)?;
+    let (mut containers, mut shared_channels) = (Vec::new(), Vec::new());
+    if let Some(raw) = raw_containers {
+        shared_channels = raw.shared_channels;
+        for mut spec in raw.containers {
+            let vbc = std::mem::take(&mut spec.module.0);
+            let module = crate::load(&vbc).map_err(|e| {
+                SnapshotError::State(format!("the module of container {:?} does not load: {e}", spec.name))
+            })?;
+            containers.push(ContainerImage { module: Arc::new(module), spec });
+        }
+    }
     let snapshot = Snapshot {
         meta,
         module: Arc::new(module),
@@ -184,6 +217,8 @@ pub fn decode(bytes: &[u8]) -> Result<Snapshot, SnapshotError> {
         resources,
         limits,
         rngs,
+        containers,
+        shared_channels,
     };
     super::check::check_loaded(&snapshot, bytes.len())?;
     Ok(snapshot)
@@ -255,7 +290,7 @@ fn split(bytes: &[u8]) -> Result<(Vec<Section<'_>>, Vec<Section<'_>>), SnapshotE
             }
             return Ok((out, custom));
         }
-        if id == section::LIMITS || id == section::RNG {
+        if id == section::LIMITS || id == section::RNG || id == section::CONTAINERS {
             custom.push((id, at, body));
         } else if id & section::CUSTOM == 0 {
             if id > section::RESOURCES {

@@ -9,7 +9,7 @@
 //! ```text
 //! file     = magic version section* end
 //! magic    = 56 4d 53 4e 41 50 0d 0a 1a 0a     ("VMSNAP\r\n\x1a\n")
-//! version  = major:u16 minor:u16                (this VM writes 1.2 and reads 1.x)
+//! version  = major:u16 minor:u16                (this VM writes 1.3 and reads 1.x)
 //! section  = id:u8 length:u32 crc32:u32 body[length]
 //! end      = 00 04000000 crc32:u32 filecrc:u32
 //! ```
@@ -29,10 +29,11 @@
 //! | 7 | resources | postcard `Vec<`[`v1::Resource`]`>` |
 //! | `0x80` | limits (1.1): optional | postcard `Vec<`[`v1::ActorLimits`]`>` |
 //! | `0x81` | rng (1.2): optional | postcard `Vec<`[`v1::ActorRng`]`>` |
-//! | `0x82..=0xff` | custom: skipped by this VM | anything |
+//! | `0x82` | containers (1.3): optional | postcard [`v1::Containers`] |
+//! | `0x83..=0xff` | custom: skipped by this VM | anything |
 //!
 //! Sections 1 to 7 appear exactly once each, in that order; custom sections anywhere before the
-//! end, a known one (limits, rng) at most once. A newer minor version only adds custom sections (see [`v1`] for the rules that keep the
+//! end, a known one (limits, rng, containers) at most once. A newer minor version only adds custom sections (see [`v1`] for the rules that keep the
 //! postcard bodies stable); a different major version is refused.
 //!
 //! # Loading
@@ -42,12 +43,13 @@
 //! 1. the container: magic, version, every section's length and checksum, the end section;
 //! 2. the bodies: each decodes completely (no trailing bytes);
 //! 3. the module: the hash recorded in the meta section matches the module section, which
-//!    loads and verifies as a `.vbc` file does ([`crate::load`]);
+//!    loads and verifies as a `.vbc` file does ([`crate::load`]); so does each container's;
 //! 4. the state ([`check`]): every reference to an atom, a shared value, a function, a channel,
 //!    a table or a resource resolves; shared values refer only to earlier ones (so they nest
 //!    as deep as the file spells out: values are safe at any depth, see [`crate::value`]); every actor's frames, program counters, handlers and registers
 //!    agree with the module (nil above the running frame included); pids, monitor references
-//!    and handle ids are below their counters; names are unique.
+//!    and handle ids are below their counters; names are unique (within each container);
+//!    each container's actors agree with its module, and belong to it only.
 //!
 //! A snapshot that passes can be restored by the runtime without further checks: the
 //! interpreter's invariants hold for every actor in it.
@@ -85,6 +87,31 @@ pub struct Snapshot {
     pub limits: Vec<v1::ActorLimits>,
     /// The actors' random generators (format 1.2; empty when read from an older file).
     pub rngs: Vec<v1::ActorRng>,
+    /// The named containers (format 1.3; empty for a VM of one program). An actor listed in
+    /// none of them belongs to the default container and runs [`Snapshot::module`].
+    pub containers: Vec<ContainerImage>,
+    /// The channels that have reached a second container (format 1.3, with `containers`).
+    pub shared_channels: Vec<u64>,
+}
+
+/// One named container of a snapshot: its module, loaded, and the rest as the file holds it.
+#[derive(Clone, Debug)]
+pub struct ContainerImage {
+    /// The module its actors run (verified, when it came from [`decode`]).
+    pub module: Arc<Module>,
+    /// Everything else. Its `module` field is not used in memory: [`encode`] writes
+    /// [`ContainerImage::module`]'s bytes there, and [`decode`] leaves it empty.
+    pub spec: v1::Container,
+}
+
+impl Snapshot {
+    /// The module actor `pid` runs: its container's, or the module section's.
+    pub fn module_of(&self, pid: u64) -> &Arc<Module> {
+        self.containers
+            .iter()
+            .find(|c| c.spec.actors.iter().any(|m| m.pid == pid))
+            .map_or(&self.module, |c| &c.module)
+    }
 }
 
 /// Why bytes are not a usable snapshot. The message says what was wrong and where.

@@ -202,6 +202,8 @@ fn capture(m: &Arc<Module>, st: &ActorState, mailbox: &VecDeque<Value>, waiting:
         resources: vec![],
         limits: vec![],
         rngs: vec![],
+        containers: vec![],
+        shared_channels: vec![],
     }
 }
 
@@ -332,6 +334,8 @@ fn a_value_held_by_many_actors_is_written_once_and_restored_shared() {
         resources: vec![],
         limits: vec![],
         rngs: vec![],
+        containers: vec![],
+        shared_channels: vec![],
     };
     let bytes = encode(&s);
     let one_list = postcard::to_stdvec(&v1::Boxed::List((0..1000).map(VRef::Int).collect())).unwrap().len();
@@ -477,6 +481,8 @@ fn rich() -> Snapshot {
         resources,
         limits: vec![v1::ActorLimits { pid: 2, max_heap: Some(1 << 20) }],
         rngs: vec![v1::ActorRng { pid: 2, state: 0x1234_5678_9abc_def0 }],
+        containers: vec![],
+        shared_channels: vec![],
     }
 }
 
@@ -592,7 +598,7 @@ fn versions_custom_sections_and_section_order() {
     assert!(err(&file((1, 2), &twice)).contains("a second rng section"));
     // A newer minor version may add custom sections, which are skipped.
     let mut with_custom = parts.clone();
-    with_custom.insert(3, (0x82, b"a newer writer's notes".to_vec()));
+    with_custom.insert(3, (0x83, b"a newer writer's notes".to_vec()));
     with_custom.push((0xff, vec![]));
     assert!(decode(&file((1, 7), &with_custom)).is_ok());
     // The limits section must decode, name actors of the file, and appear once.
@@ -840,7 +846,12 @@ fn seed_snapshots() -> Vec<(&'static str, Snapshot)> {
     sleeping.actors[0].wait = Wait::Runnable;
     sleeping.limits.clear();
     sleeping.rngs.clear();
-    vec![("rich.vsnap", rich()), ("fresh.vsnap", fresh), ("one_actor.vsnap", sleeping)]
+    vec![
+        ("rich.vsnap", rich()),
+        ("fresh.vsnap", fresh),
+        ("one_actor.vsnap", sleeping),
+        ("containers.vsnap", with_containers()),
+    ]
 }
 
 #[test]
@@ -857,6 +868,8 @@ fn exercise(bytes: &[u8]) {
             let again = encode(&s);
             let back = decode(&again).expect("a re-encoded snapshot loads");
             assert_eq!(back.actors, s.actors);
+            let specs = |s: &Snapshot| s.containers.iter().map(|c| c.spec.clone()).collect::<Vec<_>>();
+            assert_eq!(specs(&back), specs(&s));
             let r = Reader::new(s.values.clone(), HashMap::new(), HashMap::new());
             for a in &s.actors {
                 let _ = r.state(&a.state);
@@ -868,7 +881,7 @@ fn exercise(bytes: &[u8]) {
 #[test]
 fn replay_fuzz_seeds_and_regressions() {
     let seeds = files_in("seeds/snapshot");
-    assert!(seeds.len() >= 3, "the seed corpus is missing");
+    assert!(seeds.len() >= 4, "the seed corpus is missing");
     for (path, bytes) in seeds {
         if let Err(e) = decode(&bytes) {
             panic!("seed {} does not load: {e}", path.display());
@@ -910,4 +923,159 @@ proptest! {
         exercise(&bytes);
         exercise(&tail);
     }
+}
+
+/// A small module of its own, for a second container.
+fn tiny() -> Arc<Module> {
+    Arc::new(crate::asm::assemble_str("tiny.vasm", ".func main 0\n    nil r0\n    ret r0\n.end\n").unwrap())
+}
+
+fn member(pid: u64, priority: v1::Priority) -> v1::Member {
+    v1::Member { pid, priority }
+}
+
+fn container(name: &str, module: Arc<Module>, actors: Vec<v1::Member>) -> ContainerImage {
+    ContainerImage {
+        module,
+        spec: v1::Container {
+            name: name.into(),
+            module: v1::Blob::default(),
+            source: format!("{name}.vasm"),
+            args: vec!["7000".into()],
+            env: vec![("MODE".into(), "fast".into())],
+            limits: v1::ContainerLimits { max_actors: Some(100), max_mailbox: Some(10), max_heap: None },
+            restart: v1::Restart::Transient,
+            max_restarts: 3,
+            restart_period_ms: 5000,
+            priority: v1::Priority::Normal,
+            root: actors.first().map_or(0, |m| m.pid),
+            status: v1::ContainerStatus::Running,
+            actors,
+            published: vec![],
+        },
+    }
+}
+
+/// [`rich`] as a VM of containers (`vm up`): both actors in `store`, which runs the program
+/// and published its channel; `front` ended, with a module of its own; the default container
+/// has no actor and an empty module.
+fn with_containers() -> Snapshot {
+    let mut s = rich();
+    let mut store = container(
+        "store",
+        s.module.clone(),
+        vec![member(1, v1::Priority::Normal), member(2, v1::Priority::High)],
+    );
+    store.spec.published = vec![("requests".into(), VRef::Chan(1))];
+    let mut front = container("front", tiny(), vec![]);
+    front.spec.status = v1::ContainerStatus::Ended;
+    front.spec.restart = v1::Restart::Permanent;
+    s.containers = vec![store, front];
+    s.shared_channels = vec![1];
+    s.module = Arc::new(Module::default());
+    s.meta.main = None;
+    s
+}
+
+#[test]
+fn containers_round_trip_with_their_modules() {
+    let s = with_containers();
+    check(&s).unwrap();
+    let bytes = encode(&s);
+    assert_eq!(&bytes[MAGIC.len()..MAGIC.len() + 4], &[1, 0, 3, 0], "format 1.3");
+    let back = decode(&bytes).unwrap();
+    assert_eq!(back.containers.len(), 2);
+    for (b, c) in back.containers.iter().zip(&s.containers) {
+        assert_eq!(b.spec, c.spec, "the section holds every setting (the module apart)");
+        assert_eq!(crate::bytecode::encode(&b.module), crate::bytecode::encode(&c.module));
+    }
+    assert_eq!(back.shared_channels, vec![1]);
+    assert_eq!(back.module_of(2).funcs.len(), s.containers[0].module.funcs.len());
+    assert!(back.module_of(99).funcs.is_empty(), "an actor of no container runs the module section");
+    // A file of one program has no containers section, and reads as before.
+    assert!(!sections(&encode(&rich())).iter().any(|p| p.0 == section::CONTAINERS));
+}
+
+/// A reader that skips the containers section (format 1.2) finds actors that do not fit the
+/// module section: it refuses the file rather than run them as one program.
+#[test]
+fn without_the_containers_section_the_actors_do_not_fit() {
+    let parts: Vec<_> =
+        sections(&encode(&with_containers())).into_iter().filter(|p| p.0 != section::CONTAINERS).collect();
+    let e = err(&file((1, 2), &parts));
+    assert!(e.starts_with("inconsistent snapshot: ") && e.contains("but the module has 0"), "{e}");
+}
+
+/// An edit of a valid snapshot.
+type Edit = Box<dyn Fn(&mut Snapshot)>;
+
+/// Damage to the containers section, and the start of the message it gets.
+fn containers_damage() -> Vec<(&'static str, Edit)> {
+    vec![
+        (
+            "actor <2> is listed twice in the containers section",
+            Box::new(|s| s.containers[1].spec.actors.push(member(2, v1::Priority::Low))),
+        ),
+        (
+            "container \"front\": lists actor <7>, which is not among the actors",
+            Box::new(|s| s.containers[1].spec.actors.push(member(7, v1::Priority::Low))),
+        ),
+        (
+            "container \"main\": is not a container name",
+            Box::new(|s| s.containers[1].spec.name = "main".into()),
+        ),
+        (
+            "container \"a/b\": is not a container name",
+            Box::new(|s| s.containers[1].spec.name = "a/b".into()),
+        ),
+        ("container \"store\": appears twice", Box::new(|s| s.containers[1].spec.name = "store".into())),
+        ("container \"front\": its root refers to pid <9>", Box::new(|s| s.containers[1].spec.root = 9)),
+        ("container \"front\": a limit is 0", Box::new(|s| s.containers[1].spec.limits.max_heap = Some(0))),
+        (
+            "container \"store\": its published \"requests\" refers to channel 5",
+            Box::new(|s| s.containers[0].spec.published[0].1 = VRef::Chan(5)),
+        ),
+        ("shared channel 4 is not among the channels", Box::new(|s| s.shared_channels.push(4))),
+        // Each actor is checked against its own container's module.
+        (
+            "actor <1>: frame 0: pc 19 is past the end of `main`",
+            Box::new(|s| {
+                s.module = s.containers[0].module.clone();
+                s.containers[0].module = tiny();
+            }),
+        ),
+    ]
+}
+
+#[test]
+fn the_containers_section_is_checked() {
+    for (want, edit) in containers_damage() {
+        let mut s = with_containers();
+        edit(&mut s);
+        let e = err(&encode(&s));
+        assert!(e.starts_with(&format!("inconsistent snapshot: {want}")), "want {want:?}\n got {e:?}");
+    }
+    // A container's module is loaded and verified as the module section is.
+    let mut bytes = sections(&encode(&with_containers()));
+    let at = bytes.iter().position(|p| p.0 == section::CONTAINERS).unwrap();
+    let mut raw: v1::Containers = postcard::from_bytes(&bytes[at].1).unwrap();
+    raw.containers[1].module.0.truncate(20);
+    bytes[at].1 = postcard::to_stdvec(&raw).unwrap();
+    assert!(err(&file((1, 3), &bytes)).contains("the module of container \"front\" does not load"));
+    bytes[at].1 = b"not postcard".to_vec();
+    assert!(err(&file((1, 3), &bytes)).contains("the containers section at offset"));
+}
+
+/// Names are per container: two containers may both register `:worker`; one may not twice.
+#[test]
+fn registered_names_are_unique_within_a_container() {
+    let mut s = with_containers();
+    let worker = s.actors[1].name;
+    s.actors[0].name = worker;
+    assert!(err(&encode(&s)).contains("actor <2>: its name :worker is registered to another actor too"));
+    s.containers[0].spec.actors.truncate(1);
+    s.containers[1].spec.actors.push(member(2, v1::Priority::Normal));
+    s.containers[1].module = s.containers[0].module.clone();
+    check(&s).unwrap();
+    decode(&encode(&s)).unwrap();
 }

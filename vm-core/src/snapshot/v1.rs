@@ -398,3 +398,103 @@ pub enum Recipe {
         len: u64,
     },
 }
+
+/// The containers section (format 1.3, custom section `CONTAINERS`, 0x82): the named
+/// containers of a VM started with `vm up` (the default container, `main`, runs the module
+/// section and is not listed). A 1.2 reader skips the section; it then finds actors whose
+/// frames do not fit the module section and refuses the file as inconsistent. Grants are never
+/// stored: a resume takes every container's grants from a manifest.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Containers {
+    /// The containers, in the order they were first started.
+    pub containers: Vec<Container>,
+    /// The channels that have reached a second container (their `shared` mark, never unset):
+    /// only data, pids and channels may be sent on them.
+    pub shared_channels: Vec<u64>,
+}
+
+/// One named container: what it was started from (but its grants), its state and its actors.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Container {
+    /// Its name: unique, non-empty, no `/`, not `main`.
+    pub name: String,
+    /// Its module's `.vbc` bytes ([`crate::bytecode`]); its actors' frames index this module.
+    pub module: Blob,
+    /// Where the module came from, for people.
+    pub source: String,
+    /// `main`'s argument list (a restart of the container passes it again).
+    pub args: Vec<String>,
+    /// Its environment (what `env_get` answers without `allow_env`).
+    pub env: Vec<(String, String)>,
+    /// Its limits.
+    pub limits: ContainerLimits,
+    /// Its restart type.
+    pub restart: Restart,
+    /// Restarts of a transient container allowed within `restart_period_ms`.
+    pub max_restarts: u32,
+    /// The restart intensity's period.
+    pub restart_period_ms: u64,
+    /// Its actors' default wakeup priority.
+    pub priority: Priority,
+    /// Its root actor's pid (0: none).
+    pub root: u64,
+    /// Running, ended, or stopped on purpose.
+    pub status: ContainerStatus,
+    /// Its live actors (each one of the actors section's), with their wakeup priorities.
+    pub actors: Vec<Member>,
+    /// Its published services: name and value.
+    pub published: Vec<(String, VRef)>,
+}
+
+/// A container's limits.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerLimits {
+    /// Live actors at most.
+    pub max_actors: Option<u64>,
+    /// The default `:max_mailbox` of its actors.
+    pub max_mailbox: Option<u64>,
+    /// The default `:max_heap` of its actors, in bytes.
+    pub max_heap: Option<u64>,
+}
+
+/// A container's restart type (OTP's).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Restart {
+    /// Its end ends the VM.
+    Permanent,
+    /// Restarted after an abnormal end.
+    Transient,
+    /// Reported and left down.
+    Temporary,
+}
+
+/// A wakeup priority.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Priority {
+    /// `:high`.
+    High,
+    /// `:normal`.
+    Normal,
+    /// `:low`.
+    Low,
+}
+
+/// Whether a container runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ContainerStatus {
+    /// Its root runs.
+    Running,
+    /// Its root ended (its restart type was applied then).
+    Ended,
+    /// It was stopped on purpose (no restart type applies).
+    Stopped,
+}
+
+/// An actor of a container.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    /// Its pid.
+    pub pid: u64,
+    /// Its wakeup priority.
+    pub priority: Priority,
+}

@@ -693,6 +693,7 @@ impl Value {
 /// copied together when short. Shared tables and maps hash mostly such keys, and with SipHash
 /// every `write` call has a fixed cost: the kind, the length and the data as three writes took
 /// about 370 instructions for a 16-byte key.
+#[inline(always)]
 fn hash_data<H: Hasher>(h: &mut H, rank: u8, data: &[u8]) {
     const SHORT: usize = 56;
     let head = ((data.len() as u64) << 8 | u64::from(rank)).to_le_bytes();
@@ -708,9 +709,17 @@ fn hash_data<H: Hasher>(h: &mut H, rank: u8, data: &[u8]) {
 }
 
 impl Hash for Value {
+    /// A string or bytes value, the usual key of a table or map, is hashed right here (the
+    /// same one write [`Value::hash_leaf`] makes), so hashing such a key is as short as it was
+    /// before deep values: no call on the way to the hasher's write.
     #[inline]
     fn hash<H: Hasher>(&self, h: &mut H) {
-        if self.is_container() { hash_nested(self, h) } else { self.hash_leaf(h) }
+        match self {
+            Value::Str(s) => hash_data(h, self.rank(), s.as_bytes()),
+            Value::Bytes(b) => hash_data(h, self.rank(), b),
+            _ if self.is_container() => hash_nested(self, h),
+            _ => self.hash_leaf(h),
+        }
     }
 }
 

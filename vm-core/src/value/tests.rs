@@ -285,6 +285,49 @@ proptest::proptest! {
     }
 }
 
+/// A hasher that keeps every byte written to it, to compare what two ways of hashing feed the
+/// hasher (equal streams give equal hashes under any hasher).
+#[derive(Default)]
+struct Recorder(Vec<u8>);
+
+impl std::hash::Hasher for Recorder {
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.extend_from_slice(bytes);
+    }
+    fn finish(&self) -> u64 {
+        0
+    }
+}
+
+/// What hashing fed the hasher before strings and bytes were hashed in `Hash::hash` itself.
+fn hashed_the_old_way(v: &Value) -> Vec<u8> {
+    let mut r = Recorder::default();
+    if v.is_container() {
+        super::hash_nested(v, &mut r)
+    } else {
+        v.hash_leaf(&mut r)
+    }
+    r.0
+}
+
+proptest::proptest! {
+    /// `Hash::hash`'s own path for strings and bytes writes exactly what the general path
+    /// writes, for those values and for every value holding them.
+    #[test]
+    fn a_string_or_bytes_key_hashes_as_the_general_path_does(
+        v in arb_value(),
+        text in "[a-z]{0,70}",
+        b in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..70),
+    ) {
+        use std::hash::Hash;
+        for v in [v, Value::str(text.as_str()), Value::bytes(b)] {
+            let mut r = Recorder::default();
+            v.hash(&mut r);
+            proptest::prop_assert_eq!(r.0, hashed_the_old_way(&v));
+        }
+    }
+}
+
 #[test]
 fn drop_hook_runs_when_last_handle_goes() {
     use std::sync::atomic::{AtomicU64, Ordering as O};

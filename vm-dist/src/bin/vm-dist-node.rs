@@ -150,7 +150,7 @@ fn main() {
             }
         };
         actors.node.set(node.clone()).expect("once");
-        let driver = tokio::spawn(driver.run());
+        let driver = tokio::spawn(driver.run(|t| drop(tokio::spawn(t))));
         println!("ready");
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         std::thread::spawn(move || {

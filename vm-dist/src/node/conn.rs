@@ -29,9 +29,16 @@
 //!    a lost connection) closes the connection. A peer that NATS has not heard from for
 //!    `down_after` is down even while its connection is up (`session`'s heartbeat): NATS stays
 //!    the membership, so a node cut off from the servers is out of the cluster.
-//! 6. Connections are futures run by the [`Driver`] (this crate spawns no tasks). A hostile
-//!    client on the listener costs one connection: it is closed at its first bad byte or at the
-//!    handshake's deadline (`down_after`), and nothing else is affected.
+//! 6. Each connection is a task of its own, from its handshake to its end, which the runtime
+//!    spawns for the [`Driver`] (this crate spawns no tasks): its frames are taken (the session
+//!    rules, under the state lock) and delivered to the local runtime on the task the socket
+//!    wakes, with no hop through the driver's task. The tasks end with the driver.
+//! 7. A hostile client on the listener costs one connection: it is closed at its first bad
+//!    byte or at the handshake's deadline (`down_after`), and nothing else is affected. At most
+//!    [`Config::max_handshakes`] handshakes are in progress at once: a connection accepted
+//!    beyond that drops the oldest one still in its handshake, so a client that opens many
+//!    connections and says nothing holds that many slots at most, and a real peer's handshake
+//!    (a few milliseconds) still finds one.
 
 use super::session::fail_spawns;
 use super::*;
@@ -42,6 +49,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 
 /// A direct connection with a peer, held in its `Peer` (rule 2).
 pub(super) struct Conn {
@@ -67,6 +75,42 @@ pub(super) struct ConnEnd {
 
 /// A connection's whole life: handshake, switch, reading, writing.
 pub(super) type ConnFuture = BoxFuture<'static, ConnEnd>;
+
+/// The task of a connection (rule 6): the connection, then its end reported; or nothing more
+/// once the driver is gone (`stop`'s sender dropped: the node left or was dropped).
+pub(super) fn task(
+    inner: Arc<Inner>,
+    conn: ConnFuture,
+    mut stop: watch::Receiver<()>,
+) -> BoxFuture<'static, ()> {
+    Box::pin(async move {
+        tokio::select! {
+            end = conn => inner.conn_ended(end),
+            _ = stop.changed() => {}
+        }
+    })
+}
+
+/// The slots of the handshakes in progress on the listener (rule 7), oldest first: each holds
+/// the sender whose drop ends that handshake; an accepted connection drops its receiver once
+/// its handshake is done, which frees the slot.
+#[derive(Default)]
+pub(super) struct Handshakes(std::collections::VecDeque<oneshot::Sender<()>>);
+
+impl Handshakes {
+    /// A slot for a newly accepted connection, with at most `max` in use: the oldest handshake
+    /// is dropped if need be. The receiver resolves when the connection loses its slot.
+    pub(super) fn slot(&mut self, max: usize) -> oneshot::Receiver<()> {
+        self.0.retain(|s| !s.is_closed());
+        while self.0.len() >= max.max(1) {
+            self.0.pop_front();
+            tracing::warn!(max, "too many direct handshakes in progress: dropped the oldest");
+        }
+        let (slot, evicted) = oneshot::channel();
+        self.0.push_back(slot);
+        evicted
+    }
+}
 
 /// Opens the listener of rule 1; the announced address is the bound one (the port of `:0`).
 pub(super) async fn listen(addr: SocketAddr) -> Result<(TcpListener, DirectAddr), StartError> {
@@ -147,6 +191,7 @@ impl Inner {
 
     /// Rule 2: the handshake is done; holds the connection in the peer's entry and switches.
     fn install(&self, peer: &NodeId, conn: Conn, writer: Writer) -> Result<(), DirectError> {
+        let _order = self.inbound.lock();
         let mut fire = Vec::new();
         let r = {
             let mut st = self.state.lock();
@@ -214,6 +259,7 @@ impl Inner {
             }
             return;
         };
+        let _order = self.inbound.lock();
         let mut fire = Vec::new();
         {
             let mut st = self.state.lock();
@@ -245,7 +291,7 @@ impl Inner {
     }
 }
 
-/// Frames a connection takes before it lets the driver do other work.
+/// Frames a connection takes before it lets its worker run other tasks.
 const READ_BATCH: u32 = 64;
 
 /// Returns `Pending` once, after waking its task (tokio's `yield_now`, which needs the `rt`
@@ -307,36 +353,48 @@ pub(super) fn dial(inner: Arc<Inner>, peer: NodeId, to: DirectAddr, conn: u64) -
     })
 }
 
-/// The listener's side (rule 1): check the hello, welcome, then [`run`].
-pub(super) fn accept(inner: Arc<Inner>, mut s: TcpStream) -> ConnFuture {
+/// The listener's side (rule 1): check the hello, welcome, then [`run`]; the handshake ends
+/// early if the connection loses its slot (`evicted`, rule 7).
+pub(super) fn accept(inner: Arc<Inner>, mut s: TcpStream, mut evicted: oneshot::Receiver<()>) -> ConnFuture {
     Box::pin(async move {
         let mut who = None;
         let r = async {
-            s.set_nodelay(true)?;
-            let mine = inner.direct.ok_or_else(|| DirectError::Refused("no listener here".into()))?.token;
-            let deadline = inner.cfg.down_after;
-            let expect = Expect { cluster: &inner.cfg.cluster, me: &inner.me, token: &mine };
-            let hello = direct::accept_hello(&mut s, &expect, deadline).await?;
-            if hello.from.name >= inner.me.name {
-                return Err(DirectError::Refused(format!(
-                    "{} dialed, but the node with the smaller name dials",
-                    hello.from
-                )));
-            }
-            let token = {
-                let st = inner.state.lock();
-                st.peers
-                    .get(&hello.from.name)
-                    .filter(|p| p.id == hello.from && p.alive)
-                    .and_then(|p| p.announce.direct)
-                    .map(|d| d.token)
-            }
-            .ok_or_else(|| {
-                DirectError::Refused(format!("{} is not a live peer with a listener here", hello.from))
-            })?;
-            tokio::time::timeout(deadline, s.write_all(&direct::frame(&Welcome { token }.encode())))
-                .await
-                .map_err(|_| timed_out(deadline))??;
+            let handshake = async {
+                s.set_nodelay(true)?;
+                let mine = inner.direct.ok_or_else(|| DirectError::Refused("no listener here".into()))?.token;
+                let deadline = inner.cfg.down_after;
+                let expect = Expect { cluster: &inner.cfg.cluster, me: &inner.me, token: &mine };
+                let hello = direct::accept_hello(&mut s, &expect, deadline).await?;
+                if hello.from.name >= inner.me.name {
+                    return Err(DirectError::Refused(format!(
+                        "{} dialed, but the node with the smaller name dials",
+                        hello.from
+                    )));
+                }
+                let token = {
+                    let st = inner.state.lock();
+                    st.peers
+                        .get(&hello.from.name)
+                        .filter(|p| p.id == hello.from && p.alive)
+                        .and_then(|p| p.announce.direct)
+                        .map(|d| d.token)
+                }
+                .ok_or_else(|| {
+                    DirectError::Refused(format!("{} is not a live peer with a listener here", hello.from))
+                })?;
+                tokio::time::timeout(deadline, s.write_all(&direct::frame(&Welcome { token }.encode())))
+                    .await
+                    .map_err(|_| timed_out(deadline))??;
+                Ok(hello)
+            };
+            let hello = tokio::select! {
+                r = handshake => r?,
+                _ = &mut evicted => {
+                    return Err(DirectError::Refused("too many handshakes in progress".into()));
+                }
+            };
+            // The handshake is done: its slot is free.
+            drop(evicted);
             who = Some((hello.from.clone(), hello.conn));
             run(&inner, &hello.from, hello.conn, s, FrameReader::new(MAX_FRAME)).await
         }
@@ -378,8 +436,8 @@ async fn run(
             }
             taken = taken.wrapping_add(1);
             if taken.is_multiple_of(READ_BATCH) {
-                // A socket that always has data never makes this future wait: let the driver's
-                // other work (announcements, NATS, other connections) run between batches.
+                // A socket that always has data never makes this task wait: let the worker's
+                // other tasks (the driver, the actors it delivers to) run between batches.
                 yield_now().await;
             }
         }

@@ -4,6 +4,7 @@
 
 use super::session::fail_spawns;
 use super::*;
+use futures::future::BoxFuture;
 
 impl Inner {
     /// One message on this node's subject.
@@ -26,6 +27,7 @@ impl Inner {
     /// Takes a decoded envelope from another node, through NATS (`via_nats`) or its direct
     /// connection (whose reader checked the sender).
     pub(super) fn take(&self, env: Envelope, size: usize, via_nats: bool) {
+        let _order = self.inbound.lock();
         let mut fire = Vec::new();
         let mut deliver = None;
         {
@@ -265,6 +267,7 @@ impl Inner {
             }
             return;
         }
+        let _order = self.inbound.lock();
         let mut fire = Vec::new();
         {
             let mut st = self.state.lock();
@@ -331,8 +334,11 @@ enum Deliver {
 }
 
 impl Driver {
-    /// Runs until [`Node::leave`]: receives, publishes and keeps the heartbeat.
-    pub async fn run(self) {
+    /// Runs until [`Node::leave`]: receives, publishes and keeps the heartbeat. `spawn` runs a
+    /// future as a task of its own (this crate spawns none itself): the driver hands it each
+    /// direct connection, so that a frame is taken and delivered on the task its socket wakes,
+    /// with no hop through this one. Those tasks end when this future ends or is dropped.
+    pub async fn run(self, spawn: impl Fn(BoxFuture<'static, ()>) + Send + Sync + 'static) {
         let Driver {
             node,
             inbox,
@@ -370,8 +376,11 @@ impl Driver {
             probes.map(In::Probe).boxed(),
         ]);
         let mut deletions = futures::stream::FuturesUnordered::new();
-        // The direct connections (`conn`), each one future from its handshake to its end.
-        let mut conns = futures::stream::FuturesUnordered::<conn::ConnFuture>::new();
+        // The direct connections (`conn`) run as tasks of their own, each from its handshake to
+        // its end; dropping `stop` (when this future ends) ends them.
+        let (stop, stopped) = tokio::sync::watch::channel(());
+        let run_conn = |c: conn::ConnFuture| spawn(conn::task(inner.clone(), c, stopped.clone()));
+        let mut handshakes = conn::Handshakes::default();
         let receiver = async {
             inner.announce();
             let mut tick = tokio::time::interval(inner.cfg.heartbeat);
@@ -401,16 +410,18 @@ impl Driver {
                     Some(job) = jobs.recv() => match job {
                         // Run beside the loop: a store round trip must not hold up receiving.
                         Job::DeleteName(key, rev) => deletions.push(inner.names.delete(key, rev)),
-                        Job::Dial { peer, to, conn } => conns.push(conn::dial(inner.clone(), peer, to, conn)),
+                        Job::Dial { peer, to, conn } => run_conn(conn::dial(inner.clone(), peer, to, conn)),
                     },
                     Some(()) = deletions.next(), if !deletions.is_empty() => {}
                     accepted = async { listener.as_ref().expect("guarded").accept().await }, if listener.is_some() => {
                         match accepted {
-                            Ok((s, _)) => conns.push(conn::accept(inner.clone(), s)),
+                            Ok((s, _)) => {
+                                let evicted = handshakes.slot(inner.cfg.max_handshakes);
+                                run_conn(conn::accept(inner.clone(), s, evicted));
+                            }
                             Err(e) => tracing::warn!(error = %e, "could not accept a direct connection"),
                         }
                     }
-                    Some(end) = conns.next(), if !conns.is_empty() => inner.conn_ended(end),
                 }
             }
         };
@@ -418,5 +429,6 @@ impl Driver {
             _ = publisher => {}
             _ = receiver => {}
         }
+        drop(stop);
     }
 }

@@ -50,7 +50,8 @@
 //!    overtake the reply.
 //!
 //! [`Node::start`] returns the node and a [`Driver`], one future that runs the receive loop,
-//! the heartbeat and the publishing of queued envelopes; the runtime spawns it.
+//! the heartbeat and the publishing of queued envelopes; the runtime spawns it, and the tasks it
+//! hands back (each direct connection is a task of its own, `conn`).
 //!
 //! The code, by concept: this file holds the settings, the runtime's side ([`Local`]) and the
 //! API ([`Node`]); `session` the session rules above (numbering, acknowledgements, the end of
@@ -102,6 +103,9 @@ pub struct Config {
     /// Where to take direct connections from peers (`None`: no direct path; signals to every
     /// peer go through NATS). The address is announced, so it must be one peers can reach.
     pub direct: Option<std::net::SocketAddr>,
+    /// Handshakes in progress on the direct listener past which the oldest is dropped (`conn`,
+    /// rule 6): what a client that opens connections and says nothing can hold.
+    pub max_handshakes: usize,
 }
 
 impl Config {
@@ -119,6 +123,7 @@ impl Config {
             discovery: Duration::from_secs(2),
             limits: Limits::default(),
             direct: None,
+            max_handshakes: 16,
         }
     }
 }
@@ -262,6 +267,12 @@ pub(crate) struct Inner {
     /// sees `shutdown`, and an announcement then would show the node alive to a census.
     left: std::sync::atomic::AtomicBool,
     pub(crate) names: Names,
+    /// Held while what arrives is taken and handed to the local runtime, and while a session's
+    /// end is decided and fired: a direct connection's task and the driver both take signals
+    /// of a peer, and the runtime must see them in the order the session state changed (a
+    /// message taken before a session ended is delivered before the end's `:noconnection`).
+    /// Taken before `state`, never while holding it.
+    inbound: Mutex<()>,
     /// This node's direct-path listener, as announced (`None` when the path is off).
     direct: Option<wire::DirectAddr>,
     /// The number of the next direct connection this node dials.
@@ -494,6 +505,7 @@ impl Node {
             shutdown: Notify::new(),
             left: std::sync::atomic::AtomicBool::new(false),
             names,
+            inbound: Mutex::new(()),
             direct: listener.as_ref().map(|(_, a)| *a),
             next_conn: std::sync::atomic::AtomicU64::new(1),
             cfg,

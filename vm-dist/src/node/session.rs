@@ -309,6 +309,7 @@ impl Inner {
         let mut parts = tokens.rsplit('.');
         let (Some(inc), Some(name)) = (parts.next(), parts.next()) else { return };
         let Ok(inc) = inc.parse::<u64>() else { return };
+        let _order = self.inbound.lock();
         let mut fire = Vec::new();
         {
             let mut st = self.state.lock();
@@ -326,6 +327,7 @@ impl Inner {
     /// One heartbeat: announce, tick every live peer, end silent sessions.
     pub(super) fn heartbeat(&self) {
         self.announce();
+        let _order = self.inbound.lock();
         let mut fire = Vec::new();
         {
             let mut st = self.state.lock();

@@ -11,7 +11,7 @@ use vm_core::{Atom, Pid, Value};
 use vm_dist::id::{serial_of, slot_of};
 use vm_dist::node::{Config, Local, Node};
 use vm_dist::wire::SpawnOptions;
-use vm_dist::{NodeId, Transport};
+use vm_dist::{MemBus, MemTransport, NodeId, Transport};
 
 /// What the fake runtime saw.
 #[derive(Default)]
@@ -223,7 +223,7 @@ pub(crate) async fn start(
     let vm = FakeVm::new();
     let (node, driver) = Node::start(cfg, transport, vm.clone()).await.expect("node starts");
     vm.node.set(node).expect("once");
-    let task = tokio::spawn(driver.run());
+    let task = tokio::spawn(driver.run(|t| drop(tokio::spawn(t))));
     (vm, task)
 }
 
@@ -237,7 +237,7 @@ pub(crate) async fn start_nats_only(
     let (node, driver) =
         Node::start(Config { direct: None, ..cfg }, transport, vm.clone()).await.expect("node starts");
     vm.node.set(node).expect("once");
-    let task = tokio::spawn(driver.run());
+    let task = tokio::spawn(driver.run(|t| drop(tokio::spawn(t))));
     (vm, task)
 }
 
@@ -262,6 +262,65 @@ pub(crate) async fn until(within: Duration, mut cond: impl FnMut() -> bool) -> O
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     cond().then(|| t.elapsed())
+}
+
+/// `local` (an actor of `on`) as `from` writes its pid.
+pub(crate) fn remote_pid(from: &FakeVm, on: &FakeVm, local: Pid) -> Pid {
+    from.node().pid_of(on.node().me(), serial(local)).unwrap()
+}
+
+/// `n` actors on `a`, each watching a fresh actor on `b`: the even ones linked to it, the odd
+/// ones monitoring it (reference = their index).
+pub(crate) fn watch_remote_actors(a: &FakeVm, b: &FakeVm, n: i64) {
+    for i in 0..n {
+        let w = a.actor();
+        let t = remote_pid(a, b, b.actor());
+        if i % 2 == 0 {
+            a.node().link(w, t).unwrap();
+        } else {
+            a.node().monitor(w, t, i).unwrap();
+        }
+    }
+}
+
+/// Cuts NATS between `a` and `b` (on transports `ta`, `tb`, with `b`'s actor `wb` linked to
+/// `a`'s `wa`): both sides see nodedown within `within`, and the link fires once on each side.
+pub(crate) async fn partition_until_down(
+    bus: &MemBus,
+    (a, b, ta, tb): (&FakeVm, &FakeVm, &MemTransport, &MemTransport),
+    (wa, wb): (Pid, Pid),
+    within: Duration,
+) {
+    bus.partition(ta, tb, true);
+    until(within, || a.node_events("b") == [true, false] && b.node_events("a") == [true, false])
+        .await
+        .expect("both sides see nodedown");
+    assert_eq!(a.exits_to(wa).len(), 1);
+    assert_eq!(b.exits_to(wb).len(), 1);
+}
+
+/// Heals the cut of [`partition_until_down`]: both sides see nodeup within `within`.
+pub(crate) async fn heal_until_up(
+    bus: &MemBus,
+    (a, b, ta, tb): (&FakeVm, &FakeVm, &MemTransport, &MemTransport),
+    within: Duration,
+) {
+    bus.partition(ta, tb, false);
+    until(within, || a.node_events("b").len() == 3 && b.node_events("a").len() == 3)
+        .await
+        .expect("nodeup after healing");
+}
+
+/// After healing: a linked spawn from `a` on `b` works, and `wa`'s link that fired at the
+/// partition does not fire a second time.
+pub(crate) async fn spawn_works_and_no_second_firing(a: &FakeVm, wa: Pid) {
+    let p = a.actor();
+    a.node()
+        .spawn(p, "b", "worker", vec![], SpawnOptions { link: true, ..Default::default() })
+        .await
+        .expect("spawn works");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(a.exits_to(wa).len(), 1, "no second firing");
 }
 
 pub(crate) fn is_remote(pid: Pid) -> bool {

@@ -201,12 +201,13 @@ fn loom_one_wait_meets_a_sender() {
 
 /// Runs a `csend`/`crecv` as the host parks it inside the step (`complete_or_park_counted`):
 /// one lock both tries and, finding nothing, counts the actor out before its entry becomes
-/// visible, with no waker yet; the owner then sets its waker (`set_waker`), which finds the
-/// outcome of a claimer that came in between. The claimer counts it back in. Once woken, the
-/// owner runs its instruction again, which takes the outcome (`take_fired`) and keeps the
-/// waiter in `spare` for its next park to reuse, as the runtime does (`waits::try_or_park`).
-/// The actor never counts out when it completes at once, so, unlike `block_one`, this must
-/// never report idle while a counterpart runs.
+/// visible. A new waiter gets the task's waker there; a reused one (`spare`) keeps the one it
+/// has, which its claimer clones, so the owner gives it nothing after parking. A claimer that
+/// comes before the owner returns `Pending` has woken it already. The claimer counts it back
+/// in. Once woken, the owner runs its instruction again, which takes the outcome
+/// (`take_fired`) and keeps the waiter in `spare` for its next park to reuse, as the runtime
+/// does (`waits::try_or_park`). The actor never counts out when it completes at once, so,
+/// unlike `block_one`, this must never report idle while a counterpart runs.
 fn block_counted(
     c: &Channel,
     send: Option<Value>,
@@ -223,10 +224,12 @@ fn block_counted(
             return Poll::Ready(f);
         }
         let flag = counted.clone();
+        let kept = if spare.is_none() { Some(cx.waker().clone()) } else { None };
         match c.complete_or_park_counted(
             send.as_ref(),
             false,
             spare,
+            kept.as_ref(),
             move || -> Arc<dyn CountedFlag> { flag },
             active,
         ) {
@@ -236,10 +239,6 @@ fn block_counted(
             }
             Err((w, idle)) => {
                 assert!(!idle, "an actor that could wake this one is still active");
-                if let Some(f) = w.set_waker(cx.waker().clone()) {
-                    assert!(!counted.load(Ordering::SeqCst), "the claimer counted it back in");
-                    return Poll::Ready(f);
-                }
                 parked = Some(w);
                 Poll::Pending
             }

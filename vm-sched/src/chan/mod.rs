@@ -35,8 +35,8 @@
 //!    the waiter's channels) pops an entry and claims its waiter with a compare-and-swap of the
 //!    waiter's state from `WAITING` to `CLAIMED`. The winner, still holding that channel lock,
 //!    records under the waiter's slot lock which case fired (and the value received, if any),
-//!    counts the waiter back into `active` if it was counted out, and takes its waker, which it
-//!    wakes after releasing the channel lock. A counterpart that loses the swap drops the stale
+//!    counts the waiter back into `active` if it was counted out, and clones its waker, which
+//!    it wakes after releasing the channel lock. A counterpart that loses the swap drops the stale
 //!    entry and tries the next one. `CLAIMED` is never reset: a waiter is used once, so "claimed"
 //!    stays set while its entries are being removed from the other queues.
 //! 5. *Completion.* When polled again, the select takes the recorded outcome from its slot (if
@@ -65,11 +65,12 @@
 //! locking that one channel. The steps and the waiter are the same, so are the guarantees.
 //! The runtime usually parks a `csend`/`crecv` inside the interpreter's step
 //! ([`Channel::complete_or_park_counted`]): the owner counts itself out under the channel lock
-//! just before its entry becomes visible (step 7, as an indefinite select does), and the entry
-//! carries no waker until the owner gives it one ([`OneWait::set_waker`]). A claimer that
-//! comes first records its outcome and wakes nobody (there is nobody to wake yet); setting the
-//! waker then finds that outcome under the waiter's slot lock, so it is neither missed nor
-//! waited for.
+//! just before its entry becomes visible (step 7, as an indefinite select does). Its waiter is
+//! the owner's one waiter, reused from wait to wait, and holds the owner task's waker from
+//! the start (the task is the same at every wait), so the claimer of step 4 clones the waker
+//! rather than taking it and the owner gives it nothing when it parks. A claimer that comes
+//! while the owner is still finishing its step wakes the running task, which tokio polls
+//! again once the step has parked it.
 //!
 //! This protocol is model-checked with loom (the `loom_tests` submodule); unit tests are in `tests`.
 
@@ -188,7 +189,7 @@ struct Waiter {
 }
 
 struct Slot {
-    /// The owner's waker; taken by the claimer.
+    /// The owner's waker; cloned by the claimer.
     waker: Option<Waker>,
     /// The case a counterpart committed; taken by the owner.
     fired: Option<Fired>,
@@ -210,33 +211,38 @@ impl Waiter {
         let mut s = lock(&self.slot);
         s.fired = Some(fired());
         count_in(self.counted.counted(), active);
-        if let Some(w) = s.waker.take() {
-            wakers.add(w);
+        // Cloned, not taken: a one-case waiter is reused with its owner's waker in it (see
+        // `Waiter::fresh`), and the owner's task is the same at every wait.
+        if let Some(w) = &s.waker {
+            wakers.add(w.clone());
         }
         true
     }
 
     /// A waiter for a new one-case wait: `reuse`'s, reset, when nothing else holds it (no
-    /// queue entry, no claimer: `Arc::get_mut`), else a new one with the flag `counted()`.
+    /// queue entry, no claimer: `Arc::get_mut`), keeping the waker it has; else a new one with
+    /// `waker` (or the waker of `reuse`, which a claimer still holds) and the flag `counted()`.
     fn fresh(
         reuse: Option<OneWait>,
         waker: Option<&Waker>,
         counted: impl FnOnce() -> Arc<dyn CountedFlag>,
     ) -> Arc<Waiter> {
-        if let Some(OneWait(mut w)) = reuse
-            && let Some(x) = Arc::get_mut(&mut w)
-        {
-            // Nobody else can see it: plain resets, published with the queue entry under the
-            // channel lock as a new waiter's fields are.
-            x.state.store(WAITING, Ordering::Relaxed);
-            let mut s = lock(&x.slot);
-            s.waker = waker.cloned();
-            s.fired = None;
-            drop(s);
-            return w;
-        }
-        let slot = Slot { waker: waker.cloned(), fired: None };
-        Arc::new(Waiter { state: AtomicU8::new(WAITING), slot: Mutex::new(slot), counted: counted() })
+        let (waker, counted) = match reuse {
+            Some(OneWait(mut w)) => {
+                if let Some(x) = Arc::get_mut(&mut w) {
+                    // Nobody else can see it: a plain reset, published with the queue entry
+                    // under the channel lock as a new waiter's fields are. Its outcome was
+                    // taken when its last wait ended (`OneWait::take_fired`), and its waker
+                    // is still the owner's.
+                    x.state.store(WAITING, Ordering::Relaxed);
+                    return w;
+                }
+                (lock(&w.slot).waker.clone(), w.counted.clone())
+            }
+            None => (waker.cloned(), counted()),
+        };
+        let slot = Slot { waker, fired: None };
+        Arc::new(Waiter { state: AtomicU8::new(WAITING), slot: Mutex::new(slot), counted })
     }
 
     /// Step 6: the owner claims its own waiter. True if it won (no case fired).
@@ -481,24 +487,23 @@ impl Channel {
     /// indefinite [`Select`] does), so a `csend`/`crecv` that completes at once never touches
     /// the count. The boolean is true when that made `active` zero (the VM may be idle).
     ///
-    /// The wait parks with no waker: the owner gives it one afterwards with
-    /// [`OneWait::set_waker`] (or its first [`OneWait::poll`]), and a claimer that comes first
-    /// records its outcome for that call to find.
-    ///
     /// `reuse` is a wait of the same owner that has ended ([`OneWait::take_fired`] returned its
-    /// outcome), taken only if the wait parks: if no queue holds its waiter any more, which `Arc::get_mut` proves (the claimer
-    /// popped the only entry and dropped it under the channel lock), the waiter is reset and
-    /// used again instead of allocating one, keeping its `counted` flag. `counted` is only
-    /// called when a new waiter is made.
+    /// outcome), taken only if the wait parks: if no queue holds its waiter any more, which
+    /// `Arc::get_mut` proves (the claimer popped the only entry and dropped it under the
+    /// channel lock), the waiter is reset and used again instead of allocating one, keeping its
+    /// `counted` flag and its waker. A new waiter (none to reuse) gets `waker`, the owner
+    /// task's, and the flag `counted()`; a wait without a waker must be polled
+    /// ([`OneWait::poll`]) before anyone can wake it.
     pub fn complete_or_park_counted(
         &self,
         send: Option<&Value>,
         checked: bool,
         reuse: &mut Option<OneWait>,
+        waker: Option<&Waker>,
         counted: impl FnOnce() -> Arc<dyn CountedFlag>,
         active: &AtomicUsize,
     ) -> Result<Fired, (OneWait, bool)> {
-        self.complete_or_park_as(send, checked, None, reuse, counted, active, true)
+        self.complete_or_park_as(send, checked, waker, reuse, counted, active, true)
     }
 
     // The two public forms' arguments plus how they differ (a waker now, counting out).
@@ -569,20 +574,6 @@ impl OneWait {
     /// ([`Channel::complete_or_park_counted`]); with `None` it is still parked.
     pub fn take_fired(&self) -> Option<Fired> {
         lock(&self.0.slot).fired.take()
-    }
-
-    /// Gives a wait parked without a waker ([`Channel::complete_or_park_counted`]) its
-    /// owner's waker: `Some` with the committed outcome if a claimer came first (it found no
-    /// waker to wake, and the owner need not wait).
-    pub fn set_waker(&self, waker: Waker) -> Option<Fired> {
-        let mut s = lock(&self.0.slot);
-        match s.fired.take() {
-            Some(f) => Some(f),
-            None => {
-                s.waker = Some(waker);
-                None
-            }
-        }
     }
 
     /// Step 6 for one case; `chan` must be the channel it parked on. `Ok(())` if nothing was

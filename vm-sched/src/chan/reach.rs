@@ -33,8 +33,8 @@ pub(crate) fn orphanable_waits(cells: &[Arc<ActorCell>]) -> Vec<ChanWaiter> {
     cells
         .iter()
         .filter_map(|c| {
-            let chans = c.mailbox.with(|i| match &i.waiting {
-                Some(Wait::Chan { chans, orphanable: true, .. }) => Some(chans.clone()),
+            let chans = c.mailbox.with(|i| match c.mailbox.waiting(i) {
+                Some(Wait::Chan { chans, orphanable: true, .. }) => Some(chans),
                 _ => None,
             })?;
             // Recorded before the wait parked, under the lock taken above: the current wait.

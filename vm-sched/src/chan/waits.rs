@@ -106,42 +106,48 @@ pub(crate) fn try_one(
 
 /// `csend`'s and `crecv`'s try ([`vm_core::Host::chan_try_or_park`]): completes now, or parks
 /// the actor on the channel in the same lock and leaves the wait in `held` for the driver
-/// (`Begun::Chan`). Parking this way counts the actor out under the channel lock, then marks
-/// its mailbox parked and hands the channel wait the task's waker the mailbox keeps, so the
-/// wait's first poll has nothing left to do: no case list, no second lock of the channel and
-/// no look at the mailbox (unless a signal was pending).
+/// (`Begun::Chan`). Parking this way counts the actor out under the channel lock, with the
+/// actor's one reused waiter, which holds the task's waker (the mailbox's kept one), then
+/// records the wait in the mailbox without its lock (`mailbox`'s "A quiet channel wait"), so
+/// the wait's first poll has nothing left to do: no case list, no second lock of the channel
+/// and no look at the mailbox (unless a signal was pending).
 ///
 /// **A parked `csend`/`crecv` is re-run**, as a parked receive is (see `actor`): a quiet wait
 /// (one that found no signal pending) is not awaited as a future; once woken, the driver steps
 /// the actor again and the instruction comes back here with its wait still in `held`:
 /// 1. If a counterpart committed, its outcome is the instruction's result: the wait is over
-///    (the claimer popped its only entry), the mailbox's wait is cleared, and the waiter is kept
-///    (`Held::Spare`) for the next park ([`chan::Channel::complete_or_park_counted`] reuses it when
-///    `Arc::get_mut` proves nothing else holds it).
-/// 2. Otherwise the actor was woken by its mailbox (a signal, or a message it is not waiting
-///    for): the wait is cancelled (protocol step 6: a case that committed meanwhile is the
+///    (the claimer popped its only entry and counted the actor in), the mailbox's record of it
+///    is cleared with a store, and the waiter is kept (`Held::Spare`) for the next park
+///    ([`chan::Channel::complete_or_park_counted`] reuses it when `Arc::get_mut` proves nothing
+///    else holds it).
+/// 2. Otherwise a signal woke the actor (messages do not wake a channel wait), or a pause
+///    did: the wait is cancelled (protocol step 6: a case that committed meanwhile is the
 ///    result, as in 1) and the instruction tries again from the start. A pending signal then
 ///    makes the new park not quiet, so the driver awaits it as a [`ChanWait`], whose first poll
-///    takes the signal as any wait does; a message only costs the park again.
+///    takes the signal as any wait does.
 pub(crate) fn try_or_park(
     vm: &Vm,
     cell: &Arc<ActorCell>,
     h: &Handle,
     send: Option<&Value>,
     held: &mut Held,
-) -> Result<ChanTried, Exception> {
+) -> ChanTried {
     let active = &vm.shared.active;
     if matches!(held, Held::Chan { .. })
         && let Some(f) = rerun(vm, cell, held)
     {
-        return Ok(ChanTried::Fired(one_fired(f)));
+        return done(send.is_some(), f);
     }
-    let chan = channel_ref(h)?;
+    let chan = match channel_ref(h) {
+        Ok(c) => c,
+        Err(e) => return ChanTried::Raise(Box::new(e)),
+    };
     // The boundary check (`container`, rule 4) comes after the re-run, which may find the
     // value already sent; a send that runs again after its wait was cancelled is checked afresh.
-    let mut checked = match send {
-        Some(v) => container::check_chan_send("csend", h, v)?,
+    let mut checked = match send.map(|v| container::check_chan_send("csend", h, v)) {
         None => true,
+        Some(Ok(c)) => c,
+        Some(Err(e)) => return ChanTried::Raise(Box::new(e)),
     };
     let mut spare = match std::mem::replace(held, Held::Nothing) {
         Held::Spare(w) => Some(w),
@@ -150,45 +156,49 @@ pub(crate) fn try_or_park(
             None
         }
     };
+    // A new waiter (the actor's first wait, or one whose last was cancelled) gets the task's
+    // waker, which the mailbox keeps; a reused one has it already.
+    let had_spare = spare.is_some();
+    let kept = if had_spare { None } else { cell.mailbox.kept_waker() };
     let counted = || -> Arc<dyn CountedFlag> { cell.clone() };
     let (parked, idle) = loop {
-        let fired = match chan.complete_or_park_counted(send, checked, &mut spare, counted, active) {
+        let tried = chan.complete_or_park_counted(send, checked, &mut spare, kept.as_ref(), counted, active);
+        let out = match tried {
             Ok(chan::Fired::Unchecked { .. }) => {
                 match recheck("csend", h, send.expect("only a send is unchecked")) {
                     Ok(c) => {
                         checked = c;
                         continue;
                     }
-                    Err(e) => Err(e),
+                    Err(e) => ChanTried::Raise(Box::new(e)),
                 }
             }
-            Ok(f) => Ok(ChanTried::Fired(one_fired(f))),
+            Ok(f) => done(send.is_some(), f),
             Err(p) => break p,
         };
         if let Some(w) = spare {
             held.put(Held::Spare(w));
         }
-        return fired;
+        return out;
     };
     if idle {
         vm.shared.idle.notify_one();
     }
     let shape = if send.is_some() { SelectShape::Send } else { SelectShape::Recv };
-    let id = h.id();
-    let waker = cell.mailbox.park_begun(|| Wait::Chan { shape, chans: ChanIds::One(id), orphanable: true });
-    let quiet = waker.is_some();
-    if let Some(w) = waker
-        && let Some(f) = parked.set_waker(w)
-    {
-        // Claimed before it had a waker: done, and the claimer counted the actor back in.
-        cell.mailbox.cancel_wait(active);
-        held.put(Held::Spare(parked));
-        return Ok(ChanTried::Fired(one_fired(f)));
-    }
+    // Quiet (awaited as a bare wake) only if the waiter holds the task's waker and the
+    // mailbox saw no signal pending (its "A quiet channel wait", step 1).
+    let has_waker = kept.is_some() || had_spare;
+    let quiet = has_waker && cell.mailbox.park_chan(shape, h.id());
     // Only its channel can end this wait: orphan detection looks at it.
     vm.shared.orphans.arm();
     held.put(Held::Chan { wait: parked, handle: h.clone(), send: send.is_some(), quiet });
-    Ok(ChanTried::Parked)
+    ChanTried::Parked
+}
+
+/// The instruction's result for a `csend` (`send`) or `crecv` whose case fired.
+#[inline]
+fn done(send: bool, f: chan::Fired) -> ChanTried {
+    ChanTried::Done(vm_core::step::one_case(send, one_fired(f)))
 }
 
 /// A send the channel's lock sent back ([`chan::Fired::Unchecked`]: the channel crossed to
@@ -202,21 +212,28 @@ fn recheck(op: &str, h: &Handle, v: &Value) -> Result<bool, Exception> {
 /// the outcome that ends it (the waiter is then kept as `Held::Spare`), or `None` once it is
 /// cancelled with nothing transferred (`held` is then empty).
 fn rerun(vm: &Vm, cell: &ActorCell, held: &mut Held) -> Option<chan::Fired> {
-    let Held::Chan { wait, handle, .. } = std::mem::replace(held, Held::Nothing) else { return None };
+    let Held::Chan { wait, handle, quiet, .. } = std::mem::replace(held, Held::Nothing) else { return None };
     let active = &vm.shared.active;
-    let fired = match wait.take_fired() {
+    match wait.take_fired() {
         Some(f) => {
             held.put(Held::Spare(wait));
+            // The claimer counted the actor in; a quiet wait left nothing in the mailbox's
+            // lock to clear (its "A quiet channel wait", step 4).
+            if quiet {
+                cell.mailbox.end_chan();
+            } else {
+                cell.mailbox.cancel_wait(active);
+            }
             Some(f)
         }
         None => {
             let chan = channel_ref(&handle).expect("a channel handle");
-            wait.cancel(chan, Some(active)).err()
+            let fired = wait.cancel(chan, Some(active)).err();
+            // Ended either way; parking again records the wait afresh.
+            cell.mailbox.cancel_wait(active);
+            fired
         }
-    };
-    // Ended either way; parking again records the wait afresh.
-    cell.mailbox.cancel_wait(active);
-    fired
+    }
 }
 
 /// A wait the host began inside the step and holds until the driver takes it, right after

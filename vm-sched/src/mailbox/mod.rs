@@ -44,6 +44,28 @@
 //! ordinary wait, which takes it — then a matching message, clearing `waiting` and counting the
 //! actor in). A spurious wake finds nothing and parks again, which changes nothing.
 //!
+//! **A quiet channel wait** (a `csend`/`crecv` parked on its channel inside the step, see
+//! `chan::waits::try_or_park`) waits on its channel and on signals, never on messages, and
+//! parks and ends without the lock, through two atomics beside it:
+//! 1. The actor has counted itself out and parked on its channel with a waiter that holds its
+//!    task's waker. It stores its description in `chan_wait` (the channel and the instruction,
+//!    packed), then reads `signalled`. If a signal is pending it takes the description back and
+//!    waits the ordinary way ([`Mailbox::poll_wait`] takes the signal).
+//! 2. A signaller, holding the lock, queues its signal, sets `signalled` (kept under the lock
+//!    with the signal queue: cleared when the queue empties), then swaps `chan_wait` to 0: if
+//!    it held a wait, the signaller wakes the actor as step 2 above does (counting it in). The
+//!    four accesses are `SeqCst`, so at least one side sees the other: the wait sees the signal
+//!    or the signaller sees the wait, never neither. Both is a spurious wake, which costs the
+//!    actor one more park.
+//! 3. A message does not look at `chan_wait`: it neither wakes nor counts in the actor.
+//! 4. Woken, the actor runs its instruction again, which clears `chan_wait` with a store. If
+//!    its channel's claimer woke it, that is the whole end of the wait; if a signaller did, the
+//!    channel wait is cancelled and the instruction tries again, seeing the signal (step 1).
+//! 5. What the actor waits for, as introspection, the orphan census and a mode-0 interrupt see
+//!    it ([`Mailbox::waiting`]), is `waiting`, or else the wait in `chan_wait`. A mode-0
+//!    interrupt that finds the wait there, racing the wait's end, is queued and meets a running
+//!    actor, which drops it (as when it finds `waiting` set just before the wait ends).
+//!
 //! This protocol is model-checked with loom (the `loom_tests` submodule); unit tests are in `tests`.
 //!
 //! **Memory.** Under the same lock the mailbox keeps what its queued messages are charged
@@ -51,7 +73,7 @@
 //! when one leaves), and in its extras the actor's latest count and `:max_heap`; a delivery that
 //! takes the actor past its `:max_heap` kills it as an overflow does (see `budget`).
 
-use crate::sync::{AtomicBool, AtomicUsize, Mutex, Ordering, count_in, lock};
+use crate::sync::{AtomicBool, AtomicU64, AtomicUsize, Mutex, Ordering, count_in, lock};
 use smallvec::SmallVec;
 use std::collections::VecDeque;
 use std::task::{Context, Poll, Waker};
@@ -313,6 +335,29 @@ pub struct Mailbox {
     /// The actor's "counted out of `active`" flag, shared with its channel selects (see
     /// `crate::sync::count_in`; selects reach it through the actor's cell).
     counted: AtomicBool,
+    /// A quiet channel wait (see the module docs): its channel and instruction packed
+    /// ([`quiet_chan`]), or 0.
+    chan_wait: AtomicU64,
+    /// Whether control signals are queued: written under the lock with the queue, read
+    /// without it by a quiet channel wait.
+    signalled: AtomicBool,
+}
+
+/// A quiet channel wait's description in one word: the channel id and the instruction
+/// (`csend` 1, `crecv` 2). `None` for an id too large to pack (such a wait is not quiet).
+fn quiet_chan(shape: vm_core::SelectShape, id: u64) -> Option<u64> {
+    let code = match shape {
+        vm_core::SelectShape::Send => 1,
+        vm_core::SelectShape::Recv => 2,
+        vm_core::SelectShape::Select => return None,
+    };
+    (id < 1 << 62).then_some((id << 2) | code)
+}
+
+/// The wait a non-zero [`quiet_chan`] word describes.
+fn quiet_wait(word: u64) -> Wait {
+    let shape = if word & 3 == 1 { vm_core::SelectShape::Send } else { vm_core::SelectShape::Recv };
+    Wait::Chan { shape, chans: ChanIds::One(word >> 2), orphanable: true }
 }
 
 /// The reason an actor is killed with when its mailbox overflows.
@@ -331,8 +376,14 @@ impl Inner {
         self.ext.as_deref()
     }
 
-    fn pop_signal(&mut self) -> Option<Signal> {
-        self.ext.as_mut().and_then(|e| e.signals.pop_front())
+    /// Takes the oldest signal; `signalled` is the mailbox's flag, cleared with the queue.
+    fn pop_signal(&mut self, signalled: &AtomicBool) -> Option<Signal> {
+        let e = self.ext.as_mut()?;
+        let sig = e.signals.pop_front()?;
+        if e.signals.is_empty() {
+            signalled.store(false, Ordering::SeqCst);
+        }
+        Some(sig)
     }
 
     /// Whether exit signals become messages.
@@ -346,27 +397,33 @@ impl Inner {
     #[inline(always)]
     fn push_back(&mut self, msg: Value) -> bool {
         let size = message_size(&msg);
-        let grows = size != 0 || self.messages.len() == self.messages.capacity();
-        self.bytes += size;
+        if size != 0 {
+            self.bytes += size;
+            self.messages.push_back(msg);
+            return true;
+        }
+        let full = self.messages.len() == self.messages.capacity();
         self.messages.push_back(msg);
-        grows
+        full
     }
 
     /// A message has left the queue: stops counting its size.
     #[inline(always)]
     fn took(&mut self, msg: Option<Value>) -> Option<Value> {
         if let Some(m) = &msg {
-            self.uncharge(m);
+            Self::uncharge(&mut self.bytes, m);
         }
         msg
     }
 
-    /// Stops counting the size of `m`, which has left the queue.
+    /// Stops counting the size of `m`, which leaves the queue, in `bytes` (the queue's
+    /// `Inner::bytes`; a field rather than `self`, so that `m` may still be in the queue). With
+    /// nothing counted (only scalars queued, as in most mailboxes) there is nothing to stop
+    /// counting, and `m` is not looked at: one test of `bytes`, which the lock brought in.
     #[inline(always)]
-    fn uncharge(&mut self, m: &Value) {
-        let size = message_size(m);
-        if size != 0 {
-            self.bytes = self.bytes.saturating_sub(size);
+    fn uncharge(bytes: &mut u64, m: &Value) {
+        if *bytes != 0 {
+            *bytes = bytes.saturating_sub(message_size(m));
         }
     }
 
@@ -433,7 +490,7 @@ impl Mailbox {
     /// A mailbox with a length limit.
     pub fn with_limit(max_len: Option<usize>) -> Mailbox {
         let ext = max_len.map(|n| Box::new(Extras { max_len: Some(n), ..Extras::default() }));
-        Mailbox { inner: Mutex::new(Inner { ext, ..Inner::default() }), counted: AtomicBool::new(false) }
+        Mailbox { inner: Mutex::new(Inner { ext, ..Inner::default() }), ..Mailbox::default() }
     }
 
     /// The actor's "counted out" flag, for a channel select that parks alongside the mailbox.
@@ -470,19 +527,11 @@ impl Mailbox {
         if g.closed {
             return (Delivery::Dropped, false);
         }
-        if let Some(max) = g.ext_ref().and_then(|e| e.max_len)
-            && g.messages.len() >= max
-        {
-            g.ext().signals.push_back(Signal::Kill(mailbox_overflow_reason()));
-            g.clear_messages();
-            return (Delivery::Overflow(g.take_waker(&self.counted, active)), false);
+        // The limits are in the extras: with none (most actors), one test and on.
+        if g.ext.is_some() {
+            return self.deliver_with_extras(&mut g, msg, active);
         }
         let grows = g.push_back(msg);
-        if g.ext.is_some() && g.past_max_heap() {
-            g.ext().signals.push_back(Signal::Kill(vm_core::mem::limit_reason("max_heap")));
-            g.clear_messages();
-            return (Delivery::Overflow(g.take_waker(&self.counted, active)), false);
-        }
         (g.wake_result(&self.counted, active), grows)
     }
 
@@ -497,15 +546,61 @@ impl Mailbox {
                 g.push_back(Value::tuple(vec![Value::Atom(atoms::EXIT), Value::Pid(from), reason]));
             }
             Signal::Exit { reason: Value::Atom(a), .. } if a == atoms::NORMAL => return Delivery::Dropped,
-            Signal::Interrupt { mode: 0, .. } if g.waiting.is_none() => return Delivery::Dropped,
-            sig => g.ext().signals.push_back(sig),
+            Signal::Interrupt { mode: 0, .. }
+                if g.waiting.is_none() && self.chan_wait.load(Ordering::SeqCst) == 0 =>
+            {
+                return Delivery::Dropped;
+            }
+            sig => {
+                g.ext().signals.push_back(sig);
+                return match self.signal_waker(&mut g, active) {
+                    Some(w) => Delivery::Wake(w),
+                    None => Delivery::Queued,
+                };
+            }
         }
         g.wake_result(&self.counted, active)
     }
 
+    /// [`Mailbox::deliver_grows`] to an actor that has extras, which may hold its limits: past
+    /// `:max_mailbox` the message is dropped, and past `:max_heap` once queued the queue is;
+    /// either way the actor is killed, as an overflow.
+    #[inline(never)]
+    fn deliver_with_extras(&self, g: &mut Inner, msg: Value, active: &AtomicUsize) -> (Delivery, bool) {
+        if let Some(max) = g.ext_ref().and_then(|e| e.max_len)
+            && g.messages.len() >= max
+        {
+            g.ext().signals.push_back(Signal::Kill(mailbox_overflow_reason()));
+            g.clear_messages();
+            return (Delivery::Overflow(self.signal_waker(g, active)), false);
+        }
+        let grows = g.push_back(msg);
+        if g.past_max_heap() {
+            g.ext().signals.push_back(Signal::Kill(vm_core::mem::limit_reason("max_heap")));
+            g.clear_messages();
+            return (Delivery::Overflow(self.signal_waker(g, active)), false);
+        }
+        (g.wake_result(&self.counted, active), grows)
+    }
+
+    /// Step 2 of "A quiet channel wait" for a signal just queued (with the lock held):
+    /// records that signals are pending, then unparks the actor if it waits on its mailbox
+    /// or quietly on a channel, counting it in, and returns the waker to wake.
+    fn signal_waker(&self, g: &mut Inner, active: &AtomicUsize) -> Option<Waker> {
+        self.signalled.store(true, Ordering::SeqCst);
+        if let Some(w) = g.take_waker(&self.counted, active) {
+            return Some(w);
+        }
+        if self.chan_wait.swap(0, Ordering::SeqCst) == 0 {
+            return None;
+        }
+        count_in(&self.counted, active);
+        g.waker.clone()
+    }
+
     /// Takes the oldest pending signal, if any (a running actor's safe-point check).
     pub fn take_signal(&self) -> Option<Signal> {
-        lock(&self.inner).pop_signal()
+        lock(&self.inner).pop_signal(&self.signalled)
     }
 
     /// Returns a message taken by a select whose channel case turned out to have committed
@@ -602,23 +697,45 @@ impl Mailbox {
         TakeOrPark::Parked { idle: g.park(None, &spec, wait, &self.counted, active) }
     }
 
-    /// Step 1 for a wait the host began in the step on something other than the mailbox (a
-    /// `csend` or `crecv` parked on its channel, which counted the actor out already): marks the
-    /// actor parked with its kept waker and records `wait`, so that a signal wakes it, and
-    /// returns a clone of that waker for the wait's other wake source. `None`, doing nothing,
-    /// if a signal is pending or no waker is kept: the wait's first poll must then look at the
-    /// mailbox as usual ([`Mailbox::poll_wait`]); with `Some` it need not.
-    pub(crate) fn park_begun(&self, wait: impl FnOnce() -> Wait) -> Option<Waker> {
-        let mut g = lock(&self.inner);
-        if g.ext_ref().is_some_and(|e| !e.signals.is_empty()) {
-            return None;
+    /// Step 1 of "A quiet channel wait" (module docs), without the lock: a `csend` (`shape`
+    /// `Send`) or `crecv` parked on channel `id`, which counted the actor out already and holds
+    /// the task's waker, records itself so that a signal wakes it. False, recording nothing, if
+    /// a signal is pending (or the id does not pack): the wait's first poll must then look at
+    /// the mailbox as usual ([`Mailbox::poll_wait`]); if true it need not.
+    pub(crate) fn park_chan(&self, shape: vm_core::SelectShape, id: u64) -> bool {
+        let Some(word) = quiet_chan(shape, id) else { return false };
+        self.chan_wait.store(word, Ordering::SeqCst);
+        if self.signalled.load(Ordering::SeqCst) {
+            // A signaller may have taken the wait already and woken the task: a spurious
+            // wake, which the ordinary wait's poll absorbs.
+            self.chan_wait.store(0, Ordering::SeqCst);
+            return false;
         }
-        let waker = g.waker.clone()?;
-        g.parked = true;
-        if g.waiting.is_none() {
-            g.waiting = Some(wait());
+        true
+    }
+
+    /// Step 4 of "A quiet channel wait": the wait has ended (its channel's claimer woke the
+    /// actor, which was counted in by it), and nothing in the mailbox recorded it.
+    pub(crate) fn end_chan(&self) {
+        self.chan_wait.store(0, Ordering::Relaxed);
+    }
+
+    /// What the actor waits for (step 5 of "A quiet channel wait"), given the state `i` behind
+    /// this mailbox's lock, taken by the caller ([`Mailbox::with`]).
+    pub fn waiting(&self, i: &Inner) -> Option<Wait> {
+        match &i.waiting {
+            Some(w) => Some(w.clone()),
+            None => match self.chan_wait.load(Ordering::SeqCst) {
+                0 => None,
+                word => Some(quiet_wait(word)),
+            },
         }
-        Some(waker)
+    }
+
+    /// The task's waker the mailbox keeps (see "The waker is kept" above), for a channel
+    /// waiter that keeps it too (`chan::waits::try_or_park`).
+    pub(crate) fn kept_waker(&self) -> Option<Waker> {
+        lock(&self.inner).waker.clone()
     }
 
     /// Steps 1 and 4 of the protocol. `deadline_passed` says whether the wait's timer (if any)
@@ -634,7 +751,7 @@ impl Mailbox {
     ) -> (Poll<Option<Woken>>, bool) {
         let (pattern, receive) = (spec.pattern, spec.receive);
         let mut g = lock(&self.inner);
-        let outcome = if let Some(sig) = g.pop_signal() {
+        let outcome = if let Some(sig) = g.pop_signal(&self.signalled) {
             Some(Some(Woken::Signal(sig)))
         } else if let Some(m) = if receive { g.take_matching(pattern) } else { None } {
             Some(Some(Woken::Message(m)))
@@ -663,6 +780,7 @@ impl Mailbox {
         let mut g = lock(&self.inner);
         g.parked = false;
         g.waiting = None;
+        self.chan_wait.store(0, Ordering::Relaxed);
         count_in(&self.counted, active);
     }
 
@@ -674,6 +792,8 @@ impl Mailbox {
         g.clear_messages();
         g.waker = None;
         g.parked = false;
+        self.chan_wait.store(0, Ordering::Relaxed);
+        self.signalled.store(false, Ordering::SeqCst);
         match g.ext.take() {
             Some(e) => (e.links, e.monitors, e.name),
             None => (Vec::new(), Vec::new(), None),
@@ -695,11 +815,14 @@ impl Inner {
     #[inline(always)]
     fn take_matching(&mut self, pattern: Option<&Value>) -> Option<Value> {
         match pattern {
+            // The bookkeeping looks at the front before it is popped, so that the popped
+            // message goes out as it is: looked at after the pop, it was split into its tag
+            // and payload and copied three times on its way out (~25 instructions a receive).
             None => {
-                let m = self.messages.pop_front()?;
+                let front = self.messages.front()?;
+                Self::uncharge(&mut self.bytes, front);
                 self.forget_save();
-                self.uncharge(&m);
-                Some(m)
+                self.messages.pop_front()
             }
             Some(_) if self.messages.is_empty() => None,
             Some(p) => {
@@ -834,6 +957,7 @@ impl Mailbox {
                 || img.name.is_some()
                 || img.trap_exit;
             if rare {
+                mb.signalled.store(!img.signals.is_empty(), Ordering::SeqCst);
                 let e = g.ext();
                 e.signals = img.signals.into();
                 e.links = img.links;

@@ -40,18 +40,7 @@ impl Vm {
             return Err(format!("{:?} cannot name a container (non-empty, no '/', not \"main\")", spec.name));
         }
         crate::run::check_main(&spec.module).map_err(|e| format!("container {}: {e}", spec.name))?;
-        let container =
-            Arc::new(Container::new(spec, Some(self.shared.output.clone()), self.shared.io.console.clone()));
-        {
-            let mut all = lock(&self.shared.containers);
-            match all.iter().position(|c| c.name() == container.name()) {
-                Some(i) if all[i].status() == crate::container::Status::Running => {
-                    return Err(format!("container {} is already running", container.name()));
-                }
-                Some(i) => all[i] = container.clone(),
-                None => all.push(container.clone()),
-            }
-        }
+        let container = self.add_container(spec)?;
         let spec = &container.spec;
         let main = spec.module.func_index("main").ok_or("no main")?;
         let args = match spec.module.funcs[main as usize].arity {
@@ -76,6 +65,34 @@ impl Vm {
                 Err(format!("container {}: {e}", container.name()))
             }
         }
+    }
+
+    /// Makes a container from `spec` with no actor and lists it, replacing an ended one of the
+    /// same name; a running one of that name is an error.
+    fn add_container(&self, spec: ContainerSpec) -> Result<Arc<Container>, String> {
+        let container =
+            Arc::new(Container::new(spec, Some(self.shared.output.clone()), self.shared.io.console.clone()));
+        let mut all = lock(&self.shared.containers);
+        match all.iter().position(|c| c.name() == container.name()) {
+            Some(i) if all[i].status() == crate::container::Status::Running => {
+                return Err(format!("container {} is already running", container.name()));
+            }
+            Some(i) => all[i] = container.clone(),
+            None => all.push(container.clone()),
+        }
+        Ok(container)
+    }
+
+    /// A container being restored from a snapshot (`snapshot::restore_containers`): made and
+    /// listed, with no actor yet; its actors, root and status are set by the restore. The
+    /// snapshot's names are unique (its check), so it replaces nothing that runs.
+    pub(crate) fn install_container(&self, spec: ContainerSpec) -> Arc<Container> {
+        let name = spec.name.clone();
+        self.add_container(spec).unwrap_or_else(|e| {
+            // Only a VM that already runs containers could get here; a restore is into a fresh one.
+            tracing::warn!("restoring container {name}: {e}");
+            self.container(&name).unwrap_or_else(|| self.shared.default_container.clone())
+        })
     }
 
     /// Ends a container as if its root had been killed with `reason` (the REPL's `stop`).

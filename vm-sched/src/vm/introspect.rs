@@ -71,7 +71,7 @@ impl Vm {
         let (name, waiting, mailbox_len, links, monitored_by, monitoring, trap_exit) = c.mailbox.with(|i| {
             (
                 i.ext_ref().and_then(|e| e.name),
-                i.waiting.clone(),
+                c.mailbox.waiting(i),
                 i.messages.len(),
                 i.ext_ref().map(|e| e.links.clone()).unwrap_or_default(),
                 i.ext_ref().map(|e| e.monitors.iter().map(|(_, p)| *p).collect()).unwrap_or_default(),

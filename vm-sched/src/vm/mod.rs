@@ -510,6 +510,13 @@ impl Vm {
     pub(crate) fn deliver(&self, cell: &ActorCell, msg: Value) {
         trace::trace_deliver(cell.pid, &msg);
         let (delivery, grows) = cell.mailbox.deliver_grows(msg, &self.shared.active);
+        // Only a delivery that may have made the process's memory grow checks the budget: a
+        // scalar into a queue with room allocates nothing (and the ring and pingpong
+        // benchmarks' messages are such). Checked before the wake, so that the wake is the
+        // last call (a jump).
+        if grows {
+            self.check_budget_after_delivery();
+        }
         match delivery {
             Delivery::Wake(w) => {
                 self.shared.prio.woken(cell);
@@ -522,12 +529,6 @@ impl Vm {
                 }
             }
             Delivery::Queued | Delivery::Dropped => {}
-        }
-        // Only a delivery that may have made the process's memory grow checks the budget: a
-        // scalar into a queue with room allocates nothing (and the ring and pingpong
-        // benchmarks' messages are such).
-        if grows {
-            self.check_budget_after_delivery();
         }
     }
 

@@ -42,6 +42,8 @@ impl Vm {
         if let Some(name) = cell.mailbox.with(|i| i.ext_ref().and_then(|e| e.name)) {
             lock(&cell.container.names).insert(name, pid);
         }
+        // Counted in its container as a spawn counts it (its end counts it out).
+        cell.container.actors.fetch_add(1, Ordering::SeqCst);
         lock(self.shard(pid)).insert(pid.0, cell);
         self.shared.live.fetch_add(1, Ordering::SeqCst);
         self.shared.active.fetch_add(1, Ordering::SeqCst);
