@@ -413,6 +413,27 @@ pub static TEST_NATIVES: &[Native] = &[
         doc: "affine_sleep(ms): holds thread test for ms",
     },
     Native {
+        name: "affine_hold",
+        min_args: 1,
+        max_args: 1,
+        imp: Imp::Affine(Bind::Named("test"), crate::probes::affine_hold),
+        doc: "affine_hold(key): holds thread test until affine_release(key) (at most 30 s, then :timeout)",
+    },
+    Native {
+        name: "affine_holding",
+        min_args: 1,
+        max_args: 1,
+        imp: Imp::Inline(crate::probes::affine_holding),
+        doc: "affine_holding(key): whether affine_hold(key) is holding thread test",
+    },
+    Native {
+        name: "affine_release",
+        min_args: 1,
+        max_args: 1,
+        imp: Imp::Inline(crate::probes::affine_release),
+        doc: "affine_release(key): ends affine_hold(key); whether one was holding",
+    },
+    Native {
         name: "affine_log",
         min_args: 1,
         max_args: 1,

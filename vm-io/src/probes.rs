@@ -55,6 +55,59 @@ pub(crate) fn affine_sleep(_: &Ctx<'_>, args: &[Value]) -> NativeResult {
     Ok(Value::Nil)
 }
 
+/// Holds of thread `test` (`affine_hold`) by key: whether each was released. Shared by every VM
+/// in the process, so a test uses a key of its own (a reference).
+static HOLDS: std::sync::Mutex<Vec<(Value, bool)>> = std::sync::Mutex::new(Vec::new());
+/// Wakes holds when one is released.
+static RELEASED: std::sync::Condvar = std::sync::Condvar::new();
+/// How long a hold waits for its release at most, so that a failed test does not hang.
+const HOLD_AT_MOST: Duration = Duration::from_secs(30);
+
+fn holds() -> std::sync::MutexGuard<'static, Vec<(Value, bool)>> {
+    HOLDS.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// `affine_hold(key)`: holds thread `test` until `affine_release(key)` (a test's condition
+/// instead of a guessed sleep); `:timeout` if no release comes within 30 s.
+pub(crate) fn affine_hold(_: &Ctx<'_>, args: &[Value]) -> NativeResult {
+    let key = &args[0];
+    let deadline = std::time::Instant::now() + HOLD_AT_MOST;
+    let mut g = holds();
+    g.push((key.clone(), false));
+    loop {
+        let i = g.iter().position(|(k, _)| k == key).expect("a hold stays listed until it ends");
+        if g[i].1 {
+            g.swap_remove(i);
+            return Ok(Value::Nil);
+        }
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            g.swap_remove(i);
+            return Err(Exception::new(vm_core::atoms::TIMEOUT, "affine_hold: not released within 30 s"));
+        }
+        g = RELEASED.wait_timeout(g, left).unwrap_or_else(|p| p.into_inner()).0;
+    }
+}
+
+/// `affine_holding(key)` → whether an `affine_hold(key)` is running (inline: it answers while
+/// thread `test` is held).
+pub(crate) fn affine_holding(_: &Ctx<'_>, args: &[Value]) -> NativeResult {
+    Ok(Value::Bool(holds().iter().any(|(k, released)| k == &args[0] && !released)))
+}
+
+/// `affine_release(key)` → whether a running `affine_hold(key)` was released.
+pub(crate) fn affine_release(_: &Ctx<'_>, args: &[Value]) -> NativeResult {
+    let mut g = holds();
+    let mut found = false;
+    for (_, released) in g.iter_mut().filter(|(k, _)| k == &args[0]) {
+        found |= !*released;
+        *released = true;
+    }
+    drop(g);
+    RELEASED.notify_all();
+    Ok(Value::Bool(found))
+}
+
 /// `affine_log(v)`: records `v` on this thread.
 pub(crate) fn affine_log(_: &Ctx<'_>, args: &[Value]) -> NativeResult {
     LOG.with(|l| l.borrow_mut().push(args[0].clone()));

@@ -507,12 +507,22 @@ impl Vm {
 /// wakes, takes its state back (or has it in hand, when it parked before the VM was armed) and
 /// runs a receive race, and whatever the interleaving the snapshot sees the state and the mailbox
 /// agree (the message is in exactly one of them), and nobody waits forever. The ends of a pause
-/// are modelled as spins on the epoch (tokio's `Notify` is not loom's), and a receive as taking
-/// one from a count of queued messages.
+/// are modelled as spins on the epoch (tokio's `Notify` is not loom's), a receive as taking one
+/// from a count of queued messages, and the pause signal as the mailbox delivers it: set under
+/// the mailbox's lock, which a parked actor waits on (a condition variable standing for its
+/// waker).
+///
+/// Why the parked actor does not spin: an earlier model waited for the signal by spinning on a
+/// `swap` of a flag. Loom orders the stores to one atomic only as far as the threads have
+/// synchronised, and a read-modify-write may read any store that is newest in that partial
+/// order, so a spinning `swap` could read its own earlier `false` forever, never the
+/// snapshotter's `true` (a plain load after a yield may not, which is why the spins on the epoch
+/// end): an endless path, which loom reports as "exceeded maximum number of branches". The
+/// runtime never spins there: the signal is queued under the mailbox's lock and wakes the task.
 #[cfg(all(test, vm_loom))]
 mod loom_tests {
     use super::*;
-    use loom::sync::Arc as LArc;
+    use loom::sync::{Arc as LArc, Condvar};
     use loom::thread;
 
     fn state(received: u64) -> Box<ActorState> {
@@ -528,18 +538,26 @@ mod loom_tests {
         })
     }
 
+    /// The actor's mailbox, as far as the model needs it.
+    #[derive(Default)]
+    struct Mb {
+        /// Messages queued.
+        queued: u64,
+        /// The pause signal, queued for an expected actor.
+        signal: bool,
+        /// The snapshot is done (the model's end; it wakes the actor too).
+        finished: bool,
+    }
+
     struct World {
         epoch: AtomicU64,
         /// `Pause::armed`.
         armed: AtomicBool,
         outstanding: AtomicUsize,
         slot: Slot,
-        /// Messages queued in the actor's mailbox.
-        mailbox: Mutex<u64>,
-        /// The pause signal sent to an expected actor.
-        signalled: AtomicBool,
-        /// The snapshot is done (the model's end).
-        finished: AtomicBool,
+        mailbox: Mutex<Mb>,
+        /// Wakes the parked actor (its waker).
+        woken: Condvar,
     }
 
     impl World {
@@ -549,16 +567,15 @@ mod loom_tests {
                 armed: AtomicBool::new(armed),
                 outstanding: AtomicUsize::new(0),
                 slot: Slot::default(),
-                mailbox: Mutex::new(queued),
-                signalled: AtomicBool::new(false),
-                finished: AtomicBool::new(false),
+                mailbox: Mutex::new(Mb { queued, ..Mb::default() }),
+                woken: Condvar::new(),
             })
         }
 
         /// Parks, with the state in the slot if the VM is armed (the driver's choice, a
-        /// relaxed load) or else in hand; woken by the pause signal, it takes the state back,
-        /// publishes at its gate and parks again, until the snapshot is done. Returns the state
-        /// if it ends parked with it in hand.
+        /// relaxed load) or else in hand, until the pause signal or the end; woken by the
+        /// signal, it takes the state back, publishes at its gate and parks again. Returns the
+        /// state if it ends parked with it in hand.
         fn park(&self, mut st: Box<ActorState>) -> Option<Box<ActorState>> {
             loop {
                 let kept = if self.armed.load(Ordering::Relaxed) {
@@ -567,14 +584,14 @@ mod loom_tests {
                 } else {
                     Some(st)
                 };
-                loop {
-                    if self.signalled.swap(false, Ordering::AcqRel) {
-                        break;
+                {
+                    let mut mb = lock(&self.mailbox);
+                    while !mb.signal && !mb.finished {
+                        mb = self.woken.wait(mb).unwrap_or_else(|p| p.into_inner());
                     }
-                    if self.finished.load(Ordering::Acquire) {
+                    if !std::mem::take(&mut mb.signal) {
                         return kept;
                     }
-                    thread::yield_now();
                 }
                 st = match kept {
                     Some(st) => st,
@@ -582,6 +599,12 @@ mod loom_tests {
                 };
                 self.gate(&st);
             }
+        }
+
+        /// Queues the pause signal and wakes the actor.
+        fn signal(&self) {
+            lock(&self.mailbox).signal = true;
+            self.woken.notify_one();
         }
 
         /// The actor's safe point: publish and wait out a pause in progress.
@@ -612,9 +635,9 @@ mod loom_tests {
 
         /// The receive instruction run again: takes a queued message into the state.
         fn receive(&self, st: &mut ActorState) {
-            let mut q = lock(&self.mailbox);
-            if *q > 0 {
-                *q -= 1;
+            let mut mb = lock(&self.mailbox);
+            if mb.queued > 0 {
+                mb.queued -= 1;
                 st.reductions += 1;
             }
         }
@@ -626,16 +649,17 @@ mod loom_tests {
             self.outstanding.store(1, Ordering::SeqCst);
             self.epoch.store(1, Ordering::SeqCst);
             if self.slot.sweep(1, &self.outstanding) == Swept::Expected {
-                self.signalled.store(true, Ordering::SeqCst);
+                self.signal();
             }
             self.outstanding.fetch_sub(1, Ordering::AcqRel);
             while self.outstanding.load(Ordering::Acquire) != 0 {
                 thread::yield_now();
             }
             let received = self.slot.read(1, |st, _| st.reductions).expect("the actor is in the cut");
-            let queued = *lock(&self.mailbox);
+            let queued = lock(&self.mailbox).queued;
             self.epoch.store(0, Ordering::SeqCst);
-            self.finished.store(true, Ordering::Release);
+            lock(&self.mailbox).finished = true;
+            self.woken.notify_one();
             received + queued
         }
 
@@ -679,6 +703,45 @@ mod loom_tests {
             let kept = actor.join().unwrap();
             assert!(kept.is_none(), "an armed VM's parked actor keeps its state in its slot");
             assert_eq!(w.final_state(kept).reductions, 1);
+        });
+    }
+
+    #[test]
+    fn loom_a_state_parked_before_the_first_pause_is_published_and_agrees_with_the_mailbox() {
+        model(|| {
+            // Not armed yet, the state in hand and one message just delivered: the actor is
+            // waking (and then parks) as the first pause arms the VM and sweeps.
+            let w = World::new(1, false);
+            let actor = {
+                let w = w.clone();
+                thread::spawn(move || {
+                    let mut st = state(0);
+                    w.gate(&st);
+                    w.receive(&mut st);
+                    w.gate(&st);
+                    w.park(st)
+                })
+            };
+            assert_eq!(w.snapshot(), 1, "the message is in exactly one of state and mailbox");
+            let kept = actor.join().unwrap();
+            assert_eq!(w.final_state(kept).reductions, 1);
+        });
+    }
+
+    #[test]
+    fn loom_an_idle_actor_parked_before_the_first_pause_is_woken_to_publish() {
+        model(|| {
+            // Not armed, idle in its receive with the state in hand: only the pause signal wakes
+            // it; it publishes and parks again, now in its slot.
+            let w = World::new(0, false);
+            let actor = {
+                let w = w.clone();
+                thread::spawn(move || w.park(state(0)))
+            };
+            assert_eq!(w.snapshot(), 0);
+            let kept = actor.join().unwrap();
+            assert!(kept.is_none(), "woken by the first pause, it parks again in its slot");
+            assert_eq!(w.final_state(kept).reductions, 0);
         });
     }
 }
