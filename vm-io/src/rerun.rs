@@ -63,6 +63,7 @@ pub const RERUN: &[(&str, bool)] = &[
     ("affine_main_probe", true),
     ("affine_panic", true),
     ("affine_sleep", true),
+    ("affine_hold", true),
     ("affine_res_new", true),
     ("affine_res_closes", true),
     ("affine_probe", false),
