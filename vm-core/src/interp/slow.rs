@@ -270,15 +270,12 @@ pub(super) fn slow<H: Host + ?Sized>(
         Instr::Append { dst, l, v } => {
             let item = reg!(v).clone();
             let mut list = take_or_clone(regs, dst, l);
-            alloc!(
-                mem::copy_cost(&list)
-                    + match &list {
-                        Value::List(items) => mem::growth(items.len(), items.capacity(), 1, mem::SLOT),
-                        _ => 0,
-                    }
-            );
             let r = match &mut list {
                 Value::List(items) => {
+                    // A copy of the box if it is shared (`mem::copy_cost`, written out for the
+                    // list in hand), and the growth of its buffer.
+                    let copy = if Arc::strong_count(items) > 1 { mem::seq_box(items.capacity()) } else { 0 };
+                    alloc!(copy + mem::growth(items.len(), items.capacity(), 1, mem::SLOT));
                     Arc::make_mut(items).push(item);
                     Ok(list)
                 }
@@ -541,12 +538,13 @@ pub(super) fn slow<H: Host + ?Sized>(
             // not start takes a copy of its arguments (see `step`'s docs, paths 3 and 4).
             let (from, n) = (args as usize, n as usize);
             match host.native(name, &regs[from..from + n]) {
-                NativeCall::Done(result) => {
-                    if let Ok(v) = &result {
-                        cx.meter.add(mem::message_size(v));
-                    }
-                    put!(dst, result)
+                // The result is charged where it lies, matched once: no copy of it is kept
+                // across the charge.
+                NativeCall::Done(Ok(v)) => {
+                    cx.meter.add(mem::message_size(&v));
+                    set!(dst, v)
                 }
+                NativeCall::Done(Err(e)) => Flow::Throw(e),
                 NativeCall::Begun(id) => Flow::Block(Effect::Begun(Begun::Native(id))),
                 NativeCall::Deferred(id) => {
                     Flow::Block(Effect::Native { id, args: window(regs, args as usize, n as u16) })
