@@ -86,12 +86,29 @@ use slow::{Cx, slow};
 /// Runs `st` for at most `fuel` units (see the module docs).
 #[inline]
 pub fn step<H: Host + ?Sized>(st: &mut ActorState, m: &Module, host: &mut H, fuel: u32) -> Step {
-    // Every count that comes due is made inside `run`, where it came due (see `recount!`), so
-    // the step goes straight to the caller: a check here kept the `Step` across a call and
-    // copied it twice, ~20 instructions of every slice.
-    let (result, left) = run(st, m, host, fuel);
+    let (mut result, left) = run(st, m, host, fuel);
     st.reductions += u64::from(fuel - left);
+    // A count that came due in the fast paths (a receive, a deep call) is made at the latest
+    // when the slice ends (see `crate::mem`, rule 3). Here rather than where it came due: a
+    // count site inside `run` is one more exit from its loop, and the register allocator then
+    // kept the program counter in memory (fib 25: +4 %). The step is passed by reference, so
+    // it is not copied out and back when no count is due.
+    if st.meter.due() {
+        count_at_slice_end(st, host, &mut result);
+    }
     result
+}
+
+/// The count [`step`] makes when one came due during the slice: a step that would go on
+/// (yielded or blocked) becomes a stop if the host refuses.
+#[cold]
+#[inline(never)]
+fn count_at_slice_end<H: Host + ?Sized>(st: &mut ActorState, host: &mut H, result: &mut Step) {
+    if matches!(result, Step::Yielded | Step::Blocked(_))
+        && let Err(reason) = recount(&st.regs, &st.frames, &st.handlers, &mut st.meter, host)
+    {
+        *result = Step::Blocked(Effect::Stop(reason));
+    }
 }
 
 /// The interpreter loop; returns the step and the fuel left.
@@ -205,7 +222,9 @@ fn run<H: Host + ?Sized>(st: &mut ActorState, m: &Module, host: &mut H, mut fuel
         };
     }
     // Makes the count of the actor's memory that its allocations have made due (see
-    // `crate::mem`, rule 3), right where it came due, ending the step if the host refuses; then
+    // `crate::mem`, rule 3) after an instruction run out of line, ending the step if the host
+    // refuses (the loop's only count site: the fast paths' counts wait for the slice's end,
+    // see `step`); then
     // derives the register window again (it is not kept across the call, so that the loop need
     // not hold it in a register the call preserves, or spill it).
     macro_rules! recount {
@@ -314,7 +333,8 @@ fn run<H: Host + ?Sized>(st: &mut ActorState, m: &Module, host: &mut H, mut fuel
                 {
                     break Effect::Stop(reason);
                 }
-                recount!();
+                // (The growth's count, if due, waits for the slice's end: see `step`.)
+                regs = &mut stack[base..];
                 // (`pc` is still on the call.)
                 continue;
             }
@@ -433,7 +453,7 @@ fn run<H: Host + ?Sized>(st: &mut ActorState, m: &Module, host: &mut H, mut fuel
                     if let Err(reason) = grow(stack, base + cn, host, cx.meter) {
                         break Effect::Stop(reason);
                     }
-                    recount!();
+                    regs = &mut stack[base..];
                 }
                 let Some(frame) = frames.last_mut() else { unreachable!("a running actor has a frame") };
                 // As with `call`, the callee's registers other than its arguments are nil already:
@@ -459,7 +479,7 @@ fn run<H: Host + ?Sized>(st: &mut ActorState, m: &Module, host: &mut H, mut fuel
                     if let Err(reason) = grow(stack, base + cn, host, cx.meter) {
                         break Effect::Stop(reason);
                     }
-                    recount!();
+                    regs = &mut stack[base..];
                 }
                 let Some(frame) = frames.last_mut() else { unreachable!("a running actor has a frame") };
                 place_args(regs, new);
@@ -506,10 +526,6 @@ fn run<H: Host + ?Sized>(st: &mut ActorState, m: &Module, host: &mut H, mut fuel
             }
             Instr::Recv { dst } => match receive_now(host, &mut reg!(dst), cx.meter) {
                 Took::Message => next!(),
-                Took::Due => {
-                    recount!();
-                    next!();
-                }
                 Took::Parked => break Effect::Begun(Begun::Receive),
                 Took::Nothing => break Effect::Receive { pattern: None, timeout_ms: None },
             },
@@ -522,19 +538,17 @@ fn run<H: Host + ?Sized>(st: &mut ActorState, m: &Module, host: &mut H, mut fuel
             // A selective receive is charged one unit of fuel per message it looks at, so that a
             // long scan yields like any other work: it gets the fuel left as its budget (a copy,
             // so that `fuel` itself stays in a machine register) and may yield (`Flow::Yield`).
-            // A count its message makes due is made at once, as for `recv`.
+            // A count its message makes due is made when the slice ends, as for `recv`.
             Instr::Recvp { dst, pat } => {
                 let mut left = fuel;
                 let flow = actor::selective(host, regs, dst, pat, None, 0, cx.meter, &mut left);
                 fuel = left;
-                recount!();
                 flow!(flow);
             }
             Instr::Recvpt { dst, pat, ms, target } => {
                 let mut left = fuel;
                 let flow = actor::selective(host, regs, dst, pat, Some(ms), target, cx.meter, &mut left);
                 fuel = left;
-                recount!();
                 flow!(flow);
             }
             // A select's mailbox cases (`{:msg, pattern}`) scan the queue as `recvp` does, and
@@ -678,8 +692,6 @@ fn progress<H: Host + ?Sized>(host: &mut H, frames: &[Frame], pc: usize) {
 enum Took {
     /// The message is in `dst`.
     Message,
-    /// The message is in `dst`, and what it is charged made a count of the actor's memory due.
-    Due,
     /// None; the host parked the actor (block with [`Begun::Receive`]).
     Parked,
     /// None; wait the ordinary way (block with [`Effect::Receive`]).
@@ -694,14 +706,9 @@ fn receive_now<H: Host + ?Sized>(host: &mut H, dst: &mut Value, meter: &mut Mete
     match host.try_receive_or_park(None) {
         Received::Message(msg) => {
             store(dst, msg);
-            // Sized where it now lies: a scalar is one test of the tag in memory.
-            let size = crate::mem::message_size(dst);
-            if size != 0 {
-                meter.add(size);
-                if meter.due() {
-                    return Took::Due;
-                }
-            }
+            // Sized where it now lies: a scalar is one test of the tag in memory. A count this
+            // makes due is made when the slice ends (`step`).
+            meter.add(crate::mem::message_size(dst));
             Took::Message
         }
         Received::Parked => Took::Parked,
