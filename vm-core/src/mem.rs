@@ -72,20 +72,23 @@ impl Meter {
     /// the units computed apart and put back with two saturations were ~17 instructions.)
     #[inline(always)]
     pub fn add(&mut self, bytes: u64) {
-        // At most 2^40 bytes, so the sum cannot overflow; anything that large saturates anyway.
-        let word = u64::from(self.0) + (bytes.min(1 << 40).wrapping_add(31) & !31);
-        if word <= u64::from(u32::MAX) {
+        // Below 2^32 bytes nothing overflows: the sum fits a `u64`, and it fits the word unless
+        // the units saturate. Both tests are one: a high bit set in either.
+        let word = u64::from(self.0) + (bytes.wrapping_add(31) & !31);
+        if (word | bytes) >> 32 == 0 {
             self.0 = word as u32;
         } else {
-            self.saturate();
+            self.add_large(bytes);
         }
     }
 
-    /// The units at their most, the gap unchanged.
+    /// [`Meter::add`] of a charge of 2^32 bytes or more, or one that saturates the units.
     #[cold]
     #[inline(never)]
-    fn saturate(&mut self) {
-        self.0 = (UNITS_MAX << 5) | (self.0 & 31);
+    fn add_large(&mut self, bytes: u64) {
+        let units = bytes.div_ceil(32).min(u64::from(UNITS_MAX));
+        let total = (u64::from(self.0 >> 5) + units).min(u64::from(UNITS_MAX)) as u32;
+        self.0 = (total << 5) | (self.0 & 31);
     }
 
     /// Bytes allocated since the last count (rounded up to 32-byte units).

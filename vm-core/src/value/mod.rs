@@ -493,9 +493,15 @@ fn drop_nested(v: &mut Value) {
         Value::Fun(c) => Arc::strong_count(c) == 1,
         _ => false,
     };
-    if !last {
-        return;
+    if last {
+        drop_walk(v);
     }
+}
+
+/// [`drop_nested`] of the last reference to a container: the walk, apart so that the test
+/// before it (a shared container, most of those dropped) keeps no registers and no frame.
+#[inline(never)]
+fn drop_walk(v: &mut Value) {
     let mut work: Vec<Value> = Vec::new();
     let mut next = detach_children(v, &mut work);
     loop {
