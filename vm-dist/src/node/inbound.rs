@@ -261,6 +261,15 @@ impl Inner {
             return;
         };
         if env.from.name == self.me.name {
+            if env.from.inc == self.me.inc
+                && let Signal::Announce(a) = &env.signal
+            {
+                let delay = (self.started.elapsed().as_millis() as u64).saturating_sub(a.uptime_ms);
+                self.echo_delay_ms.store(delay, std::sync::atomic::Ordering::Relaxed);
+                if delay > self.cfg.heartbeat.as_millis() as u64 {
+                    tracing::info!(delay_ms = delay, "this node's announcement came back late");
+                }
+            }
             if env.from.inc != self.me.inc {
                 // Two nodes started together, both probed before either announced.
                 tracing::error!(other = %env.from, "another live node has this node's name");
@@ -276,6 +285,13 @@ impl Inner {
             match env.signal {
                 Signal::Announce(a) => {
                     let Some(p) = self.peer_for(st, &env.from, &mut fire) else { return };
+                    if known {
+                        let sent = a.uptime_ms.saturating_sub(p.announce.uptime_ms);
+                        let heard = p.last_nats.elapsed().as_millis() as u64;
+                        if sent.max(heard) > 2 * self.cfg.heartbeat.as_millis() as u64 {
+                            tracing::info!(peer = %p.id, sent_ms = sent, heard_ms = heard, "announcements of the peer came far apart");
+                        }
+                    }
                     p.announce = a;
                     p.last_heard = Instant::now();
                     p.last_nats = p.last_heard;
@@ -392,7 +408,7 @@ impl Driver {
                 // `conn`) and answers handshakes.
                 tokio::select! {
                     _ = inner.shutdown.notified() => break,
-                    _ = tick.tick() => inner.heartbeat(),
+                    due = tick.tick() => inner.heartbeat(due.elapsed()),
                     m = incoming.next() => match m {
                         Some(In::Envelope(m)) => inner.on_message(m),
                         Some(In::Reply(m)) => if m.no_responders { inner.on_no_responders(&m.subject) },

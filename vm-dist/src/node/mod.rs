@@ -277,6 +277,9 @@ pub(crate) struct Inner {
     direct: Option<wire::DirectAddr>,
     /// The number of the next direct connection this node dials.
     next_conn: std::sync::atomic::AtomicU64,
+    /// How long this node's latest announcement took to come back to it through NATS, in
+    /// milliseconds: how far behind this node's own receiving is.
+    echo_delay_ms: std::sync::atomic::AtomicU64,
 }
 
 /// Work the driver does for synchronous callers (it may wait).
@@ -403,6 +406,22 @@ enum EndCause {
 }
 
 impl EndCause {
+    /// What happened, for the log line that reports the peer down.
+    fn describe(self) -> &'static str {
+        match self {
+            EndCause::Gap => "signals from it were lost in transit (a sequence gap)",
+            EndCause::Reset => "it ended the session (it found a gap, or lost this node)",
+            EndCause::NewEpoch => "it started a new session",
+            EndCause::NewIncarnation => "it restarted (a new incarnation)",
+            EndCause::Silence => "nothing heard from it for down_after",
+            EndCause::NoResponders => "NATS has no subscriber for it (its connection closed)",
+            EndCause::Departed => "the server reported its connection closed",
+            EndCause::Bye => "it left the cluster",
+            EndCause::ConnectionLost => "the direct connection was lost",
+            EndCause::ConnectionReplaced => "it opened a new direct connection",
+        }
+    }
+
     fn still_reachable(self) -> bool {
         matches!(self, EndCause::Gap | EndCause::Reset | EndCause::NewEpoch | EndCause::ConnectionReplaced)
     }
@@ -508,6 +527,7 @@ impl Node {
             inbound: Mutex::new(()),
             direct: listener.as_ref().map(|(_, a)| *a),
             next_conn: std::sync::atomic::AtomicU64::new(1),
+            echo_delay_ms: std::sync::atomic::AtomicU64::new(0),
             cfg,
         });
         let node = Node { inner };

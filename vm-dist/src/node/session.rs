@@ -5,6 +5,11 @@
 use super::*;
 
 impl Inner {
+    /// [`Inner::echo_delay_ms`]'s latest measure.
+    fn echo_delay_ms(&self) -> u64 {
+        self.echo_delay_ms.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     pub(crate) fn me(&self) -> &NodeId {
         &self.me
     }
@@ -154,7 +159,11 @@ impl Inner {
         spawns_of: &mut Vec<Arc<str>>,
         fire: &mut Vec<Fire>,
     ) {
-        tracing::info!(peer = %p.id, ?cause, "session ended");
+        if p.alive {
+            tracing::warn!(peer = %p.id, "node {} is down: {}", p.id.name, cause.describe());
+        } else {
+            tracing::info!(peer = %p.id, ?cause, "session ended");
+        }
         let bonds = std::mem::take(&mut p.bonds);
         for (local, remotes) in bonds.links {
             for remote in remotes {
@@ -324,8 +333,12 @@ impl Inner {
         self.fire(fire);
     }
 
-    /// One heartbeat: announce, tick every live peer, end silent sessions.
-    pub(super) fn heartbeat(&self) {
+    /// One heartbeat: announce, tick every live peer, end silent sessions. `late` is how long
+    /// after its time the driver got to run it (this node's own scheduling delay).
+    pub(super) fn heartbeat(&self, late: Duration) {
+        if late > self.cfg.heartbeat {
+            tracing::info!(late_ms = late.as_millis() as u64, "this node's heartbeat ran late");
+        }
         self.announce();
         let _order = self.inbound.lock();
         let mut fire = Vec::new();
@@ -336,6 +349,14 @@ impl Inner {
             for p in st.peers.values_mut().filter(|p| p.alive) {
                 if p.last_heard.elapsed() > self.cfg.down_after || p.last_nats.elapsed() > self.cfg.down_after
                 {
+                    tracing::warn!(
+                        peer = %p.id,
+                        heard_ms = p.last_heard.elapsed().as_millis() as u64,
+                        nats_ms = p.last_nats.elapsed().as_millis() as u64,
+                        late_ms = late.as_millis() as u64,
+                        echo_ms = self.echo_delay_ms(),
+                        "peer silent for longer than down_after"
+                    );
                     let mut ended = Vec::new();
                     self.end_session(p, EndCause::Silence, &mut ended, &mut fire);
                     silent.push(p.id.name.clone());
