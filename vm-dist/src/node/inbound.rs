@@ -261,15 +261,6 @@ impl Inner {
             return;
         };
         if env.from.name == self.me.name {
-            if env.from.inc == self.me.inc
-                && let Signal::Announce(a) = &env.signal
-            {
-                let delay = (self.started.elapsed().as_millis() as u64).saturating_sub(a.uptime_ms);
-                self.echo_delay_ms.store(delay, std::sync::atomic::Ordering::Relaxed);
-                if delay > self.cfg.heartbeat.as_millis() as u64 {
-                    tracing::info!(delay_ms = delay, "this node's announcement came back late");
-                }
-            }
             if env.from.inc != self.me.inc {
                 // Two nodes started together, both probed before either announced.
                 tracing::error!(other = %env.from, "another live node has this node's name");
@@ -366,6 +357,7 @@ impl Driver {
             mut out,
             mut jobs,
             listener,
+            pulse,
         } = self;
         let inner = node.inner.clone();
         let publisher = {
@@ -408,7 +400,7 @@ impl Driver {
                 // `conn`) and answers handshakes.
                 tokio::select! {
                     _ = inner.shutdown.notified() => break,
-                    due = tick.tick() => inner.heartbeat(due.elapsed()),
+                    _ = tick.tick() => inner.tick_peers(),
                     m = incoming.next() => match m {
                         Some(In::Envelope(m)) => inner.on_message(m),
                         Some(In::Reply(m)) => if m.no_responders { inner.on_no_responders(&m.subject) },
@@ -441,9 +433,17 @@ impl Driver {
                 }
             }
         };
+        // A pulse the runtime did not take runs here (`pulse`, rule 5).
+        let pulse = async {
+            match pulse {
+                Some(p) => p.run().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = publisher => {}
             _ = receiver => {}
+            _ = pulse => {}
         }
         drop(stop);
     }

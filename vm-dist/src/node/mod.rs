@@ -280,6 +280,10 @@ pub(crate) struct Inner {
     /// How long this node's latest announcement took to come back to it through NATS, in
     /// milliseconds: how far behind this node's own receiving is.
     echo_delay_ms: std::sync::atomic::AtomicU64,
+    /// When the pulse last heard each peer's announcement, and of which incarnation (`pulse`).
+    heard: Mutex<HashMap<Arc<str>, (u64, Instant)>>,
+    /// Set once [`Node::leave`] is done: the pulse ends.
+    stop: tokio::sync::watch::Sender<bool>,
 }
 
 /// Work the driver does for synchronous callers (it may wait).
@@ -450,6 +454,17 @@ pub struct Driver {
     out: mpsc::UnboundedReceiver<Outgoing>,
     jobs: mpsc::UnboundedReceiver<Job>,
     listener: Option<tokio::net::TcpListener>,
+    /// The pulse, until the runtime takes it to run elsewhere ([`Driver::take_pulse`]).
+    pulse: Option<Pulse>,
+}
+
+impl Driver {
+    /// Takes the node's [`Pulse`] out of the driver, to run it where actors cannot hold it up
+    /// (a thread of its own, with the NATS connection's task: `pulse`, rule 5). Not taken, it
+    /// runs inside [`Driver::run`].
+    pub fn take_pulse(&mut self) -> Option<Pulse> {
+        self.pulse.take()
+    }
 }
 
 /// Why a node could not start.
@@ -501,7 +516,11 @@ impl Node {
         }
         let probes = transport.subscribe(format!("{prefix}.p.{}", me.name)).await?;
         let inbox = transport.subscribe(format!("{prefix}.n.{}.{inc}", me.name)).await?;
-        let announces = transport.subscribe(format!("{prefix}.a.*")).await?;
+        // Announcements reach the pulse first, which hands them on to the driver (`pulse`).
+        let heard = transport.subscribe(format!("{prefix}.a.*")).await?;
+        let (forward, forwarded) = mpsc::unbounded_channel();
+        let mut forwarded: mpsc::UnboundedReceiver<Incoming> = forwarded;
+        let announces = futures::stream::poll_fn(move |cx| forwarded.poll_recv(cx)).boxed();
         let events = transport.events();
         let departures = transport.departures();
         let names = Names::new(transport.names().await);
@@ -528,8 +547,12 @@ impl Node {
             direct: listener.as_ref().map(|(_, a)| *a),
             next_conn: std::sync::atomic::AtomicU64::new(1),
             echo_delay_ms: std::sync::atomic::AtomicU64::new(0),
+            heard: Mutex::new(HashMap::new()),
+            stop: tokio::sync::watch::Sender::new(false),
             cfg,
         });
+        let pulse =
+            Pulse { inner: Arc::downgrade(&inner), announces: heard, forward, stop: inner.stop.subscribe() };
         let node = Node { inner };
         let driver = Driver {
             node: node.clone(),
@@ -542,6 +565,7 @@ impl Node {
             out: out_rx,
             jobs: jobs_rx,
             listener: listener.map(|(l, _)| l),
+            pulse: Some(pulse),
         };
         Ok((node, driver))
     }
@@ -862,6 +886,7 @@ impl Node {
         }
         let _ = self.inner.transport.flush().await;
         self.inner.shutdown.notify_one();
+        self.inner.stop.send_replace(true);
     }
 
     /// Registers `pid` under `name` cluster-wide; exactly one of racing registrations wins.
@@ -882,4 +907,7 @@ impl Node {
 
 mod conn;
 mod inbound;
+mod pulse;
 mod session;
+
+pub use pulse::Pulse;

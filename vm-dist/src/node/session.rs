@@ -6,7 +6,7 @@ use super::*;
 
 impl Inner {
     /// [`Inner::echo_delay_ms`]'s latest measure.
-    fn echo_delay_ms(&self) -> u64 {
+    pub(super) fn echo_delay_ms(&self) -> u64 {
         self.echo_delay_ms.load(std::sync::atomic::Ordering::Relaxed)
     }
 
@@ -81,17 +81,24 @@ impl Inner {
         }
     }
 
-    pub(super) fn announce(&self) {
-        if self.left.load(std::sync::atomic::Ordering::Acquire) {
-            return;
-        }
+    /// This node's announcement (presence, every heartbeat; `pulse`).
+    pub(super) fn announcement(&self) -> Bytes {
         let a = Announce {
             actors: self.local.actor_count(),
             module_hash: self.cfg.module_hash,
             uptime_ms: self.started.elapsed().as_millis() as u64,
             direct: self.direct,
         };
-        let payload = self.encode_plain(&Signal::Announce(a));
+        self.encode_plain(&Signal::Announce(a))
+    }
+
+    /// Announces this node now, behind what is queued in the outbox (the driver's first act,
+    /// and its answer to a node it did not know).
+    pub(super) fn announce(&self) {
+        if self.left.load(std::sync::atomic::Ordering::Acquire) {
+            return;
+        }
+        let payload = self.announcement();
         self.emit(Outgoing { subject: self.announce_subject.clone(), reply: None, payload });
     }
 
@@ -333,45 +340,16 @@ impl Inner {
         self.fire(fire);
     }
 
-    /// One heartbeat: announce, tick every live peer, end silent sessions. `late` is how long
-    /// after its time the driver got to run it (this node's own scheduling delay).
-    pub(super) fn heartbeat(&self, late: Duration) {
-        if late > self.cfg.heartbeat {
-            tracing::info!(late_ms = late.as_millis() as u64, "this node's heartbeat ran late");
+    /// The driver's heartbeat: a `Tick` to every live peer (point 2; silence is the pulse's
+    /// to judge, `pulse`).
+    pub(super) fn tick_peers(&self) {
+        let mut st = self.state.lock();
+        for p in st.peers.values_mut().filter(|p| p.alive) {
+            p.acked_in = p.in_bytes;
+            let ack = Ack { epoch: p.in_epoch, seq: p.in_seq, bytes: p.in_bytes };
+            self.push(p, &Signal::Tick { last_seq: p.out_seq, ack });
+            p.reset_sent = None;
         }
-        self.announce();
-        let _order = self.inbound.lock();
-        let mut fire = Vec::new();
-        {
-            let mut st = self.state.lock();
-            let st = &mut *st;
-            let mut silent = Vec::new();
-            for p in st.peers.values_mut().filter(|p| p.alive) {
-                if p.last_heard.elapsed() > self.cfg.down_after || p.last_nats.elapsed() > self.cfg.down_after
-                {
-                    tracing::warn!(
-                        peer = %p.id,
-                        heard_ms = p.last_heard.elapsed().as_millis() as u64,
-                        nats_ms = p.last_nats.elapsed().as_millis() as u64,
-                        late_ms = late.as_millis() as u64,
-                        echo_ms = self.echo_delay_ms(),
-                        "peer silent for longer than down_after"
-                    );
-                    let mut ended = Vec::new();
-                    self.end_session(p, EndCause::Silence, &mut ended, &mut fire);
-                    silent.push(p.id.name.clone());
-                    continue;
-                }
-                p.acked_in = p.in_bytes;
-                let ack = Ack { epoch: p.in_epoch, seq: p.in_seq, bytes: p.in_bytes };
-                self.push(p, &Signal::Tick { last_seq: p.out_seq, ack });
-                p.reset_sent = None;
-            }
-            for name in silent {
-                fail_spawns(st, &name, &mut fire);
-            }
-        }
-        self.fire(fire);
     }
 }
 
