@@ -78,10 +78,14 @@ impl VmProcess {
 
     /// `vm node --node NAME --cluster URL serve.vasm`, once it says it is up.
     fn node(name: &str, url: &str, extra: &[&str]) -> VmProcess {
-        let serve = program("serve.vasm");
+        VmProcess::node_serving(name, url, &program("serve.vasm"), extra)
+    }
+
+    /// `vm node --node NAME --cluster URL FILE`, once it says it is up.
+    fn node_serving(name: &str, url: &str, file: &str, extra: &[&str]) -> VmProcess {
         let mut args = vec!["node", "--node", name, "--cluster", url, "--heartbeat", "200ms"];
         args.extend_from_slice(extra);
-        args.push(&serve);
+        args.push(file);
         let p = VmProcess::start(&args);
         p.wait_stderr(&format!("node {name} is up"), Duration::from_secs(20));
         p
@@ -452,4 +456,47 @@ fn kill_9_of_a_nodes_server_is_never_a_silent_gap() {
         ":noconnection" => assert_eq!(a.line(Duration::from_secs(30)).1, "new session ok", "{}", a.stderr()),
         other => panic!("a silent gap or worse: {other}; stderr:\n{}", a.stderr()),
     }
+}
+
+/// The README's cluster example (`examples/cluster/pool.vasm`) as a user runs it: jobs on two
+/// `vm node`s; then again with one of them killed (`kill -9`) while it works, when every job is
+/// still answered, rightly, by the node left, and the lost one is reported once.
+#[test]
+fn the_pool_example_spreads_its_jobs_and_survives_a_lost_node() {
+    let s = NatsServer::start("");
+    let pool = repo_root().join("examples/cluster/pool.vasm").to_string_lossy().into_owned();
+    let _b = VmProcess::node_serving("b", &s.url(), &pool, &[]);
+    let mut c = VmProcess::node_serving("c", &s.url(), &pool, &[]);
+    let fib = |k: u64| (1..k).fold((0u64, 1u64), |(a, b), _| (b, a + b)).1;
+    let answers = |n: u64, node: &dyn Fn(u64) -> &'static str| -> Vec<String> {
+        (1..=n).map(|k| format!("fib({k}) = {} on {}", fib(k), node(k))).collect()
+    };
+
+    let (code, out, err) = vm(
+        &["run", "--node", "a", "--cluster", &s.url(), "--heartbeat", "200ms", &pool, "12"],
+        Duration::from_secs(60),
+    );
+    let mut want = vec!["pool: 12 jobs on 2 workers".to_owned()];
+    want.extend(answers(12, &|k| if k % 2 == 0 { "b" } else { "c" }));
+    want.extend(["the worker on b ended :normal".to_owned(), "the worker on c ended :normal".to_owned()]);
+    assert_eq!(out.lines().collect::<Vec<_>>(), want, "stderr:\n{err}");
+    assert_eq!(code, Some(0), "stderr:\n{err}");
+
+    // Node c's share of 30 jobs takes seconds in a debug build: it is killed in the middle.
+    let mut a =
+        VmProcess::start(&["run", "--node", "a", "--cluster", &s.url(), "--heartbeat", "200ms", &pool, "30"]);
+    assert_eq!(a.line(Duration::from_secs(30)).1, "pool: 30 jobs on 2 workers");
+    c.kill();
+    assert_eq!(
+        a.line(Duration::from_secs(10)).1,
+        "lost the worker on c (:noconnection); its jobs go to the others"
+    );
+    for k in 1..=30 {
+        let (_, line) = a.line(Duration::from_secs(120));
+        let (head, node) = line.rsplit_once(" on ").unwrap_or_else(|| panic!("not an answer: {line}"));
+        assert_eq!(head, format!("fib({k}) = {}", fib(k)), "stderr:\n{}", a.stderr());
+        assert!(node == "b" || (node == "c" && k % 2 == 1), "job {k} answered by {node}");
+    }
+    assert_eq!(a.line(Duration::from_secs(10)).1, "the worker on b ended :normal");
+    assert_eq!(a.wait(Duration::from_secs(10)), Some(0), "stderr:\n{}", a.stderr());
 }
