@@ -7,6 +7,8 @@
 //! - operations on another node's actors keep their local semantics: the exception reason of a
 //!   linked crash, `:undef`, `:noconnection` at once, `:noproc`, kill/exit/interrupt, the
 //!   refusals of what cannot cross, `:too_large`, `{name, node}` sends (`remote.vasm`);
+//! - a node whose only worker is held by a slice that does not end is not declared down
+//!   (`busy.vasm`);
 //! - `kill -9` of a node: 1,000 links and monitors each fire `:noconnection` exactly once,
 //!   within 3.5 s (`watch.vasm`);
 //! - references: unique across nodes and incarnations, intact across the wire (`refs.vasm`);
@@ -178,6 +180,26 @@ fn round_trips_and_four_ordered_streams() {
     );
     eprintln!("10,000 round trips and 4 x 100,000 messages in {:?} (debug build)", t.elapsed());
     assert_ordered_or_node_down(code, &out, &err, &b);
+}
+
+/// A node whose actors keep every worker busy (here its one worker runs a slice that does not
+/// end, as a long run of remote sends or a long instruction would) still announces itself, so
+/// its peers do not declare it down (issue 15: the pulse runs on a thread of its own).
+#[test]
+fn a_node_whose_workers_are_all_busy_is_not_declared_down() {
+    let s = NatsServer::start("");
+    let b = VmProcess::node("b", &s.url(), &["--workers", "1", "--fuel", "4000000000"]);
+    let prog = program("busy.vasm");
+    let (code, out, err) = vm(
+        &["run", "--node", "a", "--cluster", &s.url(), "--heartbeat", "200ms", &prog, "400000000", "6000"],
+        Duration::from_secs(60),
+    );
+    assert_eq!(
+        (code, out.as_str()),
+        (Some(0), "steady\n"),
+        "stderr of a:\n{err}\nstderr of b:\n{}",
+        b.stderr()
+    );
 }
 
 #[test]

@@ -208,9 +208,10 @@ pub async fn join(
     Ok(me)
 }
 
-/// Connects to the NATS servers and joins (see [`join`]), then waits one heartbeat, in which
-/// every live peer announces itself: a program that starts after this sees the nodes that
-/// were up when it started (`nodes()`, `spawn_on`).
+/// Connects to the NATS servers and joins (see [`join`]), then waits until its own
+/// announcement has come back through NATS and one heartbeat more, in which every live peer
+/// announces itself: a program that starts after this sees the nodes that were up when it
+/// started (`nodes()`, `spawn_on`).
 #[cfg(not(vm_loom))]
 pub async fn join_nats(vm: &Vm, module: Arc<Module>, opts: &ClusterOptions) -> Result<NodeId, JoinError> {
     let inc = NodeId::fresh_incarnation();
@@ -223,6 +224,11 @@ pub async fn join_nats(vm: &Vm, module: Arc<Module>, opts: &ClusterOptions) -> R
     .await
     .map_err(|e| JoinError::Thread(e.to_string()))??;
     let me = join(vm, module, opts, transport, inc, Some(pulse)).await?;
+    // On a busy machine the peers' answers take longer than a heartbeat: they come once this
+    // node's own announcement has been through NATS, so wait for that too.
+    if let Some(node) = vm.node() {
+        node.wait_echo(opts.down_after).await;
+    }
     tokio::time::sleep(opts.heartbeat + Duration::from_millis(50)).await;
     Ok(me)
 }

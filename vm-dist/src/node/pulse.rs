@@ -90,6 +90,7 @@ impl Inner {
         if env.from == self.me {
             let delay = (self.started.elapsed().as_millis() as u64).saturating_sub(a.uptime_ms);
             self.echo_delay_ms.store(delay, std::sync::atomic::Ordering::Relaxed);
+            self.echoed.store(true, std::sync::atomic::Ordering::Release);
             if delay > self.cfg.heartbeat.as_millis() as u64 {
                 tracing::info!(delay_ms = delay, "this node's announcement came back late");
             }
