@@ -112,6 +112,8 @@ pub enum JoinError {
 /// The thread a node's pulse runs on, with its NATS connection (rule 7): a single-threaded
 /// runtime that runs the pulse once it is given, and ends with it.
 pub struct PulseThread {
+    /// Where `join_nats` connects (not in loom builds, which have no NATS transport).
+    #[cfg_attr(vm_loom, allow(dead_code, reason = "join_nats is not built under loom"))]
     handle: tokio::runtime::Handle,
     give: tokio::sync::oneshot::Sender<vm_dist::Pulse>,
 }
