@@ -531,10 +531,8 @@ fn run<H: Host + ?Sized>(st: &mut ActorState, m: &Module, host: &mut H, mut fuel
             },
             // A channel program's `csend` and `crecv` take the same short way (a parked one runs
             // again when woken, so each wait passes here twice).
-            Instr::Csend { ch, v } => flow!(actor::chan_one(host, regs, "csend", ch, Some(v), None, 0)),
-            Instr::Crecv { dst, ch, closed } => {
-                flow!(actor::chan_one(host, regs, "crecv", ch, None, Some(dst), closed))
-            }
+            Instr::Csend { ch, v } => flow!(actor::csend(host, regs, ch, v)),
+            Instr::Crecv { dst, ch, closed } => flow!(actor::crecv(host, regs, dst, ch, closed)),
             // A selective receive is charged one unit of fuel per message it looks at, so that a
             // long scan yields like any other work: it gets the fuel left as its budget (a copy,
             // so that `fuel` itself stays in a machine register) and may yield (`Flow::Yield`).

@@ -14,7 +14,7 @@
 
 use super::Flow;
 use super::actor::{
-    atom_of, chan_one, chan_ref, control, millis, pid_of, receive, select_instr, selective, spawn,
+    atom_of, chan_ref, control, crecv, csend, millis, pid_of, receive, select_instr, selective, spawn,
 };
 use super::frame::{store, take_or_clone, window};
 use super::value_ops::{
@@ -555,8 +555,8 @@ pub(super) fn slow<H: Host + ?Sized>(
             Value::Int(c) if *c >= 0 => put!(dst, host.chan_new(*c as usize)),
             x => Flow::Throw(type_err("chan", "a capacity (an int >= 0)", x)),
         },
-        Instr::Csend { ch, v } => chan_one(host, regs, "csend", ch, Some(v), None, 0),
-        Instr::Crecv { dst, ch, closed } => chan_one(host, regs, "crecv", ch, None, Some(dst), closed),
+        Instr::Csend { ch, v } => csend(host, regs, ch, v),
+        Instr::Crecv { dst, ch, closed } => crecv(host, regs, dst, ch, closed),
         Instr::Ctrysend { dst, ch, v } => {
             let r =
                 chan_ref("ctrysend", &reg!(ch)).and_then(|h| match host.chan_try_one(h, Some(&reg!(v)))? {

@@ -582,3 +582,22 @@ async fn a_chain_of_rendezvous_channels_passes_every_value_in_order() {
         tokio::task::yield_now().await;
     }
 }
+
+/// `csend`'s and `crecv`'s outcome mapped in one step on the hot path (`waits::done`) is the
+/// one mapping's (`vm_core::step::one_case` of `waits::one_fired`) for every outcome.
+#[test]
+fn one_outcome_agrees_with_one_case() {
+    let outcomes = [
+        Fired::Sent { case: 0 },
+        Fired::Received { case: 0, value: Value::Int(9) },
+        Fired::RecvClosed { case: 0 },
+        Fired::SendClosed { case: 0 },
+    ];
+    for send in [true, false] {
+        for f in &outcomes {
+            let direct = super::waits::done(send, f.clone());
+            let mapped = vm_core::step::one_case(send, super::waits::one_fired(f.clone()));
+            assert_eq!(direct, vm_core::ChanTried::Done(mapped), "send {send}, {f:?}");
+        }
+    }
+}

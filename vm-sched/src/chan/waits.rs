@@ -206,7 +206,7 @@ pub(crate) fn try_or_park(
 /// `vm_core::step::one_case(send, one_fired(f))`, mapped in one step on the hot path
 /// (`one_outcome_agrees_with_one_case` checks that they agree).
 #[inline]
-fn done(send: bool, f: chan::Fired) -> ChanTried {
+pub(super) fn done(send: bool, f: chan::Fired) -> ChanTried {
     ChanTried::Done(match f {
         chan::Fired::SendClosed { .. } => OneCase::SendClosed,
         _ if send => OneCase::Value(Value::Nil),
@@ -482,7 +482,7 @@ impl ChanWait<'_> {
 }
 
 /// The program's view of a one-case outcome (case 0).
-fn one_fired(f: chan::Fired) -> Fired {
+pub(super) fn one_fired(f: chan::Fired) -> Fired {
     match f {
         chan::Fired::Sent { .. } => Fired::Sent(0),
         chan::Fired::Received { value, .. } => Fired::Received(0, value),
