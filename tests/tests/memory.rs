@@ -76,6 +76,64 @@ fn deep_calls_with_large_frames_end_their_actor() {
     assert_contained("deep_frames", &run, "{:limit, :memory}");
 }
 
+/// Runs `vm up FLAGS... MANIFEST` under `prlimit --as`, the manifest holding two containers:
+/// `hog` (the runaway list) and `calm` (hello), each printing its lines tagged with its name.
+fn up_limited(test: &str, flags: &[&str]) -> RunOutput {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("memory").join(test);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch directory");
+    let root = repo_root();
+    let manifest = format!(
+        r#"{{"containers": [
+            {{"name": "hog", "module": "{}"}},
+            {{"name": "calm", "module": "{}"}}
+        ]}}"#,
+        root.join("tests/programs/memory/runaway_list.vasm").display(),
+        root.join("examples/hello.vasm").display()
+    );
+    let path = dir.join("manifest.json");
+    std::fs::write(&path, manifest).expect("writing the manifest");
+    let mut cmd = Command::new("prlimit");
+    cmd.arg(format!("--as={ADDRESS_SPACE}"))
+        .arg(VM)
+        .arg("up")
+        .args(flags)
+        .arg(&path)
+        .env("NO_COLOR", "1")
+        .env_remove("RUST_LOG");
+    let run =
+        run_with_timeout(&mut cmd, Duration::from_secs(120)).unwrap_or_else(|e| panic!("prlimit {VM}: {e}"));
+    assert!(!run.timed_out, "{test} timed out");
+    assert!(!run.stderr.contains("memory allocation"), "{test} ran out of memory:\n{}", run.stderr);
+    assert!(!run.stderr.contains("panicked"), "{test} panicked:\n{}", run.stderr);
+    run
+}
+
+/// The lines `container` printed under `vm up`, without its tag.
+fn lines_of(run: &RunOutput, container: &str) -> Vec<String> {
+    let tag = format!("[{container}] ");
+    run.stdout.lines().filter_map(|l| l.strip_prefix(tag.as_str())).map(str::to_owned).collect()
+}
+
+#[test]
+fn vm_up_takes_a_memory_budget_for_all_its_containers() {
+    // The runaway in one container is ended by the budget; its main and the other container
+    // go on to their ends.
+    let run = up_limited("up_budget", &["--max-memory", "64m"]);
+    assert_eq!(lines_of(&run, "hog"), ["{:limit, :memory}", "main goes on"], "stderr:\n{}", run.stderr);
+    assert_eq!(lines_of(&run, "calm"), ["hello, world"], "stderr:\n{}", run.stderr);
+    assert_eq!(run.code, Some(0), "stderr:\n{}", run.stderr);
+}
+
+#[test]
+fn vm_up_takes_its_default_budget_from_the_system() {
+    // No --max-memory: as under `vm run`, the budget comes from the address-space limit, so the
+    // VM ends the runaway before the allocator fails.
+    let run = up_limited("up_default_budget", &[]);
+    assert_eq!(lines_of(&run, "hog"), ["{:limit, :memory}", "main goes on"], "stderr:\n{}", run.stderr);
+    assert_eq!(run.code, Some(0), "stderr:\n{}", run.stderr);
+}
+
 #[test]
 fn max_memory_refuses_nonsense() {
     let mut cmd = Command::new(VM);

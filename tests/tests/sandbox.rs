@@ -23,7 +23,7 @@ fn vm(args: &[&str]) -> RunOutput {
 fn vm_in(dir: &Path, args: &[&str]) -> RunOutput {
     let mut cmd = Command::new(VM);
     cmd.args(args).current_dir(dir).env("NO_COLOR", "1").env_remove("RUST_LOG");
-    let run = run_with_timeout(&mut cmd, Duration::from_secs(20)).unwrap_or_else(|e| panic!("{VM}: {e}"));
+    let run = run_with_timeout(&mut cmd, Duration::from_secs(120)).unwrap_or_else(|e| panic!("{VM}: {e}"));
     assert!(!run.timed_out, "vm {args:?} timed out");
     assert!(!run.stderr.contains("panicked"), "vm {args:?} panicked:\n{}", run.stderr);
     run
@@ -191,13 +191,13 @@ fn caught_native_panics_leave_stderr_empty() {
     let program = "tests/programs/native_panic.vasm";
     let mut cmd = Command::new(VM);
     cmd.args(["run", program]).current_dir(repo_root()).env("RUST_BACKTRACE", "1").env_remove("RUST_LOG");
-    let r = run_with_timeout(&mut cmd, Duration::from_secs(20)).unwrap();
+    let r = run_with_timeout(&mut cmd, Duration::from_secs(120)).unwrap();
     assert_eq!(r.code, Some(0));
     assert_eq!(r.stderr, "", "a caught panic printed");
     assert!(r.stdout.ends_with("still running\n"), "{}", r.stdout);
     let mut cmd = Command::new(VM);
     cmd.args(["run", program]).current_dir(repo_root()).env("RUST_LOG", "vm_io=debug").env("NO_COLOR", "1");
-    let r = run_with_timeout(&mut cmd, Duration::from_secs(20)).unwrap();
+    let r = run_with_timeout(&mut cmd, Duration::from_secs(120)).unwrap();
     assert_eq!(r.code, Some(0));
     assert!(
         r.stderr.contains("DEBUG vm_io::natives: native call panicked (raised as :panic in the caller): on the blocking pool")
@@ -322,9 +322,9 @@ fn the_hog_warning_names_where_the_actor_is() {
     // machine's slow slices are not output): the same run then warns of nothing.
     let mut cmd = Command::new(VM);
     cmd.args(["run", "tests/programs/sandbox/hog.vasm"]).current_dir(repo_root()).env_remove("RUST_LOG");
-    let quiet = run_with_timeout(cmd.env("VM_HOG_THRESHOLD_MS", "600000"), Duration::from_secs(20)).unwrap();
+    let quiet = run_with_timeout(cmd.env("VM_HOG_THRESHOLD_MS", "600000"), Duration::from_secs(120)).unwrap();
     assert_eq!((quiet.code, quiet.stdout.as_str(), quiet.stderr.as_str()), (Some(0), "4194305\n", ""));
-    let bad = run_with_timeout(cmd.env("VM_HOG_THRESHOLD_MS", "soon"), Duration::from_secs(20)).unwrap();
+    let bad = run_with_timeout(cmd.env("VM_HOG_THRESHOLD_MS", "soon"), Duration::from_secs(120)).unwrap();
     assert_eq!(bad.code, Some(2), "{}", bad.stderr);
     assert!(
         bad.stderr.contains("VM_HOG_THRESHOLD_MS=soon is not a number of milliseconds"),

@@ -17,7 +17,7 @@
 //! | `vm repl [--workers N] [--fuel N] [--max-frames N] [--allow-...] [FILE...]` | an interactive session (see [`repl`]) |
 //! | `vm run --snapshot PATH [--snapshot-every DUR] [--snapshot-on-term] FILE [ARGS...]` | runs with snapshots (docs/snapshots.md) |
 //! | `vm resume [--timers=frozen\|wall] [--allow-...] PATH` | continues from the newest snapshot of PATH that loads |
-//! | `vm up [--snapshot PATH [--snapshot-every DUR] [--snapshot-on-term]] MANIFEST.json` | runs the containers of a manifest in one VM (docs/containers.md) |
+//! | `vm up [--workers N] [--max-memory SIZE] [--snapshot PATH [--snapshot-every DUR] [--snapshot-on-term]] MANIFEST.json` | runs the containers of a manifest in one VM (docs/containers.md) |
 //! | `vm resume --manifest MANIFEST.json [--timers=..] PATH` | continues a VM of containers, each with the grants of its manifest entry (docs/snapshots.md) |
 //! | `vm run --node NAME --cluster nats://HOST:PORT[,...] FILE [ARGS...]` | runs `main` as a node of a cluster (docs/cluster.md); `vm repl` takes the same flags |
 //! | `vm node --node NAME --cluster URL FILE` | a node with no `main` serving spawns of FILE's functions until SIGTERM, then leaving gracefully |
@@ -244,6 +244,12 @@ pub struct UpArgs {
     /// Worker threads (default: one per core).
     #[arg(long, value_name = "N", value_parser = parse_workers)]
     pub workers: Option<NonZeroUsize>,
+    /// The whole VM's memory budget, shared by every container, as for `vm run` (a container's
+    /// `max_heap` limit bounds each of its actors inside it): past it, the actor holding the
+    /// most is ended with {:limit, :memory}. Default: three quarters of what the system allows
+    /// the process.
+    #[arg(long, value_name = "SIZE", value_parser = vm_io::sysmem::parse_size)]
+    pub max_memory: Option<u64>,
     /// Snapshots of the running VM (`vm resume --manifest MANIFEST.json PATH` continues it).
     #[command(flatten)]
     pub snapshots: SnapshotFlags,
@@ -737,7 +743,8 @@ fn cmd_up(args: UpArgs, style: Style) -> Result<(), Failure> {
     let name = display(&args.manifest);
     let entries = read_manifest(&args.manifest)?;
     let specs = load_modules(entries, style)?;
-    let opts = RunOptions { workers: args.workers, ..RunOptions::default() };
+    let max_memory = args.max_memory.or_else(vm_io::sysmem::default_budget);
+    let opts = RunOptions { workers: args.workers, max_memory, ..RunOptions::default() };
     let persist = args.snapshots.snapshot.as_ref().map(|path| vm_sched::persist::Persist {
         path: path.clone(),
         every: args.snapshots.snapshot_every,

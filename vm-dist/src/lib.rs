@@ -41,7 +41,7 @@ pub use global::GlobalError;
 pub use id::{NodeId, NodeTable};
 #[cfg(not(vm_loom))]
 pub use nats::NatsTransport;
-pub use node::{Config, Congestion, Driver, Local, Node, NodeInfo, SendError, SpawnError, StartError};
+pub use node::{Config, Congestion, Driver, Local, Node, NodeInfo, Pulse, SendError, SpawnError, StartError};
 pub use options::NatsOptions;
 pub use transport::{MemBus, MemTransport, Transport};
 pub use wire::SpawnOptions;

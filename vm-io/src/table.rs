@@ -30,7 +30,7 @@ type Shard = HashMap<Value, Value, RandomState>;
 /// Stores `value` under `key` in a locked shard (`nil` removes the key) and returns what it
 /// replaced, for the caller to drop once the lock is released.
 fn store(s: &mut Shard, key: Value, value: Value) -> Option<Value> {
-    if value == Value::Nil {
+    if matches!(value, Value::Nil) {
         s.remove(&key)
     } else if let Some(slot) = s.get_mut(&key) {
         Some(std::mem::replace(slot, value))

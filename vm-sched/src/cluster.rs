@@ -22,6 +22,13 @@
 //! 6. **Ending.** When a local actor ends, its remote links and monitors hear of it, its monitors
 //!    of remote actors are cancelled and its global names are freed (`Vm::finish` calls
 //!    [`Membership::actor_exited`]).
+//! 7. **The pulse runs on a thread of its own** (`vm-pulse`, a single-threaded runtime), with
+//!    the NATS connection's task ([`join_nats`] connects there): announcing this node and
+//!    judging the peers' silence (vm-dist's `node::pulse`) never waits behind actors on the
+//!    workers, so a node whose actors keep every worker busy is not declared down, and does
+//!    not declare its peers down for what it has not read yet (issue 15). The signals
+//!    themselves (the driver, direct connections) stay on the workers, next to the actors
+//!    they deliver to. The thread ends when the node leaves or is gone.
 
 use crate::cell::ActorCell;
 use crate::mailbox::Signal;
@@ -97,6 +104,41 @@ pub enum JoinError {
     /// The VM is a node already.
     #[error("this VM is already a node of a cluster")]
     Already,
+    /// The pulse's thread could not be started.
+    #[error("cannot start the cluster's pulse thread: {0}")]
+    Thread(String),
+}
+
+/// The thread a node's pulse runs on, with its NATS connection (rule 7): a single-threaded
+/// runtime that runs the pulse once it is given, and ends with it.
+pub struct PulseThread {
+    /// Where `join_nats` connects (not in loom builds, which have no NATS transport).
+    #[cfg_attr(vm_loom, allow(dead_code, reason = "join_nats is not built under loom"))]
+    handle: tokio::runtime::Handle,
+    give: tokio::sync::oneshot::Sender<vm_dist::Pulse>,
+}
+
+impl PulseThread {
+    /// Starts the thread; it waits for its pulse (and ends, dropping whatever was spawned on
+    /// it, if none comes).
+    pub fn start() -> std::io::Result<PulseThread> {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let handle = rt.handle().clone();
+        let (give, take) = tokio::sync::oneshot::channel::<vm_dist::Pulse>();
+        std::thread::Builder::new().name("vm-pulse".into()).spawn(move || {
+            rt.block_on(async move {
+                if let Ok(pulse) = take.await {
+                    pulse.run().await;
+                }
+            });
+        })?;
+        Ok(PulseThread { handle, give })
+    }
+
+    /// Runs `pulse` on the thread until it ends.
+    fn run(self, pulse: vm_dist::Pulse) {
+        let _ = self.give.send(pulse);
+    }
 }
 
 /// Connects to the NATS servers of `opts` for node `opts.node` (the connection's client name
@@ -125,12 +167,14 @@ fn module_hash(module: &Module) -> u64 {
 
 /// Makes `vm` node `opts.node` of the cluster reached through `transport`, serving remote
 /// spawns of `module`'s functions. Returns the node's incarnation.
+/// With `pulse`, the node's pulse runs on that thread (rule 7); without, inside its driver.
 pub async fn join(
     vm: &Vm,
     module: Arc<Module>,
     opts: &ClusterOptions,
     transport: Arc<dyn Transport>,
     incarnation: u64,
+    pulse: Option<PulseThread>,
 ) -> Result<NodeId, JoinError> {
     if vm.shared.cluster.get().is_some() {
         return Err(JoinError::Already);
@@ -143,7 +187,10 @@ pub async fn join(
     cfg.module_hash = module_hash(&module);
     let serving = Arc::new(Mutex::new(module));
     let local = Arc::new(VmLocal { shared: Arc::downgrade(&vm.shared), serving: serving.clone() });
-    let (node, driver) = Node::start(cfg, transport, local).await?;
+    let (node, mut driver) = Node::start(cfg, transport, local).await?;
+    if let (Some(thread), Some(p)) = (pulse, driver.take_pulse()) {
+        thread.run(p);
+    }
     let me = node.me().clone();
     let membership = Arc::new(Membership {
         node: node.clone(),
@@ -163,14 +210,27 @@ pub async fn join(
     Ok(me)
 }
 
-/// Connects to the NATS servers and joins (see [`join`]), then waits one heartbeat, in which
-/// every live peer announces itself: a program that starts after this sees the nodes that
-/// were up when it started (`nodes()`, `spawn_on`).
+/// Connects to the NATS servers and joins (see [`join`]), then waits until its own
+/// announcement has come back through NATS and one heartbeat more, in which every live peer
+/// announces itself: a program that starts after this sees the nodes that were up when it
+/// started (`nodes()`, `spawn_on`).
 #[cfg(not(vm_loom))]
 pub async fn join_nats(vm: &Vm, module: Arc<Module>, opts: &ClusterOptions) -> Result<NodeId, JoinError> {
     let inc = NodeId::fresh_incarnation();
-    let transport = connect(opts, inc).await?;
-    let me = join(vm, module, opts, transport, inc).await?;
+    let pulse = PulseThread::start().map_err(|e| JoinError::Thread(e.to_string()))?;
+    // The NATS connection's task is spawned where `connect` runs: on the pulse's thread.
+    let transport = {
+        let opts = opts.clone();
+        pulse.handle.spawn(async move { connect(&opts, inc).await })
+    }
+    .await
+    .map_err(|e| JoinError::Thread(e.to_string()))??;
+    let me = join(vm, module, opts, transport, inc, Some(pulse)).await?;
+    // On a busy machine the peers' answers take longer than a heartbeat: they come once this
+    // node's own announcement has been through NATS, so wait for that too.
+    if let Some(node) = vm.node() {
+        node.wait_echo(opts.down_after).await;
+    }
     tokio::time::sleep(opts.heartbeat + Duration::from_millis(50)).await;
     Ok(me)
 }

@@ -2,6 +2,10 @@
 //! protocol in `mailbox` can be model-checked (`RUSTFLAGS="--cfg vm_loom" cargo test -p vm-sched
 //! --release --lib loom`). tokio uses `cfg(loom)` internally, hence a name of our own.
 
+/// loom's cell checks that no access overlaps a write, which is what a hand-made protocol
+/// around an `UnsafeCell` (the channel waiter's outcome and waker) must guarantee.
+#[cfg(vm_loom)]
+pub(crate) use loom::cell::UnsafeCell;
 /// (The models share state between loom's threads with loom's `Arc`.)
 #[cfg(all(test, vm_loom))]
 pub(crate) use loom::sync::Arc;
@@ -19,6 +23,31 @@ pub(crate) use loom::sync::{Mutex, MutexGuard};
 pub(crate) use parking_lot::{Mutex, MutexGuard};
 #[cfg(not(vm_loom))]
 pub(crate) use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+
+/// `std`'s `UnsafeCell` behind loom's interface (`with`, `with_mut`), so that one protocol's
+/// code runs unchanged under the model checker, which checks every access.
+#[cfg(not(vm_loom))]
+#[derive(Debug, Default)]
+pub(crate) struct UnsafeCell<T>(std::cell::UnsafeCell<T>);
+
+#[cfg(not(vm_loom))]
+impl<T> UnsafeCell<T> {
+    pub(crate) const fn new(v: T) -> UnsafeCell<T> {
+        UnsafeCell(std::cell::UnsafeCell::new(v))
+    }
+
+    /// Reads through the pointer; the caller's protocol rules out a concurrent write.
+    #[inline(always)]
+    pub(crate) fn with<R>(&self, f: impl FnOnce(*const T) -> R) -> R {
+        f(self.0.get())
+    }
+
+    /// Writes through the pointer; the caller's protocol rules out any concurrent access.
+    #[inline(always)]
+    pub(crate) fn with_mut<R>(&self, f: impl FnOnce(*mut T) -> R) -> R {
+        f(self.0.get())
+    }
+}
 
 /// Locks a mutex.
 #[cfg(not(vm_loom))]

@@ -111,44 +111,68 @@ pub(super) fn chan_ref<'v>(op: &str, v: &'v Value) -> Result<&'v Handle, Excepti
     }
 }
 
-/// `csend` (with `send`, the value's register) and `crecv` (with `dst` and the `closed` label):
-/// [`select`] over one case, tried with the channel and value borrowed from the registers. The
-/// host may park the actor on the channel in the same call ([`Begun::Chan`]); otherwise the case
-/// is only built (cloning them) when the actor has to wait. A parked one runs again once woken
-/// and then takes its outcome here, as one that completes at once does
-/// ([`one_case`](crate::step::one_case)).
+/// `csend ch, v`: [`chan_one`] for a send, in a copy of its own.
 #[inline(never)]
-pub(super) fn chan_one<H: Host + ?Sized>(
+pub(super) fn csend<H: Host + ?Sized>(host: &mut H, regs: &mut [Value], ch: u16, v: u16) -> Flow {
+    chan_one::<H, true>(host, regs, ch, v, 0)
+}
+
+/// `crecv dst, ch, closed`: [`chan_one`] for a receive, in a copy of its own.
+#[inline(never)]
+pub(super) fn crecv<H: Host + ?Sized>(
     host: &mut H,
     regs: &mut [Value],
-    op: &str,
+    dst: u16,
     ch: u16,
-    send: Option<u16>,
-    dst: Option<u16>,
     closed: u32,
 ) -> Flow {
+    chan_one::<H, false>(host, regs, ch, dst, closed)
+}
+
+/// `csend` (`SEND`, with `reg` the value's register) and `crecv` (with `reg` the destination
+/// and the `closed` label): [`select`] over one case, tried with the channel and value
+/// borrowed from the registers. The host may park the actor on the channel in the same call
+/// ([`Begun::Chan`]); otherwise the case is only built (cloning them) when the actor has to
+/// wait. A parked one runs again once woken and then takes its outcome here, as one that
+/// completes at once does ([`one_case`](crate::step::one_case)). Inlined into [`csend`] and
+/// [`crecv`], so that each is a copy without the other's branches whose arguments all
+/// travel in registers (one function for both took two on the stack and tested them).
+#[inline(always)]
+fn chan_one<H: Host + ?Sized, const SEND: bool>(
+    host: &mut H,
+    regs: &mut [Value],
+    ch: u16,
+    reg: u16,
+    closed: u32,
+) -> Flow {
+    let op = if SEND { "csend" } else { "crecv" };
     let h = match chan_ref(op, &regs[ch as usize]) {
         Ok(h) => h,
         Err(e) => return Flow::Throw(e),
     };
-    let done = match host.chan_try_or_park(h, send.map(|v| &regs[v as usize])) {
+    let done = match host.chan_try_or_park(h, SEND.then(|| &regs[reg as usize])) {
         ChanTried::Done(c) => c,
         ChanTried::Parked => return Flow::Block(Effect::Begun(Begun::Chan)),
         ChanTried::Empty => {
             let h = h.clone();
-            let (shape, case) = match send {
-                Some(v) => (SelectShape::Send, SelectCase::Send(h, regs[v as usize].clone())),
-                None => (SelectShape::Recv, SelectCase::Recv(h)),
+            let (shape, case) = if SEND {
+                (SelectShape::Send, SelectCase::Send(h, regs[reg as usize].clone()))
+            } else {
+                (SelectShape::Recv, SelectCase::Recv(h))
             };
             return Flow::Block(Effect::Select { shape, cases: vec![case], timeout_ms: None });
         }
         ChanTried::Raise(e) => return Flow::Throw(*e),
     };
     match done {
+        OneCase::Value(v) if SEND => {
+            // A send's result is always `nil` (`one_case`), which owns nothing: no drop call.
+            debug_assert!(matches!(v, Value::Nil));
+            std::mem::forget(v);
+            Flow::Next
+        }
         OneCase::Value(v) => {
-            if let Some(d) = dst {
-                store(&mut regs[d as usize], v);
-            }
+            store(&mut regs[reg as usize], v);
             Flow::Next
         }
         OneCase::Closed => Flow::Jump(closed),

@@ -384,6 +384,7 @@ pub(super) fn window(regs: &[Value], start: usize, n: u16) -> Vec<Value> {
 /// When `dst == src` the register is emptied first so that an unshared collection is updated in
 /// place (`append r1, r1, r2` in a loop is amortised O(1)); otherwise the value is cloned and the
 /// update copies it.
+#[inline(always)]
 pub(super) fn take_or_clone(regs: &mut [Value], dst: u16, src: u16) -> Value {
     if dst == src { std::mem::take(&mut regs[src as usize]) } else { regs[src as usize].clone() }
 }

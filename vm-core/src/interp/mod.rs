@@ -81,7 +81,7 @@ use frame::{
     closure_for_call, drop_frame_handlers, enter, enter_closure, grow, move_value, place_args, put_int,
     recount, reset, ret_slow, stack_overflow, store, tail_args, take_tail_args, unwind,
 };
-use slow::slow;
+use slow::{Cx, slow};
 
 /// Runs `st` for at most `fuel` units (see the module docs).
 #[inline]
@@ -128,9 +128,12 @@ fn count_at_slice_end<H: Host + ?Sized>(st: &mut ActorState, host: &mut H, resul
 fn run<H: Host + ?Sized>(st: &mut ActorState, m: &Module, host: &mut H, mut fuel: u32) -> (Step, u32) {
     let max_frames = st.max_frames as usize;
     let ActorState { regs: stack, frames, handlers, rare, rng, meter, .. } = st;
+    // What `slow` needs of the actor beyond the registers, built once (see `Cx`); the loop uses
+    // the handlers and the meter through it too.
+    let mut cx = Cx { m, handlers, rng, meter, depth: 0 };
     // An exception left by `resume` is raised at the blocked instruction before anything runs.
     if let Some(e) = rare.as_mut().and_then(|r| r.pending.take())
-        && let Err(fault) = unwind(stack, frames, handlers, rare, m, e)
+        && let Err(fault) = unwind(stack, frames, cx.handlers, rare, m, e)
     {
         return (Step::Failed(fault), fuel);
     }
@@ -185,7 +188,7 @@ fn run<H: Host + ?Sized>(st: &mut ActorState, m: &Module, host: &mut H, mut fuel
         ($e:expr) => {{
             let e: Exception = $e;
             save!();
-            match unwind(stack, frames, handlers, rare, m, e) {
+            match unwind(stack, frames, cx.handlers, rare, m, e) {
                 Ok(()) => {
                     let f = *frames.last().expect("unwind keeps the handler's frame");
                     func = &m.funcs[f.func as usize];
@@ -226,8 +229,8 @@ fn run<H: Host + ?Sized>(st: &mut ActorState, m: &Module, host: &mut H, mut fuel
     // not hold it in a register the call preserves, or spill it).
     macro_rules! recount {
         () => {
-            if meter.due()
-                && let Err(reason) = recount(stack, frames, handlers, meter, host)
+            if cx.meter.due()
+                && let Err(reason) = recount(stack, frames, cx.handlers, cx.meter, host)
             {
                 break Effect::Stop(reason);
             }
@@ -326,7 +329,7 @@ fn run<H: Host + ?Sized>(st: &mut ActorState, m: &Module, host: &mut H, mut fuel
             if regs.len() < func.nregs as usize + $callee.nregs as usize {
                 let base = frames.last().map_or(0, |f| f.base as usize);
                 if let Err(reason) =
-                    grow(stack, base + func.nregs as usize + $callee.nregs as usize, host, meter)
+                    grow(stack, base + func.nregs as usize + $callee.nregs as usize, host, cx.meter)
                 {
                     break Effect::Stop(reason);
                 }
@@ -441,13 +444,13 @@ fn run<H: Host + ?Sized>(st: &mut ActorState, m: &Module, host: &mut H, mut fuel
             }
             Instr::Tcall { f, args, n } => {
                 charge!(pc);
-                drop_frame_handlers(handlers, frames.len());
+                drop_frame_handlers(cx.handlers, frames.len());
                 let callee = &m.funcs[f as usize];
                 tail_args(regs, args as usize, n as usize, func.nregs as usize);
                 let cn = callee.nregs as usize;
                 if regs.len() < cn {
                     let base = frames.last().map_or(0, |f| f.base as usize);
-                    if let Err(reason) = grow(stack, base + cn, host, meter) {
+                    if let Err(reason) = grow(stack, base + cn, host, cx.meter) {
                         break Effect::Stop(reason);
                     }
                     regs = &mut stack[base..];
@@ -467,13 +470,13 @@ fn run<H: Host + ?Sized>(st: &mut ActorState, m: &Module, host: &mut H, mut fuel
                     Ok(c) => c,
                     Err(e) => throw!(e),
                 };
-                drop_frame_handlers(handlers, frames.len());
+                drop_frame_handlers(cx.handlers, frames.len());
                 let callee = &m.funcs[clo.func as usize];
                 let new = take_tail_args(regs, &clo.env, args as usize, n as usize, func.nregs as usize);
                 let cn = callee.nregs as usize;
                 if regs.len() < cn {
                     let base = frames.last().map_or(0, |f| f.base as usize);
-                    if let Err(reason) = grow(stack, base + cn, host, meter) {
+                    if let Err(reason) = grow(stack, base + cn, host, cx.meter) {
                         break Effect::Stop(reason);
                     }
                     regs = &mut stack[base..];
@@ -490,7 +493,7 @@ fn run<H: Host + ?Sized>(st: &mut ActorState, m: &Module, host: &mut H, mut fuel
                 // The fast path: a frame with a caller and no handlers of its own. Everything else
                 // (the actor's first function returning, handlers to discard) is `ret_slow`.
                 let depth = frames.len();
-                if depth >= 2 && handlers.last().is_none_or(|h| (h.frame as usize) < depth - 1) {
+                if depth >= 2 && cx.handlers.last().is_none_or(|h| (h.frame as usize) < depth - 1) {
                     let done = frames[depth - 1];
                     let caller = frames[depth - 2];
                     frames.truncate(depth - 1);
@@ -504,7 +507,7 @@ fn run<H: Host + ?Sized>(st: &mut ActorState, m: &Module, host: &mut H, mut fuel
                     pc = caller.pc as usize + 1;
                     continue;
                 }
-                if let Some(v) = ret_slow(stack, frames, handlers, func.nregs, a) {
+                if let Some(v) = ret_slow(stack, frames, cx.handlers, func.nregs, a) {
                     return (Step::Exited(v), fuel);
                 }
                 let f = *frames.last().expect("ret_slow keeps the caller's frame");
@@ -521,30 +524,28 @@ fn run<H: Host + ?Sized>(st: &mut ActorState, m: &Module, host: &mut H, mut fuel
                     next!();
                 }
             }
-            Instr::Recv { dst } => match receive_now(host, &mut reg!(dst), meter) {
+            Instr::Recv { dst } => match receive_now(host, &mut reg!(dst), cx.meter) {
                 Took::Message => next!(),
                 Took::Parked => break Effect::Begun(Begun::Receive),
                 Took::Nothing => break Effect::Receive { pattern: None, timeout_ms: None },
             },
             // A channel program's `csend` and `crecv` take the same short way (a parked one runs
             // again when woken, so each wait passes here twice).
-            Instr::Csend { ch, v } => flow!(actor::chan_one(host, regs, "csend", ch, Some(v), None, 0)),
-            Instr::Crecv { dst, ch, closed } => {
-                flow!(actor::chan_one(host, regs, "crecv", ch, None, Some(dst), closed))
-            }
+            Instr::Csend { ch, v } => flow!(actor::csend(host, regs, ch, v)),
+            Instr::Crecv { dst, ch, closed } => flow!(actor::crecv(host, regs, dst, ch, closed)),
             // A selective receive is charged one unit of fuel per message it looks at, so that a
             // long scan yields like any other work: it gets the fuel left as its budget (a copy,
             // so that `fuel` itself stays in a machine register) and may yield (`Flow::Yield`).
             // A count its message makes due is made when the slice ends, as for `recv`.
             Instr::Recvp { dst, pat } => {
                 let mut left = fuel;
-                let flow = actor::selective(host, regs, dst, pat, None, 0, meter, &mut left);
+                let flow = actor::selective(host, regs, dst, pat, None, 0, cx.meter, &mut left);
                 fuel = left;
                 flow!(flow);
             }
             Instr::Recvpt { dst, pat, ms, target } => {
                 let mut left = fuel;
-                let flow = actor::selective(host, regs, dst, pat, Some(ms), target, meter, &mut left);
+                let flow = actor::selective(host, regs, dst, pat, Some(ms), target, cx.meter, &mut left);
                 fuel = left;
                 flow!(flow);
             }
@@ -655,7 +656,8 @@ fn run<H: Host + ?Sized>(st: &mut ActorState, m: &Module, host: &mut H, mut fuel
             fuel = fuel.saturating_sub(SPAWN_FUEL);
         }
         // The instruction's slow path, or an instruction with no fast path.
-        let flow = slow(instr, regs, m, host, handlers, rng, (frames.len() - 1) as u32, meter);
+        cx.depth = (frames.len() - 1) as u32;
+        let flow = slow(instr, regs, host, &mut cx);
         // What it allocated may make a count of the actor's memory due.
         recount!();
         flow!(flow);

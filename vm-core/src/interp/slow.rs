@@ -14,7 +14,7 @@
 
 use super::Flow;
 use super::actor::{
-    atom_of, chan_one, chan_ref, control, millis, pid_of, receive, select_instr, selective, spawn,
+    atom_of, chan_ref, control, crecv, csend, millis, pid_of, receive, select_instr, selective, spawn,
 };
 use super::frame::{store, take_or_clone, window};
 use super::value_ops::{
@@ -30,39 +30,50 @@ use crate::step::{ActorOp, Begun, Effect, Fired, Handler, Host, NativeCall, Spaw
 use crate::value::{Closure, Value};
 use std::sync::Arc;
 
+/// What [`slow`] needs besides the instruction, the running frame's registers and the host: the
+/// module and the parts of the actor state that `run` holds apart. `run` builds it once per step
+/// and sets `depth` before each call, so that `slow` takes five arguments, all passed in machine
+/// registers (with the parts passed one by one, five arguments went on the stack: stored before
+/// every call and loaded at its entry, about 14 instructions a call).
+pub(super) struct Cx<'a> {
+    /// The module the actor runs.
+    pub(super) m: &'a Module,
+    /// The actor's exception handlers.
+    pub(super) handlers: &'a mut Vec<Handler>,
+    /// The actor's random generator's state.
+    pub(super) rng: &'a mut u64,
+    /// The actor's allocation meter.
+    pub(super) meter: &'a mut Meter,
+    /// The running frame's index in the frame stack (what `try` records); set by `run` before
+    /// each call.
+    pub(super) depth: u32,
+}
+
 /// Runs one instruction in full generality, out of line: the instructions with no fast path in
 /// [`run`] (data structures, text, exceptions, actor operations) and the slow paths of those that
 /// have one (other operand types, errors, a heap value in the destination). Keeping them out of
 /// `run` keeps the interpreter loop small enough for the compiler to hold its state in registers.
-/// The instruction comes by reference: a copy of it takes two argument registers, and with the
-/// actor's parts the loop holds apart one more argument would go on the stack.
+/// The instruction comes by reference (a copy of it takes two argument registers) and the rest of
+/// the actor in one [`Cx`], so every argument is in a register.
 #[inline(never)]
-#[expect(
-    clippy::too_many_arguments,
-    reason = "the loop passes the actor state's fields it holds apart; a struct would be built per call"
-)]
 pub(super) fn slow<H: Host + ?Sized>(
     instr: &Instr,
     regs: &mut [Value],
-    m: &Module,
     host: &mut H,
-    handlers: &mut Vec<Handler>,
-    rng: &mut u64,
-    depth: u32,
-    meter: &mut Meter,
+    cx: &mut Cx<'_>,
 ) -> Flow {
-    let consts = &m.consts;
+    let consts = &cx.m.consts;
     // Counts an allocation of `n` bytes about to happen (see `crate::mem`): a large one is
     // shown to the host first, which may end the actor instead.
     macro_rules! alloc {
         ($n:expr) => {{
             let n: u64 = $n;
             if n >= mem::BIG
-                && let Err(reason) = host.memory(MemUse { live: None, since: meter.alloc(), more: n })
+                && let Err(reason) = host.memory(MemUse { live: None, since: cx.meter.alloc(), more: n })
             {
                 return Flow::Block(Effect::Stop(reason));
             }
-            meter.add(n);
+            cx.meter.add(n);
         }};
     }
     // Counts the boxes of a result just made (operations whose result is no larger than their
@@ -71,7 +82,7 @@ pub(super) fn slow<H: Host + ?Sized>(
         ($v:expr) => {{
             let v: Result<Value, Exception> = $v;
             if let Ok(v) = &v {
-                meter.add(fresh(v));
+                cx.meter.add(fresh(v));
             }
             v
         }};
@@ -157,7 +168,7 @@ pub(super) fn slow<H: Host + ?Sized>(
         }
         Instr::Rand { dst, lo, hi } => {
             let r = match (&reg!(lo), &reg!(hi)) {
-                (Value::Int(lo), Value::Int(hi)) => crate::rng::int_in(rng, *lo, *hi).map(Value::Int),
+                (Value::Int(lo), Value::Int(hi)) => crate::rng::int_in(cx.rng, *lo, *hi).map(Value::Int),
                 (lo, hi) => Err(Exception::type_error(format!(
                     "rand: expected ints, got {} and {}",
                     lo.type_atom(),
@@ -166,10 +177,10 @@ pub(super) fn slow<H: Host + ?Sized>(
             };
             put!(dst, r)
         }
-        Instr::Randf { dst } => set!(dst, Value::Float(crate::rng::float(rng))),
+        Instr::Randf { dst } => set!(dst, Value::Float(crate::rng::float(cx.rng))),
         Instr::Randb { dst, n } => {
             let r = match &reg!(n) {
-                Value::Int(n) => crate::rng::bytes(rng, *n).map(Value::bytes),
+                Value::Int(n) => crate::rng::bytes(cx.rng, *n).map(Value::bytes),
                 x => Err(type_err("randb", "an int count", x)),
             };
             put!(dst, r)
@@ -259,15 +270,12 @@ pub(super) fn slow<H: Host + ?Sized>(
         Instr::Append { dst, l, v } => {
             let item = reg!(v).clone();
             let mut list = take_or_clone(regs, dst, l);
-            alloc!(
-                mem::copy_cost(&list)
-                    + match &list {
-                        Value::List(items) => mem::growth(items.len(), items.capacity(), 1, mem::SLOT),
-                        _ => 0,
-                    }
-            );
             let r = match &mut list {
                 Value::List(items) => {
+                    // A copy of the box if it is shared (`mem::copy_cost`, written out for the
+                    // list in hand), and the growth of its buffer.
+                    let copy = if Arc::strong_count(items) > 1 { mem::seq_box(items.capacity()) } else { 0 };
+                    alloc!(copy + mem::growth(items.len(), items.capacity(), 1, mem::SLOT));
                     Arc::make_mut(items).push(item);
                     Ok(list)
                 }
@@ -359,7 +367,7 @@ pub(super) fn slow<H: Host + ?Sized>(
                 s @ Value::Str(_) => s.clone(),
                 x => Value::str(x.to_string()),
             };
-            meter.add(mem::node_size(&v));
+            cx.meter.add(mem::node_size(&v));
             store(&mut reg!(dst), v);
             Flow::Next
         }
@@ -396,12 +404,12 @@ pub(super) fn slow<H: Host + ?Sized>(
             Flow::Throw(e)
         }
         Instr::Try { dst, target } => {
-            handlers.push(Handler { frame: depth, target, dst });
+            cx.handlers.push(Handler { frame: cx.depth, target, dst });
             Flow::Next
         }
         Instr::Endtry {} => {
-            if handlers.last().is_some_and(|h| h.frame == depth) {
-                handlers.pop();
+            if cx.handlers.last().is_some_and(|h| h.frame == cx.depth) {
+                cx.handlers.pop();
             }
             Flow::Next
         }
@@ -414,19 +422,19 @@ pub(super) fn slow<H: Host + ?Sized>(
             Flow::Next
         }
         Instr::Spawn { dst, f, args, n } => {
-            put!(dst, spawn(host, &reg!(f), window(regs, args as usize, n), SpawnOpts::default(), rng))
+            put!(dst, spawn(host, &reg!(f), window(regs, args as usize, n), SpawnOpts::default(), cx.rng))
         }
         Instr::Spawnl { dst, f, args, n } => {
             let opts = SpawnOpts { link: true, ..SpawnOpts::default() };
-            put!(dst, spawn(host, &reg!(f), window(regs, args as usize, n), opts, rng))
+            put!(dst, spawn(host, &reg!(f), window(regs, args as usize, n), opts, cx.rng))
         }
         Instr::Spawnm { dst, f, args, n } => {
             let opts = SpawnOpts { monitor: true, ..SpawnOpts::default() };
-            put!(dst, spawn(host, &reg!(f), window(regs, args as usize, n), opts, rng))
+            put!(dst, spawn(host, &reg!(f), window(regs, args as usize, n), opts, cx.rng))
         }
         Instr::Spawnx { dst, f, args, opts } => {
             let r = match (&reg!(args), SpawnOpts::from_map(&reg!(opts))) {
-                (Value::List(a), Ok(o)) => spawn(host, &reg!(f), a.to_vec(), o, rng),
+                (Value::List(a), Ok(o)) => spawn(host, &reg!(f), a.to_vec(), o, cx.rng),
                 (_, Err(e)) => Err(e),
                 (x, _) => Err(type_err("spawnx", "a list of arguments", x)),
             };
@@ -448,19 +456,19 @@ pub(super) fn slow<H: Host + ?Sized>(
             }
         }
         // (A plain receive looks at one message, and is charged nothing for it.)
-        Instr::Recv { dst } => receive(host, regs, dst, None, None, 0, meter, &mut 0),
+        Instr::Recv { dst } => receive(host, regs, dst, None, None, 0, cx.meter, &mut 0),
         Instr::Recvt { dst, ms, target } => match millis("recvt", &reg!(ms)) {
-            Ok(ms) => receive(host, regs, dst, None, Some(ms), target, meter, &mut 0),
+            Ok(ms) => receive(host, regs, dst, None, Some(ms), target, cx.meter, &mut 0),
             Err(e) => Flow::Throw(e),
         },
         // `run` runs these itself, with the fuel left as the budget; this is the same in full.
         Instr::Recvp { dst, pat } => {
             let mut unbounded = u32::MAX;
-            selective(host, regs, dst, pat, None, 0, meter, &mut unbounded)
+            selective(host, regs, dst, pat, None, 0, cx.meter, &mut unbounded)
         }
         Instr::Recvpt { dst, pat, ms, target } => {
             let mut unbounded = u32::MAX;
-            selective(host, regs, dst, pat, Some(ms), target, meter, &mut unbounded)
+            selective(host, regs, dst, pat, Some(ms), target, cx.meter, &mut unbounded)
         }
         Instr::Yield {} => Flow::Block(Effect::Yield(None)),
         Instr::Yieldto { pid } => match pid_of(host, "yieldto", &reg!(pid)) {
@@ -530,12 +538,13 @@ pub(super) fn slow<H: Host + ?Sized>(
             // not start takes a copy of its arguments (see `step`'s docs, paths 3 and 4).
             let (from, n) = (args as usize, n as usize);
             match host.native(name, &regs[from..from + n]) {
-                NativeCall::Done(result) => {
-                    if let Ok(v) = &result {
-                        meter.add(mem::message_size(v));
-                    }
-                    put!(dst, result)
+                // The result is charged where it lies, matched once: no copy of it is kept
+                // across the charge.
+                NativeCall::Done(Ok(v)) => {
+                    cx.meter.add(mem::message_size(&v));
+                    set!(dst, v)
                 }
+                NativeCall::Done(Err(e)) => Flow::Throw(e),
                 NativeCall::Begun(id) => Flow::Block(Effect::Begun(Begun::Native(id))),
                 NativeCall::Deferred(id) => {
                     Flow::Block(Effect::Native { id, args: window(regs, args as usize, n as u16) })
@@ -546,8 +555,8 @@ pub(super) fn slow<H: Host + ?Sized>(
             Value::Int(c) if *c >= 0 => put!(dst, host.chan_new(*c as usize)),
             x => Flow::Throw(type_err("chan", "a capacity (an int >= 0)", x)),
         },
-        Instr::Csend { ch, v } => chan_one(host, regs, "csend", ch, Some(v), None, 0),
-        Instr::Crecv { dst, ch, closed } => chan_one(host, regs, "crecv", ch, None, Some(dst), closed),
+        Instr::Csend { ch, v } => csend(host, regs, ch, v),
+        Instr::Crecv { dst, ch, closed } => crecv(host, regs, dst, ch, closed),
         Instr::Ctrysend { dst, ch, v } => {
             let r =
                 chan_ref("ctrysend", &reg!(ch)).and_then(|h| match host.chan_try_one(h, Some(&reg!(v)))? {

@@ -276,6 +276,13 @@ impl Inner {
             match env.signal {
                 Signal::Announce(a) => {
                     let Some(p) = self.peer_for(st, &env.from, &mut fire) else { return };
+                    if known {
+                        let sent = a.uptime_ms.saturating_sub(p.announce.uptime_ms);
+                        let heard = p.last_nats.elapsed().as_millis() as u64;
+                        if sent.max(heard) > 2 * self.cfg.heartbeat.as_millis() as u64 {
+                            tracing::info!(peer = %p.id, sent_ms = sent, heard_ms = heard, "announcements of the peer came far apart");
+                        }
+                    }
                     p.announce = a;
                     p.last_heard = Instant::now();
                     p.last_nats = p.last_heard;
@@ -350,6 +357,7 @@ impl Driver {
             mut out,
             mut jobs,
             listener,
+            pulse,
         } = self;
         let inner = node.inner.clone();
         let publisher = {
@@ -392,7 +400,7 @@ impl Driver {
                 // `conn`) and answers handshakes.
                 tokio::select! {
                     _ = inner.shutdown.notified() => break,
-                    _ = tick.tick() => inner.heartbeat(),
+                    _ = tick.tick() => inner.tick_peers(),
                     m = incoming.next() => match m {
                         Some(In::Envelope(m)) => inner.on_message(m),
                         Some(In::Reply(m)) => if m.no_responders { inner.on_no_responders(&m.subject) },
@@ -425,9 +433,17 @@ impl Driver {
                 }
             }
         };
+        // A pulse the runtime did not take runs here (`pulse`, rule 5).
+        let pulse = async {
+            match pulse {
+                Some(p) => p.run().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = publisher => {}
             _ = receiver => {}
+            _ = pulse => {}
         }
         drop(stop);
     }

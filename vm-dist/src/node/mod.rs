@@ -25,8 +25,10 @@
 //! 3. A session ends (exactly once per side): on a sequence gap, on a `Reset` naming its
 //!    epoch, on an envelope of a newer epoch while it is live (the other side ended it), on a
 //!    newer incarnation of the peer, on a 503 for the peer's subject, on the peer's `Bye`, when
-//!    nothing was heard from the peer for `down_after`, or nothing through NATS (this also
-//!    covers this node's own connection being down), and when the direct connection with the
+//!    nothing was heard from the peer through NATS for `down_after` (its announcements, or its
+//!    envelopes there; judged by the `pulse`, which also covers this node's own connection
+//!    being down, never on a heartbeat this node itself came to late), and when the direct
+//!    connection with the
 //!    peer is lost (`conn`). Ending it fires every link to the peer's actors with the exit
 //!    reason `:noconnection` and every monitor with `{:DOWN, ref, pid, :noconnection}` (each
 //!    link and monitor is held once, in the peer's bonds, and removed when it fires or is
@@ -50,14 +52,17 @@
 //!    overtake the reply.
 //!
 //! [`Node::start`] returns the node and a [`Driver`], one future that runs the receive loop,
-//! the heartbeat and the publishing of queued envelopes; the runtime spawns it, and the tasks it
-//! hands back (each direct connection is a task of its own, `conn`).
+//! the ticks and the publishing of queued envelopes; the runtime spawns it, and the tasks it
+//! hands back (each direct connection is a task of its own, `conn`). The [`Pulse`] (announcing
+//! this node every heartbeat, judging the peers' silence of point 3) runs inside the driver
+//! unless the runtime takes it to run apart ([`Driver::take_pulse`]; `pulse` has its rules).
 //!
 //! The code, by concept: this file holds the settings, the runtime's side ([`Local`]) and the
 //! API ([`Node`]); `session` the session rules above (numbering, acknowledgements, the end of
-//! a session and what it fires, heartbeats); `inbound` what arrives (envelopes, announcements,
-//! probes, departures), what each signal does, and the [`Driver`]'s loop; `conn` the direct
-//! path (one TCP connection per pair of nodes that both take them; its own numbered rules).
+//! a session and what it fires, ticks); `pulse` presence and silence; `inbound` what arrives
+//! (envelopes, announcements, probes, departures), what each signal does, and the [`Driver`]'s
+//! loop; `conn` the direct path (one TCP connection per pair of nodes that both take them; its
+//! own numbered rules).
 
 use crate::global::Names;
 use crate::id::{NodeId, NodeTable, check_node_name, make_pid, serial_of, slot_of};
@@ -277,6 +282,15 @@ pub(crate) struct Inner {
     direct: Option<wire::DirectAddr>,
     /// The number of the next direct connection this node dials.
     next_conn: std::sync::atomic::AtomicU64,
+    /// How long this node's latest announcement took to come back to it through NATS, in
+    /// milliseconds: how far behind this node's own receiving is.
+    echo_delay_ms: std::sync::atomic::AtomicU64,
+    /// Set once this node's own announcement has come back to it ([`Node::wait_echo`]).
+    echoed: std::sync::atomic::AtomicBool,
+    /// When the pulse last heard each peer's announcement, and of which incarnation (`pulse`).
+    heard: Mutex<HashMap<Arc<str>, (u64, Instant)>>,
+    /// Set once [`Node::leave`] is done: the pulse ends.
+    stop: tokio::sync::watch::Sender<bool>,
 }
 
 /// Work the driver does for synchronous callers (it may wait).
@@ -403,6 +417,22 @@ enum EndCause {
 }
 
 impl EndCause {
+    /// What happened, for the log line that reports the peer down.
+    fn describe(self) -> &'static str {
+        match self {
+            EndCause::Gap => "signals from it were lost in transit (a sequence gap)",
+            EndCause::Reset => "it ended the session (it found a gap, or lost this node)",
+            EndCause::NewEpoch => "it started a new session",
+            EndCause::NewIncarnation => "it restarted (a new incarnation)",
+            EndCause::Silence => "nothing heard from it for down_after",
+            EndCause::NoResponders => "NATS has no subscriber for it (its connection closed)",
+            EndCause::Departed => "the server reported its connection closed",
+            EndCause::Bye => "it left the cluster",
+            EndCause::ConnectionLost => "the direct connection was lost",
+            EndCause::ConnectionReplaced => "it opened a new direct connection",
+        }
+    }
+
     fn still_reachable(self) -> bool {
         matches!(self, EndCause::Gap | EndCause::Reset | EndCause::NewEpoch | EndCause::ConnectionReplaced)
     }
@@ -431,6 +461,17 @@ pub struct Driver {
     out: mpsc::UnboundedReceiver<Outgoing>,
     jobs: mpsc::UnboundedReceiver<Job>,
     listener: Option<tokio::net::TcpListener>,
+    /// The pulse, until the runtime takes it to run elsewhere ([`Driver::take_pulse`]).
+    pulse: Option<Pulse>,
+}
+
+impl Driver {
+    /// Takes the node's [`Pulse`] out of the driver, to run it where actors cannot hold it up
+    /// (a thread of its own, with the NATS connection's task: `pulse`, rule 5). Not taken, it
+    /// runs inside [`Driver::run`].
+    pub fn take_pulse(&mut self) -> Option<Pulse> {
+        self.pulse.take()
+    }
 }
 
 /// Why a node could not start.
@@ -482,7 +523,11 @@ impl Node {
         }
         let probes = transport.subscribe(format!("{prefix}.p.{}", me.name)).await?;
         let inbox = transport.subscribe(format!("{prefix}.n.{}.{inc}", me.name)).await?;
-        let announces = transport.subscribe(format!("{prefix}.a.*")).await?;
+        // Announcements reach the pulse first, which hands them on to the driver (`pulse`).
+        let heard = transport.subscribe(format!("{prefix}.a.*")).await?;
+        let (forward, forwarded) = mpsc::unbounded_channel();
+        let mut forwarded: mpsc::UnboundedReceiver<Incoming> = forwarded;
+        let announces = futures::stream::poll_fn(move |cx| forwarded.poll_recv(cx)).boxed();
         let events = transport.events();
         let departures = transport.departures();
         let names = Names::new(transport.names().await);
@@ -508,8 +553,14 @@ impl Node {
             inbound: Mutex::new(()),
             direct: listener.as_ref().map(|(_, a)| *a),
             next_conn: std::sync::atomic::AtomicU64::new(1),
+            echo_delay_ms: std::sync::atomic::AtomicU64::new(0),
+            echoed: std::sync::atomic::AtomicBool::new(false),
+            heard: Mutex::new(HashMap::new()),
+            stop: tokio::sync::watch::Sender::new(false),
             cfg,
         });
+        let pulse =
+            Pulse { inner: Arc::downgrade(&inner), announces: heard, forward, stop: inner.stop.subscribe() };
         let node = Node { inner };
         let driver = Driver {
             node: node.clone(),
@@ -522,6 +573,7 @@ impl Node {
             out: out_rx,
             jobs: jobs_rx,
             listener: listener.map(|(l, _)| l),
+            pulse: Some(pulse),
         };
         Ok((node, driver))
     }
@@ -586,6 +638,20 @@ impl Node {
     /// The live incarnation of node `name`, if it is up.
     pub fn live(&self, name: &str) -> Option<NodeId> {
         self.inner.state.lock().peers.get(name).filter(|p| p.alive).map(|p| p.id.clone())
+    }
+
+    /// Waits until this node's own announcement has come back to it through NATS (every live
+    /// node has then had it too, and answers it at once), for at most `timeout`; whether it
+    /// came.
+    pub async fn wait_echo(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while !self.inner.echoed.load(std::sync::atomic::Ordering::Acquire) {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        true
     }
 
     /// Waits until node `name` is up, for at most `timeout`.
@@ -836,12 +902,15 @@ impl Node {
         }
         // A peer that does not read its connection (hung) gets `down_after` to take the rest: it
         // would not notice the `Bye` anyway, and its silence ends its side of the session.
+        // So does a NATS server that went away: a node told to leave leaves, whatever the
+        // network does.
         let deadline = Instant::now() + self.inner.cfg.down_after;
-        while self.inner.out.pending() || (self.inner.direct_pending() && Instant::now() < deadline) {
+        while (self.inner.out.pending() || self.inner.direct_pending()) && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
-        let _ = self.inner.transport.flush().await;
+        let _ = tokio::time::timeout(self.inner.cfg.down_after, self.inner.transport.flush()).await;
         self.inner.shutdown.notify_one();
+        self.inner.stop.send_replace(true);
     }
 
     /// Registers `pid` under `name` cluster-wide; exactly one of racing registrations wins.
@@ -862,4 +931,7 @@ impl Node {
 
 mod conn;
 mod inbound;
+mod pulse;
 mod session;
+
+pub use pulse::Pulse;

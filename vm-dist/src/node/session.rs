@@ -5,6 +5,11 @@
 use super::*;
 
 impl Inner {
+    /// [`Inner::echo_delay_ms`]'s latest measure.
+    pub(super) fn echo_delay_ms(&self) -> u64 {
+        self.echo_delay_ms.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     pub(crate) fn me(&self) -> &NodeId {
         &self.me
     }
@@ -76,17 +81,24 @@ impl Inner {
         }
     }
 
-    pub(super) fn announce(&self) {
-        if self.left.load(std::sync::atomic::Ordering::Acquire) {
-            return;
-        }
+    /// This node's announcement (presence, every heartbeat; `pulse`).
+    pub(super) fn announcement(&self) -> Bytes {
         let a = Announce {
             actors: self.local.actor_count(),
             module_hash: self.cfg.module_hash,
             uptime_ms: self.started.elapsed().as_millis() as u64,
             direct: self.direct,
         };
-        let payload = self.encode_plain(&Signal::Announce(a));
+        self.encode_plain(&Signal::Announce(a))
+    }
+
+    /// Announces this node now, behind what is queued in the outbox (the driver's first act,
+    /// and its answer to a node it did not know).
+    pub(super) fn announce(&self) {
+        if self.left.load(std::sync::atomic::Ordering::Acquire) {
+            return;
+        }
+        let payload = self.announcement();
         self.emit(Outgoing { subject: self.announce_subject.clone(), reply: None, payload });
     }
 
@@ -154,7 +166,11 @@ impl Inner {
         spawns_of: &mut Vec<Arc<str>>,
         fire: &mut Vec<Fire>,
     ) {
-        tracing::info!(peer = %p.id, ?cause, "session ended");
+        if p.alive {
+            tracing::warn!(peer = %p.id, "node {} is down: {}", p.id.name, cause.describe());
+        } else {
+            tracing::info!(peer = %p.id, ?cause, "session ended");
+        }
         let bonds = std::mem::take(&mut p.bonds);
         for (local, remotes) in bonds.links {
             for remote in remotes {
@@ -324,33 +340,16 @@ impl Inner {
         self.fire(fire);
     }
 
-    /// One heartbeat: announce, tick every live peer, end silent sessions.
-    pub(super) fn heartbeat(&self) {
-        self.announce();
-        let _order = self.inbound.lock();
-        let mut fire = Vec::new();
-        {
-            let mut st = self.state.lock();
-            let st = &mut *st;
-            let mut silent = Vec::new();
-            for p in st.peers.values_mut().filter(|p| p.alive) {
-                if p.last_heard.elapsed() > self.cfg.down_after || p.last_nats.elapsed() > self.cfg.down_after
-                {
-                    let mut ended = Vec::new();
-                    self.end_session(p, EndCause::Silence, &mut ended, &mut fire);
-                    silent.push(p.id.name.clone());
-                    continue;
-                }
-                p.acked_in = p.in_bytes;
-                let ack = Ack { epoch: p.in_epoch, seq: p.in_seq, bytes: p.in_bytes };
-                self.push(p, &Signal::Tick { last_seq: p.out_seq, ack });
-                p.reset_sent = None;
-            }
-            for name in silent {
-                fail_spawns(st, &name, &mut fire);
-            }
+    /// The driver's heartbeat: a `Tick` to every live peer (point 2; silence is the pulse's
+    /// to judge, `pulse`).
+    pub(super) fn tick_peers(&self) {
+        let mut st = self.state.lock();
+        for p in st.peers.values_mut().filter(|p| p.alive) {
+            p.acked_in = p.in_bytes;
+            let ack = Ack { epoch: p.in_epoch, seq: p.in_seq, bytes: p.in_bytes };
+            self.push(p, &Signal::Tick { last_seq: p.out_seq, ack });
+            p.reset_sent = None;
         }
-        self.fire(fire);
     }
 }
 

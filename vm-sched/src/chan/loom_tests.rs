@@ -148,31 +148,41 @@ fn loom_cancel_races_a_committing_receiver() {
     });
 }
 
-/// Runs a one-case wait to completion as the actor's `ChanWait` does: count out, then park
-/// (or complete at once, counting back in), then wait for the claim. Counting out before
-/// looking can take `active` through zero for an instant while a counterpart is parked (as
-/// a select spanning the mailbox does; the deadlock detector's grace covers it), so unlike
-/// `block` this does not assert that it never idles.
+/// Runs a one-case wait to completion as the actor's `ChanWait` does: the first poll
+/// completes at once or parks, counting out under the channel lock
+/// (`complete_or_park_counted`); later polls take the claim or count out again under that
+/// lock (`OneWait::poll`). No model here has every actor parked at once, so it must never
+/// report idle.
 fn block_one(c: &Channel, send: Option<Value>, active: &AtomicUsize) -> Fired {
     let counted = Arc::new(AtomicBool::new(false));
     let mut parked: Option<OneWait> = None;
     loom::future::block_on(poll_fn(|cx| {
-        if let Some(w) = &parked {
-            return w.poll(cx, active).map_or(Poll::Pending, Poll::Ready);
-        }
-        if !counted.swap(true, Ordering::SeqCst) {
-            active.fetch_sub(1, Ordering::SeqCst);
-        }
-        match c.complete_or_park(send.as_ref(), false, cx.waker(), counted.clone(), active) {
-            Ok(f) => {
-                count_in(&counted, active);
-                Poll::Ready(f)
+        let idle = match &mut parked {
+            Some(w) => match w.poll(c, cx, active) {
+                Ok(f) => return Poll::Ready(f),
+                Err(idle) => idle,
+            },
+            None => {
+                let flag = counted.clone();
+                let counted = move || -> Arc<dyn CountedFlag> { flag };
+                match c.complete_or_park_counted(
+                    send.as_ref(),
+                    false,
+                    &mut None,
+                    Some(cx.waker()),
+                    counted,
+                    active,
+                ) {
+                    Ok(f) => return Poll::Ready(f),
+                    Err((w, idle)) => {
+                        parked = Some(w);
+                        idle
+                    }
+                }
             }
-            Err(w) => {
-                parked = Some(w);
-                Poll::Pending
-            }
-        }
+        };
+        assert!(!idle, "an actor that could wake this one is still active");
+        Poll::Pending
     }))
 }
 
@@ -219,7 +229,7 @@ async fn counted_wait(
 ) -> Fired {
     let mut parked: Option<OneWait> = None;
     poll_fn(|cx| {
-        if let Some(w) = &parked {
+        if let Some(w) = &mut parked {
             let Some(f) = w.take_fired() else { return Poll::Pending };
             *spare = parked.take();
             assert!(!counted.load(Ordering::SeqCst), "the claimer counted it back in");
@@ -321,6 +331,86 @@ fn loom_one_wait_cancel_races_a_committing_receiver() {
             Err(w) => w.cancel(c, Some(active)),
             Ok(f) => panic!("no receiver ever parks, yet {f:?}"),
         }
+    });
+}
+
+/// Issue 18 point 6.3, the window of a woken `ChanWait`: a receive parked in the step
+/// (counted out) is woken by a message, which counts it in as a mailbox delivery does, and
+/// polls again while a sender commits to it and then parks itself (counts out). Whatever the
+/// order, once both are done an owner whose wait has committed (it is runnable, woken by its
+/// claimer) is counted in: `active` is never left zero with it runnable, which is what the
+/// deadlock detector reads. (With the poll looking for the claim and counting out apart,
+/// the claim could come between and leave it counted out: this model then fails.)
+#[test]
+fn loom_a_woken_one_wait_is_never_left_counted_out() {
+    model(None, || {
+        let c = Channel::new(1, 0);
+        let active = Arc::new(AtomicUsize::new(2));
+        let counted = Arc::new(AtomicBool::new(false));
+        let flag = counted.clone();
+        let mut w = match c.complete_or_park_counted(
+            None,
+            true,
+            &mut None,
+            Some(Waker::noop()),
+            move || -> Arc<dyn CountedFlag> { flag },
+            &active,
+        ) {
+            Err((w, idle)) => {
+                assert!(!idle);
+                w
+            }
+            Ok(f) => panic!("nobody sends yet, yet {f:?}"),
+        };
+        let t = {
+            let (c, active) = (c.clone(), active.clone());
+            loom::thread::spawn(move || {
+                assert_eq!(c.try_send(Value::Int(7), &active), Ok(()), "the receiver is parked");
+                // The sender parks on something else for good.
+                active.fetch_sub(1, Ordering::SeqCst);
+            })
+        };
+        // A message wakes the receiver: the delivery counts it in.
+        count_in(&counted, &active);
+        let polled = w.poll(&c, &Context::from_waker(Waker::noop()), &active);
+        t.join().unwrap();
+        let got = match polled {
+            Ok(f) => f,
+            // Pending: its claimer has woken it since, and its next poll takes the outcome.
+            Err(_) => {
+                assert_eq!(active.load(Ordering::SeqCst), 1, "a woken receiver was left counted out");
+                w.poll(&c, &Context::from_waker(Waker::noop()), &active).expect("committed")
+            }
+        };
+        assert_eq!(got, Fired::Received { case: 0, value: Value::Int(7) });
+        assert_eq!(active.load(Ordering::SeqCst), 1, "only the receiver is counted in");
+    });
+}
+
+/// A parked select polled again with a waker that would not wake its task (so it replaces
+/// the one it has, under its channel locks) while a sender commits to it: the sender's value
+/// arrives once and nothing reads the waker while it is replaced (loom checks the cell).
+#[test]
+fn loom_a_select_replacing_its_waker_races_a_claim() {
+    model(None, || {
+        let c = Channel::new(1, 0);
+        let active = Arc::new(AtomicUsize::new(2));
+        let mut sel = Select::new(vec![Case::recv(&c)], true);
+        assert!(poll_once(&mut sel, &active).is_pending());
+        let t = {
+            let (c, active) = (c.clone(), active.clone());
+            loom::thread::spawn(move || {
+                let r = c.try_send(Value::Int(3), &active);
+                exit(&active);
+                r
+            })
+        };
+        // `block_on`'s waker is not the no-op one the select parked with.
+        let got = loom::future::block_on(poll_fn(|cx| sel.poll(cx, &active).0));
+        assert_eq!(got, Fired::Received { case: 0, value: Value::Int(3) });
+        assert_eq!(t.join().unwrap(), Ok(()));
+        assert_eq!(active.load(Ordering::SeqCst), 1);
+        assert_eq!(c.parked(), (0, 0));
     });
 }
 
@@ -474,7 +564,7 @@ async fn quiet_recv(
                         }
                     }
                 }
-                At::Quiet(w) => match w.take_fired() {
+                At::Quiet(mut w) => match w.take_fired() {
                     Some(f) => {
                         *spare = Some(w);
                         mb.end_chan();
@@ -488,14 +578,16 @@ async fn quiet_recv(
                         }
                     }
                 },
-                At::Loud(w) => {
-                    if let Some(f) = w.poll(cx, active) {
-                        mb.cancel_wait(active);
-                        return Poll::Ready((Some(f), None));
-                    }
+                At::Loud(mut w) => {
                     // Idle for a moment is allowed: the signaller counted the actor in and
                     // may have exited, and the mailbox, looked at next, has its signal.
-                    let idle = mb.count_out(active);
+                    let idle = match w.poll(c, cx, active) {
+                        Ok(f) => {
+                            mb.cancel_wait(active);
+                            return Poll::Ready((Some(f), None));
+                        }
+                        Err(idle) => idle,
+                    };
                     let spec = WaitSpec { receive: false, pattern: None, indefinite: false, soft: true };
                     let describe =
                         || Wait::Chan { shape: SelectShape::Recv, chans: ChanIds::One(1), orphanable: true };

@@ -13,8 +13,7 @@
 //! 1. *Lock order.* A select locks all of its channels at once, in one global order — by channel
 //!    id, then by address so that even duplicate ids cannot deadlock — and locks a channel that
 //!    appears in several cases only once. Every other operation locks a single channel. A
-//!    waiter's own small lock (`Waiter::slot`) is a leaf: it is taken under channel locks, never
-//!    the other way round.
+//!    waiter has no lock of its own (its state's steps keep its cells apart: see [`Waiter`]).
 //! 2. *Pass 1 (complete now).* With every channel locked, the cases are tried in a fresh random
 //!    order (a Fisher–Yates shuffle driven by a xorshift generator seeded per call from an atomic
 //!    counter), so that when several cases are ready each is equally likely and none starves.
@@ -34,18 +33,20 @@
 //! 4. *Claiming.* A counterpart (a send, receive, select or close that holds the lock of one of
 //!    the waiter's channels) pops an entry and claims its waiter with a compare-and-swap of the
 //!    waiter's state from `WAITING` to `CLAIMED`. The winner, still holding that channel lock,
-//!    records under the waiter's slot lock which case fired (and the value received, if any),
-//!    counts the waiter back into `active` if it was counted out, and clones its waker, which
-//!    it wakes after releasing the channel lock. A counterpart that loses the swap drops the stale
-//!    entry and tries the next one. `CLAIMED` is never reset: a waiter is used once, so "claimed"
-//!    stays set while its entries are being removed from the other queues.
-//! 5. *Completion.* When polled again, the select takes the recorded outcome from its slot (if
-//!    there is none yet it only refreshes its waker — the actor task's waker changes between
-//!    polls), removes its remaining entries from all its channels (locked as in step 1) and
-//!    returns `Ready`.
+//!    records which case fired (and the value received, if any), counts the waiter back into
+//!    `active` if it was counted out, clones its waker, which it wakes after releasing the
+//!    channel lock, and sets the state to `DONE`, which publishes the outcome. A counterpart
+//!    that loses the swap drops the stale entry and tries the next one. A claimed waiter is
+//!    never reset while it waits, so "claimed" stays set while its entries are being removed
+//!    from the other queues.
+//! 5. *Completion.* When polled again, the select takes the recorded outcome once the state
+//!    reads `DONE` (if there is none yet it only refreshes its waker, under all its channel
+//!    locks, should the poll bring one that would not wake the same task), removes its
+//!    remaining entries from all its channels (locked as in step 1) and returns `Ready`.
 //! 6. *Cancellation* (an interrupt, a deadline, a kill). The owner locks all its channels (step 1)
-//!    and tries to claim its OWN waiter. If it wins, no case fired and none ever will: it removes
-//!    its entries everywhere, counts itself back in, and reports "cancelled" — nothing was
+//!    and tries to claim its OWN waiter (`WAITING` to `CANCELLED`). If it wins, no case fired
+//!    and none ever will: it removes its entries everywhere, counts itself back in, and
+//!    reports "cancelled" — nothing was
 //!    transferred, so an unsent value is still the caller's. If it loses, some counterpart
 //!    committed a case; because that counterpart did so while holding one of the channel locks
 //!    now held, the outcome is already recorded, and it is returned exactly as if the select had
@@ -74,7 +75,9 @@
 //!
 //! This protocol is model-checked with loom (the `loom_tests` submodule); unit tests are in `tests`.
 
-use crate::sync::{AtomicBool, AtomicU8, AtomicUsize, CountedFlag, Mutex, Ordering, count_in, lock};
+use crate::sync::{
+    AtomicBool, AtomicU8, AtomicUsize, CountedFlag, Mutex, Ordering, UnsafeCell, count_in, lock,
+};
 use smallvec::SmallVec;
 use std::collections::VecDeque;
 use std::fmt;
@@ -175,27 +178,56 @@ struct ChanState {
     shared: bool,
 }
 
+/// The waiter's states (protocol steps 4 to 6): claimed by nobody yet; claimed by a
+/// counterpart, which is recording its outcome; that outcome recorded; claimed by its owner
+/// (cancelled). Only `WAITING` ever changes but for a counterpart's `CLAIMED` → `DONE`, and a
+/// reused one-case waiter is reset to `WAITING` when nothing else holds it.
 const WAITING: u8 = 0;
 const CLAIMED: u8 = 1;
+const DONE: u8 = 2;
+const CANCELLED: u8 = 3;
 
 /// The one waiter a parked select shares among all of its channel queues (protocol step 3).
+///
+/// **Its two cells** (`fired` and `waker`) have no lock of their own; the protocol keeps
+/// every access apart:
+/// 1. `fired` is written only by the counterpart that won the claim (`WAITING` → `CLAIMED`),
+///    once, before it stores `DONE` (release). The owner reads it only after it has seen
+///    `DONE` (acquire): by a load ([`OneWait::take_fired`], `Select::poll`), or by a cancel,
+///    which locks every channel of the waiter, one of which the claimer held from its claim
+///    to `DONE` (so a cancel that loses the claim finds `DONE`).
+/// 2. `waker` is written by the owner only while no counterpart can read it: before the
+///    waiter is published (a new waiter, or one reset for reuse with `Arc::get_mut`), or
+///    holding every channel lock of the waiter (a select's poll that must replace it). A
+///    counterpart reads it only after winning the claim, holding one of those locks.
 struct Waiter {
-    /// `WAITING` until a counterpart or the owner claims it (step 4 / step 6); never reset.
     state: AtomicU8,
-    slot: Mutex<Slot>,
+    /// The case a counterpart committed; taken by the owner.
+    fired: UnsafeCell<Option<Fired>>,
+    /// The owner's waker; cloned by the claimer.
+    waker: UnsafeCell<Option<Waker>>,
     /// The owner's "counted out of `active`" flag, shared with the owner's other wake paths
     /// (its mailbox): whoever swaps it from true to false counts the owner back in (step 7).
     counted: Arc<dyn CountedFlag>,
 }
 
-struct Slot {
-    /// The owner's waker; cloned by the claimer.
-    waker: Option<Waker>,
-    /// The case a counterpart committed; taken by the owner.
-    fired: Option<Fired>,
-}
+// SAFETY: the cells are only reached as "Its two cells" above says, which keeps every write
+// apart from any other access (checked by the loom models in `loom_tests`); the rest of the
+// waiter is atomics and an `Arc` of a `Sync` flag.
+#[allow(unsafe_code, reason = "the waiter's cells, kept apart by the protocol (see `Waiter`)")]
+unsafe impl Sync for Waiter {}
 
+#[allow(unsafe_code, reason = "the waiter's cells, kept apart by the protocol (see `Waiter`)")]
 impl Waiter {
+    fn new(waker: Option<Waker>, counted: Arc<dyn CountedFlag>) -> Arc<Waiter> {
+        Arc::new(Waiter {
+            state: AtomicU8::new(WAITING),
+            fired: UnsafeCell::new(None),
+            waker: UnsafeCell::new(waker),
+            counted,
+        })
+    }
+
     /// Step 4: claims the waiter for a counterpart and records `fired()`. Returns false (and
     /// records nothing) if someone else claimed it first. Must be called with the lock of one of
     /// the waiter's channels held; the waker to wake after unlocking is pushed onto `wakers`.
@@ -205,17 +237,23 @@ impl Waiter {
         active: &AtomicUsize,
         wakers: &mut impl WakeSink,
     ) -> bool {
-        if self.state.compare_exchange(WAITING, CLAIMED, Ordering::AcqRel, Ordering::Acquire).is_err() {
+        if self.state.compare_exchange(WAITING, CLAIMED, Ordering::Acquire, Ordering::Relaxed).is_err() {
             return false;
         }
-        let mut s = lock(&self.slot);
-        s.fired = Some(fired());
+        // SAFETY: the claim is won, so nobody else writes `fired`, and the owner reads it only
+        // after `DONE` below ("Its two cells", 1).
+        self.fired.with_mut(|f| unsafe { *f = Some(fired()) });
+        // Counted in before `DONE`: an owner that sees `DONE` may run on and park again, and
+        // a late count-in would then count it in while it waits.
         count_in(self.counted.counted(), active);
         // Cloned, not taken: a one-case waiter is reused with its owner's waker in it (see
         // `Waiter::fresh`), and the owner's task is the same at every wait.
-        if let Some(w) = &s.waker {
-            wakers.add(w.clone());
+        // SAFETY: the owner writes `waker` only holding every channel lock of the waiter, and
+        // one of them is held here ("Its two cells", 2).
+        if let Some(w) = self.waker.with(|w| unsafe { (*w).clone() }) {
+            wakers.add(w);
         }
+        self.state.store(DONE, Ordering::Release);
         true
     }
 
@@ -237,33 +275,60 @@ impl Waiter {
                     x.state.store(WAITING, Ordering::Relaxed);
                     return w;
                 }
-                (lock(&w.slot).waker.clone(), w.counted.clone())
+                // SAFETY: a claimer that still holds it only reads the waker.
+                (w.waker.with(|k| unsafe { (*k).clone() }), w.counted.clone())
             }
             None => (waker.cloned(), counted()),
         };
-        let slot = Slot { waker, fired: None };
-        Arc::new(Waiter { state: AtomicU8::new(WAITING), slot: Mutex::new(slot), counted })
+        Waiter::new(waker, counted)
     }
 
     /// Step 6: the owner claims its own waiter. True if it won (no case fired).
     fn claim_self(&self) -> bool {
-        self.state.compare_exchange(WAITING, CLAIMED, Ordering::AcqRel, Ordering::Acquire).is_ok()
+        self.state.compare_exchange(WAITING, CANCELLED, Ordering::Acquire, Ordering::Acquire).is_ok()
+    }
+
+    /// The owner takes the recorded outcome if a counterpart has finished recording it
+    /// (step 5). The owner must not share the waiter's ownership with another thread (`&mut`
+    /// on `OneWait` and `Select` sees to it).
+    fn take_fired(&self) -> Option<Fired> {
+        if self.state.load(Ordering::Acquire) != DONE {
+            return None;
+        }
+        // SAFETY: `DONE` was stored after the only write ("Its two cells", 1), and only the
+        // owner, which is here, touches it from now on.
+        self.fired.with_mut(|f| unsafe { (*f).take() })
+    }
+
+    /// Whether the owner's waker is `cx`'s already; else it is replaced, which the caller may
+    /// do only holding every channel lock of the waiter ([`Waiter::set_waker`]).
+    fn wakes(&self, cx: &Context<'_>) -> bool {
+        // SAFETY: the owner is the only writer, and it is here; claimers only read.
+        self.waker.with(|w| unsafe { (*w).as_ref().is_some_and(|w| w.will_wake(cx.waker())) })
+    }
+
+    /// Replaces the owner's waker. The caller holds every channel lock of the waiter and has
+    /// seen it not claimed under them ("Its two cells", 2).
+    fn set_waker(&self, cx: &Context<'_>) {
+        // SAFETY: as the docs say, no claimer can be reading it.
+        self.waker.with_mut(|w| unsafe { *w = Some(cx.waker().clone()) });
     }
 
     /// The end of a cancel (step 6), once the owner has claimed (`won`) or found the waiter
-    /// claimed with its queue entries removed: drops the waker, counts the owner back in and
-    /// returns the outcome a counterpart recorded, if it won instead.
+    /// claimed, holding (or having held) every channel lock of the waiter with its queue
+    /// entries removed: counts the owner back in and returns the outcome a counterpart
+    /// recorded, if it won instead.
     fn finish_cancel(&self, won: bool, active: Option<&AtomicUsize>) -> Result<(), Fired> {
-        let mut s = lock(&self.slot);
-        s.waker = None;
         if let Some(active) = active {
             count_in(self.counted.counted(), active);
         }
-        match (won, s.fired.take()) {
-            (false, Some(f)) => Err(f),
-            // Winning means nobody recorded anything; losing always comes with an outcome.
-            _ => Ok(()),
+        if won {
+            // Winning means nobody recorded anything.
+            return Ok(());
         }
+        // The claimer held one of the locks the cancel took, from its claim to `DONE`.
+        debug_assert_eq!(self.state.load(Ordering::Acquire), DONE);
+        self.take_fired().map_or(Ok(()), Err)
     }
 }
 
@@ -549,31 +614,48 @@ impl Channel {
 }
 
 impl OneWait {
-    /// Step 5 for one case: the committed outcome (the claimer already popped the only entry,
-    /// so there is nothing to remove), or `None` after refreshing the stored waker.
-    pub fn poll(&self, cx: &mut Context<'_>, active: &AtomicUsize) -> Option<Fired> {
-        let mut s = lock(&self.0.slot);
-        match s.fired.take() {
-            Some(f) => {
-                // The claimer counted us in; this only guards the invariant.
-                count_in(self.0.counted.counted(), active);
-                Some(f)
-            }
-            None => {
-                if !s.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                    s.waker = Some(cx.waker().clone());
-                }
-                None
-            }
+    /// Step 5 for one case, polled as a future whose owner counts itself out (the runtime's
+    /// `ChanWait`, which another wake source, its mailbox, may count back in meanwhile):
+    /// the committed outcome (the claimer already popped the only entry, so there is nothing
+    /// to remove; it also counted the owner in), or else, under the channel's lock, the owner
+    /// counted out again and its waker refreshed: `Err`, true if that made `active` zero.
+    /// `chan` must be the channel it parked on.
+    ///
+    /// The count-out and the look for a claim are one step under that lock, which every
+    /// claimer holds from its claim to its count-in: a claim is either seen here or counts
+    /// the owner in after this count-out. (Looking first and counting out after, without the
+    /// lock, would let a claim that came between leave the owner counted out though woken,
+    /// `active` short by one until its next poll.)
+    pub fn poll(&mut self, chan: &Channel, cx: &Context<'_>, active: &AtomicUsize) -> Result<Fired, bool> {
+        let w = &*self.0;
+        if let Some(f) = w.take_fired() {
+            // The claimer counted the owner in; this only guards the invariant.
+            count_in(w.counted.counted(), active);
+            return Ok(f);
         }
+        let g = lock(&chan.state);
+        // A claim finishes under this lock, so the state is `WAITING` or `DONE` now.
+        if let Some(f) = w.take_fired() {
+            drop(g);
+            count_in(w.counted.counted(), active);
+            return Ok(f);
+        }
+        if !w.wakes(cx) {
+            w.set_waker(cx);
+        }
+        let idle =
+            !w.counted.counted().swap(true, Ordering::SeqCst) && active.fetch_sub(1, Ordering::SeqCst) == 1;
+        drop(g);
+        Err(idle)
     }
 
     /// Step 5 for a wait whose owner was woken and runs its instruction again (the runtime's
     /// `csend`/`crecv`): the committed outcome, if any, without touching the waker. With
     /// `Some` the wait is over (nothing to cancel) and may be reused
     /// ([`Channel::complete_or_park_counted`]); with `None` it is still parked.
-    pub fn take_fired(&self) -> Option<Fired> {
-        lock(&self.0.slot).fired.take()
+    #[inline]
+    pub fn take_fired(&mut self) -> Option<Fired> {
+        self.0.take_fired()
     }
 
     /// Step 6 for one case; `chan` must be the channel it parked on. `Ok(())` if nothing was

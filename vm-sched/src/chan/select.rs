@@ -2,12 +2,8 @@
 //! list of cases: locking in the global order, the random poll order, [`try_select`] (pass 1
 //! only) and the blocking [`Select`].
 
-use super::{
-    Case, CaseOp, Cases, ChanState, Channel, Fired, Parked, Slot, WAITING, Waiter, Wakers, wake_all,
-};
-use crate::sync::{
-    AtomicBool, AtomicU8, AtomicUsize, CountedFlag, Mutex, MutexGuard, Ordering, count_in, lock,
-};
+use super::{Case, CaseOp, Cases, ChanState, Channel, Fired, Parked, Waiter, Wakers, wake_all};
+use crate::sync::{AtomicBool, AtomicUsize, CountedFlag, MutexGuard, Ordering, count_in, lock};
 use smallvec::SmallVec;
 use std::fmt;
 use std::sync::Arc;
@@ -204,12 +200,7 @@ impl Select {
                             // sees the flag it must reset (step 7).
                             idle = active.fetch_sub(1, Ordering::SeqCst) == 1;
                         }
-                        let slot = Slot { waker: Some(cx.waker().clone()), fired: None };
-                        let waiter = Arc::new(Waiter {
-                            state: AtomicU8::new(WAITING),
-                            slot: Mutex::new(slot),
-                            counted: self.counted.clone(),
-                        });
+                        let waiter = Waiter::new(Some(cx.waker().clone()), self.counted.clone());
                         locked.park(&self.cases, &waiter);
                         self.state = SelectState::Parked(waiter);
                     }
@@ -226,24 +217,20 @@ impl Select {
             }
             SelectState::Parked(waiter) => {
                 let waiter = waiter.clone();
-                let fired = {
-                    let mut s = lock(&waiter.slot);
-                    match s.fired.take() {
-                        Some(f) => {
-                            // The claimer counted us in; this only guards the invariant.
-                            count_in(waiter.counted.counted(), active);
-                            Some(f)
-                        }
-                        None => {
-                            if !s.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                                s.waker = Some(cx.waker().clone());
-                            }
-                            None
-                        }
+                let mut fired = waiter.take_fired();
+                if fired.is_none() && !waiter.wakes(cx) {
+                    // The waker is replaced only under every channel lock (see `Waiter`),
+                    // where a claim that came meanwhile has finished recording.
+                    let _locked = Locked::new(&self.cases);
+                    fired = waiter.take_fired();
+                    if fired.is_none() {
+                        waiter.set_waker(cx);
                     }
-                };
+                }
                 match fired {
                     Some(f) => {
+                        // The claimer counted us in; this only guards the invariant.
+                        count_in(waiter.counted.counted(), active);
                         // Step 5. With a single case the claimer already popped the only entry.
                         if self.cases.len() > 1 {
                             Locked::new(&self.cases).remove(&waiter);

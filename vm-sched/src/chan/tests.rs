@@ -65,15 +65,17 @@ fn a_one_case_wait_parks_commits_cancels_and_closes_like_a_select() {
     let active = AtomicUsize::new(2);
     let flag = Arc::new(Flag(AtomicBool::new(false)));
     let waker = Waker::from(flag.clone());
-    let mut cx = Context::from_waker(&waker);
+    let cx = Context::from_waker(&waker);
     let counted = || -> Arc<dyn CountedFlag> { Arc::new(crate::sync::AtomicBool::new(false)) };
     // A receive parks, a sender hands over directly and wakes it.
-    let w = c.complete_or_park(None, false, &waker, counted(), &active).unwrap_err();
+    let mut w = c.complete_or_park(None, false, &waker, counted(), &active).unwrap_err();
     assert_eq!(c.parked(), (1, 0));
-    assert_eq!(w.poll(&mut cx, &active), None);
+    assert_eq!(w.poll(&c, &cx, &active), Err(false), "a poll with nothing committed counts out");
+    assert_eq!(active.load(Ordering::SeqCst), 1);
     assert_eq!(c.try_send(Value::Int(3), &active), Ok(()));
     assert!(flag.woken());
-    assert_eq!(w.poll(&mut cx, &active), Some(Fired::Received { case: 0, value: Value::Int(3) }));
+    assert_eq!(active.load(Ordering::SeqCst), 2, "the claimer counted it back in");
+    assert_eq!(w.poll(&c, &cx, &active), Ok(Fired::Received { case: 0, value: Value::Int(3) }));
     assert_eq!(c.parked(), (0, 0), "the claimer removed the only entry");
     // A parked send that is cancelled leaves nothing behind and sent nothing.
     let w = c.complete_or_park(Some(&Value::Int(4)), false, &waker, counted(), &active).unwrap_err();
@@ -92,9 +94,9 @@ fn a_one_case_wait_parks_commits_cancels_and_closes_like_a_select() {
     );
     assert_eq!(ready(poll(&mut s, &active).0), Fired::Sent { case: 0 });
     // Close completes a parked receive with "closed".
-    let w = c.complete_or_park(None, false, &waker, counted(), &active).unwrap_err();
+    let mut w = c.complete_or_park(None, false, &waker, counted(), &active).unwrap_err();
     c.close(&active).unwrap();
-    assert_eq!(w.poll(&mut cx, &active), Some(Fired::RecvClosed { case: 0 }));
+    assert_eq!(w.poll(&c, &cx, &active), Ok(Fired::RecvClosed { case: 0 }));
     assert_eq!(active.load(Ordering::SeqCst), 2);
 }
 
@@ -578,5 +580,24 @@ async fn a_chain_of_rendezvous_channels_passes_every_value_in_order() {
     while active.load(Ordering::SeqCst) != 1 {
         assert!(start.elapsed() < Duration::from_secs(10), "stages did not finish");
         tokio::task::yield_now().await;
+    }
+}
+
+/// `csend`'s and `crecv`'s outcome mapped in one step on the hot path (`waits::done`) is the
+/// one mapping's (`vm_core::step::one_case` of `waits::one_fired`) for every outcome.
+#[test]
+fn one_outcome_agrees_with_one_case() {
+    let outcomes = [
+        Fired::Sent { case: 0 },
+        Fired::Received { case: 0, value: Value::Int(9) },
+        Fired::RecvClosed { case: 0 },
+        Fired::SendClosed { case: 0 },
+    ];
+    for send in [true, false] {
+        for f in &outcomes {
+            let direct = super::waits::done(send, f.clone());
+            let mapped = vm_core::step::one_case(send, super::waits::one_fired(f.clone()));
+            assert_eq!(direct, vm_core::ChanTried::Done(mapped), "send {send}, {f:?}");
+        }
     }
 }

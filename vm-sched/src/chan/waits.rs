@@ -21,6 +21,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
+use vm_core::step::OneCase;
 use vm_core::{Atom, ChanTried, Exception, Fired, Handle, Pid, SelectCase, SelectShape, Value};
 use vm_io::natives;
 
@@ -117,7 +118,7 @@ pub(crate) fn try_one(
 /// the actor again and the instruction comes back here with its wait still in `held`:
 /// 1. If a counterpart committed, its outcome is the instruction's result: the wait is over
 ///    (the claimer popped its only entry and counted the actor in), the mailbox's record of it
-///    is cleared with a store, and the waiter is kept (`Held::Spare`) for the next park
+///    is cleared with a store, and the waiter stays in `held` (`ChanHeld`) for the next park
 ///    ([`chan::Channel::complete_or_park_counted`] reuses it when `Arc::get_mut` proves nothing
 ///    else holds it).
 /// 2. Otherwise a signal woke the actor (messages do not wake a channel wait), or a pause
@@ -133,11 +134,29 @@ pub(crate) fn try_or_park(
     held: &mut Held,
 ) -> ChanTried {
     let active = &vm.shared.active;
-    if matches!(held, Held::Chan { .. })
-        && let Some(f) = rerun(vm, cell, held)
-    {
-        return done(send.is_some(), f);
-    }
+    let c = match held {
+        Held::Chan(c) => {
+            if let Some(on) = &c.on {
+                // Step 1, in place: the hot path of a woken `csend`/`crecv`.
+                if let Some(f) = c.wait.as_mut().and_then(chan::OneWait::take_fired) {
+                    // The claimer counted the actor in; a quiet wait left nothing in the
+                    // mailbox's lock to clear (its "A quiet channel wait", step 4).
+                    if on.quiet {
+                        cell.mailbox.end_chan();
+                    } else {
+                        cell.mailbox.cancel_wait(active);
+                    }
+                    c.on = None;
+                    return done(send.is_some(), f);
+                }
+                if let Some(f) = cancel_parked(vm, cell, c) {
+                    return done(send.is_some(), f);
+                }
+            }
+            c
+        }
+        other => ChanHeld::start(other),
+    };
     let chan = match channel_ref(h) {
         Ok(c) => c,
         Err(e) => return ChanTried::Raise(Box::new(e)),
@@ -149,37 +168,25 @@ pub(crate) fn try_or_park(
         Some(Ok(c)) => c,
         Some(Err(e)) => return ChanTried::Raise(Box::new(e)),
     };
-    let mut spare = match std::mem::replace(held, Held::Nothing) {
-        Held::Spare(w) => Some(w),
-        other => {
-            held.put(other);
-            None
-        }
-    };
     // A new waiter (the actor's first wait, or one whose last was cancelled) gets the task's
     // waker, which the mailbox keeps; a reused one has it already.
-    let had_spare = spare.is_some();
+    let had_spare = c.wait.is_some();
     let kept = if had_spare { None } else { cell.mailbox.kept_waker() };
     let counted = || -> Arc<dyn CountedFlag> { cell.clone() };
-    let (parked, idle) = loop {
-        let tried = chan.complete_or_park_counted(send, checked, &mut spare, kept.as_ref(), counted, active);
-        let out = match tried {
+    let idle = loop {
+        match chan.complete_or_park_counted(send, checked, &mut c.wait, kept.as_ref(), counted, active) {
             Ok(chan::Fired::Unchecked { .. }) => {
                 match recheck("csend", h, send.expect("only a send is unchecked")) {
-                    Ok(c) => {
-                        checked = c;
-                        continue;
-                    }
-                    Err(e) => ChanTried::Raise(Box::new(e)),
+                    Ok(ok) => checked = ok,
+                    Err(e) => return ChanTried::Raise(Box::new(e)),
                 }
             }
-            Ok(f) => done(send.is_some(), f),
-            Err(p) => break p,
-        };
-        if let Some(w) = spare {
-            held.put(Held::Spare(w));
+            Ok(f) => return done(send.is_some(), f),
+            Err((w, idle)) => {
+                c.wait = Some(w);
+                break idle;
+            }
         }
-        return out;
     };
     if idle {
         vm.shared.idle.notify_one();
@@ -191,14 +198,22 @@ pub(crate) fn try_or_park(
     let quiet = has_waker && cell.mailbox.park_chan(shape, h.id());
     // Only its channel can end this wait: orphan detection looks at it.
     vm.shared.orphans.arm();
-    held.put(Held::Chan { wait: parked, handle: h.clone(), send: send.is_some(), quiet });
+    c.on = Some(ParkedOn { handle: h.clone(), send: send.is_some(), quiet });
     ChanTried::Parked
 }
 
-/// The instruction's result for a `csend` (`send`) or `crecv` whose case fired.
+/// The instruction's result for a `csend` (`send`) or `crecv` whose case fired: as
+/// `vm_core::step::one_case(send, one_fired(f))`, mapped in one step on the hot path
+/// (`one_outcome_agrees_with_one_case` checks that they agree).
 #[inline]
-fn done(send: bool, f: chan::Fired) -> ChanTried {
-    ChanTried::Done(vm_core::step::one_case(send, one_fired(f)))
+pub(super) fn done(send: bool, f: chan::Fired) -> ChanTried {
+    ChanTried::Done(match f {
+        chan::Fired::SendClosed { .. } => OneCase::SendClosed,
+        _ if send => OneCase::Value(Value::Nil),
+        chan::Fired::Received { value, .. } => OneCase::Value(value),
+        chan::Fired::RecvClosed { .. } | chan::Fired::Sent { .. } => OneCase::Closed,
+        chan::Fired::Unchecked { .. } => unreachable!("an unchecked send is tried again, never a result"),
+    })
 }
 
 /// A send the channel's lock sent back ([`chan::Fired::Unchecked`]: the channel crossed to
@@ -208,55 +223,68 @@ fn recheck(op: &str, h: &Handle, v: &Value) -> Result<bool, Exception> {
     container::check_shared_chan_send(op, h, v).map(|()| true)
 }
 
-/// Steps 1 and 2 of the re-run of a `csend`/`crecv` whose wait is `held` (see [`try_or_park`]):
-/// the outcome that ends it (the waiter is then kept as `Held::Spare`), or `None` once it is
-/// cancelled with nothing transferred (`held` is then empty).
-fn rerun(vm: &Vm, cell: &ActorCell, held: &mut Held) -> Option<chan::Fired> {
-    let Held::Chan { wait, handle, quiet, .. } = std::mem::replace(held, Held::Nothing) else { return None };
+/// Step 2 of the re-run of a `csend`/`crecv` whose wait in `c` found no outcome (see
+/// [`try_or_park`]): cancels the wait, leaving `c` with neither wait nor waiter; `Some` if a
+/// case committed meanwhile, which is then the result. Out of line: signals and pauses only.
+#[cold]
+#[inline(never)]
+fn cancel_parked(vm: &Vm, cell: &ActorCell, c: &mut ChanHeld) -> Option<chan::Fired> {
     let active = &vm.shared.active;
-    match wait.take_fired() {
-        Some(f) => {
-            held.put(Held::Spare(wait));
-            // The claimer counted the actor in; a quiet wait left nothing in the mailbox's
-            // lock to clear (its "A quiet channel wait", step 4).
-            if quiet {
-                cell.mailbox.end_chan();
-            } else {
-                cell.mailbox.cancel_wait(active);
-            }
-            Some(f)
-        }
-        None => {
-            let chan = channel_ref(&handle).expect("a channel handle");
-            let fired = wait.cancel(chan, Some(active)).err();
-            // Ended either way; parking again records the wait afresh.
-            cell.mailbox.cancel_wait(active);
-            fired
-        }
-    }
+    let (Some(wait), Some(on)) = (c.wait.take(), c.on.take()) else { return None };
+    let chan = channel_ref(&on.handle).expect("a channel handle");
+    let fired = wait.cancel(chan, Some(active)).err();
+    // Ended either way; parking again records the wait afresh.
+    cell.mailbox.cancel_wait(active);
+    fired
 }
 
 /// A wait the host began inside the step and holds until the driver takes it, right after
-/// the step (`Effect::Begun`). One field for both kinds, as an actor has at most one: every
-/// actor's task holds it.
+/// the step (`Effect::Begun`), or the actor's channel waiter between waits. One field for
+/// all, as an actor has at most one wait: every actor's task holds it.
 pub(crate) enum Held {
     Nothing,
     /// An I/O operation `native` began ([`vm_core::NativeCall::Begun`]), or a send held for a
     /// node far behind (`cluster`'s rule 3). Dropping it abandons the operation, losing no
     /// input, and the instruction may simply run again (the rule in `vm_core::step`'s docs).
     Io(natives::IoFuture),
-    /// A `csend` (`send`) or `crecv` parked on the channel of `handle` ([`try_or_park`]);
-    /// `quiet`: nothing was pending when it parked. It must be cancelled, not dropped (a case
-    /// may have committed): [`Held::take_chan_wait`] makes the wait that does so.
-    Chan {
-        wait: chan::OneWait,
-        handle: Handle,
-        send: bool,
-        quiet: bool,
-    },
-    /// Nothing in flight: the waiter of the actor's last `csend`/`crecv` wait, kept for its
-    /// next one to reuse ([`try_or_park`]). Dropping it only frees it.
-    Spare(chan::OneWait),
+    /// The actor's `csend`/`crecv` side: its waiter, and the wait it is parked in, if any.
+    Chan(ChanHeld),
+}
+
+/// The actor's `csend`/`crecv` side ([`try_or_park`]), kept in place from wait to wait so
+/// that neither a park nor a re-run moves it.
+pub(crate) struct ChanHeld {
+    /// The actor's one waiter, reused from wait to wait
+    /// ([`chan::Channel::complete_or_park_counted`]); `None` before the first park and after
+    /// a cancel (its waiter is then dropped).
+    wait: Option<chan::OneWait>,
+    /// Set while the waiter is parked on a channel. Such a wait must be cancelled, not
+    /// dropped (a case may have committed): [`Held::take_chan_wait`] makes the wait that
+    /// does so.
+    on: Option<ParkedOn>,
+}
+
+/// A `csend` (`send`) or `crecv` parked on the channel of `handle`; `quiet`: nothing was
+/// pending when it parked.
+struct ParkedOn {
+    handle: Handle,
+    send: bool,
+    quiet: bool,
+}
+
+impl ChanHeld {
+    /// Makes `held` (nothing, or an I/O operation the driver has taken by now) the actor's
+    /// channel side, with no waiter yet.
+    #[cold]
+    #[inline(never)]
+    fn start(held: &mut Held) -> &mut ChanHeld {
+        debug_assert!(!matches!(held, Held::Io(_)), "nothing is in flight at a `csend`/`crecv`");
+        *held = Held::Chan(ChanHeld { wait: None, on: None });
+        match held {
+            Held::Chan(c) => c,
+            _ => unreachable!("just stored"),
+        }
+    }
 }
 
 impl Held {
@@ -271,18 +299,10 @@ impl Held {
         }
     }
 
-    /// Stores `new` in an empty `held` (the hot path stores one or two per `csend`/`crecv`).
-    fn put(&mut self, new: Held) {
-        debug_assert!(matches!(self, Held::Nothing), "`put` replaces only `Held::Nothing`");
-        // `Nothing` owns nothing: forgetting it skips a call to the enum's whole drop glue
-        // (an I/O future's among it), which an assignment would make.
-        std::mem::forget(std::mem::replace(self, new));
-    }
-
     /// Whether a `csend`/`crecv` parked quietly is held: the driver then waits for its wake
     /// and runs the instruction again ([`try_or_park`]) instead of awaiting a [`ChanWait`].
     pub(crate) fn is_quiet_chan(&self) -> bool {
-        matches!(self, Held::Chan { quiet: true, .. })
+        matches!(self, Held::Chan(ChanHeld { on: Some(ParkedOn { quiet: true, .. }), .. }))
     }
 
     /// Ends a held channel wait at once (a woken actor about to publish its state for a
@@ -296,31 +316,28 @@ impl Held {
         committed.map(|f| (w.shape, f))
     }
 
-    /// Takes the held channel wait, if that is what is held, as the driver awaits it.
+    /// Takes the held channel wait, if a `csend`/`crecv` is parked, as the driver awaits it.
+    /// Its waiter goes with it (the next park makes a new one).
     pub(crate) fn take_chan_wait<'a>(
         &mut self,
         vm: &'a Vm,
         cell: &'a Arc<ActorCell>,
     ) -> Option<ChanWait<'a>> {
-        match std::mem::replace(self, Held::Nothing) {
-            Held::Chan { wait, handle, send, quiet } => {
-                let shape = if send { SelectShape::Send } else { SelectShape::Recv };
-                Some(ChanWait {
-                    vm,
-                    cell,
-                    handle,
-                    value: None,
-                    checked: true,
-                    parked: Some(wait),
-                    shape,
-                    quiet,
-                })
-            }
-            other => {
-                *self = other;
-                None
-            }
-        }
+        let Held::Chan(c) = self else { return None };
+        let on = c.on.take()?;
+        let wait = c.wait.take();
+        debug_assert!(wait.is_some(), "a parked `csend`/`crecv` has its waiter");
+        let shape = if on.send { SelectShape::Send } else { SelectShape::Recv };
+        Some(ChanWait {
+            vm,
+            cell,
+            handle: on.handle,
+            value: None,
+            checked: true,
+            parked: wait,
+            shape,
+            quiet: on.quiet,
+        })
     }
 }
 
@@ -465,7 +482,7 @@ impl ChanWait<'_> {
 }
 
 /// The program's view of a one-case outcome (case 0).
-fn one_fired(f: chan::Fired) -> Fired {
+pub(super) fn one_fired(f: chan::Fired) -> Fired {
     match f {
         chan::Fired::Sent { .. } => Fired::Sent(0),
         chan::Fired::Received { value, .. } => Fired::Received(0, value),
@@ -478,48 +495,67 @@ fn one_fired(f: chan::Fired) -> Fired {
 impl Future for ChanWait<'_> {
     type Output = SelectEnd;
 
-    /// `SelectWait::poll` for one channel case: take a committed case first; else count out,
-    /// then publish the wakers (channel, then the control port), re-checking as they go.
+    /// `SelectWait::poll` for one channel case: take a committed case, or else count out, in
+    /// one step under the channel's lock (see below); then publish the waker to the control
+    /// port, which a signal may have ended the wait through.
+    ///
+    /// The deadlock detector relies on `active` (see `Vm::stuck`): a woken actor must not stay
+    /// counted out. Messages wake this wait too (the mailbox is parked with the task's waker)
+    /// and count the actor in, so each poll counts it out again; done apart from the look for
+    /// a claim (look, then count out), a claim coming between would leave the actor counted
+    /// out though woken until its next poll, and with the claimer parking next, `active` would
+    /// read zero over that time. So the look and the count-out are one step under the channel's
+    /// lock, which every claimer holds until it has counted the actor in
+    /// ([`chan::OneWait::poll`]; the first poll parks with [`chan::Channel::complete_or_park_counted`],
+    /// which counts out under the same lock). Only a signal found afterwards, in the mailbox,
+    /// meets an actor counted out, in the middle of this poll, which counts it in again at once
+    /// (the instant the detector's grace covers, as for `SelectWait`).
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<SelectEnd> {
         let this = self.get_mut();
         if std::mem::take(&mut this.quiet) {
             return Poll::Pending;
         }
         let active = &this.vm.shared.active;
-        if let Some(w) = &this.parked
-            && let Some(f) = w.poll(cx, active)
-        {
-            this.parked = None;
-            this.cell.mailbox.cancel_wait(active);
-            return Poll::Ready(SelectEnd::Fired(one_fired(f)));
-        }
-        let idle = this.cell.mailbox.count_out(active);
-        if this.parked.is_none() {
-            let chan = channel_ref(&this.handle).expect("a channel handle");
-            match chan.complete_or_park(
-                this.value.as_ref(),
-                this.checked,
-                cx.waker(),
-                this.cell.clone(),
-                active,
-            ) {
-                Ok(chan::Fired::Unchecked { .. }) => {
-                    // The channel crossed since the value was checked: the instruction runs
-                    // again and checks it.
-                    this.cell.mailbox.cancel_wait(active);
-                    return Poll::Ready(SelectEnd::Retry);
-                }
+        let chan = channel_ref(&this.handle).expect("a channel handle");
+        let idle = match &mut this.parked {
+            Some(w) => match w.poll(chan, cx, active) {
                 Ok(f) => {
+                    this.parked = None;
                     this.cell.mailbox.cancel_wait(active);
                     return Poll::Ready(SelectEnd::Fired(one_fired(f)));
                 }
-                Err(w) => {
-                    this.parked = Some(w);
-                    // Only its channel can end this wait: orphan detection looks at it.
-                    this.vm.shared.orphans.arm();
+                Err(idle) => idle,
+            },
+            None => {
+                let cell = this.cell;
+                let counted = || -> Arc<dyn CountedFlag> { cell.clone() };
+                match chan.complete_or_park_counted(
+                    this.value.as_ref(),
+                    this.checked,
+                    &mut None,
+                    Some(cx.waker()),
+                    counted,
+                    active,
+                ) {
+                    Ok(chan::Fired::Unchecked { .. }) => {
+                        // The channel crossed since the value was checked: the instruction runs
+                        // again and checks it.
+                        this.cell.mailbox.cancel_wait(active);
+                        return Poll::Ready(SelectEnd::Retry);
+                    }
+                    Ok(f) => {
+                        this.cell.mailbox.cancel_wait(active);
+                        return Poll::Ready(SelectEnd::Fired(one_fired(f)));
+                    }
+                    Err((w, idle)) => {
+                        this.parked = Some(w);
+                        // Only its channel can end this wait: orphan detection looks at it.
+                        this.vm.shared.orphans.arm();
+                        idle
+                    }
                 }
             }
-        }
+        };
         let spec = WaitSpec { receive: false, pattern: None, indefinite: false, soft: true };
         let (shape, id) = (this.shape, this.handle.id());
         let describe = || Wait::Chan { shape, chans: ChanIds::One(id), orphanable: true };
