@@ -530,34 +530,16 @@ impl Mailbox {
     /// [`Mailbox::deliver`], also saying whether the delivery may have made the process's memory
     /// grow (see `Inner::push_back`): only then is the VM-wide budget checked (`budget`).
     pub fn deliver_grows(&self, msg: Value, active: &AtomicUsize) -> (Delivery, bool) {
-        let mut out = (Delivery::Dropped, false);
-        self.deliver_then(msg, active, |delivery, grows| out = (delivery, grows));
-        out
-    }
-
-    /// Delivers a user message and, once the lock is released, hands `then` what became of it
-    /// and whether it may have made the process's memory grow ([`Mailbox::deliver_grows`]).
-    /// A callback rather than a result, so that the common delivery (an actor with no extras)
-    /// hands its outcome over in machine registers: merged with the extras' outcome, which an
-    /// out-of-line call returns in memory, it went through the stack (~10 instructions a
-    /// message).
-    #[inline(always)]
-    pub fn deliver_then(&self, msg: Value, active: &AtomicUsize, then: impl FnOnce(Delivery, bool)) {
         let mut g = lock(&self.inner);
         if g.closed {
-            drop(g);
-            return then(Delivery::Dropped, false);
+            return (Delivery::Dropped, false);
         }
         // The limits are in the extras: with none (most actors), one test and on.
         if g.ext.is_some() {
-            let (delivery, grows) = self.deliver_with_extras(&mut g, msg, active);
-            drop(g);
-            return then(delivery, grows);
+            return self.deliver_with_extras(&mut g, msg, active);
         }
         let grows = g.push_back(msg);
-        let delivery = g.wake_result(&self.counted, active);
-        drop(g);
-        then(delivery, grows)
+        (g.wake_result(&self.counted, active), grows)
     }
 
     /// Delivers a control signal, applying the trapping and mode-0 rules.

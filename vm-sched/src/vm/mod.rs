@@ -509,28 +509,27 @@ impl Vm {
 
     pub(crate) fn deliver(&self, cell: &ActorCell, msg: Value) {
         trace::trace_deliver(cell.pid, &msg);
-        cell.mailbox.deliver_then(msg, &self.shared.active, |delivery, grows| {
-            // Only a delivery that may have made the process's memory grow checks the budget:
-            // a scalar into a queue with room allocates nothing (and the ring and pingpong
-            // benchmarks' messages are such). Checked before the wake, so that the wake is the
-            // last call (a jump).
-            if grows {
-                self.check_budget_after_delivery();
+        let (delivery, grows) = cell.mailbox.deliver_grows(msg, &self.shared.active);
+        // Only a delivery that may have made the process's memory grow checks the budget: a
+        // scalar into a queue with room allocates nothing (and the ring and pingpong
+        // benchmarks' messages are such). Checked before the wake, so that the wake is the
+        // last call (a jump).
+        if grows {
+            self.check_budget_after_delivery();
+        }
+        match delivery {
+            Delivery::Wake(w) => {
+                self.shared.prio.woken(cell);
+                w.wake()
             }
-            match delivery {
-                Delivery::Wake(w) => {
-                    self.shared.prio.woken(cell);
-                    w.wake()
+            Delivery::Overflow(w) => {
+                cell.has_signals.store(true, Ordering::SeqCst);
+                if let Some(w) = w {
+                    w.wake();
                 }
-                Delivery::Overflow(w) => {
-                    cell.has_signals.store(true, Ordering::SeqCst);
-                    if let Some(w) = w {
-                        w.wake();
-                    }
-                }
-                Delivery::Queued | Delivery::Dropped => {}
             }
-        });
+            Delivery::Queued | Delivery::Dropped => {}
+        }
     }
 
     /// Delivers a control signal to `to` (dropped if it has exited).
