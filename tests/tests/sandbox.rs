@@ -292,6 +292,34 @@ fn the_hog_warning_names_the_loop_a_long_slice_spins_in() {
     assert!(!line.contains("slice_began_at"), "{line}");
 }
 
+/// Point 7 after an idle spell: the watchdog, parked while the VM slept, is woken by the long
+/// slice's start and must report it while it runs. As a tokio task it was woken into the
+/// spinning worker's LIFO slot, which the other worker may not steal, and never ran until the
+/// slice ended: no warning at all (every run, before the watchdog became a thread).
+#[test]
+fn a_long_slice_after_an_idle_spell_is_reported_while_it_runs() {
+    let mut cmd = Command::new(VM);
+    cmd.args([
+        "run",
+        "--workers",
+        "2",
+        "--fuel",
+        "4000000000",
+        "tests/programs/sandbox/spin_after_idle.vasm",
+    ])
+    .current_dir(repo_root())
+    .env_remove("RUST_LOG")
+    .env("VM_HOG_THRESHOLD_MS", "20");
+    let r = run_with_timeout(&mut cmd, Duration::from_secs(120)).unwrap();
+    assert_eq!((r.code, r.stdout.as_str()), (Some(0), "30000000\n"), "{}", r.stderr);
+    let line = r
+        .stderr
+        .lines()
+        .find(|l| l.contains("actor has held a worker thread without yielding"))
+        .unwrap_or_else(|| panic!("no warning while the actor held its worker:\n{}", r.stderr));
+    assert!(line.contains("(in spin, instruction "), "{line}");
+}
+
 /// Point 7: the heartbeat's warning names where the actor is, not where its slice began. The
 /// program's slice begins in `main`; one long `split` in `work` holds the worker; when the slice
 /// ends, at the `print` after it, the warning names that line in `work`.

@@ -11,8 +11,14 @@
 //! 2. The watchdog task advances the epoch every tick (a quarter of the threshold) and reports,
 //!    through `tracing`, a slot whose pid has not changed for at least the threshold — once per
 //!    slice — and counts it in [`Heartbeat::hogs`].
-//! 3. When no slot is busy the watchdog parks on a `Notify` instead of ticking; a driver starting
-//!    a slice wakes it if it is parked. So an idle VM has no timer firing at all (hibernation).
+//! 3. When no slot is busy the watchdog parks instead of ticking; a driver starting a slice wakes
+//!    it if it is parked. So an idle VM has no timer firing at all (hibernation).
+//! 6. The watchdog is a thread of its own (`vm-heartbeat`), not a tokio task: a task woken by a
+//!    driver that starts a slice lands in that worker's LIFO slot, which no other worker may
+//!    steal, so it could not run until the very slice it was to watch had ended (the long slice
+//!    went unreported). It waits on [`Wake`], which it holds apart from the heartbeat so that a
+//!    parked watchdog does not keep a dropped VM's heartbeat alive; the heartbeat's drop wakes
+//!    it, and it ends.
 //! 4. The watchdog cannot read a running actor's state (it belongs to the worker thread running
 //!    it), so the stepper publishes where the actor is at a fuel check every
 //!    `vm_core::PROGRESS_EVERY` units of fuel ([`Heartbeat::progress`], into the thread's slot;
@@ -65,7 +71,7 @@ pub struct Heartbeat {
     /// Slots given back by executor threads that ended (step 5).
     free_slots: parking_lot::Mutex<Vec<usize>>,
     parked: AtomicBool,
-    wake: tokio::sync::Notify,
+    wake: std::sync::Arc<Wake>,
     hogs: AtomicU64,
     tick: Duration,
     threshold_ticks: u64,
@@ -98,7 +104,7 @@ impl Heartbeat {
             next_slot: AtomicUsize::new(0),
             free_slots: parking_lot::Mutex::new(Vec::new()),
             parked: AtomicBool::new(false),
-            wake: tokio::sync::Notify::new(),
+            wake: std::sync::Arc::new(Wake::default()),
             hogs: AtomicU64::new(0),
             tick: Duration::from_millis(tick_ms),
             threshold_ticks: threshold_ms.div_ceil(tick_ms).max(1),
@@ -156,7 +162,7 @@ impl Heartbeat {
             s.pid.store(pid + 1, Ordering::SeqCst);
         }
         if self.parked.load(Ordering::SeqCst) {
-            self.wake.notify_one();
+            self.wake.notify();
         }
     }
 
@@ -198,12 +204,13 @@ impl Heartbeat {
     /// Steps 2 and 3: the watchdog loop. `locate` says where an actor (by pid number) is, for the
     /// report, given its published position (function, instruction) or else where it was last
     /// seen; the pid itself is a field of its own.
-    pub async fn watch(this: Weak<Heartbeat>, locate: impl Fn(u64, Option<(u32, u32)>) -> String) {
+    pub fn watch(this: Weak<Heartbeat>, locate: impl Fn(u64, Option<(u32, u32)>) -> String) {
+        let Some(wake) = this.upgrade().map(|hb| hb.wake.clone()) else { return };
         loop {
             let Some(hb) = this.upgrade() else { return };
             let tick = hb.tick;
             drop(hb);
-            tokio::time::sleep(tick).await;
+            std::thread::sleep(tick);
             let Some(hb) = this.upgrade() else { return };
             let now = hb.epoch.fetch_add(1, Ordering::Relaxed) + 1;
             let mut busy = false;
@@ -237,11 +244,46 @@ impl Heartbeat {
             if !busy {
                 hb.parked.store(true, Ordering::SeqCst);
                 // Re-check after announcing: a slice that began in between has already notified.
-                if hb.slots.iter().all(|s| s.pid.load(Ordering::SeqCst) == 0) {
-                    hb.wake.notified().await;
+                let idle = hb.slots.iter().all(|s| s.pid.load(Ordering::SeqCst) == 0);
+                // Not kept while parked: the VM may end meanwhile (its heartbeat's drop wakes us).
+                drop(hb);
+                if idle {
+                    wake.wait();
                 }
+                let Some(hb) = this.upgrade() else { return };
                 hb.parked.store(false, Ordering::SeqCst);
             }
         }
+    }
+}
+
+impl Drop for Heartbeat {
+    fn drop(&mut self) {
+        // Step 6: a parked watchdog wakes, finds the heartbeat gone and ends.
+        self.wake.notify();
+    }
+}
+
+/// How the watchdog thread is woken from its idle park (steps 3 and 6): a flag under a lock and
+/// a condition variable, so that a wake sent before the watchdog waits is not lost.
+#[derive(Default)]
+pub(crate) struct Wake {
+    woken: parking_lot::Mutex<bool>,
+    cv: parking_lot::Condvar,
+}
+
+impl Wake {
+    fn notify(&self) {
+        *self.woken.lock() = true;
+        self.cv.notify_one();
+    }
+
+    /// Waits for a wake (one sent since the last wait counts), and consumes it.
+    fn wait(&self) {
+        let mut woken = self.woken.lock();
+        while !*woken {
+            self.cv.wait(&mut woken);
+        }
+        *woken = false;
     }
 }

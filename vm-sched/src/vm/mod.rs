@@ -306,7 +306,14 @@ impl Vm {
             },
             None => "nowhere (it has ended)".to_string(),
         };
-        tokio::spawn(Heartbeat::watch(Arc::downgrade(&vm.shared.heartbeat), locate));
+        // A thread, not a task (heartbeat step 6): a task could wait behind the slice it watches.
+        let heartbeat = Arc::downgrade(&vm.shared.heartbeat);
+        if let Err(e) = std::thread::Builder::new()
+            .name("vm-heartbeat".into())
+            .spawn(move || Heartbeat::watch(heartbeat, locate))
+        {
+            tracing::warn!(error = %e, "no heartbeat thread: over-long slices will not be reported");
+        }
         vm
     }
 
