@@ -227,7 +227,7 @@ async fn a_sender_to_a_peer_far_behind_is_suspended_not_buffered() {
     let to = remote_pid(&a, &b, r);
     let chunk = Value::bytes(vec![7u8; 16 * 1024]);
     // b's runtime stops taking messages: its receive loop stalls.
-    b.stall.store(true, std::sync::atomic::Ordering::SeqCst);
+    let stall = b.stall();
     let before = ta.published();
     let mut sent = 0u64;
     let busy = loop {
@@ -244,7 +244,7 @@ async fn a_sender_to_a_peer_far_behind_is_suspended_not_buffered() {
     let waiter = tokio::spawn(async move { busy.wait().await });
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(!waiter.is_finished(), "still suspended while the peer is behind");
-    b.stall.store(false, std::sync::atomic::Ordering::SeqCst);
+    drop(stall);
     tokio::time::timeout(T, waiter).await.expect("resumes once the peer catches up").unwrap();
     assert!(a.node().send(s, to, &chunk).is_ok());
     until(T, || b.mail(r).len() as u64 == sent + 1).await.expect("nothing lost");
@@ -466,13 +466,13 @@ async fn a_spawn_answered_after_its_timeout_leaves_no_link_behind() {
     let (b, _) = start(steady("t", "b"), Arc::new(bus.connect())).await;
     a.node().wait_for("b", T).await.unwrap();
     let parent = a.actor();
-    b.stall.store(true, std::sync::atomic::Ordering::SeqCst);
+    let stall = b.stall();
     let r = a
         .node()
         .spawn(parent, "b", "worker", vec![], SpawnOptions { link: true, ..Default::default() })
         .await;
     assert!(matches!(r, Err(SpawnError::Timeout(_))), "{r:?}");
-    b.stall.store(false, std::sync::atomic::Ordering::SeqCst);
+    drop(stall);
     // b started the actor after all and linked it to the spawner; the late answer undoes that.
     until(T, || b.seen.lock().exits.iter().any(|e| e.2 == Value::atom("noproc") && e.3))
         .await
