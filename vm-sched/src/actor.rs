@@ -31,6 +31,7 @@ use crate::host::ActorHost;
 use crate::mailbox::{Signal, Wait, WaitId, WaitSpec, Woken};
 use crate::native::{IoWait, affine_wait, native_result, real_block};
 use crate::pause::{self, Pausable, Taken};
+use crate::prio::Attention;
 use crate::sync::Ordering;
 use crate::trace;
 use crate::vm::{Config, Outcome, Output, Vm, spawn_actor};
@@ -145,45 +146,56 @@ async fn run(host: &mut ActorHost<'_>, module: &Module, mut state: Box<ActorStat
                 }
             }
         }
-        // Priorities (`prio`): wake `:high` actors whose precise timer is due; a `:high` actor
-        // starting its slice is no longer waiting; others step aside while one is.
-        if vm.shared.prio.busy() {
-            let fired = vm.shared.prio.fire_due();
-            vm.shared.prio.running(cell);
-            if deferrals < 8 && vm.shared.prio.should_step_aside(cell, fired) {
-                deferrals += 1;
-                cell.set_state(RunState::Runnable);
-                tokio::task::yield_now().await;
+        // The slice start's word (`prio`, rule 6): with nothing pending, no boost and no pause,
+        // one load and one test, rather than one for each.
+        let attention = vm.shared.prio.attention.get();
+        if attention != 0 {
+            // Priorities (`prio`): wake `:high` actors whose precise timer is due; a `:high`
+            // actor starting its slice is no longer waiting; others step aside while one is.
+            if attention & Attention::PRIO != 0 {
+                let fired = vm.shared.prio.fire_due();
+                vm.shared.prio.running(cell);
+                if deferrals < 8 && vm.shared.prio.should_step_aside(cell, fired) {
+                    deferrals += 1;
+                    cell.set_state(RunState::Runnable);
+                    tokio::task::yield_now().await;
+                    continue;
+                }
+            }
+            // `yieldto`: step aside (a bounded number of times) while another actor asked to
+            // run next.
+            if attention & Attention::BOOST != 0 {
+                let boost = vm.shared.boost.load(Ordering::Relaxed);
+                if boost == 0 {
+                    // A bit left over by racing `yieldto`s (rule 6): cleared.
+                    vm.shared.prio.attention.clear(Attention::BOOST);
+                } else if boost == cell.pid.0 + 1 {
+                    end_boost(vm);
+                } else if deferrals < 8
+                    && vm.lookup(Pid(boost - 1)).is_some_and(|c| c.state() == RunState::Runnable)
+                {
+                    deferrals += 1;
+                    tokio::task::yield_now().await;
+                    continue;
+                } else {
+                    end_boost(vm);
+                }
+            }
+            deferrals = 0;
+            // A snapshot in progress: publish this state and wait here, at a safe point
+            // (`pause`), then look at the control port again.
+            if attention & Attention::PAUSE != 0 && pause::requested(vm) {
+                // A woken `csend`/`crecv` that has not run again yet settles its wait first, so
+                // that the state published agrees with the channels (`pause`, step 3).
+                if let Some((shape, f)) = host.held.settle_chan(vm, cell) {
+                    st.resume(module, select_resume(shape, f));
+                }
+                resumed = false;
+                pause::gate(vm, cell, st).await;
                 continue;
             }
-        }
-        // `yieldto`: step aside (a bounded number of times) while another actor asked to run next.
-        let boost = vm.shared.boost.load(Ordering::Relaxed);
-        if boost != 0 {
-            if boost == cell.pid.0 + 1 {
-                vm.shared.boost.store(0, Ordering::Relaxed);
-            } else if deferrals < 8
-                && vm.lookup(Pid(boost - 1)).is_some_and(|c| c.state() == RunState::Runnable)
-            {
-                deferrals += 1;
-                tokio::task::yield_now().await;
-                continue;
-            } else {
-                vm.shared.boost.store(0, Ordering::Relaxed);
-            }
-        }
-        deferrals = 0;
-        // A snapshot in progress: publish this state and wait here, at a safe point (`pause`),
-        // then look at the control port again.
-        if pause::requested(vm) {
-            // A woken `csend`/`crecv` that has not run again yet settles its wait first, so
-            // that the state published agrees with the channels (`pause`, step 3).
-            if let Some((shape, f)) = host.held.settle_chan(vm, cell) {
-                st.resume(module, select_resume(shape, f));
-            }
-            resumed = false;
-            pause::gate(vm, cell, st).await;
-            continue;
+        } else {
+            deferrals = 0;
         }
         resumed = false;
 
@@ -364,6 +376,7 @@ async fn run(host: &mut ActorHost<'_>, module: &Module, mut state: Box<ActorStat
             Step::Blocked(Effect::Yield(target)) => {
                 if let Some(t) = target {
                     vm.shared.boost.store(t.0 + 1, Ordering::Relaxed);
+                    vm.shared.prio.attention.set(Attention::BOOST);
                 }
                 cell.set_state(RunState::Runnable);
                 tokio::task::yield_now().await;
@@ -401,6 +414,12 @@ async fn run(host: &mut ActorHost<'_>, module: &Module, mut state: Box<ActorStat
             }
         }
     }
+}
+
+/// Clears the `yieldto` boost, and its bit in the slice start's word (`prio`, rule 6).
+fn end_boost(vm: &Vm) {
+    vm.shared.boost.store(0, Ordering::Relaxed);
+    vm.shared.prio.attention.clear(Attention::BOOST);
 }
 
 /// Resumes an actor whose select (or `csend`/`crecv`) wait ended with `end`; `Some` if the

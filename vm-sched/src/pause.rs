@@ -56,6 +56,7 @@
 
 use crate::cell::ActorCell;
 use crate::mailbox::Signal;
+use crate::prio::Attention;
 use crate::sync::{AtomicBool, AtomicU64, AtomicUsize, Mutex, Ordering, lock};
 use crate::vm::Vm;
 use std::collections::HashMap;
@@ -274,7 +275,8 @@ impl Pause {
     }
 }
 
-/// Whether a pause is in progress (one load: actors ask at every safe point).
+/// Whether a pause is in progress (one load; a driver asks only when the slice start's word
+/// says one may be: `prio`, rule 6).
 #[inline]
 pub(crate) fn requested(vm: &Vm) -> bool {
     vm.shared.pause.epoch() != 0
@@ -401,6 +403,9 @@ impl Vm {
         let epoch = pause.next_epoch.fetch_add(1, Ordering::Relaxed) + 1;
         pause.got.store(0, Ordering::SeqCst);
         pause.outstanding.store(1, Ordering::SeqCst);
+        // The slice start's word first (`prio`, rule 6): a driver that sees the epoch has seen
+        // the bit that sends it to look.
+        self.shared.prio.attention.set(Attention::PAUSE);
         pause.epoch.store(epoch, Ordering::SeqCst);
         let cells = self.cells();
         let mut published = 0;
@@ -465,6 +470,7 @@ impl Vm {
     pub(crate) fn resume_after_pause(&self) {
         let pause = &self.shared.pause;
         pause.epoch.store(0, Ordering::SeqCst);
+        self.shared.prio.attention.clear(Attention::PAUSE);
         pause.released.notify_waiters();
         let poked = std::mem::take(&mut *lock(&pause.poked));
         for pid in poked {

@@ -25,6 +25,14 @@
 //! 5. The counters only steer yields, never correctness: a decrement may come an instant before
 //!    its increment (an actor starts its slice while its waker is still counting it), which at
 //!    worst makes some actor step aside once more than it needed to.
+//! 6. **One word for the slice start.** What a driver looks at before every slice besides its
+//!    own signals — this module's pending work, a `yieldto` boost, a pause (`pause`, step 1) —
+//!    is summed up in one word, [`Attention`]: one bit each says a pause is requested or a boost
+//!    is set, and the bits above them count the pending work (the registered timers plus
+//!    `high_runnable`). A slice start with nothing to do is one load and one test of it. The boost's
+//!    bit is a hint, as the boost is (a race of two `yieldto`s may leave it set with no boost,
+//!    which the next driver to see it clears, or clear with one, which is then not taken); the
+//!    pause's bit is set before the pause's epoch and cleared after it, by the one snapshotter.
 
 use crate::cell::ActorCell;
 use crate::sync::{AtomicU64, AtomicUsize, Mutex, Ordering, lock};
@@ -41,9 +49,53 @@ pub(crate) struct Prio {
     timers: Mutex<Vec<(u64, Waker)>>,
     /// `:high` actors woken and not yet running (rule 2).
     pub(crate) high_runnable: AtomicUsize,
-    /// Registered timers plus `high_runnable`: zero means a safe point has nothing to do here,
-    /// which one relaxed load tells (the common case, on every round of every driver).
-    pending: AtomicUsize,
+    /// The slice start's word (rule 6), whose count is the registered timers plus
+    /// `high_runnable`: zero means a safe point has nothing to do, which one relaxed load tells
+    /// (the common case, on every round of every driver).
+    pub(crate) attention: Attention,
+}
+
+/// The slice start's word (rule 6 of the module docs).
+#[derive(Default)]
+pub(crate) struct Attention(AtomicU64);
+
+impl Attention {
+    /// A pause is requested (`pause`).
+    pub(crate) const PAUSE: u64 = 1;
+    /// A `yieldto` boost is set (`Shared::boost`).
+    pub(crate) const BOOST: u64 = 2;
+    /// The count of `prio`'s pending work, in units of [`Attention::ONE`] above the bits: a
+    /// decrement that comes before its increment (rule 5) wraps the count around without
+    /// touching the bits.
+    pub(crate) const PRIO: u64 = !3;
+    /// One piece of pending work.
+    const ONE: u64 = 4;
+
+    /// The word (relaxed: it only says where to look; what is found there decides).
+    #[inline]
+    pub(crate) fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// Sets `bit`.
+    pub(crate) fn set(&self, bit: u64) {
+        self.0.fetch_or(bit, Ordering::SeqCst);
+    }
+
+    /// Clears `bit`.
+    pub(crate) fn clear(&self, bit: u64) {
+        self.0.fetch_and(!bit, Ordering::SeqCst);
+    }
+
+    /// Counts `n` more pieces of pending work.
+    fn add(&self, n: usize) {
+        self.0.fetch_add((n as u64).wrapping_mul(Self::ONE), Ordering::SeqCst);
+    }
+
+    /// Counts `n` fewer.
+    fn sub(&self, n: usize) {
+        self.0.fetch_sub((n as u64).wrapping_mul(Self::ONE), Ordering::SeqCst);
+    }
 }
 
 impl Default for Prio {
@@ -53,7 +105,7 @@ impl Default for Prio {
             next_us: AtomicU64::new(u64::MAX),
             timers: Mutex::new(Vec::new()),
             high_runnable: AtomicUsize::new(0),
-            pending: AtomicUsize::new(0),
+            attention: Attention::default(),
         }
     }
 }
@@ -68,17 +120,10 @@ impl Prio {
         let at = self.us(deadline);
         let mut timers = lock(&self.timers);
         timers.push((at, waker.clone()));
-        self.pending.fetch_add(1, Ordering::SeqCst);
+        self.attention.add(1);
         if at < self.next_us.load(Ordering::Relaxed) {
             self.next_us.store(at, Ordering::Relaxed);
         }
-    }
-
-    /// Whether anything here may concern a safe point (timers registered, or a `:high` actor
-    /// waiting for a worker).
-    #[inline]
-    pub(crate) fn busy(&self) -> bool {
-        self.pending.load(Ordering::Relaxed) != 0
     }
 
     /// Wakes the actors whose deadline has passed (rule 1); whether it woke any.
@@ -107,7 +152,7 @@ impl Prio {
                 }
             });
             self.next_us.store(earliest, Ordering::Relaxed);
-            self.pending.fetch_sub(due.len(), Ordering::SeqCst);
+            self.attention.sub(due.len());
             due
         };
         let woke = !due.is_empty();
@@ -122,7 +167,7 @@ impl Prio {
     pub(crate) fn woken(&self, cell: &ActorCell) {
         if cell.priority() == Priority::High && !cell.prio_pending.swap(true, Ordering::SeqCst) {
             self.high_runnable.fetch_add(1, Ordering::SeqCst);
-            self.pending.fetch_add(1, Ordering::SeqCst);
+            self.attention.add(1);
         }
     }
 
@@ -131,7 +176,7 @@ impl Prio {
     pub(crate) fn running(&self, cell: &ActorCell) {
         if cell.prio_pending.load(Ordering::Relaxed) && cell.prio_pending.swap(false, Ordering::SeqCst) {
             self.high_runnable.fetch_sub(1, Ordering::SeqCst);
-            self.pending.fetch_sub(1, Ordering::SeqCst);
+            self.attention.sub(1);
         }
     }
 
@@ -140,5 +185,32 @@ impl Prio {
     #[inline]
     pub(crate) fn should_step_aside(&self, cell: &ActorCell, fired: bool) -> bool {
         (fired || self.high_runnable.load(Ordering::Relaxed) != 0) && cell.priority() != Priority::High
+    }
+}
+
+#[cfg(all(test, not(vm_loom)))]
+mod tests {
+    use super::Attention;
+
+    /// Rule 5's early decrement wraps the count without touching the bits, and the count and
+    /// the bits each read back as set.
+    #[test]
+    fn the_slice_start_word_keeps_its_bits_through_an_early_decrement() {
+        let a = Attention::default();
+        assert_eq!(a.get(), 0);
+        a.set(Attention::PAUSE);
+        a.sub(1);
+        assert_eq!(a.get() & !Attention::PRIO, Attention::PAUSE);
+        assert_ne!(a.get() & Attention::PRIO, 0);
+        a.clear(Attention::PAUSE);
+        a.add(1);
+        assert_eq!(a.get(), 0, "the pause's clearing survives the count's wrap");
+        a.set(Attention::BOOST);
+        a.add(2);
+        assert_eq!(a.get() & !Attention::PRIO, Attention::BOOST);
+        a.sub(2);
+        assert_eq!(a.get(), Attention::BOOST);
+        a.clear(Attention::BOOST);
+        assert_eq!(a.get(), 0);
     }
 }

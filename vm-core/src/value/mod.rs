@@ -512,25 +512,22 @@ fn drop_walk(v: &mut Value) {
 
 /// Moves the container children of `v` out of it if this is the last reference to `v` (a
 /// shared container is only released by its drop, which never frees its children): the first
-/// is returned, the others pushed on `work`. A tuple's or list's leaves are dropped here too.
+/// is returned, the others pushed on `work`.
 fn detach_children(v: &mut Value, work: &mut Vec<Value>) -> Option<Value> {
     let mut first = None;
     let mut keep = |c: Value| match first {
         None => first = Some(c),
         Some(_) => work.push(c),
     };
-    // A plain load before `get_mut`: a shared container pays no atomic read-modify-write
-    // beyond its drop's own (nor, below, does a closure or map holding no containers).
+    // Plain loads before `get_mut`: a shared container, and one holding no containers, pay no
+    // atomic read-modify-write beyond their drop's own.
     match v {
-        // The items of the last reference to a tuple or list are taken out as they are looked
-        // at: the leaves are dropped at once and the containers kept, so the items are walked
-        // once (a scan for containers and then the vector's own drop walked them twice; a
-        // batch of replies is such a list).
         Value::Tuple(items) | Value::List(items) => {
             if Arc::strong_count(items) == 1
+                && items.iter().any(Value::is_container)
                 && let Some(items) = Arc::get_mut(items)
             {
-                items.drain(..).filter(Value::is_container).for_each(&mut keep);
+                items.iter_mut().filter(|x| x.is_container()).for_each(|x| keep(std::mem::take(x)));
             }
         }
         Value::Fun(c) => {

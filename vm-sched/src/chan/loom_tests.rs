@@ -334,16 +334,17 @@ fn loom_one_wait_cancel_races_a_committing_receiver() {
     });
 }
 
+/// How a woken one-case wait polls again: the channel, `active`, the owner's flag.
+type PollAgain = fn(&mut OneWait, &Channel, &AtomicUsize, &AtomicBool) -> Result<Fired, bool>;
+
 /// Issue 18 point 6.3, the window of a woken `ChanWait`: a receive parked in the step
 /// (counted out) is woken by a message, which counts it in as a mailbox delivery does, and
-/// polls again while a sender commits to it and then parks itself (counts out). Whatever the
-/// order, once both are done an owner whose wait has committed (it is runnable, woken by its
-/// claimer) is counted in: `active` is never left zero with it runnable, which is what the
-/// deadlock detector reads. (With the poll looking for the claim and counting out apart,
-/// the claim could come between and leave it counted out: this model then fails.)
-#[test]
-fn loom_a_woken_one_wait_is_never_left_counted_out() {
-    model(None, || {
+/// polls again (`poll`) while a sender commits to it and then parks itself (counts out).
+/// Whatever the order, once both are done an owner whose wait has committed (it is runnable,
+/// woken by its claimer) must be counted in: `active` must not be left zero with it runnable,
+/// which is what the deadlock detector reads.
+fn woken_one_wait_races_a_claim(poll: PollAgain) {
+    model(None, move || {
         let c = Channel::new(1, 0);
         let active = Arc::new(AtomicUsize::new(2));
         let counted = Arc::new(AtomicBool::new(false));
@@ -372,18 +373,40 @@ fn loom_a_woken_one_wait_is_never_left_counted_out() {
         };
         // A message wakes the receiver: the delivery counts it in.
         count_in(&counted, &active);
-        let polled = w.poll(&c, &Context::from_waker(Waker::noop()), &active);
+        let polled = poll(&mut w, &c, &active, &counted);
         t.join().unwrap();
         let got = match polled {
             Ok(f) => f,
             // Pending: its claimer has woken it since, and its next poll takes the outcome.
             Err(_) => {
                 assert_eq!(active.load(Ordering::SeqCst), 1, "a woken receiver was left counted out");
-                w.poll(&c, &Context::from_waker(Waker::noop()), &active).expect("committed")
+                poll(&mut w, &c, &active, &counted).expect("committed")
             }
         };
         assert_eq!(got, Fired::Received { case: 0, value: Value::Int(7) });
         assert_eq!(active.load(Ordering::SeqCst), 1, "only the receiver is counted in");
+    });
+}
+
+/// The race above with `OneWait::poll`, which looks for the claim and counts out in one step
+/// under the channel's lock.
+#[test]
+fn loom_a_woken_one_wait_is_never_left_counted_out() {
+    woken_one_wait_races_a_claim(|w, c, active, _| w.poll(c, &Context::from_waker(Waker::noop()), active));
+}
+
+/// The race above with `ChanWait`'s poll before the fix: the look for the claim, then the
+/// count-out, apart. The model finds the interleaving that leaves the woken receiver counted
+/// out (which shows that the model above can see it).
+#[test]
+#[should_panic(expected = "a woken receiver was left counted out")]
+fn loom_looking_then_counting_out_leaves_a_woken_wait_counted_out() {
+    woken_one_wait_races_a_claim(|w, _, active, counted| {
+        if let Some(f) = w.take_fired() {
+            count_in(counted, active);
+            return Ok(f);
+        }
+        Err(!counted.swap(true, Ordering::SeqCst) && active.fetch_sub(1, Ordering::SeqCst) == 1)
     });
 }
 

@@ -664,7 +664,12 @@ impl Mailbox {
     /// else a matching message ends the wait.
     pub fn take_or_park(&self, pattern: Option<&Value>, active: &AtomicUsize) -> TakeOrPark {
         let mut unbounded = u32::MAX;
-        self.take_or_park_within(pattern, &mut unbounded, active)
+        match pattern {
+            // A plain receive (the common case) takes the front: its own copy of the protocol's
+            // steps, with the take inlined, so that nothing is scanned or budgeted.
+            None => self.take_or_park_by(None, active, |g| Ok(g.take_front())),
+            Some(_) => self.take_or_park_within(pattern, &mut unbounded, active),
+        }
     }
 
     /// [`Mailbox::take_or_park`] looking at no more than `*budget` messages for a pattern, one
@@ -676,16 +681,28 @@ impl Mailbox {
         budget: &mut u32,
         active: &AtomicUsize,
     ) -> TakeOrPark {
+        self.take_or_park_by(pattern, active, |g| g.take_matching_within(pattern, budget))
+    }
+
+    /// The steps of [`Mailbox::take_or_park_within`], with `take` the take of the oldest
+    /// matching message (`pattern` is what the park records).
+    #[inline(always)]
+    fn take_or_park_by(
+        &self,
+        pattern: Option<&Value>,
+        active: &AtomicUsize,
+        take: impl FnOnce(&mut Inner) -> Result<Option<Value>, Unfinished>,
+    ) -> TakeOrPark {
         let mut g = lock(&self.inner);
         let signalled = g.ext_ref().is_some_and(|e| !e.signals.is_empty());
         let resumed = g.waiting.is_some();
         if resumed && signalled {
             return TakeOrPark::Empty;
         }
-        let Ok(taken) = g.take_matching_within(pattern, budget) else { return TakeOrPark::Unfinished };
+        let Ok(taken) = take(&mut g) else { return TakeOrPark::Unfinished };
         if let Some(m) = taken {
             if resumed {
-                g.waiting = None;
+                g.end_wait();
                 g.parked = false;
                 // Whoever delivered the message counted the actor back in already; only a
                 // spurious wake can find it still out, and only the actor itself counts out,
@@ -823,20 +840,35 @@ impl Inner {
     #[inline(always)]
     fn take_matching(&mut self, pattern: Option<&Value>) -> Option<Value> {
         match pattern {
-            // The bookkeeping looks at the front before it is popped, so that the popped
-            // message goes out as it is: looked at after the pop, it was split into its tag
-            // and payload and copied three times on its way out (~25 instructions a receive).
-            None => {
-                let front = self.messages.front()?;
-                Self::uncharge(&mut self.bytes, front);
-                self.forget_save();
-                self.messages.pop_front()
-            }
+            None => self.take_front(),
             Some(_) if self.messages.is_empty() => None,
             Some(p) => {
                 let mut unbounded = u32::MAX;
                 self.scan(std::slice::from_ref(p), &mut unbounded).unwrap_or(None).map(|(_, m)| m)
             }
+        }
+    }
+
+    /// The oldest message (a plain receive's take). The bookkeeping looks at the front before
+    /// it is popped, so that the popped message goes out as it is: looked at after the pop, it
+    /// was split into its tag and payload and copied three times on its way out (~25
+    /// instructions a receive).
+    #[inline(always)]
+    fn take_front(&mut self) -> Option<Value> {
+        let front = self.messages.front()?;
+        Self::uncharge(&mut self.bytes, front);
+        self.forget_save();
+        self.messages.pop_front()
+    }
+
+    /// A wait has ended: clears `waiting`. A plain receive's (what a parked `recv` left) holds
+    /// nothing to drop, and is told apart by two tests rather than the ten of the drop's match.
+    #[inline(always)]
+    fn end_wait(&mut self) {
+        match self.waiting {
+            // Nothing in it needs dropping: overwriting it is the whole of the clearing.
+            Some(Wait::Receive { pattern: None, .. }) => self.waiting = None,
+            _ => self.waiting = None,
         }
     }
 
