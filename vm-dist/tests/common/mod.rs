@@ -34,8 +34,9 @@ pub(crate) struct Seen {
 /// A stand-in for vm-sched: actors are entries in a set, mailboxes are queues.
 pub(crate) struct FakeVm {
     pub seen: Mutex<Seen>,
-    /// Set by a test to make this VM's deliveries stall (a receiver far behind).
-    pub stall: std::sync::atomic::AtomicBool,
+    /// While set, this VM's deliveries stall (a receiver far behind): set only through
+    /// [`FakeVm::stall`], whose guard clears it.
+    stall: std::sync::atomic::AtomicBool,
     pub node: OnceLock<Node>,
     /// When set, messages go here instead of into mailboxes (for tests that await them).
     pub tap: Mutex<Option<tokio::sync::mpsc::UnboundedSender<(Pid, Value)>>>,
@@ -80,6 +81,24 @@ impl FakeVm {
 
     pub(crate) fn node_events(&self, name: &str) -> Vec<bool> {
         self.seen.lock().node_events.iter().filter(|e| e.0 == name).map(|e| e.1).collect()
+    }
+
+    /// Stalls this VM's deliveries until the returned guard is dropped. A test that fails
+    /// while the VM is stalled unwinds through the guard, so it fails instead of hanging: the
+    /// runtime's shutdown waits for every task, and the stalled delivery would never end.
+    #[must_use = "the stall ends when the guard is dropped"]
+    pub(crate) fn stall(&self) -> Stall<'_> {
+        self.stall.store(true, std::sync::atomic::Ordering::SeqCst);
+        Stall(self)
+    }
+}
+
+/// A stalled [`FakeVm`]'s deliveries resume when this is dropped ([`FakeVm::stall`]).
+pub(crate) struct Stall<'a>(&'a FakeVm);
+
+impl Drop for Stall<'_> {
+    fn drop(&mut self) {
+        self.0.stall.store(false, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
