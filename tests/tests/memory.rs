@@ -18,12 +18,18 @@ const ADDRESS_SPACE: u64 = 1 << 30;
 /// Runs `vm run FLAGS... tests/programs/memory/NAME.vasm` under `prlimit --as`.
 fn run_limited(name: &str, flags: &[&str]) -> RunOutput {
     let program = format!("tests/programs/memory/{name}.vasm");
+    limited(name, "run", flags, program.as_ref())
+}
+
+/// Runs `vm COMMAND FLAGS... FILE` under `prlimit --as`, in the repository; checks that the VM,
+/// not the allocator, stopped what ran out.
+fn limited(name: &str, command: &str, flags: &[&str], file: &std::ffi::OsStr) -> RunOutput {
     let mut cmd = Command::new("prlimit");
     cmd.arg(format!("--as={ADDRESS_SPACE}"))
         .arg(VM)
-        .arg("run")
+        .arg(command)
         .args(flags)
-        .arg(&program)
+        .arg(file)
         .current_dir(repo_root())
         .env("NO_COLOR", "1")
         .env_remove("RUST_LOG");
@@ -93,20 +99,7 @@ fn up_limited(test: &str, flags: &[&str]) -> RunOutput {
     );
     let path = dir.join("manifest.json");
     std::fs::write(&path, manifest).expect("writing the manifest");
-    let mut cmd = Command::new("prlimit");
-    cmd.arg(format!("--as={ADDRESS_SPACE}"))
-        .arg(VM)
-        .arg("up")
-        .args(flags)
-        .arg(&path)
-        .env("NO_COLOR", "1")
-        .env_remove("RUST_LOG");
-    let run =
-        run_with_timeout(&mut cmd, Duration::from_secs(120)).unwrap_or_else(|e| panic!("prlimit {VM}: {e}"));
-    assert!(!run.timed_out, "{test} timed out");
-    assert!(!run.stderr.contains("memory allocation"), "{test} ran out of memory:\n{}", run.stderr);
-    assert!(!run.stderr.contains("panicked"), "{test} panicked:\n{}", run.stderr);
-    run
+    limited(test, "up", flags, path.as_os_str())
 }
 
 /// The lines `container` printed under `vm up`, without its tag.

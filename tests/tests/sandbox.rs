@@ -274,19 +274,7 @@ fn check_reports_what_run_would_refuse() {
 /// its fuel checks, not at the slice's start in `main`.
 #[test]
 fn the_hog_warning_names_the_loop_a_long_slice_spins_in() {
-    let mut cmd = Command::new(VM);
-    cmd.args(["run", "--workers", "2", "--fuel", "4000000000", "tests/programs/sandbox/spin.vasm"])
-        .current_dir(repo_root())
-        .env_remove("RUST_LOG")
-        // A low threshold, so that even a release build's loop (about 0.1 s) is reported.
-        .env("VM_HOG_THRESHOLD_MS", "20");
-    let r = run_with_timeout(&mut cmd, Duration::from_secs(60)).unwrap();
-    assert_eq!((r.code, r.stdout.as_str()), (Some(0), "30000000\n"), "{}", r.stderr);
-    let line = r
-        .stderr
-        .lines()
-        .find(|l| l.contains("actor has held a worker thread without yielding"))
-        .unwrap_or_else(|| panic!("no warning while the actor held its worker:\n{}", r.stderr));
+    let line = spin_warning("tests/programs/sandbox/spin.vasm");
     assert!(line.contains("at=tests/programs/sandbox/spin.vasm:"), "{line}");
     assert!(line.contains("(in spin, instruction "), "{line}");
     assert!(!line.contains("slice_began_at"), "{line}");
@@ -298,26 +286,26 @@ fn the_hog_warning_names_the_loop_a_long_slice_spins_in() {
 /// slice ended: no warning at all (every run, before the watchdog became a thread).
 #[test]
 fn a_long_slice_after_an_idle_spell_is_reported_while_it_runs() {
+    let line = spin_warning("tests/programs/sandbox/spin_after_idle.vasm");
+    assert!(line.contains("(in spin, instruction "), "{line}");
+}
+
+/// Runs `program` (one long slice counting to 30 million in `spin`; `--fuel` lets it run without
+/// yielding) and returns the watchdog's warning, given while the actor still held its worker.
+fn spin_warning(program: &str) -> String {
     let mut cmd = Command::new(VM);
-    cmd.args([
-        "run",
-        "--workers",
-        "2",
-        "--fuel",
-        "4000000000",
-        "tests/programs/sandbox/spin_after_idle.vasm",
-    ])
-    .current_dir(repo_root())
-    .env_remove("RUST_LOG")
-    .env("VM_HOG_THRESHOLD_MS", "20");
+    cmd.args(["run", "--workers", "2", "--fuel", "4000000000", program])
+        .current_dir(repo_root())
+        .env_remove("RUST_LOG")
+        // A low threshold, so that even a release build's loop (about 0.1 s) is reported.
+        .env("VM_HOG_THRESHOLD_MS", "20");
     let r = run_with_timeout(&mut cmd, Duration::from_secs(120)).unwrap();
     assert_eq!((r.code, r.stdout.as_str()), (Some(0), "30000000\n"), "{}", r.stderr);
-    let line = r
-        .stderr
+    r.stderr
         .lines()
         .find(|l| l.contains("actor has held a worker thread without yielding"))
-        .unwrap_or_else(|| panic!("no warning while the actor held its worker:\n{}", r.stderr));
-    assert!(line.contains("(in spin, instruction "), "{line}");
+        .unwrap_or_else(|| panic!("no warning while the actor held its worker:\n{}", r.stderr))
+        .to_owned()
 }
 
 /// Point 7: the heartbeat's warning names where the actor is, not where its slice began. The
