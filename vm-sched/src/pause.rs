@@ -648,6 +648,15 @@ mod loom_tests {
             }
         }
 
+        /// A woken actor's round with its state: the safe point, the receive run again, the
+        /// safe point after it, and the park.
+        fn receive_and_park(&self, mut st: Box<ActorState>) -> Option<Box<ActorState>> {
+            self.gate(&st);
+            self.receive(&mut st);
+            self.gate(&st);
+            self.park(st)
+        }
+
         /// The snapshotter: arm, sweep, signal the expected actor, wait for it, read the cut,
         /// end the pause. Returns what the cut holds: messages received plus queued.
         fn snapshot(&self) -> u64 {
@@ -697,13 +706,7 @@ mod loom_tests {
             w.slot.put(state(0));
             let actor = {
                 let w = w.clone();
-                thread::spawn(move || {
-                    let mut st = w.take_back();
-                    w.gate(&st);
-                    w.receive(&mut st);
-                    w.gate(&st);
-                    w.park(st)
-                })
+                thread::spawn(move || w.receive_and_park(w.take_back()))
             };
             assert_eq!(w.snapshot(), 1, "the message is in exactly one of state and mailbox");
             let kept = actor.join().unwrap();
@@ -720,13 +723,7 @@ mod loom_tests {
             let w = World::new(1, false);
             let actor = {
                 let w = w.clone();
-                thread::spawn(move || {
-                    let mut st = state(0);
-                    w.gate(&st);
-                    w.receive(&mut st);
-                    w.gate(&st);
-                    w.park(st)
-                })
+                thread::spawn(move || w.receive_and_park(state(0)))
             };
             assert_eq!(w.snapshot(), 1, "the message is in exactly one of state and mailbox");
             let kept = actor.join().unwrap();
