@@ -237,6 +237,9 @@ impl Host for ActorHost<'_> {
         waits::try_one(self.vm, "csend", chan, send)
     }
 
+    // Inlined into each of `csend`'s and `crecv`'s copies, so that each is specialised to its
+    // direction (docs/BENCHMARKS.md, "chan5").
+    #[inline(always)]
     fn chan_try_or_park(&mut self, chan: &Handle, send: Option<&Value>) -> ChanTried {
         waits::try_or_park(self.vm, self.cell, chan, send, &mut self.held)
     }

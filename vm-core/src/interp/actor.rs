@@ -111,9 +111,38 @@ pub(super) fn chan_ref<'v>(op: &str, v: &'v Value) -> Result<&'v Handle, Excepti
     }
 }
 
+/// What `csend` or `crecv` asks of `run`: the common outcomes in two words, which come back
+/// in registers, and the rare ones (a raise, a wait begun as a select, a closed channel's
+/// jump) as a boxed [`Flow`]. A `Flow` holds an [`Effect`] and comes back through memory, and
+/// `run` copying a parked one's effect out of it stalled on store forwarding at every park
+/// (`docs/BENCHMARKS.md`, "chan5"); `run` builds the parked effect itself, as for `recv`.
+pub(super) enum ChanFlow {
+    /// Done: the next instruction.
+    Next,
+    /// The host parked the actor on the channel ([`Begun::Chan`]).
+    Parked,
+    /// Anything else.
+    Other(Box<Flow>),
+}
+
+impl ChanFlow {
+    fn other(f: Flow) -> ChanFlow {
+        ChanFlow::Other(Box::new(f))
+    }
+
+    /// The same as a [`Flow`] (for `slow`).
+    pub(super) fn into_flow(self) -> Flow {
+        match self {
+            ChanFlow::Next => Flow::Next,
+            ChanFlow::Parked => Flow::Block(Effect::Begun(Begun::Chan)),
+            ChanFlow::Other(f) => *f,
+        }
+    }
+}
+
 /// `csend ch, v`: [`chan_one`] for a send, in a copy of its own.
 #[inline(never)]
-pub(super) fn csend<H: Host + ?Sized>(host: &mut H, regs: &mut [Value], ch: u16, v: u16) -> Flow {
+pub(super) fn csend<H: Host + ?Sized>(host: &mut H, regs: &mut [Value], ch: u16, v: u16) -> ChanFlow {
     chan_one::<H, true>(host, regs, ch, v, 0)
 }
 
@@ -125,7 +154,7 @@ pub(super) fn crecv<H: Host + ?Sized>(
     dst: u16,
     ch: u16,
     closed: u32,
-) -> Flow {
+) -> ChanFlow {
     chan_one::<H, false>(host, regs, ch, dst, closed)
 }
 
@@ -144,15 +173,15 @@ fn chan_one<H: Host + ?Sized, const SEND: bool>(
     ch: u16,
     reg: u16,
     closed: u32,
-) -> Flow {
+) -> ChanFlow {
     let op = if SEND { "csend" } else { "crecv" };
     let h = match chan_ref(op, &regs[ch as usize]) {
         Ok(h) => h,
-        Err(e) => return Flow::Throw(e),
+        Err(e) => return ChanFlow::other(Flow::Throw(e)),
     };
     let done = match host.chan_try_or_park(h, SEND.then(|| &regs[reg as usize])) {
         ChanTried::Done(c) => c,
-        ChanTried::Parked => return Flow::Block(Effect::Begun(Begun::Chan)),
+        ChanTried::Parked => return ChanFlow::Parked,
         ChanTried::Empty => {
             let h = h.clone();
             let (shape, case) = if SEND {
@@ -160,23 +189,27 @@ fn chan_one<H: Host + ?Sized, const SEND: bool>(
             } else {
                 (SelectShape::Recv, SelectCase::Recv(h))
             };
-            return Flow::Block(Effect::Select { shape, cases: vec![case], timeout_ms: None });
+            return ChanFlow::other(Flow::Block(Effect::Select {
+                shape,
+                cases: vec![case],
+                timeout_ms: None,
+            }));
         }
-        ChanTried::Raise(e) => return Flow::Throw(*e),
+        ChanTried::Raise(e) => return ChanFlow::other(Flow::Throw(*e)),
     };
     match done {
         OneCase::Value(v) if SEND => {
             // A send's result is always `nil` (`one_case`), which owns nothing: no drop call.
             debug_assert!(matches!(v, Value::Nil));
             std::mem::forget(v);
-            Flow::Next
+            ChanFlow::Next
         }
         OneCase::Value(v) => {
             store(&mut regs[reg as usize], v);
-            Flow::Next
+            ChanFlow::Next
         }
-        OneCase::Closed => Flow::Jump(closed),
-        OneCase::SendClosed => Flow::Throw(send_closed()),
+        OneCase::Closed => ChanFlow::other(Flow::Jump(closed)),
+        OneCase::SendClosed => ChanFlow::other(Flow::Throw(send_closed())),
     }
 }
 

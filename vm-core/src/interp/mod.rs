@@ -77,6 +77,7 @@ use crate::module::{Function, Module};
 use crate::ops::{Instr, SPAWN_FUEL};
 use crate::step::{ActorState, Begun, Effect, Fault, Frame, Host, PROGRESS_EVERY, Received, Step};
 use crate::value::Value;
+use actor::ChanFlow;
 use frame::{
     closure_for_call, drop_frame_handlers, enter, enter_closure, grow, move_value, place_args, put_int,
     recount, reset, ret_slow, stack_overflow, store, tail_args, take_tail_args, unwind,
@@ -531,8 +532,16 @@ fn run<H: Host + ?Sized>(st: &mut ActorState, m: &Module, host: &mut H, mut fuel
             },
             // A channel program's `csend` and `crecv` take the same short way (a parked one runs
             // again when woken, so each wait passes here twice).
-            Instr::Csend { ch, v } => flow!(actor::csend(host, regs, ch, v)),
-            Instr::Crecv { dst, ch, closed } => flow!(actor::crecv(host, regs, dst, ch, closed)),
+            Instr::Csend { ch, v } => match actor::csend(host, regs, ch, v) {
+                ChanFlow::Next => next!(),
+                ChanFlow::Parked => break Effect::Begun(Begun::Chan),
+                ChanFlow::Other(f) => flow!(*f),
+            },
+            Instr::Crecv { dst, ch, closed } => match actor::crecv(host, regs, dst, ch, closed) {
+                ChanFlow::Next => next!(),
+                ChanFlow::Parked => break Effect::Begun(Begun::Chan),
+                ChanFlow::Other(f) => flow!(*f),
+            },
             // A selective receive is charged one unit of fuel per message it looks at, so that a
             // long scan yields like any other work: it gets the fuel left as its budget (a copy,
             // so that `fuel` itself stays in a machine register) and may yield (`Flow::Yield`).

@@ -555,8 +555,8 @@ pub(super) fn slow<H: Host + ?Sized>(
             Value::Int(c) if *c >= 0 => put!(dst, host.chan_new(*c as usize)),
             x => Flow::Throw(type_err("chan", "a capacity (an int >= 0)", x)),
         },
-        Instr::Csend { ch, v } => csend(host, regs, ch, v),
-        Instr::Crecv { dst, ch, closed } => crecv(host, regs, dst, ch, closed),
+        Instr::Csend { ch, v } => csend(host, regs, ch, v).into_flow(),
+        Instr::Crecv { dst, ch, closed } => crecv(host, regs, dst, ch, closed).into_flow(),
         Instr::Ctrysend { dst, ch, v } => {
             let r =
                 chan_ref("ctrysend", &reg!(ch)).and_then(|h| match host.chan_try_one(h, Some(&reg!(v)))? {

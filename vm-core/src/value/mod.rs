@@ -214,6 +214,12 @@ impl Handle {
         self.0.id
     }
 
+    /// Whether `other` is a clone of this very handle (not merely one with the same id, which
+    /// a handle restored from a snapshot also has).
+    pub fn is(&self, other: &Handle) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+
     /// How many clones of this handle exist.
     pub fn ref_count(&self) -> usize {
         Arc::strong_count(&self.0)

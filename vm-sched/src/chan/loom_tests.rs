@@ -289,7 +289,7 @@ fn loom_counted_parks_meet_and_balance() {
 
 /// Two rounds of the race above with each actor reusing its waiter (`spare`) for its second
 /// park, as the runtime does: a waiter is reused only once nothing else holds it
-/// (`Arc::get_mut`), so a claimer that has not yet dropped its entry of the first round can
+/// (its strong count is one), so a claimer that has not yet dropped its entry of the first round can
 /// neither see the second round's wait as its own nor miss it; both values arrive once, in
 /// order, and the accounting balances.
 #[test]

@@ -197,7 +197,7 @@ const CANCELLED: u8 = 3;
 ///    which locks every channel of the waiter, one of which the claimer held from its claim
 ///    to `DONE` (so a cancel that loses the claim finds `DONE`).
 /// 2. `waker` is written by the owner only while no counterpart can read it: before the
-///    waiter is published (a new waiter, or one reset for reuse with `Arc::get_mut`), or
+///    waiter is published (a new waiter, or one reset for reuse once its strong count is one), or
 ///    holding every channel lock of the waiter (a select's poll that must replace it). A
 ///    counterpart reads it only after winning the claim, holding one of those locks.
 struct Waiter {
@@ -258,7 +258,7 @@ impl Waiter {
     }
 
     /// A waiter for a new one-case wait: `reuse`'s, reset, when nothing else holds it (no
-    /// queue entry, no claimer: `Arc::get_mut`), keeping the waker it has; else a new one with
+    /// queue entry, no claimer: its strong count is one), keeping the waker it has; else a new one with
     /// `waker` (or the waker of `reuse`, which a claimer still holds) and the flag `counted()`.
     fn fresh(
         reuse: Option<OneWait>,
@@ -266,13 +266,17 @@ impl Waiter {
         counted: impl FnOnce() -> Arc<dyn CountedFlag>,
     ) -> Arc<Waiter> {
         let (waker, counted) = match reuse {
-            Some(OneWait(mut w)) => {
-                if let Some(x) = Arc::get_mut(&mut w) {
-                    // Nobody else can see it: a plain reset, published with the queue entry
-                    // under the channel lock as a new waiter's fields are. Its outcome was
-                    // taken when its last wait ended (`OneWait::take_fired`), and its waker
-                    // is still the owner's.
-                    x.state.store(WAITING, Ordering::Relaxed);
+            Some(OneWait(w)) => {
+                // Nobody else can see it once the claimer has dropped its queue entry (no
+                // `Weak` of a waiter is ever made, so the strong count alone says so): a plain
+                // reset, published with the queue entry under the channel lock as a new
+                // waiter's fields are. Its outcome was taken when its last wait ended
+                // (`OneWait::take_fired`, which acquired the claimer's `DONE`; the claimer
+                // touches nothing of the waiter after it but its count), and its waker is
+                // still the owner's. A load, where `Arc::get_mut` would pay a
+                // compare-and-swap and a store on the weak count at every park.
+                if Arc::strong_count(&w) == 1 {
+                    w.state.store(WAITING, Ordering::Relaxed);
                     return w;
                 }
                 // SAFETY: a claimer that still holds it only reads the waker.
@@ -554,11 +558,12 @@ impl Channel {
     ///
     /// `reuse` is a wait of the same owner that has ended ([`OneWait::take_fired`] returned its
     /// outcome), taken only if the wait parks: if no queue holds its waiter any more, which
-    /// `Arc::get_mut` proves (the claimer popped the only entry and dropped it under the
-    /// channel lock), the waiter is reset and used again instead of allocating one, keeping its
+    /// its strong count of one proves (the claimer popped the only entry and dropped it under
+    /// the channel lock), the waiter is reset and used again instead of allocating one, keeping its
     /// `counted` flag and its waker. A new waiter (none to reuse) gets `waker`, the owner
     /// task's, and the flag `counted()`; a wait without a waker must be polled
     /// ([`OneWait::poll`]) before anyone can wake it.
+    #[inline(always)]
     pub fn complete_or_park_counted(
         &self,
         send: Option<&Value>,
@@ -573,6 +578,7 @@ impl Channel {
 
     // The two public forms' arguments plus how they differ (a waker now, counting out).
     #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
     fn complete_or_park_as(
         &self,
         send: Option<&Value>,

@@ -119,13 +119,14 @@ pub(crate) fn try_one(
 /// 1. If a counterpart committed, its outcome is the instruction's result: the wait is over
 ///    (the claimer popped its only entry and counted the actor in), the mailbox's record of it
 ///    is cleared with a store, and the waiter stays in `held` (`ChanHeld`) for the next park
-///    ([`chan::Channel::complete_or_park_counted`] reuses it when `Arc::get_mut` proves nothing
+///    ([`chan::Channel::complete_or_park_counted`] reuses it when its strong count proves nothing
 ///    else holds it).
 /// 2. Otherwise a signal woke the actor (messages do not wake a channel wait), or a pause
 ///    did: the wait is cancelled (protocol step 6: a case that committed meanwhile is the
 ///    result, as in 1) and the instruction tries again from the start. A pending signal then
 ///    makes the new park not quiet, so the driver awaits it as a [`ChanWait`], whose first poll
 ///    takes the signal as any wait does.
+#[inline(always)]
 pub(crate) fn try_or_park(
     vm: &Vm,
     cell: &Arc<ActorCell>,
@@ -146,7 +147,8 @@ pub(crate) fn try_or_park(
                     } else {
                         cell.mailbox.cancel_wait(active);
                     }
-                    c.on = None;
+                    // The handle stays, for the next park on the same channel.
+                    c.last = c.on.take().map(|on| on.handle);
                     return done(send.is_some(), f);
                 }
                 if let Some(f) = cancel_parked(vm, cell, c) {
@@ -198,7 +200,14 @@ pub(crate) fn try_or_park(
     let quiet = has_waker && cell.mailbox.park_chan(shape, h.id());
     // Only its channel can end this wait: orphan detection looks at it.
     vm.shared.orphans.arm();
-    c.on = Some(ParkedOn { handle: h.clone(), send: send.is_some(), quiet });
+    // The handle of the last wait's channel, if it is this one (each side of a ping-pong or
+    // a pool parks on the same channel every time): no reference count to raise, nor to drop
+    // at the re-run.
+    let handle = match c.last.take() {
+        Some(last) if last.is(h) => last,
+        _ => h.clone(),
+    };
+    c.on = Some(ParkedOn { handle, send: send.is_some(), quiet });
     ChanTried::Parked
 }
 
@@ -262,6 +271,12 @@ pub(crate) struct ChanHeld {
     /// dropped (a case may have committed): [`Held::take_chan_wait`] makes the wait that
     /// does so.
     on: Option<ParkedOn>,
+    /// The handle of the channel the last wait that ended parked on, kept (while `on` is
+    /// `None`) so that the next park on that channel need not clone it again. It keeps that
+    /// channel alive until the actor parks on another or ends, which only delays freeing it:
+    /// orphan detection traces registers and mailboxes, not this, and channels have no drop
+    /// hooks.
+    last: Option<Handle>,
 }
 
 /// A `csend` (`send`) or `crecv` parked on the channel of `handle`; `quiet`: nothing was
@@ -279,7 +294,7 @@ impl ChanHeld {
     #[inline(never)]
     fn start(held: &mut Held) -> &mut ChanHeld {
         debug_assert!(!matches!(held, Held::Io(_)), "nothing is in flight at a `csend`/`crecv`");
-        *held = Held::Chan(ChanHeld { wait: None, on: None });
+        *held = Held::Chan(ChanHeld { wait: None, on: None, last: None });
         match held {
             Held::Chan(c) => c,
             _ => unreachable!("just stored"),
