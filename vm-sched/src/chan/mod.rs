@@ -590,32 +590,40 @@ impl Channel {
         count_out: bool,
     ) -> Result<Fired, (OneWait, bool)> {
         let mut to_wake = None;
-        let out = {
-            let mut g = lock(&self.state);
-            let fired = match send {
-                Some(v) => g.try_send(0, v, checked, self.cap, active, &mut to_wake),
-                None => g.try_recv(0, active, &mut to_wake),
-            };
-            match fired {
-                Some(f) => Ok(f),
-                None => {
-                    let waiter = Waiter::fresh(reuse.take(), waker, counted);
-                    let idle = count_out
-                        && !waiter.counted.counted().swap(true, Ordering::SeqCst)
-                        && active.fetch_sub(1, Ordering::SeqCst) == 1;
-                    let p = Parked { waiter: waiter.clone(), case: 0 };
-                    match send {
-                        Some(v) => g.sendq.push_back((p, v.clone())),
-                        None => g.recvq.push_back(p),
-                    }
-                    Err((OneWait(waiter), idle))
-                }
-            }
+        let mut g = lock(&self.state);
+        let fired = match send {
+            Some(v) => g.try_send(0, v, checked, self.cap, active, &mut to_wake),
+            None => g.try_recv(0, active, &mut to_wake),
         };
+        // Each arm returns its own result, after unlocking: a park claims nobody, so it has
+        // nothing to wake, and its result is not held across a call (a result kept across
+        // the wake went through memory, where copying it stalled on store forwarding).
+        let Some(f) = fired else {
+            let waiter = Waiter::fresh(reuse.take(), waker, counted);
+            let idle = count_out
+                && !waiter.counted.counted().swap(true, Ordering::SeqCst)
+                && active.fetch_sub(1, Ordering::SeqCst) == 1;
+            let p = Parked { waiter: waiter.clone(), case: 0 };
+            match send {
+                Some(v) => {
+                    // The value is cloned into its queue slot, not into a temporary that the
+                    // push then copies (a stall of the same kind).
+                    g.sendq.push_back((p, Value::Nil));
+                    if let Some(slot) = g.sendq.back_mut() {
+                        slot.1 = v.clone();
+                    }
+                }
+                None => g.recvq.push_back(p),
+            }
+            drop(g);
+            debug_assert!(to_wake.is_none(), "a park claims nobody");
+            return Err((OneWait(waiter), idle));
+        };
+        drop(g);
         if let Some(w) = to_wake {
             w.wake();
         }
-        out
+        Ok(f)
     }
 }
 
