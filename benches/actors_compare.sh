@@ -24,7 +24,7 @@ median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 # name | vm flags, program and N | peer command (the last rows compare the VM with itself:
 # channels against mailboxes, issue 18's goals of 1.25x and 1.5x; fanin.vasm is chan_fanin through a
-# mailbox)
+# mailbox, fanin_sync.vasm the same with each send waiting for the receiver, as a rendezvous does)
 p=benches/programs
 benches=(
   "ring|$p/ring.vasm 10000000|$floor ring 10000000"
@@ -33,6 +33,8 @@ benches=(
   "chan_pingpong/pingpong|$p/chan_pingpong.vasm 1000000|$vm run $p/pingpong.vasm 1000000"
   "chan_pingpong/pingpong --workers 1|--workers 1 $p/chan_pingpong.vasm 1000000|$vm run --workers 1 $p/pingpong.vasm 1000000"
   "chan_fanin/fanin|$p/chan_fanin.vasm 1000000|$vm run $p/fanin.vasm 1000000"
+  "chan_fanin/fanin --workers 1|--workers 1 $p/chan_fanin.vasm 1000000|$vm run --workers 1 $p/fanin.vasm 1000000"
+  "chan_fanin/fanin_sync|$p/chan_fanin.vasm 1000000|$vm run $p/fanin_sync.vasm 1000000"
   "selective 20000 (BEAM)|$p/selective.vasm 20000|erl -noshell -pa /tmp/peer-erl -s selective main 20000 -s init stop"
 )
 mkdir -p /tmp/peer-erl && erlc -o /tmp/peer-erl benches/selective.erl

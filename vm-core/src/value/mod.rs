@@ -252,7 +252,17 @@ pub struct Closure {
 }
 
 /// A VM value. See the module docs for equality, ordering and rendering.
+///
+/// `repr(C, u64)`: a word of tag, then every payload in the second word. With the default
+/// layout the tag was a byte and `Bool` and `Atom` lived in bytes 1 to 7, so the compiler moved
+/// a value as a byte and fifteen more (two overlapping words at offsets 1 and 8), and the next
+/// whole-value load of a value just moved that way waited for the stores to drain (a failed
+/// store-to-load forward): on every message and channel hand-off, and at every copy into a
+/// result enum whose tag lives in the value's spare tag values. Two aligned words move and
+/// forward cleanly: chan_pingpong and ring run 8–15 % faster (`docs/BENCHMARKS.md`, "chan5").
+/// The size (16) and `Option<Value>`'s niche are unchanged.
 #[derive(Clone, Default, Serialize, Deserialize)]
+#[repr(C, u64)]
 pub enum Value {
     /// The absent value; falsy.
     #[default]
