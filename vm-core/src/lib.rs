@@ -36,8 +36,8 @@ pub use exception::Exception;
 pub use module::{Function, Location, Module};
 pub use ops::{Instr, Opcode, OperandKind};
 pub use step::{
-    ActorOp, ActorState, Begun, ChanTried, Effect, Fault, Fired, Host, NativeCall, NativeId, PROGRESS_EVERY,
-    Priority, Received, Resume, SelectCase, SelectShape, SpawnOpts, Step, select_resume,
+    ActorOp, ActorState, Begun, ChanArg, ChanTried, Effect, Fault, Fired, Host, NativeCall, NativeId,
+    PROGRESS_EVERY, Priority, Received, Resume, SelectCase, SelectShape, SpawnOpts, Step, select_resume,
 };
 pub use value::{Closure, Handle, Pid, Value, set_node_namer};
 

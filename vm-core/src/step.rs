@@ -251,14 +251,38 @@ pub enum Received {
     Empty,
 }
 
-/// What [`Host::chan_try_or_park`] did. Two words (the result's `Value` with the tag in its
-/// niche, the exception boxed), so that the hot path of every `csend` and `crecv` gets it
-/// back in registers.
+/// What [`Host::chan_try_or_park`] is asked to do: a `csend`'s value, or a `crecv`'s destination
+/// register, borrowed from the registers.
+#[derive(Debug)]
+pub enum ChanArg<'a> {
+    /// Send this value.
+    Send(&'a Value),
+    /// Receive into this register (what it held is dropped when a value arrives).
+    Recv(&'a mut Value),
+}
+
+impl ChanArg<'_> {
+    /// The value to send, if this is a send.
+    pub fn send(&self) -> Option<&Value> {
+        match self {
+            ChanArg::Send(v) => Some(v),
+            ChanArg::Recv(_) => None,
+        }
+    }
+}
+
+/// What [`Host::chan_try_or_park`] did.
 #[derive(Debug, PartialEq)]
 pub enum ChanTried {
     /// The case completed now (as [`Host::chan_try_one`]'s `Some`), with this result
-    /// ([`one_case`]).
+    /// ([`one_case`]); never a received value, which is in the register ([`ChanTried::Stored`]).
     Done(OneCase),
+    /// A receive completed now, and its value is in the destination register
+    /// ([`ChanArg::Recv`]). A received value goes straight there rather than through this
+    /// result: each copy of a value through a result in memory is a store of two words and a
+    /// load of sixteen bytes, which cannot be forwarded from them (`docs/BENCHMARKS.md`,
+    /// "chan5").
+    Stored,
     /// Nothing was ready, and the host parked the actor on the channel and holds the wait: the
     /// instruction blocks with [`Begun::Chan`].
     Parked,
@@ -657,10 +681,18 @@ pub trait Host {
     }
     /// [`Host::chan_try_one`] for `csend` and `crecv`, which otherwise wait with no deadline:
     /// the host may also begin that wait here, in the same step ([`ChanTried::Parked`]; the
-    /// instruction then blocks with [`Begun::Chan`]). The default only tries.
-    fn chan_try_or_park(&mut self, chan: &crate::value::Handle, send: Option<&Value>) -> ChanTried {
-        match self.chan_try_one(chan, send) {
-            Ok(Some(f)) => ChanTried::Done(one_case(send.is_some(), f)),
+    /// instruction then blocks with [`Begun::Chan`]). A value received is stored in `arg`'s
+    /// register ([`ChanTried::Stored`]). The default only tries.
+    fn chan_try_or_park(&mut self, chan: &crate::value::Handle, arg: ChanArg<'_>) -> ChanTried {
+        let send = arg.send().is_some();
+        match self.chan_try_one(chan, arg.send()) {
+            Ok(Some(f)) => match (one_case(send, f), arg) {
+                (OneCase::Value(v), ChanArg::Recv(dst)) => {
+                    *dst = v;
+                    ChanTried::Stored
+                }
+                (c, _) => ChanTried::Done(c),
+            },
             Ok(None) => ChanTried::Empty,
             Err(e) => ChanTried::Raise(Box::new(e)),
         }

@@ -10,8 +10,8 @@ use crate::trace;
 use crate::vm::Vm;
 use std::sync::Arc;
 use vm_core::{
-    ActorOp, Atom, ChanTried, Closure, Exception, Fired, Handle, Host, NativeCall, Pid, Received, SelectCase,
-    SpawnOpts, Value, atoms,
+    ActorOp, Atom, ChanArg, ChanTried, Closure, Exception, Fired, Handle, Host, NativeCall, Pid, Received,
+    SelectCase, SpawnOpts, Value, atoms,
 };
 use vm_io::natives;
 
@@ -240,8 +240,8 @@ impl Host for ActorHost<'_> {
     // Inlined into each of `csend`'s and `crecv`'s copies, so that each is specialised to its
     // direction (docs/BENCHMARKS.md, "chan5").
     #[inline(always)]
-    fn chan_try_or_park(&mut self, chan: &Handle, send: Option<&Value>) -> ChanTried {
-        waits::try_or_park(self.vm, self.cell, chan, send, &mut self.held)
+    fn chan_try_or_park(&mut self, chan: &Handle, arg: ChanArg<'_>) -> ChanTried {
+        waits::try_or_park(self.vm, self.cell, chan, arg, &mut self.held)
     }
 
     fn chan_close(&mut self, h: &Handle) -> Result<(), Exception> {

@@ -14,8 +14,8 @@ use super::value_ops::type_err;
 use crate::atom::{Atom, atoms};
 use crate::exception::Exception;
 use crate::step::{
-    ActorOp, Begun, ChanTried, Effect, Host, OneCase, Received, Resume, SelectCase, SelectShape, SpawnOpts,
-    send_closed,
+    ActorOp, Begun, ChanArg, ChanTried, Effect, Host, OneCase, Received, Resume, SelectCase, SelectShape,
+    SpawnOpts, send_closed,
 };
 use crate::value::{Handle, Pid, Value};
 
@@ -175,28 +175,78 @@ fn chan_one<H: Host + ?Sized, const SEND: bool>(
     closed: u32,
 ) -> ChanFlow {
     let op = if SEND { "csend" } else { "crecv" };
-    let h = match chan_ref(op, &regs[ch as usize]) {
+    let tried = if SEND {
+        let h = match chan_ref(op, &regs[ch as usize]) {
+            Ok(h) => h,
+            Err(e) => return ChanFlow::other(Flow::Throw(e)),
+        };
+        host.chan_try_or_park(h, ChanArg::Send(&regs[reg as usize]))
+    } else {
+        // The channel's register and the destination, borrowed apart.
+        let (ch, dst) = (ch as usize, reg as usize);
+        let (chan, into) = match ch.cmp(&dst) {
+            std::cmp::Ordering::Less => {
+                let (lo, hi) = regs.split_at_mut(dst);
+                (&lo[ch], &mut hi[0])
+            }
+            std::cmp::Ordering::Greater => {
+                let (lo, hi) = regs.split_at_mut(ch);
+                (&hi[0], &mut lo[dst])
+            }
+            std::cmp::Ordering::Equal => return crecv_into_own(host, regs, dst, closed),
+        };
+        let h = match chan_ref(op, chan) {
+            Ok(h) => h,
+            Err(e) => return ChanFlow::other(Flow::Throw(e)),
+        };
+        host.chan_try_or_park(h, ChanArg::Recv(into))
+    };
+    match tried {
+        ChanTried::Done(c) => one_done::<SEND>(regs, reg, closed, c),
+        ChanTried::Stored => ChanFlow::Next,
+        ChanTried::Parked => ChanFlow::Parked,
+        ChanTried::Empty => match chan_of(op, &regs[ch as usize]) {
+            Ok(h) => wait_as_select::<SEND>(h, regs, reg),
+            Err(e) => ChanFlow::other(Flow::Throw(e)),
+        },
+        ChanTried::Raise(e) => ChanFlow::other(Flow::Throw(*e)),
+    }
+}
+
+/// `crecv r, r`: a receive into its own channel's register, with the handle cloned so that the
+/// register can be written. Out of line: an unusual program.
+#[cold]
+#[inline(never)]
+fn crecv_into_own<H: Host + ?Sized>(host: &mut H, regs: &mut [Value], reg: usize, closed: u32) -> ChanFlow {
+    let h = match chan_of("crecv", &regs[reg]) {
         Ok(h) => h,
         Err(e) => return ChanFlow::other(Flow::Throw(e)),
     };
-    let done = match host.chan_try_or_park(h, SEND.then(|| &regs[reg as usize])) {
-        ChanTried::Done(c) => c,
-        ChanTried::Parked => return ChanFlow::Parked,
-        ChanTried::Empty => {
-            let h = h.clone();
-            let (shape, case) = if SEND {
-                (SelectShape::Send, SelectCase::Send(h, regs[reg as usize].clone()))
-            } else {
-                (SelectShape::Recv, SelectCase::Recv(h))
-            };
-            return ChanFlow::other(Flow::Block(Effect::Select {
-                shape,
-                cases: vec![case],
-                timeout_ms: None,
-            }));
-        }
-        ChanTried::Raise(e) => return ChanFlow::other(Flow::Throw(*e)),
+    match host.chan_try_or_park(&h, ChanArg::Recv(&mut regs[reg])) {
+        ChanTried::Done(c) => one_done::<false>(regs, reg as u16, closed, c),
+        ChanTried::Stored => ChanFlow::Next,
+        ChanTried::Parked => ChanFlow::Parked,
+        ChanTried::Empty => wait_as_select::<false>(h, regs, reg as u16),
+        ChanTried::Raise(e) => ChanFlow::other(Flow::Throw(*e)),
+    }
+}
+
+/// A `csend` (`SEND`) or `crecv` on `h` that the host tried but did not park: it waits as a
+/// one-case select, with the case built now (cloning the handle and the value).
+#[cold]
+#[inline(never)]
+fn wait_as_select<const SEND: bool>(h: Handle, regs: &[Value], reg: u16) -> ChanFlow {
+    let (shape, case) = if SEND {
+        (SelectShape::Send, SelectCase::Send(h, regs[reg as usize].clone()))
+    } else {
+        (SelectShape::Recv, SelectCase::Recv(h))
     };
+    ChanFlow::other(Flow::Block(Effect::Select { shape, cases: vec![case], timeout_ms: None }))
+}
+
+/// A completed `csend` (`SEND`) or `crecv`'s result, as the instruction applies it.
+#[inline(always)]
+fn one_done<const SEND: bool>(regs: &mut [Value], reg: u16, closed: u32, done: OneCase) -> ChanFlow {
     match done {
         OneCase::Value(v) if SEND => {
             // A send's result is always `nil` (`one_case`), which owns nothing: no drop call.

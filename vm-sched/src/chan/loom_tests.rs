@@ -167,6 +167,7 @@ fn block_one(c: &Channel, send: Option<Value>, active: &AtomicUsize) -> Fired {
                 let counted = move || -> Arc<dyn CountedFlag> { flag };
                 match c.complete_or_park_counted(
                     send.as_ref(),
+                    None,
                     false,
                     &mut None,
                     Some(cx.waker()),
@@ -239,6 +240,7 @@ async fn counted_wait(
         let kept = if spare.is_none() { Some(cx.waker().clone()) } else { None };
         match c.complete_or_park_counted(
             send.as_ref(),
+            None,
             false,
             spare,
             kept.as_ref(),
@@ -350,6 +352,7 @@ fn woken_one_wait_races_a_claim(poll: PollAgain) {
         let counted = Arc::new(AtomicBool::new(false));
         let flag = counted.clone();
         let mut w = match c.complete_or_park_counted(
+            None,
             None,
             true,
             &mut None,
@@ -574,7 +577,8 @@ async fn quiet_recv(
                     let kept = if had_spare { None } else { Some(cx.waker().clone()) };
                     let flag = a.clone();
                     let counted = move || -> Arc<dyn CountedFlag> { flag };
-                    match c.complete_or_park_counted(None, true, spare, kept.as_ref(), counted, active) {
+                    match c.complete_or_park_counted(None, None, true, spare, kept.as_ref(), counted, active)
+                    {
                         Ok(f) => return Poll::Ready((Some(f), None)),
                         // Parking may report idle here: a signaller that has exited leaves a
                         // signal, which the wait then takes (as in the runtime).

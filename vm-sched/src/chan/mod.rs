@@ -338,26 +338,42 @@ impl Waiter {
 
 impl ChanState {
     /// Pass 1 for a receive case: completes it if a value is available or the channel is closed.
-    fn try_recv(&mut self, case: usize, active: &AtomicUsize, wakers: &mut impl WakeSink) -> Option<Fired> {
-        while let Some((p, v)) = self.sendq.pop_front() {
-            if p.waiter.commit(|| Fired::Sent { case: p.case }, active, wakers) {
-                // On a buffered channel a parked sender means the buffer is full: the receiver
-                // takes the oldest value and the sender's value joins the back, keeping FIFO.
-                let value = match self.buf.pop_front() {
-                    Some(head) => {
-                        self.buf.push_back(v);
-                        head
-                    }
-                    None => v,
-                };
-                return Some(Fired::Received { case, value });
+    /// With `into` (a `crecv`'s register), the value goes straight there, and the `value` of
+    /// the `Received` reported is what `into` held, for the caller to drop after unlocking
+    /// (a value moved into its place once is not copied again through the result).
+    fn try_recv(
+        &mut self,
+        case: usize,
+        into: Option<&mut Value>,
+        active: &AtomicUsize,
+        wakers: &mut impl WakeSink,
+    ) -> Option<Fired> {
+        let value = 'found: {
+            while let Some((p, v)) = self.sendq.pop_front() {
+                if p.waiter.commit(|| Fired::Sent { case: p.case }, active, wakers) {
+                    // On a buffered channel a parked sender means the buffer is full: the
+                    // receiver takes the oldest value and the sender's value joins the back,
+                    // keeping FIFO.
+                    break 'found match self.buf.pop_front() {
+                        Some(head) => {
+                            self.buf.push_back(v);
+                            head
+                        }
+                        None => v,
+                    };
+                }
+                // A stale entry of a waiter claimed elsewhere; dropping it is its removal.
             }
-            // A stale entry of a waiter claimed elsewhere; dropping it is its removal.
-        }
-        if let Some(value) = self.buf.pop_front() {
-            return Some(Fired::Received { case, value });
-        }
-        self.closed.then_some(Fired::RecvClosed { case })
+            match self.buf.pop_front() {
+                Some(v) => v,
+                None => return self.closed.then_some(Fired::RecvClosed { case }),
+            }
+        };
+        let value = match into {
+            Some(dst) => std::mem::replace(dst, value),
+            None => value,
+        };
+        Some(Fired::Received { case, value })
     }
 
     /// Pass 1 for a send case: completes it if a receiver is parked, there is room, or the
@@ -507,7 +523,7 @@ impl Channel {
     /// A non-blocking receive (the stepper's fast path).
     pub fn try_recv(&self, active: &AtomicUsize) -> TryRecv {
         let mut waker = None;
-        let out = lock(&self.state).try_recv(0, active, &mut waker);
+        let out = lock(&self.state).try_recv(0, None, active, &mut waker);
         if let Some(w) = waker {
             w.wake();
         }
@@ -546,7 +562,7 @@ impl Channel {
         counted: Arc<dyn CountedFlag>,
         active: &AtomicUsize,
     ) -> Result<Fired, OneWait> {
-        self.complete_or_park_as(send, checked, Some(waker), &mut None, || counted, active, false)
+        self.complete_or_park_as(send, None, checked, Some(waker), &mut None, || counted, active, false)
             .map_err(|(w, _)| w)
     }
 
@@ -563,17 +579,22 @@ impl Channel {
     /// `counted` flag and its waker. A new waiter (none to reuse) gets `waker`, the owner
     /// task's, and the flag `counted()`; a wait without a waker must be polled
     /// ([`OneWait::poll`]) before anyone can wake it.
+    ///
+    /// A receive with `into` (its register) completes as [`ChanState::try_recv`] does with it:
+    /// the value is stored there, and the `Received` reported holds what `into` held.
+    #[allow(clippy::too_many_arguments)]
     #[inline(always)]
     pub fn complete_or_park_counted(
         &self,
         send: Option<&Value>,
+        into: Option<&mut Value>,
         checked: bool,
         reuse: &mut Option<OneWait>,
         waker: Option<&Waker>,
         counted: impl FnOnce() -> Arc<dyn CountedFlag>,
         active: &AtomicUsize,
     ) -> Result<Fired, (OneWait, bool)> {
-        self.complete_or_park_as(send, checked, waker, reuse, counted, active, true)
+        self.complete_or_park_as(send, into, checked, waker, reuse, counted, active, true)
     }
 
     // The two public forms' arguments plus how they differ (a waker now, counting out).
@@ -582,6 +603,7 @@ impl Channel {
     fn complete_or_park_as(
         &self,
         send: Option<&Value>,
+        into: Option<&mut Value>,
         checked: bool,
         waker: Option<&Waker>,
         reuse: &mut Option<OneWait>,
@@ -593,7 +615,7 @@ impl Channel {
         let mut g = lock(&self.state);
         let fired = match send {
             Some(v) => g.try_send(0, v, checked, self.cap, active, &mut to_wake),
-            None => g.try_recv(0, active, &mut to_wake),
+            None => g.try_recv(0, into, active, &mut to_wake),
         };
         // Each arm returns its own result, after unlocking: a park claims nobody, so it has
         // nothing to wake, and its result is not held across a call (a result kept across

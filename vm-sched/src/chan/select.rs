@@ -47,7 +47,7 @@ impl<'a> Locked<'a> {
             let st = &mut *self.guards[self.guard_of[i]];
             let cap = cases[i].chan.cap;
             let fired = match &cases[i].op {
-                CaseOp::Recv => st.try_recv(i, active, wakers),
+                CaseOp::Recv => st.try_recv(i, None, active, wakers),
                 CaseOp::Send(v, checked) => st.try_send(i, v, *checked, cap, active, wakers),
             };
             if fired.is_some() {

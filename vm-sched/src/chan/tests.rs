@@ -584,7 +584,8 @@ async fn a_chain_of_rendezvous_channels_passes_every_value_in_order() {
 }
 
 /// `csend`'s and `crecv`'s outcome mapped in one step on the hot path (`waits::done`) is the
-/// one mapping's (`vm_core::step::one_case` of `waits::one_fired`) for every outcome.
+/// one mapping's (`vm_core::step::one_case` of `waits::one_fired`) for every outcome, a
+/// received value stored in the `crecv`'s register instead.
 #[test]
 fn one_outcome_agrees_with_one_case() {
     let outcomes = [
@@ -595,9 +596,19 @@ fn one_outcome_agrees_with_one_case() {
     ];
     for send in [true, false] {
         for f in &outcomes {
-            let direct = super::waits::done(send, f.clone());
+            let mut register = Value::atom("old");
+            let direct = super::waits::done((!send).then_some(&mut register), f.clone());
             let mapped = vm_core::step::one_case(send, super::waits::one_fired(f.clone()));
-            assert_eq!(direct, vm_core::ChanTried::Done(mapped), "send {send}, {f:?}");
+            match mapped {
+                vm_core::step::OneCase::Value(v) if !send => {
+                    assert_eq!(direct, vm_core::ChanTried::Stored, "{f:?}");
+                    assert_eq!(register, v, "{f:?}");
+                }
+                mapped => {
+                    assert_eq!(direct, vm_core::ChanTried::Done(mapped), "send {send}, {f:?}");
+                    assert_eq!(register, Value::atom("old"), "{f:?}");
+                }
+            }
         }
     }
 }

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use vm_core::step::OneCase;
-use vm_core::{Atom, ChanTried, Exception, Fired, Handle, Pid, SelectCase, SelectShape, Value};
+use vm_core::{Atom, ChanArg, ChanTried, Exception, Fired, Handle, Pid, SelectCase, SelectShape, Value};
 use vm_io::natives;
 
 /// A non-blocking attempt at a select's cases (the interpreter's first try): the fired case, or
@@ -131,10 +131,14 @@ pub(crate) fn try_or_park(
     vm: &Vm,
     cell: &Arc<ActorCell>,
     h: &Handle,
-    send: Option<&Value>,
+    arg: ChanArg<'_>,
     held: &mut Held,
 ) -> ChanTried {
     let active = &vm.shared.active;
+    let (send, mut into) = match arg {
+        ChanArg::Send(v) => (Some(v), None),
+        ChanArg::Recv(dst) => (None, Some(dst)),
+    };
     let c = match held {
         Held::Chan(c) => {
             if let Some(on) = &c.on {
@@ -149,10 +153,10 @@ pub(crate) fn try_or_park(
                     }
                     // The handle stays, for the next park on the same channel.
                     c.last = c.on.take().map(|on| on.handle);
-                    return done(send.is_some(), f);
+                    return done(into, f);
                 }
                 if let Some(f) = cancel_parked(vm, cell, c) {
-                    return done(send.is_some(), f);
+                    return done(into, f);
                 }
             }
             c
@@ -176,14 +180,25 @@ pub(crate) fn try_or_park(
     let kept = if had_spare { None } else { cell.mailbox.kept_waker() };
     let counted = || -> Arc<dyn CountedFlag> { cell.clone() };
     let idle = loop {
-        match chan.complete_or_park_counted(send, checked, &mut c.wait, kept.as_ref(), counted, active) {
+        let got = chan.complete_or_park_counted(
+            send,
+            into.as_deref_mut(),
+            checked,
+            &mut c.wait,
+            kept.as_ref(),
+            counted,
+            active,
+        );
+        match got {
             Ok(chan::Fired::Unchecked { .. }) => {
                 match recheck("csend", h, send.expect("only a send is unchecked")) {
                     Ok(ok) => checked = ok,
                     Err(e) => return ChanTried::Raise(Box::new(e)),
                 }
             }
-            Ok(f) => return done(send.is_some(), f),
+            // Stored already; what the register held is dropped here, after the unlock.
+            Ok(chan::Fired::Received { .. }) if into.is_some() => return ChanTried::Stored,
+            Ok(f) => return done(into, f),
             Err((w, idle)) => {
                 c.wait = Some(w);
                 break idle;
@@ -211,15 +226,22 @@ pub(crate) fn try_or_park(
     ChanTried::Parked
 }
 
-/// The instruction's result for a `csend` (`send`) or `crecv` whose case fired: as
-/// `vm_core::step::one_case(send, one_fired(f))`, mapped in one step on the hot path
-/// (`one_outcome_agrees_with_one_case` checks that they agree).
+/// The instruction's result for a `csend` or a `crecv` (`into`: its register) whose case
+/// fired: as `vm_core::step::one_case(send, one_fired(f))`, mapped in one step on the hot path
+/// (`one_outcome_agrees_with_one_case` checks that they agree), with a received value stored
+/// in the register.
 #[inline]
-pub(super) fn done(send: bool, f: chan::Fired) -> ChanTried {
+pub(super) fn done(into: Option<&mut Value>, f: chan::Fired) -> ChanTried {
+    let send = into.is_none();
     ChanTried::Done(match f {
         chan::Fired::SendClosed { .. } => OneCase::SendClosed,
         _ if send => OneCase::Value(Value::Nil),
-        chan::Fired::Received { value, .. } => OneCase::Value(value),
+        chan::Fired::Received { value, .. } => {
+            if let Some(dst) = into {
+                *dst = value;
+            }
+            return ChanTried::Stored;
+        }
         chan::Fired::RecvClosed { .. } | chan::Fired::Sent { .. } => OneCase::Closed,
         chan::Fired::Unchecked { .. } => unreachable!("an unchecked send is tried again, never a result"),
     })
@@ -546,6 +568,7 @@ impl Future for ChanWait<'_> {
                 let counted = || -> Arc<dyn CountedFlag> { cell.clone() };
                 match chan.complete_or_park_counted(
                     this.value.as_ref(),
+                    None,
                     this.checked,
                     &mut None,
                     Some(cx.waker()),
