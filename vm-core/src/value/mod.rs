@@ -259,8 +259,9 @@ pub struct Closure {
 /// whole-value load of a value just moved that way waited for the stores to drain (a failed
 /// store-to-load forward): on every message and channel hand-off, and at every copy into a
 /// result enum whose tag lives in the value's spare tag values. Two aligned words move and
-/// forward cleanly: chan_pingpong and ring run 8–15 % faster (`docs/BENCHMARKS.md`, "chan5").
-/// The size (16) and `Option<Value>`'s niche are unchanged.
+/// forward cleanly: ring and pingpong run 7–8 % faster in wall time and chan_pingpong more,
+/// while fib runs 4–6 % slower (`docs/BENCHMARKS.md`, "chan5"). The size (16) and
+/// `Option<Value>`'s niche are unchanged.
 #[derive(Clone, Default, Serialize, Deserialize)]
 #[repr(C, u64)]
 pub enum Value {
