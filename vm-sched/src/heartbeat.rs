@@ -8,17 +8,11 @@
 //! 1. Each worker thread owns one slot (assigned on first use, per VM). When a driver starts a
 //!    slice it writes its pid and the current *epoch* into its thread's slot; when the slice
 //!    ends it clears the pid. No clock is read on this path: the epoch is a counter.
-//! 2. The watchdog task advances the epoch every tick (a quarter of the threshold) and reports,
+//! 2. The watchdog advances the epoch every tick (a quarter of the threshold) and reports,
 //!    through `tracing`, a slot whose pid has not changed for at least the threshold — once per
 //!    slice — and counts it in [`Heartbeat::hogs`].
 //! 3. When no slot is busy the watchdog parks instead of ticking; a driver starting a slice wakes
 //!    it if it is parked. So an idle VM has no timer firing at all (hibernation).
-//! 6. The watchdog is a thread of its own (`vm-heartbeat`), not a tokio task: a task woken by a
-//!    driver that starts a slice lands in that worker's LIFO slot, which no other worker may
-//!    steal, so it could not run until the very slice it was to watch had ended (the long slice
-//!    went unreported). It waits on [`Wake`], which it holds apart from the heartbeat so that a
-//!    parked watchdog does not keep a dropped VM's heartbeat alive; the heartbeat's drop wakes
-//!    it, and it ends.
 //! 4. The watchdog cannot read a running actor's state (it belongs to the worker thread running
 //!    it), so the stepper publishes where the actor is at a fuel check every
 //!    `vm_core::PROGRESS_EVERY` units of fuel ([`Heartbeat::progress`], into the thread's slot;
@@ -32,6 +26,12 @@
 //!    actor, so a job that holds its thread too long is reported, naming the executor and the
 //!    job. An executor thread that ends gives its slot back ([`Heartbeat::leave`]) for the next
 //!    one to take.
+//! 6. The watchdog is a thread of its own (`vm-heartbeat`), not a tokio task: a task woken by a
+//!    driver that starts a slice lands in that worker's LIFO slot, which no other worker may
+//!    steal, so it could not run until the very slice it was to watch had ended (the long slice
+//!    went unreported). It waits on [`Wake`], which it holds apart from the heartbeat so that a
+//!    parked watchdog does not keep a dropped VM's heartbeat alive; the heartbeat's drop wakes
+//!    it, and it ends.
 
 // Plain std atomics: the heartbeat is diagnostics, not part of the loom-checked protocols.
 use std::cell::Cell;

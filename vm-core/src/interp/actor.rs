@@ -195,20 +195,29 @@ fn chan_one<H: Host + ?Sized, const SEND: bool>(
             }
             std::cmp::Ordering::Equal => return crecv_into_own(host, regs, dst, closed),
         };
-        let h = match chan_ref(op, chan) {
-            Ok(h) => h,
+        match chan_ref(op, chan) {
+            Ok(h) => host.chan_try_or_park(h, ChanArg::Recv(into)),
             Err(e) => return ChanFlow::other(Flow::Throw(e)),
-        };
-        host.chan_try_or_park(h, ChanArg::Recv(into))
+        }
     };
+    chan_flow::<SEND>(tried, regs, ch, reg, closed)
+}
+
+/// What a `csend` (`SEND`) or `crecv` does with the host's answer. The channel is still in
+/// register `ch` whenever it is needed again (nothing was received into it).
+#[inline(always)]
+fn chan_flow<const SEND: bool>(
+    tried: ChanTried,
+    regs: &mut [Value],
+    ch: u16,
+    reg: u16,
+    closed: u32,
+) -> ChanFlow {
     match tried {
         ChanTried::Done(c) => one_done::<SEND>(regs, reg, closed, c),
         ChanTried::Stored => ChanFlow::Next,
         ChanTried::Parked => ChanFlow::Parked,
-        ChanTried::Empty => match chan_of(op, &regs[ch as usize]) {
-            Ok(h) => wait_as_select::<SEND>(h, regs, reg),
-            Err(e) => ChanFlow::other(Flow::Throw(e)),
-        },
+        ChanTried::Empty => wait_as_select::<SEND>(regs, ch, reg),
         ChanTried::Raise(e) => ChanFlow::other(Flow::Throw(*e)),
     }
 }
@@ -218,24 +227,24 @@ fn chan_one<H: Host + ?Sized, const SEND: bool>(
 #[cold]
 #[inline(never)]
 fn crecv_into_own<H: Host + ?Sized>(host: &mut H, regs: &mut [Value], reg: usize, closed: u32) -> ChanFlow {
-    let h = match chan_of("crecv", &regs[reg]) {
+    let tried = match chan_of("crecv", &regs[reg]) {
+        Ok(h) => host.chan_try_or_park(&h, ChanArg::Recv(&mut regs[reg])),
+        Err(e) => return ChanFlow::other(Flow::Throw(e)),
+    };
+    chan_flow::<false>(tried, regs, reg as u16, reg as u16, closed)
+}
+
+/// A `csend` (`SEND`) or `crecv` on the channel in register `ch` that the host tried but did
+/// not park: it waits as a one-case select, with the case built now (cloning the handle and
+/// the value).
+#[cold]
+#[inline(never)]
+fn wait_as_select<const SEND: bool>(regs: &[Value], ch: u16, reg: u16) -> ChanFlow {
+    let op = if SEND { "csend" } else { "crecv" };
+    let h = match chan_of(op, &regs[ch as usize]) {
         Ok(h) => h,
         Err(e) => return ChanFlow::other(Flow::Throw(e)),
     };
-    match host.chan_try_or_park(&h, ChanArg::Recv(&mut regs[reg])) {
-        ChanTried::Done(c) => one_done::<false>(regs, reg as u16, closed, c),
-        ChanTried::Stored => ChanFlow::Next,
-        ChanTried::Parked => ChanFlow::Parked,
-        ChanTried::Empty => wait_as_select::<false>(h, regs, reg as u16),
-        ChanTried::Raise(e) => ChanFlow::other(Flow::Throw(*e)),
-    }
-}
-
-/// A `csend` (`SEND`) or `crecv` on `h` that the host tried but did not park: it waits as a
-/// one-case select, with the case built now (cloning the handle and the value).
-#[cold]
-#[inline(never)]
-fn wait_as_select<const SEND: bool>(h: Handle, regs: &[Value], reg: u16) -> ChanFlow {
     let (shape, case) = if SEND {
         (SelectShape::Send, SelectCase::Send(h, regs[reg as usize].clone()))
     } else {

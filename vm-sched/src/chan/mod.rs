@@ -627,14 +627,7 @@ impl Channel {
                 && active.fetch_sub(1, Ordering::SeqCst) == 1;
             let p = Parked { waiter: waiter.clone(), case: 0 };
             match send {
-                Some(v) => {
-                    // The value is cloned into its queue slot, not into a temporary that the
-                    // push then copies (a stall of the same kind).
-                    g.sendq.push_back((p, Value::Nil));
-                    if let Some(slot) = g.sendq.back_mut() {
-                        slot.1 = v.clone();
-                    }
-                }
+                Some(v) => g.sendq.push_back((p, v.clone())),
                 None => g.recvq.push_back(p),
             }
             drop(g);
