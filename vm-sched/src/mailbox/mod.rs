@@ -54,14 +54,16 @@
 //! 2. A signaller, holding the lock, queues its signal, sets `signalled` (kept under the lock
 //!    with the signal queue: cleared when the queue empties), then swaps `chan_wait` to 0: if
 //!    it held a wait, the signaller wakes the actor as step 2 above does (counting it in).
-//!    Every access to `signalled` is a read-modify-write (the wait's read is a `fetch_or` of
-//!    false, the signaller's set a `swap`, the queue's clearing a `swap`), so the two sides'
-//!    accesses to it are ordered and the later one reads from the earlier: if the wait's comes
-//!    first, the signaller's synchronises with it and so sees the wait stored before it; if the
-//!    signaller's comes first, the wait reads true. At least one side sees the other, never
-//!    neither, and this holds under acquire/release alone (plain `SeqCst` stores and loads
-//!    would also do on real hardware, but loom models them as acquire/release and cannot check
-//!    that). Both is a spurious wake, which costs the actor one more park.
+//!    The wait's store and read and the signaller's set and swap are all `SeqCst`, so they
+//!    fall in one total order that agrees with each side's program order: if the wait's read
+//!    of `signalled` comes before the signaller's set (it read false), its store of the wait
+//!    came earlier still, and the signaller's swap, later, takes it; otherwise the wait reads
+//!    true. At least one side sees the other, never neither. Both is a spurious wake, which
+//!    costs the actor one more park. (The wait's read is a load, [`read_signalled`]. Loom
+//!    models `SeqCst` loads and stores as acquire/release, so under loom the read is a
+//!    `fetch_or` of false instead: every access to `signalled` is then a read-modify-write,
+//!    the later of the two sides' reads from the earlier, and the argument holds under
+//!    acquire/release alone, which loom checks.)
 //! 3. A message does not look at `chan_wait`: it neither wakes nor counts in the actor.
 //! 4. Woken, the actor runs its instruction again, which clears `chan_wait` with a store. If
 //!    its channel's claimer woke it, that is the whole end of the wait; if a signaller did, the
@@ -363,6 +365,19 @@ fn quiet_chan(shape: vm_core::SelectShape, id: u64) -> Option<u64> {
 fn quiet_wait(word: u64) -> Wait {
     let shape = if word & 3 == 1 { vm_core::SelectShape::Send } else { vm_core::SelectShape::Recv };
     Wait::Chan { shape, chans: ChanIds::One(word >> 2), orphanable: true }
+}
+
+/// Step 1's read of `signalled`, after the wait's `SeqCst` store (module docs, step 2): a
+/// `SeqCst` load in the VM, which on x86 is a plain load where the read-modify-write is a
+/// locked instruction that also drains the store buffer (a tenth of a parked `csend`'s time
+/// went to it). Under loom, which models `SeqCst` loads and stores as acquire/release and so
+/// cannot check the store-then-load order, the read-modify-write that it can check.
+#[inline(always)]
+fn read_signalled(signalled: &AtomicBool) -> bool {
+    #[cfg(not(vm_loom))]
+    return signalled.load(Ordering::SeqCst);
+    #[cfg(vm_loom)]
+    return signalled.fetch_or(false, Ordering::SeqCst);
 }
 
 /// The reason an actor is killed with when its mailbox overflows.
@@ -729,8 +744,7 @@ impl Mailbox {
     pub(crate) fn park_chan(&self, shape: vm_core::SelectShape, id: u64) -> bool {
         let Some(word) = quiet_chan(shape, id) else { return false };
         self.chan_wait.store(word, Ordering::SeqCst);
-        // A read-modify-write, not a load (module docs, step 2).
-        if self.signalled.fetch_or(false, Ordering::SeqCst) {
+        if read_signalled(&self.signalled) {
             // A signaller may have taken the wait already and woken the task: a spurious
             // wake, which the ordinary wait's poll absorbs.
             self.chan_wait.store(0, Ordering::SeqCst);
