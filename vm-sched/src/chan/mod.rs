@@ -632,10 +632,9 @@ impl Channel {
             let idle = count_out
                 && !waiter.counted.counted().swap(true, Ordering::SeqCst)
                 && active.fetch_sub(1, Ordering::SeqCst) == 1;
-            let p = Parked { waiter: waiter.clone(), case: 0 };
             match send {
-                Some(v) => g.sendq.push_back((p, v.clone())),
-                None => g.recvq.push_back(p),
+                Some(v) => push_send(&mut g.sendq, Parked { waiter: waiter.clone(), case: 0 }, v),
+                None => g.recvq.push_back(Parked { waiter: waiter.clone(), case: 0 }),
             }
             drop(g);
             debug_assert!(to_wake.is_none(), "a park claims nobody");
@@ -647,6 +646,31 @@ impl Channel {
         }
         Ok(f)
     }
+}
+
+/// Queues a parked sender's entry. Room is made first, out of line, and the push is then
+/// known not to grow: an entry built before a push that might grow (a call) was kept on the
+/// stack, written a word at a time and read back two words at once, which stalled on store
+/// forwarding in every parked `csend`.
+#[inline(always)]
+fn push_send(q: &mut VecDeque<(Parked, Value)>, p: Parked, v: &Value) {
+    let v = v.clone();
+    if q.len() == q.capacity() {
+        grow(q);
+    }
+    // SAFETY: `grow` reserved room for one more entry if there was none.
+    #[allow(unsafe_code, reason = "tells the push that it need not grow the queue")]
+    unsafe {
+        std::hint::assert_unchecked(q.len() < q.capacity())
+    };
+    q.push_back((p, v));
+}
+
+/// Makes room for one more entry (out of line: queues seldom grow).
+#[cold]
+#[inline(never)]
+fn grow<T>(q: &mut VecDeque<T>) {
+    q.reserve(1);
 }
 
 impl OneWait {
