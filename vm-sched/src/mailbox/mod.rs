@@ -74,6 +74,9 @@
 //!    actor, which drops it (as when it finds `waiting` set just before the wait ends).
 //!
 //! This protocol is model-checked with loom (the `loom_tests` submodule); unit tests are in `tests`.
+//! The quiet wait's step 2 with the `SeqCst` load that loom cannot model is raced on real
+//! threads by `tests/programs/race_chan_signal_at_park.vasm` (thousands of signals racing a
+//! park: it fails if either side misses the other).
 //!
 //! **Memory.** Under the same lock the mailbox keeps what its queued messages are charged
 //! (`Inner::bytes`, `vm_core::mem::message_size` of each, added when one is queued and taken off
