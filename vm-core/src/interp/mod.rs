@@ -254,6 +254,17 @@ fn run<H: Host + ?Sized>(st: &mut ActorState, m: &Module, host: &mut H, mut fuel
             }
         };
     }
+    // Does what `csend` or `crecv` asks for (`actor::ChanFlow`): a park leaves the loop with
+    // the parked effect built here, as `recv`'s is.
+    macro_rules! chan_flow {
+        ($chan_flow:expr) => {
+            match $chan_flow {
+                ChanFlow::Next => next!(),
+                ChanFlow::Parked => break Effect::Begun(Begun::Chan),
+                ChanFlow::Other(f) => flow!(*f),
+            }
+        };
+    }
     // Jumps to `$target`, charging fuel when the jump goes backward.
     macro_rules! jump {
         ($target:expr) => {{
@@ -532,16 +543,8 @@ fn run<H: Host + ?Sized>(st: &mut ActorState, m: &Module, host: &mut H, mut fuel
             },
             // A channel program's `csend` and `crecv` take the same short way (a parked one runs
             // again when woken, so each wait passes here twice).
-            Instr::Csend { ch, v } => match actor::csend(host, regs, ch, v) {
-                ChanFlow::Next => next!(),
-                ChanFlow::Parked => break Effect::Begun(Begun::Chan),
-                ChanFlow::Other(f) => flow!(*f),
-            },
-            Instr::Crecv { dst, ch, closed } => match actor::crecv(host, regs, dst, ch, closed) {
-                ChanFlow::Next => next!(),
-                ChanFlow::Parked => break Effect::Begun(Begun::Chan),
-                ChanFlow::Other(f) => flow!(*f),
-            },
+            Instr::Csend { ch, v } => chan_flow!(actor::csend(host, regs, ch, v)),
+            Instr::Crecv { dst, ch, closed } => chan_flow!(actor::crecv(host, regs, dst, ch, closed)),
             // A selective receive is charged one unit of fuel per message it looks at, so that a
             // long scan yields like any other work: it gets the fuel left as its budget (a copy,
             // so that `fuel` itself stays in a machine register) and may yield (`Flow::Yield`).

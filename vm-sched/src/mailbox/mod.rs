@@ -372,9 +372,10 @@ fn quiet_wait(word: u64) -> Wait {
 
 /// Step 1's read of `signalled`, after the wait's `SeqCst` store (module docs, step 2): a
 /// `SeqCst` load in the VM, which on x86 is a plain load where the read-modify-write is a
-/// locked instruction that also drains the store buffer (a tenth of a parked `csend`'s time
-/// went to it). Under loom, which models `SeqCst` loads and stores as acquire/release and so
-/// cannot check the store-then-load order, the read-modify-write that it can check.
+/// locked instruction that also drains the store buffer (a fifth of `csend`'s samples were at
+/// it and the load after it). Under loom, which models `SeqCst` loads and stores as
+/// acquire/release and so cannot check the store-then-load order, the read-modify-write that
+/// it can check.
 #[inline(always)]
 fn read_signalled(signalled: &AtomicBool) -> bool {
     #[cfg(not(vm_loom))]
